@@ -1,0 +1,122 @@
+//! Rust types for every Lattice custom resource (group `lattice.dev`, version `v1alpha1`).
+
+pub mod cluster;
+pub mod common;
+pub mod compliance_profile;
+pub mod infra_provider;
+pub mod job;
+pub mod mesh_member;
+pub mod model;
+pub mod package;
+pub mod policy;
+pub mod secret_provider;
+pub mod service;
+pub mod trust_policy;
+pub mod workload;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use cluster::LatticeCluster;
+pub use common::{API_VERSION, Condition, ConditionStatus, EnforcementMode, GROUP, VERSION};
+pub use compliance_profile::LatticeComplianceProfile;
+pub use infra_provider::InfraProvider;
+pub use job::LatticeJob;
+pub use mesh_member::LatticeMeshMember;
+pub use model::LatticeModel;
+pub use package::LatticePackage;
+pub use policy::CedarPolicy;
+pub use secret_provider::SecretProvider;
+pub use service::LatticeService;
+pub use trust_policy::TrustPolicy;
+
+/// Every Lattice kind. The order is the order CRDs are generated and documented in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    LatticeService,
+    LatticeJob,
+    LatticeModel,
+    LatticeMeshMember,
+    LatticeCluster,
+    CedarPolicy,
+    SecretProvider,
+    TrustPolicy,
+    InfraProvider,
+    LatticePackage,
+    LatticeComplianceProfile,
+}
+
+impl Kind {
+    /// All kinds.
+    pub const ALL: [Kind; 11] = [
+        Kind::LatticeService,
+        Kind::LatticeJob,
+        Kind::LatticeModel,
+        Kind::LatticeMeshMember,
+        Kind::LatticeCluster,
+        Kind::CedarPolicy,
+        Kind::SecretProvider,
+        Kind::TrustPolicy,
+        Kind::InfraProvider,
+        Kind::LatticePackage,
+        Kind::LatticeComplianceProfile,
+    ];
+
+    /// The kind as written in `kind:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::LatticeService => "LatticeService",
+            Kind::LatticeJob => "LatticeJob",
+            Kind::LatticeModel => "LatticeModel",
+            Kind::LatticeMeshMember => "LatticeMeshMember",
+            Kind::LatticeCluster => "LatticeCluster",
+            Kind::CedarPolicy => "CedarPolicy",
+            Kind::SecretProvider => "SecretProvider",
+            Kind::TrustPolicy => "TrustPolicy",
+            Kind::InfraProvider => "InfraProvider",
+            Kind::LatticePackage => "LatticePackage",
+            Kind::LatticeComplianceProfile => "LatticeComplianceProfile",
+        }
+    }
+
+    /// Looks a kind up by its `kind:` name.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The generated CustomResourceDefinition.
+    pub fn crd(self) -> CustomResourceDefinition {
+        match self {
+            Kind::LatticeService => LatticeService::crd(),
+            Kind::LatticeJob => LatticeJob::crd(),
+            Kind::LatticeModel => LatticeModel::crd(),
+            Kind::LatticeMeshMember => LatticeMeshMember::crd(),
+            Kind::LatticeCluster => LatticeCluster::crd(),
+            Kind::CedarPolicy => CedarPolicy::crd(),
+            Kind::SecretProvider => SecretProvider::crd(),
+            Kind::TrustPolicy => TrustPolicy::crd(),
+            Kind::InfraProvider => InfraProvider::crd(),
+            Kind::LatticePackage => LatticePackage::crd(),
+            Kind::LatticeComplianceProfile => LatticeComplianceProfile::crd(),
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        self.crd().spec.scope == "Namespaced"
+    }
+
+    /// Whether this kind is a workload (raises derivation gates).
+    pub fn is_workload(self) -> bool {
+        matches!(
+            self,
+            Kind::LatticeService | Kind::LatticeJob | Kind::LatticeModel | Kind::LatticeMeshMember
+        )
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,49 @@
+//! `LatticePackage`: a Helm chart installed with Lattice-managed secrets.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{BasicStatus, FreeForm, free_form_schema};
+use super::workload::Resource;
+
+/// A Helm chart with values, whose secret resources go through the same gates as workloads.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "lattice.dev",
+    version = "v1alpha1",
+    kind = "LatticePackage",
+    namespaced,
+    status = "BasicStatus",
+    shortname = "lpkg",
+    category = "lattice",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A Helm chart installed with policy-checked secrets.",
+    printcolumn(name = "Chart", type_ = "string", json_path = ".spec.chart.name"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.chart.version"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LatticePackageSpec {
+    pub chart: Chart,
+    /// Helm values; may hold `${resources.NAME.KEY}` placeholders for secret resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_schema")]
+    pub values: Option<FreeForm>,
+    /// Resources the values refer to; `secret` resources are `AccessSecret` gates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, Resource>,
+}
+
+/// A chart in a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Chart {
+    /// `https://…` or `oci://…`.
+    pub repository: String,
+    pub name: String,
+    pub version: String,
+}

@@ -1,0 +1,75 @@
+//! `TrustPolicy`: which registries are trusted and which keys sign their images.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::BasicStatus;
+
+/// Trusted registries and their signing keys. The facts it yields (`Image.signed`,
+/// `Image.signers`) are what `DeployImage` policies decide on.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "lattice.dev",
+    version = "v1alpha1",
+    kind = "TrustPolicy",
+    status = "BasicStatus",
+    shortname = "ltp",
+    category = "lattice",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Trusted image registries and the keys that sign their images.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustPolicySpec {
+    pub registries: Vec<TrustedRegistry>,
+}
+
+/// A registry (or a repository prefix within one) and its signers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedRegistry {
+    /// A registry host or repository prefix, e.g. `ghcr.io/myorg`.
+    #[schemars(length(min = 1))]
+    pub prefix: String,
+    /// Keys whose signatures are accepted for images under `prefix`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<SigningKey>,
+    /// Images under `prefix` must carry a signature by one of `keys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signature: Option<bool>,
+    /// Image references (digest or tag) whose signature was verified, with the key that signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<VerifiedImage>,
+}
+
+/// A signing key: a PEM public key or a keyless (Fulcio) identity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKey {
+    /// The signer's name, as policies see it in `Image.signers`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessIdentity>,
+}
+
+/// A keyless signing identity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeylessIdentity {
+    pub issuer: String,
+    pub subject: String,
+}
+
+/// A verification result recorded for an image.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedImage {
+    /// The image reference as written in workloads.
+    pub image: String,
+    /// Names of the keys whose signatures verified.
+    pub signers: Vec<String>,
+}

@@ -1,0 +1,7 @@
+//! Lattice's API: custom resource types, their generated CRDs and JSON Schemas, the Cedar
+//! schema, and loading and validating manifests with precise diagnostics.
+
+pub mod cedar;
+pub mod crd;
+pub mod generate;
+pub mod manifest;

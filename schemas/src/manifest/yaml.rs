@@ -1,0 +1,643 @@
+//! A YAML reader that keeps where every value came from.
+//!
+//! Manifests are read into `serde_json::Value` (what JSON Schema validation and serde
+//! deserialization work on) together with a [`SpanMap`] from JSON pointers to byte ranges in
+//! the source, so any finding about `/spec/containers/main/image` can point at its line and
+//! column. Scalars resolve by the YAML 1.2 core schema, as Kubernetes' decoder does for the
+//! types Lattice uses. Duplicate keys are errors, and alias expansion is bounded so a small
+//! file cannot expand into an unbounded document.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// The most values one file may expand to (aliases included).
+pub const MAX_NODES: usize = 1_000_000;
+/// The deepest nesting accepted.
+pub const MAX_DEPTH: usize = 256;
+
+/// Where a value and, for a mapping entry, its key stand in the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The key of the mapping entry holding this value, if any.
+    pub key: Option<Range<usize>>,
+    /// The value itself (for collections, where it starts).
+    pub value: Range<usize>,
+    /// The scalar style, for mapping text inside block scalars back to the file.
+    pub style: Option<ScalarStyle>,
+}
+
+/// How a scalar was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalarStyle {
+    Plain,
+    Quoted,
+    Literal,
+    Folded,
+}
+
+/// JSON pointer → source span, for one document.
+#[derive(Clone, Debug, Default)]
+pub struct SpanMap {
+    spans: HashMap<String, Span>,
+}
+
+impl SpanMap {
+    /// The span of the value at `pointer`, or of its nearest ancestor that has one.
+    pub fn find(&self, pointer: &str) -> Option<&Span> {
+        let mut p = pointer;
+        loop {
+            if let Some(s) = self.spans.get(p) {
+                return Some(s);
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return None,
+            }
+        }
+    }
+
+    /// The span of exactly `pointer`, if it was in the source.
+    pub fn get(&self, pointer: &str) -> Option<&Span> {
+        self.spans.get(pointer)
+    }
+}
+
+/// One YAML document of a file.
+#[derive(Clone, Debug)]
+pub struct YamlDocument {
+    /// Position in the file, from 0.
+    pub index: usize,
+    pub value: Value,
+    pub spans: SpanMap,
+    /// Where the document starts in the file.
+    pub start: usize,
+}
+
+/// A problem reading YAML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct YamlError {
+    pub message: String,
+    pub span: Range<usize>,
+    pub help: Option<String>,
+}
+
+/// Appends one JSON pointer segment, escaped per RFC 6901.
+pub fn push_pointer(base: &str, segment: &str) -> String {
+    let mut s = String::with_capacity(base.len() + segment.len() + 1);
+    s.push_str(base);
+    s.push('/');
+    for c in segment.chars() {
+        match c {
+            '~' => s.push_str("~0"),
+            '/' => s.push_str("~1"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// Reads every document of a YAML stream.
+///
+/// On a syntax error, the documents before it are returned with the error.
+pub fn parse_documents(text: &str) -> (Vec<YamlDocument>, Option<YamlError>) {
+    let mut builder = Builder::new(text);
+    let mut parser = Parser::new_from_str(text).keep_tags(true);
+    let result = parser.load(&mut builder, true);
+    let mut error = builder.error.take();
+    if let Err(e) = result
+        && error.is_none()
+    {
+        let at = builder.offset(e.marker());
+        error = Some(YamlError {
+            message: format!("invalid YAML: {}", e.info()),
+            span: at..at,
+            help: Some("check indentation, quoting and the `key: value` layout".into()),
+        });
+    }
+    (builder.documents, error)
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Value>,
+        pointer: String,
+        anchor: usize,
+    },
+    Map {
+        entries: Map<String, Value>,
+        pointer: String,
+        anchor: usize,
+        /// The pending key, once read, and where it was.
+        key: Option<(String, Range<usize>)>,
+        /// Where each key was first seen, for duplicate reports.
+        seen: HashMap<String, Range<usize>>,
+        /// Keys brought in by `<<` merges, which explicit keys may override.
+        merged: Vec<String>,
+    },
+}
+
+struct Builder<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Value>,
+    nodes: usize,
+    spans: SpanMap,
+    doc_start: usize,
+    documents: Vec<YamlDocument>,
+    error: Option<YamlError>,
+    /// The key span waiting to be attached to the next value.
+    pending_key_span: Option<Range<usize>>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Builder {
+            text,
+            line_starts,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            nodes: 0,
+            spans: SpanMap::default(),
+            doc_start: 0,
+            documents: Vec::new(),
+            error: None,
+            pending_key_span: None,
+        }
+    }
+
+    /// Byte offset of a marker. Markers carry a 1-based line and a column counted in
+    /// characters, which is exact for any UTF-8 input.
+    fn offset(&self, m: &Marker) -> usize {
+        let line = m.line().max(1) - 1;
+        let Some(&start) = self.line_starts.get(line) else {
+            return self.text.len();
+        };
+        let rest = &self.text[start..];
+        let line_text = rest.split('\n').next().unwrap_or("");
+        line_text
+            .char_indices()
+            .nth(m.col())
+            .map(|(i, _)| start + i)
+            .unwrap_or(start + line_text.len())
+    }
+
+    /// The source range a scalar occupies on its first line.
+    fn scalar_range(&self, start: usize, value: &str, style: TScalarStyle) -> Range<usize> {
+        let line_end = self.text[start..]
+            .find('\n')
+            .map(|i| start + i)
+            .unwrap_or(self.text.len());
+        let len = match style {
+            TScalarStyle::Plain => value.len(),
+            TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => value.len() + 2,
+            TScalarStyle::Literal | TScalarStyle::Folded => 1,
+        };
+        start
+            ..(start + len.max(1))
+                .min(line_end.max(start + 1))
+                .min(self.text.len())
+    }
+
+    fn fail(&mut self, message: String, span: Range<usize>, help: Option<&str>) {
+        if self.error.is_none() {
+            self.error = Some(YamlError {
+                message,
+                span,
+                help: help.map(str::to_owned),
+            });
+        }
+    }
+
+    /// The pointer of the value about to be added to the innermost collection.
+    fn next_pointer(&self) -> String {
+        match self.stack.last() {
+            None => String::new(),
+            Some(Frame::Seq { items, pointer, .. }) => {
+                push_pointer(pointer, &items.len().to_string())
+            }
+            Some(Frame::Map { key, pointer, .. }) => match key {
+                Some((k, _)) => push_pointer(pointer, k),
+                None => pointer.clone(),
+            },
+        }
+    }
+
+    fn count_nodes(&mut self, n: usize, at: usize) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            self.fail(
+                format!("document expands to more than {MAX_NODES} values"),
+                at..at,
+                Some("aliases (`*name`) may be expanding recursively; write the values out"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Adds a finished value to the innermost collection, or finishes the document.
+    fn add_value(&mut self, value: Value, span_start: usize, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        let Some(frame) = self.stack.last_mut() else {
+            self.documents.push(YamlDocument {
+                index: self.documents.len(),
+                value,
+                spans: std::mem::take(&mut self.spans),
+                start: self.doc_start,
+            });
+            return;
+        };
+        match frame {
+            Frame::Seq { items, .. } => items.push(value),
+            Frame::Map {
+                entries,
+                key,
+                seen,
+                merged,
+                ..
+            } => match key.take() {
+                None => {
+                    let k = match value {
+                        Value::String(s) => s,
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Null => "null".to_owned(),
+                        _ => {
+                            self.fail(
+                                "a mapping key must be a scalar".into(),
+                                span_start..span_start + 1,
+                                Some("use a string key"),
+                            );
+                            return;
+                        }
+                    };
+                    let range = self
+                        .pending_key_span
+                        .clone()
+                        .unwrap_or(span_start..span_start);
+                    *key = Some((k, range));
+                }
+                Some((k, range)) => {
+                    if k == "<<" {
+                        // YAML merge key: bring in entries not already written.
+                        let sources = match value {
+                            Value::Array(items) => items,
+                            other => vec![other],
+                        };
+                        for source in sources {
+                            if let Value::Object(m) = source {
+                                for (mk, mv) in m {
+                                    if !entries.contains_key(&mk) {
+                                        merged.push(mk.clone());
+                                        entries.insert(mk, mv);
+                                    }
+                                }
+                            }
+                        }
+                        return;
+                    }
+                    if let Some(first) = seen.get(&k) {
+                        let first_line = self.text[..first.start].matches('\n').count() + 1;
+                        let msg =
+                            format!("duplicate key `{k}` (first written on line {first_line})");
+                        self.fail(msg, range, Some("each key may appear once in a mapping"));
+                        return;
+                    }
+                    seen.insert(k.clone(), range);
+                    merged.retain(|m| m != &k);
+                    entries.insert(k, value);
+                }
+            },
+        }
+    }
+
+    fn record_span(
+        &mut self,
+        pointer: String,
+        start: usize,
+        range: Range<usize>,
+        style: Option<ScalarStyle>,
+    ) {
+        let key = self.pending_key_span.take();
+        let _ = start;
+        self.spans.spans.insert(
+            pointer,
+            Span {
+                key,
+                value: range,
+                style,
+            },
+        );
+    }
+
+    /// Whether the next value completes a key (rather than being a key).
+    fn expecting_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+}
+
+fn resolve_plain(s: &str) -> Value {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => {
+            // JSON has no infinities or NaN; keep the text so a number field reports it.
+            return Value::String(s.to_owned());
+        }
+        _ => {}
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Value::Number(i.into());
+        }
+        if let Ok(u) = s.parse::<u64>() {
+            return Value::Number(u.into());
+        }
+    }
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Number(i.into());
+    }
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Number(i.into());
+    }
+    let looks_float = digits
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits.bytes().any(|b| b.is_ascii_digit());
+    if looks_float
+        && let Ok(f) = s.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(s.to_owned())
+}
+
+fn resolve_tagged(s: &str, tag: &Tag) -> Value {
+    if tag.handle == "!!" || tag.handle == "tag:yaml.org,2002:" {
+        match tag.suffix.as_str() {
+            "str" => return Value::String(s.to_owned()),
+            "null" => return Value::Null,
+            _ => {}
+        }
+    }
+    resolve_plain(s)
+}
+
+impl MarkedEventReceiver for Builder<'_> {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        let at = self.offset(&mark);
+        match ev {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
+            Event::DocumentStart => {
+                self.doc_start = at;
+                self.spans = SpanMap::default();
+                self.anchors.clear();
+            }
+            Event::DocumentEnd => {
+                // A document with no content ends without a value; keep indexes aligned.
+                if self
+                    .documents
+                    .last()
+                    .is_none_or(|d| d.start != self.doc_start)
+                    && self.stack.is_empty()
+                {
+                    self.documents.push(YamlDocument {
+                        index: self.documents.len(),
+                        value: Value::Null,
+                        spans: std::mem::take(&mut self.spans),
+                        start: self.doc_start,
+                    });
+                }
+            }
+            Event::Alias(id) => {
+                let Some(value) = self.anchors.get(&id).cloned() else {
+                    self.fail("alias to an unknown anchor".into(), at..at + 1, None);
+                    return;
+                };
+                if !self.count_nodes(count_values(&value), at) {
+                    return;
+                }
+                if self.expecting_key() {
+                    self.pending_key_span = Some(at..at + 1);
+                } else {
+                    let ptr = self.next_pointer();
+                    self.record_span(ptr, at, at..at + 1, None);
+                }
+                self.add_value(value, at, 0);
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                if !self.count_nodes(1, at) {
+                    return;
+                }
+                let range = self.scalar_range(at, &text, style);
+                let value = match (&tag, style) {
+                    (Some(t), _) => resolve_tagged(&text, t),
+                    (None, TScalarStyle::Plain) => resolve_plain(&text),
+                    (None, _) => Value::String(text),
+                };
+                if self.expecting_key() {
+                    self.pending_key_span = Some(range);
+                } else {
+                    let ptr = self.next_pointer();
+                    let st = match style {
+                        TScalarStyle::Plain => ScalarStyle::Plain,
+                        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
+                            ScalarStyle::Quoted
+                        }
+                        TScalarStyle::Literal => ScalarStyle::Literal,
+                        TScalarStyle::Folded => ScalarStyle::Folded,
+                    };
+                    self.record_span(ptr, at, range, Some(st));
+                }
+                self.add_value(value, at, anchor);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    self.fail(
+                        format!("nesting deeper than {MAX_DEPTH} levels"),
+                        at..at + 1,
+                        None,
+                    );
+                    return;
+                }
+                if !self.count_nodes(1, at) {
+                    return;
+                }
+                if self.expecting_key() {
+                    self.fail(
+                        "a mapping key must be a scalar".into(),
+                        at..at + 1,
+                        Some("use a string key"),
+                    );
+                    return;
+                }
+                let pointer = self.next_pointer();
+                self.record_span(pointer.clone(), at, at..at + 1, None);
+                self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
+                    Frame::Seq {
+                        items: Vec::new(),
+                        pointer,
+                        anchor,
+                    }
+                } else {
+                    Frame::Map {
+                        entries: Map::new(),
+                        pointer,
+                        anchor,
+                        key: None,
+                        seen: HashMap::new(),
+                        merged: Vec::new(),
+                    }
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = self.stack.pop() else {
+                    return;
+                };
+                let (value, anchor) = match frame {
+                    Frame::Seq { items, anchor, .. } => (Value::Array(items), anchor),
+                    Frame::Map {
+                        entries, anchor, ..
+                    } => (Value::Object(entries), anchor),
+                };
+                self.add_value(value, at, anchor);
+            }
+        }
+    }
+}
+
+fn count_values(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(count_values).sum::<usize>(),
+        Value::Object(m) => 1 + m.values().map(count_values).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn one(text: &str) -> YamlDocument {
+        let (docs, err) = parse_documents(text);
+        assert_eq!(err, None);
+        assert_eq!(docs.len(), 1, "{docs:?}");
+        docs.into_iter().next().unwrap()
+    }
+
+    fn line_col(text: &str, offset: usize) -> (usize, usize) {
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().unwrap().chars().count() + 1;
+        (line, col)
+    }
+
+    #[test]
+    fn scalars_resolve_by_the_core_schema() {
+        let d = one(
+            "a: 1\nb: -2\nc: 1.5\nd: true\ne: ~\nf: yes\ng: '3'\nh: 0x10\ni: 1.2.3\nj: !!str 7\n",
+        );
+        assert_eq!(
+            d.value,
+            json!({"a": 1, "b": -2, "c": 1.5, "d": true, "e": null, "f": "yes", "g": "3", "h": 16, "i": "1.2.3", "j": "7"})
+        );
+    }
+
+    #[test]
+    fn spans_point_at_keys_and_values_even_after_multibyte_text() {
+        let text = "metadata:\n  name: \"ünïcode\"\nspec:\n  image: nginx\n";
+        let d = one(text);
+        let s = d.spans.get("/spec/image").unwrap();
+        assert_eq!(&text[s.value.clone()], "nginx");
+        assert_eq!(&text[s.key.clone().unwrap()], "image");
+        assert_eq!(line_col(text, s.value.start), (4, 10));
+        let n = d.spans.get("/metadata/name").unwrap();
+        assert_eq!(&text[n.value.clone()], "\"ünïcode\"");
+    }
+
+    #[test]
+    fn pointers_escape_slashes_in_keys() {
+        let text = "volumes:\n  /data:\n    source: x\n";
+        let d = one(text);
+        let s = d.spans.get("/volumes/~1data/source").unwrap();
+        assert_eq!(&text[s.value.clone()], "x");
+        assert_eq!(
+            d.spans.find("/volumes/~1data/source/nope").unwrap().value,
+            s.value
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_that_point_at_the_second() {
+        let text = "ports:\n  http: 1\n  http: 2\n";
+        let (_, err) = parse_documents(text);
+        let err = err.unwrap();
+        assert!(
+            err.message.contains("duplicate key `http`"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("line 2"));
+        assert_eq!(line_col(text, err.span.start), (3, 3));
+    }
+
+    #[test]
+    fn multiple_documents_and_empty_ones_keep_their_positions() {
+        let (docs, err) = parse_documents("a: 1\n---\n---\nb: 2\n");
+        assert_eq!(err, None);
+        let values: Vec<_> = docs.iter().map(|d| d.value.clone()).collect();
+        assert_eq!(values, vec![json!({"a": 1}), Value::Null, json!({"b": 2})]);
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let d = one("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\nlist: [*b]\n");
+        assert_eq!(d.value["other"], json!({"x": 1, "y": 3}));
+        assert_eq!(d.value["list"], json!([{"x": 1, "y": 2}]));
+    }
+
+    #[test]
+    fn alias_bombs_are_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let prev = format!("*a{}", i - 1);
+            text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        let (_, err) = parse_documents(&text);
+        assert!(err.unwrap().message.contains("more than"));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_location() {
+        let text = "a: [1, 2\nb: 3\n";
+        let (_, err) = parse_documents(text);
+        let err = err.unwrap();
+        assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
+        assert!(err.span.start <= text.len());
+    }
+}
