@@ -106,11 +106,22 @@ pub fn check_policies(text: &str) -> PolicyCheck {
         check.ids.push((id, span.clone()));
     }
     let result = Validator::new(schema().clone()).validate(&set, ValidationMode::Strict);
+    let start = check.problems.len();
     for e in result.validation_errors() {
         check.problems.push(problem_from(e, text, false));
     }
     for w in result.validation_warnings() {
         check.problems.push(problem_from(w, text, true));
+    }
+    // Cedar names policies by their generated ids; users know them by `@id`.
+    for p in &mut check.problems[start..] {
+        for (i, (id, _)) in check.ids.iter().enumerate().rev() {
+            if let Some(id) = id {
+                p.message = p
+                    .message
+                    .replace(&format!("policy `policy{i}`"), &format!("policy `{id}`"));
+            }
+        }
     }
     check.policies = Some(set);
     check

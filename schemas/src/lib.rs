@@ -3,5 +3,8 @@
 
 pub mod cedar;
 pub mod crd;
+pub mod diagnostics;
 pub mod generate;
 pub mod manifest;
+pub mod placeholder;
+pub mod validate;

@@ -1,3 +1,673 @@
 //! Reading manifests: YAML with source spans, typed Lattice objects, Score documents.
+//!
+//! [`load_source`] turns one file into typed [`Manifest`]s. Every document is checked
+//! against its kind's strict JSON Schema before it is deserialized, so what loads is exactly
+//! what the API server would accept; what does not load comes back as [`Finding`]s that
+//! point at the offending line.
 
+pub mod score;
 pub mod yaml;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use jsonschema::error::ValidationErrorKind;
+use k8s_openapi::api::core::v1::Namespace;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::crd::{self, API_VERSION, GROUP, Kind};
+use crate::diagnostics::{Finding, SourceFile};
+use crate::generate::json_schema;
+use yaml::{ScalarStyle, YamlDocument, push_pointer};
+
+/// A typed object read from a manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Service(crd::LatticeService),
+    Job(crd::LatticeJob),
+    Model(crd::LatticeModel),
+    MeshMember(crd::LatticeMeshMember),
+    Cluster(crd::LatticeCluster),
+    CedarPolicy(crd::CedarPolicy),
+    SecretProvider(crd::SecretProvider),
+    TrustPolicy(crd::TrustPolicy),
+    InfraProvider(crd::InfraProvider),
+    Package(crd::LatticePackage),
+    ComplianceProfile(crd::LatticeComplianceProfile),
+    /// A core/v1 Namespace (its labels are world facts).
+    Namespace(Namespace),
+}
+
+impl Object {
+    /// The object's metadata.
+    pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Object::Service(o) => &o.metadata,
+            Object::Job(o) => &o.metadata,
+            Object::Model(o) => &o.metadata,
+            Object::MeshMember(o) => &o.metadata,
+            Object::Cluster(o) => &o.metadata,
+            Object::CedarPolicy(o) => &o.metadata,
+            Object::SecretProvider(o) => &o.metadata,
+            Object::TrustPolicy(o) => &o.metadata,
+            Object::InfraProvider(o) => &o.metadata,
+            Object::Package(o) => &o.metadata,
+            Object::ComplianceProfile(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+        }
+    }
+
+    /// The Lattice kind, or `None` for a Namespace.
+    pub fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Object::Service(_) => Kind::LatticeService,
+            Object::Job(_) => Kind::LatticeJob,
+            Object::Model(_) => Kind::LatticeModel,
+            Object::MeshMember(_) => Kind::LatticeMeshMember,
+            Object::Cluster(_) => Kind::LatticeCluster,
+            Object::CedarPolicy(_) => Kind::CedarPolicy,
+            Object::SecretProvider(_) => Kind::SecretProvider,
+            Object::TrustPolicy(_) => Kind::TrustPolicy,
+            Object::InfraProvider(_) => Kind::InfraProvider,
+            Object::Package(_) => Kind::LatticePackage,
+            Object::ComplianceProfile(_) => Kind::LatticeComplianceProfile,
+            Object::Namespace(_) => return None,
+        })
+    }
+
+    /// The kind as written in manifests.
+    pub fn kind_name(&self) -> &'static str {
+        self.kind().map(Kind::name).unwrap_or("Namespace")
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or("")
+    }
+
+    /// The object's namespace, for namespaced kinds (`default` when unset).
+    pub fn namespace(&self) -> Option<&str> {
+        match self.kind() {
+            Some(k) if k.namespaced() => {
+                Some(self.meta().namespace.as_deref().unwrap_or("default"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How a document was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A `lattice.dev/v1alpha1` (or core/v1) object.
+    Kubernetes,
+    /// A Score workload imported as a `LatticeService`.
+    Score,
+}
+
+/// One object and where it came from.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub object: Object,
+    pub file: Arc<SourceFile>,
+    pub doc: Arc<YamlDocument>,
+    pub origin: Origin,
+}
+
+impl Manifest {
+    fn source_pointer<'p>(&self, pointer: &'p str) -> &'p str {
+        match self.origin {
+            Origin::Kubernetes => pointer,
+            Origin::Score => score::score_pointer(pointer),
+        }
+    }
+
+    /// The span of the value at `pointer` (or its nearest written ancestor).
+    pub fn span(&self, pointer: &str) -> Range<usize> {
+        self.doc
+            .spans
+            .find(self.source_pointer(pointer))
+            .map(|s| s.value.clone())
+            .unwrap_or(self.doc.start..self.doc.start)
+    }
+
+    /// The span of the key holding the value at `pointer`, else of the value.
+    pub fn key_span(&self, pointer: &str) -> Range<usize> {
+        match self.doc.spans.find(self.source_pointer(pointer)) {
+            Some(s) => s.key.clone().unwrap_or_else(|| s.value.clone()),
+            None => self.doc.start..self.doc.start,
+        }
+    }
+
+    /// The span of `range` (a byte range of the string value at `pointer`) in the file,
+    /// exact for plain and quoted one-line scalars and for literal blocks; otherwise the
+    /// scalar's start.
+    pub fn span_in_scalar(&self, pointer: &str, range: Range<usize>) -> Range<usize> {
+        let sp = self.source_pointer(pointer);
+        let Some(span) = self.doc.spans.get(sp) else {
+            return self.span(pointer);
+        };
+        let Some(Value::String(value)) = self.doc.value.pointer(sp) else {
+            return span.value.clone();
+        };
+        locate_in_scalar(&self.file.text, span.value.start, span.style, value, range)
+            .unwrap_or(span.value.clone())
+    }
+
+    /// A finding at the value at `pointer`.
+    pub fn error_at(
+        &self,
+        code: &'static str,
+        pointer: &str,
+        message: impl Into<String>,
+    ) -> Finding {
+        Finding::error(code, &self.file, self.span(pointer), message)
+    }
+
+    /// A finding at the key of `pointer`.
+    pub fn error_at_key(
+        &self,
+        code: &'static str,
+        pointer: &str,
+        message: impl Into<String>,
+    ) -> Finding {
+        Finding::error(code, &self.file, self.key_span(pointer), message)
+    }
+
+    /// `Kind namespace/name` for messages.
+    pub fn describe(&self) -> String {
+        match self.object.namespace() {
+            Some(ns) => format!("{} {}/{}", self.object.kind_name(), ns, self.object.name()),
+            None => format!("{} {}", self.object.kind_name(), self.object.name()),
+        }
+    }
+}
+
+/// Maps a byte range of a scalar's value to the file.
+pub fn locate_in_scalar(
+    text: &str,
+    start: usize,
+    style: Option<ScalarStyle>,
+    value: &str,
+    range: Range<usize>,
+) -> Option<Range<usize>> {
+    if range.end > value.len() {
+        return None;
+    }
+    match style? {
+        ScalarStyle::Plain | ScalarStyle::Quoted => {
+            let skip = usize::from(style == Some(ScalarStyle::Quoted));
+            let raw = text.get(start + skip..)?;
+            // Exact only when the source spells the value literally up to the range.
+            raw.get(..range.end)
+                .filter(|r| *r == &value[..range.end])
+                .map(|_| start + skip + range.start..start + skip + range.end)
+        }
+        ScalarStyle::Literal => {
+            // The scalar starts at its first content character; every content line has the
+            // same indentation.
+            let first_line = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let indent = start - first_line;
+            let before = &value[..range.start];
+            let line = before.matches('\n').count();
+            let col = range.start - before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let mut line_start = first_line;
+            for _ in 0..line {
+                line_start += text[line_start..].find('\n')? + 1;
+            }
+            let s = line_start + indent + col;
+            let len = range
+                .len()
+                .min(value[range.start..].find('\n').unwrap_or(range.len()));
+            (s <= text.len()).then(|| s..(s + len.max(1)).min(text.len()))
+        }
+        ScalarStyle::Folded => None,
+    }
+}
+
+/// What loading one file produced.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub manifests: Vec<Manifest>,
+    pub findings: Vec<Finding>,
+    /// Objects of other API groups, left alone: (file, apiVersion, kind).
+    pub skipped: Vec<(String, String, String)>,
+}
+
+/// The largest manifest file read.
+pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads bytes as a manifest file: UTF-8 text of at most [`MAX_FILE_BYTES`].
+pub fn source_from_bytes(name: &str, bytes: &[u8]) -> Result<Arc<SourceFile>, Finding> {
+    if bytes.len() > MAX_FILE_BYTES {
+        let empty = SourceFile::new(name, "");
+        return Err(Finding::error(
+            "lattice::input::too-large",
+            &empty,
+            0..0,
+            format!(
+                "file is {} bytes, more than the {MAX_FILE_BYTES} a manifest may be",
+                bytes.len()
+            ),
+        ));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile::new(name, text)),
+        Err(e) => {
+            let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned();
+            let at = valid.len();
+            let file = SourceFile::new(name, valid);
+            Err(Finding::error(
+                "lattice::input::not-utf8",
+                &file,
+                at..at,
+                "file is not UTF-8 text",
+            )
+            .with_help("manifests and policies are UTF-8 text; is this a binary file?"))
+        }
+    }
+}
+
+/// Loads every document of a YAML file.
+pub fn load_source(file: &Arc<SourceFile>) -> Loaded {
+    let mut loaded = Loaded::default();
+    let (docs, error) = yaml::parse_documents(&file.text);
+    if let Some(e) = error {
+        let mut f = Finding::error("lattice::yaml", file, e.span, e.message);
+        if let Some(h) = e.help {
+            f = f.with_help(h);
+        }
+        loaded.findings.push(f);
+    }
+    for doc in docs {
+        if doc.value.is_null() {
+            continue;
+        }
+        load_document(file, doc, &mut loaded);
+    }
+    loaded
+}
+
+fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded) {
+    let at_doc = doc
+        .spans
+        .get("")
+        .map(|s| s.value.clone())
+        .unwrap_or(doc.start..doc.start);
+    let Value::Object(map) = &doc.value else {
+        loaded.findings.push(
+            Finding::error(
+                "lattice::manifest::not-an-object",
+                file,
+                at_doc,
+                "expected a Kubernetes object",
+            )
+            .with_help("a manifest is a mapping with `apiVersion`, `kind`, `metadata` and `spec`"),
+        );
+        return;
+    };
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind_name = map.get("kind").and_then(Value::as_str).unwrap_or("");
+
+    if api_version == score::SCORE_API_VERSION {
+        let converted = match score::to_lattice_service(&doc.value) {
+            Ok(v) => v,
+            Err(e) => {
+                let span = doc
+                    .spans
+                    .find(&e.pointer)
+                    .map(|s| s.value.clone())
+                    .unwrap_or(at_doc);
+                loaded
+                    .findings
+                    .push(Finding::error("lattice::score", file, span, e.message));
+                return;
+            }
+        };
+        let doc = Arc::new(doc);
+        check_and_build(
+            file,
+            doc,
+            converted,
+            Kind::LatticeService,
+            Origin::Score,
+            loaded,
+        );
+        return;
+    }
+    if api_version.is_empty() || kind_name.is_empty() {
+        let missing = if api_version.is_empty() {
+            "apiVersion"
+        } else {
+            "kind"
+        };
+        loaded.findings.push(
+            Finding::error("lattice::manifest::missing-type", file, at_doc, format!("document has no `{missing}`"))
+                .with_help(format!(
+                    "Lattice objects start with `apiVersion: {API_VERSION}` and a `kind`; Score workloads with `apiVersion: {}`",
+                    score::SCORE_API_VERSION
+                )),
+        );
+        return;
+    }
+    if api_version == "v1" && kind_name == "Namespace" {
+        match serde_json::from_value::<Namespace>(doc.value.clone()) {
+            Ok(ns) if ns.metadata.name.as_deref().is_some_and(|n| !n.is_empty()) => {
+                loaded.manifests.push(Manifest {
+                    object: Object::Namespace(ns),
+                    file: file.clone(),
+                    doc: Arc::new(doc),
+                    origin: Origin::Kubernetes,
+                })
+            }
+            Ok(_) => loaded.findings.push(Finding::error(
+                "lattice::schema::required",
+                file,
+                at_doc,
+                "Namespace has no `metadata.name`",
+            )),
+            Err(e) => loaded.findings.push(Finding::error(
+                "lattice::schema",
+                file,
+                at_doc,
+                format!("invalid Namespace: {e}"),
+            )),
+        }
+        return;
+    }
+    let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
+    if group != GROUP {
+        loaded.skipped.push((
+            file.name.clone(),
+            api_version.to_owned(),
+            kind_name.to_owned(),
+        ));
+        return;
+    }
+    let span_of = |p: &str| {
+        doc.spans
+            .find(p)
+            .map(|s| s.value.clone())
+            .unwrap_or(at_doc.clone())
+    };
+    let Some(kind) = Kind::from_name(kind_name) else {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        let mut f = Finding::error(
+            "lattice::manifest::unknown-kind",
+            file,
+            span_of("/kind"),
+            format!("unknown kind `{kind_name}` in {GROUP}"),
+        );
+        f = match suggest(kind_name, &names) {
+            Some(s) => f.with_help(format!("did you mean `{s}`?")),
+            None => f.with_help(format!("Lattice kinds are {}", names.join(", "))),
+        };
+        loaded.findings.push(f);
+        return;
+    };
+    if api_version != API_VERSION {
+        loaded.findings.push(
+            Finding::error(
+                "lattice::manifest::unknown-version",
+                file,
+                span_of("/apiVersion"),
+                format!("unsupported apiVersion `{api_version}`"),
+            )
+            .with_help(format!("use `apiVersion: {API_VERSION}`")),
+        );
+        return;
+    }
+    let value = doc.value.clone();
+    check_and_build(file, Arc::new(doc), value, kind, Origin::Kubernetes, loaded);
+}
+
+fn validator(kind: Kind) -> &'static jsonschema::Validator {
+    static VALIDATORS: OnceLock<HashMap<Kind, jsonschema::Validator>> = OnceLock::new();
+    let all = VALIDATORS.get_or_init(|| {
+        Kind::ALL
+            .iter()
+            .map(|k| {
+                let v = jsonschema::validator_for(json_schema(*k))
+                    .expect("generated schemas compile (tested)");
+                (*k, v)
+            })
+            .collect()
+    });
+    &all[&kind]
+}
+
+fn check_and_build(
+    file: &Arc<SourceFile>,
+    doc: Arc<YamlDocument>,
+    value: Value,
+    kind: Kind,
+    origin: Origin,
+    loaded: &mut Loaded,
+) {
+    let probe = Manifest {
+        // A placeholder object only used to locate findings until the real one is built.
+        object: Object::Namespace(Namespace::default()),
+        file: file.clone(),
+        doc: doc.clone(),
+        origin,
+    };
+    let mut errors: Vec<Finding> = Vec::new();
+    for e in validator(kind).iter_errors(&value) {
+        errors.extend(schema_finding(&probe, &value, kind, &e));
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|f| (f.span.start, f.message.clone()));
+        errors.dedup_by(|a, b| a.span == b.span && a.message == b.message);
+        loaded.findings.extend(errors);
+        return;
+    }
+    let object = match kind {
+        Kind::LatticeService => typed(&value).map(Object::Service),
+        Kind::LatticeJob => typed(&value).map(Object::Job),
+        Kind::LatticeModel => typed(&value).map(Object::Model),
+        Kind::LatticeMeshMember => typed(&value).map(Object::MeshMember),
+        Kind::LatticeCluster => typed(&value).map(Object::Cluster),
+        Kind::CedarPolicy => typed(&value).map(Object::CedarPolicy),
+        Kind::SecretProvider => typed(&value).map(Object::SecretProvider),
+        Kind::TrustPolicy => typed(&value).map(Object::TrustPolicy),
+        Kind::InfraProvider => typed(&value).map(Object::InfraProvider),
+        Kind::LatticePackage => typed(&value).map(Object::Package),
+        Kind::LatticeComplianceProfile => typed(&value).map(Object::ComplianceProfile),
+    };
+    match object {
+        Ok(object) => loaded.manifests.push(Manifest { object, ..probe }),
+        // Schema-valid input that serde still rejects is a bug in the schema; report it
+        // rather than lose the document.
+        Err(e) => loaded.findings.push(probe.error_at(
+            "lattice::schema",
+            "",
+            format!("cannot read {kind}: {e}"),
+        )),
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
+    serde_json::from_value(value.clone())
+}
+
+/// Turns one JSON Schema error into findings located in the source.
+fn schema_finding(
+    m: &Manifest,
+    value: &Value,
+    kind: Kind,
+    e: &jsonschema::ValidationError<'_>,
+) -> Vec<Finding> {
+    let path = e.instance_path().as_str().to_owned();
+    let place = human_path(value, &path);
+    let within = if place.is_empty() {
+        String::new()
+    } else {
+        format!(" in `{place}`")
+    };
+    match e.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let known = known_properties(json_schema(kind), e.schema_path().as_str());
+            unexpected
+                .iter()
+                .map(|field| {
+                    let f = m.error_at_key(
+                        "lattice::schema::unknown-field",
+                        &push_pointer(&path, field),
+                        format!("unknown field `{field}`{within}"),
+                    );
+                    match suggest(field, &known) {
+                        Some(s) => f
+                            .with_help(format!("did you mean `{s}`?"))
+                            .with_label("not a field here"),
+                        None if known.is_empty() => f.with_label("not a field here"),
+                        None => f
+                            .with_help(format!("fields here: {}", known.join(", ")))
+                            .with_label("not a field here"),
+                    }
+                })
+                .collect()
+        }
+        ValidationErrorKind::Required { property } => {
+            let p = property.as_str().unwrap_or_default();
+            vec![
+                m.error_at_key(
+                    "lattice::schema::required",
+                    &path,
+                    format!("missing required field `{p}`{within}"),
+                )
+                .with_label(format!("needs `{p}`")),
+            ]
+        }
+        ValidationErrorKind::Type { kind: expected } => {
+            let found = json_type(e.instance());
+            vec![
+                m.error_at(
+                    "lattice::schema::type",
+                    &path,
+                    format!(
+                        "`{place}` must be {}, not {found}",
+                        type_name(&format!("{expected:?}"))
+                    ),
+                )
+                .with_label(format!("this is {found}")),
+            ]
+        }
+        ValidationErrorKind::Enum { options } => {
+            let allowed: Vec<String> = options
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|o| !o.is_null())
+                .map(|o| o.to_string())
+                .collect();
+            vec![
+                m.error_at(
+                    "lattice::schema::enum",
+                    &path,
+                    format!("`{place}` must be one of {}", allowed.join(", ")),
+                )
+                .with_label("not an allowed value"),
+            ]
+        }
+        _ => vec![m.error_at("lattice::schema", &path, format!("`{place}`: {e}"))],
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// "Single(Integer)" / "Multiple(…)" → readable.
+fn type_name(debug: &str) -> String {
+    let lower = debug.to_ascii_lowercase();
+    let mut names = Vec::new();
+    for (word, name) in [
+        ("integer", "an integer"),
+        ("number", "a number"),
+        ("string", "a string"),
+        ("boolean", "a boolean"),
+        ("array", "a list"),
+        ("object", "a mapping"),
+    ] {
+        if lower.contains(word) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        debug.to_owned()
+    } else {
+        names.join(" or ")
+    }
+}
+
+/// The property names of the object schema whose `additionalProperties` failed.
+fn known_properties(schema: &Value, schema_path: &str) -> Vec<String> {
+    let parent = schema_path
+        .strip_suffix("/additionalProperties")
+        .unwrap_or(schema_path);
+    schema
+        .pointer(parent)
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The closest candidate to a misspelling, if one is close enough.
+pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(
+                    &word.to_ascii_lowercase(),
+                    &c.as_ref().to_ascii_lowercase(),
+                ),
+                c.as_ref(),
+            )
+        })
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_owned())
+}
+
+/// `/spec/containers/main/volumes/~1data` → `spec.containers.main.volumes["/data"]`.
+pub fn human_path(value: &Value, pointer: &str) -> String {
+    let mut out = String::new();
+    let mut current = Some(value);
+    for raw in pointer.split('/').skip(1) {
+        let seg = raw.replace("~1", "/").replace("~0", "~");
+        match current {
+            Some(Value::Array(a)) => {
+                out.push_str(&format!("[{seg}]"));
+                current = seg.parse::<usize>().ok().and_then(|i| a.get(i));
+            }
+            other => {
+                let plain = !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if plain {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(&seg);
+                } else {
+                    out.push_str(&format!("[{seg:?}]"));
+                }
+                current = other.and_then(|v| v.get(&seg));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,48 @@
+//! `lattice-policy`: the command line of Lattice's policy engine.
+
+mod output;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: success (no errors; a decision allowed).
+pub const EXIT_OK: u8 = 0;
+/// Exit code: findings were reported (or a decision denied).
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit code: usage error or unreadable input.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "lattice-policy", version, about = "Validate, query and prove Lattice policies", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check manifests (YAML) and policies (.cedar) for every problem a reviewer would catch.
+    ///
+    /// Directories are searched recursively for *.yaml, *.yml and *.cedar files. Exit
+    /// codes: 0 no errors (warnings allowed), 1 errors found, 2 usage error or unreadable
+    /// path.
+    Validate {
+        /// Files or directories to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
+        output: output::Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate { paths, output } => validate::run(&paths, output),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,194 @@
+//! Findings: problems in user input, located in a source file, reported as miette
+//! diagnostics (and as plain records for `-o json`).
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, SourceCode};
+use serde::Serialize;
+
+/// A file read as input, kept whole so diagnostics can show it.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The path as the user gave it (or a name such as `<stdin>`).
+    pub name: String,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<Self> {
+        Arc::new(SourceFile {
+            name: name.into(),
+            text: text.into(),
+        })
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        (line, col)
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// How serious a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// One problem in the input.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub severity: Severity,
+    /// A stable code, e.g. `lattice::schema::unknown-field`.
+    pub code: &'static str,
+    pub message: String,
+    pub help: Option<String>,
+    pub file: Arc<SourceFile>,
+    pub span: Range<usize>,
+    /// The short text under the highlighted span.
+    pub label: Option<String>,
+}
+
+impl Finding {
+    /// An error at `span` of `file`.
+    pub fn error(
+        code: &'static str,
+        file: &Arc<SourceFile>,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> Self {
+        Finding {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            help: None,
+            file: file.clone(),
+            span,
+            label: None,
+        }
+    }
+
+    /// Makes this a warning.
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// 1-based line and column of the start of the finding.
+    pub fn line_col(&self) -> (usize, usize) {
+        self.file.line_col(self.span.start)
+    }
+
+    /// A plain record for machine output.
+    pub fn record(&self) -> FindingRecord {
+        let (line, column) = self.line_col();
+        FindingRecord {
+            severity: self.severity,
+            code: self.code,
+            message: self.message.clone(),
+            help: self.help.clone(),
+            file: self.file.name.clone(),
+            line,
+            column,
+        }
+    }
+}
+
+/// A finding as data (`-o json`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FindingRecord {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Finding {}
+
+impl Diagnostic for Finding {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(self as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let len = self.span.end.saturating_sub(self.span.start);
+        Some(Box::new(std::iter::once(LabeledSpan::new(
+            self.label.clone(),
+            self.span.start.min(self.file.text.len()),
+            len,
+        ))))
+    }
+}
+
+impl SourceCode for Finding {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let inner = self
+            .file
+            .text
+            .read_span(span, context_lines_before, context_lines_after)?;
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.file.name.clone(),
+            inner.data(),
+            *inner.span(),
+            inner.line(),
+            inner.column(),
+            inner.line_count(),
+        )))
+    }
+}

@@ -1,0 +1,603 @@
+//! Rules for each kind beyond its workload body.
+
+use std::collections::BTreeSet;
+
+use super::Ctx;
+use super::format::{is_cron, is_dns_label, is_dns1035_label, is_duration, is_host_name};
+use super::workload::{Scope, check_body, check_placeholders, check_resource};
+use crate::cedar;
+use crate::crd::{self, service::Strategy, service::TlsMode};
+use crate::diagnostics::Finding;
+use crate::manifest::Object;
+use crate::manifest::yaml::push_pointer;
+
+/// Runs the rules for the manifest's kind.
+pub(crate) fn check(cx: &mut Ctx) {
+    let m = cx.m;
+    if m.object.kind().is_some_and(crd::Kind::is_workload) && !is_dns1035_label(m.object.name()) {
+        cx.push(
+            m.error_at("lattice::workload::name", "/metadata/name", format!("workload name `{}` is not a DNS-1035 label", m.object.name()))
+                .with_help("workload names become Service names: lowercase letters, digits and `-`, starting with a letter, at most 63 characters"),
+        );
+    }
+    match &m.object {
+        Object::Service(s) => service(cx, &s.spec),
+        Object::Job(j) => job(cx, &j.spec),
+        Object::Model(md) => model(cx, &md.spec),
+        Object::MeshMember(mm) => mesh_member(cx, &mm.spec),
+        Object::Cluster(c) => cluster(cx, &c.spec),
+        Object::CedarPolicy(p) => cedar_policy(cx, &p.spec),
+        Object::SecretProvider(sp) => duration(
+            cx,
+            sp.spec.refresh_interval.as_deref(),
+            "/spec/refreshInterval",
+        ),
+        Object::TrustPolicy(t) => trust_policy(cx, &t.spec),
+        Object::InfraProvider(_) | Object::Namespace(_) => {}
+        Object::Package(p) => package(cx, &p.spec),
+        Object::ComplianceProfile(c) => compliance_profile(cx, &c.spec),
+    }
+}
+
+fn duration(cx: &mut Ctx, v: Option<&str>, p: &str) {
+    if let Some(v) = v
+        && !is_duration(v)
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::format::duration",
+                p,
+                format!("`{v}` is not a duration"),
+            )
+            .with_help("write a duration such as `30s`, `5m` or `1h`"),
+        );
+    }
+}
+
+fn autoscaling(
+    cx: &mut Ctx,
+    replicas: Option<i32>,
+    a: Option<&crd::workload::Autoscaling>,
+    replicas_at: &str,
+    at: &str,
+) {
+    let Some(a) = a else { return };
+    if let Some(min) = a.min
+        && min > a.max
+    {
+        cx.push(cx.m.error_at(
+            "lattice::autoscaling::bounds",
+            &push_pointer(at, "min"),
+            format!("autoscaling `min` {min} is above `max` {}", a.max),
+        ));
+    }
+    if let Some(r) = replicas
+        && r > a.max
+    {
+        cx.push(
+            cx.m.error_at("lattice::autoscaling::replicas", replicas_at, format!("`replicas` {r} is above `autoscaling.max` {}", a.max))
+                .with_help("lower `replicas` or raise `autoscaling.max`; the autoscaler would scale it down at once"),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, metric) in a.metrics.iter().enumerate() {
+        if !seen.insert(metric.metric.as_str()) {
+            cx.push(cx.m.error_at(
+                "lattice::autoscaling::duplicate-metric",
+                &push_pointer(&push_pointer(at, "metrics"), &i.to_string()),
+                format!("metric `{}` is listed twice", metric.metric),
+            ));
+        }
+    }
+}
+
+fn service(cx: &mut Ctx, s: &crd::service::LatticeServiceSpec) {
+    check_body(cx, &s.workload, "/spec");
+    autoscaling(
+        cx,
+        s.replicas,
+        s.autoscaling.as_ref(),
+        "/spec/replicas",
+        "/spec/autoscaling",
+    );
+    let ports = s.workload.service.as_ref().map(|sv| &sv.ports);
+    let has_ports = ports.is_some_and(|p| !p.is_empty());
+    if let Some(d) = &s.deploy {
+        let canary = d.strategy == Some(Strategy::Canary);
+        match (&d.canary, canary) {
+            (None, true) => cx.push(
+                cx.m.error_at_key(
+                    "lattice::deploy::canary",
+                    "/spec/deploy/strategy",
+                    "`strategy: canary` needs a `deploy.canary` block",
+                )
+                .with_help("set `interval`, `stepWeight`, `maxWeight` and `threshold`"),
+            ),
+            (Some(_), false) => cx.push(cx.m.error_at_key(
+                "lattice::deploy::canary",
+                "/spec/deploy/canary",
+                "`deploy.canary` has no effect unless `deploy.strategy` is `canary`",
+            )),
+            (Some(c), true) => {
+                duration(cx, Some(&c.interval), "/spec/deploy/canary/interval");
+                if c.step_weight > c.max_weight {
+                    cx.push(cx.m.error_at(
+                        "lattice::deploy::canary",
+                        "/spec/deploy/canary/stepWeight",
+                        format!(
+                            "`stepWeight` {} is above `maxWeight` {}",
+                            c.step_weight, c.max_weight
+                        ),
+                    ));
+                }
+                if !has_ports {
+                    cx.push(cx.m.error_at_key("lattice::deploy::canary", "/spec/deploy", "a canary rollout shifts traffic between service ports; declare `service.ports`"));
+                }
+            }
+            (None, false) => {}
+        }
+    }
+    if let Some(ing) = &s.ingress {
+        if !has_ports {
+            cx.push(cx.m.error_at_key(
+                "lattice::ingress::ports",
+                "/spec/ingress",
+                "ingress routes to a service port, but `service.ports` is empty",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, h) in ing.hosts.iter().enumerate() {
+            let p = format!("/spec/ingress/hosts/{i}");
+            if !is_host_name(h) {
+                cx.push(
+                    cx.m.error_at(
+                        "lattice::ingress::host",
+                        &p,
+                        format!("`{h}` is not a host name"),
+                    )
+                    .with_help(
+                        "write a DNS name such as `api.example.com`, without scheme or port",
+                    ),
+                );
+            } else if !seen.insert(h.as_str()) {
+                cx.push(cx.m.error_at(
+                    "lattice::ingress::host",
+                    &p,
+                    format!("host `{h}` is listed twice"),
+                ));
+            }
+        }
+        for (i, r) in ing.routes.iter().enumerate() {
+            if let Some(port) = &r.port
+                && !ports.is_some_and(|p| p.contains_key(port))
+            {
+                cx.push(cx.m.error_at(
+                    "lattice::ingress::route-port",
+                    &format!("/spec/ingress/routes/{i}/port"),
+                    format!("route port `{port}` is not a service port"),
+                ));
+            }
+            if let Some(path) = &r.path
+                && !path.starts_with('/')
+            {
+                cx.push(cx.m.error_at(
+                    "lattice::ingress::route-path",
+                    &format!("/spec/ingress/routes/{i}/path"),
+                    format!("route path `{path}` must start with `/`"),
+                ));
+            }
+        }
+        if let Some(tls) = &ing.tls {
+            match tls.mode {
+                TlsMode::Auto if tls.issuer_ref.is_none() => cx.push(
+                    cx.m.error_at_key(
+                        "lattice::ingress::tls",
+                        "/spec/ingress/tls",
+                        "`tls.mode: auto` needs an `issuerRef`",
+                    )
+                    .with_help("name the cert-manager issuer that signs the certificate"),
+                ),
+                TlsMode::Manual if tls.secret_name.is_none() => cx.push(
+                    cx.m.error_at_key(
+                        "lattice::ingress::tls",
+                        "/spec/ingress/tls",
+                        "`tls.mode: manual` needs a `secretName`",
+                    )
+                    .with_help("name the Secret holding the certificate and key"),
+                ),
+                _ => {}
+            }
+        }
+    }
+    if let Some(obs) = &s.observability
+        && let Some(metrics) = &obs.metrics
+    {
+        if !ports.is_some_and(|p| p.contains_key("metrics")) {
+            cx.push(cx.m.error_at_key(
+                "lattice::observability::metrics-port",
+                "/spec/observability/metrics",
+                "metrics scraping needs a service port named `metrics`",
+            ));
+        }
+        duration(
+            cx,
+            metrics.interval.as_deref(),
+            "/spec/observability/metrics/interval",
+        );
+    }
+}
+
+fn job(cx: &mut Ctx, j: &crd::job::LatticeJobSpec) {
+    if j.tasks.is_empty() {
+        cx.push(cx.m.error_at_key(
+            "lattice::job::tasks",
+            "/spec/tasks",
+            "a job needs at least one task",
+        ));
+    }
+    let mut total = 0i64;
+    for (name, t) in &j.tasks {
+        let at = push_pointer("/spec/tasks", name);
+        if !is_dns_label(name) {
+            cx.push(cx.m.error_at_key(
+                "lattice::job::task-name",
+                &at,
+                format!("task name `{name}` is not a DNS label"),
+            ));
+        }
+        total += i64::from(t.replicas.unwrap_or(1));
+        check_body(cx, &t.workload, &push_pointer(&at, "workload"));
+        if let Some(rp) = &t.restart_policy
+            && rp != "Never"
+            && rp != "OnFailure"
+        {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::job::restart-policy",
+                    &push_pointer(&at, "restartPolicy"),
+                    format!("`{rp}` is not a restart policy"),
+                )
+                .with_help("use `Never` or `OnFailure`"),
+            );
+        }
+    }
+    if let Some(min) = j.min_available
+        && i64::from(min) > total
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::job::min-available",
+                "/spec/minAvailable",
+                format!("`minAvailable` {min} is more than the {total} pods the tasks run"),
+            )
+            .with_help("the gang could never be scheduled"),
+        );
+    }
+    if let Some(s) = &j.schedule
+        && !is_cron(s)
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::job::schedule",
+                "/spec/schedule",
+                format!("`{s}` is not a cron schedule"),
+            )
+            .with_help("use five fields, e.g. `0 3 * * *`"),
+        );
+    }
+}
+
+fn model(cx: &mut Ctx, md: &crd::model::LatticeModelSpec) {
+    if md.roles.is_empty() {
+        cx.push(cx.m.error_at_key(
+            "lattice::model::roles",
+            "/spec/roles",
+            "a model needs at least one role",
+        ));
+    }
+    for (name, r) in &md.roles {
+        let at = push_pointer("/spec/roles", name);
+        if !is_dns_label(name) {
+            cx.push(cx.m.error_at_key(
+                "lattice::model::role-name",
+                &at,
+                format!("role name `{name}` is not a DNS label"),
+            ));
+        }
+        check_body(cx, &r.workload, &push_pointer(&at, "workload"));
+        autoscaling(
+            cx,
+            r.replicas,
+            r.autoscaling.as_ref(),
+            &push_pointer(&at, "replicas"),
+            &push_pointer(&at, "autoscaling"),
+        );
+        if let Some(cred) = &md.source.credentials
+            && !r
+                .workload
+                .resources
+                .get(cred)
+                .is_some_and(|res| res.type_ == "secret")
+        {
+            cx.push(cx.m.error_at(
+                "lattice::model::credentials",
+                "/spec/source/credentials",
+                format!("credentials `{cred}` is not a secret resource of role `{name}`"),
+            ));
+        }
+    }
+}
+
+fn peer_ref_ok(s: &str) -> bool {
+    s == "*" || {
+        let mut parts = s.split('/');
+        let ok = parts.by_ref().take(2).all(is_dns_label);
+        ok && parts.next().is_none()
+    }
+}
+
+fn mesh_member(cx: &mut Ctx, mm: &crd::mesh_member::LatticeMeshMemberSpec) {
+    if mm.target.selector.is_empty() {
+        cx.push(cx.m.error_at_key(
+            "lattice::mesh::selector",
+            "/spec/target/selector",
+            "an empty selector would select every pod in the namespace",
+        ));
+    }
+    for (field, list) in [
+        ("allowedCallers", &mm.allowed_callers),
+        ("dependencies", &mm.dependencies),
+    ] {
+        for (i, s) in list.iter().enumerate() {
+            if !peer_ref_ok(s) {
+                cx.push(
+                    cx.m.error_at(
+                        "lattice::mesh::peer",
+                        &format!("/spec/{field}/{i}"),
+                        format!("`{s}` is not a service reference"),
+                    )
+                    .with_help("write `name`, `namespace/name` or `*`"),
+                );
+            }
+        }
+    }
+    for (i, e) in mm.egress.iter().enumerate() {
+        let at = format!("/spec/egress/{i}");
+        if e.host.is_some() == e.entity.is_some() {
+            cx.push(cx.m.error_at_key(
+                "lattice::mesh::egress",
+                &at,
+                "an egress rule names exactly one of `host` or `entity`",
+            ));
+        }
+        if e.ports.is_empty() {
+            cx.push(cx.m.error_at_key(
+                "lattice::mesh::egress",
+                &at,
+                "an egress rule needs at least one port",
+            ));
+        }
+        for (j, p) in e.ports.iter().enumerate() {
+            if !(1..=65535).contains(p) {
+                cx.push(cx.m.error_at(
+                    "lattice::mesh::egress",
+                    &format!("{at}/ports/{j}"),
+                    format!("port {p} is not between 1 and 65535"),
+                ));
+            }
+        }
+    }
+}
+
+fn cluster(cx: &mut Ctx, c: &crd::cluster::LatticeClusterSpec) {
+    let cfg = &c.provider.config;
+    let set = [
+        cfg.aws.is_some(),
+        cfg.proxmox.is_some(),
+        cfg.openstack.is_some(),
+        cfg.docker.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if set != 1 {
+        cx.push(cx.m.error_at_key(
+            "lattice::cluster::provider",
+            "/spec/provider/config",
+            format!(
+                "provider config needs exactly one of aws, proxmox, openstack or docker (has {set})"
+            ),
+        ));
+    }
+    for (name, pool) in &c.nodes.worker_pools {
+        let at = push_pointer("/spec/nodes/workerPools", name);
+        if let (Some(min), Some(max)) = (pool.min, pool.max)
+            && min > max
+        {
+            cx.push(cx.m.error_at(
+                "lattice::cluster::pool",
+                &push_pointer(&at, "min"),
+                format!("pool `{name}`: `min` {min} is above `max` {max}"),
+            ));
+            continue;
+        }
+        if pool.min.is_some_and(|min| pool.replicas < min)
+            || pool.max.is_some_and(|max| pool.replicas > max)
+        {
+            cx.push(cx.m.error_at(
+                "lattice::cluster::pool",
+                &push_pointer(&at, "replicas"),
+                format!(
+                    "pool `{name}`: `replicas` {} is outside its bounds",
+                    pool.replicas
+                ),
+            ));
+        }
+    }
+    if c.parent.as_deref() == Some(cx.m.object.name()) {
+        cx.push(cx.m.error_at(
+            "lattice::cluster::parent",
+            "/spec/parent",
+            "a cluster cannot be its own parent",
+        ));
+    }
+}
+
+fn cedar_policy(cx: &mut Ctx, p: &crd::policy::CedarPolicySpec) {
+    let check = cedar::check_policies(&p.policies);
+    if check
+        .policies
+        .as_ref()
+        .is_some_and(|s| s.policies().next().is_none())
+        && check.problems.is_empty()
+    {
+        cx.push(cx.m.error_at_key(
+            "lattice::cedar::empty",
+            "/spec/policies",
+            "`spec.policies` holds no policy",
+        ));
+    }
+    for problem in check.problems {
+        let span = cx.m.span_in_scalar("/spec/policies", problem.span.clone());
+        let mut f = Finding::error("lattice::cedar", &cx.m.file, span, problem.message);
+        if let Some(h) = problem.help {
+            f = f.with_help(h);
+        }
+        if problem.warning {
+            f = f.warning();
+        }
+        cx.push(f);
+    }
+}
+
+fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
+    let mut prefixes = BTreeSet::new();
+    for (i, r) in t.registries.iter().enumerate() {
+        let at = format!("/spec/registries/{i}");
+        if !prefixes.insert(r.prefix.as_str()) {
+            cx.push(cx.m.error_at(
+                &"lattice::trust::prefix",
+                &format!("{at}/prefix"),
+                format!("prefix `{}` is listed twice", r.prefix),
+            ));
+        }
+        if r.require_signature == Some(true) && r.keys.is_empty() {
+            cx.push(cx.m.error_at_key(
+                "lattice::trust::keys",
+                &format!("{at}/requireSignature"),
+                "`requireSignature` with no `keys`: no image could ever be trusted",
+            ));
+        }
+        let names: BTreeSet<&str> = r.keys.iter().map(|k| k.name.as_str()).collect();
+        for (j, k) in r.keys.iter().enumerate() {
+            if k.public_key.is_some() == k.keyless.is_some() {
+                cx.push(cx.m.error_at_key(
+                    "lattice::trust::key",
+                    &format!("{at}/keys/{j}"),
+                    format!(
+                        "key `{}` needs exactly one of `publicKey` or `keyless`",
+                        k.name
+                    ),
+                ));
+            }
+        }
+        for (j, v) in r.verified.iter().enumerate() {
+            for (n, s) in v.signers.iter().enumerate() {
+                if !names.contains(s.as_str()) {
+                    cx.push(cx.m.error_at(
+                        "lattice::trust::signer",
+                        &format!("{at}/verified/{j}/signers/{n}"),
+                        format!("signer `{s}` is not one of this registry's keys"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn package(cx: &mut Ctx, p: &crd::package::LatticePackageSpec) {
+    for (name, r) in &p.resources {
+        check_resource(cx, name, r, &push_pointer("/spec/resources", name));
+    }
+    let m = cx.m;
+    let scope = Scope {
+        resources: &p.resources,
+        meta: m.object.meta(),
+    };
+    if let Some(values) = &p.values {
+        let mut strings = Vec::new();
+        for (k, v) in values {
+            collect_strings(v, &push_pointer("/spec/values", k), &mut strings);
+        }
+        for (pointer, s) in strings {
+            check_placeholders(cx, &scope, &s, &pointer);
+        }
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((at.to_owned(), s.clone())),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| collect_strings(v, &push_pointer(at, &i.to_string()), out)),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| collect_strings(v, &push_pointer(at, k), out)),
+        _ => {}
+    }
+}
+
+/// The frameworks compliance scans know.
+pub const FRAMEWORKS: [&str; 3] = ["nist-800-53", "soc2", "cis-kubernetes"];
+/// The evidence formats compliance scans write.
+pub const EVIDENCE_FORMATS: [&str; 6] = ["oscal", "markdown", "html", "csv", "junit", "sarif"];
+
+fn compliance_profile(cx: &mut Ctx, c: &crd::compliance_profile::LatticeComplianceProfileSpec) {
+    for (i, f) in c.frameworks.iter().enumerate() {
+        if !FRAMEWORKS.contains(&f.as_str()) {
+            let mut finding = cx.m.error_at(
+                "lattice::compliance::framework",
+                &format!("/spec/frameworks/{i}"),
+                format!("unknown framework `{f}`"),
+            );
+            finding = match crate::manifest::suggest(f, &FRAMEWORKS) {
+                Some(s) => finding.with_help(format!("did you mean `{s}`?")),
+                None => finding.with_help(format!("frameworks: {}", FRAMEWORKS.join(", "))),
+            };
+            cx.push(finding);
+        }
+    }
+    for (i, f) in c.formats.iter().enumerate() {
+        if !EVIDENCE_FORMATS.contains(&f.as_str()) {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::compliance::format",
+                    &format!("/spec/formats/{i}"),
+                    format!("unknown evidence format `{f}`"),
+                )
+                .with_help(format!("formats: {}", EVIDENCE_FORMATS.join(", "))),
+            );
+        }
+    }
+    duration(cx, Some(&c.scan_interval), "/spec/scanInterval");
+    let sink = &c.evidence_sink;
+    let set = [
+        sink.config_map.is_some(),
+        sink.volume_claim.is_some(),
+        sink.s3.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if set != 1 {
+        cx.push(cx.m.error_at_key(
+            "lattice::compliance::sink",
+            "/spec/evidenceSink",
+            format!(
+                "the evidence sink needs exactly one of configMap, volumeClaim or s3 (has {set})"
+            ),
+        ));
+    }
+}

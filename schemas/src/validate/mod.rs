@@ -1,0 +1,363 @@
+//! `lattice-policy validate`: manifests and policies checked the way a careful reviewer
+//! would, before anything reaches a cluster.
+//!
+//! Three layers, each reported with file:line:column:
+//! 1. syntax: YAML (with duplicate keys) and Cedar parse errors;
+//! 2. schema: every Lattice document against its kind's strict JSON Schema (unknown fields
+//!    are errors, as with `kubectl --validate=strict`), every policy strictly against
+//!    `lattice.cedarschema`, with unique `@id`s;
+//! 3. semantics: what a schema cannot say (placeholders naming undeclared resources,
+//!    duplicate ports, replicas above the autoscaling maximum, secrets without a provider,
+//!    and the rest in `kinds.rs` and `workload.rs`).
+
+pub mod format;
+mod kinds;
+mod workload;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::cedar;
+use crate::diagnostics::{Finding, Severity, SourceFile};
+use crate::manifest::{self, Manifest};
+
+pub use kinds::{EVIDENCE_FORMATS, FRAMEWORKS};
+
+/// Where semantic rules put their findings.
+pub(crate) struct Ctx<'a> {
+    pub m: &'a Manifest,
+    out: &'a mut Vec<Finding>,
+}
+
+impl Ctx<'_> {
+    pub fn push(&mut self, f: Finding) {
+        self.out.push(f);
+    }
+}
+
+/// The outcome of validating some paths.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// Files read.
+    pub files: usize,
+    /// Lattice objects (and Namespaces) checked.
+    pub objects: usize,
+    /// Cedar policies checked (in `.cedar` files and CedarPolicy objects).
+    pub policies: usize,
+    /// Documents of other API groups, not checked: (file, apiVersion, kind).
+    pub skipped: Vec<(String, String, String)>,
+    /// Paths that could not be read at all.
+    pub unreadable: Vec<String>,
+    /// The objects that loaded, for callers that go on to use them.
+    pub manifests: Vec<Manifest>,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    }
+    pub fn warnings(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count()
+    }
+}
+
+/// Validates files and directories (recursively: `*.yaml`, `*.yml`, `*.cedar`).
+pub fn validate_paths(paths: &[PathBuf]) -> Report {
+    let mut report = Report::default();
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p, true, 0, &mut files, &mut report.unreadable);
+    }
+    let mut cedar_by_dir: BTreeMap<PathBuf, Vec<(Arc<SourceFile>, cedar::PolicyCheck)>> =
+        BTreeMap::new();
+    for path in files {
+        let name = path.display().to_string();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                report.unreadable.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        report.files += 1;
+        let file = match manifest::source_from_bytes(&name, &bytes) {
+            Ok(f) => f,
+            Err(finding) => {
+                report.findings.push(finding);
+                continue;
+            }
+        };
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("cedar") => {
+                let check = check_cedar_file(&file, &mut report);
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                cedar_by_dir.entry(dir).or_default().push((file, check));
+            }
+            _ if path.file_name().is_some_and(|n| n == "pack.yaml") => {
+                check_pack(&file, &mut report)
+            }
+            _ => {
+                let loaded = manifest::load_source(&file);
+                report.findings.extend(loaded.findings);
+                report.skipped.extend(loaded.skipped);
+                report.manifests.extend(loaded.manifests);
+            }
+        }
+    }
+    for files in cedar_by_dir.values() {
+        duplicate_ids_across_files(files, &mut report.findings);
+    }
+    check_manifests(&mut report);
+    report
+        .findings
+        .sort_by(|a, b| (&a.file.name, a.span.start).cmp(&(&b.file.name, b.span.start)));
+    report
+}
+
+/// Validates manifests given as text (one file).
+pub fn validate_text(name: &str, text: &str) -> Report {
+    let file = SourceFile::new(name, text);
+    let loaded = manifest::load_source(&file);
+    let mut report = Report {
+        files: 1,
+        findings: loaded.findings,
+        skipped: loaded.skipped,
+        manifests: loaded.manifests,
+        ..Report::default()
+    };
+    check_manifests(&mut report);
+    report
+}
+
+fn check_manifests(report: &mut Report) {
+    let mut seen: HashMap<(String, Option<String>, String), &Manifest> = HashMap::new();
+    let mut findings = Vec::new();
+    for m in &report.manifests {
+        report.objects += 1;
+        if let manifest::Object::CedarPolicy(p) = &m.object {
+            report.policies += cedar::statement_spans(&p.spec.policies).len();
+        }
+        let key = (
+            m.object.kind_name().to_owned(),
+            m.object.namespace().map(str::to_owned),
+            m.object.name().to_owned(),
+        );
+        if let Some(first) = seen.get(&key) {
+            let (line, _) = first.file.line_col(first.span("").start);
+            findings.push(
+                m.error_at(
+                    "lattice::manifest::duplicate-object",
+                    "/metadata/name",
+                    format!("{} is defined twice", m.describe()),
+                )
+                .with_help(format!("first defined in {}:{line}", first.file.name)),
+            );
+        } else {
+            seen.insert(key, m);
+        }
+        let mut cx = Ctx {
+            m,
+            out: &mut findings,
+        };
+        kinds::check(&mut cx);
+    }
+    report.findings.extend(findings);
+}
+
+fn collect(
+    path: &Path,
+    explicit: bool,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+    unreadable: &mut Vec<String>,
+) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            unreadable.push(format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    if meta.is_file() {
+        let ext = path.extension().and_then(|e| e.to_str());
+        if explicit || matches!(ext, Some("yaml" | "yml" | "cedar")) {
+            out.push(path.to_path_buf());
+        }
+        return;
+    }
+    // Symlinked directories are not followed (no cycles), nor hidden or build directories.
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !meta.is_dir() || depth > 32 || (!explicit && is_link) {
+        return;
+    }
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => {
+            unreadable.push(format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    entries.sort();
+    for e in entries {
+        let hidden = e
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.') || n == "target");
+        if !hidden {
+            collect(&e, false, depth + 1, out, unreadable);
+        }
+    }
+}
+
+fn check_cedar_file(file: &Arc<SourceFile>, report: &mut Report) -> cedar::PolicyCheck {
+    let check = cedar::check_policies(&file.text);
+    report.policies += check.ids.len();
+    for p in &check.problems {
+        let mut f = Finding::error("lattice::cedar", file, p.span.clone(), p.message.clone());
+        if let Some(h) = &p.help {
+            f = f.with_help(h.clone());
+        }
+        if p.warning {
+            f = f.warning();
+        }
+        report.findings.push(f);
+    }
+    check
+}
+
+/// A rule pack's ids are unique across all of its files.
+fn duplicate_ids_across_files(
+    files: &[(Arc<SourceFile>, cedar::PolicyCheck)],
+    out: &mut Vec<Finding>,
+) {
+    let mut seen: HashMap<&str, (&Arc<SourceFile>, &Range<usize>)> = HashMap::new();
+    for (file, check) in files {
+        let mut local = std::collections::HashSet::new();
+        for (id, span) in &check.ids {
+            let Some(id) = id.as_deref() else { continue };
+            if !local.insert(id) {
+                continue; // already reported within the file
+            }
+            match seen.get(id) {
+                Some((first, first_span)) if !Arc::ptr_eq(first, file) => {
+                    let (line, _) = first.line_col(first_span.start);
+                    out.push(
+                        Finding::error(
+                            "lattice::cedar",
+                            file,
+                            span.start..span.start + 1,
+                            format!("duplicate `@id(\"{id}\")` in this rule pack"),
+                        )
+                        .with_help(format!(
+                            "first used in {}:{line}; ids must be unique within a pack",
+                            first.name
+                        )),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(id, (file, span));
+                }
+            }
+        }
+    }
+}
+
+/// The fields of a rule pack's `pack.yaml`.
+const PACK_FIELDS: [&str; 6] = [
+    "name",
+    "version",
+    "description",
+    "framework",
+    "mode",
+    "controls",
+];
+
+fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
+    let (docs, error) = manifest::yaml::parse_documents(&file.text);
+    if let Some(e) = error {
+        report
+            .findings
+            .push(Finding::error("lattice::yaml", file, e.span, e.message));
+        return;
+    }
+    let Some(doc) = docs.into_iter().find(|d| !d.value.is_null()) else {
+        report.findings.push(
+            Finding::error("lattice::pack", file, 0..0, "pack.yaml is empty")
+                .with_help("give at least `name` and `version`"),
+        );
+        return;
+    };
+    let at = |p: &str| {
+        doc.spans
+            .find(p)
+            .map(|s| s.key.clone().unwrap_or(s.value.clone()))
+            .unwrap_or(0..0)
+    };
+    let Value::Object(map) = &doc.value else {
+        report.findings.push(Finding::error(
+            "lattice::pack",
+            file,
+            at(""),
+            "pack.yaml must be a mapping",
+        ));
+        return;
+    };
+    for (k, v) in map {
+        let p = format!("/{k}");
+        if !PACK_FIELDS.contains(&k.as_str()) {
+            let mut f = Finding::error(
+                "lattice::pack",
+                file,
+                at(&p),
+                format!("unknown field `{k}` in pack.yaml"),
+            );
+            if let Some(s) = manifest::suggest(k, &PACK_FIELDS) {
+                f = f.with_help(format!("did you mean `{s}`?"));
+            }
+            report.findings.push(f);
+            continue;
+        }
+        let ok = match k.as_str() {
+            "mode" => matches!(v.as_str(), Some("enforce" | "audit")),
+            "controls" => v
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string)),
+            _ => v.is_string(),
+        };
+        if !ok {
+            let expected = match k.as_str() {
+                "mode" => "`enforce` or `audit`",
+                "controls" => "a mapping of control ids to titles",
+                _ => "a string",
+            };
+            report.findings.push(Finding::error(
+                "lattice::pack",
+                file,
+                at(&p),
+                format!("`{k}` must be {expected}"),
+            ));
+        }
+    }
+    for required in ["name", "version"] {
+        if !map.contains_key(required) {
+            report.findings.push(Finding::error(
+                "lattice::pack",
+                file,
+                at(""),
+                format!("pack.yaml has no `{required}`"),
+            ));
+        }
+    }
+}
