@@ -1,6 +1,6 @@
 //! How results are shown: rendered diagnostics for people, JSON for machines.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use clap::ValueEnum;
 use miette::{GraphicalReportHandler, GraphicalTheme};
@@ -32,4 +32,17 @@ pub fn render(diagnostic: &dyn miette::Diagnostic) -> String {
         out = diagnostic.to_string();
     }
     out
+}
+
+/// Writes to stdout. A reader that went away (`| head`) ends the program quietly, as
+/// ripgrep does, instead of panicking on a broken pipe.
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write output: {e}");
+        std::process::exit(i32::from(crate::EXIT_USAGE));
+    }
 }

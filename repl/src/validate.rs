@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use lattice_schemas::validate::{Report, validate_paths};
 use serde_json::json;
 
-use crate::output::{Format, render};
+use crate::output::{Format, emit, render};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
 pub fn run(paths: &[PathBuf], format: Format) -> u8 {
@@ -29,24 +29,24 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 fn print_human(report: &Report) {
     for f in &report.findings {
-        print!("{}", render(f));
+        emit(&render(f));
     }
     for u in &report.unreadable {
         eprintln!("error: cannot read {u}");
     }
-    println!(
-        "checked {}: {}, {} — {}, {}",
+    emit(&format!(
+        "checked {}: {}, {} — {}, {}\n",
         plural(report.files, "file", "files"),
         plural(report.objects, "object", "objects"),
         plural(report.policies, "policy", "policies"),
         plural(report.errors(), "error", "errors"),
         plural(report.warnings(), "warning", "warnings"),
-    );
+    ));
     if !report.skipped.is_empty() {
-        println!(
-            "skipped {} of other API groups (not Lattice objects)",
+        emit(&format!(
+            "skipped {} of other API groups (not Lattice objects)\n",
             plural(report.skipped.len(), "document", "documents")
-        );
+        ));
     }
 }
 
@@ -67,8 +67,8 @@ fn print_json(report: &Report) {
         "skipped": skipped,
         "unreadable": report.unreadable,
     });
-    println!(
-        "{}",
+    emit(&format!(
+        "{}\n",
         serde_json::to_string_pretty(&doc).expect("JSON values serialize")
-    );
+    ));
 }

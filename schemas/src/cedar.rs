@@ -35,6 +35,8 @@ pub struct PolicyProblem {
     pub help: Option<String>,
     /// Warnings do not stop a policy from loading.
     pub warning: bool,
+    /// For a duplicate id: where the first policy with that id stands in the text.
+    pub first: Option<Range<usize>>,
 }
 
 /// What checking a policy text found.
@@ -82,21 +84,23 @@ pub fn check_policies(text: &str) -> PolicyCheck {
                 span: head(text, span),
                 help: Some("add `@id(\"a-stable-name\")` before the effect; ids name policies in decisions and must be unique".into()),
                 warning: false,
+                first: None,
             }),
             Some(id) if id.trim().is_empty() => check.problems.push(PolicyProblem {
                 message: "policy `@id` is empty".into(),
                 span: head(text, span),
                 help: Some("give the policy a stable, non-empty name".into()),
                 warning: false,
+                first: None,
             }),
             Some(id) => {
                 if let Some(first) = seen.get(id) {
-                    let line = text[..first.start].matches('\n').count() + 1;
                     check.problems.push(PolicyProblem {
-                        message: format!("duplicate `@id(\"{id}\")` (first used by the policy on line {line})"),
+                        message: format!("duplicate `@id(\"{id}\")`"),
                         span: head(text, span),
                         help: Some("every policy id must be unique within its pack or CedarPolicy".into()),
                         warning: false,
+                        first: Some(first.clone()),
                     });
                 } else {
                     seen.insert(id.clone(), span.clone());
@@ -158,6 +162,7 @@ fn problem_from(d: &dyn Diagnostic, text: &str, warning: bool) -> PolicyProblem 
         span,
         help: d.help().map(|h| h.to_string()),
         warning,
+        first: None,
     }
 }
 
@@ -245,6 +250,8 @@ mod tests {
         let text = "permit(principal, action, resource);\n@id(\"x\") permit(principal, action, resource);\n@id(\"x\") forbid(principal, action, resource);";
         let c = check_policies(text);
         let messages: Vec<_> = c.problems.iter().map(|p| p.message.as_str()).collect();
+        let dup = c.problems.iter().find(|p| p.first.is_some()).unwrap();
+        assert_eq!(&text[dup.first.clone().unwrap()][..8], "@id(\"x\")");
         assert!(
             messages.iter().any(|m| m.contains("no `@id`")),
             "{messages:?}"
@@ -252,7 +259,7 @@ mod tests {
         assert!(
             messages
                 .iter()
-                .any(|m| m.contains("duplicate `@id(\"x\")`") && m.contains("line 2")),
+                .any(|m| m.contains("duplicate `@id(\"x\")`")),
             "{messages:?}"
         );
     }

@@ -99,6 +99,31 @@ fn build_json_schema(kind: Kind) -> Value {
     Value::Object(out)
 }
 
+/// The strict JSON Schema for core/v1 Namespaces, which worlds may include for their labels.
+pub fn namespace_json_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "Namespace",
+            "type": "object",
+            "required": ["apiVersion", "kind", "metadata"],
+            "additionalProperties": false,
+            "properties": {
+                "apiVersion": {"const": "v1"},
+                "kind": {"const": "Namespace"},
+                "metadata": object_meta_schema(false),
+                "spec": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {"finalizers": {"type": "array", "items": {"type": "string"}}}
+                },
+                "status": {"type": "object"}
+            }
+        })
+    })
+}
+
 /// OpenAPI v3 structural schema → strict JSON Schema: `nullable` becomes a `null` type, and
 /// objects with declared properties reject any other property.
 fn strictify(schema: &mut Value) {

@@ -35,13 +35,12 @@ pub fn parse(input: &str) -> Result<Vec<Segment>, PlaceholderError> {
     while let Some(i) = rest.find('$') {
         text.push_str(&rest[..i]);
         let after = &rest[i + 1..];
-        if after.starts_with('$') {
+        if let Some(next) = after.strip_prefix('$') {
             text.push('$');
-            rest = &after[1..];
+            rest = next;
             offset += i + 2;
-        } else if after.starts_with('{') {
+        } else if let Some(body) = after.strip_prefix('{') {
             let start = offset + i;
-            let body = &after[1..];
             let Some(end) = find_close(body) else {
                 return Err(PlaceholderError {
                     message: format!("unterminated placeholder `{}`", &input[start..]),

@@ -1,5 +1,8 @@
 //! Rust types for every Lattice custom resource (group `lattice.dev`, version `v1alpha1`).
 
+// `printcolumn(…, type_ = "string", …)` repeats attribute names across columns by design.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod cluster;
 pub mod common;
 pub mod compliance_profile;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::crd::{self, API_VERSION, GROUP, Kind};
 use crate::diagnostics::{Finding, SourceFile};
-use crate::generate::json_schema;
+use crate::generate::{json_schema, namespace_json_schema};
 use yaml::{ScalarStyle, YamlDocument, push_pointer};
 
 /// A typed object read from a manifest.
@@ -206,12 +206,16 @@ pub fn locate_in_scalar(
                 .map(|_| start + skip + range.start..start + skip + range.end)
         }
         ScalarStyle::Literal => {
-            // The scalar starts at its first content character; every content line has the
-            // same indentation.
+            // The scalar's event stands at its first content character, after any leading
+            // blank lines; content lines are indented like that first one.
             let first_line = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-            let indent = start - first_line;
+            let indent = text[first_line..]
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start_matches(' ').len())?;
+            let leading = value.len() - value.trim_start_matches('\n').len();
             let before = &value[..range.start];
-            let line = before.matches('\n').count();
+            let line = before.matches('\n').count().checked_sub(leading)?;
             let col = range.start - before.rfind('\n').map(|i| i + 1).unwrap_or(0);
             let mut line_start = first_line;
             for _ in 0..line {
@@ -234,6 +238,9 @@ pub struct Loaded {
     pub findings: Vec<Finding>,
     /// Objects of other API groups, left alone: (file, apiVersion, kind).
     pub skipped: Vec<(String, String, String)>,
+    /// Documents that failed their schema but could still be read, kept so validation can
+    /// report their semantic problems too. Never part of a world.
+    pub partial: Vec<Manifest>,
 }
 
 /// The largest manifest file read.
@@ -273,8 +280,8 @@ pub fn source_from_bytes(name: &str, bytes: &[u8]) -> Result<Arc<SourceFile>, Fi
 /// Loads every document of a YAML file.
 pub fn load_source(file: &Arc<SourceFile>) -> Loaded {
     let mut loaded = Loaded::default();
-    let (docs, error) = yaml::parse_documents(&file.text);
-    if let Some(e) = error {
+    let (docs, errors) = yaml::parse_documents(&file.text);
+    for e in errors {
         let mut f = Finding::error("lattice::yaml", file, e.span, e.message);
         if let Some(h) = e.help {
             f = f.with_help(h);
@@ -331,7 +338,7 @@ fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded)
             file,
             doc,
             converted,
-            Kind::LatticeService,
+            Target::Lattice(Kind::LatticeService),
             Origin::Score,
             loaded,
         );
@@ -353,31 +360,23 @@ fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded)
         return;
     }
     if api_version == "v1" && kind_name == "Namespace" {
-        match serde_json::from_value::<Namespace>(doc.value.clone()) {
-            Ok(ns) if ns.metadata.name.as_deref().is_some_and(|n| !n.is_empty()) => {
-                loaded.manifests.push(Manifest {
-                    object: Object::Namespace(ns),
-                    file: file.clone(),
-                    doc: Arc::new(doc),
-                    origin: Origin::Kubernetes,
-                })
-            }
-            Ok(_) => loaded.findings.push(Finding::error(
-                "lattice::schema::required",
-                file,
-                at_doc,
-                "Namespace has no `metadata.name`",
-            )),
-            Err(e) => loaded.findings.push(Finding::error(
-                "lattice::schema",
-                file,
-                at_doc,
-                format!("invalid Namespace: {e}"),
-            )),
-        }
+        let value = doc.value.clone();
+        check_and_build(
+            file,
+            Arc::new(doc),
+            value,
+            Target::Namespace,
+            Origin::Kubernetes,
+            loaded,
+        );
         return;
     }
-    let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
+    // `group/version`; a bare `lattice.dev` is our group with its version missing.
+    let group = match api_version.split_once('/') {
+        Some((g, _)) => g,
+        None if api_version.contains('.') => api_version,
+        None => "",
+    };
     if group != GROUP {
         loaded.skipped.push((
             file.name.clone(),
@@ -420,70 +419,118 @@ fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded)
         return;
     }
     let value = doc.value.clone();
-    check_and_build(file, Arc::new(doc), value, kind, Origin::Kubernetes, loaded);
+    check_and_build(
+        file,
+        Arc::new(doc),
+        value,
+        Target::Lattice(kind),
+        Origin::Kubernetes,
+        loaded,
+    );
 }
 
-fn validator(kind: Kind) -> &'static jsonschema::Validator {
-    static VALIDATORS: OnceLock<HashMap<Kind, jsonschema::Validator>> = OnceLock::new();
-    let all = VALIDATORS.get_or_init(|| {
-        Kind::ALL
-            .iter()
-            .map(|k| {
-                let v = jsonschema::validator_for(json_schema(*k))
-                    .expect("generated schemas compile (tested)");
-                (*k, v)
-            })
-            .collect()
-    });
-    &all[&kind]
+/// What a document is checked as.
+#[derive(Clone, Copy)]
+enum Target {
+    Lattice(Kind),
+    /// A core/v1 Namespace.
+    Namespace,
+}
+
+impl Target {
+    fn schema(self) -> &'static Value {
+        match self {
+            Target::Lattice(k) => json_schema(k),
+            Target::Namespace => namespace_json_schema(),
+        }
+    }
+
+    fn validator(self) -> &'static jsonschema::Validator {
+        static VALIDATORS: OnceLock<HashMap<Option<Kind>, jsonschema::Validator>> = OnceLock::new();
+        let all = VALIDATORS.get_or_init(|| {
+            let targets = Kind::ALL
+                .iter()
+                .map(|k| Target::Lattice(*k))
+                .chain([Target::Namespace]);
+            targets
+                .map(|t| {
+                    let v = jsonschema::validator_for(t.schema())
+                        .expect("generated schemas compile (tested)");
+                    (t.kind(), v)
+                })
+                .collect()
+        });
+        &all[&self.kind()]
+    }
+
+    fn kind(self) -> Option<Kind> {
+        match self {
+            Target::Lattice(k) => Some(k),
+            Target::Namespace => None,
+        }
+    }
+
+    fn build(self, value: &Value) -> Result<Object, serde_json::Error> {
+        let Target::Lattice(kind) = self else {
+            return typed(value).map(Object::Namespace);
+        };
+        match kind {
+            Kind::LatticeService => typed(value).map(Object::Service),
+            Kind::LatticeJob => typed(value).map(Object::Job),
+            Kind::LatticeModel => typed(value).map(Object::Model),
+            Kind::LatticeMeshMember => typed(value).map(Object::MeshMember),
+            Kind::LatticeCluster => typed(value).map(Object::Cluster),
+            Kind::CedarPolicy => typed(value).map(Object::CedarPolicy),
+            Kind::SecretProvider => typed(value).map(Object::SecretProvider),
+            Kind::TrustPolicy => typed(value).map(Object::TrustPolicy),
+            Kind::InfraProvider => typed(value).map(Object::InfraProvider),
+            Kind::LatticePackage => typed(value).map(Object::Package),
+            Kind::LatticeComplianceProfile => typed(value).map(Object::ComplianceProfile),
+        }
+    }
 }
 
 fn check_and_build(
     file: &Arc<SourceFile>,
     doc: Arc<YamlDocument>,
     value: Value,
-    kind: Kind,
+    target: Target,
     origin: Origin,
     loaded: &mut Loaded,
 ) {
-    let probe = Manifest {
-        // A placeholder object only used to locate findings until the real one is built.
-        object: Object::Namespace(Namespace::default()),
+    let object = target.build(&value);
+    let manifest = |object: Object| Manifest {
+        object,
         file: file.clone(),
         doc: doc.clone(),
         origin,
     };
+    // Findings are located through a manifest; until the object is typed, a stand-in
+    // holds the document.
+    let locator = manifest(Object::Namespace(Namespace::default()));
     let mut errors: Vec<Finding> = Vec::new();
-    for e in validator(kind).iter_errors(&value) {
-        errors.extend(schema_finding(&probe, &value, kind, &e));
+    for e in target.validator().iter_errors(&value) {
+        errors.extend(schema_finding(&locator, &value, target.schema(), &e));
     }
     if !errors.is_empty() {
         errors.sort_by_key(|f| (f.span.start, f.message.clone()));
         errors.dedup_by(|a, b| a.span == b.span && a.message == b.message);
         loaded.findings.extend(errors);
+        // Still readable (e.g. only unknown fields): keep it for the semantic rules, so one
+        // run reports every problem, but never as a loaded object.
+        if let Ok(object) = object {
+            loaded.partial.push(manifest(object));
+        }
         return;
     }
-    let object = match kind {
-        Kind::LatticeService => typed(&value).map(Object::Service),
-        Kind::LatticeJob => typed(&value).map(Object::Job),
-        Kind::LatticeModel => typed(&value).map(Object::Model),
-        Kind::LatticeMeshMember => typed(&value).map(Object::MeshMember),
-        Kind::LatticeCluster => typed(&value).map(Object::Cluster),
-        Kind::CedarPolicy => typed(&value).map(Object::CedarPolicy),
-        Kind::SecretProvider => typed(&value).map(Object::SecretProvider),
-        Kind::TrustPolicy => typed(&value).map(Object::TrustPolicy),
-        Kind::InfraProvider => typed(&value).map(Object::InfraProvider),
-        Kind::LatticePackage => typed(&value).map(Object::Package),
-        Kind::LatticeComplianceProfile => typed(&value).map(Object::ComplianceProfile),
-    };
     match object {
-        Ok(object) => loaded.manifests.push(Manifest { object, ..probe }),
+        Ok(object) => loaded.manifests.push(manifest(object)),
         // Schema-valid input that serde still rejects is a bug in the schema; report it
         // rather than lose the document.
-        Err(e) => loaded.findings.push(probe.error_at(
+        Err(e) => loaded.findings.push(locator.error_at(
             "lattice::schema",
             "",
-            format!("cannot read {kind}: {e}"),
+            format!("cannot read the document: {e}"),
         )),
     }
 }
@@ -496,11 +543,15 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
 fn schema_finding(
     m: &Manifest,
     value: &Value,
-    kind: Kind,
+    schema: &Value,
     e: &jsonschema::ValidationError<'_>,
 ) -> Vec<Finding> {
     let path = e.instance_path().as_str().to_owned();
-    let place = human_path(value, &path);
+    // Name the place as the user wrote it (a Score document has no `spec`).
+    let place = match m.origin {
+        Origin::Kubernetes => human_path(value, &path),
+        Origin::Score => human_path(&m.doc.value, score::score_pointer(&path)),
+    };
     let within = if place.is_empty() {
         String::new()
     } else {
@@ -508,7 +559,7 @@ fn schema_finding(
     };
     match e.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let known = known_properties(json_schema(kind), e.schema_path().as_str());
+            let known = known_properties(schema, e.schema_path().as_str());
             unexpected
                 .iter()
                 .map(|field| {
@@ -571,6 +622,15 @@ fn schema_finding(
                 .with_label("not an allowed value"),
             ]
         }
+        ValidationErrorKind::Pattern { pattern } => vec![
+            m.error_at(
+                "lattice::schema::pattern",
+                &path,
+                format!("`{place}` is not in the required format"),
+            )
+            .with_label("does not match")
+            .with_help(format!("it must match the pattern `{pattern}`")),
+        ],
         _ => vec![m.error_at("lattice::schema", &path, format!("`{place}`: {e}"))],
     }
 }

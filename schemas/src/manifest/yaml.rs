@@ -102,23 +102,26 @@ pub fn push_pointer(base: &str, segment: &str) -> String {
 
 /// Reads every document of a YAML stream.
 ///
-/// On a syntax error, the documents before it are returned with the error.
-pub fn parse_documents(text: &str) -> (Vec<YamlDocument>, Option<YamlError>) {
+/// Duplicate keys are reported and the first value kept, so reading goes on. A syntax error
+/// (or a document too large or too deep) ends reading: the documents before it are
+/// returned with it.
+pub fn parse_documents(text: &str) -> (Vec<YamlDocument>, Vec<YamlError>) {
     let mut builder = Builder::new(text);
     let mut parser = Parser::new_from_str(text).keep_tags(true);
     let result = parser.load(&mut builder, true);
-    let mut error = builder.error.take();
     if let Err(e) = result
-        && error.is_none()
+        && builder.fatal.is_none()
     {
         let at = builder.offset(e.marker());
-        error = Some(YamlError {
+        builder.fatal = Some(YamlError {
             message: format!("invalid YAML: {}", e.info()),
             span: at..at,
             help: Some("check indentation, quoting and the `key: value` layout".into()),
         });
     }
-    (builder.documents, error)
+    let mut errors = builder.errors;
+    errors.extend(builder.fatal);
+    (builder.documents, errors)
 }
 
 enum Frame {
@@ -149,7 +152,10 @@ struct Builder<'a> {
     spans: SpanMap,
     doc_start: usize,
     documents: Vec<YamlDocument>,
-    error: Option<YamlError>,
+    /// Problems after which reading goes on (duplicate keys).
+    errors: Vec<YamlError>,
+    /// The problem that ended reading.
+    fatal: Option<YamlError>,
     /// The key span waiting to be attached to the next value.
     pending_key_span: Option<Range<usize>>,
 }
@@ -167,7 +173,8 @@ impl<'a> Builder<'a> {
             spans: SpanMap::default(),
             doc_start: 0,
             documents: Vec::new(),
-            error: None,
+            errors: Vec::new(),
+            fatal: None,
             pending_key_span: None,
         }
     }
@@ -206,8 +213,8 @@ impl<'a> Builder<'a> {
     }
 
     fn fail(&mut self, message: String, span: Range<usize>, help: Option<&str>) {
-        if self.error.is_none() {
-            self.error = Some(YamlError {
+        if self.fatal.is_none() {
+            self.fatal = Some(YamlError {
                 message,
                 span,
                 help: help.map(str::to_owned),
@@ -263,60 +270,75 @@ impl<'a> Builder<'a> {
                 key,
                 seen,
                 merged,
+                pointer,
                 ..
-            } => match key.take() {
-                None => {
-                    let k = match value {
-                        Value::String(s) => s,
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        Value::Null => "null".to_owned(),
-                        _ => {
-                            self.fail(
-                                "a mapping key must be a scalar".into(),
-                                span_start..span_start + 1,
-                                Some("use a string key"),
-                            );
-                            return;
-                        }
-                    };
-                    let range = self
-                        .pending_key_span
-                        .clone()
-                        .unwrap_or(span_start..span_start);
-                    *key = Some((k, range));
-                }
-                Some((k, range)) => {
-                    if k == "<<" {
-                        // YAML merge key: bring in entries not already written.
-                        let sources = match value {
-                            Value::Array(items) => items,
-                            other => vec![other],
+            } => {
+                match key.take() {
+                    None => {
+                        let k = match value {
+                            Value::String(s) => s,
+                            Value::Number(n) => n.to_string(),
+                            Value::Bool(b) => b.to_string(),
+                            Value::Null => "null".to_owned(),
+                            _ => {
+                                self.fail(
+                                    "a mapping key must be a scalar".into(),
+                                    span_start..span_start + 1,
+                                    Some("use a string key"),
+                                );
+                                return;
+                            }
                         };
-                        for source in sources {
-                            if let Value::Object(m) = source {
-                                for (mk, mv) in m {
-                                    if !entries.contains_key(&mk) {
-                                        merged.push(mk.clone());
-                                        entries.insert(mk, mv);
+                        let range = self
+                            .pending_key_span
+                            .clone()
+                            .unwrap_or(span_start..span_start);
+                        // A block mapping's start event stands at its first key's `:`; the
+                        // mapping really starts at its first key.
+                        if seen.is_empty()
+                            && entries.is_empty()
+                            && merged.is_empty()
+                            && let Some(span) = self.spans.spans.get_mut(pointer.as_str())
+                            && range.start < span.value.start
+                        {
+                            span.value = range.start..range.start + 1;
+                        }
+                        *key = Some((k, range));
+                    }
+                    Some((k, range)) => {
+                        if k == "<<" {
+                            // YAML merge key: bring in entries not already written.
+                            let sources = match value {
+                                Value::Array(items) => items,
+                                other => vec![other],
+                            };
+                            for source in sources {
+                                if let Value::Object(m) = source {
+                                    for (mk, mv) in m {
+                                        if !entries.contains_key(&mk) {
+                                            merged.push(mk.clone());
+                                            entries.insert(mk, mv);
+                                        }
                                     }
                                 }
                             }
+                            return;
                         }
-                        return;
+                        if let Some(first) = seen.get(&k) {
+                            let first_line = self.text[..first.start].matches('\n').count() + 1;
+                            self.errors.push(YamlError {
+                            message: format!("duplicate key `{k}` (first written on line {first_line})"),
+                            span: range,
+                            help: Some("each key may appear once in a mapping; the first value is used".into()),
+                        });
+                            return;
+                        }
+                        seen.insert(k.clone(), range);
+                        merged.retain(|m| m != &k);
+                        entries.insert(k, value);
                     }
-                    if let Some(first) = seen.get(&k) {
-                        let first_line = self.text[..first.start].matches('\n').count() + 1;
-                        let msg =
-                            format!("duplicate key `{k}` (first written on line {first_line})");
-                        self.fail(msg, range, Some("each key may appear once in a mapping"));
-                        return;
-                    }
-                    seen.insert(k.clone(), range);
-                    merged.retain(|m| m != &k);
-                    entries.insert(k, value);
                 }
-            },
+            }
         }
     }
 
@@ -406,7 +428,7 @@ fn resolve_tagged(s: &str, tag: &Tag) -> Value {
 
 impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        if self.error.is_some() {
+        if self.fatal.is_some() {
             return;
         }
         let at = self.offset(&mark);
@@ -545,7 +567,7 @@ mod tests {
 
     fn one(text: &str) -> YamlDocument {
         let (docs, err) = parse_documents(text);
-        assert_eq!(err, None);
+        assert_eq!(err, vec![]);
         assert_eq!(docs.len(), 1, "{docs:?}");
         docs.into_iter().next().unwrap()
     }
@@ -581,6 +603,19 @@ mod tests {
     }
 
     #[test]
+    fn block_collections_start_at_their_first_key() {
+        let text = "items:\n  - name: a\n    value: 1\nroot: x\n";
+        let d = one(text);
+        assert_eq!(
+            line_col(text, d.spans.get("/items/0").unwrap().value.start),
+            (2, 5)
+        );
+        assert_eq!(line_col(text, d.spans.get("").unwrap().value.start), (1, 1));
+        let flow = one("m: {a: 1}\n");
+        assert_eq!(flow.spans.get("/m").unwrap().value.start, 3);
+    }
+
+    #[test]
     fn pointers_escape_slashes_in_keys() {
         let text = "volumes:\n  /data:\n    source: x\n";
         let d = one(text);
@@ -593,10 +628,13 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_errors_that_point_at_the_second() {
-        let text = "ports:\n  http: 1\n  http: 2\n";
-        let (_, err) = parse_documents(text);
-        let err = err.unwrap();
+    fn duplicate_keys_are_errors_that_point_at_the_second_and_reading_goes_on() {
+        let text = "ports:\n  http: 1\n  http: 2\n---\nnext: doc\n";
+        let (docs, err) = parse_documents(text);
+        assert_eq!(err.len(), 1);
+        assert_eq!(docs.len(), 2, "later documents are still read");
+        assert_eq!(docs[0].value["ports"]["http"], 1, "the first value is kept");
+        let err = &err[0];
         assert!(
             err.message.contains("duplicate key `http`"),
             "{}",
@@ -609,7 +647,7 @@ mod tests {
     #[test]
     fn multiple_documents_and_empty_ones_keep_their_positions() {
         let (docs, err) = parse_documents("a: 1\n---\n---\nb: 2\n");
-        assert_eq!(err, None);
+        assert_eq!(err, vec![]);
         let values: Vec<_> = docs.iter().map(|d| d.value.clone()).collect();
         assert_eq!(values, vec![json!({"a": 1}), Value::Null, json!({"b": 2})]);
     }
@@ -629,14 +667,14 @@ mod tests {
             text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
         }
         let (_, err) = parse_documents(&text);
-        assert!(err.unwrap().message.contains("more than"));
+        assert!(err[0].message.contains("more than"));
     }
 
     #[test]
     fn syntax_errors_have_a_location() {
         let text = "a: [1, 2\nb: 3\n";
         let (_, err) = parse_documents(text);
-        let err = err.unwrap();
+        let err = &err[0];
         assert!(err.message.starts_with("invalid YAML"), "{}", err.message);
         assert!(err.span.start <= text.len());
     }

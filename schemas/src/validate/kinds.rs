@@ -313,11 +313,10 @@ fn model(cx: &mut Ctx, md: &crd::model::LatticeModelSpec) {
             &push_pointer(&at, "autoscaling"),
         );
         if let Some(cred) = &md.source.credentials
-            && !r
-                .workload
+            && r.workload
                 .resources
                 .get(cred)
-                .is_some_and(|res| res.type_ == "secret")
+                .is_none_or(|res| res.type_ != "secret")
         {
             cx.push(cx.m.error_at(
                 "lattice::model::credentials",
@@ -428,8 +427,10 @@ fn cluster(cx: &mut Ctx, c: &crd::cluster::LatticeClusterSpec) {
                 "lattice::cluster::pool",
                 &push_pointer(&at, "replicas"),
                 format!(
-                    "pool `{name}`: `replicas` {} is outside its bounds",
-                    pool.replicas
+                    "pool `{name}`: `replicas` {} is outside its bounds [{}, {}]",
+                    pool.replicas,
+                    pool.min.map_or("0".into(), |m| m.to_string()),
+                    pool.max.map_or("∞".into(), |m| m.to_string()),
                 ),
             ));
         }
@@ -463,6 +464,14 @@ fn cedar_policy(cx: &mut Ctx, p: &crd::policy::CedarPolicySpec) {
         if let Some(h) = problem.help {
             f = f.with_help(h);
         }
+        if let Some(first) = problem.first {
+            let (line, _) =
+                cx.m.file
+                    .line_col(cx.m.span_in_scalar("/spec/policies", first).start);
+            f = f.with_help(format!(
+                "first used by the policy on line {line}; ids must be unique within a CedarPolicy"
+            ));
+        }
         if problem.warning {
             f = f.warning();
         }
@@ -476,7 +485,7 @@ fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
         let at = format!("/spec/registries/{i}");
         if !prefixes.insert(r.prefix.as_str()) {
             cx.push(cx.m.error_at(
-                &"lattice::trust::prefix",
+                "lattice::trust::prefix",
                 &format!("{at}/prefix"),
                 format!("prefix `{}` is listed twice", r.prefix),
             ));

@@ -79,6 +79,7 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
     for p in paths {
         collect(p, true, 0, &mut files, &mut report.unreadable);
     }
+    let mut partial = Vec::new();
     let mut cedar_by_dir: BTreeMap<PathBuf, Vec<(Arc<SourceFile>, cedar::PolicyCheck)>> =
         BTreeMap::new();
     for path in files {
@@ -112,13 +113,14 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
                 report.findings.extend(loaded.findings);
                 report.skipped.extend(loaded.skipped);
                 report.manifests.extend(loaded.manifests);
+                partial.extend(loaded.partial);
             }
         }
     }
     for files in cedar_by_dir.values() {
         duplicate_ids_across_files(files, &mut report.findings);
     }
-    check_manifests(&mut report);
+    check_manifests(&mut report, &partial);
     report
         .findings
         .sort_by(|a, b| (&a.file.name, a.span.start).cmp(&(&b.file.name, b.span.start)));
@@ -136,14 +138,16 @@ pub fn validate_text(name: &str, text: &str) -> Report {
         manifests: loaded.manifests,
         ..Report::default()
     };
-    check_manifests(&mut report);
+    check_manifests(&mut report, &loaded.partial);
     report
 }
 
-fn check_manifests(report: &mut Report) {
+/// Runs the semantic rules over the loaded objects and over `partial` ones (which failed
+/// their schema but could be read), and finds objects defined twice.
+fn check_manifests(report: &mut Report, partial: &[Manifest]) {
     let mut seen: HashMap<(String, Option<String>, String), &Manifest> = HashMap::new();
     let mut findings = Vec::new();
-    for m in &report.manifests {
+    for m in report.manifests.iter().chain(partial) {
         report.objects += 1;
         if let manifest::Object::CedarPolicy(p) = &m.object {
             report.policies += cedar::statement_spans(&p.spec.policies).len();
@@ -228,6 +232,12 @@ fn check_cedar_file(file: &Arc<SourceFile>, report: &mut Report) -> cedar::Polic
         if let Some(h) = &p.help {
             f = f.with_help(h.clone());
         }
+        if let Some(first) = &p.first {
+            let (line, _) = file.line_col(first.start);
+            f = f.with_help(format!(
+                "first used by the policy on line {line}; ids must be unique"
+            ));
+        }
         if p.warning {
             f = f.warning();
         }
@@ -285,11 +295,13 @@ const PACK_FIELDS: [&str; 6] = [
 ];
 
 fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
-    let (docs, error) = manifest::yaml::parse_documents(&file.text);
-    if let Some(e) = error {
-        report
-            .findings
-            .push(Finding::error("lattice::yaml", file, e.span, e.message));
+    let (docs, errors) = manifest::yaml::parse_documents(&file.text);
+    if !errors.is_empty() {
+        for e in errors {
+            report
+                .findings
+                .push(Finding::error("lattice::yaml", file, e.span, e.message));
+        }
         return;
     }
     let Some(doc) = docs.into_iter().find(|d| !d.value.is_null()) else {

@@ -270,7 +270,10 @@ fn check_ports(cx: &mut Ctx, body: &WorkloadBody, at: &str) {
     let Some(service) = &body.service else { return };
     let ports_at = push_pointer(&push_pointer(at, "service"), "ports");
     let mut seen: BTreeMap<(i32, String), &str> = BTreeMap::new();
-    for (name, port) in &service.ports {
+    // In file order, so the second declaration is the one reported.
+    let mut ports: Vec<_> = service.ports.iter().collect();
+    ports.sort_by_key(|(name, _)| cx.m.key_span(&push_pointer(&ports_at, name)).start);
+    for (name, port) in ports {
         let p = push_pointer(&ports_at, name);
         if !is_port_name(name) {
             cx.push(
@@ -381,7 +384,7 @@ pub(crate) fn check_resource(cx: &mut Ctx, name: &str, r: &Resource, p: &str) {
             }
         }
         EXTERNAL => {
-            if !param("host").and_then(Value::as_str).is_some_and(|h| !h.is_empty()) {
+            if param("host").and_then(Value::as_str).is_none_or(str::is_empty) {
                 cx.push(cx.m.error_at_key("lattice::resource::external", p, format!("external service `{name}` has no `params.host`")));
             }
             if let Some(port) = param("port")
