@@ -5,6 +5,7 @@ pub mod cedar;
 pub mod crd;
 pub mod diagnostics;
 pub mod generate;
+pub mod image;
 pub mod manifest;
 pub mod placeholder;
 pub mod validate;

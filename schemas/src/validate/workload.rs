@@ -98,6 +98,12 @@ pub(crate) fn check_body(cx: &mut Ctx, body: &WorkloadBody, at: &str) {
 }
 
 fn check_container(cx: &mut Ctx, scope: &Scope, c: &Container, at: &str, names: &BTreeSet<&str>) {
+    if let Err(e) = crate::image::ImageRef::parse(&c.image) {
+        cx.push(
+            cx.m.error_at("lattice::workload::image", &push_pointer(at, "image"), format!("image `{}` is not a valid reference: {}", c.image, e.reason))
+                .with_help("write `registry/repository:tag` or `…@sha256:<digest>`, e.g. `ghcr.io/org/app:1.2.0`"),
+        );
+    }
     let vars_at = push_pointer(at, "variables");
     for (k, v) in &c.variables {
         check_placeholders(cx, scope, v, &push_pointer(&vars_at, k));

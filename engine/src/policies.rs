@@ -1,0 +1,341 @@
+//! The policy store: rule packs from `policies/<pack>/` and `CedarPolicy` objects.
+//!
+//! Every policy is validated strictly against the Lattice schema before it is stored, and
+//! carries a stable id: `<pack>/<@id>` for packs, `<namespace>/<name>/<@id>` for objects. An
+//! invalid CedarPolicy is rejected whole and whatever was stored before stays.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cedar_policy::{Effect, Policy, PolicyId};
+use lattice_schemas::cedar::{self, PolicyProblem};
+use lattice_schemas::crd::{CedarPolicy, EnforcementMode};
+use lattice_schemas::manifest::yaml::parse_documents;
+use lattice_schemas::validate::{Report, validate_paths};
+use sha2::{Digest, Sha256};
+
+/// Where a policy came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A `.cedar` file of a rule pack.
+    Pack { pack: String, file: PathBuf },
+    /// A `CedarPolicy` object.
+    Object { namespace: String, name: String },
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicySource::Pack { file, .. } => write!(f, "{}", file.display()),
+            PolicySource::Object { namespace, name } => write!(f, "CedarPolicy {namespace}/{name}"),
+        }
+    }
+}
+
+/// What is known about one stored policy: the evidence a decision cites.
+#[derive(Clone, Debug)]
+pub struct PolicyInfo {
+    /// The stable id (`baseline/bilateral-connect`, `platform/image-hygiene/no-latest`).
+    pub id: String,
+    pub effect: Effect,
+    pub mode: EnforcementMode,
+    pub annotations: BTreeMap<String, String>,
+    pub source: PolicySource,
+    /// Byte range of the policy in its file or in `spec.policies`.
+    pub span: Range<usize>,
+    /// 1-based line of the policy in its file or in `spec.policies`.
+    pub line: usize,
+    /// The policy's source text.
+    pub text: String,
+}
+
+/// A stored policy.
+#[derive(Clone, Debug)]
+pub struct StoredPolicy {
+    pub policy: Policy,
+    pub info: Arc<PolicyInfo>,
+}
+
+/// A rule pack's `pack.yaml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct PackMeta {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    /// The compliance framework the pack evidences, if any.
+    #[serde(default)]
+    pub framework: Option<String>,
+    #[serde(default)]
+    pub mode: EnforcementMode,
+    /// Control id → title.
+    #[serde(default)]
+    pub controls: BTreeMap<String, String>,
+}
+
+/// A loaded rule pack.
+#[derive(Clone, Debug)]
+pub struct Pack {
+    pub meta: PackMeta,
+    pub policies: Vec<StoredPolicy>,
+}
+
+/// A CedarPolicy object's policies, as stored.
+#[derive(Clone, Debug)]
+pub struct ObjectPolicies {
+    pub enabled: bool,
+    pub mode: EnforcementMode,
+    pub propagate: bool,
+    pub policies: Vec<StoredPolicy>,
+}
+
+/// Why policies were rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Pack files failed validation; the report has every finding.
+    #[error("rule packs have {} error(s)", .0.errors().max(.0.unreadable.len()))]
+    Packs(Box<Report>),
+    /// A pack's files could not be read as a pack.
+    #[error("rule pack {pack}: {message}")]
+    Pack { pack: String, message: String },
+    /// A CedarPolicy object was rejected whole; the store is unchanged.
+    #[error("CedarPolicy {namespace}/{name} rejected: {}", .problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Object {
+        namespace: String,
+        name: String,
+        problems: Vec<PolicyProblem>,
+    },
+}
+
+/// Every policy Lattice evaluates, by where it came from.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyStore {
+    packs: BTreeMap<String, Pack>,
+    objects: BTreeMap<(String, String), ObjectPolicies>,
+}
+
+impl PolicyStore {
+    pub fn new() -> PolicyStore {
+        PolicyStore::default()
+    }
+
+    /// Loads every pack under `root` (each subdirectory with a `pack.yaml`). All files are
+    /// validated first; any error rejects the load.
+    pub fn load_packs(root: &Path) -> Result<PolicyStore, PolicyError> {
+        let report = validate_paths(&[root.to_path_buf()]);
+        if report.errors() > 0 || !report.unreadable.is_empty() {
+            return Err(PolicyError::Packs(Box::new(report)));
+        }
+        let mut store = PolicyStore::new();
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+            .map_err(|e| PolicyError::Pack {
+                pack: root.display().to_string(),
+                message: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("pack.yaml").is_file())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let pack = load_pack(&dir)?;
+            store.packs.insert(pack.meta.name.clone(), pack);
+        }
+        Ok(store)
+    }
+
+    /// Adds or replaces a pack.
+    pub fn insert_pack(&mut self, pack: Pack) {
+        self.packs.insert(pack.meta.name.clone(), pack);
+    }
+
+    /// Stores a CedarPolicy object's policies, replacing its previous version. On any
+    /// problem the object is rejected whole and the store is unchanged.
+    pub fn apply_object(&mut self, object: &CedarPolicy) -> Result<usize, PolicyError> {
+        let namespace = object
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let mode = object.spec.mode.unwrap_or_default();
+        let source = PolicySource::Object {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        let policies = parse_checked(
+            &object.spec.policies,
+            &format!("{namespace}/{name}"),
+            mode,
+            &source,
+        )
+        .map_err(|problems| PolicyError::Object {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            problems,
+        })?;
+        let count = policies.len();
+        self.objects.insert(
+            (namespace, name),
+            ObjectPolicies {
+                enabled: object.spec.enabled.unwrap_or(true),
+                mode,
+                propagate: object.spec.propagate.unwrap_or(false),
+                policies,
+            },
+        );
+        Ok(count)
+    }
+
+    /// Forgets a CedarPolicy object.
+    pub fn remove_object(&mut self, namespace: &str, name: &str) -> bool {
+        self.objects
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .is_some()
+    }
+
+    /// Turns a stored object's policies on or off (for what-if questions).
+    pub fn set_object_enabled(&mut self, namespace: &str, name: &str, enabled: bool) -> bool {
+        match self
+            .objects
+            .get_mut(&(namespace.to_owned(), name.to_owned()))
+        {
+            Some(o) => {
+                o.enabled = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn packs(&self) -> impl Iterator<Item = &Pack> {
+        self.packs.values()
+    }
+
+    pub fn objects(&self) -> impl Iterator<Item = (&(String, String), &ObjectPolicies)> {
+        self.objects.iter()
+    }
+
+    /// Every enabled policy, packs first, in a stable order.
+    pub fn active(&self) -> impl Iterator<Item = &StoredPolicy> {
+        self.packs.values().flat_map(|p| p.policies.iter()).chain(
+            self.objects
+                .values()
+                .filter(|o| o.enabled)
+                .flat_map(|o| o.policies.iter()),
+        )
+    }
+
+    /// A digest of every active policy's id, mode and text.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for p in self.active() {
+            h.update(p.info.id.as_bytes());
+            h.update([0, p.info.mode as u8]);
+            h.update(p.info.text.as_bytes());
+            h.update([0]);
+        }
+        h.finalize().into()
+    }
+}
+
+fn load_pack(dir: &Path) -> Result<Pack, PolicyError> {
+    let pack_err = |message: String| PolicyError::Pack {
+        pack: dir.display().to_string(),
+        message,
+    };
+    let text =
+        std::fs::read_to_string(dir.join("pack.yaml")).map_err(|e| pack_err(e.to_string()))?;
+    let (docs, errors) = parse_documents(&text);
+    if let Some(e) = errors.first() {
+        return Err(pack_err(e.message.clone()));
+    }
+    let meta: PackMeta = docs
+        .into_iter()
+        .next()
+        .map(|d| serde_json::from_value(d.value))
+        .transpose()
+        .map_err(|e| pack_err(e.to_string()))?
+        .ok_or_else(|| pack_err("pack.yaml is empty".into()))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| pack_err(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    let mut policies = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| pack_err(e.to_string()))?;
+        let source = PolicySource::Pack {
+            pack: meta.name.clone(),
+            file: file.clone(),
+        };
+        let parsed = parse_checked(&text, &meta.name, meta.mode, &source).map_err(|problems| {
+            pack_err(
+                problems
+                    .iter()
+                    .map(|p| p.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        policies.extend(parsed);
+    }
+    Ok(Pack { meta, policies })
+}
+
+/// Checks `text` strictly and returns its policies under stable ids `<prefix>/<@id>`.
+pub fn parse_checked(
+    text: &str,
+    prefix: &str,
+    mode: EnforcementMode,
+    source: &PolicySource,
+) -> Result<Vec<StoredPolicy>, Vec<PolicyProblem>> {
+    let check = cedar::check_policies(text);
+    if check.has_errors() {
+        return Err(check.problems.into_iter().filter(|p| !p.warning).collect());
+    }
+    let Some(set) = &check.policies else {
+        return Ok(Vec::new());
+    };
+    if let Some(t) = set.templates().next() {
+        return Err(vec![PolicyProblem {
+            message: format!(
+                "template `{}` has slots; Lattice stores only static policies",
+                t.id()
+            ),
+            span: 0..0,
+            help: Some("write the principal and resource out".into()),
+            warning: false,
+            first: None,
+        }]);
+    }
+    let mut out = Vec::new();
+    for (i, (id, span)) in check.ids.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let original = set
+            .policy(&PolicyId::new(format!("policy{i}")))
+            .expect("every statement parsed as a policy");
+        let stable = format!("{prefix}/{id}");
+        let policy = original.new_id(PolicyId::new(stable.clone()));
+        let annotations = policy
+            .annotations()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        out.push(StoredPolicy {
+            info: Arc::new(PolicyInfo {
+                id: stable,
+                effect: policy.effect(),
+                mode,
+                annotations,
+                source: source.clone(),
+                span: span.clone(),
+                line: text[..span.start].matches('\n').count() + 1,
+                text: text[span.clone()].to_owned(),
+            }),
+            policy,
+        });
+    }
+    Ok(out)
+}

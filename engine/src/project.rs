@@ -1,0 +1,919 @@
+//! Projection: World → Cedar entities, exactly as DESIGN §5 and `lattice.cedarschema` say.
+//!
+//! Each object projects to the entities it owns (a workload: its `Service`, one `Container`
+//! per container and sidecar, and the `SecretPath`, `SecurityOverride`, `ExternalEndpoint`,
+//! `Host`, `Gpu` and `Volume` entities its spec names). Re-projecting one object rebuilds only
+//! its group. Facts that cross objects — a namespace's pod security level, an image's
+//! verified signatures — are read from the World when the group is built, and the groups that
+//! depend on a changed fact are rebuilt with it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use cedar_policy::{
+    Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression as Rx, Schema,
+};
+use lattice_schemas::crd::workload::{Container, Direction, WorkloadBody};
+use lattice_schemas::image::ImageRef;
+use lattice_schemas::manifest::Object;
+use serde_json::Value;
+
+use crate::world::{ObjectKey, World};
+
+/// The label that sets a namespace's Pod Security Standard level.
+pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
+/// The label that opts a namespace out of Lattice's default-deny network policy.
+pub const DEFAULT_DENY_LABEL: &str = "lattice.dev/default-deny";
+/// The cluster a world describes when it has no root `LatticeCluster`.
+pub const LOCAL_CLUSTER: &str = "local";
+
+/// The Cedar entity types, parsed once.
+pub struct Types {
+    names: HashMap<&'static str, EntityTypeName>,
+}
+
+impl Types {
+    fn get() -> &'static Types {
+        static TYPES: OnceLock<Types> = OnceLock::new();
+        TYPES.get_or_init(|| {
+            let all = [
+                "Cluster",
+                "Namespace",
+                "Service",
+                "Container",
+                "Image",
+                "SecretProvider",
+                "SecretPath",
+                "Volume",
+                "ExternalEndpoint",
+                "SecurityOverride",
+                "Host",
+                "Mesh",
+                "Gpu",
+                "User",
+                "Group",
+                "Framework",
+                "Control",
+            ];
+            Types {
+                names: all
+                    .into_iter()
+                    .map(|t| {
+                        (
+                            t,
+                            EntityTypeName::from_str(&format!("Lattice::{t}"))
+                                .expect("valid type name"),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+    }
+}
+
+/// `Lattice::<ty>::"<id>"`.
+pub fn uid(ty: &'static str, id: &str) -> EntityUid {
+    let t = Types::get()
+        .names
+        .get(ty)
+        .unwrap_or_else(|| panic!("unknown entity type {ty}"))
+        .clone();
+    EntityUid::from_type_name_and_id(t, EntityId::new(id))
+}
+
+/// The projected entities of a World, grouped by the object that owns them.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    groups: BTreeMap<ObjectKey, Vec<Entity>>,
+    /// Image references each group uses, to build `Image` entities once.
+    image_refs: BTreeMap<ObjectKey, BTreeSet<String>>,
+    /// Namespaces each group lives in or names.
+    namespaces: BTreeMap<ObjectKey, BTreeSet<String>>,
+}
+
+/// Facts that cross objects, read from the World.
+struct Facts {
+    cluster: String,
+    pod_security: HashMap<String, String>,
+    /// Normalized image → names of keys whose signatures verified.
+    signers: HashMap<String, BTreeSet<String>>,
+}
+
+impl Facts {
+    fn of(world: &World) -> Facts {
+        let mut pod_security = HashMap::new();
+        let mut signers: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut root = None;
+        for (_, o) in world.objects() {
+            match o {
+                Object::Namespace(ns) => {
+                    let level = ns
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(POD_SECURITY_LABEL))
+                        .cloned();
+                    pod_security.insert(
+                        o.name().to_owned(),
+                        level.unwrap_or_else(|| "restricted".into()),
+                    );
+                }
+                Object::TrustPolicy(t) => {
+                    for r in &t.spec.registries {
+                        for v in &r.verified {
+                            if let Ok(img) = ImageRef::parse(&v.image) {
+                                signers
+                                    .entry(img.to_string())
+                                    .or_default()
+                                    .extend(v.signers.iter().cloned());
+                            }
+                        }
+                    }
+                }
+                Object::Cluster(c) if c.spec.parent.is_none() && root.is_none() => {
+                    root = Some(o.name().to_owned())
+                }
+                _ => {}
+            }
+        }
+        Facts {
+            cluster: root.unwrap_or_else(|| LOCAL_CLUSTER.to_owned()),
+            pod_security,
+            signers,
+        }
+    }
+
+    fn pod_security(&self, ns: &str) -> String {
+        self.pod_security
+            .get(ns)
+            .cloned()
+            .unwrap_or_else(|| "restricted".into())
+    }
+}
+
+impl Projection {
+    /// Projects a whole World.
+    pub fn of(world: &World) -> Projection {
+        let facts = Facts::of(world);
+        let mut p = Projection::default();
+        for (key, object) in world.objects() {
+            p.insert(key.clone(), object, &facts);
+        }
+        p
+    }
+
+    /// Re-projects after `key` changed (upserted or deleted) in `world`, rebuilding only the
+    /// groups that depend on it. Returns the keys whose groups were rebuilt.
+    pub fn update(&mut self, world: &World, key: &ObjectKey) -> Vec<ObjectKey> {
+        let facts = Facts::of(world);
+        // Cross-object facts: a Namespace's labels reach its workloads; a TrustPolicy or a
+        // root cluster reaches every workload and namespace.
+        let dependents: Vec<ObjectKey> = match key.kind {
+            "Namespace" => world
+                .objects()
+                .filter(|(k, _)| k.namespace.as_deref() == Some(&key.name))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            "TrustPolicy" | "LatticeCluster" => world.objects().map(|(k, _)| k.clone()).collect(),
+            _ => Vec::new(),
+        };
+        let mut rebuilt = vec![key.clone()];
+        rebuilt.extend(dependents.into_iter().filter(|k| k != key));
+        for k in &rebuilt {
+            self.remove(k);
+            if let Some(object) = world.get(k) {
+                self.insert(k.clone(), object, &facts);
+            }
+        }
+        rebuilt
+    }
+
+    fn remove(&mut self, key: &ObjectKey) {
+        self.groups.remove(key);
+        self.image_refs.remove(key);
+        self.namespaces.remove(key);
+    }
+
+    fn insert(&mut self, key: ObjectKey, object: &Object, facts: &Facts) {
+        let mut g = Group::default();
+        project_object(object, facts, &mut g);
+        self.groups.insert(key.clone(), g.entities);
+        if !g.images.is_empty() {
+            self.image_refs.insert(key.clone(), g.images);
+        }
+        if !g.namespaces.is_empty() {
+            self.namespaces.insert(key, g.namespaces);
+        }
+        let _ = facts;
+    }
+
+    /// The entities owned by one object.
+    pub fn group(&self, key: &ObjectKey) -> &[Entity] {
+        self.groups.get(key).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Every entity, validated against the schema. Entities several objects name (a shared
+    /// secret path, an image) appear once; namespaces named by workloads but not declared
+    /// get their default facts.
+    pub fn entities(
+        &self,
+        world: &World,
+        schema: &Schema,
+        approved_wildcards: &HashMap<String, (bool, bool)>,
+    ) -> Result<Entities, Box<cedar_policy::entities_errors::EntitiesError>> {
+        let facts = Facts::of(world);
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let mut all: Vec<Entity> = Vec::new();
+        let mut push = |e: Entity, all: &mut Vec<Entity>| {
+            if seen.insert(e.uid()) {
+                all.push(e);
+            }
+        };
+        // Services whose wildcards AllowWildcard approved are projected again with them.
+        for (key, object) in world.objects() {
+            let id = format!(
+                "{}/{}",
+                key.namespace.as_deref().unwrap_or("default"),
+                key.name
+            );
+            if let Some(w) = approved_wildcards.get(&id) {
+                let mut g = Group {
+                    wildcards: *w,
+                    ..Group::default()
+                };
+                project_object(object, &facts, &mut g);
+                for e in g.entities {
+                    push(e, &mut all);
+                }
+            }
+        }
+        // Declared objects first, so a declared Namespace wins over an implied one.
+        for group in self.groups.values() {
+            for e in group {
+                push(e.clone(), &mut all);
+            }
+        }
+        let declared: HashSet<String> = world
+            .objects()
+            .filter(|(k, _)| k.kind == "Namespace")
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        for ns in self.namespaces.values().flatten() {
+            if !declared.contains(ns) {
+                push(namespace_entity(ns, &BTreeMap::new(), &facts), &mut all);
+            }
+        }
+        let refs: BTreeSet<&String> = self.image_refs.values().flatten().collect();
+        for r in refs {
+            push(image_entity(r, &facts), &mut all);
+        }
+        push(cluster_default(&facts), &mut all);
+        for m in ["inbound", "outbound", "advertise"] {
+            push(
+                Entity::new_no_attrs(uid("Mesh", m), HashSet::new()),
+                &mut all,
+            );
+        }
+        Entities::from_entities(all, Some(schema)).map_err(Box::new)
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    /// Approved wildcards (outbound, inbound) of the workload being projected.
+    wildcards: (bool, bool),
+    entities: Vec<Entity>,
+    images: BTreeSet<String>,
+    namespaces: BTreeSet<String>,
+}
+
+fn s(v: &str) -> Rx {
+    Rx::new_string(v.to_owned())
+}
+
+fn entity(
+    uid: EntityUid,
+    attrs: Vec<(&str, Rx)>,
+    parents: impl IntoIterator<Item = EntityUid>,
+) -> Entity {
+    entity_with_tags(uid, attrs, parents, None)
+}
+
+fn entity_with_tags(
+    uid: EntityUid,
+    attrs: Vec<(&str, Rx)>,
+    parents: impl IntoIterator<Item = EntityUid>,
+    tags: Option<&BTreeMap<String, String>>,
+) -> Entity {
+    let attrs: HashMap<String, Rx> = attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let parents: HashSet<EntityUid> = parents.into_iter().collect();
+    let tags: HashMap<String, Rx> = tags
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), s(v)))
+        .collect();
+    Entity::new_with_tags(uid.clone(), attrs, parents, tags)
+        .unwrap_or_else(|_| Entity::new_no_attrs(uid, HashSet::new()))
+}
+
+fn namespace_entity(name: &str, labels: &BTreeMap<String, String>, facts: &Facts) -> Entity {
+    let default_deny = labels.get(DEFAULT_DENY_LABEL).is_none_or(|v| v != "false");
+    entity_with_tags(
+        uid("Namespace", name),
+        vec![
+            ("name", s(name)),
+            ("defaultDeny", Rx::new_bool(default_deny)),
+            ("podSecurity", s(&facts.pod_security(name))),
+        ],
+        [uid("Cluster", &facts.cluster)],
+        Some(labels),
+    )
+}
+
+fn cluster_default(facts: &Facts) -> Entity {
+    // The local cluster when the world declares none (a declared one comes first and wins).
+    entity(
+        uid("Cluster", &facts.cluster),
+        vec![
+            ("name", s(&facts.cluster)),
+            ("provider", s("")),
+            ("environment", s("")),
+            ("region", s("")),
+            ("kubernetesVersion", s("")),
+            ("phase", s("Ready")),
+            ("ready", Rx::new_bool(true)),
+            ("agentConnected", Rx::new_bool(false)),
+            ("pivoted", Rx::new_bool(false)),
+            ("backups", Rx::new_bool(false)),
+            ("monitoring", Rx::new_bool(false)),
+        ],
+        [],
+    )
+}
+
+fn image_entity(reference: &str, facts: &Facts) -> Entity {
+    let Ok(img) = ImageRef::parse(reference) else {
+        return Entity::new_no_attrs(uid("Image", reference), HashSet::new());
+    };
+    let signers = facts.signers.get(reference).cloned().unwrap_or_default();
+    entity(
+        uid("Image", reference),
+        vec![
+            ("registry", s(&img.registry)),
+            ("repository", s(&img.repository)),
+            ("tag", s(&img.tag)),
+            ("digest", s(&img.digest)),
+            ("signed", Rx::new_bool(!signers.is_empty())),
+            ("signers", Rx::new_set(signers.iter().map(|x| s(x)))),
+        ],
+        [],
+    )
+}
+
+/// The normalized image reference a container uses (the `Image` uid), or the text as
+/// written when it does not parse (so a policy can still deny it).
+pub fn image_uid_text(image: &str) -> String {
+    ImageRef::parse(image)
+        .map(|i| i.to_string())
+        .unwrap_or_else(|_| image.to_owned())
+}
+
+fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
+    match object {
+        Object::Namespace(ns) => {
+            let labels = ns.metadata.labels.clone().unwrap_or_default();
+            g.entities
+                .push(namespace_entity(object.name(), &labels, facts));
+        }
+        Object::Cluster(c) => {
+            let st = c.status.clone().unwrap_or_default();
+            let cfg = &c.spec.provider.config;
+            let provider = if cfg.aws.is_some() {
+                "aws"
+            } else if cfg.proxmox.is_some() {
+                "proxmox"
+            } else if cfg.openstack.is_some() {
+                "openstack"
+            } else if cfg.docker.is_some() {
+                "docker"
+            } else {
+                ""
+            };
+            let region = cfg
+                .aws
+                .as_ref()
+                .map(|a| a.region.clone())
+                .unwrap_or_default();
+            g.entities.push(entity_with_tags(
+                uid("Cluster", object.name()),
+                vec![
+                    ("name", s(object.name())),
+                    ("provider", s(provider)),
+                    (
+                        "environment",
+                        s(c.spec.environment.as_deref().unwrap_or("")),
+                    ),
+                    ("region", s(&region)),
+                    ("kubernetesVersion", s(&c.spec.provider.kubernetes.version)),
+                    ("phase", s(st.phase.as_deref().unwrap_or("Pending"))),
+                    ("ready", Rx::new_bool(st.ready.unwrap_or(false))),
+                    (
+                        "agentConnected",
+                        Rx::new_bool(st.agent_connected.unwrap_or(false)),
+                    ),
+                    ("pivoted", Rx::new_bool(st.pivoted.unwrap_or(false))),
+                    ("backups", Rx::new_bool(c.spec.backups.unwrap_or(false))),
+                    (
+                        "monitoring",
+                        Rx::new_bool(c.spec.monitoring.unwrap_or(false)),
+                    ),
+                ],
+                c.spec.parent.iter().map(|p| uid("Cluster", p)),
+                c.metadata.labels.as_ref(),
+            ));
+        }
+        Object::SecretProvider(sp) => g.entities.push(entity(
+            uid("SecretProvider", object.name()),
+            vec![("name", s(object.name())), ("backend", s(&sp.spec.backend))],
+            [],
+        )),
+        Object::Service(svc) => {
+            let spec = &svc.spec;
+            let replicas = spec
+                .replicas
+                .or(spec.autoscaling.as_ref().and_then(|a| a.min))
+                .unwrap_or(1);
+            let ingress_tls = spec.ingress.as_ref().is_none_or(|i| i.tls.is_some());
+            workload(
+                object,
+                "service",
+                &[("", &spec.workload)],
+                replicas,
+                ingress_tls,
+                true,
+                facts,
+                g,
+            );
+            if let Some(ing) = &spec.ingress {
+                for h in &ing.hosts {
+                    g.entities
+                        .push(entity(uid("Host", h), vec![("name", s(h))], []));
+                }
+            }
+        }
+        Object::Job(job) => {
+            let bodies: Vec<(&str, &WorkloadBody)> = job
+                .spec
+                .tasks
+                .iter()
+                .map(|(n, t)| (n.as_str(), &t.workload))
+                .collect();
+            let replicas: i32 = job
+                .spec
+                .tasks
+                .values()
+                .map(|t| t.replicas.unwrap_or(1))
+                .sum();
+            workload(object, "job", &bodies, replicas, true, true, facts, g);
+        }
+        Object::Model(model) => {
+            let bodies: Vec<(&str, &WorkloadBody)> = model
+                .spec
+                .roles
+                .iter()
+                .map(|(n, r)| (n.as_str(), &r.workload))
+                .collect();
+            let replicas: i32 = model
+                .spec
+                .roles
+                .values()
+                .map(|r| r.replicas.unwrap_or(1))
+                .sum();
+            workload(object, "model", &bodies, replicas, true, true, facts, g);
+        }
+        Object::MeshMember(mm) => {
+            let ns = object.namespace().unwrap_or("default");
+            let peers = |list: &[String]| -> (Vec<EntityUid>, bool) {
+                let wildcard = list.iter().any(|p| p == "*");
+                let uids = list
+                    .iter()
+                    .filter(|p| *p != "*")
+                    .map(|p| uid("Service", &qualify(p, ns)))
+                    .collect();
+                (uids, wildcard)
+            };
+            let (deps, _) = peers(&mm.spec.dependencies);
+            let (callers, _) = peers(&mm.spec.allowed_callers);
+            let strict = mm.spec.ports.values().all(|p| {
+                p.peer_auth.unwrap_or_default()
+                    == lattice_schemas::crd::mesh_member::PeerAuth::Strict
+            });
+            let ports: Vec<i64> = mm.spec.ports.values().map(|p| i64::from(p.port)).collect();
+            g.namespaces.insert(ns.to_owned());
+            g.entities.push(service_entity(
+                object,
+                "meshmember",
+                deps,
+                callers,
+                ports,
+                1,
+                true,
+                false,
+                false,
+                strict,
+                g.wildcards,
+                facts,
+            ));
+            for e in &mm.spec.egress {
+                if let Some(host) = &e.host {
+                    for p in &e.ports {
+                        let proto = format!("{:?}", e.protocol.unwrap_or_default()).to_uppercase();
+                        g.entities.push(endpoint(host, i64::from(*p), &proto));
+                    }
+                }
+            }
+        }
+        Object::Package(pkg) => {
+            let ns = object.namespace().unwrap_or("default");
+            g.namespaces.insert(ns.to_owned());
+            let uses_secrets = pkg.spec.resources.values().any(|r| r.type_ == "secret");
+            g.entities.push(service_entity(
+                object,
+                "package",
+                vec![],
+                vec![],
+                vec![],
+                1,
+                true,
+                uses_secrets,
+                false,
+                true,
+                g.wildcards,
+                facts,
+            ));
+            for r in pkg.spec.resources.values() {
+                resource_entities(r, ns, object.name(), g);
+            }
+        }
+        Object::CedarPolicy(_)
+        | Object::TrustPolicy(_)
+        | Object::InfraProvider(_)
+        | Object::ComplianceProfile(_) => {}
+    }
+}
+
+/// `name` → `ns/name`; `other/name` stays.
+fn qualify(peer: &str, ns: &str) -> String {
+    if peer.contains('/') {
+        peer.to_owned()
+    } else {
+        format!("{ns}/{peer}")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_entity(
+    object: &Object,
+    kind: &str,
+    dependencies: Vec<EntityUid>,
+    callers: Vec<EntityUid>,
+    ports: Vec<i64>,
+    replicas: i32,
+    ingress_tls: bool,
+    uses_secret_provider: bool,
+    literal_secrets: bool,
+    strict_mtls: bool,
+    wildcards: (bool, bool),
+    facts: &Facts,
+) -> Entity {
+    let ns = object.namespace().unwrap_or("default");
+    let labels = object.meta().labels.clone().unwrap_or_default();
+    entity_with_tags(
+        uid("Service", &format!("{ns}/{}", object.name())),
+        vec![
+            ("name", s(object.name())),
+            ("namespace", s(ns)),
+            ("kind", s(kind)),
+            (
+                "dependencies",
+                Rx::new_set(dependencies.into_iter().map(Rx::new_entity_uid)),
+            ),
+            (
+                "callers",
+                Rx::new_set(callers.into_iter().map(Rx::new_entity_uid)),
+            ),
+            // Wildcards hold only once AllowWildcard approves them (see Snapshot::build).
+            ("dependsAll", Rx::new_bool(wildcards.0)),
+            ("callersAll", Rx::new_bool(wildcards.1)),
+            ("ports", Rx::new_set(ports.into_iter().map(Rx::new_long))),
+            ("replicas", Rx::new_long(i64::from(replicas))),
+            ("podSecurity", s(&facts.pod_security(ns))),
+            ("disruptionBudget", Rx::new_bool(replicas >= 2)),
+            ("ingressTls", Rx::new_bool(ingress_tls)),
+            ("usesSecretProvider", Rx::new_bool(uses_secret_provider)),
+            ("literalSecrets", Rx::new_bool(literal_secrets)),
+            ("strictMtls", Rx::new_bool(strict_mtls)),
+        ],
+        [uid("Namespace", ns)],
+        Some(&labels),
+    )
+}
+
+/// Declared wildcards of a workload: (outbound, inbound).
+pub fn declared_wildcards(object: &Object) -> (bool, bool) {
+    let from_body = |b: &WorkloadBody| {
+        let mut out = (false, false);
+        for (name, r) in &b.resources {
+            if r.type_ == "service" && name == "*" {
+                let d = r.direction.unwrap_or_default();
+                out.0 |= d.is_outbound();
+                out.1 |= d.is_inbound();
+            }
+        }
+        out
+    };
+    let or = |a: (bool, bool), b: (bool, bool)| (a.0 || b.0, a.1 || b.1);
+    match object {
+        Object::Service(s) => from_body(&s.spec.workload),
+        Object::Job(j) => j
+            .spec
+            .tasks
+            .values()
+            .map(|t| from_body(&t.workload))
+            .fold((false, false), or),
+        Object::Model(m) => m
+            .spec
+            .roles
+            .values()
+            .map(|r| from_body(&r.workload))
+            .fold((false, false), or),
+        Object::MeshMember(mm) => (
+            mm.spec.dependencies.iter().any(|d| d == "*"),
+            mm.spec.allowed_callers.iter().any(|c| c == "*"),
+        ),
+        _ => (false, false),
+    }
+}
+
+/// Variable names that hold credentials when written as literals.
+fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "API_KEY",
+        "APIKEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn workload(
+    object: &Object,
+    kind: &str,
+    bodies: &[(&str, &WorkloadBody)],
+    replicas: i32,
+    ingress_tls: bool,
+    strict: bool,
+    facts: &Facts,
+    g: &mut Group,
+) {
+    let ns = object.namespace().unwrap_or("default");
+    g.namespaces.insert(ns.to_owned());
+    let mut deps = BTreeSet::new();
+    let mut callers = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    let mut uses_secrets = false;
+    let mut literal = false;
+    let svc_uid = uid("Service", &format!("{ns}/{}", object.name()));
+    for (prefix, body) in bodies {
+        for (name, r) in &body.resources {
+            if r.type_ == "service" && name != "*" {
+                let peer = format!("{}/{name}", r.namespace.as_deref().unwrap_or(ns));
+                let d = r.direction.unwrap_or(Direction::Outbound);
+                if d.is_outbound() {
+                    deps.insert(peer.clone());
+                }
+                if d.is_inbound() {
+                    callers.insert(peer);
+                }
+            }
+            uses_secrets |= r.type_ == "secret";
+            resource_entities(r, ns, object.name(), g);
+            if r.type_ == "volume"
+                && let Some(id) = &r.id
+                && r.params.as_ref().is_some_and(|p| p.contains_key("size"))
+            {
+                // An owned, shareable volume.
+                let consumers: Vec<EntityUid> = r
+                    .params
+                    .as_ref()
+                    .and_then(|p| p.get("allowedConsumers"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(|c| uid("Service", &qualify(c, ns)))
+                    .collect();
+                g.entities.push(entity(
+                    uid("Volume", &format!("{ns}/{id}")),
+                    vec![
+                        ("id", s(id)),
+                        ("owner", Rx::new_entity_uid(svc_uid.clone())),
+                        (
+                            "allowedConsumers",
+                            Rx::new_set(consumers.into_iter().map(Rx::new_entity_uid)),
+                        ),
+                    ],
+                    [uid("Namespace", ns)],
+                ));
+            }
+        }
+        if let Some(svc) = &body.service {
+            ports.extend(svc.ports.values().map(|p| i64::from(p.port)));
+        }
+        for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
+            for (cname, c) in set {
+                let full = if prefix.is_empty() {
+                    cname.clone()
+                } else {
+                    format!("{prefix}.{cname}")
+                };
+                literal |= c.variables.iter().any(|(k, v)| {
+                    looks_secret(k) && !v.is_empty() && !lattice_schemas::placeholder::has_refs(v)
+                });
+                container_entities(object, ns, &full, c, sidecar, &svc_uid, g);
+            }
+        }
+        for name in body.sysctls.keys() {
+            g.entities.push(override_entity("sysctl", name));
+        }
+        if body.host_network == Some(true) {
+            g.entities.push(override_entity("hostNetwork", ""));
+        }
+        if body.share_process_namespace == Some(true) {
+            g.entities
+                .push(override_entity("shareProcessNamespace", ""));
+        }
+    }
+    let deps = deps.iter().map(|d| uid("Service", d)).collect();
+    let callers = callers.iter().map(|c| uid("Service", c)).collect();
+    g.entities.insert(
+        0,
+        service_entity(
+            object,
+            kind,
+            deps,
+            callers,
+            ports.into_iter().collect(),
+            replicas,
+            ingress_tls,
+            uses_secrets,
+            literal,
+            strict,
+            g.wildcards,
+            facts,
+        ),
+    );
+}
+
+fn override_entity(category: &str, value: &str) -> Entity {
+    let id = if value.is_empty() {
+        category.to_owned()
+    } else {
+        format!("{category}:{value}")
+    };
+    entity(
+        uid("SecurityOverride", &id),
+        vec![("category", s(category)), ("value", s(value))],
+        [],
+    )
+}
+
+/// The `SecurityOverride` uids a container's settings raise (deviations from restricted).
+pub fn container_overrides(c: &Container) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(sec) = &c.security else { return out };
+    if sec.privileged == Some(true) {
+        out.push(("privileged".into(), String::new()));
+    }
+    if sec.run_as_user == Some(0) || sec.run_as_non_root == Some(false) {
+        out.push(("runAsRoot".into(), String::new()));
+    }
+    if sec.run_as_group == Some(0) {
+        out.push(("runAsRootGroup".into(), String::new()));
+    }
+    if sec.read_only_root_filesystem == Some(false) {
+        out.push(("writableRootFilesystem".into(), String::new()));
+    }
+    if sec.allow_privilege_escalation == Some(true) {
+        out.push(("privilegeEscalation".into(), String::new()));
+    }
+    for cap in &sec.capabilities {
+        out.push(("capability".into(), cap.clone()));
+    }
+    if sec.seccomp_profile.as_deref() == Some("Unconfined") {
+        out.push(("seccomp".into(), "Unconfined".into()));
+    }
+    if sec.apparmor_profile.as_deref() == Some("Unconfined") {
+        out.push(("apparmor".into(), "Unconfined".into()));
+    }
+    out
+}
+
+fn container_entities(
+    object: &Object,
+    ns: &str,
+    name: &str,
+    c: &Container,
+    sidecar: bool,
+    svc: &EntityUid,
+    g: &mut Group,
+) {
+    let image = image_uid_text(&c.image);
+    g.images.insert(image.clone());
+    let sec = c.security.clone().unwrap_or_default();
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let has_limits = limits.is_some_and(|l| l.cpu.is_some() && l.memory.is_some());
+    let run_as_root = sec.run_as_user == Some(0)
+        || sec.run_as_group == Some(0)
+        || sec.run_as_non_root == Some(false);
+    g.entities.push(entity(
+        uid("Container", &format!("{ns}/{}/{name}", object.name())),
+        vec![
+            ("name", s(name)),
+            ("image", Rx::new_entity_uid(uid("Image", &image))),
+            ("privileged", Rx::new_bool(sec.privileged == Some(true))),
+            ("runAsRoot", Rx::new_bool(run_as_root)),
+            (
+                "readOnlyRootFilesystem",
+                Rx::new_bool(sec.read_only_root_filesystem != Some(false)),
+            ),
+            (
+                "allowPrivilegeEscalation",
+                Rx::new_bool(sec.allow_privilege_escalation == Some(true)),
+            ),
+            (
+                "capabilities",
+                Rx::new_set(sec.capabilities.iter().map(|c| s(c))),
+            ),
+            ("hasLimits", Rx::new_bool(has_limits)),
+            ("sidecar", Rx::new_bool(sidecar)),
+        ],
+        [svc.clone()],
+    ));
+    for (category, value) in container_overrides(c) {
+        g.entities.push(override_entity(&category, &value));
+    }
+}
+
+fn endpoint(host: &str, port: i64, protocol: &str) -> Entity {
+    entity(
+        uid("ExternalEndpoint", &format!("{host}:{port}")),
+        vec![
+            ("host", s(host)),
+            ("port", Rx::new_long(port)),
+            ("protocol", s(protocol)),
+        ],
+        [],
+    )
+}
+
+fn resource_entities(
+    r: &lattice_schemas::crd::workload::Resource,
+    _ns: &str,
+    _owner: &str,
+    g: &mut Group,
+) {
+    let param = |k: &str| r.params.as_ref().and_then(|p| p.get(k));
+    match r.type_.as_str() {
+        "secret" => {
+            if let (Some(Value::String(provider)), Some(path)) = (param("provider"), &r.id) {
+                g.entities.push(entity(
+                    uid("SecretPath", &format!("{provider}:{path}")),
+                    vec![("provider", s(provider)), ("path", s(path))],
+                    [uid("SecretProvider", provider)],
+                ));
+            }
+        }
+        "external-service" => {
+            if let Some(Value::String(host)) = param("host") {
+                let port = param("port").and_then(Value::as_i64).unwrap_or(443);
+                let proto = param("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                g.entities.push(endpoint(host, port, proto));
+            }
+        }
+        "gpu" => {
+            let model = param("model").and_then(Value::as_str).unwrap_or("any");
+            g.entities
+                .push(entity(uid("Gpu", model), vec![("model", s(model))], []));
+        }
+        _ => {}
+    }
+}

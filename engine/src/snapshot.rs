@@ -1,0 +1,345 @@
+//! Snapshots: one immutable view (schema + entities + indexed policies + digest) that every
+//! decision is taken on, and the [`Engine`] that swaps a new one in atomically.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{
+    Context, Decision as CedarDecision, Effect, Entities, EntityUid, PolicyId, Request, Schema,
+};
+use lattice_schemas::crd::EnforcementMode;
+use sha2::{Digest, Sha256};
+
+use crate::index::{PolicyIndex, RawOutcome};
+use crate::policies::{PolicyInfo, PolicyStore};
+use crate::project::{Projection, declared_wildcards, uid};
+use crate::world::World;
+
+/// One immutable view of schema, entities and policies.
+pub struct Snapshot {
+    schema: Schema,
+    entities: Entities,
+    enforce: PolicyIndex,
+    audit: PolicyIndex,
+    info: HashMap<PolicyId, Arc<PolicyInfo>>,
+    digest: String,
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("entities do not conform to the schema: {0}")]
+    Entities(String),
+}
+
+/// A question for the engine.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    pub context: Context,
+}
+
+impl Query {
+    /// A query with an empty context.
+    pub fn new(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Query {
+        Query {
+            principal,
+            action,
+            resource,
+            context: Context::empty(),
+        }
+    }
+
+    /// Replaces the context.
+    pub fn with_context(mut self, context: Context) -> Query {
+        self.context = context;
+        self
+    }
+}
+
+/// `Lattice::Action::"<name>"`.
+pub fn action(name: &str) -> EntityUid {
+    format!(
+        "Lattice::Action::{}",
+        serde_json::Value::String(name.to_owned())
+    )
+    .parse()
+    .expect("a quoted action name is a valid uid")
+}
+
+/// A query the schema rejects (unknown entity type, action not applicable, wrong context).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid query: {0}")]
+pub struct QueryError(pub String);
+
+/// A policy that errored during a decision.
+#[derive(Clone, Debug)]
+pub struct PolicyFault {
+    pub policy: Arc<PolicyInfo>,
+    pub message: String,
+}
+
+/// The answer to a query, with its evidence.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that decided: satisfied (or erroring) forbids on a deny by forbid,
+    /// satisfied permits on an allow, none on a default deny.
+    pub determining: Vec<Arc<PolicyInfo>>,
+    /// Enforce-mode policies that errored. An erroring forbid denies; an erroring permit
+    /// permits nothing. Neither passes silently.
+    pub errors: Vec<PolicyFault>,
+    /// Audit-mode policies that would have decided, and audit policies that errored. They
+    /// never change `allowed`.
+    pub audit: Vec<Arc<PolicyInfo>>,
+    pub audit_errors: Vec<PolicyFault>,
+    /// The digest of the snapshot the decision was taken on.
+    pub digest: String,
+}
+
+impl Decision {
+    /// Whether the deny comes from no permit matching (rather than a forbid).
+    pub fn is_default_deny(&self) -> bool {
+        !self.allowed && self.determining.is_empty()
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot of `world` under `store`. Wildcard declarations hold only where
+    /// `AllowWildcard` allows them, so that decision is taken first, on the same policies.
+    pub fn build(
+        world: &World,
+        projection: &Projection,
+        store: &PolicyStore,
+    ) -> Result<Snapshot, SnapshotError> {
+        let schema = lattice_schemas::cedar::schema().clone();
+        let mut enforce = Vec::new();
+        let mut audit = Vec::new();
+        let mut info = HashMap::new();
+        for p in store.active() {
+            info.insert(p.policy.id().clone(), p.info.clone());
+            match p.info.mode {
+                EnforcementMode::Enforce => enforce.push(&p.policy),
+                EnforcementMode::Audit => audit.push(&p.policy),
+            }
+        }
+        let enforce = PolicyIndex::new(enforce, &schema);
+        let audit = PolicyIndex::new(audit, &schema);
+        let entities = projection
+            .entities(world, &schema, &HashMap::new())
+            .map_err(|e| SnapshotError::Entities(e.to_string()))?;
+        let mut snapshot = Snapshot {
+            schema,
+            entities,
+            enforce,
+            audit,
+            info,
+            digest: String::new(),
+        };
+        let approved = snapshot.approved_wildcards(world);
+        if !approved.is_empty() {
+            snapshot.entities = projection
+                .entities(world, &snapshot.schema, &approved)
+                .map_err(|e| SnapshotError::Entities(e.to_string()))?;
+        }
+        let mut h = Sha256::new();
+        h.update(Sha256::digest(
+            lattice_schemas::cedar::SCHEMA_TEXT.as_bytes(),
+        ));
+        h.update(world.digest());
+        h.update(store.digest());
+        snapshot.digest = format!("sha256:{}", hex(&h.finalize()));
+        Ok(snapshot)
+    }
+
+    /// Declared wildcards that `AllowWildcard` allows: service uid id → (outbound, inbound).
+    fn approved_wildcards(&self, world: &World) -> HashMap<String, (bool, bool)> {
+        let mut out = HashMap::new();
+        for (key, object) in world.objects() {
+            let (outbound, inbound) = declared_wildcards(object);
+            if !(outbound || inbound) {
+                continue;
+            }
+            let id = format!(
+                "{}/{}",
+                key.namespace.as_deref().unwrap_or("default"),
+                key.name
+            );
+            let ask = |direction: &str| {
+                let q = Query::new(
+                    uid("Service", &id),
+                    action("AllowWildcard"),
+                    uid("Mesh", direction),
+                )
+                .with_context(
+                    Context::from_json_value(
+                        serde_json::json!({"raisedBy": "*", "workloadKind": object.kind_name()}),
+                        None,
+                    )
+                    .unwrap_or_else(|_| Context::empty()),
+                );
+                self.decide(&q).is_ok_and(|d| d.allowed)
+            };
+            let approved = (outbound && ask("outbound"), inbound && ask("inbound"));
+            if approved.0 || approved.1 {
+                out.insert(id, approved);
+            }
+        }
+        out
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn entities(&self) -> &Entities {
+        &self.entities
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The enforce-mode policies.
+    pub fn enforce_index(&self) -> &PolicyIndex {
+        &self.enforce
+    }
+
+    /// Evidence about a stored policy.
+    pub fn policy_info(&self, id: &PolicyId) -> Option<&Arc<PolicyInfo>> {
+        self.info.get(id)
+    }
+
+    /// A schema-checked Cedar request for a query.
+    pub fn request(&self, q: &Query) -> Result<Request, QueryError> {
+        Request::new(
+            q.principal.clone(),
+            q.action.clone(),
+            q.resource.clone(),
+            q.context.clone(),
+            Some(&self.schema),
+        )
+        .map_err(|e| QueryError(e.to_string()))
+    }
+
+    /// Evaluates a query on the enforce policies through the index, in Cedar's terms.
+    pub fn evaluate(&self, q: &Query) -> Result<RawOutcome, QueryError> {
+        let request = self.request(q)?;
+        Ok(self.enforce.evaluate(
+            &request,
+            &q.principal,
+            &q.action,
+            &q.resource,
+            &self.entities,
+        ))
+    }
+
+    /// Decides a query (DESIGN §2): default deny; an erroring forbid denies; an erroring
+    /// permit permits nothing; audit policies are reported and never change the answer.
+    pub fn decide(&self, q: &Query) -> Result<Decision, QueryError> {
+        let request = self.request(q)?;
+        let raw = self.enforce.evaluate(
+            &request,
+            &q.principal,
+            &q.action,
+            &q.resource,
+            &self.entities,
+        );
+        let errors: Vec<PolicyFault> = raw
+            .errors
+            .iter()
+            .filter_map(|(id, m)| self.fault(id, m))
+            .collect();
+        let erroring_forbids: Vec<Arc<PolicyInfo>> = errors
+            .iter()
+            .filter(|f| f.policy.effect == Effect::Forbid)
+            .map(|f| f.policy.clone())
+            .collect();
+        let (allowed, determining) = if !erroring_forbids.is_empty() {
+            // Fail closed: the satisfied forbids (if any) and the erroring ones decide.
+            let mut d: Vec<Arc<PolicyInfo>> = match raw.decision {
+                CedarDecision::Deny => self.infos(&raw.reasons),
+                CedarDecision::Allow => Vec::new(),
+            };
+            d.extend(erroring_forbids);
+            (false, d)
+        } else {
+            (
+                raw.decision == CedarDecision::Allow,
+                self.infos(&raw.reasons),
+            )
+        };
+        let audit_raw = self.audit.evaluate(
+            &request,
+            &q.principal,
+            &q.action,
+            &q.resource,
+            &self.entities,
+        );
+        Ok(Decision {
+            allowed,
+            determining,
+            errors,
+            audit: self.infos(&audit_raw.reasons),
+            audit_errors: audit_raw
+                .errors
+                .iter()
+                .filter_map(|(id, m)| self.fault(id, m))
+                .collect(),
+            digest: self.digest.clone(),
+        })
+    }
+
+    /// Decides many queries on this one snapshot.
+    pub fn decide_batch(&self, queries: &[Query]) -> Vec<Result<Decision, QueryError>> {
+        queries.iter().map(|q| self.decide(q)).collect()
+    }
+
+    fn infos(&self, ids: &std::collections::BTreeSet<PolicyId>) -> Vec<Arc<PolicyInfo>> {
+        ids.iter()
+            .filter_map(|id| self.info.get(id).cloned())
+            .collect()
+    }
+
+    fn fault(&self, id: &PolicyId, message: &str) -> Option<PolicyFault> {
+        self.info.get(id).map(|p| PolicyFault {
+            policy: p.clone(),
+            message: message.to_owned(),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Holds the current snapshot. Readers take an `Arc` and keep deciding on it while a new
+/// snapshot is built; swapping is a pointer store.
+pub struct Engine {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Engine {
+    pub fn new(snapshot: Snapshot) -> Engine {
+        Engine {
+            current: RwLock::new(Arc::new(snapshot)),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        // The lock only guards the pointer; a poisoned lock still holds a valid one.
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `snapshot` current; returns the previous one.
+    pub fn swap(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *guard, Arc::new(snapshot))
+    }
+}

@@ -1,0 +1,165 @@
+//! The World: every typed object of one deployment, keyed by kind, namespace and name.
+//!
+//! Loaded whole from manifests (for the CLI, the REPL and tests) or kept up to date object by
+//! object (for the controllers). Every object carries a content digest so snapshots can say
+//! exactly which facts they were taken on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use lattice_schemas::manifest::Object;
+use lattice_schemas::validate::{Report, validate_paths};
+use sha2::{Digest, Sha256};
+
+/// Identifies an object in the World.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The kind as written in manifests (`LatticeService`, `Namespace`, …).
+    pub kind: &'static str,
+    /// Set for namespaced kinds.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of an object.
+    pub fn of(object: &Object) -> ObjectKey {
+        ObjectKey {
+            kind: object.kind_name(),
+            namespace: object.namespace().map(str::to_owned),
+            name: object.name().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// A content digest (SHA-256).
+pub type ContentDigest = [u8; 32];
+
+/// The typed objects of one deployment.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    objects: BTreeMap<ObjectKey, (Object, ContentDigest)>,
+}
+
+/// Why a World could not be loaded: the validation report with every finding.
+#[derive(Debug)]
+pub struct LoadError {
+    pub report: Report,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the world has {} error(s)", self.report.errors())?;
+        for finding in self.report.findings.iter().take(5) {
+            let (line, col) = finding.line_col();
+            write!(
+                f,
+                "\n  {}:{line}:{col}: {}",
+                finding.file.name, finding.message
+            )?;
+        }
+        for u in &self.report.unreadable {
+            write!(f, "\n  cannot read {u}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl World {
+    /// An empty world.
+    pub fn new() -> World {
+        World::default()
+    }
+
+    /// Loads every manifest under `paths`. Any error (or unreadable path) rejects the whole
+    /// load: a world is never built from half-valid input.
+    pub fn load(paths: &[PathBuf]) -> Result<World, LoadError> {
+        let report = validate_paths(paths);
+        if report.errors() > 0 || !report.unreadable.is_empty() {
+            return Err(LoadError { report });
+        }
+        let mut world = World::new();
+        for m in report.manifests {
+            world.upsert(m.object);
+        }
+        Ok(world)
+    }
+
+    /// Inserts or replaces an object; returns the one it replaced.
+    pub fn upsert(&mut self, object: Object) -> Option<Object> {
+        let digest = object_digest(&object);
+        self.objects
+            .insert(ObjectKey::of(&object), (object, digest))
+            .map(|(o, _)| o)
+    }
+
+    /// Removes an object; returns it.
+    pub fn delete(&mut self, key: &ObjectKey) -> Option<Object> {
+        self.objects.remove(key).map(|(o, _)| o)
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
+        self.objects.get(key).map(|(o, _)| o)
+    }
+
+    /// Every object, in key order.
+    pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &Object)> {
+        self.objects.iter().map(|(k, (o, _))| (k, o))
+    }
+
+    /// The digest of one object, if present.
+    pub fn object_digest(&self, key: &ObjectKey) -> Option<&ContentDigest> {
+        self.objects.get(key).map(|(_, d)| d)
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// A digest of every object's key and content.
+    pub fn digest(&self) -> ContentDigest {
+        let mut h = Sha256::new();
+        for (k, (_, d)) in &self.objects {
+            h.update(k.to_string().as_bytes());
+            h.update([0]);
+            h.update(d);
+        }
+        h.finalize().into()
+    }
+}
+
+fn object_digest(object: &Object) -> ContentDigest {
+    // Serialization of the typed object is deterministic: maps are ordered and struct
+    // fields have a fixed order.
+    let bytes = match object {
+        Object::Service(o) => serde_json::to_vec(o),
+        Object::Job(o) => serde_json::to_vec(o),
+        Object::Model(o) => serde_json::to_vec(o),
+        Object::MeshMember(o) => serde_json::to_vec(o),
+        Object::Cluster(o) => serde_json::to_vec(o),
+        Object::CedarPolicy(o) => serde_json::to_vec(o),
+        Object::SecretProvider(o) => serde_json::to_vec(o),
+        Object::TrustPolicy(o) => serde_json::to_vec(o),
+        Object::InfraProvider(o) => serde_json::to_vec(o),
+        Object::Package(o) => serde_json::to_vec(o),
+        Object::ComplianceProfile(o) => serde_json::to_vec(o),
+        Object::Namespace(o) => serde_json::to_vec(o),
+    }
+    .unwrap_or_default();
+    Sha256::digest(&bytes).into()
+}

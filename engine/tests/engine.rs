@@ -1,0 +1,398 @@
+//! The engine on the example world: projection, rule packs, CedarPolicy objects, decisions
+//! with evidence, error semantics, audit mode, snapshots and incremental updates.
+
+use std::path::{Path, PathBuf};
+
+use cedar_policy::{Context, EntityUid};
+use lattice_engine::policies::PolicyError;
+use lattice_engine::{
+    Engine, ObjectKey, PolicyStore, Projection, Query, Snapshot, World, action, uid,
+};
+use lattice_schemas::crd::CedarPolicy;
+use lattice_schemas::manifest::Object;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn world() -> World {
+    World::load(&[root().join("examples/world")]).unwrap()
+}
+
+/// The packs plus every CedarPolicy object of the world.
+fn store(world: &World) -> PolicyStore {
+    let mut store = PolicyStore::load_packs(&root().join("policies")).unwrap();
+    for (_, o) in world.objects() {
+        if let Object::CedarPolicy(p) = o {
+            store.apply_object(p).unwrap();
+        }
+    }
+    store
+}
+
+fn snapshot(world: &World, store: &PolicyStore) -> Snapshot {
+    Snapshot::build(world, &Projection::of(world), store).unwrap()
+}
+
+fn connect(from: &str, to: &str) -> Query {
+    Query::new(uid("Service", from), action("Connect"), uid("Service", to))
+        .with_context(Context::from_json_value(serde_json::json!({"ports": [8080]}), None).unwrap())
+}
+
+fn attr(s: &Snapshot, e: &EntityUid, name: &str) -> String {
+    let entity = s
+        .entities()
+        .get(e)
+        .unwrap_or_else(|| panic!("no entity {e}"));
+    let Some(Ok(value)) = entity.attr(name) else {
+        panic!("{e} has no {name}")
+    };
+    format!("{value:?}")
+}
+
+#[test]
+fn projection_follows_the_schema() {
+    let w = world();
+    let s = snapshot(&w, &store(&w));
+    let checkout = uid("Service", "shop/checkout");
+    // Cross-namespace references resolve to the peer's uid.
+    assert!(
+        attr(&s, &checkout, "dependencies").contains("payments/ledger"),
+        "{}",
+        attr(&s, &checkout, "dependencies")
+    );
+    assert!(attr(&s, &uid("Service", "payments/ledger"), "callers").contains("shop/checkout"));
+    // The service is in its namespace, which is in the cluster.
+    let ancestors: Vec<String> = s
+        .entities()
+        .ancestors(&checkout)
+        .unwrap()
+        .map(|a| a.to_string())
+        .collect();
+    assert!(
+        ancestors
+            .iter()
+            .any(|a| a == r#"Lattice::Namespace::"shop""#),
+        "{ancestors:?}"
+    );
+    assert!(
+        ancestors
+            .iter()
+            .any(|a| a == r#"Lattice::Cluster::"production""#),
+        "{ancestors:?}"
+    );
+    // One Container per container and sidecar, with its normalized image.
+    let containers: Vec<String> = s
+        .entities()
+        .iter()
+        .filter(|e| e.uid().type_name().to_string() == "Lattice::Container")
+        .map(|e| e.uid().id().unescaped().to_owned())
+        .collect();
+    assert!(
+        containers
+            .iter()
+            .any(|c| c.starts_with("payments/gateway/")),
+        "{containers:?}"
+    );
+    let images: Vec<String> = s
+        .entities()
+        .iter()
+        .filter(|e| e.uid().type_name().to_string() == "Lattice::Image")
+        .map(|e| e.uid().id().unescaped().to_owned())
+        .collect();
+    assert!(
+        images
+            .iter()
+            .all(|i| i.contains('/') && (i.contains(':') || i.contains('@'))),
+        "{images:?}"
+    );
+    assert!(
+        images.iter().any(|i| i.starts_with("docker.io/library/")),
+        "{images:?}"
+    );
+    // Every entity validated against the schema when the snapshot was built.
+    assert!(s.entities().iter().count() > 40);
+}
+
+#[test]
+fn bilateral_connect_and_one_sided_declarations() {
+    let w = world();
+    let s = snapshot(&w, &store(&w));
+    let both = s
+        .decide(&connect("shop/checkout", "payments/ledger"))
+        .unwrap();
+    assert!(both.allowed, "{both:?}");
+    assert_eq!(
+        both.determining
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>(),
+        ["baseline/bilateral-connect"]
+    );
+    assert!(both.digest.starts_with("sha256:"));
+    // shop/api lists payments/ledger, but the ledger does not list shop/api: default deny.
+    let one_sided = s.decide(&connect("shop/api", "payments/ledger")).unwrap();
+    assert!(!one_sided.allowed);
+    assert!(one_sided.is_default_deny());
+}
+
+#[test]
+fn a_forbid_denies_with_its_evidence() {
+    let w = world();
+    let s = snapshot(&w, &store(&w));
+    let d = s.decide(&connect("sandbox/scratch", "shop/web")).unwrap();
+    assert!(!d.allowed);
+    let p = &d.determining[0];
+    assert_eq!(p.id, "platform/environment-isolation/no-dev-to-shop");
+    assert!(p.annotations["advice"].contains("sandbox is a dev namespace"));
+    assert_eq!(
+        p.source.to_string(),
+        "CedarPolicy platform/environment-isolation"
+    );
+    assert!(p.text.starts_with("@id(\"no-dev-to-shop\")"), "{}", p.text);
+}
+
+#[test]
+fn pod_security_forbids_and_namespace_permits() {
+    let w = world();
+    let s = snapshot(&w, &store(&w));
+    let ask = |svc: &str, ov: &str| {
+        let q = Query::new(
+            uid("Service", svc),
+            action("OverrideSecurity"),
+            uid("SecurityOverride", ov),
+        )
+        .with_context(
+            Context::from_json_value(
+                serde_json::json!({"raisedBy": "main", "workloadKind": "service"}),
+                None,
+            )
+            .unwrap(),
+        );
+        s.decide(&q).unwrap()
+    };
+    assert!(ask("payments/gateway", "capability:NET_BIND_SERVICE").allowed);
+    assert!(ask("payments/gateway", "sysctl:net.ipv4.ip_local_port_range").allowed);
+    assert!(
+        !ask("payments/ledger", "sysctl:net.ipv4.ip_local_port_range").allowed,
+        "only the gateway has that permit"
+    );
+    let privileged = ask("payments/gateway", "privileged");
+    assert!(!privileged.allowed);
+    assert_eq!(privileged.determining[0].id, "pod-security/no-privileged");
+}
+
+fn cedar_policy(ns: &str, name: &str, mode: &str, policies: &str) -> CedarPolicy {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"policies": policies, "mode": mode}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_invalid_cedar_policy_is_rejected_whole_and_the_last_good_stays() {
+    let w = world();
+    let mut st = store(&w);
+    let good = cedar_policy(
+        "shop",
+        "allow-web",
+        "enforce",
+        r#"@id("a") permit(principal, action == Lattice::Action::"Connect", resource == Lattice::Service::"shop/web");"#,
+    );
+    st.apply_object(&good).unwrap();
+    let before = st.digest();
+    // Second policy is invalid: the whole object is rejected, the first one included.
+    let bad = cedar_policy(
+        "shop",
+        "allow-web",
+        "enforce",
+        "@id(\"a\") permit(principal, action, resource);\n@id(\"b\") permit(principal, action == Lattice::Action::\"Connect\", resource) when { principal.nope };",
+    );
+    let err = st.apply_object(&bad).unwrap_err();
+    let PolicyError::Object { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(problems[0].message.contains("nope"), "{err}");
+    assert!(
+        problems[0].span.start > 40,
+        "the problem is located in the text"
+    );
+    assert_eq!(st.digest(), before, "the store is unchanged");
+    let s = snapshot(&w, &st);
+    assert!(
+        s.decide(&connect("payments/ledger", "shop/web"))
+            .unwrap()
+            .allowed,
+        "the last good version still decides"
+    );
+}
+
+#[test]
+fn erroring_policies_fail_closed_and_are_reported() {
+    let w = world();
+    let mut st = store(&w);
+    // Overflows for any service with 2+ replicas: an evaluation error, not a validation one.
+    st.apply_object(&cedar_policy(
+        "platform",
+        "overflow",
+        "enforce",
+        r#"@id("erroring-forbid") forbid(principal, action == Lattice::Action::"Connect", resource == Lattice::Service::"payments/ledger") when { principal.replicas * 4611686018427387904 > 0 };"#,
+    ))
+    .unwrap();
+    let s = snapshot(&w, &st);
+    let d = s
+        .decide(&connect("shop/checkout", "payments/ledger"))
+        .unwrap();
+    assert!(!d.allowed, "an erroring forbid denies");
+    assert_eq!(d.errors.len(), 1);
+    assert!(
+        d.errors[0].message.contains("overflow"),
+        "{}",
+        d.errors[0].message
+    );
+    assert!(
+        d.determining
+            .iter()
+            .any(|p| p.id == "platform/overflow/erroring-forbid")
+    );
+    // An erroring permit permits nothing.
+    let mut st = store(&w);
+    st.apply_object(&cedar_policy(
+        "platform",
+        "overflow",
+        "enforce",
+        r#"@id("erroring-permit") permit(principal, action == Lattice::Action::"Connect", resource == Lattice::Service::"shop/web") when { principal.replicas * 4611686018427387904 > 0 };"#,
+    ))
+    .unwrap();
+    let d = snapshot(&w, &st)
+        .decide(&connect("payments/ledger", "shop/web"))
+        .unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.errors[0].policy.id, "platform/overflow/erroring-permit");
+}
+
+#[test]
+fn audit_policies_report_but_never_decide() {
+    let w = world();
+    let mut st = store(&w);
+    st.apply_object(&cedar_policy(
+        "platform",
+        "all-images",
+        "enforce",
+        r#"@id("any") permit(principal, action == Lattice::Action::"DeployImage", resource);"#,
+    ))
+    .unwrap();
+    let s = snapshot(&w, &st);
+    let latest = w
+        .objects()
+        .find_map(|(k, o)| match o {
+            Object::Service(svc) if k.namespace.as_deref() == Some("sandbox") => svc
+                .spec
+                .workload
+                .containers
+                .values()
+                .next()
+                .map(|c| c.image.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let q = Query::new(
+        uid("Service", "sandbox/scratch"),
+        action("DeployImage"),
+        uid("Image", &lattice_engine::project::image_uid_text(&latest)),
+    )
+    .with_context(
+        Context::from_json_value(
+            serde_json::json!({"raisedBy": "main", "workloadKind": "service", "sidecar": false}),
+            None,
+        )
+        .unwrap(),
+    );
+    let d = s.decide(&q).unwrap();
+    assert!(d.allowed, "the audit forbid does not deny");
+    assert_eq!(
+        d.audit.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["platform/image-hygiene/no-latest-tag"]
+    );
+}
+
+#[test]
+fn queries_the_schema_rejects_are_errors() {
+    let w = world();
+    let s = snapshot(&w, &store(&w));
+    let wrong_types = Query::new(
+        uid("Namespace", "shop"),
+        action("Connect"),
+        uid("Service", "shop/web"),
+    );
+    assert!(s.decide(&wrong_types).is_err());
+    let missing_context = Query::new(
+        uid("Service", "shop/web"),
+        action("Connect"),
+        uid("Service", "shop/api"),
+    );
+    assert!(s.decide(&missing_context).is_err());
+}
+
+#[test]
+fn snapshots_swap_atomically_and_digests_track_content() {
+    let w = world();
+    let st = store(&w);
+    let engine = Engine::new(snapshot(&w, &st));
+    let old = engine.snapshot();
+    assert_eq!(
+        snapshot(&w, &st).digest(),
+        old.digest(),
+        "same input, same digest"
+    );
+    let mut st2 = st.clone();
+    st2.apply_object(&cedar_policy("shop", "x", "enforce", r#"@id("x") permit(principal, action == Lattice::Action::"Connect", resource == Lattice::Service::"shop/web");"#)).unwrap();
+    let previous = engine.swap(snapshot(&w, &st2));
+    assert_eq!(previous.digest(), old.digest());
+    assert_ne!(engine.snapshot().digest(), old.digest());
+    // A reader holding the old snapshot still decides on it.
+    assert!(
+        !old.decide(&connect("payments/ledger", "shop/web"))
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        engine
+            .snapshot()
+            .decide(&connect("payments/ledger", "shop/web"))
+            .unwrap()
+            .allowed
+    );
+}
+
+#[test]
+fn upserting_one_service_rebuilds_only_its_entities() {
+    let mut w = world();
+    let mut projection = Projection::of(&w);
+    let key = ObjectKey {
+        kind: "LatticeService",
+        namespace: Some("shop".into()),
+        name: "web".into(),
+    };
+    let Some(Object::Service(mut web)) = w.get(&key).cloned() else {
+        panic!()
+    };
+    web.spec.replicas = Some(7);
+    w.upsert(Object::Service(web));
+    assert_eq!(projection.update(&w, &key), vec![key.clone()]);
+    let s = Snapshot::build(&w, &projection, &store(&w)).unwrap();
+    assert_eq!(attr(&s, &uid("Service", "shop/web"), "replicas"), "Long(7)");
+    // A namespace change reaches the workloads in it.
+    let ns_key = ObjectKey {
+        kind: "Namespace",
+        namespace: None,
+        name: "shop".into(),
+    };
+    let rebuilt = projection.update(&w, &ns_key);
+    assert!(rebuilt.contains(&key) && rebuilt.len() > 2, "{rebuilt:?}");
+}
