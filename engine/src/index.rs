@@ -170,6 +170,21 @@ impl PolicyIndex {
         out
     }
 
+    /// The policies whose scope matches a request (the candidates an indexed evaluation
+    /// looks at).
+    pub fn scope_matches<'s>(
+        &'s self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &Entities,
+    ) -> Vec<&'s Policy> {
+        self.candidates(principal, action, resource, entities)
+            .into_iter()
+            .flat_map(|s| s.policies())
+            .collect()
+    }
+
     /// How many policies an indexed evaluation of this request looks at.
     pub fn candidate_count(
         &self,

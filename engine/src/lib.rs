@@ -7,13 +7,17 @@
 //! PolicyStore ──PolicyIndex───────┘
 //! ```
 
+pub mod explain;
 pub mod index;
 pub mod policies;
 pub mod project;
 pub mod snapshot;
+pub mod what_if;
 pub mod world;
 
+pub use explain::{Explanation, NearMiss, Why};
 pub use policies::{PolicyInfo, PolicySource, PolicyStore};
 pub use project::{Projection, uid};
 pub use snapshot::{Decision, Engine, Query, QueryError, Snapshot, action};
+pub use what_if::{PolicyChange, WhatIf, what_if};
 pub use world::{ObjectKey, World};

@@ -209,6 +209,22 @@ impl PolicyStore {
         }
     }
 
+    /// Removes one policy, by stable id, wherever it is stored.
+    pub fn remove_policy(&mut self, id: &str) -> bool {
+        let lists = self
+            .packs
+            .values_mut()
+            .map(|p| &mut p.policies)
+            .chain(self.objects.values_mut().map(|o| &mut o.policies));
+        for list in lists {
+            if let Some(i) = list.iter().position(|p| p.info.id == id) {
+                list.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+
     pub fn packs(&self) -> impl Iterator<Item = &Pack> {
         self.packs.values()
     }

@@ -18,7 +18,10 @@ use crate::world::World;
 /// One immutable view of schema, entities and policies.
 pub struct Snapshot {
     schema: Schema,
-    entities: Entities,
+    entities: Arc<Entities>,
+    /// Wildcard declarations AllowWildcard approved, by service uid id.
+    approved: HashMap<String, (bool, bool)>,
+    world_digest: [u8; 32],
     enforce: PolicyIndex,
     audit: PolicyIndex,
     info: HashMap<PolicyId, Arc<PolicyInfo>>,
@@ -115,6 +118,51 @@ impl Snapshot {
         store: &PolicyStore,
     ) -> Result<Snapshot, SnapshotError> {
         let schema = lattice_schemas::cedar::schema().clone();
+        let entities = projection
+            .entities(world, &schema, &HashMap::new())
+            .map_err(|e| SnapshotError::Entities(e.to_string()))?;
+        Snapshot::assemble(
+            schema,
+            Arc::new(entities),
+            HashMap::new(),
+            world,
+            projection,
+            store,
+        )
+    }
+
+    /// A snapshot of the same world under other policies. The entities are reused unless
+    /// the new policies change which wildcard declarations are approved, so building one
+    /// after a CedarPolicy change costs little more than indexing the policies.
+    pub fn with_policies(
+        &self,
+        world: &World,
+        projection: &Projection,
+        store: &PolicyStore,
+    ) -> Result<Snapshot, SnapshotError> {
+        debug_assert_eq!(
+            world.digest(),
+            self.world_digest,
+            "with_policies needs the snapshot's own world"
+        );
+        Snapshot::assemble(
+            self.schema.clone(),
+            self.entities.clone(),
+            self.approved.clone(),
+            world,
+            projection,
+            store,
+        )
+    }
+
+    fn assemble(
+        schema: Schema,
+        entities: Arc<Entities>,
+        approved: HashMap<String, (bool, bool)>,
+        world: &World,
+        projection: &Projection,
+        store: &PolicyStore,
+    ) -> Result<Snapshot, SnapshotError> {
         let mut enforce = Vec::new();
         let mut audit = Vec::new();
         let mut info = HashMap::new();
@@ -127,28 +175,43 @@ impl Snapshot {
         }
         let enforce = PolicyIndex::new(enforce, &schema);
         let audit = PolicyIndex::new(audit, &schema);
-        let entities = projection
-            .entities(world, &schema, &HashMap::new())
-            .map_err(|e| SnapshotError::Entities(e.to_string()))?;
+        let world_digest = world.digest();
         let mut snapshot = Snapshot {
             schema,
             entities,
+            approved,
+            world_digest,
             enforce,
             audit,
             info,
             digest: String::new(),
         };
-        let approved = snapshot.approved_wildcards(world);
-        if !approved.is_empty() {
-            snapshot.entities = projection
-                .entities(world, &snapshot.schema, &approved)
+        // Wildcards are decided on entities without any approved wildcard, so an approval
+        // never rests on itself.
+        let approved = if snapshot.approved.is_empty() {
+            snapshot.approved_wildcards(world)
+        } else {
+            let base = projection
+                .entities(world, &snapshot.schema, &HashMap::new())
                 .map_err(|e| SnapshotError::Entities(e.to_string()))?;
+            let with = std::mem::replace(&mut snapshot.entities, Arc::new(base));
+            let approved = snapshot.approved_wildcards(world);
+            snapshot.entities = with;
+            approved
+        };
+        if approved != snapshot.approved {
+            snapshot.entities = Arc::new(
+                projection
+                    .entities(world, &snapshot.schema, &approved)
+                    .map_err(|e| SnapshotError::Entities(e.to_string()))?,
+            );
+            snapshot.approved = approved;
         }
         let mut h = Sha256::new();
         h.update(Sha256::digest(
             lattice_schemas::cedar::SCHEMA_TEXT.as_bytes(),
         ));
-        h.update(world.digest());
+        h.update(world_digest);
         h.update(store.digest());
         snapshot.digest = format!("sha256:{}", hex(&h.finalize()));
         Ok(snapshot)

@@ -396,3 +396,168 @@ fn upserting_one_service_rebuilds_only_its_entities() {
     let rebuilt = projection.update(&w, &ns_key);
     assert!(rebuilt.contains(&key) && rebuilt.len() > 2, "{rebuilt:?}");
 }
+
+#[test]
+fn explain_names_the_side_of_a_one_sided_declaration() {
+    let w = world();
+    let s = snapshot(&w, &store(&w));
+    let e = s.explain(&connect("shop/api", "payments/ledger")).unwrap();
+    let lattice_engine::Why::NothingPermitted(near) = &e.why else {
+        panic!("{:?}", e.why)
+    };
+    let bilateral = near
+        .iter()
+        .find(|n| n.policy.id == "baseline/bilateral-connect")
+        .expect("the bilateral rule's scope matched");
+    let condition = bilateral.condition.as_deref().unwrap();
+    // The caller's side holds; the callee's does not list the caller.
+    assert!(
+        condition.contains("resource.callers") && !condition.contains("principal.dependencies"),
+        "{condition}"
+    );
+    assert_eq!(bilateral.outcome, "false");
+    // Allowed and forbidden decisions name the policies that decided.
+    let allowed = s
+        .explain(&connect("shop/checkout", "payments/ledger"))
+        .unwrap();
+    assert!(
+        matches!(&allowed.why, lattice_engine::Why::Permitted(p) if p[0].id == "baseline/bilateral-connect")
+    );
+    let forbidden = s.explain(&connect("sandbox/scratch", "shop/web")).unwrap();
+    assert!(
+        matches!(&forbidden.why, lattice_engine::Why::Forbidden(p) if p[0].id.ends_with("no-dev-to-shop"))
+    );
+}
+
+#[test]
+fn what_if_reports_exactly_what_changes() {
+    use lattice_engine::{PolicyChange, what_if};
+    use lattice_schemas::crd::EnforcementMode;
+    let w = world();
+    let st = store(&w);
+    let projection = Projection::of(&w);
+    let s = Snapshot::build(&w, &projection, &st).unwrap();
+    let queries = vec![
+        connect("shop/checkout", "payments/ledger"),
+        connect("shop/api", "payments/ledger"),
+        connect("sandbox/scratch", "shop/web"),
+        connect("shop/web", "shop/api"),
+    ];
+    // Forbidding everything into payments denies the one allowed edge into it.
+    let add = PolicyChange::Add {
+        namespace: "platform".into(),
+        name: "freeze-payments".into(),
+        policies: r#"@id("freeze") forbid(principal, action == Lattice::Action::"Connect", resource in Lattice::Namespace::"payments");"#.into(),
+        mode: EnforcementMode::Enforce,
+    };
+    let r = what_if(&s, &w, &projection, &st, &[add], &queries).unwrap();
+    assert_eq!(r.newly_denied.len(), 1);
+    assert_eq!(
+        r.newly_denied[0].after.determining[0].id,
+        "platform/freeze-payments/freeze"
+    );
+    assert!(r.newly_allowed.is_empty());
+    // The one-sided edge stays denied, now by the forbid rather than by default.
+    assert_eq!(r.reasons_changed.len(), 1);
+    assert!(
+        r.reasons_changed[0].before.is_default_deny()
+            && !r.reasons_changed[0].after.is_default_deny()
+    );
+    assert_eq!(r.unchanged, 2);
+    assert_ne!(r.digest_before, r.digest_after);
+    // Removing the dev isolation rule turns sandbox -> shop from a forbid into a default deny.
+    let remove = PolicyChange::Remove {
+        id: "platform/environment-isolation/no-dev-to-shop".into(),
+    };
+    let r = what_if(&s, &w, &projection, &st, &[remove], &queries).unwrap();
+    assert_eq!(r.reasons_changed.len(), 1);
+    assert!(r.reasons_changed[0].after.is_default_deny());
+    // Disabling an object, and unknown targets.
+    let disable = PolicyChange::Disable {
+        namespace: "platform".into(),
+        name: "environment-isolation".into(),
+    };
+    assert_eq!(
+        what_if(&s, &w, &projection, &st, &[disable], &queries)
+            .unwrap()
+            .reasons_changed
+            .len(),
+        1
+    );
+    assert!(
+        what_if(
+            &s,
+            &w,
+            &projection,
+            &st,
+            &[PolicyChange::Remove { id: "nope".into() }],
+            &queries
+        )
+        .is_err()
+    );
+    // A rejected policy is an error, and nothing changes.
+    let bad = PolicyChange::Add {
+        namespace: "x".into(),
+        name: "y".into(),
+        policies: "permit(".into(),
+        mode: EnforcementMode::Enforce,
+    };
+    assert!(what_if(&s, &w, &projection, &st, &[bad], &queries).is_err());
+}
+
+#[test]
+fn approved_wildcards_open_the_mesh_and_unapproved_ones_do_not() {
+    let mut w = world();
+    // shop/web accepts any caller.
+    let key = ObjectKey {
+        kind: "LatticeService",
+        namespace: Some("shop".into()),
+        name: "web".into(),
+    };
+    let Some(Object::Service(mut web)) = w.get(&key).cloned() else {
+        panic!()
+    };
+    web.spec.workload.resources.insert(
+        "*".into(),
+        serde_json::from_value(serde_json::json!({"type": "service", "direction": "inbound"}))
+            .unwrap(),
+    );
+    w.upsert(Object::Service(web));
+    let projection = Projection::of(&w);
+    let st = store(&w);
+    // ledger lists shop/web as a dependency, but shop/web's side is only the wildcard.
+    let q = connect("payments/ledger", "shop/web");
+    let ledger_lists_web = Snapshot::build(&w, &projection, &st).unwrap();
+    let deps = attr(
+        &ledger_lists_web,
+        &uid("Service", "payments/ledger"),
+        "dependencies",
+    );
+    let unapproved = ledger_lists_web.decide(&q).unwrap();
+    assert!(
+        !unapproved.allowed,
+        "a wildcard nobody approved opens nothing ({deps})"
+    );
+    let mut approving = st.clone();
+    approving
+        .apply_object(&cedar_policy(
+            "platform",
+            "wildcards",
+            "enforce",
+            r#"@id("web-public") permit(principal == Lattice::Service::"shop/web", action == Lattice::Action::"AllowWildcard", resource == Lattice::Mesh::"inbound");"#,
+        ))
+        .unwrap();
+    let s = ledger_lists_web
+        .with_policies(&w, &projection, &approving)
+        .unwrap();
+    assert_eq!(
+        attr(&s, &uid("Service", "shop/web"), "callersAll"),
+        "Bool(true)"
+    );
+    let expected = deps.contains("shop/web");
+    assert_eq!(
+        s.decide(&q).unwrap().allowed,
+        expected,
+        "allowed exactly when the caller's side is declared ({deps})"
+    );
+}
