@@ -25,6 +25,73 @@ use crate::world::{ObjectKey, World};
 pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
 /// The label that opts a namespace out of Lattice's default-deny network policy.
 pub const DEFAULT_DENY_LABEL: &str = "lattice.dev/default-deny";
+/// Deviations that exist whether or not a workload raises them, so a question about any of
+/// them finds its entity: the flags, every Linux capability, and the sysctls the Pod
+/// Security Standards call safe. Other sysctls exist once a workload sets them.
+pub const OVERRIDE_CATALOG: &[(&str, &str)] = &[
+    ("privileged", ""),
+    ("runAsRoot", ""),
+    ("runAsRootGroup", ""),
+    ("writableRootFilesystem", ""),
+    ("privilegeEscalation", ""),
+    ("hostNetwork", ""),
+    ("shareProcessNamespace", ""),
+    ("seccomp", "Unconfined"),
+    ("apparmor", "Unconfined"),
+    ("capability", "ALL"),
+    ("capability", "AUDIT_CONTROL"),
+    ("capability", "AUDIT_READ"),
+    ("capability", "AUDIT_WRITE"),
+    ("capability", "BLOCK_SUSPEND"),
+    ("capability", "BPF"),
+    ("capability", "CHECKPOINT_RESTORE"),
+    ("capability", "CHOWN"),
+    ("capability", "DAC_OVERRIDE"),
+    ("capability", "DAC_READ_SEARCH"),
+    ("capability", "FOWNER"),
+    ("capability", "FSETID"),
+    ("capability", "IPC_LOCK"),
+    ("capability", "IPC_OWNER"),
+    ("capability", "KILL"),
+    ("capability", "LEASE"),
+    ("capability", "LINUX_IMMUTABLE"),
+    ("capability", "MAC_ADMIN"),
+    ("capability", "MAC_OVERRIDE"),
+    ("capability", "MKNOD"),
+    ("capability", "NET_ADMIN"),
+    ("capability", "NET_BIND_SERVICE"),
+    ("capability", "NET_BROADCAST"),
+    ("capability", "NET_RAW"),
+    ("capability", "PERFMON"),
+    ("capability", "SETFCAP"),
+    ("capability", "SETGID"),
+    ("capability", "SETPCAP"),
+    ("capability", "SETUID"),
+    ("capability", "SYS_ADMIN"),
+    ("capability", "SYS_BOOT"),
+    ("capability", "SYS_CHROOT"),
+    ("capability", "SYS_MODULE"),
+    ("capability", "SYS_NICE"),
+    ("capability", "SYS_PACCT"),
+    ("capability", "SYS_PTRACE"),
+    ("capability", "SYS_RAWIO"),
+    ("capability", "SYS_RESOURCE"),
+    ("capability", "SYS_TIME"),
+    ("capability", "SYS_TTY_CONFIG"),
+    ("capability", "SYSLOG"),
+    ("capability", "WAKE_ALARM"),
+    ("sysctl", "kernel.shm_rmid_forced"),
+    ("sysctl", "net.ipv4.ip_local_port_range"),
+    ("sysctl", "net.ipv4.ip_unprivileged_port_start"),
+    ("sysctl", "net.ipv4.tcp_syncookies"),
+    ("sysctl", "net.ipv4.ping_group_range"),
+    ("sysctl", "net.ipv4.ip_local_reserved_ports"),
+    ("sysctl", "net.ipv4.tcp_keepalive_time"),
+    ("sysctl", "net.ipv4.tcp_fin_timeout"),
+    ("sysctl", "net.ipv4.tcp_keepalive_intvl"),
+    ("sysctl", "net.ipv4.tcp_keepalive_probes"),
+];
+
 /// The cluster a world describes when it has no root `LatticeCluster`.
 pub const LOCAL_CLUSTER: &str = "local";
 
@@ -80,6 +147,24 @@ pub fn uid(ty: &'static str, id: &str) -> EntityUid {
         .unwrap_or_else(|| panic!("unknown entity type {ty}"))
         .clone();
     EntityUid::from_type_name_and_id(t, EntityId::new(id))
+}
+
+/// Reads an entity uid in full Cedar syntax (`Lattice::Service::"shop/api"`) or in the short
+/// form `Type::id` (`Service::shop/api`, `Action::Connect`), whose type is in the Lattice
+/// namespace and whose id is everything after the first `::`.
+pub fn parse_uid(text: &str) -> Result<EntityUid, String> {
+    let text = text.trim();
+    if text.contains('"') {
+        return EntityUid::from_str(text)
+            .map_err(|e| format!("`{text}` is not an entity uid: {e}"));
+    }
+    let (ty, id) = text.split_once("::").ok_or_else(|| {
+        format!("`{text}` is not an entity uid; write `Type::id`, e.g. `Service::shop/api`")
+    })?;
+    let ty = ty.strip_prefix("Lattice::").unwrap_or(ty);
+    let name = EntityTypeName::from_str(&format!("Lattice::{ty}"))
+        .map_err(|e| format!("`{ty}` is not a type name: {e}"))?;
+    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
 }
 
 /// The projected entities of a World, grouped by the object that owns them.
@@ -269,6 +354,9 @@ impl Projection {
             push(image_entity(r, &facts), &mut all);
         }
         push(cluster_default(&facts), &mut all);
+        for (category, value) in OVERRIDE_CATALOG {
+            push(override_entity(category, value), &mut all);
+        }
         for m in ["inbound", "outbound", "advertise"] {
             push(
                 Entity::new_no_attrs(uid("Mesh", m), HashSet::new()),

@@ -104,9 +104,16 @@ impl Kind {
         }
     }
 
-    /// Whether objects of this kind live in a namespace.
+    /// Whether objects of this kind live in a namespace (as its CRD says; a test checks).
     pub fn namespaced(self) -> bool {
-        self.crd().spec.scope == "Namespaced"
+        !matches!(
+            self,
+            Kind::LatticeCluster
+                | Kind::SecretProvider
+                | Kind::TrustPolicy
+                | Kind::InfraProvider
+                | Kind::LatticeComplianceProfile
+        )
     }
 
     /// Whether this kind is a workload (raises derivation gates).
@@ -121,5 +128,18 @@ impl Kind {
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn scope_table_matches_the_crds() {
+        for k in Kind::ALL {
+            assert_eq!(k.namespaced(), k.crd().spec.scope == "Namespaced", "{k}");
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
     }
 }
