@@ -12,6 +12,7 @@
 //! property test holds the index to that).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Decision, Entities, EntityTypeName, EntityUid, Policy, PolicyId,
@@ -78,57 +79,104 @@ pub struct RawOutcome {
     pub errors: BTreeMap<PolicyId, String>,
 }
 
+/// Buckets: action → principal key → resource key → policies. Buckets are shared between
+/// snapshots, so a policy change rebuilds only the buckets its policies sit in.
+type Buckets = HashMap<EntityUid, HashMap<ScopeKey, HashMap<ScopeKey, Arc<PolicySet>>>>;
+
 /// Policies indexed for evaluation.
 #[derive(Clone, Debug, Default)]
 pub struct PolicyIndex {
-    /// action → principal key → resource key → policies.
-    buckets: HashMap<EntityUid, HashMap<ScopeKey, HashMap<ScopeKey, PolicySet>>>,
-    /// Every policy, for unindexed evaluation.
-    all: PolicySet,
+    buckets: Buckets,
+    /// Every policy as one set, built on first use (unindexed evaluation, tests, benches).
+    all: OnceLock<PolicySet>,
     len: usize,
+}
+
+/// Where a policy sits: every (action, principal key, resource key) bucket.
+fn bucket_keys(
+    policy: &Policy,
+    actions: &BTreeMap<EntityUid, BTreeSet<EntityUid>>,
+) -> Vec<(EntityUid, ScopeKey, ScopeKey)> {
+    let concrete: Vec<EntityUid> = match policy.action_constraint() {
+        ActionConstraint::Any => actions.keys().cloned().collect(),
+        ActionConstraint::Eq(a) => vec![a],
+        ActionConstraint::In(groups) => {
+            let mut set: BTreeSet<EntityUid> = BTreeSet::new();
+            for g in groups {
+                set.extend(
+                    actions
+                        .iter()
+                        .filter(|(_, anc)| anc.contains(&g))
+                        .map(|(a, _)| a.clone()),
+                );
+            }
+            set.into_iter().collect()
+        }
+    };
+    let p: ScopeKey = policy.principal_constraint().into();
+    let r: ScopeKey = policy.resource_constraint().into();
+    concrete
+        .into_iter()
+        .map(|a| (a, p.clone(), r.clone()))
+        .collect()
 }
 
 impl PolicyIndex {
     /// Indexes `policies`; `schema` supplies the actions and their groups.
     pub fn new<'a>(policies: impl IntoIterator<Item = &'a Policy>, schema: &Schema) -> PolicyIndex {
+        PolicyIndex::default().with_changes(std::iter::empty(), policies, schema)
+    }
+
+    /// This index with `removed` taken out and `added` put in. Only the buckets those
+    /// policies sit in are rebuilt; every other bucket is shared with `self`.
+    pub fn with_changes<'a, 'b>(
+        &self,
+        removed: impl IntoIterator<Item = &'a Policy>,
+        added: impl IntoIterator<Item = &'b Policy>,
+        schema: &Schema,
+    ) -> PolicyIndex {
         let actions = action_members(schema);
-        let all_actions: Vec<EntityUid> = actions.keys().cloned().collect();
-        let mut index = PolicyIndex::default();
-        for policy in policies {
-            let concrete: Vec<EntityUid> = match policy.action_constraint() {
-                ActionConstraint::Any => all_actions.clone(),
-                ActionConstraint::Eq(a) => vec![a],
-                ActionConstraint::In(groups) => {
-                    let mut set: BTreeSet<EntityUid> = BTreeSet::new();
-                    for g in groups {
-                        set.extend(
-                            actions
-                                .iter()
-                                .filter(|(_, anc)| anc.contains(&g))
-                                .map(|(a, _)| a.clone()),
-                        );
-                    }
-                    set.into_iter().collect()
-                }
-            };
-            let p: ScopeKey = policy.principal_constraint().into();
-            let r: ScopeKey = policy.resource_constraint().into();
-            for a in concrete {
-                let set = index
-                    .buckets
-                    .entry(a)
-                    .or_default()
-                    .entry(p.clone())
-                    .or_default()
-                    .entry(r.clone())
-                    .or_default();
-                // Ids are unique in the store, so adding cannot fail.
-                let _ = set.add(policy.clone());
+        let mut buckets = self.buckets.clone();
+        let mut len = self.len;
+        // Collect the edits per bucket so each touched bucket is copied once.
+        let mut edits: HashMap<(EntityUid, ScopeKey, ScopeKey), (Vec<PolicyId>, Vec<Policy>)> =
+            HashMap::new();
+        for policy in removed {
+            len = len.saturating_sub(1);
+            for key in bucket_keys(policy, &actions) {
+                edits.entry(key).or_default().0.push(policy.id().clone());
             }
-            let _ = index.all.add(policy.clone());
-            index.len += 1;
         }
-        index
+        for policy in added {
+            len += 1;
+            for key in bucket_keys(policy, &actions) {
+                edits.entry(key).or_default().1.push(policy.clone());
+            }
+        }
+        for ((a, p, r), (remove, add)) in edits {
+            let by_resource = buckets.entry(a).or_default().entry(p).or_default();
+            let mut set = by_resource
+                .get(&r)
+                .map(|s| (**s).clone())
+                .unwrap_or_default();
+            for id in remove {
+                let _ = set.remove_static(id);
+            }
+            for policy in add {
+                // Ids are unique in the store, so adding cannot fail.
+                let _ = set.add(policy);
+            }
+            if set.is_empty() {
+                by_resource.remove(&r);
+            } else {
+                by_resource.insert(r, Arc::new(set));
+            }
+        }
+        PolicyIndex {
+            buckets,
+            all: OnceLock::new(),
+            len,
+        }
     }
 
     /// How many policies are indexed.
@@ -142,7 +190,21 @@ impl PolicyIndex {
 
     /// Every indexed policy as one set.
     pub fn policy_set(&self) -> &PolicySet {
-        &self.all
+        self.all.get_or_init(|| {
+            let mut all = PolicySet::new();
+            for set in self
+                .buckets
+                .values()
+                .flat_map(HashMap::values)
+                .flat_map(HashMap::values)
+            {
+                for p in set.policies() {
+                    // A policy sits in several buckets; the first add wins.
+                    let _ = all.add(p.clone());
+                }
+            }
+            all
+        })
     }
 
     /// The policy sets a request can match.
@@ -162,7 +224,7 @@ impl PolicyIndex {
             if let Some(by_resource) = by_principal.get(&pk) {
                 for rk in &r_keys {
                     if let Some(set) = by_resource.get(rk) {
-                        out.push(set);
+                        out.push(&**set);
                     }
                 }
             }
@@ -229,7 +291,7 @@ impl PolicyIndex {
 
     /// Evaluates a request against every policy, as plain Cedar does.
     pub fn evaluate_unindexed(&self, request: &Request, entities: &Entities) -> RawOutcome {
-        outcome(&Authorizer::new().is_authorized(request, &self.all, entities))
+        outcome(&Authorizer::new().is_authorized(request, self.policy_set(), entities))
     }
 }
 

@@ -11,9 +11,19 @@ use lattice_schemas::crd::EnforcementMode;
 use sha2::{Digest, Sha256};
 
 use crate::index::{PolicyIndex, RawOutcome};
-use crate::policies::{PolicyInfo, PolicyStore};
+use crate::policies::{PolicyInfo, PolicyStore, StoredPolicy};
 use crate::project::{Projection, declared_wildcards, uid};
 use crate::world::World;
+
+/// What a snapshot is assembled from.
+struct Parts {
+    schema: Schema,
+    entities: Arc<Entities>,
+    approved: HashMap<String, (bool, bool)>,
+    enforce: PolicyIndex,
+    audit: PolicyIndex,
+    policies: HashMap<PolicyId, Arc<StoredPolicy>>,
+}
 
 /// One immutable view of schema, entities and policies.
 pub struct Snapshot {
@@ -24,7 +34,8 @@ pub struct Snapshot {
     world_digest: [u8; 32],
     enforce: PolicyIndex,
     audit: PolicyIndex,
-    info: HashMap<PolicyId, Arc<PolicyInfo>>,
+    /// Every active policy, shared with the store it came from.
+    policies: HashMap<PolicyId, Arc<StoredPolicy>>,
     digest: String,
 }
 
@@ -121,19 +132,32 @@ impl Snapshot {
         let entities = projection
             .entities(world, &schema, &HashMap::new())
             .map_err(|e| SnapshotError::Entities(e.to_string()))?;
-        Snapshot::assemble(
+        let policies: HashMap<PolicyId, Arc<StoredPolicy>> = store
+            .active()
+            .map(|p| (p.policy.id().clone(), Arc::new(p.clone())))
+            .collect();
+        let by_mode = |mode: EnforcementMode| {
+            policies
+                .values()
+                .filter(move |p| p.info.mode == mode)
+                .map(|p| &p.policy)
+        };
+        let enforce = PolicyIndex::new(by_mode(EnforcementMode::Enforce), &schema);
+        let audit = PolicyIndex::new(by_mode(EnforcementMode::Audit), &schema);
+        let parts = Parts {
             schema,
-            Arc::new(entities),
-            HashMap::new(),
-            world,
-            projection,
-            store,
-        )
+            entities: Arc::new(entities),
+            approved: HashMap::new(),
+            enforce,
+            audit,
+            policies,
+        };
+        Snapshot::assemble(parts, world, projection, store)
     }
 
-    /// A snapshot of the same world under other policies. The entities are reused unless
-    /// the new policies change which wildcard declarations are approved, so building one
-    /// after a CedarPolicy change costs little more than indexing the policies.
+    /// A snapshot of the same world under another policy set. Policies are compared with
+    /// this snapshot's by identity: only the added and removed ones touch the index, and the
+    /// entities are reused unless the change alters which wildcards are approved.
     pub fn with_policies(
         &self,
         world: &World,
@@ -145,36 +169,67 @@ impl Snapshot {
             self.world_digest,
             "with_policies needs the snapshot's own world"
         );
-        Snapshot::assemble(
-            self.schema.clone(),
-            self.entities.clone(),
-            self.approved.clone(),
-            world,
-            projection,
-            store,
-        )
+        let current: HashMap<&PolicyId, &StoredPolicy> =
+            store.active().map(|p| (p.policy.id(), p)).collect();
+        let mut policies = self.policies.clone();
+        let (mut removed_enforce, mut removed_audit, mut added_enforce, mut added_audit) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, old) in &self.policies {
+            if !current
+                .get(id)
+                .is_some_and(|p| Arc::ptr_eq(&p.info, &old.info))
+            {
+                policies.remove(id);
+                match old.info.mode {
+                    EnforcementMode::Enforce => removed_enforce.push(&old.policy),
+                    EnforcementMode::Audit => removed_audit.push(&old.policy),
+                }
+            }
+        }
+        for (id, p) in &current {
+            if !self
+                .policies
+                .get(*id)
+                .is_some_and(|old| Arc::ptr_eq(&old.info, &p.info))
+            {
+                policies.insert((*id).clone(), Arc::new((*p).clone()));
+                match p.info.mode {
+                    EnforcementMode::Enforce => added_enforce.push(&p.policy),
+                    EnforcementMode::Audit => added_audit.push(&p.policy),
+                }
+            }
+        }
+        let enforce = self
+            .enforce
+            .with_changes(removed_enforce, added_enforce, &self.schema);
+        let audit = self
+            .audit
+            .with_changes(removed_audit, added_audit, &self.schema);
+        let parts = Parts {
+            schema: self.schema.clone(),
+            entities: self.entities.clone(),
+            approved: self.approved.clone(),
+            enforce,
+            audit,
+            policies,
+        };
+        Snapshot::assemble(parts, world, projection, store)
     }
 
     fn assemble(
-        schema: Schema,
-        entities: Arc<Entities>,
-        approved: HashMap<String, (bool, bool)>,
+        parts: Parts,
         world: &World,
         projection: &Projection,
         store: &PolicyStore,
     ) -> Result<Snapshot, SnapshotError> {
-        let mut enforce = Vec::new();
-        let mut audit = Vec::new();
-        let mut info = HashMap::new();
-        for p in store.active() {
-            info.insert(p.policy.id().clone(), p.info.clone());
-            match p.info.mode {
-                EnforcementMode::Enforce => enforce.push(&p.policy),
-                EnforcementMode::Audit => audit.push(&p.policy),
-            }
-        }
-        let enforce = PolicyIndex::new(enforce, &schema);
-        let audit = PolicyIndex::new(audit, &schema);
+        let Parts {
+            schema,
+            entities,
+            approved,
+            enforce,
+            audit,
+            policies,
+        } = parts;
         let world_digest = world.digest();
         let mut snapshot = Snapshot {
             schema,
@@ -183,7 +238,7 @@ impl Snapshot {
             world_digest,
             enforce,
             audit,
-            info,
+            policies,
             digest: String::new(),
         };
         // Wildcards are decided on entities without any approved wildcard, so an approval
@@ -272,7 +327,7 @@ impl Snapshot {
 
     /// Evidence about a stored policy.
     pub fn policy_info(&self, id: &PolicyId) -> Option<&Arc<PolicyInfo>> {
-        self.info.get(id)
+        self.policies.get(id).map(|p| &p.info)
     }
 
     /// A schema-checked Cedar request for a query.
@@ -362,12 +417,12 @@ impl Snapshot {
 
     fn infos(&self, ids: &std::collections::BTreeSet<PolicyId>) -> Vec<Arc<PolicyInfo>> {
         ids.iter()
-            .filter_map(|id| self.info.get(id).cloned())
+            .filter_map(|id| self.policy_info(id).cloned())
             .collect()
     }
 
     fn fault(&self, id: &PolicyId, message: &str) -> Option<PolicyFault> {
-        self.info.get(id).map(|p| PolicyFault {
+        self.policy_info(id).map(|p| PolicyFault {
             policy: p.clone(),
             message: message.to_owned(),
         })

@@ -42,6 +42,15 @@ fn connect(from: &str, to: &str) -> Query {
         .with_context(Context::from_json_value(serde_json::json!({"ports": [8080]}), None).unwrap())
 }
 
+/// The ids of every entity of one type.
+fn ids_of_type(s: &Snapshot, type_name: &str) -> Vec<String> {
+    s.entities()
+        .iter()
+        .filter(|e| e.uid().type_name().to_string() == type_name)
+        .map(|e| e.uid().id().unescaped().to_owned())
+        .collect()
+}
+
 fn attr(s: &Snapshot, e: &EntityUid, name: &str) -> String {
     let entity = s
         .entities()
@@ -85,24 +94,14 @@ fn projection_follows_the_schema() {
         "{ancestors:?}"
     );
     // One Container per container and sidecar, with its normalized image.
-    let containers: Vec<String> = s
-        .entities()
-        .iter()
-        .filter(|e| e.uid().type_name().to_string() == "Lattice::Container")
-        .map(|e| e.uid().id().unescaped().to_owned())
-        .collect();
+    let containers = ids_of_type(&s, "Lattice::Container");
     assert!(
         containers
             .iter()
             .any(|c| c.starts_with("payments/gateway/")),
         "{containers:?}"
     );
-    let images: Vec<String> = s
-        .entities()
-        .iter()
-        .filter(|e| e.uid().type_name().to_string() == "Lattice::Image")
-        .map(|e| e.uid().id().unescaped().to_owned())
-        .collect();
+    let images = ids_of_type(&s, "Lattice::Image");
     assert!(
         images
             .iter()
@@ -559,5 +558,69 @@ fn approved_wildcards_open_the_mesh_and_unapproved_ones_do_not() {
         s.decide(&q).unwrap().allowed,
         expected,
         "allowed exactly when the caller's side is declared ({deps})"
+    );
+}
+
+#[test]
+fn an_incremental_policy_rebuild_equals_a_full_build() {
+    let w = world();
+    let projection = Projection::of(&w);
+    let before = store(&w);
+    let s1 = Snapshot::build(&w, &projection, &before).unwrap();
+    let mut after = before.clone();
+    after
+        .apply_object(&cedar_policy(
+            "platform",
+            "environment-isolation",
+            "audit",
+            r#"@id("no-dev-to-shop") forbid(principal in Lattice::Namespace::"sandbox", action == Lattice::Action::"Connect", resource in Lattice::Namespace::"shop");"#,
+        ))
+        .unwrap();
+    after.apply_object(&cedar_policy("shop", "open-web", "enforce", r#"@id("w") permit(principal, action == Lattice::Action::"Connect", resource == Lattice::Service::"shop/web");"#)).unwrap();
+    assert!(after.remove_policy("baseline/bilateral-connect"));
+    let incremental = s1.with_policies(&w, &projection, &after).unwrap();
+    let full = Snapshot::build(&w, &projection, &after).unwrap();
+    assert_eq!(incremental.digest(), full.digest());
+    assert_eq!(
+        incremental.enforce_index().len(),
+        full.enforce_index().len()
+    );
+    let services = [
+        "shop/web",
+        "shop/api",
+        "shop/checkout",
+        "payments/ledger",
+        "payments/gateway",
+        "sandbox/scratch",
+        "platform/auth",
+    ];
+    for from in services {
+        for to in services {
+            let (a, b) = (
+                incremental.decide(&connect(from, to)).unwrap(),
+                full.decide(&connect(from, to)).unwrap(),
+            );
+            let ids = |d: &lattice_engine::Decision| {
+                (
+                    d.allowed,
+                    d.determining
+                        .iter()
+                        .map(|p| p.id.clone())
+                        .collect::<Vec<_>>(),
+                    d.audit.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+                )
+            };
+            assert_eq!(ids(&a), ids(&b), "{from} -> {to}");
+        }
+    }
+    // The change took effect: the dev isolation rule now only audits.
+    let d = incremental
+        .decide(&connect("sandbox/scratch", "shop/web"))
+        .unwrap();
+    assert!(
+        d.allowed
+            && d.audit
+                .iter()
+                .any(|p| p.id == "platform/environment-isolation/no-dev-to-shop")
     );
 }
