@@ -92,6 +92,9 @@ pub struct PolicyIndex {
     len: usize,
 }
 
+/// One bucket's address: action, principal key, resource key.
+type BucketKey = (EntityUid, ScopeKey, ScopeKey);
+
 /// Where a policy sits: every (action, principal key, resource key) bucket.
 fn bucket_keys(
     policy: &Policy,
@@ -139,8 +142,7 @@ impl PolicyIndex {
         let mut buckets = self.buckets.clone();
         let mut len = self.len;
         // Collect the edits per bucket so each touched bucket is copied once.
-        let mut edits: HashMap<(EntityUid, ScopeKey, ScopeKey), (Vec<PolicyId>, Vec<Policy>)> =
-            HashMap::new();
+        let mut edits: HashMap<BucketKey, (Vec<PolicyId>, Vec<Policy>)> = HashMap::new();
         for policy in removed {
             len = len.saturating_sub(1);
             for key in bucket_keys(policy, &actions) {
