@@ -330,9 +330,17 @@ pub fn parse_checked(
     let mut out = Vec::new();
     for (i, (id, span)) in check.ids.iter().enumerate() {
         let Some(id) = id else { continue };
-        let original = set
-            .policy(&PolicyId::new(format!("policy{i}")))
-            .expect("every statement parsed as a policy");
+        let Some(original) = set.policy(&PolicyId::new(format!("policy{i}"))) else {
+            // The statement splitter and Cedar disagree on where policies end; refuse rather
+            // than attach evidence to the wrong policy.
+            return Err(vec![PolicyProblem {
+                message: format!("cannot match statement {} to a parsed policy", i + 1),
+                span: span.clone(),
+                help: Some("put each policy in its own statement ending with `;`".into()),
+                warning: false,
+                first: None,
+            }]);
+        };
         let stable = format!("{prefix}/{id}");
         let policy = original.new_id(PolicyId::new(stable.clone()));
         let annotations = policy

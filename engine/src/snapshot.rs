@@ -73,14 +73,14 @@ impl Query {
     }
 }
 
-/// `Lattice::Action::"<name>"`.
+/// `Lattice::Action::"<name>"` (built directly, so any name is safe).
 pub fn action(name: &str) -> EntityUid {
-    format!(
-        "Lattice::Action::{}",
-        serde_json::Value::String(name.to_owned())
-    )
-    .parse()
-    .expect("a quoted action name is a valid uid")
+    use std::str::FromStr;
+    static ACTION: std::sync::OnceLock<cedar_policy::EntityTypeName> = std::sync::OnceLock::new();
+    let ty = ACTION.get_or_init(|| {
+        cedar_policy::EntityTypeName::from_str("Lattice::Action").expect("a valid type name")
+    });
+    EntityUid::from_type_name_and_id(ty.clone(), cedar_policy::EntityId::new(name))
 }
 
 /// A query the schema rejects (unknown entity type, action not applicable, wrong context).
@@ -459,5 +459,15 @@ impl Engine {
     pub fn swap(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *guard, Arc::new(snapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn action_names_are_taken_as_they_are() {
+        for name in ["Connect", "a \"quoted\" name", "\u{1}\n", ""] {
+            assert_eq!(super::action(name).id().unescaped(), name);
+        }
     }
 }
