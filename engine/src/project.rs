@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use cedar_policy::{
     Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression as Rx, Schema,
 };
-use lattice_schemas::crd::workload::{Container, Direction, WorkloadBody};
+use lattice_schemas::crd::workload::{Container, Direction, Resource, WorkloadBody};
 use lattice_schemas::image::ImageRef;
 use lattice_schemas::manifest::Object;
 use serde_json::Value;
@@ -582,17 +582,9 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
         }
         Object::MeshMember(mm) => {
             let ns = object.namespace().unwrap_or("default");
-            let peers = |list: &[String]| -> (Vec<EntityUid>, bool) {
-                let wildcard = list.iter().any(|p| p == "*");
-                let uids = list
-                    .iter()
-                    .filter(|p| *p != "*")
-                    .map(|p| uid("Service", &qualify(p, ns)))
-                    .collect();
-                (uids, wildcard)
-            };
-            let (deps, _) = peers(&mm.spec.dependencies);
-            let (callers, _) = peers(&mm.spec.allowed_callers);
+            let (deps, callers) = declared_peers(object);
+            let deps = deps.iter().map(|p| uid("Service", p)).collect();
+            let callers = callers.iter().map(|p| uid("Service", p)).collect();
             let strict = mm.spec.ports.values().all(|p| {
                 p.peer_auth.unwrap_or_default()
                     == lattice_schemas::crd::mesh_member::PeerAuth::Strict
@@ -614,11 +606,12 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 facts,
             ));
             for e in &mm.spec.egress {
-                if let Some(host) = &e.host {
-                    for p in &e.ports {
-                        let proto = format!("{:?}", e.protocol.unwrap_or_default()).to_uppercase();
-                        g.entities.push(endpoint(host, i64::from(*p), &proto));
-                    }
+                for p in &e.ports {
+                    g.entities.push(endpoint(
+                        &egress_host(e),
+                        i64::from(*p),
+                        &protocol_name(e.protocol),
+                    ));
                 }
             }
         }
@@ -708,6 +701,77 @@ fn service_entity(
     )
 }
 
+/// The services a workload declares, as `namespace/name`: (outbound, inbound). Wildcards
+/// are not peers (see [`declared_wildcards`]).
+pub fn declared_peers(object: &Object) -> (BTreeSet<String>, BTreeSet<String>) {
+    let ns = object.namespace().unwrap_or("default");
+    let mut out = (BTreeSet::new(), BTreeSet::new());
+    let mut from_body = |b: &WorkloadBody| {
+        for (name, r) in &b.resources {
+            if r.type_ == "service" && name != "*" {
+                let peer = format!("{}/{name}", r.namespace.as_deref().unwrap_or(ns));
+                let d = r.direction.unwrap_or(Direction::Outbound);
+                if d.is_outbound() {
+                    out.0.insert(peer.clone());
+                }
+                if d.is_inbound() {
+                    out.1.insert(peer);
+                }
+            }
+        }
+    };
+    match object {
+        Object::Service(s) => from_body(&s.spec.workload),
+        Object::Job(j) => j.spec.tasks.values().for_each(|t| from_body(&t.workload)),
+        Object::Model(m) => m.spec.roles.values().for_each(|r| from_body(&r.workload)),
+        Object::MeshMember(mm) => {
+            out.0 = mm
+                .spec
+                .dependencies
+                .iter()
+                .filter(|p| *p != "*")
+                .map(|p| qualify(p, ns))
+                .collect();
+            out.1 = mm
+                .spec
+                .allowed_callers
+                .iter()
+                .filter(|p| *p != "*")
+                .map(|p| qualify(p, ns))
+                .collect();
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The ports a workload serves.
+pub fn served_ports(object: &Object) -> BTreeSet<i64> {
+    let from_body = |b: &WorkloadBody| {
+        b.service
+            .iter()
+            .flat_map(|s| s.ports.values().map(|p| i64::from(p.port)))
+            .collect::<Vec<_>>()
+    };
+    match object {
+        Object::Service(s) => from_body(&s.spec.workload).into_iter().collect(),
+        Object::Job(j) => j
+            .spec
+            .tasks
+            .values()
+            .flat_map(|t| from_body(&t.workload))
+            .collect(),
+        Object::Model(m) => m
+            .spec
+            .roles
+            .values()
+            .flat_map(|r| from_body(&r.workload))
+            .collect(),
+        Object::MeshMember(mm) => mm.spec.ports.values().map(|p| i64::from(p.port)).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
 /// Declared wildcards of a workload: (outbound, inbound).
 pub fn declared_wildcards(object: &Object) -> (bool, bool) {
     let from_body = |b: &WorkloadBody| {
@@ -774,24 +838,13 @@ fn workload(
 ) {
     let ns = object.namespace().unwrap_or("default");
     g.namespaces.insert(ns.to_owned());
-    let mut deps = BTreeSet::new();
-    let mut callers = BTreeSet::new();
-    let mut ports = BTreeSet::new();
+    let (deps, callers) = declared_peers(object);
+    let ports = served_ports(object);
     let mut uses_secrets = false;
     let mut literal = false;
     let svc_uid = uid("Service", &format!("{ns}/{}", object.name()));
     for (prefix, body) in bodies {
-        for (name, r) in &body.resources {
-            if r.type_ == "service" && name != "*" {
-                let peer = format!("{}/{name}", r.namespace.as_deref().unwrap_or(ns));
-                let d = r.direction.unwrap_or(Direction::Outbound);
-                if d.is_outbound() {
-                    deps.insert(peer.clone());
-                }
-                if d.is_inbound() {
-                    callers.insert(peer);
-                }
-            }
+        for r in body.resources.values() {
             uses_secrets |= r.type_ == "secret";
             resource_entities(r, ns, object.name(), g);
             if r.type_ == "volume"
@@ -822,9 +875,6 @@ fn workload(
                     [uid("Namespace", ns)],
                 ));
             }
-        }
-        if let Some(svc) = &body.service {
-            ports.extend(svc.ports.values().map(|p| i64::from(p.port)));
         }
         for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
             for (cname, c) in set {
@@ -961,6 +1011,24 @@ fn container_entities(
     }
 }
 
+/// The host an egress rule names: a DNS name, or `entity:<name>` for a Cilium entity such as
+/// `world` or `kube-apiserver` (an `ExternalEndpoint` too, so it passes the same gate).
+pub fn egress_host(rule: &lattice_schemas::crd::mesh_member::EgressRule) -> String {
+    match (&rule.host, &rule.entity) {
+        (Some(h), _) => h.clone(),
+        (None, Some(e)) => format!("entity:{e}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// `TCP` or `UDP`.
+pub fn protocol_name(p: Option<lattice_schemas::crd::workload::Protocol>) -> String {
+    match p.unwrap_or_default() {
+        lattice_schemas::crd::workload::Protocol::Tcp => "TCP".into(),
+        lattice_schemas::crd::workload::Protocol::Udp => "UDP".into(),
+    }
+}
+
 fn endpoint(host: &str, port: i64, protocol: &str) -> Entity {
     entity(
         uid("ExternalEndpoint", &format!("{host}:{port}")),
@@ -973,34 +1041,63 @@ fn endpoint(host: &str, port: i64, protocol: &str) -> Entity {
     )
 }
 
-fn resource_entities(
-    r: &lattice_schemas::crd::workload::Resource,
-    _ns: &str,
-    _owner: &str,
-    g: &mut Group,
-) {
-    let param = |k: &str| r.params.as_ref().and_then(|p| p.get(k));
+/// The `SecretPath` id a secret resource reads: `provider:path`.
+pub fn secret_path_id(r: &Resource) -> Option<String> {
+    let provider = r.params.as_ref()?.get("provider")?.as_str()?;
+    Some(format!("{provider}:{}", r.id.as_deref()?))
+}
+
+/// The endpoint an `external-service` resource reaches: host, port (443 unless given) and
+/// protocol.
+pub fn external_endpoint(r: &Resource) -> Option<(String, i64, String)> {
+    let params = r.params.as_ref()?;
+    let host = params.get("host")?.as_str()?.to_owned();
+    let port = params.get("port").and_then(Value::as_i64).unwrap_or(443);
+    let protocol = params
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("TCP")
+        .to_owned();
+    Some((host, port, protocol))
+}
+
+/// The `Gpu` a gpu resource asks for (its model, or `any`).
+pub fn gpu_model(r: &Resource) -> String {
+    r.params
+        .as_ref()
+        .and_then(|p| p.get("model"))
+        .and_then(Value::as_str)
+        .unwrap_or("any")
+        .to_owned()
+}
+
+fn resource_entities(r: &Resource, _ns: &str, _owner: &str, g: &mut Group) {
     match r.type_.as_str() {
         "secret" => {
-            if let (Some(Value::String(provider)), Some(path)) = (param("provider"), &r.id) {
+            if let (Some(id), Some(provider), Some(path)) = (
+                secret_path_id(r),
+                r.params
+                    .as_ref()
+                    .and_then(|p| p.get("provider"))
+                    .and_then(Value::as_str),
+                &r.id,
+            ) {
                 g.entities.push(entity(
-                    uid("SecretPath", &format!("{provider}:{path}")),
+                    uid("SecretPath", &id),
                     vec![("provider", s(provider)), ("path", s(path))],
                     [uid("SecretProvider", provider)],
                 ));
             }
         }
         "external-service" => {
-            if let Some(Value::String(host)) = param("host") {
-                let port = param("port").and_then(Value::as_i64).unwrap_or(443);
-                let proto = param("protocol").and_then(Value::as_str).unwrap_or("TCP");
-                g.entities.push(endpoint(host, port, proto));
+            if let Some((host, port, proto)) = external_endpoint(r) {
+                g.entities.push(endpoint(&host, port, &proto));
             }
         }
         "gpu" => {
-            let model = param("model").and_then(Value::as_str).unwrap_or("any");
+            let model = gpu_model(r);
             g.entities
-                .push(entity(uid("Gpu", model), vec![("model", s(model))], []));
+                .push(entity(uid("Gpu", &model), vec![("model", s(&model))], []));
         }
         _ => {}
     }

@@ -1,6 +1,9 @@
-//! The questions an object raises, one module per decision family (derivation gates, mesh
-//! `Connect`, proxy, pivot, admission, compliance), asked of [`lattice_engine`].
-//!
-//! Built by the derivation issue.
+//! The questions an object raises, one module per decision family, asked of
+//! [`lattice_engine`]: derivation gates (may this workload run this image, read this secret,
+//! add this capability…) and the bilateral mesh (`Connect` for every declared edge).
 
-pub use lattice_engine;
+pub mod derivation;
+pub mod mesh;
+
+pub use derivation::{Gate, GateOutcome, GateReport, evaluate, questions};
+pub use mesh::{EdgeDecision, MeshPlan};

@@ -1,0 +1,386 @@
+//! Derivation gates: every question a workload raises before anything is derived for it,
+//! each labelled with what raised it (a container, sidecar, resource, host or the pod).
+
+use std::collections::BTreeSet;
+
+use cedar_policy::{Context, EntityUid};
+use lattice_engine::project::{
+    container_overrides, external_endpoint, gpu_model, image_uid_text, protocol_name,
+    secret_path_id,
+};
+use lattice_engine::{Decision, Query, Snapshot, action, uid};
+use lattice_schemas::crd::service::DeniedGate;
+use lattice_schemas::crd::workload::{Direction, WorkloadBody};
+use lattice_schemas::manifest::Object;
+use lattice_schemas::validate::format::quantity_value;
+use serde_json::{Value, json};
+
+/// One question: may this workload do this?
+#[derive(Clone, Debug)]
+pub struct Gate {
+    /// The Cedar action, e.g. `DeployImage`.
+    pub action: &'static str,
+    pub resource: EntityUid,
+    /// What raised it: `main`, `sidecar vpn`, `resource db`, `host api.example.com`, `pod`.
+    pub raised_by: String,
+    pub context: Value,
+}
+
+/// A gate and its answer.
+#[derive(Clone, Debug)]
+pub struct GateOutcome {
+    pub gate: Gate,
+    /// The decision, or why the question could not be asked (which denies).
+    pub decision: Result<Decision, String>,
+    /// For a default deny: the permits that came closest, and what stopped each.
+    pub near_misses: Vec<lattice_engine::NearMiss>,
+}
+
+impl GateOutcome {
+    pub fn allowed(&self) -> bool {
+        self.decision.as_ref().is_ok_and(|d| d.allowed)
+    }
+}
+
+/// Every gate of one workload with its decision.
+#[derive(Clone, Debug)]
+pub struct GateReport {
+    /// The workload's `Service` uid id (`namespace/name`).
+    pub workload: String,
+    pub outcomes: Vec<GateOutcome>,
+    pub digest: String,
+}
+
+impl GateReport {
+    /// Whether every gate allowed (no partial derivation otherwise).
+    pub fn allowed(&self) -> bool {
+        self.outcomes.iter().all(GateOutcome::allowed)
+    }
+
+    pub fn denied(&self) -> impl Iterator<Item = &GateOutcome> {
+        self.outcomes.iter().filter(|o| !o.allowed())
+    }
+
+    /// The denials as they appear in a workload's status.
+    pub fn denied_gates(&self) -> Vec<DeniedGate> {
+        self.denied()
+            .map(|o| {
+                let (policies, advice) = match &o.decision {
+                    // A default deny cites the permit that came closest.
+                    Ok(d) if d.determining.is_empty() => (
+                        Vec::new(),
+                        o.near_misses
+                            .iter()
+                            .find_map(|n| n.policy.annotations.get("advice").cloned()),
+                    ),
+                    Ok(d) => (
+                        d.determining.iter().map(|p| p.id.clone()).collect(),
+                        d.determining
+                            .iter()
+                            .find_map(|p| p.annotations.get("advice").cloned()),
+                    ),
+                    Err(e) => (Vec::new(), Some(e.clone())),
+                };
+                DeniedGate {
+                    action: o.gate.action.to_owned(),
+                    resource: o.gate.resource.to_string(),
+                    raised_by: o.gate.raised_by.clone(),
+                    policies,
+                    advice: advice.or_else(|| {
+                        Some("no policy permits this; ask the security team for a permit".into())
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+fn kind_of(object: &Object) -> &'static str {
+    match object {
+        Object::Job(_) => "job",
+        Object::Model(_) => "model",
+        Object::MeshMember(_) => "meshmember",
+        Object::Package(_) => "package",
+        _ => "service",
+    }
+}
+
+/// The workload bodies of an object, with the prefix their containers carry (`task.`).
+fn bodies(object: &Object) -> Vec<(String, &WorkloadBody)> {
+    match object {
+        Object::Service(s) => vec![(String::new(), &s.spec.workload)],
+        Object::Job(j) => j
+            .spec
+            .tasks
+            .iter()
+            .map(|(n, t)| (format!("{n}."), &t.workload))
+            .collect(),
+        Object::Model(m) => m
+            .spec
+            .roles
+            .iter()
+            .map(|(n, r)| (format!("{n}."), &r.workload))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every question `object` raises, in a stable order.
+pub fn questions(object: &Object) -> Vec<Gate> {
+    let kind = kind_of(object);
+    let ns = object.namespace().unwrap_or("default");
+    let mut out = Vec::new();
+    let mut push = |action: &'static str, resource: EntityUid, raised_by: String, extra: Value| {
+        let mut context = json!({"raisedBy": raised_by, "workloadKind": kind});
+        if let (Value::Object(c), Value::Object(e)) = (&mut context, extra) {
+            c.extend(e);
+        }
+        out.push(Gate {
+            action,
+            resource,
+            raised_by,
+            context,
+        });
+    };
+    let mut wildcards = (false, false);
+    for (prefix, body) in bodies(object) {
+        for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
+            for (name, c) in set {
+                let by = format!("{}{prefix}{name}", if sidecar { "sidecar " } else { "" });
+                push(
+                    "DeployImage",
+                    uid("Image", &image_uid_text(&c.image)),
+                    by.clone(),
+                    json!({"sidecar": sidecar}),
+                );
+                for (category, value) in container_overrides(c) {
+                    let id = if value.is_empty() {
+                        category
+                    } else {
+                        format!("{category}:{value}")
+                    };
+                    push(
+                        "OverrideSecurity",
+                        uid("SecurityOverride", &id),
+                        by.clone(),
+                        json!({}),
+                    );
+                }
+            }
+        }
+        for name in body.sysctls.keys() {
+            push(
+                "OverrideSecurity",
+                uid("SecurityOverride", &format!("sysctl:{name}")),
+                format!("{prefix}pod"),
+                json!({}),
+            );
+        }
+        for (flag, set) in [
+            ("hostNetwork", body.host_network),
+            ("shareProcessNamespace", body.share_process_namespace),
+        ] {
+            if set == Some(true) {
+                push(
+                    "OverrideSecurity",
+                    uid("SecurityOverride", flag),
+                    format!("{prefix}pod"),
+                    json!({}),
+                );
+            }
+        }
+        let read_only_mounts: BTreeSet<String> = body
+            .containers
+            .values()
+            .chain(body.sidecars.values())
+            .flat_map(|c| c.volumes.values())
+            .filter(|v| v.read_only == Some(true))
+            .map(|v| v.source.clone())
+            .collect();
+        for (name, r) in &body.resources {
+            let by = format!("resource {prefix}{name}");
+            match r.type_.as_str() {
+                "secret" => {
+                    if let Some(id) = secret_path_id(r) {
+                        let keys: Vec<&str> = r
+                            .params
+                            .as_ref()
+                            .and_then(|p| p.get("keys"))
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect();
+                        push(
+                            "AccessSecret",
+                            uid("SecretPath", &id),
+                            by,
+                            json!({"keys": keys}),
+                        );
+                    }
+                }
+                // A volume with an id and no size is owned elsewhere: its owner's consent.
+                "volume"
+                    if r.id.is_some()
+                        && !r.params.as_ref().is_some_and(|p| p.contains_key("size")) =>
+                {
+                    let read_only = read_only_mounts.contains(&format!("${{resources.{name}}}"));
+                    push(
+                        "AccessVolume",
+                        uid(
+                            "Volume",
+                            &format!("{ns}/{}", r.id.as_deref().unwrap_or_default()),
+                        ),
+                        by,
+                        json!({"readOnly": read_only}),
+                    );
+                }
+                "external-service" => {
+                    if let Some((host, port, _)) = external_endpoint(r) {
+                        push(
+                            "AccessExternalEndpoint",
+                            uid("ExternalEndpoint", &format!("{host}:{port}")),
+                            by,
+                            json!({}),
+                        );
+                    }
+                }
+                "gpu" => {
+                    let params = r.params.as_ref();
+                    let count = params
+                        .and_then(|p| p.get("count"))
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    let memory = params
+                        .and_then(|p| p.get("memory"))
+                        .and_then(Value::as_str)
+                        .and_then(quantity_value)
+                        .map(|b| (b / (1024.0 * 1024.0)) as i64)
+                        .unwrap_or(0);
+                    push(
+                        "UseGpu",
+                        uid("Gpu", &gpu_model(r)),
+                        by,
+                        json!({"count": count, "memoryMiB": memory}),
+                    );
+                }
+                "service" if name == "*" => {
+                    let d = r.direction.unwrap_or(Direction::Outbound);
+                    wildcards.0 |= d.is_outbound();
+                    wildcards.1 |= d.is_inbound();
+                }
+                _ => {}
+            }
+        }
+    }
+    match object {
+        Object::Service(s) => {
+            if let Some(ing) = &s.spec.ingress {
+                for h in &ing.hosts {
+                    push(
+                        "ExposeHost",
+                        uid("Host", h),
+                        format!("host {h}"),
+                        json!({"tls": ing.tls.is_some()}),
+                    );
+                }
+            }
+        }
+        Object::MeshMember(mm) => {
+            wildcards = (
+                mm.spec.dependencies.iter().any(|d| d == "*"),
+                mm.spec.allowed_callers.iter().any(|c| c == "*"),
+            );
+            for (i, e) in mm.spec.egress.iter().enumerate() {
+                for p in &e.ports {
+                    let host = lattice_engine::project::egress_host(e);
+                    let _ = protocol_name(e.protocol);
+                    push(
+                        "AccessExternalEndpoint",
+                        uid("ExternalEndpoint", &format!("{host}:{p}")),
+                        format!("egress {i}"),
+                        json!({}),
+                    );
+                }
+            }
+        }
+        Object::Package(p) => {
+            for (name, r) in &p.spec.resources {
+                if r.type_ == "secret"
+                    && let Some(id) = secret_path_id(r)
+                {
+                    push(
+                        "AccessSecret",
+                        uid("SecretPath", &id),
+                        format!("resource {name}"),
+                        json!({"keys": []}),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    if wildcards.0 {
+        push(
+            "AllowWildcard",
+            uid("Mesh", "outbound"),
+            "dependency *".into(),
+            json!({}),
+        );
+    }
+    if wildcards.1 {
+        push(
+            "AllowWildcard",
+            uid("Mesh", "inbound"),
+            "caller *".into(),
+            json!({}),
+        );
+    }
+    out
+}
+
+/// Asks every question `object` raises on `snapshot`.
+pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
+    let ns = object.namespace().unwrap_or("default");
+    let workload = format!("{ns}/{}", object.name());
+    let principal = uid("Service", &workload);
+    let outcomes = questions(object)
+        .into_iter()
+        .map(|gate| {
+            let query = Context::from_json_value(gate.context.clone(), None)
+                .map(|context| {
+                    Query::new(
+                        principal.clone(),
+                        action(gate.action),
+                        gate.resource.clone(),
+                    )
+                    .with_context(context)
+                })
+                .map_err(|e| e.to_string());
+            let explained = query.and_then(|q| snapshot.explain(&q).map_err(|e| e.to_string()));
+            match explained {
+                Ok(e) => {
+                    let near_misses = match e.why {
+                        lattice_engine::Why::NothingPermitted(near) => near,
+                        _ => Vec::new(),
+                    };
+                    GateOutcome {
+                        gate,
+                        decision: Ok(e.decision),
+                        near_misses,
+                    }
+                }
+                Err(e) => GateOutcome {
+                    gate,
+                    decision: Err(e),
+                    near_misses: Vec::new(),
+                },
+            }
+        })
+        .collect();
+    GateReport {
+        workload,
+        outcomes,
+        digest: snapshot.digest().to_owned(),
+    }
+}
