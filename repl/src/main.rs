@@ -1,5 +1,7 @@
 //! `lattice-policy`: the command line of Lattice's policy engine.
 
+mod loading;
+mod mesh;
 mod output;
 mod validate;
 
@@ -37,12 +39,32 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
     },
+    /// Show the bilateral mesh: allowed edges, denied declared edges with reasons, and
+    /// one-sided declarations. Only declared edges are decided.
+    Mesh {
+        /// The world: a directory (or file) of manifests.
+        #[arg(long, default_value = "examples/world")]
+        world: PathBuf,
+        /// The rule packs directory (each subdirectory with a pack.yaml).
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// Only edges with an end in this namespace.
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
+        output: output::Format,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate { paths, output } => validate::run(&paths, output),
+        Command::Mesh {
+            world,
+            policies,
+            namespace,
+            output,
+        } => mesh::run(&world, &policies, namespace.as_deref(), output),
     };
     ExitCode::from(code)
 }

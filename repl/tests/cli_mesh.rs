@@ -1,0 +1,60 @@
+//! `lattice-policy mesh` as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn mesh(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .arg("mesh")
+        .args(args)
+        .current_dir(workspace())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_example_mesh_shows_its_one_sided_declaration() {
+    let o = mesh(&["--world", "examples/world", "-o", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let edges = doc["edges"].as_array().unwrap();
+    let one_sided: Vec<_> = edges.iter().filter(|e| e["oneSided"] == true).collect();
+    assert_eq!(one_sided.len(), 1);
+    assert_eq!(
+        one_sided[0]["reason"],
+        "payments/ledger does not list shop/api as a caller"
+    );
+    assert!(edges.iter().any(|e| e["caller"] == "shop/checkout"
+        && e["callee"] == "payments/ledger"
+        && e["allowed"] == true));
+    assert!(doc["snapshot"].as_str().unwrap().starts_with("sha256:"));
+    let table = String::from_utf8(mesh(&["payments"]).stdout).unwrap();
+    assert!(table.contains("DENY    shop/api"), "{table}");
+    assert!(
+        !table.contains("shop/web "),
+        "filtered to payments: {table}"
+    );
+}
+
+#[test]
+fn a_broken_world_is_reported_not_planned() {
+    let dir = std::env::temp_dir().join(format!("lattice-mesh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bad.yaml"), "apiVersion: lattice.dev/v1alpha1\nkind: LatticeService\nmetadata:\n  name: x\nspec:\n  containerz: {}\n").unwrap();
+    let o = mesh(&["--world", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unknown field `containerz`"));
+}
