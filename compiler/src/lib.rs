@@ -1,6 +1,7 @@
 //! Derivation: from a workload and an all-allowed gate report, every Kubernetes object it
-//! needs, deterministically.
-//!
-//! Built by the derivation issue.
+//! needs, deterministically. If any gate denies, nothing is derived.
 
-pub use lattice_gates;
+pub mod compile;
+pub mod placeholders;
+
+pub use compile::{CompileContext, CompileError, compile_service};

@@ -1,0 +1,536 @@
+//! Compiling a `LatticeService` whose gates all allowed into the Kubernetes objects it needs.
+//!
+//! Deterministic: the same workload, report and context give the same objects, byte for byte
+//! (maps are ordered, and the config hash covers everything the pod template is made from).
+
+use std::collections::BTreeMap;
+
+use lattice_engine::World;
+use lattice_engine::project::served_ports;
+use lattice_gates::GateReport;
+use lattice_schemas::crd::LatticeService;
+use lattice_schemas::crd::service::DeniedGate;
+use lattice_schemas::crd::workload::{Container, Probe, WorkloadBody};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::placeholders::{Piece, PlaceholderError, Scope};
+
+/// The field manager and `managed-by` label of everything Lattice derives.
+pub const MANAGER: &str = "lattice";
+/// The annotation carrying the hash of the pod's inputs, so a change rolls the pods.
+pub const CONFIG_HASH: &str = "lattice.dev/config-hash";
+
+/// World facts a workload's placeholders resolve against.
+#[derive(Clone, Debug, Default)]
+pub struct CompileContext {
+    /// `namespace/name` → served ports, for `${resources.peer.port}` and `.url`.
+    pub peer_ports: BTreeMap<String, Vec<i64>>,
+    pub cluster: String,
+    pub environment: String,
+}
+
+impl CompileContext {
+    /// The facts of `world`.
+    pub fn of(world: &World) -> CompileContext {
+        let mut ctx = CompileContext {
+            cluster: lattice_engine::project::LOCAL_CLUSTER.to_owned(),
+            ..CompileContext::default()
+        };
+        for (key, object) in world.objects() {
+            if let Some(ns) = &key.namespace {
+                let ports = served_ports(object);
+                if !ports.is_empty() {
+                    ctx.peer_ports
+                        .insert(format!("{ns}/{}", key.name), ports.into_iter().collect());
+                }
+            }
+            if let lattice_schemas::manifest::Object::Cluster(c) = object
+                && c.spec.parent.is_none()
+            {
+                ctx.cluster = key.name.clone();
+                ctx.environment = c.spec.environment.clone().unwrap_or_default();
+            }
+        }
+        ctx
+    }
+}
+
+/// Why nothing was derived.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A gate denied: no objects at all (no partial derivation).
+    #[error("{workload}: {} gate(s) denied", .gates.len())]
+    Denied {
+        workload: String,
+        gates: Vec<DeniedGate>,
+    },
+    #[error("{workload}: {source}")]
+    Placeholder {
+        workload: String,
+        #[source]
+        source: PlaceholderError,
+    },
+}
+
+fn labels(name: &str) -> Value {
+    json!({"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": MANAGER})
+}
+
+fn meta(name: &str, ns: &str, owner: &str) -> Value {
+    json!({"name": name, "namespace": ns, "labels": labels(owner)})
+}
+
+/// A Kubernetes-safe name from parts (lowercase, `-` separated, ≤ 63).
+fn object_name(parts: &[&str]) -> String {
+    let joined: String = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("-");
+    let trimmed = joined.trim_matches('-');
+    if trimmed.len() <= 63 {
+        return trimmed.to_owned();
+    }
+    let hash = format!("{:x}", Sha256::digest(joined.as_bytes()));
+    format!("{}-{}", trimmed[..54].trim_end_matches('-'), &hash[..8])
+}
+
+/// The objects derived for one service, in apply order.
+pub fn compile_service(
+    svc: &LatticeService,
+    report: &GateReport,
+    ctx: &CompileContext,
+) -> Result<Vec<Value>, CompileError> {
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let ns = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let workload = format!("{ns}/{name}");
+    if !report.allowed() {
+        return Err(CompileError::Denied {
+            workload,
+            gates: report.denied_gates(),
+        });
+    }
+    let body = &svc.spec.workload;
+    let empty = BTreeMap::new();
+    let scope = Scope {
+        name: &name,
+        namespace: &ns,
+        annotations: svc.metadata.annotations.as_ref().unwrap_or(&empty),
+        labels: svc.metadata.labels.as_ref().unwrap_or(&empty),
+        resources: &body.resources,
+        peer_ports: &ctx.peer_ports,
+        cluster: &ctx.cluster,
+        environment: &ctx.environment,
+    };
+    let placeholder = |source| CompileError::Placeholder {
+        workload: workload.clone(),
+        source,
+    };
+    let mut objects = vec![json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": meta(&name, &ns, &name),
+        "automountServiceAccountToken": false
+    })];
+    objects.extend(secret_objects(&name, &ns, body));
+    let mut templated: BTreeMap<String, EnvTemplate> = BTreeMap::new();
+    let mut containers = Vec::new();
+    let mut volumes: Vec<Value> = Vec::new();
+    for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
+        for (cname, c) in set {
+            let (container, extra_objects, extra_volumes, tmpl) =
+                compile_container(&name, &ns, cname, c, body, &scope, sidecar)
+                    .map_err(placeholder)?;
+            containers.push(container);
+            objects.extend(extra_objects);
+            volumes.extend(extra_volumes);
+            if !tmpl.0.is_empty() {
+                templated.insert(cname.clone(), tmpl);
+            }
+        }
+    }
+    for (cname, (template, keys)) in &templated {
+        objects.push(templated_external_secret(
+            &object_name(&[&name, cname, "env"]),
+            &ns,
+            &name,
+            body,
+            template,
+            keys,
+        ));
+    }
+    if let Some(service) = body.service.as_ref().filter(|s| !s.ports.is_empty()) {
+        let ports: Vec<Value> = service
+            .ports
+            .iter()
+            .map(|(pname, p)| {
+                json!({"name": pname, "port": p.port, "targetPort": p.target_port.unwrap_or(p.port),
+                       "protocol": format!("{:?}", p.protocol.unwrap_or_default()).to_uppercase()})
+            })
+            .collect();
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": meta(&name, &ns, &name),
+            "spec": {"selector": {"app.kubernetes.io/name": name}, "ports": ports}
+        }));
+    }
+    let replicas = svc
+        .spec
+        .replicas
+        .or(svc.spec.autoscaling.as_ref().and_then(|a| a.min))
+        .unwrap_or(1);
+    let mut pod_security =
+        json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
+    if !body.sysctls.is_empty() {
+        pod_security["sysctls"] = Value::Array(
+            body.sysctls
+                .iter()
+                .map(|(k, v)| json!({"name": k, "value": v}))
+                .collect(),
+        );
+    }
+    let mut pod_spec = json!({
+        "serviceAccountName": name,
+        "automountServiceAccountToken": false,
+        "securityContext": pod_security,
+        "containers": containers,
+    });
+    if !volumes.is_empty() {
+        pod_spec["volumes"] = Value::Array(volumes);
+    }
+    if body.host_network == Some(true) {
+        pod_spec["hostNetwork"] = json!(true);
+    }
+    if body.share_process_namespace == Some(true) {
+        pod_spec["shareProcessNamespace"] = json!(true);
+    }
+    if !body.image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = Value::Array(
+            body.image_pull_secrets
+                .iter()
+                .map(|s| json!({"name": object_name(&[&name, s])}))
+                .collect(),
+        );
+    }
+    // Everything the pods are made from, so any change rolls them.
+    let hash = format!(
+        "{:x}",
+        Sha256::digest(serde_json::to_vec(&(&pod_spec, &objects)).unwrap_or_default())
+    );
+    objects.push(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta(&name, &ns, &name),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": labels(&name), "annotations": {CONFIG_HASH: format!("sha256:{}", &hash[..16])}},
+                "spec": pod_spec
+            }
+        }
+    }));
+    if replicas >= 2 {
+        objects.push(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": meta(&name, &ns, &name),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}
+        }));
+    }
+    Ok(objects)
+}
+
+/// An ExternalSecret per secret resource: listed keys map one to one; no keys means the
+/// whole secret (`dataFrom`); a registry credential becomes `kubernetes.io/dockerconfigjson`.
+fn secret_objects(name: &str, ns: &str, body: &WorkloadBody) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (rname, r) in &body.resources {
+        if r.type_ != "secret" {
+            continue;
+        }
+        let params = r.params.clone().unwrap_or_default();
+        let provider = params
+            .get("provider")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let path = r.id.clone().unwrap_or_default();
+        let keys: Vec<&str> = params
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut spec = json!({
+            "refreshInterval": params.get("refreshInterval").and_then(Value::as_str).unwrap_or("1h"),
+            "secretStoreRef": {"kind": "ClusterSecretStore", "name": provider},
+            "target": {"name": object_name(&[name, rname]), "creationPolicy": "Owner"}
+        });
+        if keys.is_empty() {
+            spec["dataFrom"] = json!([{"extract": {"key": path}}]);
+        } else {
+            spec["data"] = Value::Array(
+                keys.iter()
+                    .map(|k| json!({"secretKey": k, "remoteRef": {"key": path, "property": k}}))
+                    .collect(),
+            );
+        }
+        if let Some(t) = params.get("secretType").and_then(Value::as_str) {
+            spec["target"]["template"] = json!({"type": t});
+        }
+        out.push(json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": meta(&object_name(&[name, rname]), ns, name), "spec": spec}));
+    }
+    out
+}
+
+/// An ExternalSecret rendering variables that mix text and secrets (ESO templates).
+fn templated_external_secret(
+    secret: &str,
+    ns: &str,
+    owner: &str,
+    body: &WorkloadBody,
+    template: &BTreeMap<String, String>,
+    keys: &[(String, String)],
+) -> Value {
+    let mut provider = "";
+    let data: Vec<Value> = keys
+        .iter()
+        .map(|(resource, key)| {
+            let r = &body.resources[resource];
+            provider = r.params.as_ref().and_then(|p| p.get("provider")).and_then(Value::as_str).unwrap_or_default();
+            json!({"secretKey": format!("{resource}_{key}"), "remoteRef": {"key": r.id.clone().unwrap_or_default(), "property": key}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": meta(secret, ns, owner),
+        "spec": {
+            "refreshInterval": "1h",
+            "secretStoreRef": {"kind": "ClusterSecretStore", "name": provider},
+            "target": {"name": secret, "creationPolicy": "Owner", "template": {"engineVersion": "v2", "data": template}},
+            "data": data
+        }
+    })
+}
+
+/// Variables that mix text and secrets: rendered text per variable, and the secret keys
+/// (resource, key) the templates read.
+type EnvTemplate = (BTreeMap<String, String>, Vec<(String, String)>);
+
+/// A compiled container, the objects and volumes it needs, and its templated variables.
+type Compiled = (Value, Vec<Value>, Vec<Value>, EnvTemplate);
+
+fn compile_container(
+    owner: &str,
+    ns: &str,
+    cname: &str,
+    c: &Container,
+    body: &WorkloadBody,
+    scope: &Scope,
+    sidecar: bool,
+) -> Result<Compiled, PlaceholderError> {
+    let mut env = Vec::new();
+    let mut template = BTreeMap::new();
+    let mut template_keys: Vec<(String, String)> = Vec::new();
+    let env_secret = object_name(&[owner, cname, "env"]);
+    for (var, value) in &c.variables {
+        let pieces = scope.resolve(value)?;
+        match pieces.as_slice() {
+            [] => env.push(json!({"name": var, "value": ""})),
+            [Piece::Text(t)] => env.push(json!({"name": var, "value": t})),
+            // Exactly one secret: read straight from the ExternalSecret's target.
+            [Piece::Secret { resource, key }] => {
+                env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": object_name(&[owner, resource]), "key": key}}}))
+            }
+            // Text and secrets mixed: a templated ExternalSecret renders the whole value.
+            mixed => {
+                let mut t = String::new();
+                for p in mixed {
+                    match p {
+                        Piece::Text(s) => t.push_str(&s.replace("{{", "{{ `{{` }}")),
+                        Piece::Secret { resource, key } => {
+                            t.push_str(&format!("{{{{ .{resource}_{key} }}}}"));
+                            if !template_keys.contains(&(resource.clone(), key.clone())) {
+                                template_keys.push((resource.clone(), key.clone()));
+                            }
+                        }
+                    }
+                }
+                template.insert(var.clone(), t);
+                env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": env_secret, "key": var}}}));
+            }
+        }
+    }
+    let mut container = json!({"name": cname, "image": c.image, "imagePullPolicy": "IfNotPresent"});
+    if let Some(cmd) = &c.command {
+        container["command"] = json!(cmd);
+    }
+    if let Some(args) = &c.args {
+        container["args"] = json!(args);
+    }
+    if !env.is_empty() {
+        container["env"] = Value::Array(env);
+    }
+    if !sidecar && let Some(service) = &body.service {
+        let ports: Vec<Value> = service
+            .ports
+            .iter()
+            .map(|(pname, p)| json!({"name": pname, "containerPort": p.target_port.unwrap_or(p.port), "protocol": format!("{:?}", p.protocol.unwrap_or_default()).to_uppercase()}))
+            .collect();
+        if !ports.is_empty() {
+            container["ports"] = Value::Array(ports);
+        }
+    }
+    if let Some(r) = &c.resources {
+        let mut res = Map::new();
+        for (field, amounts) in [("requests", &r.requests), ("limits", &r.limits)] {
+            if let Some(a) = amounts {
+                let mut m = Map::new();
+                if let Some(cpu) = &a.cpu {
+                    m.insert("cpu".into(), json!(cpu));
+                }
+                if let Some(mem) = &a.memory {
+                    m.insert("memory".into(), json!(mem));
+                }
+                res.insert(field.into(), Value::Object(m));
+            }
+        }
+        container["resources"] = Value::Object(res);
+    }
+    for (field, probe) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        if let Some(p) = probe {
+            container[field] = compile_probe(p);
+        }
+    }
+    container["securityContext"] = security_context(c);
+    // Plain files become a ConfigMap mounted file by file.
+    let mut objects = Vec::new();
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let files: Vec<(&String, String)> = c
+        .files
+        .iter()
+        .filter_map(|(path, f)| {
+            let content = f.content.clone()?;
+            Some((
+                path,
+                if f.no_expand == Some(true) {
+                    content
+                } else {
+                    scope.resolve_text(&content).ok()?
+                },
+            ))
+        })
+        .collect();
+    if !files.is_empty() {
+        let cm = object_name(&[owner, cname, "files"]);
+        let mut data = Map::new();
+        for (i, (path, content)) in files.iter().enumerate() {
+            let key = format!("file-{i}");
+            data.insert(key.clone(), json!(content));
+            mounts.push(json!({"name": cm, "mountPath": path, "subPath": key, "readOnly": true}));
+        }
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&cm, ns, owner), "data": data}));
+        volumes.push(json!({"name": cm, "configMap": {"name": cm}}));
+    }
+    if c.security
+        .as_ref()
+        .and_then(|s| s.read_only_root_filesystem)
+        != Some(false)
+    {
+        // A read-only root still needs a writable /tmp.
+        let tmp = format!("{cname}-tmp");
+        mounts.push(json!({"name": tmp, "mountPath": "/tmp"}));
+        volumes.push(json!({"name": tmp, "emptyDir": {}}));
+    }
+    if !mounts.is_empty() {
+        container["volumeMounts"] = Value::Array(mounts);
+    }
+    Ok((container, objects, volumes, (template, template_keys)))
+}
+
+fn compile_probe(p: &Probe) -> Value {
+    let mut out = json!({});
+    if let Some(h) = &p.http_get {
+        let mut get = json!({"path": h.path, "port": h.port});
+        if let Some(host) = &h.host {
+            get["host"] = json!(host);
+        }
+        if let Some(s) = h.scheme {
+            get["scheme"] = json!(format!("{s:?}").to_uppercase());
+        }
+        if !h.http_headers.is_empty() {
+            get["httpHeaders"] = Value::Array(
+                h.http_headers
+                    .iter()
+                    .map(|x| json!({"name": x.name, "value": x.value}))
+                    .collect(),
+            );
+        }
+        out["httpGet"] = get;
+    }
+    if let Some(e) = &p.exec {
+        out["exec"] = json!({"command": e.command});
+    }
+    for (field, v) in [
+        ("initialDelaySeconds", p.initial_delay_seconds),
+        ("periodSeconds", p.period_seconds),
+        ("failureThreshold", p.failure_threshold),
+    ] {
+        if let Some(v) = v {
+            out[field] = json!(v);
+        }
+    }
+    out
+}
+
+/// The restricted defaults, with each deviation the gates allowed.
+fn security_context(c: &Container) -> Value {
+    let s = c.security.clone().unwrap_or_default();
+    let mut out = json!({
+        "allowPrivilegeEscalation": s.allow_privilege_escalation.unwrap_or(false),
+        "readOnlyRootFilesystem": s.read_only_root_filesystem.unwrap_or(true),
+        "runAsNonRoot": s.run_as_non_root.unwrap_or(s.run_as_user != Some(0)),
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": profile(s.seccomp_profile.as_deref()),
+    });
+    if !s.capabilities.is_empty() {
+        out["capabilities"]["add"] = json!(s.capabilities);
+    }
+    if s.privileged == Some(true) {
+        out["privileged"] = json!(true);
+    }
+    if let Some(u) = s.run_as_user {
+        out["runAsUser"] = json!(u);
+    }
+    if let Some(g) = s.run_as_group {
+        out["runAsGroup"] = json!(g);
+    }
+    if let Some(a) = s.apparmor_profile.as_deref() {
+        out["appArmorProfile"] = profile(Some(a));
+    }
+    out
+}
+
+fn profile(p: Option<&str>) -> Value {
+    match p {
+        None | Some("RuntimeDefault") => json!({"type": "RuntimeDefault"}),
+        Some("Unconfined") => json!({"type": "Unconfined"}),
+        Some(other) => {
+            json!({"type": "Localhost", "localhostProfile": other.strip_prefix("Localhost/").unwrap_or(other)})
+        }
+    }
+}

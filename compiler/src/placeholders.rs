@@ -1,0 +1,170 @@
+//! Resolving Score placeholders for one workload.
+
+use std::collections::BTreeMap;
+
+use lattice_schemas::crd::workload::Resource;
+use lattice_schemas::placeholder::{self, Segment};
+use serde_json::Value;
+
+/// Facts placeholders resolve against.
+pub struct Scope<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub annotations: &'a BTreeMap<String, String>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub resources: &'a BTreeMap<String, Resource>,
+    /// `namespace/name` → ports, for service outputs.
+    pub peer_ports: &'a BTreeMap<String, Vec<i64>>,
+    pub cluster: &'a str,
+    pub environment: &'a str,
+}
+
+/// A value after resolution: text, or a reference to one secret key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// `${resources.NAME.KEY}` of a secret resource.
+    Secret {
+        resource: String,
+        key: String,
+    },
+}
+
+/// A placeholder that cannot be resolved.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("placeholder `{placeholder}`: {reason}")]
+pub struct PlaceholderError {
+    pub placeholder: String,
+    pub reason: String,
+}
+
+impl Scope<'_> {
+    /// Resolves `text` into pieces (adjacent text merged).
+    pub fn resolve(&self, text: &str) -> Result<Vec<Piece>, PlaceholderError> {
+        let segments = placeholder::parse(text).map_err(|e| PlaceholderError {
+            placeholder: text.to_owned(),
+            reason: e.message,
+        })?;
+        let mut out: Vec<Piece> = Vec::new();
+        for seg in segments {
+            let piece = match seg {
+                Segment::Text(t) => Piece::Text(t),
+                Segment::Ref { path, .. } => self.reference(&path)?,
+            };
+            match (out.last_mut(), piece) {
+                (Some(Piece::Text(a)), Piece::Text(b)) => a.push_str(&b),
+                (_, p) => out.push(p),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves `text` that may not hold secrets.
+    pub fn resolve_text(&self, text: &str) -> Result<String, PlaceholderError> {
+        let mut s = String::new();
+        for p in self.resolve(text)? {
+            match p {
+                Piece::Text(t) => s.push_str(&t),
+                Piece::Secret { resource, key } => {
+                    return Err(PlaceholderError {
+                        placeholder: format!("${{resources.{resource}.{key}}}"),
+                        reason: "a secret cannot be written into this field".into(),
+                    });
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn reference(&self, path: &[String]) -> Result<Piece, PlaceholderError> {
+        let shown = format!("${{{}}}", path.join("."));
+        let err = |reason: &str| PlaceholderError {
+            placeholder: shown.clone(),
+            reason: reason.to_owned(),
+        };
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        let text = |s: &str| Ok(Piece::Text(s.to_owned()));
+        match p.as_slice() {
+            ["metadata", "name"] => text(self.name),
+            ["metadata", "namespace"] => text(self.namespace),
+            ["metadata", "annotations", k] => self
+                .annotations
+                .get(*k)
+                .map(|v| Piece::Text(v.clone()))
+                .ok_or_else(|| err("no such annotation")),
+            ["metadata", "labels", k] => self
+                .labels
+                .get(*k)
+                .map(|v| Piece::Text(v.clone()))
+                .ok_or_else(|| err("no such label")),
+            ["cluster", "name"] => text(self.cluster),
+            ["cluster", "environment"] => text(self.environment),
+            ["resources", name, rest @ ..] => {
+                let r = self
+                    .resources
+                    .get(*name)
+                    .ok_or_else(|| err("names a resource that is not declared"))?;
+                let param = |k: &str| r.params.as_ref().and_then(|m| m.get(k));
+                match (r.type_.as_str(), rest) {
+                    ("secret", [key]) => Ok(Piece::Secret {
+                        resource: (*name).to_owned(),
+                        key: (*key).to_owned(),
+                    }),
+                    ("service", [out]) => {
+                        let ns = r.namespace.as_deref().unwrap_or(self.namespace);
+                        let host = format!("{name}.{ns}.svc.cluster.local");
+                        let port = self
+                            .peer_ports
+                            .get(&format!("{ns}/{name}"))
+                            .and_then(|p| p.first())
+                            .copied();
+                        match *out {
+                            "host" => Ok(Piece::Text(host)),
+                            "name" => text(name),
+                            "namespace" => text(ns),
+                            "port" => port
+                                .map(|p| Piece::Text(p.to_string()))
+                                .ok_or_else(|| err("the service serves no port")),
+                            "url" => port
+                                .map(|p| Piece::Text(format!("http://{host}:{p}")))
+                                .ok_or_else(|| err("the service serves no port")),
+                            _ => Err(err("a service offers host, port, url, name and namespace")),
+                        }
+                    }
+                    ("external-service", [out]) => {
+                        let host = param("host")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| err("the external service has no host"))?;
+                        let port = param("port").and_then(Value::as_i64).unwrap_or(443);
+                        match *out {
+                            "host" => text(host),
+                            "port" => Ok(Piece::Text(port.to_string())),
+                            "url" => Ok(Piece::Text(if port == 443 {
+                                format!("https://{host}")
+                            } else {
+                                format!("https://{host}:{port}")
+                            })),
+                            _ => Err(err("an external service offers host, port and url")),
+                        }
+                    }
+                    ("gpu", [out @ ("count" | "memory" | "model")]) => {
+                        let v = param(out).map(|v| {
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string())
+                        });
+                        Ok(Piece::Text(v.unwrap_or_else(|| {
+                            if *out == "count" {
+                                "1".into()
+                            } else {
+                                String::new()
+                            }
+                        })))
+                    }
+                    _ => Err(err("this resource does not provide that output")),
+                }
+            }
+            _ => Err(err("unknown placeholder")),
+        }
+    }
+}

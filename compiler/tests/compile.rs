@@ -1,0 +1,392 @@
+//! Derived objects: complete, deterministic, denied whole when a gate denies, and valid
+//! against the real schemas in `../shared/reference/` (Kubernetes 1.31 OpenAPI, the External
+//! Secrets CRD), made strict so an unknown field fails too.
+
+use std::path::{Path, PathBuf};
+
+use lattice_compiler::{CompileContext, CompileError, compile_service};
+use lattice_engine::{PolicyStore, Projection, Snapshot, World};
+use lattice_gates::evaluate;
+use lattice_schemas::crd::CedarPolicy;
+use lattice_schemas::manifest::Object;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn reference_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("LATTICE_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/reference"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "reference material missing at {}",
+        dir.display()
+    );
+    eprintln!(
+        "NOTICE: skipping: reference material not found at {}",
+        dir.display()
+    );
+    None
+}
+
+/// Objects with declared properties reject any other (as `kubectl --validate=strict`);
+/// OpenAPI `nullable` becomes a null type.
+fn strictify(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.remove("nullable") == Some(Value::Bool(true))
+                && let Some(Value::String(t)) = m.get("type").cloned()
+            {
+                m.insert("type".into(), json!([t, "null"]));
+            }
+            let preserve =
+                m.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            if m.contains_key("properties") && !m.contains_key("additionalProperties") && !preserve
+            {
+                m.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            m.values_mut().for_each(strictify);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strictify),
+        _ => {}
+    }
+}
+
+struct Validators {
+    kube: Vec<(String, Value)>,
+    external_secret: Value,
+}
+
+impl Validators {
+    fn load(dir: &Path) -> Validators {
+        let mut kube = Vec::new();
+        for file in [
+            "k8s-openapi/api__v1_openapi.k8s-1.31.json",
+            "k8s-openapi/apis__apps__v1_openapi.k8s-1.31.json",
+        ] {
+            let mut doc: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+            strictify(&mut doc["components"]);
+            kube.push((file.to_owned(), doc["components"].clone()));
+        }
+        let text = std::fs::read_to_string(
+            dir.join("crds/external-secrets/external-secrets.io_externalsecrets.yaml"),
+        )
+        .unwrap();
+        let (docs, _) = lattice_schemas::manifest::yaml::parse_documents(&text);
+        let versions = docs[0].value["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let v1 = versions.iter().find(|v| v["name"] == "v1").unwrap();
+        let mut schema = v1["schema"]["openAPIV3Schema"].clone();
+        strictify(&mut schema);
+        Validators {
+            kube,
+            external_secret: schema,
+        }
+    }
+
+    /// Validation errors of one object (`None` when its kind has no reference schema).
+    fn check(&self, object: &Value) -> Option<Vec<String>> {
+        let kind = object["kind"].as_str().unwrap();
+        let group = object["apiVersion"].as_str().unwrap();
+        let schema = match (group, kind) {
+            ("external-secrets.io/v1", "ExternalSecret") => self.external_secret.clone(),
+            ("v1", k) => self.component(&format!("io.k8s.api.core.v1.{k}"))?,
+            ("apps/v1", k) => self.component(&format!("io.k8s.api.apps.v1.{k}"))?,
+            _ => return None,
+        };
+        let validator = jsonschema::options()
+            .should_validate_formats(false)
+            .build(&schema)
+            .unwrap();
+        Some(
+            validator
+                .iter_errors(object)
+                .map(|e| format!("{} at {}", e, e.instance_path().as_str()))
+                .collect(),
+        )
+    }
+
+    fn component(&self, name: &str) -> Option<Value> {
+        let (_, components) = self
+            .kube
+            .iter()
+            .find(|(_, c)| c["schemas"].get(name).is_some())?;
+        let mut root = components["schemas"][name].clone();
+        root["components"] = components.clone();
+        Some(root)
+    }
+}
+
+/// The example world under policies that allow every derivation question.
+fn permissive() -> (World, Snapshot) {
+    let w = World::load(&[root().join("examples/world")]).unwrap();
+    let mut store = PolicyStore::new();
+    let mut all = CedarPolicy::new(
+        "allow-derivation",
+        lattice_schemas::crd::policy::CedarPolicySpec {
+            policies: r#"@id("all") permit(principal, action in [Lattice::Action::"DeployImage", Lattice::Action::"AccessSecret", Lattice::Action::"AccessVolume", Lattice::Action::"AccessExternalEndpoint", Lattice::Action::"OverrideSecurity", Lattice::Action::"AllowWildcard", Lattice::Action::"ExposeHost", Lattice::Action::"UseGpu"], resource);"#.into(),
+            ..Default::default()
+        },
+    );
+    all.metadata.namespace = Some("test".into());
+    store.apply_object(&all).unwrap();
+    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+    (w, s)
+}
+
+fn services(w: &World) -> Vec<&lattice_schemas::crd::LatticeService> {
+    w.objects()
+        .filter_map(|(_, o)| {
+            if let Object::Service(s) = o {
+                Some(s)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_derived_object_validates_against_the_reference_schemas() {
+    let Some(dir) = reference_dir() else { return };
+    let validators = Validators::load(&dir);
+    let (w, s) = permissive();
+    let ctx = CompileContext::of(&w);
+    let mut checked = 0;
+    let mut kinds = std::collections::BTreeSet::new();
+    for svc in services(&w) {
+        let report = evaluate(&s, &Object::Service(svc.clone()));
+        let objects = compile_service(svc, &report, &ctx).unwrap_or_else(|e| panic!("{e}"));
+        for o in &objects {
+            kinds.insert(o["kind"].as_str().unwrap().to_owned());
+            match validators.check(o) {
+                Some(errors) => {
+                    assert!(
+                        errors.is_empty(),
+                        "{} {}: {errors:#?}",
+                        o["kind"],
+                        o["metadata"]["name"]
+                    );
+                    checked += 1;
+                }
+                // policy/v1 is not among the reference schemas: read it as the typed object.
+                None => {
+                    assert_eq!(o["kind"], "PodDisruptionBudget");
+                    let _: k8s_like::Pdb = serde_json::from_value(o.clone()).unwrap();
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} objects checked");
+    // The validators are strict: a stray field deep in a derived object is an error.
+    let svc = services(&w)[0];
+    let mut deployment = compile_service(svc, &evaluate(&s, &Object::Service(svc.clone())), &ctx)
+        .unwrap()
+        .into_iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsRoot"] =
+        json!(false);
+    assert!(
+        !validators.check(&deployment).unwrap().is_empty(),
+        "an unknown field must fail validation"
+    );
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("runAsRoot");
+    deployment["spec"]["replicas"] = json!("two");
+    assert!(
+        !validators.check(&deployment).unwrap().is_empty(),
+        "a wrong type must fail validation"
+    );
+    for k in [
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "ExternalSecret",
+        "ConfigMap",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            kinds.contains(k),
+            "no {k} derived from the example world ({kinds:?})"
+        );
+    }
+}
+
+/// A strict reading of policy/v1 PodDisruptionBudget's fields used here.
+mod k8s_like {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    pub struct Pdb {
+        api_version: String,
+        kind: String,
+        metadata: serde_json::Value,
+        spec: Spec,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Spec {
+        max_unavailable: i32,
+        selector: serde_json::Value,
+    }
+}
+
+#[test]
+fn derivation_is_deterministic_and_follows_the_spec() {
+    let (w, s) = permissive();
+    let ctx = CompileContext::of(&w);
+    let gateway = services(&w)
+        .into_iter()
+        .find(|x| x.metadata.name.as_deref() == Some("gateway"))
+        .unwrap();
+    let report = evaluate(&s, &Object::Service(gateway.clone()));
+    let a = compile_service(gateway, &report, &ctx).unwrap();
+    let b = compile_service(gateway, &report, &ctx).unwrap();
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap(),
+        "same input, same bytes"
+    );
+    let deployment = a.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let main = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gateway")
+        .unwrap();
+    // Restricted by default.
+    assert_eq!(main["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(main["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        main["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    // A variable that is exactly one secret reads the ExternalSecret's target.
+    let key = main["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "STRIPE_API_KEY")
+        .unwrap();
+    assert_eq!(key["valueFrom"]["secretKeyRef"]["key"], "apikey");
+    let secret_name = key["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap();
+    assert!(
+        a.iter()
+            .any(|o| o["kind"] == "ExternalSecret" && o["spec"]["target"]["name"] == secret_name)
+    );
+    // Service placeholders resolve to cluster DNS with the peer's port.
+    let ledger = main["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LEDGER_URL")
+        .unwrap();
+    assert!(
+        ledger["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://ledger.payments.svc.cluster.local:"),
+        "{ledger}"
+    );
+    // The sidecar's allowed capability is added; the sysctl reaches the pod.
+    let relay = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "syslog-relay")
+        .unwrap();
+    assert_eq!(
+        relay["securityContext"]["capabilities"]["add"],
+        json!(["NET_BIND_SERVICE"])
+    );
+    assert!(
+        pod["securityContext"]["sysctls"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    );
+    // Rollouts follow the config hash; two replicas or more get a disruption budget.
+    assert!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["lattice.dev/config-hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(a.iter().any(|o| o["kind"] == "PodDisruptionBudget"));
+}
+
+#[test]
+fn mixed_text_and_secrets_render_through_a_templated_external_secret() {
+    let (w, s) = permissive();
+    let ctx = CompileContext::of(&w);
+    let svc: lattice_schemas::crd::LatticeService = serde_json::from_value(json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {
+            "containers": {"main": {"image": "ghcr.io/lattice-demo/orders:1.0.0",
+                "variables": {"DATABASE_URL": "postgres://orders:${resources.db.password}@db:5432/orders"}}},
+            "resources": {"db": {"type": "secret", "id": "shop/orders/db", "params": {"provider": "vault-prod", "keys": ["password"]}}}
+        }
+    }))
+    .unwrap();
+    let report = evaluate(&s, &Object::Service(svc.clone()));
+    let objects = compile_service(&svc, &report, &ctx).unwrap();
+    let templated = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ExternalSecret" && o["spec"]["target"]["template"]["data"].is_object()
+        })
+        .unwrap();
+    assert_eq!(
+        templated["spec"]["target"]["template"]["data"]["DATABASE_URL"],
+        "postgres://orders:{{ .db_password }}@db:5432/orders"
+    );
+    assert_eq!(
+        templated["spec"]["data"][0]["remoteRef"],
+        json!({"key": "shop/orders/db", "property": "password"})
+    );
+    if let Some(dir) = reference_dir() {
+        assert_eq!(Validators::load(&dir).check(templated), Some(vec![]));
+    }
+}
+
+#[test]
+fn a_denied_gate_derives_nothing_and_says_why() {
+    let w = World::load(&[root().join("examples/world")]).unwrap();
+    let store = PolicyStore::load_packs(&root().join("policies")).unwrap();
+    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+    let web = services(&w)
+        .into_iter()
+        .find(|x| x.metadata.name.as_deref() == Some("web"))
+        .unwrap();
+    let report = evaluate(&s, &Object::Service(web.clone()));
+    match compile_service(web, &report, &CompileContext::of(&w)) {
+        Err(CompileError::Denied { workload, gates }) => {
+            assert_eq!(workload, "shop/web");
+            assert!(
+                gates
+                    .iter()
+                    .any(|g| g.action == "DeployImage" && g.raised_by == "nginx"),
+                "{gates:#?}"
+            );
+            assert!(gates.iter().all(|g| g.advice.is_some()));
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
