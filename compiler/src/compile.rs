@@ -143,9 +143,10 @@ pub fn compile_service(
         "automountServiceAccountToken": false
     })];
     objects.extend(secret_objects(&name, &ns, body));
+    let (claims, mut volumes) = volume_objects(&name, &ns, body);
+    objects.extend(claims);
     let mut templated: BTreeMap<String, EnvTemplate> = BTreeMap::new();
     let mut containers = Vec::new();
-    let mut volumes: Vec<Value> = Vec::new();
     for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
         for (cname, c) in set {
             let (container, extra_objects, extra_volumes, tmpl) =
@@ -239,6 +240,27 @@ pub fn compile_service(
             }
         }
     }));
+    if let Some(a) = &svc.spec.autoscaling {
+        objects.push(scaled_object(&name, &ns, replicas, a));
+    }
+    if let (Some(ports), obs) = (
+        body.service.as_ref().map(|s| &s.ports),
+        &svc.spec.observability,
+    ) && ports.contains_key("metrics")
+    {
+        let scrape = obs
+            .as_ref()
+            .and_then(|o| o.metrics.clone())
+            .unwrap_or_default();
+        objects.push(json!({
+            "apiVersion": "operator.victoriametrics.com/v1beta1", "kind": "VMServiceScrape",
+            "metadata": meta(&name, &ns, &name),
+            "spec": {
+                "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                "endpoints": [{"port": "metrics", "path": scrape.path.as_deref().unwrap_or("/metrics"), "interval": scrape.interval.as_deref().unwrap_or("30s")}]
+            }
+        }));
+    }
     if replicas >= 2 {
         objects.push(json!({
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
@@ -446,6 +468,15 @@ fn compile_container(
         objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&cm, ns, owner), "data": data}));
         volumes.push(json!({"name": cm, "configMap": {"name": cm}}));
     }
+    for (path, v) in &c.volumes {
+        if let Some(res) = volume_resource(&v.source, body) {
+            let mut mount = json!({"name": object_name(&["vol", res]), "mountPath": path, "readOnly": v.read_only.unwrap_or(false)});
+            if let Some(sub) = &v.path {
+                mount["subPath"] = json!(sub);
+            }
+            mounts.push(mount);
+        }
+    }
     if c.security
         .as_ref()
         .and_then(|s| s.read_only_root_filesystem)
@@ -460,6 +491,93 @@ fn compile_container(
         container["volumeMounts"] = Value::Array(mounts);
     }
     Ok((container, objects, volumes, (template, template_keys)))
+}
+
+/// The volume resource a mount's `${resources.NAME}` source names.
+fn volume_resource<'a>(source: &str, body: &'a WorkloadBody) -> Option<&'a str> {
+    let name = source.strip_prefix("${resources.")?.strip_suffix('}')?;
+    body.resources
+        .get_key_value(name)
+        .filter(|(_, r)| r.type_ == "volume")
+        .map(|(k, _)| k.as_str())
+}
+
+/// The claim a volume resource mounts: a shared volume (with an `id`) is known by its id to
+/// every consumer; a private one by its owner and name.
+fn claim_name(owner: &str, resource: &str, r: &lattice_schemas::crd::workload::Resource) -> String {
+    match &r.id {
+        Some(id) => object_name(&["vol", id]),
+        None => object_name(&[owner, resource]),
+    }
+}
+
+/// A PersistentVolumeClaim per owned volume, and the pod volume of every volume resource.
+fn volume_objects(owner: &str, ns: &str, body: &WorkloadBody) -> (Vec<Value>, Vec<Value>) {
+    let mut claims = Vec::new();
+    let mut volumes = Vec::new();
+    for (rname, r) in body.resources.iter().filter(|(_, r)| r.type_ == "volume") {
+        let claim = claim_name(owner, rname, r);
+        let param = |k: &str| {
+            r.params
+                .as_ref()
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_str)
+        };
+        if let Some(size) = param("size") {
+            let mut spec = json!({
+                "accessModes": [param("accessMode").unwrap_or("ReadWriteOnce")],
+                "resources": {"requests": {"storage": size}}
+            });
+            if let Some(class) = param("storageClass") {
+                spec["storageClassName"] = json!(class);
+            }
+            claims.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(&claim, ns, owner), "spec": spec}));
+        }
+        volumes.push(json!({"name": object_name(&["vol", rname]), "persistentVolumeClaim": {"claimName": claim}}));
+    }
+    (claims, volumes)
+}
+
+/// Where autoscaling metrics other than cpu and memory are read from (the platform's
+/// VictoriaMetrics, Prometheus-compatible).
+pub const METRICS_SERVER: &str = "http://vmsingle-lattice.lattice-system.svc:8429";
+
+/// A KEDA ScaledObject: cpu and memory as utilisation, any other metric through Prometheus.
+fn scaled_object(
+    name: &str,
+    ns: &str,
+    replicas: i32,
+    a: &lattice_schemas::crd::workload::Autoscaling,
+) -> Value {
+    let triggers: Vec<Value> = a
+        .metrics
+        .iter()
+        .map(|m| match m.metric.as_str() {
+            "cpu" | "memory" => json!({"type": m.metric, "metricType": "Utilization", "metadata": {"value": m.target.to_string()}}),
+            metric => json!({"type": "prometheus", "metadata": {
+                "serverAddress": METRICS_SERVER,
+                "query": format!("avg({metric}{{namespace=\"{ns}\",app_kubernetes_io_name=\"{name}\"}})"),
+                "threshold": m.target.to_string()
+            }}),
+        })
+        .collect();
+    let mut spec = json!({
+        "scaleTargetRef": {"name": name},
+        "minReplicaCount": a.min.unwrap_or(replicas),
+        "maxReplicaCount": a.max,
+        "triggers": triggers,
+    });
+    let mut behavior = serde_json::Map::new();
+    if let Some(s) = a.scale_up_stabilization_seconds {
+        behavior.insert("scaleUp".into(), json!({"stabilizationWindowSeconds": s}));
+    }
+    if let Some(s) = a.scale_down_stabilization_seconds {
+        behavior.insert("scaleDown".into(), json!({"stabilizationWindowSeconds": s}));
+    }
+    if !behavior.is_empty() {
+        spec["advanced"] = json!({"horizontalPodAutoscalerConfig": {"behavior": behavior}});
+    }
+    json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta(name, ns, name), "spec": spec})
 }
 
 fn compile_probe(p: &Probe) -> Value {

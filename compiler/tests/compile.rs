@@ -63,7 +63,8 @@ fn strictify(v: &mut Value) {
 
 struct Validators {
     kube: Vec<(String, Value)>,
-    external_secret: Value,
+    /// (apiVersion, kind) → schema, from every reference CRD.
+    crds: Vec<(String, String, Value)>,
 }
 
 impl Validators {
@@ -78,33 +79,55 @@ impl Validators {
             strictify(&mut doc["components"]);
             kube.push((file.to_owned(), doc["components"].clone()));
         }
-        let text = std::fs::read_to_string(
-            dir.join("crds/external-secrets/external-secrets.io_externalsecrets.yaml"),
-        )
-        .unwrap();
-        let (docs, _) = lattice_schemas::manifest::yaml::parse_documents(&text);
-        let versions = docs[0].value["spec"]["versions"]
-            .as_array()
-            .unwrap()
-            .clone();
-        let v1 = versions.iter().find(|v| v["name"] == "v1").unwrap();
-        let mut schema = v1["schema"]["openAPIV3Schema"].clone();
-        strictify(&mut schema);
-        Validators {
-            kube,
-            external_secret: schema,
+        let mut crds = Vec::new();
+        let mut stack = vec![dir.join("crds")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                if p.extension().is_none_or(|x| x != "yaml") {
+                    continue;
+                }
+                let (docs, _) = lattice_schemas::manifest::yaml::parse_documents(
+                    &std::fs::read_to_string(&p).unwrap(),
+                );
+                for doc in docs {
+                    let spec = &doc.value["spec"];
+                    let (Some(group), Some(kind)) =
+                        (spec["group"].as_str(), spec["names"]["kind"].as_str())
+                    else {
+                        continue;
+                    };
+                    for v in spec["versions"].as_array().into_iter().flatten() {
+                        let mut schema = v["schema"]["openAPIV3Schema"].clone();
+                        strictify(&mut schema);
+                        crds.push((
+                            format!("{group}/{}", v["name"].as_str().unwrap()),
+                            kind.to_owned(),
+                            schema,
+                        ));
+                    }
+                }
+            }
         }
+        Validators { kube, crds }
     }
 
     /// Validation errors of one object (`None` when its kind has no reference schema).
     fn check(&self, object: &Value) -> Option<Vec<String>> {
         let kind = object["kind"].as_str().unwrap();
-        let group = object["apiVersion"].as_str().unwrap();
-        let schema = match (group, kind) {
-            ("external-secrets.io/v1", "ExternalSecret") => self.external_secret.clone(),
-            ("v1", k) => self.component(&format!("io.k8s.api.core.v1.{k}"))?,
-            ("apps/v1", k) => self.component(&format!("io.k8s.api.apps.v1.{k}"))?,
-            _ => return None,
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let schema = match api_version {
+            "v1" => self.component(&format!("io.k8s.api.core.v1.{kind}"))?,
+            "apps/v1" => self.component(&format!("io.k8s.api.apps.v1.{kind}"))?,
+            _ => self
+                .crds
+                .iter()
+                .find(|(v, k, _)| v == api_version && k == kind)
+                .map(|(_, _, s)| s.clone())?,
         };
         let validator = jsonschema::options()
             .should_validate_formats(false)
@@ -219,6 +242,9 @@ fn every_derived_object_validates_against_the_reference_schemas() {
         "ExternalSecret",
         "ConfigMap",
         "PodDisruptionBudget",
+        "PersistentVolumeClaim",
+        "ScaledObject",
+        "VMServiceScrape",
     ] {
         assert!(
             kinds.contains(k),
@@ -321,6 +347,16 @@ fn derivation_is_deterministic_and_follows_the_spec() {
             .as_array()
             .is_some_and(|s| !s.is_empty())
     );
+    // Autoscaling becomes a ScaledObject on the same bounds.
+    let scaled = a
+        .iter()
+        .find(|o| o["kind"] == "ScaledObject")
+        .expect("gateway autoscales");
+    assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "gateway");
+    assert_eq!(
+        scaled["spec"]["maxReplicaCount"],
+        json!(gateway.spec.autoscaling.as_ref().unwrap().max)
+    );
     // Rollouts follow the config hash; two replicas or more get a disruption budget.
     assert!(
         deployment["spec"]["template"]["metadata"]["annotations"]["lattice.dev/config-hash"]
@@ -364,6 +400,47 @@ fn mixed_text_and_secrets_render_through_a_templated_external_secret() {
     if let Some(dir) = reference_dir() {
         assert_eq!(Validators::load(&dir).check(templated), Some(vec![]));
     }
+}
+
+#[test]
+fn shared_volumes_mount_the_owners_claim() {
+    let (w, s) = permissive();
+    let ctx = CompileContext::of(&w);
+    let find = |n: &str| {
+        services(&w)
+            .into_iter()
+            .find(|x| x.metadata.name.as_deref() == Some(n))
+            .unwrap()
+    };
+    let compile = |n: &str| {
+        compile_service(
+            find(n),
+            &evaluate(&s, &Object::Service(find(n).clone())),
+            &ctx,
+        )
+        .unwrap()
+    };
+    let api = compile("api");
+    let claim = api
+        .iter()
+        .find(|o| o["kind"] == "PersistentVolumeClaim")
+        .expect("shop/api owns product-images");
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+    let web = compile("web");
+    assert!(
+        !web.iter().any(|o| o["kind"] == "PersistentVolumeClaim"),
+        "a consumer does not create the claim"
+    );
+    let deployment = web.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]),
+        "{volumes:#?}"
+    );
 }
 
 #[test]
