@@ -243,6 +243,8 @@ pub fn compile_service(
     if let Some(a) = &svc.spec.autoscaling {
         objects.push(scaled_object(&name, &ns, replicas, a));
     }
+    objects.extend(ingress_objects(&name, &ns, svc));
+    objects.extend(canary(&name, &ns, svc));
     if let (Some(ports), obs) = (
         body.service.as_ref().map(|s| &s.ports),
         &svc.spec.observability,
@@ -491,6 +493,134 @@ fn compile_container(
         container["volumeMounts"] = Value::Array(mounts);
     }
     Ok((container, objects, volumes, (template, template_keys)))
+}
+
+/// The GatewayClass of the Gateways Lattice derives for services that name none.
+pub const GATEWAY_CLASS: &str = "lattice";
+
+/// Gateway API objects for ingress: an HTTPRoute to the service, the Gateway (listener per
+/// host) it attaches to unless `gatewayRef` names one, and a cert-manager Certificate for
+/// `tls.mode: auto`.
+fn ingress_objects(name: &str, ns: &str, svc: &LatticeService) -> Vec<Value> {
+    let Some(ing) = &svc.spec.ingress else {
+        return Vec::new();
+    };
+    let ports = svc
+        .spec
+        .workload
+        .service
+        .as_ref()
+        .map(|s| s.ports.clone())
+        .unwrap_or_default();
+    let port_of = |port_name: Option<&String>| {
+        port_name
+            .and_then(|p| ports.get(p))
+            .or_else(|| ports.values().next())
+            .map(|p| p.port)
+            .unwrap_or(80)
+    };
+    let mut out = Vec::new();
+    let tls_secret = ing.tls.as_ref().map(|t| {
+        t.secret_name
+            .clone()
+            .unwrap_or_else(|| object_name(&[name, "tls"]))
+    });
+    let (gateway, gateway_ns) = match &ing.gateway_ref {
+        Some(r) => (
+            r.name.clone(),
+            r.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+        ),
+        None => {
+            let gw = object_name(&[name, "ingress"]);
+            let listeners: Vec<Value> = ing
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| match &tls_secret {
+                    Some(secret) => json!({"name": format!("https-{i}"), "hostname": h, "port": 443, "protocol": "HTTPS",
+                        "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": secret}]}}),
+                    None => json!({"name": format!("http-{i}"), "hostname": h, "port": 80, "protocol": "HTTP"}),
+                })
+                .collect();
+            out.push(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": meta(&gw, ns, name),
+                "spec": {"gatewayClassName": GATEWAY_CLASS, "listeners": listeners}
+            }));
+            (gw, ns.to_owned())
+        }
+    };
+    let routes: Vec<(Option<String>, &str, Option<&String>)> = if ing.routes.is_empty() {
+        vec![(None, "PathPrefix", None)]
+    } else {
+        ing.routes
+            .iter()
+            .map(|r| {
+                let t = match r.path_type {
+                    Some(lattice_schemas::crd::service::PathType::Exact) => "Exact",
+                    _ => "PathPrefix",
+                };
+                (r.path.clone(), t, r.port.as_ref())
+            })
+            .collect()
+    };
+    let rules: Vec<Value> = routes
+        .iter()
+        .map(|(path, kind, port)| {
+            json!({"matches": [{"path": {"type": kind, "value": path.clone().unwrap_or_else(|| "/".into())}}],
+                   "backendRefs": [{"name": name, "port": port_of(*port)}]})
+        })
+        .collect();
+    out.push(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": meta(name, ns, name),
+        "spec": {"parentRefs": [{"name": gateway, "namespace": gateway_ns}], "hostnames": ing.hosts, "rules": rules}
+    }));
+    if let (Some(tls), Some(secret)) = (&ing.tls, &tls_secret)
+        && tls.mode == lattice_schemas::crd::service::TlsMode::Auto
+        && let Some(issuer) = &tls.issuer_ref
+    {
+        out.push(json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": meta(&object_name(&[name, "tls"]), ns, name),
+            "spec": {
+                "secretName": secret,
+                "dnsNames": ing.hosts,
+                "issuerRef": {"name": issuer.name, "kind": issuer.kind.clone().unwrap_or_else(|| "ClusterIssuer".into()),
+                              "group": issuer.group.clone().unwrap_or_else(|| "cert-manager.io".into())}
+            }
+        }));
+    }
+    out
+}
+
+/// A Flagger Canary for `strategy: canary`.
+fn canary(name: &str, ns: &str, svc: &LatticeService) -> Option<Value> {
+    let deploy = svc.spec.deploy.as_ref()?;
+    if deploy.strategy != Some(lattice_schemas::crd::service::Strategy::Canary) {
+        return None;
+    }
+    let c = deploy.canary.as_ref()?;
+    let port = svc
+        .spec
+        .workload
+        .service
+        .as_ref()
+        .and_then(|s| s.ports.values().next())
+        .map(|p| p.port)
+        .unwrap_or(80);
+    let mut spec = json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "service": {"port": port},
+        "analysis": {"interval": c.interval, "threshold": c.threshold, "maxWeight": c.max_weight, "stepWeight": c.step_weight}
+    });
+    if svc.spec.autoscaling.is_some() {
+        spec["autoscalerRef"] =
+            json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "name": name});
+    }
+    Some(
+        json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "metadata": meta(name, ns, name), "spec": spec}),
+    )
 }
 
 /// The volume resource a mount's `${resources.NAME}` source names.
