@@ -2,6 +2,8 @@
 //! needs, deterministically. If any gate denies, nothing is derived.
 
 pub mod compile;
+pub mod mesh;
 pub mod placeholders;
 
 pub use compile::{CompileContext, CompileError, compile_service};
+pub use mesh::compile_mesh;

@@ -50,7 +50,12 @@ fn strictify(v: &mut Value) {
             }
             let preserve =
                 m.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-            if m.contains_key("properties") && !m.contains_key("additionalProperties") && !preserve
+            // Only object schemas: `anyOf`/`oneOf` branches name properties just to require them.
+            let object = m.get("type") == Some(&json!("object"));
+            if object
+                && m.contains_key("properties")
+                && !m.contains_key("additionalProperties")
+                && !preserve
             {
                 m.insert("additionalProperties".into(), Value::Bool(false));
             }
@@ -103,6 +108,16 @@ impl Validators {
                     };
                     for v in spec["versions"].as_array().into_iter().flatten() {
                         let mut schema = v["schema"]["openAPIV3Schema"].clone();
+                        // The API server checks these itself; some CRDs leave them out.
+                        for (field, ty) in [
+                            ("apiVersion", "string"),
+                            ("kind", "string"),
+                            ("metadata", "object"),
+                        ] {
+                            if schema["properties"].get(field).is_none() {
+                                schema["properties"][field] = json!({"type": ty});
+                            }
+                        }
                         strictify(&mut schema);
                         crds.push((
                             format!("{group}/{}", v["name"].as_str().unwrap()),
@@ -113,6 +128,16 @@ impl Validators {
                 }
             }
         }
+        // Cilium's schemas come as plain JSON Schemas.
+        let mut cnp: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                dir.join("crds/cilium/ciliumnetworkpolicy_v2.jsonschema.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        strictify(&mut cnp);
+        crds.push(("cilium.io/v2".into(), "CiliumNetworkPolicy".into(), cnp));
         Validators { kube, crds }
     }
 
@@ -499,4 +524,101 @@ fn a_denied_gate_derives_nothing_and_says_why() {
         }
         other => panic!("expected a denial, got {other:?}"),
     }
+}
+
+#[test]
+fn allowed_edges_get_network_objects_and_one_sided_ones_none() {
+    use lattice_compiler::compile_mesh;
+    use lattice_gates::MeshPlan;
+    let mut w = World::load(&[root().join("examples/world")]).unwrap();
+    let mut store = PolicyStore::load_packs(&root().join("policies")).unwrap();
+    for (_, o) in w.objects() {
+        if let Object::CedarPolicy(p) = o {
+            store.apply_object(p).unwrap();
+        }
+    }
+    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+    let plan = MeshPlan::plan(&s, &w);
+    let objects = compile_mesh(&plan, &w);
+    let policies = |objects: &[Value], kind: &str| {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let cnps = policies(&objects, "CiliumNetworkPolicy");
+    assert_eq!(cnps.len(), plan.allowed().count());
+    assert_eq!(
+        policies(&objects, "AuthorizationPolicy").len(),
+        plan.allowed().count()
+    );
+    let for_edge = |objects: &[Value], caller: &str, callee: &str| {
+        objects.iter().any(|o| {
+            o["metadata"]["labels"]["lattice.dev/caller"] == caller
+                && o["metadata"]["labels"]["lattice.dev/callee"] == callee
+        })
+    };
+    assert!(
+        !for_edge(&objects, "shop.api", "payments.ledger"),
+        "a one-sided declaration opens nothing"
+    );
+    assert!(for_edge(&objects, "shop.checkout", "payments.ledger"));
+    // L7: the caller's SPIFFE identity and the callee's ports.
+    let authz = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "AuthorizationPolicy"
+                && o["metadata"]["labels"]["lattice.dev/caller"] == "shop.checkout"
+                && o["metadata"]["labels"]["lattice.dev/callee"] == "payments.ledger"
+        })
+        .unwrap();
+    assert_eq!(authz["metadata"]["namespace"], "payments");
+    assert_eq!(
+        authz["spec"]["rules"][0]["from"][0]["source"]["principals"][0],
+        "cluster.local/ns/shop/sa/checkout"
+    );
+    assert!(
+        objects.iter().any(|o| o["kind"] == "PeerAuthentication"),
+        "legacy-postgres has a permissive port"
+    );
+    if let Some(dir) = reference_dir() {
+        let v = Validators::load(&dir);
+        for o in &objects {
+            assert_eq!(
+                v.check(o),
+                Some(vec![]),
+                "{} {}",
+                o["kind"],
+                o["metadata"]["name"]
+            );
+        }
+    }
+    // Completing the declaration yields its objects.
+    let k = lattice_engine::ObjectKey {
+        kind: "LatticeService",
+        namespace: Some("payments".into()),
+        name: "ledger".into(),
+    };
+    let Some(Object::Service(mut ledger)) = w.get(&k).cloned() else {
+        panic!()
+    };
+    ledger.spec.workload.resources.insert(
+        "api".into(),
+        serde_json::from_value(
+            json!({"type": "service", "direction": "inbound", "namespace": "shop"}),
+        )
+        .unwrap(),
+    );
+    w.upsert(Object::Service(ledger));
+    let s2 = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+    let mut plan2 = plan.clone();
+    plan2.replan(&s2, &w, &k);
+    let objects2 = compile_mesh(&plan2, &w);
+    assert!(for_edge(&objects2, "shop.api", "payments.ledger"));
+    assert_eq!(
+        serde_json::to_string(&compile_mesh(&plan2, &w)).unwrap(),
+        serde_json::to_string(&objects2).unwrap(),
+        "deterministic"
+    );
 }

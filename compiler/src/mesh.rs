@@ -1,0 +1,130 @@
+//! Network objects for the mesh plan: for every allowed edge, a CiliumNetworkPolicy (L4:
+//! the callee's ports, from the caller's pods) and an Istio AuthorizationPolicy (L7: the
+//! caller's SPIFFE identity, the callee's ports), in the callee's namespace; and for mesh
+//! members that accept plain text on some ports, a PeerAuthentication that says which.
+//! Nothing is derived for a denied or one-sided edge: without it, default deny holds.
+
+use std::collections::BTreeMap;
+
+use lattice_engine::{ObjectKey, World};
+use lattice_gates::MeshPlan;
+use lattice_schemas::crd::mesh_member::PeerAuth;
+use lattice_schemas::manifest::Object;
+use serde_json::{Value, json};
+
+use crate::compile::MANAGER;
+
+/// How a workload's pods are selected and which identity they run as.
+struct Identity {
+    selector: BTreeMap<String, String>,
+    service_account: String,
+}
+
+fn identity(world: &World, id: &str) -> Option<Identity> {
+    let (ns, name) = id.split_once('/')?;
+    let key = |kind| ObjectKey {
+        kind,
+        namespace: Some(ns.to_owned()),
+        name: name.to_owned(),
+    };
+    for kind in ["LatticeService", "LatticeJob", "LatticeModel"] {
+        if world.get(&key(kind)).is_some() {
+            return Some(Identity {
+                selector: [("app.kubernetes.io/name".to_owned(), name.to_owned())].into(),
+                service_account: name.to_owned(),
+            });
+        }
+    }
+    match world.get(&key("LatticeMeshMember"))? {
+        Object::MeshMember(mm) => Some(Identity {
+            selector: mm.spec.target.selector.clone(),
+            service_account: mm
+                .spec
+                .target
+                .service_account
+                .clone()
+                .unwrap_or_else(|| name.to_owned()),
+        }),
+        _ => None,
+    }
+}
+
+fn edge_name(caller: &str, callee: &str) -> String {
+    let callee_name = callee.split_once('/').map(|(_, n)| n).unwrap_or(callee);
+    let caller = caller.replace('/', "-");
+    let full = format!("{callee_name}-from-{caller}");
+    if full.len() <= 63 {
+        return full;
+    }
+    use sha2::Digest;
+    let hash = format!("{:x}", sha2::Sha256::digest(full.as_bytes()));
+    format!("{}-{}", full[..54].trim_end_matches('-'), &hash[..8])
+}
+
+/// The objects every allowed edge of `plan` needs, in a stable order.
+pub fn compile_mesh(plan: &MeshPlan, world: &World) -> Vec<Value> {
+    let mut out = Vec::new();
+    for edge in plan.allowed() {
+        let (Some(caller), Some(callee)) =
+            (identity(world, &edge.caller), identity(world, &edge.callee))
+        else {
+            continue;
+        };
+        let (caller_ns, _) = edge.caller.split_once('/').unwrap_or_default();
+        let (callee_ns, _) = edge.callee.split_once('/').unwrap_or_default();
+        let name = edge_name(&edge.caller, &edge.callee);
+        let labels = json!({"app.kubernetes.io/managed-by": MANAGER, "lattice.dev/caller": edge.caller.replace('/', "."), "lattice.dev/callee": edge.callee.replace('/', ".")});
+        let meta = json!({"name": name, "namespace": callee_ns, "labels": labels});
+        let mut from = serde_json::Map::new();
+        from.insert("k8s:io.kubernetes.pod.namespace".into(), json!(caller_ns));
+        for (k, v) in &caller.selector {
+            from.insert(k.clone(), json!(v));
+        }
+        let ports: Vec<Value> = edge
+            .ports
+            .iter()
+            .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
+            .collect();
+        let mut rule = json!({"fromEndpoints": [{"matchLabels": from}]});
+        if !ports.is_empty() {
+            rule["toPorts"] = json!([{"ports": ports}]);
+        }
+        out.push(json!({
+            "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
+            "spec": {"endpointSelector": {"matchLabels": callee.selector}, "ingress": [rule]}
+        }));
+        let mut to = json!({});
+        if !edge.ports.is_empty() {
+            to = json!([{"operation": {"ports": edge.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()}}]);
+        }
+        let mut istio_rule = json!({"from": [{"source": {"principals": [format!("cluster.local/ns/{caller_ns}/sa/{}", caller.service_account)]}}]});
+        if to.is_array() {
+            istio_rule["to"] = to;
+        }
+        out.push(json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": meta,
+            "spec": {"selector": {"matchLabels": callee.selector}, "action": "ALLOW", "rules": [istio_rule]}
+        }));
+    }
+    for (key, object) in world.objects() {
+        let Object::MeshMember(mm) = object else {
+            continue;
+        };
+        let permissive: serde_json::Map<String, Value> = mm
+            .spec
+            .ports
+            .values()
+            .filter(|p| p.peer_auth == Some(PeerAuth::Permissive))
+            .map(|p| (p.port.to_string(), json!({"mode": "PERMISSIVE"})))
+            .collect();
+        if permissive.is_empty() {
+            continue;
+        }
+        out.push(json!({
+            "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": key.name, "namespace": key.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGER}},
+            "spec": {"selector": {"matchLabels": mm.spec.target.selector}, "mtls": {"mode": "STRICT"}, "portLevelMtls": permissive}
+        }));
+    }
+    out
+}
