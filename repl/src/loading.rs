@@ -10,6 +10,7 @@ use crate::output::{emit, render};
 /// A loaded world, its policies and a snapshot of both.
 pub struct Loaded {
     pub world: World,
+    pub store: PolicyStore,
     pub snapshot: Snapshot,
 }
 
@@ -60,7 +61,11 @@ pub fn load(world: &Path, policies: &Path) -> Option<Loaded> {
         }
     }
     match Snapshot::build(&world, &Projection::of(&world), &store) {
-        Ok(snapshot) => Some(Loaded { world, snapshot }),
+        Ok(snapshot) => Some(Loaded {
+            world,
+            store,
+            snapshot,
+        }),
         Err(e) => {
             eprintln!("error: {e}");
             None

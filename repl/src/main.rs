@@ -3,6 +3,7 @@
 mod loading;
 mod mesh;
 mod output;
+mod render;
 mod validate;
 
 use std::path::PathBuf;
@@ -39,6 +40,20 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
     },
+    /// Render the Kubernetes objects a LatticeService compiles to (YAML for `kubectl apply`),
+    /// or, when any gate denies, every denied gate with its policies and advice (exit 1).
+    Render {
+        /// The workload manifest.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, default_value = "examples/world")]
+        world: PathBuf,
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// `human` prints YAML documents; `json` a JSON array.
+        #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
+        output: output::Format,
+    },
     /// Show the bilateral mesh: allowed edges, denied declared edges with reasons, and
     /// one-sided declarations. Only declared edges are decided.
     Mesh {
@@ -59,6 +74,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate { paths, output } => validate::run(&paths, output),
+        Command::Render {
+            file,
+            world,
+            policies,
+            output,
+        } => render::run(&file, &world, &policies, output),
         Command::Mesh {
             world,
             policies,

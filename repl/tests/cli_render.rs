@@ -1,0 +1,90 @@
+//! `lattice-policy render` as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// One document of the example world, written to its own file.
+fn extract(file: &str, kind: &str, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(workspace().join(file)).unwrap();
+    let doc = text
+        .split("\n---\n")
+        .find(|d| d.contains(&format!("kind: {kind}")) && d.contains(&format!("  name: {name}\n")))
+        .unwrap_or_else(|| panic!("{kind} {name} not in {file}"));
+    let dir = std::env::temp_dir().join(format!("lattice-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, doc).unwrap();
+    path
+}
+
+fn render(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .arg("render")
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_allowed_service_renders_to_applyable_yaml() {
+    let gateway = extract("examples/world/payments.yaml", "LatticeService", "gateway");
+    let o = render(&["-f", gateway.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d.value["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "ExternalSecret",
+        "HTTPRoute",
+        "CiliumNetworkPolicy",
+        "AuthorizationPolicy",
+    ] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    assert!(
+        docs.iter()
+            .all(|d| d.value["metadata"]["namespace"] == "payments"),
+        "every object lands in the workload's namespace"
+    );
+    // Same input, same bytes.
+    assert_eq!(
+        render(&["-f", gateway.to_str().unwrap()]).stdout,
+        text.into_bytes()
+    );
+}
+
+#[test]
+fn a_denied_service_prints_every_denial_and_exits_1() {
+    let web = extract("examples/world/shop.yaml", "LatticeService", "web");
+    let o = render(&["-f", web.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["allowed"], false);
+    let denied = doc["denied"].as_array().unwrap();
+    let image = denied
+        .iter()
+        .find(|d| d["action"] == "DeployImage")
+        .expect("nginx is not signed");
+    assert!(image["advice"].as_str().unwrap().contains("Sign the image"));
+}
