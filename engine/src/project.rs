@@ -550,35 +550,17 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 }
             }
         }
-        Object::Job(job) => {
-            let bodies: Vec<(&str, &WorkloadBody)> = job
-                .spec
-                .tasks
-                .iter()
-                .map(|(n, t)| (n.as_str(), &t.workload))
-                .collect();
-            let replicas: i32 = job
-                .spec
-                .tasks
-                .values()
-                .map(|t| t.replicas.unwrap_or(1))
-                .sum();
-            workload(object, "job", &bodies, replicas, true, true, facts, g);
-        }
-        Object::Model(model) => {
-            let bodies: Vec<(&str, &WorkloadBody)> = model
-                .spec
-                .roles
-                .iter()
-                .map(|(n, r)| (n.as_str(), &r.workload))
-                .collect();
-            let replicas: i32 = model
-                .spec
-                .roles
-                .values()
-                .map(|r| r.replicas.unwrap_or(1))
-                .sum();
-            workload(object, "model", &bodies, replicas, true, true, facts, g);
+        Object::Job(_) | Object::Model(_) => {
+            let bodies = workload_bodies(object);
+            let replicas: i32 = bodies.iter().map(|(_, _, r)| r).sum();
+            let kind = if matches!(object, Object::Job(_)) {
+                "job"
+            } else {
+                "model"
+            };
+            let bodies: Vec<(&str, &WorkloadBody)> =
+                bodies.into_iter().map(|(n, b, _)| (n, b)).collect();
+            workload(object, kind, &bodies, replicas, true, true, facts, g);
         }
         Object::MeshMember(mm) => {
             let ns = object.namespace().unwrap_or("default");
@@ -701,6 +683,28 @@ fn service_entity(
     )
 }
 
+/// The workload bodies of an object with the name each is known by (`""` for a service, the
+/// task or role name for a job or model) and its replicas: the one place that knows how job
+/// tasks and model roles hold their Score bodies.
+pub fn workload_bodies(object: &Object) -> Vec<(&str, &WorkloadBody, i32)> {
+    match object {
+        Object::Service(s) => vec![("", &s.spec.workload, s.spec.replicas.unwrap_or(1))],
+        Object::Job(j) => j
+            .spec
+            .tasks
+            .iter()
+            .map(|(n, t)| (n.as_str(), &t.workload, t.replicas.unwrap_or(1)))
+            .collect(),
+        Object::Model(m) => m
+            .spec
+            .roles
+            .iter()
+            .map(|(n, r)| (n.as_str(), &r.workload, r.replicas.unwrap_or(1)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The services a workload declares, as `namespace/name`: (outbound, inbound). Wildcards
 /// are not peers (see [`declared_wildcards`]).
 pub fn declared_peers(object: &Object) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -720,92 +724,62 @@ pub fn declared_peers(object: &Object) -> (BTreeSet<String>, BTreeSet<String>) {
             }
         }
     };
-    match object {
-        Object::Service(s) => from_body(&s.spec.workload),
-        Object::Job(j) => j.spec.tasks.values().for_each(|t| from_body(&t.workload)),
-        Object::Model(m) => m.spec.roles.values().for_each(|r| from_body(&r.workload)),
-        Object::MeshMember(mm) => {
-            out.0 = mm
-                .spec
-                .dependencies
-                .iter()
-                .filter(|p| *p != "*")
-                .map(|p| qualify(p, ns))
-                .collect();
-            out.1 = mm
-                .spec
-                .allowed_callers
-                .iter()
-                .filter(|p| *p != "*")
-                .map(|p| qualify(p, ns))
-                .collect();
-        }
-        _ => {}
+    for (_, body, _) in workload_bodies(object) {
+        from_body(body);
+    }
+    if let Object::MeshMember(mm) = object {
+        out.0 = mm
+            .spec
+            .dependencies
+            .iter()
+            .filter(|p| *p != "*")
+            .map(|p| qualify(p, ns))
+            .collect();
+        out.1 = mm
+            .spec
+            .allowed_callers
+            .iter()
+            .filter(|p| *p != "*")
+            .map(|p| qualify(p, ns))
+            .collect();
     }
     out
 }
 
 /// The ports a workload serves.
 pub fn served_ports(object: &Object) -> BTreeSet<i64> {
-    let from_body = |b: &WorkloadBody| {
-        b.service
-            .iter()
-            .flat_map(|s| s.ports.values().map(|p| i64::from(p.port)))
-            .collect::<Vec<_>>()
-    };
     match object {
-        Object::Service(s) => from_body(&s.spec.workload).into_iter().collect(),
-        Object::Job(j) => j
-            .spec
-            .tasks
-            .values()
-            .flat_map(|t| from_body(&t.workload))
-            .collect(),
-        Object::Model(m) => m
-            .spec
-            .roles
-            .values()
-            .flat_map(|r| from_body(&r.workload))
-            .collect(),
         Object::MeshMember(mm) => mm.spec.ports.values().map(|p| i64::from(p.port)).collect(),
-        _ => BTreeSet::new(),
+        _ => workload_bodies(object)
+            .into_iter()
+            .flat_map(|(_, b, _)| {
+                b.service
+                    .iter()
+                    .flat_map(|s| s.ports.values().map(|p| i64::from(p.port)))
+            })
+            .collect(),
     }
 }
 
 /// Declared wildcards of a workload: (outbound, inbound).
 pub fn declared_wildcards(object: &Object) -> (bool, bool) {
-    let from_body = |b: &WorkloadBody| {
-        let mut out = (false, false);
-        for (name, r) in &b.resources {
+    if let Object::MeshMember(mm) = object {
+        return (
+            mm.spec.dependencies.iter().any(|d| d == "*"),
+            mm.spec.allowed_callers.iter().any(|c| c == "*"),
+        );
+    }
+    let mut out = (false, false);
+    for (_, body, _) in workload_bodies(object) {
+        for (name, r) in &body.resources {
             if r.type_ == "service" && name == "*" {
                 let d = r.direction.unwrap_or_default();
                 out.0 |= d.is_outbound();
                 out.1 |= d.is_inbound();
             }
         }
-        out
-    };
-    let or = |a: (bool, bool), b: (bool, bool)| (a.0 || b.0, a.1 || b.1);
-    match object {
-        Object::Service(s) => from_body(&s.spec.workload),
-        Object::Job(j) => j
-            .spec
-            .tasks
-            .values()
-            .map(|t| from_body(&t.workload))
-            .fold((false, false), or),
-        Object::Model(m) => m
-            .spec
-            .roles
-            .values()
-            .map(|r| from_body(&r.workload))
-            .fold((false, false), or),
-        Object::MeshMember(mm) => (
-            mm.spec.dependencies.iter().any(|d| d == "*"),
-            mm.spec.allowed_callers.iter().any(|c| c == "*"),
-        ),
-        _ => (false, false),
     }
+    out
 }
 
 /// Variable names that hold credentials when written as literals.

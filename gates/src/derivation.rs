@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use cedar_policy::{Context, EntityUid};
 use lattice_engine::project::{
     container_overrides, external_endpoint, gpu_model, image_uid_text, protocol_name,
-    secret_path_id,
+    secret_path_id, workload_bodies,
 };
 use lattice_engine::{Decision, Query, Snapshot, action, uid};
 use lattice_schemas::crd::service::DeniedGate;
@@ -107,22 +107,19 @@ fn kind_of(object: &Object) -> &'static str {
 
 /// The workload bodies of an object, with the prefix their containers carry (`task.`).
 fn bodies(object: &Object) -> Vec<(String, &WorkloadBody)> {
-    match object {
-        Object::Service(s) => vec![(String::new(), &s.spec.workload)],
-        Object::Job(j) => j
-            .spec
-            .tasks
-            .iter()
-            .map(|(n, t)| (format!("{n}."), &t.workload))
-            .collect(),
-        Object::Model(m) => m
-            .spec
-            .roles
-            .iter()
-            .map(|(n, r)| (format!("{n}."), &r.workload))
-            .collect(),
-        _ => Vec::new(),
-    }
+    workload_bodies(object)
+        .into_iter()
+        .map(|(name, body, _)| {
+            (
+                if name.is_empty() {
+                    String::new()
+                } else {
+                    format!("{name}.")
+                },
+                body,
+            )
+        })
+        .collect()
 }
 
 /// Every question `object` raises, in a stable order.
