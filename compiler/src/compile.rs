@@ -377,18 +377,7 @@ fn compile_container(
             }
             // Text and secrets mixed: a templated ExternalSecret renders the whole value.
             mixed => {
-                let mut t = String::new();
-                for p in mixed {
-                    match p {
-                        Piece::Text(s) => t.push_str(&s.replace("{{", "{{ `{{` }}")),
-                        Piece::Secret { resource, key } => {
-                            t.push_str(&format!("{{{{ .{resource}_{key} }}}}"));
-                            if !template_keys.contains(&(resource.clone(), key.clone())) {
-                                template_keys.push((resource.clone(), key.clone()));
-                            }
-                        }
-                    }
-                }
+                let t = render_template(mixed, &mut template_keys);
                 template.insert(var.clone(), t);
                 env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": env_secret, "key": var}}}));
             }
@@ -444,31 +433,84 @@ fn compile_container(
     let mut objects = Vec::new();
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    let files: Vec<(&String, String)> = c
-        .files
-        .iter()
-        .filter_map(|(path, f)| {
-            let content = f.content.clone()?;
-            Some((
-                path,
-                if f.no_expand == Some(true) {
-                    content
-                } else {
-                    scope.resolve_text(&content).ok()?
-                },
-            ))
-        })
-        .collect();
-    if !files.is_empty() {
+    let secret_name = object_name(&[owner, cname, "secret-files"]);
+    let mut secret_files = BTreeMap::new();
+    let mut secret_file_keys = Vec::new();
+    let mut secret_mounts = Vec::new();
+    if !c.files.is_empty() {
         let cm = object_name(&[owner, cname, "files"]);
         let mut data = Map::new();
-        for (i, (path, content)) in files.iter().enumerate() {
+        let mut binary = Map::new();
+        for (i, (path, f)) in c.files.iter().enumerate() {
             let key = format!("file-{i}");
-            data.insert(key.clone(), json!(content));
+            match (&f.content, &f.binary_content) {
+                (Some(content), _) if f.no_expand == Some(true) => {
+                    data.insert(key.clone(), json!(content));
+                }
+                (Some(content), _) => {
+                    let pieces = scope.resolve(content).map_err(|e| PlaceholderError {
+                        reason: format!("in file {path}: {}", e.reason),
+                        ..e
+                    })?;
+                    if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
+                        let text: String = pieces
+                            .iter()
+                            .map(|p| {
+                                if let Piece::Text(t) = p {
+                                    t.as_str()
+                                } else {
+                                    ""
+                                }
+                            })
+                            .collect();
+                        data.insert(key.clone(), json!(text));
+                    } else {
+                        // A file holding secrets is rendered by a templated ExternalSecret and
+                        // mounted from the Secret it writes, never from a ConfigMap.
+                        secret_files
+                            .insert(key.clone(), render_template(&pieces, &mut secret_file_keys));
+                        secret_mounts.push(json!({"name": secret_name, "mountPath": path, "subPath": key, "readOnly": true}));
+                        continue;
+                    }
+                }
+                (None, Some(b64)) => {
+                    binary.insert(key.clone(), json!(b64));
+                }
+                // Validation rejects a file with neither; a `source` is a path on the author's
+                // machine that only the CLI could read. Refuse rather than drop the file.
+                (None, None) => {
+                    return Err(PlaceholderError {
+                        placeholder: path.clone(),
+                        reason: "files given by `source` are not derived yet; inline them with `content`".into(),
+                    });
+                }
+            }
             mounts.push(json!({"name": cm, "mountPath": path, "subPath": key, "readOnly": true}));
         }
-        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&cm, ns, owner), "data": data}));
-        volumes.push(json!({"name": cm, "configMap": {"name": cm}}));
+        if !data.is_empty() || !binary.is_empty() {
+            let mut config_map =
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&cm, ns, owner)});
+            if !data.is_empty() {
+                config_map["data"] = Value::Object(data);
+            }
+            if !binary.is_empty() {
+                config_map["binaryData"] = Value::Object(binary);
+            }
+            objects.push(config_map);
+            volumes.push(json!({"name": cm, "configMap": {"name": cm}}));
+        }
+    }
+    if !secret_files.is_empty() {
+        objects.push(templated_external_secret(
+            &secret_name,
+            ns,
+            owner,
+            body,
+            &secret_files,
+            &secret_file_keys,
+        ));
+        volumes.push(json!({"name": secret_name, "secret": {"secretName": secret_name}}));
+        mounts.extend(secret_mounts);
     }
     for (path, v) in &c.volumes {
         if let Some(res) = volume_resource(&v.source, body) {
@@ -708,6 +750,24 @@ fn scaled_object(
         spec["advanced"] = json!({"horizontalPodAutoscalerConfig": {"behavior": behavior}});
     }
     json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta(name, ns, name), "spec": spec})
+}
+
+/// An ExternalSecret template for text mixed with secret keys (ESO's Go templates; literal
+/// `{{` is escaped), recording the keys it reads.
+fn render_template(pieces: &[Piece], keys: &mut Vec<(String, String)>) -> String {
+    let mut t = String::new();
+    for p in pieces {
+        match p {
+            Piece::Text(s) => t.push_str(&s.replace("{{", "{{ `{{` }}")),
+            Piece::Secret { resource, key } => {
+                t.push_str(&format!("{{{{ .{resource}_{key} }}}}"));
+                if !keys.contains(&(resource.clone(), key.clone())) {
+                    keys.push((resource.clone(), key.clone()));
+                }
+            }
+        }
+    }
+    t
 }
 
 fn compile_probe(p: &Probe) -> Value {

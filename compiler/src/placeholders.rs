@@ -68,7 +68,7 @@ impl Scope<'_> {
                 Piece::Secret { resource, key } => {
                     return Err(PlaceholderError {
                         placeholder: format!("${{resources.{resource}.{key}}}"),
-                        reason: "a secret cannot be written into this field".into(),
+                        reason: "a secret cannot be written here yet (files holding secrets are not derived yet); pass it as a variable".into(),
                     });
                 }
             }

@@ -622,3 +622,97 @@ fn allowed_edges_get_network_objects_and_one_sided_ones_none() {
         "deterministic"
     );
 }
+
+#[test]
+fn files_are_never_dropped_silently() {
+    let (w, s) = permissive();
+    let ctx = CompileContext::of(&w);
+    let with_files = |files: Value| -> lattice_schemas::crd::LatticeService {
+        serde_json::from_value(json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+            "metadata": {"name": "files", "namespace": "shop"},
+            "spec": {
+                "containers": {"main": {"image": "ghcr.io/lattice-demo/files:1.0.0", "files": files}},
+                "resources": {"db": {"type": "secret", "id": "shop/files/db", "params": {"provider": "vault-prod", "keys": ["password"]}}}
+            }
+        }))
+        .unwrap()
+    };
+    let compile = |svc: &lattice_schemas::crd::LatticeService| {
+        compile_service(svc, &evaluate(&s, &Object::Service(svc.clone())), &ctx)
+    };
+    // Text and base64 files both land in the ConfigMap, each mounted.
+    let ok = with_files(
+        json!({"/etc/app.conf": {"content": "name=${metadata.name}"}, "/etc/logo.png": {"binaryContent": "iVBORw0KGgo="}}),
+    );
+    let objects = compile(&ok).unwrap();
+    let cm = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    assert_eq!(
+        cm["data"].as_object().unwrap().values().next().unwrap(),
+        "name=files"
+    );
+    assert_eq!(cm["binaryData"].as_object().unwrap().len(), 1);
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap();
+    assert!(
+        mounts.iter().any(|m| m["mountPath"] == "/etc/app.conf")
+            && mounts.iter().any(|m| m["mountPath"] == "/etc/logo.png")
+    );
+    if let Some(dir) = reference_dir() {
+        assert_eq!(Validators::load(&dir).check(cm), Some(vec![]));
+    }
+    // A file holding a secret is rendered by a templated ExternalSecret, mounted from its Secret.
+    let secret =
+        with_files(json!({"/etc/db.conf": {"content": "password=${resources.db.password}"}}));
+    let objects = compile(&secret).unwrap();
+    let es = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ExternalSecret" && o["spec"]["target"]["template"]["data"].is_object()
+        })
+        .expect("a templated ExternalSecret for the file");
+    let template = es["spec"]["target"]["template"]["data"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        template.values().next().unwrap(),
+        "password={{ .db_password }}"
+    );
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "ConfigMap"),
+        "a secret file never goes through a ConfigMap"
+    );
+    let pod =
+        &objects.iter().find(|o| o["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"];
+    let secret_name = es["spec"]["target"]["name"].clone();
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == secret_name)
+    );
+    assert!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/db.conf" && m["name"] == secret_name)
+    );
+    if let Some(dir) = reference_dir() {
+        let v = Validators::load(&dir);
+        for o in &objects {
+            assert_eq!(
+                v.check(o).unwrap_or_default(),
+                Vec::<String>::new(),
+                "{}",
+                o["kind"]
+            );
+        }
+    }
+    // What cannot be derived yet is an error that names it, not a missing mount.
+    let source = with_files(json!({"/etc/banner.txt": {"source": "banner.txt"}}));
+    assert!(compile(&source).unwrap_err().to_string().contains("source"));
+}
