@@ -24,6 +24,10 @@ pub struct Gate {
     /// What raised it: `main`, `sidecar vpn`, `resource db`, `host api.example.com`, `pod`.
     pub raised_by: String,
     pub context: Value,
+    /// Set when the declaration is too malformed to ask about (a secret without provider or
+    /// id, an external service without a host): the gate denies with this reason. A gate is
+    /// never skipped, so a malformed resource cannot bypass policy.
+    pub malformed: Option<String>,
 }
 
 /// A gate and its answer.
@@ -127,6 +131,7 @@ pub fn questions(object: &Object) -> Vec<Gate> {
     let kind = kind_of(object);
     let ns = object.namespace().unwrap_or("default");
     let mut out = Vec::new();
+    let mut bad: Vec<Gate> = Vec::new();
     let mut push = |action: &'static str, resource: EntityUid, raised_by: String, extra: Value| {
         let mut context = json!({"raisedBy": raised_by, "workloadKind": kind});
         if let (Value::Object(c), Value::Object(e)) = (&mut context, extra) {
@@ -134,6 +139,7 @@ pub fn questions(object: &Object) -> Vec<Gate> {
         }
         out.push(Gate {
             action,
+            malformed: None,
             resource,
             raised_by,
             context,
@@ -214,6 +220,14 @@ pub fn questions(object: &Object) -> Vec<Gate> {
                             by,
                             json!({"keys": keys}),
                         );
+                    } else {
+                        bad.push(malformed(
+                            "AccessSecret",
+                            uid("SecretPath", ""),
+                            by,
+                            kind,
+                            "the secret names no provider (`params.provider`) or no path (`id`)",
+                        ));
                     }
                 }
                 // A volume with an id and no size is owned elsewhere: its owner's consent.
@@ -240,6 +254,14 @@ pub fn questions(object: &Object) -> Vec<Gate> {
                             by,
                             json!({}),
                         );
+                    } else {
+                        bad.push(malformed(
+                            "AccessExternalEndpoint",
+                            uid("ExternalEndpoint", ""),
+                            by,
+                            kind,
+                            "the external service names no host (`params.host`)",
+                        ));
                     }
                 }
                 "gpu" => {
@@ -333,7 +355,25 @@ pub fn questions(object: &Object) -> Vec<Gate> {
             json!({}),
         );
     }
+    out.extend(bad);
     out
+}
+
+/// A gate for a declaration too malformed to ask about; it always denies.
+fn malformed(
+    action: &'static str,
+    resource: EntityUid,
+    raised_by: String,
+    kind: &str,
+    reason: &str,
+) -> Gate {
+    Gate {
+        action,
+        resource,
+        context: json!({"raisedBy": raised_by, "workloadKind": kind}),
+        raised_by,
+        malformed: Some(reason.to_owned()),
+    }
 }
 
 /// Asks every question `object` raises on `snapshot`.
@@ -344,6 +384,13 @@ pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
     let outcomes = questions(object)
         .into_iter()
         .map(|gate| {
+            if let Some(reason) = &gate.malformed {
+                return GateOutcome {
+                    decision: Err(reason.clone()),
+                    near_misses: Vec::new(),
+                    gate,
+                };
+            }
             let query = Context::from_json_value(gate.context.clone(), None)
                 .map(|context| {
                     Query::new(

@@ -193,3 +193,37 @@ fn replanning_one_service_re_decides_only_its_edges_and_matches_a_fresh_plan() {
     assert_eq!(summary(&plan), summary(&fresh));
     assert!(plan.edges[&("shop/api".to_owned(), "payments/ledger".to_owned())].allowed());
 }
+
+#[test]
+fn a_malformed_resource_denies_instead_of_escaping_its_gate() {
+    let (_, _, s) = setup();
+    // World::upsert does not validate (controllers feed it directly), so the gates must hold.
+    let svc: lattice_schemas::crd::LatticeService = serde_json::from_value(serde_json::json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+        "metadata": {"name": "sloppy", "namespace": "payments"},
+        "spec": {
+            "containers": {"main": {"image": "ghcr.io/lattice-demo/shop-api:1.4.2"}},
+            "resources": {
+                "creds": {"type": "secret", "id": "payments/x"},
+                "api": {"type": "external-service", "params": {"port": 443}}
+            }
+        }
+    }))
+    .unwrap();
+    let report = evaluate(&s, &Object::Service(svc));
+    assert!(!report.allowed());
+    let denied = report.denied_gates();
+    let secret = denied
+        .iter()
+        .find(|d| d.action == "AccessSecret")
+        .expect("the secret still raises its gate");
+    assert!(
+        secret.advice.as_deref().unwrap().contains("no provider"),
+        "{secret:?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|d| d.action == "AccessExternalEndpoint" && d.raised_by == "resource api")
+    );
+}
