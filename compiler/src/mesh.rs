@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use lattice_engine::{ObjectKey, World};
-use lattice_gates::MeshPlan;
+use lattice_gates::{EdgeDecision, MeshPlan};
 use lattice_schemas::crd::mesh_member::PeerAuth;
 use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
@@ -61,14 +61,29 @@ fn edge_name(caller: &str, callee: &str) -> String {
     format!("{}-{}", full[..54].trim_end_matches('-'), &hash[..8])
 }
 
-/// The objects every allowed edge of `plan` needs, in a stable order.
+/// The objects every allowed edge of `plan` needs, and the PeerAuthentications of mesh
+/// members with plain-text ports, in a stable order.
 pub fn compile_mesh(plan: &MeshPlan, world: &World) -> Vec<Value> {
+    let mut out: Vec<Value> = plan
+        .allowed()
+        .flat_map(|edge| edge_objects(edge, world))
+        .collect();
+    for (key, object) in world.objects() {
+        if let Object::MeshMember(mm) = object {
+            out.extend(peer_authentication(&key.name, key.namespace.as_deref(), mm));
+        }
+    }
+    out
+}
+
+/// The network objects of one allowed edge (none when either end is not in `world`).
+pub fn edge_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
     let mut out = Vec::new();
-    for edge in plan.allowed() {
+    {
         let (Some(caller), Some(callee)) =
             (identity(world, &edge.caller), identity(world, &edge.callee))
         else {
-            continue;
+            return out;
         };
         let (caller_ns, _) = edge.caller.split_once('/').unwrap_or_default();
         let (callee_ns, _) = edge.callee.split_once('/').unwrap_or_default();
@@ -106,24 +121,116 @@ pub fn compile_mesh(plan: &MeshPlan, world: &World) -> Vec<Value> {
             "spec": {"selector": {"matchLabels": callee.selector}, "action": "ALLOW", "rules": [istio_rule]}
         }));
     }
+    out
+}
+
+/// For a mesh member that accepts plain text on some ports: STRICT mTLS except on those.
+pub fn peer_authentication(
+    name: &str,
+    ns: Option<&str>,
+    mm: &lattice_schemas::crd::LatticeMeshMember,
+) -> Option<Value> {
+    let permissive: serde_json::Map<String, Value> = mm
+        .spec
+        .ports
+        .values()
+        .filter(|p| p.peer_auth == Some(PeerAuth::Permissive))
+        .map(|p| (p.port.to_string(), json!({"mode": "PERMISSIVE"})))
+        .collect();
+    if permissive.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER}},
+        "spec": {"selector": {"matchLabels": mm.spec.target.selector}, "mtls": {"mode": "STRICT"}, "portLevelMtls": permissive}
+    }))
+}
+
+/// A workload's traffic to itself (job tasks at rendezvous, a model's prefill handing off to
+/// its decode): its own identity on its own ports. Not a `Connect` question: the caller and
+/// callee are one workload, under one service account.
+pub fn self_edge(
+    name: &str,
+    ns: &str,
+    bodies: &[&lattice_schemas::crd::workload::WorkloadBody],
+) -> Vec<Value> {
+    let ports: std::collections::BTreeSet<i32> = bodies
+        .iter()
+        .flat_map(|b| b.service.iter().flat_map(|s| s.ports.values()))
+        .map(|p| p.target_port.unwrap_or(p.port))
+        .collect();
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    let id = format!("{ns}.{name}");
+    let meta = json!({"name": format!("{name}-self"), "namespace": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER, "lattice.dev/caller": id, "lattice.dev/callee": id}});
+    let selector = json!({"app.kubernetes.io/name": name});
+    let cilium_ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
+        .collect();
+    vec![
+        json!({
+            "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
+            "spec": {"endpointSelector": {"matchLabels": selector}, "ingress": [{
+                "fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": ns, "app.kubernetes.io/name": name}}],
+                "toPorts": [{"ports": cilium_ports}]
+            }]}
+        }),
+        json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": meta,
+            "spec": {"selector": {"matchLabels": selector}, "action": "ALLOW", "rules": [{
+                "from": [{"source": {"principals": [format!("cluster.local/ns/{ns}/sa/{name}")]}}],
+                "to": [{"operation": {"ports": ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()}}]
+            }]}
+        }),
+    ]
+}
+
+/// The name of the per-namespace default-deny objects.
+pub const DEFAULT_DENY: &str = "lattice-default-deny";
+
+/// What makes every namespace of the world default deny, unless its Namespace is labelled
+/// `lattice.dev/default-deny: "false"`: a CiliumNetworkPolicy selecting every pod with an
+/// empty ingress rule (L4: nothing is allowed in until an edge's policy allows it), an Istio
+/// allow-nothing AuthorizationPolicy (L7) and namespace-wide STRICT mTLS.
+pub fn namespace_baseline(world: &World) -> Vec<Value> {
+    let mut namespaces: BTreeMap<String, bool> = BTreeMap::new();
     for (key, object) in world.objects() {
-        let Object::MeshMember(mm) = object else {
-            continue;
-        };
-        let permissive: serde_json::Map<String, Value> = mm
-            .spec
-            .ports
-            .values()
-            .filter(|p| p.peer_auth == Some(PeerAuth::Permissive))
-            .map(|p| (p.port.to_string(), json!({"mode": "PERMISSIVE"})))
-            .collect();
-        if permissive.is_empty() {
-            continue;
+        match object {
+            Object::Namespace(n) => {
+                let deny = n
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(lattice_engine::project::DEFAULT_DENY_LABEL))
+                    .is_none_or(|v| v != "false");
+                namespaces.insert(key.name.clone(), deny);
+            }
+            _ => {
+                if let Some(ns) = &key.namespace {
+                    namespaces.entry(ns.clone()).or_insert(true);
+                }
+            }
         }
+    }
+    let mut out = Vec::new();
+    for ns in namespaces
+        .into_iter()
+        .filter(|(_, deny)| *deny)
+        .map(|(n, _)| n)
+    {
+        let meta = json!({"name": DEFAULT_DENY, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER}});
+        out.push(json!({
+            "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
+            "spec": {"endpointSelector": {}, "ingress": [{}]}
+        }));
+        out.push(json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": meta, "spec": {}}));
         out.push(json!({
             "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-            "metadata": {"name": key.name, "namespace": key.namespace, "labels": {"app.kubernetes.io/managed-by": MANAGER}},
-            "spec": {"selector": {"matchLabels": mm.spec.target.selector}, "mtls": {"mode": "STRICT"}, "portLevelMtls": permissive}
+            "metadata": {"name": "default", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER}},
+            "spec": {"mtls": {"mode": "STRICT"}}
         }));
     }
     out

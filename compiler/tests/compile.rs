@@ -2,180 +2,15 @@
 //! against the real schemas in `../shared/reference/` (Kubernetes 1.31 OpenAPI, the External
 //! Secrets CRD), made strict so an unknown field fails too.
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use lattice_compiler::{CompileContext, CompileError, compile_service};
+use lattice_compiler::{CompileContext, CompileError};
 use lattice_engine::{PolicyStore, Projection, Snapshot, World};
 use lattice_gates::evaluate;
 use lattice_schemas::crd::CedarPolicy;
 use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn reference_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LATTICE_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/reference"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "reference material missing at {}",
-        dir.display()
-    );
-    eprintln!(
-        "NOTICE: skipping: reference material not found at {}",
-        dir.display()
-    );
-    None
-}
-
-/// Objects with declared properties reject any other (as `kubectl --validate=strict`);
-/// OpenAPI `nullable` becomes a null type.
-fn strictify(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            if m.remove("nullable") == Some(Value::Bool(true))
-                && let Some(Value::String(t)) = m.get("type").cloned()
-            {
-                m.insert("type".into(), json!([t, "null"]));
-            }
-            let preserve =
-                m.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-            // Only object schemas: `anyOf`/`oneOf` branches name properties just to require them.
-            let object = m.get("type") == Some(&json!("object"));
-            if object
-                && m.contains_key("properties")
-                && !m.contains_key("additionalProperties")
-                && !preserve
-            {
-                m.insert("additionalProperties".into(), Value::Bool(false));
-            }
-            m.values_mut().for_each(strictify);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strictify),
-        _ => {}
-    }
-}
-
-struct Validators {
-    kube: Vec<(String, Value)>,
-    /// (apiVersion, kind) → schema, from every reference CRD.
-    crds: Vec<(String, String, Value)>,
-}
-
-impl Validators {
-    fn load(dir: &Path) -> Validators {
-        let mut kube = Vec::new();
-        for file in [
-            "k8s-openapi/api__v1_openapi.k8s-1.31.json",
-            "k8s-openapi/apis__apps__v1_openapi.k8s-1.31.json",
-        ] {
-            let mut doc: Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
-            strictify(&mut doc["components"]);
-            kube.push((file.to_owned(), doc["components"].clone()));
-        }
-        let mut crds = Vec::new();
-        let mut stack = vec![dir.join("crds")];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                    continue;
-                }
-                if p.extension().is_none_or(|x| x != "yaml") {
-                    continue;
-                }
-                let (docs, _) = lattice_schemas::manifest::yaml::parse_documents(
-                    &std::fs::read_to_string(&p).unwrap(),
-                );
-                for doc in docs {
-                    let spec = &doc.value["spec"];
-                    let (Some(group), Some(kind)) =
-                        (spec["group"].as_str(), spec["names"]["kind"].as_str())
-                    else {
-                        continue;
-                    };
-                    for v in spec["versions"].as_array().into_iter().flatten() {
-                        let mut schema = v["schema"]["openAPIV3Schema"].clone();
-                        // The API server checks these itself; some CRDs leave them out.
-                        for (field, ty) in [
-                            ("apiVersion", "string"),
-                            ("kind", "string"),
-                            ("metadata", "object"),
-                        ] {
-                            if schema["properties"].get(field).is_none() {
-                                schema["properties"][field] = json!({"type": ty});
-                            }
-                        }
-                        strictify(&mut schema);
-                        crds.push((
-                            format!("{group}/{}", v["name"].as_str().unwrap()),
-                            kind.to_owned(),
-                            schema,
-                        ));
-                    }
-                }
-            }
-        }
-        // Cilium's schemas come as plain JSON Schemas.
-        let mut cnp: Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                dir.join("crds/cilium/ciliumnetworkpolicy_v2.jsonschema.json"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        strictify(&mut cnp);
-        crds.push(("cilium.io/v2".into(), "CiliumNetworkPolicy".into(), cnp));
-        Validators { kube, crds }
-    }
-
-    /// Validation errors of one object (`None` when its kind has no reference schema).
-    fn check(&self, object: &Value) -> Option<Vec<String>> {
-        let kind = object["kind"].as_str().unwrap();
-        let api_version = object["apiVersion"].as_str().unwrap();
-        let schema = match api_version {
-            "v1" => self.component(&format!("io.k8s.api.core.v1.{kind}"))?,
-            "apps/v1" => self.component(&format!("io.k8s.api.apps.v1.{kind}"))?,
-            _ => self
-                .crds
-                .iter()
-                .find(|(v, k, _)| v == api_version && k == kind)
-                .map(|(_, _, s)| s.clone())?,
-        };
-        let validator = jsonschema::options()
-            .should_validate_formats(false)
-            .build(&schema)
-            .unwrap();
-        Some(
-            validator
-                .iter_errors(object)
-                .map(|e| format!("{} at {}", e, e.instance_path().as_str()))
-                .collect(),
-        )
-    }
-
-    fn component(&self, name: &str) -> Option<Value> {
-        let (_, components) = self
-            .kube
-            .iter()
-            .find(|(_, c)| c["schemas"].get(name).is_some())?;
-        let mut root = components["schemas"][name].clone();
-        root["components"] = components.clone();
-        Some(root)
-    }
-}
+use support::{Validators, reference_dir, root};
 
 /// The example world under policies that allow every derivation question.
 fn permissive() -> (World, Snapshot) {
@@ -206,6 +41,14 @@ fn services(w: &World) -> Vec<&lattice_schemas::crd::LatticeService> {
         .collect()
 }
 
+fn compile_service(
+    svc: &lattice_schemas::crd::LatticeService,
+    report: &lattice_gates::GateReport,
+    ctx: &CompileContext,
+) -> Result<Vec<Value>, CompileError> {
+    lattice_compiler::compile(&Object::Service(svc.clone()), report, ctx)
+}
+
 #[test]
 fn every_derived_object_validates_against_the_reference_schemas() {
     let Some(dir) = reference_dir() else { return };
@@ -214,32 +57,32 @@ fn every_derived_object_validates_against_the_reference_schemas() {
     let ctx = CompileContext::of(&w);
     let mut checked = 0;
     let mut kinds = std::collections::BTreeSet::new();
-    for svc in services(&w) {
-        let report = evaluate(&s, &Object::Service(svc.clone()));
-        let objects = compile_service(svc, &report, &ctx).unwrap_or_else(|e| panic!("{e}"));
-        for o in &objects {
-            kinds.insert(o["kind"].as_str().unwrap().to_owned());
-            match validators.check(o) {
-                Some(errors) => {
-                    assert!(
-                        errors.is_empty(),
-                        "{} {}: {errors:#?}",
-                        o["kind"],
-                        o["metadata"]["name"]
-                    );
-                    checked += 1;
-                }
-                // policy/v1 is not among the reference schemas: read it as the typed object.
-                None if o["kind"] == "PodDisruptionBudget" => {
-                    let _: k8s_like::Pdb = serde_json::from_value(o.clone()).unwrap();
-                }
-                // cert-manager's CRD is not among the references either.
-                None => {
-                    assert_eq!(o["kind"], "Certificate");
-                    let _: k8s_like::Certificate = serde_json::from_value(o.clone()).unwrap();
-                }
-            }
+    let mut objects: Vec<Value> = lattice_compiler::namespace_baseline(&w);
+    for (_, o) in w.objects() {
+        if matches!(o, Object::Service(_) | Object::Job(_) | Object::Model(_)) {
+            let report = evaluate(&s, o);
+            objects.extend(
+                lattice_compiler::compile(o, &report, &ctx).unwrap_or_else(|e| panic!("{e}")),
+            );
         }
+        // The example job is scheduled (a CronJob); run once it is a plain Job.
+        if let Object::Job(j) = o {
+            let mut once = j.clone();
+            once.spec.schedule = None;
+            let once = Object::Job(once);
+            objects.extend(lattice_compiler::compile(&once, &evaluate(&s, &once), &ctx).unwrap());
+        }
+    }
+    for o in &objects {
+        kinds.insert(o["kind"].as_str().unwrap().to_owned());
+        let problems = validators.problems(o);
+        assert!(
+            problems.is_empty(),
+            "{} {}: {problems:#?}",
+            o["kind"],
+            o["metadata"]["name"]
+        );
+        checked += 1;
     }
     assert!(checked > 20, "only {checked} objects checked");
     // The validators are strict: a stray field deep in a derived object is an error.
@@ -278,56 +121,17 @@ fn every_derived_object_validates_against_the_reference_schemas() {
         "Gateway",
         "Certificate",
         "Canary",
+        "Job",
+        "CronJob",
+        "TracingPolicyNamespaced",
+        "CiliumNetworkPolicy",
+        "AuthorizationPolicy",
+        "PeerAuthentication",
     ] {
         assert!(
             kinds.contains(k),
             "no {k} derived from the example world ({kinds:?})"
         );
-    }
-}
-
-/// A strict reading of policy/v1 PodDisruptionBudget's fields used here.
-mod k8s_like {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    #[allow(dead_code)]
-    pub struct Pdb {
-        api_version: String,
-        kind: String,
-        metadata: serde_json::Value,
-        spec: Spec,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    #[allow(dead_code)]
-    pub struct Certificate {
-        api_version: String,
-        kind: String,
-        metadata: serde_json::Value,
-        spec: CertificateSpec,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    #[allow(dead_code)]
-    struct CertificateSpec {
-        secret_name: String,
-        dns_names: Vec<String>,
-        issuer_ref: IssuerRef,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct IssuerRef {
-        name: String,
-        kind: String,
-        group: String,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    #[allow(dead_code)]
-    struct Spec {
-        max_unavailable: i32,
-        selector: serde_json::Value,
     }
 }
 
@@ -503,15 +307,20 @@ fn shared_volumes_mount_the_owners_claim() {
 
 #[test]
 fn a_denied_gate_derives_nothing_and_says_why() {
-    let w = World::load(&[root().join("examples/world")]).unwrap();
+    let mut w = World::load(&[root().join("examples/world")]).unwrap();
     let store = PolicyStore::load_packs(&root().join("policies")).unwrap();
-    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
-    let web = services(&w)
+    // web, moved to an image of a registry that requires signatures, unsigned.
+    let mut web = services(&w)
         .into_iter()
         .find(|x| x.metadata.name.as_deref() == Some("web"))
-        .unwrap();
+        .unwrap()
+        .clone();
+    web.spec.workload.containers.get_mut("nginx").unwrap().image =
+        "ghcr.io/lattice-demo/web:9.9.9".into();
+    w.upsert(Object::Service(web.clone()));
+    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
     let report = evaluate(&s, &Object::Service(web.clone()));
-    match compile_service(web, &report, &CompileContext::of(&w)) {
+    match compile_service(&web, &report, &CompileContext::of(&w)) {
         Err(CompileError::Denied { workload, gates }) => {
             assert_eq!(workload, "shop/web");
             assert!(

@@ -183,12 +183,15 @@ struct Facts {
     pod_security: HashMap<String, String>,
     /// Normalized image → names of keys whose signatures verified.
     signers: HashMap<String, BTreeSet<String>>,
+    /// TrustPolicy registries: (prefix, signature required).
+    registries: Vec<(String, bool)>,
 }
 
 impl Facts {
     fn of(world: &World) -> Facts {
         let mut pod_security = HashMap::new();
         let mut signers: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut registries = Vec::new();
         let mut root = None;
         for (_, o) in world.objects() {
             match o {
@@ -206,12 +209,20 @@ impl Facts {
                 }
                 Object::TrustPolicy(t) => {
                     for r in &t.spec.registries {
+                        let prefix = r.prefix.trim_end_matches('/').to_owned();
+                        registries.push((prefix.clone(), r.require_signature.unwrap_or(true)));
+                        // A verification counts only under its registry and by its keys.
+                        let keys: BTreeSet<&str> = r.keys.iter().map(|k| k.name.as_str()).collect();
                         for v in &r.verified {
-                            if let Ok(img) = ImageRef::parse(&v.image) {
-                                signers
-                                    .entry(img.to_string())
-                                    .or_default()
-                                    .extend(v.signers.iter().cloned());
+                            if let Ok(img) = ImageRef::parse(&v.image)
+                                && under_prefix(&img, &prefix)
+                            {
+                                signers.entry(img.to_string()).or_default().extend(
+                                    v.signers
+                                        .iter()
+                                        .filter(|s| keys.contains(s.as_str()))
+                                        .cloned(),
+                                );
                             }
                         }
                     }
@@ -226,7 +237,18 @@ impl Facts {
             cluster: root.unwrap_or_else(|| LOCAL_CLUSTER.to_owned()),
             pod_security,
             signers,
+            registries,
         }
+    }
+
+    /// Whether `img` is under a TrustPolicy registry, and if so whether that registry (the
+    /// longest matching prefix) requires a signature.
+    fn registry_of(&self, img: &ImageRef) -> Option<bool> {
+        self.registries
+            .iter()
+            .filter(|(prefix, _)| under_prefix(img, prefix))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, required)| *required)
     }
 
     fn pod_security(&self, ns: &str) -> String {
@@ -445,6 +467,7 @@ fn image_entity(reference: &str, facts: &Facts) -> Entity {
         return Entity::new_no_attrs(uid("Image", reference), HashSet::new());
     };
     let signers = facts.signers.get(reference).cloned().unwrap_or_default();
+    let registry = facts.registry_of(&img);
     entity(
         uid("Image", reference),
         vec![
@@ -453,10 +476,19 @@ fn image_entity(reference: &str, facts: &Facts) -> Entity {
             ("tag", s(&img.tag)),
             ("digest", s(&img.digest)),
             ("signed", Rx::new_bool(!signers.is_empty())),
+            ("trustedRegistry", Rx::new_bool(registry.is_some())),
+            ("signatureRequired", Rx::new_bool(registry.unwrap_or(true))),
             ("signers", Rx::new_set(signers.iter().map(|x| s(x)))),
         ],
         [],
     )
+}
+
+/// Whether `img` lives under a TrustPolicy registry prefix (a host, or a host and a path
+/// ending at a `/` boundary).
+fn under_prefix(img: &ImageRef, prefix: &str) -> bool {
+    let full = format!("{}/{}", img.registry, img.repository);
+    full == prefix || full.starts_with(&format!("{prefix}/"))
 }
 
 /// The normalized image reference a container uses (the `Image` uid), or the text as

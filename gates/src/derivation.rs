@@ -65,6 +65,32 @@ impl GateReport {
         self.outcomes.iter().filter(|o| !o.allowed())
     }
 
+    /// What audit-mode policies would have decided differently, one line each (for render
+    /// warnings and AdmissionReview `warnings`); they never change the outcome.
+    pub fn audit_findings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for o in &self.outcomes {
+            let Ok(d) = &o.decision else { continue };
+            for p in &d.audit {
+                let mut line = format!(
+                    "audit policy {} matched {} {} (raised by {})",
+                    p.id, o.gate.action, o.gate.resource, o.gate.raised_by
+                );
+                if let Some(a) = p.annotations.get("advice") {
+                    line.push_str(&format!(": {a}"));
+                }
+                out.push(line);
+            }
+            for f in &d.audit_errors {
+                out.push(format!(
+                    "audit policy {} failed on {} {} (raised by {}): {}",
+                    f.policy.id, o.gate.action, o.gate.resource, o.gate.raised_by, f.message
+                ));
+            }
+        }
+        out
+    }
+
     /// The denials as they appear in a workload's status.
     pub fn denied_gates(&self) -> Vec<DeniedGate> {
         self.denied()

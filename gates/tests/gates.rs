@@ -106,9 +106,17 @@ fn a_workload_raises_every_question_labelled_with_its_source() {
 
 #[test]
 fn a_report_lists_every_denied_gate_with_advice() {
-    let (w, _, s) = setup();
-    // The world grants no secret reads and no unsigned images: web is denied on both, and
-    // its signed-image miss cites the baseline advice.
+    let (mut w, store, _) = setup();
+    // web, moved to an unsigned image of a registry that requires signatures: its
+    // signed-image miss cites the baseline advice.
+    let Some(Object::Service(mut svc)) = w.get(&key("LatticeService", "shop", "web")).cloned()
+    else {
+        panic!("shop/web is a service")
+    };
+    svc.spec.workload.containers.get_mut("nginx").unwrap().image =
+        "ghcr.io/lattice-demo/web:9.9.9".into();
+    w.upsert(Object::Service(svc));
+    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
     let web = evaluate(&s, w.get(&key("LatticeService", "shop", "web")).unwrap());
     assert!(!web.allowed());
     let denied = web.denied_gates();

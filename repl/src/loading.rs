@@ -17,8 +17,9 @@ pub struct Loaded {
 /// Loads `world` and the rule packs under `policies` (when the directory exists), plus every
 /// CedarPolicy object of the world. On any problem, prints the diagnostics and returns
 /// `None`.
-pub fn load(world: &Path, policies: &Path) -> Option<Loaded> {
-    let world = match World::load(&[PathBuf::from(world)]) {
+pub fn load(world: &[PathBuf], policies: &Path) -> Option<Loaded> {
+    let shown: Vec<String> = world.iter().map(|p| p.display().to_string()).collect();
+    let world = match World::load(world) {
         Ok(w) => w,
         Err(e) => {
             for f in &e.report.findings {
@@ -27,7 +28,7 @@ pub fn load(world: &Path, policies: &Path) -> Option<Loaded> {
             for u in &e.report.unreadable {
                 eprintln!("error: cannot read {u}");
             }
-            eprintln!("error: the world at {} did not load", world.display());
+            eprintln!("error: the world at {} did not load", shown.join(", "));
             return None;
         }
     };

@@ -40,14 +40,16 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
     },
-    /// Render the Kubernetes objects a LatticeService compiles to (YAML for `kubectl apply`),
-    /// or, when any gate denies, every denied gate with its policies and advice (exit 1).
+    /// Render the Kubernetes objects a workload (LatticeService, LatticeJob, LatticeModel or
+    /// LatticeMeshMember) compiles to, as YAML for `kubectl apply`, or, when any gate denies,
+    /// every denied gate with its policies and advice (exit 1).
     Render {
-        /// The workload manifest.
+        /// The workload manifest (other objects in it are ignored).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// The world the workload joins: directories or files of manifests (repeatable).
         #[arg(long, default_value = "examples/world")]
-        world: PathBuf,
+        world: Vec<PathBuf>,
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
         /// `human` prints YAML documents; `json` a JSON array.
@@ -57,9 +59,9 @@ enum Command {
     /// Show the bilateral mesh: allowed edges, denied declared edges with reasons, and
     /// one-sided declarations. Only declared edges are decided.
     Mesh {
-        /// The world: a directory (or file) of manifests.
+        /// The world: directories or files of manifests (repeatable).
         #[arg(long, default_value = "examples/world")]
-        world: PathBuf,
+        world: Vec<PathBuf>,
         /// The rule packs directory (each subdirectory with a pack.yaml).
         #[arg(long, default_value = "policies")]
         policies: PathBuf,

@@ -1,7 +1,7 @@
 //! `lattice-policy mesh`: allowed edges, denied declared edges with reasons, one-sided
 //! declarations.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lattice_gates::MeshPlan;
 use serde_json::json;
@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::output::{Format, emit};
 use crate::{EXIT_OK, EXIT_USAGE};
 
-pub fn run(world: &Path, policies: &Path, namespace: Option<&str>, format: Format) -> u8 {
+pub fn run(world: &[PathBuf], policies: &Path, namespace: Option<&str>, format: Format) -> u8 {
     let Some(loaded) = crate::loading::load(world, policies) else {
         return EXIT_USAGE;
     };

@@ -1,18 +1,18 @@
 //! `lattice-policy render`: the objects a workload compiles to, or why it is denied.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use lattice_compiler::{CompileContext, CompileError, compile_mesh, compile_service};
-use lattice_engine::{ObjectKey, Projection, Snapshot};
-use lattice_gates::{MeshPlan, evaluate};
+use lattice_compiler::{CompileError, Derived, derive};
+use lattice_engine::{Projection, Snapshot};
+use lattice_gates::MeshPlan;
 use lattice_schemas::generate::to_yaml;
 use lattice_schemas::manifest::Object;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::output::{Format, emit, render as render_diagnostic};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
-pub fn run(file: &Path, world: &Path, policies: &Path, format: Format) -> u8 {
+pub fn run(file: &Path, world: &[PathBuf], policies: &Path, format: Format) -> u8 {
     let report = lattice_schemas::validate::validate_paths(&[file.to_path_buf()]);
     if report.errors() > 0 || !report.unreadable.is_empty() {
         for f in &report.findings {
@@ -23,21 +23,23 @@ pub fn run(file: &Path, world: &Path, policies: &Path, format: Format) -> u8 {
         }
         return EXIT_USAGE;
     }
-    let services: Vec<_> = report
+    let workloads: Vec<_> = report
         .manifests
         .iter()
-        .filter(|m| matches!(m.object, Object::Service(_)))
+        .filter(|m| {
+            matches!(
+                m.object,
+                Object::Service(_) | Object::Job(_) | Object::Model(_) | Object::MeshMember(_)
+            )
+        })
         .collect();
-    let [manifest] = services.as_slice() else {
+    let [manifest] = workloads.as_slice() else {
         eprintln!(
-            "error: {} holds {} LatticeServices; render takes exactly one",
+            "error: {} holds {} workloads (LatticeService, LatticeJob, LatticeModel, LatticeMeshMember); render takes exactly one",
             file.display(),
-            services.len()
+            workloads.len()
         );
         return EXIT_USAGE;
-    };
-    let Object::Service(svc) = &manifest.object else {
-        unreachable!("filtered to services")
     };
     let Some(mut loaded) = crate::loading::load(world, policies) else {
         return EXIT_USAGE;
@@ -52,27 +54,12 @@ pub fn run(file: &Path, world: &Path, policies: &Path, format: Format) -> u8 {
                 return EXIT_USAGE;
             }
         };
-    let gates = evaluate(&snapshot, &manifest.object);
-    let ctx = CompileContext::of(&loaded.world);
-    match compile_service(svc, &gates, &ctx) {
-        Ok(mut objects) => {
-            let key = ObjectKey::of(&manifest.object);
-            let id = format!(
-                "{}/{}",
-                key.namespace.as_deref().unwrap_or("default"),
-                key.name
-            );
-            let plan = MeshPlan::plan(&snapshot, &loaded.world);
-            let mine = |o: &Value| {
-                let label = |k: &str| {
-                    o["metadata"]["labels"][k]
-                        .as_str()
-                        .map(|s| s.replacen('.', "/", 1))
-                };
-                label("lattice.dev/caller").as_deref() == Some(&id)
-                    || label("lattice.dev/callee").as_deref() == Some(&id)
-            };
-            objects.extend(compile_mesh(&plan, &loaded.world).into_iter().filter(mine));
+    let plan = MeshPlan::plan(&snapshot, &loaded.world);
+    match derive(&snapshot, &loaded.world, &plan, &manifest.object) {
+        Ok(Derived { objects, warnings }) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             match format {
                 Format::Json => emit(&format!(
                     "{}\n",

@@ -76,8 +76,12 @@ fn an_allowed_service_renders_to_applyable_yaml() {
 
 #[test]
 fn a_denied_service_prints_every_denial_and_exits_1() {
-    let web = extract("examples/world/shop.yaml", "LatticeService", "web");
-    let o = render(&["-f", web.to_str().unwrap(), "-o", "json"]);
+    let o = render(&[
+        "-f",
+        "conformance/render/denied-untrusted-image/workload.yaml",
+        "-o",
+        "json",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["allowed"], false);
@@ -85,6 +89,6 @@ fn a_denied_service_prints_every_denial_and_exits_1() {
     let image = denied
         .iter()
         .find(|d| d["action"] == "DeployImage")
-        .expect("nginx is not signed");
+        .expect("shop-api:1.5.0 is not signed");
     assert!(image["advice"].as_str().unwrap().contains("Sign the image"));
 }

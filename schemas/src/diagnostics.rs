@@ -71,6 +71,10 @@ impl Finding {
         span: Range<usize>,
         message: impl Into<String>,
     ) -> Self {
+        // A span may point one past an empty value at the very end of the text; keep it
+        // inside so renderers and consumers never index out of bounds.
+        let len = file.text.len();
+        let span = span.start.min(len)..span.end.min(len).max(span.start.min(len));
         Finding {
             severity: Severity::Error,
             code,

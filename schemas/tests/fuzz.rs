@@ -147,3 +147,13 @@ proptest! {
         }
     }
 }
+
+/// Found by `mutated_manifests_never_panic`: a null value at the very end of the text
+/// (after duplicate keys and a lone `\r`) got a span one byte past the end.
+#[test]
+fn a_null_value_at_the_end_of_the_text_is_located_inside_it() {
+    validate_bytes(
+        "# The smalle\rt valid Score workload: one container with an image.\napiVersion: score.dev/v1b1\nmetadata:\n  name: hello\ncontainers:\n  hüello:\n  hüello:\n  hüello:\n    image: docker.io/libra\n"
+            .as_bytes(),
+    );
+}

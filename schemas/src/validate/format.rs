@@ -33,32 +33,42 @@ pub fn is_host_name(s: &str) -> bool {
 
 /// A Go duration such as `30s`, `1m`, `1h30m` or `1.5h`.
 pub fn is_duration(s: &str) -> bool {
+    duration_seconds(s).is_some()
+}
+
+/// The length of a Go duration in whole seconds (rounded down), or `None` if `s` is not one.
+pub fn duration_seconds(s: &str) -> Option<u64> {
     let mut rest = s;
     if rest.is_empty() {
-        return false;
+        return None;
     }
     if rest == "0" {
-        return true;
+        return Some(0);
     }
+    let mut total = 0f64;
     while !rest.is_empty() {
         let num_len = rest
             .bytes()
             .take_while(|b| b.is_ascii_digit() || *b == b'.')
             .count();
-        if num_len == 0 || rest[..num_len].parse::<f64>().is_err() {
-            return false;
-        }
+        let n: f64 = rest[..num_len].parse().ok().filter(|_| num_len > 0)?;
         rest = &rest[num_len..];
-        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
-            .iter()
-            .filter(|u| rest.starts_with(**u))
-            .max_by_key(|u| u.len());
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
-        }
+        let (unit, scale) = [
+            ("ns", 1e-9),
+            ("us", 1e-6),
+            ("µs", 1e-6),
+            ("ms", 1e-3),
+            ("s", 1.0),
+            ("m", 60.0),
+            ("h", 3600.0),
+        ]
+        .into_iter()
+        .filter(|(u, _)| rest.starts_with(u))
+        .max_by_key(|(u, _)| u.len())?;
+        rest = &rest[unit.len()..];
+        total += n * scale;
     }
-    true
+    Some(total as u64)
 }
 
 /// A Kubernetes quantity such as `512Mi`, `1.5Gi`, `250m` or `2`.

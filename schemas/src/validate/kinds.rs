@@ -510,7 +510,25 @@ fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
                 ));
             }
         }
+        let prefix = r.prefix.trim_end_matches('/');
         for (j, v) in r.verified.iter().enumerate() {
+            // A verification vouches only for images under its own registry.
+            if let Ok(img) = crate::image::ImageRef::parse(&v.image) {
+                let full = format!("{}/{}", img.registry, img.repository);
+                if full != prefix && !full.starts_with(&format!("{prefix}/")) {
+                    cx.push(
+                        cx.m.error_at(
+                            "lattice::trust::verified-prefix",
+                            &format!("{at}/verified/{j}/image"),
+                            format!(
+                                "`{}` is not under this registry's prefix `{prefix}`",
+                                v.image
+                            ),
+                        )
+                        .with_help("list the image under the registry it comes from"),
+                    );
+                }
+            }
             for (n, s) in v.signers.iter().enumerate() {
                 if !names.contains(s.as_str()) {
                     cx.push(cx.m.error_at(

@@ -73,6 +73,7 @@ pub(crate) fn check_body(cx: &mut Ctx, body: &WorkloadBody, at: &str) {
             check_container(cx, &scope, c, &c_at, &all_names);
         }
     }
+    check_start_order(cx, body, at);
     check_ports(cx, body, at);
     check_resources(cx, body, at);
     for (i, name) in body.image_pull_secrets.iter().enumerate() {
@@ -610,5 +611,59 @@ fn resolve_output(name: &str, r: &Resource, output: &[&str]) -> Option<(String, 
                 outputs.join(", ")
             )),
         )),
+    }
+}
+
+/// Score `before` must leave some order in which to start the containers.
+fn check_start_order(cx: &mut Ctx, body: &WorkloadBody, at: &str) {
+    let all = || body.containers.iter().chain(&body.sidecars);
+    // Kahn's algorithm: whatever is never freed sits on a cycle.
+    let mut waiting: BTreeMap<&str, BTreeSet<&str>> = all()
+        .map(|(n, c)| {
+            let deps = c
+                .before
+                .keys()
+                .map(String::as_str)
+                .filter(|d| body.containers.contains_key(*d) || body.sidecars.contains_key(*d))
+                .collect();
+            (n.as_str(), deps)
+        })
+        .collect();
+    loop {
+        let ready: Vec<&str> = waiting
+            .iter()
+            .filter(|(_, deps)| deps.is_empty())
+            .map(|(n, _)| *n)
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for n in &ready {
+            waiting.remove(n);
+        }
+        for deps in waiting.values_mut() {
+            for n in &ready {
+                deps.remove(n);
+            }
+        }
+    }
+    if let Some(first) = waiting.keys().next() {
+        let field = if body.containers.contains_key(*first) {
+            "containers"
+        } else {
+            "sidecars"
+        };
+        let names: Vec<&str> = waiting.keys().copied().collect();
+        cx.push(
+            cx.m.error_at_key(
+                "lattice::workload::before-cycle",
+                &push_pointer(&push_pointer(&push_pointer(at, field), first), "before"),
+                format!(
+                    "containers {} wait for each other (`before`); no start order exists",
+                    names.join(", ")
+                ),
+            )
+            .with_help("remove one `before` entry so the containers can start one after another"),
+        );
     }
 }

@@ -1,0 +1,47 @@
+//! The whole derivation of one workload, as the CLI and the operator run it: gates, then the
+//! workload's objects, then the network objects of the mesh edges it is an end of.
+
+use lattice_engine::{ObjectKey, Snapshot, World};
+use lattice_gates::{MeshPlan, evaluate};
+use lattice_schemas::manifest::Object;
+use serde_json::Value;
+
+use crate::compile::{CompileContext, CompileError, compile};
+use crate::mesh::{edge_objects, peer_authentication};
+
+/// What one workload derives.
+#[derive(Clone, Debug)]
+pub struct Derived {
+    /// The objects, in apply order.
+    pub objects: Vec<Value>,
+    /// Audit-mode findings on its gates: reported, never enforced.
+    pub warnings: Vec<String>,
+}
+
+/// Everything `object` derives in `world` under `snapshot`: nothing unless every gate
+/// allows. `plan` must be the mesh plan of the same snapshot and world.
+pub fn derive(
+    snapshot: &Snapshot,
+    world: &World,
+    plan: &MeshPlan,
+    object: &Object,
+) -> Result<Derived, CompileError> {
+    let gates = evaluate(snapshot, object);
+    let mut objects = compile(object, &gates, &CompileContext::of(world))?;
+    let key = ObjectKey::of(object);
+    let id = format!(
+        "{}/{}",
+        key.namespace.as_deref().unwrap_or("default"),
+        key.name
+    );
+    for edge in plan.allowed().filter(|e| e.caller == id || e.callee == id) {
+        objects.extend(edge_objects(edge, world));
+    }
+    if let Object::MeshMember(mm) = object {
+        objects.extend(peer_authentication(&key.name, key.namespace.as_deref(), mm));
+    }
+    Ok(Derived {
+        objects,
+        warnings: gates.audit_findings(),
+    })
+}

@@ -1,0 +1,750 @@
+//! One pod shape of a workload (a service's pods, a job's task, a model's role): its
+//! containers with the restricted security defaults, and the objects the pod reads
+//! (ExternalSecrets, ConfigMaps, PersistentVolumeClaims).
+
+use std::collections::BTreeMap;
+
+use lattice_schemas::crd::workload::{Container, Probe, ReadyState, WorkloadBody};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::compile::{CONFIG_HASH, CompileError, meta, object_name};
+use crate::placeholders::{Piece, PlaceholderError, Scope};
+
+/// The label that tells a workload's parts (job tasks, model roles) apart.
+pub const PART_LABEL: &str = "lattice.dev/part";
+/// The extended resource a `gpu` resource's `count` requests.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// One part of a workload: what its objects are named after and which labels its pods carry.
+/// All parts of a workload share its identity (service account and `app.kubernetes.io/name`),
+/// which is what the mesh authorizes.
+pub struct Part<'a> {
+    /// The workload's name: service account, `app.kubernetes.io/name`, owner label.
+    pub workload: &'a str,
+    pub ns: &'a str,
+    /// The task or role; empty for a service.
+    pub name: &'a str,
+    /// The prefix of every object this part derives.
+    pub base: String,
+}
+
+impl<'a> Part<'a> {
+    pub fn new(workload: &'a str, ns: &'a str, name: &'a str) -> Part<'a> {
+        Part {
+            workload,
+            ns,
+            name,
+            base: object_name(&[workload, name]),
+        }
+    }
+
+    /// The labels that select exactly this part's pods.
+    pub fn selector(&self) -> Value {
+        let mut s = json!({"app.kubernetes.io/name": self.workload});
+        if !self.name.is_empty() {
+            s[PART_LABEL] = json!(self.name);
+        }
+        s
+    }
+
+    /// The labels of this part's pods.
+    pub fn pod_labels(&self) -> Value {
+        let mut l = self.selector();
+        l["app.kubernetes.io/managed-by"] = json!(crate::compile::MANAGER);
+        l
+    }
+}
+
+/// A compiled pod shape: the template, and the objects it reads, in apply order.
+pub struct Pod {
+    pub objects: Vec<Value>,
+    /// A `PodTemplateSpec` whose annotations carry the config hash.
+    pub template: Value,
+}
+
+/// How a part's pods run.
+pub struct PodOptions<'a> {
+    /// `None` leaves the Kubernetes default (`Always`, as a Deployment needs).
+    pub restart_policy: Option<&'a str>,
+    /// Derive a Tetragon binary allowlist per container with a known entrypoint.
+    pub runtime_enforcement: bool,
+}
+
+/// The pod `part` runs for `body`.
+pub fn pod(
+    part: &Part,
+    body: &WorkloadBody,
+    scope: &Scope,
+    options: &PodOptions,
+) -> Result<Pod, CompileError> {
+    let workload = format!("{}/{}", part.ns, part.workload);
+    let placeholder = |source| CompileError::Placeholder {
+        workload: workload.clone(),
+        source,
+    };
+    let mut objects = secret_objects(part, body);
+    let (claims, mut volumes) = volume_objects(part, body);
+    objects.extend(claims);
+    let waited = init_order(body).map_err(|reason| CompileError::Invalid {
+        workload: workload.clone(),
+        reason,
+    })?;
+    let mut templated: BTreeMap<String, EnvTemplate> = BTreeMap::new();
+    // name → (is a sidecar, container)
+    let mut compiled: BTreeMap<&str, (bool, Value)> = BTreeMap::new();
+    for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
+        for (cname, c) in set {
+            let (container, extra_objects, extra_volumes, tmpl) =
+                compile_container(part, cname, c, body, scope, sidecar).map_err(placeholder)?;
+            objects.extend(extra_objects);
+            volumes.extend(extra_volumes);
+            if !tmpl.0.is_empty() {
+                templated.insert(cname.clone(), tmpl);
+            }
+            compiled.insert(cname, (sidecar, container));
+        }
+    }
+    for (cname, (template, keys)) in &templated {
+        objects.push(templated_external_secret(
+            &object_name(&[&part.base, cname, "env"]),
+            part,
+            body,
+            template,
+            keys,
+        ));
+    }
+    // Score `before`: a container another one waits for starts first, as an init container;
+    // one that must only start (or be healthy) keeps running beside the others.
+    let mut init_containers = Vec::new();
+    for (cname, state) in &waited {
+        let Some((_, mut c)) = compiled.remove(cname.as_str()) else {
+            continue;
+        };
+        if *state != ReadyState::Complete {
+            c["restartPolicy"] = json!("Always");
+            if *state == ReadyState::Healthy
+                && c.get("startupProbe").is_none()
+                && let Some(ready) = c.get("readinessProbe").cloned()
+            {
+                c["startupProbe"] = ready;
+            }
+        }
+        init_containers.push(c);
+    }
+    let (sidecars, mut containers): (Vec<_>, Vec<_>) =
+        compiled.into_values().partition(|(sidecar, _)| *sidecar);
+    let sidecars = sidecars.into_iter().map(|(_, c)| c);
+    let mut containers: Vec<Value> = containers.drain(..).map(|(_, c)| c).collect();
+    if let Some(gpus) = gpu_count(body)
+        && let Some(first) = containers.first_mut()
+    {
+        if !first["resources"].is_object() {
+            first["resources"] = json!({});
+        }
+        if !first["resources"]["limits"].is_object() {
+            first["resources"]["limits"] = json!({});
+        }
+        first["resources"]["limits"][GPU_RESOURCE] = json!(gpus.to_string());
+    }
+    containers.extend(sidecars);
+    let mut pod_security =
+        json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
+    if !body.sysctls.is_empty() {
+        pod_security["sysctls"] = Value::Array(
+            body.sysctls
+                .iter()
+                .map(|(k, v)| json!({"name": k, "value": v}))
+                .collect(),
+        );
+    }
+    let mut pod_spec = json!({
+        "serviceAccountName": part.workload,
+        "automountServiceAccountToken": false,
+        "securityContext": pod_security,
+    });
+    if !init_containers.is_empty() {
+        pod_spec["initContainers"] = Value::Array(init_containers);
+    }
+    pod_spec["containers"] = Value::Array(containers);
+    if let Some(policy) = options.restart_policy {
+        pod_spec["restartPolicy"] = json!(policy);
+    }
+    if !volumes.is_empty() {
+        pod_spec["volumes"] = Value::Array(volumes);
+    }
+    if body.host_network == Some(true) {
+        pod_spec["hostNetwork"] = json!(true);
+    }
+    if body.share_process_namespace == Some(true) {
+        pod_spec["shareProcessNamespace"] = json!(true);
+    }
+    if !body.image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = Value::Array(
+            body.image_pull_secrets
+                .iter()
+                .map(|s| json!({"name": object_name(&[&part.base, s])}))
+                .collect(),
+        );
+    }
+    if options.runtime_enforcement {
+        objects.extend(crate::runtime::binary_allowlists(part, body));
+    }
+    // Everything the pods are made from, so any change rolls them.
+    let hash = format!(
+        "{:x}",
+        Sha256::digest(serde_json::to_vec(&(&pod_spec, &objects)).unwrap_or_default())
+    );
+    let template = json!({
+        "metadata": {"labels": part.pod_labels(), "annotations": {CONFIG_HASH: format!("sha256:{}", &hash[..16])}},
+        "spec": pod_spec
+    });
+    Ok(Pod { objects, template })
+}
+
+/// The containers others wait for, in the order they must start, each with the state it
+/// must reach. Fails on a cycle of `before`, which no order satisfies.
+fn init_order(body: &WorkloadBody) -> Result<Vec<(String, ReadyState)>, String> {
+    let rank = |s: ReadyState| match s {
+        ReadyState::Started => 0,
+        ReadyState::Healthy => 1,
+        ReadyState::Complete => 2,
+    };
+    let mut waited: BTreeMap<&str, ReadyState> = BTreeMap::new();
+    for c in body.containers.values().chain(body.sidecars.values()) {
+        for (other, cond) in &c.before {
+            let e = waited.entry(other.as_str()).or_insert(cond.ready);
+            if rank(cond.ready) > rank(*e) {
+                *e = cond.ready;
+            }
+        }
+    }
+    fn visit<'a>(
+        name: &'a str,
+        body: &'a WorkloadBody,
+        path: &mut Vec<&'a str>,
+        done: &mut Vec<&'a str>,
+    ) -> Result<(), String> {
+        if done.contains(&name) {
+            return Ok(());
+        }
+        if let Some(at) = path.iter().position(|p| *p == name) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(name);
+            return Err(format!(
+                "containers wait for each other in a cycle ({}); no start order satisfies `before`",
+                cycle.join(" → ")
+            ));
+        }
+        path.push(name);
+        if let Some(c) = body
+            .containers
+            .get(name)
+            .or_else(|| body.sidecars.get(name))
+        {
+            for dep in c.before.keys() {
+                visit(dep, body, path, done)?;
+            }
+        }
+        path.pop();
+        done.push(name);
+        Ok(())
+    }
+    let mut done = Vec::new();
+    for name in waited.keys() {
+        visit(name, body, &mut Vec::new(), &mut done)?;
+    }
+    // Containers nobody waits for are not init containers, even when visited as a
+    // dependency's dependency they are: only those in `waited` are kept.
+    Ok(done
+        .into_iter()
+        .filter_map(|n| waited.get(n).map(|s| (n.to_owned(), *s)))
+        .collect())
+}
+
+/// The GPUs the workload's `gpu` resources ask for in all.
+fn gpu_count(body: &WorkloadBody) -> Option<u64> {
+    let total: u64 = body
+        .resources
+        .values()
+        .filter(|r| r.type_ == "gpu")
+        .map(|r| {
+            let count = r.params.as_ref().and_then(|p| p.get("count"));
+            count
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .unwrap_or(1)
+        })
+        .sum();
+    (total > 0).then_some(total)
+}
+
+/// An ExternalSecret per secret resource: listed keys map one to one; no keys means the
+/// whole secret (`dataFrom`); a registry credential becomes `kubernetes.io/dockerconfigjson`.
+fn secret_objects(part: &Part, body: &WorkloadBody) -> Vec<Value> {
+    let (name, ns) = (part.base.as_str(), part.ns);
+    let mut out = Vec::new();
+    for (rname, r) in &body.resources {
+        if r.type_ != "secret" {
+            continue;
+        }
+        let params = r.params.clone().unwrap_or_default();
+        let provider = params
+            .get("provider")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let path = r.id.clone().unwrap_or_default();
+        let keys: Vec<&str> = params
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut spec = json!({
+            "refreshInterval": params.get("refreshInterval").and_then(Value::as_str).unwrap_or("1h"),
+            "secretStoreRef": {"kind": "ClusterSecretStore", "name": provider},
+            "target": {"name": object_name(&[name, rname]), "creationPolicy": "Owner"}
+        });
+        if keys.is_empty() {
+            spec["dataFrom"] = json!([{"extract": {"key": path}}]);
+        } else {
+            spec["data"] = Value::Array(
+                keys.iter()
+                    .map(|k| json!({"secretKey": k, "remoteRef": {"key": path, "property": k}}))
+                    .collect(),
+            );
+        }
+        if let Some(t) = params.get("secretType").and_then(Value::as_str) {
+            spec["target"]["template"] = json!({"type": t});
+        }
+        out.push(json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": meta(&object_name(&[name, rname]), ns, part.workload), "spec": spec}));
+    }
+    out
+}
+
+/// An ExternalSecret rendering variables that mix text and secrets (ESO templates). Keys
+/// from a second provider name their store per entry; the refresh interval is the shortest
+/// any of the secrets asks for.
+fn templated_external_secret(
+    secret: &str,
+    part: &Part,
+    body: &WorkloadBody,
+    template: &BTreeMap<String, String>,
+    keys: &[(String, String)],
+) -> Value {
+    let param = |r: &lattice_schemas::crd::workload::Resource, k: &str| {
+        r.params
+            .as_ref()
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut store: Option<String> = None;
+    let mut refresh: Option<(u64, String)> = None;
+    let data: Vec<Value> = keys
+        .iter()
+        .map(|(resource, key)| {
+            let r = &body.resources[resource];
+            let provider = param(r, "provider").unwrap_or_default();
+            let interval = param(r, "refreshInterval").unwrap_or_else(|| "1h".into());
+            let seconds = lattice_schemas::validate::format::duration_seconds(&interval).unwrap_or(3600);
+            if refresh.as_ref().is_none_or(|(s, _)| seconds < *s) {
+                refresh = Some((seconds, interval));
+            }
+            let mut entry = json!({"secretKey": template_key(resource, key), "remoteRef": {"key": r.id.clone().unwrap_or_default(), "property": key}});
+            match &store {
+                None => store = Some(provider),
+                Some(first) if *first != provider => {
+                    entry["sourceRef"] = json!({"storeRef": {"kind": "ClusterSecretStore", "name": provider}});
+                }
+                Some(_) => {}
+            }
+            entry
+        })
+        .collect();
+    json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": meta(secret, part.ns, part.workload),
+        "spec": {
+            "refreshInterval": refresh.map(|(_, i)| i).unwrap_or_else(|| "1h".into()),
+            "secretStoreRef": {"kind": "ClusterSecretStore", "name": store.unwrap_or_default()},
+            "target": {"name": secret, "creationPolicy": "Owner", "template": {"engineVersion": "v2", "data": template}},
+            "data": data
+        }
+    })
+}
+
+/// The name a secret key has inside an ESO template: a Go template field name, so only
+/// letters, digits and `_` (`db-creds`.`password` → `db_creds_password`).
+fn template_key(resource: &str, key: &str) -> String {
+    format!("{resource}_{key}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// A file mode written as octal text (`"0400"`), as the decimal Kubernetes stores.
+fn file_mode(mode: Option<&String>) -> Option<i64> {
+    i64::from_str_radix(mode?.trim_start_matches("0o"), 8).ok()
+}
+
+/// Variables that mix text and secrets: rendered text per variable, and the secret keys
+/// (resource, key) the templates read.
+type EnvTemplate = (BTreeMap<String, String>, Vec<(String, String)>);
+
+/// A compiled container, the objects and volumes it needs, and its templated variables.
+type Compiled = (Value, Vec<Value>, Vec<Value>, EnvTemplate);
+
+fn compile_container(
+    part: &Part,
+    cname: &str,
+    c: &Container,
+    body: &WorkloadBody,
+    scope: &Scope,
+    sidecar: bool,
+) -> Result<Compiled, PlaceholderError> {
+    let owner = part.base.as_str();
+    let mut env = Vec::new();
+    let mut template = BTreeMap::new();
+    let mut template_keys: Vec<(String, String)> = Vec::new();
+    let env_secret = object_name(&[owner, cname, "env"]);
+    for (var, value) in &c.variables {
+        let pieces = scope.resolve(value)?;
+        match pieces.as_slice() {
+            [] => env.push(json!({"name": var, "value": ""})),
+            [Piece::Text(t)] => env.push(json!({"name": var, "value": t})),
+            // Exactly one secret: read straight from the ExternalSecret's target.
+            [Piece::Secret { resource, key }] => {
+                env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": object_name(&[owner, resource]), "key": key}}}))
+            }
+            // Text and secrets mixed: a templated ExternalSecret renders the whole value.
+            mixed => {
+                let t = render_template(mixed, &mut template_keys);
+                template.insert(var.clone(), t);
+                env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": env_secret, "key": var}}}));
+            }
+        }
+    }
+    let mut container = json!({"name": cname, "image": c.image, "imagePullPolicy": "IfNotPresent"});
+    if let Some(cmd) = &c.command {
+        container["command"] = json!(cmd);
+    }
+    if let Some(args) = &c.args {
+        container["args"] = json!(args);
+    }
+    if !env.is_empty() {
+        container["env"] = Value::Array(env);
+    }
+    if !sidecar && let Some(service) = &body.service {
+        let ports: Vec<Value> = service
+            .ports
+            .iter()
+            .map(|(pname, p)| json!({"name": pname, "containerPort": p.target_port.unwrap_or(p.port), "protocol": format!("{:?}", p.protocol.unwrap_or_default()).to_uppercase()}))
+            .collect();
+        if !ports.is_empty() {
+            container["ports"] = Value::Array(ports);
+        }
+    }
+    if let Some(r) = &c.resources {
+        let mut res = Map::new();
+        for (field, amounts) in [("requests", &r.requests), ("limits", &r.limits)] {
+            if let Some(a) = amounts {
+                let mut m = Map::new();
+                if let Some(cpu) = &a.cpu {
+                    m.insert("cpu".into(), json!(cpu));
+                }
+                if let Some(mem) = &a.memory {
+                    m.insert("memory".into(), json!(mem));
+                }
+                res.insert(field.into(), Value::Object(m));
+            }
+        }
+        container["resources"] = Value::Object(res);
+    }
+    for (field, probe) in [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        if let Some(p) = probe {
+            container[field] = compile_probe(p);
+        }
+    }
+    container["securityContext"] = security_context(c);
+    // Plain files become a ConfigMap mounted file by file.
+    let mut objects = Vec::new();
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let secret_name = object_name(&[owner, cname, "secret-files"]);
+    let mut secret_files = BTreeMap::new();
+    let mut secret_file_keys = Vec::new();
+    let mut secret_mounts = Vec::new();
+    // Files with a `mode` are projected with it; the others keep the volume default.
+    let mut cm_modes = Vec::new();
+    let mut secret_modes = Vec::new();
+    if !c.files.is_empty() {
+        let cm = object_name(&[owner, cname, "files"]);
+        let mut data = Map::new();
+        let mut binary = Map::new();
+        for (i, (path, f)) in c.files.iter().enumerate() {
+            let key = format!("file-{i}");
+            let mode =
+                file_mode(f.mode.as_ref()).map(|m| json!({"key": key, "path": key, "mode": m}));
+            match (&f.content, &f.binary_content) {
+                (Some(content), _) if f.no_expand == Some(true) => {
+                    data.insert(key.clone(), json!(content));
+                }
+                (Some(content), _) => {
+                    let pieces = scope.resolve(content).map_err(|e| PlaceholderError {
+                        reason: format!("in file {path}: {}", e.reason),
+                        ..e
+                    })?;
+                    if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
+                        let text: String = pieces
+                            .iter()
+                            .map(|p| {
+                                if let Piece::Text(t) = p {
+                                    t.as_str()
+                                } else {
+                                    ""
+                                }
+                            })
+                            .collect();
+                        data.insert(key.clone(), json!(text));
+                    } else {
+                        // A file holding secrets is rendered by a templated ExternalSecret and
+                        // mounted from the Secret it writes, never from a ConfigMap.
+                        secret_files
+                            .insert(key.clone(), render_template(&pieces, &mut secret_file_keys));
+                        secret_mounts.push(json!({"name": secret_name, "mountPath": path, "subPath": key, "readOnly": true}));
+                        secret_modes.push((key.clone(), mode));
+                        continue;
+                    }
+                }
+                (None, Some(b64)) => {
+                    binary.insert(key.clone(), json!(b64));
+                }
+                // Validation rejects a file with neither; a `source` is a path on the author's
+                // machine that only the CLI could read. Refuse rather than drop the file.
+                (None, None) => {
+                    return Err(PlaceholderError {
+                        placeholder: path.clone(),
+                        reason: "files given by `source` are not derived yet; inline them with `content`".into(),
+                    });
+                }
+            }
+            cm_modes.push((key.clone(), mode));
+            mounts.push(json!({"name": cm, "mountPath": path, "subPath": key, "readOnly": true}));
+        }
+        if !data.is_empty() || !binary.is_empty() {
+            let mut config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&cm, part.ns, part.workload)});
+            if !data.is_empty() {
+                config_map["data"] = Value::Object(data);
+            }
+            if !binary.is_empty() {
+                config_map["binaryData"] = Value::Object(binary);
+            }
+            objects.push(config_map);
+            let mut source = json!({"name": cm});
+            if let Some(items) = projected_items(&cm_modes) {
+                source["items"] = items;
+            }
+            volumes.push(json!({"name": cm, "configMap": source}));
+        }
+    }
+    if !secret_files.is_empty() {
+        objects.push(templated_external_secret(
+            &secret_name,
+            part,
+            body,
+            &secret_files,
+            &secret_file_keys,
+        ));
+        let mut source = json!({"secretName": secret_name});
+        if let Some(items) = projected_items(&secret_modes) {
+            source["items"] = items;
+        }
+        volumes.push(json!({"name": secret_name, "secret": source}));
+        mounts.extend(secret_mounts);
+    }
+    for (path, v) in &c.volumes {
+        if let Some(res) = volume_resource(&v.source, body) {
+            let mut mount = json!({"name": object_name(&["vol", res]), "mountPath": path, "readOnly": v.read_only.unwrap_or(false)});
+            if let Some(sub) = &v.path {
+                mount["subPath"] = json!(sub);
+            }
+            mounts.push(mount);
+        }
+    }
+    if c.security
+        .as_ref()
+        .and_then(|s| s.read_only_root_filesystem)
+        != Some(false)
+    {
+        // A read-only root still needs a writable /tmp.
+        let tmp = format!("{cname}-tmp");
+        mounts.push(json!({"name": tmp, "mountPath": "/tmp"}));
+        volumes.push(json!({"name": tmp, "emptyDir": {}}));
+    }
+    if !mounts.is_empty() {
+        container["volumeMounts"] = Value::Array(mounts);
+    }
+    Ok((container, objects, volumes, (template, template_keys)))
+}
+
+/// When any file has a mode: every key listed (a listed volume projects only what it lists),
+/// each with its mode when it has one.
+fn projected_items(files: &[(String, Option<Value>)]) -> Option<Value> {
+    if files.iter().all(|(_, m)| m.is_none()) {
+        return None;
+    }
+    Some(Value::Array(
+        files
+            .iter()
+            .map(|(key, m)| {
+                m.clone()
+                    .unwrap_or_else(|| json!({"key": key, "path": key}))
+            })
+            .collect(),
+    ))
+}
+
+/// The volume resource a mount's `${resources.NAME}` source names.
+fn volume_resource<'a>(source: &str, body: &'a WorkloadBody) -> Option<&'a str> {
+    let name = source.strip_prefix("${resources.")?.strip_suffix('}')?;
+    body.resources
+        .get_key_value(name)
+        .filter(|(_, r)| r.type_ == "volume")
+        .map(|(k, _)| k.as_str())
+}
+
+/// The claim a volume resource mounts: a shared volume (with an `id`) is known by its id to
+/// every consumer; a private one by its owner and name.
+fn claim_name(owner: &str, resource: &str, r: &lattice_schemas::crd::workload::Resource) -> String {
+    match &r.id {
+        Some(id) => object_name(&["vol", id]),
+        None => object_name(&[owner, resource]),
+    }
+}
+
+/// A PersistentVolumeClaim per owned volume, and the pod volume of every volume resource.
+fn volume_objects(part: &Part, body: &WorkloadBody) -> (Vec<Value>, Vec<Value>) {
+    let owner = part.base.as_str();
+    let mut claims = Vec::new();
+    let mut volumes = Vec::new();
+    for (rname, r) in body.resources.iter().filter(|(_, r)| r.type_ == "volume") {
+        let claim = claim_name(owner, rname, r);
+        let param = |k: &str| {
+            r.params
+                .as_ref()
+                .and_then(|p| p.get(k))
+                .and_then(Value::as_str)
+        };
+        if let Some(size) = param("size") {
+            let mut spec = json!({
+                "accessModes": [param("accessMode").unwrap_or("ReadWriteOnce")],
+                "resources": {"requests": {"storage": size}}
+            });
+            if let Some(class) = param("storageClass") {
+                spec["storageClassName"] = json!(class);
+            }
+            claims.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(&claim, part.ns, part.workload), "spec": spec}));
+        }
+        volumes.push(json!({"name": object_name(&["vol", rname]), "persistentVolumeClaim": {"claimName": claim}}));
+    }
+    (claims, volumes)
+}
+
+/// An ExternalSecret template for text mixed with secret keys (ESO's Go templates; literal
+/// `{{` is escaped), recording the keys it reads.
+fn render_template(pieces: &[Piece], keys: &mut Vec<(String, String)>) -> String {
+    let mut t = String::new();
+    for p in pieces {
+        match p {
+            Piece::Text(s) => t.push_str(&s.replace("{{", "{{ `{{` }}")),
+            Piece::Secret { resource, key } => {
+                t.push_str(&format!("{{{{ .{} }}}}", template_key(resource, key)));
+                if !keys.contains(&(resource.clone(), key.clone())) {
+                    keys.push((resource.clone(), key.clone()));
+                }
+            }
+        }
+    }
+    t
+}
+
+fn compile_probe(p: &Probe) -> Value {
+    let mut out = json!({});
+    if let Some(h) = &p.http_get {
+        let mut get = json!({"path": h.path, "port": h.port});
+        if let Some(host) = &h.host {
+            get["host"] = json!(host);
+        }
+        if let Some(s) = h.scheme {
+            get["scheme"] = json!(format!("{s:?}").to_uppercase());
+        }
+        if !h.http_headers.is_empty() {
+            get["httpHeaders"] = Value::Array(
+                h.http_headers
+                    .iter()
+                    .map(|x| json!({"name": x.name, "value": x.value}))
+                    .collect(),
+            );
+        }
+        out["httpGet"] = get;
+    }
+    if let Some(e) = &p.exec {
+        out["exec"] = json!({"command": e.command});
+    }
+    for (field, v) in [
+        ("initialDelaySeconds", p.initial_delay_seconds),
+        ("periodSeconds", p.period_seconds),
+        ("failureThreshold", p.failure_threshold),
+    ] {
+        if let Some(v) = v {
+            out[field] = json!(v);
+        }
+    }
+    out
+}
+
+/// The restricted defaults, with each deviation the gates allowed.
+fn security_context(c: &Container) -> Value {
+    let s = c.security.clone().unwrap_or_default();
+    let mut out = json!({
+        "allowPrivilegeEscalation": s.allow_privilege_escalation.unwrap_or(false),
+        "readOnlyRootFilesystem": s.read_only_root_filesystem.unwrap_or(true),
+        "runAsNonRoot": s.run_as_non_root.unwrap_or(s.run_as_user != Some(0)),
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": profile(s.seccomp_profile.as_deref()),
+    });
+    if !s.capabilities.is_empty() {
+        out["capabilities"]["add"] = json!(s.capabilities);
+    }
+    if s.privileged == Some(true) {
+        out["privileged"] = json!(true);
+    }
+    if let Some(u) = s.run_as_user {
+        out["runAsUser"] = json!(u);
+    }
+    if let Some(g) = s.run_as_group {
+        out["runAsGroup"] = json!(g);
+    }
+    if let Some(a) = s.apparmor_profile.as_deref() {
+        out["appArmorProfile"] = profile(Some(a));
+    }
+    out
+}
+
+fn profile(p: Option<&str>) -> Value {
+    match p {
+        None | Some("RuntimeDefault") => json!({"type": "RuntimeDefault"}),
+        Some("Unconfined") => json!({"type": "Unconfined"}),
+        Some(other) => {
+            json!({"type": "Localhost", "localhostProfile": other.strip_prefix("Localhost/").unwrap_or(other)})
+        }
+    }
+}
