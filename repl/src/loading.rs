@@ -5,71 +5,83 @@ use std::path::{Path, PathBuf};
 use lattice_engine::{PolicyStore, Projection, Snapshot, World};
 use lattice_schemas::manifest::Object;
 
-use crate::output::{emit, render};
+use crate::output::render;
 
 /// A loaded world, its policies and a snapshot of both.
 pub struct Loaded {
     pub world: World,
     pub store: PolicyStore,
+    pub projection: Projection,
     pub snapshot: Snapshot,
 }
 
 /// Loads `world` and the rule packs under `policies` (when the directory exists), plus every
-/// CedarPolicy object of the world. On any problem, prints the diagnostics and returns
-/// `None`.
+/// CedarPolicy object of the world. On any problem, prints the diagnostics (on stderr) and
+/// returns `None`.
 pub fn load(world: &[PathBuf], policies: &Path) -> Option<Loaded> {
-    let shown: Vec<String> = world.iter().map(|p| p.display().to_string()).collect();
-    let world = match World::load(world) {
+    match try_load(world, policies) {
+        Ok(l) => Some(l),
+        Err(text) => {
+            eprint!("{text}");
+            None
+        }
+    }
+}
+
+/// Loads as [`load`] does; on any problem, the rendered diagnostics. Nothing is half loaded.
+pub fn try_load(world_paths: &[PathBuf], policies: &Path) -> Result<Loaded, String> {
+    let shown: Vec<String> = world_paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let world = match World::load(world_paths) {
         Ok(w) => w,
         Err(e) => {
+            let mut out = String::new();
             for f in &e.report.findings {
-                emit(&render(f));
+                out.push_str(&render(f));
             }
             for u in &e.report.unreadable {
-                eprintln!("error: cannot read {u}");
+                out.push_str(&format!("error: cannot read {u}\n"));
             }
-            eprintln!("error: the world at {} did not load", shown.join(", "));
-            return None;
+            out.push_str(&format!(
+                "error: the world at {} did not load\n",
+                shown.join(", ")
+            ));
+            return Err(out);
         }
     };
     let mut store = if policies.is_dir() {
         match PolicyStore::load_packs(policies) {
             Ok(s) => s,
             Err(lattice_engine::policies::PolicyError::Packs(report)) => {
+                let mut out = String::new();
                 for f in &report.findings {
-                    emit(&render(f));
+                    out.push_str(&render(f));
                 }
-                eprintln!(
-                    "error: the rule packs at {} did not load",
+                out.push_str(&format!(
+                    "error: the rule packs at {} did not load\n",
                     policies.display()
-                );
-                return None;
+                ));
+                return Err(out);
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return None;
-            }
+            Err(e) => return Err(format!("error: {e}\n")),
         }
     } else {
         PolicyStore::new()
     };
     for (_, o) in world.objects() {
-        if let Object::CedarPolicy(p) = o
-            && let Err(e) = store.apply_object(p)
-        {
-            eprintln!("error: {e}");
-            return None;
+        if let Object::CedarPolicy(p) = o {
+            store.apply_object(p).map_err(|e| format!("error: {e}\n"))?;
         }
     }
-    match Snapshot::build(&world, &Projection::of(&world), &store) {
-        Ok(snapshot) => Some(Loaded {
-            world,
-            store,
-            snapshot,
-        }),
-        Err(e) => {
-            eprintln!("error: {e}");
-            None
-        }
-    }
+    let projection = Projection::of(&world);
+    let snapshot =
+        Snapshot::build(&world, &projection, &store).map_err(|e| format!("error: {e}\n"))?;
+    Ok(Loaded {
+        world,
+        store,
+        projection,
+        snapshot,
+    })
 }

@@ -1,9 +1,15 @@
 //! `lattice-policy`: the command line of Lattice's policy engine.
 
+mod commands;
 mod loading;
 mod mesh;
+mod oneshot;
 mod output;
+mod query;
 mod render;
+mod repl;
+mod session;
+mod style;
 mod validate;
 
 use std::path::PathBuf;
@@ -70,6 +76,42 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
     },
+    /// An interactive session: ask the platform questions, try policy changes, watch edits
+    /// to the world and policies apply as they are saved.
+    Repl {
+        #[arg(long, default_value = "examples/world")]
+        world: Vec<PathBuf>,
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// History file (default `$XDG_STATE_HOME/lattice/history`).
+        #[arg(long)]
+        history: Option<PathBuf>,
+    },
+    /// May PRINCIPAL do ACTION on RESOURCE? Exit 0 allow, 1 deny, 2 error.
+    ///
+    /// Uids in full Cedar syntax (`Lattice::Service::"shop/api"`) or short
+    /// (`Service::shop/api`); the context defaults from the schema and the world.
+    Can(oneshot::QueryArgs),
+    /// Like `can`, with the explanation: the policies that decided, or for a default deny the
+    /// nearest permits and the condition that was false (and, for Connect, which side's
+    /// declaration is missing).
+    Why(oneshot::QueryArgs),
+    /// Every derivation question a workload raises, answered. Exit 0 if all allow, else 1.
+    Gates {
+        /// The workload, as namespace/name.
+        workload: String,
+        #[command(flatten)]
+        common: oneshot::Common,
+    },
+    /// Recompute every decision the world raises under a policy change and show what changes
+    /// (newly allowed, newly denied, a diff of derived objects). Exit 1 if anything becomes
+    /// denied.
+    Whatif {
+        #[command(subcommand)]
+        change: oneshot::Change,
+        #[command(flatten)]
+        common: oneshot::Common,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +130,15 @@ fn main() -> ExitCode {
             namespace,
             output,
         } => mesh::run(&world, &policies, namespace.as_deref(), output),
+        Command::Repl {
+            world,
+            policies,
+            history,
+        } => repl::run(world, policies, history),
+        Command::Can(args) => oneshot::can(args, false),
+        Command::Why(args) => oneshot::can(args, true),
+        Command::Gates { workload, common } => oneshot::gates(&workload, common),
+        Command::Whatif { change, common } => oneshot::whatif(change, common),
     };
     ExitCode::from(code)
 }

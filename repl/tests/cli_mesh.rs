@@ -56,5 +56,7 @@ fn a_broken_world_is_reported_not_planned() {
     std::fs::write(dir.join("bad.yaml"), "apiVersion: lattice.dev/v1alpha1\nkind: LatticeService\nmetadata:\n  name: x\nspec:\n  containerz: {}\n").unwrap();
     let o = mesh(&["--world", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("unknown field `containerz`"));
+    // Nothing is planned; the diagnostics go to stderr.
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `containerz`"));
 }

@@ -1,0 +1,173 @@
+//! The one-shot query commands as scripts use them: JSON and exit codes 0 allow, 1 deny,
+//! 2 error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[test]
+fn can_answers_with_the_determining_policies_and_exit_codes() {
+    let allow = run(&[
+        "can",
+        "Service::shop/checkout",
+        "Connect",
+        "Service::payments/ledger",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(allow.status.code(), Some(0));
+    let d = json(&allow);
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["determining"][0], "baseline/bilateral-connect");
+    // The full Cedar syntax names the same entities.
+    let full = run(&[
+        "can",
+        r#"Lattice::Service::"shop/checkout""#,
+        r#"Lattice::Action::"Connect""#,
+        r#"Lattice::Service::"payments/ledger""#,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(json(&full)["decision"], "allow");
+    let deny = run(&[
+        "can",
+        "Service::shop/api",
+        "Connect",
+        "Service::payments/ledger",
+    ]);
+    assert_eq!(deny.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&deny.stdout).starts_with("DENY"));
+    // A forbid names itself; a user-given context is used.
+    let forbid = run(&[
+        "can",
+        "Service::sandbox/scratch",
+        "Connect",
+        "Service::shop/api",
+        "{\"ports\": [8080]}",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(forbid.status.code(), Some(1));
+    assert_eq!(
+        json(&forbid)["determining"][0],
+        "platform/environment-isolation/no-dev-to-shop"
+    );
+}
+
+#[test]
+fn bad_queries_are_errors_with_exit_2() {
+    for args in [
+        &["can", "shop/api", "Connect", "Service::payments/ledger"][..],
+        &[
+            "can",
+            "Service::shop/api",
+            "Fly",
+            "Service::payments/ledger",
+        ],
+        &[
+            "can",
+            "Service::shop/api",
+            "Connect",
+            "Service::payments/ledger",
+            "{not json",
+        ],
+        &["gates", "nowhere/nothing"],
+        &["whatif", "remove", "no/such/policy"],
+    ] {
+        let o = run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("error:"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn why_says_which_side_of_a_one_sided_edge_is_missing() {
+    let o = run(&[
+        "why",
+        "Service::shop/api",
+        "Connect",
+        "Service::payments/ledger",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let d = json(&o);
+    assert_eq!(
+        d["why"]["mesh"],
+        "payments/ledger does not list shop/api as a caller"
+    );
+    assert_eq!(
+        d["why"]["nearMisses"][0]["id"],
+        "baseline/bilateral-connect"
+    );
+}
+
+#[test]
+fn gates_and_whatif_report_what_a_workload_and_a_change_do() {
+    let g = run(&["gates", "payments/gateway", "-o", "json"]);
+    assert_eq!(g.status.code(), Some(0));
+    let d = json(&g);
+    assert_eq!(d["allowed"], true);
+    assert!(
+        d["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["action"] == "OverrideSecurity")
+    );
+    let w = run(&[
+        "whatif",
+        "disable",
+        "platform/derivation-grants",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        w.status.code(),
+        Some(1),
+        "grants disabled: things become denied"
+    );
+    let d = json(&w);
+    assert!(
+        d["newlyDenied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_str().unwrap().contains("AccessSecret"))
+    );
+    assert!(d["diff"].as_str().unwrap().contains("# DENIED"));
+    let harmless = run(&[
+        "whatif",
+        "add",
+        "forbid(principal, action == Lattice::Action::\"Connect\", resource in Lattice::Namespace::\"nowhere\");",
+    ]);
+    assert_eq!(harmless.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&harmless.stdout).contains("0 newly denied"));
+}
