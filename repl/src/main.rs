@@ -5,6 +5,7 @@ mod loading;
 mod mesh;
 mod oneshot;
 mod output;
+mod plain;
 mod query;
 mod render;
 mod repl;
@@ -112,6 +113,33 @@ enum Command {
         #[command(flatten)]
         common: oneshot::Common,
     },
+    /// Plain Cedar for any schema: one request against a policy file and an entities file,
+    /// with the decision, the reasons (by `@id`, else `policy0`, `policy1`… in source order)
+    /// and errors. Exit 0 allow, 1 deny, 2 error.
+    Authorize {
+        #[arg(long)]
+        policies: PathBuf,
+        /// Entities in Cedar's JSON format.
+        #[arg(long)]
+        entities: PathBuf,
+        /// A Cedar schema (`.cedarschema`, or `.json`); with one, the request and entities
+        /// are validated.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// `{"principal": "User::\"alice\"", "action": …, "resource": …, "context": {…}}`
+        #[arg(long = "request-json")]
+        request_json: PathBuf,
+        #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
+        output: output::Format,
+    },
+    /// Format Cedar files with the official formatter (directories are searched for *.cedar).
+    Fmt {
+        /// Change nothing; list unformatted files with a diff and exit 1 if any.
+        #[arg(long)]
+        check: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -139,6 +167,20 @@ fn main() -> ExitCode {
         Command::Why(args) => oneshot::can(args, true),
         Command::Gates { workload, common } => oneshot::gates(&workload, common),
         Command::Whatif { change, common } => oneshot::whatif(change, common),
+        Command::Authorize {
+            policies,
+            entities,
+            schema,
+            request_json,
+            output,
+        } => plain::authorize(
+            &policies,
+            &entities,
+            schema.as_deref(),
+            &request_json,
+            output,
+        ),
+        Command::Fmt { check, paths } => plain::fmt(&paths, check),
     };
     ExitCode::from(code)
 }
