@@ -6,6 +6,7 @@ mod mesh;
 mod oneshot;
 mod output;
 mod plain;
+mod policy_test;
 mod query;
 mod render;
 mod repl;
@@ -132,6 +133,16 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
     },
+    /// Run policy test files (YAML: a world, packs, inline objects, and cases with the
+    /// expected decision and determining policies). Exit 0 all pass, 1 failures, 2 a file
+    /// could not run.
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also write the results as JUnit XML.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// Format Cedar files with the official formatter (directories are searched for *.cedar).
     Fmt {
         /// Change nothing; list unformatted files with a diff and exit 1 if any.
@@ -181,6 +192,7 @@ fn main() -> ExitCode {
             output,
         ),
         Command::Fmt { check, paths } => plain::fmt(&paths, check),
+        Command::Test { paths, junit } => policy_test::run(&paths, junit.as_deref()),
     };
     ExitCode::from(code)
 }

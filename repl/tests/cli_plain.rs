@@ -154,3 +154,66 @@ fn fmt_formats_and_check_reports_without_writing() {
         "permit("
     );
 }
+
+#[test]
+fn policy_test_files_pass_fail_readably_and_write_junit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let d = dir("test");
+    let junit = d.join("junit.xml");
+    let o = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .args([
+            "test",
+            "conformance/decisions",
+            "--junit",
+            junit.to_str().unwrap(),
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 27);
+    assert!(!xml.contains("<failure"));
+    // A wrong expectation fails with what differed; paths resolve from the file's directory.
+    std::fs::write(
+        d.join("wrong.yaml"),
+        format!(
+            "world: [{}]\npolicies: {}\ncases:\n  - name: the one-sided edge\n    principal: Service::shop/api\n    action: Connect\n    resource: Service::payments/ledger\n    expect: allow\n  - name: checkout & ledger\n    principal: Service::shop/checkout\n    action: Connect\n    resource: Service::payments/ledger\n    expect: allow\n    determining: [baseline/something-else]\n",
+            root.join("examples/world").display(),
+            root.join("policies").display()
+        ),
+    )
+    .unwrap();
+    let o = run(&[
+        "test",
+        d.join("wrong.yaml").to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("decision:    expected allow, got deny"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "determining: expected [baseline/something-else], got [baseline/bilateral-connect]"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("0 passed, 2 failed"), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<failure").count(), 2);
+    assert!(xml.contains("checkout &amp; ledger"));
+    // A file that cannot run is an error, not a pass.
+    std::fs::write(d.join("broken.yaml"), "cases: 3\n").unwrap();
+    let o = run(&["test", d.join("broken.yaml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ERROR"));
+}
