@@ -114,6 +114,11 @@ pub fn what_if(
 ) -> Result<WhatIf, WhatIfError> {
     let changed_store = apply_changes(store, changes)?;
     let after = current.with_policies(world, projection, &changed_store)?;
+    Ok(compare(current, &after, queries))
+}
+
+/// Decides every query on two snapshots and sorts out what changed.
+pub fn compare(current: &Snapshot, after: &Snapshot, queries: &[Query]) -> WhatIf {
     let mut out = WhatIf {
         digest_before: current.digest().to_owned(),
         digest_after: after.digest().to_owned(),
@@ -146,5 +151,5 @@ pub fn what_if(
             _ => out.unchanged += 1,
         }
     }
-    Ok(out)
+    out
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cedar_policy::EntityUid;
 use lattice_compiler::{CompileError, derive};
-use lattice_engine::{Decision, PolicyChange, Query, Snapshot, Why, World, what_if};
+use lattice_engine::{Decision, PolicyChange, Query, Snapshot, Why, World};
 use lattice_gates::{MeshPlan, evaluate, questions};
 use lattice_schemas::crd::EnforcementMode;
 use lattice_schemas::manifest::Object;
@@ -379,8 +379,9 @@ impl Session {
         Reply::ok(text, json)
     }
 
-    /// Every question the world raises: each workload's gates and each declared edge.
-    fn every_query(&self) -> Vec<(String, Query)> {
+    /// Every question the world raises: each workload's gates and each declared edge (with
+    /// the mesh plan they come from).
+    fn every_query(&self, base: &Snapshot) -> (Vec<(String, Query)>, MeshPlan) {
         let mut out = Vec::new();
         for (_, o) in self.loaded.world.objects().filter(|(_, o)| is_workload(o)) {
             let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
@@ -404,7 +405,7 @@ impl Session {
                 ));
             }
         }
-        let plan = MeshPlan::plan(self.snapshot(), &self.loaded.world);
+        let plan = MeshPlan::plan(base, &self.loaded.world);
         for e in plan.edges.values() {
             if let Ok(ctx) = cedar_policy::Context::from_json_value(json!({"ports": e.ports}), None)
             {
@@ -419,7 +420,7 @@ impl Session {
                 ));
             }
         }
-        out
+        (out, plan)
     }
 
     /// `whatif add FILE|POLICY`, `whatif remove ID`, `whatif disable NS/NAME`: applies the
@@ -448,29 +449,19 @@ impl Session {
 
     fn apply_whatif(&mut self, changes: Vec<PolicyChange>) -> Reply {
         let base = self.baseline.as_ref().unwrap_or(&self.loaded.snapshot);
-        let keyed = self.every_query();
+        let (keyed, before_plan) = self.every_query(base);
         let queries: Vec<Query> = keyed.iter().map(|(_, q)| q.clone()).collect();
-        let result = match what_if(
-            base,
-            &self.loaded.world,
-            &self.loaded.projection,
-            &self.loaded.store,
-            &changes,
-            &queries,
-        ) {
-            Ok(r) => r,
-            Err(e) => return Reply::error(format!("what-if not applied: {e}")),
-        };
         let after_store = match lattice_engine::what_if::apply_changes(&self.loaded.store, &changes)
         {
             Ok(s) => s,
-            Err(e) => return Reply::error(e.to_string()),
+            Err(e) => return Reply::error(format!("what-if not applied: {e}")),
         };
         let after =
             match base.with_policies(&self.loaded.world, &self.loaded.projection, &after_store) {
                 Ok(s) => s,
-                Err(e) => return Reply::error(e.to_string()),
+                Err(e) => return Reply::error(format!("what-if not applied: {e}")),
             };
+        let result = lattice_engine::what_if::compare(base, &after, &queries);
         // The workloads whose decisions changed: their derived objects, before and after.
         let owner_of: BTreeMap<String, String> = keyed
             .iter()
@@ -485,8 +476,23 @@ impl Session {
             .collect();
         touched.sort();
         touched.dedup();
-        let before_plan = MeshPlan::plan(base, &self.loaded.world);
-        let after_plan = MeshPlan::plan(&after, &self.loaded.world);
+        // The plan after the change: the edges whose decision changed, re-decided.
+        let mut after_plan = before_plan.clone();
+        for c in result
+            .newly_allowed
+            .iter()
+            .chain(&result.newly_denied)
+            .chain(&result.reasons_changed)
+            .filter(|c| c.query.action.id().unescaped() == "Connect")
+        {
+            let key = (
+                c.query.principal.id().unescaped().to_owned(),
+                c.query.resource.id().unescaped().to_owned(),
+            );
+            if let Some(edge) = after_plan.edges.get_mut(&key) {
+                edge.decision = Ok(c.after.clone());
+            }
+        }
         let mut diff = String::new();
         for id in &touched {
             let Some(object) = self.workload(id) else {
