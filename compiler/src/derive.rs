@@ -26,8 +26,20 @@ pub fn derive(
     plan: &MeshPlan,
     object: &Object,
 ) -> Result<Derived, CompileError> {
+    derive_in(snapshot, world, plan, &CompileContext::of(world), object)
+}
+
+/// [`derive`] with the world's compile context computed once by the caller (deriving many
+/// workloads of one world).
+pub fn derive_in(
+    snapshot: &Snapshot,
+    world: &World,
+    plan: &MeshPlan,
+    ctx: &CompileContext,
+    object: &Object,
+) -> Result<Derived, CompileError> {
     let gates = evaluate(snapshot, object);
-    let mut objects = compile(object, &gates, &CompileContext::of(world))?;
+    let mut objects = compile(object, &gates, ctx)?;
     let key = ObjectKey::of(object);
     let id = format!(
         "{}/{}",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cedar_policy::EntityUid;
-use lattice_compiler::{CompileError, derive};
+use lattice_compiler::{CompileError, derive_in};
 use lattice_engine::{Decision, PolicyChange, Query, Snapshot, Why, World};
 use lattice_gates::{MeshPlan, evaluate, questions};
 use lattice_schemas::crd::EnforcementMode;
@@ -494,12 +494,13 @@ impl Session {
             }
         }
         let mut diff = String::new();
+        let ctx = lattice_compiler::CompileContext::of(&self.loaded.world);
         for id in &touched {
             let Some(object) = self.workload(id) else {
                 continue;
             };
-            let b = rendered(base, &self.loaded.world, &before_plan, object);
-            let a = rendered(&after, &self.loaded.world, &after_plan, object);
+            let b = rendered(base, &self.loaded.world, &before_plan, &ctx, object);
+            let a = rendered(&after, &self.loaded.world, &after_plan, &ctx, object);
             if a != b {
                 diff.push_str(
                     &similar::TextDiff::from_lines(&b, &a)
@@ -740,8 +741,14 @@ fn decision_json(q: &Query, d: &Decision) -> Value {
 }
 
 /// A workload's derived objects as YAML, or its denial, for diffs.
-fn rendered(snapshot: &Snapshot, world: &World, plan: &MeshPlan, object: &Object) -> String {
-    match derive(snapshot, world, plan, object) {
+fn rendered(
+    snapshot: &Snapshot,
+    world: &World,
+    plan: &MeshPlan,
+    ctx: &lattice_compiler::CompileContext,
+    object: &Object,
+) -> String {
+    match derive_in(snapshot, world, plan, ctx, object) {
         Ok(d) => d
             .objects
             .iter()
