@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use lattice_engine::{ObjectKey, World};
+use lattice_engine::World;
 use lattice_gates::{EdgeDecision, MeshPlan};
 use lattice_schemas::crd::mesh_member::PeerAuth;
 use lattice_schemas::manifest::Object;
@@ -21,22 +21,9 @@ struct Identity {
 }
 
 fn identity(world: &World, id: &str) -> Option<Identity> {
-    let (ns, name) = id.split_once('/')?;
-    let key = |kind| ObjectKey {
-        kind,
-        namespace: Some(ns.to_owned()),
-        name: name.to_owned(),
-    };
-    for kind in ["LatticeService", "LatticeJob", "LatticeModel"] {
-        if world.get(&key(kind)).is_some() {
-            return Some(Identity {
-                selector: [("app.kubernetes.io/name".to_owned(), name.to_owned())].into(),
-                service_account: name.to_owned(),
-            });
-        }
-    }
-    match world.get(&key("LatticeMeshMember"))? {
-        Object::MeshMember(mm) => Some(Identity {
+    let (_, name) = id.split_once('/')?;
+    Some(match world.workload(id)? {
+        Object::MeshMember(mm) => Identity {
             selector: mm.spec.target.selector.clone(),
             service_account: mm
                 .spec
@@ -44,9 +31,12 @@ fn identity(world: &World, id: &str) -> Option<Identity> {
                 .service_account
                 .clone()
                 .unwrap_or_else(|| name.to_owned()),
-        }),
-        _ => None,
-    }
+        },
+        _ => Identity {
+            selector: [("app.kubernetes.io/name".to_owned(), name.to_owned())].into(),
+            service_account: name.to_owned(),
+        },
+    })
 }
 
 fn edge_name(caller: &str, callee: &str) -> String {
@@ -200,12 +190,7 @@ pub fn namespace_baseline(world: &World) -> Vec<Value> {
     for (key, object) in world.objects() {
         match object {
             Object::Namespace(n) => {
-                let deny = n
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(lattice_engine::project::DEFAULT_DENY_LABEL))
-                    .is_none_or(|v| v != "false");
+                let deny = lattice_engine::project::default_deny(n.metadata.labels.as_ref());
                 namespaces.insert(key.name.clone(), deny);
             }
             _ => {

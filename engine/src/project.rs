@@ -427,8 +427,15 @@ fn entity_with_tags(
         .unwrap_or_else(|_| Entity::new_no_attrs(uid, HashSet::new()))
 }
 
+/// Whether a namespace with these labels is default deny (unless it opts out).
+pub fn default_deny(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(DEFAULT_DENY_LABEL))
+        .is_none_or(|v| v != "false")
+}
+
 fn namespace_entity(name: &str, labels: &BTreeMap<String, String>, facts: &Facts) -> Entity {
-    let default_deny = labels.get(DEFAULT_DENY_LABEL).is_none_or(|v| v != "false");
+    let default_deny = default_deny(Some(labels));
     entity_with_tags(
         uid("Namespace", name),
         vec![

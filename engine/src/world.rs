@@ -113,6 +113,25 @@ impl World {
         self.objects.get(key).map(|(o, _)| o)
     }
 
+    /// The workload `namespace/name` (service, job, model or mesh member), found by key.
+    pub fn workload(&self, id: &str) -> Option<&Object> {
+        let (ns, name) = id.split_once('/')?;
+        [
+            "LatticeService",
+            "LatticeJob",
+            "LatticeModel",
+            "LatticeMeshMember",
+        ]
+        .into_iter()
+        .find_map(|kind| {
+            self.get(&ObjectKey {
+                kind,
+                namespace: Some(ns.to_owned()),
+                name: name.to_owned(),
+            })
+        })
+    }
+
     /// Every object, in key order.
     pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &Object)> {
         self.objects.iter().map(|(k, (o, _))| (k, o))

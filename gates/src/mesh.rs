@@ -87,19 +87,12 @@ fn workload_id(key: &ObjectKey) -> String {
     )
 }
 
-fn is_workload(object: &Object) -> bool {
-    matches!(
-        object,
-        Object::Service(_) | Object::Job(_) | Object::Model(_) | Object::MeshMember(_)
-    )
-}
-
 impl MeshPlan {
     /// Plans every declared edge of `world`.
     pub fn plan(snapshot: &Snapshot, world: &World) -> MeshPlan {
         let mut plan = MeshPlan::default();
         for (key, object) in world.objects() {
-            if is_workload(object) {
+            if object.is_workload() {
                 plan.declare(workload_id(key), object);
             }
         }
@@ -117,7 +110,7 @@ impl MeshPlan {
         let before = self.edges_of(&id);
         self.declarations.by.remove(&id);
         self.declarations.ports.remove(&id);
-        if let Some(object) = world.get(key).filter(|o| is_workload(o)) {
+        if let Some(object) = world.get(key).filter(|o| o.is_workload()) {
             self.declare(id.clone(), object);
         }
         let after = self.edges_of(&id);

@@ -5,7 +5,6 @@ use std::str::FromStr;
 
 use cedar_policy::{Context, EntityUid, SchemaFragment};
 use lattice_engine::{World, action};
-use lattice_schemas::manifest::Object;
 use serde_json::{Map, Value, json};
 
 /// The namespace of every Lattice entity type.
@@ -19,17 +18,15 @@ pub fn parse_uid(text: &str) -> Result<EntityUid, String> {
         return EntityUid::from_str(text)
             .map_err(|e| format!("`{text}` is not an entity uid: {e}"));
     }
-    let (ty, id) = text.rsplit_once("::").ok_or_else(|| {
+    // The type ends at the first `::` after the namespace, so ids may hold `::` too.
+    let bare = text.strip_prefix(&format!("{NAMESPACE}::")).unwrap_or(text);
+    let (ty, id) = bare.split_once("::").ok_or_else(|| {
         format!("`{text}` is not an entity uid; write `Type::id`, e.g. `Service::shop/api`")
     })?;
     if id.is_empty() {
         return Err(format!("`{text}` has no id after `::`"));
     }
-    let ty = if ty.contains("::") {
-        ty.to_owned()
-    } else {
-        format!("{NAMESPACE}::{ty}")
-    };
+    let ty = format!("{NAMESPACE}::{ty}");
     let quoted = serde_json::to_string(id).expect("strings serialize");
     EntityUid::from_str(&format!("{ty}::{quoted}")).map_err(|e| format!("`{text}`: {e}"))
 }
@@ -136,10 +133,7 @@ pub fn context_for(
         _ => Map::new(),
     };
     if name == "Connect"
-        && let Some((ns, svc)) = resource.id().unescaped().split_once('/')
-        && let Some(object) = world.objects().map(|(_, o)| o).find(|o: &&Object| {
-            o.namespace() == Some(ns) && o.name() == svc && !matches!(o, Object::Namespace(_))
-        })
+        && let Some(object) = world.workload(resource.id().unescaped())
     {
         let ports: Vec<i64> = lattice_engine::project::served_ports(object)
             .into_iter()
@@ -172,6 +166,9 @@ mod tests {
         // Ids with quotes and colons survive the short form.
         let odd = parse_uid(r#"SecretPath::vault-prod:shop/"x""#).unwrap();
         assert_eq!(odd.id().unescaped(), r#"vault-prod:shop/"x""#);
+        let colons = parse_uid("Lattice::Host::a::b").unwrap();
+        assert_eq!(colons.type_name().to_string(), "Lattice::Host");
+        assert_eq!(colons.id().unescaped(), "a::b");
     }
 
     #[test]
@@ -197,6 +194,15 @@ mod tests {
         .unwrap();
         let v = c.into_iter().collect::<Vec<_>>();
         assert!(v.iter().any(|(k, _)| k == "raisedBy"));
+        let tls = v
+            .iter()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, x)| format!("{x:?}"))
+            .expect("tls is in the context");
+        assert!(
+            tls.contains("true") && !tls.contains("false"),
+            "the user's value wins over the default: {tls}"
+        );
         assert!(
             context_for(
                 &action("Connect"),

@@ -6,7 +6,6 @@ use lattice_compiler::{CompileError, Derived, derive};
 use lattice_engine::{Projection, Snapshot};
 use lattice_gates::MeshPlan;
 use lattice_schemas::generate::to_yaml;
-use lattice_schemas::manifest::Object;
 use serde_json::json;
 
 use crate::output::{Format, emit, render as render_diagnostic};
@@ -26,12 +25,7 @@ pub fn run(file: &Path, world: &[PathBuf], policies: &Path, format: Format) -> u
     let workloads: Vec<_> = report
         .manifests
         .iter()
-        .filter(|m| {
-            matches!(
-                m.object,
-                Object::Service(_) | Object::Job(_) | Object::Model(_) | Object::MeshMember(_)
-            )
-        })
+        .filter(|m| m.object.is_workload())
         .collect();
     let [manifest] = workloads.as_slice() else {
         eprintln!(

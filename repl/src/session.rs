@@ -281,20 +281,12 @@ impl Session {
         }
         let caller = q.principal.id().unescaped().to_owned();
         let callee = q.resource.id().unescaped().to_owned();
-        let find = |id: &str| {
-            let (ns, name) = id.split_once('/')?;
-            self.loaded
-                .world
-                .objects()
-                .map(|(_, o)| o)
-                .find(|o| o.namespace() == Some(ns) && o.name() == name && is_workload(o))
-        };
-        let by_caller = find(&caller).is_some_and(|o| {
+        let by_caller = self.loaded.world.workload(&caller).is_some_and(|o| {
             lattice_engine::project::declared_peers(o)
                 .0
                 .contains(&callee)
         });
-        let by_callee = find(&callee).is_some_and(|o| {
+        let by_callee = self.loaded.world.workload(&callee).is_some_and(|o| {
             lattice_engine::project::declared_peers(o)
                 .1
                 .contains(&caller)
@@ -308,12 +300,7 @@ impl Session {
     }
 
     fn workload(&self, id: &str) -> Option<&Object> {
-        let (ns, name) = id.split_once('/')?;
-        self.loaded
-            .world
-            .objects()
-            .map(|(_, o)| o)
-            .find(|o| o.namespace() == Some(ns) && o.name() == name && is_workload(o))
+        self.loaded.world.workload(id)
     }
 
     /// `gates NS/NAME`: every derivation question the workload raises and its answer.
@@ -383,7 +370,7 @@ impl Session {
     /// the mesh plan they come from).
     fn every_query(&self, base: &Snapshot) -> (Vec<(String, Query)>, MeshPlan) {
         let mut out = Vec::new();
-        for (_, o) in self.loaded.world.objects().filter(|(_, o)| is_workload(o)) {
+        for (_, o) in self.loaded.world.objects().filter(|(_, o)| o.is_workload()) {
             let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
             let principal = lattice_engine::uid("Service", &id);
             for g in questions(o) {
@@ -703,13 +690,6 @@ impl Session {
             .map(|p| p.meta.name.clone())
             .collect()
     }
-}
-
-fn is_workload(o: &Object) -> bool {
-    matches!(
-        o,
-        Object::Service(_) | Object::Job(_) | Object::Model(_) | Object::MeshMember(_)
-    )
 }
 
 fn effect(p: &lattice_engine::PolicyInfo) -> &'static str {

@@ -60,6 +60,11 @@ impl Object {
     }
 
     /// The Lattice kind, or `None` for a Namespace.
+    /// Whether this is a workload (raises derivation gates and mesh edges).
+    pub fn is_workload(&self) -> bool {
+        self.kind().is_some_and(Kind::is_workload)
+    }
+
     pub fn kind(&self) -> Option<Kind> {
         Some(match self {
             Object::Service(_) => Kind::LatticeService,
