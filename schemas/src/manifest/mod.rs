@@ -132,7 +132,7 @@ impl Manifest {
     /// The span of the value at `pointer` (or its nearest written ancestor).
     pub fn span(&self, pointer: &str) -> Range<usize> {
         self.doc
-            .spans
+            .spans(&self.file.text)
             .find(self.source_pointer(pointer))
             .map(|s| s.value.clone())
             .unwrap_or(self.doc.start..self.doc.start)
@@ -140,7 +140,11 @@ impl Manifest {
 
     /// The span of the key holding the value at `pointer`, else of the value.
     pub fn key_span(&self, pointer: &str) -> Range<usize> {
-        match self.doc.spans.find(self.source_pointer(pointer)) {
+        match self
+            .doc
+            .spans(&self.file.text)
+            .find(self.source_pointer(pointer))
+        {
             Some(s) => s.key.clone().unwrap_or_else(|| s.value.clone()),
             None => self.doc.start..self.doc.start,
         }
@@ -151,7 +155,7 @@ impl Manifest {
     /// scalar's start.
     pub fn span_in_scalar(&self, pointer: &str, range: Range<usize>) -> Range<usize> {
         let sp = self.source_pointer(pointer);
-        let Some(span) = self.doc.spans.get(sp) else {
+        let Some(span) = self.doc.spans(&self.file.text).get(sp) else {
             return self.span(pointer);
         };
         let Some(Value::String(value)) = self.doc.value.pointer(sp) else {
@@ -303,17 +307,19 @@ pub fn load_source(file: &Arc<SourceFile>) -> Loaded {
 }
 
 fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded) {
-    let at_doc = doc
-        .spans
-        .get("")
-        .map(|s| s.value.clone())
-        .unwrap_or(doc.start..doc.start);
+    // Located only when a finding needs it: locating reads the document again.
+    let at_doc = |doc: &YamlDocument| {
+        doc.spans(&file.text)
+            .get("")
+            .map(|s| s.value.clone())
+            .unwrap_or(doc.start..doc.start)
+    };
     let Value::Object(map) = &doc.value else {
         loaded.findings.push(
             Finding::error(
                 "lattice::manifest::not-an-object",
                 file,
-                at_doc,
+                at_doc(&doc),
                 "expected a Kubernetes object",
             )
             .with_help("a manifest is a mapping with `apiVersion`, `kind`, `metadata` and `spec`"),
@@ -328,10 +334,10 @@ fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded)
             Ok(v) => v,
             Err(e) => {
                 let span = doc
-                    .spans
+                    .spans(&file.text)
                     .find(&e.pointer)
                     .map(|s| s.value.clone())
-                    .unwrap_or(at_doc);
+                    .unwrap_or_else(|| at_doc(&doc));
                 loaded
                     .findings
                     .push(Finding::error("lattice::score", file, span, e.message));
@@ -356,7 +362,7 @@ fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded)
             "kind"
         };
         loaded.findings.push(
-            Finding::error("lattice::manifest::missing-type", file, at_doc, format!("document has no `{missing}`"))
+            Finding::error("lattice::manifest::missing-type", file, at_doc(&doc), format!("document has no `{missing}`"))
                 .with_help(format!(
                     "Lattice objects start with `apiVersion: {API_VERSION}` and a `kind`; Score workloads with `apiVersion: {}`",
                     score::SCORE_API_VERSION
@@ -391,10 +397,10 @@ fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded)
         return;
     }
     let span_of = |p: &str| {
-        doc.spans
+        doc.spans(&file.text)
             .find(p)
             .map(|s| s.value.clone())
-            .unwrap_or(at_doc.clone())
+            .unwrap_or_else(|| at_doc(&doc))
     };
     let Some(kind) = Kind::from_name(kind_name) else {
         let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
@@ -514,8 +520,12 @@ fn check_and_build(
     // holds the document.
     let locator = manifest(Object::Namespace(Namespace::default()));
     let mut errors: Vec<Finding> = Vec::new();
-    for e in target.validator().iter_errors(&value) {
-        errors.extend(schema_finding(&locator, &value, target.schema(), &e));
+    // Most documents are valid: the yes/no check is several times cheaper than collecting
+    // errors, which runs only when there are some.
+    if !target.validator().is_valid(&value) {
+        for e in target.validator().iter_errors(&value) {
+            errors.extend(schema_finding(&locator, &value, target.schema(), &e));
+        }
     }
     if !errors.is_empty() {
         errors.sort_by_key(|f| (f.span.start, f.message.clone()));
@@ -541,7 +551,7 @@ fn check_and_build(
 }
 
 fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
-    serde_json::from_value(value.clone())
+    T::deserialize(value)
 }
 
 /// Turns one JSON Schema error into findings located in the source.

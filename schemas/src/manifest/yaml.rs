@@ -1,14 +1,16 @@
-//! A YAML reader that keeps where every value came from.
+//! A YAML reader that knows where every value came from.
 //!
 //! Manifests are read into `serde_json::Value` (what JSON Schema validation and serde
-//! deserialization work on) together with a [`SpanMap`] from JSON pointers to byte ranges in
-//! the source, so any finding about `/spec/containers/main/image` can point at its line and
-//! column. Scalars resolve by the YAML 1.2 core schema, as Kubernetes' decoder does for the
+//! deserialization work on). A [`SpanMap`] from JSON pointers to byte ranges in the source
+//! lets any finding about `/spec/containers/main/image` point at its line and column; it is
+//! built on first use, by reading the one document again, because most documents have no
+//! findings and recording every location costs a third of reading. Scalars resolve by the YAML 1.2 core schema, as Kubernetes' decoder does for the
 //! types Lattice uses. Duplicate keys are errors, and alias expansion is bounded so a small
 //! file cannot expand into an unbounded document.
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
@@ -66,15 +68,67 @@ impl SpanMap {
     }
 }
 
+impl SpanMap {
+    fn shifted(self, by: usize) -> SpanMap {
+        let shift = |r: Range<usize>| r.start + by..r.end + by;
+        SpanMap {
+            spans: self
+                .spans
+                .into_iter()
+                .map(|(p, s)| {
+                    let span = Span {
+                        key: s.key.map(shift),
+                        value: shift(s.value),
+                        style: s.style,
+                    };
+                    (p, span)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One YAML document of a file.
 #[derive(Clone, Debug)]
 pub struct YamlDocument {
     /// Position in the file, from 0.
     pub index: usize,
     pub value: Value,
-    pub spans: SpanMap,
     /// Where the document starts in the file.
     pub start: usize,
+    /// Where the next document starts (or the file ends).
+    pub end: usize,
+    spans: OnceLock<SpanMap>,
+}
+
+impl YamlDocument {
+    /// Where each value of this document stands in `text`, the file it was read from.
+    /// The first call reads the document again, recording locations.
+    pub fn spans(&self, text: &str) -> &SpanMap {
+        self.spans.get_or_init(|| self.locate(text))
+    }
+
+    fn locate(&self, text: &str) -> SpanMap {
+        // From the start of the document's line, so an indented root reads the same.
+        let from = text
+            .get(..self.start)
+            .and_then(|t| t.rfind('\n'))
+            .map_or(0, |i| i + 1);
+        if let Some(slice) = text.get(from..self.end.min(text.len())) {
+            let (docs, _) = read(slice, true);
+            if let Some(d) = docs.into_iter().next()
+                && d.value == self.value
+            {
+                return d.spans.into_inner().unwrap_or_default().shifted(from);
+            }
+        }
+        // Read alone, the document differs (a directive before it applies): read the file.
+        let (docs, _) = read(text, true);
+        docs.into_iter()
+            .nth(self.index)
+            .and_then(|d| d.spans.into_inner())
+            .unwrap_or_default()
+    }
 }
 
 /// A problem reading YAML.
@@ -106,7 +160,12 @@ pub fn push_pointer(base: &str, segment: &str) -> String {
 /// (or a document too large or too deep) ends reading: the documents before it are
 /// returned with it.
 pub fn parse_documents(text: &str) -> (Vec<YamlDocument>, Vec<YamlError>) {
-    let mut builder = Builder::new(text);
+    read(text, false)
+}
+
+/// Reads a YAML stream; with `record`, every document's spans are recorded as it is read.
+fn read(text: &str, record: bool) -> (Vec<YamlDocument>, Vec<YamlError>) {
+    let mut builder = Builder::new(text, record);
     let mut parser = Parser::new_from_str(text).keep_tags(true);
     let result = parser.load(&mut builder, true);
     if let Err(e) = result
@@ -121,7 +180,13 @@ pub fn parse_documents(text: &str) -> (Vec<YamlDocument>, Vec<YamlError>) {
     }
     let mut errors = builder.errors;
     errors.extend(builder.fatal);
-    (builder.documents, errors)
+    let mut documents = builder.documents;
+    let mut end = text.len();
+    for d in documents.iter_mut().rev() {
+        d.end = end.max(d.start);
+        end = d.start;
+    }
+    (documents, errors)
 }
 
 enum Frame {
@@ -145,6 +210,10 @@ enum Frame {
 
 struct Builder<'a> {
     text: &'a str,
+    /// Whether spans are recorded (else only values are built).
+    record: bool,
+    /// An ASCII text's char offsets are its byte offsets.
+    ascii: bool,
     line_starts: Vec<usize>,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Value>,
@@ -161,11 +230,13 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(text: &'a str) -> Self {
+    fn new(text: &'a str, record: bool) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Builder {
             text,
+            record,
+            ascii: text.is_ascii(),
             line_starts,
             stack: Vec::new(),
             anchors: HashMap::new(),
@@ -182,6 +253,9 @@ impl<'a> Builder<'a> {
     /// Byte offset of a marker. Markers carry a 1-based line and a column counted in
     /// characters, which is exact for any UTF-8 input.
     fn offset(&self, m: &Marker) -> usize {
+        if self.ascii {
+            return m.index().min(self.text.len());
+        }
         let line = m.line().max(1) - 1;
         let Some(&start) = self.line_starts.get(line) else {
             return self.text.len();
@@ -224,6 +298,9 @@ impl<'a> Builder<'a> {
 
     /// The pointer of the value about to be added to the innermost collection.
     fn next_pointer(&self) -> String {
+        if !self.record {
+            return String::new();
+        }
         match self.stack.last() {
             None => String::new(),
             Some(Frame::Seq { items, pointer, .. }) => {
@@ -255,11 +332,17 @@ impl<'a> Builder<'a> {
             self.anchors.insert(anchor, value.clone());
         }
         let Some(frame) = self.stack.last_mut() else {
+            let spans = std::mem::take(&mut self.spans);
             self.documents.push(YamlDocument {
                 index: self.documents.len(),
                 value,
-                spans: std::mem::take(&mut self.spans),
                 start: self.doc_start,
+                end: self.doc_start,
+                spans: if self.record {
+                    OnceLock::from(spans)
+                } else {
+                    OnceLock::new()
+                },
             });
             return;
         };
@@ -351,6 +434,9 @@ impl<'a> Builder<'a> {
     ) {
         let key = self.pending_key_span.take();
         let _ = start;
+        if !self.record {
+            return;
+        }
         self.spans.spans.insert(
             pointer,
             Span {
@@ -447,11 +533,17 @@ impl MarkedEventReceiver for Builder<'_> {
                     .is_none_or(|d| d.start != self.doc_start)
                     && self.stack.is_empty()
                 {
+                    let spans = std::mem::take(&mut self.spans);
                     self.documents.push(YamlDocument {
                         index: self.documents.len(),
                         value: Value::Null,
-                        spans: std::mem::take(&mut self.spans),
                         start: self.doc_start,
+                        end: self.doc_start,
+                        spans: if self.record {
+                            OnceLock::from(spans)
+                        } else {
+                            OnceLock::new()
+                        },
                     });
                 }
             }
@@ -594,11 +686,11 @@ mod tests {
     fn spans_point_at_keys_and_values_even_after_multibyte_text() {
         let text = "metadata:\n  name: \"ünïcode\"\nspec:\n  image: nginx\n";
         let d = one(text);
-        let s = d.spans.get("/spec/image").unwrap();
+        let s = d.spans(text).get("/spec/image").unwrap();
         assert_eq!(&text[s.value.clone()], "nginx");
         assert_eq!(&text[s.key.clone().unwrap()], "image");
         assert_eq!(line_col(text, s.value.start), (4, 10));
-        let n = d.spans.get("/metadata/name").unwrap();
+        let n = d.spans(text).get("/metadata/name").unwrap();
         assert_eq!(&text[n.value.clone()], "\"ünïcode\"");
     }
 
@@ -607,22 +699,75 @@ mod tests {
         let text = "items:\n  - name: a\n    value: 1\nroot: x\n";
         let d = one(text);
         assert_eq!(
-            line_col(text, d.spans.get("/items/0").unwrap().value.start),
+            line_col(text, d.spans(text).get("/items/0").unwrap().value.start),
             (2, 5)
         );
-        assert_eq!(line_col(text, d.spans.get("").unwrap().value.start), (1, 1));
+        assert_eq!(
+            line_col(text, d.spans(text).get("").unwrap().value.start),
+            (1, 1)
+        );
         let flow = one("m: {a: 1}\n");
-        assert_eq!(flow.spans.get("/m").unwrap().value.start, 3);
+        assert_eq!(flow.spans("m: {a: 1}\n").get("/m").unwrap().value.start, 3);
+    }
+
+    #[test]
+    fn spans_found_later_match_spans_recorded_while_reading() {
+        let text = "# lead\na: 1\n---\nb:\n  c: [x, y]\n  d: |\n    text\n...\n  e: 2\n  f: {g: h}\n...\n%YAML 1.2\n---\nk: &x v\nl: *x\n";
+        let (fast, errors) = parse_documents(text);
+        assert_eq!(errors, vec![]);
+        let (recorded, _) = read(text, true);
+        assert_eq!(fast.len(), recorded.len());
+        assert!(fast.len() >= 4, "{fast:?}");
+        for (f, r) in fast.iter().zip(&recorded) {
+            assert_eq!(f.value, r.value);
+            let expected = r.spans.get().unwrap();
+            let found = f.spans(text);
+            assert_eq!(
+                found.spans.len(),
+                expected.spans.len(),
+                "document {}",
+                f.index
+            );
+            for (pointer, span) in &expected.spans {
+                assert_eq!(
+                    found.get(pointer),
+                    Some(span),
+                    "{pointer} in document {}",
+                    f.index
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_indented_root_is_located_from_its_line() {
+        let text = "a: 1\n---\n  b: 2\n  c: 3\n";
+        let (docs, errors) = parse_documents(text);
+        assert_eq!(errors, vec![]);
+        let c = docs[1].spans(text).get("/c").unwrap();
+        assert_eq!(&text[c.value.clone()], "3");
+        assert_eq!(&text[c.key.clone().unwrap()], "c");
+    }
+
+    #[test]
+    fn multibyte_text_in_later_documents_is_located_by_bytes() {
+        let text = "a: ü\n---\nname: \"ø\"\nimage: x\n";
+        let (docs, _) = parse_documents(text);
+        let s = docs[1].spans(text).get("/image").unwrap();
+        assert_eq!(&text[s.value.clone()], "x");
     }
 
     #[test]
     fn pointers_escape_slashes_in_keys() {
         let text = "volumes:\n  /data:\n    source: x\n";
         let d = one(text);
-        let s = d.spans.get("/volumes/~1data/source").unwrap();
+        let s = d.spans(text).get("/volumes/~1data/source").unwrap();
         assert_eq!(&text[s.value.clone()], "x");
         assert_eq!(
-            d.spans.find("/volumes/~1data/source/nope").unwrap().value,
+            d.spans(text)
+                .find("/volumes/~1data/source/nope")
+                .unwrap()
+                .value,
             s.value
         );
     }

@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::cedar;
@@ -79,42 +80,27 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
     for p in paths {
         collect(p, true, 0, &mut files, &mut report.unreadable);
     }
+    // Files are independent until the cross-file checks below, so they are read and
+    // checked on every core; merging in path order keeps the report deterministic.
+    let checked: Vec<FileCheck> = files.par_iter().map(|p| check_file(p)).collect();
     let mut partial = Vec::new();
     let mut cedar_by_dir: BTreeMap<PathBuf, Vec<(Arc<SourceFile>, cedar::PolicyCheck)>> =
         BTreeMap::new();
-    for path in files {
-        let name = path.display().to_string();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                report.unreadable.push(format!("{name}: {e}"));
-                continue;
-            }
-        };
-        report.files += 1;
-        let file = match manifest::source_from_bytes(&name, &bytes) {
-            Ok(f) => f,
-            Err(finding) => {
-                report.findings.push(finding);
-                continue;
-            }
-        };
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("cedar") => {
-                let check = check_cedar_file(&file, &mut report);
-                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                cedar_by_dir.entry(dir).or_default().push((file, check));
-            }
-            _ if path.file_name().is_some_and(|n| n == "pack.yaml") => {
-                check_pack(&file, &mut report)
-            }
-            _ => {
-                let loaded = manifest::load_source(&file);
-                report.findings.extend(loaded.findings);
-                report.skipped.extend(loaded.skipped);
-                report.manifests.extend(loaded.manifests);
-                partial.extend(loaded.partial);
-            }
+    for c in checked {
+        let FileCheck {
+            report: r,
+            partial: p,
+            cedar,
+        } = c;
+        report.files += r.files;
+        report.policies += r.policies;
+        report.findings.extend(r.findings);
+        report.skipped.extend(r.skipped);
+        report.unreadable.extend(r.unreadable);
+        report.manifests.extend(r.manifests);
+        partial.extend(p);
+        if let Some((dir, file, check)) = cedar {
+            cedar_by_dir.entry(dir).or_default().push((file, check));
         }
     }
     for files in cedar_by_dir.values() {
@@ -125,6 +111,53 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
         .findings
         .sort_by(|a, b| (&a.file.name, a.span.start).cmp(&(&b.file.name, b.span.start)));
     report
+}
+
+/// What checking one file found, before the cross-file checks.
+#[derive(Default)]
+struct FileCheck {
+    report: Report,
+    /// Objects that failed their schema but could be read, for the semantic rules.
+    partial: Vec<Manifest>,
+    /// A Cedar file's directory, source and check, for duplicate `@id`s across files.
+    cedar: Option<(PathBuf, Arc<SourceFile>, cedar::PolicyCheck)>,
+}
+
+fn check_file(path: &Path) -> FileCheck {
+    let mut out = FileCheck::default();
+    let report = &mut out.report;
+    let name = path.display().to_string();
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            report.unreadable.push(format!("{name}: {e}"));
+            return out;
+        }
+    };
+    report.files += 1;
+    let file = match manifest::source_from_bytes(&name, &bytes) {
+        Ok(f) => f,
+        Err(finding) => {
+            report.findings.push(finding);
+            return out;
+        }
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("cedar") => {
+            let check = check_cedar_file(&file, report);
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            out.cedar = Some((dir, file, check));
+        }
+        _ if path.file_name().is_some_and(|n| n == "pack.yaml") => check_pack(&file, report),
+        _ => {
+            let loaded = manifest::load_source(&file);
+            report.findings.extend(loaded.findings);
+            report.skipped.extend(loaded.skipped);
+            report.manifests.extend(loaded.manifests);
+            out.partial.extend(loaded.partial);
+        }
+    }
+    out
 }
 
 /// Validates manifests given as text (one file).
@@ -145,9 +178,19 @@ pub fn validate_text(name: &str, text: &str) -> Report {
 /// Runs the semantic rules over the loaded objects and over `partial` ones (which failed
 /// their schema but could be read), and finds objects defined twice.
 fn check_manifests(report: &mut Report, partial: &[Manifest]) {
+    let all: Vec<&Manifest> = report.manifests.iter().chain(partial).collect();
+    // The rules look at one object at a time, so they run on every core.
+    let by_rules: Vec<Vec<Finding>> = all
+        .par_iter()
+        .map(|m| {
+            let mut out = Vec::new();
+            kinds::check(&mut Ctx { m, out: &mut out });
+            out
+        })
+        .collect();
     let mut seen: HashMap<(String, Option<String>, String), &Manifest> = HashMap::new();
     let mut findings = Vec::new();
-    for m in report.manifests.iter().chain(partial) {
+    for (m, from_rules) in all.into_iter().zip(by_rules) {
         report.objects += 1;
         if let manifest::Object::CedarPolicy(p) = &m.object {
             report.policies += cedar::statement_spans(&p.spec.policies).len();
@@ -170,11 +213,7 @@ fn check_manifests(report: &mut Report, partial: &[Manifest]) {
         } else {
             seen.insert(key, m);
         }
-        let mut cx = Ctx {
-            m,
-            out: &mut findings,
-        };
-        kinds::check(&mut cx);
+        findings.extend(from_rules);
     }
     report.findings.extend(findings);
 }
@@ -312,7 +351,7 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
         return;
     };
     let at = |p: &str| {
-        doc.spans
+        doc.spans(&file.text)
             .find(p)
             .map(|s| s.key.clone().unwrap_or(s.value.clone()))
             .unwrap_or(0..0)
