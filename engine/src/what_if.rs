@@ -2,6 +2,7 @@
 //! changed set (policies added, removed or disabled), and exactly what changed.
 
 use lattice_schemas::crd::{CedarPolicy, EnforcementMode};
+use rayon::prelude::*;
 
 use crate::policies::{PolicyError, PolicyStore};
 use crate::project::Projection;
@@ -119,13 +120,37 @@ pub fn what_if(
 
 /// Decides every query on two snapshots and sorts out what changed.
 pub fn compare(current: &Snapshot, after: &Snapshot, queries: &[Query]) -> WhatIf {
+    compare_known(current, after, queries, &[])
+}
+
+/// As [`compare`], where some decisions on `current` are already known: `known[i]`, when
+/// present, is what `current` decides for `queries[i]` (a mesh plan has them for every
+/// edge), so only the changed snapshot is asked.
+pub fn compare_known(
+    current: &Snapshot,
+    after: &Snapshot,
+    queries: &[Query],
+    known: &[Option<Decision>],
+) -> WhatIf {
     let mut out = WhatIf {
         digest_before: current.digest().to_owned(),
         digest_after: after.digest().to_owned(),
         ..WhatIf::default()
     };
-    for q in queries {
-        let (Ok(b), Ok(a)) = (current.decide(q), after.decide(q)) else {
+    // Decisions are independent: they are taken on every core, then sorted out in order.
+    let decided: Vec<_> = queries
+        .par_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let before = match known.get(i) {
+                Some(Some(d)) => Ok(d.clone()),
+                _ => current.decide(q),
+            };
+            (before, after.decide(q))
+        })
+        .collect();
+    for (q, decisions) in queries.iter().zip(decided) {
+        let (Ok(b), Ok(a)) = decisions else {
             out.invalid += 1;
             continue;
         };

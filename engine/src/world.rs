@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use lattice_schemas::manifest::Object;
 use lattice_schemas::validate::{Report, validate_paths};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 /// Identifies an object in the World.
@@ -89,11 +90,28 @@ impl World {
         if report.errors() > 0 || !report.unreadable.is_empty() {
             return Err(LoadError { report });
         }
+        // Each manifest's YAML tree is freed on the worker that takes its object out.
+        let objects = report.manifests.into_par_iter().map(|m| m.object).collect();
+        Ok(World::from_objects(objects))
+    }
+
+    /// A world of `objects`; a later object replaces an earlier one with the same key.
+    /// Digests are computed on every core: at 10,000 objects they are a real part of a load.
+    pub fn from_objects(objects: Vec<Object>) -> World {
+        let digested: Vec<(Object, ContentDigest)> = objects
+            .into_par_iter()
+            .map(|o| {
+                let d = object_digest(&o);
+                (o, d)
+            })
+            .collect();
         let mut world = World::new();
-        for m in report.manifests {
-            world.upsert(m.object);
+        for (object, digest) in digested {
+            world
+                .objects
+                .insert(ObjectKey::of(&object), (object, digest));
         }
-        Ok(world)
+        world
     }
 
     /// Inserts or replaces an object; returns the one it replaced.
