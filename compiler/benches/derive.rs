@@ -188,7 +188,7 @@ fn bench_mesh(c: &mut Criterion, e: &Estate, full: bool) {
     let t = Instant::now();
     let plan = MeshPlan::plan(&e.snapshot, &e.world);
     let planned = t.elapsed();
-    let edges = plan.edges.len();
+    let edges = plan.len();
     assert_eq!(
         plan.allowed().count(),
         edges,
@@ -198,7 +198,7 @@ fn bench_mesh(c: &mut Criterion, e: &Estate, full: bool) {
     let all = e.snapshot.enforce_index().policy_set();
     let authorizer = Authorizer::new();
     let t = Instant::now();
-    for (caller, callee) in plan.edges.keys() {
+    for (caller, callee) in plan.edges().map(|e| (&e.caller, &e.callee)) {
         let q = Query::new(
             uid("Service", caller),
             action("Connect"),
@@ -253,12 +253,10 @@ fn bench_mesh(c: &mut Criterion, e: &Estate, full: bool) {
     let decided = replanned.replan(&snapshot, &world, &key);
     let fresh = MeshPlan::plan(&snapshot, &world);
     assert!(
-        replanned.edges.len() == fresh.edges.len()
-            && replanned
-                .edges
-                .iter()
-                .zip(&fresh.edges)
-                .all(|((k1, e1), (k2, e2))| k1 == k2 && e1.allowed() == e2.allowed()),
+        replanned.len() == fresh.len()
+            && replanned.edges().zip(fresh.edges()).all(|(e1, e2)| {
+                (&e1.caller, &e1.callee) == (&e2.caller, &e2.callee) && e1.allowed() == e2.allowed()
+            }),
         "a replan equals a fresh plan"
     );
     println!(

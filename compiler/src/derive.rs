@@ -46,7 +46,7 @@ pub fn derive_in(
         key.namespace.as_deref().unwrap_or("default"),
         key.name
     );
-    for edge in plan.allowed().filter(|e| e.caller == id || e.callee == id) {
+    for edge in plan.touching(&id).into_iter().filter(|e| e.allowed()) {
         objects.extend(edge_objects(edge, world));
     }
     if let Object::MeshMember(mm) = object {

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use cedar_policy::{Context, EntityUid};
+use cedar_policy::EntityUid;
 use lattice_engine::project::{
     container_overrides, external_endpoint, gpu_model, image_uid_text, protocol_name,
     secret_path_id, workload_bodies,
 };
-use lattice_engine::{Decision, Query, Snapshot, action, uid};
+use lattice_engine::{Decision, Query, Snapshot, action, context_from_json, uid};
 use lattice_schemas::crd::service::DeniedGate;
 use lattice_schemas::crd::workload::{Direction, WorkloadBody};
 use lattice_schemas::manifest::Object;
@@ -417,7 +417,7 @@ pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
                     gate,
                 };
             }
-            let query = Context::from_json_value(gate.context.clone(), None)
+            let query = context_from_json(&gate.context)
                 .map(|context| {
                     Query::new(
                         principal.clone(),

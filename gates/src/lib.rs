@@ -6,4 +6,4 @@ pub mod derivation;
 pub mod mesh;
 
 pub use derivation::{Gate, GateOutcome, GateReport, evaluate, questions};
-pub use mesh::{EdgeDecision, MeshPlan};
+pub use mesh::{EdgeDecision, MeshPlan, connect_query};

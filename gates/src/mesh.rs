@@ -8,10 +8,33 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use cedar_policy::Context;
+use cedar_policy::{Context, RestrictedExpression};
 use lattice_engine::project::{declared_peers, served_ports};
 use lattice_engine::{Decision, ObjectKey, Query, Snapshot, World, action, uid};
 use lattice_schemas::manifest::Object;
+use rayon::prelude::*;
+
+/// The `Connect` question for the edge `caller → callee` opening `ports`.
+pub fn connect_query(caller: &str, callee: &str, ports: &[i64]) -> Query {
+    connect_query_in(caller, callee, ports_context(ports))
+}
+
+/// The context of a `Connect` question: the callee's ports.
+fn ports_context(ports: &[i64]) -> Context {
+    let ports =
+        RestrictedExpression::new_set(ports.iter().map(|p| RestrictedExpression::new_long(*p)));
+    Context::from_pairs([("ports".to_owned(), ports)])
+        .expect("a set of integers is a valid context")
+}
+
+fn connect_query_in(caller: &str, callee: &str, context: Context) -> Query {
+    Query::new(
+        uid("Service", caller),
+        action("Connect"),
+        uid("Service", callee),
+    )
+    .with_context(context)
+}
 
 /// One declared edge and its decision.
 #[derive(Clone, Debug)]
@@ -70,12 +93,18 @@ struct Declarations {
     /// workload → (outbound, inbound).
     by: HashMap<String, (BTreeSet<String>, BTreeSet<String>)>,
     ports: HashMap<String, Vec<i64>>,
+    /// workload → the context of `Connect` questions to it (its ports), built once.
+    contexts: HashMap<String, Context>,
 }
 
 /// Every declared edge with its decision.
 #[derive(Clone, Debug, Default)]
 pub struct MeshPlan {
-    pub edges: BTreeMap<(String, String), EdgeDecision>,
+    /// (caller, callee) → decision.
+    edges: BTreeMap<(String, String), EdgeDecision>,
+    /// callee → callers with an edge in `edges`, so a workload's edges are found without
+    /// a scan (deriving one workload must not cost a pass over 50,000 edges).
+    callers: HashMap<String, BTreeSet<String>>,
     declarations: Declarations,
 }
 
@@ -96,9 +125,14 @@ impl MeshPlan {
                 plan.declare(workload_id(key), object);
             }
         }
-        let edges: BTreeSet<(String, String)> = plan.all_edges();
-        for (caller, callee) in edges {
-            plan.decide(snapshot, &caller, &callee);
+        let edges: Vec<(String, String)> = plan.all_edges().into_iter().collect();
+        // Edges are decided independently, on every core.
+        let decided: Vec<EdgeDecision> = edges
+            .par_iter()
+            .map(|(caller, callee)| plan.edge(snapshot, caller, callee))
+            .collect();
+        for (key, edge) in edges.into_iter().zip(decided) {
+            plan.insert(key, edge);
         }
         plan
     }
@@ -110,12 +144,13 @@ impl MeshPlan {
         let before = self.edges_of(&id);
         self.declarations.by.remove(&id);
         self.declarations.ports.remove(&id);
+        self.declarations.contexts.remove(&id);
         if let Some(object) = world.get(key).filter(|o| o.is_workload()) {
             self.declare(id.clone(), object);
         }
         let after = self.edges_of(&id);
         for edge in before.difference(&after) {
-            self.edges.remove(edge);
+            self.remove(edge);
         }
         for (caller, callee) in &after {
             self.decide(snapshot, caller, callee);
@@ -127,6 +162,8 @@ impl MeshPlan {
         self.declarations
             .ports
             .insert(id.clone(), served_ports(object).into_iter().collect());
+        let context = ports_context(&self.declarations.ports[&id]);
+        self.declarations.contexts.insert(id.clone(), context);
         self.declarations.by.insert(id, declared_peers(object));
     }
 
@@ -186,33 +223,110 @@ impl MeshPlan {
     }
 
     fn decide(&mut self, snapshot: &Snapshot, caller: &str, callee: &str) {
+        let edge = self.edge(snapshot, caller, callee);
+        self.insert((caller.to_owned(), callee.to_owned()), edge);
+    }
+
+    fn insert(&mut self, key: (String, String), edge: EdgeDecision) {
+        self.callers
+            .entry(key.1.clone())
+            .or_default()
+            .insert(key.0.clone());
+        self.edges.insert(key, edge);
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(callers) = self.callers.get_mut(&key.1) {
+            callers.remove(&key.0);
+            if callers.is_empty() {
+                self.callers.remove(&key.1);
+            }
+        }
+        self.edges.remove(key);
+    }
+
+    /// The `Connect` question for `caller → callee`, with the callee's declared ports.
+    pub fn connect_query(&self, caller: &str, callee: &str) -> Query {
+        match self.declarations.contexts.get(callee) {
+            Some(c) => connect_query_in(caller, callee, c.clone()),
+            None => connect_query(caller, callee, &[]),
+        }
+    }
+
+    /// Every declared edge, by (caller, callee).
+    pub fn edges(&self) -> impl Iterator<Item = &EdgeDecision> {
+        self.edges.values()
+    }
+
+    /// The edge `caller → callee`, if declared.
+    pub fn edge_between(&self, caller: &str, callee: &str) -> Option<&EdgeDecision> {
+        self.edges.get(&(caller.to_owned(), callee.to_owned()))
+    }
+
+    /// How many edges are declared.
+    pub fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
+    /// The edges `id` is on, as caller or as callee, in (caller, callee) order.
+    pub fn touching(&self, id: &str) -> Vec<&EdgeDecision> {
+        let as_caller = self
+            .edges
+            .range((id.to_owned(), String::new())..)
+            .take_while(move |((caller, _), _)| caller == id)
+            .map(|(_, e)| e);
+        let as_callee = self
+            .callers
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(move |caller| caller.as_str() != id)
+            .filter_map(move |caller| self.edge_between(caller, id));
+        let mut out: Vec<&EdgeDecision> = as_caller.chain(as_callee).collect();
+        out.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
+        out
+    }
+
+    /// Replaces the decision on a declared edge (a what-if recomputed it); false if the
+    /// edge is not declared.
+    pub fn set_decision(
+        &mut self,
+        caller: &str,
+        callee: &str,
+        decision: Result<Decision, String>,
+    ) -> bool {
+        match self.edges.get_mut(&(caller.to_owned(), callee.to_owned())) {
+            Some(e) => {
+                e.decision = decision;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The decision on one declared edge.
+    fn edge(&self, snapshot: &Snapshot, caller: &str, callee: &str) -> EdgeDecision {
         let ports = self
             .declarations
             .ports
             .get(callee)
             .cloned()
             .unwrap_or_default();
-        let decision = Context::from_json_value(serde_json::json!({"ports": ports}), None)
-            .map_err(|e| e.to_string())
-            .and_then(|context| {
-                let q = Query::new(
-                    uid("Service", caller),
-                    action("Connect"),
-                    uid("Service", callee),
-                )
-                .with_context(context);
-                snapshot.decide(&q).map_err(|e| e.to_string())
-            });
-        let edge = EdgeDecision {
+        let decision = snapshot
+            .decide(&self.connect_query(caller, callee))
+            .map_err(|e| e.to_string());
+        EdgeDecision {
             caller: caller.to_owned(),
             callee: callee.to_owned(),
             ports,
             declared_by_caller: self.declared_by_caller(caller, callee),
             declared_by_callee: self.declared_by_callee(caller, callee),
             decision,
-        };
-        self.edges
-            .insert((caller.to_owned(), callee.to_owned()), edge);
+        }
     }
 
     pub fn allowed(&self) -> impl Iterator<Item = &EdgeDecision> {

@@ -147,7 +147,7 @@ fn a_report_lists_every_denied_gate_with_advice() {
 fn the_mesh_plan_decides_declared_edges_only_and_explains_one_sided_ones() {
     let (w, _, s) = setup();
     let plan = MeshPlan::plan(&s, &w);
-    let edge = |a: &str, b: &str| plan.edges.get(&(a.to_owned(), b.to_owned()));
+    let edge = |a: &str, b: &str| plan.edge_between(a, b);
     let both = edge("shop/checkout", "payments/ledger").unwrap();
     assert!(both.allowed() && both.declared_by_caller && both.declared_by_callee);
     assert!(!both.ports.is_empty());
@@ -188,18 +188,45 @@ fn replanning_one_service_re_decides_only_its_edges_and_matches_a_fresh_plan() {
     let decided = plan.replan(&s2, &w, &k);
     let fresh = MeshPlan::plan(&s2, &w);
     assert!(
-        decided < fresh.edges.len(),
+        decided < fresh.len(),
         "only the ledger's edges are re-decided ({decided} of {})",
-        fresh.edges.len()
+        fresh.len()
     );
     let summary = |p: &MeshPlan| {
-        p.edges
-            .iter()
-            .map(|(k, e)| (k.clone(), e.allowed(), e.one_sided()))
+        p.edges()
+            .map(|e| {
+                (
+                    e.caller.clone(),
+                    e.callee.clone(),
+                    e.allowed(),
+                    e.one_sided(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(summary(&plan), summary(&fresh));
-    assert!(plan.edges[&("shop/api".to_owned(), "payments/ledger".to_owned())].allowed());
+    assert!(
+        plan.edge_between("shop/api", "payments/ledger")
+            .unwrap()
+            .allowed()
+    );
+    // The index of a workload's edges follows the replan.
+    let touching = |p: &MeshPlan, id: &str| {
+        p.touching(id)
+            .into_iter()
+            .map(|e| (e.caller.clone(), e.callee.clone()))
+            .collect::<Vec<_>>()
+    };
+    for id in ["payments/ledger", "shop/api", "shop/checkout"] {
+        let scanned: Vec<(String, String)> = fresh
+            .edges()
+            .filter(|e| e.caller == id || e.callee == id)
+            .map(|e| (e.caller.clone(), e.callee.clone()))
+            .collect();
+        assert!(!scanned.is_empty());
+        assert_eq!(touching(&plan, id), scanned, "{id}");
+        assert_eq!(touching(&fresh, id), scanned, "{id}");
+    }
 }
 
 #[test]
