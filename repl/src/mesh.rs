@@ -32,8 +32,7 @@ pub fn describe(plan: &MeshPlan, digest: &str, namespace: Option<&str>) -> (Stri
             .is_none_or(|ns| a.starts_with(&format!("{ns}/")) || b.starts_with(&format!("{ns}/")))
     };
     let edges: Vec<_> = plan
-        .edges
-        .values()
+        .edges()
         .filter(|e| in_scope(&e.caller, &e.callee))
         .collect();
     let rows: Vec<_> = edges

@@ -11,6 +11,7 @@ use lattice_engine::{Decision, PolicyChange, Query, Snapshot, Why, World};
 use lattice_gates::{MeshPlan, evaluate, questions};
 use lattice_schemas::crd::EnforcementMode;
 use lattice_schemas::manifest::Object;
+use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::loading::{Loaded, try_load};
@@ -368,46 +369,56 @@ impl Session {
 
     /// Every question the world raises: each workload's gates and each declared edge (with
     /// the mesh plan they come from).
-    fn every_query(&self, base: &Snapshot) -> (Vec<(String, Query)>, MeshPlan) {
-        let mut out = Vec::new();
-        for (_, o) in self.loaded.world.objects().filter(|(_, o)| o.is_workload()) {
-            let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
-            let principal = lattice_engine::uid("Service", &id);
-            for g in questions(o) {
-                if g.malformed.is_some() {
-                    continue;
-                }
-                let Ok(ctx) = cedar_policy::Context::from_json_value(g.context.clone(), None)
-                else {
-                    continue;
-                };
-                out.push((
-                    id.clone(),
-                    Query::new(
-                        principal.clone(),
-                        lattice_engine::action(g.action),
-                        g.resource,
-                    )
-                    .with_context(ctx),
-                ));
-            }
-        }
+    /// With each question, its decision on `base` where already known.
+    fn every_query(
+        &self,
+        base: &Snapshot,
+    ) -> (Vec<(String, Query)>, Vec<Option<Decision>>, MeshPlan) {
+        let workloads: Vec<&Object> = self
+            .loaded
+            .world
+            .objects()
+            .filter(|(_, o)| o.is_workload())
+            .map(|(_, o)| o)
+            .collect();
+        let asked: Vec<Vec<(String, Query)>> = workloads
+            .par_iter()
+            .map(|o| {
+                let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
+                let principal = lattice_engine::uid("Service", &id);
+                questions(o)
+                    .into_iter()
+                    .filter(|g| g.malformed.is_none())
+                    .filter_map(|g| {
+                        let ctx = lattice_engine::context_from_json(&g.context).ok()?;
+                        let q = Query::new(
+                            principal.clone(),
+                            lattice_engine::action(g.action),
+                            g.resource,
+                        )
+                        .with_context(ctx);
+                        Some((id.clone(), q))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut out: Vec<(String, Query)> = asked.into_iter().flatten().collect();
         let plan = MeshPlan::plan(base, &self.loaded.world);
-        for e in plan.edges.values() {
-            if let Ok(ctx) = cedar_policy::Context::from_json_value(json!({"ports": e.ports}), None)
-            {
-                out.push((
-                    e.callee.clone(),
-                    Query::new(
-                        lattice_engine::uid("Service", &e.caller),
-                        lattice_engine::action("Connect"),
-                        lattice_engine::uid("Service", &e.callee),
-                    )
-                    .with_context(ctx),
-                ));
-            }
+        let mut known = vec![None; out.len()];
+        let edges: Vec<&lattice_gates::EdgeDecision> = plan.edges().collect();
+        let asked: Vec<((String, Query), Option<Decision>)> = edges
+            .par_iter()
+            .map(|e| {
+                let q = plan.connect_query(&e.caller, &e.callee);
+                // The plan has already decided the edge on `base`.
+                ((e.callee.clone(), q), e.decision.as_ref().ok().cloned())
+            })
+            .collect();
+        for (q, k) in asked {
+            out.push(q);
+            known.push(k);
         }
-        (out, plan)
+        (out, known, plan)
     }
 
     /// `whatif add FILE|POLICY`, `whatif remove ID`, `whatif disable NS/NAME`: applies the
@@ -436,7 +447,7 @@ impl Session {
 
     fn apply_whatif(&mut self, changes: Vec<PolicyChange>) -> Reply {
         let base = self.baseline.as_ref().unwrap_or(&self.loaded.snapshot);
-        let (keyed, before_plan) = self.every_query(base);
+        let (keyed, known, before_plan) = self.every_query(base);
         let queries: Vec<Query> = keyed.iter().map(|(_, q)| q.clone()).collect();
         let after_store = match lattice_engine::what_if::apply_changes(&self.loaded.store, &changes)
         {
@@ -448,7 +459,7 @@ impl Session {
                 Ok(s) => s,
                 Err(e) => return Reply::error(format!("what-if not applied: {e}")),
             };
-        let result = lattice_engine::what_if::compare(base, &after, &queries);
+        let result = lattice_engine::what_if::compare_known(base, &after, &queries, &known);
         // The workloads whose decisions changed: their derived objects, before and after.
         let owner_of: BTreeMap<String, String> = keyed
             .iter()
@@ -472,32 +483,30 @@ impl Session {
             .chain(&result.reasons_changed)
             .filter(|c| c.query.action.id().unescaped() == "Connect")
         {
-            let key = (
-                c.query.principal.id().unescaped().to_owned(),
-                c.query.resource.id().unescaped().to_owned(),
+            after_plan.set_decision(
+                c.query.principal.id().unescaped(),
+                c.query.resource.id().unescaped(),
+                Ok(c.after.clone()),
             );
-            if let Some(edge) = after_plan.edges.get_mut(&key) {
-                edge.decision = Ok(c.after.clone());
-            }
         }
-        let mut diff = String::new();
         let ctx = lattice_compiler::CompileContext::of(&self.loaded.world);
-        for id in &touched {
-            let Some(object) = self.workload(id) else {
-                continue;
-            };
-            let b = rendered(base, &self.loaded.world, &before_plan, &ctx, object);
-            let a = rendered(&after, &self.loaded.world, &after_plan, &ctx, object);
-            if a != b {
-                diff.push_str(
-                    &similar::TextDiff::from_lines(&b, &a)
+        // Each touched workload is derived twice and diffed, independently of the others.
+        let diffs: Vec<String> = touched
+            .par_iter()
+            .filter_map(|id| {
+                let object = self.workload(id)?;
+                let b = rendered(base, &self.loaded.world, &before_plan, &ctx, object);
+                let a = rendered(&after, &self.loaded.world, &after_plan, &ctx, object);
+                (a != b).then(|| {
+                    similar::TextDiff::from_lines(&b, &a)
                         .unified_diff()
                         .context_radius(2)
                         .header(&format!("{id} (before)"), &format!("{id} (after)"))
-                        .to_string(),
-                );
-            }
-        }
+                        .to_string()
+                })
+            })
+            .collect();
+        let diff = diffs.concat();
         let line = |c: &lattice_engine::what_if::Changed| {
             format!(
                 "{} {} {}",
