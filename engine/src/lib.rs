@@ -9,6 +9,7 @@
 
 pub mod explain;
 pub mod index;
+pub mod load;
 pub mod policies;
 pub mod project;
 pub mod snapshot;

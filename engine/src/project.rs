@@ -329,6 +329,36 @@ impl Projection {
         }
     }
 
+    /// The entities `object` projects to in `world` (whether or not the world holds it),
+    /// with those it names and needs to be decided alone: its images, its namespace and the
+    /// cluster. What admission decides a new object's gates on, before it exists.
+    pub fn entities_of(world: &World, object: &Object) -> Vec<Entity> {
+        let facts = Facts::of(world);
+        let mut g = Group::default();
+        project_object(object, &facts, &mut g);
+        let mut out = g.entities;
+        out.extend(g.images.iter().map(|r| image_entity(r, &facts)));
+        for ns in &g.namespaces {
+            let declared = world.get(&ObjectKey {
+                kind: "Namespace",
+                namespace: None,
+                name: ns.clone(),
+            });
+            match declared {
+                Some(o) => {
+                    let mut n = Group::default();
+                    project_object(o, &facts, &mut n);
+                    out.extend(n.entities);
+                }
+                None => out.push(namespace_entity(ns, &BTreeMap::new(), &facts)),
+            }
+        }
+        out.push(cluster_default(&facts));
+        let mut seen = HashSet::new();
+        out.retain(|e| seen.insert(e.uid()));
+        out
+    }
+
     /// The entities owned by one object.
     pub fn group(&self, key: &ObjectKey) -> &[Entity] {
         self.groups.get(key).map(Vec::as_slice).unwrap_or_default()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    Context, Decision as CedarDecision, Effect, Entities, EntityUid, PolicyId, Request,
+    Context, Decision as CedarDecision, Effect, Entities, Entity, EntityUid, PolicyId, Request,
     RestrictedExpression, Schema,
 };
 use lattice_schemas::crd::EnforcementMode;
@@ -18,25 +18,25 @@ use crate::world::World;
 
 /// What a snapshot is assembled from.
 struct Parts {
-    schema: Schema,
+    schema: Arc<Schema>,
     entities: Arc<Entities>,
     approved: HashMap<String, (bool, bool)>,
-    enforce: PolicyIndex,
-    audit: PolicyIndex,
-    policies: HashMap<PolicyId, Arc<StoredPolicy>>,
+    enforce: Arc<PolicyIndex>,
+    audit: Arc<PolicyIndex>,
+    policies: Arc<HashMap<PolicyId, Arc<StoredPolicy>>>,
 }
 
 /// One immutable view of schema, entities and policies.
 pub struct Snapshot {
-    schema: Schema,
+    schema: Arc<Schema>,
     entities: Arc<Entities>,
     /// Wildcard declarations AllowWildcard approved, by service uid id.
     approved: HashMap<String, (bool, bool)>,
     world_digest: [u8; 32],
-    enforce: PolicyIndex,
-    audit: PolicyIndex,
+    enforce: Arc<PolicyIndex>,
+    audit: Arc<PolicyIndex>,
     /// Every active policy, shared with the store it came from.
-    policies: HashMap<PolicyId, Arc<StoredPolicy>>,
+    policies: Arc<HashMap<PolicyId, Arc<StoredPolicy>>>,
     digest: String,
 }
 
@@ -168,7 +168,7 @@ impl Snapshot {
         projection: &Projection,
         store: &PolicyStore,
     ) -> Result<Snapshot, SnapshotError> {
-        let schema = lattice_schemas::cedar::schema().clone();
+        let schema = Arc::new(lattice_schemas::cedar::schema().clone());
         let entities = projection
             .entities(world, &schema, &HashMap::new())
             .map_err(|e| SnapshotError::Entities(e.to_string()))?;
@@ -182,15 +182,15 @@ impl Snapshot {
                 .filter(move |p| p.info.mode == mode)
                 .map(|p| &p.policy)
         };
-        let enforce = PolicyIndex::new(by_mode(EnforcementMode::Enforce), &schema);
-        let audit = PolicyIndex::new(by_mode(EnforcementMode::Audit), &schema);
+        let enforce = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Enforce), &schema));
+        let audit = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Audit), &schema));
         let parts = Parts {
             schema,
             entities: Arc::new(entities),
             approved: HashMap::new(),
             enforce,
             audit,
-            policies,
+            policies: Arc::new(policies),
         };
         Snapshot::assemble(parts, world, projection, store)
     }
@@ -211,10 +211,10 @@ impl Snapshot {
         );
         let current: HashMap<&PolicyId, &StoredPolicy> =
             store.active().map(|p| (p.policy.id(), p)).collect();
-        let mut policies = self.policies.clone();
+        let mut policies = (*self.policies).clone();
         let (mut removed_enforce, mut removed_audit, mut added_enforce, mut added_audit) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (id, old) in &self.policies {
+        for (id, old) in self.policies.iter() {
             if !current
                 .get(id)
                 .is_some_and(|p| Arc::ptr_eq(&p.info, &old.info))
@@ -239,19 +239,22 @@ impl Snapshot {
                 }
             }
         }
-        let enforce = self
-            .enforce
-            .with_changes(removed_enforce, added_enforce, &self.schema);
-        let audit = self
-            .audit
-            .with_changes(removed_audit, added_audit, &self.schema);
+        let enforce = Arc::new(self.enforce.with_changes(
+            removed_enforce,
+            added_enforce,
+            &self.schema,
+        ));
+        let audit = Arc::new(
+            self.audit
+                .with_changes(removed_audit, added_audit, &self.schema),
+        );
         let parts = Parts {
             schema: self.schema.clone(),
             entities: self.entities.clone(),
             approved: self.approved.clone(),
             enforce,
             audit,
-            policies,
+            policies: Arc::new(policies),
         };
         Snapshot::assemble(parts, world, projection, store)
     }
@@ -394,10 +397,47 @@ impl Snapshot {
         ))
     }
 
+    /// This snapshot's policies over request-scoped entities: `extra` (a user named by an
+    /// AdmissionReview with its groups, or an object not yet in the world, projected), joined
+    /// by the snapshot's entities for `also` and their ancestors. Nothing else of the world
+    /// is there: a policy reaching for any other entity errors, and errors fail closed.
+    /// Everything but the entities is shared, so this costs the size of `extra`.
+    pub fn scoped(&self, extra: Vec<Entity>, also: &[EntityUid]) -> Result<Snapshot, QueryError> {
+        let mut scoped = extra;
+        let mut have: std::collections::HashSet<EntityUid> =
+            scoped.iter().map(Entity::uid).collect();
+        let mut wanted: Vec<EntityUid> = Vec::new();
+        for u in also {
+            wanted.push(u.clone());
+            wanted.extend(self.entities.ancestors(u).into_iter().flatten().cloned());
+        }
+        for u in wanted {
+            if !have.contains(&u)
+                && let Some(e) = self.entities.get(&u)
+            {
+                have.insert(u);
+                scoped.push(e.clone());
+            }
+        }
+        let entities = Entities::from_entities(scoped, Some(&self.schema))
+            .map_err(|e| QueryError(format!("request entities: {e:?}")))?;
+        Ok(Snapshot {
+            schema: self.schema.clone(),
+            entities: Arc::new(entities),
+            approved: self.approved.clone(),
+            world_digest: self.world_digest,
+            enforce: self.enforce.clone(),
+            audit: self.audit.clone(),
+            policies: self.policies.clone(),
+            digest: self.digest.clone(),
+        })
+    }
+
     /// Decides a query (DESIGN §2): default deny; an erroring forbid denies; an erroring
     /// permit permits nothing; audit policies are reported and never change the answer.
     pub fn decide(&self, q: &Query) -> Result<Decision, QueryError> {
         let request = self.request(q)?;
+
         let raw = self.enforce.evaluate(
             &request,
             &q.principal,

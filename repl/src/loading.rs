@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use lattice_engine::load::LoadFailure;
 use lattice_engine::{PolicyStore, Projection, Snapshot, World};
-use lattice_schemas::manifest::Object;
 
 use crate::output::render;
 
@@ -34,14 +34,14 @@ pub fn try_load(world_paths: &[PathBuf], policies: &Path) -> Result<Loaded, Stri
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let world = match World::load(world_paths) {
-        Ok(w) => w,
-        Err(e) => {
+    let (world, store) = match lattice_engine::load::load(world_paths, policies) {
+        Ok(l) => l,
+        Err(LoadFailure::World(report)) => {
             let mut out = String::new();
-            for f in &e.report.findings {
+            for f in &report.findings {
                 out.push_str(&render(f));
             }
-            for u in &e.report.unreadable {
+            for u in &report.unreadable {
                 out.push_str(&format!("error: cannot read {u}\n"));
             }
             out.push_str(&format!(
@@ -50,31 +50,19 @@ pub fn try_load(world_paths: &[PathBuf], policies: &Path) -> Result<Loaded, Stri
             ));
             return Err(out);
         }
-    };
-    let mut store = if policies.is_dir() {
-        match PolicyStore::load_packs(policies) {
-            Ok(s) => s,
-            Err(lattice_engine::policies::PolicyError::Packs(report)) => {
-                let mut out = String::new();
-                for f in &report.findings {
-                    out.push_str(&render(f));
-                }
-                out.push_str(&format!(
-                    "error: the rule packs at {} did not load\n",
-                    policies.display()
-                ));
-                return Err(out);
+        Err(LoadFailure::Packs(report)) => {
+            let mut out = String::new();
+            for f in &report.findings {
+                out.push_str(&render(f));
             }
-            Err(e) => return Err(format!("error: {e}\n")),
+            out.push_str(&format!(
+                "error: the rule packs at {} did not load\n",
+                policies.display()
+            ));
+            return Err(out);
         }
-    } else {
-        PolicyStore::new()
+        Err(LoadFailure::Policy(e)) => return Err(format!("error: {e}\n")),
     };
-    for (_, o) in world.objects() {
-        if let Object::CedarPolicy(p) = o {
-            store.apply_object(p).map_err(|e| format!("error: {e}\n"))?;
-        }
-    }
     let projection = Projection::of(&world);
     let snapshot =
         Snapshot::build(&world, &projection, &store).map_err(|e| format!("error: {e}\n"))?;

@@ -1,0 +1,49 @@
+//! The admission webhook (`lattice-operator webhook`): Kubernetes calls it on every create,
+//! update and delete of a Lattice object. Reading ([`review`]) and deciding ([`admit`]) are
+//! pure; [`server`] is HTTPS over rustls with limits on size and time; [`tls`] reloads the
+//! serving certificate when it changes; [`metrics`] is `/metrics`.
+
+pub mod admit;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+use std::path::{Path, PathBuf};
+
+use lattice_engine::load::LoadFailure;
+use lattice_engine::{Projection, Snapshot};
+
+pub use admit::{Current, Verdict, admit};
+pub use server::{Limits, State, serve};
+
+/// Loads the world and policies the webhook decides on. The error is plain text.
+pub fn load_current(world: &[PathBuf], policies: &Path) -> Result<Current, String> {
+    let (world, store) = lattice_engine::load::load(world, policies).map_err(|e| match e {
+        LoadFailure::World(r) => format!(
+            "the world did not load: {} error(s){}",
+            r.errors(),
+            first(&r)
+        ),
+        LoadFailure::Packs(r) => format!(
+            "the rule packs did not load: {} error(s){}",
+            r.errors(),
+            first(&r)
+        ),
+        LoadFailure::Policy(e) => e.to_string(),
+    })?;
+    let projection = Projection::of(&world);
+    let snapshot = Snapshot::build(&world, &projection, &store).map_err(|e| e.to_string())?;
+    Ok(Current { world, snapshot })
+}
+
+fn first(r: &lattice_schemas::validate::Report) -> String {
+    r.findings
+        .first()
+        .map(|f| {
+            let (line, col) = f.line_col();
+            format!(", first at {}:{line}:{col}: {}", f.file.name, f.message)
+        })
+        .or_else(|| r.unreadable.first().map(|u| format!(", cannot read {u}")))
+        .unwrap_or_default()
+}

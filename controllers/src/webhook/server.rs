@@ -1,0 +1,286 @@
+//! The HTTPS server: TLS (rustls), HTTP/1.1 (hyper), the routes, and the limits that keep a
+//! bad or slow client from costing more than its own connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use kube::core::Status;
+use kube::core::admission::AdmissionResponse;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+
+use super::admit::{Current, admit};
+use super::metrics::Metrics;
+use super::review::{self, MAX_BODY, ReviewError};
+
+/// How long a client may take over each part of a request before it is disconnected.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The TLS handshake.
+    pub handshake: Duration,
+    /// The request headers.
+    pub headers: Duration,
+    /// The whole body. The webhook configuration gives the API server 3 s, so a body
+    /// slower than this is not from it.
+    pub body: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake: Duration::from_secs(5),
+            headers: Duration::from_secs(5),
+            body: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every connection shares: the current snapshot and the metrics.
+#[derive(Default)]
+pub struct State {
+    current: RwLock<Option<Arc<Current>>>,
+    pub metrics: Metrics,
+}
+
+impl State {
+    pub fn new() -> Arc<State> {
+        Arc::new(State::default())
+    }
+
+    /// Publishes a new snapshot; reviews already being answered finish on the old one.
+    pub fn set(&self, current: Current) {
+        if let Ok(mut c) = self.current.write() {
+            *c = Some(Arc::new(current));
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<Current>> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+
+    pub fn ready(&self) -> bool {
+        self.current().is_some()
+    }
+}
+
+/// Serves until `shutdown` completes. Each connection runs on its own task.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    state: Arc<State>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            state.metrics.rejected("tls");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            state.metrics.rejected("tls-timeout");
+                            return;
+                        }
+                    };
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(route(&state, limits, req).await) }
+                    });
+                    let served = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.headers)
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn route(state: &State, limits: Limits, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if state.ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet\n"),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        (&Method::POST, "/validate") => validate(state, limits, req).await,
+        (_, "/validate") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST an AdmissionReview to /validate\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+async fn validate(state: &State, limits: Limits, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return reject(
+            state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            &format!("body over the {MAX_BODY}-byte limit"),
+        );
+    }
+    let body = tokio::time::timeout(
+        limits.body,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await;
+    let bytes = match body {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            return reject(
+                state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                &format!("body over the {MAX_BODY}-byte limit"),
+            );
+        }
+        Ok(Err(e)) => {
+            return reject(
+                state,
+                StatusCode::BAD_REQUEST,
+                "body",
+                &format!("cannot read the body: {e}"),
+            );
+        }
+        Err(_) => {
+            return reject(
+                state,
+                StatusCode::REQUEST_TIMEOUT,
+                "stalled",
+                "the body did not arrive in time",
+            );
+        }
+    };
+    let started = Instant::now();
+    let review = match review::parse(&bytes) {
+        Ok(r) => r,
+        Err(ReviewError::Inconsistent { uid, message }) => {
+            // Readable enough to answer: a denial that echoes the uid.
+            tracing::warn!(%uid, "invalid review: {message}");
+            state
+                .metrics
+                .review("unknown", "invalid", started.elapsed());
+            let mut response = AdmissionResponse::invalid(&message);
+            response.uid = uid;
+            response.result = Status::failure(&message, "BadRequest").with_code(400);
+            return json(&response.into_review());
+        }
+        Err(e) => {
+            let reason = match e {
+                ReviewError::ApiVersion(_) => "api-version",
+                ReviewError::Kind(_) => "kind",
+                ReviewError::NoRequest => "no-request",
+                _ => "malformed",
+            };
+            return reject(state, StatusCode::BAD_REQUEST, reason, &e.to_string());
+        }
+    };
+    let current = state.current();
+    let verdict = admit(current.as_deref(), &review);
+    tracing::info!(
+        uid = %review.uid,
+        user = %review.requester.username,
+        operation = ?review.operation,
+        object = %review.describe(),
+        verdict = verdict.label(),
+        "reviewed"
+    );
+    let mut response = AdmissionResponse::from(&review.request);
+    response.allowed = verdict.allowed;
+    if !verdict.allowed {
+        let reason = match verdict.code {
+            403 => "Forbidden",
+            422 => "Invalid",
+            503 => "ServiceUnavailable",
+            _ => "BadRequest",
+        };
+        response.result = Status::failure(&verdict.message, reason).with_code(verdict.code);
+    }
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings.clone());
+    }
+    state
+        .metrics
+        .review(&review.kind, verdict.label(), started.elapsed());
+    json(&response.into_review())
+}
+
+fn reject(state: &State, status: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
+    tracing::warn!(reason, "request refused: {message}");
+    state.metrics.rejected(reason);
+    text(status, &format!("{message}\n"))
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the answer: {e}"),
+        ),
+    }
+}

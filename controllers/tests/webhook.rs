@@ -1,0 +1,506 @@
+//! The admission webhook as the API server meets it: HTTPS with a real certificate, real
+//! AdmissionReview JSON, the example world and the real rule packs.
+
+mod support;
+
+use std::time::Duration;
+
+use lattice_controllers::webhook::Limits;
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lattice-webhook-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The response half of an AdmissionReview answer.
+fn response(body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).expect("an AdmissionReview");
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    v["response"].clone()
+}
+
+async fn post(c: &mut Client, review: &Value) -> Value {
+    let (status, body) = c
+        .send("POST", "/validate", serde_json::to_vec(review).unwrap())
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    response(&body)
+}
+
+const SECURITY_ADMIN: &str = "lattice:security-admins";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_are_decided_by_the_world_and_its_policies() {
+    let dir = tmp("decide");
+    let pki = Pki::issue(&dir.join("pki"));
+    // An audit-mode policy, so some admission carries a warning.
+    std::fs::write(
+        dir.join("audit.yaml"),
+        serde_yaml_text(&cedar_policy(
+            "platform",
+            "audit-web",
+            "@id(\"web-images\")\n@advice(\"Pin images by digest.\")\nforbid (principal == Lattice::Service::\"shop/api\", action == Lattice::Action::\"DeployImage\", resource);\n",
+            "audit",
+        )),
+    )
+    .unwrap();
+    let w = start(&pki, Limits::default()).await;
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+
+    // Not ready until a snapshot is loaded: health is fine, policy decisions are refused.
+    assert_eq!(c.send("GET", "/healthz", vec![]).await.0, 200);
+    assert_eq!(c.send("GET", "/readyz", vec![]).await.0, 503);
+    let early = post(
+        &mut c,
+        &review(
+            "u-0",
+            "CREATE",
+            Some(example("shop.yaml", "api")),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(early["allowed"], false);
+    assert_eq!(early["status"]["code"], 503);
+
+    load_examples(&w, &[dir.join("audit.yaml")]);
+    assert_eq!(c.send("GET", "/readyz", vec![]).await.0, 200);
+
+    // Allowed: an example service, with the server's metadata fields; the uid is echoed and
+    // the audit-mode match comes back as a warning.
+    let ok = post(
+        &mut c,
+        &review(
+            "u-1",
+            "CREATE",
+            Some(example("shop.yaml", "api")),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(ok["uid"], "u-1");
+    assert_eq!(ok["allowed"], true, "{ok}");
+    let warnings = ok["warnings"].as_array().expect("warnings").clone();
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("platform/audit-web/web-images")
+            && w.as_str().unwrap().contains("Pin images by digest.")),
+        "{warnings:?}"
+    );
+
+    // Denied by policy: an image nothing trusts. Each denied gate is named with its advice.
+    let mut untrusted = example("shop.yaml", "api");
+    untrusted["metadata"]["name"] = json!("rogue");
+    untrusted["spec"]["containers"]["api"]["image"] = json!("evil.example.com/miner:latest");
+    let denied = post(
+        &mut c,
+        &review("u-2", "CREATE", Some(untrusted), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(denied["uid"], "u-2");
+    assert_eq!(denied["allowed"], false);
+    assert_eq!(denied["status"]["code"], 403);
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(message.contains("DeployImage"), "{message}");
+    assert!(
+        message.contains("evil.example.com/miner:latest"),
+        "{message}"
+    );
+    assert!(message.contains("Sign the image"), "{message}");
+
+    // An invalid policy: each error with its line and column in the policy text.
+    let broken = cedar_policy(
+        "shop",
+        "broken",
+        "@id(\"ok\")\npermit (principal, action == Lattice::Action::\"Connect\", resource);\n@id(\"bad\")\npermit (principal, action == Lattice::Action::\"Conect\", resource);\n",
+        "enforce",
+    );
+    let invalid = post(
+        &mut c,
+        &review(
+            "u-3",
+            "CREATE",
+            Some(broken),
+            None,
+            "sec",
+            &[SECURITY_ADMIN],
+        ),
+    )
+    .await;
+    assert_eq!(invalid["allowed"], false);
+    assert_eq!(invalid["status"]["code"], 422);
+    let message = invalid["status"]["message"].as_str().unwrap();
+    assert!(message.contains("Conect"), "{message}");
+    assert!(message.contains("spec.policies:4:"), "{message}");
+
+    // A valid policy: its author needs ManagePolicy on the namespace.
+    let good = cedar_policy(
+        "shop",
+        "no-dev-to-prod",
+        "@id(\"no-sandbox\")\nforbid (principal in Lattice::Namespace::\"sandbox\", action == Lattice::Action::\"Connect\", resource);\n",
+        "enforce",
+    );
+    let unauthorized = post(
+        &mut c,
+        &review(
+            "u-4",
+            "CREATE",
+            Some(good.clone()),
+            None,
+            "mallory",
+            &["developers"],
+        ),
+    )
+    .await;
+    assert_eq!(unauthorized["allowed"], false);
+    assert_eq!(unauthorized["status"]["code"], 403);
+    let message = unauthorized["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("mallory") && message.contains("ManagePolicy"),
+        "{message}"
+    );
+    let authorized = post(
+        &mut c,
+        &review(
+            "u-5",
+            "CREATE",
+            Some(good.clone()),
+            None,
+            "sec",
+            &[SECURITY_ADMIN],
+        ),
+    )
+    .await;
+    assert_eq!(authorized["allowed"], true, "{authorized}");
+
+    // Deleting a policy widens access as surely as adding one.
+    let delete = post(
+        &mut c,
+        &review(
+            "u-6",
+            "DELETE",
+            None,
+            Some(good),
+            "mallory",
+            &["developers"],
+        ),
+    )
+    .await;
+    assert_eq!(delete["allowed"], false);
+    // Deleting a workload is not a policy decision.
+    let gone = post(
+        &mut c,
+        &review(
+            "u-7",
+            "DELETE",
+            None,
+            Some(example("shop.yaml", "api")),
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(gone["allowed"], true);
+
+    // Schema and semantic errors in a workload.
+    let mut unknown_field = example("shop.yaml", "api");
+    unknown_field["spec"]["replicaz"] = json!(3);
+    let bad = post(
+        &mut c,
+        &review(
+            "u-8",
+            "UPDATE",
+            Some(unknown_field),
+            Some(example("shop.yaml", "api")),
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(bad["allowed"], false);
+    assert_eq!(bad["status"]["code"], 422);
+    assert!(
+        bad["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("replicaz")
+    );
+
+    // An unknown Lattice kind is refused; a kind of another group is not ours to judge.
+    let mut odd = example("shop.yaml", "api");
+    odd["kind"] = json!("LatticeGizmo");
+    let refused = post(
+        &mut c,
+        &review("u-9", "CREATE", Some(odd), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(refused["allowed"], false);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "shop"}});
+    let foreign = post(
+        &mut c,
+        &review("u-10", "CREATE", Some(cm), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(foreign["allowed"], true);
+
+    // Metrics count reviews by kind and verdict.
+    let (status, metrics) = c.send("GET", "/metrics", vec![]).await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains(
+            "lattice_webhook_reviews_total{kind=\"LatticeService\",verdict=\"denied\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lattice_webhook_review_duration_seconds_bucket"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes `bytes` on a fresh TLS connection and reads what comes back until the server
+/// closes it (or 5 s pass).
+async fn raw(
+    w: &Webhook,
+    config: &std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    bytes: &[u8],
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let tcp = tokio::net::TcpStream::connect(w.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(
+            tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let _ = tls.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn serde_yaml_text(v: &Value) -> String {
+    lattice_schemas::generate::to_yaml(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_refusal_and_changes_nothing() {
+    let dir = tmp("bad");
+    let pki = Pki::issue(&dir.join("pki"));
+    let limits = Limits {
+        body: Duration::from_millis(500),
+        headers: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let w = start(&pki, limits).await;
+    load_examples(&w, &[]);
+    let config = client_config(&pki.ca_pem);
+    let mut c = Client::connect(w.addr, config.clone()).await.unwrap();
+
+    let good = review(
+        "u-1",
+        "CREATE",
+        Some(example("shop.yaml", "api")),
+        None,
+        "alice",
+        &[],
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not JSON", b"{\"apiVersion\": ".to_vec(), "malformed"),
+        ("not an object", b"[1, 2]".to_vec(), "malformed"),
+        (
+            "v1beta1",
+            {
+                let mut r = good.clone();
+                r["apiVersion"] = json!("admission.k8s.io/v1beta1");
+                serde_json::to_vec(&r).unwrap()
+            },
+            "apiVersion",
+        ),
+        (
+            "wrong kind",
+            {
+                let mut r = good.clone();
+                r["kind"] = json!("TokenReview");
+                serde_json::to_vec(&r).unwrap()
+            },
+            "kind",
+        ),
+        (
+            "no request",
+            {
+                let mut r = good.clone();
+                r.as_object_mut().unwrap().remove("request");
+                serde_json::to_vec(&r).unwrap()
+            },
+            "no `request`",
+        ),
+        (
+            "request of the wrong shape",
+            {
+                let mut r = good.clone();
+                r["request"]["operation"] = json!("EXPLODE");
+                serde_json::to_vec(&r).unwrap()
+            },
+            "malformed",
+        ),
+    ];
+    for (what, body, expect) in cases {
+        let (status, text) = c.send("POST", "/validate", body).await;
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(text.contains(expect), "{what}: {text}");
+    }
+
+    // An object that is not what `kind` says: a denial that still echoes the uid.
+    let mut liar = good.clone();
+    liar["request"]["kind"]["kind"] = json!("CedarPolicy");
+    let r = post(&mut c, &liar).await;
+    assert_eq!(r["uid"], "u-1");
+    assert_eq!(r["allowed"], false);
+    assert_eq!(r["status"]["code"], 400);
+
+    // Too large: refused from the declared length, before reading a byte of it.
+    let answer = raw(
+        &w,
+        &config,
+        b"POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 3145729\r\n\r\n{",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // And when no length is declared, once the limit is passed.
+    let mut chunked =
+        b"POST /validate HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 1024 * 1024).as_bytes());
+        chunked.extend(std::iter::repeat_n(b' ', 1024 * 1024));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let answer = raw(&w, &config, &chunked).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Wrong method, unknown path.
+    let mut c = Client::connect(w.addr, config.clone()).await.unwrap();
+    assert_eq!(c.send("GET", "/validate", vec![]).await.0, 405);
+    assert_eq!(c.send("GET", "/nope", vec![]).await.0, 404);
+
+    // A client that promises a body and stalls is answered 408 and cut off, not waited on.
+    let tcp = tokio::net::TcpStream::connect(w.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(
+            tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(
+        b"POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\n{\"apiVersion\"",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let _ = tls.read_to_end(&mut answer).await;
+    })
+    .await;
+    assert!(read.is_ok(), "the server waited on a stalled client");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Headers that never finish: the connection is closed.
+    let tcp = tokio::net::TcpStream::connect(w.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(
+            tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(b"POST /validate HTTP/1.1\r\nhost: loc")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let _ = tls.read_to_end(&mut buf).await;
+    })
+    .await;
+    assert!(closed.is_ok(), "the server waited on stalled headers");
+
+    // A client that is not TLS at all is dropped at the handshake.
+    let mut plain = tokio::net::TcpStream::connect(w.addr).await.unwrap();
+    plain
+        .write_all(b"POST /validate HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+
+    // And the server is still up and deciding.
+    let mut c = Client::connect(w.addr, config).await.unwrap();
+    let ok = post(&mut c, &good).await;
+    assert_eq!(ok["allowed"], true);
+    let metrics = String::from_utf8(c.send("GET", "/metrics", vec![]).await.1).unwrap();
+    assert!(metrics.contains("reason=\"stalled\""), "{metrics}");
+    assert!(metrics.contains("reason=\"too-large\""), "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tmp("reload");
+    let first = Pki::issue(&dir.join("pki"));
+    let w = start(&first, Limits::default()).await;
+    let _watcher = w.certs.watch().unwrap();
+    assert!(
+        Client::connect(w.addr, client_config(&first.ca_pem))
+            .await
+            .is_ok()
+    );
+
+    // A broken renewal is refused and the old certificate stays.
+    std::fs::write(&first.cert, "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        Client::connect(w.addr, client_config(&first.ca_pem))
+            .await
+            .is_ok()
+    );
+
+    // A new CA and certificate, written over the same files.
+    let second = Pki::issue(&dir.join("pki"));
+    let trusts_second = client_config(&second.ca_pem);
+    let mut served = false;
+    for _ in 0..50 {
+        if Client::connect(w.addr, trusts_second.clone()).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the renewed certificate was never served");
+    assert!(
+        Client::connect(w.addr, client_config(&first.ca_pem))
+            .await
+            .is_err(),
+        "the old certificate is still served"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
