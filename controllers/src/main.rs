@@ -30,8 +30,9 @@ enum Command {
         tls_key: PathBuf,
         #[arg(long, default_value = "0.0.0.0:8443")]
         addr: SocketAddr,
-        /// The world to decide on: directories or files of manifests (repeatable). In a
-        /// cluster the controllers feed it from the API server instead.
+        /// The world to decide on: directories or files of manifests (repeatable), read once
+        /// at start. Without it the webhook never becomes ready and refuses every policy
+        /// decision (until the controllers feed it the world from the API server).
         #[arg(long)]
         world: Vec<PathBuf>,
         /// The rule packs directory.
@@ -108,7 +109,9 @@ fn run_webhook(
                 .unwrap_or_default()
         );
         // Ready only once the snapshot is built; until then policy decisions are refused.
-        if !world.is_empty() {
+        if world.is_empty() {
+            tracing::warn!("no --world: not ready, and every policy decision is refused");
+        } else {
             let state = state.clone();
             tokio::task::spawn_blocking(move || match webhook::load_current(&world, &policies) {
                 Ok(current) => {

@@ -446,12 +446,23 @@ async fn bad_input_gets_a_clear_refusal_and_changes_nothing() {
     .await;
     assert!(closed.is_ok(), "the server waited on stalled headers");
 
-    // A client that is not TLS at all is dropped at the handshake.
+    // A client that is not TLS at all is dropped at the handshake, never answered in HTTP.
     let mut plain = tokio::net::TcpStream::connect(w.addr).await.unwrap();
     plain
         .write_all(b"POST /validate HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
+    let mut back = Vec::new();
+    let dropped = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let _ = plain.read_to_end(&mut back).await;
+    })
+    .await;
+    assert!(dropped.is_ok(), "a plain-text client was kept open");
+    assert!(
+        !String::from_utf8_lossy(&back).contains("HTTP/1.1"),
+        "a plain-text client got an HTTP answer"
+    );
 
     // And the server is still up and deciding.
     let mut c = Client::connect(w.addr, config).await.unwrap();
@@ -460,6 +471,7 @@ async fn bad_input_gets_a_clear_refusal_and_changes_nothing() {
     let metrics = String::from_utf8(c.send("GET", "/metrics", vec![]).await.1).unwrap();
     assert!(metrics.contains("reason=\"stalled\""), "{metrics}");
     assert!(metrics.contains("reason=\"too-large\""), "{metrics}");
+    assert!(metrics.contains("reason=\"tls\""), "{metrics}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

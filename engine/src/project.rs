@@ -176,9 +176,13 @@ pub struct Projection {
     image_refs: BTreeMap<ObjectKey, BTreeSet<String>>,
     /// Namespaces each group lives in or names.
     namespaces: BTreeMap<ObjectKey, BTreeSet<String>>,
+    /// The cross-object facts of the world projected, kept so that what depends only on
+    /// them (the shared entities, an object under admission) does not read the world again.
+    facts: Facts,
 }
 
 /// Facts that cross objects, read from the World.
+#[derive(Clone, Debug, Default)]
 struct Facts {
     cluster: String,
     pod_security: HashMap<String, String>,
@@ -278,6 +282,7 @@ impl Projection {
         for (key, g) in groups {
             p.put(key, g);
         }
+        p.facts = facts;
         p
     }
 
@@ -304,6 +309,7 @@ impl Projection {
                 self.insert(k.clone(), object, &facts);
             }
         }
+        self.facts = facts;
         rebuilt
     }
 
@@ -332,28 +338,26 @@ impl Projection {
     /// The entities `object` projects to in `world` (whether or not the world holds it),
     /// with those it names and needs to be decided alone: its images, its namespace and the
     /// cluster. What admission decides a new object's gates on, before it exists.
-    pub fn entities_of(world: &World, object: &Object) -> Vec<Entity> {
-        let facts = Facts::of(world);
+    /// Reads nothing but this projection: the world's facts and its declared namespaces.
+    pub fn entities_of(&self, object: &Object) -> Vec<Entity> {
+        let facts = &self.facts;
         let mut g = Group::default();
-        project_object(object, &facts, &mut g);
+        project_object(object, facts, &mut g);
         let mut out = g.entities;
-        out.extend(g.images.iter().map(|r| image_entity(r, &facts)));
+        out.extend(g.images.iter().map(|r| image_entity(r, facts)));
         for ns in &g.namespaces {
-            let declared = world.get(&ObjectKey {
+            let declared = self.group(&ObjectKey {
                 kind: "Namespace",
                 namespace: None,
                 name: ns.clone(),
             });
-            match declared {
-                Some(o) => {
-                    let mut n = Group::default();
-                    project_object(o, &facts, &mut n);
-                    out.extend(n.entities);
-                }
-                None => out.push(namespace_entity(ns, &BTreeMap::new(), &facts)),
+            if declared.is_empty() {
+                out.push(namespace_entity(ns, &BTreeMap::new(), facts));
+            } else {
+                out.extend(declared.iter().cloned());
             }
         }
-        out.push(cluster_default(&facts));
+        out.push(cluster_default(facts));
         let mut seen = HashSet::new();
         out.retain(|e| seen.insert(e.uid()));
         out
@@ -373,7 +377,7 @@ impl Projection {
         schema: &Schema,
         approved_wildcards: &HashMap<String, (bool, bool)>,
     ) -> Result<Entities, Box<cedar_policy::entities_errors::EntitiesError>> {
-        let facts = Facts::of(world);
+        let facts = &self.facts;
         // Services whose wildcards AllowWildcard approved are projected again with them;
         // those come first, so they win over the plain projection.
         let mut front: Vec<Entity> = Vec::new();
@@ -388,7 +392,7 @@ impl Projection {
                     wildcards: *w,
                     ..Group::default()
                 };
-                project_object(object, &facts, &mut g);
+                project_object(object, facts, &mut g);
                 front.extend(g.entities);
             }
         }
@@ -401,14 +405,14 @@ impl Projection {
             .collect();
         for ns in self.namespaces.values().flatten() {
             if !declared.contains(ns) {
-                back.push(namespace_entity(ns, &BTreeMap::new(), &facts));
+                back.push(namespace_entity(ns, &BTreeMap::new(), facts));
             }
         }
         let refs: BTreeSet<&String> = self.image_refs.values().flatten().collect();
         for r in refs {
-            back.push(image_entity(r, &facts));
+            back.push(image_entity(r, facts));
         }
-        back.push(cluster_default(&facts));
+        back.push(cluster_default(facts));
         for (category, value) in OVERRIDE_CATALOG {
             back.push(override_entity(category, value));
         }

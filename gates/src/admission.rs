@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use cedar_policy::EntityUid;
 use cedar_policy::{ActionConstraint, Context, Effect, Entity, PolicySet, RestrictedExpression};
-use lattice_engine::{Decision, Projection, Query, Snapshot, World, action, uid};
+use lattice_engine::{Decision, Projection, Query, Snapshot, action, uid};
 use lattice_schemas::manifest::Object;
 
 use crate::derivation::{GateReport, evaluate, questions};
@@ -23,7 +23,9 @@ pub struct Requester {
 impl Requester {
     /// The requester as Cedar entities: `User::"<username>"` in a `Group` per group.
     pub fn entities(&self) -> Vec<Entity> {
-        let groups: Vec<_> = self.groups.iter().map(|g| uid("Group", g)).collect();
+        // A group listed twice is one group (two entities with one uid would be refused).
+        let names: BTreeSet<&String> = self.groups.iter().collect();
+        let groups: Vec<_> = names.into_iter().map(|g| uid("Group", g)).collect();
         let mut out: Vec<Entity> = groups
             .iter()
             .map(|g| Entity::new_no_attrs(g.clone(), HashSet::new()))
@@ -115,17 +117,18 @@ pub fn manage_policy(
     scoped.decide(&q).map_err(|e| e.to_string())
 }
 
-/// The gates of a workload that may not be in `world` yet (an object under admission):
-/// asked on `snapshot`'s policies over the object's own projection, its namespace and the
-/// cluster, and the snapshot's entities for what its gates name.
+/// The gates of a workload that may not be in the world yet (an object under admission):
+/// asked on `snapshot`'s policies over the object's own projection (with `projection`'s
+/// facts), its namespace and the cluster, and the snapshot's entities for what its gates
+/// name.
 pub fn evaluate_object(
     snapshot: &Snapshot,
-    world: &World,
+    projection: &Projection,
     object: &Object,
 ) -> Result<GateReport, String> {
     let named: Vec<EntityUid> = questions(object).into_iter().map(|g| g.resource).collect();
     let scoped = snapshot
-        .scoped(Projection::entities_of(world, object), &named)
+        .scoped(projection.entities_of(object), &named)
         .map_err(|e| e.to_string())?;
     Ok(evaluate(&scoped, object))
 }

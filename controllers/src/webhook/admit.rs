@@ -16,7 +16,7 @@
 //! Policy decisions need a snapshot; without one every such request is denied.
 
 use kube::core::admission::Operation;
-use lattice_engine::{Snapshot, World};
+use lattice_engine::{Projection, Snapshot, World};
 use lattice_gates::admission::{evaluate_object, manage_policy};
 use lattice_schemas::crd::Kind;
 use lattice_schemas::crd::policy::CedarPolicySpec;
@@ -68,9 +68,11 @@ impl Verdict {
     }
 }
 
-/// What the webhook decides on: the world and the snapshot built from it.
+/// What the webhook decides on: the world, its projection and the snapshot built from
+/// them.
 pub struct Current {
     pub world: World,
+    pub projection: Projection,
     pub snapshot: Snapshot,
 }
 
@@ -176,7 +178,7 @@ fn gates(
     let Some(current) = current else {
         return not_ready(warnings);
     };
-    let report = match evaluate_object(&current.snapshot, &current.world, object) {
+    let report = match evaluate_object(&current.snapshot, &current.projection, object) {
         Ok(r) => r,
         Err(e) => {
             return Verdict::deny(403, format!("the gates cannot be decided: {e}"), warnings);

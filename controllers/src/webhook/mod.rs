@@ -34,7 +34,11 @@ pub fn load_current(world: &[PathBuf], policies: &Path) -> Result<Current, Strin
     })?;
     let projection = Projection::of(&world);
     let snapshot = Snapshot::build(&world, &projection, &store).map_err(|e| e.to_string())?;
-    Ok(Current { world, snapshot })
+    Ok(Current {
+        world,
+        projection,
+        snapshot,
+    })
 }
 
 fn first(r: &lattice_schemas::validate::Report) -> String {
