@@ -70,9 +70,19 @@ pub struct PackMeta {
     pub framework: Option<String>,
     #[serde(default)]
     pub mode: EnforcementMode,
-    /// Control id → title.
+    /// The framework's name for people (`NIST SP 800-53 Rev. 5`).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Control id → title, for every control the pack's checks cite.
     #[serde(default)]
     pub controls: BTreeMap<String, String>,
+    /// Control family id → title (`SC` → `System and Communications Protection`).
+    #[serde(default)]
+    pub families: BTreeMap<String, String>,
+    /// Controls of the framework that Lattice's facts cannot evidence → why; reports list
+    /// them as "not assessed by Lattice" rather than pretending to check them.
+    #[serde(default, rename = "notAssessed")]
+    pub not_assessed: BTreeMap<String, String>,
 }
 
 /// A loaded rule pack.

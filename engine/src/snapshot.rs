@@ -355,6 +355,12 @@ impl Snapshot {
         &self.digest
     }
 
+    /// The wildcards of a service (`namespace/name`) that AllowWildcard approved:
+    /// (outbound, inbound).
+    pub fn wildcards_approved(&self, service: &str) -> (bool, bool) {
+        self.approved.get(service).copied().unwrap_or_default()
+    }
+
     pub fn entities(&self) -> &Entities {
         &self.entities
     }

@@ -1,8 +1,10 @@
 //! The questions an object raises, one module per decision family, asked of
 //! [`lattice_engine`]: derivation gates (may this workload run this image, read this secret,
-//! add this capability…) and the bilateral mesh (`Connect` for every declared edge).
+//! add this capability…), the bilateral mesh (`Connect` for every declared edge), admission
+//! of policies and objects, and compliance (`Comply` for every subject and framework).
 
 pub mod admission;
+pub mod compliance;
 pub mod derivation;
 pub mod mesh;
 

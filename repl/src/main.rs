@@ -1,6 +1,7 @@
 //! `lattice-policy`: the command line of Lattice's policy engine.
 
 mod commands;
+mod compliance;
 mod loading;
 mod mesh;
 mod oneshot;
@@ -148,6 +149,13 @@ enum Command {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+    /// Compliance scans (NIST 800-53, SOC 2, CIS Kubernetes) on the platform's own decisions,
+    /// reported as OSCAL, Markdown, HTML, CSV, JUnit or SARIF, and a tamper-evident log of
+    /// runs for an audit period.
+    Compliance {
+        #[command(subcommand)]
+        command: compliance::ComplianceCommand,
+    },
     /// Format Cedar files with the official formatter (directories are searched for *.cedar).
     Fmt {
         /// Change nothing; list unformatted files with a diff and exit 1 if any.
@@ -198,6 +206,7 @@ fn main() -> ExitCode {
         ),
         Command::Fmt { check, paths } => plain::fmt(&paths, check),
         Command::Test { paths, junit } => policy_test::run(&paths, junit.as_deref()),
+        Command::Compliance { command } => compliance::run(command),
     };
     ExitCode::from(code)
 }

@@ -48,6 +48,11 @@ pub struct CedarPolicySpec {
     /// `enforce` (the default) decides; `audit` is evaluated and reported only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<EnforcementMode>,
+    /// The end of an audit period: a date (`2026-12-31`, the end of that day in UTC) or an
+    /// RFC 3339 time. An audit-mode policy past it, or without one, fails the compliance
+    /// check that audit is a trial and not a way to leave a rule unenforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_until: Option<String>,
 }
 
 /// What the policy controller found.
@@ -70,4 +75,25 @@ pub struct CedarPolicyStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+impl CedarPolicySpec {
+    /// When the audit period in `auditUntil` ends, if one is given.
+    pub fn audit_deadline(&self) -> Option<Result<jiff::Timestamp, String>> {
+        self.audit_until.as_deref().map(parse_deadline)
+    }
+}
+
+/// A deadline: an RFC 3339 time, or a date meaning the end of that day in UTC.
+pub fn parse_deadline(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let date: jiff::civil::Date = text
+        .parse()
+        .map_err(|_| format!("`{text}` is neither a date (`2026-12-31`) nor an RFC 3339 time"))?;
+    date.tomorrow()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
+        .map(|z| z.timestamp())
+        .map_err(|e| format!("`{text}`: {e}"))
 }

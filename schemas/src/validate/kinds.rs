@@ -445,6 +445,9 @@ fn cluster(cx: &mut Ctx, c: &crd::cluster::LatticeClusterSpec) {
 }
 
 fn cedar_policy(cx: &mut Ctx, p: &crd::policy::CedarPolicySpec) {
+    if let Some(Err(message)) = p.audit_deadline() {
+        cx.push(cx.m.error_at("lattice::cedar::audit-until", "/spec/auditUntil", message));
+    }
     let check = cedar::check_policies(&p.policies);
     if check
         .policies

@@ -324,13 +324,16 @@ fn duplicate_ids_across_files(
 }
 
 /// The fields of a rule pack's `pack.yaml`.
-const PACK_FIELDS: [&str; 6] = [
+const PACK_FIELDS: [&str; 9] = [
     "name",
     "version",
+    "title",
     "description",
     "framework",
     "mode",
+    "families",
     "controls",
+    "notAssessed",
 ];
 
 fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
@@ -382,7 +385,7 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
         }
         let ok = match k.as_str() {
             "mode" => matches!(v.as_str(), Some("enforce" | "audit")),
-            "controls" => v
+            "controls" | "families" | "notAssessed" => v
                 .as_object()
                 .is_some_and(|m| m.values().all(Value::is_string)),
             _ => v.is_string(),
@@ -391,6 +394,8 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
             let expected = match k.as_str() {
                 "mode" => "`enforce` or `audit`",
                 "controls" => "a mapping of control ids to titles",
+                "families" => "a mapping of control family ids to titles",
+                "notAssessed" => "a mapping of control ids to why Lattice cannot assess them",
                 _ => "a string",
             };
             report.findings.push(Finding::error(

@@ -1,0 +1,222 @@
+//! The frameworks a policy store can evidence: their controls, families, the controls Lattice
+//! cannot assess, and the checks (`forbid`s on `Comply`) that evidence each control.
+//!
+//! A rule pack with `framework:` in its `pack.yaml` names the framework and its controls.
+//! Any active forbid on `Comply` whose resource is `Lattice::Framework::"<id>"` is a check of
+//! that framework, wherever it came from (a pack or a CedarPolicy object).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cedar_policy::Effect;
+use lattice_engine::{PolicyInfo, PolicyStore};
+use lattice_gates::compliance::{SubjectKind, applies_to, framework_of};
+use lattice_schemas::crd::EnforcementMode;
+
+/// The frameworks Lattice ships packs for, in report order.
+pub const FRAMEWORKS: [&str; 3] = ["nist-800-53", "soc2", "cis-kubernetes"];
+
+/// One framework and everything a scan reports about it.
+#[derive(Clone, Debug)]
+pub struct Framework {
+    /// `nist-800-53`, `soc2`, `cis-kubernetes`.
+    pub id: String,
+    pub title: String,
+    /// The pack that defines it: (name, version).
+    pub pack: Option<(String, String)>,
+    /// Control id (as the framework writes it: `SC-7(5)`, `CC6.1`, `5.2.2`) → title.
+    pub controls: BTreeMap<String, String>,
+    /// Family id → title.
+    pub families: BTreeMap<String, String>,
+    /// Control id → why Lattice cannot assess it.
+    pub not_assessed: BTreeMap<String, String>,
+    pub checks: Vec<Check>,
+}
+
+/// One compliance check.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub policy: Arc<PolicyInfo>,
+    pub title: String,
+    /// `critical`, `high`, `medium` or `low`.
+    pub severity: String,
+    pub remediation: String,
+    /// Control ids of this framework the check evidences.
+    pub controls: Vec<String>,
+    pub applies_to: BTreeSet<SubjectKind>,
+}
+
+impl Check {
+    /// The check's stable id (its policy id).
+    pub fn id(&self) -> &str {
+        &self.policy.id
+    }
+}
+
+/// Why the catalog is not usable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CatalogError {
+    #[error("unknown framework `{0}`; known: {1}")]
+    UnknownFramework(String, String),
+    #[error("check {check}: {message}")]
+    BadCheck { check: String, message: String },
+}
+
+/// The family a control id belongs to: `SC` for `SC-7(5)`, `CC6` for `CC6.1`, `5.2` for
+/// `5.2.2`.
+pub fn family_of(control: &str) -> String {
+    if let Some((family, _)) = control.split_once('-') {
+        return family.to_owned();
+    }
+    if control.starts_with(|c: char| c.is_ascii_digit()) {
+        let parts: Vec<&str> = control.split('.').collect();
+        return parts[..parts.len().min(2)].join(".");
+    }
+    control.split('.').next().unwrap_or(control).to_owned()
+}
+
+impl Framework {
+    /// The family of a control with its title, e.g. (`SC`, `System and Communications
+    /// Protection`).
+    pub fn family(&self, control: &str) -> (String, String) {
+        let id = family_of(control);
+        let title = self
+            .families
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.clone());
+        (id, title)
+    }
+}
+
+/// The frameworks `store` evidences; with `only`, just those (in that order).
+pub fn frameworks(store: &PolicyStore, only: &[String]) -> Result<Vec<Framework>, CatalogError> {
+    let mut by_id: BTreeMap<String, Framework> = BTreeMap::new();
+    for pack in store.packs() {
+        let Some(id) = &pack.meta.framework else {
+            continue;
+        };
+        by_id.insert(
+            id.clone(),
+            Framework {
+                id: id.clone(),
+                title: pack.meta.title.clone().unwrap_or_else(|| id.clone()),
+                pack: Some((pack.meta.name.clone(), pack.meta.version.clone())),
+                controls: pack.meta.controls.clone(),
+                families: pack.meta.families.clone(),
+                not_assessed: pack.meta.not_assessed.clone(),
+                checks: Vec::new(),
+            },
+        );
+    }
+    for p in store.active() {
+        if p.info.effect != Effect::Forbid || p.info.mode != EnforcementMode::Enforce {
+            continue;
+        }
+        let Some(fw) = framework_of(&p.policy) else {
+            continue;
+        };
+        let framework = by_id.entry(fw.clone()).or_insert_with(|| Framework {
+            id: fw.clone(),
+            title: fw.clone(),
+            pack: None,
+            controls: BTreeMap::new(),
+            families: BTreeMap::new(),
+            not_assessed: BTreeMap::new(),
+            checks: Vec::new(),
+        });
+        framework.checks.push(check(&p.info, &p.policy, &fw)?);
+    }
+    let order = |id: &str| {
+        FRAMEWORKS
+            .iter()
+            .position(|f| *f == id)
+            .unwrap_or(FRAMEWORKS.len())
+    };
+    let mut all: Vec<Framework> = by_id.into_values().collect();
+    all.sort_by(|a, b| (order(&a.id), &a.id).cmp(&(order(&b.id), &b.id)));
+    if only.is_empty() {
+        return Ok(all);
+    }
+    only.iter()
+        .map(|want| {
+            all.iter().find(|f| &f.id == want).cloned().ok_or_else(|| {
+                CatalogError::UnknownFramework(
+                    want.clone(),
+                    all.iter()
+                        .map(|f| f.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A check from its policy: `@control("<framework>:<id>[, …]")`, `@title`, `@severity`,
+/// `@remediation`. A check without a control of its own framework evidences nothing and is
+/// refused, as is a severity outside the four levels.
+fn check(
+    info: &Arc<PolicyInfo>,
+    policy: &cedar_policy::Policy,
+    framework: &str,
+) -> Result<Check, CatalogError> {
+    let bad = |message: String| CatalogError::BadCheck {
+        check: info.id.clone(),
+        message,
+    };
+    let annotation = |k: &str| info.annotations.get(k).cloned().unwrap_or_default();
+    let mut controls = Vec::new();
+    for c in annotation("control")
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        match c.split_once(':') {
+            Some((fw, id)) if fw == framework && !id.is_empty() => controls.push(id.to_owned()),
+            _ => {
+                return Err(bad(format!(
+                    "@control `{c}` is not `{framework}:<control id>`"
+                )));
+            }
+        }
+    }
+    if controls.is_empty() {
+        return Err(bad(format!(
+            "no @control(\"{framework}:…\"): a check must say which controls it evidences"
+        )));
+    }
+    let severity = annotation("severity");
+    if !["critical", "high", "medium", "low"].contains(&severity.as_str()) {
+        return Err(bad(format!(
+            "@severity must be critical, high, medium or low, not `{severity}`"
+        )));
+    }
+    let title = annotation("title");
+    Ok(Check {
+        policy: info.clone(),
+        title: if title.is_empty() {
+            info.id.clone()
+        } else {
+            title
+        },
+        severity,
+        remediation: annotation("remediation"),
+        controls,
+        applies_to: applies_to(policy),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::family_of;
+
+    #[test]
+    fn families_follow_each_frameworks_numbering() {
+        assert_eq!(family_of("SC-7(5)"), "SC");
+        assert_eq!(family_of("AC-6"), "AC");
+        assert_eq!(family_of("CC6.1"), "CC6");
+        assert_eq!(family_of("5.2.2"), "5.2");
+        assert_eq!(family_of("5.7.4"), "5.7");
+    }
+}

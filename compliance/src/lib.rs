@@ -1,0 +1,18 @@
+//! Compliance scans over the decision engine (DESIGN §5 `Comply`, §6): the same snapshot
+//! that enforces the platform proves it to an auditor.
+//!
+//! ```text
+//! PolicyStore ──catalog──► frameworks, controls, checks (forbids on Comply)
+//! World + Snapshot ──scan──► ScanReport: per check and per control, with evidence
+//! ScanReport ──report──► OSCAL · Markdown · HTML · CSV · JUnit · SARIF
+//! ScanReport ──evidence──► hash-chained log for an audit period
+//! ```
+
+pub mod catalog;
+pub mod evidence;
+pub mod report;
+pub mod scan;
+
+pub use catalog::{Check, Framework, frameworks};
+pub use report::{Format, render};
+pub use scan::{ScanOptions, ScanReport, Status, scan};

@@ -1,0 +1,221 @@
+//! A Markdown report for a human auditor: the scope and evidence digests, a summary per
+//! framework and per control family, every failing check with its subjects and remediation,
+//! every control's status, and what Lattice does not assess.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::scan::{CheckResult, FrameworkResult, ScanReport, Status, Tally};
+
+/// Failing subjects listed per check before the rest are counted.
+pub const LISTED_SUBJECTS: usize = 50;
+
+/// Per control family (in first-appearance order): id, title and the tally of its controls.
+pub fn families(fw: &FrameworkResult) -> Vec<(String, String, Tally)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by: BTreeMap<String, Tally> = BTreeMap::new();
+    for c in &fw.controls {
+        if !by.contains_key(&c.family) {
+            order.push(c.family.clone());
+        }
+        let t = by.entry(c.family.clone()).or_default();
+        match c.status {
+            Status::Pass => t.pass += 1,
+            Status::Fail => t.fail += 1,
+            Status::NotApplicable => t.not_applicable += 1,
+            Status::NotAssessed => t.not_assessed += 1,
+        }
+    }
+    order.sort_by_key(|f| crate::scan::control_order(f));
+    order
+        .into_iter()
+        .map(|f| {
+            let title = fw.families.get(&f).cloned().unwrap_or_else(|| f.clone());
+            let tally = by.remove(&f).unwrap_or_default();
+            (f, title, tally)
+        })
+        .collect()
+}
+
+/// Failing checks, most severe first.
+pub fn failing(fw: &FrameworkResult) -> Vec<&CheckResult> {
+    let rank = |s: &str| match s {
+        "critical" => 0,
+        "high" => 1,
+        "medium" => 2,
+        _ => 3,
+    };
+    let mut out: Vec<&CheckResult> = fw
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .collect();
+    out.sort_by(|a, b| (rank(&a.severity), &a.id).cmp(&(rank(&b.severity), &b.id)));
+    out
+}
+
+/// Markdown table cell text.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+pub fn render(report: &ScanReport) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(w, "# Lattice compliance report\n");
+    let _ = writeln!(w, "| | |\n|---|---|");
+    let _ = writeln!(w, "| scanned | {} to {} |", report.started, report.finished);
+    let _ = writeln!(w, "| tool | {} {} |", report.tool.name, report.tool.version);
+    let _ = writeln!(w, "| snapshot | `{}` |", report.snapshot_digest);
+    let _ = writeln!(w, "| world SHA-256 | `{}` |", report.world_digest);
+    let _ = writeln!(w, "| policies SHA-256 | `{}` |", report.policies_digest);
+    let _ = writeln!(
+        w,
+        "| subject inventory SHA-256 | `{}` |",
+        report.subject_inventory_sha256
+    );
+    if let Some(p) = &report.profile {
+        let _ = writeln!(w, "| profile | {p} |");
+    }
+    let _ = writeln!(
+        w,
+        "| namespaces | {} |",
+        report
+            .namespaces
+            .as_ref()
+            .map_or("all".to_owned(), |n| n.join(", "))
+    );
+    let subjects: Vec<String> = report
+        .subjects
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.type_name()))
+        .collect();
+    let _ = writeln!(w, "| subjects | {} |\n", subjects.join(", "));
+
+    let _ = writeln!(w, "## Summary\n");
+    let _ = writeln!(
+        w,
+        "| framework | checks pass | checks fail | checks n/a | controls pass | controls fail | controls n/a | not assessed by Lattice |\n|---|---|---|---|---|---|---|---|"
+    );
+    for fw in &report.frameworks {
+        let (c, k) = (&fw.check_tally, &fw.control_tally);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&fw.title),
+            c.pass,
+            c.fail,
+            c.not_applicable,
+            k.pass,
+            k.fail,
+            k.not_applicable,
+            k.not_assessed
+        );
+    }
+    for fw in &report.frameworks {
+        framework(w, fw);
+    }
+    out
+}
+
+fn framework(w: &mut String, fw: &FrameworkResult) {
+    let _ = writeln!(w, "\n## {} (`{}`)\n", fw.title, fw.id);
+    if let Some(p) = &fw.pack {
+        let _ = writeln!(w, "Rule pack `{p}`.\n");
+    }
+    let _ = writeln!(w, "### By control family\n");
+    let _ = writeln!(
+        w,
+        "| family | pass | fail | not applicable | not assessed by Lattice |\n|---|---|---|---|---|"
+    );
+    for (id, title, t) in families(fw) {
+        let _ = writeln!(
+            w,
+            "| {} {} | {} | {} | {} | {} |",
+            cell(&id),
+            cell(&title),
+            t.pass,
+            t.fail,
+            t.not_applicable,
+            t.not_assessed
+        );
+    }
+    let failing = failing(fw);
+    let _ = writeln!(w, "\n### Failing checks\n");
+    if failing.is_empty() {
+        let _ = writeln!(w, "None: every applicable check passes.");
+    }
+    for c in failing {
+        let _ = writeln!(
+            w,
+            "#### {} — {}\n\n- severity: **{}**\n- controls: {}\n- policy: `{}` ({})\n- {} of {} subject(s) fail:\n",
+            c.id,
+            c.title,
+            c.severity,
+            c.controls.join(", "),
+            c.id,
+            c.source,
+            c.failures.len(),
+            c.applicable
+        );
+        for f in c.failures.iter().take(LISTED_SUBJECTS) {
+            let by = f
+                .subject
+                .object
+                .as_ref()
+                .map(|o| format!(" (declared by {o})"))
+                .unwrap_or_default();
+            let err = f
+                .error
+                .as_ref()
+                .map(|e| format!(" — not evaluated: {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(w, "  - `{}`{by}{err}", f.subject.uid());
+        }
+        if c.failures.len() > LISTED_SUBJECTS {
+            let _ = writeln!(
+                w,
+                "  - … and {} more (see the CSV or OSCAL rendering)",
+                c.failures.len() - LISTED_SUBJECTS
+            );
+        }
+        let _ = writeln!(w, "\n**Remediation:** {}\n", c.remediation);
+    }
+    let _ = writeln!(w, "\n### Controls\n");
+    let _ = writeln!(
+        w,
+        "| control | title | status | checks |\n|---|---|---|---|"
+    );
+    for c in fw
+        .controls
+        .iter()
+        .filter(|c| c.status != Status::NotAssessed)
+    {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} |",
+            cell(&c.id),
+            cell(&c.title),
+            c.status.label(),
+            cell(&c.checks.join(", "))
+        );
+    }
+    let not: Vec<_> = fw
+        .controls
+        .iter()
+        .filter(|c| c.status == Status::NotAssessed)
+        .collect();
+    if !not.is_empty() {
+        let _ = writeln!(w, "\n### Not assessed by Lattice\n");
+        let _ = writeln!(w, "| control | title | why |\n|---|---|---|");
+        for c in not {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} |",
+                cell(&c.id),
+                cell(&c.title),
+                cell(c.reason.as_deref().unwrap_or(""))
+            );
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! A scan: every `Comply` question of every subject in scope for every framework, on one
+//! snapshot, read back per check and per control.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use lattice_engine::{PolicyStore, Snapshot, World};
+use lattice_gates::compliance::{ComplyFacts, Subject, SubjectKind, comply_query, subjects};
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{CatalogError, Framework, frameworks};
+
+/// What to scan.
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions {
+    /// Framework ids; empty for every framework the store evidences.
+    pub frameworks: Vec<String>,
+    /// Only subjects in these namespaces (clusters are always in scope).
+    pub namespaces: Option<BTreeSet<String>>,
+    /// The LatticeComplianceProfile the scope came from, if any (`name`).
+    pub profile: Option<String>,
+    /// The scan's time: audit periods end against it, and reports carry it.
+    pub now: Option<jiff::Timestamp>,
+}
+
+/// The outcome of a check, or of a control over its checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// No subject the check applies to is in scope.
+    NotApplicable,
+    /// A control of the framework no check of Lattice's evidences.
+    NotAssessed,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::NotApplicable => "not applicable",
+            Status::NotAssessed => "not assessed by Lattice",
+        }
+    }
+}
+
+/// Who ran the scan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+/// A subject as reports name it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SubjectRef {
+    pub kind: SubjectKind,
+    pub id: String,
+    /// The object that declares it (`LatticeService shop/api`), when one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+}
+
+impl SubjectRef {
+    fn of(s: &Subject) -> SubjectRef {
+        SubjectRef {
+            kind: s.kind,
+            id: s.id.clone(),
+            object: s.object.as_ref().map(ToString::to_string),
+        }
+    }
+
+    /// `Lattice::Service::"shop/api"`.
+    pub fn uid(&self) -> String {
+        format!("Lattice::{}::{:?}", self.kind.type_name(), self.id)
+    }
+}
+
+/// One subject that failed a check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub subject: SubjectRef,
+    /// Set when the check could not be evaluated on this subject (counted as a failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A check's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckResult {
+    /// The determining policy's stable id.
+    pub id: String,
+    pub title: String,
+    pub severity: String,
+    pub remediation: String,
+    pub controls: Vec<String>,
+    pub applies_to: Vec<SubjectKind>,
+    /// Where the policy is written: `policies/nist-800-53/network.cedar:12`.
+    pub source: String,
+    pub status: Status,
+    /// Subjects the check applies to.
+    pub applicable: usize,
+    pub passed: usize,
+    pub failures: Vec<Failure>,
+}
+
+/// A control's result over the checks that evidence it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ControlResult {
+    pub id: String,
+    pub title: String,
+    pub family: String,
+    pub status: Status,
+    pub checks: Vec<String>,
+    /// Why Lattice does not assess it (for `not-assessed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Counts of statuses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub pass: usize,
+    pub fail: usize,
+    pub not_applicable: usize,
+    pub not_assessed: usize,
+}
+
+impl Tally {
+    fn add(&mut self, s: Status) {
+        match s {
+            Status::Pass => self.pass += 1,
+            Status::Fail => self.fail += 1,
+            Status::NotApplicable => self.not_applicable += 1,
+            Status::NotAssessed => self.not_assessed += 1,
+        }
+    }
+}
+
+/// One framework's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrameworkResult {
+    pub id: String,
+    pub title: String,
+    /// `name@version` of the pack that defines it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+    /// Family id → title.
+    pub families: BTreeMap<String, String>,
+    pub checks: Vec<CheckResult>,
+    pub controls: Vec<ControlResult>,
+    pub check_tally: Tally,
+    pub control_tally: Tally,
+}
+
+/// Everything one scan found, with what it was taken on.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScanReport {
+    pub tool: Tool,
+    /// RFC 3339.
+    pub started: String,
+    pub finished: String,
+    /// The snapshot every decision was taken on.
+    pub snapshot_digest: String,
+    /// SHA-256 of the world's objects and of the active policies.
+    pub world_digest: String,
+    pub policies_digest: String,
+    pub frameworks_scanned: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Subjects in scope by kind.
+    pub subjects: BTreeMap<SubjectKind, usize>,
+    /// SHA-256 of the sorted list of subject uids in scope, one per line.
+    pub subject_inventory_sha256: String,
+    pub frameworks: Vec<FrameworkResult>,
+}
+
+impl ScanReport {
+    /// Whether any check failed.
+    pub fn failed(&self) -> bool {
+        self.frameworks.iter().any(|f| f.check_tally.fail > 0)
+    }
+}
+
+/// Why a scan could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Scans `world` on `snapshot` (built from `world` and `store`). `progress` is told how
+/// many questions are done as they finish, from any thread.
+pub fn scan(
+    world: &World,
+    store: &PolicyStore,
+    snapshot: &Snapshot,
+    options: &ScanOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ScanReport, ScanError> {
+    let started = options.now.unwrap_or_else(jiff::Timestamp::now);
+    let catalog = frameworks(store, &options.frameworks)?;
+    let subjects = subjects(world, options.namespaces.as_ref());
+    let facts = ComplyFacts::derive(snapshot, world, store, &subjects, started);
+    // One decision per subject and framework; its reasons are the failed checks.
+    let outcomes: Vec<Vec<Outcome>> = subjects
+        .par_iter()
+        .map(|s| {
+            let f = facts.of(s);
+            let out = catalog.iter().map(|fw| ask(snapshot, s, fw, &f)).collect();
+            progress(catalog.len() as u64);
+            out
+        })
+        .collect();
+    let mut by_kind: BTreeMap<SubjectKind, usize> = BTreeMap::new();
+    for s in &subjects {
+        *by_kind.entry(s.kind).or_default() += 1;
+    }
+    let mut inventory: Vec<String> = subjects.iter().map(|s| s.uid().to_string()).collect();
+    inventory.sort();
+    let mut h = Sha256::new();
+    for line in &inventory {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    let results = catalog
+        .iter()
+        .enumerate()
+        .map(|(i, fw)| framework_result(fw, &subjects, &outcomes, i))
+        .collect();
+    let finished = if options.now.is_some() {
+        started
+    } else {
+        jiff::Timestamp::now()
+    };
+    Ok(ScanReport {
+        tool: Tool {
+            name: "lattice-policy".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        started: started.to_string(),
+        finished: finished.to_string(),
+        snapshot_digest: snapshot.digest().to_owned(),
+        world_digest: hex(&world.digest()),
+        policies_digest: hex(&store.digest()),
+        frameworks_scanned: catalog.iter().map(|f| f.id.clone()).collect(),
+        namespaces: options
+            .namespaces
+            .as_ref()
+            .map(|n| n.iter().cloned().collect()),
+        profile: options.profile.clone(),
+        subjects: by_kind,
+        subject_inventory_sha256: hex(&h.finalize()),
+        frameworks: results,
+    })
+}
+
+/// What one decision said about one framework's checks on one subject.
+enum Outcome {
+    /// Ids of the checks that failed (determining forbids), with errors by check id.
+    Decided {
+        failed: Vec<String>,
+        errors: HashMap<String, String>,
+    },
+    /// The question itself could not be asked, or nothing permits `Comply`: every
+    /// applicable check fails with this message (fail closed).
+    Broken(String),
+}
+
+fn ask(
+    snapshot: &Snapshot,
+    subject: &Subject,
+    framework: &Framework,
+    facts: &lattice_gates::compliance::SubjectFacts,
+) -> Outcome {
+    let q = comply_query(subject, &framework.id, facts);
+    match snapshot.decide(&q) {
+        Err(e) => Outcome::Broken(e.to_string()),
+        Ok(d) if !d.allowed && d.determining.is_empty() => Outcome::Broken(
+            "no policy permits Comply, so no check can pass; load the baseline pack (its \
+             `compliance-blanket` permit)"
+                .into(),
+        ),
+        Ok(d) => Outcome::Decided {
+            failed: if d.allowed {
+                Vec::new()
+            } else {
+                d.determining.iter().map(|p| p.id.clone()).collect()
+            },
+            errors: d
+                .errors
+                .iter()
+                .map(|f| (f.policy.id.clone(), f.message.clone()))
+                .collect(),
+        },
+    }
+}
+
+fn framework_result(
+    fw: &Framework,
+    subjects: &[Subject],
+    outcomes: &[Vec<Outcome>],
+    index: usize,
+) -> FrameworkResult {
+    let mut checks: Vec<CheckResult> = fw
+        .checks
+        .iter()
+        .map(|c| CheckResult {
+            id: c.id().to_owned(),
+            title: c.title.clone(),
+            severity: c.severity.clone(),
+            remediation: c.remediation.clone(),
+            controls: c.controls.clone(),
+            applies_to: c.applies_to.iter().copied().collect(),
+            source: format!("{}:{}", c.policy.source, c.policy.line),
+            status: Status::NotApplicable,
+            applicable: 0,
+            passed: 0,
+            failures: Vec::new(),
+        })
+        .collect();
+    for (subject, outcome) in subjects.iter().zip(outcomes) {
+        let outcome = &outcome[index];
+        for (check, result) in fw.checks.iter().zip(checks.iter_mut()) {
+            if !check.applies_to.contains(&subject.kind) {
+                continue;
+            }
+            result.applicable += 1;
+            let error = match outcome {
+                Outcome::Broken(message) => Some(Some(message.clone())),
+                Outcome::Decided { failed, errors } => match errors.get(check.id()) {
+                    Some(e) => Some(Some(format!("the check could not be evaluated: {e}"))),
+                    None if failed.iter().any(|f| f == check.id()) => Some(None),
+                    None => None,
+                },
+            };
+            match error {
+                None => result.passed += 1,
+                Some(error) => result.failures.push(Failure {
+                    subject: SubjectRef::of(subject),
+                    error,
+                }),
+            }
+        }
+    }
+    let mut check_tally = Tally::default();
+    for c in &mut checks {
+        c.status = if !c.failures.is_empty() {
+            Status::Fail
+        } else if c.applicable > 0 {
+            Status::Pass
+        } else {
+            Status::NotApplicable
+        };
+        check_tally.add(c.status);
+    }
+    // Controls: the pack's, any a check cites, and those it says Lattice cannot assess.
+    let mut ids: BTreeSet<&String> = fw.controls.keys().collect();
+    ids.extend(checks.iter().flat_map(|c| &c.controls));
+    ids.extend(fw.not_assessed.keys());
+    let mut controls = Vec::new();
+    let mut control_tally = Tally::default();
+    for id in ids {
+        let cited: Vec<&CheckResult> = checks.iter().filter(|c| c.controls.contains(id)).collect();
+        let status = if cited.is_empty() {
+            Status::NotAssessed
+        } else if cited.iter().any(|c| c.status == Status::Fail) {
+            Status::Fail
+        } else if cited.iter().any(|c| c.status == Status::Pass) {
+            Status::Pass
+        } else {
+            Status::NotApplicable
+        };
+        control_tally.add(status);
+        controls.push(ControlResult {
+            id: id.clone(),
+            title: fw.controls.get(id).cloned().unwrap_or_else(|| id.clone()),
+            family: fw.family(id).0,
+            status,
+            checks: cited.iter().map(|c| c.id.clone()).collect(),
+            reason: (status == Status::NotAssessed).then(|| {
+                fw.not_assessed
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| "no check in the loaded packs evidences it".into())
+            }),
+        });
+    }
+    controls.sort_by_key(|a| control_order(&a.id));
+    FrameworkResult {
+        id: fw.id.clone(),
+        title: fw.title.clone(),
+        pack: fw.pack.as_ref().map(|(n, v)| format!("{n}@{v}")),
+        families: fw.families.clone(),
+        checks,
+        controls,
+        check_tally,
+        control_tally,
+    }
+}
+
+/// Sorts control ids as people number them: `AC-2` before `AC-10`, `5.2.9` before `5.2.10`.
+pub(crate) fn control_order(id: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut num = String::new();
+    for ch in id.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+        } else {
+            if !num.is_empty() || !text.is_empty() {
+                out.push((std::mem::take(&mut text), num.parse().unwrap_or(0)));
+                num.clear();
+            }
+            text.push(ch);
+        }
+    }
+    out.push((text, num.parse().unwrap_or(0)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::control_order;
+
+    #[test]
+    fn controls_sort_by_number_not_text() {
+        let mut ids = vec![
+            "AC-10", "AC-2", "SC-7(5)", "SC-7", "5.2.10", "5.2.9", "CC6.1",
+        ];
+        ids.sort_by_key(|a| control_order(a));
+        assert_eq!(
+            ids,
+            vec![
+                "5.2.9", "5.2.10", "AC-2", "AC-10", "CC6.1", "SC-7", "SC-7(5)"
+            ]
+        );
+    }
+}

@@ -1,0 +1,509 @@
+//! Compliance: the subjects a scan asks about, the `Comply` question each raises for a
+//! framework, and the facts its context carries.
+//!
+//! A subject is a Cluster (a declared `LatticeCluster`), a Namespace (declared or used by a
+//! workload), a Service (any workload) or a Container. Checks are forbids on `Comply`, so a
+//! deny's reasons are exactly the failed checks. Some facts are not attributes of any one
+//! entity but outcomes of the snapshot's own decisions (was this override approved? is this
+//! allowed edge bilateral?); [`ComplyFacts`] derives them on the same snapshot so that the
+//! scan and the platform can never disagree about what was authorized.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use cedar_policy::{
+    ActionConstraint, Effect, EntityUid, PrincipalConstraint, ResourceConstraint,
+    RestrictedExpression,
+};
+use lattice_engine::policies::StoredPolicy;
+use lattice_engine::{ObjectKey, PolicyStore, Query, Snapshot, World, action, uid};
+use lattice_schemas::crd::EnforcementMode;
+use lattice_schemas::manifest::Object;
+use rayon::prelude::*;
+
+use crate::derivation::questions;
+use crate::mesh::MeshPlan;
+
+/// The entity types a compliance check can be about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum SubjectKind {
+    Cluster,
+    Namespace,
+    Service,
+    Container,
+}
+
+impl SubjectKind {
+    pub const ALL: [SubjectKind; 4] = [
+        SubjectKind::Cluster,
+        SubjectKind::Namespace,
+        SubjectKind::Service,
+        SubjectKind::Container,
+    ];
+
+    /// The Cedar type name (without the `Lattice::` namespace).
+    pub fn type_name(self) -> &'static str {
+        match self {
+            SubjectKind::Cluster => "Cluster",
+            SubjectKind::Namespace => "Namespace",
+            SubjectKind::Service => "Service",
+            SubjectKind::Container => "Container",
+        }
+    }
+
+    /// The kind whose Cedar type is `name` (with or without `Lattice::`).
+    pub fn of_type(name: &str) -> Option<SubjectKind> {
+        let name = name.strip_prefix("Lattice::").unwrap_or(name);
+        SubjectKind::ALL.into_iter().find(|k| k.type_name() == name)
+    }
+}
+
+/// One thing a scan asks about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subject {
+    pub kind: SubjectKind,
+    /// The entity id: `name`, `namespace`, `ns/workload` or `ns/workload/container`.
+    pub id: String,
+    /// The namespace it lives in (none for clusters).
+    pub namespace: Option<String>,
+    /// The object it was declared by (none for a namespace only workloads name).
+    pub object: Option<ObjectKey>,
+}
+
+impl Subject {
+    /// The subject's Cedar uid.
+    pub fn uid(&self) -> EntityUid {
+        uid(self.kind.type_name(), &self.id)
+    }
+
+    /// The workload (`ns/name`) a Service or Container belongs to.
+    pub fn workload(&self) -> Option<&str> {
+        match self.kind {
+            SubjectKind::Service => Some(&self.id),
+            SubjectKind::Container => {
+                let (ns_name, _) = self.id.rsplit_once('/')?;
+                Some(ns_name)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Every subject of `world`, in a stable order (clusters, namespaces, services, containers).
+/// With `namespaces`, only subjects in those namespaces (clusters are always kept).
+pub fn subjects(world: &World, namespaces: Option<&BTreeSet<String>>) -> Vec<Subject> {
+    let in_scope = |ns: &str| namespaces.is_none_or(|set| set.contains(ns));
+    let mut out = Vec::new();
+    let mut ns_seen: BTreeMap<String, Option<ObjectKey>> = BTreeMap::new();
+    for (key, object) in world.objects() {
+        match object {
+            Object::Cluster(_) => out.push(Subject {
+                kind: SubjectKind::Cluster,
+                id: key.name.clone(),
+                namespace: None,
+                object: Some(key.clone()),
+            }),
+            Object::Namespace(_) => {
+                ns_seen.insert(key.name.clone(), Some(key.clone()));
+            }
+            o if o.is_workload() => {
+                ns_seen
+                    .entry(o.namespace().unwrap_or("default").to_owned())
+                    .or_insert(None);
+            }
+            _ => {}
+        }
+    }
+    for (ns, object) in ns_seen {
+        if in_scope(&ns) {
+            out.push(Subject {
+                kind: SubjectKind::Namespace,
+                id: ns.clone(),
+                namespace: Some(ns),
+                object,
+            });
+        }
+    }
+    let mut containers = Vec::new();
+    for (key, object) in world.objects().filter(|(_, o)| o.is_workload()) {
+        let ns = object.namespace().unwrap_or("default");
+        if !in_scope(ns) {
+            continue;
+        }
+        let id = format!("{ns}/{}", object.name());
+        for name in container_names(object) {
+            containers.push(Subject {
+                kind: SubjectKind::Container,
+                id: format!("{id}/{name}"),
+                namespace: Some(ns.to_owned()),
+                object: Some(key.clone()),
+            });
+        }
+        out.push(Subject {
+            kind: SubjectKind::Service,
+            id,
+            namespace: Some(ns.to_owned()),
+            object: Some(key.clone()),
+        });
+    }
+    out.extend(containers);
+    out
+}
+
+/// The container names of a workload as its `Container` uids spell them (`task.name` for
+/// job tasks and model roles), sidecars included.
+fn container_names(object: &Object) -> Vec<String> {
+    let mut out = Vec::new();
+    for (prefix, body, _) in lattice_engine::project::workload_bodies(object) {
+        for name in body.containers.keys().chain(body.sidecars.keys()) {
+            out.push(if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            });
+        }
+    }
+    out
+}
+
+/// What one subject's `Comply` context says (see `ComplyContext` in the Cedar schema).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubjectFacts {
+    pub denied_gates: BTreeSet<String>,
+    pub unapproved_overrides: BTreeSet<String>,
+    pub unapproved_wildcards: BTreeSet<String>,
+    pub unilateral_callers: i64,
+    pub expired_audit_policies: i64,
+    /// Frameworks a LatticeComplianceProfile schedules for the subject's namespace.
+    pub scheduled_frameworks: BTreeSet<String>,
+    pub user_proxy_grants: i64,
+}
+
+/// The facts of every subject, derived once per scan from one snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct ComplyFacts {
+    by_subject: HashMap<(SubjectKind, String), SubjectFacts>,
+}
+
+impl ComplyFacts {
+    /// Derives the facts of `subjects` from the snapshot's decisions (derivation gates and
+    /// `Connect` on declared edges), the world's CedarPolicy and LatticeComplianceProfile
+    /// objects, and the store's proxy permits. `now` decides which audit periods are over.
+    pub fn derive(
+        snapshot: &Snapshot,
+        world: &World,
+        store: &PolicyStore,
+        subjects: &[Subject],
+        now: jiff::Timestamp,
+    ) -> ComplyFacts {
+        let wanted: HashSet<&str> = subjects
+            .iter()
+            .filter(|s| s.kind == SubjectKind::Service)
+            .map(|s| s.id.as_str())
+            .collect();
+        let workloads: Vec<(&ObjectKey, &Object)> = world
+            .objects()
+            .filter(|(_, o)| o.is_workload())
+            .filter(|(_, o)| {
+                wanted.contains(
+                    format!("{}/{}", o.namespace().unwrap_or("default"), o.name()).as_str(),
+                )
+            })
+            .collect();
+        let (gates, mesh) = rayon::join(
+            || {
+                workloads
+                    .par_iter()
+                    .map(|(_, o)| gate_facts(snapshot, o))
+                    .collect::<Vec<_>>()
+            },
+            || unilateral_callers(snapshot, world),
+        );
+        let mut by_subject: HashMap<(SubjectKind, String), SubjectFacts> = HashMap::new();
+        for (service, containers) in gates {
+            for (container, facts) in containers {
+                by_subject.insert((SubjectKind::Container, container), facts);
+            }
+            let mut facts = service.1;
+            facts.unilateral_callers = mesh.get(&service.0).copied().unwrap_or(0);
+            by_subject.insert((SubjectKind::Service, service.0), facts);
+        }
+        let audit = expired_audit_policies(world, now);
+        let scheduled = scheduled_frameworks(world);
+        let grants = user_proxy_grants(snapshot, store);
+        for s in subjects {
+            match s.kind {
+                SubjectKind::Namespace => {
+                    let f = by_subject.entry((s.kind, s.id.clone())).or_default();
+                    f.expired_audit_policies = audit.get(&s.id).copied().unwrap_or(0);
+                    f.scheduled_frameworks = scheduled(&s.id);
+                }
+                SubjectKind::Cluster => {
+                    let f = by_subject.entry((s.kind, s.id.clone())).or_default();
+                    f.user_proxy_grants = grants(&s.uid());
+                }
+                _ => {}
+            }
+        }
+        ComplyFacts { by_subject }
+    }
+
+    /// The facts of one subject (all empty when it raised none).
+    pub fn of(&self, subject: &Subject) -> SubjectFacts {
+        self.by_subject
+            .get(&(subject.kind, subject.id.clone()))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+type GateFacts = ((String, SubjectFacts), Vec<(String, SubjectFacts)>);
+
+/// The denied derivation gates of one workload, attributed to the container that raised
+/// them (pod-level and resource questions stay with the service).
+fn gate_facts(snapshot: &Snapshot, object: &Object) -> GateFacts {
+    let ns = object.namespace().unwrap_or("default");
+    let id = format!("{ns}/{}", object.name());
+    let principal = uid("Service", &id);
+    let mut service = SubjectFacts::default();
+    let mut containers: BTreeMap<String, SubjectFacts> = container_names(object)
+        .into_iter()
+        .map(|n| (format!("{id}/{n}"), SubjectFacts::default()))
+        .collect();
+    for gate in questions(object) {
+        // A malformed question cannot be allowed; it counts as denied, failing closed.
+        let allowed = gate.malformed.is_none()
+            && lattice_engine::context_from_json(&gate.context).is_ok_and(|context| {
+                let q = Query::new(
+                    principal.clone(),
+                    action(gate.action),
+                    gate.resource.clone(),
+                )
+                .with_context(context);
+                snapshot.decide(&q).is_ok_and(|d| d.allowed)
+            });
+        if allowed {
+            continue;
+        }
+        let resource = gate.resource.id().unescaped().to_owned();
+        let container = gate
+            .raised_by
+            .strip_prefix("sidecar ")
+            .unwrap_or(&gate.raised_by);
+        let mut targets = vec![&mut service];
+        if let Some(c) = containers.get_mut(&format!("{id}/{container}")) {
+            targets.push(c);
+        }
+        for f in targets {
+            f.denied_gates.insert(gate.action.to_owned());
+            match gate.action {
+                "OverrideSecurity" => {
+                    let category = resource.split(':').next().unwrap_or_default();
+                    f.unapproved_overrides.insert(category.to_owned());
+                }
+                "AllowWildcard" => {
+                    f.unapproved_wildcards.insert(resource.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    ((id, service), containers.into_iter().collect())
+}
+
+/// Per callee, the allowed `Connect` edges into it that are not bilateral: the caller
+/// neither declares the callee nor has an approved outbound wildcard, or the callee neither
+/// declares the caller nor has an approved inbound wildcard.
+fn unilateral_callers(snapshot: &Snapshot, world: &World) -> HashMap<String, i64> {
+    let plan = MeshPlan::plan(snapshot, world);
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for e in plan.allowed() {
+        let caller_agrees = e.declared_by_caller || snapshot.wildcards_approved(&e.caller).0;
+        let callee_agrees = e.declared_by_callee || snapshot.wildcards_approved(&e.callee).1;
+        if !(caller_agrees && callee_agrees) {
+            *out.entry(e.callee.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Per namespace, enabled audit-mode CedarPolicy objects with no `auditUntil`, an
+/// unreadable one, or one at or before `now`.
+fn expired_audit_policies(world: &World, now: jiff::Timestamp) -> HashMap<String, i64> {
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for (key, object) in world.objects() {
+        let Object::CedarPolicy(p) = object else {
+            continue;
+        };
+        let audit = p.spec.mode == Some(EnforcementMode::Audit);
+        if !audit || p.spec.enabled == Some(false) {
+            continue;
+        }
+        let expired = match p.spec.audit_deadline() {
+            Some(Ok(deadline)) => deadline <= now,
+            _ => true,
+        };
+        if expired {
+            let ns = key.namespace.clone().unwrap_or_else(|| "default".into());
+            *out.entry(ns).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// For a namespace, the frameworks some LatticeComplianceProfile schedules for it.
+fn scheduled_frameworks(world: &World) -> impl Fn(&str) -> BTreeSet<String> + use<> {
+    let profiles: Vec<(BTreeSet<String>, BTreeSet<String>)> = world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            Object::ComplianceProfile(p) => Some((
+                p.spec.namespaces.iter().cloned().collect(),
+                p.spec.frameworks.iter().cloned().collect(),
+            )),
+            _ => None,
+        })
+        .collect();
+    move |ns: &str| {
+        profiles
+            .iter()
+            .filter(|(namespaces, _)| namespaces.is_empty() || namespaces.contains(ns))
+            .flat_map(|(_, frameworks)| frameworks.iter().cloned())
+            .collect()
+    }
+}
+
+/// The proxy verbs and the groups they sit in.
+const PROXY_ACTIONS: [&str; 12] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "exec",
+    "portforward",
+    "ClusterRead",
+    "ClusterWrite",
+    "ClusterAdmin",
+];
+
+/// For a cluster, how many enforced permits grant proxy actions on it to a principal scope
+/// that is not a Group: `principal == User::…`, `principal is User`, or any principal.
+fn user_proxy_grants<'a>(
+    snapshot: &'a Snapshot,
+    store: &'a PolicyStore,
+) -> impl Fn(&EntityUid) -> i64 + 'a {
+    let grants: Vec<&StoredPolicy> = store
+        .active()
+        .filter(|p| p.info.mode == EnforcementMode::Enforce && p.info.effect == Effect::Permit)
+        .filter(|p| grants_proxy(&p.policy.action_constraint()))
+        .filter(|p| !group_scoped(&p.policy.principal_constraint()))
+        .collect();
+    move |cluster: &EntityUid| {
+        let within = |scope: &EntityUid| {
+            scope == cluster
+                || snapshot
+                    .entities()
+                    .ancestors(cluster)
+                    .is_some_and(|mut a| a.any(|p| p == scope))
+        };
+        grants
+            .iter()
+            .filter(|p| match p.policy.resource_constraint() {
+                ResourceConstraint::Any => true,
+                ResourceConstraint::Eq(e) => &e == cluster,
+                ResourceConstraint::In(e) | ResourceConstraint::IsIn(_, e) => within(&e),
+                ResourceConstraint::Is(t) => &t == cluster.type_name(),
+            })
+            .count() as i64
+    }
+}
+
+fn grants_proxy(constraint: &ActionConstraint) -> bool {
+    let proxy = |a: &EntityUid| PROXY_ACTIONS.contains(&a.id().unescaped());
+    match constraint {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => proxy(a),
+        ActionConstraint::In(list) => list.iter().any(proxy),
+    }
+}
+
+fn group_scoped(constraint: &PrincipalConstraint) -> bool {
+    let group = |e: &EntityUid| e.type_name().basename() == "Group";
+    match constraint {
+        PrincipalConstraint::In(e) | PrincipalConstraint::IsIn(_, e) => group(e),
+        _ => false,
+    }
+}
+
+/// The `Comply` question of `subject` for `framework`, with its facts as context.
+pub fn comply_query(subject: &Subject, framework: &str, facts: &SubjectFacts) -> Query {
+    let set = |items: &BTreeSet<String>| {
+        RestrictedExpression::new_set(
+            items
+                .iter()
+                .map(|s| RestrictedExpression::new_string(s.clone())),
+        )
+    };
+    let scheduled =
+        subject.kind != SubjectKind::Namespace || facts.scheduled_frameworks.contains(framework);
+    let context = cedar_policy::Context::from_pairs([
+        ("deniedGates".to_owned(), set(&facts.denied_gates)),
+        (
+            "unapprovedOverrides".to_owned(),
+            set(&facts.unapproved_overrides),
+        ),
+        (
+            "unapprovedWildcards".to_owned(),
+            set(&facts.unapproved_wildcards),
+        ),
+        (
+            "unilateralCallers".to_owned(),
+            RestrictedExpression::new_long(facts.unilateral_callers),
+        ),
+        (
+            "expiredAuditPolicies".to_owned(),
+            RestrictedExpression::new_long(facts.expired_audit_policies),
+        ),
+        (
+            "scanScheduled".to_owned(),
+            RestrictedExpression::new_bool(scheduled),
+        ),
+        (
+            "userProxyGrants".to_owned(),
+            RestrictedExpression::new_long(facts.user_proxy_grants),
+        ),
+    ])
+    .expect("distinct keys of plain values always make a context");
+    Query::new(subject.uid(), action("Comply"), uid("Framework", framework)).with_context(context)
+}
+
+/// The subject types a `Comply` policy can apply to, from its principal scope.
+pub fn applies_to(policy: &cedar_policy::Policy) -> BTreeSet<SubjectKind> {
+    let of = |name: &cedar_policy::EntityTypeName| {
+        SubjectKind::of_type(&name.to_string())
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    };
+    match policy.principal_constraint() {
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => {
+            SubjectKind::ALL.into_iter().collect()
+        }
+        PrincipalConstraint::Eq(e) => of(e.type_name()),
+        PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => of(&t),
+    }
+}
+
+/// The framework a `Comply` policy checks, from `resource == Lattice::Framework::"…"`.
+pub fn framework_of(policy: &cedar_policy::Policy) -> Option<String> {
+    let comply = match policy.action_constraint() {
+        ActionConstraint::Eq(a) => a.id().unescaped() == "Comply",
+        _ => false,
+    };
+    match policy.resource_constraint() {
+        ResourceConstraint::Eq(e) if comply && e.type_name().basename() == "Framework" => {
+            Some(e.id().unescaped().to_owned())
+        }
+        _ => None,
+    }
+}

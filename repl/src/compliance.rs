@@ -1,0 +1,337 @@
+//! `lattice-policy compliance scan` and `compliance verify`: compliance scans on the same
+//! snapshot the platform decides on, rendered for auditors and tools, and an evidence log
+//! that shows tampering.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use lattice_compliance::evidence::{self, VerifyError};
+use lattice_compliance::{Format, ScanOptions, render, scan};
+use lattice_schemas::manifest::Object;
+
+use crate::output::{emit, render as render_diagnostic};
+use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+
+#[derive(Subcommand)]
+pub enum ComplianceCommand {
+    /// Evaluate every applicable subject (Cluster, Namespace, Service, Container) against
+    /// the compliance packs and report per check and per control. Exit 0 when every
+    /// applicable check passes, 1 when any fails, 2 on unreadable input.
+    Scan(ScanArgs),
+    /// Check an evidence log: every record's digest, every link, sequence numbers and the
+    /// renderings each run kept. Exit 0 intact, 1 tampered (each problem named), 2 unreadable.
+    Verify {
+        /// The evidence directory (`--evidence-dir` of `compliance scan`).
+        dir: PathBuf,
+        /// The digest the newest record must have (from an earlier `verify`, kept
+        /// elsewhere): detects records deleted from the end.
+        #[arg(long)]
+        head: Option<String>,
+    },
+}
+
+/// The frameworks on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FrameworkArg {
+    #[value(name = "nist-800-53")]
+    Nist,
+    Soc2,
+    CisKubernetes,
+    All,
+}
+
+impl FrameworkArg {
+    fn id(self) -> Option<&'static str> {
+        match self {
+            FrameworkArg::Nist => Some("nist-800-53"),
+            FrameworkArg::Soc2 => Some("soc2"),
+            FrameworkArg::CisKubernetes => Some("cis-kubernetes"),
+            FrameworkArg::All => None,
+        }
+    }
+}
+
+/// Report formats on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// OSCAL 1.1.3 assessment-results (JSON).
+    Oscal,
+    Markdown,
+    Html,
+    Csv,
+    Junit,
+    Sarif,
+    /// The scan report as JSON.
+    Json,
+}
+
+impl FormatArg {
+    fn format(self) -> Format {
+        match self {
+            FormatArg::Oscal => Format::Oscal,
+            FormatArg::Markdown => Format::Markdown,
+            FormatArg::Html => Format::Html,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Junit => Format::Junit,
+            FormatArg::Sarif => Format::Sarif,
+            FormatArg::Json => Format::Json,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ScanArgs {
+    /// Frameworks to scan (repeatable; default all, or the profile's).
+    #[arg(long = "framework", value_enum)]
+    frameworks: Vec<FrameworkArg>,
+    /// The world: directories or files of manifests (repeatable).
+    #[arg(long, default_value = "examples/world")]
+    world: Vec<PathBuf>,
+    /// The rule packs directory.
+    #[arg(long, default_value = "policies")]
+    policies: PathBuf,
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = FormatArg::Markdown)]
+    output: FormatArg,
+    /// Write the report here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A LatticeComplianceProfile manifest: its frameworks and namespaces set the scope, and
+    /// its formats are kept in the evidence log.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Append this run to the hash-chained evidence log in DIR.
+    #[arg(long = "evidence-dir")]
+    evidence_dir: Option<PathBuf>,
+    /// The scan's time (RFC 3339; default now): audit periods end against it and reports
+    /// carry it, so a scan can be reproduced byte for byte.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+pub fn run(command: ComplianceCommand) -> u8 {
+    match command {
+        ComplianceCommand::Scan(args) => run_scan(args),
+        ComplianceCommand::Verify { dir, head } => run_verify(&dir, head.as_deref()),
+    }
+}
+
+/// The profile's name, frameworks, namespaces and formats.
+struct Profile {
+    name: String,
+    frameworks: Vec<String>,
+    namespaces: Vec<String>,
+    formats: Vec<Format>,
+}
+
+fn read_profile(path: &Path) -> Result<Profile, String> {
+    let report = lattice_schemas::validate::validate_paths(&[path.to_owned()]);
+    if report.errors() > 0 || !report.unreadable.is_empty() {
+        let mut out = String::new();
+        for f in &report.findings {
+            out.push_str(&render_diagnostic(f));
+        }
+        for u in &report.unreadable {
+            out.push_str(&format!("error: cannot read {u}\n"));
+        }
+        return Err(out + &format!("error: the profile {} did not load\n", path.display()));
+    }
+    let mut profiles = report.manifests.iter().filter_map(|m| match &m.object {
+        Object::ComplianceProfile(p) => Some(p),
+        _ => None,
+    });
+    let (Some(p), None) = (profiles.next(), profiles.next()) else {
+        return Err(format!(
+            "error: {} must hold exactly one LatticeComplianceProfile\n",
+            path.display()
+        ));
+    };
+    let mut formats = Vec::new();
+    for f in &p.spec.formats {
+        formats.push(Format::parse(f).ok_or_else(|| {
+            format!(
+                "error: the profile asks for format `{f}`; known: oscal, markdown, html, csv, junit, sarif, json\n"
+            )
+        })?);
+    }
+    Ok(Profile {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        frameworks: p.spec.frameworks.clone(),
+        namespaces: p.spec.namespaces.clone(),
+        formats,
+    })
+}
+
+fn run_scan(args: ScanArgs) -> u8 {
+    let now = match args.at.as_deref().map(str::parse::<jiff::Timestamp>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!(
+                "error: --at `{}` is not an RFC 3339 time: {e}",
+                args.at.unwrap_or_default()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let profile = match args.profile.as_deref().map(read_profile) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(text)) => {
+            eprint!("{text}");
+            return EXIT_USAGE;
+        }
+    };
+    let mut frameworks: Vec<String> = if args.frameworks.contains(&FrameworkArg::All) {
+        Vec::new()
+    } else {
+        args.frameworks
+            .iter()
+            .filter_map(|f| f.id().map(str::to_owned))
+            .collect()
+    };
+    if args.frameworks.is_empty()
+        && let Some(p) = &profile
+    {
+        frameworks = p.frameworks.clone();
+    }
+    let Some(loaded) = crate::loading::load(&args.world, &args.policies) else {
+        return EXIT_USAGE;
+    };
+    let namespaces = profile
+        .as_ref()
+        .filter(|p| !p.namespaces.is_empty())
+        .map(|p| p.namespaces.iter().cloned().collect::<BTreeSet<_>>());
+    let options = ScanOptions {
+        frameworks,
+        namespaces,
+        profile: profile.as_ref().map(|p| p.name.clone()),
+        now,
+    };
+    let bar = progress_bar();
+    let report = scan(
+        &loaded.world,
+        &loaded.store,
+        &loaded.snapshot,
+        &options,
+        &|n| {
+            if let Some(b) = &bar {
+                b.inc(n);
+            }
+        },
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let format = args.output.format();
+    let text = render(&report, format);
+    match &args.out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &text) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        }
+        None => emit(&text),
+    }
+    if let Some(dir) = &args.evidence_dir {
+        let mut formats = vec![Format::Json, format];
+        formats.extend(profile.iter().flat_map(|p| p.formats.iter().copied()));
+        let mut seen = BTreeSet::new();
+        let renderings: Vec<(String, Vec<u8>)> = formats
+            .into_iter()
+            .filter(|f| seen.insert(f.name()))
+            .map(|f| {
+                let bytes = if f == format {
+                    text.clone().into_bytes()
+                } else {
+                    render(&report, f).into_bytes()
+                };
+                (format!("report.{}", f.extension()), bytes)
+            })
+            .collect();
+        match evidence::append(dir, &report, &renderings) {
+            Ok(a) => eprintln!(
+                "evidence: record {} ({}) appended to {}",
+                a.seq,
+                a.digest,
+                dir.join(evidence::CHAIN_FILE).display()
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let summary: Vec<String> = report
+        .frameworks
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {} pass, {} fail, {} n/a",
+                f.id, f.check_tally.pass, f.check_tally.fail, f.check_tally.not_applicable
+            )
+        })
+        .collect();
+    if args.out.is_some() {
+        eprintln!("checks — {}", summary.join("; "));
+    }
+    if report.failed() {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+/// A progress bar on stderr when it is a terminal; none when piped.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} scanning: {pos} questions answered")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    Some(bar)
+}
+
+fn run_verify(dir: &Path, head: Option<&str>) -> u8 {
+    match evidence::verify(dir, head) {
+        Ok(v) => {
+            emit(&format!(
+                "intact: {} record(s); head {}\n",
+                v.records,
+                v.head.as_deref().unwrap_or("(empty log)")
+            ));
+            EXIT_OK
+        }
+        Err(VerifyError::Io(e)) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+        Err(VerifyError::Tampered { problems, records }) => {
+            let mut out = format!(
+                "tampered: {} problem(s) in {} record(s) of {}\n",
+                problems.len(),
+                records,
+                dir.join(evidence::CHAIN_FILE).display()
+            );
+            for p in &problems {
+                out.push_str(&format!("  {p}\n"));
+            }
+            emit(&out);
+            EXIT_FINDINGS
+        }
+    }
+}
