@@ -1,0 +1,302 @@
+//! Conformance: a compliant world passes every check; a world with known violations fails
+//! exactly the expected checks, subjects and controls, and nothing else. Every rendering of
+//! both scans is checked: OSCAL against NIST's official schema, the others for what they
+//! must say.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lattice_compliance::report::{Format, render};
+use lattice_compliance::{ScanReport, Status};
+use lattice_schemas::manifest::yaml::parse_documents;
+use serde_json::Value;
+use support::{case, reference_dir, scan_world};
+
+const AT: &str = "2026-11-21T12:00:00Z";
+
+fn failures(report: &ScanReport) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for fw in &report.frameworks {
+        for c in &fw.checks {
+            for f in &c.failures {
+                assert!(
+                    f.error.is_none(),
+                    "{} could not be evaluated: {:?}",
+                    c.id,
+                    f
+                );
+                out.entry(c.id.clone()).or_default().insert(format!(
+                    "{}::{}",
+                    f.subject.kind.type_name(),
+                    f.subject.id
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_compliant_world_passes_every_check() {
+    let report = scan_world(&[case("compliant/world.yaml")], AT);
+    assert_eq!(failures(&report), BTreeMap::new());
+    assert_eq!(
+        report.frameworks_scanned,
+        ["nist-800-53", "soc2", "cis-kubernetes"]
+    );
+    for fw in &report.frameworks {
+        // The world has every kind of subject, so every check applies and passes.
+        for c in &fw.checks {
+            assert_eq!(c.status, Status::Pass, "{} is {:?}", c.id, c.status);
+            assert!(c.applicable > 0 && c.passed == c.applicable, "{}", c.id);
+        }
+        for c in &fw.controls {
+            assert!(
+                matches!(c.status, Status::Pass | Status::NotAssessed),
+                "{} {} is {:?}",
+                fw.id,
+                c.id,
+                c.status
+            );
+        }
+        assert!(fw.control_tally.pass > 0);
+    }
+    assert!(!report.failed());
+}
+
+#[test]
+fn known_violations_fail_exactly_the_expected_checks_and_controls() {
+    let expected_text =
+        std::fs::read_to_string(case("violations/expected.yaml")).expect("expected.yaml");
+    let (docs, errors) = parse_documents(&expected_text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let expected = &docs[0].value;
+    let at = expected["at"].as_str().expect("at");
+    let report = scan_world(&[case("violations/world.yaml")], at);
+
+    let want: BTreeMap<String, BTreeSet<String>> = expected["failures"]
+        .as_object()
+        .expect("failures")
+        .iter()
+        .map(|(check, subjects)| {
+            let subjects = subjects
+                .as_array()
+                .expect("a list of subjects")
+                .iter()
+                .map(|s| s.as_str().expect("a subject").to_owned())
+                .collect();
+            (check.clone(), subjects)
+        })
+        .collect();
+    let got = failures(&report);
+    let missing: Vec<_> = want
+        .iter()
+        .flat_map(|(c, s)| s.iter().map(move |s| (c, s)))
+        .filter(|(c, s)| !got.get(*c).is_some_and(|g| g.contains(*s)))
+        .collect();
+    let unexpected: Vec<_> = got
+        .iter()
+        .flat_map(|(c, s)| s.iter().map(move |s| (c, s)))
+        .filter(|(c, s)| !want.get(*c).is_some_and(|w| w.contains(*s)))
+        .collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "expected but not found: {missing:#?}\nfound but not expected: {unexpected:#?}"
+    );
+
+    for fw in &report.frameworks {
+        let want: BTreeSet<String> = expected["failedControls"][&fw.id]
+            .as_array()
+            .unwrap_or_else(|| panic!("failedControls.{}", fw.id))
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        let got: BTreeSet<String> = fw
+            .controls
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.id.clone())
+            .collect();
+        assert_eq!(got, want, "failed controls of {}", fw.id);
+        // A control fails exactly when one of its checks fails.
+        for c in &fw.controls {
+            let any_failed = fw
+                .checks
+                .iter()
+                .any(|k| k.controls.contains(&c.id) && k.status == Status::Fail);
+            assert_eq!(c.status == Status::Fail, any_failed, "{}", c.id);
+        }
+    }
+    assert!(report.failed());
+}
+
+#[test]
+fn scans_are_reproducible_and_carry_their_evidence() {
+    let a = scan_world(&[case("violations/world.yaml")], AT);
+    let b = scan_world(&[case("violations/world.yaml")], AT);
+    for f in Format::ALL {
+        assert_eq!(render(&a, f), render(&b, f), "{} differs", f.name());
+    }
+    assert_eq!(a.started, AT);
+    assert!(a.snapshot_digest.starts_with("sha256:"));
+    assert_eq!(a.world_digest.len(), 64);
+    assert_eq!(a.policies_digest.len(), 64);
+    assert_eq!(a.subject_inventory_sha256.len(), 64);
+    // Another world is another snapshot.
+    let c = scan_world(&[case("compliant/world.yaml")], AT);
+    assert_ne!(a.snapshot_digest, c.snapshot_digest);
+    assert_ne!(a.subject_inventory_sha256, c.subject_inventory_sha256);
+}
+
+fn oscal_validator() -> Option<jsonschema::Validator> {
+    let dir = reference_dir()?;
+    let text = std::fs::read_to_string(dir.join("oscal/oscal_complete_schema-1-1-3.json"))
+        .expect("the OSCAL 1.1.3 schema");
+    let schema: Value = serde_json::from_str(&text).expect("JSON");
+    Some(jsonschema::validator_for(&schema).expect("a valid JSON Schema"))
+}
+
+#[test]
+fn oscal_validates_against_nists_schema_and_says_what_failed() {
+    let Some(validator) = oscal_validator() else {
+        return;
+    };
+    for world in ["compliant/world.yaml", "violations/world.yaml"] {
+        let report = scan_world(&[case(world)], AT);
+        let doc: Value = serde_json::from_str(&render(&report, Format::Oscal)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .take(10)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{world}: {errors:#?}");
+        // The validator is not vacuous: a broken uuid or target type is refused.
+        let mut broken = doc.clone();
+        broken["assessment-results"]["results"][0]["uuid"] = Value::from("not-a-uuid");
+        assert!(!validator.is_valid(&broken));
+        let mut broken = doc.clone();
+        broken["assessment-results"]["results"][0]["findings"][0]["target"]["type"] =
+            Value::from("control");
+        assert!(!validator.is_valid(&broken));
+
+        let ar = &doc["assessment-results"];
+        assert_eq!(ar["metadata"]["oscal-version"], "1.1.3");
+        let results = ar["results"].as_array().unwrap();
+        assert_eq!(results.len(), report.frameworks.len());
+        for (result, fw) in results.iter().zip(&report.frameworks) {
+            let findings = result["findings"].as_array().unwrap();
+            let unsatisfied: BTreeSet<&str> = findings
+                .iter()
+                .filter(|f| f["target"]["status"]["state"] == "not-satisfied")
+                .map(|f| f["target"]["target-id"].as_str().unwrap())
+                .collect();
+            let failed: BTreeSet<String> = fw
+                .controls
+                .iter()
+                .filter(|c| c.status == Status::Fail)
+                .map(|c| {
+                    format!(
+                        "{}_obj",
+                        lattice_compliance::report::oscal::control_id(&fw.id, &c.id)
+                    )
+                })
+                .collect();
+            assert_eq!(
+                unsatisfied,
+                failed.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+                "{}",
+                fw.id
+            );
+            // Every failing subject is an observation subject that resolves to an
+            // inventory item of the result.
+            let items: BTreeSet<&str> = result["local-definitions"]["inventory-items"]
+                .as_array()
+                .map(|a| a.iter().map(|i| i["uuid"].as_str().unwrap()).collect())
+                .unwrap_or_default();
+            let observed: usize = result["observations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|o| o["subjects"].as_array().into_iter().flatten())
+                .inspect(|s| assert!(items.contains(s["subject-uuid"].as_str().unwrap())))
+                .count();
+            let failures: usize = fw.checks.iter().map(|c| c.failures.len()).sum();
+            assert_eq!(observed, failures);
+            // Controls Lattice cannot assess are excluded, with the reason.
+            let excluded = result["reviewed-controls"]["control-selections"][0]["exclude-controls"]
+                .as_array()
+                .map_or(0, Vec::len);
+            assert_eq!(excluded, fw.control_tally.not_assessed);
+        }
+        // The evidence hashes are in the back matter.
+        let hashes: BTreeSet<&str> = ar["back-matter"]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rlinks"][0]["hashes"][0]["value"].as_str().unwrap())
+            .collect();
+        assert!(hashes.contains(report.world_digest.as_str()));
+        assert!(hashes.contains(report.policies_digest.as_str()));
+        assert!(hashes.contains(report.subject_inventory_sha256.as_str()));
+    }
+}
+
+#[test]
+fn human_and_tool_renderings_say_the_same_as_the_report() {
+    let report = scan_world(&[case("violations/world.yaml")], AT);
+    let failures: usize = report
+        .frameworks
+        .iter()
+        .flat_map(|f| &f.checks)
+        .map(|c| c.failures.len())
+        .sum();
+    let failed_checks: usize = report.frameworks.iter().map(|f| f.check_tally.fail).sum();
+    let clean_checks: usize = report
+        .frameworks
+        .iter()
+        .flat_map(|f| &f.checks)
+        .filter(|c| c.failures.is_empty())
+        .count();
+
+    let csv = render(&report, Format::Csv);
+    assert_eq!(csv.lines().count(), 1 + failures + clean_checks);
+    assert!(
+        csv.contains("Lattice::Service::\"\"ops/literal\"\""),
+        "{csv}"
+    );
+
+    let junit = render(&report, Format::Junit);
+    assert_eq!(junit.matches("<failure ").count(), failed_checks);
+    assert!(junit.contains(&format!("failures=\"{failed_checks}\"")));
+
+    let sarif: Value = serde_json::from_str(&render(&report, Format::Sarif)).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    assert_eq!(
+        sarif["runs"][0]["results"].as_array().unwrap().len(),
+        failures
+    );
+    let critical = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "nist-800-53/privileged-approved")
+        .expect("the privileged container is a result");
+    assert_eq!(critical["level"], "error");
+
+    let md = render(&report, Format::Markdown);
+    assert!(md.contains("#### nist-800-53/privileged-approved"));
+    assert!(md.contains("`Lattice::Container::\"ops/privileged/main\"`"));
+    assert!(md.contains("**Remediation:** Remove `privileged: true`"));
+    assert!(md.contains("### Not assessed by Lattice"));
+    assert!(md.contains("| SC System and Communications Protection |"));
+
+    let html = render(&report, Format::Html);
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("Lattice::Container::&quot;ops/privileged/main&quot;"));
+    assert!(!html.contains("<script"));
+    assert_eq!(
+        html.matches("<section class=\"check\">").count(),
+        failed_checks
+    );
+}
