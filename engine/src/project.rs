@@ -396,7 +396,22 @@ impl Projection {
                 front.extend(g.entities);
             }
         }
-        // Entities no object owns: namespaces named but not declared, images, defaults.
+        let back = self.implied(world);
+        // The first entity with a uid is the one kept: declared objects come before implied
+        // ones, so a declared Namespace wins.
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let all: Vec<&Entity> = front
+            .iter()
+            .chain(self.groups.values().flatten())
+            .chain(&back)
+            .filter(|e| seen.insert(e.uid()))
+            .collect();
+        conforming_entities(&all, schema)
+    }
+
+    /// Entities no object owns: namespaces named but not declared, images, defaults.
+    fn implied(&self, world: &World) -> Vec<Entity> {
+        let facts = &self.facts;
         let mut back: Vec<Entity> = Vec::new();
         let declared: HashSet<String> = world
             .objects()
@@ -419,16 +434,39 @@ impl Projection {
         for m in ["inbound", "outbound", "advertise"] {
             back.push(Entity::new_no_attrs(uid("Mesh", m), HashSet::new()));
         }
-        // The first entity with a uid is the one kept: declared objects come before implied
-        // ones, so a declared Namespace wins.
+        back
+    }
+
+    /// Every entity, validated against the schema, consuming the projection so that no
+    /// entity is held twice: for one-shot work (a compliance scan) on a world where no
+    /// wildcard awaits approval. The entities equal [`Projection::entities`] with no
+    /// approved wildcards.
+    pub fn into_entities(
+        self,
+        world: &World,
+        schema: &Schema,
+    ) -> Result<Entities, Box<cedar_policy::entities_errors::EntitiesError>> {
+        let back = self.implied(world);
         let mut seen: HashSet<EntityUid> = HashSet::new();
-        let all: Vec<&Entity> = front
-            .iter()
-            .chain(self.groups.values().flatten())
-            .chain(&back)
+        let all: Vec<Entity> = self
+            .groups
+            .into_values()
+            .flatten()
+            .chain(back)
             .filter(|e| seen.insert(e.uid()))
             .collect();
-        conforming_entities(&all, schema)
+        drop(seen);
+        // Checked in chunks on every core first; then the closure is built on the moved set.
+        const CHUNK: usize = 2048;
+        all.par_chunks(CHUNK)
+            .map(|c| {
+                Entities::from_entities(c.to_vec(), Some(schema))
+                    .map(drop)
+                    .map_err(Box::new)
+            })
+            .collect::<Result<Vec<()>, _>>()?;
+        let actions = schema.action_entities().map_err(Box::new)?;
+        Entities::from_entities(all.into_iter().chain(actions), None).map_err(Box::new)
     }
 }
 

@@ -26,6 +26,33 @@ struct Parts {
     policies: Arc<HashMap<PolicyId, Arc<StoredPolicy>>>,
 }
 
+impl Parts {
+    /// The parts of a snapshot of `entities` under every active policy of `store`, indexed
+    /// by mode.
+    fn new(schema: Arc<Schema>, entities: Entities, store: &PolicyStore) -> Parts {
+        let policies: HashMap<PolicyId, Arc<StoredPolicy>> = store
+            .active()
+            .map(|p| (p.policy.id().clone(), Arc::new(p.clone())))
+            .collect();
+        let by_mode = |mode: EnforcementMode| {
+            policies
+                .values()
+                .filter(move |p| p.info.mode == mode)
+                .map(|p| &p.policy)
+        };
+        let enforce = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Enforce), &schema));
+        let audit = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Audit), &schema));
+        Parts {
+            schema,
+            entities: Arc::new(entities),
+            approved: HashMap::new(),
+            enforce,
+            audit,
+            policies: Arc::new(policies),
+        }
+    }
+}
+
 /// One immutable view of schema, entities and policies.
 pub struct Snapshot {
     schema: Arc<Schema>,
@@ -172,27 +199,34 @@ impl Snapshot {
         let entities = projection
             .entities(world, &schema, &HashMap::new())
             .map_err(|e| SnapshotError::Entities(e.to_string()))?;
-        let policies: HashMap<PolicyId, Arc<StoredPolicy>> = store
-            .active()
-            .map(|p| (p.policy.id().clone(), Arc::new(p.clone())))
-            .collect();
-        let by_mode = |mode: EnforcementMode| {
-            policies
-                .values()
-                .filter(move |p| p.info.mode == mode)
-                .map(|p| &p.policy)
-        };
-        let enforce = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Enforce), &schema));
-        let audit = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Audit), &schema));
-        let parts = Parts {
-            schema,
-            entities: Arc::new(entities),
-            approved: HashMap::new(),
-            enforce,
-            audit,
-            policies: Arc::new(policies),
-        };
+        let parts = Parts::new(schema, entities, store);
         Snapshot::assemble(parts, world, projection, store)
+    }
+
+    /// Builds a snapshot consuming the projection, for one-shot work (a compliance scan)
+    /// that never re-projects: no entity is held twice while the snapshot is built, which
+    /// at estate scale is the difference between a scan's peak memory and the REPL's. A
+    /// world that declares wildcards is built as [`Snapshot::build`] builds it (their
+    /// approval needs a second projection). Same snapshot, same digest either way.
+    pub fn build_consuming(
+        world: &World,
+        projection: Projection,
+        store: &PolicyStore,
+    ) -> Result<Snapshot, SnapshotError> {
+        let wildcards = world.objects().any(|(_, o)| {
+            let (outbound, inbound) = declared_wildcards(o);
+            outbound || inbound
+        });
+        if wildcards {
+            return Snapshot::build(world, &projection, store);
+        }
+        let schema = Arc::new(lattice_schemas::cedar::schema().clone());
+        let entities = projection
+            .into_entities(world, &schema)
+            .map_err(|e| SnapshotError::Entities(e.to_string()))?;
+        let parts = Parts::new(schema, entities, store);
+        // With no declared wildcard nothing is approved, so assembling never re-projects.
+        Snapshot::assemble(parts, world, &Projection::default(), store)
     }
 
     /// A snapshot of the same world under another policy set. Policies are compared with

@@ -15,13 +15,14 @@ use cedar_policy::{
     RestrictedExpression,
 };
 use lattice_engine::policies::StoredPolicy;
+use lattice_engine::project::{declared_peers, served_ports};
 use lattice_engine::{ObjectKey, PolicyStore, Query, Snapshot, World, action, uid};
 use lattice_schemas::crd::EnforcementMode;
 use lattice_schemas::manifest::Object;
 use rayon::prelude::*;
 
 use crate::derivation::questions;
-use crate::mesh::MeshPlan;
+use crate::mesh::connect_query;
 
 /// The entity types a compliance check can be about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -312,16 +313,57 @@ fn gate_facts(snapshot: &Snapshot, object: &Object) -> GateFacts {
 
 /// Per callee, the allowed `Connect` edges into it that are not bilateral: the caller
 /// neither declares the callee nor has an approved outbound wildcard, or the callee neither
-/// declares the caller nor has an approved inbound wildcard.
+/// declares the caller nor has an approved inbound wildcard. An edge both sides declare is
+/// bilateral whatever its decision, so only one-sided declarations are decided: at estate
+/// scale, where nearly every edge is agreed, that is a handful of decisions, not a mesh plan.
 fn unilateral_callers(snapshot: &Snapshot, world: &World) -> HashMap<String, i64> {
-    let plan = MeshPlan::plan(snapshot, world);
-    let mut out: HashMap<String, i64> = HashMap::new();
-    for e in plan.allowed() {
-        let caller_agrees = e.declared_by_caller || snapshot.wildcards_approved(&e.caller).0;
-        let callee_agrees = e.declared_by_callee || snapshot.wildcards_approved(&e.callee).1;
-        if !(caller_agrees && callee_agrees) {
-            *out.entry(e.callee.clone()).or_default() += 1;
+    let mut outbound: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut inbound: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut ports: HashMap<String, Vec<i64>> = HashMap::new();
+    for (_, o) in world.objects().filter(|(_, o)| o.is_workload()) {
+        let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
+        let (deps, callers) = declared_peers(o);
+        ports.insert(id.clone(), served_ports(o).into_iter().collect());
+        outbound.insert(id.clone(), deps);
+        inbound.insert(id, callers);
+    }
+    let declares = |map: &HashMap<String, BTreeSet<String>>, who: &str, peer: &str| {
+        map.get(who).is_some_and(|set| set.contains(peer))
+    };
+    let mut one_sided: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for (caller, callees) in &outbound {
+        for callee in callees {
+            if !declares(&inbound, callee, caller) {
+                one_sided.insert((caller, callee));
+            }
         }
+    }
+    for (callee, callers) in &inbound {
+        for caller in callers {
+            if !declares(&outbound, caller, callee) {
+                one_sided.insert((caller, callee));
+            }
+        }
+    }
+    let unilateral: Vec<&str> = one_sided
+        .into_par_iter()
+        .filter(|(caller, callee)| {
+            let caller_agrees =
+                declares(&outbound, caller, callee) || snapshot.wildcards_approved(caller).0;
+            let callee_agrees =
+                declares(&inbound, callee, caller) || snapshot.wildcards_approved(callee).1;
+            if caller_agrees && callee_agrees {
+                return false;
+            }
+            let callee_ports = ports.get(*callee).map(Vec::as_slice).unwrap_or_default();
+            let q = connect_query(caller, callee, callee_ports);
+            snapshot.decide(&q).is_ok_and(|d| d.allowed)
+        })
+        .map(|(_, callee)| callee)
+        .collect();
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for callee in unilateral {
+        *out.entry(callee.to_owned()).or_default() += 1;
     }
     out
 }

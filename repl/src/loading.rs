@@ -30,6 +30,38 @@ pub fn load(world: &[PathBuf], policies: &Path) -> Option<Loaded> {
 
 /// Loads as [`load`] does; on any problem, the rendered diagnostics. Nothing is half loaded.
 pub fn try_load(world_paths: &[PathBuf], policies: &Path) -> Result<Loaded, String> {
+    let (world, store) = world_and_store(world_paths, policies)?;
+    let projection = Projection::of(&world);
+    let snapshot =
+        Snapshot::build(&world, &projection, &store).map_err(|e| format!("error: {e}\n"))?;
+    Ok(Loaded {
+        world,
+        store,
+        projection,
+        snapshot,
+    })
+}
+
+/// Loads for one-shot work that never re-projects (a compliance scan): the projection is
+/// consumed by the snapshot, so the peak holds each entity once. Diagnostics on stderr.
+pub fn load_once(
+    world_paths: &[PathBuf],
+    policies: &Path,
+) -> Option<(World, PolicyStore, Snapshot)> {
+    let loaded = world_and_store(world_paths, policies).and_then(|(world, store)| {
+        let projection = Projection::of(&world);
+        let snapshot = Snapshot::build_consuming(&world, projection, &store)
+            .map_err(|e| format!("error: {e}\n"))?;
+        Ok((world, store, snapshot))
+    });
+    loaded.map_err(|text| eprint!("{text}")).ok()
+}
+
+/// The world and its policies, or the rendered diagnostics.
+fn world_and_store(
+    world_paths: &[PathBuf],
+    policies: &Path,
+) -> Result<(World, PolicyStore), String> {
     let shown: Vec<String> = world_paths
         .iter()
         .map(|p| p.display().to_string())
@@ -63,13 +95,5 @@ pub fn try_load(world_paths: &[PathBuf], policies: &Path) -> Result<Loaded, Stri
         }
         Err(LoadFailure::Policy(e)) => return Err(format!("error: {e}\n")),
     };
-    let projection = Projection::of(&world);
-    let snapshot =
-        Snapshot::build(&world, &projection, &store).map_err(|e| format!("error: {e}\n"))?;
-    Ok(Loaded {
-        world,
-        store,
-        projection,
-        snapshot,
-    })
+    Ok((world, store))
 }
