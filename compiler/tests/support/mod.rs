@@ -8,30 +8,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
+/// The reference material (see `lattice_testkit::reference_dir`).
 pub fn reference_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LATTICE_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/reference"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "reference material missing at {}",
-        dir.display()
-    );
-    eprintln!(
-        "NOTICE: skipping: reference material not found at {}",
-        dir.display()
-    );
-    None
+    lattice_testkit::reference_dir()
 }
 
 /// Objects with declared properties reject any other (as `kubectl --validate=strict`);

@@ -5,32 +5,12 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
-/// `../shared/reference/` (or `LATTICE_REFERENCE_DIR`). Absent: tests that need it print a
-/// notice and return early, except under `CI=true`, where absence is a failure.
+/// The reference material (see `lattice_testkit::reference_dir`).
 pub fn reference_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LATTICE_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/reference"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "reference material not found at {} (set LATTICE_REFERENCE_DIR)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "NOTICE: skipping: reference material not found at {}",
-        dir.display()
-    );
-    None
+    lattice_testkit::reference_dir()
 }
 
 /// Every file under `dir` with extension `ext`, sorted.
