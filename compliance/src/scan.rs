@@ -73,9 +73,9 @@ impl SubjectRef {
         }
     }
 
-    /// `Lattice::Service::"shop/api"`.
+    /// `Lattice::Service::"shop/api"`, escaped as Cedar writes it.
     pub fn uid(&self) -> String {
-        format!("Lattice::{}::{:?}", self.kind.type_name(), self.id)
+        lattice_engine::uid(self.kind.type_name(), &self.id).to_string()
     }
 }
 

@@ -457,14 +457,9 @@ impl Projection {
             .collect();
         drop(seen);
         // Checked in chunks on every core first; then the closure is built on the moved set.
-        const CHUNK: usize = 2048;
-        all.par_chunks(CHUNK)
-            .map(|c| {
-                Entities::from_entities(c.to_vec(), Some(schema))
-                    .map(drop)
-                    .map_err(Box::new)
-            })
-            .collect::<Result<Vec<()>, _>>()?;
+        for c in check_in_chunks(&all, schema) {
+            c?;
+        }
         let actions = schema.action_entities().map_err(Box::new)?;
         Entities::from_entities(all.into_iter().chain(actions), None).map_err(Box::new)
     }
@@ -480,11 +475,10 @@ fn conforming_entities(
     all: &[&Entity],
     schema: &Schema,
 ) -> Result<Entities, Box<cedar_policy::entities_errors::EntitiesError>> {
-    let owned = |part: &[&Entity]| part.iter().map(|e| (*e).clone()).collect::<Vec<_>>();
     // Small sets gain nothing from threads.
-    const CHUNK: usize = 2048;
     if all.len() <= CHUNK {
-        return Entities::from_entities(owned(all), Some(schema)).map_err(Box::new);
+        let owned = all.iter().map(|e| (*e).clone());
+        return Entities::from_entities(owned, Some(schema)).map_err(Box::new);
     }
     let actions = schema.action_entities().map_err(Box::new)?;
     let (closed, checked) = rayon::join(
@@ -492,20 +486,32 @@ fn conforming_entities(
             let all = all.iter().map(|e| (*e).clone());
             Entities::from_entities(all.chain(actions.iter().cloned()), None).map_err(Box::new)
         },
-        || {
-            all.par_chunks(CHUNK)
-                .map(|c| {
-                    Entities::from_entities(owned(c), Some(schema))
-                        .map(drop)
-                        .map_err(Box::new)
-                })
-                .collect::<Vec<_>>()
-        },
+        || check_in_chunks(all, schema),
     );
     for c in checked {
         c?;
     }
     closed
+}
+
+/// Entities per schema-check chunk: large enough to amortize a check, small enough to spread
+/// over every core.
+const CHUNK: usize = 2048;
+
+/// Checks `all` against the schema in chunks on every core, one result per chunk in order,
+/// so the first error is the first non-conforming entity's.
+fn check_in_chunks<E: std::borrow::Borrow<Entity> + Sync>(
+    all: &[E],
+    schema: &Schema,
+) -> Vec<Result<(), Box<cedar_policy::entities_errors::EntitiesError>>> {
+    all.par_chunks(CHUNK)
+        .map(|c| {
+            let owned = c.iter().map(|e| e.borrow().clone());
+            Entities::from_entities(owned, Some(schema))
+                .map(drop)
+                .map_err(Box::new)
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -841,6 +847,16 @@ fn service_entity(
     )
 }
 
+/// A container's name as its `Container` uid spells it: `task.name` for a job task or model
+/// role, the plain name for a service.
+pub fn container_name(body: &str, container: &str) -> String {
+    if body.is_empty() {
+        container.to_owned()
+    } else {
+        format!("{body}.{container}")
+    }
+}
+
 /// The workload bodies of an object with the name each is known by (`""` for a service, the
 /// task or role name for a job or model) and its replicas: the one place that knows how job
 /// tasks and model roles hold their Score bodies.
@@ -1010,11 +1026,7 @@ fn workload(
         }
         for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
             for (cname, c) in set {
-                let full = if prefix.is_empty() {
-                    cname.clone()
-                } else {
-                    format!("{prefix}.{cname}")
-                };
+                let full = container_name(prefix, cname);
                 literal |= c.variables.iter().any(|(k, v)| {
                     looks_secret(k) && !v.is_empty() && !lattice_schemas::placeholder::has_refs(v)
                 });

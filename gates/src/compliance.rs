@@ -156,11 +156,7 @@ fn container_names(object: &Object) -> Vec<String> {
     let mut out = Vec::new();
     for (prefix, body, _) in lattice_engine::project::workload_bodies(object) {
         for name in body.containers.keys().chain(body.sidecars.keys()) {
-            out.push(if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}.{name}")
-            });
+            out.push(lattice_engine::project::container_name(prefix, name));
         }
     }
     out
