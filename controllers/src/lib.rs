@@ -1,3 +1,5 @@
-//! Lattice's operator: the admission webhook (and, to come, the controllers and the cell).
+//! Lattice's operator: the controllers as thin effectors ([`operator`]) and the admission
+//! webhook ([`webhook`]).
 
+pub mod operator;
 pub mod webhook;

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use lattice_controllers::operator;
 use lattice_controllers::webhook::{self, State, tls::ReloadingCert};
 use lattice_schemas::generate::all_crds_yaml;
 
@@ -17,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers: watch every Lattice object, decide on one snapshot, and (while
+    /// holding the lease) apply what was authorized, revoke what was not, write status and
+    /// run scheduled compliance scans. With --tls-cert and --tls-key it also serves the
+    /// admission webhook on the same live snapshot. Reads the cluster from KUBECONFIG or the
+    /// in-cluster service account.
+    Run(RunArgs),
     /// Print every Lattice CustomResourceDefinition as YAML (`lattice-operator crds | kubectl apply -f -`).
     Crds,
     /// Serve the admission webhook: HTTPS, `POST /validate` (AdmissionReview v1), `/healthz`,
@@ -41,8 +50,41 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The rule packs directory.
+    #[arg(long, default_value = "policies")]
+    policies: PathBuf,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "lattice-system")]
+    lease_namespace: String,
+    #[arg(long, default_value = "lattice-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a leader holds the Lease without renewing it.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// Seconds between searches for derived objects no workload derives any more.
+    #[arg(long, default_value_t = 300)]
+    sweep_seconds: u64,
+    /// Where volume-claim evidence sinks are mounted (one directory per claim name).
+    #[arg(long)]
+    evidence_root: Option<PathBuf>,
+    /// Serve the admission webhook here (with --tls-cert and --tls-key).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    webhook_addr: SocketAddr,
+    /// PEM certificate chain of the webhook; re-read whenever it changes.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run(args) => run_operator(args),
         Command::Crds => {
             print!("{}", all_crds_yaml());
             ExitCode::SUCCESS
@@ -125,30 +167,129 @@ fn run_webhook(
                 Err(e) => tracing::error!("no snapshot: {e}"),
             });
         }
-        // Kubernetes stops a pod with SIGTERM; a terminal with Ctrl-C.
-        let shutdown = async {
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
-            }
-            tracing::info!("shutting down");
-        };
         webhook::serve(
             listener,
             config,
             state,
             webhook::Limits::default(),
-            shutdown,
+            shutdown_signal(),
         )
         .await;
         ExitCode::SUCCESS
+    })
+}
+
+/// Kubernetes stops a pod with SIGTERM; a terminal with Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn run_operator(args: RunArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            match ReloadingCert::open(cert, key).and_then(|c| Ok((c.server_config()?, c.watch()?)))
+            {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let options = operator::Options {
+        policies: args.policies.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+        lease_name: args.lease_name.clone(),
+        identity,
+        lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
+        sweep_every: Duration::from_secs(args.sweep_seconds.max(1)),
+        evidence_root: args.evidence_root.clone(),
+    };
+    runtime.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: no cluster to talk to (KUBECONFIG or in-cluster): {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let state = State::new();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut webhook_task = None;
+        if let Some((config, watcher)) = tls {
+            let listener = match tokio::net::TcpListener::bind(args.webhook_addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {}: {e}", args.webhook_addr);
+                    return ExitCode::from(2);
+                }
+            };
+            tracing::info!(
+                "webhook listening on https://{}",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            let state = state.clone();
+            let mut stopped = stopped.clone();
+            webhook_task = Some(tokio::spawn(async move {
+                let _watcher = watcher;
+                webhook::serve(
+                    listener,
+                    config,
+                    state,
+                    webhook::Limits::default(),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                )
+                .await;
+            }));
+        }
+        let result = operator::run(client, options, state, shutdown_signal()).await;
+        let _ = stop.send(true);
+        if let Some(task) = webhook_task {
+            let _ = task.await;
+        }
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }

@@ -198,6 +198,20 @@ impl PolicyStore {
         Ok(count)
     }
 
+    /// How many permits and forbids a stored CedarPolicy object holds (`(0, 0)` when it is
+    /// not stored).
+    pub fn effect_counts(&self, namespace: &str, name: &str) -> (usize, usize) {
+        let Some(o) = self.objects.get(&(namespace.to_owned(), name.to_owned())) else {
+            return (0, 0);
+        };
+        let permits = o
+            .policies
+            .iter()
+            .filter(|p| p.info.effect == Effect::Permit)
+            .count();
+        (permits, o.policies.len() - permits)
+    }
+
     /// Forgets a CedarPolicy object.
     pub fn remove_object(&mut self, namespace: &str, name: &str) -> bool {
         self.objects

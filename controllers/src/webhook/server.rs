@@ -64,6 +64,13 @@ impl State {
         }
     }
 
+    /// Publishes a snapshot shared with its producer (the operator's planner).
+    pub fn publish(&self, current: Arc<Current>) {
+        if let Ok(mut c) = self.current.write() {
+            *c = Some(current);
+        }
+    }
+
     pub fn current(&self) -> Option<Arc<Current>> {
         self.current.read().ok().and_then(|c| c.clone())
     }

@@ -59,6 +59,18 @@ impl Object {
         }
     }
 
+    /// Types an object read from an API server (JSON, as the server stores it), by its
+    /// `kind:` (`Namespace` or a Lattice kind). Only serde's checks apply: the API server
+    /// has already enforced the CRD schema, and the admission webhook the semantic rules.
+    pub fn from_api(kind: &str, value: &Value) -> Result<Object, String> {
+        let target = match Kind::from_name(kind) {
+            Some(k) => Target::Lattice(k),
+            None if kind == "Namespace" => Target::Namespace,
+            None => return Err(format!("`{kind}` is not a Lattice kind")),
+        };
+        target.build(value).map_err(|e| e.to_string())
+    }
+
     /// The Lattice kind, or `None` for a Namespace.
     /// Whether this is a workload (raises derivation gates and mesh edges).
     pub fn is_workload(&self) -> bool {

@@ -1,0 +1,377 @@
+//! The effector: makes the cluster hold what a [`Plan`] authorized, and nothing else.
+//!
+//! Per workload whose [`Desired`] changed: server-side apply (field manager `lattice`) layer
+//! by layer, delete what it had and no longer derives (revocation), then write its status.
+//! A failure is retried with exponential backoff; a success is not repeated until the
+//! decision changes. [`Effector::sweep`] deletes derived objects whose owner no longer
+//! derives them, including those left from before a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::try_join_all;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::{Client, Error};
+use lattice_compiler::compile::MANAGER;
+use lattice_schemas::crd::{API_VERSION, Kind};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::index::PolicyOutcome;
+use super::plan::{Desired, Owner, Plan};
+use super::resources::{DERIVED, Layer, ObjectId, derived_kind};
+use super::status::{Effect, policy_status, workload_status};
+
+/// How many workloads are reconciled at once.
+const CONCURRENCY: usize = 32;
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+/// What was last applied for a workload.
+struct Applied {
+    digest: String,
+    objects: BTreeSet<ObjectId>,
+    /// Set while failing: when to try again, and how long the next wait is.
+    retry: Option<(Instant, Duration)>,
+}
+
+/// Counts of one pass, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub reconciled: usize,
+    pub failed: usize,
+    pub removed_owners: usize,
+}
+
+/// Applies plans; holds what it applied so unchanged workloads are left alone.
+pub struct Effector {
+    client: Client,
+    applied: BTreeMap<Owner, Applied>,
+    policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
+}
+
+impl Effector {
+    pub fn new(client: Client) -> Effector {
+        Effector {
+            client,
+            applied: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        }
+    }
+
+    /// When the earliest failed workload is due again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.applied
+            .values()
+            .filter_map(|a| a.retry.map(|(at, _)| at))
+            .min()
+    }
+
+    /// Reconciles every workload of `plan` whose decision changed or whose retry is due,
+    /// removes the objects of workloads that are gone, and writes CedarPolicy statuses.
+    pub async fn run(&mut self, plan: &Plan) -> Pass {
+        let now = Instant::now();
+        let snapshot = plan.current.snapshot.digest().to_owned();
+        let stamp = jiff::Timestamp::now().to_string();
+        let due: Vec<(&Owner, &Desired, BTreeSet<ObjectId>)> = plan
+            .workloads
+            .iter()
+            .filter(|(owner, desired)| match self.applied.get(*owner) {
+                None => true,
+                Some(a) => a.digest != desired.digest || a.retry.is_some_and(|(at, _)| at <= now),
+            })
+            .map(|(owner, desired)| {
+                let before = self
+                    .applied
+                    .get(owner)
+                    .map(|a| a.objects.clone())
+                    .unwrap_or_default();
+                (owner, desired, before)
+            })
+            .collect();
+        let client = &self.client;
+        let results: Vec<(Owner, String, Effect, BTreeSet<ObjectId>)> =
+            futures::stream::iter(due.into_iter().map(|(owner, desired, before)| {
+                let snapshot = snapshot.clone();
+                let stamp = stamp.clone();
+                async move {
+                    let (effect, now_applied) =
+                        reconcile(client, owner, desired, &before, &snapshot, &stamp).await;
+                    (owner.clone(), desired.digest.clone(), effect, now_applied)
+                }
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut pass = Pass::default();
+        for (owner, digest, effect, objects) in results {
+            pass.reconciled += 1;
+            let retry = match &effect {
+                Effect::Applied { .. } => None,
+                Effect::Failed(e) => {
+                    pass.failed += 1;
+                    let wait = self
+                        .applied
+                        .get(&owner)
+                        .and_then(|a| a.retry.map(|(_, w)| (w * 2).min(MAX_BACKOFF)))
+                        .unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(%owner, retry_in = ?wait, "reconcile failed: {e}");
+                    Some((Instant::now() + wait, wait))
+                }
+            };
+            self.applied.insert(
+                owner,
+                Applied {
+                    digest,
+                    objects,
+                    retry,
+                },
+            );
+        }
+        // Workloads that were deleted: what they derived goes with them (owner references
+        // would do it too, where a garbage collector runs).
+        let gone: Vec<Owner> = self
+            .applied
+            .keys()
+            .filter(|o| !plan.workloads.contains_key(*o))
+            .cloned()
+            .collect();
+        for owner in gone {
+            if let Some(a) = self.applied.remove(&owner) {
+                let mut failed = false;
+                for id in &a.objects {
+                    if let Err(e) = delete(client, id).await {
+                        tracing::warn!(%owner, object = %id, "cannot delete: {e}");
+                        failed = true;
+                    }
+                }
+                if failed {
+                    // Left for the next sweep.
+                    continue;
+                }
+                pass.removed_owners += 1;
+            }
+        }
+        self.write_policy_statuses(plan, &stamp).await;
+        pass
+    }
+
+    async fn write_policy_statuses(&mut self, plan: &Plan, stamp: &str) {
+        for (id, (generation, outcome, previous)) in &plan.policies {
+            let current = (*generation, outcome.clone());
+            if self.policies.get(id) == Some(&current) {
+                continue;
+            }
+            let status = policy_status(outcome, *generation, previous, stamp);
+            match patch_status(&self.client, Kind::CedarPolicy, Some(&id.0), &id.1, &status).await {
+                Ok(()) => {
+                    self.policies.insert(id.clone(), current);
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %format!("{}/{}", id.0, id.1), "cannot write status: {e}")
+                }
+            }
+        }
+        self.policies.retain(|id, _| plan.policies.contains_key(id));
+    }
+
+    /// Deletes every derived object that a Lattice owner reference claims but no workload
+    /// of `plan` derives. Kinds the cluster does not serve are skipped.
+    pub async fn sweep(&self, plan: &Plan) -> usize {
+        let wanted: BTreeSet<ObjectId> = plan
+            .workloads
+            .values()
+            .flat_map(|d| d.objects.iter().filter_map(ObjectId::of))
+            .collect();
+        let mut deleted = 0;
+        for kind in DERIVED {
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &kind.api_resource());
+            let params =
+                ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+            let list = match api.list(&params).await {
+                Ok(l) => l,
+                Err(Error::Api(s)) if s.code == 404 => continue,
+                Err(e) => {
+                    tracing::warn!(kind = kind.kind, "sweep cannot list: {e}");
+                    continue;
+                }
+            };
+            for o in list.items {
+                let ours = o
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.api_version == API_VERSION);
+                let id = ObjectId {
+                    api_version: kind.api_version.to_owned(),
+                    kind: kind.kind.to_owned(),
+                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                };
+                if ours && !wanted.contains(&id) {
+                    match delete(&self.client, &id).await {
+                        Ok(()) => {
+                            tracing::info!(object = %id, "deleted: no longer derived");
+                            deleted += 1;
+                        }
+                        Err(e) => tracing::warn!(object = %id, "cannot delete: {e}"),
+                    }
+                }
+            }
+        }
+        deleted
+    }
+}
+
+/// One workload: apply by layer, remove what is no longer derived, write status. Returns
+/// the effect and the objects that may now exist.
+async fn reconcile(
+    client: &Client,
+    owner: &Owner,
+    desired: &Desired,
+    before: &BTreeSet<ObjectId>,
+    snapshot: &str,
+    stamp: &str,
+) -> (Effect, BTreeSet<ObjectId>) {
+    let wanted: BTreeSet<ObjectId> = desired.objects.iter().filter_map(ObjectId::of).collect();
+    let effect = match apply_layers(client, &desired.objects).await {
+        Err(e) => Effect::Failed(e),
+        Ok(()) => {
+            let mut removed = 0;
+            let mut failure = None;
+            for id in before.difference(&wanted) {
+                match delete(client, id).await {
+                    Ok(()) => removed += 1,
+                    Err(e) => failure = Some(format!("cannot delete {id}: {e}")),
+                }
+            }
+            match failure {
+                Some(e) => Effect::Failed(e),
+                None => Effect::Applied {
+                    objects: wanted.len(),
+                    removed,
+                },
+            }
+        }
+    };
+    let status = workload_status(desired, &effect, snapshot, &desired.previous_status, stamp);
+    let effect = match patch_status(
+        client,
+        owner.kind,
+        Some(&owner.namespace),
+        &owner.name,
+        &status,
+    )
+    .await
+    {
+        Ok(()) => effect,
+        Err(e) if matches!(effect, Effect::Applied { .. }) => {
+            Effect::Failed(format!("cannot write status: {e}"))
+        }
+        Err(_) => effect,
+    };
+    let now_applied = match &effect {
+        Effect::Applied { .. } => wanted,
+        // Unknown how far it got: keep tracking everything it may have created.
+        Effect::Failed(_) => before.union(&wanted).cloned().collect(),
+    };
+    (effect, now_applied)
+}
+
+async fn apply_layers(client: &Client, objects: &[Value]) -> Result<(), String> {
+    let mut layers: BTreeMap<Layer, Vec<(&Value, ApiResource)>> = BTreeMap::new();
+    for o in objects {
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        let kind = o["kind"].as_str().unwrap_or_default();
+        let derived = derived_kind(api_version, kind)
+            .ok_or_else(|| format!("Lattice does not apply {api_version} {kind}"))?;
+        layers
+            .entry(derived.layer)
+            .or_default()
+            .push((o, derived.api_resource()));
+    }
+    let params = PatchParams::apply(MANAGER).force();
+    for (_, layer) in layers {
+        try_join_all(layer.into_iter().map(|(o, resource)| {
+            let params = &params;
+            async move {
+                let name = o["metadata"]["name"].as_str().unwrap_or_default();
+                let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+                api.patch(name, params, &Patch::Apply(o))
+                    .await
+                    .map(drop)
+                    .map_err(|e| describe(&resource, ns, name, &e))
+            }
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+fn describe(resource: &ApiResource, ns: &str, name: &str, e: &Error) -> String {
+    match e {
+        Error::Api(s) if s.code == 404 => format!(
+            "the cluster does not serve {} {} (install the CRD, or the component that provides it)",
+            resource.api_version, resource.kind
+        ),
+        Error::Api(s) => format!("{} {ns}/{name}: {}", resource.kind, s.message),
+        other => format!("{} {ns}/{name}: {other}", resource.kind),
+    }
+}
+
+async fn delete(client: &Client, id: &ObjectId) -> Result<(), Error> {
+    let Some(kind) = derived_kind(&id.api_version, &id.kind) else {
+        return Ok(());
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &id.namespace, &kind.api_resource());
+    match api.delete(&id.name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The API resource of a Lattice kind.
+pub fn lattice_resource(kind: Kind) -> ApiResource {
+    let crd = kind.crd();
+    ApiResource {
+        group: lattice_schemas::crd::GROUP.into(),
+        version: lattice_schemas::crd::VERSION.into(),
+        api_version: API_VERSION.into(),
+        kind: kind.name().into(),
+        plural: crd.spec.names.plural,
+    }
+}
+
+/// Writes a Lattice object's status (server-side apply on the status subresource). A
+/// deleted object is not an error.
+pub async fn patch_status(
+    client: &Client,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), Error> {
+    let resource = lattice_resource(kind);
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) if kind.namespaced() => Api::namespaced_with(client.clone(), ns, &resource),
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let body = json!({"apiVersion": API_VERSION, "kind": kind.name(), "status": status});
+    match api
+        .patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

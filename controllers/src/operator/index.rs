@@ -1,0 +1,214 @@
+//! What the operator knows of the cluster, fed by its watches and free of I/O: every
+//! Lattice object and namespace as a [`World`], the policies in force as a [`PolicyStore`],
+//! and per object the server facts (uid, generation, status) that the World leaves out.
+//!
+//! Only what decides anything enters the World: status and server bookkeeping are kept
+//! aside, so the operator's own status writes never look like a change that needs a new
+//! snapshot.
+
+use std::collections::BTreeMap;
+
+use lattice_engine::{ObjectKey, PolicyStore, World};
+use lattice_schemas::crd::Kind;
+use lattice_schemas::manifest::Object;
+use serde_json::{Map, Value};
+
+/// Server facts about one watched object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Live {
+    pub uid: String,
+    pub generation: Option<i64>,
+    /// The object's `status` as last seen (conditions keep their transition times).
+    pub status: Value,
+}
+
+/// How a CedarPolicy object fared when its policies were parsed and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    /// In force.
+    Accepted { permits: usize, forbids: usize },
+    /// Refused whole; the version accepted before (if any) stays in force.
+    Rejected { errors: Vec<String> },
+}
+
+/// The watched state. [`Index::apply`] and [`Index::delete`] say whether the World or the
+/// policies changed, which is when a new snapshot is due.
+pub struct Index {
+    world: World,
+    live: BTreeMap<ObjectKey, Live>,
+    store: PolicyStore,
+    policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
+}
+
+impl Index {
+    /// An empty index deciding with the rule packs in `packs`.
+    pub fn new(packs: PolicyStore) -> Index {
+        Index {
+            world: World::new(),
+            live: BTreeMap::new(),
+            store: packs,
+            policies: BTreeMap::new(),
+        }
+    }
+
+    /// Takes in one object as the API server returned it (`kind` is a Lattice kind or
+    /// `Namespace`). Returns whether anything that decides changed; an object that cannot
+    /// be read is an error and changes nothing.
+    pub fn apply(&mut self, kind: &str, value: &Value) -> Result<bool, String> {
+        let decided = decided_part(value);
+        let object = Object::from_api(kind, &decided)?;
+        let key = ObjectKey::of(&object);
+        if key.name.is_empty() {
+            return Err(format!("a {kind} without a name"));
+        }
+        self.live.insert(
+            key.clone(),
+            Live {
+                uid: str_at(value, "/metadata/uid"),
+                generation: value
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64),
+                status: value.get("status").cloned().unwrap_or(Value::Null),
+            },
+        );
+        if self.world.get(&key) == Some(&object) {
+            return Ok(false);
+        }
+        if let Object::CedarPolicy(p) = &object {
+            let id = (key.namespace.clone().unwrap_or_default(), key.name.clone());
+            let outcome = match self.store.apply_object(p) {
+                Ok(_) => {
+                    let (permits, forbids) = self.store.effect_counts(&id.0, &id.1);
+                    PolicyOutcome::Accepted { permits, forbids }
+                }
+                Err(e) => PolicyOutcome::Rejected {
+                    errors: policy_errors(&e, &p.spec.policies),
+                },
+            };
+            let generation = value
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64);
+            self.policies.insert(id, (generation, outcome.clone()));
+            if let PolicyOutcome::Rejected { errors } = outcome {
+                tracing::warn!(policy = %key, errors = errors.len(), "CedarPolicy refused; the version accepted before stays in force");
+            }
+        }
+        self.world.upsert(object);
+        Ok(true)
+    }
+
+    /// Forgets a deleted object. Returns whether anything that decides changed.
+    pub fn delete(&mut self, kind: &str, namespace: Option<&str>, name: &str) -> bool {
+        let Some(kind_name) = static_kind(kind) else {
+            return false;
+        };
+        let key = ObjectKey {
+            kind: kind_name,
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        };
+        self.live.remove(&key);
+        if kind == Kind::CedarPolicy.name() {
+            let ns = namespace.unwrap_or_default();
+            self.store.remove_object(ns, name);
+            self.policies.remove(&(ns.to_owned(), name.to_owned()));
+        }
+        self.world.delete(&key).is_some()
+    }
+
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    pub fn store(&self) -> &PolicyStore {
+        &self.store
+    }
+
+    /// `(namespace, name)` of every indexed object of `kind`.
+    pub fn keys_of<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (Option<String>, String)> + 'a {
+        self.live
+            .keys()
+            .filter(move |k| k.kind == kind)
+            .map(|k| (k.namespace.clone(), k.name.clone()))
+    }
+
+    /// Server facts of a watched object.
+    pub fn live(&self, key: &ObjectKey) -> Option<&Live> {
+        self.live.get(key)
+    }
+
+    /// Every CedarPolicy object's outcome, with the generation it was decided for.
+    pub fn policy_outcomes(
+        &self,
+    ) -> impl Iterator<Item = (&(String, String), &(Option<i64>, PolicyOutcome))> {
+        self.policies.iter()
+    }
+}
+
+/// The kind name as the World spells it (a `'static` string).
+fn static_kind(kind: &str) -> Option<&'static str> {
+    Kind::from_name(kind)
+        .map(Kind::name)
+        .or((kind == "Namespace").then_some("Namespace"))
+}
+
+fn str_at(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The object without its status and without the metadata the server keeps for itself
+/// (resource version, managed fields, timestamps), which change without changing any
+/// decision.
+fn decided_part(value: &Value) -> Value {
+    let mut out = Map::new();
+    if let Value::Object(top) = value {
+        for (k, v) in top {
+            match k.as_str() {
+                "status" => {}
+                "metadata" => {
+                    let mut meta = Map::new();
+                    if let Value::Object(m) = v {
+                        for field in ["name", "namespace", "labels", "annotations", "uid"] {
+                            if let Some(x) = m.get(field) {
+                                meta.insert(field.to_owned(), x.clone());
+                            }
+                        }
+                        if let Some(ann) =
+                            meta.get_mut("annotations").and_then(Value::as_object_mut)
+                        {
+                            ann.remove("kubectl.kubernetes.io/last-applied-configuration");
+                        }
+                    }
+                    out.insert(k.clone(), Value::Object(meta));
+                }
+                _ => {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+fn policy_errors(e: &lattice_engine::policies::PolicyError, text: &str) -> Vec<String> {
+    match e {
+        lattice_engine::policies::PolicyError::Object { problems, .. } => problems
+            .iter()
+            .filter(|p| !p.warning)
+            .map(|p| {
+                let before = text.get(..p.span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: {}", p.message)
+            })
+            .collect(),
+        other => vec![other.to_string()],
+    }
+}

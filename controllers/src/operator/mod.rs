@@ -1,0 +1,220 @@
+//! `lattice-operator run`: the controllers as thin effectors.
+//!
+//! ```text
+//!  watches ─► index (World + policies) ─► planner: snapshot, every decision ─► Plan
+//!                                                   │                          │
+//!                                    webhook decides on the same snapshot      ▼
+//!                      (leader only) effector: apply / revoke / status;  scans: evidence
+//! ```
+//!
+//! The domain work is pure and tested without a cluster: [`index`] (what is known),
+//! [`plan`] (what the decisions derive), [`status`] (how it reads). The rest is I/O:
+//! [`watch`], [`apply`], [`scans`], [`lease`].
+
+pub mod apply;
+pub mod index;
+pub mod lease;
+pub mod plan;
+pub mod resources;
+pub mod scans;
+pub mod status;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use lattice_engine::PolicyStore;
+use tokio::sync::{Notify, watch as channel};
+use tokio::time::Instant;
+
+use crate::webhook::State;
+use apply::Effector;
+use index::Index;
+use plan::Plan;
+use watch::Shared;
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The rule packs directory.
+    pub policies: PathBuf,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's name in the lease (the pod name in a cluster).
+    pub identity: String,
+    pub lease_duration: Duration,
+    /// How often derived objects nobody derives any more are looked for.
+    pub sweep_every: Duration,
+    /// Where volume-claim evidence sinks are mounted.
+    pub evidence_root: Option<PathBuf>,
+}
+
+/// Runs until `shutdown` completes (clean exit) or leadership is lost (an error: the
+/// process should exit and start over).
+pub async fn run(
+    client: Client,
+    options: Options,
+    webhook: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let packs = if options.policies.is_dir() {
+        PolicyStore::load_packs(&options.policies).map_err(|e| {
+            format!(
+                "the rule packs in {} did not load: {e}",
+                options.policies.display()
+            )
+        })?
+    } else {
+        return Err(format!(
+            "no rule packs at {} (--policies)",
+            options.policies.display()
+        ));
+    };
+    let (synced, _) = channel::channel(0);
+    let shared = Arc::new(Shared {
+        index: Mutex::new(Index::new(packs)),
+        changed: Notify::new(),
+        synced,
+    });
+    watch::spawn_all(&client, &shared);
+    let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
+    tokio::spawn(planner(shared.clone(), plans, webhook));
+
+    let elector = lease::Elector::new(
+        client.clone(),
+        &options.lease_namespace,
+        &options.lease_name,
+        &options.identity,
+        options.lease_duration,
+    );
+    let lead = async {
+        elector
+            .acquire()
+            .await
+            .map_err(|e| format!("cannot take the lease: {e}"))?;
+        tracing::info!(identity = %options.identity, "leading: writes enabled");
+        tokio::select! {
+            lost = elector.keep() => Err(format!("leadership lost: {lost}")),
+            () = write(client.clone(), plan_rx, &options) => Ok(()),
+        }
+    };
+    let result = tokio::select! {
+        r = lead => r,
+        () = shutdown => Ok(()),
+    };
+    elector.release().await;
+    result
+}
+
+/// Rebuilds the plan whenever the index changes (coalescing bursts), once every watch
+/// has listed.
+async fn planner(
+    shared: Arc<Shared>,
+    plans: channel::Sender<Option<Arc<Plan>>>,
+    webhook: Arc<State>,
+) {
+    let mut synced = shared.synced.subscribe();
+    let total = watch::watch_count();
+    if synced.wait_for(|n| *n >= total).await.is_err() {
+        return;
+    }
+    tracing::info!("every watch listed; deciding");
+    loop {
+        // A burst of events (a `kubectl apply -f dir`) becomes one snapshot.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let started = Instant::now();
+        let shared_for_plan = shared.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            let index = shared_for_plan
+                .index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            plan::plan(&index)
+        })
+        .await;
+        match planned {
+            Ok(Ok(plan)) => {
+                tracing::info!(
+                    snapshot = plan.current.snapshot.digest(),
+                    workloads = plan.workloads.len(),
+                    edges = plan.edges,
+                    allowed_edges = plan.allowed_edges,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "decided"
+                );
+                webhook.publish(plan.current.clone());
+                plans.send_replace(Some(Arc::new(plan)));
+            }
+            // Fail closed: the last good plan stays; nothing new is applied on a world
+            // that cannot be decided.
+            Ok(Err(e)) => tracing::error!("no snapshot: {e}"),
+            Err(e) => tracing::error!("the planner failed: {e}"),
+        }
+        shared.changed.notified().await;
+    }
+}
+
+/// The leader's loop: apply each new plan, retry failures with backoff, sweep orphans,
+/// and run due compliance scans.
+async fn write(
+    client: Client,
+    mut plan_rx: channel::Receiver<Option<Arc<Plan>>>,
+    options: &Options,
+) {
+    let mut effector = Effector::new(client.clone());
+    let sinks = scans::Sinks {
+        evidence_root: options.evidence_root.clone(),
+    };
+    let mut next_sweep: Option<Instant> = None;
+    let mut scan_tick = tokio::time::interval(Duration::from_secs(5));
+    scan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scan_due = false;
+    loop {
+        let Some(plan) = plan_rx.borrow_and_update().clone() else {
+            if plan_rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let started = Instant::now();
+        let pass = effector.run(&plan).await;
+        if pass.reconciled > 0 || pass.removed_owners > 0 {
+            tracing::info!(
+                reconciled = pass.reconciled,
+                failed = pass.failed,
+                removed = pass.removed_owners,
+                took_ms = started.elapsed().as_millis() as u64,
+                "applied"
+            );
+        }
+        // The first sweep waits for a clean pass, so nothing is taken for an orphan
+        // because its owner failed to apply.
+        if next_sweep.is_none_or(|at| at <= Instant::now()) && pass.failed == 0 {
+            let deleted = effector.sweep(&plan).await;
+            if deleted > 0 {
+                tracing::info!(deleted, "orphans removed");
+            }
+            next_sweep = Some(Instant::now() + options.sweep_every);
+        }
+        if scan_due {
+            scans::run_due(&client, &plan, &sinks).await;
+            scan_due = false;
+        }
+        let retry = effector.next_retry();
+        tokio::select! {
+            changed = plan_rx.changed() => if changed.is_err() { return },
+            () = sleep_until(retry) => {}
+            () = sleep_until(next_sweep) => {}
+            _ = scan_tick.tick() => scan_due = true,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,214 @@
+//! From one snapshot to what should exist: for every workload, the objects its allowed
+//! decisions derive (or none, and why), with owner references. Pure: the effector in
+//! [`super::apply`] makes the cluster match, and only for workloads whose [`Desired`]
+//! changed.
+//!
+//! Network objects of a mesh edge live in the callee's namespace and belong to the callee:
+//! one owner per object, so a one-sided or denied edge removes exactly its own objects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lattice_compiler::mesh::{edge_objects, peer_authentication};
+use lattice_compiler::{CompileContext, CompileError, compile};
+use lattice_engine::{ObjectKey, PolicyStore, Projection, Snapshot};
+use lattice_gates::{MeshPlan, evaluate};
+use lattice_schemas::crd::service::DeniedGate;
+use lattice_schemas::crd::{API_VERSION, Kind, LatticeComplianceProfile};
+use lattice_schemas::manifest::Object;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::index::{Index, PolicyOutcome};
+use crate::webhook::Current;
+
+/// A workload that owns derived objects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Owner {
+    /// `namespace/name`, the workload's id in decisions and the mesh.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// What the decisions say of one workload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Every gate allowed: the objects are derived.
+    Authorized,
+    /// Some gate denied: nothing is derived, and these are why.
+    Denied(Vec<DeniedGate>),
+    /// Allowed, but the workload cannot be derived as written.
+    Failed(String),
+}
+
+/// What should exist for one workload.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub uid: String,
+    pub generation: Option<i64>,
+    pub verdict: Verdict,
+    /// Audit-mode findings: reported, never enforced.
+    pub warnings: Vec<String>,
+    /// The objects, in derivation order, each with its owner reference.
+    pub objects: Vec<Value>,
+    /// Covers the verdict and the objects: equal digests need no reconcile.
+    pub digest: String,
+    /// The status as last seen (conditions keep their transition times).
+    pub previous_status: Value,
+}
+
+/// Everything one snapshot decides.
+pub struct Plan {
+    /// The world and snapshot the decisions were taken on (also what the webhook decides on).
+    pub current: Arc<Current>,
+    pub workloads: BTreeMap<Owner, Desired>,
+    /// Declared mesh edges: allowed, denied and one-sided.
+    pub edges: usize,
+    pub allowed_edges: usize,
+    /// Every CedarPolicy object: the generation decided, the outcome, the status last seen.
+    pub policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome, Value)>,
+    /// The policies the snapshot was built from (compliance scans read their catalog).
+    pub store: Arc<PolicyStore>,
+    /// Every LatticeComplianceProfile, with its generation and the status last seen.
+    pub profiles: Vec<(LatticeComplianceProfile, Option<i64>, Value)>,
+}
+
+/// Builds a snapshot of `index` and decides every workload on it.
+pub fn plan(index: &Index) -> Result<Plan, String> {
+    let world = index.world().clone();
+    let projection = Projection::of(&world);
+    let snapshot =
+        Snapshot::build(&world, &projection, index.store()).map_err(|e| e.to_string())?;
+    let mesh = MeshPlan::plan(&snapshot, &world);
+    let ctx = CompileContext::of(&world);
+    let workloads: Vec<(&ObjectKey, &Object)> =
+        world.objects().filter(|(_, o)| o.is_workload()).collect();
+    let decided: Vec<(Owner, Desired)> = workloads
+        .par_iter()
+        .filter_map(|(key, object)| {
+            let kind = object.kind()?;
+            let owner = Owner {
+                kind,
+                namespace: key.namespace.clone().unwrap_or_default(),
+                name: key.name.clone(),
+            };
+            let live = index.live(key).cloned().unwrap_or_default();
+            let desired = decide(&snapshot, &world, &mesh, &ctx, &owner, object, live);
+            Some((owner, desired))
+        })
+        .collect();
+    let policies = index
+        .policy_outcomes()
+        .map(|((ns, name), (generation, outcome))| {
+            let key = ObjectKey {
+                kind: Kind::CedarPolicy.name(),
+                namespace: Some(ns.clone()),
+                name: name.clone(),
+            };
+            let status = index
+                .live(&key)
+                .map(|l| l.status.clone())
+                .unwrap_or_default();
+            (
+                (ns.clone(), name.clone()),
+                (*generation, outcome.clone(), status),
+            )
+        })
+        .collect();
+    let profiles = world
+        .objects()
+        .filter_map(|(key, o)| match o {
+            Object::ComplianceProfile(p) => {
+                let live = index.live(key).cloned().unwrap_or_default();
+                Some((p.clone(), live.generation, live.status))
+            }
+            _ => None,
+        })
+        .collect();
+    let edges = mesh.len();
+    let allowed_edges = mesh.allowed().count();
+    Ok(Plan {
+        current: Arc::new(Current {
+            world,
+            projection,
+            snapshot,
+        }),
+        workloads: decided.into_iter().collect(),
+        edges,
+        allowed_edges,
+        policies,
+        store: Arc::new(index.store().clone()),
+        profiles,
+    })
+}
+
+fn decide(
+    snapshot: &Snapshot,
+    world: &lattice_engine::World,
+    mesh: &MeshPlan,
+    ctx: &CompileContext,
+    owner: &Owner,
+    object: &Object,
+    live: super::index::Live,
+) -> Desired {
+    let gates = evaluate(snapshot, object);
+    let warnings = gates.audit_findings();
+    let (verdict, mut objects) = match compile(object, &gates, ctx) {
+        Ok(objects) => (Verdict::Authorized, objects),
+        Err(CompileError::Denied { gates, .. }) => (Verdict::Denied(gates), Vec::new()),
+        Err(e) => (Verdict::Failed(e.to_string()), Vec::new()),
+    };
+    if verdict == Verdict::Authorized {
+        let id = owner.id();
+        for edge in mesh.touching(&id) {
+            if edge.callee == id && edge.allowed() {
+                objects.extend(edge_objects(edge, world));
+            }
+        }
+        if let Object::MeshMember(mm) = object {
+            objects.extend(peer_authentication(&owner.name, Some(&owner.namespace), mm));
+        }
+    }
+    if !live.uid.is_empty() {
+        let reference = json!([{
+            "apiVersion": API_VERSION,
+            "kind": owner.kind.name(),
+            "name": owner.name,
+            "uid": live.uid,
+            "controller": true,
+        }]);
+        for o in &mut objects {
+            if o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(&owner.namespace) {
+                o["metadata"]["ownerReferences"] = reference.clone();
+            }
+        }
+    }
+    let mut hash = Sha256::new();
+    hash.update(format!("{:?} {verdict:?}", live.generation).as_bytes());
+    for o in &objects {
+        hash.update(serde_json::to_vec(o).unwrap_or_default());
+    }
+    Desired {
+        uid: live.uid,
+        generation: live.generation,
+        verdict,
+        warnings,
+        objects,
+        digest: format!("{:x}", hash.finalize()),
+        previous_status: live.status,
+    }
+}

@@ -1,0 +1,136 @@
+//! Watches feeding the [`Index`]: one per Lattice kind and one for Namespaces, each
+//! restarted with backoff on error. An object that cannot be read is skipped with a warning
+//! (the watch goes on); a relist replaces what the index held of that kind.
+//!
+//! Nothing is decided until every watch has listed once: a snapshot of half a cluster could
+//! revoke what the other half permits.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use lattice_schemas::crd::Kind;
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
+
+use super::apply::lattice_resource;
+use super::index::Index;
+
+/// What the watches share with the planner.
+pub struct Shared {
+    pub index: Mutex<Index>,
+    /// Woken when the index changed in a way that decides something.
+    pub changed: Notify,
+    /// How many watches have completed their first list.
+    pub synced: watch::Sender<usize>,
+}
+
+/// How many watches there are.
+pub fn watch_count() -> usize {
+    Kind::ALL.len() + 1
+}
+
+/// Starts every watch; they run until the runtime stops.
+pub fn spawn_all(client: &Client, shared: &Arc<Shared>) {
+    for kind in Kind::ALL {
+        let resource = lattice_resource(kind);
+        tokio::spawn(run(client.clone(), resource, kind.name(), shared.clone()));
+    }
+    let namespaces = ApiResource::erase::<Namespace>(&());
+    tokio::spawn(run(client.clone(), namespaces, "Namespace", shared.clone()));
+}
+
+async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: Arc<Shared>) {
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let kind: &'static str = kind;
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut relist: Option<BTreeSet<(Option<String>, String)>> = None;
+    let mut first = true;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(kind, "watch error (retrying with backoff): {e}");
+                continue;
+            }
+        };
+        let changed = match event {
+            Event::Init => {
+                relist = Some(BTreeSet::new());
+                false
+            }
+            Event::InitApply(o) => {
+                if let Some(seen) = relist.as_mut() {
+                    seen.insert((o.metadata.namespace.clone(), name_of(&o)));
+                }
+                apply(&shared, &resource, &o)
+            }
+            Event::Apply(o) => apply(&shared, &resource, &o),
+            Event::Delete(o) => {
+                let mut index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
+                index.delete(kind, o.metadata.namespace.as_deref(), &name_of(&o))
+            }
+            Event::InitDone => {
+                let seen = relist.take().unwrap_or_default();
+                let mut index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
+                let gone: Vec<(Option<String>, String)> =
+                    index.keys_of(kind).filter(|k| !seen.contains(k)).collect();
+                let mut changed = false;
+                for (ns, name) in gone {
+                    changed |= index.delete(kind, ns.as_deref(), &name);
+                }
+                drop(index);
+                if first {
+                    first = false;
+                    shared.synced.send_modify(|n| *n += 1);
+                    tracing::debug!(kind, "listed");
+                }
+                changed
+            }
+        };
+        if changed {
+            shared.changed.notify_one();
+        }
+    }
+}
+
+fn name_of(o: &DynamicObject) -> String {
+    o.metadata.name.clone().unwrap_or_default()
+}
+
+fn apply(shared: &Shared, resource: &ApiResource, o: &DynamicObject) -> bool {
+    let kind = resource.kind.as_str();
+    let value = match serde_json::to_value(o) {
+        // List items may come without their type; typed reading wants it.
+        Ok(Value::Object(mut v)) => {
+            v.insert("apiVersion".into(), resource.api_version.clone().into());
+            v.insert("kind".into(), resource.kind.clone().into());
+            Value::Object(v)
+        }
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::warn!(kind, "skipping an object that cannot be read: {e}");
+            return false;
+        }
+    };
+    let mut index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
+    match index.apply(kind, &value) {
+        Ok(changed) => changed,
+        Err(e) => {
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            tracing::warn!(kind, name, "skipping an object that cannot be read: {e}");
+            false
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! A real control plane for the operator's integration tests: `tools/testenv` (etcd and
+//! kube-apiserver 1.33, built from their Go modules) on loopback, the CRDs installed, and
+//! the `lattice-operator` binary run against it as a user would run it.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::ApiResource;
+use kube::{Client, Config};
+use lattice_controllers::operator::apply::lattice_resource;
+use lattice_schemas::crd::Kind;
+use serde_json::{Value, json};
+
+pub fn root() -> PathBuf {
+    lattice_testkit::workspace_root()
+}
+
+/// The testenv binary: `LATTICE_TESTENV`, else built (or found fresh) by
+/// `tools/testenv/build`, which needs Go.
+fn testenv_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("LATTICE_TESTENV") {
+        return PathBuf::from(p);
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new(root().join("tools/testenv/build"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run tools/testenv/build (needs Go)");
+            assert!(out.status.success(), "tools/testenv/build failed");
+            let text = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(text.lines().last().expect("build prints the path").trim())
+        })
+        .clone()
+}
+
+/// A running etcd + kube-apiserver. Stopped (and its directory removed) on drop.
+pub struct TestEnv {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl TestEnv {
+    /// Starts a fresh control plane for one test.
+    pub fn start(name: &str) -> TestEnv {
+        let dir = std::env::temp_dir().join(format!("lattice-it-{}-{name}", std::process::id()));
+        let mut child = Command::new(testenv_binary())
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--wipe", "--cleanup", "--"])
+            // Room for a thousand Services (the default range is a /24).
+            .arg("--service-cluster-ip-range=10.0.0.0/16")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start testenv");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read testenv's ready line");
+        let kubeconfig = line
+            .strip_prefix("ready ")
+            .map(|p| PathBuf::from(p.trim()))
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default();
+                panic!("testenv did not start: {line:?}\n{}", tail(&log, 40))
+            });
+        let stdin = child.stdin.take();
+        TestEnv {
+            child,
+            stdin,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// A client as the cluster admin.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is usable");
+        Client::try_from(config).expect("client")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Closing stdin is testenv's signal to stop cleanly.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Server-side applies one object as field manager `test`.
+pub async fn apply(client: &Client, resource: &ApiResource, object: &Value) {
+    let name = object["metadata"]["name"].as_str().expect("a name");
+    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    };
+    api.patch(
+        name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {} {name}: {e}", resource.kind));
+}
+
+/// Reads YAML documents into JSON values.
+pub fn documents(text: &str) -> Vec<Value> {
+    let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(text);
+    assert!(errors.is_empty(), "test YAML does not parse: {errors:?}");
+    docs.into_iter()
+        .map(|d| d.value)
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// The API resource of a Lattice kind or a Namespace.
+pub fn resource_of(object: &Value) -> ApiResource {
+    let kind = object["kind"].as_str().expect("a kind");
+    if kind == "Namespace" {
+        return ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&());
+    }
+    lattice_resource(Kind::from_name(kind).unwrap_or_else(|| panic!("not a Lattice kind: {kind}")))
+}
+
+/// Applies every Lattice object and Namespace in `yaml`.
+pub async fn apply_yaml(client: &Client, yaml: &str) {
+    for object in documents(yaml) {
+        apply(client, &resource_of(&object), &object).await;
+    }
+}
+
+/// Installs the Lattice CRDs and the CRDs of the kinds Lattice derives: the real ones from
+/// `../shared/reference/crds`, and, for the two kinds the reference lacks (cert-manager's
+/// Certificate, Volcano's Job and CronJob), a permissive stand-in so they can be applied.
+/// Waits until every CRD is established.
+pub async fn install_crds(client: &Client) {
+    let mut crds: Vec<Value> = documents(&lattice_schemas::generate::all_crds_yaml());
+    let reference = lattice_testkit::reference_dir().expect("reference material");
+    let dir = reference.join("crds");
+    let mut files: Vec<PathBuf> = walk(&dir);
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if file.extension().is_some_and(|e| e == "yaml") {
+            crds.extend(documents(&text));
+        } else if file
+            .to_string_lossy()
+            .ends_with("ciliumnetworkpolicy_v2.jsonschema.json")
+        {
+            let mut schema: Value = serde_json::from_str(&text).unwrap();
+            // A CRD schema may not constrain metadata beyond its type, and says "no unknown
+            // fields" by pruning them rather than with `additionalProperties: false`.
+            schema["properties"]["metadata"] = json!({"type": "object"});
+            strip_closed_objects(&mut schema);
+            crds.push(crd(
+                "cilium.io",
+                "v2",
+                "CiliumNetworkPolicy",
+                "ciliumnetworkpolicies",
+                schema,
+            ));
+        }
+    }
+    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    crds.push(crd(
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+        "certificates",
+        open.clone(),
+    ));
+    crds.push(crd(
+        "batch.volcano.sh",
+        "v1alpha1",
+        "Job",
+        "jobs",
+        open.clone(),
+    ));
+    crds.push(crd(
+        "batch.volcano.sh",
+        "v1alpha1",
+        "CronJob",
+        "cronjobs",
+        open,
+    ));
+    let resource = ApiResource::erase::<CustomResourceDefinition>(&());
+    for c in &crds {
+        apply(client, &resource, c).await;
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for c in &crds {
+        let name = c["metadata"]["name"].as_str().unwrap().to_owned();
+        let api = api.clone();
+        eventually(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+fn strip_closed_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map.contains_key("properties")
+                && map.get("additionalProperties") == Some(&json!(false))
+            {
+                map.remove("additionalProperties");
+            }
+            map.values_mut().for_each(strip_closed_objects);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_closed_objects),
+        _ => {}
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn crd(group: &str, version: &str, kind: &str, plural: &str, schema: Value) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+            "versions": [{"name": version, "served": true, "storage": true, "schema": {"openAPIV3Schema": schema}}],
+        }
+    })
+}
+
+/// A running `lattice-operator run`. Stopped with SIGTERM on drop.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator binary against `env` with the workspace's rule packs.
+    pub fn start(env: &TestEnv, extra: &[&str]) -> Operator {
+        let log = env.dir.join("operator.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
+            .arg("run")
+            .arg("--policies")
+            .arg(root().join("policies"))
+            .args([
+                "--lease-namespace",
+                "default",
+                "--identity",
+                "test-operator",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start lattice-operator");
+        Operator { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it as Kubernetes would (SIGTERM) and returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: `kill` takes plain integers and touches no memory of ours.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Polls `check` until it yields a value, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads one object as JSON (`None` when absent).
+pub async fn get(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Option<Value> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let resource = ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(group, version, kind),
+        plural,
+    );
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let object = api.get_opt(name).await.expect("the API server answers")?;
+    Some(serde_json::to_value(object).unwrap())
+}

@@ -1,0 +1,607 @@
+//! The operator against a real API server (`tools/testenv`: etcd and kube-apiserver 1.33),
+//! with the CRDs installed and `lattice-operator run` started as a user would start it.
+//! Each test has its own control plane.
+
+mod cluster;
+mod support;
+
+use std::time::Duration;
+
+use cluster::{Operator, TestEnv, apply_yaml, eventually, get, install_crds};
+use k8s_openapi::ByteString;
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const SHOP: &str = include_str!("data/shop.yaml");
+const WAIT: Duration = Duration::from_secs(60);
+
+const WITHDRAW_API: &str = r#"
+apiVersion: lattice.dev/v1alpha1
+kind: CedarPolicy
+metadata:
+  name: withdraw-api-1-0
+  namespace: shop
+spec:
+  policies: |
+    @id("withdrawn-api-image")
+    @advice("api 1.0.0 is withdrawn; deploy 1.0.1")
+    forbid (
+      principal,
+      action == Lattice::Action::"DeployImage",
+      resource == Lattice::Image::"registry.example.com/shop/api:1.0.0"
+    );
+"#;
+
+async fn object(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    name: &str,
+) -> Option<Value> {
+    get(client, api_version, kind, plural, Some("shop"), name).await
+}
+
+async fn service(client: &Client, name: &str) -> Value {
+    object(
+        client,
+        "lattice.dev/v1alpha1",
+        "LatticeService",
+        "latticeservices",
+        name,
+    )
+    .await
+    .unwrap_or_else(|| panic!("LatticeService shop/{name} exists"))
+}
+
+/// Waits until the service's status reports `phase`, and returns the service.
+async fn phase(client: &Client, name: &str, phase: &str) -> Value {
+    eventually(&format!("shop/{name} to be {phase}"), WAIT, || async {
+        let s = service(client, name).await;
+        (s.pointer("/status/phase") == Some(&json!(phase))).then_some(s)
+    })
+    .await
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> &'a Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("a {type_} condition in {}", object["status"]))
+}
+
+async fn deployment(client: &Client, name: &str) -> Option<Value> {
+    object(client, "apps/v1", "Deployment", "deployments", name).await
+}
+
+async fn network_policy(client: &Client, name: &str) -> Option<Value> {
+    object(
+        client,
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        "ciliumnetworkpolicies",
+        name,
+    )
+    .await
+}
+
+async fn authorization_policy(client: &Client, name: &str) -> Option<Value> {
+    object(
+        client,
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        name,
+    )
+    .await
+}
+
+async fn gone(
+    client: &Client,
+    what: &str,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    name: &str,
+) {
+    eventually(what, WAIT, || async {
+        object(client, api_version, kind, plural, name)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
+    let env = TestEnv::start("revoke");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let operator = Operator::start(&env, &[]);
+
+    // The derived objects appear, with the right content and owned by their workload.
+    let api = phase(&client, "api", "Ready").await;
+    let d = deployment(&client, "api")
+        .await
+        .expect("Deployment shop/api");
+    assert_eq!(
+        d.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!("registry.example.com/shop/api:1.0.0"))
+    );
+    assert_eq!(d.pointer("/spec/replicas"), Some(&json!(2)));
+    assert_eq!(
+        d.pointer("/metadata/labels/app.kubernetes.io~1managed-by"),
+        Some(&json!("lattice"))
+    );
+    let owner = &d["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "LatticeService");
+    assert_eq!(owner["name"], "api");
+    assert_eq!(owner["uid"], api["metadata"]["uid"]);
+    let managers: Vec<&Value> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["manager"])
+        .collect();
+    assert!(
+        managers.contains(&&json!("lattice")),
+        "server-side applied by `lattice`: {managers:?}"
+    );
+    for (kind, plural, api_version) in [
+        ("Service", "services", "v1"),
+        ("ServiceAccount", "serviceaccounts", "v1"),
+        ("PodDisruptionBudget", "poddisruptionbudgets", "policy/v1"),
+    ] {
+        assert!(
+            object(&client, api_version, kind, plural, "api")
+                .await
+                .is_some(),
+            "{kind} shop/api derived"
+        );
+    }
+    // web resolves its placeholder against api's served port.
+    let web = phase(&client, "web", "Ready").await;
+    let env_vars = deployment(&client, "web")
+        .await
+        .expect("Deployment shop/web")["spec"]["template"]["spec"]["containers"][0]["env"]
+        .clone();
+    let url = env_vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "API_URL")
+        .map(|e| e["value"].as_str().unwrap().to_owned())
+        .expect("API_URL is set");
+    assert!(url.contains("api.shop") && url.contains("8080"), "{url}");
+    // The bilateral edge web → api: network objects in api's namespace, owned by api.
+    let cnp = network_policy(&client, "api-from-shop-web")
+        .await
+        .expect("CiliumNetworkPolicy");
+    assert_eq!(
+        cnp.pointer("/spec/ingress/0/fromEndpoints/0/matchLabels/app.kubernetes.io~1name"),
+        Some(&json!("web"))
+    );
+    assert_eq!(cnp["metadata"]["ownerReferences"][0]["name"], "api");
+    assert!(
+        authorization_policy(&client, "api-from-shop-web")
+            .await
+            .is_some()
+    );
+    // Status says what was decided, on which generation.
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+    assert_eq!(condition(&api, "Authorized")["status"], "True");
+    assert_eq!(
+        api["status"]["observedGeneration"],
+        api["metadata"]["generation"]
+    );
+    assert!(
+        api["status"]["snapshotDigest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(condition(&web, "Ready")["status"], "True");
+
+    // A forbid: the status shows the denial, and what api derived is revoked.
+    apply_yaml(&client, WITHDRAW_API).await;
+    let denied = phase(&client, "api", "Denied").await;
+    assert_eq!(condition(&denied, "Authorized")["status"], "False");
+    assert_eq!(condition(&denied, "Authorized")["reason"], "GatesDenied");
+    let gate = &denied["status"]["deniedGates"][0];
+    assert_eq!(gate["action"], "DeployImage");
+    assert_eq!(
+        gate["policies"],
+        json!(["shop/withdraw-api-1-0/withdrawn-api-image"])
+    );
+    assert_eq!(gate["advice"], "api 1.0.0 is withdrawn; deploy 1.0.1");
+    assert!(
+        condition(&denied, "Authorized")["message"]
+            .as_str()
+            .unwrap()
+            .contains("withdrawn-api-image")
+    );
+    gone(
+        &client,
+        "Deployment shop/api revoked",
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        "api",
+    )
+    .await;
+    for (kind, plural, api_version) in [
+        ("Service", "services", "v1"),
+        ("ServiceAccount", "serviceaccounts", "v1"),
+        ("PodDisruptionBudget", "poddisruptionbudgets", "policy/v1"),
+    ] {
+        assert!(
+            object(&client, api_version, kind, plural, "api")
+                .await
+                .is_none(),
+            "{kind} revoked"
+        );
+    }
+    assert!(
+        network_policy(&client, "api-from-shop-web").await.is_none(),
+        "edge objects revoked"
+    );
+    assert!(
+        authorization_policy(&client, "api-from-shop-web")
+            .await
+            .is_none()
+    );
+    // web is not what was forbidden: it stays.
+    assert!(deployment(&client, "web").await.is_some());
+    assert_eq!(service(&client, "web").await["status"]["phase"], "Ready");
+    // The CedarPolicy's own status.
+    let policy = eventually("CedarPolicy status", WAIT, || async {
+        let p = object(
+            &client,
+            "lattice.dev/v1alpha1",
+            "CedarPolicy",
+            "cedarpolicies",
+            "withdraw-api-1-0",
+        )
+        .await?;
+        (p.pointer("/status/phase") == Some(&json!("Accepted"))).then_some(p)
+    })
+    .await;
+    assert_eq!(policy["status"]["forbidCount"], 1);
+    assert_eq!(policy["status"]["permitCount"], 0);
+
+    // Withdrawing the forbid lets api derive again.
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "shop",
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::CedarPolicy,
+        ),
+    );
+    policies
+        .delete("withdraw-api-1-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    phase(&client, "api", "Ready").await;
+    eventually("Deployment shop/api back", WAIT, || async {
+        deployment(&client, "api").await
+    })
+    .await;
+    eventually("the edge back", WAIT, || async {
+        network_policy(&client, "api-from-shop-web").await
+    })
+    .await;
+    drop(operator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_sided_mesh_declaration_derives_no_network_objects_until_completed() {
+    let env = TestEnv::start("mesh");
+    let client = env.client().await;
+    install_crds(&client).await;
+    // api does not (yet) accept web: only web declares the edge.
+    let one_sided = SHOP.replace(
+        "  resources:\n    web:\n      type: service\n      direction: inbound\n",
+        "",
+    );
+    assert_ne!(one_sided, SHOP);
+    apply_yaml(&client, &one_sided).await;
+    let _operator = Operator::start(&env, &[]);
+    phase(&client, "api", "Ready").await;
+    phase(&client, "web", "Ready").await;
+    assert!(deployment(&client, "api").await.is_some());
+    assert!(
+        network_policy(&client, "api-from-shop-web").await.is_none(),
+        "one-sided: no CiliumNetworkPolicy"
+    );
+    assert!(
+        authorization_policy(&client, "api-from-shop-web")
+            .await
+            .is_none(),
+        "one-sided: no AuthorizationPolicy"
+    );
+
+    // api completes the declaration: the edge's objects appear.
+    apply_yaml(&client, SHOP).await;
+    let cnp = eventually("the completed edge's CiliumNetworkPolicy", WAIT, || async {
+        network_policy(&client, "api-from-shop-web").await
+    })
+    .await;
+    assert_eq!(
+        cnp.pointer("/spec/ingress/0/toPorts/0/ports/0/port"),
+        Some(&json!("8080"))
+    );
+    let ap = authorization_policy(&client, "api-from-shop-web")
+        .await
+        .expect("AuthorizationPolicy");
+    assert_eq!(
+        ap.pointer("/spec/rules/0/from/0/source/principals/0"),
+        Some(&json!("cluster.local/ns/shop/sa/web"))
+    );
+
+    // And withdrawing it again removes them.
+    apply_yaml(&client, &one_sided).await;
+    gone(
+        &client,
+        "the edge's CiliumNetworkPolicy",
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        "ciliumnetworkpolicies",
+        "api-from-shop-web",
+    )
+    .await;
+    assert!(
+        authorization_policy(&client, "api-from-shop-web")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
+    let env = TestEnv::start("webhook");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let pki = support::Pki::issue(&env.dir.join("pki"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _operator = Operator::start(
+        &env,
+        &[
+            "--webhook-addr",
+            &addr,
+            "--tls-cert",
+            pki.cert.to_str().unwrap(),
+            "--tls-key",
+            pki.key.to_str().unwrap(),
+        ],
+    );
+    // The deployed configuration, pointed at this webhook with the test CA.
+    let deployed = std::fs::read_to_string(
+        cluster::root().join("deploy/webhook/validatingwebhookconfiguration.yaml"),
+    )
+    .unwrap();
+    let mut vwc = cluster::documents(&deployed).remove(0);
+    let ca = serde_json::to_value(ByteString(pki.ca_pem.clone().into_bytes())).unwrap();
+    vwc["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://{addr}/validate"), "caBundle": ca});
+    vwc["webhooks"][0]["timeoutSeconds"] = json!(10);
+    cluster::apply(
+        &client,
+        &kube::core::ApiResource::erase::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        >(&()),
+        &vwc,
+    )
+    .await;
+
+    let invalid: Value = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+        "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"policies": "permit (principal, action == Lattice::Action::\"DeployImage\" resource);\n"},
+    });
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "shop",
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::CedarPolicy,
+        ),
+    );
+    // Until the webhook has a snapshot it refuses policy decisions (503); wait for an answer
+    // about the policy itself.
+    let error = eventually("the webhook's verdict on the policy", WAIT, || async {
+        match policies
+            .patch(
+                "broken",
+                &PatchParams::apply("test"),
+                &Patch::Apply(&invalid),
+            )
+            .await
+        {
+            Ok(_) => Some(Err("the invalid policy was admitted".to_owned())),
+            Err(kube::Error::Api(s)) if s.message.contains("is invalid") => Some(Ok(s)),
+            Err(_) => None,
+        }
+    })
+    .await
+    .expect("rejected");
+    assert!(
+        error
+            .message
+            .contains("admission webhook \"validate.lattice.dev\" denied the request"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("spec.policies"),
+        "the diagnostic names the field: {}",
+        error.message
+    );
+    assert!(
+        error.message.contains("spec.policies:1:61")
+            && error.message.contains("unexpected token `resource`"),
+        "the diagnostic says what and where: {}",
+        error.message
+    );
+    assert!(
+        policies.get_opt("broken").await.unwrap().is_none(),
+        "nothing was stored"
+    );
+
+    // A well-formed policy from a user no permit lets manage policies is denied by Cedar.
+    let valid: Value = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+        "metadata": {"name": "fine", "namespace": "shop"},
+        "spec": {"policies": "@id(\"anything-goes\")\npermit (principal, action == Lattice::Action::\"DeployImage\", resource);\n"},
+    });
+    let err = policies
+        .patch("fine", &PatchParams::apply("test"), &Patch::Apply(&valid))
+        .await
+        .expect_err("the test admin holds no ManagePolicy permit");
+    assert!(err.to_string().contains("ManagePolicy"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compliance_profile_writes_its_evidence() {
+    let env = TestEnv::start("compliance");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let evidence_root = env.dir.join("evidence");
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeComplianceProfile
+metadata:
+  name: soc2-weekly
+spec:
+  frameworks: [soc2]
+  scanInterval: 168h
+  formats: [oscal, markdown]
+  evidenceSink:
+    configMap:
+      name: soc2-evidence
+      namespace: default
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeComplianceProfile
+metadata:
+  name: nist-daily
+spec:
+  frameworks: [nist-800-53]
+  scanInterval: 24h
+  namespaces: [shop]
+  evidenceSink:
+    volumeClaim:
+      name: audit-log
+"#,
+    )
+    .await;
+    let _operator = Operator::start(&env, &["--evidence-root", evidence_root.to_str().unwrap()]);
+
+    // The ConfigMap sink: one run, its renderings, and a digest that covers them.
+    let cm = eventually("the first evidence ConfigMap", WAIT, || async {
+        get(
+            &client,
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            Some("default"),
+            "soc2-evidence-1",
+        )
+        .await
+    })
+    .await;
+    let data = cm["data"].as_object().expect("data");
+    let keys: Vec<&String> = data.keys().collect();
+    assert_eq!(keys, ["report.json", "report.md", "report.oscal.json"]);
+    let oscal: Value = serde_json::from_str(data["report.oscal.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        oscal["assessment-results"]["metadata"]["oscal-version"],
+        "1.1.3"
+    );
+    assert!(data["report.md"].as_str().unwrap().contains("SOC 2"));
+    let annotations = &cm["metadata"]["annotations"];
+    assert_eq!(annotations["lattice.dev/evidence-seq"], "1");
+    assert_eq!(annotations["lattice.dev/previous-evidence-sha256"], "");
+    let mut hash = Sha256::new();
+    hash.update(
+        annotations["lattice.dev/previous-evidence-sha256"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+    );
+    for (file, content) in data {
+        hash.update(file.as_bytes());
+        hash.update(Sha256::digest(content.as_str().unwrap().as_bytes()));
+    }
+    assert_eq!(
+        annotations["lattice.dev/evidence-sha256"],
+        format!("{:x}", hash.finalize())
+    );
+    let profile = eventually("soc2-weekly status", WAIT, || async {
+        let p = get(
+            &client,
+            "lattice.dev/v1alpha1",
+            "LatticeComplianceProfile",
+            "latticecomplianceprofiles",
+            None,
+            "soc2-weekly",
+        )
+        .await?;
+        p.pointer("/status/lastScanTime").is_some().then_some(p)
+    })
+    .await;
+    let status = &profile["status"];
+    assert_eq!(status["evidenceRef"], "configmap/default/soc2-evidence-1");
+    assert!(
+        status["passed"].as_i64().unwrap() + status["failed"].as_i64().unwrap() > 0,
+        "{status}"
+    );
+    assert_eq!(condition(&profile, "Scanned")["status"], "True");
+    assert_eq!(
+        status["observedGeneration"],
+        profile["metadata"]["generation"]
+    );
+
+    // The volume-claim sink: the hash-chained log that `compliance verify` checks.
+    let nist = eventually("nist-daily status", WAIT, || async {
+        let p = get(
+            &client,
+            "lattice.dev/v1alpha1",
+            "LatticeComplianceProfile",
+            "latticecomplianceprofiles",
+            None,
+            "nist-daily",
+        )
+        .await?;
+        p.pointer("/status/lastScanTime").is_some().then_some(p)
+    })
+    .await;
+    assert_eq!(
+        condition(&nist, "Scanned")["status"],
+        "True",
+        "{}",
+        nist["status"]
+    );
+    let verified = lattice_compliance::evidence::verify(&evidence_root.join("audit-log"), None)
+        .expect("the log is intact");
+    assert_eq!(verified.records, 1);
+    assert!(
+        nist["status"]["evidenceRef"]
+            .as_str()
+            .unwrap()
+            .contains("audit-log"),
+        "{}",
+        nist["status"]
+    );
+}
