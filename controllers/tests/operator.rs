@@ -605,3 +605,58 @@ spec:
         nist["status"]
     );
 }
+
+async fn lease_holder(client: &Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "default");
+    leases
+        .get_opt("lattice-operator")
+        .await
+        .unwrap()?
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_and_a_successor_takes_over() {
+    let env = TestEnv::start("lease");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let mut first = Operator::start_as(&env, "replica-a", &["--lease-seconds", "4"]);
+    phase(&client, "api", "Ready").await;
+    assert_eq!(lease_holder(&client).await.as_deref(), Some("replica-a"));
+
+    // A second replica waits: it watches, but does not write.
+    let second = Operator::start_as(&env, "replica-b", &["--lease-seconds", "4"]);
+    eventually("replica-b to see the lease taken", WAIT, || async {
+        second
+            .logs()
+            .contains("waiting for the lease")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(lease_holder(&client).await.as_deref(), Some("replica-a"));
+    assert!(!second.logs().contains("leading"), "{}", second.logs());
+
+    // The leader stops as Kubernetes stops it; it gives the lease up and the other leads.
+    let status = first.stop().expect("the leader stops on SIGTERM");
+    assert!(status.success(), "{}", first.logs());
+    eventually("replica-b to take the lease", WAIT, || async {
+        (lease_holder(&client).await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    // The successor's writes: a new forbid is enforced.
+    apply_yaml(&client, WITHDRAW_API).await;
+    phase(&client, "api", "Denied").await;
+    gone(
+        &client,
+        "Deployment shop/api revoked",
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        "api",
+    )
+    .await;
+    assert!(second.logs().contains("leading"), "{}", second.logs());
+}

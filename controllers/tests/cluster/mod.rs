@@ -293,18 +293,18 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator binary against `env` with the workspace's rule packs.
     pub fn start(env: &TestEnv, extra: &[&str]) -> Operator {
-        let log = env.dir.join("operator.log");
+        Operator::start_as(env, "test-operator", extra)
+    }
+
+    /// Starts a replica named `identity` in the Lease.
+    pub fn start_as(env: &TestEnv, identity: &str, extra: &[&str]) -> Operator {
+        let log = env.dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
             .arg("run")
             .arg("--policies")
             .arg(root().join("policies"))
-            .args([
-                "--lease-namespace",
-                "default",
-                "--identity",
-                "test-operator",
-            ])
+            .args(["--lease-namespace", "default", "--identity", identity])
             .args(extra)
             .env("KUBECONFIG", &env.kubeconfig)
             .env("RUST_LOG", "info")

@@ -1,0 +1,247 @@
+//! The operator's domain core without a cluster: objects fed straight into the index, the
+//! plan asserted. (The same paths against a real API server: `tests/operator.rs`.)
+
+use lattice_controllers::operator::index::{Index, PolicyOutcome};
+use lattice_controllers::operator::plan::{Owner, Verdict, plan};
+use lattice_controllers::operator::resources::{ObjectId, derived_kind};
+use lattice_engine::{ObjectKey, PolicyStore};
+use lattice_schemas::crd::Kind;
+use serde_json::{Value, json};
+
+fn packs() -> PolicyStore {
+    PolicyStore::load_packs(&lattice_testkit::workspace_root().join("policies")).unwrap()
+}
+
+/// The objects of a YAML file, as an API server would return them (with a uid).
+fn objects(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
+    assert!(errors.is_empty());
+    docs.into_iter()
+        .map(|d| d.value)
+        .filter(Value::is_object)
+        .enumerate()
+        .map(|(i, mut v)| {
+            v["metadata"]["uid"] = json!(format!("uid-{i}"));
+            v["metadata"]["generation"] = json!(1);
+            v
+        })
+        .collect()
+}
+
+fn index_of(values: &[Value]) -> Index {
+    let mut index = Index::new(packs());
+    for v in values {
+        index.apply(v["kind"].as_str().unwrap(), v).unwrap();
+    }
+    index
+}
+
+fn shop() -> Vec<Value> {
+    objects(&lattice_testkit::workspace_root().join("controllers/tests/data/shop.yaml"))
+}
+
+fn owner(name: &str) -> Owner {
+    Owner {
+        kind: Kind::LatticeService,
+        namespace: "shop".into(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn every_kind_derived_from_the_example_world_has_an_apply_layer() {
+    let dir = lattice_testkit::workspace_root().join("examples/world");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let values: Vec<Value> = files.iter().flat_map(|f| objects(f)).collect();
+    let index = index_of(&values);
+    let decided = plan(&index).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for d in decided.workloads.values() {
+        for o in &d.objects {
+            let (api_version, kind) = (
+                o["apiVersion"].as_str().unwrap(),
+                o["kind"].as_str().unwrap(),
+            );
+            assert!(
+                derived_kind(api_version, kind).is_some(),
+                "no apply layer for {api_version} {kind}"
+            );
+            kinds.insert(kind.to_owned());
+        }
+    }
+    // The example world exercises most of what the compiler emits.
+    assert!(kinds.len() >= 10, "{kinds:?}");
+}
+
+#[test]
+fn a_status_write_is_not_a_change_but_a_spec_edit_is() {
+    let values = shop();
+    let mut index = index_of(&values);
+    let mut api = values
+        .iter()
+        .find(|v| v["metadata"]["name"] == "api")
+        .unwrap()
+        .clone();
+    api["status"] = json!({"phase": "Ready"});
+    api["metadata"]["resourceVersion"] = json!("42");
+    api["metadata"]["managedFields"] = json!([{"manager": "lattice"}]);
+    assert!(
+        !index.apply("LatticeService", &api).unwrap(),
+        "status and bookkeeping decide nothing"
+    );
+    let key = ObjectKey {
+        kind: "LatticeService",
+        namespace: Some("shop".into()),
+        name: "api".into(),
+    };
+    assert_eq!(
+        index.live(&key).unwrap().status,
+        json!({"phase": "Ready"}),
+        "but the status is kept"
+    );
+    api["spec"]["replicas"] = json!(3);
+    assert!(index.apply("LatticeService", &api).unwrap());
+}
+
+#[test]
+fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
+    let values = shop();
+    let mut index = index_of(&values);
+    let mut policy = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+        "metadata": {"name": "freeze", "namespace": "shop", "uid": "p", "generation": 1},
+        "spec": {"policies": "@id(\"freeze-api\")\nforbid (principal == Lattice::Service::\"shop/api\", action, resource);\n"},
+    });
+    index.apply("CedarPolicy", &policy).unwrap();
+    let outcome = |index: &Index| index.policy_outcomes().next().unwrap().1.clone();
+    assert_eq!(
+        outcome(&index),
+        (
+            Some(1),
+            PolicyOutcome::Accepted {
+                permits: 0,
+                forbids: 1
+            }
+        )
+    );
+    assert!(matches!(
+        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        Verdict::Denied(_)
+    ));
+
+    policy["metadata"]["generation"] = json!(2);
+    policy["spec"]["policies"] = json!("forbid (principal action, resource);\n");
+    index.apply("CedarPolicy", &policy).unwrap();
+    let (generation, PolicyOutcome::Rejected { errors }) = outcome(&index) else {
+        panic!("rejected")
+    };
+    assert_eq!(generation, Some(2));
+    assert!(
+        errors.iter().any(|e| e.starts_with("line 1, column ")),
+        "{errors:?}"
+    );
+    // Fail closed: the forbid accepted before still holds.
+    assert!(matches!(
+        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        Verdict::Denied(_)
+    ));
+
+    assert!(index.delete("CedarPolicy", Some("shop"), "freeze"));
+    assert_eq!(
+        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        Verdict::Authorized
+    );
+}
+
+#[test]
+fn edge_objects_belong_to_the_callee_and_everything_carries_its_owner() {
+    let index = index_of(&shop());
+    let decided = plan(&index).unwrap();
+    let api = &decided.workloads[&owner("api")];
+    let web = &decided.workloads[&owner("web")];
+    let ids = |objects: &[Value]| objects.iter().filter_map(ObjectId::of).collect::<Vec<_>>();
+    let edge = |kind: &str| ObjectId {
+        api_version: if kind == "CiliumNetworkPolicy" {
+            "cilium.io/v2"
+        } else {
+            "security.istio.io/v1"
+        }
+        .into(),
+        kind: kind.into(),
+        namespace: "shop".into(),
+        name: "api-from-shop-web".into(),
+    };
+    for kind in ["CiliumNetworkPolicy", "AuthorizationPolicy"] {
+        assert!(
+            ids(&api.objects).contains(&edge(kind)),
+            "the callee owns its {kind}"
+        );
+        assert!(
+            !ids(&web.objects).contains(&edge(kind)),
+            "one owner per object"
+        );
+    }
+    for o in &api.objects {
+        assert_eq!(
+            o["metadata"]["ownerReferences"][0]["uid"],
+            json!(api.uid),
+            "{o}"
+        );
+        assert_eq!(
+            o["metadata"]["ownerReferences"][0]["controller"],
+            json!(true)
+        );
+    }
+}
+
+#[test]
+fn the_digest_moves_only_when_what_is_derived_moves() {
+    let values = shop();
+    let index = index_of(&values);
+    let before = plan(&index).unwrap();
+    let again = plan(&index).unwrap();
+    for (o, d) in &before.workloads {
+        assert_eq!(d.digest, again.workloads[o].digest, "deterministic for {o}");
+    }
+    // A change to web alone leaves api's derivation, and so its digest, alone.
+    let mut index = index;
+    let mut web = values
+        .iter()
+        .find(|v| v["metadata"]["name"] == "web")
+        .unwrap()
+        .clone();
+    web["spec"]["replicas"] = json!(4);
+    index.apply("LatticeService", &web).unwrap();
+    let after = plan(&index).unwrap();
+    assert_eq!(
+        before.workloads[&owner("api")].digest,
+        after.workloads[&owner("api")].digest
+    );
+    assert_ne!(
+        before.workloads[&owner("web")].digest,
+        after.workloads[&owner("web")].digest
+    );
+}
+
+#[test]
+fn an_unreadable_object_is_an_error_and_changes_nothing() {
+    let mut index = index_of(&shop());
+    let before = index.world().digest();
+    let bad = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+        "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"containers": "not a map"},
+    });
+    assert!(index.apply("LatticeService", &bad).is_err());
+    assert!(
+        index.apply("Deployment", &bad).is_err(),
+        "not a Lattice kind"
+    );
+    assert_eq!(index.world().digest(), before);
+}
