@@ -245,3 +245,67 @@ fn an_unreadable_object_is_an_error_and_changes_nothing() {
     );
     assert_eq!(index.world().digest(), before);
 }
+
+fn leaves(value: &Value, at: String, out: &mut Vec<String>) {
+    out.push(at.clone());
+    match value {
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| leaves(v, format!("{at}/{k}"), out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| leaves(v, format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "\\PC{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 12, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Whatever a watch delivers, the index never panics, and what it refuses changes
+    /// nothing; whatever it accepts can still be planned.
+    #[test]
+    fn mangled_objects_never_panic_and_refusals_change_nothing(
+        which in 0usize..4,
+        pick in proptest::prelude::any::<proptest::sample::Index>(),
+        replacement in any_json(),
+    ) {
+        let values = shop();
+        let mut index = index_of(&values);
+        let mut object = values[which % values.len()].clone();
+        let mut paths = Vec::new();
+        leaves(&object, String::new(), &mut paths);
+        let path = pick.get(&paths).clone();
+        if path.is_empty() {
+            object = replacement;
+        } else if let Some(slot) = object.pointer_mut(&path) {
+            *slot = replacement;
+        }
+        let kind = object["kind"].as_str().unwrap_or("LatticeService").to_owned();
+        let before = index.world().digest();
+        match index.apply(&kind, &object) {
+            Err(_) => proptest::prop_assert_eq!(index.world().digest(), before),
+            Ok(_) => {
+                let _ = plan(&index);
+            }
+        }
+    }
+}
