@@ -1,21 +1,26 @@
 //! The manifests under `deploy/` are Kubernetes objects like the derived ones: checked here
 //! against the real schemas of `../shared/reference/` where there are some (core/v1,
 //! apps/v1), read strictly as typed objects otherwise, and checked for the properties
-//! admission depends on (fail closed, 3 s, no lock-out, certificates wired through).
+//! admission depends on (fail closed, 3 s, no lock-out, certificates wired through) and
+//! the operator's RBAC depends on (every derived kind it applies, nothing more).
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use support::{Validators, reference_dir, root};
 
-fn objects() -> BTreeMap<(String, String), Value> {
-    let dir = root().join("deploy/webhook");
+/// The objects of one `deploy/` directory, by kind and name; its kustomization lists every
+/// manifest in it.
+fn objects(dir: &str) -> BTreeMap<(String, String), Value> {
+    let dir = root().join(dir);
     let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
     let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&kustomization);
     assert!(errors.is_empty());
@@ -67,7 +72,7 @@ fn get<'a>(o: &'a BTreeMap<(String, String), Value>, kind: &str, name: &str) -> 
 
 #[test]
 fn deploy_manifests_validate_and_wire_admission_safely() {
-    let o = objects();
+    let o = objects("deploy/webhook");
 
     if let Some(dir) = reference_dir() {
         let validators = Validators::load(&dir);
@@ -176,4 +181,240 @@ fn deploy_manifests_validate_and_wire_admission_safely() {
         .collect();
     assert_eq!(args[0], "webhook");
     assert!(args.contains(&"--tls-cert=/etc/lattice/tls/tls.crt"));
+}
+
+/// `(apiVersion, kind, plural)` of every entry of the operator's `DERIVED` table, read from
+/// its source: the compiler cannot depend on the controllers, and the RBAC must follow the
+/// table, not a copy of it.
+fn derived_kinds() -> Vec<(String, String, String)> {
+    let path = root().join("controllers/src/operator/resources.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text
+        .find("pub const DERIVED")
+        .expect("resources.rs declares DERIVED");
+    let table = &text[start..];
+    let table = &table[..table.find("\n];").expect("DERIVED ends")];
+    let mut out = Vec::new();
+    for (at, _) in table.match_indices("k(") {
+        if !table[..at].ends_with(char::is_whitespace) {
+            continue;
+        }
+        let call = &table[at + 2..];
+        let call = &call[..call.find(')').unwrap()];
+        let strings: Vec<&str> = call.split('"').skip(1).step_by(2).collect();
+        assert_eq!(
+            strings.len(),
+            3,
+            "k(apiVersion, kind, plural, layer): {call}"
+        );
+        out.push((
+            strings[0].to_owned(),
+            strings[1].to_owned(),
+            strings[2].to_owned(),
+        ));
+    }
+    out
+}
+
+/// `(apiGroup, resource, verb)` of every grant of `rules`: wildcards stay literal, and
+/// grants limited to some names are told apart by `names`.
+fn grants(rules: &[PolicyRule]) -> BTreeSet<(String, String, String, Vec<String>)> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        assert!(rule.non_resource_urls.is_none(), "no non-resource URLs");
+        let names = rule.resource_names.clone().unwrap_or_default();
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    out.insert((group.clone(), resource.clone(), verb.clone(), names.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn bound_to(subjects: &Option<Vec<Subject>>, account: &str, namespace: &str) -> bool {
+    subjects.iter().flatten().any(|s| {
+        s.kind == "ServiceAccount" && s.name == account && s.namespace.as_deref() == Some(namespace)
+    })
+}
+
+#[test]
+fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
+    let o = objects("deploy/operator");
+    let deployment = get(&o, "Deployment", "lattice-operator");
+
+    if let Some(dir) = reference_dir() {
+        let validators = Validators::load(&dir);
+        for v in o.values() {
+            if let Some(errors) = validators.check(v) {
+                assert!(
+                    errors.is_empty(),
+                    "{} {}: {errors:?}",
+                    v["kind"],
+                    v["metadata"]["name"]
+                );
+            }
+        }
+        assert!(
+            validators.check(deployment).is_some(),
+            "the Deployment is checked against apps/v1"
+        );
+    }
+
+    // The pods run as the ServiceAccount the roles are bound to, in the namespace of the
+    // Lease.
+    let pod = &deployment["spec"]["template"]["spec"];
+    let account = pod["serviceAccountName"].as_str().unwrap();
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    assert_eq!(namespace, "lattice-system");
+    let sa = get(&o, "ServiceAccount", account);
+    assert_eq!(sa["metadata"]["namespace"], namespace);
+    let cluster_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator"));
+    let cluster_binding: ClusterRoleBinding =
+        strict(get(&o, "ClusterRoleBinding", "lattice-operator"));
+    assert_eq!(cluster_binding.role_ref.kind, "ClusterRole");
+    assert_eq!(
+        Some(&cluster_binding.role_ref.name),
+        cluster_role.metadata.name.as_ref()
+    );
+    assert!(bound_to(&cluster_binding.subjects, account, namespace));
+    let (roles, bindings): (Vec<_>, Vec<_>) = (
+        o.values().filter(|v| v["kind"] == "Role").collect(),
+        o.values().filter(|v| v["kind"] == "RoleBinding").collect(),
+    );
+    assert_eq!(
+        (roles.len(), bindings.len()),
+        (1, 1),
+        "one Role, bound once"
+    );
+    let role: Role = strict(roles[0]);
+    let binding: RoleBinding = strict(bindings[0]);
+    assert_eq!(role.metadata.namespace.as_deref(), Some(namespace));
+    assert_eq!(binding.metadata.namespace.as_deref(), Some(namespace));
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    assert!(bound_to(&binding.subjects, account, namespace));
+
+    // Cluster-wide: watch Lattice objects and Namespaces, write Lattice status, and apply
+    // (patch, and create: an apply that creates is authorized as a create), delete and
+    // sweep (list) every derived kind; evidence ConfigMaps are listed and applied.
+    let derived = derived_kinds();
+    assert!(derived.len() >= 10, "DERIVED read: {derived:?}");
+    let mut wanted = BTreeSet::new();
+    let mut want = |group: &str, resource: &str, verbs: &[&str]| {
+        for verb in verbs {
+            wanted.insert((group.into(), resource.into(), (*verb).into(), Vec::new()));
+        }
+    };
+    want("lattice.dev", "*", &["get", "list", "watch"]);
+    want("lattice.dev", "*/status", &["patch"]);
+    want("", "namespaces", &["get", "list", "watch"]);
+    want("", "configmaps", &["list", "create", "patch"]);
+    for (api_version, kind, plural) in &derived {
+        let group = api_version.split_once('/').map_or("", |(g, _)| g);
+        assert!(!kind.is_empty());
+        want(group, plural, &["list", "create", "patch", "delete"]);
+    }
+    let granted = grants(&cluster_role.rules.unwrap_or_default());
+    let missing: Vec<_> = wanted.difference(&granted).collect();
+    assert!(missing.is_empty(), "the ClusterRole lacks {missing:?}");
+    let extra: Vec<_> = granted.difference(&wanted).collect();
+    assert!(extra.is_empty(), "the ClusterRole grants more: {extra:?}");
+
+    // In its own namespace: the one Lease, created, read and renewed.
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let lease = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--lease-name="))
+        .unwrap_or("lattice-operator");
+    let leases = |verb: &str, names: &[&str]| {
+        (
+            "coordination.k8s.io".to_owned(),
+            "leases".to_owned(),
+            verb.to_owned(),
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+    };
+    let wanted = BTreeSet::from([
+        leases("create", &[]),
+        leases("get", &[lease]),
+        leases("update", &[lease]),
+    ]);
+    assert_eq!(grants(&role.rules.unwrap_or_default()), wanted);
+
+    // `run`, serving the webhook with the certificate deploy/webhook issues; the Lease named
+    // after the pod, in the pod's namespace.
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(args[0], "run");
+    for arg in [
+        "--policies=/etc/lattice/policies",
+        "--tls-cert=/etc/lattice/tls/tls.crt",
+        "--tls-key=/etc/lattice/tls/tls.key",
+        "--webhook-addr=0.0.0.0:8443",
+    ] {
+        assert!(args.contains(&arg), "{arg}");
+    }
+    let container = &pod["containers"][0];
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let env = container["env"].as_array().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == name && e["valueFrom"]["fieldRef"]["fieldPath"] == field),
+            "{name} from {field}"
+        );
+    }
+    assert_eq!(container["ports"][0]["containerPort"], 8443);
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path);
+        assert_eq!(get["scheme"], "HTTPS");
+        assert_eq!(get["port"], container["ports"][0]["name"]);
+    }
+    assert!(container["resources"]["requests"].is_object());
+    assert!(container["resources"]["limits"].is_object());
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[k], v, "the Deployment selects its pods");
+    }
+    assert_eq!(pod_labels["app.kubernetes.io/name"], "lattice-operator");
+
+    // Hardened and mounted like the webhook's pods.
+    let webhook = objects("deploy/webhook");
+    let webhook_pod = &get(&webhook, "Deployment", "lattice-webhook")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"], webhook_pod["securityContext"]);
+    assert_eq!(
+        container["securityContext"],
+        webhook_pod["containers"][0]["securityContext"]
+    );
+    let cert = get(&webhook, "Certificate", "lattice-webhook");
+    let tls = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == cert["spec"]["secretName"])
+        .expect("the webhook's serving certificate is mounted");
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| {
+                m["name"] == tls["name"]
+                    && m["mountPath"] == "/etc/lattice/tls"
+                    && m["readOnly"] == true
+            })
+    );
 }
