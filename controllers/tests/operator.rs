@@ -548,19 +548,7 @@ spec:
         annotations["lattice.dev/evidence-sha256"],
         format!("{:x}", hash.finalize())
     );
-    let profile = eventually("soc2-weekly status", WAIT, || async {
-        let p = get(
-            &client,
-            "lattice.dev/v1alpha1",
-            "LatticeComplianceProfile",
-            "latticecomplianceprofiles",
-            None,
-            "soc2-weekly",
-        )
-        .await?;
-        p.pointer("/status/lastScanTime").is_some().then_some(p)
-    })
-    .await;
+    let profile = scanned(&client, "soc2-weekly").await;
     let status = &profile["status"];
     assert_eq!(status["evidenceRef"], "configmap/default/soc2-evidence-1");
     assert!(
@@ -574,19 +562,7 @@ spec:
     );
 
     // The volume-claim sink: the hash-chained log that `compliance verify` checks.
-    let nist = eventually("nist-daily status", WAIT, || async {
-        let p = get(
-            &client,
-            "lattice.dev/v1alpha1",
-            "LatticeComplianceProfile",
-            "latticecomplianceprofiles",
-            None,
-            "nist-daily",
-        )
-        .await?;
-        p.pointer("/status/lastScanTime").is_some().then_some(p)
-    })
-    .await;
+    let nist = scanned(&client, "nist-daily").await;
     assert_eq!(
         condition(&nist, "Scanned")["status"],
         "True",
@@ -659,4 +635,21 @@ async fn only_the_lease_holder_writes_and_a_successor_takes_over() {
     )
     .await;
     assert!(second.logs().contains("leading"), "{}", second.logs());
+}
+
+/// Waits until a compliance profile reports its first scan, and returns it.
+async fn scanned(client: &Client, name: &str) -> Value {
+    eventually(&format!("{name} to be scanned"), WAIT, || async {
+        let p = get(
+            client,
+            "lattice.dev/v1alpha1",
+            "LatticeComplianceProfile",
+            "latticecomplianceprofiles",
+            None,
+            name,
+        )
+        .await?;
+        p.pointer("/status/lastScanTime").is_some().then_some(p)
+    })
+    .await
 }

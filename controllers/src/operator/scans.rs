@@ -19,14 +19,14 @@ use kube::{Client, Resource};
 use lattice_compiler::compile::MANAGER;
 use lattice_compliance::{Format, ScanOptions, ScanReport, evidence, render, scan};
 use lattice_schemas::crd::compliance_profile::ComplianceStatus;
-use lattice_schemas::crd::{Condition, ConditionStatus, Kind, LatticeComplianceProfile};
+use lattice_schemas::crd::{Kind, LatticeComplianceProfile};
 use lattice_schemas::validate::format::duration_seconds;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::apply::patch_status;
 use super::plan::Plan;
-use super::status::transitions;
+use super::status::{condition, previous_conditions, transitions};
 
 /// The label naming the profile a run's ConfigMap belongs to.
 pub const PROFILE_LABEL: &str = "lattice.dev/compliance-profile";
@@ -233,23 +233,10 @@ fn summary(
     previous: &Value,
     now: jiff::Timestamp,
 ) -> ComplianceStatus {
-    let previous: Vec<Condition> = previous
-        .get("conditions")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
+    let previous = previous_conditions(previous);
     let stamp = now.to_string();
-    let condition = |ok: bool, reason: &str, message: String| Condition {
-        type_: "Scanned".into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        },
-        reason: Some(reason.into()),
-        message: Some(message),
-        last_transition_time: None,
-        observed_generation: None,
-    };
+    let condition =
+        |ok: bool, reason: &str, message: String| condition("Scanned", ok, reason, message);
     match outcome {
         Ok((report, reference)) => {
             let (mut pass, mut fail, mut na) = (0, 0, 0);

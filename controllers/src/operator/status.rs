@@ -85,10 +85,7 @@ pub fn workload_status(
             condition("Ready", false, "ApplyFailed", e.clone()),
         ),
     };
-    let previous: Vec<Condition> = previous
-        .get("conditions")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
+    let previous = previous_conditions(previous);
     WorkloadStatus {
         phase: Some(phase.into()),
         conditions: transitions(&previous, vec![ready, authorized], generation, now),
@@ -108,10 +105,7 @@ pub fn policy_status(
     previous: &Value,
     now: &str,
 ) -> CedarPolicyStatus {
-    let previous: Vec<Condition> = previous
-        .get("conditions")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
+    let previous = previous_conditions(previous);
     let count = |n: usize| Some(i32::try_from(n).unwrap_or(i32::MAX));
     match outcome {
         PolicyOutcome::Accepted { permits, forbids } => CedarPolicyStatus {
@@ -165,7 +159,16 @@ fn allowed() -> Condition {
     )
 }
 
-fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
+/// The conditions of a status as last seen (none when absent or unreadable).
+pub fn previous_conditions(status: &Value) -> Vec<Condition> {
+    status
+        .get("conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// A condition without its times (see [`transitions`]).
+pub fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
     Condition {
         type_: type_.into(),
         status: if status {
