@@ -38,6 +38,39 @@ pub fn derive_in(
     ctx: &CompileContext,
     object: &Object,
 ) -> Result<Derived, CompileError> {
+    derive_with(snapshot, world, plan, ctx, object, Edges::Touching)
+}
+
+/// What the operator applies for `object`: like [`derive_in`], but with only the network
+/// objects of edges it is the callee of. They live in the callee's namespace, so each
+/// object has exactly one owner and a one-sided or denied edge removes exactly its own.
+pub fn derive_owned(
+    snapshot: &Snapshot,
+    world: &World,
+    plan: &MeshPlan,
+    ctx: &CompileContext,
+    object: &Object,
+) -> Result<Derived, CompileError> {
+    derive_with(snapshot, world, plan, ctx, object, Edges::Callee)
+}
+
+/// Which edges' network objects a derivation includes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edges {
+    /// Every edge the workload is an end of (what `render` shows).
+    Touching,
+    /// The edges it is the callee of (what it owns).
+    Callee,
+}
+
+fn derive_with(
+    snapshot: &Snapshot,
+    world: &World,
+    plan: &MeshPlan,
+    ctx: &CompileContext,
+    object: &Object,
+    edges: Edges,
+) -> Result<Derived, CompileError> {
     let gates = evaluate(snapshot, object);
     let mut objects = compile(object, &gates, ctx)?;
     let key = ObjectKey::of(object);
@@ -47,7 +80,9 @@ pub fn derive_in(
         key.name
     );
     for edge in plan.touching(&id).into_iter().filter(|e| e.allowed()) {
-        objects.extend(edge_objects(edge, world));
+        if edges == Edges::Touching || edge.callee == id {
+            objects.extend(edge_objects(edge, world));
+        }
     }
     if let Object::MeshMember(mm) = object {
         objects.extend(peer_authentication(&key.name, key.namespace.as_deref(), mm));

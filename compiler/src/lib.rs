@@ -16,5 +16,5 @@ pub mod runtime;
 pub mod service;
 
 pub use compile::{CompileContext, CompileError, compile};
-pub use derive::{Derived, derive, derive_in};
+pub use derive::{Derived, derive, derive_in, derive_owned};
 pub use mesh::{compile_mesh, namespace_baseline};

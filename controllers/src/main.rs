@@ -41,7 +41,7 @@ enum Command {
         addr: SocketAddr,
         /// The world to decide on: directories or files of manifests (repeatable), read once
         /// at start. Without it the webhook never becomes ready and refuses every policy
-        /// decision (until the controllers feed it the world from the API server).
+        /// decision. (`lattice-operator run` serves this webhook on the live cluster instead.)
         #[arg(long)]
         world: Vec<PathBuf>,
         /// The rule packs directory.
@@ -124,15 +124,9 @@ fn run_webhook(
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -179,6 +173,16 @@ fn run_webhook(
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        })
+}
+
 /// Kubernetes stops a pod with SIGTERM; a terminal with Ctrl-C.
 async fn shutdown_signal() {
     let term = async {
@@ -214,15 +218,9 @@ fn run_operator(args: RunArgs) -> ExitCode {
         }
         _ => None,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

@@ -313,10 +313,15 @@ async fn apply_layers(client: &Client, objects: &[Value]) -> Result<(), String> 
 
 fn describe(resource: &ApiResource, ns: &str, name: &str, e: &Error) -> String {
     match e {
-        Error::Api(s) if s.code == 404 => format!(
-            "the cluster does not serve {} {} (install the CRD, or the component that provides it)",
-            resource.api_version, resource.kind
-        ),
+        // 404 is also a missing namespace; only the server's own words tell them apart.
+        Error::Api(s)
+            if s.code == 404 && s.message.contains("could not find the requested resource") =>
+        {
+            format!(
+                "the cluster does not serve {} {} (install the CRD, or the component that provides it)",
+                resource.api_version, resource.kind
+            )
+        }
         Error::Api(s) => format!("{} {ns}/{name}: {}", resource.kind, s.message),
         other => format!("{} {ns}/{name}: {other}", resource.kind),
     }
@@ -337,13 +342,12 @@ async fn delete(client: &Client, id: &ObjectId) -> Result<(), Error> {
 
 /// The API resource of a Lattice kind.
 pub fn lattice_resource(kind: Kind) -> ApiResource {
-    let crd = kind.crd();
     ApiResource {
         group: lattice_schemas::crd::GROUP.into(),
         version: lattice_schemas::crd::VERSION.into(),
         api_version: API_VERSION.into(),
         kind: kind.name().into(),
-        plural: crd.spec.names.plural,
+        plural: kind.plural().into(),
     }
 }
 

@@ -9,10 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lattice_compiler::mesh::{edge_objects, peer_authentication};
-use lattice_compiler::{CompileContext, CompileError, compile};
+use lattice_compiler::{CompileContext, CompileError, derive_owned};
 use lattice_engine::{ObjectKey, PolicyStore, Projection, Snapshot};
-use lattice_gates::{MeshPlan, evaluate};
+use lattice_gates::MeshPlan;
 use lattice_schemas::crd::service::DeniedGate;
 use lattice_schemas::crd::{API_VERSION, Kind, LatticeComplianceProfile};
 use lattice_schemas::manifest::Object;
@@ -61,8 +60,6 @@ pub struct Desired {
     pub uid: String,
     pub generation: Option<i64>,
     pub verdict: Verdict,
-    /// Audit-mode findings: reported, never enforced.
-    pub warnings: Vec<String>,
     /// The objects, in derivation order, each with its owner reference.
     pub objects: Vec<Value>,
     /// Covers the verdict and the objects: equal digests need no reconcile.
@@ -165,24 +162,11 @@ fn decide(
     object: &Object,
     live: super::index::Live,
 ) -> Desired {
-    let gates = evaluate(snapshot, object);
-    let warnings = gates.audit_findings();
-    let (verdict, mut objects) = match compile(object, &gates, ctx) {
-        Ok(objects) => (Verdict::Authorized, objects),
+    let (verdict, mut objects) = match derive_owned(snapshot, world, mesh, ctx, object) {
+        Ok(derived) => (Verdict::Authorized, derived.objects),
         Err(CompileError::Denied { gates, .. }) => (Verdict::Denied(gates), Vec::new()),
         Err(e) => (Verdict::Failed(e.to_string()), Vec::new()),
     };
-    if verdict == Verdict::Authorized {
-        let id = owner.id();
-        for edge in mesh.touching(&id) {
-            if edge.callee == id && edge.allowed() {
-                objects.extend(edge_objects(edge, world));
-            }
-        }
-        if let Object::MeshMember(mm) = object {
-            objects.extend(peer_authentication(&owner.name, Some(&owner.namespace), mm));
-        }
-    }
     if !live.uid.is_empty() {
         let reference = json!([{
             "apiVersion": API_VERSION,
@@ -206,7 +190,6 @@ fn decide(
         uid: live.uid,
         generation: live.generation,
         verdict,
-        warnings,
         objects,
         digest: format!("{:x}", hash.finalize()),
         previous_status: live.status,

@@ -116,6 +116,24 @@ impl Kind {
         )
     }
 
+    /// The resource name in API paths (as its CRD says; a test checks). Cheap, unlike
+    /// generating the CRD.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::LatticeService => "latticeservices",
+            Kind::LatticeJob => "latticejobs",
+            Kind::LatticeModel => "latticemodels",
+            Kind::LatticeMeshMember => "latticemeshmembers",
+            Kind::LatticeCluster => "latticeclusters",
+            Kind::CedarPolicy => "cedarpolicies",
+            Kind::SecretProvider => "secretproviders",
+            Kind::TrustPolicy => "trustpolicies",
+            Kind::InfraProvider => "infraproviders",
+            Kind::LatticePackage => "latticepackages",
+            Kind::LatticeComplianceProfile => "latticecomplianceprofiles",
+        }
+    }
+
     /// Whether this kind is a workload (raises derivation gates).
     pub fn is_workload(self) -> bool {
         matches!(
@@ -136,9 +154,10 @@ mod tests {
     use super::Kind;
 
     #[test]
-    fn scope_table_matches_the_crds() {
+    fn scope_and_plural_tables_match_the_crds() {
         for k in Kind::ALL {
             assert_eq!(k.namespaced(), k.crd().spec.scope == "Namespaced", "{k}");
+            assert_eq!(k.plural(), k.crd().spec.names.plural, "{k}");
             assert_eq!(Kind::from_name(k.name()), Some(k));
         }
     }
