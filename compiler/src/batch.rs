@@ -4,7 +4,7 @@
 use lattice_schemas::crd::LatticeJob;
 use serde_json::{Value, json};
 
-use crate::compile::{CompileContext, CompileError, meta, scope, service_account};
+use crate::objects::{CompileContext, CompileError, meta, scope, service_account};
 use crate::pod::{Part, PodOptions, pod};
 
 /// The scheduler that gang-schedules Volcano jobs.

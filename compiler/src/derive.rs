@@ -1,5 +1,7 @@
 //! The whole derivation of one workload, as the CLI and the operator run it: gates, then the
-//! workload's objects, then the network objects of the mesh edges it is an end of.
+//! workload's objects, its egress outside the mesh, then its side of each allowed mesh edge
+//! it is an end of (the callee's ingress, the caller's egress). Everything a workload
+//! derives lives in its own namespace and is owned by it.
 
 use lattice_engine::{ObjectKey, Snapshot, World};
 use lattice_gates::{MeshPlan, evaluate};
@@ -7,7 +9,8 @@ use lattice_schemas::manifest::Object;
 use serde_json::Value;
 
 use crate::compile::{CompileContext, CompileError, compile};
-use crate::mesh::{edge_objects, peer_authentication};
+use crate::egress::external_egress;
+use crate::mesh::{egress_object, ingress_objects, peer_authentication};
 
 /// What one workload derives.
 #[derive(Clone, Debug)]
@@ -30,7 +33,7 @@ pub fn derive(
 }
 
 /// [`derive`] with the world's compile context computed once by the caller (deriving many
-/// workloads of one world).
+/// workloads of one world). What the operator applies for `object`.
 pub fn derive_in(
     snapshot: &Snapshot,
     world: &World,
@@ -38,29 +41,7 @@ pub fn derive_in(
     ctx: &CompileContext,
     object: &Object,
 ) -> Result<Derived, CompileError> {
-    derive_with(snapshot, world, plan, ctx, object, Edges::Touching)
-}
-
-/// What the operator applies for `object`: like [`derive_in`], but with only the network
-/// objects of edges it is the callee of. They live in the callee's namespace, so each
-/// object has exactly one owner and a one-sided or denied edge removes exactly its own.
-pub fn derive_owned(
-    snapshot: &Snapshot,
-    world: &World,
-    plan: &MeshPlan,
-    ctx: &CompileContext,
-    object: &Object,
-) -> Result<Derived, CompileError> {
-    derive_with(snapshot, world, plan, ctx, object, Edges::Callee)
-}
-
-/// Which edges' network objects a derivation includes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Edges {
-    /// Every edge the workload is an end of (what `render` shows).
-    Touching,
-    /// The edges it is the callee of (what it owns).
-    Callee,
+    derive_with(snapshot, world, plan, ctx, object)
 }
 
 fn derive_with(
@@ -69,19 +50,24 @@ fn derive_with(
     plan: &MeshPlan,
     ctx: &CompileContext,
     object: &Object,
-    edges: Edges,
 ) -> Result<Derived, CompileError> {
     let gates = evaluate(snapshot, object);
     let mut objects = compile(object, &gates, ctx)?;
+    objects.extend(external_egress(object));
     let key = ObjectKey::of(object);
     let id = format!(
         "{}/{}",
         key.namespace.as_deref().unwrap_or("default"),
         key.name
     );
+    // Each edge's side in this workload's namespace: it owns exactly these, so a
+    // one-sided or denied edge removes exactly its own.
     for edge in plan.touching(&id).into_iter().filter(|e| e.allowed()) {
-        if edges == Edges::Touching || edge.callee == id {
-            objects.extend(edge_objects(edge, world));
+        if edge.callee == id {
+            objects.extend(ingress_objects(edge, world));
+        }
+        if edge.caller == id {
+            objects.extend(egress_object(edge, world));
         }
     }
     if let Object::MeshMember(mm) = object {

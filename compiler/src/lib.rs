@@ -2,19 +2,28 @@
 //! needs, deterministically. If any gate denies, nothing is derived.
 //!
 //! [`compile`] is the entry point; each workload kind has its module ([`service`],
-//! [`batch`] for jobs, [`model`]), sharing the pod builder in [`pod`]. Network objects come
-//! from the mesh plan ([`mesh`]); runtime enforcement from [`runtime`].
+//! [`batch`] for jobs, [`model`]), sharing the pod builder in [`pod`] and the building
+//! blocks in [`objects`]. Network objects come from the mesh plan ([`mesh`]), each
+//! namespace's default-deny [`baseline`], and egress outside the mesh ([`egress`]);
+//! runtime enforcement from [`runtime`].
+//!
+//! Modules point one way: `derive` → `compile` → the kinds → `pod` → `runtime` →
+//! `objects`; `derive` → `mesh`, `egress` → `objects`.
 
+pub mod baseline;
 pub mod batch;
 pub mod compile;
 pub mod derive;
+pub mod egress;
 pub mod mesh;
 pub mod model;
+pub mod objects;
 pub mod placeholders;
 pub mod pod;
 pub mod runtime;
 pub mod service;
 
+pub use baseline::namespace_baseline;
 pub use compile::{CompileContext, CompileError, compile};
-pub use derive::{Derived, derive, derive_in, derive_owned};
-pub use mesh::{compile_mesh, namespace_baseline};
+pub use derive::{Derived, derive, derive_in};
+pub use mesh::compile_mesh;

@@ -1,8 +1,10 @@
-//! Network objects for the mesh plan: for every allowed edge, a CiliumNetworkPolicy (L4:
-//! the callee's ports, from the caller's pods) and an Istio AuthorizationPolicy (L7: the
-//! caller's SPIFFE identity, the callee's ports), in the callee's namespace; and for mesh
-//! members that accept plain text on some ports, a PeerAuthentication that says which.
-//! Nothing is derived for a denied or one-sided edge: without it, default deny holds.
+//! Network objects for the mesh plan. For every allowed edge: in the callee's namespace a
+//! CiliumNetworkPolicy (L4 ingress: the callee's ports, from the caller's pods) and an
+//! Istio AuthorizationPolicy (L7: the caller's SPIFFE identity, the callee's ports); in the
+//! caller's namespace a CiliumNetworkPolicy opening exactly the caller's egress to the
+//! callee's pods on those ports. For mesh members that accept plain text on some ports, a
+//! PeerAuthentication that says which. Nothing is derived for a denied or one-sided edge:
+//! without it, the namespaces' default-deny baselines hold in both directions.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,7 @@ use lattice_schemas::crd::mesh_member::PeerAuth;
 use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
 
-use crate::compile::MANAGER;
+use crate::objects::{DIRECTION_LABEL, MANAGER};
 
 /// How a workload's pods are selected and which identity they run as.
 struct Identity {
@@ -42,7 +44,18 @@ fn identity(world: &World, id: &str) -> Option<Identity> {
 fn edge_name(caller: &str, callee: &str) -> String {
     let callee_name = callee.split_once('/').map(|(_, n)| n).unwrap_or(callee);
     let caller = caller.replace('/', "-");
-    let full = format!("{callee_name}-from-{caller}");
+    bounded(format!("{callee_name}-from-{caller}"))
+}
+
+/// The caller-side (egress) object's name: `<caller>-to-<callee ns>-<callee>`.
+fn egress_name(caller: &str, callee: &str) -> String {
+    let caller_name = caller.split_once('/').map(|(_, n)| n).unwrap_or(caller);
+    let callee = callee.replace('/', "-");
+    bounded(format!("{caller_name}-to-{callee}"))
+}
+
+/// A name of at most 63 characters: long ones keep a prefix and a hash of the whole.
+fn bounded(full: String) -> String {
     if full.len() <= 63 {
         return full;
     }
@@ -66,8 +79,46 @@ pub fn compile_mesh(plan: &MeshPlan, world: &World) -> Vec<Value> {
     out
 }
 
-/// The network objects of one allowed edge (none when either end is not in `world`).
+/// The network objects of one allowed edge, both sides (none when either end is not in
+/// `world`).
 pub fn edge_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
+    let mut out = ingress_objects(edge, world);
+    out.extend(egress_object(edge, world));
+    out
+}
+
+/// The caller's side of an allowed edge: a CiliumNetworkPolicy in the caller's namespace
+/// opening its pods' egress to exactly the callee's pods on the edge's ports.
+pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
+    let caller = identity(world, &edge.caller)?;
+    let callee = identity(world, &edge.callee)?;
+    let (caller_ns, _) = edge.caller.split_once('/')?;
+    let (callee_ns, _) = edge.callee.split_once('/')?;
+    let labels = json!({"app.kubernetes.io/managed-by": MANAGER, "lattice.dev/caller": edge.caller.replace('/', "."), "lattice.dev/callee": edge.callee.replace('/', "."), DIRECTION_LABEL: "egress"});
+    let meta = json!({"name": egress_name(&edge.caller, &edge.callee), "namespace": caller_ns, "labels": labels});
+    let mut to = serde_json::Map::new();
+    to.insert("k8s:io.kubernetes.pod.namespace".into(), json!(callee_ns));
+    for (k, v) in &callee.selector {
+        to.insert(k.clone(), json!(v));
+    }
+    let mut rule = json!({"toEndpoints": [{"matchLabels": to}]});
+    if !edge.ports.is_empty() {
+        let ports: Vec<Value> = edge
+            .ports
+            .iter()
+            .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
+            .collect();
+        rule["toPorts"] = json!([{"ports": ports}]);
+    }
+    Some(json!({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
+        "spec": {"endpointSelector": {"matchLabels": caller.selector}, "egress": [rule]}
+    }))
+}
+
+/// The callee's side of an allowed edge: L4 ingress from the caller's pods and L7 from the
+/// caller's identity, in the callee's namespace.
+pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
     let mut out = Vec::new();
     {
         let (Some(caller), Some(callee)) =
@@ -165,6 +216,9 @@ pub fn self_edge(
             "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
             "spec": {"endpointSelector": {"matchLabels": selector}, "ingress": [{
                 "fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": ns, "app.kubernetes.io/name": name}}],
+                "toPorts": [{"ports": cilium_ports.clone()}]
+            }], "egress": [{
+                "toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": ns, "app.kubernetes.io/name": name}}],
                 "toPorts": [{"ports": cilium_ports}]
             }]}
         }),
@@ -176,47 +230,4 @@ pub fn self_edge(
             }]}
         }),
     ]
-}
-
-/// The name of the per-namespace default-deny objects.
-pub const DEFAULT_DENY: &str = "lattice-default-deny";
-
-/// What makes every namespace of the world default deny, unless its Namespace is labelled
-/// `lattice.dev/default-deny: "false"`: a CiliumNetworkPolicy selecting every pod with an
-/// empty ingress rule (L4: nothing is allowed in until an edge's policy allows it), an Istio
-/// allow-nothing AuthorizationPolicy (L7) and namespace-wide STRICT mTLS.
-pub fn namespace_baseline(world: &World) -> Vec<Value> {
-    let mut namespaces: BTreeMap<String, bool> = BTreeMap::new();
-    for (key, object) in world.objects() {
-        match object {
-            Object::Namespace(n) => {
-                let deny = lattice_engine::project::default_deny(n.metadata.labels.as_ref());
-                namespaces.insert(key.name.clone(), deny);
-            }
-            _ => {
-                if let Some(ns) = &key.namespace {
-                    namespaces.entry(ns.clone()).or_insert(true);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for ns in namespaces
-        .into_iter()
-        .filter(|(_, deny)| *deny)
-        .map(|(n, _)| n)
-    {
-        let meta = json!({"name": DEFAULT_DENY, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER}});
-        out.push(json!({
-            "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
-            "spec": {"endpointSelector": {}, "ingress": [{}]}
-        }));
-        out.push(json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": meta, "spec": {}}));
-        out.push(json!({
-            "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-            "metadata": {"name": "default", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER}},
-            "spec": {"mtls": {"mode": "STRICT"}}
-        }));
-    }
-    out
 }

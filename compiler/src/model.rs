@@ -5,7 +5,7 @@
 use lattice_schemas::crd::LatticeModel;
 use serde_json::{Value, json};
 
-use crate::compile::{
+use crate::objects::{
     CompileContext, CompileError, disruption_budget, meta, scope, service_account, service_object,
 };
 use crate::pod::{Part, PodOptions, pod};

@@ -8,53 +8,12 @@ use lattice_schemas::crd::workload::{Container, Probe, ReadyState, WorkloadBody}
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::compile::{CONFIG_HASH, CompileError, meta, object_name};
+use crate::objects::{CONFIG_HASH, CompileError, meta, object_name};
+pub use crate::objects::{PART_LABEL, Part};
 use crate::placeholders::{Piece, PlaceholderError, Scope};
 
-/// The label that tells a workload's parts (job tasks, model roles) apart.
-pub const PART_LABEL: &str = "lattice.dev/part";
 /// The extended resource a `gpu` resource's `count` requests.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-
-/// One part of a workload: what its objects are named after and which labels its pods carry.
-/// All parts of a workload share its identity (service account and `app.kubernetes.io/name`),
-/// which is what the mesh authorizes.
-pub struct Part<'a> {
-    /// The workload's name: service account, `app.kubernetes.io/name`, owner label.
-    pub workload: &'a str,
-    pub ns: &'a str,
-    /// The task or role; empty for a service.
-    pub name: &'a str,
-    /// The prefix of every object this part derives.
-    pub base: String,
-}
-
-impl<'a> Part<'a> {
-    pub fn new(workload: &'a str, ns: &'a str, name: &'a str) -> Part<'a> {
-        Part {
-            workload,
-            ns,
-            name,
-            base: object_name(&[workload, name]),
-        }
-    }
-
-    /// The labels that select exactly this part's pods.
-    pub fn selector(&self) -> Value {
-        let mut s = json!({"app.kubernetes.io/name": self.workload});
-        if !self.name.is_empty() {
-            s[PART_LABEL] = json!(self.name);
-        }
-        s
-    }
-
-    /// The labels of this part's pods.
-    pub fn pod_labels(&self) -> Value {
-        let mut l = self.selector();
-        l["app.kubernetes.io/managed-by"] = json!(crate::compile::MANAGER);
-        l
-    }
-}
 
 /// A compiled pod shape: the template, and the objects it reads, in apply order.
 pub struct Pod {

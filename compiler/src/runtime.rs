@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use lattice_schemas::crd::workload::{Container, WorkloadBody};
 use serde_json::{Value, json};
 
-use crate::compile::{meta, object_name};
-use crate::pod::Part;
+use crate::objects::Part;
+use crate::objects::{meta, object_name};
 
 /// The kernel function every program execution passes through, with the binary being run.
 pub const EXEC_HOOK: &str = "security_bprm_creds_for_exec";

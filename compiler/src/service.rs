@@ -4,7 +4,7 @@
 use lattice_schemas::crd::LatticeService;
 use serde_json::{Value, json};
 
-use crate::compile::{
+use crate::objects::{
     CompileContext, CompileError, disruption_budget, meta, object_name, scope, service_account,
     service_object,
 };
@@ -121,7 +121,7 @@ fn ingress_objects(name: &str, ns: &str, svc: &LatticeService) -> Vec<Value> {
             .clone()
             .unwrap_or_else(|| object_name(&[name, "tls"]))
     });
-    let (gateway, gateway_ns) = match &ing.gateway_ref {
+    let (gateway, gateway_ns): (String, String) = match &ing.gateway_ref {
         Some(r) => (
             r.name.clone(),
             r.namespace.clone().unwrap_or_else(|| ns.to_owned()),
@@ -172,6 +172,7 @@ fn ingress_objects(name: &str, ns: &str, svc: &LatticeService) -> Vec<Value> {
         "metadata": meta(name, ns, name),
         "spec": {"parentRefs": [{"name": gateway, "namespace": gateway_ns}], "hostnames": ing.hosts, "rules": rules}
     }));
+    out.extend(from_gateway(name, ns, &gateway, &gateway_ns, &ports));
     if let (Some(tls), Some(secret)) = (&ing.tls, &tls_secret)
         && tls.mode == lattice_schemas::crd::service::TlsMode::Auto
         && let Some(issuer) = &tls.issuer_ref
@@ -188,6 +189,51 @@ fn ingress_objects(name: &str, ns: &str, svc: &LatticeService) -> Vec<Value> {
         }));
     }
     out
+}
+
+/// What lets an exposed service's gateway through its namespace's default deny (the hosts
+/// were allowed by `ExposeHost`): L4 ingress from the gateway's pods (the
+/// `gateway.networking.k8s.io/gateway-name` label Gateway API implementations put on
+/// them) and L7 from identities of the gateway's namespace, on the service's ports.
+fn from_gateway(
+    name: &str,
+    ns: &str,
+    gateway: &str,
+    gateway_ns: &str,
+    ports: &std::collections::BTreeMap<String, lattice_schemas::crd::workload::ServicePort>,
+) -> Vec<Value> {
+    let targets: std::collections::BTreeSet<i32> = ports
+        .values()
+        .map(|p| p.target_port.unwrap_or(p.port))
+        .collect();
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    let meta = meta(&object_name(&[name, "from-gateway"]), ns, name);
+    let selector = json!({"app.kubernetes.io/name": name});
+    let cilium_ports: Vec<Value> = targets
+        .iter()
+        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
+        .collect();
+    vec![
+        json!({
+            "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
+            "spec": {"endpointSelector": {"matchLabels": selector}, "ingress": [{
+                "fromEndpoints": [{"matchLabels": {
+                    "k8s:io.kubernetes.pod.namespace": gateway_ns,
+                    "gateway.networking.k8s.io/gateway-name": gateway
+                }}],
+                "toPorts": [{"ports": cilium_ports}]
+            }]}
+        }),
+        json!({
+            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": meta,
+            "spec": {"selector": {"matchLabels": selector}, "action": "ALLOW", "rules": [{
+                "from": [{"source": {"namespaces": [gateway_ns]}}],
+                "to": [{"operation": {"ports": targets.iter().map(|p| p.to_string()).collect::<Vec<_>>()}}]
+            }]}
+        }),
+    ]
 }
 
 /// A Flagger Canary for `strategy: canary`.

@@ -19,7 +19,7 @@ fn permissive() -> (World, Snapshot) {
     let mut all = CedarPolicy::new(
         "allow-derivation",
         lattice_schemas::crd::policy::CedarPolicySpec {
-            policies: r#"@id("all") permit(principal, action in [Lattice::Action::"DeployImage", Lattice::Action::"AccessSecret", Lattice::Action::"AccessVolume", Lattice::Action::"AccessExternalEndpoint", Lattice::Action::"OverrideSecurity", Lattice::Action::"AllowWildcard", Lattice::Action::"ExposeHost", Lattice::Action::"UseGpu"], resource);"#.into(),
+            policies: r#"@id("all") permit(principal, action in [Lattice::Action::"DeployImage", Lattice::Action::"AccessSecret", Lattice::Action::"AccessVolume", Lattice::Action::"AccessExternalEndpoint", Lattice::Action::"OverrideSecurity", Lattice::Action::"AllowWildcard", Lattice::Action::"ExposeHost", Lattice::Action::"UseGpu", Lattice::Action::"Connect"], resource);"#.into(),
             ..Default::default()
         },
     );
@@ -57,13 +57,19 @@ fn every_derived_object_validates_against_the_reference_schemas() {
     let ctx = CompileContext::of(&w);
     let mut checked = 0;
     let mut kinds = std::collections::BTreeSet::new();
-    let mut objects: Vec<Value> = lattice_compiler::namespace_baseline(&w);
+    let mut objects: Vec<Value> = lattice_compiler::namespace_baseline(&s, &w);
+    assert!(
+        !objects.is_empty(),
+        "the example world's namespaces have baselines"
+    );
+    // The whole derivation: each workload's objects, its egress outside the mesh and both
+    // sides of its edges.
+    let plan = lattice_gates::MeshPlan::plan(&s, &w);
     for (_, o) in w.objects() {
-        if matches!(o, Object::Service(_) | Object::Job(_) | Object::Model(_)) {
-            let report = evaluate(&s, o);
-            objects.extend(
-                lattice_compiler::compile(o, &report, &ctx).unwrap_or_else(|e| panic!("{e}")),
-            );
+        if o.is_workload() {
+            let derived = lattice_compiler::derive_in(&s, &w, &plan, &ctx, o)
+                .unwrap_or_else(|e| panic!("{e}"));
+            objects.extend(derived.objects);
         }
         // The example job is scheduled (a CronJob); run once it is a plain Job.
         if let Object::Job(j) = o {
@@ -356,8 +362,44 @@ fn allowed_edges_get_network_objects_and_one_sided_ones_none() {
             .cloned()
             .collect::<Vec<_>>()
     };
+    // Each allowed edge: the callee's ingress and the caller's egress (L4), the callee's L7.
     let cnps = policies(&objects, "CiliumNetworkPolicy");
-    assert_eq!(cnps.len(), plan.allowed().count());
+    assert_eq!(cnps.len(), 2 * plan.allowed().count());
+    let egress: Vec<&Value> = cnps
+        .iter()
+        .filter(|o| o["metadata"]["labels"]["lattice.dev/direction"] == "egress")
+        .collect();
+    assert_eq!(egress.len(), plan.allowed().count());
+    let checkout_out = egress
+        .iter()
+        .find(|o| {
+            o["metadata"]["labels"]["lattice.dev/caller"] == "shop.checkout"
+                && o["metadata"]["labels"]["lattice.dev/callee"] == "payments.ledger"
+        })
+        .expect("the caller's egress to the callee");
+    assert_eq!(checkout_out["metadata"]["namespace"], "shop");
+    assert_eq!(
+        checkout_out["spec"]["endpointSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "checkout"
+    );
+    let to = &checkout_out["spec"]["egress"][0];
+    assert_eq!(
+        to["toEndpoints"][0]["matchLabels"]["k8s:io.kubernetes.pod.namespace"],
+        "payments"
+    );
+    assert_eq!(
+        to["toEndpoints"][0]["matchLabels"]["app.kubernetes.io/name"],
+        "ledger"
+    );
+    assert!(!to["toPorts"][0]["ports"].as_array().unwrap().is_empty());
+    // A caller with no allowed edge to a callee has no egress path to it.
+    assert!(
+        !egress.iter().any(|o| {
+            o["metadata"]["labels"]["lattice.dev/caller"] == "shop.api"
+                && o["metadata"]["labels"]["lattice.dev/callee"] == "payments.ledger"
+        }),
+        "a one-sided declaration opens no egress"
+    );
     assert_eq!(
         policies(&objects, "AuthorizationPolicy").len(),
         plan.allowed().count()
@@ -524,4 +566,128 @@ fn files_are_never_dropped_silently() {
     // What cannot be derived yet is an error that names it, not a missing mount.
     let source = with_files(json!({"/etc/banner.txt": {"source": "banner.txt"}}));
     assert!(compile(&source).unwrap_err().to_string().contains("source"));
+}
+
+/// The example world under its real rule packs and CedarPolicy objects.
+fn real() -> (World, Snapshot) {
+    let w = World::load(&[root().join("examples/world")]).unwrap();
+    let mut store = PolicyStore::load_packs(&root().join("policies")).unwrap();
+    for (_, o) in w.objects() {
+        if let Object::CedarPolicy(p) = o {
+            store.apply_object(p).unwrap();
+        }
+    }
+    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+    (w, s)
+}
+
+#[test]
+fn every_namespace_gets_default_deny_both_ways_unless_its_opt_out_is_allowed() {
+    let (w, s) = real();
+    let objects = lattice_compiler::namespace_baseline(&s, &w);
+    let namespaces: std::collections::BTreeSet<&str> = objects
+        .iter()
+        .map(|o| o["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    // sandbox asks to opt out and platform/sandbox-opt-out allows it; every other
+    // namespace of the world has its baseline.
+    assert!(s.opted_out("sandbox"));
+    assert!(!namespaces.contains("sandbox"));
+    for ns in ["shop", "payments", "platform", "ml"] {
+        assert!(namespaces.contains(ns), "{ns} has no baseline");
+        let of = |kind: &str| {
+            objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["namespace"] == ns)
+                .unwrap_or_else(|| panic!("{ns}: no {kind}"))
+        };
+        let l4 = of("CiliumNetworkPolicy");
+        assert_eq!(l4["spec"]["endpointSelector"], json!({}), "every pod");
+        assert_eq!(l4["spec"]["ingress"], json!([{}]), "ingress: nothing");
+        // Egress: DNS to the cluster resolver and nothing else.
+        let egress = l4["spec"]["egress"].as_array().unwrap();
+        assert_eq!(egress.len(), 1);
+        assert_eq!(
+            egress[0]["toEndpoints"][0]["matchLabels"]["k8s:k8s-app"],
+            "kube-dns"
+        );
+        let ports: Vec<&str> = egress[0]["toPorts"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_str().unwrap())
+            .collect();
+        assert_eq!(ports, ["53", "53"]);
+        assert_eq!(
+            of("AuthorizationPolicy")["spec"],
+            json!({}),
+            "L7 allow-nothing"
+        );
+        assert_eq!(of("PeerAuthentication")["spec"]["mtls"]["mode"], "STRICT");
+    }
+    if let Some(dir) = reference_dir() {
+        let v = Validators::load(&dir);
+        for o in &objects {
+            assert_eq!(
+                v.check(o),
+                Some(vec![]),
+                "{} {}",
+                o["kind"],
+                o["metadata"]["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn an_allowed_external_endpoint_opens_exactly_its_host_and_port() {
+    let (w, s) = real();
+    let plan = lattice_gates::MeshPlan::plan(&s, &w);
+    let key = |kind, ns: &str, name: &str| lattice_engine::ObjectKey {
+        kind,
+        namespace: Some(ns.into()),
+        name: name.into(),
+    };
+    let gateway = w
+        .get(&key("LatticeService", "payments", "gateway"))
+        .unwrap();
+    let derived = lattice_compiler::derive(&s, &w, &plan, gateway).unwrap();
+    let egress = derived
+        .objects
+        .iter()
+        .find(|o| o["kind"] == "CiliumNetworkPolicy" && o["metadata"]["name"] == "gateway-egress")
+        .expect("the gateway reaches Stripe");
+    let rules = egress["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "one endpoint, one rule: {rules:#?}");
+    assert_eq!(
+        rules[0]["toFQDNs"],
+        json!([{"matchName": "api.stripe.com"}])
+    );
+    assert_eq!(
+        rules[0]["toPorts"],
+        json!([{"ports": [{"port": "443", "protocol": "TCP"}]}])
+    );
+    // A mesh member's egress rule is opened for its own pods.
+    let pg = w
+        .get(&key("LatticeMeshMember", "platform", "legacy-postgres"))
+        .unwrap();
+    let derived = lattice_compiler::derive(&s, &w, &plan, pg).unwrap();
+    let egress = derived
+        .objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == "legacy-postgres-egress")
+        .expect("WAL archiving to S3");
+    assert_eq!(
+        egress["spec"]["egress"][0]["toFQDNs"][0]["matchName"],
+        "s3.us-east-1.amazonaws.com"
+    );
+    // A workload that reaches nothing outside the mesh gets no egress object.
+    let api = w.get(&key("LatticeService", "shop", "api")).unwrap();
+    let derived = lattice_compiler::derive(&s, &w, &plan, api).unwrap();
+    assert!(
+        !derived
+            .objects
+            .iter()
+            .any(|o| o["metadata"]["name"] == "api-egress")
+    );
 }

@@ -110,16 +110,19 @@ fn deploy_manifests_validate_and_wire_admission_safely() {
                 .iter()
                 .any(|op| op == "DELETE")
     }));
-    // The cluster cannot lock itself out.
-    let selector = hook.namespace_selector.as_ref().unwrap();
-    let exempt = selector.match_expressions.as_ref().unwrap();
-    assert!(exempt.iter().any(|e| {
-        e.key == "kubernetes.io/metadata.name"
-            && e.operator == "NotIn"
-            && ["kube-system", "lattice-system"]
-                .iter()
-                .all(|ns| e.values.as_ref().unwrap().iter().any(|v| v == ns))
-    }));
+    // No namespace is exempt: a Lattice write in lattice-system is a Cedar question too.
+    // The cluster cannot lock itself out because only lattice.dev objects are sent.
+    assert!(
+        hook.namespace_selector
+            .as_ref()
+            .is_none_or(|s| s.match_expressions.is_none() && s.match_labels.is_none()),
+        "Lattice kinds are never exempt by namespace"
+    );
+    assert!(
+        rules
+            .iter()
+            .all(|r| { r.api_groups.as_deref() == Some(&["lattice.dev".to_owned()][..]) })
+    );
 
     // The webhook calls the Service, which selects the Deployment's pods on its port.
     let svc_ref = hook.client_config.service.as_ref().unwrap();
@@ -310,7 +313,12 @@ fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
     };
     want("lattice.dev", "*", &["get", "list", "watch"]);
     want("lattice.dev", "*/status", &["patch"]);
-    want("", "namespaces", &["get", "list", "watch"]);
+    // The Pod Security label it enforces is written on each namespace.
+    want("", "namespaces", &["get", "list", "watch", "patch"]);
+    // The baseline's kinds are watched, so a hand edit or delete is put right.
+    want("cilium.io", "ciliumnetworkpolicies", &["watch"]);
+    want("security.istio.io", "authorizationpolicies", &["watch"]);
+    want("security.istio.io", "peerauthentications", &["watch"]);
     want("", "configmaps", &["list", "create", "patch"]);
     for (api_version, kind, plural) in &derived {
         let group = api_version.split_once('/').map_or("", |(g, _)| g);

@@ -366,6 +366,7 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
     let client = env.client().await;
     install_crds(&client).await;
     apply_yaml(&client, SHOP).await;
+    apply_yaml(&client, EDGE_CLUSTER).await;
     let pki = support::Pki::issue(&env.dir.join("pki"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -467,6 +468,299 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
         .await
         .expect_err("the test admin holds no ManagePolicy permit");
     assert!(err.to_string().contains("ManagePolicy"), "{err}");
+
+    // Every Lattice write is a Cedar question. Whoever writes a TrustPolicy decides which
+    // images count as trusted: the test admin is no platform administrator, and the API
+    // server refuses the write with the policy's advice.
+    let trust: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::TrustPolicy,
+        ),
+    );
+    let widened: Value = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "TrustPolicy",
+        "metadata": {"name": "registries"},
+        "spec": {"registries": [{"prefix": "docker.io", "requireSignature": false}]},
+    });
+    let err = trust
+        .patch(
+            "registries",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&widened),
+        )
+        .await
+        .expect_err("no policy lets the test admin write a TrustPolicy");
+    let text = err.to_string();
+    assert!(text.contains("ManageTrust"), "{text}");
+    assert!(
+        text.contains("members of the group lattice:platform-admins"),
+        "the refusal carries the policy's advice: {text}"
+    );
+    let stored = trust.get("registries").await.unwrap();
+    assert_eq!(
+        stored.data["spec"]["registries"][0]["prefix"], "registry.example.com/shop",
+        "nothing was changed"
+    );
+    // Deleting a LatticeCluster is Decommission, which nothing permits the test admin.
+    let clusters: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::LatticeCluster,
+        ),
+    );
+    let err = clusters
+        .delete("edge", &DeleteParams::default())
+        .await
+        .expect_err("no permit for Decommission");
+    assert!(err.to_string().contains("Decommission"), "{err}");
+    assert!(
+        clusters.get_opt("edge").await.unwrap().is_some(),
+        "still there"
+    );
+}
+
+const EDGE_CLUSTER: &str = r#"
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: edge
+spec:
+  providerRef: docker
+  parent: production
+  provider:
+    kubernetes: {version: "1.33.1"}
+    config: {docker: {}}
+  nodes: {controlPlane: 1}
+"#;
+
+async fn namespaced(
+    client: &Client,
+    ns: &str,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    name: &str,
+) -> Option<Value> {
+    get(client, api_version, kind, plural, Some(ns), name).await
+}
+
+/// The three baseline objects of `ns`, once all exist.
+async fn baseline(client: &Client, ns: &str) -> (Value, Value, Value) {
+    eventually(&format!("{ns}'s default-deny baseline"), WAIT, || async {
+        let l4 = namespaced(
+            client,
+            ns,
+            "cilium.io/v2",
+            "CiliumNetworkPolicy",
+            "ciliumnetworkpolicies",
+            "lattice-default-deny",
+        )
+        .await?;
+        let l7 = namespaced(
+            client,
+            ns,
+            "security.istio.io/v1",
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+            "lattice-default-deny",
+        )
+        .await?;
+        let mtls = namespaced(
+            client,
+            ns,
+            "security.istio.io/v1",
+            "PeerAuthentication",
+            "peerauthentications",
+            "default",
+        )
+        .await?;
+        Some((l4, l7, mtls))
+    })
+    .await
+}
+
+async fn no_baseline(client: &Client, ns: &str) {
+    eventually(&format!("{ns} without a baseline"), WAIT, || async {
+        namespaced(
+            client,
+            ns,
+            "cilium.io/v2",
+            "CiliumNetworkPolicy",
+            "ciliumnetworkpolicies",
+            "lattice-default-deny",
+        )
+        .await
+        .is_none()
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_deny_is_applied_both_ways_put_right_and_opted_out_only_by_decision() {
+    let env = TestEnv::start("baseline");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let _operator = Operator::start(&env, &[]);
+
+    // Every namespace gets its baseline: L4 ingress and egress deny (DNS allowed), L7
+    // allow-nothing, STRICT mTLS, owned by the Namespace; and the Pod Security level the
+    // platform enforces is written on it.
+    let (l4, l7, mtls) = baseline(&client, "shop").await;
+    assert_eq!(l4["spec"]["ingress"], json!([{}]));
+    assert_eq!(
+        l4["spec"]["egress"][0]["toEndpoints"][0]["matchLabels"]["k8s:k8s-app"],
+        "kube-dns"
+    );
+    assert_eq!(l4["spec"]["egress"].as_array().unwrap().len(), 1);
+    assert_eq!(l7["spec"], json!({}));
+    assert_eq!(mtls["spec"]["mtls"]["mode"], "STRICT");
+    assert_eq!(l4["metadata"]["ownerReferences"][0]["kind"], "Namespace");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    eventually("shop's Pod Security label", WAIT, || async {
+        let ns = namespaces.get("shop").await.ok()?;
+        (ns.metadata
+            .labels?
+            .get("pod-security.kubernetes.io/enforce")?
+            == "restricted")
+            .then_some(())
+    })
+    .await;
+    // Kubernetes' own namespaces are opted out by the default pack.
+    assert!(
+        namespaced(
+            &client,
+            "kube-system",
+            "cilium.io/v2",
+            "CiliumNetworkPolicy",
+            "ciliumnetworkpolicies",
+            "lattice-default-deny"
+        )
+        .await
+        .is_none()
+    );
+
+    // An allowed edge opens exactly the caller's egress; the callee's ingress comes with it.
+    let web_out = eventually("web's egress to api", WAIT, || async {
+        network_policy(&client, "web-to-shop-api").await
+    })
+    .await;
+    assert_eq!(
+        web_out["spec"]["egress"][0]["toEndpoints"][0]["matchLabels"]["app.kubernetes.io/name"],
+        "api"
+    );
+    // api declares no outbound edge: it has no egress path but DNS.
+    let cnps: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "shop",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("cilium.io", "v2", "CiliumNetworkPolicy"),
+            "ciliumnetworkpolicies",
+        ),
+    );
+    let egress_of_api: Vec<String> = cnps
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|o| {
+            o.data["spec"]["endpointSelector"]["matchLabels"]["app.kubernetes.io/name"] == "api"
+                && o.data["spec"]["egress"].is_array()
+        })
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert!(
+        egress_of_api.is_empty(),
+        "api has egress: {egress_of_api:?}"
+    );
+
+    // A new namespace gets its baseline.
+    apply_yaml(
+        &client,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: fresh\n",
+    )
+    .await;
+    baseline(&client, "fresh").await;
+
+    // A baseline object deleted by hand is restored; one edited to allow everything is put
+    // back.
+    let uid = l4["metadata"]["uid"].clone();
+    cnps.delete("lattice-default-deny", &DeleteParams::default())
+        .await
+        .unwrap();
+    let restored = eventually("the deleted baseline restored", WAIT, || async {
+        let o = network_policy(&client, "lattice-default-deny").await?;
+        (o["metadata"]["uid"] != uid).then_some(o)
+    })
+    .await;
+    assert_eq!(restored["spec"]["ingress"], json!([{}]));
+    let authz: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "shop",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("security.istio.io", "v1", "AuthorizationPolicy"),
+            "authorizationpolicies",
+        ),
+    );
+    authz
+        .patch(
+            "lattice-default-deny",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"action": "ALLOW", "rules": [{}]}})),
+        )
+        .await
+        .unwrap();
+    eventually("the widened L7 baseline put back", WAIT, || async {
+        let o = authorization_policy(&client, "lattice-default-deny").await?;
+        (o["spec"] == json!({})).then_some(())
+    })
+    .await;
+
+    // A label alone never switches the baseline off.
+    namespaces
+        .patch(
+            "fresh",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"lattice.dev/default-deny": "false"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    baseline(&client, "fresh").await;
+    // A permit for the opt-out takes it away; withdrawing the permit brings it back.
+    let opt_out = r#"
+apiVersion: lattice.dev/v1alpha1
+kind: CedarPolicy
+metadata:
+  name: fresh-runs-open
+  namespace: fresh
+spec:
+  policies: |
+    @id("fresh-opt-out")
+    permit (
+      principal == Lattice::Namespace::"fresh",
+      action == Lattice::Action::"OptOutDefaultDeny",
+      resource
+    )
+    when { context.requested };
+"#;
+    apply_yaml(&client, opt_out).await;
+    no_baseline(&client, "fresh").await;
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "fresh",
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::CedarPolicy,
+        ),
+    );
+    policies
+        .delete("fresh-runs-open", &DeleteParams::default())
+        .await
+        .unwrap();
+    baseline(&client, "fresh").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

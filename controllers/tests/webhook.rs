@@ -201,7 +201,8 @@ async fn reviews_are_decided_by_the_world_and_its_policies() {
     )
     .await;
     assert_eq!(delete["allowed"], false);
-    // Deleting a workload is not a policy decision.
+    // Deleting a workload is ManageWorkload with operation DELETE, which the default pack
+    // permits outside the platform's own namespaces.
     let gone = post(
         &mut c,
         &review(
@@ -268,6 +269,235 @@ async fn reviews_are_decided_by_the_world_and_its_policies() {
         "{metrics}"
     );
     assert!(metrics.contains("lattice_webhook_review_duration_seconds_bucket"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const PLATFORM_ADMIN: &str = "lattice:platform-admins";
+
+/// Every write of every Lattice kind is a Cedar question, denied by default with the
+/// deciding policy's advice: platform kinds for platform administrators, a LatticeCluster
+/// delete as `Decommission`, workloads outside the platform's namespaces, and a delete whose
+/// stored object cannot be read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lattice_write_is_a_cedar_question() {
+    let dir = tmp("writes");
+    let pki = Pki::issue(&dir.join("pki"));
+    let w = start(&pki, Limits::default()).await;
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    load_examples(&w, &[]);
+    let ask = |uid: &str,
+               op: &str,
+               object: Option<Value>,
+               old: Option<Value>,
+               user: &str,
+               groups: &[&str]| { review(uid, op, object, old, user, groups) };
+    let message = |v: &Value| {
+        v["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // A TrustPolicy decides which images count as signed: alice may not write one, and is
+    // told why and whom to ask; a platform administrator may.
+    for (i, op) in ["CREATE", "UPDATE", "DELETE"].into_iter().enumerate() {
+        let trust = example("infrastructure.yaml", "image-trust");
+        let (object, old) = match op {
+            "CREATE" => (Some(trust), None),
+            "UPDATE" => (Some(trust.clone()), Some(trust)),
+            _ => (None, Some(trust)),
+        };
+        let denied = post(
+            &mut c,
+            &ask(
+                &format!("t-{i}"),
+                op,
+                object.clone(),
+                old.clone(),
+                "alice",
+                &["developers"],
+            ),
+        )
+        .await;
+        assert_eq!(denied["allowed"], false, "{op}: {denied}");
+        assert_eq!(denied["status"]["code"], 403);
+        let m = message(&denied);
+        assert!(m.contains("ManageTrust") && m.contains("alice"), "{m}");
+        assert!(
+            m.contains("lattice:platform-admins"),
+            "the advice names who may: {m}"
+        );
+        let allowed = post(
+            &mut c,
+            &ask(
+                &format!("ta-{i}"),
+                op,
+                object,
+                old,
+                "pat",
+                &[PLATFORM_ADMIN],
+            ),
+        )
+        .await;
+        assert_eq!(allowed["allowed"], true, "{op}: {allowed}");
+    }
+
+    // The other platform kinds ask their own question.
+    for (file, name, action) in [
+        ("infrastructure.yaml", "vault-prod", "ManageSecretProvider"),
+        ("infrastructure.yaml", "aws-prod", "ManageInfrastructure"),
+        ("infrastructure.yaml", "production", "ManageInfrastructure"),
+        (
+            "infrastructure.yaml",
+            "production-baseline",
+            "ManageComplianceProfile",
+        ),
+    ] {
+        let o = example(file, name);
+        let denied = post(
+            &mut c,
+            &ask(
+                "p-1",
+                "UPDATE",
+                Some(o.clone()),
+                Some(o.clone()),
+                "alice",
+                &[],
+            ),
+        )
+        .await;
+        assert_eq!(denied["allowed"], false, "{name}: {denied}");
+        assert!(
+            message(&denied).contains(action),
+            "{name}: {}",
+            message(&denied)
+        );
+        let allowed = post(
+            &mut c,
+            &ask(
+                "p-2",
+                "UPDATE",
+                Some(o.clone()),
+                Some(o),
+                "pat",
+                &[PLATFORM_ADMIN],
+            ),
+        )
+        .await;
+        assert_eq!(allowed["allowed"], true, "{name}: {allowed}");
+    }
+
+    // Deleting a LatticeCluster is Decommission: refused for alice, and for a platform
+    // administrator too while the cluster still runs the world's workloads.
+    let cluster = example("infrastructure.yaml", "production");
+    let denied = post(
+        &mut c,
+        &ask("d-1", "DELETE", None, Some(cluster.clone()), "alice", &[]),
+    )
+    .await;
+    assert_eq!(denied["allowed"], false);
+    assert!(
+        message(&denied).contains("Decommission"),
+        "{}",
+        message(&denied)
+    );
+    let busy = post(
+        &mut c,
+        &ask(
+            "d-2",
+            "DELETE",
+            None,
+            Some(cluster.clone()),
+            "pat",
+            &[PLATFORM_ADMIN],
+        ),
+    )
+    .await;
+    assert_eq!(busy["allowed"], false, "{busy}");
+    assert!(
+        message(&busy).contains("decommission-only-empty")
+            && message(&busy).contains("Move or delete the cluster's workloads first"),
+        "{}",
+        message(&busy)
+    );
+    // A cluster the world runs nothing on (a declared child with no children) may go.
+    let mut child = cluster.clone();
+    child["metadata"]["name"] = json!("edge-7");
+    child["spec"]["parent"] = json!("production");
+    let empty = post(
+        &mut c,
+        &ask("d-3", "DELETE", None, Some(child), "pat", &[PLATFORM_ADMIN]),
+    )
+    .await;
+    assert_eq!(empty["allowed"], true, "{empty}");
+
+    // Workloads are written outside the platform's own namespaces.
+    let mut sneaky = example("shop.yaml", "api");
+    sneaky["metadata"]["namespace"] = json!("lattice-system");
+    let refused = post(
+        &mut c,
+        &ask("w-1", "CREATE", Some(sneaky.clone()), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(refused["allowed"], false, "{refused}");
+    let m = message(&refused);
+    assert!(
+        m.contains("ManageWorkload") && m.contains("deploy into your team's namespace"),
+        "{m}"
+    );
+    let removal = post(
+        &mut c,
+        &ask("w-2", "DELETE", None, Some(sneaky), "alice", &[]),
+    )
+    .await;
+    assert_eq!(removal["allowed"], false, "{removal}");
+
+    // A delete is decided on the stored object; one that cannot be read is refused.
+    let mut unreadable = example("infrastructure.yaml", "image-trust");
+    unreadable["spec"]["registries"] = json!("not a list");
+    let refused = post(
+        &mut c,
+        &ask(
+            "u-1",
+            "DELETE",
+            None,
+            Some(unreadable),
+            "pat",
+            &[PLATFORM_ADMIN],
+        ),
+    )
+    .await;
+    assert_eq!(refused["allowed"], false, "{refused}");
+    assert!(
+        message(&refused).contains("cannot be read"),
+        "{}",
+        message(&refused)
+    );
+    let mut unreadable = cedar_policy(
+        "shop",
+        "p",
+        "@id(\"x\")\nforbid (principal, action, resource);\n",
+        "enforce",
+    );
+    unreadable["spec"]["mode"] = json!(7);
+    let refused = post(
+        &mut c,
+        &ask(
+            "u-2",
+            "DELETE",
+            None,
+            Some(unreadable),
+            "sec",
+            &[SECURITY_ADMIN],
+        ),
+    )
+    .await;
+    assert_eq!(
+        refused["allowed"], false,
+        "an unreadable policy is not deleted as if it held nothing: {refused}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

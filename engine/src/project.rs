@@ -6,6 +6,12 @@
 //! its group. Facts that cross objects — a namespace's pod security level, an image's
 //! verified signatures — are read from the World when the group is built, and the groups that
 //! depend on a changed fact are rebuilt with it.
+//!
+//! Facts fail closed: a Pod Security level that is not exactly `privileged`, `baseline` or
+//! `restricted` reads as `restricted`; a namespace is `defaultDeny` unless
+//! `OptOutDefaultDeny` allowed its opt-out (see [`Approvals`]) and, in a running cluster,
+//! its baseline objects are all present ([`LiveFacts`]); and an entity that cannot be
+//! built is an error naming its object, never an entity stripped of its attributes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
@@ -24,7 +30,8 @@ use crate::world::{ObjectKey, World};
 
 /// The label that sets a namespace's Pod Security Standard level.
 pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
-/// The label that opts a namespace out of Lattice's default-deny network policy.
+/// The label by which a namespace *asks* to opt out of Lattice's default-deny baseline
+/// (`"false"`). A request only: `OptOutDefaultDeny` decides it.
 pub const DEFAULT_DENY_LABEL: &str = "lattice.dev/default-deny";
 /// Deviations that exist whether or not a workload raises them, so a question about any of
 /// them finds its entity: the flags, every Linux capability, and the sysctls the Pod
@@ -179,13 +186,62 @@ pub struct Projection {
     /// The cross-object facts of the world projected, kept so that what depends only on
     /// them (the shared entities, an object under admission) does not read the world again.
     facts: Facts,
+    /// Entities that could not be built, by the object that owns them: any makes the
+    /// projection an error (the engine never decides on a partial fact).
+    errors: BTreeMap<ObjectKey, Vec<String>>,
+}
+
+/// Why a projection gives no entities.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// An entity of this object could not be built.
+    #[error("{object}: {message}")]
+    Entity { object: String, message: String },
+    /// The entities do not conform to the schema.
+    #[error("{0}")]
+    Schema(#[from] Box<cedar_policy::entities_errors::EntitiesError>),
+}
+
+/// Outcomes of the snapshot's own decisions that change what entities say, decided on
+/// entities without any approval so that no approval rests on itself: declared wildcards
+/// that `AllowWildcard` approved, and namespaces whose opt-out of the default-deny baseline
+/// `OptOutDefaultDeny` allowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Approvals {
+    /// Service uid id → (outbound, inbound) wildcards approved.
+    pub wildcards: HashMap<String, (bool, bool)>,
+    /// Namespaces that run without the baseline.
+    pub opted_out: BTreeSet<String>,
+}
+
+impl Approvals {
+    /// Nothing approved: entities are as projected.
+    pub fn is_empty(&self) -> bool {
+        self.wildcards.is_empty() && self.opted_out.is_empty()
+    }
+}
+
+/// What only a running cluster knows, projected as facts: the operator observes it, the
+/// CLI has none (and so decides on the decisions alone).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveFacts {
+    /// Namespaces whose default-deny baseline should hold but some of whose baseline
+    /// objects are not on the cluster: they are not `defaultDeny`, and their workloads
+    /// are not `strictMtls`.
+    pub baseline_missing: BTreeSet<String>,
 }
 
 /// Facts that cross objects, read from the World.
 #[derive(Clone, Debug, Default)]
 struct Facts {
     cluster: String,
+    /// The level of an unlabelled namespace (the root cluster's `podSecurityDefault`).
+    default_pod_security: String,
+    /// Each declared namespace's enforced level, already read fail-closed.
     pod_security: HashMap<String, String>,
+    /// Namespaces whose opt-out was approved (empty in the projection before approvals).
+    opted_out: BTreeSet<String>,
+    live: LiveFacts,
     /// Normalized image → names of keys whose signatures verified.
     signers: HashMap<String, BTreeSet<String>>,
     /// TrustPolicy registries: (prefix, signature required).
@@ -198,6 +254,7 @@ impl Facts {
         let mut signers: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut registries = Vec::new();
         let mut root = None;
+        let mut labelled: HashMap<String, Option<String>> = HashMap::new();
         for (_, o) in world.objects() {
             match o {
                 Object::Namespace(ns) => {
@@ -207,10 +264,7 @@ impl Facts {
                         .as_ref()
                         .and_then(|l| l.get(POD_SECURITY_LABEL))
                         .cloned();
-                    pod_security.insert(
-                        o.name().to_owned(),
-                        level.unwrap_or_else(|| "restricted".into()),
-                    );
+                    labelled.insert(o.name().to_owned(), level);
                 }
                 Object::TrustPolicy(t) => {
                     for r in &t.spec.registries {
@@ -233,17 +287,38 @@ impl Facts {
                     }
                 }
                 Object::Cluster(c) if c.spec.parent.is_none() && root.is_none() => {
-                    root = Some(o.name().to_owned())
+                    root = Some((
+                        o.name().to_owned(),
+                        c.spec.pod_security_default.unwrap_or_default(),
+                    ))
                 }
                 _ => {}
             }
         }
+        let (cluster, default_level) = root.unwrap_or_else(|| {
+            (
+                LOCAL_CLUSTER.to_owned(),
+                lattice_schemas::crd::PodSecurityLevel::Restricted,
+            )
+        });
+        for (ns, label) in labelled {
+            pod_security.insert(ns, enforced_level(label.as_deref(), default_level).into());
+        }
         Facts {
-            cluster: root.unwrap_or_else(|| LOCAL_CLUSTER.to_owned()),
+            cluster,
+            default_pod_security: default_level.as_str().to_owned(),
             pod_security,
+            opted_out: BTreeSet::new(),
+            live: LiveFacts::default(),
             signers,
             registries,
         }
+    }
+
+    /// Whether the platform applies `ns`'s baseline: not opted out by decision, and (in a
+    /// running cluster) every baseline object present.
+    fn default_deny(&self, ns: &str) -> bool {
+        !self.opted_out.contains(ns) && !self.live.baseline_missing.contains(ns)
     }
 
     /// Whether `img` is under a TrustPolicy registry, and if so whether that registry (the
@@ -260,14 +335,43 @@ impl Facts {
         self.pod_security
             .get(ns)
             .cloned()
-            .unwrap_or_else(|| "restricted".into())
+            .unwrap_or_else(|| self.default_pod_security.clone())
     }
+}
+
+/// The Pod Security level the platform enforces for a namespace labelled `label`: the
+/// label when it is exactly a level, `restricted` for any other value (fail closed: a
+/// misspelled `Restricted` must not match no level's forbids), `default` when unlabelled.
+pub fn enforced_level(
+    label: Option<&str>,
+    default: lattice_schemas::crd::PodSecurityLevel,
+) -> &'static str {
+    match label {
+        None => default.as_str(),
+        Some(l) => lattice_schemas::crd::PodSecurityLevel::parse(l)
+            .unwrap_or(lattice_schemas::crd::PodSecurityLevel::Restricted)
+            .as_str(),
+    }
+}
+
+/// The root cluster's name and its default Pod Security level, as the projection reads them.
+pub fn root_cluster(world: &World) -> (String, lattice_schemas::crd::PodSecurityLevel) {
+    let f = Facts::of(world);
+    let level =
+        lattice_schemas::crd::PodSecurityLevel::parse(&f.default_pod_security).unwrap_or_default();
+    (f.cluster, level)
 }
 
 impl Projection {
     /// Projects a whole World.
     pub fn of(world: &World) -> Projection {
-        let facts = Facts::of(world);
+        Projection::with_live(world, LiveFacts::default())
+    }
+
+    /// Projects a whole World with what a running cluster observed.
+    pub fn with_live(world: &World, live: LiveFacts) -> Projection {
+        let mut facts = Facts::of(world);
+        facts.live = live;
         // Objects project independently once the cross-object facts are known.
         let objects: Vec<(&ObjectKey, &Object)> = world.objects().collect();
         let groups: Vec<(ObjectKey, Group)> = objects
@@ -286,10 +390,16 @@ impl Projection {
         p
     }
 
+    /// What the running cluster was observed to hold when this was projected.
+    pub fn live(&self) -> &LiveFacts {
+        &self.facts.live
+    }
+
     /// Re-projects after `key` changed (upserted or deleted) in `world`, rebuilding only the
     /// groups that depend on it. Returns the keys whose groups were rebuilt.
     pub fn update(&mut self, world: &World, key: &ObjectKey) -> Vec<ObjectKey> {
-        let facts = Facts::of(world);
+        let mut facts = Facts::of(world);
+        facts.live = self.facts.live.clone();
         // Cross-object facts: a Namespace's labels reach its workloads; a TrustPolicy or a
         // root cluster reaches every workload and namespace.
         let dependents: Vec<ObjectKey> = match key.kind {
@@ -315,6 +425,7 @@ impl Projection {
 
     fn remove(&mut self, key: &ObjectKey) {
         self.groups.remove(key);
+        self.errors.remove(key);
         self.image_refs.remove(key);
         self.namespaces.remove(key);
     }
@@ -326,6 +437,9 @@ impl Projection {
     }
 
     fn put(&mut self, key: ObjectKey, g: Group) {
+        if !g.errors.is_empty() {
+            self.errors.insert(key.clone(), g.errors);
+        }
         self.groups.insert(key.clone(), g.entities);
         if !g.images.is_empty() {
             self.image_refs.insert(key.clone(), g.images);
@@ -339,28 +453,71 @@ impl Projection {
     /// with those it names and needs to be decided alone: its images, its namespace and the
     /// cluster. What admission decides a new object's gates on, before it exists.
     /// Reads nothing but this projection: the world's facts and its declared namespaces.
-    pub fn entities_of(&self, object: &Object) -> Vec<Entity> {
+    pub fn entities_of(&self, object: &Object) -> Result<Vec<Entity>, ProjectionError> {
         let facts = &self.facts;
         let mut g = Group::default();
         project_object(object, facts, &mut g);
-        let mut out = g.entities;
-        out.extend(g.images.iter().map(|r| image_entity(r, facts)));
-        for ns in &g.namespaces {
+        for r in &g.images.clone() {
+            g.push(image_entity(r, facts));
+        }
+        for ns in &g.namespaces.clone() {
             let declared = self.group(&ObjectKey {
                 kind: "Namespace",
                 namespace: None,
                 name: ns.clone(),
             });
             if declared.is_empty() {
-                out.push(namespace_entity(ns, &BTreeMap::new(), facts));
+                g.push(namespace_entity(ns, &BTreeMap::new(), facts));
             } else {
-                out.extend(declared.iter().cloned());
+                g.entities.extend(declared.iter().cloned());
             }
         }
-        out.push(cluster_default(facts));
+        g.push(cluster_default(facts));
+        if let Some(message) = g.errors.into_iter().next() {
+            return Err(ProjectionError::Entity {
+                object: ObjectKey::of(object).to_string(),
+                message,
+            });
+        }
+        let mut out = g.entities;
         let mut seen = HashSet::new();
         out.retain(|e| seen.insert(e.uid()));
-        out
+        Ok(out)
+    }
+
+    /// The Pod Security level the platform enforces in `ns` (its `podSecurity` fact).
+    pub fn pod_security(&self, ns: &str) -> String {
+        self.facts.pod_security(ns)
+    }
+
+    /// The entity of namespace `ns`: as declared, or with its default facts when the world
+    /// does not declare it.
+    pub fn namespace(&self, ns: &str) -> Result<Entity, ProjectionError> {
+        let declared = self.group(&ObjectKey {
+            kind: "Namespace",
+            namespace: None,
+            name: ns.to_owned(),
+        });
+        if let Some(e) = declared.first() {
+            return Ok(e.clone());
+        }
+        namespace_entity(ns, &BTreeMap::new(), &self.facts).map_err(|message| {
+            ProjectionError::Entity {
+                object: format!("Namespace {ns}"),
+                message,
+            }
+        })
+    }
+
+    /// The first entity that could not be built, as an error naming its object.
+    fn check_built(&self) -> Result<(), ProjectionError> {
+        match self.errors.iter().next() {
+            Some((key, messages)) => Err(ProjectionError::Entity {
+                object: key.to_string(),
+                message: messages.join("; "),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The entities owned by one object.
@@ -375,11 +532,22 @@ impl Projection {
         &self,
         world: &World,
         schema: &Schema,
-        approved_wildcards: &HashMap<String, (bool, bool)>,
-    ) -> Result<Entities, Box<cedar_policy::entities_errors::EntitiesError>> {
-        let facts = &self.facts;
-        // Services whose wildcards AllowWildcard approved are projected again with them;
-        // those come first, so they win over the plain projection.
+        approvals: &Approvals,
+    ) -> Result<Entities, ProjectionError> {
+        self.check_built()?;
+        let approved_facts;
+        let facts = if approvals.opted_out.is_empty() {
+            &self.facts
+        } else {
+            let mut f = self.facts.clone();
+            f.opted_out = approvals.opted_out.clone();
+            approved_facts = f;
+            &approved_facts
+        };
+        // Objects an approval changes are projected again with it: services whose
+        // wildcards AllowWildcard approved, and namespaces whose opt-out OptOutDefaultDeny
+        // allowed, with every object in them. Those come first, so they win over the plain
+        // projection.
         let mut front: Vec<Entity> = Vec::new();
         for (key, object) in world.objects() {
             let id = format!(
@@ -387,16 +555,30 @@ impl Projection {
                 key.namespace.as_deref().unwrap_or("default"),
                 key.name
             );
-            if let Some(w) = approved_wildcards.get(&id) {
+            let wildcards = approvals.wildcards.get(&id);
+            let in_opted_out = match key.kind {
+                "Namespace" => approvals.opted_out.contains(&key.name),
+                _ => key
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| approvals.opted_out.contains(ns)),
+            };
+            if wildcards.is_some() || in_opted_out {
                 let mut g = Group {
-                    wildcards: *w,
+                    wildcards: wildcards.copied().unwrap_or_default(),
                     ..Group::default()
                 };
                 project_object(object, facts, &mut g);
+                if let Some(message) = g.errors.into_iter().next() {
+                    return Err(ProjectionError::Entity {
+                        object: key.to_string(),
+                        message,
+                    });
+                }
                 front.extend(g.entities);
             }
         }
-        let back = self.implied(world);
+        let back = implied(&self.namespaces, &self.image_refs, world, facts)?;
         // The first entity with a uid is the one kept: declared objects come before implied
         // ones, so a declared Namespace wins.
         let mut seen: HashSet<EntityUid> = HashSet::new();
@@ -406,35 +588,7 @@ impl Projection {
             .chain(&back)
             .filter(|e| seen.insert(e.uid()))
             .collect();
-        conforming_entities(&all, schema)
-    }
-
-    /// Entities no object owns: namespaces named but not declared, images, defaults.
-    fn implied(&self, world: &World) -> Vec<Entity> {
-        let facts = &self.facts;
-        let mut back: Vec<Entity> = Vec::new();
-        let declared: HashSet<String> = world
-            .objects()
-            .filter(|(k, _)| k.kind == "Namespace")
-            .map(|(k, _)| k.name.clone())
-            .collect();
-        for ns in self.namespaces.values().flatten() {
-            if !declared.contains(ns) {
-                back.push(namespace_entity(ns, &BTreeMap::new(), facts));
-            }
-        }
-        let refs: BTreeSet<&String> = self.image_refs.values().flatten().collect();
-        for r in refs {
-            back.push(image_entity(r, facts));
-        }
-        back.push(cluster_default(facts));
-        for (category, value) in OVERRIDE_CATALOG {
-            back.push(override_entity(category, value));
-        }
-        for m in ["inbound", "outbound", "advertise"] {
-            back.push(Entity::new_no_attrs(uid("Mesh", m), HashSet::new()));
-        }
-        back
+        Ok(conforming_entities(&all, schema)?)
     }
 
     /// Every entity, validated against the schema, consuming the projection so that no
@@ -445,8 +599,9 @@ impl Projection {
         self,
         world: &World,
         schema: &Schema,
-    ) -> Result<Entities, Box<cedar_policy::entities_errors::EntitiesError>> {
-        let back = self.implied(world);
+    ) -> Result<Entities, ProjectionError> {
+        self.check_built()?;
+        let back = implied(&self.namespaces, &self.image_refs, world, &self.facts)?;
         let mut seen: HashSet<EntityUid> = HashSet::new();
         let all: Vec<Entity> = self
             .groups
@@ -461,7 +616,46 @@ impl Projection {
             c?;
         }
         let actions = schema.action_entities().map_err(Box::new)?;
-        Entities::from_entities(all.into_iter().chain(actions), None).map_err(Box::new)
+        Ok(Entities::from_entities(all.into_iter().chain(actions), None).map_err(Box::new)?)
+    }
+}
+
+/// Entities no object owns: namespaces named but not declared, images, defaults.
+fn implied(
+    namespaces: &BTreeMap<ObjectKey, BTreeSet<String>>,
+    image_refs: &BTreeMap<ObjectKey, BTreeSet<String>>,
+    world: &World,
+    facts: &Facts,
+) -> Result<Vec<Entity>, ProjectionError> {
+    let mut g = Group::default();
+    let declared: HashSet<String> = world
+        .objects()
+        .filter(|(k, _)| k.kind == "Namespace")
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    let named: BTreeSet<&String> = namespaces.values().flatten().collect();
+    for ns in named {
+        if !declared.contains(ns) {
+            g.push(namespace_entity(ns, &BTreeMap::new(), facts));
+        }
+    }
+    let refs: BTreeSet<&String> = image_refs.values().flatten().collect();
+    for r in refs {
+        g.push(image_entity(r, facts));
+    }
+    g.push(cluster_default(facts));
+    for (category, value) in OVERRIDE_CATALOG {
+        g.push(override_entity(category, value));
+    }
+    for m in ["inbound", "outbound", "advertise"] {
+        g.push(Ok(Entity::new_no_attrs(uid("Mesh", m), HashSet::new())));
+    }
+    match g.errors.into_iter().next() {
+        Some(message) => Err(ProjectionError::Entity {
+            object: "the world's shared entities".into(),
+            message,
+        }),
+        None => Ok(g.entities),
     }
 }
 
@@ -521,6 +715,17 @@ struct Group {
     entities: Vec<Entity>,
     images: BTreeSet<String>,
     namespaces: BTreeSet<String>,
+    /// Entities that could not be built: the group is an error, never partial.
+    errors: Vec<String>,
+}
+
+impl Group {
+    fn push(&mut self, built: Result<Entity, String>) {
+        match built {
+            Ok(e) => self.entities.push(e),
+            Err(e) => self.errors.push(e),
+        }
+    }
 }
 
 fn s(v: &str) -> Rx {
@@ -531,7 +736,7 @@ fn entity(
     uid: EntityUid,
     attrs: Vec<(&str, Rx)>,
     parents: impl IntoIterator<Item = EntityUid>,
-) -> Entity {
+) -> Result<Entity, String> {
     entity_with_tags(uid, attrs, parents, None)
 }
 
@@ -540,7 +745,7 @@ fn entity_with_tags(
     attrs: Vec<(&str, Rx)>,
     parents: impl IntoIterator<Item = EntityUid>,
     tags: Option<&BTreeMap<String, String>>,
-) -> Entity {
+) -> Result<Entity, String> {
     let attrs: HashMap<String, Rx> = attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let parents: HashSet<EntityUid> = parents.into_iter().collect();
     let tags: HashMap<String, Rx> = tags
@@ -549,23 +754,31 @@ fn entity_with_tags(
         .map(|(k, v)| (k.clone(), s(v)))
         .collect();
     Entity::new_with_tags(uid.clone(), attrs, parents, tags)
-        .unwrap_or_else(|_| Entity::new_no_attrs(uid, HashSet::new()))
+        .map_err(|e| format!("the entity {uid} cannot be built: {e}"))
 }
 
-/// Whether a namespace with these labels is default deny (unless it opts out).
-pub fn default_deny(labels: Option<&BTreeMap<String, String>>) -> bool {
+/// Whether a namespace with these labels asks to opt out of the default-deny baseline.
+/// Only a request: `OptOutDefaultDeny` decides it.
+pub fn opt_out_requested(labels: Option<&BTreeMap<String, String>>) -> bool {
     labels
         .and_then(|l| l.get(DEFAULT_DENY_LABEL))
-        .is_none_or(|v| v != "false")
+        .is_some_and(|v| v == "false")
 }
 
-fn namespace_entity(name: &str, labels: &BTreeMap<String, String>, facts: &Facts) -> Entity {
-    let default_deny = default_deny(Some(labels));
+fn namespace_entity(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    facts: &Facts,
+) -> Result<Entity, String> {
     entity_with_tags(
         uid("Namespace", name),
         vec![
             ("name", s(name)),
-            ("defaultDeny", Rx::new_bool(default_deny)),
+            ("defaultDeny", Rx::new_bool(facts.default_deny(name))),
+            (
+                "defaultDenyOptOutRequested",
+                Rx::new_bool(opt_out_requested(Some(labels))),
+            ),
             ("podSecurity", s(&facts.pod_security(name))),
         ],
         [uid("Cluster", &facts.cluster)],
@@ -573,7 +786,7 @@ fn namespace_entity(name: &str, labels: &BTreeMap<String, String>, facts: &Facts
     )
 }
 
-fn cluster_default(facts: &Facts) -> Entity {
+fn cluster_default(facts: &Facts) -> Result<Entity, String> {
     // The local cluster when the world declares none (a declared one comes first and wins).
     entity(
         uid("Cluster", &facts.cluster),
@@ -589,15 +802,15 @@ fn cluster_default(facts: &Facts) -> Entity {
             ("pivoted", Rx::new_bool(false)),
             ("backups", Rx::new_bool(false)),
             ("monitoring", Rx::new_bool(false)),
+            ("defaultPodSecurity", s(&facts.default_pod_security)),
         ],
         [],
     )
 }
 
-fn image_entity(reference: &str, facts: &Facts) -> Entity {
-    let Ok(img) = ImageRef::parse(reference) else {
-        return Entity::new_no_attrs(uid("Image", reference), HashSet::new());
-    };
+fn image_entity(reference: &str, facts: &Facts) -> Result<Entity, String> {
+    let img = ImageRef::parse(reference)
+        .map_err(|e| format!("the image reference `{reference}` cannot be read: {e}"))?;
     let signers = facts.signers.get(reference).cloned().unwrap_or_default();
     let registry = facts.registry_of(&img);
     entity(
@@ -635,8 +848,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
     match object {
         Object::Namespace(ns) => {
             let labels = ns.metadata.labels.clone().unwrap_or_default();
-            g.entities
-                .push(namespace_entity(object.name(), &labels, facts));
+            g.push(namespace_entity(object.name(), &labels, facts));
         }
         Object::Cluster(c) => {
             let st = c.status.clone().unwrap_or_default();
@@ -657,7 +869,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 .as_ref()
                 .map(|a| a.region.clone())
                 .unwrap_or_default();
-            g.entities.push(entity_with_tags(
+            g.push(entity_with_tags(
                 uid("Cluster", object.name()),
                 vec![
                     ("name", s(object.name())),
@@ -680,12 +892,16 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                         "monitoring",
                         Rx::new_bool(c.spec.monitoring.unwrap_or(false)),
                     ),
+                    (
+                        "defaultPodSecurity",
+                        s(c.spec.pod_security_default.unwrap_or_default().as_str()),
+                    ),
                 ],
                 c.spec.parent.iter().map(|p| uid("Cluster", p)),
                 c.metadata.labels.as_ref(),
             ));
         }
-        Object::SecretProvider(sp) => g.entities.push(entity(
+        Object::SecretProvider(sp) => g.push(entity(
             uid("SecretProvider", object.name()),
             vec![("name", s(object.name())), ("backend", s(&sp.spec.backend))],
             [],
@@ -709,8 +925,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             );
             if let Some(ing) = &spec.ingress {
                 for h in &ing.hosts {
-                    g.entities
-                        .push(entity(uid("Host", h), vec![("name", s(h))], []));
+                    g.push(entity(uid("Host", h), vec![("name", s(h))], []));
                 }
             }
         }
@@ -737,7 +952,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             });
             let ports: Vec<i64> = mm.spec.ports.values().map(|p| i64::from(p.port)).collect();
             g.namespaces.insert(ns.to_owned());
-            g.entities.push(service_entity(
+            g.push(service_entity(
                 object,
                 "meshmember",
                 deps,
@@ -753,7 +968,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             ));
             for e in &mm.spec.egress {
                 for p in &e.ports {
-                    g.entities.push(endpoint(
+                    g.push(endpoint(
                         &egress_host(e),
                         i64::from(*p),
                         &protocol_name(e.protocol),
@@ -765,7 +980,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             let ns = object.namespace().unwrap_or("default");
             g.namespaces.insert(ns.to_owned());
             let uses_secrets = pkg.spec.resources.values().any(|r| r.type_ == "secret");
-            g.entities.push(service_entity(
+            g.push(service_entity(
                 object,
                 "package",
                 vec![],
@@ -813,7 +1028,7 @@ fn service_entity(
     strict_mtls: bool,
     wildcards: (bool, bool),
     facts: &Facts,
-) -> Entity {
+) -> Result<Entity, String> {
     let ns = object.namespace().unwrap_or("default");
     let labels = object.meta().labels.clone().unwrap_or_default();
     entity_with_tags(
@@ -840,7 +1055,12 @@ fn service_entity(
             ("ingressTls", Rx::new_bool(ingress_tls)),
             ("usesSecretProvider", Rx::new_bool(uses_secret_provider)),
             ("literalSecrets", Rx::new_bool(literal_secrets)),
-            ("strictMtls", Rx::new_bool(strict_mtls)),
+            // Strict only as derived and applied: the namespace's baseline holds the
+            // STRICT PeerAuthentication, and the workload's own ports are all strict.
+            (
+                "strictMtls",
+                Rx::new_bool(strict_mtls && facts.default_deny(ns)),
+            ),
         ],
         [uid("Namespace", ns)],
         Some(&labels),
@@ -1010,7 +1230,7 @@ fn workload(
                     .filter_map(Value::as_str)
                     .map(|c| uid("Service", &qualify(c, ns)))
                     .collect();
-                g.entities.push(entity(
+                g.push(entity(
                     uid("Volume", &format!("{ns}/{id}")),
                     vec![
                         ("id", s(id)),
@@ -1034,38 +1254,38 @@ fn workload(
             }
         }
         for name in body.sysctls.keys() {
-            g.entities.push(override_entity("sysctl", name));
+            g.push(override_entity("sysctl", name));
         }
         if body.host_network == Some(true) {
-            g.entities.push(override_entity("hostNetwork", ""));
+            g.push(override_entity("hostNetwork", ""));
         }
         if body.share_process_namespace == Some(true) {
-            g.entities
-                .push(override_entity("shareProcessNamespace", ""));
+            g.push(override_entity("shareProcessNamespace", ""));
         }
     }
     let deps = deps.iter().map(|d| uid("Service", d)).collect();
     let callers = callers.iter().map(|c| uid("Service", c)).collect();
-    g.entities.insert(
-        0,
-        service_entity(
-            object,
-            kind,
-            deps,
-            callers,
-            ports.into_iter().collect(),
-            replicas,
-            ingress_tls,
-            uses_secrets,
-            literal,
-            strict,
-            g.wildcards,
-            facts,
-        ),
+    let service = service_entity(
+        object,
+        kind,
+        deps,
+        callers,
+        ports.into_iter().collect(),
+        replicas,
+        ingress_tls,
+        uses_secrets,
+        literal,
+        strict,
+        g.wildcards,
+        facts,
     );
+    match service {
+        Ok(e) => g.entities.insert(0, e),
+        Err(e) => g.errors.push(e),
+    }
 }
 
-fn override_entity(category: &str, value: &str) -> Entity {
+fn override_entity(category: &str, value: &str) -> Result<Entity, String> {
     let id = if value.is_empty() {
         category.to_owned()
     } else {
@@ -1126,7 +1346,7 @@ fn container_entities(
     let run_as_root = sec.run_as_user == Some(0)
         || sec.run_as_group == Some(0)
         || sec.run_as_non_root == Some(false);
-    g.entities.push(entity(
+    g.push(entity(
         uid("Container", &format!("{ns}/{}/{name}", object.name())),
         vec![
             ("name", s(name)),
@@ -1151,7 +1371,7 @@ fn container_entities(
         [svc.clone()],
     ));
     for (category, value) in container_overrides(c) {
-        g.entities.push(override_entity(&category, &value));
+        g.push(override_entity(&category, &value));
     }
 }
 
@@ -1173,7 +1393,7 @@ pub fn protocol_name(p: Option<lattice_schemas::crd::workload::Protocol>) -> Str
     }
 }
 
-fn endpoint(host: &str, port: i64, protocol: &str) -> Entity {
+fn endpoint(host: &str, port: i64, protocol: &str) -> Result<Entity, String> {
     entity(
         uid("ExternalEndpoint", &format!("{host}:{port}")),
         vec![
@@ -1226,7 +1446,7 @@ fn resource_entities(r: &Resource, _ns: &str, _owner: &str, g: &mut Group) {
                     .and_then(Value::as_str),
                 &r.id,
             ) {
-                g.entities.push(entity(
+                g.push(entity(
                     uid("SecretPath", &id),
                     vec![("provider", s(provider)), ("path", s(path))],
                     [uid("SecretProvider", provider)],
@@ -1235,13 +1455,12 @@ fn resource_entities(r: &Resource, _ns: &str, _owner: &str, g: &mut Group) {
         }
         "external-service" => {
             if let Some((host, port, proto)) = external_endpoint(r) {
-                g.entities.push(endpoint(&host, port, &proto));
+                g.push(endpoint(&host, port, &proto));
             }
         }
         "gpu" => {
             let model = gpu_model(r);
-            g.entities
-                .push(entity(uid("Gpu", &model), vec![("model", s(&model))], []));
+            g.push(entity(uid("Gpu", &model), vec![("model", s(&model))], []));
         }
         _ => {}
     }
@@ -1278,7 +1497,7 @@ mod tests {
         let world = services(1000);
         let schema = lattice_schemas::cedar::schema();
         let built = Projection::of(&world)
-            .entities(&world, schema, &HashMap::new())
+            .entities(&world, schema, &Approvals::default())
             .unwrap();
         let all = non_actions(&built);
         assert!(all.len() > 3000, "the parallel path needs many entities");
@@ -1291,10 +1510,10 @@ mod tests {
         let world = services(1000);
         let schema = lattice_schemas::cedar::schema();
         let built = Projection::of(&world)
-            .entities(&world, schema, &HashMap::new())
+            .entities(&world, schema, &Approvals::default())
             .unwrap();
         let mut all = non_actions(&built);
-        let bogus = entity(uid("Service", "ns0/bogus"), vec![("nope", s("x"))], []);
+        let bogus = entity(uid("Service", "ns0/bogus"), vec![("nope", s("x"))], []).unwrap();
         for at in [0, all.len() / 2, all.len()] {
             let mut with = all.clone();
             with.insert(at, bogus.clone());

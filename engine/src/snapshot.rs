@@ -1,7 +1,7 @@
 //! Snapshots: one immutable view (schema + entities + indexed policies + digest) that every
 //! decision is taken on, and the [`Engine`] that swaps a new one in atomically.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
@@ -13,14 +13,16 @@ use sha2::{Digest, Sha256};
 
 use crate::index::{PolicyIndex, RawOutcome};
 use crate::policies::{PolicyInfo, PolicyStore, StoredPolicy};
-use crate::project::{Projection, declared_wildcards, uid};
+use crate::project::{
+    Approvals, Projection, declared_wildcards, opt_out_requested, root_cluster, uid,
+};
 use crate::world::World;
 
 /// What a snapshot is assembled from.
 struct Parts {
     schema: Arc<Schema>,
     entities: Arc<Entities>,
-    approved: HashMap<String, (bool, bool)>,
+    approved: Approvals,
     enforce: Arc<PolicyIndex>,
     audit: Arc<PolicyIndex>,
     policies: Arc<HashMap<PolicyId, Arc<StoredPolicy>>>,
@@ -45,7 +47,7 @@ impl Parts {
         Parts {
             schema,
             entities: Arc::new(entities),
-            approved: HashMap::new(),
+            approved: Approvals::default(),
             enforce,
             audit,
             policies: Arc::new(policies),
@@ -57,8 +59,9 @@ impl Parts {
 pub struct Snapshot {
     schema: Arc<Schema>,
     entities: Arc<Entities>,
-    /// Wildcard declarations AllowWildcard approved, by service uid id.
-    approved: HashMap<String, (bool, bool)>,
+    /// Wildcard declarations AllowWildcard approved, and namespaces OptOutDefaultDeny let
+    /// run without the baseline.
+    approved: Approvals,
     world_digest: [u8; 32],
     enforce: Arc<PolicyIndex>,
     audit: Arc<PolicyIndex>,
@@ -197,7 +200,7 @@ impl Snapshot {
     ) -> Result<Snapshot, SnapshotError> {
         let schema = Arc::new(lattice_schemas::cedar::schema().clone());
         let entities = projection
-            .entities(world, &schema, &HashMap::new())
+            .entities(world, &schema, &Approvals::default())
             .map_err(|e| SnapshotError::Entities(e.to_string()))?;
         let parts = Parts::new(schema, entities, store);
         Snapshot::assemble(parts, world, projection, store)
@@ -221,12 +224,14 @@ impl Snapshot {
             return Snapshot::build(world, &projection, store);
         }
         let schema = Arc::new(lattice_schemas::cedar::schema().clone());
+        let live = projection.live().clone();
         let entities = projection
             .into_entities(world, &schema)
             .map_err(|e| SnapshotError::Entities(e.to_string()))?;
         let parts = Parts::new(schema, entities, store);
-        // With no declared wildcard nothing is approved, so assembling never re-projects.
-        Snapshot::assemble(parts, world, &Projection::default(), store)
+        // With no declared wildcard only an opt-out can be approved; then (rarely) the
+        // world is projected again to apply it.
+        Snapshot::assemble_with(parts, world, store, &live, None)
     }
 
     /// A snapshot of the same world under another policy set. Policies are compared with
@@ -299,6 +304,25 @@ impl Snapshot {
         projection: &Projection,
         store: &PolicyStore,
     ) -> Result<Snapshot, SnapshotError> {
+        let live = projection.live().clone();
+        Snapshot::assemble_with(parts, world, store, &live, Some(projection))
+    }
+
+    /// Assembles a snapshot, taking the decisions that change entities (approvals) on the
+    /// entities without them. Without `given`, the world is projected again only when an
+    /// approval needs it.
+    fn assemble_with(
+        parts: Parts,
+        world: &World,
+        store: &PolicyStore,
+        live: &crate::project::LiveFacts,
+        given: Option<&Projection>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let mut owned: Option<Projection> = None;
+        let mut projection = || -> Projection {
+            // Only reached without `given`: see the two call sites below.
+            Projection::with_live(world, live.clone())
+        };
         let Parts {
             schema,
             entities,
@@ -318,23 +342,30 @@ impl Snapshot {
             policies,
             digest: String::new(),
         };
-        // Wildcards are decided on entities without any approved wildcard, so an approval
-        // never rests on itself.
+        // Approvals are decided on entities without any approval, so an approval never
+        // rests on itself.
         let approved = if snapshot.approved.is_empty() {
-            snapshot.approved_wildcards(world)
+            snapshot.approvals(world)
         } else {
-            let base = projection
-                .entities(world, &snapshot.schema, &HashMap::new())
+            let p = match given {
+                Some(p) => p,
+                None => owned.get_or_insert_with(&mut projection),
+            };
+            let base = p
+                .entities(world, &snapshot.schema, &Approvals::default())
                 .map_err(|e| SnapshotError::Entities(e.to_string()))?;
             let with = std::mem::replace(&mut snapshot.entities, Arc::new(base));
-            let approved = snapshot.approved_wildcards(world);
+            let approved = snapshot.approvals(world);
             snapshot.entities = with;
             approved
         };
         if approved != snapshot.approved {
+            let p = match given {
+                Some(p) => p,
+                None => owned.get_or_insert_with(&mut projection),
+            };
             snapshot.entities = Arc::new(
-                projection
-                    .entities(world, &snapshot.schema, &approved)
+                p.entities(world, &snapshot.schema, &approved)
                     .map_err(|e| SnapshotError::Entities(e.to_string()))?,
             );
             snapshot.approved = approved;
@@ -345,8 +376,64 @@ impl Snapshot {
         ));
         h.update(world_digest);
         h.update(store.digest());
+        // What a running cluster observed is part of what was decided on.
+        for ns in &live.baseline_missing {
+            h.update(b"baseline-missing:");
+            h.update(ns.as_bytes());
+            h.update([0]);
+        }
         snapshot.digest = format!("sha256:{}", hex(&h.finalize()));
         Ok(snapshot)
+    }
+
+    /// Every approval decided on this snapshot's entities.
+    fn approvals(&self, world: &World) -> Approvals {
+        Approvals {
+            wildcards: self.approved_wildcards(world),
+            opted_out: self.approved_opt_outs(world),
+        }
+    }
+
+    /// Namespaces that `OptOutDefaultDeny` lets run without the default-deny baseline:
+    /// asked for every namespace the world declares or uses, with whether it asked.
+    fn approved_opt_outs(&self, world: &World) -> BTreeSet<String> {
+        let mut requested: std::collections::BTreeMap<String, bool> = Default::default();
+        for (key, object) in world.objects() {
+            match object {
+                lattice_schemas::manifest::Object::Namespace(ns) => {
+                    requested.insert(
+                        key.name.clone(),
+                        opt_out_requested(ns.metadata.labels.as_ref()),
+                    );
+                }
+                _ => {
+                    if let Some(ns) = &key.namespace {
+                        requested.entry(ns.clone()).or_insert(false);
+                    }
+                }
+            }
+        }
+        let (cluster, _) = root_cluster(world);
+        let cluster = uid("Cluster", &cluster);
+        requested
+            .into_iter()
+            .filter(|(ns, requested)| {
+                let context = Context::from_pairs([(
+                    "requested".to_owned(),
+                    RestrictedExpression::new_bool(*requested),
+                )]);
+                let Ok(context) = context else { return false };
+                let q = Query::new(
+                    uid("Namespace", ns),
+                    action("OptOutDefaultDeny"),
+                    cluster.clone(),
+                )
+                .with_context(context);
+                // An error keeps the baseline (fail closed).
+                self.decide(&q).is_ok_and(|d| d.allowed)
+            })
+            .map(|(ns, _)| ns)
+            .collect()
     }
 
     /// Declared wildcards that `AllowWildcard` allows: service uid id → (outbound, inbound).
@@ -392,7 +479,23 @@ impl Snapshot {
     /// The wildcards of a service (`namespace/name`) that AllowWildcard approved:
     /// (outbound, inbound).
     pub fn wildcards_approved(&self, service: &str) -> (bool, bool) {
-        self.approved.get(service).copied().unwrap_or_default()
+        self.approved
+            .wildcards
+            .get(service)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether `OptOutDefaultDeny` let namespace `ns` run without the default-deny
+    /// baseline. The decision alone: whether the baseline is also on a cluster is a live
+    /// fact (`Namespace.defaultDeny`).
+    pub fn opted_out(&self, ns: &str) -> bool {
+        self.approved.opted_out.contains(ns)
+    }
+
+    /// Every namespace `OptOutDefaultDeny` let run without the baseline.
+    pub fn opted_out_namespaces(&self) -> &BTreeSet<String> {
+        &self.approved.opted_out
     }
 
     pub fn entities(&self) -> &Entities {

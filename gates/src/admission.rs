@@ -1,13 +1,23 @@
-//! Admission of policy objects: who may write a `CedarPolicy` into a namespace is itself a
-//! Cedar decision, `User` → `ManagePolicy` → `Namespace`, so security teams decide it with
-//! policies like every other decision.
+//! Admission: every write of every Lattice kind is a Cedar question, asked for the user the
+//! API server authenticated (a `User` in a `Group` per group), so security teams decide
+//! who may change the platform with policies like every other decision.
+//!
+//! | kind | action | resource | context |
+//! |---|---|---|---|
+//! | `CedarPolicy` | `ManagePolicy` | its `Namespace` | operation, effects, actions, mode, count |
+//! | `TrustPolicy` | `ManageTrust` | the `Cluster` | operation, name, registries, unsigned registries, keys, verified images |
+//! | `SecretProvider` | `ManageSecretProvider` | the `Cluster` | operation, name, backend |
+//! | `InfraProvider`, `LatticeCluster` (create, update) | `ManageInfrastructure` | the `Cluster` | operation, kind, name, provider, parent |
+//! | `LatticeCluster` (delete) | `Decommission` | that `Cluster` | its phase, agent health, what it still holds, now |
+//! | `LatticeComplianceProfile` | `ManageComplianceProfile` | the `Cluster` | operation, name, frameworks, sink |
+//! | workloads and `LatticePackage` | `ManageWorkload` | its `Namespace` | operation, kind, name |
 
 use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::EntityUid;
 use cedar_policy::{ActionConstraint, Context, Effect, Entity, PolicySet, RestrictedExpression};
-use lattice_engine::{Decision, Projection, Query, Snapshot, action, uid};
+use lattice_engine::{Decision, Projection, Query, Snapshot, World, action, uid};
 use lattice_schemas::manifest::Object;
 
 use crate::derivation::{GateReport, evaluate, questions};
@@ -127,8 +137,200 @@ pub fn evaluate_object(
     object: &Object,
 ) -> Result<GateReport, String> {
     let named: Vec<EntityUid> = questions(object).into_iter().map(|g| g.resource).collect();
+    let entities = projection.entities_of(object).map_err(|e| e.to_string())?;
     let scoped = snapshot
-        .scoped(projection.entities_of(object), &named)
+        .scoped(entities, &named)
         .map_err(|e| e.to_string())?;
     Ok(evaluate(&scoped, object))
+}
+
+/// The question a write of `object` by `requester` raises, other than a `CedarPolicy`'s
+/// (see [`manage_policy_query`]). `operation` is `CREATE`, `UPDATE` or `DELETE`; on a
+/// DELETE `object` is the object as stored. `world` gives what a decommission would take
+/// down and the cluster the platform runs in. `None` for a kind with no such question
+/// (`Namespace`, `CedarPolicy`).
+pub fn write_query(
+    requester: &Requester,
+    operation: &str,
+    object: &Object,
+    world: &World,
+    now: jiff::Timestamp,
+) -> Result<Option<Query>, String> {
+    let user = uid("User", &requester.username);
+    let (cluster, _) = lattice_engine::project::root_cluster(world);
+    let cluster = uid("Cluster", &cluster);
+    let name = object.name().to_owned();
+    let strings = |v: BTreeSet<String>| {
+        RestrictedExpression::new_set(v.into_iter().map(RestrictedExpression::new_string))
+    };
+    let string = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    let pairs: Vec<(&str, RestrictedExpression)>;
+    let (act, resource) = match object {
+        Object::TrustPolicy(t) => {
+            let registries = t.spec.registries.iter().map(|r| r.prefix.clone()).collect();
+            let unsigned = t
+                .spec
+                .registries
+                .iter()
+                .filter(|r| r.require_signature == Some(false))
+                .map(|r| r.prefix.clone())
+                .collect();
+            let keys = t
+                .spec
+                .registries
+                .iter()
+                .flat_map(|r| r.keys.iter().map(|k| k.name.clone()))
+                .collect();
+            let verified: usize = t.spec.registries.iter().map(|r| r.verified.len()).sum();
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("registries", strings(registries)),
+                ("unsignedRegistries", strings(unsigned)),
+                ("keys", strings(keys)),
+                (
+                    "verifiedImages",
+                    RestrictedExpression::new_long(i64::try_from(verified).unwrap_or(i64::MAX)),
+                ),
+            ];
+            ("ManageTrust", cluster)
+        }
+        Object::SecretProvider(sp) => {
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("backend", string(&sp.spec.backend)),
+            ];
+            ("ManageSecretProvider", cluster)
+        }
+        Object::InfraProvider(ip) => {
+            let provider = serde_json::to_value(ip.spec.type_)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or("the InfraProvider's type cannot be read")?;
+            pairs = vec![
+                ("operation", string(operation)),
+                ("kind", string("InfraProvider")),
+                ("name", string(&name)),
+                ("provider", string(&provider)),
+                ("parent", string("")),
+            ];
+            ("ManageInfrastructure", cluster)
+        }
+        Object::Cluster(c) if operation == "DELETE" => {
+            let status = c.status.clone().unwrap_or_default();
+            // What the platform knows it would take down: the clusters this one manages
+            // and, for the cluster the platform runs in, every workload of the world.
+            let children = world
+                .objects()
+                .filter(|(_, o)| matches!(o, Object::Cluster(x) if x.spec.parent.as_deref() == Some(name.as_str())))
+                .count();
+            let workloads = if uid("Cluster", &name) == cluster {
+                world.objects().filter(|(_, o)| o.is_workload()).count()
+            } else {
+                0
+            };
+            // Cedar's datetime takes whole seconds or milliseconds, not nanoseconds.
+            let text = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let now = RestrictedExpression::from_str(&format!("datetime({text:?})"))
+                .map_err(|e| format!("the time {text} cannot be read: {e}"))?;
+            pairs = vec![
+                (
+                    "phase",
+                    string(status.phase.as_deref().unwrap_or("Pending")),
+                ),
+                (
+                    "agentHealthy",
+                    RestrictedExpression::new_bool(status.agent_connected.unwrap_or(false)),
+                ),
+                (
+                    "objectCount",
+                    RestrictedExpression::new_long(
+                        i64::try_from(children + workloads).unwrap_or(i64::MAX),
+                    ),
+                ),
+                ("now", now),
+            ];
+            ("Decommission", uid("Cluster", &name))
+        }
+        Object::Cluster(c) => {
+            let cfg = &c.spec.provider.config;
+            let provider = [
+                ("aws", cfg.aws.is_some()),
+                ("proxmox", cfg.proxmox.is_some()),
+                ("openstack", cfg.openstack.is_some()),
+                ("docker", cfg.docker.is_some()),
+            ]
+            .into_iter()
+            .find(|(_, set)| *set)
+            .map(|(p, _)| p)
+            .unwrap_or("");
+            pairs = vec![
+                ("operation", string(operation)),
+                ("kind", string("LatticeCluster")),
+                ("name", string(&name)),
+                ("provider", string(provider)),
+                ("parent", string(c.spec.parent.as_deref().unwrap_or(""))),
+            ];
+            ("ManageInfrastructure", cluster)
+        }
+        Object::ComplianceProfile(p) => {
+            let sink = &p.spec.evidence_sink;
+            let sink = if sink.config_map.is_some() {
+                "configMap"
+            } else if sink.volume_claim.is_some() {
+                "volumeClaim"
+            } else {
+                "s3"
+            };
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                (
+                    "frameworks",
+                    strings(p.spec.frameworks.iter().cloned().collect()),
+                ),
+                ("sink", string(sink)),
+            ];
+            ("ManageComplianceProfile", cluster)
+        }
+        o if o.is_workload() || matches!(o, Object::Package(_)) => {
+            pairs = vec![
+                ("operation", string(operation)),
+                ("kind", string(o.kind_name())),
+                ("name", string(&name)),
+            ];
+            let ns = o.namespace().unwrap_or("default");
+            ("ManageWorkload", uid("Namespace", ns))
+        }
+        _ => return Ok(None),
+    };
+    let context = Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .map_err(|e| format!("the {act} context cannot be built: {e}"))?;
+    Ok(Some(
+        Query::new(user, action(act), resource).with_context(context),
+    ))
+}
+
+/// Decides a write question for `requester` on `snapshot`: over the requester's entities
+/// and the snapshot's entity for the resource, or, for a namespace the world does not hold
+/// yet, its default facts from `projection` (so policies about it evaluate rather than
+/// error).
+pub fn decide_write(
+    snapshot: &Snapshot,
+    projection: &Projection,
+    requester: &Requester,
+    query: &Query,
+) -> Result<lattice_engine::Explanation, String> {
+    let mut extra = requester.entities();
+    if snapshot.entities().get(&query.resource).is_none()
+        && query.resource.type_name().basename() == "Namespace"
+    {
+        let ns = query.resource.id().unescaped().to_owned();
+        extra.push(projection.namespace(&ns).map_err(|e| e.to_string())?);
+    }
+    let scoped = snapshot
+        .scoped(extra, std::slice::from_ref(&query.resource))
+        .map_err(|e| e.to_string())?;
+    scoped.explain(query).map_err(|e| e.to_string())
 }

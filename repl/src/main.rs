@@ -56,11 +56,21 @@ enum Command {
     },
     /// Render the Kubernetes objects a workload (LatticeService, LatticeJob, LatticeModel or
     /// LatticeMeshMember) compiles to, as YAML for `kubectl apply`, or, when any gate denies,
-    /// every denied gate with its policies and advice (exit 1).
+    /// every denied gate with its policies and advice (exit 1). With `--namespace`, a
+    /// namespace's default-deny baseline instead.
     Render {
         /// The workload manifest (other objects in it are ignored).
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
+        #[arg(
+            short = 'f',
+            long = "file",
+            required_unless_present = "namespace",
+            conflicts_with = "namespace"
+        )]
+        file: Option<PathBuf>,
+        /// Render this namespace's default-deny baseline (or say that OptOutDefaultDeny let
+        /// it run without one).
+        #[arg(long)]
+        namespace: Option<String>,
         /// The world the workload joins: directories or files of manifests (repeatable).
         #[arg(long, default_value = "examples/world")]
         world: Vec<PathBuf>,
@@ -172,10 +182,15 @@ fn main() -> ExitCode {
         Command::Validate { paths, output } => validate::run(&paths, output),
         Command::Render {
             file,
+            namespace,
             world,
             policies,
             output,
-        } => render::run(&file, &world, &policies, output),
+        } => match (file, namespace) {
+            (Some(file), _) => render::run(&file, &world, &policies, output),
+            (None, Some(ns)) => render::namespace(&ns, &world, &policies, output),
+            (None, None) => EXIT_USAGE,
+        },
         Command::Mesh {
             world,
             policies,

@@ -1,8 +1,10 @@
-//! `lattice-policy mesh`: allowed edges, denied declared edges with reasons, one-sided
-//! declarations.
+//! `lattice-policy mesh`: allowed edges (each opens the caller's egress and the callee's
+//! ingress on its ports), denied declared edges with reasons, one-sided declarations; the
+//! egress each workload has outside the mesh; and each namespace's default-deny baseline.
 
 use std::path::{Path, PathBuf};
 
+use lattice_engine::{Snapshot, World};
 use lattice_gates::MeshPlan;
 use serde_json::{Value, json};
 
@@ -14,7 +16,7 @@ pub fn run(world: &[PathBuf], policies: &Path, namespace: Option<&str>, format: 
         return EXIT_USAGE;
     };
     let plan = MeshPlan::plan(&loaded.snapshot, &loaded.world);
-    let (text, doc) = describe(&plan, loaded.snapshot.digest(), namespace);
+    let (text, doc) = describe(&plan, &loaded.snapshot, &loaded.world, namespace);
     match format {
         Format::Json => emit(&format!(
             "{}\n",
@@ -25,8 +27,15 @@ pub fn run(world: &[PathBuf], policies: &Path, namespace: Option<&str>, format: 
     EXIT_OK
 }
 
-/// The plan's edges with an end in `namespace` (all without one): a table and its JSON.
-pub fn describe(plan: &MeshPlan, digest: &str, namespace: Option<&str>) -> (String, Value) {
+/// The plan's edges with an end in `namespace` (all without one), the egress outside the
+/// mesh and the baselines of the namespaces in scope: a table and its JSON.
+pub fn describe(
+    plan: &MeshPlan,
+    snapshot: &Snapshot,
+    world: &World,
+    namespace: Option<&str>,
+) -> (String, Value) {
+    let digest = snapshot.digest();
     let in_scope = |a: &str, b: &str| {
         namespace
             .is_none_or(|ns| a.starts_with(&format!("{ns}/")) || b.starts_with(&format!("{ns}/")))
@@ -47,7 +56,23 @@ pub fn describe(plan: &MeshPlan, digest: &str, namespace: Option<&str>) -> (Stri
             })
         })
         .collect();
-    let doc = json!({"snapshot": digest, "edges": rows});
+    let external = external(snapshot, world, namespace);
+    let baselines: Vec<(String, bool)> = lattice_compiler::baseline::namespaces(world)
+        .into_iter()
+        .filter(|ns| namespace.is_none_or(|n| n == ns))
+        .map(|ns| {
+            let on = !snapshot.opted_out(&ns);
+            (ns, on)
+        })
+        .collect();
+    let doc = json!({
+        "snapshot": digest,
+        "edges": rows,
+        "egress": external.iter().map(|(w, host, proto, ports, allowed)| json!({
+            "workload": w, "host": host, "protocol": proto, "ports": ports, "allowed": allowed
+        })).collect::<Vec<_>>(),
+        "namespaces": baselines.iter().map(|(ns, on)| json!({"name": ns, "defaultDeny": on})).collect::<Vec<_>>(),
+    });
     let width = edges
         .iter()
         .map(|e| e.caller.len())
@@ -77,10 +102,65 @@ pub fn describe(plan: &MeshPlan, digest: &str, namespace: Option<&str>) -> (Stri
     }
     let allowed = edges.iter().filter(|e| e.allowed()).count();
     let one_sided = edges.iter().filter(|e| e.one_sided()).count();
+    if !external.is_empty() {
+        out.push_str("\nEGRESS outside the mesh (AccessExternalEndpoint)\n");
+        for (w, host, proto, ports, allowed) in &external {
+            let verdict = if *allowed { "ALLOW" } else { "DENY" };
+            let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+            out.push_str(&format!(
+                "{verdict:<7} {w:<width$} -> {host}:{}/{proto}\n",
+                ports.join(",")
+            ));
+        }
+    }
+    out.push_str(
+        "\nBASELINE (L4 ingress and egress deny, DNS allowed; L7 allow-nothing; STRICT mTLS)\n",
+    );
+    for (ns, on) in &baselines {
+        out.push_str(&format!(
+            "{:<7} {ns}\n",
+            if *on { "APPLIED" } else { "OPTOUT" }
+        ));
+    }
     out.push_str(&format!(
-        "{} declared edges: {allowed} allowed, {} denied ({one_sided} one-sided) — snapshot {digest}\n",
+        "{} declared edges: {allowed} allowed, {} denied ({one_sided} one-sided); an allowed edge opens the caller's egress and the callee's ingress on its ports — snapshot {digest}\n",
         edges.len(),
         edges.len() - allowed,
     ));
     (out, doc)
+}
+
+/// Each workload's endpoints outside the mesh in `namespace` (all without one): workload,
+/// host, protocol, ports, and whether every `AccessExternalEndpoint` gate for them allowed.
+fn external(
+    snapshot: &Snapshot,
+    world: &World,
+    namespace: Option<&str>,
+) -> Vec<(String, String, String, Vec<i64>, bool)> {
+    let mut out = Vec::new();
+    for (key, object) in world.objects() {
+        let Some(ns) = key.namespace.as_deref() else {
+            continue;
+        };
+        if !object.is_workload() || namespace.is_some_and(|n| n != ns) {
+            continue;
+        }
+        let endpoints = lattice_compiler::egress::external_endpoints(object);
+        if endpoints.is_empty() {
+            continue;
+        }
+        let report = lattice_gates::evaluate(snapshot, object);
+        for ((host, proto), ports) in endpoints {
+            let allowed = ports.iter().all(|p| {
+                let id = format!("{host}:{p}");
+                report.outcomes.iter().any(|o| {
+                    o.gate.action == "AccessExternalEndpoint"
+                        && o.gate.resource.id().unescaped() == id
+                        && o.allowed()
+                })
+            });
+            out.push((format!("{ns}/{}", key.name), host, proto, ports, allowed));
+        }
+    }
+    out
 }

@@ -1,4 +1,5 @@
-//! `lattice-policy render`: the objects a workload compiles to, or why it is denied.
+//! `lattice-policy render`: the objects a workload compiles to, or why it is denied; or a
+//! namespace's default-deny baseline.
 
 use std::path::{Path, PathBuf};
 
@@ -98,4 +99,72 @@ pub fn run(file: &Path, world: &[PathBuf], policies: &Path, format: Format) -> u
             EXIT_USAGE
         }
     }
+}
+
+/// `render --namespace NS`: the baseline the platform applies to `ns` (the CLI decides on
+/// the decisions alone; a running cluster also needs the objects to be there), or, when
+/// `OptOutDefaultDeny` allowed it to run without one, that decision and the policies that
+/// took it.
+pub fn namespace(ns: &str, world: &[PathBuf], policies: &Path, format: Format) -> u8 {
+    let Some(loaded) = crate::loading::load(world, policies) else {
+        return EXIT_USAGE;
+    };
+    if !lattice_compiler::baseline::namespaces(&loaded.world).contains(ns) {
+        eprintln!(
+            "error: the world neither declares nor uses namespace `{ns}` (known: {})",
+            lattice_compiler::baseline::namespaces(&loaded.world)
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return EXIT_USAGE;
+    }
+    let snapshot =
+        match Snapshot::build(&loaded.world, &Projection::of(&loaded.world), &loaded.store) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        };
+    let objects = if snapshot.opted_out(ns) {
+        let (cluster, _) = lattice_engine::project::root_cluster(&loaded.world);
+        let requested = loaded.world.objects().any(|(k, o)| {
+            k.kind == "Namespace"
+                && k.name == ns
+                && lattice_engine::project::opt_out_requested(o.meta().labels.as_ref())
+        });
+        let q = lattice_engine::Query::new(
+            lattice_engine::uid("Namespace", ns),
+            lattice_engine::action("OptOutDefaultDeny"),
+            lattice_engine::uid("Cluster", &cluster),
+        )
+        .with_context(
+            lattice_engine::context_from_json(&json!({"requested": requested}))
+                .unwrap_or_else(|_| cedar_policy::Context::empty()),
+        );
+        let by: Vec<String> = snapshot
+            .decide(&q)
+            .map(|d| d.determining.iter().map(|p| p.id.clone()).collect())
+            .unwrap_or_default();
+        eprintln!(
+            "namespace {ns} runs without the default-deny baseline: OptOutDefaultDeny allowed by {}",
+            if by.is_empty() {
+                "?".to_owned()
+            } else {
+                by.join(", ")
+            }
+        );
+        Vec::new()
+    } else {
+        lattice_compiler::baseline::baseline(ns)
+    };
+    match format {
+        Format::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&objects).expect("JSON values serialize")
+        )),
+        Format::Human => emit(&objects.iter().map(to_yaml).collect::<String>()),
+    }
+    EXIT_OK
 }

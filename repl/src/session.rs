@@ -363,7 +363,8 @@ impl Session {
     /// `mesh [NAMESPACE]`: allowed edges, denied ones with reasons.
     pub fn mesh(&self, namespace: Option<&str>) -> Reply {
         let plan = MeshPlan::plan(self.snapshot(), &self.loaded.world);
-        let (text, json) = crate::mesh::describe(&plan, self.snapshot().digest(), namespace);
+        let (text, json) =
+            crate::mesh::describe(&plan, self.snapshot(), &self.loaded.world, namespace);
         Reply::ok(text, json)
     }
 

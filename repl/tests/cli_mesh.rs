@@ -60,3 +60,33 @@ fn a_broken_world_is_reported_not_planned() {
     assert!(o.stdout.is_empty());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `containerz`"));
 }
+
+#[test]
+fn the_mesh_shows_egress_and_each_namespaces_baseline() {
+    let o = mesh(&["--world", "examples/world", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let egress = doc["egress"].as_array().unwrap();
+    assert!(
+        egress.iter().any(|e| e["workload"] == "payments/gateway"
+            && e["host"] == "api.stripe.com"
+            && e["ports"] == serde_json::json!([443])
+            && e["allowed"] == true),
+        "{egress:#?}"
+    );
+    let namespaces = doc["namespaces"].as_array().unwrap();
+    let baseline = |ns: &str| {
+        namespaces
+            .iter()
+            .find(|n| n["name"] == ns)
+            .unwrap_or_else(|| panic!("{ns} missing"))["defaultDeny"]
+            .clone()
+    };
+    assert_eq!(baseline("payments"), true);
+    assert_eq!(baseline("sandbox"), false, "opted out by a permit");
+    let table = String::from_utf8(mesh(&[]).stdout).unwrap();
+    assert!(table.contains("EGRESS outside the mesh"), "{table}");
+    assert!(table.contains("-> api.stripe.com:443/TCP"), "{table}");
+    assert!(table.contains("OPTOUT  sandbox"), "{table}");
+    assert!(table.contains("APPLIED payments"), "{table}");
+}

@@ -92,3 +92,55 @@ fn a_denied_service_prints_every_denial_and_exits_1() {
         .expect("shop-api:1.5.0 is not signed");
     assert!(image["advice"].as_str().unwrap().contains("Sign the image"));
 }
+
+#[test]
+fn a_namespace_renders_its_baseline_or_the_decision_that_it_runs_without_one() {
+    let o = render(&["--namespace", "payments", "--world", "examples/world"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d.value["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "CiliumNetworkPolicy",
+            "AuthorizationPolicy",
+            "PeerAuthentication"
+        ]
+    );
+    assert!(
+        docs.iter()
+            .all(|d| d.value["metadata"]["namespace"] == "payments")
+    );
+    assert!(
+        docs[0].value["spec"]["egress"].is_array(),
+        "egress is default deny too"
+    );
+
+    // sandbox asked to opt out, and platform/sandbox-opt-out allowed it.
+    let o = render(&["--namespace", "sandbox", "--world", "examples/world"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        o.stdout.is_empty(),
+        "no baseline: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let said = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        said.contains("OptOutDefaultDeny allowed by platform/sandbox-opt-out/sandbox-runs-open"),
+        "{said}"
+    );
+
+    let o = render(&["--namespace", "nowhere", "--world", "examples/world"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nowhere"));
+}

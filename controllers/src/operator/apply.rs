@@ -5,6 +5,11 @@
 //! A failure is retried with exponential backoff; a success is not repeated until the
 //! decision changes. [`Effector::sweep`] deletes derived objects whose owner no longer
 //! derives them, including those left from before a restart.
+//!
+//! Per namespace whose [`NamespaceDesired`] changed (including what the cluster shows of
+//! its baseline, so a hand edit or delete is put right on the next pass): apply its
+//! default-deny baseline and write its Pod Security label, or, when it opted out, delete
+//! the baseline objects it has.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::index::PolicyOutcome;
-use super::plan::{Desired, Owner, Plan};
+use super::plan::{Desired, NamespaceDesired, Owner, Plan};
 use super::resources::{DERIVED, Layer, ObjectId, derived_kind};
 use super::status::{Effect, policy_status, workload_status};
 
@@ -49,6 +54,8 @@ pub struct Effector {
     client: Client,
     applied: BTreeMap<Owner, Applied>,
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
+    /// Per namespace: the digest applied, and while failing when to try again.
+    namespaces: BTreeMap<String, (String, Option<(Instant, Duration)>)>,
 }
 
 impl Effector {
@@ -57,6 +64,7 @@ impl Effector {
             client,
             applied: BTreeMap::new(),
             policies: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
         }
     }
 
@@ -65,7 +73,61 @@ impl Effector {
         self.applied
             .values()
             .filter_map(|a| a.retry.map(|(at, _)| at))
+            .chain(
+                self.namespaces
+                    .values()
+                    .filter_map(|(_, r)| r.map(|(at, _)| at)),
+            )
             .min()
+    }
+
+    /// Applies every namespace's baseline and label whose digest changed or whose retry
+    /// is due. Returns how many were reconciled and how many failed.
+    async fn run_namespaces(&mut self, plan: &Plan) -> (usize, usize) {
+        let now = Instant::now();
+        let due: Vec<(&String, &NamespaceDesired)> = plan
+            .namespaces
+            .iter()
+            .filter(|(ns, d)| match self.namespaces.get(*ns) {
+                None => true,
+                Some((digest, retry)) => {
+                    *digest != d.digest || retry.is_some_and(|(at, _)| at <= now)
+                }
+            })
+            .collect();
+        let client = &self.client;
+        let results: Vec<(String, String, Result<(), String>)> =
+            futures::stream::iter(due.into_iter().map(|(ns, d)| async move {
+                (
+                    ns.clone(),
+                    d.digest.clone(),
+                    reconcile_namespace(client, ns, d).await,
+                )
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut failed = 0;
+        let reconciled = results.len();
+        for (ns, digest, result) in results {
+            let retry = match result {
+                Ok(()) => None,
+                Err(e) => {
+                    failed += 1;
+                    let wait = self
+                        .namespaces
+                        .get(&ns)
+                        .and_then(|(_, r)| r.map(|(_, w)| (w * 2).min(MAX_BACKOFF)))
+                        .unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(namespace = %ns, retry_in = ?wait, "baseline not applied: {e}");
+                    Some((Instant::now() + wait, wait))
+                }
+            };
+            self.namespaces.insert(ns, (digest, retry));
+        }
+        self.namespaces
+            .retain(|ns, _| plan.namespaces.contains_key(ns));
+        (reconciled, failed)
     }
 
     /// Reconciles every workload of `plan` whose decision changed or whose retry is due,
@@ -153,6 +215,9 @@ impl Effector {
                 pass.removed_owners += 1;
             }
         }
+        let (reconciled, failed) = self.run_namespaces(plan).await;
+        pass.reconciled += reconciled;
+        pass.failed += failed;
         self.write_policy_statuses(plan, &stamp).await;
         pass
     }
@@ -278,6 +343,98 @@ async fn reconcile(
         Effect::Failed(_) => before.union(&wanted).cloned().collect(),
     };
     (effect, now_applied)
+}
+
+/// One namespace: its baseline applied and its Pod Security label written, or (opted out)
+/// the baseline objects it has deleted. The label is written only where the platform
+/// applies the baseline; an opted-out namespace's labels are left as they are.
+async fn reconcile_namespace(
+    client: &Client,
+    ns: &str,
+    desired: &NamespaceDesired,
+) -> Result<(), String> {
+    if desired.opted_out {
+        for (kind, name) in &desired.present {
+            let Some(derived) = super::resources::DERIVED.iter().find(|d| d.kind == *kind) else {
+                continue;
+            };
+            let id = ObjectId {
+                api_version: derived.api_version.to_owned(),
+                kind: (*kind).to_owned(),
+                namespace: ns.to_owned(),
+                name: (*name).to_owned(),
+            };
+            delete(client, &id)
+                .await
+                .map_err(|e| format!("cannot delete {id}: {e}"))?;
+            tracing::info!(namespace = ns, object = %id, "opted out of default deny: baseline object deleted");
+        }
+        return Ok(());
+    }
+    apply_layers(client, &desired.objects).await?;
+    for o in &desired.objects {
+        put_back(client, o).await?;
+    }
+    if let Some(level) = &desired.pod_security {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let body = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {lattice_engine::project::POD_SECURITY_LABEL: level}}
+        });
+        match api
+            .patch(
+                ns,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // A namespace being deleted is gone by the next plan.
+            Err(Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(format!("cannot label namespace {ns}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply removes only fields the applier owned, so a field someone else added
+/// (an `action: ALLOW` with a rule that matches everything, on an allow-nothing policy)
+/// survives it. A baseline object whose `spec` is not exactly what was derived is replaced
+/// whole: it exists throughout (no window without policy), and holds only what the
+/// decision derived.
+async fn put_back(client: &Client, desired: &Value) -> Result<(), String> {
+    let api_version = desired["apiVersion"].as_str().unwrap_or_default();
+    let kind = desired["kind"].as_str().unwrap_or_default();
+    let Some(derived) = derived_kind(api_version, kind) else {
+        return Err(format!("Lattice does not apply {api_version} {kind}"));
+    };
+    let resource = derived.api_resource();
+    let ns = desired["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let live = api
+        .get(name)
+        .await
+        .map_err(|e| describe(&resource, ns, name, &e))?;
+    if live.data.get("spec") == desired.get("spec") {
+        return Ok(());
+    }
+    let mut whole = desired.clone();
+    whole["metadata"]["resourceVersion"] = json!(live.metadata.resource_version);
+    let whole: DynamicObject = serde_json::from_value(whole)
+        .map_err(|e| format!("{kind} {ns}/{name} cannot be written: {e}"))?;
+    let params = kube::api::PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..Default::default()
+    };
+    api.replace(name, &params, &whole)
+        .await
+        .map_err(|e| describe(&resource, ns, name, &e))?;
+    tracing::warn!(object = %format!("{kind} {ns}/{name}"), "edited by hand: put back as derived");
+    Ok(())
 }
 
 async fn apply_layers(client: &Client, objects: &[Value]) -> Result<(), String> {

@@ -5,8 +5,13 @@
 //! Only what decides anything enters the World: status and server bookkeeping are kept
 //! aside, so the operator's own status writes never look like a change that needs a new
 //! snapshot.
+//!
+//! Besides the World, the index holds what the cluster shows of each namespace's
+//! default-deny baseline (which baseline objects exist, at which resource version): a
+//! namespace missing any is not `defaultDeny` in the projection, and a change to any (a
+//! hand edit or delete) makes the planner re-apply it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lattice_engine::{ObjectKey, PolicyStore, World};
 use lattice_schemas::crd::Kind;
@@ -38,7 +43,22 @@ pub struct Index {
     live: BTreeMap<ObjectKey, Live>,
     store: PolicyStore,
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
+    /// Baseline objects on the cluster: (namespace, kind) → resource version.
+    baselines: BTreeMap<(String, &'static str), String>,
 }
+
+/// The kinds of a namespace's baseline, with the name each object has.
+pub const BASELINE_OBJECTS: [(&str, &str); 3] = [
+    (
+        "CiliumNetworkPolicy",
+        lattice_compiler::baseline::DEFAULT_DENY,
+    ),
+    (
+        "AuthorizationPolicy",
+        lattice_compiler::baseline::DEFAULT_DENY,
+    ),
+    ("PeerAuthentication", "default"),
+];
 
 impl Index {
     /// An empty index deciding with the rule packs in `packs`.
@@ -48,6 +68,7 @@ impl Index {
             live: BTreeMap::new(),
             store: packs,
             policies: BTreeMap::new(),
+            baselines: BTreeMap::new(),
         }
     }
 
@@ -138,6 +159,57 @@ impl Index {
     /// Server facts of a watched object.
     pub fn live(&self, key: &ObjectKey) -> Option<&Live> {
         self.live.get(key)
+    }
+
+    /// Takes in a baseline object seen on the cluster (`resource_version` `None`: deleted).
+    /// Returns whether anything changed. Objects that are not a baseline object by kind and
+    /// name are ignored.
+    pub fn baseline_seen(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> bool {
+        let Some((kind, _)) = BASELINE_OBJECTS
+            .iter()
+            .find(|(k, n)| *k == kind && *n == name)
+        else {
+            return false;
+        };
+        let key = (namespace.to_owned(), *kind);
+        match resource_version {
+            Some(rv) => self.baselines.insert(key, rv.to_owned()).as_deref() != Some(rv),
+            None => self.baselines.remove(&key).is_some(),
+        }
+    }
+
+    /// Forgets every baseline object of `kind` not in `seen` (after a relist).
+    pub fn baselines_relisted(&mut self, kind: &str, seen: &BTreeSet<String>) -> bool {
+        let before = self.baselines.len();
+        self.baselines
+            .retain(|(ns, k), _| *k != kind || seen.contains(ns));
+        before != self.baselines.len()
+    }
+
+    /// The baseline objects `namespace` has on the cluster: kind → resource version.
+    pub fn baseline_of(&self, namespace: &str) -> BTreeMap<&'static str, String> {
+        BASELINE_OBJECTS
+            .iter()
+            .filter_map(|(k, _)| {
+                self.baselines
+                    .get(&(namespace.to_owned(), *k))
+                    .map(|rv| (*k, rv.clone()))
+            })
+            .collect()
+    }
+
+    /// Namespaces of the World missing some baseline object on the cluster.
+    pub fn baseline_missing(&self) -> BTreeSet<String> {
+        lattice_compiler::baseline::namespaces(&self.world)
+            .into_iter()
+            .filter(|ns| self.baseline_of(ns).len() < BASELINE_OBJECTS.len())
+            .collect()
     }
 
     /// Every CedarPolicy object's outcome, with the generation it was decided for.

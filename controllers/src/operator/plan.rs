@@ -3,13 +3,19 @@
 //! [`super::apply`] makes the cluster match, and only for workloads whose [`Desired`]
 //! changed.
 //!
-//! Network objects of a mesh edge live in the callee's namespace and belong to the callee:
-//! one owner per object, so a one-sided or denied edge removes exactly its own objects.
+//! Network objects of a mesh edge belong to the workload in whose namespace they live (the
+//! callee's ingress side, the caller's egress side): one owner per object, so a one-sided
+//! or denied edge removes exactly its own objects.
+//!
+//! Every namespace gets its default-deny baseline unless `OptOutDefaultDeny` allowed it to
+//! run without one, owned by the Namespace; its Pod Security level is written on it, so
+//! Kubernetes' own admission enforces what the projection decided on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use lattice_compiler::{CompileContext, CompileError, derive_owned};
+use lattice_compiler::{CompileContext, CompileError, derive_in};
+use lattice_engine::project::LiveFacts;
 use lattice_engine::{ObjectKey, PolicyStore, Projection, Snapshot};
 use lattice_gates::MeshPlan;
 use lattice_schemas::crd::service::DeniedGate;
@@ -68,11 +74,31 @@ pub struct Desired {
     pub previous_status: Value,
 }
 
+/// What should exist for one namespace.
+#[derive(Clone, Debug)]
+pub struct NamespaceDesired {
+    /// The Namespace's uid (the baseline objects' owner).
+    pub uid: String,
+    /// `OptOutDefaultDeny` let it run without the baseline: its baseline objects go.
+    pub opted_out: bool,
+    /// The baseline objects, each owned by the Namespace (none when opted out).
+    pub objects: Vec<Value>,
+    /// The Pod Security level to write on it (`None` when opted out: left as it is).
+    pub pod_security: Option<String>,
+    /// Baseline objects (kind and name) the cluster holds now, with the baseline label.
+    pub present: Vec<(&'static str, &'static str)>,
+    /// Covers the above and what the cluster showed of the baseline, so a hand edit or
+    /// delete of a baseline object is a new digest and is put right.
+    pub digest: String,
+}
+
 /// Everything one snapshot decides.
 pub struct Plan {
     /// The world and snapshot the decisions were taken on (also what the webhook decides on).
     pub current: Arc<Current>,
     pub workloads: BTreeMap<Owner, Desired>,
+    /// Every namespace of the cluster: its baseline and Pod Security label.
+    pub namespaces: BTreeMap<String, NamespaceDesired>,
     /// Declared mesh edges: allowed, denied and one-sided.
     pub edges: usize,
     pub allowed_edges: usize,
@@ -87,7 +113,10 @@ pub struct Plan {
 /// Builds a snapshot of `index` and decides every workload on it.
 pub fn plan(index: &Index) -> Result<Plan, String> {
     let world = index.world().clone();
-    let projection = Projection::of(&world);
+    let live = LiveFacts {
+        baseline_missing: index.baseline_missing(),
+    };
+    let projection = Projection::with_live(&world, live);
     let snapshot =
         Snapshot::build(&world, &projection, index.store()).map_err(|e| e.to_string())?;
     let mesh = MeshPlan::plan(&snapshot, &world);
@@ -136,6 +165,7 @@ pub fn plan(index: &Index) -> Result<Plan, String> {
             _ => None,
         })
         .collect();
+    let namespaces = namespaces(index, &snapshot, &projection);
     let edges = mesh.len();
     let allowed_edges = mesh.allowed().count();
     Ok(Plan {
@@ -145,12 +175,69 @@ pub fn plan(index: &Index) -> Result<Plan, String> {
             snapshot,
         }),
         workloads: decided.into_iter().collect(),
+        namespaces,
         edges,
         allowed_edges,
         policies,
         store: Arc::new(index.store().clone()),
         profiles,
     })
+}
+
+/// Every live namespace's baseline and label, as `snapshot` decided.
+fn namespaces(
+    index: &Index,
+    snapshot: &Snapshot,
+    projection: &Projection,
+) -> BTreeMap<String, NamespaceDesired> {
+    let world = index.world();
+    world
+        .objects()
+        .filter(|(k, _)| k.kind == "Namespace")
+        .map(|(key, _)| {
+            let ns = key.name.clone();
+            let uid = index.live(key).map(|l| l.uid.clone()).unwrap_or_default();
+            let opted_out = snapshot.opted_out(&ns);
+            let mut objects = if opted_out {
+                Vec::new()
+            } else {
+                lattice_compiler::baseline::baseline(&ns)
+            };
+            if !uid.is_empty() {
+                let owner =
+                    json!([{"apiVersion": "v1", "kind": "Namespace", "name": ns, "uid": uid}]);
+                for o in &mut objects {
+                    o["metadata"]["ownerReferences"] = owner.clone();
+                }
+            }
+            let pod_security = (!opted_out).then(|| projection.pod_security(&ns));
+            let on_cluster = index.baseline_of(&ns);
+            let present = super::index::BASELINE_OBJECTS
+                .iter()
+                .filter(|(k, _)| on_cluster.contains_key(k))
+                .copied()
+                .collect();
+            let mut hash = Sha256::new();
+            hash.update(format!("{uid} {opted_out} {pod_security:?} ").as_bytes());
+            for (kind, rv) in &on_cluster {
+                hash.update(format!("{kind}={rv} ").as_bytes());
+            }
+            for o in &objects {
+                hash.update(serde_json::to_vec(o).unwrap_or_default());
+            }
+            (
+                ns,
+                NamespaceDesired {
+                    uid,
+                    opted_out,
+                    objects,
+                    pod_security,
+                    present,
+                    digest: format!("{:x}", hash.finalize()),
+                },
+            )
+        })
+        .collect()
 }
 
 fn decide(
@@ -162,7 +249,7 @@ fn decide(
     object: &Object,
     live: super::index::Live,
 ) -> Desired {
-    let (verdict, mut objects) = match derive_owned(snapshot, world, mesh, ctx, object) {
+    let (verdict, mut objects) = match derive_in(snapshot, world, mesh, ctx, object) {
         Ok(derived) => (Verdict::Authorized, derived.objects),
         Err(CompileError::Denied { gates, .. }) => (Verdict::Denied(gates), Vec::new()),
         Err(e) => (Verdict::Failed(e.to_string()), Vec::new()),

@@ -1,6 +1,9 @@
-//! Watches feeding the [`Index`]: one per Lattice kind and one for Namespaces, each
+//! Watches feeding the [`Index`]: one per Lattice kind, one for Namespaces, and one per kind
+//! of the namespaces' default-deny baseline (label `lattice.dev/baseline=true`), each
 //! restarted with backoff on error. An object that cannot be read is skipped with a warning
-//! (the watch goes on); a relist replaces what the index held of that kind.
+//! (the watch goes on); a relist replaces what the index held of that kind. A baseline kind
+//! the cluster does not serve counts as listed (nothing of it exists; every namespace then
+//! lacks its baseline, which the projection says).
 //!
 //! Nothing is decided until every watch has listed once: a snapshot of half a cluster could
 //! revoke what the other half permits.
@@ -20,7 +23,8 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
 use super::apply::lattice_resource;
-use super::index::Index;
+use super::index::{BASELINE_OBJECTS, Index};
+use super::resources::DERIVED;
 
 /// What the watches share with the planner.
 pub struct Shared {
@@ -33,7 +37,7 @@ pub struct Shared {
 
 /// How many watches there are.
 pub fn watch_count() -> usize {
-    Kind::ALL.len() + 1
+    Kind::ALL.len() + 1 + BASELINE_OBJECTS.len()
 }
 
 /// Starts every watch; they run until the runtime stops.
@@ -44,6 +48,81 @@ pub fn spawn_all(client: &Client, shared: &Arc<Shared>) {
     }
     let namespaces = ApiResource::erase::<Namespace>(&());
     tokio::spawn(run(client.clone(), namespaces, "Namespace", shared.clone()));
+    for (kind, _) in BASELINE_OBJECTS {
+        if let Some(derived) = DERIVED.iter().find(|d| d.kind == kind) {
+            tokio::spawn(run_baseline(
+                client.clone(),
+                derived.api_resource(),
+                shared.clone(),
+            ));
+        }
+    }
+}
+
+/// Watches one kind of baseline object.
+async fn run_baseline(client: Client, resource: ApiResource, shared: Arc<Shared>) {
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let kind = resource.kind.clone();
+    let config = watcher::Config::default().labels(&format!(
+        "{}=true",
+        lattice_compiler::baseline::BASELINE_LABEL
+    ));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut relist: Option<BTreeSet<String>> = None;
+    let mut first = true;
+    let synced = |first: &mut bool| {
+        if std::mem::take(first) {
+            shared.synced.send_modify(|n| *n += 1);
+        }
+    };
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                if first {
+                    tracing::warn!(
+                        kind,
+                        "the cluster does not serve {kind}: no namespace can hold its default-deny baseline"
+                    );
+                }
+                synced(&mut first);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(kind, "watch error (retrying with backoff): {e}");
+                continue;
+            }
+        };
+        let mut index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match event {
+            Event::Init => {
+                relist = Some(BTreeSet::new());
+                false
+            }
+            Event::InitApply(o) | Event::Apply(o) => {
+                let ns = o.metadata.namespace.clone().unwrap_or_default();
+                if let Some(seen) = relist.as_mut() {
+                    seen.insert(ns.clone());
+                }
+                let rv = o.metadata.resource_version.clone().unwrap_or_default();
+                index.baseline_seen(&kind, &ns, &name_of(&o), Some(&rv))
+            }
+            Event::Delete(o) => {
+                let ns = o.metadata.namespace.clone().unwrap_or_default();
+                index.baseline_seen(&kind, &ns, &name_of(&o), None)
+            }
+            Event::InitDone => {
+                let seen = relist.take().unwrap_or_default();
+                let changed = index.baselines_relisted(&kind, &seen);
+                synced(&mut first);
+                changed
+            }
+        };
+        drop(index);
+        if changed {
+            shared.changed.notify_one();
+        }
+    }
 }
 
 async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: Arc<Shared>) {

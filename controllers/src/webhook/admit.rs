@@ -1,23 +1,22 @@
 //! What the webhook answers, decided without any I/O: a [`Review`] and the current
 //! snapshot in, a [`Verdict`] out.
 //!
-//! The rules, by kind and operation:
+//! The rules, by kind and operation: every write of every Lattice kind is a Cedar question
+//! (`lattice_gates::admission` lists them), asked for the requesting user and its groups.
 //!
 //! | request | answer |
 //! |---|---|
 //! | a kind outside `lattice.dev` | allowed untouched (the webhook configuration never sends one) |
-//! | an unknown `lattice.dev` kind | denied: this webhook cannot vouch for it (fail closed) |
-//! | DELETE of a `CedarPolicy` | `ManagePolicy` with operation `DELETE`: removing a forbid widens access as surely as adding a permit |
-//! | any other DELETE, or CONNECT | allowed |
-//! | CREATE / UPDATE of any Lattice kind | schema and semantic validation (what `lattice-policy validate` checks) |
-//! | … of a `CedarPolicy` | then `ManagePolicy` for the requesting user and its groups on the namespace |
+//! | an unknown `lattice.dev` kind, or CONNECT | denied: this webhook cannot vouch for it (fail closed) |
+//! | CREATE / UPDATE of any Lattice kind | schema and semantic validation (what `lattice-policy validate` checks), then the kind's question (`ManagePolicy`, `ManageTrust`, `ManageSecretProvider`, `ManageInfrastructure`, `ManageComplianceProfile`, `ManageWorkload`) |
 //! | … of a workload (`LatticeService`, `LatticeJob`, `LatticeModel`, `LatticeMeshMember`) | then every derivation gate on the current snapshot; audit-mode findings become warnings |
+//! | DELETE of any Lattice kind | the kind's question with operation `DELETE`, on the object as stored; a `LatticeCluster` is `Decommission`; an old object that cannot be read is denied |
 //!
 //! Policy decisions need a snapshot; without one every such request is denied.
 
 use kube::core::admission::Operation;
 use lattice_engine::{Projection, Snapshot, World};
-use lattice_gates::admission::{evaluate_object, manage_policy};
+use lattice_gates::admission::{decide_write, evaluate_object, manage_policy, write_query};
 use lattice_schemas::crd::Kind;
 use lattice_schemas::crd::policy::CedarPolicySpec;
 use lattice_schemas::diagnostics::{Finding, Severity, SourceFile};
@@ -91,18 +90,48 @@ pub fn admit(current: Option<&Current>, review: &Review) -> Verdict {
             Vec::new(),
         );
     };
-    match review.operation {
-        Operation::Create | Operation::Update => {}
-        Operation::Delete if kind == Kind::CedarPolicy => {
-            let spec = review
-                .old_object
-                .as_ref()
-                .and_then(|o| o.get("spec"))
-                .and_then(|s| serde_json::from_value::<CedarPolicySpec>(s.clone()).ok())
-                .unwrap_or_default();
-            return may_manage(current, review, "DELETE", &spec, Vec::new());
+    let operation = match review.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => {
+            return Verdict::deny(
+                400,
+                format!(
+                    "{}: CONNECT is not an operation on Lattice kinds",
+                    review.describe()
+                ),
+                Vec::new(),
+            );
         }
-        Operation::Delete | Operation::Connect => return Verdict::allow(Vec::new()),
+    };
+    if review.operation == Operation::Delete {
+        // Who may delete is decided on the object as stored; one that cannot be read
+        // cannot be decided on, and is not deleted.
+        let Some(old) = &review.old_object else {
+            return Verdict::deny(
+                403,
+                format!(
+                    "{} cannot be deleted: the request carries no stored object to decide on",
+                    review.describe()
+                ),
+                Vec::new(),
+            );
+        };
+        let stored = match Object::from_api(kind.name(), &without_server_fields(old)) {
+            Ok(o) => o,
+            Err(e) => {
+                return Verdict::deny(
+                    403,
+                    format!(
+                        "{} cannot be deleted: the stored object cannot be read ({e}), so who may delete it cannot be decided",
+                        review.describe()
+                    ),
+                    Vec::new(),
+                );
+            }
+        };
+        return ask(current, review, operation, &stored, Vec::new());
     }
     let Some(object) = &review.object else {
         return Verdict::deny(400, "no object to admit".into(), Vec::new());
@@ -111,18 +140,113 @@ pub fn admit(current: Option<&Current>, review: &Review) -> Verdict {
         Ok(v) => v,
         Err(message) => return Verdict::deny(422, message, Vec::new()),
     };
-    match &typed {
-        Object::CedarPolicy(p) => {
-            let op = if review.operation == Operation::Create {
-                "CREATE"
-            } else {
-                "UPDATE"
-            };
-            may_manage(current, review, op, &p.spec, warnings)
-        }
-        o if o.is_workload() => gates(current, review, o, warnings),
-        _ => Verdict::allow(warnings),
+    ask(current, review, operation, &typed, warnings)
+}
+
+/// The write's own question, then (for a created or updated workload) its gates.
+fn ask(
+    current: Option<&Current>,
+    review: &Review,
+    operation: &str,
+    object: &Object,
+    warnings: Vec<String>,
+) -> Verdict {
+    let Some(current) = current else {
+        return not_ready(warnings);
+    };
+    if let Object::CedarPolicy(p) = object {
+        return may_manage(Some(current), review, operation, &p.spec, warnings);
     }
+    let user = &review.requester;
+    let query = match write_query(
+        user,
+        operation,
+        object,
+        &current.world,
+        jiff::Timestamp::now(),
+    ) {
+        Ok(Some(q)) => q,
+        Ok(None) => {
+            return Verdict::deny(
+                400,
+                format!("{}: no question decides this write", review.describe()),
+                warnings,
+            );
+        }
+        Err(e) => {
+            return Verdict::deny(
+                403,
+                format!("{}: the write cannot be decided: {e}", review.describe()),
+                warnings,
+            );
+        }
+    };
+    let action = query.action.id().unescaped().to_owned();
+    match decide_write(&current.snapshot, &current.projection, user, &query) {
+        Ok(e) if e.decision.allowed => {}
+        Ok(e) => {
+            return Verdict::deny(403, refusal(review, user, operation, &action, &e), warnings);
+        }
+        Err(e) => {
+            return Verdict::deny(
+                403,
+                format!("{}: {action} cannot be decided: {e}", review.describe()),
+                warnings,
+            );
+        }
+    }
+    if operation != "DELETE" && object.is_workload() {
+        return gates(Some(current), review, object, warnings);
+    }
+    Verdict::allow(warnings)
+}
+
+/// Why a write was refused: who, what, the deciding policies and their `@advice` (for a
+/// default deny, the advice of the permits that came closest).
+fn refusal(
+    review: &Review,
+    user: &lattice_gates::admission::Requester,
+    operation: &str,
+    action: &str,
+    e: &lattice_engine::Explanation,
+) -> String {
+    let groups = if user.groups.is_empty() {
+        "no groups".to_owned()
+    } else {
+        format!("groups {}", user.groups.join(", "))
+    };
+    let (why, advice) = match &e.why {
+        lattice_engine::Why::NothingPermitted(near) => (
+            "no policy permits it".to_owned(),
+            near.iter()
+                .find_map(|n| n.policy.annotations.get("advice").cloned()),
+        ),
+        _ => {
+            let ids: Vec<&str> = e
+                .decision
+                .determining
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect();
+            (
+                format!("forbidden by {}", ids.join(", ")),
+                e.decision
+                    .determining
+                    .iter()
+                    .find_map(|p| p.annotations.get("advice").cloned()),
+            )
+        }
+    };
+    let mut message = format!(
+        "{} may not {} {} ({groups}): {action} is denied, {why}.",
+        user.username,
+        operation.to_lowercase(),
+        review.describe(),
+    );
+    if let Some(advice) = advice {
+        message.push_str(&format!(" {advice}"));
+    }
+    message
 }
 
 fn may_manage(

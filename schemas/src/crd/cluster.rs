@@ -60,6 +60,11 @@ pub struct LatticeClusterSpec {
     /// Install the External Secrets Operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_secrets: Option<bool>,
+    /// The Pod Security Standards level of a namespace that names none (the
+    /// `pod-security.kubernetes.io/enforce` label); `restricted` when unset. Read from the
+    /// root cluster; Cedar sees it as `Cluster.defaultPodSecurity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_default: Option<crate::crd::common::PodSecurityLevel>,
 }
 
 /// Provider and Kubernetes distribution.

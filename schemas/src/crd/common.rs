@@ -12,6 +12,39 @@ pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` as written in manifests.
 pub const API_VERSION: &str = "lattice.dev/v1alpha1";
 
+/// A Pod Security Standards level, as the `pod-security.kubernetes.io/enforce` label spells
+/// it. Anything else on that label is read as [`PodSecurityLevel::Restricted`] (fail closed).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    #[default]
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurityLevel::Privileged => "privileged",
+            PodSecurityLevel::Baseline => "baseline",
+            PodSecurityLevel::Restricted => "restricted",
+        }
+    }
+
+    /// Reads a label value: exactly one of the three levels, or `None` (which callers treat
+    /// as the strictest level and report).
+    pub fn parse(value: &str) -> Option<PodSecurityLevel> {
+        match value {
+            "privileged" => Some(PodSecurityLevel::Privileged),
+            "baseline" => Some(PodSecurityLevel::Baseline),
+            "restricted" => Some(PodSecurityLevel::Restricted),
+            _ => None,
+        }
+    }
+}
+
 /// The status of a condition, as Kubernetes spells it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ConditionStatus {

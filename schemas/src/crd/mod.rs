@@ -21,7 +21,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use cluster::LatticeCluster;
-pub use common::{API_VERSION, Condition, ConditionStatus, EnforcementMode, GROUP, VERSION};
+pub use common::{
+    API_VERSION, Condition, ConditionStatus, EnforcementMode, GROUP, PodSecurityLevel, VERSION,
+};
 pub use compliance_profile::LatticeComplianceProfile;
 pub use infra_provider::InfraProvider;
 pub use job::LatticeJob;

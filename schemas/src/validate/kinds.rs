@@ -33,9 +33,40 @@ pub(crate) fn check(cx: &mut Ctx) {
             "/spec/refreshInterval",
         ),
         Object::TrustPolicy(t) => trust_policy(cx, &t.spec),
-        Object::InfraProvider(_) | Object::Namespace(_) => {}
+        Object::Namespace(ns) => namespace(cx, ns),
+        Object::InfraProvider(_) => {}
         Object::Package(p) => package(cx, &p.spec),
         Object::ComplianceProfile(c) => compliance_profile(cx, &c.spec),
+    }
+}
+
+/// The Pod Security label the platform enforces: exactly one of the three levels. Anything
+/// else would match no level's forbids if read as written; a running cluster reads it as
+/// `restricted` (fail closed), and here it is an error.
+fn namespace(cx: &mut Ctx, ns: &k8s_openapi::api::core::v1::Namespace) {
+    const LABEL: &str = "pod-security.kubernetes.io/enforce";
+    let Some(level) = ns.metadata.labels.as_ref().and_then(|l| l.get(LABEL)) else {
+        return;
+    };
+    if crd::PodSecurityLevel::parse(level).is_none() {
+        let at = push_pointer("/metadata/labels", LABEL);
+        let mut f = cx.m.error_at(
+            "lattice::namespace::pod-security",
+            &at,
+            format!("`{level}` is not a Pod Security Standards level"),
+        );
+        f = match crate::manifest::suggest(
+            &level.to_ascii_lowercase(),
+            &["privileged", "baseline", "restricted"],
+        ) {
+            Some(s) => f.with_help(format!(
+                "write `{s}` (levels are lowercase: privileged, baseline or restricted); until then the platform enforces `restricted`"
+            )),
+            None => f.with_help(
+                "write privileged, baseline or restricted; until then the platform enforces `restricted`",
+            ),
+        };
+        cx.push(f);
     }
 }
 
