@@ -90,6 +90,11 @@ pub fn edge_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
 /// The caller's side of an allowed edge: a CiliumNetworkPolicy in the caller's namespace
 /// opening its pods' egress to exactly the callee's pods on the edge's ports.
 pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
+    // A callee that serves no port has nothing to open; a rule without ports would open
+    // every port.
+    if edge.ports.is_empty() {
+        return None;
+    }
     let caller = identity(world, &edge.caller)?;
     let callee = identity(world, &edge.callee)?;
     let (caller_ns, _) = edge.caller.split_once('/')?;
@@ -101,15 +106,12 @@ pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
     for (k, v) in &callee.selector {
         to.insert(k.clone(), json!(v));
     }
-    let mut rule = json!({"toEndpoints": [{"matchLabels": to}]});
-    if !edge.ports.is_empty() {
-        let ports: Vec<Value> = edge
-            .ports
-            .iter()
-            .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
-            .collect();
-        rule["toPorts"] = json!([{"ports": ports}]);
-    }
+    let ports: Vec<Value> = edge
+        .ports
+        .iter()
+        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
+        .collect();
+    let rule = json!({"toEndpoints": [{"matchLabels": to}], "toPorts": [{"ports": ports}]});
     Some(json!({
         "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
         "spec": {"endpointSelector": {"matchLabels": caller.selector}, "egress": [rule]}
@@ -119,13 +121,17 @@ pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
 /// The callee's side of an allowed edge: L4 ingress from the caller's pods and L7 from the
 /// caller's identity, in the callee's namespace.
 pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
-    let mut out = Vec::new();
+    // A callee that serves no port has nothing to open; a rule without ports would open
+    // every port.
+    if edge.ports.is_empty() {
+        return Vec::new();
+    }
+    let (Some(caller), Some(callee)) =
+        (identity(world, &edge.caller), identity(world, &edge.callee))
+    else {
+        return Vec::new();
+    };
     {
-        let (Some(caller), Some(callee)) =
-            (identity(world, &edge.caller), identity(world, &edge.callee))
-        else {
-            return out;
-        };
         let (caller_ns, _) = edge.caller.split_once('/').unwrap_or_default();
         let (callee_ns, _) = edge.callee.split_once('/').unwrap_or_default();
         let name = edge_name(&edge.caller, &edge.callee);
@@ -141,28 +147,23 @@ pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
             .iter()
             .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
             .collect();
-        let mut rule = json!({"fromEndpoints": [{"matchLabels": from}]});
-        if !ports.is_empty() {
-            rule["toPorts"] = json!([{"ports": ports}]);
-        }
-        out.push(json!({
-            "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
-            "spec": {"endpointSelector": {"matchLabels": callee.selector}, "ingress": [rule]}
-        }));
-        let mut to = json!({});
-        if !edge.ports.is_empty() {
-            to = json!([{"operation": {"ports": edge.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()}}]);
-        }
-        let mut istio_rule = json!({"from": [{"source": {"principals": [format!("cluster.local/ns/{caller_ns}/sa/{}", caller.service_account)]}}]});
-        if to.is_array() {
-            istio_rule["to"] = to;
-        }
-        out.push(json!({
-            "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": meta,
-            "spec": {"selector": {"matchLabels": callee.selector}, "action": "ALLOW", "rules": [istio_rule]}
-        }));
+        let rule = json!({"fromEndpoints": [{"matchLabels": from}], "toPorts": [{"ports": ports}]});
+        let to = json!([{"operation": {"ports": edge.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()}}]);
+        let istio_rule = json!({
+            "from": [{"source": {"principals": [format!("cluster.local/ns/{caller_ns}/sa/{}", caller.service_account)]}}],
+            "to": to
+        });
+        vec![
+            json!({
+                "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
+                "spec": {"endpointSelector": {"matchLabels": callee.selector}, "ingress": [rule]}
+            }),
+            json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": meta,
+                "spec": {"selector": {"matchLabels": callee.selector}, "action": "ALLOW", "rules": [istio_rule]}
+            }),
+        ]
     }
-    out
 }
 
 /// For a mesh member that accepts plain text on some ports: STRICT mTLS except on those.

@@ -57,9 +57,19 @@ pub fn manage_policy_query(
     operation: &str,
     spec: &CedarPolicySpec,
 ) -> Query {
-    let set = PolicySet::from_str(&spec.policies).unwrap_or_default();
     let mut effects = BTreeSet::new();
     let mut actions = BTreeSet::new();
+    // Text that does not parse (a stored object written past admission) claims the most it
+    // could: both effects, no action constraint, one policy at least. Reading it as "no
+    // effects" would let a permit that looks at `context.effects` open its deletion.
+    let set = match PolicySet::from_str(&spec.policies) {
+        Ok(set) => set,
+        Err(_) => {
+            effects.extend(["permit", "forbid"]);
+            PolicySet::new()
+        }
+    };
+    let count = set.policies().count().max(usize::from(!effects.is_empty()));
     for p in set.policies() {
         effects.insert(match p.effect() {
             Effect::Permit => "permit",
@@ -78,6 +88,7 @@ pub fn manage_policy_query(
     let strings = |v: BTreeSet<String>| {
         RestrictedExpression::new_set(v.into_iter().map(RestrictedExpression::new_string))
     };
+    // An unset mode is enforce, as the policy store reads it.
     let mode = match spec.mode.unwrap_or_default() {
         lattice_schemas::crd::EnforcementMode::Enforce => "enforce",
         lattice_schemas::crd::EnforcementMode::Audit => "audit",
@@ -98,9 +109,7 @@ pub fn manage_policy_query(
         ),
         (
             "policyCount".to_owned(),
-            RestrictedExpression::new_long(
-                i64::try_from(set.policies().count()).unwrap_or(i64::MAX),
-            ),
+            RestrictedExpression::new_long(i64::try_from(count).unwrap_or(i64::MAX)),
         ),
     ])
     .expect("strings, sets of strings and a long make a valid context");

@@ -259,7 +259,18 @@ fn may_manage(
     let Some(current) = current else {
         return not_ready(warnings);
     };
-    let ns = review.namespace.as_deref().unwrap_or("default");
+    // A CedarPolicy is namespaced: a review without a namespace cannot say where the
+    // policy would apply, and is not decided on a guess.
+    let Some(ns) = review.namespace.as_deref().filter(|n| !n.is_empty()) else {
+        return Verdict::deny(
+            400,
+            format!(
+                "{}: a CedarPolicy review names no namespace",
+                review.describe()
+            ),
+            warnings,
+        );
+    };
     let user = &review.requester;
     match manage_policy(&current.snapshot, user, ns, operation, spec) {
         Ok(d) if d.allowed => Verdict::allow(warnings),
