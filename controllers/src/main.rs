@@ -174,13 +174,25 @@ fn run_webhook(
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    // Decisions run on these threads; Cedar evaluates by recursion, so they get more than
+    // the 2 MiB default (policies are bounded in depth when admitted: lattice_schemas::cedar).
+    install_rayon_stacks();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(lattice_schemas::cedar::DECIDE_STACK)
         .build()
         .map_err(|e| {
             eprintln!("error: cannot start the runtime: {e}");
             ExitCode::from(2)
         })
+}
+
+/// Rayon's threads (projection, plans) decide too: the same stack as the runtime's.
+fn install_rayon_stacks() {
+    // Fails only when a pool exists already, which then keeps its own.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(lattice_schemas::cedar::DECIDE_STACK)
+        .build_global();
 }
 
 /// Kubernetes stops a pod with SIGTERM; a terminal with Ctrl-C.

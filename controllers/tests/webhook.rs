@@ -746,3 +746,68 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The 361-byte CedarPolicy that once aborted the webhook (parentheses 150 deep) is refused
+/// with a diagnostic and the server answers on; reviews of made-up kinds never grow the
+/// metrics past a closed set of labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_policy_or_kind_never_takes_the_webhook_down() {
+    let dir = tmp("hostile");
+    let pki = Pki::issue(&dir.join("pki"));
+    let w = start(&pki, Limits::default()).await;
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    load_examples(&w, &[]);
+    let text = format!(
+        "@id(\"x\")\npermit (principal, action, resource) when {{ {}true{} }};\n",
+        "(".repeat(150),
+        ")".repeat(150)
+    );
+    let deep = cedar_policy("shop", "deep", &text, "enforce");
+    for (i, user) in [("anyone", vec![]), ("sec", vec![SECURITY_ADMIN])]
+        .into_iter()
+        .enumerate()
+    {
+        let answer = post(
+            &mut c,
+            &review(
+                &format!("h-{i}"),
+                "CREATE",
+                Some(deep.clone()),
+                None,
+                user.0,
+                &user.1,
+            ),
+        )
+        .await;
+        assert_eq!(answer["allowed"], false);
+        assert_eq!(answer["status"]["code"], 422, "{answer}");
+        let message = answer["status"]["message"].as_str().unwrap();
+        assert!(message.contains("levels deep"), "{message}");
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(c.send("GET", "/readyz", vec![]).await.0, 200);
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    // Forty made-up kinds, half a megabyte each: one `other` label, not forty.
+    for i in 0..40 {
+        let mut odd = example("shop.yaml", "api");
+        odd["kind"] = json!(format!("Kind{i}{}", "x".repeat(512 * 1024)));
+        let _ = post(
+            &mut c,
+            &review("k", "CREATE", Some(odd), None, "alice", &[]),
+        )
+        .await;
+    }
+    let (_, metrics) = c.send("GET", "/metrics", vec![]).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.len() < 64 * 1024,
+        "metrics grew to {} bytes",
+        metrics.len()
+    );
+    assert!(!metrics.contains("Kind1"), "a client's kind became a label");
+    assert!(metrics.contains("kind=\"other\""), "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -62,7 +62,7 @@ pub fn manage_policy_query(
     // Text that does not parse (a stored object written past admission) claims the most it
     // could: both effects, no action constraint, one policy at least. Reading it as "no
     // effects" would let a permit that looks at `context.effects` open its deletion.
-    let set = match PolicySet::from_str(&spec.policies) {
+    let set = match lattice_schemas::cedar::parse_bounded(&spec.policies) {
         Ok(set) => set,
         Err(_) => {
             effects.extend(["permit", "forbid"]);

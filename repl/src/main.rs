@@ -177,6 +177,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Decisions run on rayon's threads; Cedar evaluates by recursion, so they get more than
+    // the 2 MiB default (policies are bounded in depth when read: lattice_schemas::cedar).
+    // Fails only when a pool exists already, which then keeps its own.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(lattice_schemas::cedar::DECIDE_STACK)
+        .build_global();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Validate { paths, output } => validate::run(&paths, output),

@@ -20,7 +20,8 @@ fn read(path: &Path) -> Result<String, String> {
 /// Policies with their `@id` as id, else `policy0`, `policy1`… in source order (Cedar's own
 /// default), so reasons name what the author wrote.
 pub fn policy_set(text: &str) -> Result<PolicySet, String> {
-    let parsed = PolicySet::from_str(text).map_err(|e| format!("policies: {e}"))?;
+    let parsed =
+        lattice_schemas::cedar::parse_bounded(text).map_err(|e| format!("policies: {e}"))?;
     let mut out = PolicySet::new();
     let mut policies: Vec<_> = parsed.policies().collect();
     // `policies()` is unordered; Cedar numbers them in source order.
@@ -203,10 +204,21 @@ pub fn fmt(paths: &[PathBuf], check: bool) -> u8 {
                 continue;
             }
         };
-        let pretty = match cedar_policy_formatter::policies_str_to_pretty(&text, &config) {
+        // The formatter parses with Cedar's recursive parser: bounded text, large stack.
+        if let Some(p) = lattice_schemas::cedar::nesting_problem(&text) {
+            eprintln!("error: {}: {}", f.display(), p.message);
+            failed += 1;
+            continue;
+        }
+        let formatted = lattice_schemas::cedar::on_parse_stack(|| {
+            cedar_policy_formatter::policies_str_to_pretty(&text, &config)
+                .map_err(|e| format!("{e:?}"))
+        })
+        .and_then(|r| r);
+        let pretty = match formatted {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {}: {e:?}", f.display());
+                eprintln!("error: {}: {e}", f.display());
                 failed += 1;
                 continue;
             }

@@ -1,4 +1,12 @@
 //! The Cedar schema of Lattice and strict checking of policy text against it.
+//!
+//! Policy text is untrusted input (any user may send a CedarPolicy to the webhook), and
+//! Cedar 4.14 parses, validates and evaluates it by recursion with no bound of its own: a
+//! policy nested a few hundred levels deep overflows a thread's stack and aborts the
+//! process. So text is measured before Cedar sees it ([`nesting`], a scan of tokens written
+//! here because no crate measures Cedar's nesting), refused past [`MAX_NESTING`] levels or
+//! [`MAX_DEPTH`] of estimated expression depth, and parsed and validated on a thread with a
+//! stack of [`PARSE_STACK`] bytes.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -24,6 +32,176 @@ pub fn schema() -> &'static Schema {
             .expect("schemas/lattice.cedarschema parses (tested)")
             .0
     })
+}
+
+/// The deepest nesting of parentheses, brackets, braces and `if`s a policy may have.
+pub const MAX_NESTING: usize = 32;
+/// The deepest expression a policy may build, estimated as each open nesting level
+/// counting 16 and each binary operator (`||`, `&&`, `==`, `+`, `.`, …) at an open level
+/// counting 1: Cedar's trees are as deep as its operator chains are long.
+pub const MAX_DEPTH: usize = 768;
+/// The stack policy text is parsed and validated on (reserved, not committed, until used).
+pub const PARSE_STACK: usize = 256 << 20;
+/// The stack of every thread that decides (the binaries' runtimes and rayon pools): with
+/// policies bounded by [`MAX_NESTING`] and [`MAX_DEPTH`], evaluation stays far inside it.
+pub const DECIDE_STACK: usize = 16 << 20;
+
+/// How deeply policy text nests, measured before any parser sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Nesting {
+    /// The deepest nesting of `(`, `[`, `{` and `if`.
+    pub levels: usize,
+    /// The deepest estimated expression (see [`MAX_DEPTH`]).
+    pub depth: usize,
+    /// Where the first bound was passed, when one was.
+    pub exceeded_at: Option<usize>,
+}
+
+/// Measures `text`: strings and comments are skipped; each `;` at the top level ends a
+/// policy and resets the count. Linear in the text, no recursion.
+pub fn nesting(text: &str) -> Nesting {
+    let bytes = text.as_bytes();
+    let mut out = Nesting::default();
+    // Per open level: (is an `if`, binary operators seen at that level).
+    let mut stack: Vec<(bool, usize)> = vec![(false, 0)];
+    let depth_of = |stack: &[(bool, usize)]| -> usize {
+        stack.iter().skip(1).map(|(_, ops)| 16 + ops).sum::<usize>() + stack[0].1
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let note = |stack: &Vec<(bool, usize)>, at: usize, out: &mut Nesting| {
+            let levels = stack.len() - 1;
+            let depth = depth_of(stack);
+            out.levels = out.levels.max(levels);
+            out.depth = out.depth.max(depth);
+            if out.exceeded_at.is_none() && (levels > MAX_NESTING || depth > MAX_DEPTH) {
+                out.exceeded_at = Some(at);
+            }
+        };
+        match b {
+            b'"' => {
+                // A string literal: skip to its closing quote, past escapes.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                stack.push((false, 0));
+                note(&stack, i, &mut out);
+            }
+            b')' | b']' | b'}' => {
+                // Close the `if`s this bracket encloses, then the bracket itself.
+                while stack.len() > 1 && stack.last().is_some_and(|(is_if, _)| *is_if) {
+                    stack.pop();
+                }
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+            }
+            b';' if stack.len() == 1 || stack.iter().all(|(is_if, _)| *is_if) => {
+                stack.truncate(1);
+                stack[0].1 = 0;
+            }
+            b'i' if word_at(bytes, i, b"if") => {
+                stack.push((true, 0));
+                note(&stack, i, &mut out);
+                i += 1;
+            }
+            b'&' | b'|' | b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'.' => {
+                // A two-character operator counts once.
+                if matches!(
+                    (b, bytes.get(i + 1)),
+                    (b'&', Some(b'&'))
+                        | (b'|', Some(b'|'))
+                        | (b'=' | b'!' | b'<' | b'>', Some(b'='))
+                ) {
+                    i += 1;
+                }
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                note(&stack, i, &mut out);
+            }
+            b'i' if word_at(bytes, i, b"in") => {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                note(&stack, i, &mut out);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether the keyword `word` stands at `i` (not inside a longer identifier).
+fn word_at(bytes: &[u8], i: usize, word: &[u8]) -> bool {
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    bytes[i..].starts_with(word)
+        && (i == 0 || !ident(bytes[i - 1]))
+        && bytes.get(i + word.len()).is_none_or(|b| !ident(*b))
+}
+
+/// The problem of text that nests past the bounds, located where it first did; `None` when
+/// it is within them.
+pub fn nesting_problem(text: &str) -> Option<PolicyProblem> {
+    let n = nesting(text);
+    let at = n.exceeded_at?;
+    let end = text[at..]
+        .char_indices()
+        .nth(1)
+        .map_or(text.len(), |(i, _)| at + i);
+    Some(PolicyProblem {
+        message: if n.levels > MAX_NESTING {
+            format!(
+                "policy text nests {} levels deep (parentheses, brackets, braces and `if`s); at most {MAX_NESTING} are accepted",
+                n.levels
+            )
+        } else {
+            format!(
+                "policy expression is too deep (an estimated depth of {}; at most {MAX_DEPTH}): long chains of operators build deep trees",
+                n.depth
+            )
+        },
+        span: at..end,
+        help: Some(
+            "split the condition into several policies, or use a set (`[\"a\", \"b\"].contains(x)`) instead of long `||` chains".into(),
+        ),
+        warning: false,
+        first: None,
+    })
+}
+
+/// Runs `work` on a thread with a [`PARSE_STACK`]-byte stack (Cedar's parser and validator
+/// recurse). A panic in `work` comes back as an error rather than unwinding further.
+pub fn on_parse_stack<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cedar-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, work)
+            .map_err(|e| format!("cannot start the policy parser: {e}"))?
+            .join()
+            .map_err(|_| "the policy parser failed on this text".to_owned())
+    })
+}
+
+/// Parses untrusted policy text: refused past the nesting bounds, parsed on a large stack.
+/// What every path that reads policy text not already checked by [`check_policies`] uses.
+pub fn parse_bounded(text: &str) -> Result<PolicySet, String> {
+    if let Some(p) = nesting_problem(text) {
+        return Err(p.message);
+    }
+    on_parse_stack(|| PolicySet::from_str(text).map_err(|e| e.to_string()))?
 }
 
 /// A problem found in policy text, located in that text.
@@ -57,8 +235,31 @@ impl PolicyCheck {
 }
 
 /// Parses `text`, requires a unique `@id` on every policy, and validates strictly against
-/// the Lattice schema.
+/// the Lattice schema. Text past the nesting bounds is refused before Cedar reads it; the
+/// rest is parsed and validated on a large stack.
 pub fn check_policies(text: &str) -> PolicyCheck {
+    if let Some(problem) = nesting_problem(text) {
+        return PolicyCheck {
+            problems: vec![problem],
+            ..PolicyCheck::default()
+        };
+    }
+    match on_parse_stack(|| check_within_bounds(text)) {
+        Ok(check) => check,
+        Err(message) => PolicyCheck {
+            problems: vec![PolicyProblem {
+                message,
+                span: 0..text.len().min(1),
+                help: None,
+                warning: false,
+                first: None,
+            }],
+            ..PolicyCheck::default()
+        },
+    }
+}
+
+fn check_within_bounds(text: &str) -> PolicyCheck {
     let mut check = PolicyCheck::default();
     let set = match PolicySet::from_str(text) {
         Ok(set) => set,
@@ -234,6 +435,84 @@ mod tests {
         assert!(text[spans[0].clone()].starts_with("@id(\"a;b\")"));
         assert!(text[spans[1].clone()].starts_with("forbid"));
         assert!(text[spans[1].clone()].ends_with("};"));
+    }
+
+    fn policy(condition: &str) -> String {
+        format!(
+            "@id(\"deep\")\npermit (principal, action == Lattice::Action::\"Connect\", resource)\nwhen {{ {condition} }};\n"
+        )
+    }
+
+    /// The 361-byte policy that aborted the webhook, and its siblings: refused with a
+    /// diagnostic at the place the bound was passed, never parsed by Cedar.
+    #[test]
+    fn text_nested_past_the_bound_is_refused_before_cedar_reads_it() {
+        let parens = policy(&format!("{}true{}", "(".repeat(150), ")".repeat(150)));
+        let lists = policy(&format!(
+            "{}1{}.contains(1)",
+            "[".repeat(700),
+            "]".repeat(700)
+        ));
+        let records = policy(&format!("{}1{}.a == 1", "{a:".repeat(700), "}".repeat(700)));
+        let ifs = policy(&format!(
+            "{}true",
+            "if context.ports.contains(1) then true else ".repeat(700)
+        ));
+        let chain = policy(
+            &(0..2000)
+                .map(|i| format!("context.ports.contains({i})"))
+                .collect::<Vec<_>>()
+                .join(" || "),
+        );
+        for (what, text) in [
+            ("parentheses", &parens),
+            ("lists", &lists),
+            ("records", &records),
+            ("ifs", &ifs),
+            ("an operator chain", &chain),
+        ] {
+            let c = check_policies(text);
+            assert_eq!(c.problems.len(), 1, "{what}: {:?}", c.problems);
+            let p = &c.problems[0];
+            assert!(!p.warning);
+            assert!(
+                p.message.contains("levels deep") || p.message.contains("too deep"),
+                "{what}: {}",
+                p.message
+            );
+            assert!(
+                p.span.start > 0 && p.span.end <= text.len(),
+                "{what}: located"
+            );
+            assert!(parse_bounded(text).is_err(), "{what}");
+        }
+        assert!(parens.len() < 400, "the reported policy was 361 bytes");
+    }
+
+    #[test]
+    fn text_within_the_bounds_parses_and_validates() {
+        let at_limit = policy(&format!(
+            "{}true{}",
+            "(".repeat(MAX_NESTING - 2),
+            ")".repeat(MAX_NESTING - 2)
+        ));
+        let c = check_policies(&at_limit);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        let n = nesting(&at_limit);
+        assert_eq!(n.levels, MAX_NESTING - 1, "the braces of `when` count too");
+        // Strings and comments do not count.
+        let quoted = policy(&format!(
+            "context.ports.contains(1) // {}\n && \"{}\" != \"\"",
+            "(".repeat(500),
+            "[".repeat(500)
+        ));
+        assert_eq!(nesting(&quoted).exceeded_at, None);
+        assert!(check_policies(&quoted).problems.is_empty());
+        // Bounds reset per policy: many policies, each within them, are fine.
+        let many: String = (0..200)
+            .map(|_| policy("context.ports.contains(1)"))
+            .collect();
+        assert_eq!(nesting(&many).exceeded_at, None);
     }
 
     #[test]

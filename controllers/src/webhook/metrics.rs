@@ -63,7 +63,15 @@ impl Metrics {
         }
     }
 
+    /// Counts one review. Labels come from a closed set: a kind the webhook does not know
+    /// (any client may send any `kind`) is counted as `other`, so no request can grow the
+    /// metrics without bound.
     pub fn review(&self, kind: &str, verdict: &str, took: Duration) {
+        let kind = match lattice_schemas::crd::Kind::from_name(kind) {
+            Some(k) => k.name(),
+            None if kind == "unknown" => "unknown",
+            None => "other",
+        };
         self.reviews
             .get_or_create(&ReviewLabels {
                 kind: kind.to_owned(),

@@ -230,7 +230,20 @@ async fn validate(state: &State, limits: Limits, req: Request<Incoming>) -> Resp
         }
     };
     let current = state.current();
-    let verdict = admit(current.as_deref(), &review);
+    // The last line of defence: a panic while deciding one review answers that review with
+    // a 500 (not admitted: the API server's failurePolicy decides) and the server goes on.
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        admit(current.as_deref(), &review)
+    }));
+    let Ok(verdict) = decided else {
+        tracing::error!(uid = %review.uid, object = %review.describe(), "deciding this review panicked; answered 500");
+        return reject(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "panic",
+            "the webhook failed while deciding this review; it was not admitted",
+        );
+    };
     tracing::info!(
         uid = %review.uid,
         user = %review.requester.username,
