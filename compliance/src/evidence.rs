@@ -76,20 +76,50 @@ pub fn append(
     renderings: &[(String, Vec<u8>)],
 ) -> Result<Appended, EvidenceError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let verified = verify(dir, None).map_err(|e| match e {
-        VerifyError::Io(e) => e,
-        VerifyError::Tampered { problems, .. } => EvidenceError::Broken {
-            dir: dir.to_owned(),
-            problems,
+    let verified = match verify(dir, None) {
+        Ok(v) => v,
+        // A new log starts here.
+        Err(VerifyError::Empty(_)) => Verified {
+            records: 0,
+            head: None,
         },
-    })?;
+        Err(VerifyError::Io(e)) => return Err(e),
+        Err(VerifyError::Unreadable(message)) => {
+            return Err(EvidenceError::Io {
+                path: dir.join(CHAIN_FILE),
+                source: std::io::Error::other(message),
+            });
+        }
+        Err(VerifyError::Tampered { problems, .. }) => {
+            return Err(EvidenceError::Broken {
+                dir: dir.to_owned(),
+                problems,
+            });
+        }
+    };
     let seq = verified.records + 1;
     let run_dir = dir.join("runs").join(format!("{seq:06}"));
     fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     let mut files = serde_json::Map::new();
     for (name, bytes) in renderings {
+        // Never written through a symlink or over anything already there: a run file that
+        // exists (planted, or a link elsewhere) is an error, not a target.
+        let plain = Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain || name.contains('/') {
+            return Err(EvidenceError::Io {
+                path: run_dir.join(name),
+                source: std::io::Error::other("a run file name must be a plain file name"),
+            });
+        }
         let path = run_dir.join(name);
-        fs::write(&path, bytes).map_err(io(&path))?;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(io(&path))?;
         files.insert(
             name.clone(),
             json!({"path": format!("runs/{seq:06}/{name}"), "sha256": sha256_hex(bytes)}),
@@ -122,11 +152,17 @@ pub fn append(
     let line = serde_json::to_string(&json!({"digest": digest, "record": record}))
         .expect("JSON values serialize");
     let chain = dir.join(CHAIN_FILE);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&chain)
-        .map_err(io(&chain))?;
+    // The log itself is appended to only as a regular file (verify refused anything else;
+    // O_NOFOLLOW closes the window between that check and this open).
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&chain)
+            .map_err(io(&chain))?
+    };
     f.write_all(format!("{line}\n").as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(io(&chain))?;
@@ -183,6 +219,13 @@ pub struct Verified {
 pub enum VerifyError {
     #[error(transparent)]
     Io(#[from] EvidenceError),
+    /// No log, or one without a record: nothing was verified. Deleting the log must not
+    /// read as "intact".
+    #[error("{0}: there is no evidence log here (no record to verify)")]
+    Empty(String),
+    /// The log is not a regular file (a pipe, a device, a symlink) or a line is too long.
+    #[error("{0}")]
+    Unreadable(String),
     #[error("the evidence log is not intact: {} problem(s)", problems.len())]
     Tampered {
         problems: Vec<Tamper>,
@@ -191,26 +234,91 @@ pub enum VerifyError {
     },
 }
 
-/// Verifies the log in `dir` (an absent log is an empty, intact one). With
+/// The longest line of a log read; a longer one is refused rather than held in memory.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Verifies the log in `dir`. An absent or empty log is [`VerifyError::Empty`]: a deleted
+/// log must not verify as intact. The log and every run file must be regular files (not a
+/// pipe, device or symlink) and are read as streams with bounded buffers. With
 /// `expected_head`, the newest record must have that digest (detects truncation).
 pub fn verify(dir: &Path, expected_head: Option<&str>) -> Result<Verified, VerifyError> {
     let chain = dir.join(CHAIN_FILE);
-    let text = match fs::read(&chain) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            return Err(VerifyError::Io(EvidenceError::Io {
-                path: chain,
-                source: e,
-            }));
-        }
+    let lines = match regular_file(&chain) {
+        Ok(Some(file)) => read_lines(file, &chain)?,
+        Ok(None) => return Err(VerifyError::Empty(chain.display().to_string())),
+        Err(message) => return Err(VerifyError::Unreadable(message)),
     };
-    let text = String::from_utf8_lossy(&text);
+    if lines.iter().all(|l| l.trim().is_empty()) {
+        return Err(VerifyError::Empty(chain.display().to_string()));
+    }
+    verify_lines(dir, &lines, expected_head)
+}
+
+/// Opens `path` if it is a regular file (`None` when absent), never following a symlink
+/// and never opening a pipe or device, which would block or never end.
+fn regular_file(path: &Path) -> Result<Option<File>, String> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(m) if !m.file_type().is_file() => Err(format!(
+            "{} is not a regular file (a symlink, pipe or device); evidence is read only from regular files",
+            path.display()
+        )),
+        Ok(_) => File::open(path)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+    }
+}
+
+/// The log's lines, each at most [`MAX_RECORD_BYTES`].
+fn read_lines(file: File, path: &Path) -> Result<Vec<String>, VerifyError> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(file);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(MAX_RECORD_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| VerifyError::Unreadable(format!("{}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        if line.len() > MAX_RECORD_BYTES {
+            return Err(VerifyError::Unreadable(format!(
+                "{}: line {} is longer than {MAX_RECORD_BYTES} bytes; no record is",
+                path.display(),
+                lines.len() + 1
+            )));
+        }
+        lines.push(
+            String::from_utf8_lossy(&line)
+                .trim_end_matches('\n')
+                .to_owned(),
+        );
+    }
+    Ok(lines)
+}
+
+/// SHA-256 of a run file, streamed; `None` when it is no regular file or cannot be read.
+fn file_digest(path: &Path) -> Option<String> {
+    let mut file = regular_file(path).ok()??;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash).ok()?;
+    Some(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn verify_lines(
+    dir: &Path,
+    lines: &[String],
+    expected_head: Option<&str>,
+) -> Result<Verified, VerifyError> {
     let mut problems = Vec::new();
     let mut previous: Option<(u64, String)> = None;
     let mut count = 0u64;
     let mut seen = std::collections::HashSet::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.as_str();
         let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
@@ -318,10 +426,9 @@ pub fn verify(dir: &Path, expected_head: Option<&str>) -> Result<Verified, Verif
                 && Path::new(path)
                     .components()
                     .all(|c| matches!(c, std::path::Component::Normal(_)));
-            match safe.then(|| File::open(dir.join(path))) {
-                Some(Ok(_)) => {
-                    let bytes = fs::read(dir.join(path)).unwrap_or_default();
-                    if sha256_hex(&bytes) != want {
+            match safe.then(|| file_digest(&dir.join(path))).flatten() {
+                Some(digest) => {
+                    if digest != want {
                         problem(
                             seq,
                             TamperKind::FileChanged,
@@ -329,10 +436,10 @@ pub fn verify(dir: &Path, expected_head: Option<&str>) -> Result<Verified, Verif
                         );
                     }
                 }
-                _ => problem(
+                None => problem(
                     seq,
                     TamperKind::FileChanged,
-                    format!("{name}: `{file}` ({path}) is missing"),
+                    format!("{name}: `{file}` ({path}) is missing or not a regular file"),
                 ),
             }
         }

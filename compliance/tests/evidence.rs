@@ -219,3 +219,62 @@ fn a_rendering_path_outside_the_directory_is_tampering() {
     assert!(p.iter().any(|x| x.0 == TamperKind::Edited), "{p:?}");
     assert!(p.iter().any(|x| x.0 == TamperKind::FileChanged), "{p:?}");
 }
+
+#[test]
+fn a_missing_or_empty_log_verifies_nothing() {
+    let dir = temp("missing");
+    assert!(matches!(verify(&dir, None), Err(VerifyError::Empty(_))));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(CHAIN_FILE), "\n\n").unwrap();
+    assert!(matches!(verify(&dir, None), Err(VerifyError::Empty(_))));
+    // A log whose file was deleted after three runs is not intact either.
+    let three = log_of_three("deleted");
+    std::fs::remove_file(three.join(CHAIN_FILE)).unwrap();
+    assert!(matches!(verify(&three, None), Err(VerifyError::Empty(_))));
+}
+
+#[test]
+fn pipes_links_and_endless_lines_are_refused_without_blocking() {
+    let dir = log_of_three("streams");
+    let chain = dir.join(CHAIN_FILE);
+    // A run file replaced by a FIFO would block a reader forever.
+    let report = dir.join("runs/000002/report.oscal.json");
+    std::fs::remove_file(&report).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&report)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let p = problems(&dir, None);
+    assert!(
+        p.iter().any(|(k, s, m)| *k == TamperKind::FileChanged
+            && *s == Some(2)
+            && m.contains("not a regular file")),
+        "{p:?}"
+    );
+    // A run file symlinked to /dev/zero would be read until memory ran out.
+    std::fs::remove_file(&report).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &report).unwrap();
+    assert!(!problems(&dir, None).is_empty());
+    // The log itself as a symlink is refused.
+    let real = dir.join("elsewhere.jsonl");
+    std::fs::rename(&chain, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &chain).unwrap();
+    assert!(matches!(
+        verify(&dir, None),
+        Err(VerifyError::Unreadable(_))
+    ));
+    std::fs::remove_file(&chain).unwrap();
+    // One line longer than any record is refused, not held whole.
+    let long = format!(
+        "{}\n",
+        "x".repeat(lattice_compliance::evidence::MAX_RECORD_BYTES + 10)
+    );
+    std::fs::write(&chain, long).unwrap();
+    assert!(matches!(
+        verify(&dir, None),
+        Err(VerifyError::Unreadable(_))
+    ));
+}

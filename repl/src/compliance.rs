@@ -337,6 +337,10 @@ fn run_verify(dir: &Path, head: Option<&str>) -> u8 {
             eprintln!("error: {e}");
             EXIT_USAGE
         }
+        Err(e @ (VerifyError::Empty(_) | VerifyError::Unreadable(_))) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
         Err(VerifyError::Tampered { problems, records }) => {
             let mut out = format!(
                 "tampered: {} problem(s) in {} record(s) of {}\n",

@@ -231,6 +231,13 @@ pub fn fmt(paths: &[PathBuf], check: bool) -> u8 {
             println!("{} is not formatted", f.display());
             let diff = similar::TextDiff::from_lines(&text, &pretty);
             print!("{}", diff.unified_diff().context_radius(1));
+        } else if std::fs::symlink_metadata(f).is_ok_and(|m| !m.file_type().is_file()) {
+            // Writing through a link would rewrite a file outside what was named.
+            eprintln!(
+                "error: {} is a symlink or not a regular file; not rewritten",
+                f.display()
+            );
+            failed += 1;
         } else if let Err(e) = std::fs::write(f, &pretty) {
             eprintln!("error: cannot write {}: {e}", f.display());
             failed += 1;

@@ -14,7 +14,11 @@ pub fn run(paths: &[PathBuf], format: Format) -> u8 {
         Format::Human => print_human(&report),
         Format::Json => print_json(&report),
     }
-    if !report.unreadable.is_empty() {
+    // Reading nothing is never a pass.
+    if !report.unreadable.is_empty() || report.files == 0 {
+        if report.files == 0 && report.unreadable.is_empty() {
+            eprintln!("error: no file was checked");
+        }
         EXIT_USAGE
     } else if report.errors() > 0 {
         EXIT_FINDINGS

@@ -165,7 +165,8 @@ fn bad_input_is_refused_with_a_clear_message_and_exit_two() {
         "verify",
         d.join("no-such-dir").to_str().unwrap(),
     ]);
-    // An absent log is an empty, intact one.
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("intact: 0 record(s)"));
+    // An absent log verifies nothing: an error, never "intact" (deleting the log must not
+    // pass).
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no evidence log"), "{}", text(&o));
 }

@@ -127,3 +127,118 @@ fn deeply_nested_policies_are_refused_by_every_command_that_reads_them() {
     assert!(said(&out).contains("levels deep"), "{}", said(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const BAD: &str = "apiVersion: lattice.dev/v1alpha1\nkind: LatticeService\nmetadata:\n  name: x\n  namespace: shop\nspec:\n  containerz: {}\n";
+
+#[test]
+fn validation_never_passes_by_reading_nothing() {
+    use std::io::Write;
+    // Standard input, as `-` and as /dev/stdin: read, and the error found.
+    for name in ["-", "/dev/stdin"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+            .args(["validate", name])
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(BAD.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", said(&out));
+        assert!(said(&out).contains("containerz"), "{name}: {}", said(&out));
+        assert!(
+            said(&out).contains("checked 1 file"),
+            "{name}: {}",
+            said(&out)
+        );
+    }
+    // A named pipe, as a process substitution makes one.
+    let dir = scratch("fifo");
+    let fifo = dir.join("world.yaml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success(),
+        "mkfifo"
+    );
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, BAD).unwrap())
+    };
+    let out = run(
+        &["validate", fifo.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(said(&out).contains("containerz"), "{}", said(&out));
+    // An endless stream is cut at the size limit and refused.
+    let out = run(&["validate", "/dev/zero"], Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(said(&out).contains("more than"), "{}", said(&out));
+    // A directory with nothing to check, and a path that does not exist: errors, exit 2.
+    let empty = scratch("empty");
+    let out = run(
+        &["validate", empty.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(said(&out).contains("holds no"), "{}", said(&out));
+    let out = run(&["validate", "/nonexistent/world"], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    // Files deeper than the search goes are reported, not skipped in silence.
+    let mut deep = scratch("deep-dirs");
+    let top = deep.clone();
+    for i in 0..40 {
+        deep = deep.join(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("x.yaml"), BAD).unwrap();
+    let out = run(
+        &["validate", top.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(said(&out).contains("directories deep"), "{}", said(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&empty);
+    let _ = std::fs::remove_dir_all(&top);
+}
+
+#[test]
+fn kubectl_and_validate_read_a_file_alike() {
+    let dir = scratch("bom");
+    // A byte order mark is not content.
+    let ns = dir.join("ns.yaml");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n");
+    std::fs::write(&ns, bytes).unwrap();
+    let out = run(&["validate", ns.to_str().unwrap()], Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    // `replicas: 010` is 10 here and 8 to kubectl: refused, naming both.
+    let svc = dir.join("svc.yaml");
+    std::fs::write(
+        &svc,
+        "apiVersion: lattice.dev/v1alpha1\nkind: LatticeService\nmetadata:\n  name: web\n  namespace: team\nspec:\n  replicas: 010\n  containers:\n    main:\n      image: ghcr.io/acme/web:1.0\n",
+    )
+    .unwrap();
+    let out = run(
+        &["validate", svc.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(
+        said(&out).contains("reads as 10 here (YAML 1.2) but as 8 in kubectl"),
+        "{}",
+        said(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

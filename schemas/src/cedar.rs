@@ -287,6 +287,19 @@ fn check_within_bounds(text: &str) -> PolicyCheck {
                 warning: false,
                 first: None,
             }),
+            Some(id) if id.chars().any(deceptive) => {
+                let c = id.chars().find(|c| deceptive(*c)).unwrap_or_default();
+                check.problems.push(PolicyProblem {
+                    message: format!(
+                        "policy `@id` holds U+{:04X}, a control, zero-width or text-direction character",
+                        u32::from(c)
+                    ),
+                    span: head(text, span),
+                    help: Some("ids are shown in decisions, reports and terminals, where such characters hide or reorder text; use letters, digits, `-`, `_`, `.` and `/`".into()),
+                    warning: false,
+                    first: None,
+                })
+            }
             Some(id) if id.trim().is_empty() => check.problems.push(PolicyProblem {
                 message: "policy `@id` is empty".into(),
                 span: head(text, span),
@@ -330,6 +343,17 @@ fn check_within_bounds(text: &str) -> PolicyCheck {
     }
     check.policies = Some(set);
     check
+}
+
+/// Characters an id must not hold: controls (NUL, newline, escape), zero-width characters
+/// and the bidirectional controls that reorder what a terminal shows.
+fn deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}'
+        )
 }
 
 /// The first line of a policy, for pointing at it as a whole.
@@ -513,6 +537,29 @@ mod tests {
             .map(|_| policy("context.ports.contains(1)"))
             .collect();
         assert_eq!(nesting(&many).exceeded_at, None);
+    }
+
+    #[test]
+    fn ids_that_hide_or_reorder_text_are_refused() {
+        for id in [
+            "a\\u{202E}b",
+            "a\\u{200B}b",
+            "a\\u{0000}b",
+            "a\\nb",
+            "a\\u{001B}[31mb",
+        ] {
+            let text = format!(
+                "@id(\"{id}\") permit(principal, action == Lattice::Action::\"Connect\", resource);"
+            );
+            let c = check_policies(&text);
+            assert!(
+                c.problems
+                    .iter()
+                    .any(|p| p.message.contains("text-direction")),
+                "{id}: {:?}",
+                c.problems
+            );
+        }
     }
 
     #[test]

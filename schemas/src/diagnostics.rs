@@ -14,6 +14,9 @@ pub struct SourceFile {
     /// The path as the user gave it (or a name such as `<stdin>`).
     pub name: String,
     pub text: String,
+    /// Byte offsets where lines start, built once when a finding first needs one: locating
+    /// each of many findings by scanning from the start was quadratic.
+    lines: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl SourceFile {
@@ -21,17 +24,38 @@ impl SourceFile {
         Arc::new(SourceFile {
             name: name.into(),
             text: text.into(),
+            lines: std::sync::OnceLock::new(),
         })
     }
 
-    /// 1-based line and column (in characters) of a byte offset.
+    /// 1-based line and column (in characters) of a byte offset: a binary search in the
+    /// line index, then the characters of that line up to the offset (ASCII lines are
+    /// counted in bytes).
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        (line, col)
+        let lines = self.lines.get_or_init(|| {
+            std::iter::once(0)
+                .chain(memchr_newlines(&self.text).map(|i| i + 1))
+                .collect()
+        });
+        let line = lines.partition_point(|&start| start <= offset);
+        let start = lines[line - 1];
+        let segment = &self.text[start..offset];
+        let col = if segment.is_ascii() {
+            segment.len()
+        } else {
+            segment.chars().count()
+        };
+        (line, col + 1)
     }
+}
+
+/// Byte offsets of every `\n` in `text`.
+fn memchr_newlines(text: &str) -> impl Iterator<Item = usize> + '_ {
+    text.bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'\n')
+        .map(|(i, _)| i)
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {

@@ -21,7 +21,6 @@ use lattice_schemas::crd::Kind;
 use lattice_schemas::crd::policy::CedarPolicySpec;
 use lattice_schemas::diagnostics::{Finding, Severity, SourceFile};
 use lattice_schemas::manifest::Object;
-use miette::{GraphicalReportHandler, GraphicalTheme};
 use serde_json::Value;
 
 use super::review::{GROUP, Review};
@@ -383,8 +382,16 @@ fn validate(review: &Review, object: &Value) -> Result<(Object, Vec<String>), St
         .collect();
     if !errors.is_empty() {
         let mut message = format!("{} is invalid:\n", review.describe());
-        for f in errors {
-            message.push_str(&plain(f));
+        for (i, f) in errors.iter().enumerate() {
+            let line = plain(f);
+            if i >= MAX_ERRORS_SHOWN || message.len() + line.len() > MAX_MESSAGE {
+                message.push_str(&format!(
+                    "and {} more error(s); validate the object with `lattice-policy validate` to see them all\n",
+                    errors.len() - i
+                ));
+                break;
+            }
+            message.push_str(&line);
         }
         return Err(message);
     }
@@ -428,14 +435,40 @@ fn without_server_fields(object: &Value) -> Value {
     o
 }
 
-/// A diagnostic as miette renders it, without color or Unicode (it ends up in kubectl's
-/// output and in logs).
+/// Errors shown in one denial; the rest are counted.
+const MAX_ERRORS_SHOWN: usize = 20;
+/// The longest denial message (kubectl shows it, the API server stores it in events).
+const MAX_MESSAGE: usize = 16 * 1024;
+/// Quoted source longer than this is cut in a message.
+const MAX_QUOTE: usize = 120;
+
+/// A diagnostic as plain text: `name:line:column: message`, the offending text quoted
+/// (cut to [`MAX_QUOTE`] characters: one 15 MB string literal must not be repeated per
+/// error) and the help. Cheap, bounded, and free of color and Unicode art (it ends up in
+/// kubectl's output and in logs).
 fn plain(f: &Finding) -> String {
-    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::none()).with_context_lines(1);
-    let mut out = String::new();
-    if handler.render_report(&mut out, f).is_err() {
-        let (line, col) = f.line_col();
-        out = format!("{}:{line}:{col}: {}\n", f.file.name, f.message);
+    let (line, col) = f.line_col();
+    let mut out = format!("{}:{line}:{col}: {}\n", f.file.name, f.message);
+    let mut start = f.span.start.min(f.file.text.len());
+    while !f.file.text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let quoted: String = f.file.text[start..]
+        .chars()
+        .take_while(|c| *c != '\n')
+        .take(MAX_QUOTE + 1)
+        .collect();
+    if !quoted.trim().is_empty() {
+        let cut = quoted.chars().count() > MAX_QUOTE;
+        let shown: String = quoted.chars().take(MAX_QUOTE).collect();
+        out.push_str(&format!(
+            "  | {}{}\n",
+            shown.escape_debug(),
+            if cut { "…" } else { "" }
+        ));
+    }
+    if let Some(help) = &f.help {
+        out.push_str(&format!("  help: {help}\n"));
     }
     out
 }

@@ -269,6 +269,8 @@ pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Reads bytes as a manifest file: UTF-8 text of at most [`MAX_FILE_BYTES`].
 pub fn source_from_bytes(name: &str, bytes: &[u8]) -> Result<Arc<SourceFile>, Finding> {
+    // A UTF-8 byte order mark is no content (kubectl drops it too).
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     if bytes.len() > MAX_FILE_BYTES {
         let empty = SourceFile::new(name, "");
         return Err(Finding::error(
@@ -298,16 +300,34 @@ pub fn source_from_bytes(name: &str, bytes: &[u8]) -> Result<Arc<SourceFile>, Fi
     }
 }
 
+/// At most this many findings of one kind are located and shown for one object (schema
+/// errors) or one file (YAML errors); the rest are counted in one more finding. Locating and
+/// rendering tens of thousands of findings took longer than any admission timeout.
+pub const MAX_FINDINGS_PER_OBJECT: usize = 100;
+
 /// Loads every document of a YAML file.
 pub fn load_source(file: &Arc<SourceFile>) -> Loaded {
     let mut loaded = Loaded::default();
     let (docs, errors) = yaml::parse_documents(&file.text);
-    for e in errors {
+    let total = errors.len();
+    for e in errors.into_iter().take(MAX_FINDINGS_PER_OBJECT) {
         let mut f = Finding::error("lattice::yaml", file, e.span, e.message);
         if let Some(h) = e.help {
             f = f.with_help(h);
         }
         loaded.findings.push(f);
+    }
+    if total > MAX_FINDINGS_PER_OBJECT {
+        let at = loaded.findings.last().map_or(0..0, |f| f.span.clone());
+        loaded.findings.push(Finding::error(
+            "lattice::yaml::more",
+            file,
+            at,
+            format!(
+                "and {} more YAML errors in this file (the first {MAX_FINDINGS_PER_OBJECT} are shown)",
+                total - MAX_FINDINGS_PER_OBJECT
+            ),
+        ));
     }
     for doc in docs {
         if doc.value.is_null() {
@@ -535,8 +555,28 @@ fn check_and_build(
     // Most documents are valid: the yes/no check is several times cheaper than collecting
     // errors, which runs only when there are some.
     if !target.validator().is_valid(&value) {
+        // Located one by one (each reads the document again): only the first ones are,
+        // the rest are counted.
+        let mut more = 0usize;
         for e in target.validator().iter_errors(&value) {
+            if errors.len() >= MAX_FINDINGS_PER_OBJECT {
+                more += 1;
+                continue;
+            }
             errors.extend(schema_finding(&locator, &value, target.schema(), &e));
+        }
+        if more > 0 {
+            errors.push(
+                locator
+                    .error_at(
+                        "lattice::schema::more",
+                        "",
+                        format!(
+                            "and {more} more schema errors in this object (the first {MAX_FINDINGS_PER_OBJECT} are shown)"
+                        ),
+                    )
+                    .with_help("fix the ones shown and validate again"),
+            );
         }
     }
     if !errors.is_empty() {

@@ -453,6 +453,63 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// A plain scalar that YAML 1.2 (read here) and YAML 1.1 (read by kubectl and client-go)
+/// resolve differently: (our reading, theirs). Such a value is refused rather than read one
+/// way when the cluster would read it the other.
+fn yaml11_difference(s: &str) -> Option<(String, String)> {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let negative = s.starts_with('-');
+    // `010`: decimal here, octal there.
+    if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        && let (Ok(dec), Ok(oct)) = (digits.parse::<i64>(), i64::from_str_radix(digits, 8))
+        && dec != oct
+    {
+        let sign = if negative { -1 } else { 1 };
+        return Some(((sign * dec).to_string(), (sign * oct).to_string()));
+    }
+    // `0b101`: text here, a binary number there.
+    if let Some(bin) = digits.strip_prefix("0b")
+        && !bin.is_empty()
+        && let Ok(n) = i64::from_str_radix(&bin.replace('_', ""), 2)
+    {
+        return Some((format!("the text \"{s}\""), n.to_string()));
+    }
+    // `1_000`: text here, a number there.
+    if digits.contains('_')
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        && digits.bytes().next().is_some_and(|b| b.is_ascii_digit())
+    {
+        return Some((format!("the text \"{s}\""), digits.replace('_', "")));
+    }
+    // `1:30`: text here, sexagesimal there.
+    if digits.contains(':')
+        && digits
+            .split(':')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && digits
+            .split(':')
+            .skip(1)
+            .all(|p| p.len() <= 2 && p.parse::<u32>().is_ok_and(|n| n < 60))
+        && !digits.starts_with('0')
+    {
+        let n = digits.split(':').try_fold(0i64, |acc, p| {
+            acc.checked_mul(60)?.checked_add(p.parse().ok()?)
+        });
+        if let Some(n) = n {
+            return Some((format!("the text \"{s}\""), n.to_string()));
+        }
+    }
+    // `yes`, `off`, `y`: text here, booleans there.
+    let truth = match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
+        _ => None,
+    };
+    truth.map(|b| (format!("the text \"{s}\""), b.to_string()))
+}
+
 fn resolve_plain(s: &str) -> Value {
     match s {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
@@ -568,6 +625,14 @@ impl MarkedEventReceiver for Builder<'_> {
                     return;
                 }
                 let range = self.scalar_range(at, &text, style);
+                let differs = (tag.is_none() && style == TScalarStyle::Plain)
+                    .then(|| yaml11_difference(&text))
+                    .flatten();
+                let shown = if differs.is_some() {
+                    text.clone()
+                } else {
+                    String::new()
+                };
                 let value = match (&tag, style) {
                     (Some(t), _) => resolve_tagged(&text, t),
                     (None, TScalarStyle::Plain) => resolve_plain(&text),
@@ -576,6 +641,17 @@ impl MarkedEventReceiver for Builder<'_> {
                 if self.expecting_key() {
                     self.pending_key_span = Some(range);
                 } else {
+                    if let Some((ours, theirs)) = differs {
+                        self.errors.push(YamlError {
+                            message: format!(
+                                "`{shown}` reads as {ours} here (YAML 1.2) but as {theirs} in kubectl (YAML 1.1)"
+                            ),
+                            span: range.clone(),
+                            help: Some(format!(
+                                "quote it (`\"{shown}\"`) for text, or write the number or boolean so both read it alike"
+                            )),
+                        });
+                    }
                     let ptr = self.next_pointer();
                     let st = match style {
                         TScalarStyle::Plain => ScalarStyle::Plain,
@@ -674,12 +750,51 @@ mod tests {
     #[test]
     fn scalars_resolve_by_the_core_schema() {
         let d = one(
-            "a: 1\nb: -2\nc: 1.5\nd: true\ne: ~\nf: yes\ng: '3'\nh: 0x10\ni: 1.2.3\nj: !!str 7\n",
+            "a: 1\nb: -2\nc: 1.5\nd: true\ne: ~\nf: \"yes\"\ng: '3'\nh: 0x10\ni: 1.2.3\nj: !!str 7\nk: 10\n",
         );
         assert_eq!(
             d.value,
-            json!({"a": 1, "b": -2, "c": 1.5, "d": true, "e": null, "f": "yes", "g": "3", "h": 16, "i": "1.2.3", "j": "7"})
+            json!({"a": 1, "b": -2, "c": 1.5, "d": true, "e": null, "f": "yes", "g": "3", "h": 16, "i": "1.2.3", "j": "7", "k": 10})
         );
+    }
+
+    /// Where YAML 1.1 (kubectl, client-go) and 1.2 (read here) disagree on a plain value,
+    /// the value is refused with both readings rather than read one way.
+    #[test]
+    fn values_yaml_1_1_reads_otherwise_are_errors_naming_both_readings() {
+        for (value, ours, theirs) in [
+            ("010", "10", "8"),
+            ("-010", "-10", "-8"),
+            ("yes", "the text \"yes\"", "true"),
+            ("Off", "the text \"Off\"", "false"),
+            ("0b101", "the text \"0b101\"", "5"),
+            ("1_000", "the text \"1_000\"", "1000"),
+            ("1:30", "the text \"1:30\"", "90"),
+        ] {
+            let text = format!("replicas: {value}\n");
+            let (_, errors) = parse_documents(&text);
+            assert_eq!(errors.len(), 1, "{value}: {errors:?}");
+            let e = &errors[0];
+            assert!(
+                e.message.contains(&format!("reads as {ours} here"))
+                    && e.message.contains(&format!("as {theirs} in kubectl")),
+                "{value}: {}",
+                e.message
+            );
+            assert_eq!(&text[e.span.clone()], value);
+        }
+        // Quoted, tagged, or the same either way: no error. Keys are not values.
+        for text in [
+            "a: \"010\"\n",
+            "a: !!str yes\n",
+            "a: 8\n",
+            "a: 0\n",
+            "on: 1\n",
+            "a: 09\n",
+        ] {
+            let (_, errors) = parse_documents(text);
+            assert_eq!(errors, vec![], "{text}");
+        }
     }
 
     #[test]
@@ -712,7 +827,7 @@ mod tests {
 
     #[test]
     fn spans_found_later_match_spans_recorded_while_reading() {
-        let text = "# lead\na: 1\n---\nb:\n  c: [x, y]\n  d: |\n    text\n...\n  e: 2\n  f: {g: h}\n...\n%YAML 1.2\n---\nk: &x v\nl: *x\n";
+        let text = "# lead\na: 1\n---\nb:\n  c: [x, z]\n  d: |\n    text\n...\n  e: 2\n  f: {g: h}\n...\n%YAML 1.2\n---\nk: &x v\nl: *x\n";
         let (fast, errors) = parse_documents(text);
         assert_eq!(errors, vec![]);
         let (recorded, _) = read(text, true);

@@ -78,7 +78,21 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
     let mut report = Report::default();
     let mut files = Vec::new();
     for p in paths {
+        let before = files.len();
         collect(p, true, 0, &mut files, &mut report.unreadable);
+        // A path the user named that yields nothing to check is an error, not a pass: a
+        // run that read nothing must never say all is well.
+        if files.len() == before
+            && !report
+                .unreadable
+                .iter()
+                .any(|u| u.starts_with(&format!("{}:", p.display())))
+        {
+            report.unreadable.push(format!(
+                "{}: holds no *.yaml, *.yml or *.cedar file to check",
+                p.display()
+            ));
+        }
     }
     // Files are independent until the cross-file checks below, so they are read and
     // checked on every core; merging in path order keeps the report deterministic.
@@ -113,6 +127,26 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
     report
 }
 
+/// Reads a file, standard input (`-`) or a stream, never past one byte more than a manifest
+/// may hold (`/dev/zero` ends there), so the size check refuses it rather than memory
+/// running out.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = (manifest::MAX_FILE_BYTES + 1) as u64;
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)?;
+    } else {
+        std::fs::File::open(path)?
+            .take(limit)
+            .read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
+}
+
 /// What checking one file found, before the cross-file checks.
 #[derive(Default)]
 struct FileCheck {
@@ -126,8 +160,12 @@ struct FileCheck {
 fn check_file(path: &Path) -> FileCheck {
     let mut out = FileCheck::default();
     let report = &mut out.report;
-    let name = path.display().to_string();
-    let bytes = match std::fs::read(path) {
+    let name = if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let bytes = match read_bounded(path) {
         Ok(b) => b,
         Err(e) => {
             report.unreadable.push(format!("{name}: {e}"));
@@ -218,6 +256,9 @@ fn check_manifests(report: &mut Report, partial: &[Manifest]) {
     report.findings.extend(findings);
 }
 
+/// How deep directories are searched; deeper ones are reported, not skipped silently.
+pub const MAX_DEPTH: usize = 32;
+
 fn collect(
     path: &Path,
     explicit: bool,
@@ -225,6 +266,11 @@ fn collect(
     out: &mut Vec<PathBuf>,
     unreadable: &mut Vec<String>,
 ) {
+    // `-` is standard input, read as a stream.
+    if explicit && path == Path::new("-") {
+        out.push(path.to_path_buf());
+        return;
+    }
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -232,6 +278,12 @@ fn collect(
             return;
         }
     };
+    // A file named explicitly that is no regular file (a pipe, `/dev/stdin`, a process
+    // substitution) is read as a stream, up to the same size limit.
+    if explicit && !meta.is_dir() {
+        out.push(path.to_path_buf());
+        return;
+    }
     if meta.is_file() {
         let ext = path.extension().and_then(|e| e.to_str());
         if explicit || matches!(ext, Some("yaml" | "yml" | "cedar")) {
@@ -241,7 +293,14 @@ fn collect(
     }
     // Symlinked directories are not followed (no cycles), nor hidden or build directories.
     let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    if !meta.is_dir() || depth > 32 || (!explicit && is_link) {
+    if !meta.is_dir() || (!explicit && is_link) {
+        return;
+    }
+    if depth > MAX_DEPTH {
+        unreadable.push(format!(
+            "{}: more than {MAX_DEPTH} directories deep; not searched",
+            path.display()
+        ));
         return;
     }
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
