@@ -844,3 +844,73 @@ async fn forty_thousand_unknown_fields_are_refused_quickly_and_briefly() {
     eprintln!("40,000 unknown fields refused in {took:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Many clients that each send a body of 3 MiB less one byte and stall once drove the
+/// webhook to 650 MB. Connections are capped and bodies reserve their bytes before they are
+/// read, so memory stays bounded and health answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_large_bodies_cannot_exhaust_memory() {
+    let dir = tmp("stalls");
+    let pki = Pki::issue(&dir.join("pki"));
+    let limits = Limits {
+        body: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let w = start(&pki, limits).await;
+    load_examples(&w, &[]);
+    let config = client_config(&pki.ca_pem);
+    let before = rss_bytes();
+    let size = lattice_controllers::webhook::review::MAX_BODY;
+    let chunk = std::sync::Arc::new(vec![b'x'; size - 1]);
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let config = config.clone();
+        let chunk = chunk.clone();
+        let addr = w.addr;
+        stalled.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(config)
+                .connect(
+                    tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                    tcp,
+                )
+                .await
+                .unwrap();
+            let head = format!(
+                "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+            );
+            let _ = tls.write_all(head.as_bytes()).await;
+            // All but the last byte, then nothing: the body never completes.
+            let _ = tokio::time::timeout(Duration::from_secs(15), tls.write_all(&chunk)).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(tls);
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    // Health answers while they stall.
+    let mut c = Client::connect(w.addr, config.clone()).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(c.send("GET", "/readyz", vec![]).await.0, 200);
+    let probe = started.elapsed();
+    for s in stalled {
+        s.abort();
+    }
+    eprintln!(
+        "100 stalled 3 MiB bodies: RSS grew {} MiB; /readyz in {probe:?}",
+        grown >> 20
+    );
+    // The client's own 3 MiB buffer and TLS state are in this process too.
+    assert!(grown < 160 << 20, "RSS grew {} MiB", grown >> 20);
+    assert!(probe < Duration::from_millis(500), "/readyz took {probe:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,20 +18,37 @@ pub enum LoadFailure {
     Packs(Box<Report>),
     /// A CedarPolicy object of the world was refused.
     Policy(PolicyError),
+    /// The rule-pack directory does not exist or holds no pack: deciding without the
+    /// packs would deny what the cluster allows and pass checks nobody ran.
+    NoPacks(String),
 }
 
-/// Loads `world` and the rule packs under `policies` (when that directory exists), and
-/// applies the world's CedarPolicy objects to them.
+/// Loads `world` and the rule packs under `policies`, and applies the world's CedarPolicy
+/// objects to them. A `policies` that is not a directory of at least one pack is an error,
+/// never an empty set of rules.
 pub fn load(world: &[PathBuf], policies: &Path) -> Result<(World, PolicyStore), LoadFailure> {
     let world = World::load(world).map_err(|e| LoadFailure::World(Box::new(e.report)))?;
-    let mut store = if policies.is_dir() {
-        PolicyStore::load_packs(policies).map_err(|e| match e {
-            PolicyError::Packs(report) => LoadFailure::Packs(report),
-            other => LoadFailure::Policy(other),
-        })?
-    } else {
-        PolicyStore::new()
-    };
+    if !policies.is_dir() {
+        return Err(LoadFailure::NoPacks(format!(
+            "no rule packs at {}: it is not a directory (pass --policies with the rule-pack directory, e.g. the repository's policies/)",
+            policies.display()
+        )));
+    }
+    let has_pack = std::fs::read_dir(policies)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|e| e.path().join("pack.yaml").is_file());
+    if !has_pack {
+        return Err(LoadFailure::NoPacks(format!(
+            "no rule packs at {}: no subdirectory holds a pack.yaml",
+            policies.display()
+        )));
+    }
+    let mut store = PolicyStore::load_packs(policies).map_err(|e| match e {
+        PolicyError::Packs(report) => LoadFailure::Packs(report),
+        other => LoadFailure::Policy(other),
+    })?;
     for (_, o) in world.objects() {
         if let Object::CedarPolicy(p) = o {
             store.apply_object(p).map_err(LoadFailure::Policy)?;

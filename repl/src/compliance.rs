@@ -249,6 +249,25 @@ fn run_scan(args: ScanArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    // A scan that evaluated no check is no evidence of anything: an error, never an empty
+    // pass.
+    let evaluated: usize = report
+        .frameworks
+        .iter()
+        .map(|f| f.check_tally.pass + f.check_tally.fail)
+        .sum();
+    if evaluated == 0 {
+        eprintln!(
+            "error: the scan evaluated no check ({} framework(s), {} check(s) in the packs in force); nothing was assessed",
+            report.frameworks.len(),
+            report
+                .frameworks
+                .iter()
+                .map(|f| f.checks.len())
+                .sum::<usize>()
+        );
+        return EXIT_USAGE;
+    }
     let format = args.output.format();
     let text = render(&report, format);
     match &args.out {

@@ -87,6 +87,9 @@ fn world_and_store(
             for f in &report.findings {
                 out.push_str(&render(f));
             }
+            for u in &report.unreadable {
+                out.push_str(&format!("error: cannot read {u}\n"));
+            }
             out.push_str(&format!(
                 "error: the rule packs at {} did not load\n",
                 policies.display()
@@ -94,6 +97,7 @@ fn world_and_store(
             return Err(out);
         }
         Err(LoadFailure::Policy(e)) => return Err(format!("error: {e}\n")),
+        Err(LoadFailure::NoPacks(why)) => return Err(format!("error: {why}\n")),
     };
     Ok((world, store))
 }

@@ -242,3 +242,53 @@ fn kubectl_and_validate_read_a_file_alike() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn rule_packs_never_go_missing_in_silence() {
+    // Run anywhere but the repository root, the default `policies` is not there: an error,
+    // not a world decided under no rules.
+    let elsewhere = scratch("cwd");
+    let world = workspace().join("examples/world");
+    for args in [
+        vec!["mesh", "--world", world.to_str().unwrap()],
+        vec!["compliance", "scan", "--world", world.to_str().unwrap()],
+        vec![
+            "can",
+            "--world",
+            world.to_str().unwrap(),
+            "Service::shop/checkout",
+            "Connect",
+            "Service::payments/ledger",
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+            .args(&args)
+            .current_dir(&elsewhere)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", said(&out));
+        assert!(
+            said(&out).contains("no rule packs at policies"),
+            "{args:?}: {}",
+            said(&out)
+        );
+    }
+    // A directory that holds no pack is refused too.
+    let out = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .args([
+            "mesh",
+            "--world",
+            world.to_str().unwrap(),
+            "--policies",
+            elsewhere.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(
+        said(&out).contains("no subdirectory holds a pack.yaml"),
+        "{}",
+        said(&out)
+    );
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}

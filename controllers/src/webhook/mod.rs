@@ -31,6 +31,7 @@ pub fn load_current(world: &[PathBuf], policies: &Path) -> Result<Current, Strin
             first(&r)
         ),
         LoadFailure::Policy(e) => e.to_string(),
+        LoadFailure::NoPacks(why) => why,
     })?;
     let projection = Projection::of(&world);
     let snapshot = Snapshot::build(&world, &projection, &store).map_err(|e| e.to_string())?;

@@ -45,11 +45,34 @@ impl Default for Limits {
     }
 }
 
-/// What every connection shares: the current snapshot and the metrics.
-#[derive(Default)]
+/// Connections served at once; further clients wait in the kernel's accept queue
+/// (back-pressure) until one ends. Each connection's stalls are bounded by [`Limits`].
+pub const MAX_CONNECTIONS: usize = 256;
+/// Request bodies held in memory at once, in bytes: a body reserves its declared length (or
+/// the 3 MiB limit when it declares none) before it is read, and waits, within the body
+/// timeout, while others hold the rest. With [`MAX_CONNECTIONS`] this bounds what stalled
+/// or slow clients can make the webhook hold to about 64 MiB (see deploy/webhook for the
+/// memory limit it fits under).
+pub const MAX_INFLIGHT_BODY_BYTES: usize = 64 << 20;
+
+/// What every connection shares: the current snapshot, the metrics and the limits on what
+/// clients may hold.
 pub struct State {
     current: RwLock<Option<Arc<Current>>>,
     pub metrics: Metrics,
+    connections: Arc<tokio::sync::Semaphore>,
+    body_bytes: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            current: RwLock::new(None),
+            metrics: Metrics::default(),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            body_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT_BODY_BYTES)),
+        }
+    }
 }
 
 impl State {
@@ -91,47 +114,56 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        // A connection slot first (back-pressure), then a client.
+        let permit = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            state.metrics.rejected("tls");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            state.metrics.rejected("tls-timeout");
-                            return;
-                        }
-                    };
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(&state, limits, req).await) }
-                    });
-                    let served = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(limits.headers)
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                    if let Err(e) = served {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                });
+            permit = state.connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                continue;
             }
-        }
+        };
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            // Held for the connection's life.
+            let _permit = permit;
+            let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    state.metrics.rejected("tls");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    state.metrics.rejected("tls-timeout");
+                    return;
+                }
+            };
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, limits, req).await) }
+            });
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.headers)
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
     }
 }
 
@@ -173,10 +205,17 @@ async fn validate(state: &State, limits: Limits, req: Request<Incoming>) -> Resp
             &format!("body over the {MAX_BODY}-byte limit"),
         );
     }
-    let body = tokio::time::timeout(
-        limits.body,
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    )
+    // Reserve the body's bytes before reading it; the wait counts against the body timeout.
+    let reserve = declared.unwrap_or(MAX_BODY).clamp(1, MAX_BODY);
+    let body = tokio::time::timeout(limits.body, async {
+        let permit = state
+            .body_bytes
+            .acquire_many(u32::try_from(reserve).unwrap_or(u32::MAX))
+            .await;
+        let read = Limited::new(req.into_body(), MAX_BODY).collect().await;
+        drop(permit);
+        read
+    })
     .await;
     let bytes = match body {
         Ok(Ok(b)) => b.to_bytes(),
