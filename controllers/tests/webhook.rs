@@ -717,6 +717,23 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
             .is_ok()
     );
 
+    // Other files beside the certificate (a log written in a loop) never cause a reload.
+    let log = first.cert.parent().unwrap().join("webhook.log");
+    for i in 0..2_000 {
+        std::fs::write(&log, format!("line {i}\n")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        Client::connect(w.addr, client_config(&first.ca_pem))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        w.certs.reloads(),
+        0,
+        "a log file beside the certificate reloaded it"
+    );
+
     // A broken renewal is refused and the old certificate stays.
     std::fs::write(&first.cert, "not a certificate").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -738,6 +755,11 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "the renewed certificate was never served");
+    assert!(
+        w.certs.reloads() <= 6,
+        "a burst of writes is a reload or two, not one per event: {}",
+        w.certs.reloads()
+    );
     assert!(
         Client::connect(w.addr, client_config(&first.ca_pem))
             .await

@@ -2,8 +2,14 @@
 //! (cert-manager renews by rewriting the mounted Secret), without a restart. Each new TLS
 //! connection gets the certificate current at its handshake; a bad new pair is logged and
 //! the last good one stays.
+//!
+//! Only events about the certificate and key files, or the `..data` symlink a Secret
+//! volume swaps, mark the pair stale; anything else in the directory (a log file written
+//! a thousand times a second) is ignored. A stale pair is read again once, at the next
+//! handshake, so a burst of writes is one reload (debounced by construction).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use notify::{RecursiveMode, Watcher};
@@ -55,6 +61,10 @@ pub struct ReloadingCert {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
+    /// Set by the watcher when the files changed; the next handshake reloads.
+    stale: AtomicBool,
+    /// Reloads attempted, for metrics and tests.
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 impl ReloadingCert {
@@ -64,11 +74,19 @@ impl ReloadingCert {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             current: RwLock::new(current),
+            stale: AtomicBool::new(false),
+            reloads: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// How many reloads were attempted since the pair was opened.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Acquire)
     }
 
     /// Reads the files again; on failure the current pair stays.
     pub fn reload(&self) -> Result<(), TlsError> {
+        self.reloads.fetch_add(1, Ordering::AcqRel);
         let fresh = load_pair(&self.cert, &self.key)?;
         if let Ok(mut c) = self.current.write() {
             *c = fresh;
@@ -76,21 +94,28 @@ impl ReloadingCert {
         Ok(())
     }
 
-    /// Reloads whenever anything changes in the directories holding the files (a mounted
-    /// Secret is replaced by swapping a symlink, which a watch on the file would miss).
-    /// The watcher lives as long as the returned value.
+    /// Marks the pair stale when the certificate or key file changes, or the `..data`
+    /// symlink of a Secret volume is swapped (a watch on the file alone would miss that);
+    /// the directories holding them are watched, other files in them are ignored. The
+    /// watcher lives as long as the returned value.
     pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, TlsError> {
         let me = Arc::downgrade(self);
+        let names: Vec<std::ffi::OsString> = [&self.cert, &self.key]
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_owned()))
+            .chain(std::iter::once("..data".into()))
+            .collect();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let Some(me) = me.upgrade() else { return };
-                if event.is_ok_and(|e| !e.kind.is_access()) {
-                    match me.reload() {
-                        Ok(()) => tracing::info!("serving certificate reloaded"),
-                        Err(e) => tracing::warn!(
-                            "serving certificate not reloaded, keeping the last good one: {e}"
-                        ),
-                    }
+                let Ok(event) = event else { return };
+                let ours = !event.kind.is_access()
+                    && event
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)));
+                if ours {
+                    me.stale.store(true, Ordering::Release);
                 }
             })?;
         let mut dirs: Vec<PathBuf> = [&self.cert, &self.key]
@@ -123,6 +148,16 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.stale.swap(false, Ordering::AcqRel) {
+            match self.reload() {
+                Ok(()) => tracing::info!("serving certificate reloaded"),
+                Err(e) => {
+                    tracing::warn!(
+                        "serving certificate not reloaded, keeping the last good one: {e}"
+                    )
+                }
+            }
+        }
         self.current.read().ok().map(|c| c.clone())
     }
 }
