@@ -14,7 +14,7 @@ use lattice_schemas::crd::mesh_member::PeerAuth;
 use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
 
-use crate::objects::{DIRECTION_LABEL, MANAGER};
+use crate::objects::{DIRECTION_LABEL, MANAGER, endpoint_labels, tcp_ports};
 
 /// How a workload's pods are selected and which identity they run as.
 struct Identity {
@@ -101,17 +101,8 @@ pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
     let (callee_ns, _) = edge.callee.split_once('/')?;
     let labels = json!({"app.kubernetes.io/managed-by": MANAGER, "lattice.dev/caller": edge.caller.replace('/', "."), "lattice.dev/callee": edge.callee.replace('/', "."), DIRECTION_LABEL: "egress"});
     let meta = json!({"name": egress_name(&edge.caller, &edge.callee), "namespace": caller_ns, "labels": labels});
-    let mut to = serde_json::Map::new();
-    to.insert("k8s:io.kubernetes.pod.namespace".into(), json!(callee_ns));
-    for (k, v) in &callee.selector {
-        to.insert(k.clone(), json!(v));
-    }
-    let ports: Vec<Value> = edge
-        .ports
-        .iter()
-        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
-        .collect();
-    let rule = json!({"toEndpoints": [{"matchLabels": to}], "toPorts": [{"ports": ports}]});
+    let to = endpoint_labels(callee_ns, &callee.selector);
+    let rule = json!({"toEndpoints": [{"matchLabels": to}], "toPorts": tcp_ports(&edge.ports)});
     Some(json!({
         "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
         "spec": {"endpointSelector": {"matchLabels": caller.selector}, "egress": [rule]}
@@ -137,17 +128,9 @@ pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
         let name = edge_name(&edge.caller, &edge.callee);
         let labels = json!({"app.kubernetes.io/managed-by": MANAGER, "lattice.dev/caller": edge.caller.replace('/', "."), "lattice.dev/callee": edge.callee.replace('/', ".")});
         let meta = json!({"name": name, "namespace": callee_ns, "labels": labels});
-        let mut from = serde_json::Map::new();
-        from.insert("k8s:io.kubernetes.pod.namespace".into(), json!(caller_ns));
-        for (k, v) in &caller.selector {
-            from.insert(k.clone(), json!(v));
-        }
-        let ports: Vec<Value> = edge
-            .ports
-            .iter()
-            .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
-            .collect();
-        let rule = json!({"fromEndpoints": [{"matchLabels": from}], "toPorts": [{"ports": ports}]});
+        let from = endpoint_labels(caller_ns, &caller.selector);
+        let rule =
+            json!({"fromEndpoints": [{"matchLabels": from}], "toPorts": tcp_ports(&edge.ports)});
         let to = json!([{"operation": {"ports": edge.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>()}}]);
         let istio_rule = json!({
             "from": [{"source": {"principals": [format!("cluster.local/ns/{caller_ns}/sa/{}", caller.service_account)]}}],
@@ -208,19 +191,16 @@ pub fn self_edge(
     let id = format!("{ns}.{name}");
     let meta = json!({"name": format!("{name}-self"), "namespace": ns, "labels": {"app.kubernetes.io/managed-by": MANAGER, "lattice.dev/caller": id, "lattice.dev/callee": id}});
     let selector = json!({"app.kubernetes.io/name": name});
-    let cilium_ports: Vec<Value> = ports
-        .iter()
-        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
-        .collect();
+    let cilium_ports = tcp_ports(&ports);
     vec![
         json!({
             "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
             "spec": {"endpointSelector": {"matchLabels": selector}, "ingress": [{
                 "fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": ns, "app.kubernetes.io/name": name}}],
-                "toPorts": [{"ports": cilium_ports.clone()}]
+                "toPorts": cilium_ports.clone()
             }], "egress": [{
                 "toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": ns, "app.kubernetes.io/name": name}}],
-                "toPorts": [{"ports": cilium_ports}]
+                "toPorts": cilium_ports
             }]}
         }),
         json!({

@@ -142,6 +142,29 @@ pub(crate) fn service_account(name: &str, ns: &str) -> Value {
     })
 }
 
+/// Cilium's `toPorts` entry for TCP `ports`.
+pub(crate) fn tcp_ports<P: std::fmt::Display>(ports: impl IntoIterator<Item = P>) -> Value {
+    let ports: Vec<Value> = ports
+        .into_iter()
+        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
+        .collect();
+    json!([{ "ports": ports }])
+}
+
+/// Cilium's labels for the pods of a workload in namespace `ns`: its selector, scoped to
+/// the namespace.
+pub(crate) fn endpoint_labels(
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+) -> serde_json::Map<String, Value> {
+    let mut labels = serde_json::Map::new();
+    labels.insert("k8s:io.kubernetes.pod.namespace".into(), json!(ns));
+    for (k, v) in selector {
+        labels.insert(k.clone(), json!(v));
+    }
+    labels
+}
+
 /// A PodDisruptionBudget keeping all but one pod of `selector` up during voluntary disruption.
 pub(crate) fn disruption_budget(name: &str, ns: &str, owner: &str, selector: &Value) -> Value {
     json!({

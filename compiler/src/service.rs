@@ -211,10 +211,7 @@ fn from_gateway(
     }
     let meta = meta(&object_name(&[name, "from-gateway"]), ns, name);
     let selector = json!({"app.kubernetes.io/name": name});
-    let cilium_ports: Vec<Value> = targets
-        .iter()
-        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
-        .collect();
+    let cilium_ports = crate::objects::tcp_ports(&targets);
     vec![
         json!({
             "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": meta,
@@ -223,7 +220,7 @@ fn from_gateway(
                     "k8s:io.kubernetes.pod.namespace": gateway_ns,
                     "gateway.networking.k8s.io/gateway-name": gateway
                 }}],
-                "toPorts": [{"ports": cilium_ports}]
+                "toPorts": cilium_ports
             }]}
         }),
         json!({

@@ -55,13 +55,7 @@ pub fn run(file: &Path, world: &[PathBuf], policies: &Path, format: Format) -> u
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            match format {
-                Format::Json => emit(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&objects).expect("JSON values serialize")
-                )),
-                Format::Human => emit(&objects.iter().map(to_yaml).collect::<String>()),
-            }
+            emit_objects(&objects, format);
             EXIT_OK
         }
         Err(CompileError::Denied { workload, gates }) => {
@@ -159,12 +153,17 @@ pub fn namespace(ns: &str, world: &[PathBuf], policies: &Path, format: Format) -
     } else {
         lattice_compiler::baseline::baseline(ns)
     };
+    emit_objects(&objects, format);
+    EXIT_OK
+}
+
+/// Objects as YAML documents for `kubectl apply`, or as one JSON array.
+fn emit_objects(objects: &[serde_json::Value], format: Format) {
     match format {
         Format::Json => emit(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&objects).expect("JSON values serialize")
+            serde_json::to_string_pretty(objects).expect("JSON values serialize")
         )),
         Format::Human => emit(&objects.iter().map(to_yaml).collect::<String>()),
     }
-    EXIT_OK
 }
