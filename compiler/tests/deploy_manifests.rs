@@ -90,6 +90,33 @@ fn deploy_manifests_validate_and_wire_admission_safely() {
     let _: ClusterRole = strict(get(&o, "ClusterRole", "lattice-webhook"));
     let _: ClusterRoleBinding = strict(get(&o, "ClusterRoleBinding", "lattice-webhook"));
     let pdb: PodDisruptionBudget = strict(get(&o, "PodDisruptionBudget", "lattice-webhook"));
+    // The admission stamp: CedarPolicy creates and updates, fail closed, at /mutate of the
+    // same Service, whose pods get the key.
+    let stamp: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
+        strict(get(
+            &o,
+            "MutatingWebhookConfiguration",
+            "lattice-admission-stamp",
+        ));
+    let stamp_hook = &stamp.webhooks.as_ref().unwrap()[0];
+    assert_eq!(stamp_hook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(stamp_hook.side_effects, "None");
+    let stamp_rules = stamp_hook.rules.as_ref().unwrap();
+    assert!(
+        stamp_rules
+            .iter()
+            .all(|r| r.resources.as_deref() == Some(&["cedarpolicies".to_owned()][..]))
+    );
+    let stamp_ref = stamp_hook.client_config.service.as_ref().unwrap();
+    assert_eq!(stamp_ref.path.as_deref(), Some("/mutate"));
+    assert_eq!(stamp_ref.name, "lattice-webhook");
+    let args = get(&o, "Deployment", "lattice-webhook")["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .to_string();
+    assert!(
+        args.contains("--admission-key=/etc/lattice/admission/key"),
+        "{args}"
+    );
     let config: ValidatingWebhookConfiguration =
         strict(get(&o, "ValidatingWebhookConfiguration", "lattice-webhook"));
 

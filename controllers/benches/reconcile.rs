@@ -177,7 +177,12 @@ fn main() {
         drop(env);
 
         // Baseline: the same derived objects, written by a plain client.
-        let mut index = Index::new(PolicyStore::load_packs(&cluster::root().join("policies")).unwrap());
+        let mut index = Index::new(
+            PolicyStore::load_packs(&cluster::root().join("policies")).unwrap(),
+            std::sync::Arc::new(
+                lattice_controllers::webhook::stamp::AdmissionKey::from_bytes(&cluster::ADMISSION_KEY).unwrap(),
+            ),
+        );
         for o in &objects {
             index.apply(o["kind"].as_str().unwrap(), o).unwrap();
         }

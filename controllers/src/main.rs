@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use lattice_controllers::operator;
-use lattice_controllers::webhook::{self, State, tls::ReloadingCert};
+use lattice_controllers::webhook::{self, State, stamp::AdmissionKey, tls::ReloadingCert};
 use lattice_schemas::generate::all_crds_yaml;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "lattice-operator", version, about = "The Lattice operator")]
@@ -47,6 +48,11 @@ enum Command {
         /// The rule packs directory.
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
+        /// The key (a file of at least 32 bytes, a mounted Secret) `/mutate` stamps admitted
+        /// CedarPolicy writes with; the operator loads only policies whose stamp verifies
+        /// under the same key. Without it, `/mutate` refuses CedarPolicy writes.
+        #[arg(long)]
+        admission_key: Option<PathBuf>,
     },
 }
 
@@ -80,6 +86,12 @@ struct RunArgs {
     tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The key (a file of at least 32 bytes, a mounted Secret shared with every replica and
+    /// webhook) admission stamps are made and checked with: a CedarPolicy is loaded only
+    /// when the webhook admitted exactly its spec for a user ManagePolicy allows. Without
+    /// it, a key is made for this process, and only this process's webhook can stamp.
+    #[arg(long)]
+    admission_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +107,8 @@ fn main() -> ExitCode {
             addr,
             world,
             policies,
-        } => run_webhook(&tls_cert, &tls_key, addr, world, policies),
+            admission_key,
+        } => run_webhook(&tls_cert, &tls_key, addr, world, policies, admission_key),
     }
 }
 
@@ -105,11 +118,20 @@ fn run_webhook(
     addr: SocketAddr,
     world: Vec<PathBuf>,
     policies: PathBuf,
+    admission_key: Option<PathBuf>,
 ) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    let admission = match admission_key.as_deref().map(AdmissionKey::from_file) {
+        None => None,
+        Some(Ok(k)) => Some(Arc::new(k)),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let certs = match ReloadingCert::open(cert, key) {
         Ok(c) => c,
         Err(e) => {
@@ -137,6 +159,10 @@ fn run_webhook(
             }
         };
         let state = State::new();
+        match admission {
+            Some(k) => state.set_admission_key(k),
+            None => tracing::warn!("no --admission-key: /mutate refuses CedarPolicy writes"),
+        }
         tracing::info!(
             "listening on https://{}",
             listener
@@ -217,6 +243,26 @@ fn run_operator(args: RunArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    let admission = match args.admission_key.as_deref().map(AdmissionKey::from_file) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        None => match AdmissionKey::random() {
+            Ok(k) => {
+                tracing::warn!(
+                    "no --admission-key: only this process's webhook can admit CedarPolicy objects it loads"
+                );
+                k
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let admission = Arc::new(admission);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             match ReloadingCert::open(cert, key).and_then(|c| Ok((c.server_config()?, c.watch()?)))
@@ -246,6 +292,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
         sweep_every: Duration::from_secs(args.sweep_seconds.max(1)),
         evidence_root: args.evidence_root.clone(),
+        admission: admission.clone(),
     };
     runtime.block_on(async move {
         let client = match kube::Client::try_default().await {
@@ -256,6 +303,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
             }
         };
         let state = State::new();
+        state.set_admission_key(admission);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut webhook_task = None;
         if let Some((config, watcher)) = tls {

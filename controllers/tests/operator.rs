@@ -367,6 +367,8 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
     install_crds(&client).await;
     apply_yaml(&client, SHOP).await;
     apply_yaml(&client, EDGE_CLUSTER).await;
+    // Written before any webhook configuration exists: no admission stamp.
+    cluster::apply_yaml_unstamped(&client, WITHDRAW_API).await;
     let pki = support::Pki::issue(&env.dir.join("pki"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -403,6 +405,43 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
         &vwc,
     )
     .await;
+    let deployed = std::fs::read_to_string(
+        cluster::root().join("deploy/webhook/mutatingwebhookconfiguration.yaml"),
+    )
+    .unwrap();
+    let mut mwc = cluster::documents(&deployed).remove(0);
+    mwc["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://{addr}/mutate"), "caBundle": ca});
+    mwc["webhooks"][0]["timeoutSeconds"] = json!(10);
+    cluster::apply(
+        &client,
+        &kube::core::ApiResource::erase::<
+            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+        >(&()),
+        &mwc,
+    )
+    .await;
+
+    // The policy written past the webhook is not loaded; its status says why, and api
+    // (whose image it would forbid) stays Ready.
+    let sneaked = eventually("the unstamped policy's status", WAIT, || async {
+        let p = object(
+            &client,
+            "lattice.dev/v1alpha1",
+            "CedarPolicy",
+            "cedarpolicies",
+            "withdraw-api-1-0",
+        )
+        .await?;
+        (p.pointer("/status/phase") == Some(&json!("Rejected"))).then_some(p)
+    })
+    .await;
+    assert!(
+        sneaked["status"].to_string().contains("not admitted"),
+        "{}",
+        sneaked["status"]
+    );
+    phase(&client, "api", "Ready").await;
 
     let invalid: Value = json!({
         "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
@@ -434,10 +473,11 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
     })
     .await
     .expect("rejected");
+    // The stamping webhook runs first and decides as the validating one does.
     assert!(
         error
             .message
-            .contains("admission webhook \"validate.lattice.dev\" denied the request"),
+            .contains("admission webhook \"stamp.lattice.dev\" denied the request"),
         "{}",
         error.message
     );
@@ -468,6 +508,54 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
         .await
         .expect_err("the test admin holds no ManagePolicy permit");
     assert!(err.to_string().contains("ManagePolicy"), "{err}");
+
+    // A security administrator's write is admitted and stamped on the way in, and the
+    // operator loads it.
+    // (system:masters only so that Kubernetes RBAC lets the write reach admission.)
+    let sec = env
+        .client_as("sec", &["system:masters", "lattice:security-admins"])
+        .await;
+    let as_sec: Api<DynamicObject> = Api::namespaced_with(
+        sec,
+        "shop",
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::CedarPolicy,
+        ),
+    );
+    let mut admitted = valid.clone();
+    admitted["metadata"]["name"] = json!("admitted");
+    admitted["spec"]["policies"] = json!(
+        "@id(\"no-web-image\")\nforbid (principal == Lattice::Service::\"shop/web\", action == Lattice::Action::\"DeployImage\", resource);\n"
+    );
+    let stored = as_sec
+        .patch(
+            "admitted",
+            &PatchParams::apply("sec"),
+            &Patch::Apply(&admitted),
+        )
+        .await
+        .expect("a security administrator may write policies");
+    let stamp = stored
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(lattice_controllers::webhook::stamp::ANNOTATION))
+        .expect("the stamp the webhook set");
+    assert!(stamp.contains("\"user\":\"sec\""), "{stamp}");
+    let loaded = eventually("the admitted policy's status", WAIT, || async {
+        let p = object(
+            &client,
+            "lattice.dev/v1alpha1",
+            "CedarPolicy",
+            "cedarpolicies",
+            "admitted",
+        )
+        .await?;
+        (p.pointer("/status/phase") == Some(&json!("Accepted"))).then_some(p)
+    })
+    .await;
+    assert_eq!(loaded["status"]["forbidCount"], 1, "{}", loaded["status"]);
+    phase(&client, "web", "Denied").await;
 
     // Every Lattice write is a Cedar question. Whoever writes a TrustPolicy decides which
     // images count as trusted: the test admin is no platform administrator, and the API

@@ -4,6 +4,7 @@
 use lattice_controllers::operator::index::{Index, PolicyOutcome};
 use lattice_controllers::operator::plan::{Owner, Verdict, plan};
 use lattice_controllers::operator::resources::{ObjectId, derived_kind};
+use lattice_controllers::webhook::stamp::{ANNOTATION, AdmissionKey};
 use lattice_engine::{ObjectKey, PolicyStore};
 use lattice_schemas::crd::Kind;
 use serde_json::{Value, json};
@@ -29,10 +30,36 @@ fn objects(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// The key these indexes check admission stamps with.
+fn admission() -> std::sync::Arc<AdmissionKey> {
+    std::sync::Arc::new(AdmissionKey::from_bytes(&[42; 32]).unwrap())
+}
+
+/// A CedarPolicy as the webhook stamps a write it admitted for a security administrator.
+fn stamped(mut policy: Value) -> Value {
+    let spec: lattice_schemas::crd::policy::CedarPolicySpec =
+        serde_json::from_value(policy["spec"].clone()).unwrap();
+    let ns = policy["metadata"]["namespace"].as_str().unwrap().to_owned();
+    let name = policy["metadata"]["name"].as_str().unwrap().to_owned();
+    let sec = lattice_gates::admission::Requester {
+        username: "sec".into(),
+        groups: vec!["lattice:security-admins".into()],
+    };
+    policy["metadata"]["annotations"][ANNOTATION] =
+        json!(admission().stamp(&ns, &name, &spec, &sec));
+    policy
+}
+
+/// An index of `values`, their CedarPolicies admitted (stamped).
 fn index_of(values: &[Value]) -> Index {
-    let mut index = Index::new(packs());
+    let mut index = Index::new(packs(), admission());
     for v in values {
-        index.apply(v["kind"].as_str().unwrap(), v).unwrap();
+        let v = if v["kind"] == "CedarPolicy" {
+            stamped(v.clone())
+        } else {
+            v.clone()
+        };
+        index.apply(v["kind"].as_str().unwrap(), &v).unwrap();
     }
     index
 }
@@ -113,13 +140,26 @@ fn a_status_write_is_not_a_change_but_a_spec_edit_is() {
 fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
     let values = shop();
     let mut index = index_of(&values);
-    let mut policy = json!({
+    let policy = json!({
         "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
         "metadata": {"name": "freeze", "namespace": "shop", "uid": "p", "generation": 1},
         "spec": {"policies": "@id(\"freeze-api\")\nforbid (principal == Lattice::Service::\"shop/api\", action, resource);\n"},
     });
+    // Written past the webhook (no stamp): refused, never loaded.
     index.apply("CedarPolicy", &policy).unwrap();
     let outcome = |index: &Index| index.policy_outcomes().next().unwrap().1.clone();
+    let (_, PolicyOutcome::Rejected { errors }) = outcome(&index) else {
+        panic!("an unstamped policy is not loaded")
+    };
+    assert!(errors[0].starts_with("not admitted"), "{errors:?}");
+    assert_eq!(
+        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        Verdict::Authorized,
+        "the unadmitted forbid decides nothing"
+    );
+    // Admitted: loaded.
+    let mut policy = stamped(policy);
+    index.apply("CedarPolicy", &policy).unwrap();
     assert_eq!(
         outcome(&index),
         (
@@ -135,8 +175,25 @@ fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
         Verdict::Denied(_)
     ));
 
+    // A new version edited past the webhook keeps its old stamp, which no longer matches:
+    // refused, and the admitted version stays in force.
+    let mut widened = policy.clone();
+    widened["metadata"]["generation"] = json!(2);
+    widened["spec"]["policies"] =
+        json!("@id(\"noop\")\npermit (principal, action, resource) when { false };\n");
+    index.apply("CedarPolicy", &widened).unwrap();
+    let (_, PolicyOutcome::Rejected { errors }) = outcome(&index) else {
+        panic!("a stale stamp is not an admission")
+    };
+    assert!(errors[0].contains("does not match this spec"), "{errors:?}");
+    assert!(matches!(
+        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        Verdict::Denied(_)
+    ));
+
     policy["metadata"]["generation"] = json!(2);
     policy["spec"]["policies"] = json!("forbid (principal action, resource);\n");
+    let policy = stamped(policy);
     index.apply("CedarPolicy", &policy).unwrap();
     let (generation, PolicyOutcome::Rejected { errors }) = outcome(&index) else {
         panic!("rejected")

@@ -936,3 +936,39 @@ async fn stalled_large_bodies_cannot_exhaust_memory() {
     assert!(probe < Duration::from_millis(500), "/readyz took {probe:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What arrives as JSON is read as JSON: no value goes through YAML's plain-scalar rules on
+/// the way (a JSON → YAML → JSON round trip once turned the name "0o17" into 15, renamed a
+/// label key, and broke file content starting with a space).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_values_are_read_as_they_arrived() {
+    let dir = tmp("json");
+    let pki = Pki::issue(&dir.join("pki"));
+    let w = start(&pki, Limits::default()).await;
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    load_examples(&w, &[]);
+    let mut svc = example("shop.yaml", "api");
+    svc["metadata"]["name"] = json!("o017");
+    svc["metadata"]["labels"] = json!({"0o17": "yes", "n": "010"});
+    svc["spec"]["containers"]["api"]["files"] =
+        json!({"/etc/motd": {"content": "  indented first line\nsecond"}});
+    let answer = post(
+        &mut c,
+        &review("j-1", "CREATE", Some(svc), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(answer["allowed"], true, "{answer}");
+    let mut named = example("shop.yaml", "api");
+    named["metadata"]["name"] = json!("0o17");
+    let answer = post(
+        &mut c,
+        &review("j-2", "CREATE", Some(named), None, "alice", &[]),
+    )
+    .await;
+    // Refused for what it is (not a DNS-1035 name), never as the number 15.
+    let message = answer["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`0o17`"), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

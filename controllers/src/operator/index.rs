@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use lattice_engine::{ObjectKey, PolicyStore, World};
+
+use crate::webhook::stamp::{ANNOTATION as STAMP, AdmissionKey};
 use lattice_schemas::crd::Kind;
 use lattice_schemas::manifest::Object;
 use serde_json::{Map, Value};
@@ -45,6 +47,8 @@ pub struct Index {
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
     /// Baseline objects on the cluster: (namespace, kind) → resource version.
     baselines: BTreeMap<(String, &'static str), String>,
+    /// Checks that a CedarPolicy passed the admission webhook with `ManagePolicy` allowed.
+    admission: std::sync::Arc<AdmissionKey>,
 }
 
 /// The kinds of a namespace's baseline, with the name each object has.
@@ -61,9 +65,11 @@ pub const BASELINE_OBJECTS: [(&str, &str); 3] = [
 ];
 
 impl Index {
-    /// An empty index deciding with the rule packs in `packs`.
-    pub fn new(packs: PolicyStore) -> Index {
+    /// An empty index deciding with the rule packs in `packs`, loading only CedarPolicy
+    /// objects whose admission stamp verifies under `admission`.
+    pub fn new(packs: PolicyStore, admission: std::sync::Arc<AdmissionKey>) -> Index {
         Index {
+            admission,
             world: World::new(),
             live: BTreeMap::new(),
             store: packs,
@@ -97,13 +103,29 @@ impl Index {
         }
         if let Object::CedarPolicy(p) = &object {
             let id = (key.namespace.clone().unwrap_or_default(), key.name.clone());
-            let outcome = match self.store.apply_object(p) {
-                Ok(_) => {
-                    let (permits, forbids) = self.store.effect_counts(&id.0, &id.1);
-                    PolicyOutcome::Accepted { permits, forbids }
-                }
-                Err(e) => PolicyOutcome::Rejected {
-                    errors: policy_errors(&e, &p.spec.policies),
+            // Loaded only if the webhook admitted exactly this spec for a user ManagePolicy
+            // allowed; one written past it (webhook down, configuration removed) is refused.
+            let stamp = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(STAMP))
+                .map(String::as_str);
+            let admitted = self.admission.verify(&id.0, &id.1, &p.spec, stamp);
+            let outcome = match admitted {
+                Err(why) => PolicyOutcome::Rejected {
+                    errors: vec![format!(
+                        "not admitted: {why}; write it through the admission webhook as a user ManagePolicy allows"
+                    )],
+                },
+                Ok(_) => match self.store.apply_object(p) {
+                    Ok(_) => {
+                        let (permits, forbids) = self.store.effect_counts(&id.0, &id.1);
+                        PolicyOutcome::Accepted { permits, forbids }
+                    }
+                    Err(e) => PolicyOutcome::Rejected {
+                        errors: policy_errors(&e, &p.spec.policies),
+                    },
                 },
             };
             let generation = value

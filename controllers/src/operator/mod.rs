@@ -49,6 +49,8 @@ pub struct Options {
     pub sweep_every: Duration,
     /// Where volume-claim evidence sinks are mounted.
     pub evidence_root: Option<PathBuf>,
+    /// Checks the admission stamp of every CedarPolicy before it is loaded.
+    pub admission: Arc<crate::webhook::stamp::AdmissionKey>,
 }
 
 /// Runs until `shutdown` completes (clean exit) or leadership is lost (an error: the
@@ -74,7 +76,7 @@ pub async fn run(
     };
     let (synced, _) = channel::channel(0);
     let shared = Arc::new(Shared {
-        index: Mutex::new(Index::new(packs)),
+        index: Mutex::new(Index::new(packs, options.admission.clone())),
         changed: Notify::new(),
         synced,
     });

@@ -350,9 +350,14 @@ fn not_ready(warnings: Vec<String>) -> Verdict {
 /// Errors are rendered as plain-text diagnostics with line:column in the object as YAML
 /// (for a CedarPolicy's own policies, in its `spec.policies` text); warnings come back.
 fn validate(review: &Review, object: &Value) -> Result<(Object, Vec<String>), String> {
-    let name = format!("{} (as YAML)", review.describe());
-    let yaml = lattice_schemas::generate::to_yaml(&without_server_fields(object));
-    let report = lattice_schemas::validate::validate_text(&name, &yaml);
+    // The object is read as the JSON it arrived as (pretty-printed, so findings have lines):
+    // JSON is YAML 1.2, so the manifest reader takes it unchanged, and no value goes
+    // through YAML's plain-scalar rules (a JSON → YAML → JSON round trip turned the name
+    // "0o17" into the number 15, and renamed a label key "0o17" to "15").
+    let name = format!("{} (as JSON)", review.describe());
+    let text = serde_json::to_string_pretty(&without_server_fields(object))
+        .unwrap_or_else(|_| "{}".to_owned());
+    let report = lattice_schemas::validate::validate_text(&name, &text);
     let policies_text = object
         .pointer("/spec/policies")
         .and_then(Value::as_str)

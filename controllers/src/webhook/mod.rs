@@ -7,6 +7,7 @@ pub mod admit;
 pub mod metrics;
 pub mod review;
 pub mod server;
+pub mod stamp;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

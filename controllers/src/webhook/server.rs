@@ -22,6 +22,7 @@ use tokio_rustls::rustls::ServerConfig;
 use super::admit::{Current, admit};
 use super::metrics::Metrics;
 use super::review::{self, MAX_BODY, ReviewError};
+use super::stamp::AdmissionKey;
 
 /// How long a client may take over each part of a request before it is disconnected.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +63,8 @@ pub struct State {
     pub metrics: Metrics,
     connections: Arc<tokio::sync::Semaphore>,
     body_bytes: Arc<tokio::sync::Semaphore>,
+    /// Stamps the CedarPolicy writes `/mutate` admits (see [`super::stamp`]).
+    admission: RwLock<Option<Arc<AdmissionKey>>>,
 }
 
 impl Default for State {
@@ -71,6 +74,7 @@ impl Default for State {
             metrics: Metrics::default(),
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
             body_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT_BODY_BYTES)),
+            admission: RwLock::new(None),
         }
     }
 }
@@ -91,6 +95,13 @@ impl State {
     pub fn publish(&self, current: Arc<Current>) {
         if let Ok(mut c) = self.current.write() {
             *c = Some(current);
+        }
+    }
+
+    /// The key `/mutate` stamps admitted CedarPolicy writes with.
+    pub fn set_admission_key(&self, key: Arc<AdmissionKey>) {
+        if let Ok(mut k) = self.admission.write() {
+            *k = Some(key);
         }
     }
 
@@ -182,16 +193,24 @@ async fn route(state: &State, limits: Limits, req: Request<Incoming>) -> Respons
             );
             r
         }
-        (&Method::POST, "/validate") => validate(state, limits, req).await,
-        (_, "/validate") => text(
+        (&Method::POST, "/validate") => validate(state, limits, req, false).await,
+        (&Method::POST, "/mutate") => validate(state, limits, req, true).await,
+        (_, "/validate" | "/mutate") => text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "POST an AdmissionReview to /validate\n",
+            "POST an AdmissionReview to /validate or /mutate\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-async fn validate(state: &State, limits: Limits, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Reads and decides one review. With `stamp` (the `/mutate` endpoint) an admitted
+/// CedarPolicy write also gets the admission stamp, as a JSON patch.
+async fn validate(
+    state: &State,
+    limits: Limits,
+    req: Request<Incoming>,
+    stamp: bool,
+) -> Response<Full<Bytes>> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -305,10 +324,74 @@ async fn validate(state: &State, limits: Limits, req: Request<Incoming>) -> Resp
     if !verdict.warnings.is_empty() {
         response.warnings = Some(verdict.warnings.clone());
     }
+    if stamp && verdict.allowed {
+        response = match stamp_patch(state, &review) {
+            Ok(Some(patch)) => match response.clone().with_patch(patch) {
+                Ok(r) => r,
+                Err(e) => {
+                    return reject(
+                        state,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "patch",
+                        &e.to_string(),
+                    );
+                }
+            },
+            Ok(None) => response,
+            Err(why) => {
+                let mut denied = AdmissionResponse::from(&review.request);
+                denied.allowed = false;
+                denied.result = Status::failure(&why, "Forbidden").with_code(403);
+                denied
+            }
+        };
+    }
     state
         .metrics
         .review(&review.kind, verdict.label(), started.elapsed());
     json(&response.into_review())
+}
+
+/// The patch that stamps an admitted CedarPolicy create or update (none for anything
+/// else). Without a key nothing can be stamped, and the write is refused: the operator
+/// would not load it.
+fn stamp_patch(
+    state: &State,
+    review: &review::Review,
+) -> Result<Option<json_patch::Patch>, String> {
+    use kube::core::admission::Operation;
+    if review.kind != "CedarPolicy"
+        || !matches!(review.operation, Operation::Create | Operation::Update)
+    {
+        return Ok(None);
+    }
+    let key = state
+        .admission
+        .read()
+        .ok()
+        .and_then(|k| k.clone())
+        .ok_or("this webhook has no admission key (--admission-key), so it cannot stamp the policy the operator would load")?;
+    let object = review.object.as_ref().ok_or("no object to stamp")?;
+    let spec: lattice_schemas::crd::policy::CedarPolicySpec =
+        serde_json::from_value(object.get("spec").cloned().unwrap_or_default())
+            .map_err(|e| format!("the policy's spec cannot be read: {e}"))?;
+    let ns = review.namespace.as_deref().unwrap_or_default();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(&review.name);
+    let value = key.stamp(ns, name, &spec, &review.requester);
+    let has_annotations = object
+        .pointer("/metadata/annotations")
+        .is_some_and(serde_json::Value::is_object);
+    let op = if has_annotations {
+        serde_json::json!([{"op": "add", "path": "/metadata/annotations/lattice.dev~1admitted", "value": value}])
+    } else {
+        serde_json::json!([{"op": "add", "path": "/metadata/annotations", "value": {super::stamp::ANNOTATION: value}}])
+    };
+    serde_json::from_value(op)
+        .map(Some)
+        .map_err(|e| format!("cannot build the stamp patch: {e}"))
 }
 
 fn reject(state: &State, status: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {

@@ -87,6 +87,19 @@ impl TestEnv {
         }
     }
 
+    /// A client as the cluster admin impersonating `user` in `groups` (what the API server
+    /// then tells the webhook in `userInfo`).
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is usable");
+        config.auth_info.impersonate = Some(user.to_owned());
+        config.auth_info.impersonate_groups =
+            Some(groups.iter().map(|g| (*g).to_owned()).collect());
+        Client::try_from(config).expect("client")
+    }
+
     /// A client as the cluster admin.
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
@@ -153,8 +166,45 @@ pub fn resource_of(object: &Value) -> ApiResource {
     lattice_resource(Kind::from_name(kind).unwrap_or_else(|| panic!("not a Lattice kind: {kind}")))
 }
 
-/// Applies every Lattice object and Namespace in `yaml`.
+/// The admission key the tests' operators check stamps with (`--admission-key`).
+pub const ADMISSION_KEY: [u8; 32] = [42; 32];
+
+/// A CedarPolicy stamped as the webhook stamps a write it admitted for a security
+/// administrator: what the operator loads. The tests that write policies straight to the
+/// API server (no webhook configured) use it; the webhook test shows the real path.
+pub fn stamped(mut policy: Value) -> Value {
+    use lattice_controllers::webhook::stamp::{ANNOTATION, AdmissionKey};
+    let key = AdmissionKey::from_bytes(&ADMISSION_KEY).unwrap();
+    let spec: lattice_schemas::crd::policy::CedarPolicySpec =
+        serde_json::from_value(policy["spec"].clone()).unwrap();
+    let ns = policy["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let name = policy["metadata"]["name"].as_str().unwrap().to_owned();
+    let sec = lattice_gates::admission::Requester {
+        username: "test-security-admin".into(),
+        groups: vec!["lattice:security-admins".into()],
+    };
+    policy["metadata"]["annotations"][ANNOTATION] = json!(key.stamp(&ns, &name, &spec, &sec));
+    policy
+}
+
+/// Applies every Lattice object and Namespace in `yaml`; CedarPolicies carry the stamp of
+/// an admitted write (see [`stamped`]).
 pub async fn apply_yaml(client: &Client, yaml: &str) {
+    for object in documents(yaml) {
+        let object = if object["kind"] == "CedarPolicy" {
+            stamped(object)
+        } else {
+            object
+        };
+        apply(client, &resource_of(&object), &object).await;
+    }
+}
+
+/// Applies `yaml` as it is: CedarPolicies unstamped, as if written past the webhook.
+pub async fn apply_yaml_unstamped(client: &Client, yaml: &str) {
     for object in documents(yaml) {
         apply(client, &resource_of(&object), &object).await;
     }
@@ -300,10 +350,14 @@ impl Operator {
     pub fn start_as(env: &TestEnv, identity: &str, extra: &[&str]) -> Operator {
         let log = env.dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log).unwrap();
+        let key = env.dir.join("admission.key");
+        std::fs::write(&key, ADMISSION_KEY).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
             .arg("run")
             .arg("--policies")
             .arg(root().join("policies"))
+            .arg("--admission-key")
+            .arg(&key)
             .args(["--lease-namespace", "default", "--identity", identity])
             .args(extra)
             .env("KUBECONFIG", &env.kubeconfig)
