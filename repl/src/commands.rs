@@ -43,6 +43,18 @@ pub const COMMANDS: &[(&str, &str)] = &[
 /// Runs one command. `None` means the user asked to leave.
 pub fn execute(session: &mut Session, line: &str) -> Option<Reply> {
     let line = line.trim();
+    // A terminal would act on control and text-direction characters echoed back in an
+    // error (an escape sequence, a reordered line): such a line is refused, and named by
+    // code point, never echoed.
+    if let Some(c) = line.chars().find(|c| {
+        (c.is_control() && *c != '\t')
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }) {
+        return Some(Reply::error(format!(
+            "the line holds U+{:04X}, a control or text-direction character; it is not read",
+            u32::from(c)
+        )));
+    }
     let (cmd, rest) = line
         .split_once(char::is_whitespace)
         .map(|(c, r)| (c, r.trim()))
@@ -189,4 +201,29 @@ pub fn policy_source(source: &str) -> Result<PolicyChange, String> {
         return Ok(inline(format!("@id(\"whatif\")\n{source}")));
     }
     Ok(inline(source.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_and_direction_characters_are_named_never_echoed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut session =
+            Session::open(vec![root.join("examples/world")], root.join("policies")).unwrap();
+        for line in [
+            "can Service::\u{1b}[31mshop/api Connect Service::shop/web",
+            "why Service::shop/\u{202e}ipa Connect Service::shop/web",
+            "show \u{0}",
+        ] {
+            let reply = execute(&mut session, line).unwrap();
+            assert!(reply.text.contains("U+"), "{line:?}: {}", reply.text);
+            assert!(
+                !reply.text.contains('\u{1b}') && !reply.text.contains('\u{202e}'),
+                "{line:?} echoed: {:?}",
+                reply.text
+            );
+        }
+    }
 }

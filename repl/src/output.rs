@@ -21,6 +21,9 @@ pub fn use_color() -> bool {
 
 /// Renders a diagnostic the way miette's fancy handler does, plain when not on a terminal.
 pub fn render(diagnostic: &dyn miette::Diagnostic) -> String {
+    if let Some(plain) = plain_when_lines_are_long(diagnostic) {
+        return plain;
+    }
     let theme = if use_color() {
         GraphicalTheme::unicode()
     } else {
@@ -32,6 +35,31 @@ pub fn render(diagnostic: &dyn miette::Diagnostic) -> String {
         out = diagnostic.to_string();
     }
     out
+}
+
+/// Source lines longer than this are not shown in a diagnostic.
+const MAX_SHOWN_LINE: usize = 4096;
+
+/// A diagnostic whose source lines are too long to show (a 15 MB string literal on one line
+/// would be repeated whole for each error) as `name:line:column: message` with the help.
+fn plain_when_lines_are_long(diagnostic: &dyn miette::Diagnostic) -> Option<String> {
+    let source = diagnostic.source_code()?;
+    let label = diagnostic.labels()?.next()?;
+    let contents = source.read_span(label.inner(), 0, 0).ok()?;
+    let shown = source.read_span(label.inner(), 1, 1).ok()?;
+    if shown.data().len() <= MAX_SHOWN_LINE {
+        return None;
+    }
+    let name = contents.name().unwrap_or("input");
+    let mut out = format!(
+        "{name}:{}:{}: {diagnostic} (the line is too long to show)\n",
+        contents.line() + 1,
+        contents.column() + 1
+    );
+    if let Some(help) = diagnostic.help() {
+        out.push_str(&format!("  help: {help}\n"));
+    }
+    Some(out)
 }
 
 /// Writes to stdout. A reader that went away (`| head`) ends the program quietly, as

@@ -292,3 +292,33 @@ fn rule_packs_never_go_missing_in_silence() {
     );
     let _ = std::fs::remove_dir_all(&elsewhere);
 }
+
+#[test]
+fn a_huge_line_is_never_repeated_in_diagnostics() {
+    // One 5 MB string literal on one line, with problems on that line: each diagnostic
+    // names the place instead of repeating the line (15 MB gave 377 MB of output).
+    let dir = scratch("huge");
+    let f = dir.join("huge.cedar");
+    std::fs::write(
+        &f,
+        format!(
+            "@id(\"x\") permit(principal, action == Lattice::Action::\"Connect\", resource) when {{ \"{}\" == 1 && context.nope }};\n@id(\"x\") permit(principal, action, resource);\n",
+            "A".repeat(5_000_000)
+        ),
+    )
+    .unwrap();
+    let out = run(&["validate", f.to_str().unwrap()], Duration::from_secs(30));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.len() < 64 * 1024,
+        "{} bytes of diagnostics",
+        out.stdout.len()
+    );
+    assert!(said(&out).contains("too long to show"), "{}", said(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
