@@ -47,7 +47,8 @@ pub fn execute(session: &mut Session, line: &str) -> Option<Reply> {
     // error (an escape sequence, a reordered line): such a line is refused, and named by
     // code point, never echoed.
     if let Some(c) = line.chars().find(|c| {
-        (c.is_control() && *c != '\t')
+        // Tabs and the line breaks of a pasted multi-line policy are text.
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
             || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
     }) {
         return Some(Reply::error(format!(
