@@ -116,6 +116,16 @@ async fn count(client: &Client, api_version: &str, kind: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// CiliumNetworkPolicies with `selector`.
+async fn count_labelled(client: &Client, selector: &str) -> usize {
+    let d = derived_kind("cilium.io/v2", "CiliumNetworkPolicy").expect("a derived kind");
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &d.api_resource());
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0)
+}
+
 async fn ready(client: &Client) -> usize {
     let api: Api<DynamicObject> = Api::all_with(
         client.clone(),
@@ -172,7 +182,11 @@ fn main() {
         let policies = count(&client, "cilium.io/v2", "CiliumNetworkPolicy").await;
         let took = started.elapsed();
         assert_eq!(deployments, services, "{}", operator.logs());
-        assert_eq!(policies, edges);
+        // Each edge: the callee's ingress and the caller's egress; each namespace: its
+        // default-deny baseline.
+        let baselines = count_labelled(&client, "lattice.dev/baseline=true").await;
+        assert!(baselines >= NAMESPACES, "{baselines} baselines");
+        assert_eq!(policies, 2 * edges + baselines);
         drop(operator);
         drop(env);
 
@@ -187,7 +201,13 @@ fn main() {
             index.apply(o["kind"].as_str().unwrap(), o).unwrap();
         }
         let decided = plan(&index).unwrap();
-        let derived: Vec<Value> = decided.workloads.values().flat_map(|d| d.objects.clone()).collect();
+        // What the operator applied: every workload's objects and every namespace's baseline.
+        let derived: Vec<Value> = decided
+            .workloads
+            .values()
+            .flat_map(|d| d.objects.clone())
+            .chain(decided.namespaces.values().flat_map(|n| n.objects.clone()))
+            .collect();
         let total = derived.len();
         let env = TestEnv::start("bench-baseline");
         let client = env.client().await;

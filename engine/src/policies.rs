@@ -83,6 +83,10 @@ pub struct PackMeta {
     /// them as "not assessed by Lattice" rather than pretending to check them.
     #[serde(default, rename = "notAssessed")]
     pub not_assessed: BTreeMap<String, String>,
+    /// Accept policies without `@id` (named `policy0`, `policy1`, … per file): for packs
+    /// written for upstream Lattice. Off by default: a pack's ids are its public names.
+    #[serde(default, rename = "allowUnnamedPolicies")]
+    pub allow_unnamed_policies: bool,
 }
 
 /// A loaded rule pack.
@@ -311,6 +315,19 @@ fn load_pack(dir: &Path) -> Result<Pack, PolicyError> {
             pack: meta.name.clone(),
             file: file.clone(),
         };
+        if !meta.allow_unnamed_policies {
+            let unnamed = cedar::check_policies(&text)
+                .ids
+                .iter()
+                .filter(|(id, _)| id.is_none())
+                .count();
+            if unnamed > 0 {
+                return Err(pack_err(format!(
+                    "{}: {unnamed} policy(ies) without `@id`; give each an `@id`, or set `allowUnnamedPolicies: true` in pack.yaml to accept them as `policy0`, `policy1`, …",
+                    file.display()
+                )));
+            }
+        }
         let parsed = parse_checked(&text, &meta.name, meta.mode, &source).map_err(|problems| {
             pack_err(
                 problems
@@ -353,7 +370,8 @@ pub fn parse_checked(
     }
     let mut out = Vec::new();
     for (i, (id, span)) in check.ids.iter().enumerate() {
-        let Some(id) = id else { continue };
+        // Without `@id`, Cedar's own name: `policy<N>` by place in the text.
+        let id = id.clone().unwrap_or_else(|| format!("policy{i}"));
         let Some(original) = set.policy(&PolicyId::new(format!("policy{i}"))) else {
             // The statement splitter and Cedar disagree on where policies end; refuse rather
             // than attach evidence to the wrong policy.

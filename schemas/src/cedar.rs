@@ -280,13 +280,30 @@ fn check_within_bounds(text: &str) -> PolicyCheck {
             .and_then(|p| p.annotation("id"))
             .map(str::to_owned);
         match &id {
-            None => check.problems.push(PolicyProblem {
-                message: "policy has no `@id` annotation".into(),
-                span: head(text, span),
-                help: Some("add `@id(\"a-stable-name\")` before the effect; ids name policies in decisions and must be unique".into()),
-                warning: false,
-                first: None,
-            }),
+            // Cedar needs no `@id` (its own tools say `policy0`, `policy1`, … in source
+            // order), and neither do policies written for upstream Lattice: accepted under
+            // that name, with a warning, since it changes when a policy before it goes.
+            None => {
+                let generated = format!("policy{i}");
+                check.problems.push(PolicyProblem {
+                    message: format!("policy has no `@id`; it is named `{generated}` by its place in the text"),
+                    span: head(text, span),
+                    help: Some(format!("add `@id(\"a-stable-name\")` before the effect: `{generated}` names another policy once one before it is added or removed")),
+                    warning: true,
+                    first: None,
+                });
+                if let Some(first) = seen.get(&generated) {
+                    check.problems.push(PolicyProblem {
+                        message: format!("`{generated}`, the name this policy gets, is an `@id` of another policy"),
+                        span: head(text, span),
+                        help: Some("give this policy an `@id`".into()),
+                        warning: false,
+                        first: Some(first.clone()),
+                    });
+                } else {
+                    seen.insert(generated, span.clone());
+                }
+            }
             Some(id) if id.chars().any(deceptive) => {
                 let c = id.chars().find(|c| deceptive(*c)).unwrap_or_default();
                 check.problems.push(PolicyProblem {
@@ -312,7 +329,9 @@ fn check_within_bounds(text: &str) -> PolicyCheck {
                     check.problems.push(PolicyProblem {
                         message: format!("duplicate `@id(\"{id}\")`"),
                         span: head(text, span),
-                        help: Some("every policy id must be unique within its pack or CedarPolicy".into()),
+                        help: Some(
+                            "every policy id must be unique within its pack or CedarPolicy".into(),
+                        ),
                         warning: false,
                         first: Some(first.clone()),
                     });

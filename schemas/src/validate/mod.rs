@@ -383,7 +383,7 @@ fn duplicate_ids_across_files(
 }
 
 /// The fields of a rule pack's `pack.yaml`.
-const PACK_FIELDS: [&str; 9] = [
+const PACK_FIELDS: [&str; 10] = [
     "name",
     "version",
     "title",
@@ -393,6 +393,7 @@ const PACK_FIELDS: [&str; 9] = [
     "families",
     "controls",
     "notAssessed",
+    "allowUnnamedPolicies",
 ];
 
 fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
@@ -444,6 +445,7 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
         }
         let ok = match k.as_str() {
             "mode" => matches!(v.as_str(), Some("enforce" | "audit")),
+            "allowUnnamedPolicies" => v.is_boolean(),
             "controls" | "families" | "notAssessed" => v
                 .as_object()
                 .is_some_and(|m| m.values().all(Value::is_string)),
@@ -452,6 +454,7 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
         if !ok {
             let expected = match k.as_str() {
                 "mode" => "`enforce` or `audit`",
+                "allowUnnamedPolicies" => "`true` or `false`",
                 "controls" => "a mapping of control ids to titles",
                 "families" => "a mapping of control family ids to titles",
                 "notAssessed" => "a mapping of control ids to why Lattice cannot assess them",
