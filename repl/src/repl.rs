@@ -12,7 +12,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
-use rustyline::{Context, Editor, ExternalPrinter, Helper};
+use rustyline::{Context, Editor, Helper};
 
 use crate::commands::{COMMANDS, execute};
 use crate::query::{action_names, entity_type_names};
@@ -172,10 +172,12 @@ pub fn run(world: Vec<PathBuf>, policies: PathBuf, history: Option<PathBuf>) -> 
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
-    let _watcher = watch(&world, &policies, session.clone(), &mut editor);
+    let notices: Notices = Arc::default();
+    let _watcher = watch(&world, &policies, session.clone(), notices.clone());
     loop {
         match editor.readline("lattice> ") {
             Ok(line) => {
+                show(&notices);
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
@@ -213,15 +215,14 @@ fn default_history() -> Option<PathBuf> {
     Some(base.join("lattice/history"))
 }
 
-/// Watches the world and policy paths; each settled burst of changes reloads the session,
-/// and the outcome is printed above the prompt.
+/// Watches the world and policy paths; each settled burst of changes reloads the session at
+/// once, and the outcome is shown with the next answer (see [`Notices`]).
 fn watch(
     world: &[PathBuf],
     policies: &PathBuf,
     session: Arc<Mutex<Session>>,
-    editor: &mut Editor<LatticeHelper, DefaultHistory>,
+    notices: Notices,
 ) -> Option<notify::RecommendedWatcher> {
-    let mut printer = editor.create_external_printer().ok()?;
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
@@ -242,8 +243,24 @@ fn watch(
                 Ok(mut s) => s.reload().text,
                 Err(_) => return,
             };
-            let _ = printer.print(text);
+            if let Ok(mut n) = notices.lock() {
+                n.push(text);
+            }
         }
     });
     Some(watcher)
+}
+
+/// Reload outcomes waiting to be shown. They are printed with the next answer (or an empty
+/// Enter) rather than above the prompt: rustyline 17's external printer makes it wait on
+/// the terminal before reading what it has already buffered, so a pasted line stalled
+/// after its first character until the next key.
+type Notices = Arc<Mutex<Vec<String>>>;
+
+fn show(notices: &Notices) {
+    if let Ok(mut n) = notices.lock() {
+        for text in n.drain(..) {
+            print!("{text}");
+        }
+    }
 }
