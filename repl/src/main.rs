@@ -7,6 +7,7 @@ mod mesh;
 mod oneshot;
 mod output;
 mod plain;
+mod plan;
 mod policy_test;
 mod query;
 mod render;
@@ -41,6 +42,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything the platform decides and derives for a world: each workload's gates and
+    /// objects, each namespace's default-deny baseline, the mesh, the compliance summary
+    /// and the snapshot. Exit 0 when everything is allowed, 1 when anything is denied, 2 on
+    /// bad input.
+    Plan {
+        /// The world: directories or files of manifests.
+        #[arg(default_value = "examples/world")]
+        paths: Vec<PathBuf>,
+        /// The rule packs directory.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// List every derived object and every allowed edge.
+        #[arg(long)]
+        detail: bool,
+        #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
+        output: output::Format,
+    },
     /// Check manifests (YAML) and policies (.cedar) for every problem a reviewer would catch.
     ///
     /// Directories are searched recursively for *.yaml, *.yml and *.cedar files. Exit
@@ -185,6 +203,12 @@ fn main() -> ExitCode {
         .build_global();
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Plan {
+            paths,
+            policies,
+            detail,
+            output,
+        } => plan::run(&paths, &policies, detail, output),
         Command::Validate { paths, output } => validate::run(&paths, output),
         Command::Render {
             file,

@@ -1,0 +1,264 @@
+//! `lattice-policy plan`: everything the platform decides and derives for a world, in one
+//! place: each workload's gates and what it derives, each namespace's baseline, the mesh,
+//! the compliance summary per framework, and the snapshot it was all decided on.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use lattice_compiler::{CompileContext, CompileError, derive_in};
+use lattice_compliance::scan::{ScanOptions, scan};
+use lattice_gates::MeshPlan;
+use lattice_schemas::crd::service::DeniedGate;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use crate::output::{Format, emit};
+use crate::style::Style;
+use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+
+/// What one workload comes to.
+enum Outcome {
+    /// Every gate allowed: the objects it derives.
+    Derived(Vec<Value>),
+    Denied(Vec<DeniedGate>),
+    Failed(String),
+}
+
+pub fn run(paths: &[PathBuf], policies: &Path, detail: bool, format: Format) -> u8 {
+    let bar = progress("loading and deciding");
+    let Some(loaded) = crate::loading::load(paths, policies) else {
+        return EXIT_USAGE;
+    };
+    let (world, snapshot) = (&loaded.world, &loaded.snapshot);
+    let mesh = MeshPlan::plan(snapshot, world);
+    let ctx = CompileContext::of(world);
+    let workloads: Vec<(String, &lattice_schemas::manifest::Object)> = world
+        .objects()
+        .filter(|(_, o)| o.is_workload())
+        .map(|(k, o)| {
+            (
+                format!("{}/{}", k.namespace.as_deref().unwrap_or("default"), k.name),
+                o,
+            )
+        })
+        .collect();
+    let mut outcomes: Vec<(String, &'static str, Outcome)> = workloads
+        .par_iter()
+        .map(|(id, o)| {
+            let outcome = match derive_in(snapshot, world, &mesh, &ctx, o) {
+                Ok(d) => Outcome::Derived(d.objects),
+                Err(CompileError::Denied { gates, .. }) => Outcome::Denied(gates),
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            (id.clone(), o.kind_name(), outcome)
+        })
+        .collect();
+    outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(b) = &bar {
+        b.set_message("scanning compliance");
+    }
+    let report = scan(
+        world,
+        &loaded.store,
+        snapshot,
+        &ScanOptions::default(),
+        &|_| {},
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+
+    let namespaces: Vec<(String, bool)> = lattice_compiler::baseline::namespaces(world)
+        .into_iter()
+        .map(|ns| {
+            let applied = !snapshot.opted_out(&ns);
+            (ns, applied)
+        })
+        .collect();
+    let edges: Vec<&lattice_gates::EdgeDecision> = mesh.edges().collect();
+    let denied_workloads = outcomes
+        .iter()
+        .filter(|(_, _, o)| !matches!(o, Outcome::Derived(_)))
+        .count();
+    let denied_edges = edges.iter().filter(|e| !e.allowed()).count();
+
+    let doc = json!({
+        "snapshot": snapshot.digest(),
+        "workloads": outcomes.iter().map(|(id, kind, o)| match o {
+            Outcome::Derived(objects) => json!({
+                "workload": id, "kind": kind, "allowed": true,
+                "objects": counts(objects),
+                "derived": if detail { json!(objects) } else { Value::Null },
+            }),
+            Outcome::Denied(gates) => json!({"workload": id, "kind": kind, "allowed": false, "denied": gates}),
+            Outcome::Failed(e) => json!({"workload": id, "kind": kind, "allowed": false, "error": e}),
+        }).collect::<Vec<_>>(),
+        "namespaces": namespaces.iter().map(|(ns, applied)| json!({"name": ns, "defaultDeny": applied})).collect::<Vec<_>>(),
+        "mesh": edges.iter().map(|e| json!({
+            "caller": e.caller, "callee": e.callee, "allowed": e.allowed(),
+            "ports": e.ports, "oneSided": e.one_sided(), "reason": e.reason(),
+        })).collect::<Vec<_>>(),
+        "compliance": report.frameworks.iter().map(|f| json!({
+            "framework": f.id, "checks": f.check_tally, "controls": f.control_tally,
+        })).collect::<Vec<_>>(),
+    });
+    match format {
+        Format::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+        )),
+        Format::Human => {
+            let s = Style::detect();
+            let mut out = String::new();
+            out.push_str(&format!(
+                "WORKLOADS ({} of {} derive)\n",
+                outcomes.len() - denied_workloads,
+                outcomes.len()
+            ));
+            for (id, kind, o) in &outcomes {
+                match o {
+                    Outcome::Derived(objects) => {
+                        let c: Vec<String> = counts(objects)
+                            .iter()
+                            .map(|(k, n)| format!("{n} {k}"))
+                            .collect();
+                        out.push_str(&format!(
+                            "  {} {id} ({kind}): {}\n",
+                            s.allow("ALLOW"),
+                            c.join(", ")
+                        ));
+                        if detail {
+                            for obj in objects {
+                                out.push_str(&format!(
+                                    "      {} {}/{}\n",
+                                    obj["kind"].as_str().unwrap_or("?"),
+                                    obj["metadata"]["namespace"].as_str().unwrap_or(""),
+                                    obj["metadata"]["name"].as_str().unwrap_or("?")
+                                ));
+                            }
+                        }
+                    }
+                    Outcome::Denied(gates) => {
+                        out.push_str(&format!(
+                            "  {} {id} ({kind}): nothing derived\n",
+                            s.deny("DENY ")
+                        ));
+                        for g in gates {
+                            out.push_str(&format!(
+                                "      {} {} (raised by {})",
+                                g.action, g.resource, g.raised_by
+                            ));
+                            if !g.policies.is_empty() {
+                                out.push_str(&format!(": {}", s.id(&g.policies.join(", "))));
+                            }
+                            out.push('\n');
+                            if let Some(a) = &g.advice {
+                                out.push_str(&format!("        advice: {a}\n"));
+                            }
+                        }
+                    }
+                    Outcome::Failed(e) => {
+                        out.push_str(&format!("  {} {id} ({kind}): {e}\n", s.deny("FAIL ")));
+                    }
+                }
+            }
+            out.push_str("\nNAMESPACES (default-deny baseline: L4 in and out with DNS, L7 allow-nothing, STRICT mTLS)\n");
+            for (ns, applied) in &namespaces {
+                let verdict = if *applied {
+                    s.allow("APPLIED")
+                } else {
+                    s.warn("OPTOUT ")
+                };
+                out.push_str(&format!("  {verdict} {ns}\n"));
+            }
+            out.push_str(&format!(
+                "\nMESH ({} declared edges: {} allowed, {denied_edges} denied)\n",
+                edges.len(),
+                edges.len() - denied_edges
+            ));
+            for e in edges.iter().filter(|e| !e.allowed() || detail) {
+                let verdict = if e.allowed() {
+                    s.allow("ALLOW")
+                } else {
+                    s.deny("DENY ")
+                };
+                let why = e.reason().unwrap_or_else(|| {
+                    e.ports
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                out.push_str(&format!(
+                    "  {verdict} {} -> {}: {why}\n",
+                    e.caller, e.callee
+                ));
+            }
+            out.push_str(
+                "\nCOMPLIANCE (checks passed / failed; controls passed / failed / not assessed)\n",
+            );
+            for f in &report.frameworks {
+                let c = &f.check_tally;
+                let k = &f.control_tally;
+                out.push_str(&format!(
+                    "  {:<16} checks {} / {}   controls {} / {} / {}\n",
+                    f.id,
+                    c.pass,
+                    if c.fail > 0 {
+                        s.deny(&c.fail.to_string())
+                    } else {
+                        c.fail.to_string()
+                    },
+                    k.pass,
+                    k.fail,
+                    k.not_assessed
+                ));
+            }
+            out.push_str(&format!(
+                "\n{} of {} workloads denied, {denied_edges} of {} edges denied — snapshot {}\n",
+                denied_workloads,
+                outcomes.len(),
+                edges.len(),
+                snapshot.digest()
+            ));
+            if !detail {
+                out.push_str("(--detail lists every derived object and every allowed edge; -o json gives one document)\n");
+            }
+            emit(&out);
+        }
+    }
+    if denied_workloads > 0 || denied_edges > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Objects counted by kind.
+fn counts(objects: &[Value]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for o in objects {
+        *out.entry(o["kind"].as_str().unwrap_or("?").to_owned())
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+/// A spinner on a terminal, nothing when piped.
+fn progress(message: &'static str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    Some(bar)
+}

@@ -1,0 +1,98 @@
+//! `lattice-policy plan`, the main job, as a user runs it on the example world.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn plan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .arg("plan")
+        .args(args)
+        .current_dir(workspace())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_example_world_is_shown_whole_and_its_denial_exits_one() {
+    let o = plan(&[]);
+    // One edge of the example world is one-sided, so something is denied.
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    for section in [
+        "WORKLOADS (10 of 10 derive)",
+        "NAMESPACES",
+        "MESH",
+        "COMPLIANCE",
+        "snapshot sha256:",
+    ] {
+        assert!(text.contains(section), "no {section:?} in\n{text}");
+    }
+    assert!(
+        text.contains("ALLOW payments/gateway (LatticeService):"),
+        "{text}"
+    );
+    assert!(text.contains("OPTOUT  sandbox"), "{text}");
+    assert!(
+        text.contains(
+            "DENY  shop/api -> payments/ledger: payments/ledger does not list shop/api as a caller"
+        ),
+        "{text}"
+    );
+
+    let o = plan(&["-o", "json", "--detail"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let workloads = doc["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 10);
+    let gateway = workloads
+        .iter()
+        .find(|w| w["workload"] == "payments/gateway")
+        .unwrap();
+    assert_eq!(gateway["objects"]["Deployment"], 1);
+    assert!(
+        gateway["derived"].as_array().is_some_and(|d| !d.is_empty()),
+        "--detail"
+    );
+    assert_eq!(doc["compliance"].as_array().unwrap().len(), 3);
+    assert!(
+        doc["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "sandbox" && n["defaultDeny"] == false)
+    );
+}
+
+#[test]
+fn a_denied_workload_is_shown_with_its_policy_and_advice() {
+    let dir = std::env::temp_dir().join(format!("lattice-plan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rogue.yaml"),
+        "apiVersion: lattice.dev/v1alpha1\nkind: LatticeService\nmetadata:\n  name: rogue\n  namespace: team\nspec:\n  containers:\n    main:\n      image: evil.example.com/miner:latest\n",
+    )
+    .unwrap();
+    let o = plan(&[dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("DENY  team/rogue (LatticeService): nothing derived"),
+        "{text}"
+    );
+    assert!(text.contains("DeployImage"), "{text}");
+    assert!(text.contains("advice: Sign the image"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
