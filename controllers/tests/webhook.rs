@@ -274,19 +274,33 @@ async fn reviews_are_decided_by_the_world_and_its_policies() {
 
 const PLATFORM_ADMIN: &str = "lattice:platform-admins";
 
+/// A webhook serving the example world, a client of it, and the test's scratch directory.
+struct Served {
+    dir: std::path::PathBuf,
+    w: Webhook,
+    c: Client,
+}
+
+async fn serve_examples(name: &str) -> Served {
+    let dir = tmp(name);
+    let pki = Pki::issue(&dir.join("pki"));
+    let w = start(&pki, Limits::default()).await;
+    let c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    load_examples(&w, &[]);
+    Served { dir, w, c }
+}
+
 /// Every write of every Lattice kind is a Cedar question, denied by default with the
 /// deciding policy's advice: platform kinds for platform administrators, a LatticeCluster
 /// delete as `Decommission`, workloads outside the platform's namespaces, and a delete whose
 /// stored object cannot be read is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_lattice_write_is_a_cedar_question() {
-    let dir = tmp("writes");
-    let pki = Pki::issue(&dir.join("pki"));
-    let w = start(&pki, Limits::default()).await;
-    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
-        .await
-        .unwrap();
-    load_examples(&w, &[]);
+    let Served {
+        dir, w: _w, mut c, ..
+    } = serve_examples("writes").await;
     let ask = |uid: &str,
                op: &str,
                object: Option<Value>,
@@ -774,13 +788,9 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 /// metrics past a closed set of labels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_policy_or_kind_never_takes_the_webhook_down() {
-    let dir = tmp("hostile");
-    let pki = Pki::issue(&dir.join("pki"));
-    let w = start(&pki, Limits::default()).await;
-    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
-        .await
-        .unwrap();
-    load_examples(&w, &[]);
+    let Served {
+        dir, w: _w, mut c, ..
+    } = serve_examples("hostile").await;
     let text = format!(
         "@id(\"x\")\npermit (principal, action, resource) when {{ {}true{} }};\n",
         "(".repeat(150),
@@ -838,13 +848,9 @@ async fn a_hostile_policy_or_kind_never_takes_the_webhook_down() {
 /// now located once per file and capped per object, and the denial is plain and bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_thousand_unknown_fields_are_refused_quickly_and_briefly() {
-    let dir = tmp("fields");
-    let pki = Pki::issue(&dir.join("pki"));
-    let w = start(&pki, Limits::default()).await;
-    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
-        .await
-        .unwrap();
-    load_examples(&w, &[]);
+    let Served {
+        dir, w: _w, mut c, ..
+    } = serve_examples("fields").await;
     let mut svc = example("shop.yaml", "api");
     for i in 0..40_000 {
         svc["spec"][format!("unknownField{i}")] = json!(i);
@@ -942,13 +948,9 @@ async fn stalled_large_bodies_cannot_exhaust_memory() {
 /// label key, and broke file content starting with a space).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_values_are_read_as_they_arrived() {
-    let dir = tmp("json");
-    let pki = Pki::issue(&dir.join("pki"));
-    let w = start(&pki, Limits::default()).await;
-    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
-        .await
-        .unwrap();
-    load_examples(&w, &[]);
+    let Served {
+        dir, w: _w, mut c, ..
+    } = serve_examples("json").await;
     let mut svc = example("shop.yaml", "api");
     svc["metadata"]["name"] = json!("o017");
     svc["metadata"]["labels"] = json!({"0o17": "yes", "n": "010"});
