@@ -388,8 +388,13 @@ fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
     // after the pod, in the pod's namespace.
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(args[0], "run");
+    // The rule packs are compiled in: no pack directory is mounted or named.
+    assert!(
+        !args.iter().any(|a| a.starts_with("--policies")),
+        "{args:?}"
+    );
     for arg in [
-        "--policies=/etc/lattice/policies",
+        "--admission-key=/etc/lattice/admission/key",
         "--tls-cert=/etc/lattice/tls/tls.crt",
         "--tls-key=/etc/lattice/tls/tls.key",
         "--webhook-addr=0.0.0.0:8443",

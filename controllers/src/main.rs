@@ -45,9 +45,10 @@ enum Command {
         /// decision. (`lattice-operator run` serves this webhook on the live cluster instead.)
         #[arg(long)]
         world: Vec<PathBuf>,
-        /// The rule packs directory.
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
+        /// A rule-pack directory (each subdirectory with a pack.yaml) to decide under instead of
+        /// the bundled packs, which the binary carries.
+        #[arg(long)]
+        policies: Option<PathBuf>,
         /// The key (a file of at least 32 bytes, a mounted Secret) `/mutate` stamps admitted
         /// CedarPolicy writes with; the operator loads only policies whose stamp verifies
         /// under the same key. Without it, `/mutate` refuses CedarPolicy writes.
@@ -58,9 +59,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The rule packs directory.
-    #[arg(long, default_value = "policies")]
-    policies: PathBuf,
+    /// A rule-pack directory (each subdirectory with a pack.yaml) to decide under instead of
+    /// the bundled packs, which the binary carries.
+    #[arg(long)]
+    policies: Option<PathBuf>,
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "lattice-system")]
     lease_namespace: String,
@@ -117,7 +119,7 @@ fn run_webhook(
     key: &std::path::Path,
     addr: SocketAddr,
     world: Vec<PathBuf>,
-    policies: PathBuf,
+    policies: Option<PathBuf>,
     admission_key: Option<PathBuf>,
 ) -> ExitCode {
     tracing_subscriber::fmt()
@@ -175,16 +177,18 @@ fn run_webhook(
             tracing::warn!("no --world: not ready, and every policy decision is refused");
         } else {
             let state = state.clone();
-            tokio::task::spawn_blocking(move || match webhook::load_current(&world, &policies) {
-                Ok(current) => {
-                    tracing::info!(
-                        snapshot = current.snapshot.digest(),
-                        objects = current.world.len(),
-                        "snapshot loaded"
-                    );
-                    state.set(current);
+            tokio::task::spawn_blocking(move || {
+                match webhook::load_current(&world, policies.as_deref()) {
+                    Ok(current) => {
+                        tracing::info!(
+                            snapshot = current.snapshot.digest(),
+                            objects = current.world.len(),
+                            "snapshot loaded"
+                        );
+                        state.set(current);
+                    }
+                    Err(e) => tracing::error!("no snapshot: {e}"),
                 }
-                Err(e) => tracing::error!("no snapshot: {e}"),
             });
         }
         webhook::serve(

@@ -23,11 +23,23 @@ pub enum LoadFailure {
     NoPacks(String),
 }
 
-/// Loads `world` and the rule packs under `policies`, and applies the world's CedarPolicy
-/// objects to them. A `policies` that is not a directory of at least one pack is an error,
-/// never an empty set of rules.
-pub fn load(world: &[PathBuf], policies: &Path) -> Result<(World, PolicyStore), LoadFailure> {
+/// Loads `world` and the rule packs under `policies` (the bundled packs when `None`), and
+/// applies the world's CedarPolicy objects to them. A `policies` that is not a directory of
+/// at least one pack is an error, never an empty set of rules.
+pub fn load(
+    world: &[PathBuf],
+    policies: Option<&Path>,
+) -> Result<(World, PolicyStore), LoadFailure> {
     let world = World::load(world).map_err(|e| LoadFailure::World(Box::new(e.report)))?;
+    let Some(policies) = policies else {
+        let mut store = PolicyStore::bundled().map_err(LoadFailure::Policy)?;
+        for (_, o) in world.objects() {
+            if let Object::CedarPolicy(p) = o {
+                store.apply_object(p).map_err(LoadFailure::Policy)?;
+            }
+        }
+        return Ok((world, store));
+    };
     if !policies.is_dir() {
         return Err(LoadFailure::NoPacks(format!(
             "no rule packs at {}: it is not a directory (pass --policies with the rule-pack directory, e.g. the repository's policies/)",

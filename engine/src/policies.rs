@@ -284,6 +284,40 @@ impl PolicyStore {
     }
 }
 
+/// The rule packs of this repository's `policies/`, compiled into the binary: what every
+/// command decides under unless `--policies DIR` names others.
+static BUNDLED: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../policies");
+
+impl PolicyStore {
+    /// The bundled rule packs. Their policies' sources read `policies/<pack>/<file>`.
+    pub fn bundled() -> Result<PolicyStore, PolicyError> {
+        let mut store = PolicyStore::new();
+        let mut dirs: Vec<&include_dir::Dir<'static>> = BUNDLED.dirs().collect();
+        dirs.sort_by_key(|d| d.path());
+        for dir in dirs {
+            let Some(meta) = dir.get_file(dir.path().join("pack.yaml")) else {
+                continue;
+            };
+            let mut files: Vec<(PathBuf, String)> = dir
+                .files()
+                .filter(|f| f.path().extension().is_some_and(|x| x == "cedar"))
+                .map(|f| {
+                    (
+                        Path::new("policies").join(f.path()),
+                        f.contents_utf8().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            files.sort();
+            let label = Path::new("policies").join(dir.path());
+            let pack = pack_from(&label, meta.contents_utf8().unwrap_or_default(), files)?;
+            store.packs.insert(pack.meta.name.clone(), pack);
+        }
+        Ok(store)
+    }
+}
+
 fn load_pack(dir: &Path) -> Result<Pack, PolicyError> {
     let pack_err = |message: String| PolicyError::Pack {
         pack: dir.display().to_string(),
@@ -291,7 +325,27 @@ fn load_pack(dir: &Path) -> Result<Pack, PolicyError> {
     };
     let text =
         std::fs::read_to_string(dir.join("pack.yaml")).map_err(|e| pack_err(e.to_string()))?;
-    let (docs, errors) = parse_documents(&text);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| pack_err(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    paths.sort();
+    let mut files = Vec::new();
+    for file in paths {
+        let body = std::fs::read_to_string(&file).map_err(|e| pack_err(e.to_string()))?;
+        files.push((file, body));
+    }
+    pack_from(dir, &text, files)
+}
+
+/// A pack from its `pack.yaml` text and its `.cedar` files (path, text), in order.
+fn pack_from(dir: &Path, text: &str, files: Vec<(PathBuf, String)>) -> Result<Pack, PolicyError> {
+    let pack_err = |message: String| PolicyError::Pack {
+        pack: dir.display().to_string(),
+        message,
+    };
+    let (docs, errors) = parse_documents(text);
     if let Some(e) = errors.first() {
         return Err(pack_err(e.message.clone()));
     }
@@ -302,15 +356,8 @@ fn load_pack(dir: &Path) -> Result<Pack, PolicyError> {
         .transpose()
         .map_err(|e| pack_err(e.to_string()))?
         .ok_or_else(|| pack_err("pack.yaml is empty".into()))?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| pack_err(e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-        .collect();
-    files.sort();
     let mut policies = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| pack_err(e.to_string()))?;
+    for (file, text) in files {
         let source = PolicySource::Pack {
             pack: meta.name.clone(),
             file: file.clone(),

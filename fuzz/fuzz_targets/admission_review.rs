@@ -13,7 +13,7 @@ fn current() -> &'static Current {
     static CURRENT: OnceLock<Current> = OnceLock::new();
     CURRENT.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        load_current(&[root.join("examples/world")], &root.join("policies"))
+        load_current(&[root.join("examples/world")], Some(&root.join("policies")))
             .expect("the example world loads")
     })
 }

@@ -211,8 +211,11 @@ mod tests {
     #[test]
     fn control_and_direction_characters_are_named_never_echoed() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut session =
-            Session::open(vec![root.join("examples/world")], root.join("policies")).unwrap();
+        let mut session = Session::open(
+            vec![root.join("examples/world")],
+            Some(root.join("policies")),
+        )
+        .unwrap();
         for line in [
             "can Service::\u{1b}[31mshop/api Connect Service::shop/web",
             "why Service::shop/\u{202e}ipa Connect Service::shop/web",

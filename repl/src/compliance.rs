@@ -89,9 +89,10 @@ pub struct ScanArgs {
     /// The world: directories or files of manifests (repeatable).
     #[arg(long, default_value = "examples/world")]
     world: Vec<PathBuf>,
-    /// The rule packs directory.
-    #[arg(long, default_value = "policies")]
-    policies: PathBuf,
+    /// A rule-pack directory (each subdirectory with a pack.yaml) to decide under instead of
+    /// the bundled packs, which the binary carries.
+    #[arg(long)]
+    policies: Option<PathBuf>,
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = FormatArg::Markdown)]
     output: FormatArg,
@@ -217,7 +218,8 @@ fn run_scan(args: ScanArgs) -> u8 {
     {
         frameworks = p.frameworks.clone();
     }
-    let Some((world, store, snapshot)) = crate::loading::load_once(&args.world, &args.policies)
+    let Some((world, store, snapshot)) =
+        crate::loading::load_once(&args.world, args.policies.as_deref())
     else {
         return EXIT_USAGE;
     };

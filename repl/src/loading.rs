@@ -18,7 +18,7 @@ pub struct Loaded {
 /// Loads `world` and the rule packs under `policies` (when the directory exists), plus every
 /// CedarPolicy object of the world. On any problem, prints the diagnostics (on stderr) and
 /// returns `None`.
-pub fn load(world: &[PathBuf], policies: &Path) -> Option<Loaded> {
+pub fn load(world: &[PathBuf], policies: Option<&Path>) -> Option<Loaded> {
     match try_load(world, policies) {
         Ok(l) => Some(l),
         Err(text) => {
@@ -29,7 +29,7 @@ pub fn load(world: &[PathBuf], policies: &Path) -> Option<Loaded> {
 }
 
 /// Loads as [`load`] does; on any problem, the rendered diagnostics. Nothing is half loaded.
-pub fn try_load(world_paths: &[PathBuf], policies: &Path) -> Result<Loaded, String> {
+pub fn try_load(world_paths: &[PathBuf], policies: Option<&Path>) -> Result<Loaded, String> {
     let (world, store) = world_and_store(world_paths, policies)?;
     let projection = Projection::of(&world);
     let snapshot =
@@ -46,7 +46,7 @@ pub fn try_load(world_paths: &[PathBuf], policies: &Path) -> Result<Loaded, Stri
 /// consumed by the snapshot, so the peak holds each entity once. Diagnostics on stderr.
 pub fn load_once(
     world_paths: &[PathBuf],
-    policies: &Path,
+    policies: Option<&Path>,
 ) -> Option<(World, PolicyStore, Snapshot)> {
     let loaded = world_and_store(world_paths, policies).and_then(|(world, store)| {
         let projection = Projection::of(&world);
@@ -60,7 +60,7 @@ pub fn load_once(
 /// The world and its policies, or the rendered diagnostics.
 fn world_and_store(
     world_paths: &[PathBuf],
-    policies: &Path,
+    policies: Option<&Path>,
 ) -> Result<(World, PolicyStore), String> {
     let shown: Vec<String> = world_paths
         .iter()
@@ -92,7 +92,7 @@ fn world_and_store(
             }
             out.push_str(&format!(
                 "error: the rule packs at {} did not load\n",
-                policies.display()
+                policies.map_or("the bundled packs".to_owned(), |p| p.display().to_string())
             ));
             return Err(out);
         }

@@ -50,9 +50,10 @@ enum Command {
         /// The world: directories or files of manifests.
         #[arg(default_value = "examples/world")]
         paths: Vec<PathBuf>,
-        /// The rule packs directory.
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
+        /// A rule-pack directory (each subdirectory with a pack.yaml) to decide under instead of
+        /// the bundled packs, which the binary carries.
+        #[arg(long)]
+        policies: Option<PathBuf>,
         /// List every derived object and every allowed edge.
         #[arg(long)]
         detail: bool,
@@ -92,8 +93,9 @@ enum Command {
         /// The world the workload joins: directories or files of manifests (repeatable).
         #[arg(long, default_value = "examples/world")]
         world: Vec<PathBuf>,
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
+        /// A rule-pack directory to decide under instead of the bundled packs.
+        #[arg(long)]
+        policies: Option<PathBuf>,
         /// `human` prints YAML documents; `json` a JSON array.
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
@@ -104,9 +106,10 @@ enum Command {
         /// The world: directories or files of manifests (repeatable).
         #[arg(long, default_value = "examples/world")]
         world: Vec<PathBuf>,
-        /// The rule packs directory (each subdirectory with a pack.yaml).
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
+        /// A rule-pack directory (each subdirectory with a pack.yaml) to decide under instead of
+        /// the bundled packs, which the binary carries.
+        #[arg(long)]
+        policies: Option<PathBuf>,
         /// Only edges with an end in this namespace.
         namespace: Option<String>,
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
@@ -117,8 +120,9 @@ enum Command {
     Repl {
         #[arg(long, default_value = "examples/world")]
         world: Vec<PathBuf>,
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
+        /// A rule-pack directory to decide under instead of the bundled packs.
+        #[arg(long)]
+        policies: Option<PathBuf>,
         /// History file (default `$XDG_STATE_HOME/lattice/history`).
         #[arg(long)]
         history: Option<PathBuf>,
@@ -208,7 +212,7 @@ fn main() -> ExitCode {
             policies,
             detail,
             output,
-        } => plan::run(&paths, &policies, detail, output),
+        } => plan::run(&paths, policies.as_deref(), detail, output),
         Command::Validate { paths, output } => validate::run(&paths, output),
         Command::Render {
             file,
@@ -217,8 +221,8 @@ fn main() -> ExitCode {
             policies,
             output,
         } => match (file, namespace) {
-            (Some(file), _) => render::run(&file, &world, &policies, output),
-            (None, Some(ns)) => render::namespace(&ns, &world, &policies, output),
+            (Some(file), _) => render::run(&file, &world, policies.as_deref(), output),
+            (None, Some(ns)) => render::namespace(&ns, &world, policies.as_deref(), output),
             (None, None) => EXIT_USAGE,
         },
         Command::Mesh {
@@ -226,7 +230,7 @@ fn main() -> ExitCode {
             policies,
             namespace,
             output,
-        } => mesh::run(&world, &policies, namespace.as_deref(), output),
+        } => mesh::run(&world, policies.as_deref(), namespace.as_deref(), output),
         Command::Repl {
             world,
             policies,

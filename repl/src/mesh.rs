@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 use crate::output::{Format, emit};
 use crate::{EXIT_OK, EXIT_USAGE};
 
-pub fn run(world: &[PathBuf], policies: &Path, namespace: Option<&str>, format: Format) -> u8 {
+pub fn run(
+    world: &[PathBuf],
+    policies: Option<&Path>,
+    namespace: Option<&str>,
+    format: Format,
+) -> u8 {
     let Some(loaded) = crate::loading::load(world, policies) else {
         return EXIT_USAGE;
     };

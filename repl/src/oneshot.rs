@@ -15,9 +15,10 @@ pub struct Common {
     /// The world: directories or files of manifests (repeatable).
     #[arg(long, global = true, default_value = "examples/world")]
     pub world: Vec<PathBuf>,
-    /// The rule packs directory.
-    #[arg(long, global = true, default_value = "policies")]
-    pub policies: PathBuf,
+    /// A rule-pack directory (each subdirectory with a pack.yaml) to decide under instead of
+    /// the bundled packs, which the binary carries.
+    #[arg(long, global = true)]
+    pub policies: Option<PathBuf>,
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Human)]
     pub output: Format,
 }

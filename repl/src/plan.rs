@@ -25,7 +25,7 @@ enum Outcome {
     Failed(String),
 }
 
-pub fn run(paths: &[PathBuf], policies: &Path, detail: bool, format: Format) -> u8 {
+pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: Format) -> u8 {
     let bar = progress("loading and deciding");
     let Some(loaded) = crate::loading::load(paths, policies) else {
         return EXIT_USAGE;

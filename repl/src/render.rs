@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::output::{Format, emit, render as render_diagnostic};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
-pub fn run(file: &Path, world: &[PathBuf], policies: &Path, format: Format) -> u8 {
+pub fn run(file: &Path, world: &[PathBuf], policies: Option<&Path>, format: Format) -> u8 {
     let report = lattice_schemas::validate::validate_paths(&[file.to_path_buf()]);
     if report.errors() > 0 || !report.unreadable.is_empty() {
         for f in &report.findings {
@@ -99,7 +99,7 @@ pub fn run(file: &Path, world: &[PathBuf], policies: &Path, format: Format) -> u
 /// the decisions alone; a running cluster also needs the objects to be there), or, when
 /// `OptOutDefaultDeny` allowed it to run without one, that decision and the policies that
 /// took it.
-pub fn namespace(ns: &str, world: &[PathBuf], policies: &Path, format: Format) -> u8 {
+pub fn namespace(ns: &str, world: &[PathBuf], policies: Option<&Path>, format: Format) -> u8 {
     let Some(loaded) = crate::loading::load(world, policies) else {
         return EXIT_USAGE;
     };

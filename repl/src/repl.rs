@@ -140,7 +140,7 @@ impl Completer for LatticeHelper {
 }
 
 /// Runs the REPL until `quit` or end of input.
-pub fn run(world: Vec<PathBuf>, policies: PathBuf, history: Option<PathBuf>) -> u8 {
+pub fn run(world: Vec<PathBuf>, policies: Option<PathBuf>, history: Option<PathBuf>) -> u8 {
     let style = Style::detect();
     let mut session = match Session::open(world.clone(), policies.clone()) {
         Ok(s) => s,
@@ -219,7 +219,7 @@ fn default_history() -> Option<PathBuf> {
 /// once, and the outcome is shown with the next answer (see [`Notices`]).
 fn watch(
     world: &[PathBuf],
-    policies: &PathBuf,
+    policies: &Option<PathBuf>,
     session: Arc<Mutex<Session>>,
     notices: Notices,
 ) -> Option<notify::RecommendedWatcher> {
@@ -230,7 +230,8 @@ fn watch(
         }
     })
     .ok()?;
-    for path in world.iter().chain(std::iter::once(policies)) {
+    // The bundled packs are part of the binary: only a named directory is watched.
+    for path in world.iter().chain(policies.iter()) {
         if path.exists() {
             let _ = watcher.watch(path, RecursiveMode::Recursive);
         }

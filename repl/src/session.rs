@@ -63,7 +63,8 @@ impl Reply {
 /// The world and policies a session answers from, and the what-if changes applied on top.
 pub struct Session {
     pub world_paths: Vec<PathBuf>,
-    pub policies: PathBuf,
+    /// The rule-pack directory, or `None` for the bundled packs.
+    pub policies: Option<PathBuf>,
     pub loaded: Loaded,
     /// The snapshot before the what-if changes (`None` when there are none).
     baseline: Option<Snapshot>,
@@ -73,8 +74,8 @@ pub struct Session {
 
 impl Session {
     /// Loads a session; the error is the rendered diagnostics.
-    pub fn open(world_paths: Vec<PathBuf>, policies: PathBuf) -> Result<Session, String> {
-        let loaded = try_load(&world_paths, &policies)?;
+    pub fn open(world_paths: Vec<PathBuf>, policies: Option<PathBuf>) -> Result<Session, String> {
+        let loaded = try_load(&world_paths, policies.as_deref())?;
         Ok(Session {
             world_paths,
             policies,
@@ -92,7 +93,7 @@ impl Session {
     /// Reloads the world and policies from disk. On any problem the session keeps its last
     /// good state and the problem is reported. What-if changes are kept and re-applied.
     pub fn reload(&mut self) -> Reply {
-        match try_load(&self.world_paths, &self.policies) {
+        match try_load(&self.world_paths, self.policies.as_deref()) {
             Ok(loaded) => {
                 self.loaded = loaded;
                 self.baseline = None;

@@ -245,21 +245,41 @@ fn kubectl_and_validate_read_a_file_alike() {
 
 #[test]
 fn rule_packs_never_go_missing_in_silence() {
-    // Run anywhere but the repository root, the default `policies` is not there: an error,
-    // not a world decided under no rules.
+    // Without --policies every command decides under the packs the binary carries, from
+    // any directory: the same decisions as the repository's policies/.
     let elsewhere = scratch("cwd");
     let world = workspace().join("examples/world");
+    let w = world.to_str().unwrap();
+    let can = [
+        "can",
+        "--world",
+        w,
+        "Service::shop/checkout",
+        "Connect",
+        "Service::payments/ledger",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .args(can)
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(
+        said(&out).contains("baseline/bilateral-connect"),
+        "{}",
+        said(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .args(["compliance", "scan", "--world", w, "-o", "json"])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", said(&out));
+    // A named directory that is not there, or holds no pack, is an error, never an empty
+    // set of rules.
     for args in [
-        vec!["mesh", "--world", world.to_str().unwrap()],
-        vec!["compliance", "scan", "--world", world.to_str().unwrap()],
-        vec![
-            "can",
-            "--world",
-            world.to_str().unwrap(),
-            "Service::shop/checkout",
-            "Connect",
-            "Service::payments/ledger",
-        ],
+        vec!["mesh", "--world", w, "--policies", "policies"],
+        vec!["compliance", "scan", "--world", w, "--policies", "policies"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
             .args(&args)
@@ -273,12 +293,11 @@ fn rule_packs_never_go_missing_in_silence() {
             said(&out)
         );
     }
-    // A directory that holds no pack is refused too.
     let out = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
         .args([
             "mesh",
             "--world",
-            world.to_str().unwrap(),
+            w,
             "--policies",
             elsewhere.to_str().unwrap(),
         ])

@@ -24,7 +24,7 @@ pub fn case(name: &str) -> PathBuf {
 
 /// Scans `world` (files or directories) with the repository's packs at `at`.
 pub fn scan_world(world: &[PathBuf], at: &str) -> ScanReport {
-    let (world, store) = lattice_engine::load::load(world, &root().join("policies"))
+    let (world, store) = lattice_engine::load::load(world, Some(&root().join("policies")))
         .unwrap_or_else(|e| panic!("the world did not load: {e:?}"));
     let projection = Projection::of(&world);
     let snapshot = Snapshot::build(&world, &projection, &store).expect("snapshot");

@@ -39,7 +39,7 @@ use watch::Shared;
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The rule packs directory.
-    pub policies: PathBuf,
+    pub policies: Option<PathBuf>,
     pub lease_namespace: String,
     pub lease_name: String,
     /// This replica's name in the lease (the pod name in a cluster).
@@ -61,18 +61,12 @@ pub async fn run(
     webhook: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let packs = if options.policies.is_dir() {
-        PolicyStore::load_packs(&options.policies).map_err(|e| {
-            format!(
-                "the rule packs in {} did not load: {e}",
-                options.policies.display()
-            )
-        })?
-    } else {
-        return Err(format!(
-            "no rule packs at {} (--policies)",
-            options.policies.display()
-        ));
+    let packs = match &options.policies {
+        None => PolicyStore::bundled()
+            .map_err(|e| format!("the bundled rule packs did not load: {e}"))?,
+        Some(dir) if dir.is_dir() => PolicyStore::load_packs(dir)
+            .map_err(|e| format!("the rule packs in {} did not load: {e}", dir.display()))?,
+        Some(dir) => return Err(format!("no rule packs at {} (--policies)", dir.display())),
     };
     let (synced, _) = channel::channel(0);
     let shared = Arc::new(Shared {

@@ -19,7 +19,7 @@ pub use admit::{Current, Verdict, admit};
 pub use server::{Limits, State, serve};
 
 /// Loads the world and policies the webhook decides on. The error is plain text.
-pub fn load_current(world: &[PathBuf], policies: &Path) -> Result<Current, String> {
+pub fn load_current(world: &[PathBuf], policies: Option<&Path>) -> Result<Current, String> {
     let (world, store) = lattice_engine::load::load(world, policies).map_err(|e| match e {
         LoadFailure::World(r) => format!(
             "the world did not load: {} error(s){}",
