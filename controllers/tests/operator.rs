@@ -334,9 +334,11 @@ async fn a_one_sided_mesh_declaration_derives_no_network_objects_until_completed
         cnp.pointer("/spec/ingress/0/toPorts/0/ports/0/port"),
         Some(&json!("8080"))
     );
-    let ap = authorization_policy(&client, "api-from-shop-web")
-        .await
-        .expect("AuthorizationPolicy");
+    // Applied in the same layer as the CiliumNetworkPolicy, so possibly a moment later.
+    let ap = eventually("the completed edge's AuthorizationPolicy", WAIT, || async {
+        authorization_policy(&client, "api-from-shop-web").await
+    })
+    .await;
     assert_eq!(
         ap.pointer("/spec/rules/0/from/0/source/principals/0"),
         Some(&json!("cluster.local/ns/shop/sa/web"))
