@@ -36,6 +36,7 @@ fn the_example_world_is_shown_whole_and_its_denial_exits_one() {
         "NAMESPACES",
         "MESH",
         "COMPLIANCE",
+        "packs (bundled): baseline@",
         "snapshot sha256:",
     ] {
         assert!(text.contains(section), "no {section:?} in\n{text}");
@@ -66,6 +67,13 @@ fn the_example_world_is_shown_whole_and_its_denial_exits_one() {
         "--detail"
     );
     assert_eq!(doc["compliance"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["packs"]["source"], "bundled");
+    assert!(
+        doc["packs"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert!(
         doc["namespaces"]
             .as_array()
