@@ -122,10 +122,7 @@ fn run_webhook(
     policies: Option<PathBuf>,
     admission_key: Option<PathBuf>,
 ) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    init_logs();
     let admission = match admission_key.as_deref().map(AdmissionKey::from_file) {
         None => None,
         Some(Ok(k)) => Some(Arc::new(k)),
@@ -203,6 +200,18 @@ fn run_webhook(
     })
 }
 
+/// Logs on stderr; colored only on a terminal (never in a file, a pipe or a pod's log) and
+/// never with `NO_COLOR` set.
+fn init_logs() {
+    use std::io::IsTerminal;
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(color)
+        .init();
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     // Decisions run on these threads; Cedar evaluates by recursion, so they get more than
     // the 2 MiB default (policies are bounded in depth when admitted: lattice_schemas::cedar).
@@ -243,10 +252,7 @@ async fn shutdown_signal() {
 }
 
 fn run_operator(args: RunArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    init_logs();
     let admission = match args.admission_key.as_deref().map(AdmissionKey::from_file) {
         Some(Ok(k)) => k,
         Some(Err(e)) => {

@@ -125,6 +125,10 @@ async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
 
     // The derived objects appear, with the right content and owned by their workload.
     let api = phase(&client, "api", "Ready").await;
+    // Its log goes to a file here, as to a pod's log: no color codes in it.
+    let logs = operator.logs();
+    assert!(logs.contains("decided"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "colors in a log file: {logs}");
     let d = deployment(&client, "api")
         .await
         .expect("Deployment shop/api");
