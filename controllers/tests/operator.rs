@@ -968,6 +968,25 @@ spec:
         "{}",
         nist["status"]
     );
+
+    // Exactly one run per scanInterval: several scan ticks (every 5 s) later, still one
+    // ConfigMap and one log record (it was one per tick).
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let runs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::core::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+    );
+    let listed = runs
+        .list(
+            &kube::api::ListParams::default().labels("lattice.dev/compliance-profile=soc2-weekly"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "one run per interval");
+    let verified = lattice_compliance::evidence::verify(&evidence_root.join("audit-log"), None)
+        .expect("the log is intact");
+    assert_eq!(verified.records, 1, "one record per interval");
 }
 
 async fn lease_holder(client: &Client) -> Option<String> {

@@ -167,6 +167,7 @@ async fn write(
     let mut scan_tick = tokio::time::interval(Duration::from_secs(5));
     scan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut scan_due = false;
+    let mut scans_written = std::collections::BTreeMap::new();
     loop {
         let Some(plan) = plan_rx.borrow_and_update().clone() else {
             if plan_rx.changed().await.is_err() {
@@ -195,7 +196,7 @@ async fn write(
             next_sweep = Some(Instant::now() + options.sweep_every);
         }
         if scan_due {
-            scans::run_due(&client, &plan, &sinks).await;
+            scans::run_due(&client, &plan, &sinks, &mut scans_written).await;
             scan_due = false;
         }
         let retry = effector.next_retry();
