@@ -14,10 +14,7 @@
 //! caller's egress and the callee's ingress on its ports ([`crate::mesh`]); an allowed
 //! `AccessExternalEndpoint`, that host and port ([`crate::egress`]).
 
-use std::collections::BTreeSet;
-
 use lattice_engine::{Snapshot, World};
-use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
 
 use crate::objects::MANAGER;
@@ -29,21 +26,10 @@ pub const DEFAULT_DENY: &str = "lattice-default-deny";
 /// The label that marks an object as part of its namespace's baseline.
 pub const BASELINE_LABEL: &str = "lattice.dev/baseline";
 
-/// Every namespace of `world` (declared, or named by an object in it), in order.
-pub fn namespaces(world: &World) -> BTreeSet<String> {
-    world
-        .objects()
-        .filter_map(|(key, object)| match object {
-            Object::Namespace(_) => Some(key.name.clone()),
-            _ => key.namespace.clone(),
-        })
-        .collect()
-}
-
 /// The baseline of every namespace of `world` that `snapshot` did not let opt out.
 pub fn namespace_baseline(snapshot: &Snapshot, world: &World) -> Vec<Value> {
-    namespaces(world)
-        .into_iter()
+    lattice_engine::project::namespaces(world)
+        .into_keys()
         .filter(|ns| !snapshot.opted_out(ns))
         .flat_map(|ns| baseline(&ns))
         .collect()

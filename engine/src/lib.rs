@@ -19,6 +19,8 @@ pub mod world;
 pub use explain::{Explanation, NearMiss, Why};
 pub use policies::{PolicyInfo, PolicySource, PolicyStore};
 pub use project::{Projection, parse_uid, uid};
-pub use snapshot::{Decision, Engine, Query, QueryError, Snapshot, action, context_from_json};
+pub use snapshot::{
+    Decision, Engine, Query, QueryError, Snapshot, action, context_from_json, opt_out_query,
+};
 pub use what_if::{PolicyChange, WhatIf, what_if};
 pub use world::{ObjectKey, World};

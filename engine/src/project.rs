@@ -757,6 +757,28 @@ fn entity_with_tags(
         .map_err(|e| format!("the entity {uid} cannot be built: {e}"))
 }
 
+/// Every namespace of `world`, declared or named by an object in it, with whether it asks
+/// to opt out of the default-deny baseline (only a declared Namespace can ask).
+pub fn namespaces(world: &World) -> BTreeMap<String, bool> {
+    let mut out: BTreeMap<String, bool> = BTreeMap::new();
+    for (key, object) in world.objects() {
+        match object {
+            Object::Namespace(ns) => {
+                out.insert(
+                    key.name.clone(),
+                    opt_out_requested(ns.metadata.labels.as_ref()),
+                );
+            }
+            _ => {
+                if let Some(ns) = &key.namespace {
+                    out.entry(ns.clone()).or_insert(false);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Whether a namespace with these labels asks to opt out of the default-deny baseline.
 /// Only a request: `OptOutDefaultDeny` decides it.
 pub fn opt_out_requested(labels: Option<&BTreeMap<String, String>>) -> bool {

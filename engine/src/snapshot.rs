@@ -13,9 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::index::{PolicyIndex, RawOutcome};
 use crate::policies::{PolicyInfo, PolicyStore, StoredPolicy};
-use crate::project::{
-    Approvals, Projection, declared_wildcards, opt_out_requested, root_cluster, uid,
-};
+use crate::project::{Approvals, Projection, declared_wildcards, namespaces, root_cluster, uid};
 use crate::world::World;
 
 /// What a snapshot is assembled from.
@@ -151,6 +149,21 @@ pub fn context_from_json(value: &serde_json::Value) -> Result<Context, String> {
         return Ok(c);
     }
     Context::from_json_value(value.clone(), None).map_err(|e| e.to_string())
+}
+
+/// `OptOutDefaultDeny` for namespace `ns` of `cluster`, `requested` when its label asks.
+pub fn opt_out_query(cluster: &str, ns: &str, requested: bool) -> Query {
+    let context = Context::from_pairs([(
+        "requested".to_owned(),
+        RestrictedExpression::new_bool(requested),
+    )])
+    .expect("a bool makes a valid context");
+    Query::new(
+        uid("Namespace", ns),
+        action("OptOutDefaultDeny"),
+        uid("Cluster", cluster),
+    )
+    .with_context(context)
 }
 
 /// A query the schema rejects (unknown entity type, action not applicable, wrong context).
@@ -397,40 +410,13 @@ impl Snapshot {
     /// Namespaces that `OptOutDefaultDeny` lets run without the default-deny baseline:
     /// asked for every namespace the world declares or uses, with whether it asked.
     fn approved_opt_outs(&self, world: &World) -> BTreeSet<String> {
-        let mut requested: std::collections::BTreeMap<String, bool> = Default::default();
-        for (key, object) in world.objects() {
-            match object {
-                lattice_schemas::manifest::Object::Namespace(ns) => {
-                    requested.insert(
-                        key.name.clone(),
-                        opt_out_requested(ns.metadata.labels.as_ref()),
-                    );
-                }
-                _ => {
-                    if let Some(ns) = &key.namespace {
-                        requested.entry(ns.clone()).or_insert(false);
-                    }
-                }
-            }
-        }
         let (cluster, _) = root_cluster(world);
-        let cluster = uid("Cluster", &cluster);
-        requested
+        namespaces(world)
             .into_iter()
             .filter(|(ns, requested)| {
-                let context = Context::from_pairs([(
-                    "requested".to_owned(),
-                    RestrictedExpression::new_bool(*requested),
-                )]);
-                let Ok(context) = context else { return false };
-                let q = Query::new(
-                    uid("Namespace", ns),
-                    action("OptOutDefaultDeny"),
-                    cluster.clone(),
-                )
-                .with_context(context);
                 // An error keeps the baseline (fail closed).
-                self.decide(&q).is_ok_and(|d| d.allowed)
+                self.decide(&opt_out_query(&cluster, ns, *requested))
+                    .is_ok_and(|d| d.allowed)
             })
             .map(|(ns, _)| ns)
             .collect()
@@ -491,11 +477,6 @@ impl Snapshot {
     /// fact (`Namespace.defaultDeny`).
     pub fn opted_out(&self, ns: &str) -> bool {
         self.approved.opted_out.contains(ns)
-    }
-
-    /// Every namespace `OptOutDefaultDeny` let run without the baseline.
-    pub fn opted_out_namespaces(&self) -> &BTreeSet<String> {
-        &self.approved.opted_out
     }
 
     pub fn entities(&self) -> &Entities {

@@ -17,7 +17,7 @@ use std::str::FromStr;
 
 use cedar_policy::EntityUid;
 use cedar_policy::{ActionConstraint, Context, Effect, Entity, PolicySet, RestrictedExpression};
-use lattice_engine::{Decision, Projection, Query, Snapshot, World, action, uid};
+use lattice_engine::{Projection, Query, Snapshot, World, action, uid};
 use lattice_schemas::manifest::Object;
 
 use crate::derivation::{GateReport, evaluate, questions};
@@ -121,21 +121,6 @@ pub fn manage_policy_query(
     .with_context(context)
 }
 
-/// Whether `requester` may write `spec` into `namespace`, decided on `snapshot`.
-pub fn manage_policy(
-    snapshot: &Snapshot,
-    requester: &Requester,
-    namespace: &str,
-    operation: &str,
-    spec: &CedarPolicySpec,
-) -> Result<Decision, String> {
-    let q = manage_policy_query(requester, namespace, operation, spec);
-    let scoped = snapshot
-        .scoped(requester.entities(), std::slice::from_ref(&q.resource))
-        .map_err(|e| e.to_string())?;
-    scoped.decide(&q).map_err(|e| e.to_string())
-}
-
 /// The gates of a workload that may not be in the world yet (an object under admission):
 /// asked on `snapshot`'s policies over the object's own projection (with `projection`'s
 /// facts), its namespace and the cluster, and the snapshot's entities for what its gates
@@ -153,11 +138,11 @@ pub fn evaluate_object(
     Ok(evaluate(&scoped, object))
 }
 
-/// The question a write of `object` by `requester` raises, other than a `CedarPolicy`'s
-/// (see [`manage_policy_query`]). `operation` is `CREATE`, `UPDATE` or `DELETE`; on a
+/// The question a write of `object` by `requester` raises (for a `CedarPolicy`, see
+/// [`manage_policy_query`]). `operation` is `CREATE`, `UPDATE` or `DELETE`; on a
 /// DELETE `object` is the object as stored. `world` gives what a decommission would take
 /// down and the cluster the platform runs in. `None` for a kind with no such question
-/// (`Namespace`, `CedarPolicy`).
+/// (`Namespace`).
 pub fn write_query(
     requester: &Requester,
     operation: &str,
@@ -165,6 +150,14 @@ pub fn write_query(
     world: &World,
     now: jiff::Timestamp,
 ) -> Result<Option<Query>, String> {
+    if let Object::CedarPolicy(p) = object {
+        // Namespaced: without one, where the policy would apply cannot be decided.
+        let ns = object
+            .namespace()
+            .filter(|n| !n.is_empty())
+            .ok_or("a CedarPolicy names no namespace, so where it would apply cannot be decided")?;
+        return Ok(Some(manage_policy_query(requester, ns, operation, &p.spec)));
+    }
     let user = uid("User", &requester.username);
     let (cluster, _) = lattice_engine::project::root_cluster(world);
     let cluster = uid("Cluster", &cluster);

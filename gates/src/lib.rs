@@ -8,6 +8,6 @@ pub mod compliance;
 pub mod derivation;
 pub mod mesh;
 
-pub use admission::{Requester, evaluate_object, manage_policy};
+pub use admission::{Requester, evaluate_object};
 pub use derivation::{Gate, GateOutcome, GateReport, evaluate, questions};
 pub use mesh::{EdgeDecision, MeshPlan, connect_query};

@@ -46,11 +46,11 @@ pub fn execute(session: &mut Session, line: &str) -> Option<Reply> {
     // A terminal would act on control and text-direction characters echoed back in an
     // error (an escape sequence, a reordered line): such a line is refused, and named by
     // code point, never echoed.
-    if let Some(c) = line.chars().find(|c| {
-        // Tabs and the line breaks of a pasted multi-line policy are text.
-        (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-    }) {
+    // Tabs and the line breaks of a pasted multi-line policy are text.
+    if let Some(c) = line
+        .chars()
+        .find(|c| lattice_schemas::cedar::deceptive(*c) && !matches!(c, '\t' | '\n' | '\r'))
+    {
         return Some(Reply::error(format!(
             "the line holds U+{:04X}, a control or text-direction character; it is not read",
             u32::from(c)

@@ -62,8 +62,8 @@ pub fn describe(
         })
         .collect();
     let external = external(snapshot, world, namespace);
-    let baselines: Vec<(String, bool)> = lattice_compiler::baseline::namespaces(world)
-        .into_iter()
+    let baselines: Vec<(String, bool)> = lattice_engine::project::namespaces(world)
+        .into_keys()
         .filter(|ns| namespace.is_none_or(|n| n == ns))
         .map(|ns| {
             let on = !snapshot.opted_out(&ns);

@@ -76,8 +76,8 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
         }
     };
 
-    let namespaces: Vec<(String, bool)> = lattice_compiler::baseline::namespaces(world)
-        .into_iter()
+    let namespaces: Vec<(String, bool)> = lattice_engine::project::namespaces(world)
+        .into_keys()
         .map(|ns| {
             let applied = !snapshot.opted_out(&ns);
             (ns, applied)

@@ -103,40 +103,18 @@ pub fn namespace(ns: &str, world: &[PathBuf], policies: Option<&Path>, format: F
     let Some(loaded) = crate::loading::load(world, policies) else {
         return EXIT_USAGE;
     };
-    if !lattice_compiler::baseline::namespaces(&loaded.world).contains(ns) {
+    let namespaces = lattice_engine::project::namespaces(&loaded.world);
+    let Some(requested) = namespaces.get(ns) else {
         eprintln!(
             "error: the world neither declares nor uses namespace `{ns}` (known: {})",
-            lattice_compiler::baseline::namespaces(&loaded.world)
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", ")
+            namespaces.keys().cloned().collect::<Vec<_>>().join(", ")
         );
         return EXIT_USAGE;
-    }
-    let snapshot =
-        match Snapshot::build(&loaded.world, &Projection::of(&loaded.world), &loaded.store) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        };
+    };
+    let snapshot = &loaded.snapshot;
     let objects = if snapshot.opted_out(ns) {
         let (cluster, _) = lattice_engine::project::root_cluster(&loaded.world);
-        let requested = loaded.world.objects().any(|(k, o)| {
-            k.kind == "Namespace"
-                && k.name == ns
-                && lattice_engine::project::opt_out_requested(o.meta().labels.as_ref())
-        });
-        let q = lattice_engine::Query::new(
-            lattice_engine::uid("Namespace", ns),
-            lattice_engine::action("OptOutDefaultDeny"),
-            lattice_engine::uid("Cluster", &cluster),
-        )
-        .with_context(
-            lattice_engine::context_from_json(&json!({"requested": requested}))
-                .unwrap_or_else(|_| cedar_policy::Context::empty()),
-        );
+        let q = lattice_engine::opt_out_query(&cluster, ns, *requested);
         let by: Vec<String> = snapshot
             .decide(&q)
             .map(|d| d.determining.iter().map(|p| p.id.clone()).collect())

@@ -364,9 +364,9 @@ fn check_within_bounds(text: &str) -> PolicyCheck {
     check
 }
 
-/// Characters an id must not hold: controls (NUL, newline, escape), zero-width characters
-/// and the bidirectional controls that reorder what a terminal shows.
-fn deceptive(c: char) -> bool {
+/// Characters that hide or reorder text on a terminal: controls (NUL, newline, escape),
+/// zero-width characters and the bidirectional controls. Ids must not hold them.
+pub fn deceptive(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

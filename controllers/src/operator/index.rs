@@ -228,8 +228,8 @@ impl Index {
 
     /// Namespaces of the World missing some baseline object on the cluster.
     pub fn baseline_missing(&self) -> BTreeSet<String> {
-        lattice_compiler::baseline::namespaces(&self.world)
-            .into_iter()
+        lattice_engine::project::namespaces(&self.world)
+            .into_keys()
             .filter(|ns| self.baseline_of(ns).len() < BASELINE_OBJECTS.len())
             .collect()
     }

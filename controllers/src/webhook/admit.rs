@@ -16,9 +16,8 @@
 
 use kube::core::admission::Operation;
 use lattice_engine::{Projection, Snapshot, World};
-use lattice_gates::admission::{decide_write, evaluate_object, manage_policy, write_query};
+use lattice_gates::admission::{decide_write, evaluate_object, write_query};
 use lattice_schemas::crd::Kind;
-use lattice_schemas::crd::policy::CedarPolicySpec;
 use lattice_schemas::diagnostics::{Finding, Severity, SourceFile};
 use lattice_schemas::manifest::Object;
 use serde_json::Value;
@@ -153,9 +152,6 @@ fn ask(
     let Some(current) = current else {
         return not_ready(warnings);
     };
-    if let Object::CedarPolicy(p) = object {
-        return may_manage(Some(current), review, operation, &p.spec, warnings);
-    }
     let user = &review.requester;
     let query = match write_query(
         user,
@@ -246,61 +242,6 @@ fn refusal(
         message.push_str(&format!(" {advice}"));
     }
     message
-}
-
-fn may_manage(
-    current: Option<&Current>,
-    review: &Review,
-    operation: &str,
-    spec: &CedarPolicySpec,
-    warnings: Vec<String>,
-) -> Verdict {
-    let Some(current) = current else {
-        return not_ready(warnings);
-    };
-    // A CedarPolicy is namespaced: a review without a namespace cannot say where the
-    // policy would apply, and is not decided on a guess.
-    let Some(ns) = review.namespace.as_deref().filter(|n| !n.is_empty()) else {
-        return Verdict::deny(
-            400,
-            format!(
-                "{}: a CedarPolicy review names no namespace",
-                review.describe()
-            ),
-            warnings,
-        );
-    };
-    let user = &review.requester;
-    match manage_policy(&current.snapshot, user, ns, operation, spec) {
-        Ok(d) if d.allowed => Verdict::allow(warnings),
-        Ok(d) => {
-            let why = if d.determining.is_empty() {
-                "no policy permits it".to_owned()
-            } else {
-                let ids: Vec<&str> = d.determining.iter().map(|p| p.id.as_str()).collect();
-                format!("forbidden by {}", ids.join(", "))
-            };
-            let groups = if user.groups.is_empty() {
-                "no groups".to_owned()
-            } else {
-                format!("groups {}", user.groups.join(", "))
-            };
-            Verdict::deny(
-                403,
-                format!(
-                    "{} may not {} CedarPolicy objects in namespace {ns} ({groups}): ManagePolicy is denied, {why}. Security administrators decide who manages policies (policies/baseline/identities.cedar).",
-                    user.username,
-                    operation.to_lowercase()
-                ),
-                warnings,
-            )
-        }
-        Err(e) => Verdict::deny(
-            403,
-            format!("ManagePolicy cannot be decided: {e}"),
-            warnings,
-        ),
-    }
 }
 
 fn gates(

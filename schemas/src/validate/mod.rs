@@ -78,16 +78,11 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
     let mut report = Report::default();
     let mut files = Vec::new();
     for p in paths {
-        let before = files.len();
+        let (files_before, unreadable_before) = (files.len(), report.unreadable.len());
         collect(p, true, 0, &mut files, &mut report.unreadable);
         // A path the user named that yields nothing to check is an error, not a pass: a
         // run that read nothing must never say all is well.
-        if files.len() == before
-            && !report
-                .unreadable
-                .iter()
-                .any(|u| u.starts_with(&format!("{}:", p.display())))
-        {
+        if files.len() == files_before && report.unreadable.len() == unreadable_before {
             report.unreadable.push(format!(
                 "{}: holds no *.yaml, *.yml or *.cedar file to check",
                 p.display()
