@@ -168,6 +168,8 @@ pub struct ScanReport {
     /// SHA-256 of the world's objects and of the active policies.
     pub world_digest: String,
     pub policies_digest: String,
+    /// The rule packs in force, `name@version`, in load order.
+    pub packs: Vec<String>,
     pub frameworks_scanned: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Vec<String>>,
@@ -252,6 +254,10 @@ pub fn scan(
         snapshot_digest: snapshot.digest().to_owned(),
         world_digest: hex(&world.digest()),
         policies_digest: hex(&store.digest()),
+        packs: store
+            .packs()
+            .map(|p| format!("{}@{}", p.meta.name, p.meta.version))
+            .collect(),
         frameworks_scanned: catalog.iter().map(|f| f.id.clone()).collect(),
         namespaces: options
             .namespaces

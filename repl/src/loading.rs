@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use lattice_engine::load::LoadFailure;
 use lattice_engine::{PolicyStore, Projection, Snapshot, World};
 
+use serde_json::{Value, json};
+
 use crate::output::render;
 
 /// A loaded world, its policies and a snapshot of both.
@@ -13,6 +15,57 @@ pub struct Loaded {
     pub store: PolicyStore,
     pub projection: Projection,
     pub snapshot: Snapshot,
+    /// The rule packs that decide, as every output names them.
+    pub packs: PacksInForce,
+}
+
+/// The rule packs in force: where they came from, their names and versions, and the digest
+/// of every active policy. Every command that decides names them, so an answer can never be
+/// mistaken for one taken under other rules (or under none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacksInForce {
+    /// `bundled`, or the `--policies` directory.
+    pub source: String,
+    /// `name@version`, in load order.
+    pub names: Vec<String>,
+    /// `sha256:…` of the active policies.
+    pub digest: String,
+}
+
+impl PacksInForce {
+    /// The packs of `store`, loaded from `policies` (`None`: the bundled packs).
+    pub fn of(store: &PolicyStore, policies: Option<&Path>) -> PacksInForce {
+        PacksInForce {
+            source: policies.map_or("bundled".to_owned(), |p| p.display().to_string()),
+            names: store
+                .packs()
+                .map(|p| format!("{}@{}", p.meta.name, p.meta.version))
+                .collect(),
+            digest: format!(
+                "sha256:{}",
+                store
+                    .digest()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+        }
+    }
+
+    /// One line for people: `packs (bundled): baseline@0.1.0, … — sha256:…`.
+    pub fn line(&self) -> String {
+        format!(
+            "packs ({}): {} — {}\n",
+            self.source,
+            self.names.join(", "),
+            self.digest
+        )
+    }
+
+    /// The same for machines.
+    pub fn json(&self) -> Value {
+        json!({"source": self.source, "names": self.names, "digest": self.digest})
+    }
 }
 
 /// Loads `world` and the rule packs under `policies` (when the directory exists), plus every
@@ -34,11 +87,13 @@ pub fn try_load(world_paths: &[PathBuf], policies: Option<&Path>) -> Result<Load
     let projection = Projection::of(&world);
     let snapshot =
         Snapshot::build(&world, &projection, &store).map_err(|e| format!("error: {e}\n"))?;
+    let packs = PacksInForce::of(&store, policies);
     Ok(Loaded {
         world,
         store,
         projection,
         snapshot,
+        packs,
     })
 }
 

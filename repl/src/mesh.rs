@@ -21,7 +21,9 @@ pub fn run(
         return EXIT_USAGE;
     };
     let plan = MeshPlan::plan(&loaded.snapshot, &loaded.world);
-    let (text, doc) = describe(&plan, &loaded.snapshot, &loaded.world, namespace);
+    let (mut text, mut doc) = describe(&plan, &loaded.snapshot, &loaded.world, namespace);
+    text.push_str(&loaded.packs.line());
+    doc["packs"] = loaded.packs.json();
     match format {
         Format::Json => emit(&format!(
             "{}\n",

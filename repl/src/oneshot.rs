@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::EXIT_USAGE;
+use crate::loading::PacksInForce;
 use crate::output::{Format, emit};
 use crate::session::{Reply, Session};
 
@@ -56,14 +57,21 @@ fn open(common: &Common) -> Option<Session> {
     }
 }
 
-fn print(reply: Reply, format: Format) -> u8 {
+/// Prints an answer with the packs that decided it (a usage error decided nothing).
+fn print(mut reply: Reply, format: Format, packs: &PacksInForce) -> u8 {
+    let decided = reply.code != EXIT_USAGE;
     match format {
-        Format::Json => emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&reply.json).expect("JSON values serialize")
-        )),
-        Format::Human if reply.code == EXIT_USAGE => eprint!("{}", reply.text),
-        Format::Human => emit(&reply.text),
+        Format::Json => {
+            if decided && let Some(doc) = reply.json.as_object_mut() {
+                doc.insert("packs".into(), packs.json());
+            }
+            emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&reply.json).expect("JSON values serialize")
+            ))
+        }
+        Format::Human if !decided => eprint!("{}", reply.text),
+        Format::Human => emit(&format!("{}{}", reply.text, packs.line())),
     }
     reply.code
 }
@@ -78,14 +86,14 @@ pub fn can(args: QueryArgs, explain: bool) -> u8 {
     } else {
         session.can(&args.principal, &args.action, &args.resource, ctx)
     };
-    print(reply, args.common.output)
+    print(reply, args.common.output, &session.loaded.packs)
 }
 
 pub fn gates(workload: &str, common: Common) -> u8 {
     let Some(session) = open(&common) else {
         return EXIT_USAGE;
     };
-    print(session.gates(workload), common.output)
+    print(session.gates(workload), common.output, &session.loaded.packs)
 }
 
 pub fn whatif(change: Change, common: Common) -> u8 {
@@ -95,7 +103,7 @@ pub fn whatif(change: Change, common: Common) -> u8 {
     let change = match change {
         Change::Add { source } => match crate::commands::policy_source(&source) {
             Ok(c) => c,
-            Err(e) => return print(Reply::error(e), common.output),
+            Err(e) => return print(Reply::error(e), common.output, &session.loaded.packs),
         },
         Change::Remove { id } => lattice_engine::PolicyChange::Remove { id },
         Change::Disable { object } => match object.split_once('/') {
@@ -103,8 +111,15 @@ pub fn whatif(change: Change, common: Common) -> u8 {
                 namespace: ns.into(),
                 name: name.into(),
             },
-            None => return print(Reply::error("disable takes namespace/name"), common.output),
+            None => {
+                return print(
+                    Reply::error("disable takes namespace/name"),
+                    common.output,
+                    &session.loaded.packs,
+                );
+            }
         },
     };
-    print(session.whatif(change), common.output)
+    let reply = session.whatif(change);
+    print(reply, common.output, &session.loaded.packs)
 }

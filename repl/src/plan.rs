@@ -90,22 +90,9 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
         .count();
     let denied_edges = edges.iter().filter(|e| !e.allowed()).count();
 
-    // The packs in force and their digest, so a reader knows what decided.
-    let packs: Vec<String> = loaded
-        .store
-        .packs()
-        .map(|p| format!("{}@{}", p.meta.name, p.meta.version))
-        .collect();
-    let packs_digest: String = loaded
-        .store
-        .digest()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let source = policies.map_or("bundled".to_owned(), |p| p.display().to_string());
     let doc = json!({
         "snapshot": snapshot.digest(),
-        "packs": {"source": source, "names": packs, "digest": format!("sha256:{packs_digest}")},
+        "packs": loaded.packs.json(),
         "workloads": outcomes.iter().map(|(id, kind, o)| match o {
             Outcome::Derived(objects) => json!({
                 "workload": id, "kind": kind, "allowed": true,
@@ -236,10 +223,8 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                     k.not_assessed
                 ));
             }
-            out.push_str(&format!(
-                "\npacks ({source}): {} — sha256:{packs_digest}\n",
-                packs.join(", ")
-            ));
+            out.push('\n');
+            out.push_str(&loaded.packs.line());
             out.push_str(&format!(
                 "{} of {} workloads denied, {denied_edges} of {} edges denied — snapshot {}\n",
                 denied_workloads,

@@ -55,13 +55,13 @@ pub fn run(file: &Path, world: &[PathBuf], policies: Option<&Path>, format: Form
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            emit_objects(&objects, format);
+            emit_objects(&objects, format, &loaded.packs, snapshot.digest());
             EXIT_OK
         }
         Err(CompileError::Denied { workload, gates }) => {
             match format {
                 Format::Json => {
-                    let doc = json!({"workload": workload, "allowed": false, "snapshot": snapshot.digest(), "denied": gates});
+                    let doc = json!({"workload": workload, "allowed": false, "snapshot": snapshot.digest(), "packs": loaded.packs.json(), "denied": gates});
                     emit(&format!(
                         "{}\n",
                         serde_json::to_string_pretty(&doc).expect("JSON values serialize")
@@ -82,6 +82,7 @@ pub fn run(file: &Path, world: &[PathBuf], policies: Option<&Path>, format: Form
                             out.push_str(&format!("    advice: {a}\n"));
                         }
                     }
+                    out.push_str(&loaded.packs.line());
                     out.push_str(&format!("snapshot {}\n", snapshot.digest()));
                     emit(&out);
                 }
@@ -131,17 +132,31 @@ pub fn namespace(ns: &str, world: &[PathBuf], policies: Option<&Path>, format: F
     } else {
         lattice_compiler::baseline::baseline(ns)
     };
-    emit_objects(&objects, format);
+    emit_objects(&objects, format, &loaded.packs, snapshot.digest());
     EXIT_OK
 }
 
-/// Objects as YAML documents for `kubectl apply`, or as one JSON array.
-fn emit_objects(objects: &[serde_json::Value], format: Format) {
+/// Objects as YAML documents for `kubectl apply`, headed by a comment that names the packs
+/// and snapshot that decided them (a file kept in Git says what produced it); or as one JSON
+/// array, with the packs on stderr.
+fn emit_objects(
+    objects: &[serde_json::Value],
+    format: Format,
+    packs: &crate::loading::PacksInForce,
+    snapshot: &str,
+) {
     match format {
-        Format::Json => emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(objects).expect("JSON values serialize")
+        Format::Json => {
+            eprint!("{}", packs.line());
+            emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(objects).expect("JSON values serialize")
+            ));
+        }
+        Format::Human => emit(&format!(
+            "# rendered by lattice-policy under {}# snapshot {snapshot}\n{}",
+            packs.line(),
+            objects.iter().map(to_yaml).collect::<String>()
         )),
-        Format::Human => emit(&objects.iter().map(to_yaml).collect::<String>()),
     }
 }

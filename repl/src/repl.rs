@@ -151,10 +151,11 @@ pub fn run(world: Vec<PathBuf>, policies: Option<PathBuf>, history: Option<PathB
     };
     session.style = style;
     println!(
-        "lattice-policy repl — {} objects, {} policies — snapshot {}\n`help` lists the commands; edits to the world and policies apply as you save them.",
+        "lattice-policy repl — {} objects, {} policies — snapshot {}\n{}`help` lists the commands; edits to the world and policies apply as you save them.",
         session.loaded.world.len(),
         session.loaded.store.active().count(),
-        session.snapshot().digest()
+        session.snapshot().digest(),
+        session.loaded.packs.line()
     );
     let session = Arc::new(Mutex::new(session));
     let mut editor: Editor<LatticeHelper, DefaultHistory> = match Editor::new() {

@@ -99,10 +99,11 @@ impl Session {
                 self.baseline = None;
                 let changes = std::mem::take(&mut self.changes);
                 let mut text = format!(
-                    "reloaded: {} objects, {} policies — snapshot {}\n",
+                    "reloaded: {} objects, {} policies — snapshot {}\n{}",
                     self.loaded.world.len(),
                     self.loaded.store.active().count(),
-                    self.snapshot().digest()
+                    self.snapshot().digest(),
+                    self.loaded.packs.line()
                 );
                 if !changes.is_empty() {
                     let r = self.apply_whatif(changes);
@@ -110,7 +111,7 @@ impl Session {
                 }
                 Reply::ok(
                     text,
-                    json!({"reloaded": true, "snapshot": self.snapshot().digest()}),
+                    json!({"reloaded": true, "snapshot": self.snapshot().digest(), "packs": self.loaded.packs.json()}),
                 )
             }
             Err(diagnostics) => Reply {

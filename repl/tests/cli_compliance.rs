@@ -46,7 +46,13 @@ fn a_scan_of_a_compliant_world_exits_zero_and_a_failing_one_exits_one() {
         "junit",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("failures=\"0\""));
+    let junit = String::from_utf8_lossy(&o.stdout);
+    assert!(junit.contains("failures=\"0\""));
+    // The report names the packs that decided it.
+    assert!(
+        junit.contains("<property name=\"packs\" value=\"baseline@0.1.0, cis-kubernetes@"),
+        "{junit}"
+    );
 
     let o = run(&[
         "compliance",

@@ -171,3 +171,71 @@ fn gates_and_whatif_report_what_a_workload_and_a_change_do() {
     assert_eq!(harmless.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&harmless.stdout).contains("0 newly denied"));
 }
+
+/// Every command that decides names the packs in force and their digest, for people and for
+/// machines, and the name follows `--policies`: an answer is never mistaken for one taken
+/// under other rules.
+#[test]
+fn every_deciding_command_names_the_packs_in_force() {
+    let edge = ["Service::shop/checkout", "Connect", "Service::payments/ledger"];
+    let commands: Vec<Vec<&str>> = vec![
+        [&["can"][..], &edge].concat(),
+        [&["why"][..], &edge].concat(),
+        vec!["gates", "shop/checkout"],
+        vec!["whatif", "remove", "baseline/bilateral-connect"],
+        vec!["mesh"],
+        vec!["plan"],
+    ];
+    let packs_dir = workspace().join("policies");
+    let packs_arg = packs_dir.to_str().unwrap();
+    let mut digests = std::collections::BTreeSet::new();
+    for args in &commands {
+        for policies in [None, Some(packs_arg)] {
+            let mut human: Vec<&str> = args.clone();
+            if let Some(p) = policies {
+                human.extend(["--policies", p]);
+            }
+            let o = run(&human);
+            let text = String::from_utf8_lossy(&o.stdout);
+            let source = policies.unwrap_or("bundled");
+            assert!(
+                text.contains(&format!("packs ({source}): baseline@"))
+                    && text.contains("pod-security@"),
+                "{human:?} does not name its packs:\n{text}"
+            );
+            let mut machine = human.clone();
+            machine.extend(["-o", "json"]);
+            let d = json(&run(&machine));
+            assert_eq!(d["packs"]["source"], source, "{machine:?}");
+            assert!(
+                d["packs"]["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n == "baseline@0.1.0")),
+                "{machine:?}: {}",
+                d["packs"]
+            );
+            let digest = d["packs"]["digest"].as_str().unwrap().to_owned();
+            assert!(text.contains(&digest), "{human:?}: {digest} not in\n{text}");
+            digests.insert(digest);
+        }
+    }
+    // The bundled packs are the repository's: one digest, whichever way they were named.
+    assert_eq!(digests.len(), 1, "{digests:?}");
+
+    // render names them in a YAML comment `kubectl apply` ignores, and on stderr with JSON.
+    let o = run(&["render", "-f", "conformance/render/canary/workload.yaml"]);
+    let yaml = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        yaml.starts_with("# rendered by lattice-policy under packs (bundled): baseline@"),
+        "{yaml}"
+    );
+    let o = run(&[
+        "render",
+        "-f",
+        "conformance/render/canary/workload.yaml",
+        "-o",
+        "json",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("packs (bundled): baseline@"));
+    assert!(json(&o).is_array());
+}

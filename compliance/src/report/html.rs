@@ -51,6 +51,7 @@ pub fn render(report: &ScanReport) -> String {
         "policies SHA-256",
         format!("<code>{}</code>", esc(&report.policies_digest)),
     );
+    row("rule packs", esc(&report.packs.join(", ")));
     row(
         "subject inventory SHA-256",
         format!("<code>{}</code>", esc(&report.subject_inventory_sha256)),

@@ -69,6 +69,7 @@ pub fn render(report: &ScanReport) -> String {
     let _ = writeln!(w, "| snapshot | `{}` |", report.snapshot_digest);
     let _ = writeln!(w, "| world SHA-256 | `{}` |", report.world_digest);
     let _ = writeln!(w, "| policies SHA-256 | `{}` |", report.policies_digest);
+    let _ = writeln!(w, "| rule packs | {} |", report.packs.join(", "));
     let _ = writeln!(
         w,
         "| subject inventory SHA-256 | `{}` |",

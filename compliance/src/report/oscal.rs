@@ -71,7 +71,10 @@ pub fn render(report: &ScanReport) -> String {
         resource(
             &ids.of(&["policies"]),
             "Policies",
-            "SHA-256 over every active policy's id, mode and text.",
+            &format!(
+                "SHA-256 over every active policy's id, mode and text, from the rule packs {}.",
+                report.packs.join(", ")
+            ),
             &report.policies_digest,
         ),
         resource(

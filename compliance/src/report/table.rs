@@ -97,8 +97,10 @@ pub fn junit(report: &ScanReport) -> String {
             xml(&report.started)
         );
         out += &format!(
-            "    <properties><property name=\"snapshot\" value=\"{}\"/></properties>\n",
-            xml(&report.snapshot_digest)
+            "    <properties><property name=\"snapshot\" value=\"{}\"/><property name=\"packs\" value=\"{}\"/><property name=\"policies-sha256\" value=\"{}\"/></properties>\n",
+            xml(&report.snapshot_digest),
+            xml(&report.packs.join(", ")),
+            xml(&report.policies_digest)
         );
         for c in &fw.checks {
             out += &format!(
@@ -214,7 +216,7 @@ pub fn sarif(report: &ScanReport) -> String {
                 "startTimeUtc": report.started,
                 "endTimeUtc": report.finished,
             }],
-            "properties": {"snapshot": report.snapshot_digest},
+            "properties": {"snapshot": report.snapshot_digest, "packs": report.packs, "policiesSha256": report.policies_digest},
             "results": results,
         }],
     });
