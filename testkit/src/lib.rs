@@ -1,13 +1,18 @@
 //! What Lattice's test suites share: where the workspace is, and where the reference
 //! material of `../shared/reference/` is (DESIGN §8).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The workspace root.
+/// The workspace root: the parent of the crate under test, as cargo names it when it runs a
+/// test or bench (every crate sits one level below the root). The path this crate was
+/// compiled at is only the fallback: a build cache shared between clones may hold a testkit
+/// compiled in another checkout, whose path need not exist any more.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
-        .expect("the testkit crate sits in the workspace root")
+        .expect("every crate sits in the workspace root")
         .to_path_buf()
 }
 
