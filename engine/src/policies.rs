@@ -416,7 +416,11 @@ pub fn parse_checked(
         }]);
     }
     let mut out = Vec::new();
+    // Lines counted as the statements go (in source order), not from the start each time.
+    let (mut line, mut counted) = (1, 0);
     for (i, (id, span)) in check.ids.iter().enumerate() {
+        line += text[counted..span.start.max(counted)].matches('\n').count();
+        counted = counted.max(span.start);
         // Without `@id`, Cedar's own name: `policy<N>` by place in the text.
         let id = id.clone().unwrap_or_else(|| format!("policy{i}"));
         let Some(original) = set.policy(&PolicyId::new(format!("policy{i}"))) else {
@@ -444,7 +448,7 @@ pub fn parse_checked(
                 annotations,
                 source: source.clone(),
                 span: span.clone(),
-                line: text[..span.start].matches('\n').count() + 1,
+                line,
                 text: text[span.clone()].to_owned(),
             }),
             policy,

@@ -153,6 +153,8 @@ fn emit_objects(
                 serde_json::to_string_pretty(objects).expect("JSON values serialize")
             ));
         }
+        // Nothing to apply is nothing on stdout; who decided goes with the reason on stderr.
+        Format::Human if objects.is_empty() => eprint!("{}", packs.line()),
         Format::Human => emit(&format!(
             "# rendered by lattice-policy under {}# snapshot {snapshot}\n{}",
             packs.line(),

@@ -80,11 +80,14 @@ pub struct Finding {
     /// A stable code, e.g. `lattice::schema::unknown-field`.
     pub code: &'static str,
     pub message: String,
-    pub help: Option<String>,
+    pub help: Option<Box<str>>,
     pub file: Arc<SourceFile>,
     pub span: Range<usize>,
     /// The short text under the highlighted span.
-    pub label: Option<String>,
+    pub label: Option<Box<str>>,
+    /// Where in the object, as a reader writes it (`spec.containers.main.image`), when the
+    /// finding is about one field: what locates it when there is no text to point into.
+    pub path: Option<Box<str>>,
 }
 
 impl Finding {
@@ -107,6 +110,7 @@ impl Finding {
             file: file.clone(),
             span,
             label: None,
+            path: None,
         }
     }
 
@@ -117,12 +121,18 @@ impl Finding {
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.help = Some(help.into().into_boxed_str());
         self
     }
 
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
-        self.label = Some(label.into());
+        self.label = Some(label.into().into_boxed_str());
+        self
+    }
+
+    /// Names the field the finding is about.
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into().into_boxed_str());
         self
     }
 
@@ -138,7 +148,7 @@ impl Finding {
             severity: self.severity,
             code: self.code,
             message: self.message.clone(),
-            help: self.help.clone(),
+            help: self.help.as_deref().map(str::to_owned),
             file: self.file.name.clone(),
             line,
             column,
@@ -192,7 +202,7 @@ impl Diagnostic for Finding {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let len = self.span.end.saturating_sub(self.span.start);
         Some(Box::new(std::iter::once(LabeledSpan::new(
-            self.label.clone(),
+            self.label.as_deref().map(str::to_owned),
             self.span.start.min(self.file.text.len()),
             len,
         ))))

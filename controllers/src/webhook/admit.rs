@@ -18,7 +18,7 @@ use kube::core::admission::Operation;
 use lattice_engine::{Projection, Snapshot, World};
 use lattice_gates::admission::{decide_write, evaluate_object, write_query};
 use lattice_schemas::crd::Kind;
-use lattice_schemas::diagnostics::{Finding, Severity, SourceFile};
+use lattice_schemas::diagnostics::{Finding, Severity};
 use lattice_schemas::manifest::Object;
 use serde_json::Value;
 
@@ -40,16 +40,18 @@ impl Verdict {
             allowed: true,
             code: 200,
             message: String::new(),
-            warnings,
+            warnings: bounded_warnings(warnings),
         }
     }
 
+    /// A denial. Whatever built the message, the answer stays within [`MAX_MESSAGE`]: the
+    /// API server stores it in events, and a client controls some of what it quotes.
     fn deny(code: u16, message: String, warnings: Vec<String>) -> Verdict {
         Verdict {
             allowed: false,
             code,
-            message,
-            warnings,
+            message: clip(message, MAX_MESSAGE),
+            warnings: bounded_warnings(warnings),
         }
     }
 
@@ -291,37 +293,14 @@ fn not_ready(warnings: Vec<String>) -> Verdict {
 /// Errors are rendered as plain-text diagnostics with line:column in the object as YAML
 /// (for a CedarPolicy's own policies, in its `spec.policies` text); warnings come back.
 fn validate(review: &Review, object: &Value) -> Result<(Object, Vec<String>), String> {
-    // The object is read as the JSON it arrived as (pretty-printed, so findings have lines):
-    // JSON is YAML 1.2, so the manifest reader takes it unchanged, and no value goes
-    // through YAML's plain-scalar rules (a JSON → YAML → JSON round trip turned the name
-    // "0o17" into the number 15, and renamed a label key "0o17" to "15").
-    let name = format!("{} (as JSON)", review.describe());
-    let text = serde_json::to_string_pretty(&without_server_fields(object))
-        .unwrap_or_else(|_| "{}".to_owned());
-    let report = lattice_schemas::validate::validate_text(&name, &text);
-    let policies_text = object
-        .pointer("/spec/policies")
-        .and_then(Value::as_str)
-        .filter(|_| review.kind == "CedarPolicy");
-    let mut findings: Vec<Finding> = report
-        .findings
-        .into_iter()
-        // A CedarPolicy's policy problems are located in its own text instead.
-        .filter(|f| !(policies_text.is_some() && f.code == "lattice::cedar"))
-        .collect();
-    if let Some(text) = policies_text {
-        let file = SourceFile::new(format!("{} spec.policies", review.describe()), text);
-        for p in lattice_schemas::cedar::check_policies(text).problems {
-            let mut f = Finding::error("lattice::cedar", &file, p.span, p.message);
-            if let Some(h) = p.help {
-                f = f.with_help(h);
-            }
-            if p.warning {
-                f = f.warning();
-            }
-            findings.push(f);
-        }
-    }
+    // The object is checked as the JSON value it arrived as: no value goes through YAML's
+    // plain-scalar rules (a JSON → YAML → JSON round trip turned the name "0o17" into the
+    // number 15, and renamed a label key "0o17" to "15"), and nothing is parsed again (a
+    // 3 MiB body once took a second to re-read as YAML and locate). Findings name their
+    // field by path; a CedarPolicy's policy problems are located in its own text.
+    let name = review.describe();
+    let report = lattice_schemas::validate::validate_value(&name, without_server_fields(object));
+    let findings: Vec<Finding> = report.findings;
     let errors: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -341,13 +320,7 @@ fn validate(review: &Review, object: &Value) -> Result<(Object, Vec<String>), St
         }
         return Err(message);
     }
-    let warnings = findings
-        .iter()
-        .map(|f| {
-            let (line, col) = f.line_col();
-            format!("{}:{line}:{col}: {}", f.file.name, f.message)
-        })
-        .collect();
+    let warnings = findings.iter().map(place_and_message).collect();
     match report.manifests.into_iter().next() {
         Some(m) => Ok((m.object, warnings)),
         None => Err(format!("{} could not be read", review.describe())),
@@ -387,14 +360,54 @@ const MAX_ERRORS_SHOWN: usize = 20;
 const MAX_MESSAGE: usize = 16 * 1024;
 /// Quoted source longer than this is cut in a message.
 const MAX_QUOTE: usize = 120;
+/// Warnings in one answer, and the length of each (kubectl prints every one).
+const MAX_WARNINGS: usize = 20;
+const MAX_WARNING: usize = 512;
 
-/// A diagnostic as plain text: `name:line:column: message`, the offending text quoted
+/// `text` cut to at most `max` bytes, on a character boundary, marked where it was cut.
+pub(crate) fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(" … (cut)".len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(" … (cut)");
+    text
+}
+
+fn bounded_warnings(mut warnings: Vec<String>) -> Vec<String> {
+    let more = warnings.len().saturating_sub(MAX_WARNINGS);
+    warnings.truncate(MAX_WARNINGS);
+    let mut out: Vec<String> = warnings.into_iter().map(|w| clip(w, MAX_WARNING)).collect();
+    if more > 0 {
+        out.push(format!("and {more} more warnings"));
+    }
+    out
+}
+
+/// Where a finding is and what it says, in one line: `Kind ns/name: spec.x.y: message` for
+/// the object (named by path), `name:line:column: message` for text it holds (policies).
+fn place_and_message(f: &Finding) -> String {
+    if f.file.text.is_empty() {
+        match &f.path {
+            Some(p) if !p.is_empty() => format!("{}: {p}: {}", f.file.name, f.message),
+            _ => format!("{}: {}", f.file.name, f.message),
+        }
+    } else {
+        let (line, col) = f.line_col();
+        format!("{}:{line}:{col}: {}", f.file.name, f.message)
+    }
+}
+
+/// A diagnostic as plain text: where it is and what it says, the offending text quoted
 /// (cut to [`MAX_QUOTE`] characters: one 15 MB string literal must not be repeated per
 /// error) and the help. Cheap, bounded, and free of color and Unicode art (it ends up in
 /// kubectl's output and in logs).
 fn plain(f: &Finding) -> String {
-    let (line, col) = f.line_col();
-    let mut out = format!("{}:{line}:{col}: {}\n", f.file.name, f.message);
+    let mut out = format!("{}\n", place_and_message(f));
     let mut start = f.span.start.min(f.file.text.len());
     while !f.file.text.is_char_boundary(start) {
         start -= 1;

@@ -10,6 +10,27 @@ use serde_json::Value;
 /// from it.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// The most values (scalars, lists and mappings, counted together) one object may hold.
+pub const MAX_OBJECT_VALUES: usize = 100_000;
+
+/// The values in `v`, counted up to `limit` (past it, counting stops).
+fn count_values(v: &Value, limit: usize) -> usize {
+    let mut count = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count >= limit {
+            return count;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
+}
+
 /// The API group of Lattice's kinds.
 pub const GROUP: &str = "lattice.dev";
 
@@ -35,13 +56,15 @@ pub struct Review {
 }
 
 impl Review {
-    /// `kind` as `group/version Kind`.
+    /// `Kind namespace/name`, each part cut to the longest Kubernetes allows (a client
+    /// chooses them, and messages and logs quote them).
     pub fn describe(&self) -> String {
+        let cut = |s: &str| crate::webhook::admit::clip(s.to_owned(), 253);
         let name = match &self.namespace {
-            Some(ns) if !ns.is_empty() => format!("{ns}/{}", self.name),
-            _ => self.name.clone(),
+            Some(ns) if !ns.is_empty() => format!("{}/{}", cut(ns), cut(&self.name)),
+            _ => cut(&self.name),
         };
-        format!("{} {name}", self.kind)
+        format!("{} {name}", cut(&self.kind))
     }
 }
 
@@ -89,6 +112,19 @@ pub fn parse(body: &[u8]) -> Result<Review, ReviewError> {
     if top.get("request").is_none_or(Value::is_null) {
         return Err(ReviewError::NoRequest);
     }
+    // The objects are taken out as the JSON they are, and only the rest of the request is
+    // read into kube's types: an object of 3 MiB is parsed once, never converted to a
+    // `DynamicObject` and back.
+    let mut loose = loose;
+    let mut take = |key: &str| {
+        loose
+            .get_mut("request")
+            .and_then(Value::as_object_mut)
+            .and_then(|r| r.remove(key))
+            .filter(|v| !v.is_null())
+    };
+    let object = take("object");
+    let old_object = take("oldObject");
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_value(loose).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     let request: AdmissionRequest<DynamicObject> =
@@ -96,22 +132,23 @@ pub fn parse(body: &[u8]) -> Result<Review, ReviewError> {
     if request.uid.is_empty() {
         return Err(ReviewError::Malformed("`request.uid` is empty".into()));
     }
-    let to_value = |o: &Option<DynamicObject>| -> Result<Option<Value>, ReviewError> {
-        o.as_ref()
-            .map(|o| {
-                serde_json::to_value(o).map_err(|e| ReviewError::Inconsistent {
-                    uid: request.uid.clone(),
-                    message: format!("object cannot be read: {e}"),
-                })
-            })
-            .transpose()
-    };
-    let object = to_value(&request.object)?;
-    let old_object = to_value(&request.old_object)?;
     let inconsistent = |message: String| ReviewError::Inconsistent {
         uid: request.uid.clone(),
         message,
     };
+    for o in [&object, &old_object].into_iter().flatten() {
+        if !o.is_object() {
+            return Err(inconsistent("the object is not a JSON object".into()));
+        }
+        // A Kubernetes object of the Lattice kinds holds hundreds of values; checking one
+        // of hundreds of thousands costs more than an admission answer may take.
+        let values = count_values(o, MAX_OBJECT_VALUES + 1);
+        if values > MAX_OBJECT_VALUES {
+            return Err(inconsistent(format!(
+                "the object holds more than {MAX_OBJECT_VALUES} values; an object of the Lattice kinds holds at most that many"
+            )));
+        }
+    }
     // The object must be what the request says it is.
     let gvk = &request.kind;
     let expected_api = if gvk.group.is_empty() {

@@ -102,6 +102,18 @@ pub struct YamlDocument {
 }
 
 impl YamlDocument {
+    /// A document that arrived already parsed (JSON in an AdmissionReview) and has no text
+    /// to point into: nothing is ever located in it, so findings name the field by path.
+    pub fn from_value(value: Value) -> YamlDocument {
+        YamlDocument {
+            index: 0,
+            value,
+            start: 0,
+            end: 0,
+            spans: OnceLock::from(SpanMap::default()),
+        }
+    }
+
     /// Where each value of this document stands in `text`, the file it was read from.
     /// The first call reads the document again, recording locations.
     pub fn spans(&self, text: &str) -> &SpanMap {
