@@ -925,7 +925,10 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
         }
         Object::SecretProvider(sp) => g.push(entity(
             uid("SecretProvider", object.name()),
-            vec![("name", s(object.name())), ("backend", s(&sp.spec.backend))],
+            vec![
+                ("name", s(object.name())),
+                ("backend", s(sp.spec.backend().unwrap_or_default())),
+            ],
             [],
         )),
         Object::Service(svc) => {

@@ -201,7 +201,7 @@ pub fn write_query(
             pairs = vec![
                 ("operation", string(operation)),
                 ("name", string(&name)),
-                ("backend", string(&sp.spec.backend)),
+                ("backend", string(sp.spec.backend().unwrap_or_default())),
             ];
             ("ManageSecretProvider", cluster)
         }

@@ -6,6 +6,7 @@
 //! point at the offending line.
 
 pub mod score;
+pub mod upstream;
 pub mod yaml;
 
 use std::collections::HashMap;
@@ -177,6 +178,18 @@ impl Manifest {
             .unwrap_or(span.value.clone())
     }
 
+    /// `range` of the string at `pointer` in the file, when the file spells that string
+    /// literally up to the range (a block scalar does; a quoted string with escapes, as
+    /// JSON writes one, does not).
+    pub fn exact_in_scalar(&self, pointer: &str, range: Range<usize>) -> Option<Range<usize>> {
+        let sp = self.source_pointer(pointer);
+        let span = self.doc.spans(&self.file.text).get(sp)?;
+        let Some(Value::String(value)) = self.doc.value.pointer(sp) else {
+            return None;
+        };
+        locate_in_scalar(&self.file.text, span.value.start, span.style, value, range)
+    }
+
     /// A finding at the value at `pointer`.
     pub fn error_at(
         &self,
@@ -184,7 +197,7 @@ impl Manifest {
         pointer: &str,
         message: impl Into<String>,
     ) -> Finding {
-        Finding::error(code, &self.file, self.span(pointer), message)
+        Finding::error(code, &self.file, self.span(pointer), message).with_path(self.place(pointer))
     }
 
     /// A finding at the key of `pointer`.
@@ -195,6 +208,12 @@ impl Manifest {
         message: impl Into<String>,
     ) -> Finding {
         Finding::error(code, &self.file, self.key_span(pointer), message)
+            .with_path(self.place(pointer))
+    }
+
+    /// `pointer` as the user wrote the document (`spec.containers.main`).
+    fn place(&self, pointer: &str) -> String {
+        human_path(&self.doc.value, self.source_pointer(pointer))
     }
 
     /// `Kind namespace/name` for messages.
@@ -305,6 +324,9 @@ pub fn source_from_bytes(name: &str, bytes: &[u8]) -> Result<Arc<SourceFile>, Fi
 /// rendering tens of thousands of findings took longer than any admission timeout.
 pub const MAX_FINDINGS_PER_OBJECT: usize = 100;
 
+/// Schema errors counted (not shown) in one object before counting stops.
+const MAX_COUNTED_FINDINGS: usize = 10_000;
+
 /// Loads every document of a YAML file.
 pub fn load_source(file: &Arc<SourceFile>) -> Loaded {
     let mut loaded = Loaded::default();
@@ -335,6 +357,16 @@ pub fn load_source(file: &Arc<SourceFile>) -> Loaded {
         }
         load_document(file, doc, &mut loaded);
     }
+    loaded
+}
+
+/// Reads one object that arrived already parsed (the JSON of an AdmissionReview): checked
+/// exactly as a document of a file, with no text to parse or point into, so findings name
+/// their field by path ([`Finding::path`]) and nothing is read twice.
+pub fn load_json(name: &str, value: Value) -> Loaded {
+    let file = SourceFile::new(name, "");
+    let mut loaded = Loaded::default();
+    load_document(&file, YamlDocument::from_value(value), &mut loaded);
     loaded
 }
 
@@ -558,21 +590,32 @@ fn check_and_build(
         // Located one by one (each reads the document again): only the first ones are,
         // the rest are counted.
         let mut more = 0usize;
+        let mut counted_all = true;
         for e in target.validator().iter_errors(&value) {
-            if errors.len() >= MAX_FINDINGS_PER_OBJECT {
-                more += 1;
-                continue;
+            // Past a point, even counting costs more than it tells.
+            if more >= MAX_COUNTED_FINDINGS {
+                counted_all = false;
+                break;
             }
-            errors.extend(schema_finding(&locator, &value, target.schema(), &e));
+            // One error may stand for many findings (every unknown field of a mapping).
+            let budget = MAX_FINDINGS_PER_OBJECT.saturating_sub(errors.len());
+            let (found, skipped) = schema_finding(&locator, &value, target.schema(), &e, budget);
+            errors.extend(found);
+            more += skipped;
         }
         if more > 0 {
+            let count = if counted_all {
+                format!("{more}")
+            } else {
+                format!("more than {more}")
+            };
             errors.push(
                 locator
                     .error_at(
                         "lattice::schema::more",
                         "",
                         format!(
-                            "and {more} more schema errors in this object (the first {MAX_FINDINGS_PER_OBJECT} are shown)"
+                            "and {count} more schema errors in this object (the first {MAX_FINDINGS_PER_OBJECT} are shown)"
                         ),
                     )
                     .with_help("fix the ones shown and validate again"),
@@ -606,12 +649,34 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
     T::deserialize(value)
 }
 
-/// Turns one JSON Schema error into findings located in the source.
+/// Turns one JSON Schema error into at most `budget` findings located in the source, and
+/// the number of findings past the budget (counted, never located: locating and suggesting
+/// cost per finding, and 380,000 unknown fields once took a second).
 fn schema_finding(
     m: &Manifest,
     value: &Value,
     schema: &Value,
     e: &jsonschema::ValidationError<'_>,
+    budget: usize,
+) -> (Vec<Finding>, usize) {
+    let total = match e.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.len(),
+        _ => 1,
+    };
+    if budget == 0 {
+        return (Vec::new(), total);
+    }
+    let found = schema_findings(m, value, schema, e, budget);
+    let skipped = total.saturating_sub(found.len());
+    (found, skipped)
+}
+
+fn schema_findings(
+    m: &Manifest,
+    value: &Value,
+    schema: &Value,
+    e: &jsonschema::ValidationError<'_>,
+    budget: usize,
 ) -> Vec<Finding> {
     let path = e.instance_path().as_str().to_owned();
     // Name the place as the user wrote it (a Score document has no `spec`).
@@ -629,6 +694,7 @@ fn schema_finding(
             let known = known_properties(schema, e.schema_path().as_str());
             unexpected
                 .iter()
+                .take(budget)
                 .map(|field| {
                     let f = m.error_at_key(
                         "lattice::schema::unknown-field",

@@ -7,9 +7,9 @@ use super::format::{is_cron, is_dns_label, is_dns1035_label, is_duration, is_hos
 use super::workload::{Scope, check_body, check_placeholders, check_resource};
 use crate::cedar;
 use crate::crd::{self, service::Strategy, service::TlsMode};
-use crate::diagnostics::Finding;
-use crate::manifest::Object;
+use crate::diagnostics::{Finding, SourceFile};
 use crate::manifest::yaml::push_pointer;
+use crate::manifest::{MAX_FINDINGS_PER_OBJECT, Object};
 
 /// Runs the rules for the manifest's kind.
 pub(crate) fn check(cx: &mut Ctx) {
@@ -27,11 +27,23 @@ pub(crate) fn check(cx: &mut Ctx) {
         Object::MeshMember(mm) => mesh_member(cx, &mm.spec),
         Object::Cluster(c) => cluster(cx, &c.spec),
         Object::CedarPolicy(p) => cedar_policy(cx, &p.spec),
-        Object::SecretProvider(sp) => duration(
-            cx,
-            sp.spec.refresh_interval.as_deref(),
-            "/spec/refreshInterval",
-        ),
+        Object::SecretProvider(sp) => {
+            if sp.spec.backend().is_none() {
+                cx.push(
+                    cx.m.error_at(
+                        "lattice::secret-provider::backend",
+                        "/spec",
+                        "the secret provider names no backend",
+                    )
+                    .with_help("set `backend: vault` (with its block under `provider`), or write `provider` as External Secrets does, with the backend as its only key: `provider: {vault: {server: …}}`"),
+                );
+            }
+            duration(
+                cx,
+                sp.spec.refresh_interval.as_deref(),
+                "/spec/refreshInterval",
+            )
+        }
         Object::TrustPolicy(t) => trust_policy(cx, &t.spec),
         Object::Namespace(ns) => namespace(cx, ns),
         Object::InfraProvider(_) => {}
@@ -479,6 +491,38 @@ fn cedar_policy(cx: &mut Ctx, p: &crd::policy::CedarPolicySpec) {
     if let Some(Err(message)) = p.audit_deadline() {
         cx.push(cx.m.error_at("lattice::cedar::audit-until", "/spec/auditUntil", message));
     }
+    // Bounded before Cedar reads it: the webhook answers within 100 ms for any object, and
+    // Cedar spends tens of microseconds on each policy (a rule pack file has no such bound).
+    if p.policies.len() > cedar::MAX_OBJECT_TEXT {
+        cx.push(
+            cx.m.error_at(
+                "lattice::cedar::too-large",
+                "/spec/policies",
+                format!(
+                    "`spec.policies` is {} bytes; a CedarPolicy holds at most {} KiB of policy text",
+                    p.policies.len(),
+                    cedar::MAX_OBJECT_TEXT / 1024
+                ),
+            )
+            .with_help("split the policies over several CedarPolicy objects"),
+        );
+        return;
+    }
+    let statements = cedar::statement_spans(&p.policies).len();
+    if statements > cedar::MAX_OBJECT_POLICIES {
+        cx.push(
+            cx.m.error_at(
+                "lattice::cedar::too-many",
+                "/spec/policies",
+                format!(
+                    "`spec.policies` holds {statements} policies; a CedarPolicy holds at most {}",
+                    cedar::MAX_OBJECT_POLICIES
+                ),
+            )
+            .with_help("split the policies over several CedarPolicy objects"),
+        );
+        return;
+    }
     let check = cedar::check_policies(&p.policies);
     if check
         .policies
@@ -492,16 +536,37 @@ fn cedar_policy(cx: &mut Ctx, p: &crd::policy::CedarPolicySpec) {
             "`spec.policies` holds no policy",
         ));
     }
-    for problem in check.problems {
-        let span = cx.m.span_in_scalar("/spec/policies", problem.span.clone());
-        let mut f = Finding::error("lattice::cedar", &cx.m.file, span, problem.message);
+    // A problem is shown in the file where the file spells the policy text literally (a
+    // YAML block scalar), and in the policy text itself where it does not (JSON escapes its
+    // newlines, so a place in the file says nothing).
+    let own = std::cell::OnceCell::new();
+    let own = || {
+        own.get_or_init(|| {
+            SourceFile::new(
+                format!("{} spec.policies", cx.m.describe()),
+                p.policies.clone(),
+            )
+        })
+        .clone()
+    };
+    let located =
+        |range: std::ops::Range<usize>| match cx.m.exact_in_scalar("/spec/policies", range.clone())
+        {
+            Some(span) => (cx.m.file.clone(), span),
+            None => (own(), range),
+        };
+    let mut problems = check.problems;
+    let rest = problems.split_off(problems.len().min(MAX_FINDINGS_PER_OBJECT));
+    let mut found = Vec::new();
+    for problem in problems {
+        let (file, span) = located(problem.span.clone());
+        let mut f = Finding::error("lattice::cedar", &file, span, problem.message);
         if let Some(h) = problem.help {
             f = f.with_help(h);
         }
         if let Some(first) = problem.first {
-            let (line, _) =
-                cx.m.file
-                    .line_col(cx.m.span_in_scalar("/spec/policies", first).start);
+            let (file, at) = located(first);
+            let (line, _) = file.line_col(at.start);
             f = f.with_help(format!(
                 "first used by the policy on line {line}; ids must be unique within a CedarPolicy"
             ));
@@ -509,6 +574,24 @@ fn cedar_policy(cx: &mut Ctx, p: &crd::policy::CedarPolicySpec) {
         if problem.warning {
             f = f.warning();
         }
+        found.push(f);
+    }
+    if !rest.is_empty() {
+        let more = cx.m.error_at(
+            "lattice::cedar::more",
+            "/spec/policies",
+            format!(
+                "and {} more policy problems (the first {MAX_FINDINGS_PER_OBJECT} are shown)",
+                rest.len()
+            ),
+        );
+        found.push(if rest.iter().any(|p| !p.warning) {
+            more
+        } else {
+            more.warning()
+        });
+    }
+    for f in found {
         cx.push(f);
     }
 }

@@ -76,19 +76,8 @@ impl Report {
 /// Validates files and directories (recursively: `*.yaml`, `*.yml`, `*.cedar`).
 pub fn validate_paths(paths: &[PathBuf]) -> Report {
     let mut report = Report::default();
-    let mut files = Vec::new();
-    for p in paths {
-        let (files_before, unreadable_before) = (files.len(), report.unreadable.len());
-        collect(p, true, 0, &mut files, &mut report.unreadable);
-        // A path the user named that yields nothing to check is an error, not a pass: a
-        // run that read nothing must never say all is well.
-        if files.len() == files_before && report.unreadable.len() == unreadable_before {
-            report.unreadable.push(format!(
-                "{}: holds no *.yaml, *.yml or *.cedar file to check",
-                p.display()
-            ));
-        }
-    }
+    let (files, unreadable) = input_files(paths);
+    report.unreadable = unreadable;
     // Files are independent until the cross-file checks below, so they are read and
     // checked on every core; merging in path order keeps the report deterministic.
     let checked: Vec<FileCheck> = files.par_iter().map(|p| check_file(p)).collect();
@@ -122,10 +111,30 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
     report
 }
 
+/// The files the named paths hold, as every command that reads manifests finds them:
+/// directories searched for `*.yaml`, `*.yml` and `*.cedar` (not through symlinks, hidden or
+/// build directories), a file or stream named explicitly read whatever its name, `-` for
+/// standard input. A named path that yields nothing is an error, never an empty success.
+pub fn input_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for p in paths {
+        let (files_before, unreadable_before) = (files.len(), unreadable.len());
+        collect(p, true, 0, &mut files, &mut unreadable);
+        if files.len() == files_before && unreadable.len() == unreadable_before {
+            unreadable.push(format!(
+                "{}: holds no *.yaml, *.yml or *.cedar file to check",
+                p.display()
+            ));
+        }
+    }
+    (files, unreadable)
+}
+
 /// Reads a file, standard input (`-`) or a stream, never past one byte more than a manifest
 /// may hold (`/dev/zero` ends there), so the size check refuses it rather than memory
 /// running out.
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let limit = (manifest::MAX_FILE_BYTES + 1) as u64;
     let mut bytes = Vec::new();
@@ -197,6 +206,21 @@ fn check_file(path: &Path) -> FileCheck {
 pub fn validate_text(name: &str, text: &str) -> Report {
     let file = SourceFile::new(name, text);
     let loaded = manifest::load_source(&file);
+    let mut report = Report {
+        files: 1,
+        findings: loaded.findings,
+        skipped: loaded.skipped,
+        manifests: loaded.manifests,
+        ..Report::default()
+    };
+    check_manifests(&mut report, &loaded.partial);
+    report
+}
+
+/// Validates one object that arrived already parsed (an AdmissionReview's): the same checks
+/// as [`validate_text`], with findings named by path instead of place in a text.
+pub fn validate_value(name: &str, value: serde_json::Value) -> Report {
+    let loaded = manifest::load_json(name, value);
     let mut report = Report {
         files: 1,
         findings: loaded.findings,
