@@ -4,6 +4,7 @@ mod commands;
 mod compliance;
 mod loading;
 mod mesh;
+mod migrate;
 mod oneshot;
 mod output;
 mod plain;
@@ -188,6 +189,20 @@ enum Command {
         #[command(subcommand)]
         command: compliance::ComplianceCommand,
     },
+    /// Rewrite manifests written for upstream Lattice (evan-hines-js/lattice, v1alpha1) in
+    /// this project's shapes. Every field not carried over as it was is reported at its file
+    /// and line (on stderr); documents already in this project's shape, or of other API
+    /// groups, pass through unchanged. Exit 0 when everything was carried over, 1 when
+    /// something was dropped or a migrated document does not validate, 2 on unreadable input.
+    Migrate {
+        /// Files or directories (searched for *.yaml and *.yml); `-` for standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write each file's migration here (the inputs' tree below their common directory)
+        /// instead of one YAML stream on stdout.
+        #[arg(short = 'o', long = "out-dir")]
+        out_dir: Option<PathBuf>,
+    },
     /// Format Cedar files with the official formatter (directories are searched for *.cedar).
     Fmt {
         /// Change nothing; list unformatted files with a diff and exit 1 if any.
@@ -254,6 +269,7 @@ fn main() -> ExitCode {
             output,
         ),
         Command::Fmt { check, paths } => plain::fmt(&paths, check),
+        Command::Migrate { paths, out_dir } => migrate::run(&paths, out_dir.as_deref()),
         Command::Test { paths, junit } => policy_test::run(&paths, junit.as_deref()),
         Command::Compliance { command } => compliance::run(command),
     };

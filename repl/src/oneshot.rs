@@ -93,7 +93,11 @@ pub fn gates(workload: &str, common: Common) -> u8 {
     let Some(session) = open(&common) else {
         return EXIT_USAGE;
     };
-    print(session.gates(workload), common.output, &session.loaded.packs)
+    print(
+        session.gates(workload),
+        common.output,
+        &session.loaded.packs,
+    )
 }
 
 pub fn whatif(change: Change, common: Common) -> u8 {

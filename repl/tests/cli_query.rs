@@ -177,7 +177,11 @@ fn gates_and_whatif_report_what_a_workload_and_a_change_do() {
 /// under other rules.
 #[test]
 fn every_deciding_command_names_the_packs_in_force() {
-    let edge = ["Service::shop/checkout", "Connect", "Service::payments/ledger"];
+    let edge = [
+        "Service::shop/checkout",
+        "Connect",
+        "Service::payments/ledger",
+    ];
     let commands: Vec<Vec<&str>> = vec![
         [&["can"][..], &edge].concat(),
         [&["why"][..], &edge].concat(),
