@@ -28,6 +28,8 @@ pub struct CompileContext {
     pub peer_ports: BTreeMap<String, Vec<i64>>,
     pub cluster: String,
     pub environment: String,
+    /// ImageProviders by name, for pull secrets that name one.
+    pub image_providers: BTreeMap<String, lattice_schemas::crd::image_provider::ImageProviderSpec>,
 }
 
 impl CompileContext {
@@ -44,6 +46,10 @@ impl CompileContext {
                     ctx.peer_ports
                         .insert(format!("{ns}/{}", key.name), ports.into_iter().collect());
                 }
+            }
+            if let lattice_schemas::manifest::Object::ImageProvider(ip) = object {
+                ctx.image_providers
+                    .insert(key.name.clone(), ip.spec.clone());
             }
             if let lattice_schemas::manifest::Object::Cluster(c) = object
                 && c.spec.parent.is_none()
@@ -130,6 +136,7 @@ pub(crate) fn scope<'a>(
         peer_ports: &ctx.peer_ports,
         cluster: &ctx.cluster,
         environment: &ctx.environment,
+        image_providers: &ctx.image_providers,
     }
 }
 

@@ -17,6 +17,9 @@ pub struct Scope<'a> {
     pub peer_ports: &'a BTreeMap<String, Vec<i64>>,
     pub cluster: &'a str,
     pub environment: &'a str,
+    /// The world's ImageProviders by name, for pull secrets that name one.
+    pub image_providers:
+        &'a BTreeMap<String, lattice_schemas::crd::image_provider::ImageProviderSpec>,
 }
 
 /// A value after resolution: text, or a reference to one secret key.

@@ -43,6 +43,12 @@ pub fn pod(
         source,
     };
     let mut objects = secret_objects(part, body);
+    objects.extend(pull_secret_objects(part, body, scope).map_err(|reason| {
+        CompileError::Invalid {
+            workload: workload.clone(),
+            reason,
+        }
+    })?);
     let (claims, mut volumes) = volume_objects(part, body);
     objects.extend(claims);
     let waited = init_order(body).map_err(|reason| CompileError::Invalid {
@@ -138,13 +144,21 @@ pub fn pod(
     if body.share_process_namespace == Some(true) {
         pod_spec["shareProcessNamespace"] = json!(true);
     }
-    if !body.image_pull_secrets.is_empty() {
-        pod_spec["imagePullSecrets"] = Value::Array(
-            body.image_pull_secrets
-                .iter()
-                .map(|s| json!({"name": object_name(&[&part.base, s])}))
-                .collect(),
-        );
+    // Every pull secret but those naming an ImageProvider without credentials.
+    let pull: Vec<Value> = body
+        .image_pull_secrets
+        .iter()
+        .filter(|s| {
+            body.resources.contains_key(*s)
+                || scope
+                    .image_providers
+                    .get(*s)
+                    .is_none_or(|ip| ip.credentials.is_some())
+        })
+        .map(|s| json!({"name": object_name(&[&part.base, s])}))
+        .collect();
+    if !pull.is_empty() {
+        pod_spec["imagePullSecrets"] = Value::Array(pull);
     }
     if options.runtime_enforcement {
         objects.extend(crate::runtime::binary_allowlists(part, body));
@@ -281,6 +295,103 @@ fn secret_objects(part: &Part, body: &WorkloadBody) -> Vec<Value> {
         }
         out.push(json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": meta(&object_name(&[name, rname]), ns, part.workload), "spec": spec}));
     }
+    out
+}
+
+/// An ExternalSecret of type `kubernetes.io/dockerconfigjson` for each pull secret that names
+/// an ImageProvider, named as a secret resource's would be, so the pod refers to both alike.
+/// The Docker config is the provider's `credentialData` templates (`${secret.credentials.K}`
+/// read as the remote key K); without them, `username` and `password` (or `token`) make one;
+/// with neither, the remote secret is taken whole and must hold `.dockerconfigjson`.
+fn pull_secret_objects(
+    part: &Part,
+    body: &WorkloadBody,
+    scope: &Scope,
+) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for pname in &body.image_pull_secrets {
+        if body
+            .resources
+            .get(pname)
+            .is_some_and(|r| r.type_ == "secret")
+        {
+            continue;
+        }
+        let Some(ip) = scope.image_providers.get(pname) else {
+            return Err(format!(
+                "pull secret `{pname}` names neither a secret resource of the workload nor an ImageProvider"
+            ));
+        };
+        // A registry pulled from anonymously (or with the node's identity) needs no secret.
+        let Some(creds) = &ip.credentials else {
+            continue;
+        };
+        let secret = object_name(&[&part.base, pname]);
+        let value_of = |k: &str| format!("{{{{ index . \"{k}\" }}}}");
+        let has = |k: &str| creds.keys.iter().any(|x| x == k);
+        let data: BTreeMap<String, String> = if !ip.credential_data.is_empty() {
+            ip.credential_data
+                .iter()
+                .map(|(k, t)| (k.clone(), go_template(t, &value_of)))
+                .collect()
+        } else if has("username") && (has("password") || has("token")) {
+            let password = if has("password") { "password" } else { "token" };
+            let config = format!(
+                "{{\"auths\":{{\"{}\":{{\"username\":\"{}\",\"password\":\"{}\"}}}}}}",
+                ip.registry,
+                value_of("username"),
+                value_of(password)
+            );
+            BTreeMap::from([(".dockerconfigjson".to_owned(), config)])
+        } else {
+            BTreeMap::new()
+        };
+        let mut template = json!({"type": "kubernetes.io/dockerconfigjson"});
+        if !data.is_empty() {
+            template["engineVersion"] = json!("v2");
+            template["data"] = json!(data);
+        }
+        let mut spec = json!({
+            "refreshInterval": creds.refresh_interval.as_deref().unwrap_or("1h"),
+            "secretStoreRef": {"kind": "ClusterSecretStore", "name": creds.provider},
+            "target": {"name": secret, "creationPolicy": "Owner", "template": template}
+        });
+        if creds.keys.is_empty() {
+            spec["dataFrom"] = json!([{"extract": {"key": creds.id}}]);
+        } else {
+            spec["data"] = Value::Array(
+                creds
+                    .keys
+                    .iter()
+                    .map(|k| json!({"secretKey": k, "remoteRef": {"key": creds.id, "property": k}}))
+                    .collect(),
+            );
+        }
+        out.push(json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": meta(&secret, part.ns, part.workload), "spec": spec}));
+    }
+    Ok(out)
+}
+
+/// `${secret.credentials.KEY}` in an upstream-style template, as an ESO (Go) template of
+/// the remote key.
+fn go_template(text: &str, value_of: &dyn Fn(&str) -> String) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${secret.credentials.") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "${secret.credentials.".len()..];
+        match after.find('}') {
+            Some(end) => {
+                out.push_str(&value_of(&after[..end]));
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 

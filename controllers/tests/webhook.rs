@@ -361,6 +361,7 @@ async fn every_lattice_write_is_a_cedar_question() {
     // The other platform kinds ask their own question.
     for (file, name, action) in [
         ("infrastructure.yaml", "vault-prod", "ManageSecretProvider"),
+        ("infrastructure.yaml", "ghcr", "ManageImageProvider"),
         ("infrastructure.yaml", "aws-prod", "ManageInfrastructure"),
         ("infrastructure.yaml", "production", "ManageInfrastructure"),
         (

@@ -120,6 +120,7 @@ impl Types {
                 "Image",
                 "SecretProvider",
                 "SecretPath",
+                "ImageProvider",
                 "Volume",
                 "ExternalEndpoint",
                 "SecurityOverride",
@@ -928,6 +929,25 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             vec![
                 ("name", s(object.name())),
                 ("backend", s(sp.spec.backend().unwrap_or_default())),
+            ],
+            [],
+        )),
+        Object::ImageProvider(ip) => g.push(entity(
+            uid("ImageProvider", object.name()),
+            vec![
+                ("name", s(object.name())),
+                ("registry", s(&ip.spec.registry)),
+                (
+                    "secretProvider",
+                    s(ip.spec
+                        .credentials
+                        .as_ref()
+                        .map_or("", |c| c.provider.as_str())),
+                ),
+                (
+                    "path",
+                    s(ip.spec.credentials.as_ref().map_or("", |c| c.id.as_str())),
+                ),
             ],
             [],
         )),

@@ -191,6 +191,7 @@ fn object_digest(object: &Object) -> ContentDigest {
         Object::Cluster(o) => serde_json::to_vec(o),
         Object::CedarPolicy(o) => serde_json::to_vec(o),
         Object::SecretProvider(o) => serde_json::to_vec(o),
+        Object::ImageProvider(o) => serde_json::to_vec(o),
         Object::TrustPolicy(o) => serde_json::to_vec(o),
         Object::InfraProvider(o) => serde_json::to_vec(o),
         Object::Package(o) => serde_json::to_vec(o),

@@ -7,6 +7,7 @@
 //! | `CedarPolicy` | `ManagePolicy` | its `Namespace` | operation, effects, actions, mode, count |
 //! | `TrustPolicy` | `ManageTrust` | the `Cluster` | operation, name, registries, unsigned registries, keys, verified images |
 //! | `SecretProvider` | `ManageSecretProvider` | the `Cluster` | operation, name, backend |
+//! | `ImageProvider` | `ManageImageProvider` | the `Cluster` | operation, name, registry |
 //! | `InfraProvider`, `LatticeCluster` (create, update) | `ManageInfrastructure` | the `Cluster` | operation, kind, name, provider, parent |
 //! | `LatticeCluster` (delete) | `Decommission` | that `Cluster` | its phase, agent health, what it still holds, now |
 //! | `LatticeComplianceProfile` | `ManageComplianceProfile` | the `Cluster` | operation, name, frameworks, sink |
@@ -204,6 +205,14 @@ pub fn write_query(
                 ("backend", string(sp.spec.backend().unwrap_or_default())),
             ];
             ("ManageSecretProvider", cluster)
+        }
+        Object::ImageProvider(ip) => {
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("registry", string(&ip.spec.registry)),
+            ];
+            ("ManageImageProvider", cluster)
         }
         Object::InfraProvider(ip) => {
             let provider = serde_json::to_value(ip.spec.type_)

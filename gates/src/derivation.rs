@@ -226,6 +226,22 @@ pub fn questions(object: &Object) -> Vec<Gate> {
             .filter(|v| v.read_only == Some(true))
             .map(|v| v.source.clone())
             .collect();
+        // A pull secret that is no secret resource of the workload names an ImageProvider.
+        for name in &body.image_pull_secrets {
+            if body
+                .resources
+                .get(name)
+                .is_some_and(|r| r.type_ == "secret")
+            {
+                continue;
+            }
+            push(
+                "UseImageProvider",
+                uid("ImageProvider", name),
+                format!("pull secret {prefix}{name}"),
+                json!({}),
+            );
+        }
         for (name, r) in &body.resources {
             let by = format!("resource {prefix}{name}");
             match r.type_.as_str() {

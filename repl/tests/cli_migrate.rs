@@ -98,7 +98,7 @@ fn the_upstream_corpus_migrates_to_manifests_that_validate_cleanly() {
         "security.allowedBinaries",
         "volumes[\"/tmp\"]",
         "not carried over DNSProvider",
-        "not carried over ImageProvider",
+        "dropped spec.trust: signature trust is a TrustPolicy",
         "not carried over spec.provider.config.basis",
         "workerReplicas",
         "dropped spec.ingress.routes.api: GRPCRoute",

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod common;
 pub mod compliance_profile;
+pub mod image_provider;
 pub mod infra_provider;
 pub mod job;
 pub mod mesh_member;
@@ -25,6 +26,7 @@ pub use common::{
     API_VERSION, Condition, ConditionStatus, EnforcementMode, GROUP, PodSecurityLevel, VERSION,
 };
 pub use compliance_profile::LatticeComplianceProfile;
+pub use image_provider::ImageProvider;
 pub use infra_provider::InfraProvider;
 pub use job::LatticeJob;
 pub use mesh_member::LatticeMeshMember;
@@ -45,6 +47,7 @@ pub enum Kind {
     LatticeCluster,
     CedarPolicy,
     SecretProvider,
+    ImageProvider,
     TrustPolicy,
     InfraProvider,
     LatticePackage,
@@ -53,7 +56,7 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::LatticeService,
         Kind::LatticeJob,
         Kind::LatticeModel,
@@ -61,6 +64,7 @@ impl Kind {
         Kind::LatticeCluster,
         Kind::CedarPolicy,
         Kind::SecretProvider,
+        Kind::ImageProvider,
         Kind::TrustPolicy,
         Kind::InfraProvider,
         Kind::LatticePackage,
@@ -77,6 +81,7 @@ impl Kind {
             Kind::LatticeCluster => "LatticeCluster",
             Kind::CedarPolicy => "CedarPolicy",
             Kind::SecretProvider => "SecretProvider",
+            Kind::ImageProvider => "ImageProvider",
             Kind::TrustPolicy => "TrustPolicy",
             Kind::InfraProvider => "InfraProvider",
             Kind::LatticePackage => "LatticePackage",
@@ -99,6 +104,7 @@ impl Kind {
             Kind::LatticeCluster => LatticeCluster::crd(),
             Kind::CedarPolicy => CedarPolicy::crd(),
             Kind::SecretProvider => SecretProvider::crd(),
+            Kind::ImageProvider => ImageProvider::crd(),
             Kind::TrustPolicy => TrustPolicy::crd(),
             Kind::InfraProvider => InfraProvider::crd(),
             Kind::LatticePackage => LatticePackage::crd(),
@@ -112,6 +118,7 @@ impl Kind {
             self,
             Kind::LatticeCluster
                 | Kind::SecretProvider
+                | Kind::ImageProvider
                 | Kind::TrustPolicy
                 | Kind::InfraProvider
                 | Kind::LatticeComplianceProfile
@@ -129,6 +136,7 @@ impl Kind {
             Kind::LatticeCluster => "latticeclusters",
             Kind::CedarPolicy => "cedarpolicies",
             Kind::SecretProvider => "secretproviders",
+            Kind::ImageProvider => "imageproviders",
             Kind::TrustPolicy => "trustpolicies",
             Kind::InfraProvider => "infraproviders",
             Kind::LatticePackage => "latticepackages",
@@ -161,6 +169,20 @@ mod tests {
             assert_eq!(k.namespaced(), k.crd().spec.scope == "Namespaced", "{k}");
             assert_eq!(k.plural(), k.crd().spec.names.plural, "{k}");
             assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+    }
+
+    /// Two CRDs claiming one short name are both refused by the API server (names not
+    /// accepted, never established).
+    #[test]
+    fn short_names_are_unique() {
+        let mut seen = std::collections::BTreeMap::new();
+        for k in Kind::ALL {
+            for short in k.crd().spec.names.short_names.unwrap_or_default() {
+                if let Some(other) = seen.insert(short.clone(), k) {
+                    panic!("{other} and {k} both claim the short name {short}");
+                }
+            }
         }
     }
 }

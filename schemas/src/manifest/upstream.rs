@@ -56,10 +56,6 @@ pub struct Migration {
 /// Kinds upstream has and this project does not, with what to use instead.
 const UPSTREAM_ONLY: &[(&str, &str)] = &[
     (
-        "ImageProvider",
-        "registry credentials are `secret` resources of the workload, named in `imagePullSecrets`; signature trust is a TrustPolicy",
-    ),
-    (
         "DNSProvider",
         "this project manages no DNS records; point the names at the gateway with your DNS tooling",
     ),
@@ -96,6 +92,7 @@ pub fn upstream_only(kind: &str) -> bool {
 const CLUSTER_SCOPED: &[&str] = &[
     "LatticeCluster",
     "SecretProvider",
+    "ImageProvider",
     "InfraProvider",
     "TrustPolicy",
     "LatticeComplianceProfile",
@@ -163,6 +160,7 @@ pub fn migrate(doc: &Value) -> Migration {
         },
         "LatticeMeshMember" => mesh_member(&mut cx, spec),
         "SecretProvider" => secret_provider(&mut cx, spec),
+        "ImageProvider" => image_provider(&mut cx, spec),
         "InfraProvider" => match infra_provider(&mut cx, spec) {
             Some(s) => s,
             None => return cx.done(None),
@@ -1598,6 +1596,39 @@ fn secret_provider(cx: &mut Cx, mut spec: Map<String, Value>) -> Map<String, Val
     let mut out = Map::new();
     for key in ["backend", "provider", "refreshInterval"] {
         put(&mut out, key, spec.remove(key));
+    }
+    cx.rest(spec, "/spec", "");
+    out
+}
+
+/// An ImageProvider reads as it is (its shape is upstream's), but for what this project
+/// does not derive: insecure registries, ECR token refresh, and signature trust (a
+/// TrustPolicy here).
+fn image_provider(cx: &mut Cx, mut spec: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for key in ["type", "registry", "credentials", "credentialData"] {
+        put(&mut out, key, spec.remove(key));
+    }
+    if spec.get("insecure") == Some(&Value::Bool(false)) {
+        spec.remove("insecure");
+    }
+    for (key, reason) in [
+        (
+            "insecure",
+            "pulling over plain HTTP is the node runtime's configuration, not a workload's",
+        ),
+        (
+            "ecr",
+            "ECR tokens expire every 12 hours and are not refreshed here: keep a long-lived credential in the secret backend",
+        ),
+        (
+            "trust",
+            "signature trust is a TrustPolicy here (registries with their public keys)",
+        ),
+    ] {
+        if spec.remove(key).is_some() {
+            cx.dropped(&push_pointer("/spec", key), reason);
+        }
     }
     cx.rest(spec, "/spec", "");
     out

@@ -47,6 +47,7 @@ pub(crate) fn check(cx: &mut Ctx) {
         Object::TrustPolicy(t) => trust_policy(cx, &t.spec),
         Object::Namespace(ns) => namespace(cx, ns),
         Object::InfraProvider(_) => {}
+        Object::ImageProvider(ip) => image_provider(cx, &ip.spec),
         Object::Package(p) => package(cx, &p.spec),
         Object::ComplianceProfile(c) => compliance_profile(cx, &c.spec),
     }
@@ -593,6 +594,75 @@ fn cedar_policy(cx: &mut Ctx, p: &crd::policy::CedarPolicySpec) {
     }
     for f in found {
         cx.push(f);
+    }
+}
+
+/// An ImageProvider: a registry host, a refresh interval that is a duration, and templates
+/// that name only keys the credentials read.
+fn image_provider(cx: &mut Ctx, spec: &crd::image_provider::ImageProviderSpec) {
+    let host = spec
+        .registry
+        .rsplit_once(':')
+        .map_or(spec.registry.as_str(), |(h, port)| {
+            if port.parse::<u16>().is_ok() {
+                h
+            } else {
+                &spec.registry
+            }
+        });
+    if !is_host_name(host) {
+        cx.push(
+            cx.m.error_at(
+                "lattice::image-provider::registry",
+                "/spec/registry",
+                format!("`{}` is not a registry host", spec.registry),
+            )
+            .with_help("write the host (and port) as image references name it: `ghcr.io`, `registry.example.com:5000`"),
+        );
+    }
+    let keys: &[String] = spec.credentials.as_ref().map_or(&[], |c| c.keys.as_slice());
+    if let Some(c) = &spec.credentials {
+        duration(
+            cx,
+            c.refresh_interval.as_deref(),
+            "/spec/credentials/refreshInterval",
+        );
+    } else if !spec.credential_data.is_empty() {
+        cx.push(cx.m.error_at(
+            "lattice::image-provider::template",
+            "/spec/credentialData",
+            "`credentialData` templates the credentials, and there are none",
+        ));
+    }
+    for (key, template) in &spec.credential_data {
+        let at = push_pointer("/spec/credentialData", key);
+        let mut rest = template.as_str();
+        while let Some(i) = rest.find("${") {
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                cx.push(cx.m.error_at(
+                    "lattice::image-provider::template",
+                    &at,
+                    "a `${` is never closed",
+                ));
+                break;
+            };
+            let name = &after[..end];
+            let known = name
+                .strip_prefix("secret.credentials.")
+                .is_some_and(|k| !k.is_empty() && (keys.is_empty() || keys.iter().any(|x| x == k)));
+            if !known {
+                cx.push(
+                    cx.m.error_at(
+                        "lattice::image-provider::template",
+                        &at,
+                        format!("`${{{name}}}` names no key the credentials read"),
+                    )
+                    .with_help("templates name the remote keys as `${secret.credentials.KEY}`, KEY one of `credentials.keys`"),
+                );
+            }
+            rest = &after[end + 1..];
+        }
     }
 }
 

@@ -78,13 +78,13 @@ pub(crate) fn check_body(cx: &mut Ctx, body: &WorkloadBody, at: &str) {
     check_resources(cx, body, at);
     for (i, name) in body.image_pull_secrets.iter().enumerate() {
         let p = push_pointer(&push_pointer(at, "imagePullSecrets"), &i.to_string());
+        // A name that is no resource names an ImageProvider: whether one exists, and may be
+        // used, is the `UseImageProvider` decision (which fails closed when it does not).
         match body.resources.get(name) {
             Some(r) if r.type_ == SECRET => {}
-            Some(r) => cx.push(cx.m.error_at("lattice::workload::pull-secret", &p, format!("image pull secret `{name}` is a `{}` resource, not a secret", r.type_))),
-            None => cx.push(
-                cx.m.error_at("lattice::workload::pull-secret", &p, format!("image pull secret `{name}` is not a declared resource"))
-                    .with_help("declare it under `resources` with `type: secret` and `params.secretType: kubernetes.io/dockerconfigjson`"),
-            ),
+            Some(r) => cx.push(cx.m.error_at("lattice::workload::pull-secret", &p, format!("image pull secret `{name}` is a `{}` resource, not a secret", r.type_))
+                .with_help("name a `secret` resource (with `params.secretType: kubernetes.io/dockerconfigjson`) or an ImageProvider")),
+            None => {}
         }
     }
     for name in body.sysctls.keys() {
