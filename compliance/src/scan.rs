@@ -22,6 +22,9 @@ pub struct ScanOptions {
     pub profile: Option<String>,
     /// The scan's time: audit periods end against it, and reports carry it.
     pub now: Option<jiff::Timestamp>,
+    /// Derivation gates already decided on the same snapshot, by workload (see
+    /// [`ComplyFacts::derive`]).
+    pub decided_gates: Option<std::sync::Arc<lattice_gates::compliance::DecidedGates>>,
 }
 
 /// The outcome of a check, or of a control over its checks.
@@ -212,7 +215,14 @@ pub fn scan(
     let started = options.now.unwrap_or_else(jiff::Timestamp::now);
     let catalog = frameworks(store, &options.frameworks)?;
     let subjects = subjects(world, options.namespaces.as_ref());
-    let facts = ComplyFacts::derive(snapshot, world, store, &subjects, started);
+    let facts = ComplyFacts::derive(
+        snapshot,
+        world,
+        store,
+        &subjects,
+        started,
+        options.decided_gates.as_deref(),
+    );
     // One decision per subject and framework; its reasons are the failed checks.
     let outcomes: Vec<Vec<Outcome>> = subjects
         .par_iter()

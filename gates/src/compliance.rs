@@ -18,6 +18,7 @@ use lattice_engine::policies::StoredPolicy;
 use lattice_engine::project::{declared_peers, served_ports};
 use lattice_engine::{ObjectKey, PolicyStore, Query, Snapshot, World, action, uid};
 use lattice_schemas::crd::EnforcementMode;
+use lattice_schemas::crd::service::DeniedGate;
 use lattice_schemas::manifest::Object;
 use rayon::prelude::*;
 
@@ -185,12 +186,17 @@ impl ComplyFacts {
     /// Derives the facts of `subjects` from the snapshot's decisions (derivation gates and
     /// `Connect` on declared edges), the world's CedarPolicy and LatticeComplianceProfile
     /// objects, and the store's proxy permits. `now` decides which audit periods are over.
+    ///
+    /// `decided` holds the denied gates of workloads (by `namespace/name`) that were already
+    /// decided on this snapshot (`lattice-policy plan` derives every workload before it
+    /// scans): those are taken as they are instead of being decided again.
     pub fn derive(
         snapshot: &Snapshot,
         world: &World,
         store: &PolicyStore,
         subjects: &[Subject],
         now: jiff::Timestamp,
+        decided: Option<&DecidedGates>,
     ) -> ComplyFacts {
         let wanted: HashSet<&str> = subjects
             .iter()
@@ -210,7 +216,10 @@ impl ComplyFacts {
             || {
                 workloads
                     .par_iter()
-                    .map(|(_, o)| gate_facts(snapshot, o))
+                    .map(|(_, o)| {
+                        let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
+                        gate_facts(snapshot, o, decided.and_then(|d| d.get(&id)))
+                    })
                     .collect::<Vec<_>>()
             },
             || unilateral_callers(snapshot, world),
@@ -255,9 +264,17 @@ impl ComplyFacts {
 
 type GateFacts = ((String, SubjectFacts), Vec<(String, SubjectFacts)>);
 
+/// Denied derivation gates by workload (`namespace/name`), as derivation reports them; a
+/// workload that is present with none had every gate allowed.
+pub type DecidedGates = HashMap<String, Vec<DeniedGate>>;
+
 /// The denied derivation gates of one workload, attributed to the container that raised
 /// them (pod-level and resource questions stay with the service).
-fn gate_facts(snapshot: &Snapshot, object: &Object) -> GateFacts {
+fn gate_facts(
+    snapshot: &Snapshot,
+    object: &Object,
+    decided: Option<&Vec<DeniedGate>>,
+) -> GateFacts {
     let ns = object.namespace().unwrap_or("default");
     let id = format!("{ns}/{}", object.name());
     let principal = uid("Service", &id);
@@ -266,33 +283,54 @@ fn gate_facts(snapshot: &Snapshot, object: &Object) -> GateFacts {
         .into_iter()
         .map(|n| (format!("{id}/{n}"), SubjectFacts::default()))
         .collect();
-    for gate in questions(object) {
-        // A malformed question cannot be allowed; it counts as denied, failing closed.
-        let allowed = gate.malformed.is_none()
-            && lattice_engine::context_from_json(&gate.context).is_ok_and(|context| {
-                let q = Query::new(
-                    principal.clone(),
-                    action(gate.action),
-                    gate.resource.clone(),
+    // (action, resource id, raised by) of each denied gate.
+    let denied: Vec<(String, String, String)> = match decided {
+        Some(gates) => gates
+            .iter()
+            .map(|g| {
+                let id = g
+                    .resource
+                    .parse::<cedar_policy::EntityUid>()
+                    .map(|u| u.id().unescaped().to_owned())
+                    .unwrap_or_else(|_| g.resource.clone());
+                (g.action.clone(), id, g.raised_by.clone())
+            })
+            .collect(),
+        None => questions(object)
+            .into_iter()
+            .filter(|gate| {
+                // A malformed question cannot be allowed; it counts as denied, failing
+                // closed.
+                let allowed = gate.malformed.is_none()
+                    && lattice_engine::context_from_json(&gate.context).is_ok_and(|context| {
+                        let q = Query::new(
+                            principal.clone(),
+                            action(gate.action),
+                            gate.resource.clone(),
+                        )
+                        .with_context(context);
+                        snapshot.decide(&q).is_ok_and(|d| d.allowed)
+                    });
+                !allowed
+            })
+            .map(|g| {
+                (
+                    g.action.to_owned(),
+                    g.resource.id().unescaped().to_owned(),
+                    g.raised_by,
                 )
-                .with_context(context);
-                snapshot.decide(&q).is_ok_and(|d| d.allowed)
-            });
-        if allowed {
-            continue;
-        }
-        let resource = gate.resource.id().unescaped().to_owned();
-        let container = gate
-            .raised_by
-            .strip_prefix("sidecar ")
-            .unwrap_or(&gate.raised_by);
+            })
+            .collect(),
+    };
+    for (gate_action, resource, raised_by) in denied {
+        let container = raised_by.strip_prefix("sidecar ").unwrap_or(&raised_by);
         let mut targets = vec![&mut service];
         if let Some(c) = containers.get_mut(&format!("{id}/{container}")) {
             targets.push(c);
         }
         for f in targets {
-            f.denied_gates.insert(gate.action.to_owned());
-            match gate.action {
+            f.denied_gates.insert(gate_action.clone());
+            match gate_action.as_str() {
                 "OverrideSecurity" => {
                     let category = resource.split(':').next().unwrap_or_default();
                     f.unapproved_overrides.insert(category.to_owned());

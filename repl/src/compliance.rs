@@ -232,6 +232,7 @@ fn run_scan(args: ScanArgs) -> u8 {
         namespaces,
         profile: profile.as_ref().map(|p| p.name.clone()),
         now,
+        decided_gates: None,
     };
     let bar = progress_bar();
     let report = scan(&world, &store, &snapshot, &options, &|n| {

@@ -104,3 +104,34 @@ fn a_denied_workload_is_shown_with_its_policy_and_advice() {
     assert!(text.contains("advice: Sign the image"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `plan` hands the gates it decided to its compliance scan instead of deciding them again;
+/// the summary must be exactly what `compliance scan` (which decides them itself) reports,
+/// on a world where workloads are denied.
+#[test]
+fn the_compliance_summary_is_the_scan_s_own() {
+    let world = "conformance/compliance/violations/world.yaml";
+    let o = plan(&[world, "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let denied = doc["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["allowed"] == false)
+        .count();
+    assert!(denied > 0, "the world denies some workloads");
+    let scan = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .args(["compliance", "scan", "--world", world, "-o", "json"])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    let scan: serde_json::Value = serde_json::from_slice(&scan.stdout).unwrap();
+    let frameworks = scan["frameworks"].as_array().unwrap();
+    let summary = doc["compliance"].as_array().unwrap();
+    assert_eq!(summary.len(), frameworks.len());
+    for (p, s) in summary.iter().zip(frameworks) {
+        assert_eq!(p["framework"], s["id"]);
+        assert_eq!(p["checks"], s["check_tally"], "{}", s["id"]);
+        assert_eq!(p["controls"], s["control_tally"], "{}", s["id"]);
+    }
+}

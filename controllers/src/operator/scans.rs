@@ -139,6 +139,7 @@ async fn scan_profile(
             .then(|| spec.namespaces.iter().cloned().collect()),
         profile: Some(name.clone()),
         now: Some(now),
+        decided_gates: None,
     };
     let current = plan.current.clone();
     let store = plan.store.clone();
