@@ -15,8 +15,18 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(name = "lattice-operator", version, about = "The Lattice operator")]
 struct Cli {
+    /// How logs are written on stderr: `text` for people, `json` (one object per line, with
+    /// the span fields) for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -97,7 +107,9 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    LOG_FORMAT.get_or_init(|| cli.log_format);
+    match cli.command {
         Command::Run(args) => run_operator(args),
         Command::Crds => {
             print!("{}", all_crds_yaml());
@@ -200,16 +212,29 @@ fn run_webhook(
     })
 }
 
-/// Logs on stderr; colored only on a terminal (never in a file, a pipe or a pod's log) and
-/// never with `NO_COLOR` set.
+/// `--log-format`, read once by [`init_logs`].
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Logs on stderr: as text, colored only on a terminal (never in a file, a pipe or a pod's
+/// log) and never with `NO_COLOR` set; or as JSON lines.
 fn init_logs() {
     use std::io::IsTerminal;
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(color)
-        .init();
+    match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(color)
+                .init();
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -313,9 +313,28 @@ async fn a_one_sided_mesh_declaration_derives_no_network_objects_until_completed
     );
     assert_ne!(one_sided, SHOP);
     apply_yaml(&client, &one_sided).await;
-    let _operator = Operator::start(&env, &[]);
+    // Logs as JSON lines here, as a log pipeline reads them.
+    let operator = Operator::start(&env, &["--log-format", "json"]);
     phase(&client, "api", "Ready").await;
     phase(&client, "web", "Ready").await;
+    let logs = operator.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "no logs");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{logs}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("decided"))),
+        "{logs}"
+    );
     assert!(deployment(&client, "api").await.is_some());
     assert!(
         network_policy(&client, "api-from-shop-web").await.is_none(),
