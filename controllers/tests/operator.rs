@@ -1079,3 +1079,41 @@ async fn scanned(client: &Client, name: &str) -> Value {
     })
     .await
 }
+
+/// A leader whose API server stops answering gives up before its lease can expire, so no
+/// successor can take the lease while it still writes. Measured from the moment the API
+/// server stops (which is after the leader's last renewal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
+    use lattice_controllers::operator::lease::Elector;
+    let env = TestEnv::start("lease-deadline");
+    let client = env.client().await;
+    let duration = Duration::from_secs(6);
+    let elector = Elector::new(client, "default", "deadline-test", "leader", duration);
+    elector.acquire().await.expect("takes the free lease");
+    // At the latest one retry after the renew deadline, with room to spare before expiry.
+    let limit = elector.renew_deadline() + elector.retry_period() + Duration::from_millis(500);
+    assert!(limit < duration);
+    let keep = tokio::spawn(async move { elector.keep().await });
+    // A renewal or two succeed, then the API server goes away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !keep.is_finished(),
+        "the leader lost a lease it could renew"
+    );
+    let stopped = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || drop(env))
+        .await
+        .unwrap();
+    let why = tokio::time::timeout(duration * 2, keep)
+        .await
+        .expect("the leader gives up")
+        .unwrap();
+    let after = stopped.elapsed();
+    assert!(
+        after < limit,
+        "gave up {after:?} after the API server stopped (limit {limit:?}, lease {duration:?}): {why}"
+    );
+    assert!(why.contains("not renewed within"), "{why}");
+    eprintln!("stopped leading {after:?} after the API server went away: {why}");
+}

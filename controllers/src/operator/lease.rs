@@ -2,8 +2,12 @@
 //! deletes, status, evidence). Every replica watches and serves the webhook.
 //!
 //! Writes use the Lease's resource version, so two replicas racing for it cannot both win.
-//! A holder that cannot renew before its lease runs out stops writing: the caller ends the
-//! process (crash-only), and a fresh start competes again.
+//! The timings are client-go's: a holder retries its renewal every sixth of the lease
+//! duration, and one that has not renewed within two thirds of it gives up ([`Elector::keep`]
+//! returns; the caller stops writing and ends the process, crash-only). So it stops at least
+//! a third of a lease duration before any other replica may take the lease, even when the
+//! API server stops answering mid-renewal. Taking the lease retries transient errors with
+//! backoff rather than giving up on the first one.
 
 use std::time::Duration;
 
@@ -46,37 +50,64 @@ impl Elector {
         }
     }
 
-    /// Waits until this replica holds the lease.
+    /// How often a renewal (or a claim) is tried.
+    pub fn retry_period(&self) -> Duration {
+        (self.duration / 6).max(Duration::from_millis(200))
+    }
+
+    /// How long a holder may go without renewing before it stops: two thirds of the lease.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// Waits until this replica holds the lease. API errors (a restarting API server, a
+    /// timeout) are retried with backoff, never fatal.
     pub async fn acquire(&self) -> Result<(), Error> {
         let mut announced = false;
+        let mut backoff = self.retry_period();
         loop {
-            match self.try_claim().await? {
-                Claim::Held => return Ok(()),
-                Claim::Taken { holder } => {
+            match self.try_claim().await {
+                Ok(Claim::Held) => return Ok(()),
+                Ok(Claim::Taken { holder }) => {
                     if !announced {
                         tracing::info!(%holder, lease = %self.name, "waiting for the lease");
                         announced = true;
                     }
+                    backoff = self.retry_period();
                     tokio::time::sleep(self.duration / 3).await;
+                }
+                Err(e) => {
+                    tracing::warn!(lease = %self.name, "cannot read the lease, retrying in {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.duration);
                 }
             }
         }
     }
 
-    /// Renews the lease until it is lost; returns why it was lost.
+    /// Renews the lease until it is lost; returns why it was lost. Each attempt is bounded
+    /// by what is left of the renew deadline, so a hung request cannot carry the holder past
+    /// it.
     pub async fn keep(&self) -> String {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(self.duration / 3).await;
-            match self.try_claim().await {
-                Ok(Claim::Held) => last_renewal = tokio::time::Instant::now(),
-                Ok(Claim::Taken { holder }) => return format!("the lease was taken by {holder}"),
-                Err(e) => {
-                    tracing::warn!("cannot renew the lease: {e}");
-                    if last_renewal.elapsed() >= self.duration {
-                        return format!("the lease could not be renewed in time: {e}");
-                    }
+            tokio::time::sleep(self.retry_period()).await;
+            let left = self.renew_deadline().saturating_sub(last_renewal.elapsed());
+            let attempt = tokio::time::timeout(left, self.try_claim()).await;
+            match attempt {
+                Ok(Ok(Claim::Held)) => last_renewal = tokio::time::Instant::now(),
+                Ok(Ok(Claim::Taken { holder })) => {
+                    return format!("the lease was taken by {holder}");
                 }
+                Ok(Err(e)) => tracing::warn!("cannot renew the lease: {e}"),
+                Err(_) => tracing::warn!("renewing the lease did not finish in time"),
+            }
+            if last_renewal.elapsed() >= self.renew_deadline() {
+                return format!(
+                    "the lease was not renewed within {:?} (it lasts {:?}); stopping before it can expire",
+                    self.renew_deadline(),
+                    self.duration
+                );
             }
         }
     }
