@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use cluster::{Operator, TestEnv, apply_yaml, eventually, get, install_crds};
+use cluster::{Operator, TestEnv, apply_yaml, eventually, get, install_crds, install_crds_except};
 use k8s_openapi::ByteString;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -1116,4 +1116,27 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
     );
     assert!(why.contains("not renewed within"), "{why}");
     eprintln!("stopped leading {after:?} after the API server went away: {why}");
+}
+
+/// A cluster without some Lattice CRDs (here the compliance profiles and the packages): the
+/// operator says so once and runs everything else, instead of waiting for a list that can
+/// never succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_crd_idles_only_what_needs_it() {
+    let env = TestEnv::start("optional-crds");
+    let client = env.client().await;
+    install_crds_except(&client, &["latticecomplianceprofiles", "latticepackages"]).await;
+    apply_yaml(&client, SHOP).await;
+    let operator = Operator::start(&env, &[]);
+    phase(&client, "api", "Ready").await;
+    assert!(deployment(&client, "api").await.is_some());
+    let logs = operator.logs();
+    for kind in ["LatticeComplianceProfile", "LatticePackage"] {
+        assert_eq!(
+            logs.matches(&format!("the {kind} CRD is not installed"))
+                .count(),
+            1,
+            "said once: {logs}"
+        );
+    }
 }

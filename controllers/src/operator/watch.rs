@@ -3,7 +3,10 @@
 //! restarted with backoff on error. An object that cannot be read is skipped with a warning
 //! (the watch goes on); a relist replaces what the index held of that kind. A baseline kind
 //! the cluster does not serve counts as listed (nothing of it exists; every namespace then
-//! lacks its baseline, which the projection says).
+//! lacks its baseline, which the projection says). So does a Lattice kind whose CRD is not
+//! installed: no object of it can exist, so only what needs that kind is idle (no
+//! compliance profile, no packages, …), said once in the log; the watch keeps retrying, and
+//! lists the kind as soon as its CRD appears.
 //!
 //! Nothing is decided until every watch has listed once: a snapshot of half a cluster could
 //! revoke what the other half permits.
@@ -133,14 +136,31 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
         .boxed();
     let mut relist: Option<BTreeSet<(Option<String>, String)>> = None;
     let mut first = true;
+    let mut absent = false;
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                if !absent {
+                    absent = true;
+                    tracing::warn!(
+                        kind,
+                        "the {kind} CRD is not installed: no {kind} can exist, and what needs one is idle until it is"
+                    );
+                }
+                if std::mem::take(&mut first) {
+                    shared.synced.send_modify(|n| *n += 1);
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(kind, "watch error (retrying with backoff): {e}");
                 continue;
             }
         };
+        if std::mem::take(&mut absent) {
+            tracing::info!(kind, "the {kind} CRD is installed now: watching it");
+        }
         let changed = match event {
             Event::Init => {
                 relist = Some(BTreeSet::new());
