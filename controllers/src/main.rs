@@ -93,6 +93,9 @@ struct RunArgs {
     /// Serve the admission webhook here (with --tls-cert and --tls-key).
     #[arg(long, default_value = "0.0.0.0:8443")]
     webhook_addr: SocketAddr,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) here; `none` to not serve them.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_addr: MetricsAddr,
     /// PEM certificate chain of the webhook; re-read whenever it changes.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -328,6 +331,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         sweep_every: Duration::from_secs(args.sweep_seconds.max(1)),
         evidence_root: args.evidence_root.clone(),
         admission: admission.clone(),
+        metrics_addr: args.metrics_addr.0,
     };
     runtime.block_on(async move {
         let client = match kube::Client::try_default().await {
@@ -385,4 +389,21 @@ fn run_operator(args: RunArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Where metrics are served: `HOST:PORT`, or `none`.
+#[derive(Clone, Copy, Debug)]
+struct MetricsAddr(Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MetricsAddr, String> {
+        if text == "none" {
+            return Ok(MetricsAddr(None));
+        }
+        text.parse()
+            .map(|a| MetricsAddr(Some(a)))
+            .map_err(|e| format!("`{text}` is neither HOST:PORT nor `none`: {e}"))
+    }
 }

@@ -7,7 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use cluster::{Operator, TestEnv, apply_yaml, eventually, get, install_crds, install_crds_except};
+use cluster::{
+    Operator, TestEnv, apply_yaml, eventually, free_port, get, http_get, install_crds,
+    install_crds_except,
+};
 use k8s_openapi::ByteString;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -121,7 +124,9 @@ async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
     let client = env.client().await;
     install_crds(&client).await;
     apply_yaml(&client, SHOP).await;
-    let operator = Operator::start(&env, &[]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let operator = Operator::start(&env, &["--metrics-addr", &addr]);
 
     // The derived objects appear, with the right content and owned by their workload.
     let api = phase(&client, "api", "Ready").await;
@@ -257,6 +262,32 @@ async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
         authorization_policy(&client, "api-from-shop-web")
             .await
             .is_none()
+    );
+    // The metrics count what happened: reconciles applied, then api's revocation; plans;
+    // this replica leads.
+    let metrics = eventually("metrics of the revocation", WAIT, || async {
+        let m = http_get(port, "/metrics").await?;
+        m.contains(r#"lattice_operator_reconciles_total{kind="LatticeService",result="denied"}"#)
+            .then_some(m)
+    })
+    .await;
+    for line in [
+        r#"lattice_operator_reconciles_total{kind="LatticeService",result="applied"}"#,
+        "lattice_operator_leader 1",
+        r#"lattice_operator_workloads{state="denied"} 1"#,
+        "lattice_operator_plan_duration_seconds_count",
+        "lattice_operator_reconciles_retrying 0",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
+    let plans: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lattice_operator_plans_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        plans >= 2.0,
+        "a plan before and after the forbid: {metrics}"
     );
     // web is not what was forbidden: it stays.
     assert!(deployment(&client, "web").await.is_some());

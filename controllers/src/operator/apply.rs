@@ -52,6 +52,7 @@ pub struct Pass {
 /// Applies plans; holds what it applied so unchanged workloads are left alone.
 pub struct Effector {
     client: Client,
+    metrics: std::sync::Arc<super::metrics::Metrics>,
     applied: BTreeMap<Owner, Applied>,
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
     /// Per namespace: the digest applied, and while failing when to try again.
@@ -59,9 +60,10 @@ pub struct Effector {
 }
 
 impl Effector {
-    pub fn new(client: Client) -> Effector {
+    pub fn new(client: Client, metrics: std::sync::Arc<super::metrics::Metrics>) -> Effector {
         Effector {
             client,
+            metrics,
             applied: BTreeMap::new(),
             policies: BTreeMap::new(),
             namespaces: BTreeMap::new(),
@@ -96,12 +98,13 @@ impl Effector {
             })
             .collect();
         let client = &self.client;
+        let metrics = &*self.metrics;
         let results: Vec<(String, String, Result<(), String>)> =
             futures::stream::iter(due.into_iter().map(|(ns, d)| async move {
                 (
                     ns.clone(),
                     d.digest.clone(),
-                    reconcile_namespace(client, ns, d).await,
+                    reconcile_namespace(client, metrics, ns, d).await,
                 )
             }))
             .buffer_unordered(CONCURRENCY)
@@ -169,6 +172,18 @@ impl Effector {
         let mut pass = Pass::default();
         for (owner, digest, effect, objects) in results {
             pass.reconciled += 1;
+            let denied = plan
+                .workloads
+                .get(&owner)
+                .is_some_and(|d| !matches!(d.verdict, super::plan::Verdict::Authorized));
+            self.metrics.reconciled(
+                owner.kind.name(),
+                match (&effect, denied) {
+                    (Effect::Failed(_), _) => "error",
+                    (Effect::Applied { .. }, true) => "denied",
+                    (Effect::Applied { .. }, false) => "applied",
+                },
+            );
             let retry = match &effect {
                 Effect::Applied { .. } => None,
                 Effect::Failed(e) => {
@@ -350,6 +365,7 @@ async fn reconcile(
 /// applies the baseline; an opted-out namespace's labels are left as they are.
 async fn reconcile_namespace(
     client: &Client,
+    metrics: &super::metrics::Metrics,
     ns: &str,
     desired: &NamespaceDesired,
 ) -> Result<(), String> {
@@ -373,7 +389,9 @@ async fn reconcile_namespace(
     }
     apply_layers(client, &desired.objects).await?;
     for o in &desired.objects {
-        put_back(client, o).await?;
+        if put_back(client, o).await? {
+            metrics.drift_corrected(o["kind"].as_str().unwrap_or("?"));
+        }
     }
     if let Some(level) = &desired.pod_security {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -403,7 +421,7 @@ async fn reconcile_namespace(
 /// survives it. A baseline object whose `spec` is not exactly what was derived is replaced
 /// whole: it exists throughout (no window without policy), and holds only what the
 /// decision derived.
-async fn put_back(client: &Client, desired: &Value) -> Result<(), String> {
+async fn put_back(client: &Client, desired: &Value) -> Result<bool, String> {
     let api_version = desired["apiVersion"].as_str().unwrap_or_default();
     let kind = desired["kind"].as_str().unwrap_or_default();
     let Some(derived) = derived_kind(api_version, kind) else {
@@ -420,7 +438,7 @@ async fn put_back(client: &Client, desired: &Value) -> Result<(), String> {
         .await
         .map_err(|e| describe(&resource, ns, name, &e))?;
     if live.data.get("spec") == desired.get("spec") {
-        return Ok(());
+        return Ok(false);
     }
     let mut whole = desired.clone();
     whole["metadata"]["resourceVersion"] = json!(live.metadata.resource_version);
@@ -434,7 +452,7 @@ async fn put_back(client: &Client, desired: &Value) -> Result<(), String> {
         .await
         .map_err(|e| describe(&resource, ns, name, &e))?;
     tracing::warn!(object = %format!("{kind} {ns}/{name}"), "edited by hand: put back as derived");
-    Ok(())
+    Ok(true)
 }
 
 async fn apply_layers(client: &Client, objects: &[Value]) -> Result<(), String> {

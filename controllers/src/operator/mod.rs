@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod index;
 pub mod lease;
+pub mod metrics;
 pub mod plan;
 pub mod resources;
 pub mod scans;
@@ -51,6 +52,8 @@ pub struct Options {
     pub evidence_root: Option<PathBuf>,
     /// Checks the admission stamp of every CedarPolicy before it is loaded.
     pub admission: Arc<crate::webhook::stamp::AdmissionKey>,
+    /// Where `/metrics` is served (plain HTTP), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs until `shutdown` completes (clean exit) or leadership is lost (an error: the
@@ -69,10 +72,20 @@ pub async fn run(
         Some(dir) => return Err(format!("no rule packs at {} (--policies)", dir.display())),
     };
     let (synced, _) = channel::channel(0);
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = options.metrics_addr {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics).await {
+                tracing::error!(%addr, "cannot serve metrics: {e}");
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         index: Mutex::new(Index::new(packs, options.admission.clone())),
         changed: Notify::new(),
         synced,
+        metrics: metrics.clone(),
     });
     watch::spawn_all(&client, &shared);
     let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
@@ -91,10 +104,13 @@ pub async fn run(
             .await
             .map_err(|e| format!("cannot take the lease: {e}"))?;
         tracing::info!(identity = %options.identity, "leading: writes enabled");
-        tokio::select! {
+        metrics.leading(true);
+        let result = tokio::select! {
             lost = elector.keep() => Err(format!("leadership lost: {lost}")),
-            () = write(client.clone(), plan_rx, &options) => Ok(()),
-        }
+            () = write(client.clone(), plan_rx, &options, metrics.clone()) => Ok(()),
+        };
+        metrics.leading(false);
+        result
     };
     let result = tokio::select! {
         r = lead => r,
@@ -132,6 +148,16 @@ async fn planner(
         .await;
         match planned {
             Ok(Ok(plan)) => {
+                let authorized = plan
+                    .workloads
+                    .values()
+                    .filter(|d| matches!(d.verdict, plan::Verdict::Authorized))
+                    .count();
+                shared.metrics.planned(
+                    started.elapsed(),
+                    (authorized, plan.workloads.len() - authorized),
+                    (plan.allowed_edges, plan.edges - plan.allowed_edges),
+                );
                 tracing::info!(
                     snapshot = plan.current.snapshot.digest(),
                     workloads = plan.workloads.len(),
@@ -145,8 +171,14 @@ async fn planner(
             }
             // Fail closed: the last good plan stays; nothing new is applied on a world
             // that cannot be decided.
-            Ok(Err(e)) => tracing::error!("no snapshot: {e}"),
-            Err(e) => tracing::error!("the planner failed: {e}"),
+            Ok(Err(e)) => {
+                shared.metrics.plan_failed();
+                tracing::error!("no snapshot: {e}");
+            }
+            Err(e) => {
+                shared.metrics.plan_failed();
+                tracing::error!("the planner failed: {e}");
+            }
         }
         shared.changed.notified().await;
     }
@@ -158,8 +190,9 @@ async fn write(
     client: Client,
     mut plan_rx: channel::Receiver<Option<Arc<Plan>>>,
     options: &Options,
+    metrics: Arc<metrics::Metrics>,
 ) {
-    let mut effector = Effector::new(client.clone());
+    let mut effector = Effector::new(client.clone(), metrics);
     let sinks = scans::Sinks {
         evidence_root: options.evidence_root.clone(),
     };

@@ -36,6 +36,7 @@ pub struct Shared {
     pub changed: Notify,
     /// How many watches have completed their first list.
     pub synced: watch::Sender<usize>,
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 /// How many watches there are.
@@ -92,6 +93,7 @@ async fn run_baseline(client: Client, resource: ApiResource, shared: Arc<Shared>
                 continue;
             }
             Err(e) => {
+                shared.metrics.watch_error(&kind);
                 tracing::warn!(kind, "watch error (retrying with backoff): {e}");
                 continue;
             }
@@ -154,6 +156,7 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
                 continue;
             }
             Err(e) => {
+                shared.metrics.watch_error(kind);
                 tracing::warn!(kind, "watch error (retrying with backoff): {e}");
                 continue;
             }

@@ -362,6 +362,12 @@ impl Operator {
         let file = std::fs::File::create(&log).unwrap();
         let key = env.dir.join("admission.key");
         std::fs::write(&key, ADMISSION_KEY).unwrap();
+        // Metrics only where a test asks for them: replicas would share one port.
+        let metrics: &[&str] = if extra.contains(&"--metrics-addr") {
+            &[]
+        } else {
+            &["--metrics-addr", "none"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
             .arg("run")
             .arg("--policies")
@@ -369,6 +375,7 @@ impl Operator {
             .arg("--admission-key")
             .arg(&key)
             .args(["--lease-namespace", "default", "--identity", identity])
+            .args(metrics)
             .args(extra)
             .env("KUBECONFIG", &env.kubeconfig)
             .env("RUST_LOG", "info")
@@ -444,4 +451,35 @@ pub async fn get(
     };
     let object = api.get_opt(name).await.expect("the API server answers")?;
     Some(serde_json::to_value(object).unwrap())
+}
+
+/// A free loopback port (bound and released: good enough for one test's server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on a plain-HTTP server on loopback: the body, or `None` when it does not
+/// answer (yet).
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response
+        .starts_with("HTTP/1.1 200")
+        .then(|| response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()))
+        .flatten()
 }
