@@ -263,6 +263,43 @@ async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
             .await
             .is_none()
     );
+    // Events say the same where `kubectl describe` shows them: applied, then revoked with
+    // the deciding policy.
+    let events = eventually("events of api's revocation", WAIT, || async {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "shop");
+        let list = api.list(&Default::default()).await.ok()?;
+        let about_api: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("api"))
+            .collect();
+        about_api
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Revoked"))
+            .then_some(about_api)
+    })
+    .await;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("Applied")
+            && e.type_.as_deref() == Some("Normal")),
+        "{events:?}"
+    );
+    let revoked = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Revoked"))
+        .unwrap();
+    assert_eq!(revoked.type_.as_deref(), Some("Warning"));
+    assert!(
+        revoked
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("shop/withdraw-api-1-0/withdrawn-api-image")),
+        "{revoked:?}"
+    );
+    assert_eq!(
+        revoked.reporting_controller.as_deref(),
+        Some("lattice-operator")
+    );
     // The metrics count what happened: reconciles applied, then api's revocation; plans;
     // this replica leads.
     let metrics = eventually("metrics of the revocation", WAIT, || async {
@@ -860,6 +897,22 @@ async fn default_deny_is_applied_both_ways_put_right_and_opted_out_only_by_decis
     eventually("the widened L7 baseline put back", WAIT, || async {
         let o = authorization_policy(&client, "lattice-default-deny").await?;
         (o["spec"] == json!({})).then_some(())
+    })
+    .await;
+    // ... and said so, on the object that was edited.
+    eventually("a DriftCorrected event", WAIT, || async {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "shop");
+        let list = api.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("DriftCorrected")
+                    && e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some("AuthorizationPolicy")
+                            && r.name.as_deref() == Some("lattice-default-deny")
+                    })
+            })
+            .then_some(())
     })
     .await;
 

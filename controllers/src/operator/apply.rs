@@ -53,6 +53,7 @@ pub struct Pass {
 pub struct Effector {
     client: Client,
     metrics: std::sync::Arc<super::metrics::Metrics>,
+    events: super::events::Events,
     applied: BTreeMap<Owner, Applied>,
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
     /// Per namespace: the digest applied, and while failing when to try again.
@@ -60,8 +61,13 @@ pub struct Effector {
 }
 
 impl Effector {
-    pub fn new(client: Client, metrics: std::sync::Arc<super::metrics::Metrics>) -> Effector {
+    pub fn new(
+        client: Client,
+        metrics: std::sync::Arc<super::metrics::Metrics>,
+        identity: &str,
+    ) -> Effector {
         Effector {
+            events: super::events::Events::new(client.clone(), identity),
             client,
             metrics,
             applied: BTreeMap::new(),
@@ -99,7 +105,7 @@ impl Effector {
             .collect();
         let client = &self.client;
         let metrics = &*self.metrics;
-        let results: Vec<(String, String, Result<(), String>)> =
+        let results: Vec<(String, String, Result<Vec<Value>, String>)> =
             futures::stream::iter(due.into_iter().map(|(ns, d)| async move {
                 (
                     ns.clone(),
@@ -112,9 +118,29 @@ impl Effector {
             .await;
         let mut failed = 0;
         let reconciled = results.len();
+        let mut events = Vec::new();
         for (ns, digest, result) in results {
             let retry = match result {
-                Ok(()) => None,
+                Ok(corrected) => {
+                    for o in corrected {
+                        events.push(super::events::Pending {
+                            regarding: super::events::reference(
+                                o["apiVersion"].as_str().unwrap_or_default(),
+                                o["kind"].as_str().unwrap_or_default(),
+                                Some(&ns),
+                                o["metadata"]["name"].as_str().unwrap_or_default(),
+                                None,
+                            ),
+                            warning: true,
+                            reason: "DriftCorrected",
+                            action: "Reconcile",
+                            note:
+                                "edited by hand; put back as the default-deny baseline derives it"
+                                    .into(),
+                        });
+                    }
+                    None
+                }
                 Err(e) => {
                     failed += 1;
                     let wait = self
@@ -130,6 +156,7 @@ impl Effector {
         }
         self.namespaces
             .retain(|ns, _| plan.namespaces.contains_key(ns));
+        self.events.publish(events).await;
         (reconciled, failed)
     }
 
@@ -170,12 +197,15 @@ impl Effector {
             .collect()
             .await;
         let mut pass = Pass::default();
+        let mut events = Vec::new();
         for (owner, digest, effect, objects) in results {
             pass.reconciled += 1;
-            let denied = plan
-                .workloads
-                .get(&owner)
-                .is_some_and(|d| !matches!(d.verdict, super::plan::Verdict::Authorized));
+            let desired = plan.workloads.get(&owner);
+            let denied =
+                desired.is_some_and(|d| !matches!(d.verdict, super::plan::Verdict::Authorized));
+            if let Some(d) = desired {
+                events.push(workload_event(&owner, d, &effect, &snapshot));
+            }
             self.metrics.reconciled(
                 owner.kind.name(),
                 match (&effect, denied) {
@@ -230,6 +260,7 @@ impl Effector {
                 pass.removed_owners += 1;
             }
         }
+        self.events.publish(events).await;
         let (reconciled, failed) = self.run_namespaces(plan).await;
         pass.reconciled += reconciled;
         pass.failed += failed;
@@ -247,6 +278,26 @@ impl Effector {
             match patch_status(&self.client, Kind::CedarPolicy, Some(&id.0), &id.1, &status).await {
                 Ok(()) => {
                     self.policies.insert(id.clone(), current);
+                    if let PolicyOutcome::Rejected { errors } = outcome {
+                        self.events
+                            .publish(vec![super::events::Pending {
+                                regarding: super::events::reference(
+                                    API_VERSION,
+                                    "CedarPolicy",
+                                    Some(&id.0),
+                                    &id.1,
+                                    None,
+                                ),
+                                warning: true,
+                                reason: "PolicyRejected",
+                                action: "Load",
+                                note: format!(
+                                    "not loaded (the version accepted before, if any, stays in force): {}",
+                                    errors.join("; ")
+                                ),
+                            }])
+                            .await;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(policy = %format!("{}/{}", id.0, id.1), "cannot write status: {e}")
@@ -368,7 +419,8 @@ async fn reconcile_namespace(
     metrics: &super::metrics::Metrics,
     ns: &str,
     desired: &NamespaceDesired,
-) -> Result<(), String> {
+) -> Result<Vec<Value>, String> {
+    let mut corrected = Vec::new();
     if desired.opted_out {
         for (kind, name) in &desired.present {
             let Some(derived) = super::resources::DERIVED.iter().find(|d| d.kind == *kind) else {
@@ -385,12 +437,13 @@ async fn reconcile_namespace(
                 .map_err(|e| format!("cannot delete {id}: {e}"))?;
             tracing::info!(namespace = ns, object = %id, "opted out of default deny: baseline object deleted");
         }
-        return Ok(());
+        return Ok(corrected);
     }
     apply_layers(client, &desired.objects).await?;
     for o in &desired.objects {
         if put_back(client, o).await? {
             metrics.drift_corrected(o["kind"].as_str().unwrap_or("?"));
+            corrected.push(o.clone());
         }
     }
     if let Some(level) = &desired.pod_security {
@@ -413,7 +466,68 @@ async fn reconcile_namespace(
             Err(e) => return Err(format!("cannot label namespace {ns}: {e}")),
         }
     }
-    Ok(())
+    Ok(corrected)
+}
+
+/// The Event a workload's reconcile is worth.
+fn workload_event(
+    owner: &Owner,
+    desired: &Desired,
+    effect: &Effect,
+    snapshot: &str,
+) -> super::events::Pending {
+    use super::plan::Verdict;
+    let regarding = super::events::reference(
+        API_VERSION,
+        owner.kind.name(),
+        Some(&owner.namespace),
+        &owner.name,
+        Some(&desired.uid),
+    );
+    let (warning, reason, note) = match (effect, &desired.verdict) {
+        (Effect::Failed(e), _) => (
+            true,
+            "ReconcileFailed",
+            format!("retried with backoff: {e}"),
+        ),
+        (Effect::Applied { objects, removed }, Verdict::Authorized) => (
+            false,
+            "Applied",
+            format!(
+                "{objects} derived objects applied, {removed} no longer derived removed; decided on snapshot {snapshot}"
+            ),
+        ),
+        (Effect::Applied { removed, .. }, Verdict::Denied(gates)) => {
+            let why: Vec<String> = gates
+                .iter()
+                .map(|g| {
+                    let by = if g.policies.is_empty() {
+                        "default deny".to_owned()
+                    } else {
+                        g.policies.join(", ")
+                    };
+                    format!("{} {} ({by})", g.action, g.resource)
+                })
+                .collect();
+            let reason = if *removed > 0 { "Revoked" } else { "Denied" };
+            (
+                true,
+                reason,
+                format!(
+                    "denied: {}; {removed} derived objects removed; snapshot {snapshot}",
+                    why.join("; ")
+                ),
+            )
+        }
+        (Effect::Applied { .. }, Verdict::Failed(e)) => (true, "Invalid", e.clone()),
+    };
+    super::events::Pending {
+        regarding,
+        warning,
+        reason,
+        action: "Reconcile",
+        note,
+    }
 }
 
 /// Server-side apply removes only fields the applier owned, so a field someone else added

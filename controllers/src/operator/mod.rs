@@ -12,6 +12,7 @@
 //! [`watch`], [`apply`], [`scans`], [`lease`].
 
 pub mod apply;
+pub mod events;
 pub mod index;
 pub mod lease;
 pub mod metrics;
@@ -192,7 +193,7 @@ async fn write(
     options: &Options,
     metrics: Arc<metrics::Metrics>,
 ) {
-    let mut effector = Effector::new(client.clone(), metrics);
+    let mut effector = Effector::new(client.clone(), metrics, &options.identity);
     let sinks = scans::Sinks {
         evidence_root: options.evidence_root.clone(),
     };
