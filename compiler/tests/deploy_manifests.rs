@@ -347,6 +347,8 @@ fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
     want("security.istio.io", "authorizationpolicies", &["watch"]);
     want("security.istio.io", "peerauthentications", &["watch"]);
     want("", "configmaps", &["list", "create", "patch"]);
+    // Events on what it acts for (a repeat patches the event's series).
+    want("events.k8s.io", "events", &["create", "patch"]);
     for (api_version, kind, plural) in &derived {
         let group = api_version.split_once('/').map_or("", |(g, _)| g);
         assert!(!kind.is_empty());

@@ -161,9 +161,7 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
                 continue;
             }
         };
-        if std::mem::take(&mut absent) {
-            tracing::info!(kind, "the {kind} CRD is installed now: watching it");
-        }
+
         let changed = match event {
             Event::Init => {
                 relist = Some(BTreeSet::new());
@@ -181,6 +179,10 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
                 index.delete(kind, o.metadata.namespace.as_deref(), &name_of(&o))
             }
             Event::InitDone => {
+                // A list succeeded: the kind is served (again).
+                if std::mem::take(&mut absent) {
+                    tracing::info!(kind, "the {kind} CRD is installed now: watching it");
+                }
                 let seen = relist.take().unwrap_or_default();
                 let mut index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
                 let gone: Vec<(Option<String>, String)> =
