@@ -534,6 +534,24 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
         "{}",
         sneaked["status"]
     );
+    // ... and a PolicyRejected event on it says the same where `kubectl describe` shows it.
+    eventually("a PolicyRejected event", WAIT, || async {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "shop");
+        let list = api.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("PolicyRejected")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some("withdraw-api-1-0")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("not admitted"))
+            })
+            .then_some(())
+    })
+    .await;
     phase(&client, "api", "Ready").await;
 
     let invalid: Value = json!({
