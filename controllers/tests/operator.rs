@@ -403,6 +403,21 @@ async fn a_one_sided_mesh_declaration_derives_no_network_objects_until_completed
             .is_some_and(|m| m.contains("decided"))),
         "{logs}"
     );
+    // A reconcile's lines carry its span: the workload and the snapshot it was decided on.
+    let reconciled = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "reconciled"
+                && l["span"]["workload"] == "LatticeService shop/api"
+        })
+        .unwrap_or_else(|| panic!("no reconcile of shop/api in: {logs}"));
+    assert_eq!(reconciled["span"]["name"], "reconcile");
+    assert!(
+        reconciled["span"]["snapshot"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:")),
+        "{reconciled}"
+    );
     assert!(deployment(&client, "api").await.is_some());
     assert!(
         network_policy(&client, "api-from-shop-web").await.is_none(),

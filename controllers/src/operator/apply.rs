@@ -187,11 +187,31 @@ impl Effector {
             futures::stream::iter(due.into_iter().map(|(owner, desired, before)| {
                 let snapshot = snapshot.clone();
                 let stamp = stamp.clone();
-                async move {
-                    let (effect, now_applied) =
-                        reconcile(client, owner, desired, &before, &snapshot, &stamp).await;
-                    (owner.clone(), desired.digest.clone(), effect, now_applied)
-                }
+                // Everything logged while reconciling carries the workload and the snapshot
+                // it was decided on (as span fields in JSON logs).
+                let span = tracing::info_span!(
+                    "reconcile",
+                    workload = %owner,
+                    snapshot = %snapshot
+                );
+                tracing::Instrument::instrument(
+                    async move {
+                        let started = std::time::Instant::now();
+                        let (effect, now_applied) =
+                            reconcile(client, owner, desired, &before, &snapshot, &stamp).await;
+                        match &effect {
+                            Effect::Applied { objects, removed } => tracing::info!(
+                                objects,
+                                removed,
+                                took_ms = started.elapsed().as_millis() as u64,
+                                "reconciled"
+                            ),
+                            Effect::Failed(_) => {}
+                        }
+                        (owner.clone(), desired.digest.clone(), effect, now_applied)
+                    },
+                    span,
+                )
             }))
             .buffer_unordered(CONCURRENCY)
             .collect()
