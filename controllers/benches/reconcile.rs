@@ -178,14 +178,18 @@ fn main() {
             (ready(&client).await == services).then_some(())
         })
         .await;
+        // Baselines are applied in the same pass, after the workloads: wait for them too.
+        let baselines = eventually("every namespace's baseline", limit, || async {
+            let n = count_labelled(&client, "lattice.dev/baseline=true").await;
+            (n >= NAMESPACES).then_some(n)
+        })
+        .await;
         let deployments = count(&client, "apps/v1", "Deployment").await;
         let policies = count(&client, "cilium.io/v2", "CiliumNetworkPolicy").await;
         let took = started.elapsed();
         assert_eq!(deployments, services, "{}", operator.logs());
         // Each edge: the callee's ingress and the caller's egress; each namespace: its
         // default-deny baseline.
-        let baselines = count_labelled(&client, "lattice.dev/baseline=true").await;
-        assert!(baselines >= NAMESPACES, "{baselines} baselines");
         assert_eq!(policies, 2 * edges + baselines);
         drop(operator);
         drop(env);

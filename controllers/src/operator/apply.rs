@@ -280,11 +280,12 @@ impl Effector {
                 pass.removed_owners += 1;
             }
         }
-        self.events.publish(events).await;
         let (reconciled, failed) = self.run_namespaces(plan).await;
         pass.reconciled += reconciled;
         pass.failed += failed;
         self.write_policy_statuses(plan, &stamp).await;
+        // Events last: what they report is done, and no baseline waits for them.
+        self.events.publish(events).await;
         pass
     }
 
