@@ -1257,3 +1257,44 @@ async fn a_missing_crd_idles_only_what_needs_it() {
         );
     }
 }
+
+/// A restarted operator catches up without announcing anything new: a workload already
+/// Ready on the same snapshot gets no second `Applied` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_announces_nothing_that_did_not_change() {
+    let env = TestEnv::start("restart-events");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let applied = || async {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "shop");
+        api.list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|e| {
+                        e.reason.as_deref() == Some("Applied")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("api")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let first = Operator::start_as(&env, "first", &[]);
+    phase(&client, "api", "Ready").await;
+    eventually("api's Applied event", WAIT, || async {
+        (applied().await == 1).then_some(())
+    })
+    .await;
+    drop(first);
+    let second = Operator::start_as(&env, "second", &[]);
+    eventually("the second replica leads and decides", WAIT, || async {
+        let logs = second.logs();
+        (logs.contains("leading") && logs.contains("decided")).then_some(())
+    })
+    .await;
+    // Time for a pass of reconciles (a fresh effector reconciles every workload once).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(applied().await, 1, "{}", second.logs());
+}

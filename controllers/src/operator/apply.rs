@@ -223,8 +223,9 @@ impl Effector {
             let desired = plan.workloads.get(&owner);
             let denied =
                 desired.is_some_and(|d| !matches!(d.verdict, super::plan::Verdict::Authorized));
-            if let Some(d) = desired {
-                events.push(workload_event(&owner, d, &effect, &snapshot));
+            if let Some(event) = desired.and_then(|d| workload_event(&owner, d, &effect, &snapshot))
+            {
+                events.push(event);
             }
             self.metrics.reconciled(
                 owner.kind.name(),
@@ -490,14 +491,26 @@ async fn reconcile_namespace(
     Ok(corrected)
 }
 
-/// The Event a workload's reconcile is worth.
+/// The Event a workload's reconcile is worth: none for one whose status already says Ready
+/// at its current generation, with nothing removed (a restarted operator catching up
+/// announces nothing new; a changed spec, a denial or a revocation always is).
 fn workload_event(
     owner: &Owner,
     desired: &Desired,
     effect: &Effect,
     snapshot: &str,
-) -> super::events::Pending {
+) -> Option<super::events::Pending> {
     use super::plan::Verdict;
+    let previous = &desired.previous_status;
+    if matches!(
+        (effect, &desired.verdict),
+        (Effect::Applied { removed: 0, .. }, Verdict::Authorized)
+    ) && previous["phase"] == "Ready"
+        && previous["observedGeneration"].as_i64().is_some()
+        && previous["observedGeneration"].as_i64() == desired.generation
+    {
+        return None;
+    }
     let regarding = super::events::reference(
         API_VERSION,
         owner.kind.name(),
@@ -542,13 +555,13 @@ fn workload_event(
         }
         (Effect::Applied { .. }, Verdict::Failed(e)) => (true, "Invalid", e.clone()),
     };
-    super::events::Pending {
+    Some(super::events::Pending {
         regarding,
         warning,
         reason,
         action: "Reconcile",
         note,
-    }
+    })
 }
 
 /// Server-side apply removes only fields the applier owned, so a field someone else added
