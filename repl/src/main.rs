@@ -195,7 +195,8 @@ enum Command {
     /// groups, pass through unchanged. Exit 0 when everything was carried over, 1 when
     /// something was dropped or a migrated document does not validate, 2 on unreadable input.
     Migrate {
-        /// Files or directories (searched for *.yaml and *.yml); `-` for standard input.
+        /// Files or directories (searched for *.yaml, *.yml and *.cedar; Cedar files need no
+        /// migration and are copied unchanged with -o); `-` for standard input.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Write each file's migration here (the inputs' tree below their common directory)

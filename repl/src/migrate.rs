@@ -13,7 +13,7 @@ use lattice_schemas::diagnostics::{Severity, SourceFile};
 use lattice_schemas::generate::to_yaml;
 use lattice_schemas::manifest::upstream::{self, Change, Note};
 use lattice_schemas::manifest::{self, human_path, yaml};
-use lattice_schemas::validate::{input_files, read_bounded, validate_text};
+use lattice_schemas::validate::{input_files, input_name, read_bounded, validate_text};
 use serde_json::Value;
 
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
@@ -48,15 +48,7 @@ pub fn run(paths: &[PathBuf], out_dir: Option<&Path>) -> u8 {
     let mut outputs = Vec::new();
     let mut failed = false;
     for path in &files {
-        if path.extension().is_some_and(|e| e == "cedar") {
-            // Cedar files need no shape change; policies without `@id` load as they are.
-            continue;
-        }
-        let name = if path == Path::new("-") {
-            "<stdin>".to_owned()
-        } else {
-            path.display().to_string()
-        };
+        let name = input_name(path);
         let bytes = match read_bounded(path) {
             Ok(b) => b,
             Err(e) => {
@@ -73,6 +65,20 @@ pub fn run(paths: &[PathBuf], out_dir: Option<&Path>) -> u8 {
                 continue;
             }
         };
+        let relative_path = || path.strip_prefix(&root).unwrap_or(path).to_path_buf();
+        // Cedar files need no shape change (policies without `@id` load as they are): they
+        // are copied as they are, never left behind in silence.
+        if path.extension().is_some_and(|e| e == "cedar") {
+            if out_dir.is_some() {
+                outputs.push(Output {
+                    path: relative_path(),
+                    text: file.text.clone(),
+                });
+            } else {
+                eprintln!("{name}: a Cedar file, unchanged (not part of the YAML on stdout)");
+            }
+            continue;
+        }
         let Some(text) = migrate_file(&file, &mut tally) else {
             failed = true;
             continue;
@@ -80,7 +86,7 @@ pub fn run(paths: &[PathBuf], out_dir: Option<&Path>) -> u8 {
         let relative = if path == Path::new("-") {
             PathBuf::from("stdin.yaml")
         } else {
-            path.strip_prefix(&root).unwrap_or(path).to_path_buf()
+            relative_path()
         };
         outputs.push(Output {
             path: relative,

@@ -186,3 +186,36 @@ fn unreadable_input_changes_nothing() {
         "nothing is written when the input cannot be read"
     );
 }
+
+#[test]
+fn cedar_files_beside_the_manifests_are_copied_as_they_are() {
+    let dir = tmp("cedar-in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = "permit (principal, action, resource);\n";
+    std::fs::write(dir.join("grants.cedar"), policy).unwrap();
+    std::fs::copy(
+        workspace().join(CORPUS).join("service-simple.yaml"),
+        dir.join("service.yaml"),
+    )
+    .unwrap();
+    let out = tmp("cedar-out");
+    let o = run(&[
+        "migrate",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("grants.cedar")).unwrap(),
+        policy
+    );
+    assert!(out.join("service.yaml").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1782,7 +1782,12 @@ fn policies(cx: &mut Cx, text: &str, name: &str) -> String {
         out.push_str(&text[last..span.start]);
         last = span.end;
         let statement = &text[span.clone()];
-        let named = if statement.trim_start().starts_with("@id(") || statement.contains("\n@id(") {
+        // Whether it has an `@id` is Cedar's reading of it, wherever the annotation stands.
+        let has_id = crate::cedar::check_policies(statement)
+            .ids
+            .first()
+            .is_some_and(|(id, _)| id.is_some());
+        let named = if has_id {
             statement.to_owned()
         } else {
             format!("@id(\"policy{i}\")\n{statement}")
@@ -1946,5 +1951,9 @@ mod tests {
                 .iter()
                 .all(|p| p.warning)
         );
+        // An `@id` after another annotation on the same line is kept, not doubled.
+        let mut cx = Cx::default();
+        let text = "@advice(\"a\") @id(\"kept\") permit(principal, action, resource);\n";
+        assert_eq!(policies(&mut cx, text, "p"), text);
     }
 }

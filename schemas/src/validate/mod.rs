@@ -131,6 +131,15 @@ pub fn input_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
     (files, unreadable)
 }
 
+/// How an input is named in diagnostics: its path, or `<stdin>` for `-`.
+pub fn input_name(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
 /// Reads a file, standard input (`-`) or a stream, never past one byte more than a manifest
 /// may hold (`/dev/zero` ends there), so the size check refuses it rather than memory
 /// running out.
@@ -164,11 +173,7 @@ struct FileCheck {
 fn check_file(path: &Path) -> FileCheck {
     let mut out = FileCheck::default();
     let report = &mut out.report;
-    let name = if path == Path::new("-") {
-        "<stdin>".to_owned()
-    } else {
-        path.display().to_string()
-    };
+    let name = input_name(path);
     let bytes = match read_bounded(path) {
         Ok(b) => b,
         Err(e) => {
@@ -205,22 +210,17 @@ fn check_file(path: &Path) -> FileCheck {
 /// Validates manifests given as text (one file).
 pub fn validate_text(name: &str, text: &str) -> Report {
     let file = SourceFile::new(name, text);
-    let loaded = manifest::load_source(&file);
-    let mut report = Report {
-        files: 1,
-        findings: loaded.findings,
-        skipped: loaded.skipped,
-        manifests: loaded.manifests,
-        ..Report::default()
-    };
-    check_manifests(&mut report, &loaded.partial);
-    report
+    checked(manifest::load_source(&file))
 }
 
 /// Validates one object that arrived already parsed (an AdmissionReview's): the same checks
 /// as [`validate_text`], with findings named by path instead of place in a text.
 pub fn validate_value(name: &str, value: serde_json::Value) -> Report {
-    let loaded = manifest::load_json(name, value);
+    checked(manifest::load_json(name, value))
+}
+
+/// The report of one loaded file (or object), its semantic rules run.
+fn checked(loaded: manifest::Loaded) -> Report {
     let mut report = Report {
         files: 1,
         findings: loaded.findings,
