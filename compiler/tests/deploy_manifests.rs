@@ -329,7 +329,9 @@ fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
 
     // Cluster-wide: watch Lattice objects and Namespaces, write Lattice status, and apply
     // (patch, and create: an apply that creates is authorized as a create), delete and
-    // sweep (list) every derived kind; evidence ConfigMaps are listed and applied.
+    // sweep (list) every derived kind, and watch it for drift (get, and update: a drifted
+    // object is compared by a dry-run update and replaced whole); evidence ConfigMaps are
+    // listed and applied.
     let derived = derived_kinds();
     assert!(derived.len() >= 10, "DERIVED read: {derived:?}");
     let mut wanted = BTreeSet::new();
@@ -342,17 +344,19 @@ fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
     want("lattice.dev", "*/status", &["patch"]);
     // The Pod Security label it enforces is written on each namespace.
     want("", "namespaces", &["get", "list", "watch", "patch"]);
-    // The baseline's kinds are watched, so a hand edit or delete is put right.
-    want("cilium.io", "ciliumnetworkpolicies", &["watch"]);
-    want("security.istio.io", "authorizationpolicies", &["watch"]);
-    want("security.istio.io", "peerauthentications", &["watch"]);
     want("", "configmaps", &["list", "create", "patch"]);
     // Events on what it acts for (a repeat patches the event's series).
     want("events.k8s.io", "events", &["create", "patch"]);
     for (api_version, kind, plural) in &derived {
         let group = api_version.split_once('/').map_or("", |(g, _)| g);
         assert!(!kind.is_empty());
-        want(group, plural, &["list", "create", "patch", "delete"]);
+        want(
+            group,
+            plural,
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
+        );
     }
     let granted = grants(&cluster_role.rules.unwrap_or_default());
     let missing: Vec<_> = wanted.difference(&granted).collect();

@@ -1298,3 +1298,222 @@ async fn a_restart_announces_nothing_that_did_not_change() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(applied().await, 1, "{}", second.logs());
 }
+
+/// The API of one derived kind in `shop`.
+fn derived_api(client: &Client, api_version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let resource = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(group, version, kind),
+        plural,
+    );
+    Api::namespaced_with(client.clone(), "shop", &resource)
+}
+
+async fn drift_events(client: &Client) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "shop");
+    let mut found: Vec<(String, String)> = api
+        .list(&Default::default())
+        .await
+        .expect("events list")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DriftCorrected"))
+        .map(|e| {
+            let r = e.regarding.unwrap_or_default();
+            (
+                format!(
+                    "{}/{}",
+                    r.kind.unwrap_or_default(),
+                    r.name.unwrap_or_default()
+                ),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Runs as the shipped ServiceAccount and RBAC (`deploy/operator/rbac.yaml`), so what it
+/// does is also proof that the ClusterRole grants enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_objects_edited_deleted_or_forged_by_hand_are_put_right() {
+    let env = TestEnv::start("drift");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let account = env.operator_account().await;
+    let operator = Operator::start_with(
+        &env,
+        "test-operator",
+        &account,
+        "lattice-system",
+        &["--metrics-addr", &addr],
+    );
+    let api = phase(&client, "api", "Ready").await;
+    phase(&client, "web", "Ready").await;
+    let services = derived_api(&client, "v1", "Service", "services");
+    let deployments = derived_api(&client, "apps/v1", "Deployment", "deployments");
+    let authz = derived_api(
+        &client,
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+    );
+    let configmaps = derived_api(&client, "v1", "ConfigMap", "configmaps");
+    let edge = eventually("the web → api AuthorizationPolicy", WAIT, || async {
+        authorization_policy(&client, "api-from-shop-web").await
+    })
+    .await;
+    let service_spec = object(&client, "v1", "Service", "services", "api")
+        .await
+        .expect("Service shop/api")["spec"]["ports"]
+        .clone();
+    let image = deployment(&client, "api").await.unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["image"]
+        .clone();
+    // Let the operator's own writes settle: none of them is drift.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(drift_events(&client).await, vec![], "{}", operator.logs());
+
+    // 1. A derived Service deleted by hand comes back.
+    let started = std::time::Instant::now();
+    services
+        .delete("api", &DeleteParams::default())
+        .await
+        .unwrap();
+    let back = eventually("Service shop/api applied again", WAIT, || async {
+        object(&client, "v1", "Service", "services", "api").await
+    })
+    .await;
+    let restored_in = started.elapsed();
+    eprintln!("a deleted Service came back in {restored_in:?}");
+    assert_eq!(back["spec"]["ports"], service_spec);
+    assert_eq!(
+        back["metadata"]["ownerReferences"][0]["uid"],
+        api["metadata"]["uid"]
+    );
+
+    // 2. The bilateral edge's AuthorizationPolicy opened to everyone, and switched to dry
+    //    run: both put back.
+    authz
+        .patch(
+            "api-from-shop-web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"istio.io/dry-run": "true"}},
+                "spec": {"rules": [{}]}
+            })),
+        )
+        .await
+        .unwrap();
+    let fixed = eventually("the AuthorizationPolicy put back", WAIT, || async {
+        let now = authorization_policy(&client, "api-from-shop-web").await?;
+        (now["spec"] == edge["spec"]
+            && now["metadata"]["annotations"]
+                .get("istio.io/dry-run")
+                .is_none())
+        .then_some(now)
+    })
+    .await;
+    assert_eq!(fixed["spec"], edge["spec"]);
+
+    // 3. The Deployment's image swapped by hand: put back.
+    deployments
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{
+                    "op": "replace",
+                    "path": "/spec/template/spec/containers/0/image",
+                    "value": "registry.example.com/shop/api:evil"
+                }]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the Deployment's image put back", WAIT, || async {
+        let d = deployment(&client, "api").await?;
+        (d["spec"]["template"]["spec"]["containers"][0]["image"] == image).then_some(())
+    })
+    .await;
+
+    // 4. An object forged to look derived (Lattice's label, api as its owner): deleted.
+    let forged: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": "forged", "namespace": "shop",
+            "labels": {"app.kubernetes.io/managed-by": "lattice"},
+            "ownerReferences": [{"apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+                                  "name": "api", "uid": api["metadata"]["uid"]}]
+        },
+        "data": {"x": "y"}
+    }))
+    .unwrap();
+    configmaps
+        .create(&Default::default(), &forged)
+        .await
+        .unwrap();
+    eventually("the forged ConfigMap deleted", WAIT, || async {
+        object(&client, "v1", "ConfigMap", "configmaps", "forged")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // 5. What Kubernetes' own controllers write is not drift.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": "7"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    // Each correction is one Event, and nothing is corrected twice (no fight with the
+    // API server's defaults).
+    let expected = [
+        "AuthorizationPolicy/api-from-shop-web",
+        "ConfigMap/forged",
+        "Deployment/api",
+        "Service/api",
+    ];
+    let events = eventually("an Event per correction", WAIT, || async {
+        let events = drift_events(&client).await;
+        (events.len() >= expected.len()).then_some(events)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = drift_events(&client).await;
+    assert_eq!(settled, events, "corrected again: {}", operator.logs());
+    let regarding: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(regarding, expected, "{events:#?}");
+    let (_, note) = &events[0];
+    assert!(
+        note.contains("spec.rules") || note.contains("istio.io/dry-run"),
+        "{note}"
+    );
+    let d = deployment(&client, "web").await.unwrap();
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "7"
+    );
+    let metrics = http_get(port, "/metrics").await.expect("metrics");
+    let corrections: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("lattice_operator_drift_corrections_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(corrections, expected.len() as f64, "{metrics}");
+    assert!(
+        restored_in < Duration::from_secs(5),
+        "a deleted Service took {restored_in:?} to come back"
+    );
+}

@@ -11,7 +11,7 @@
 //! default-deny baseline and write its Pod Security label, or, when it opted out, delete
 //! the baseline objects it has.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -58,6 +58,7 @@ pub struct Effector {
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
     /// Per namespace: the digest applied, and while failing when to try again.
     namespaces: BTreeMap<String, (String, Option<(Instant, Duration)>)>,
+    written: Written,
 }
 
 impl Effector {
@@ -73,6 +74,7 @@ impl Effector {
             applied: BTreeMap::new(),
             policies: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            written: Written::default(),
         }
     }
 
@@ -104,13 +106,14 @@ impl Effector {
             })
             .collect();
         let client = &self.client;
+        let written = &self.written;
         let metrics = &*self.metrics;
         let results: Vec<(String, String, Result<Vec<Value>, String>)> =
             futures::stream::iter(due.into_iter().map(|(ns, d)| async move {
                 (
                     ns.clone(),
                     d.digest.clone(),
-                    reconcile_namespace(client, metrics, ns, d).await,
+                    reconcile_namespace(client, written, metrics, ns, d).await,
                 )
             }))
             .buffer_unordered(CONCURRENCY)
@@ -183,6 +186,7 @@ impl Effector {
             })
             .collect();
         let client = &self.client;
+        let written = &self.written;
         let results: Vec<(Owner, String, Effect, BTreeSet<ObjectId>)> =
             futures::stream::iter(due.into_iter().map(|(owner, desired, before)| {
                 let snapshot = snapshot.clone();
@@ -198,7 +202,8 @@ impl Effector {
                     async move {
                         let started = std::time::Instant::now();
                         let (effect, now_applied) =
-                            reconcile(client, owner, desired, &before, &snapshot, &stamp).await;
+                            reconcile(client, written, owner, desired, &before, &snapshot, &stamp)
+                                .await;
                         match &effect {
                             Effect::Applied { objects, removed } => tracing::info!(
                                 objects,
@@ -329,6 +334,80 @@ impl Effector {
         self.policies.retain(|id, _| plan.policies.contains_key(id));
     }
 
+    /// Puts right what the drift watches found (see [`super::drift`]), against `plan`, the
+    /// plan last applied: a derived object deleted is applied again, one edited is replaced
+    /// with what was derived, and one that claims a Lattice owner but that no workload
+    /// derives is deleted. Objects of a workload still failing are left to its retry.
+    /// Returns how many objects were corrected.
+    pub async fn correct_drift(
+        &self,
+        plan: &Plan,
+        found: BTreeMap<ObjectId, Option<u64>>,
+    ) -> usize {
+        // Content this operator wrote last is its own write coming back.
+        let found: Vec<ObjectId> = {
+            let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            found
+                .into_iter()
+                .filter(|(id, f)| f.is_none() || written.get(id) != f.as_ref())
+                .map(|(id, _)| id)
+                .collect()
+        };
+        if found.is_empty() {
+            return 0;
+        }
+        let wanted: BTreeSet<&ObjectId> = found.iter().collect();
+        let mut derived: HashMap<&ObjectId, (&Owner, &Value)> = HashMap::new();
+        for (owner, desired) in &plan.workloads {
+            for o in &desired.objects {
+                if let Some(id) = ObjectId::of(o)
+                    && let Some(key) = wanted.get(&id)
+                {
+                    derived.insert(key, (owner, o));
+                }
+            }
+        }
+        let settled = |owner: &Owner| {
+            self.applied.get(owner).is_some_and(|a| {
+                a.retry.is_none() && plan.workloads.get(owner).map(|d| &d.digest) == Some(&a.digest)
+            })
+        };
+        let client = &self.client;
+        let written = &self.written;
+        let corrections: Vec<super::events::Pending> = futures::stream::iter(
+            found
+                .iter()
+                .filter_map(|id| {
+                    let desired = match derived.get(id) {
+                        Some((owner, o)) if settled(owner) => Some((*owner, *o)),
+                        Some(_) => return None,
+                        None => None,
+                    };
+                    Some((id, desired))
+                })
+                .map(|(id, desired)| async move {
+                    match correct(client, written, id, desired).await {
+                        Ok(corrected) => corrected,
+                        Err(e) => {
+                            tracing::warn!(object = %id, "drift not corrected: {e}");
+                            None
+                        }
+                    }
+                }),
+        )
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|c| async move { c })
+        .collect()
+        .await;
+        let count = corrections.len();
+        for c in &corrections {
+            self.metrics
+                .drift_corrected(c.regarding.kind.as_deref().unwrap_or("?"));
+        }
+        self.events.publish(corrections).await;
+        count
+    }
+
     /// Deletes every derived object that a Lattice owner reference claims but no workload
     /// of `plan` derives. Kinds the cluster does not serve are skipped.
     pub async fn sweep(&self, plan: &Plan) -> usize {
@@ -378,10 +457,107 @@ impl Effector {
     }
 }
 
+/// One object the drift watches found: put back, deleted or left as it is. Returns the
+/// Event for a correction.
+async fn correct(
+    client: &Client,
+    written: &Written,
+    id: &ObjectId,
+    desired: Option<(&Owner, &Value)>,
+) -> Result<Option<super::events::Pending>, String> {
+    let Some(kind) = derived_kind(&id.api_version, &id.kind) else {
+        return Ok(None);
+    };
+    let resource = kind.api_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &id.namespace, &resource);
+    let fail = |e: Error| describe(&resource, &id.namespace, &id.name, &e);
+    let live = api.get_opt(&id.name).await.map_err(fail)?;
+    let event = |note: String| super::events::Pending {
+        regarding: super::events::reference(
+            &id.api_version,
+            &id.kind,
+            Some(&id.namespace),
+            &id.name,
+            None,
+        ),
+        warning: true,
+        reason: "DriftCorrected",
+        action: "Reconcile",
+        note,
+    };
+    let note = match (desired, live) {
+        (None, None) => return Ok(None),
+        (None, Some(live)) => {
+            let value = serde_json::to_value(&live).map_err(|e| e.to_string())?;
+            if !super::drift::claims_lattice_owner(&value) {
+                return Ok(None);
+            }
+            api.delete(&id.name, &DeleteParams::background())
+                .await
+                .map_err(fail)?;
+            "claims a Lattice workload as its owner, but no workload derives it: deleted".to_owned()
+        }
+        (Some((owner, desired)), None) => {
+            let applied = api
+                .patch(
+                    &id.name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(desired),
+                )
+                .await
+                .map_err(fail)?;
+            remember(written, id.clone(), &applied);
+            format!("deleted by hand; applied again as {owner} derives it")
+        }
+        (Some((owner, desired)), Some(live)) => {
+            let live_value = serde_json::to_value(&live).map_err(|e| e.to_string())?;
+            let seen = super::drift::fingerprint(&live_value);
+            if written.lock().unwrap_or_else(|p| p.into_inner()).get(id) == Some(&seen) {
+                return Ok(None);
+            }
+            let mut body = desired.clone();
+            body["metadata"]["resourceVersion"] = json!(live.metadata.resource_version);
+            for pointer in super::drift::left_to_others(desired) {
+                if let (Some(value), Some((parent, field))) =
+                    (live_value.pointer(pointer), pointer.rsplit_once('/'))
+                    && let Some(Value::Object(map)) = body.pointer_mut(parent)
+                {
+                    map.insert(field.to_owned(), value.clone());
+                }
+            }
+            let body: DynamicObject = serde_json::from_value(body).map_err(|e| e.to_string())?;
+            let dry_run = kube::api::PostParams {
+                dry_run: true,
+                field_manager: Some(MANAGER.to_owned()),
+            };
+            let defaulted = api.replace(&id.name, &dry_run, &body).await.map_err(fail)?;
+            let defaulted = serde_json::to_value(&defaulted).map_err(|e| e.to_string())?;
+            let Some(path) = super::drift::differs(desired, &live_value, &defaulted) else {
+                // Written by something that may (a controller's annotation): accepted.
+                written
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), seen);
+                return Ok(None);
+            };
+            let params = kube::api::PostParams {
+                dry_run: false,
+                field_manager: Some(MANAGER.to_owned()),
+            };
+            let replaced = api.replace(&id.name, &params, &body).await.map_err(fail)?;
+            remember(written, id.clone(), &replaced);
+            format!("{path} was changed by hand; put back as {owner} derives it")
+        }
+    };
+    tracing::warn!(object = %id, "drift corrected: {note}");
+    Ok(Some(event(note)))
+}
+
 /// One workload: apply by layer, remove what is no longer derived, write status. Returns
 /// the effect and the objects that may now exist.
 async fn reconcile(
     client: &Client,
+    written: &Written,
     owner: &Owner,
     desired: &Desired,
     before: &BTreeSet<ObjectId>,
@@ -389,7 +565,7 @@ async fn reconcile(
     stamp: &str,
 ) -> (Effect, BTreeSet<ObjectId>) {
     let wanted: BTreeSet<ObjectId> = desired.objects.iter().filter_map(ObjectId::of).collect();
-    let effect = match apply_layers(client, &desired.objects).await {
+    let effect = match apply_layers(client, written, &desired.objects).await {
         Err(e) => Effect::Failed(e),
         Ok(()) => {
             let mut removed = 0;
@@ -438,6 +614,7 @@ async fn reconcile(
 /// applies the baseline; an opted-out namespace's labels are left as they are.
 async fn reconcile_namespace(
     client: &Client,
+    written: &Written,
     metrics: &super::metrics::Metrics,
     ns: &str,
     desired: &NamespaceDesired,
@@ -461,9 +638,9 @@ async fn reconcile_namespace(
         }
         return Ok(corrected);
     }
-    apply_layers(client, &desired.objects).await?;
+    apply_layers(client, written, &desired.objects).await?;
     for o in &desired.objects {
-        if put_back(client, o).await? {
+        if put_back(client, written, o).await? {
             metrics.drift_corrected(o["kind"].as_str().unwrap_or("?"));
             corrected.push(o.clone());
         }
@@ -569,7 +746,7 @@ fn workload_event(
 /// survives it. A baseline object whose `spec` is not exactly what was derived is replaced
 /// whole: it exists throughout (no window without policy), and holds only what the
 /// decision derived.
-async fn put_back(client: &Client, desired: &Value) -> Result<bool, String> {
+async fn put_back(client: &Client, written: &Written, desired: &Value) -> Result<bool, String> {
     let api_version = desired["apiVersion"].as_str().unwrap_or_default();
     let kind = desired["kind"].as_str().unwrap_or_default();
     let Some(derived) = derived_kind(api_version, kind) else {
@@ -596,14 +773,31 @@ async fn put_back(client: &Client, desired: &Value) -> Result<bool, String> {
         field_manager: Some(MANAGER.to_owned()),
         ..Default::default()
     };
-    api.replace(name, &params, &whole)
+    let replaced = api
+        .replace(name, &params, &whole)
         .await
         .map_err(|e| describe(&resource, ns, name, &e))?;
+    if let Some(id) = ObjectId::of(desired) {
+        remember(written, id, &replaced);
+    }
     tracing::warn!(object = %format!("{kind} {ns}/{name}"), "edited by hand: put back as derived");
     Ok(true)
 }
 
-async fn apply_layers(client: &Client, objects: &[Value]) -> Result<(), String> {
+/// What the operator itself last wrote of each derived object: its content fingerprint
+/// as the server returned it. Drift is content that differs from this.
+pub type Written = std::sync::Mutex<HashMap<ObjectId, u64>>;
+
+fn remember(written: &Written, id: ObjectId, object: &DynamicObject) {
+    if let Ok(value) = serde_json::to_value(object) {
+        written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, super::drift::fingerprint(&value));
+    }
+}
+
+async fn apply_layers(client: &Client, written: &Written, objects: &[Value]) -> Result<(), String> {
     let mut layers: BTreeMap<Layer, Vec<(&Value, ApiResource)>> = BTreeMap::new();
     for o in objects {
         let api_version = o["apiVersion"].as_str().unwrap_or_default();
@@ -625,7 +819,15 @@ async fn apply_layers(client: &Client, objects: &[Value]) -> Result<(), String> 
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
                 api.patch(name, params, &Patch::Apply(o))
                     .await
-                    .map(drop)
+                    .map(|applied| {
+                        let id = ObjectId {
+                            api_version: resource.api_version.clone(),
+                            kind: resource.kind.clone(),
+                            namespace: ns.to_owned(),
+                            name: name.to_owned(),
+                        };
+                        remember(written, id, &applied)
+                    })
                     .map_err(|e| describe(&resource, ns, name, &e))
             }
         }))

@@ -9,9 +9,10 @@
 //!
 //! The domain work is pure and tested without a cluster: [`index`] (what is known),
 //! [`plan`] (what the decisions derive), [`status`] (how it reads). The rest is I/O:
-//! [`watch`], [`apply`], [`scans`], [`lease`].
+//! [`watch`], [`drift`] (its comparison is pure), [`apply`], [`scans`], [`lease`].
 
 pub mod apply;
+pub mod drift;
 pub mod events;
 pub mod index;
 pub mod lease;
@@ -89,6 +90,8 @@ pub async fn run(
         metrics: metrics.clone(),
     });
     watch::spawn_all(&client, &shared);
+    let inbox = Arc::new(drift::Inbox::default());
+    drift::spawn_all(&client, &inbox, &metrics);
     let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
     tokio::spawn(planner(shared.clone(), plans, webhook));
 
@@ -108,7 +111,7 @@ pub async fn run(
         metrics.leading(true);
         let result = tokio::select! {
             lost = elector.keep() => Err(format!("leadership lost: {lost}")),
-            () = write(client.clone(), plan_rx, &options, metrics.clone()) => Ok(()),
+            () = write(client.clone(), plan_rx, &inbox, &options, metrics.clone()) => Ok(()),
         };
         metrics.leading(false);
         result
@@ -185,11 +188,12 @@ async fn planner(
     }
 }
 
-/// The leader's loop: apply each new plan, retry failures with backoff, sweep orphans,
-/// and run due compliance scans.
+/// The leader's loop: apply each new plan, retry failures with backoff, put right what
+/// drifted, sweep orphans, and run due compliance scans.
 async fn write(
     client: Client,
     mut plan_rx: channel::Receiver<Option<Arc<Plan>>>,
+    inbox: &drift::Inbox,
     options: &Options,
     metrics: Arc<metrics::Metrics>,
 ) {
@@ -229,6 +233,12 @@ async fn write(
             }
             next_sweep = Some(Instant::now() + options.sweep_every);
         }
+        // After the pass: what it wrote itself is known, and drift is judged against the
+        // plan that is now applied.
+        let corrected = effector.correct_drift(&plan, inbox.drain()).await;
+        if corrected > 0 {
+            tracing::info!(corrected, "drift corrected");
+        }
         if scan_due {
             scans::run_due(&client, &plan, &sinks, &mut scans_written).await;
             scan_due = false;
@@ -239,6 +249,7 @@ async fn write(
             () = sleep_until(retry) => {}
             () = sleep_until(next_sweep) => {}
             _ = scan_tick.tick() => scan_due = true,
+            () = inbox.arrived.notified() => {}
         }
     }
 }

@@ -100,6 +100,48 @@ impl TestEnv {
         Client::try_from(config).expect("client")
     }
 
+    /// Installs the operator's shipped RBAC (`deploy/operator/rbac.yaml`) and writes a
+    /// kubeconfig that acts as its ServiceAccount (the admin impersonating
+    /// `system:serviceaccount:lattice-system:lattice-operator`): an operator started with
+    /// it can do exactly what the ClusterRole and Role grant.
+    pub async fn operator_account(&self) -> PathBuf {
+        let client = self.client().await;
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lattice-system"}});
+        apply(&client, &resource_of(&namespace), &namespace).await;
+        let text = std::fs::read_to_string(root().join("deploy/operator/rbac.yaml")).unwrap();
+        for object in documents(&text) {
+            let kind = object["kind"].as_str().unwrap();
+            let (group, plural) = match kind {
+                "ServiceAccount" => ("", "serviceaccounts"),
+                "ClusterRole" => ("rbac.authorization.k8s.io", "clusterroles"),
+                "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "clusterrolebindings"),
+                "Role" => ("rbac.authorization.k8s.io", "roles"),
+                "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings"),
+                other => panic!("rbac.yaml holds a {other}"),
+            };
+            let resource = ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk(group, "v1", kind),
+                plural,
+            );
+            apply(&client, &resource, &object).await;
+        }
+        let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        for user in &mut kubeconfig.auth_infos {
+            if let Some(auth) = user.auth_info.as_mut() {
+                auth.impersonate =
+                    Some("system:serviceaccount:lattice-system:lattice-operator".into());
+                auth.impersonate_groups = Some(vec![
+                    "system:serviceaccounts".into(),
+                    "system:serviceaccounts:lattice-system".into(),
+                    "system:authenticated".into(),
+                ]);
+            }
+        }
+        let path = self.dir.join("operator-account.kubeconfig");
+        std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
+        path
+    }
+
     /// A client as the cluster admin.
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
@@ -356,8 +398,20 @@ impl Operator {
         Operator::start_as(env, "test-operator", extra)
     }
 
-    /// Starts a replica named `identity` in the Lease.
+    /// Starts a replica named `identity` in the Lease (in `default`), as the cluster admin.
     pub fn start_as(env: &TestEnv, identity: &str, extra: &[&str]) -> Operator {
+        Operator::start_with(env, identity, &env.kubeconfig, "default", extra)
+    }
+
+    /// Starts the operator with the credentials of `kubeconfig`, holding its Lease in
+    /// `lease_namespace`.
+    pub fn start_with(
+        env: &TestEnv,
+        identity: &str,
+        kubeconfig: &Path,
+        lease_namespace: &str,
+        extra: &[&str],
+    ) -> Operator {
         let log = env.dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let key = env.dir.join("admission.key");
@@ -374,10 +428,10 @@ impl Operator {
             .arg(root().join("policies"))
             .arg("--admission-key")
             .arg(&key)
-            .args(["--lease-namespace", "default", "--identity", identity])
+            .args(["--lease-namespace", lease_namespace, "--identity", identity])
             .args(metrics)
             .args(extra)
-            .env("KUBECONFIG", &env.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)
