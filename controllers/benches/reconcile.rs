@@ -204,7 +204,7 @@ fn main() {
         for o in &objects {
             index.apply(o["kind"].as_str().unwrap(), o).unwrap();
         }
-        let decided = plan(&index).unwrap();
+        let decided = plan(index.clone()).unwrap();
         // What the operator applied: every workload's objects and every namespace's baseline.
         let derived: Vec<Value> = decided
             .workloads

@@ -87,7 +87,7 @@ fn every_kind_derived_from_the_example_world_has_an_apply_layer() {
     files.sort();
     let values: Vec<Value> = files.iter().flat_map(|f| objects(f)).collect();
     let index = index_of(&values);
-    let decided = plan(&index).unwrap();
+    let decided = plan(index.clone()).unwrap();
     let mut kinds = std::collections::BTreeSet::new();
     for d in decided.workloads.values() {
         for o in &d.objects {
@@ -153,7 +153,7 @@ fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
     };
     assert!(errors[0].starts_with("not admitted"), "{errors:?}");
     assert_eq!(
-        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        plan(index.clone()).unwrap().workloads[&owner("api")].verdict,
         Verdict::Authorized,
         "the unadmitted forbid decides nothing"
     );
@@ -171,7 +171,7 @@ fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
         )
     );
     assert!(matches!(
-        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        plan(index.clone()).unwrap().workloads[&owner("api")].verdict,
         Verdict::Denied(_)
     ));
 
@@ -187,7 +187,7 @@ fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
     };
     assert!(errors[0].contains("does not match this spec"), "{errors:?}");
     assert!(matches!(
-        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        plan(index.clone()).unwrap().workloads[&owner("api")].verdict,
         Verdict::Denied(_)
     ));
 
@@ -205,13 +205,13 @@ fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
     );
     // Fail closed: the forbid accepted before still holds.
     assert!(matches!(
-        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        plan(index.clone()).unwrap().workloads[&owner("api")].verdict,
         Verdict::Denied(_)
     ));
 
     assert!(index.delete("CedarPolicy", Some("shop"), "freeze"));
     assert_eq!(
-        plan(&index).unwrap().workloads[&owner("api")].verdict,
+        plan(index.clone()).unwrap().workloads[&owner("api")].verdict,
         Verdict::Authorized
     );
 }
@@ -219,7 +219,7 @@ fn a_rejected_cedar_policy_leaves_the_accepted_version_in_force() {
 #[test]
 fn edge_objects_belong_to_the_callee_and_everything_carries_its_owner() {
     let index = index_of(&shop());
-    let decided = plan(&index).unwrap();
+    let decided = plan(index.clone()).unwrap();
     let api = &decided.workloads[&owner("api")];
     let web = &decided.workloads[&owner("web")];
     let ids = |objects: &[Value]| objects.iter().filter_map(ObjectId::of).collect::<Vec<_>>();
@@ -261,8 +261,8 @@ fn edge_objects_belong_to_the_callee_and_everything_carries_its_owner() {
 fn the_digest_moves_only_when_what_is_derived_moves() {
     let values = shop();
     let index = index_of(&values);
-    let before = plan(&index).unwrap();
-    let again = plan(&index).unwrap();
+    let before = plan(index.clone()).unwrap();
+    let again = plan(index.clone()).unwrap();
     for (o, d) in &before.workloads {
         assert_eq!(d.digest, again.workloads[o].digest, "deterministic for {o}");
     }
@@ -275,7 +275,7 @@ fn the_digest_moves_only_when_what_is_derived_moves() {
         .clone();
     web["spec"]["replicas"] = json!(4);
     index.apply("LatticeService", &web).unwrap();
-    let after = plan(&index).unwrap();
+    let after = plan(index.clone()).unwrap();
     assert_eq!(
         before.workloads[&owner("api")].digest,
         after.workloads[&owner("api")].digest
@@ -361,7 +361,7 @@ proptest::proptest! {
         match index.apply(&kind, &object) {
             Err(_) => proptest::prop_assert_eq!(index.world().digest(), before),
             Ok(_) => {
-                let _ = plan(&index);
+                let _ = plan(index.clone());
             }
         }
     }

@@ -39,7 +39,9 @@ pub enum PolicyOutcome {
 }
 
 /// The watched state. [`Index::apply`] and [`Index::delete`] say whether the World or the
-/// policies changed, which is when a new snapshot is due.
+/// policies changed, which is when a new snapshot is due. The planner decides on a copy
+/// ([`Clone`]), so the watches never wait for a plan.
+#[derive(Clone)]
 pub struct Index {
     world: World,
     live: BTreeMap<ObjectKey, Live>,
@@ -165,6 +167,11 @@ impl Index {
 
     pub fn store(&self) -> &PolicyStore {
         &self.store
+    }
+
+    /// Takes the World and the policies out of a copy the planner owns.
+    pub fn into_world_and_store(self) -> (World, PolicyStore) {
+        (self.world, self.store)
     }
 
     /// `(namespace, name)` of every indexed object of `kind`.

@@ -143,11 +143,14 @@ async fn planner(
         let started = Instant::now();
         let shared_for_plan = shared.clone();
         let planned = tokio::task::spawn_blocking(move || {
+            // The lock is held only for the copy: the watches (async tasks sharing the
+            // runtime with the webhook) never wait for a plan.
             let index = shared_for_plan
                 .index
                 .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            plan::plan(&index)
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            plan::plan(index)
         })
         .await;
         match planned {

@@ -110,17 +110,17 @@ pub struct Plan {
     pub profiles: Vec<(LatticeComplianceProfile, Option<i64>, Value)>,
 }
 
-/// Builds a snapshot of `index` and decides every workload on it.
-pub fn plan(index: &Index) -> Result<Plan, String> {
-    let world = index.world().clone();
+/// Builds a snapshot of `index` and decides every workload on it. Takes a copy of the
+/// index, taken under the watches' lock and planned on outside it.
+pub fn plan(index: Index) -> Result<Plan, String> {
+    let world = index.world();
     let live = LiveFacts {
         baseline_missing: index.baseline_missing(),
     };
-    let projection = Projection::with_live(&world, live);
-    let snapshot =
-        Snapshot::build(&world, &projection, index.store()).map_err(|e| e.to_string())?;
-    let mesh = MeshPlan::plan(&snapshot, &world);
-    let ctx = CompileContext::of(&world);
+    let projection = Projection::with_live(world, live);
+    let snapshot = Snapshot::build(world, &projection, index.store()).map_err(|e| e.to_string())?;
+    let mesh = MeshPlan::plan(&snapshot, world);
+    let ctx = CompileContext::of(world);
     let workloads: Vec<(&ObjectKey, &Object)> =
         world.objects().filter(|(_, o)| o.is_workload()).collect();
     let decided: Vec<(Owner, Desired)> = workloads
@@ -133,7 +133,7 @@ pub fn plan(index: &Index) -> Result<Plan, String> {
                 name: key.name.clone(),
             };
             let live = index.live(key).cloned().unwrap_or_default();
-            let desired = decide(&snapshot, &world, &mesh, &ctx, &owner, object, live);
+            let desired = decide(&snapshot, world, &mesh, &ctx, &owner, object, live);
             Some((owner, desired))
         })
         .collect();
@@ -165,9 +165,12 @@ pub fn plan(index: &Index) -> Result<Plan, String> {
             _ => None,
         })
         .collect();
-    let namespaces = namespaces(index, &snapshot, &projection);
+    let namespaces = namespaces(&index, &snapshot, &projection);
     let edges = mesh.len();
     let allowed_edges = mesh.allowed().count();
+    drop(ctx);
+    drop(mesh);
+    let (world, store) = index.into_world_and_store();
     Ok(Plan {
         current: Arc::new(Current {
             world,
@@ -179,7 +182,7 @@ pub fn plan(index: &Index) -> Result<Plan, String> {
         edges,
         allowed_edges,
         policies,
-        store: Arc::new(index.store().clone()),
+        store: Arc::new(store),
         profiles,
     })
 }
