@@ -92,16 +92,16 @@ func defaultAPIServerArgs(dir string, p *pki, etcdURL string) []string {
 // (cmd/kube-apiserver/app.NewAPIServerCommand), minus the process-wide signal
 // handler it installs: stopping is driven by ctx instead. Logging goes to
 // logOut. It runs until stop is called (or it fails).
-func startAPIServer(args []string, logOut io.Writer) (*apiServer, error) {
+func startAPIServer(args []string, logOut io.Writer, port int) (*apiServer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := startAPIServerWithCancel(ctx, cancel, args, logOut)
+	srv, err := startAPIServerWithCancel(ctx, cancel, args, logOut, port)
 	if err != nil {
 		cancel()
 	}
 	return srv, err
 }
 
-func startAPIServerWithCancel(ctx context.Context, cancel context.CancelFunc, args []string, logOut io.Writer) (*apiServer, error) {
+func startAPIServerWithCancel(ctx context.Context, cancel context.CancelFunc, args []string, logOut io.Writer, port int) (*apiServer, error) {
 	s := options.NewServerRunOptions()
 	featureGate := s.GenericServerRunOptions.ComponentGlobalsRegistry.FeatureGateFor(basecompatibility.DefaultKubeComponent)
 
@@ -132,7 +132,7 @@ func startAPIServerWithCancel(ctx context.Context, cancel context.CancelFunc, ar
 
 	// Listen before starting so that the port is ours: no race with other
 	// processes picking free ports.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}

@@ -19,41 +19,49 @@ import (
 type etcdServer struct {
 	e         *embed.Etcd
 	clientURL string
+	ports     [2]int // client, peer
 }
 
 // startEtcd starts etcd with its data under dir/etcd and its log in
 // dir/etcd.log. Ports are chosen free; should another process grab one
 // between the probe and etcd's bind, it tries again with new ports.
-func startEtcd(ctx context.Context, dir string, fsync bool) (*etcdServer, error) {
+// With saved ports (--resume) it starts on the data and ports it had before.
+func startEtcd(ctx context.Context, dir string, fsync bool, saved savedPorts) (*etcdServer, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, context.Cause(ctx)
 		}
-		srv, err := startEtcdOnce(ctx, dir, fsync)
+		srv, err := startEtcdOnce(ctx, dir, fsync, saved)
 		if err == nil {
 			return srv, nil
 		}
 		lastErr = err
-		if !strings.Contains(err.Error(), "address already in use") {
+		if saved.etcdClient != 0 || !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
 	}
 	return nil, fmt.Errorf("start etcd: %w", lastErr)
 }
 
-func startEtcdOnce(ctx context.Context, dir string, fsync bool) (*etcdServer, error) {
-	ports, err := freePorts(2)
-	if err != nil {
-		return nil, err
+func startEtcdOnce(ctx context.Context, dir string, fsync bool, saved savedPorts) (*etcdServer, error) {
+	resume := saved.etcdClient != 0
+	ports := []int{saved.etcdClient, saved.etcdPeer}
+	if !resume {
+		var err error
+		if ports, err = freePorts(2); err != nil {
+			return nil, err
+		}
 	}
 	clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
 	peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 
 	dataDir := filepath.Join(dir, "etcd")
 	// A failed attempt may have left a half-initialised member behind.
-	if err := os.RemoveAll(dataDir); err != nil {
-		return nil, err
+	if !resume {
+		if err := os.RemoveAll(dataDir); err != nil {
+			return nil, err
+		}
 	}
 
 	cfg := embed.NewConfig()
@@ -77,7 +85,7 @@ func startEtcdOnce(ctx context.Context, dir string, fsync bool) (*etcdServer, er
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return &etcdServer{e: e, clientURL: clientURL.String()}, nil
+		return &etcdServer{e: e, clientURL: clientURL.String(), ports: [2]int{ports[0], ports[1]}}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("etcd failed while starting: %w", err)

@@ -57,6 +57,7 @@ Flags:
 type config struct {
 	dir             string
 	wipe            bool
+	resume          bool
 	cleanup         bool
 	watchStdin      bool
 	etcdFsync       bool
@@ -70,6 +71,7 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("testenv", flag.ContinueOnError)
 	fs.StringVar(&c.dir, "dir", "", "state directory: certificates, keys, kubeconfig, logs, etcd data (default: a new directory under $TMPDIR)")
 	fs.BoolVar(&c.wipe, "wipe", false, "delete the contents of --dir first if it is not empty (otherwise a non-empty --dir is an error)")
+	fs.BoolVar(&c.resume, "resume", false, "start again on the state a stopped testenv left in --dir: the same certificates, etcd data and ports (a restart, as far as a client can tell)")
 	fs.BoolVar(&c.cleanup, "cleanup", false, "delete --dir after a clean stop")
 	fs.BoolVar(&c.watchStdin, "watch-stdin", true, "stop when stdin reaches end-of-file; use --watch-stdin=false when stdin is /dev/null")
 	fs.BoolVar(&c.etcdFsync, "etcd-fsync", false, "let etcd fsync its writes (slower; test data is disposable)")
@@ -86,6 +88,9 @@ func parseFlags(args []string) (*config, error) {
 	c.apiserverArgs = fs.Args()
 	if len(c.apiserverArgs) > 0 && (len(args) < len(c.apiserverArgs)+1 || args[len(args)-len(c.apiserverArgs)-1] != "--") {
 		return nil, fmt.Errorf("unexpected argument %q (kube-apiserver flags go after \"--\")", c.apiserverArgs[0])
+	}
+	if c.resume && (c.wipe || c.dir == "") {
+		return nil, errors.New("--resume needs --dir, and cannot be combined with --wipe")
 	}
 	if c.startupTimeout <= 0 || c.shutdownTimeout <= 0 {
 		return nil, errors.New("timeouts must be positive")
@@ -116,7 +121,7 @@ func run() int {
 	}
 	start := time.Now()
 
-	dir, err := prepareDir(c.dir, c.wipe)
+	dir, err := prepareDir(c.dir, c.wipe, c.resume)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -187,18 +192,26 @@ func run() int {
 		return fail("%v", err)
 	}
 
-	p, err := generatePKI(dir)
-	if err != nil {
+	var p *pki
+	var ports savedPorts
+	if c.resume {
+		if p, err = loadPKI(dir); err != nil {
+			return startupFailed(fmt.Errorf("resume: %w", err), "")
+		}
+		if ports, err = readPorts(dir); err != nil {
+			return startupFailed(fmt.Errorf("resume: %w", err), "")
+		}
+	} else if p, err = generatePKI(dir); err != nil {
 		return startupFailed(fmt.Errorf("generate certificates: %w", err), "")
 	}
 
-	etcd, err := startEtcd(startCtx, dir, c.etcdFsync)
+	etcd, err := startEtcd(startCtx, dir, c.etcdFsync, ports)
 	if err != nil {
 		return startupFailed(err, filepath.Join(dir, "etcd.log"))
 	}
 
 	args := apiserverArgs(dir, p, etcd.clientURL, c.apiserverArgs)
-	api, err := startAPIServer(args, fatalTee{log: logFile, stderr: stderr})
+	api, err := startAPIServer(args, fatalTee{log: logFile, stderr: stderr}, ports.apiserver)
 	if err == nil {
 		err = api.waitReady(startCtx, p)
 	}
@@ -216,7 +229,11 @@ func run() int {
 	}
 
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := writeKubeconfig(kubeconfig, api.port, p); err != nil {
+	err = writePorts(dir, savedPorts{etcdClient: etcd.ports[0], etcdPeer: etcd.ports[1], apiserver: api.port})
+	if err == nil {
+		err = writeKubeconfig(kubeconfig, api.port, p)
+	}
+	if err != nil {
 		beginShutdown()
 		_ = api.stop(c.shutdownTimeout)
 		_ = etcd.close(c.shutdownTimeout)
@@ -264,7 +281,7 @@ func run() int {
 
 // prepareDir creates dir (or a temporary directory if dir is empty) and returns
 // its absolute path. A non-empty directory is refused unless wipe is set.
-func prepareDir(dir string, wipe bool) (string, error) {
+func prepareDir(dir string, wipe, resume bool) (string, error) {
 	if dir == "" {
 		return os.MkdirTemp("", "testenv-")
 	}
@@ -278,6 +295,12 @@ func prepareDir(dir string, wipe bool) (string, error) {
 	entries, err := os.ReadDir(abs)
 	if err != nil {
 		return "", err
+	}
+	if resume {
+		if len(entries) == 0 {
+			return "", fmt.Errorf("%s is empty: nothing to resume", abs)
+		}
+		return abs, nil
 	}
 	if len(entries) > 0 {
 		if !wipe {
@@ -328,4 +351,26 @@ func (t fatalTee) Write(p []byte) (int, error) {
 		t.stderr.Write(append([]byte("testenv: kube-apiserver: "), p...))
 	}
 	return t.log.Write(p)
+}
+
+// savedPorts are the ports a testenv listened on, kept in DIR/ports so that
+// --resume listens on the same ones (zero: any free port).
+type savedPorts struct {
+	etcdClient, etcdPeer, apiserver int
+}
+
+func writePorts(dir string, p savedPorts) error {
+	return writeFile(filepath.Join(dir, "ports"), []byte(fmt.Sprintf("%d %d %d\n", p.etcdClient, p.etcdPeer, p.apiserver)), 0o644)
+}
+
+func readPorts(dir string) (savedPorts, error) {
+	var p savedPorts
+	data, err := os.ReadFile(filepath.Join(dir, "ports"))
+	if err != nil {
+		return p, err
+	}
+	if _, err := fmt.Sscanf(string(data), "%d %d %d", &p.etcdClient, &p.etcdPeer, &p.apiserver); err != nil {
+		return p, fmt.Errorf("%s: %w", filepath.Join(dir, "ports"), err)
+	}
+	return p, nil
 }

@@ -137,6 +137,36 @@ func generatePKI(dir string) (*pki, error) {
 	return p, nil
 }
 
+// loadPKI reads back what generatePKI wrote into dir (for --resume).
+func loadPKI(dir string) (*pki, error) {
+	p := &pki{
+		caCert:      filepath.Join(dir, "ca.crt"),
+		caKey:       filepath.Join(dir, "ca.key"),
+		servingCert: filepath.Join(dir, "apiserver.crt"),
+		servKey:     filepath.Join(dir, "apiserver.key"),
+		adminCert:   filepath.Join(dir, "admin.crt"),
+		adminKey:    filepath.Join(dir, "admin.key"),
+		saKey:       filepath.Join(dir, "sa.key"),
+		saPub:       filepath.Join(dir, "sa.pub"),
+	}
+	var err error
+	if p.caPEM, err = os.ReadFile(p.caCert); err != nil {
+		return nil, err
+	}
+	if p.adminPEM, err = os.ReadFile(p.adminCert); err != nil {
+		return nil, err
+	}
+	if p.adminKeyPEM, err = os.ReadFile(p.adminKey); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{p.caKey, p.servingCert, p.servKey, p.saKey, p.saPub} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
 // signLeaf signs tmpl with the CA, writes certificate and key, and returns
 // both in PEM form.
 func signLeaf(certPath, keyPath string, tmpl *x509.Certificate, key *ecdsa.PrivateKey, ca *x509.Certificate, caKey crypto.Signer) (certPEM, keyPEM []byte, err error) {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -55,36 +57,41 @@ impl TestEnv {
     /// Starts a fresh control plane for one test.
     pub fn start(name: &str) -> TestEnv {
         let dir = std::env::temp_dir().join(format!("lattice-it-{}-{name}", std::process::id()));
-        let mut child = Command::new(testenv_binary())
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--wipe", "--cleanup", "--"])
-            // Room for a thousand Services (the default range is a /24).
-            .arg("--service-cluster-ip-range=10.0.0.0/16")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start testenv");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read testenv's ready line");
-        let kubeconfig = line
-            .strip_prefix("ready ")
-            .map(|p| PathBuf::from(p.trim()))
-            .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default();
-                panic!("testenv did not start: {line:?}\n{}", tail(&log, 40))
-            });
-        let stdin = child.stdin.take();
+        let (child, stdin, kubeconfig) = spawn_testenv(&dir, "--wipe");
         TestEnv {
             child,
             stdin,
             dir,
             kubeconfig,
         }
+    }
+
+    /// Stops the control plane cleanly, waits `down_for`, and starts it again on the same
+    /// state and ports (`testenv --resume`): to a client, an API server restart.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.stop();
+        std::thread::sleep(down_for);
+        let (child, stdin, kubeconfig) = spawn_testenv(&self.dir, "--resume");
+        assert_eq!(
+            kubeconfig, self.kubeconfig,
+            "the same kubeconfig after a restart"
+        );
+        self.child = child;
+        self.stdin = stdin;
+    }
+
+    fn stop(&mut self) {
+        // Closing stdin is testenv's signal to stop cleanly.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// A client as the cluster admin impersonating `user` in `groups` (what the API server
@@ -154,18 +161,39 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        // Closing stdin is testenv's signal to stop cleanly.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs testenv on `dir` (`mode`: `--wipe` for a fresh one, `--resume` to restart) and
+/// waits for its ready line.
+fn spawn_testenv(dir: &Path, mode: &str) -> (Child, Option<ChildStdin>, PathBuf) {
+    let mut child = Command::new(testenv_binary())
+        .arg("--dir")
+        .arg(dir)
+        .args([mode, "--"])
+        // Room for a thousand Services (the default range is a /24).
+        .arg("--service-cluster-ip-range=10.0.0.0/16")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start testenv");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read testenv's ready line");
+    let kubeconfig = line
+        .strip_prefix("ready ")
+        .map(|p| PathBuf::from(p.trim()))
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default();
+            panic!("testenv did not start: {line:?}\n{}", tail(&log, 40))
+        });
+    let stdin = child.stdin.take();
+    (child, stdin, kubeconfig)
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -442,6 +470,17 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills it outright (SIGKILL): no lease released, nothing finished.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Stops it as Kubernetes would (SIGTERM) and returns its exit status.
