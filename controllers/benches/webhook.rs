@@ -8,8 +8,9 @@
 //! The baseline, run side by side, is the same reviews decided in-process (`admit`) without
 //! TLS or HTTP.
 //!
-//! `cargo bench -p lattice-controllers --bench webhook` runs 10 s at 1,000/s; under `cargo
-//! test` (CI's quick mode) 1 s at 200/s, checking every answer.
+//! `cargo bench -p lattice-controllers --bench webhook` runs 10 s at 1,000/s; with `--
+//! --soak`, the soak: 60 s at 1,000/s; under `cargo test` (CI's quick mode) 1 s at 200/s,
+//! checking every answer.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -63,7 +64,12 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (rate, seconds) = if full { (1000u64, 10u64) } else { (200, 1) };
+    let soak = std::env::args().any(|a| a == "--soak");
+    let (rate, seconds) = match (soak, full) {
+        (true, _) => (1000u64, 60u64),
+        (false, true) => (1000, 10),
+        (false, false) => (200, 1),
+    };
     let dir = std::env::temp_dir().join(format!("lattice-webhook-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
