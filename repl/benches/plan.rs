@@ -8,7 +8,9 @@
 //! (`RAYON_NUM_THREADS=1`); its document must be the same.
 //!
 //! `cargo bench -p lattice-policy --bench plan` runs the full size; under `cargo test` (CI's
-//! quick mode) a 500-service world runs once, checking the answer only.
+//! quick mode) a 500-service world runs once, checking the answer only. With
+//! `LATTICE_PLAN_WORLD=DIR` the generated world is written there and kept (to profile
+//! `lattice-policy plan DIR` by hand).
 
 use std::path::Path;
 use std::process::Command;
@@ -47,12 +49,17 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 10_000 } else { 500 };
     let runs = if full { 3 } else { 1 };
-    let dir = std::env::temp_dir().join(format!("lattice-plan-bench-{}", std::process::id()));
+    let keep = std::env::var_os("LATTICE_PLAN_WORLD").map(std::path::PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("lattice-plan-bench-{}", std::process::id()))
+    });
     generate(&dir, n);
 
     let parallel: Vec<_> = (0..runs).map(|_| plan(&dir, None)).collect();
     let single: Vec<_> = (0..runs.min(2)).map(|_| plan(&dir, Some(1))).collect();
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     let first = &parallel[0].1;
     let workloads = first["workloads"].as_array().map_or(0, Vec::len);

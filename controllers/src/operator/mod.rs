@@ -10,6 +10,17 @@
 //! The domain work is pure and tested without a cluster: [`index`] (what is known),
 //! [`plan`] (what the decisions derive), [`status`] (how it reads). The rest is I/O:
 //! [`watch`], [`drift`] (its comparison is pure), [`apply`], [`scans`], [`lease`].
+//!
+//! Why not `kube::runtime::Controller`: its unit of work is one object, and here it is one
+//! snapshot. A policy, a namespace label or one side of a mesh declaration changes what
+//! other workloads derive, so every change is decided on a whole, consistent snapshot and
+//! the effector applies the difference. What a controller gives is kept, in that shape:
+//! watches with backoff and relists (`kube::runtime::watcher`), per-object deduplication
+//! (a workload is reconciled only when its digest changes; bursts of events coalesce into
+//! one plan), an idempotent per-workload reconcile (server-side apply, then revocation,
+//! then status), an error policy (per-workload exponential backoff, 1 s to 2 min), Events
+//! through kube-runtime's recorder, and no finalizers: owner references clean up what a
+//! garbage collector can, and the sweep and drift correction the rest.
 
 pub mod apply;
 pub mod drift;
