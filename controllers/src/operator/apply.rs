@@ -78,6 +78,21 @@ impl Effector {
         }
     }
 
+    /// Makes every failed workload and namespace due now (their next wait still doubles).
+    pub fn retry_now(&mut self) {
+        let now = Instant::now();
+        for a in self.applied.values_mut() {
+            if let Some((at, _)) = a.retry.as_mut() {
+                *at = now;
+            }
+        }
+        for (_, retry) in self.namespaces.values_mut() {
+            if let Some((at, _)) = retry.as_mut() {
+                *at = now;
+            }
+        }
+    }
+
     /// When the earliest failed workload is due again.
     pub fn next_retry(&self) -> Option<Instant> {
         self.applied

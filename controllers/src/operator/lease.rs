@@ -86,14 +86,16 @@ impl Elector {
     }
 
     /// Renews the lease until it is lost; returns why it was lost. Each attempt is bounded
-    /// by what is left of the renew deadline, so a hung request cannot carry the holder past
-    /// it.
+    /// by two retry periods and by what is left of the renew deadline: a request hung on a
+    /// connection the API server dropped (it restarted) is abandoned and tried again on a
+    /// new one, and no hung request can carry the holder past the deadline.
     pub async fn keep(&self) -> String {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.retry_period()).await;
             let left = self.renew_deadline().saturating_sub(last_renewal.elapsed());
-            let attempt = tokio::time::timeout(left, self.try_claim()).await;
+            let bound = left.min(self.retry_period() * 2);
+            let attempt = tokio::time::timeout(bound, self.try_claim()).await;
             match attempt {
                 Ok(Ok(Claim::Held)) => last_renewal = tokio::time::Instant::now(),
                 Ok(Ok(Claim::Taken { holder })) => {

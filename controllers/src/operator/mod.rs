@@ -98,6 +98,7 @@ pub async fn run(
         index: Mutex::new(Index::new(packs, options.admission.clone())),
         changed: Notify::new(),
         synced,
+        reconnected: Notify::new(),
         metrics: metrics.clone(),
     });
     watch::spawn_all(&client, &shared);
@@ -106,13 +107,13 @@ pub async fn run(
     let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
     tokio::spawn(planner(shared.clone(), plans, webhook));
 
-    let elector = lease::Elector::new(
+    let elector = Arc::new(lease::Elector::new(
         client.clone(),
         &options.lease_namespace,
         &options.lease_name,
         &options.identity,
         options.lease_duration,
-    );
+    ));
     let lead = async {
         elector
             .acquire()
@@ -120,10 +121,19 @@ pub async fn run(
             .map_err(|e| format!("cannot take the lease: {e}"))?;
         tracing::info!(identity = %options.identity, "leading: writes enabled");
         metrics.leading(true);
-        let result = tokio::select! {
-            lost = elector.keep() => Err(format!("leadership lost: {lost}")),
-            () = write(client.clone(), plan_rx, &inbox, &options, metrics.clone()) => Ok(()),
+        // Renewal runs on its own task: however busy the writer is, its deadline is kept.
+        let mut keeper = {
+            let elector = elector.clone();
+            tokio::spawn(async move { elector.keep().await })
         };
+        let result = tokio::select! {
+            lost = &mut keeper => Err(format!(
+                "leadership lost: {}",
+                lost.unwrap_or_else(|e| format!("the lease task failed: {e}"))
+            )),
+            () = write(client.clone(), plan_rx, &inbox, &shared.reconnected, &options, metrics.clone()) => Ok(()),
+        };
+        keeper.abort();
         metrics.leading(false);
         result
     };
@@ -208,6 +218,7 @@ async fn write(
     client: Client,
     mut plan_rx: channel::Receiver<Option<Arc<Plan>>>,
     inbox: &drift::Inbox,
+    reconnected: &Notify,
     options: &Options,
     metrics: Arc<metrics::Metrics>,
 ) {
@@ -264,6 +275,9 @@ async fn write(
             () = sleep_until(next_sweep) => {}
             _ = scan_tick.tick() => scan_due = true,
             () = inbox.arrived.notified() => {}
+            // The API server answers again: what failed against it is tried now, not
+            // after a backoff that grew while it was away.
+            () = reconnected.notified() => effector.retry_now(),
         }
     }
 }

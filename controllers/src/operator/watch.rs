@@ -36,6 +36,9 @@ pub struct Shared {
     pub changed: Notify,
     /// How many watches have completed their first list.
     pub synced: watch::Sender<usize>,
+    /// Woken when a watch lists again after an error: the API server is reachable again,
+    /// so reconciles waiting out a backoff need not wait any longer.
+    pub reconnected: Notify,
     pub metrics: Arc<super::metrics::Metrics>,
 }
 
@@ -139,6 +142,7 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
     let mut relist: Option<BTreeSet<(Option<String>, String)>> = None;
     let mut first = true;
     let mut absent = false;
+    let mut failing = false;
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
@@ -157,6 +161,7 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
             }
             Err(e) => {
                 shared.metrics.watch_error(kind);
+                failing = true;
                 tracing::warn!(kind, "watch error (retrying with backoff): {e}");
                 continue;
             }
@@ -182,6 +187,10 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
                 // A list succeeded: the kind is served (again).
                 if std::mem::take(&mut absent) {
                     tracing::info!(kind, "the {kind} CRD is installed now: watching it");
+                }
+                if std::mem::take(&mut failing) {
+                    tracing::info!(kind, "listed again after an error");
+                    shared.reconnected.notify_one();
                 }
                 let seen = relist.take().unwrap_or_default();
                 let mut index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
