@@ -10,7 +10,6 @@
 //! (CI's quick mode) everything runs once on a small world so the code stays correct.
 
 use std::hint::black_box;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{Authorizer, Context};
@@ -82,7 +81,7 @@ fn world(n: usize) -> World {
 
 /// The real rule packs, plus what a platform team grants every namespace.
 fn store() -> PolicyStore {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = lattice_testkit::workspace_root();
     let mut store = PolicyStore::load_packs(&root.join("policies")).unwrap();
     let mut grants = CedarPolicy::new(
         "grants",

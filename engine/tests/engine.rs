@@ -1,7 +1,7 @@
 //! The engine on the example world: projection, rule packs, CedarPolicy objects, decisions
 //! with evidence, error semantics, audit mode, snapshots and incremental updates.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cedar_policy::{Context, EntityUid};
 use lattice_engine::policies::PolicyError;
@@ -12,10 +12,12 @@ use lattice_schemas::crd::CedarPolicy;
 use lattice_schemas::manifest::Object;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf()
 }
 
 fn world() -> World {

@@ -3,7 +3,7 @@
 //! built. Each of these once opened something by default.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cedar_policy::EntityUid;
 use lattice_engine::project::LiveFacts;
@@ -11,10 +11,12 @@ use lattice_engine::{PolicyStore, Projection, Query, Snapshot, World, action, ui
 use lattice_schemas::manifest::Object;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf()
 }
 
 /// A world from YAML text, as `validate` reads it (errors allowed: the projection must be

@@ -1,16 +1,18 @@
 //! Gates and the mesh on the example world.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use lattice_engine::{ObjectKey, PolicyStore, Projection, Snapshot, World};
 use lattice_gates::{MeshPlan, evaluate, questions};
 use lattice_schemas::manifest::Object;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf()
 }
 
 fn setup() -> (World, PolicyStore, Snapshot) {

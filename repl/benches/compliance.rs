@@ -37,7 +37,7 @@ fn children_peak_kib() -> i64 {
 }
 
 fn scan(world: &Path, out: &Path, threads: Option<usize>) -> Run {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = lattice_testkit::workspace_root();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lattice-policy"));
     cmd.args(["compliance", "scan", "--framework", "all", "-o", "oscal"])
         .args(["--at", "2026-11-21T12:00:00Z", "--world"])

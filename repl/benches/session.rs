@@ -35,7 +35,7 @@ struct Run {
 }
 
 fn session(world: &Path, threads: Option<usize>) -> Run {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = lattice_testkit::workspace_root();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lattice-policy"));
     cmd.args(["repl", "--world"])
         .arg(world)

@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn control_and_direction_characters_are_named_never_echoed() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = lattice_testkit::workspace_root();
         let mut session = Session::open(
             vec![root.join("examples/world")],
             Some(root.join("policies")),

@@ -2,14 +2,11 @@
 //! manifests written for upstream Lattice's v1alpha1): what comes out validates cleanly,
 //! and everything not carried over is reported at its file and line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 fn run(args: &[&str]) -> Output {

@@ -157,7 +157,7 @@ fn fmt_formats_and_check_reports_without_writing() {
 
 #[test]
 fn policy_test_files_pass_fail_readably_and_write_junit() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = lattice_testkit::workspace_root();
     let d = dir("test");
     let junit = d.join("junit.xml");
     let o = Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
@@ -167,7 +167,7 @@ fn policy_test_files_pass_fail_readably_and_write_junit() {
             "--junit",
             junit.to_str().unwrap(),
         ])
-        .current_dir(root)
+        .current_dir(&root)
         .output()
         .unwrap();
     assert_eq!(

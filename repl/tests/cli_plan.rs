@@ -1,13 +1,10 @@
 //! `lattice-policy plan`, the main job, as a user runs it on the example world.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 fn plan(args: &[&str]) -> std::process::Output {

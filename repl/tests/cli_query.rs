@@ -1,14 +1,11 @@
 //! The one-shot query commands as scripts use them: JSON and exit codes 0 allow, 1 deny,
 //! 2 error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 fn run(args: &[&str]) -> Output {

@@ -1,13 +1,10 @@
 //! `lattice-policy validate` as a user runs it: exit codes, located diagnostics, JSON.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 fn validate(args: &[&str]) -> Output {

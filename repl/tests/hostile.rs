@@ -2,15 +2,12 @@
 //! process or read nothing and passed. Every run here must end by itself, within its time
 //! bound, with an exit code (never a signal) and a clear message.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -7,10 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 struct Tmux {

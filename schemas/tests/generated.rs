@@ -6,7 +6,7 @@ use lattice_schemas::generate::{REGENERATE_COMMAND, artifacts};
 
 #[test]
 fn generated_artifacts_are_fresh() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = lattice_testkit::workspace_root().join("schemas");
     let update = std::env::var_os("LATTICE_UPDATE_GENERATED").is_some();
     let mut stale = Vec::new();
     let expected: Vec<_> = artifacts();
