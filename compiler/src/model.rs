@@ -64,11 +64,15 @@ pub fn compile_model(
             .replicas
             .or(role.autoscaling.as_ref().and_then(|a| a.min))
             .unwrap_or(1);
-        objects.push(json!({
+        let mut deployment = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": meta(&part.base, &ns, &name),
             "spec": {"replicas": replicas, "selector": {"matchLabels": selector}, "template": pod.template}
-        }));
+        });
+        if role.autoscaling.is_some() {
+            crate::service::leave_replicas_to_the_autoscaler(&mut deployment);
+        }
+        objects.push(deployment);
         if let Some(a) = &role.autoscaling {
             objects.push(scaled_object(&part.base, &part, replicas, a));
         }

@@ -53,7 +53,7 @@ pub fn compile_service(
         .replicas
         .or(svc.spec.autoscaling.as_ref().and_then(|a| a.min))
         .unwrap_or(1);
-    objects.push(json!({
+    let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(&name, &ns, &name),
         "spec": {
@@ -61,7 +61,11 @@ pub fn compile_service(
             "selector": {"matchLabels": part.selector()},
             "template": pod.template
         }
-    }));
+    });
+    if svc.spec.autoscaling.is_some() {
+        leave_replicas_to_the_autoscaler(&mut deployment);
+    }
+    objects.push(deployment);
     if let Some(a) = &svc.spec.autoscaling {
         objects.push(scaled_object(&name, &part, replicas, a));
     }
@@ -268,6 +272,15 @@ pub const METRICS_SERVER: &str = "http://vmsingle-lattice.lattice-system.svc:842
 
 /// A KEDA ScaledObject for the Deployment `name` (pods of `part`): cpu and memory as
 /// utilisation, any other metric averaged over the part's pods through Prometheus.
+/// An autoscaled Deployment carries no replica count: the autoscaler owns it, and one
+/// applied (or put back as drift) would undo its scaling. It starts at Kubernetes' default
+/// of one and the ScaledObject's `minReplicaCount` brings it up.
+pub(crate) fn leave_replicas_to_the_autoscaler(deployment: &mut Value) {
+    if let Some(spec) = deployment["spec"].as_object_mut() {
+        spec.remove("replicas");
+    }
+}
+
 pub(crate) fn scaled_object(
     name: &str,
     part: &Part,
