@@ -1005,8 +1005,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 ports,
                 1,
                 true,
-                false,
-                false,
+                SecretUse::default(),
                 strict,
                 g.wildcards,
                 facts,
@@ -1033,8 +1032,10 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 vec![],
                 1,
                 true,
-                uses_secrets,
-                false,
+                SecretUse {
+                    provider: uses_secrets,
+                    ..SecretUse::default()
+                },
                 true,
                 g.wildcards,
                 facts,
@@ -1059,6 +1060,35 @@ fn qualify(peer: &str, ns: &str) -> String {
     }
 }
 
+/// How a workload reads secrets.
+#[derive(Clone, Copy, Default)]
+struct SecretUse {
+    /// At least one secret through a SecretProvider.
+    provider: bool,
+    /// Some variable holds a literal that looks like a credential.
+    literal: bool,
+    /// Some variable reads a secret resource: it is derived as an environment variable
+    /// from a Secret (`secretKeyRef`), where CIS 5.4.1 prefers a mounted file.
+    in_env: bool,
+}
+
+/// Whether `value` reads a secret resource of `body` (`${resources.<secret>.<key>}`).
+fn reads_secret(value: &str, body: &WorkloadBody) -> bool {
+    lattice_schemas::placeholder::parse(value)
+        .unwrap_or_default()
+        .iter()
+        .any(|segment| match segment {
+            lattice_schemas::placeholder::Segment::Ref { path, .. } => {
+                path.first().map(String::as_str) == Some("resources")
+                    && path
+                        .get(1)
+                        .and_then(|r| body.resources.get(r))
+                        .is_some_and(|r| r.type_ == "secret")
+            }
+            lattice_schemas::placeholder::Segment::Text(_) => false,
+        })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn service_entity(
     object: &Object,
@@ -1068,8 +1098,7 @@ fn service_entity(
     ports: Vec<i64>,
     replicas: i32,
     ingress_tls: bool,
-    uses_secret_provider: bool,
-    literal_secrets: bool,
+    secrets: SecretUse,
     strict_mtls: bool,
     wildcards: (bool, bool),
     facts: &Facts,
@@ -1098,8 +1127,9 @@ fn service_entity(
             ("podSecurity", s(&facts.pod_security(ns))),
             ("disruptionBudget", Rx::new_bool(replicas >= 2)),
             ("ingressTls", Rx::new_bool(ingress_tls)),
-            ("usesSecretProvider", Rx::new_bool(uses_secret_provider)),
-            ("literalSecrets", Rx::new_bool(literal_secrets)),
+            ("usesSecretProvider", Rx::new_bool(secrets.provider)),
+            ("literalSecrets", Rx::new_bool(secrets.literal)),
+            ("secretsInEnv", Rx::new_bool(secrets.in_env)),
             // Strict only as derived and applied: the namespace's baseline holds the
             // STRICT PeerAuthentication, and the workload's own ports are all strict.
             (
@@ -1255,6 +1285,7 @@ fn workload(
     let ports = served_ports(object);
     let mut uses_secrets = false;
     let mut literal = false;
+    let mut in_env = false;
     let svc_uid = uid("Service", &format!("{ns}/{}", object.name()));
     for (prefix, body) in bodies {
         for r in body.resources.values() {
@@ -1295,6 +1326,7 @@ fn workload(
                 literal |= c.variables.iter().any(|(k, v)| {
                     looks_secret(k) && !v.is_empty() && !lattice_schemas::placeholder::has_refs(v)
                 });
+                in_env |= c.variables.values().any(|v| reads_secret(v, body));
                 container_entities(object, ns, &full, c, sidecar, &svc_uid, g);
             }
         }
@@ -1318,8 +1350,11 @@ fn workload(
         ports.into_iter().collect(),
         replicas,
         ingress_tls,
-        uses_secrets,
-        literal,
+        SecretUse {
+            provider: uses_secrets,
+            literal,
+            in_env,
+        },
         strict,
         g.wildcards,
         facts,
