@@ -352,13 +352,10 @@ impl Effector {
     /// Puts right what the drift watches found (see [`super::drift`]), against `plan`, the
     /// plan last applied: a derived object deleted is applied again, one edited is replaced
     /// with what was derived, and one that claims a Lattice owner but that no workload
-    /// derives is deleted. Objects of a workload still failing are left to its retry.
-    /// Returns how many objects were corrected.
-    pub async fn correct_drift(
-        &self,
-        plan: &Plan,
-        found: BTreeMap<ObjectId, Option<u64>>,
-    ) -> usize {
+    /// derives is deleted. Objects of a workload still failing wait in `inbox` until it
+    /// applies. Returns how many objects were corrected.
+    pub async fn correct_drift(&self, plan: &Plan, inbox: &super::drift::Inbox) -> usize {
+        let found = inbox.drain();
         // Content this operator wrote last is its own write coming back.
         let found: Vec<ObjectId> = {
             let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
@@ -389,17 +386,16 @@ impl Effector {
         };
         let client = &self.client;
         let written = &self.written;
+        // A workload still failing is put right by its own retry first; what drifted in the
+        // meantime is looked at again after it (kept, not dropped).
+        let (waiting, ready): (Vec<&ObjectId>, Vec<&ObjectId>) = found
+            .iter()
+            .partition(|id| derived.get(*id).is_some_and(|(owner, _)| !settled(owner)));
+        inbox.defer(waiting.into_iter().cloned());
         let corrections: Vec<super::events::Pending> = futures::stream::iter(
-            found
-                .iter()
-                .filter_map(|id| {
-                    let desired = match derived.get(id) {
-                        Some((owner, o)) if settled(owner) => Some((*owner, *o)),
-                        Some(_) => return None,
-                        None => None,
-                    };
-                    Some((id, desired))
-                })
+            ready
+                .into_iter()
+                .map(|id| (id, derived.get(id).map(|(owner, o)| (*owner, *o))))
                 .map(|(id, desired)| async move {
                     match correct(client, written, id, desired).await {
                         Ok(corrected) => corrected,

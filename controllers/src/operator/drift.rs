@@ -95,6 +95,16 @@ impl Inbox {
         }
     }
 
+    /// Puts `ids` back, as last observed, to be looked at on the next drain. Nobody is
+    /// woken: they wait for the next pass rather than spinning.
+    pub fn defer(&self, ids: impl IntoIterator<Item = ObjectId>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            let observed = state.observed.get(&id).copied();
+            state.dirty.entry(id).or_insert(observed);
+        }
+    }
+
     /// Takes everything found since the last call.
     pub fn drain(&self) -> BTreeMap<ObjectId, Option<u64>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -446,5 +456,11 @@ mod tests {
         inbox.drain();
         inbox.relisted(kind, &BTreeSet::new());
         assert_eq!(inbox.drain().get(&id), Some(&None));
+        // Deferred: back on the next drain, as last observed, without waking anyone.
+        inbox.observe(id.clone(), Some(3));
+        inbox.drain();
+        inbox.defer([id.clone()]);
+        assert_eq!(inbox.drain().get(&id), Some(&Some(3)));
+        assert!(inbox.drain().is_empty());
     }
 }

@@ -260,7 +260,7 @@ async fn write(
         }
         // After the pass: what it wrote itself is known, and drift is judged against the
         // plan that is now applied.
-        let corrected = effector.correct_drift(&plan, inbox.drain()).await;
+        let corrected = effector.correct_drift(&plan, inbox).await;
         if corrected > 0 {
             tracing::info!(corrected, "drift corrected");
         }
