@@ -431,10 +431,18 @@ fn scheduled_frameworks(world: &World) -> impl Fn(&str) -> BTreeSet<String> + us
     let profiles: Vec<(BTreeSet<String>, BTreeSet<String>)> = world
         .objects()
         .filter_map(|(_, o)| match o {
-            Object::ComplianceProfile(p) => Some((
-                p.spec.namespaces.iter().cloned().collect(),
-                p.spec.frameworks.iter().cloned().collect(),
-            )),
+            // Only a profile whose evidence is written schedules anything: the operator
+            // writes ConfigMap and volume-claim sinks, and refuses an S3-only one (the status
+            // says so), which leaves no record of any scan.
+            Object::ComplianceProfile(p)
+                if p.spec.evidence_sink.config_map.is_some()
+                    || p.spec.evidence_sink.volume_claim.is_some() =>
+            {
+                Some((
+                    p.spec.namespaces.iter().cloned().collect(),
+                    p.spec.frameworks.iter().cloned().collect(),
+                ))
+            }
             _ => None,
         })
         .collect();
