@@ -16,7 +16,7 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::fleet::{NAMESPACES, apply_all, count, count_labelled, ready, world};
+use cluster::fleet::{NAMESPACES, apply_all, count, count_labelled, ready, seed, world};
 use cluster::{Operator, TestEnv, eventually, install_crds};
 use lattice_controllers::operator::index::Index;
 use lattice_controllers::operator::plan::plan;
@@ -37,13 +37,7 @@ fn main() {
         // Lattice: the operator, from cold, on a cluster that already holds the services.
         let env = TestEnv::start("bench-operator");
         let client = env.client().await;
-        install_crds(&client).await;
-        let (first, rest): (Vec<Value>, Vec<Value>) = objects
-            .iter()
-            .cloned()
-            .partition(|o| o["metadata"]["namespace"].is_null());
-        apply_all(&client, first, "bench").await;
-        apply_all(&client, rest, "bench").await;
+        seed(&client, &objects, "bench").await;
         let started = Instant::now();
         let operator = Operator::start(&env, &[]);
         let limit = Duration::from_secs(if full { 300 } else { 180 });

@@ -7,8 +7,8 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::fleet::{apply_all, count, derived_on_cluster, expected, ready, world};
-use cluster::{Operator, TestEnv, eventually, install_crds};
+use cluster::fleet::{count, derived_on_cluster, expected, ready, seed, world};
+use cluster::{Operator, TestEnv, eventually};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject};
 use serde_json::Value;
@@ -22,13 +22,7 @@ const WAIT: Duration = Duration::from_secs(180);
 
 async fn seeded(env: &TestEnv, objects: &[Value]) -> Client {
     let client = env.client().await;
-    install_crds(&client).await;
-    let (first, rest): (Vec<Value>, Vec<Value>) = objects
-        .iter()
-        .cloned()
-        .partition(|o| o["metadata"]["namespace"].is_null());
-    apply_all(&client, first, "test").await;
-    apply_all(&client, rest, "test").await;
+    seed(&client, objects, "test").await;
     client
 }
 

@@ -9,12 +9,7 @@ use lattice_schemas::manifest::{Object, load_source};
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .parent()
-    .unwrap()
-    .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 fn run_case(path: &Path) -> Result<usize, String> {

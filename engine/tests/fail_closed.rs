@@ -11,12 +11,7 @@ use lattice_engine::{PolicyStore, Projection, Query, Snapshot, World, action, ui
 use lattice_schemas::manifest::Object;
 
 fn root() -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .parent()
-    .unwrap()
-    .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 /// A world from YAML text, as `validate` reads it (errors allowed: the projection must be

@@ -7,13 +7,7 @@ use lattice_schemas::crd::CedarPolicy;
 use proptest::prelude::*;
 
 fn seeds() -> Vec<String> {
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .parent()
-    .unwrap()
-    .to_path_buf()
-    .join("policies");
+    let root = lattice_testkit::workspace_root().join("policies");
     let mut out = Vec::new();
     for pack in std::fs::read_dir(root).unwrap().flatten() {
         for f in std::fs::read_dir(pack.path())

@@ -68,10 +68,7 @@ fn a_rule_pack_accepts_unnamed_policies_only_when_its_pack_yaml_says_so() {
 /// The packs compiled into the binaries are exactly the repository's `policies/`.
 #[test]
 fn the_bundled_packs_are_the_repositorys() {
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../policies");
+    let root = lattice_testkit::workspace_root().join("policies");
     let on_disk = PolicyStore::load_packs(&root).unwrap();
     let bundled = PolicyStore::bundled().unwrap();
     assert_eq!(bundled.digest(), on_disk.digest());

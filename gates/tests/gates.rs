@@ -7,12 +7,7 @@ use lattice_gates::{MeshPlan, evaluate, questions};
 use lattice_schemas::manifest::Object;
 
 fn root() -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .parent()
-    .unwrap()
-    .to_path_buf()
+    lattice_testkit::workspace_root()
 }
 
 fn setup() -> (World, PolicyStore, Snapshot) {

@@ -31,16 +31,7 @@ type pki struct {
 // an admin client certificate and a service-account signing key pair into dir.
 // All keys are ECDSA P-256, private keys are PKCS#8 ("PRIVATE KEY") and 0600.
 func generatePKI(dir string) (*pki, error) {
-	p := &pki{
-		caCert:      filepath.Join(dir, "ca.crt"),
-		caKey:       filepath.Join(dir, "ca.key"),
-		servingCert: filepath.Join(dir, "apiserver.crt"),
-		servKey:     filepath.Join(dir, "apiserver.key"),
-		adminCert:   filepath.Join(dir, "admin.crt"),
-		adminKey:    filepath.Join(dir, "admin.key"),
-		saKey:       filepath.Join(dir, "sa.key"),
-		saPub:       filepath.Join(dir, "sa.pub"),
-	}
+	p := pkiPaths(dir)
 	now := time.Now()
 	notBefore := now.Add(-time.Hour) // tolerate small clock differences
 
@@ -137,9 +128,9 @@ func generatePKI(dir string) (*pki, error) {
 	return p, nil
 }
 
-// loadPKI reads back what generatePKI wrote into dir (for --resume).
-func loadPKI(dir string) (*pki, error) {
-	p := &pki{
+// pkiPaths names the files generatePKI writes under dir.
+func pkiPaths(dir string) *pki {
+	return &pki{
 		caCert:      filepath.Join(dir, "ca.crt"),
 		caKey:       filepath.Join(dir, "ca.key"),
 		servingCert: filepath.Join(dir, "apiserver.crt"),
@@ -149,6 +140,11 @@ func loadPKI(dir string) (*pki, error) {
 		saKey:       filepath.Join(dir, "sa.key"),
 		saPub:       filepath.Join(dir, "sa.pub"),
 	}
+}
+
+// loadPKI reads back what generatePKI wrote into dir (for --resume).
+func loadPKI(dir string) (*pki, error) {
+	p := pkiPaths(dir)
 	var err error
 	if p.caPEM, err = os.ReadFile(p.caCert); err != nil {
 		return nil, err

@@ -138,6 +138,18 @@ pub async fn ready(client: &Client) -> usize {
         .count()
 }
 
+/// The CRDs installed and `objects` applied as `manager`: cluster-scoped ones first, so
+/// every namespace exists before what lives in it.
+pub async fn seed(client: &Client, objects: &[Value], manager: &str) {
+    super::install_crds(client).await;
+    let (first, rest): (Vec<Value>, Vec<Value>) = objects
+        .iter()
+        .cloned()
+        .partition(|o| o["metadata"]["namespace"].is_null());
+    apply_all(client, first, manager).await;
+    apply_all(client, rest, manager).await;
+}
+
 /// Every object the operator should have derived from `objects` on a cluster that also
 /// holds the namespaces `client` lists (workloads' objects and every namespace's
 /// baseline), decided locally on the workspace's rule packs.
