@@ -461,11 +461,16 @@ async fn a_one_sided_mesh_declaration_derives_no_network_objects_until_completed
         "api-from-shop-web",
     )
     .await;
-    assert!(
-        authorization_policy(&client, "api-from-shop-web")
-            .await
-            .is_none()
-    );
+    // Deleted one after the other in the same reconcile, so possibly a moment later.
+    gone(
+        &client,
+        "the edge's AuthorizationPolicy",
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        "api-from-shop-web",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
