@@ -240,6 +240,66 @@ fn bench_rebuild(c: &mut Criterion) {
     );
 }
 
+/// A new snapshot after one service changed: its entities taken in
+/// ([`Snapshot::with_entity_delta`]) against the whole world projected and built again.
+fn bench_service_change(c: &mut Criterion) {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { 10_000 } else { 100 };
+    let mut w = world(n);
+    let base = store(100, n);
+    let projection = Projection::of(&w);
+    let snapshot = Snapshot::build(&w, &projection, &base).unwrap();
+    let key = lattice_engine::ObjectKey {
+        kind: "LatticeService",
+        namespace: Some("ns5".into()),
+        name: "s5".into(),
+    };
+    let Some(Object::Service(mut changed)) = w.get(&key).cloned() else {
+        panic!("s5 is a service")
+    };
+    changed.spec.replicas = Some(5);
+    w.upsert(Object::Service(changed));
+    let incremental = || {
+        let mut p = projection.clone();
+        let delta = p.update_workload(&w, &key).unwrap();
+        assert!(
+            !delta.is_empty(),
+            "the replica count is a fact of the Service entity"
+        );
+        snapshot
+            .with_entity_delta(&w, &base, p.live(), delta)
+            .unwrap()
+    };
+    let rebuild = || {
+        let p = Projection::of(&w);
+        Snapshot::build(&w, &p, &base).unwrap()
+    };
+    assert_eq!(incremental().digest(), rebuild().digest());
+    let runs = if full { 20 } else { 2 };
+    let time = |f: &dyn Fn() -> Snapshot| {
+        let samples: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(f());
+                t.elapsed()
+            })
+            .collect();
+        percentiles(samples).0
+    };
+    let (inc, reb) = (time(&incremental), time(&rebuild));
+    println!(
+        "new snapshot after one service change at {n} services: p50={:.1}ms; rebuilt whole: {:.0}ms ({:.0}x)",
+        inc.as_secs_f64() * 1e3,
+        reb.as_secs_f64() * 1e3,
+        reb.as_secs_f64() / inc.as_secs_f64().max(1e-9)
+    );
+    let mut group = c.benchmark_group("snapshot-after-one-service-change");
+    group.sample_size(10);
+    group.bench_function(format!("entity-delta/{n}"), |b| b.iter(incremental));
+    group.bench_function(format!("rebuild/{n}"), |b| b.iter(rebuild));
+    group.finish();
+}
+
 fn bench_projection(c: &mut Criterion) {
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 10_000 } else { 100 };
@@ -267,7 +327,13 @@ fn bench_projection(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decide, bench_rebuild, bench_projection);
+criterion_group!(
+    benches,
+    bench_decide,
+    bench_rebuild,
+    bench_service_change,
+    bench_projection
+);
 
 fn main() {
     benches();

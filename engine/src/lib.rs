@@ -18,7 +18,7 @@ pub mod world;
 
 pub use explain::{Explanation, NearMiss, Why};
 pub use policies::{PolicyInfo, PolicySource, PolicyStore};
-pub use project::{Projection, parse_uid, uid};
+pub use project::{EntityDelta, Projection, parse_uid, uid};
 pub use snapshot::{
     Decision, Engine, Query, QueryError, Snapshot, action, context_from_json, opt_out_query,
 };

@@ -35,7 +35,7 @@ impl std::fmt::Display for PolicySource {
 }
 
 /// What is known about one stored policy: the evidence a decision cites.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PolicyInfo {
     /// The stable id (`baseline/bilateral-connect`, `platform/image-hygiene/no-latest`).
     pub id: String,
@@ -189,6 +189,23 @@ impl PolicyStore {
             name: name.clone(),
             problems,
         })?;
+        // A policy the edit left exactly as it was stays the same policy (the same `Arc`),
+        // so a snapshot sees only what the edit changed: the planner re-decides what the
+        // changed policies' scopes reach, not everything the object holds.
+        let policies = match self.objects.get(&(namespace.clone(), name.clone())) {
+            Some(before) => policies
+                .into_iter()
+                .map(|p| {
+                    before
+                        .policies
+                        .iter()
+                        .find(|b| b.info == p.info)
+                        .cloned()
+                        .unwrap_or(p)
+                })
+                .collect(),
+            None => policies,
+        };
         let count = policies.len();
         self.objects.insert(
             (namespace, name),

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use cedar_policy::{
     Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression as Rx, Schema,
@@ -179,17 +179,19 @@ pub fn parse_uid(text: &str) -> Result<EntityUid, String> {
 /// The projected entities of a World, grouped by the object that owns them.
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
-    groups: BTreeMap<ObjectKey, Vec<Entity>>,
+    /// The maps are persistent: a copy (one per plan in the operator) shares every node
+    /// that did not change.
+    groups: imbl::OrdMap<ObjectKey, Arc<Vec<Entity>>>,
     /// Image references each group uses, to build `Image` entities once.
-    image_refs: BTreeMap<ObjectKey, BTreeSet<String>>,
+    image_refs: imbl::OrdMap<ObjectKey, BTreeSet<String>>,
     /// Namespaces each group lives in or names.
-    namespaces: BTreeMap<ObjectKey, BTreeSet<String>>,
+    namespaces: imbl::OrdMap<ObjectKey, BTreeSet<String>>,
     /// The cross-object facts of the world projected, kept so that what depends only on
     /// them (the shared entities, an object under admission) does not read the world again.
     facts: Facts,
     /// Entities that could not be built, by the object that owns them: any makes the
     /// projection an error (the engine never decides on a partial fact).
-    errors: BTreeMap<ObjectKey, Vec<String>>,
+    errors: imbl::OrdMap<ObjectKey, Vec<String>>,
 }
 
 /// Why a projection gives no entities.
@@ -201,6 +203,55 @@ pub enum ProjectionError {
     /// The entities do not conform to the schema.
     #[error("{0}")]
     Schema(#[from] Box<cedar_policy::entities_errors::EntitiesError>),
+}
+
+/// What one workload's change did to a projection's entities: what to add or replace,
+/// and what is gone ([`Projection::update_workload`]).
+#[derive(Debug, Default)]
+pub struct EntityDelta {
+    pub upsert: Vec<Entity>,
+    pub remove: Vec<EntityUid>,
+}
+
+impl EntityDelta {
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.remove.is_empty()
+    }
+
+    /// This change followed by `next`, as one change: where both touch an entity, `next`
+    /// says what becomes of it.
+    pub fn then(mut self, next: EntityDelta) -> EntityDelta {
+        let touched: HashSet<EntityUid> = next
+            .upsert
+            .iter()
+            .map(Entity::uid)
+            .chain(next.remove.iter().cloned())
+            .collect();
+        self.upsert.retain(|e| !touched.contains(&e.uid()));
+        self.remove.retain(|u| !touched.contains(u));
+        self.upsert.extend(next.upsert);
+        self.remove.extend(next.remove);
+        self
+    }
+}
+
+/// Entities every world holds whether or not a workload names them (the override
+/// catalog, the mesh), so no workload's change removes them.
+fn always_implied(u: &EntityUid) -> bool {
+    match u.type_name().basename() {
+        "Mesh" | "Cluster" => true,
+        "SecurityOverride" => {
+            let id: &str = u.id().as_ref();
+            OVERRIDE_CATALOG.iter().any(|(category, value)| {
+                if value.is_empty() {
+                    id == *category
+                } else {
+                    id.split_once(':') == Some((category, value))
+                }
+            })
+        }
+        _ => false,
+    }
 }
 
 /// Outcomes of the snapshot's own decisions that change what entities say, decided on
@@ -424,6 +475,123 @@ impl Projection {
         rebuilt
     }
 
+    /// Re-projects the workload `key` after it changed (upserted or deleted) in `world`,
+    /// and says which of [`Projection::entities`] changed with it, so a snapshot can take
+    /// the change in without projecting the world again. Refused, with why and the
+    /// projection unchanged, when the change reaches past the workload's own entities:
+    /// another object projects one of its entities differently, a namespace comes or goes
+    /// with it, or one of its entities cannot be built (the whole world then says so).
+    /// Approvals are not applied: the caller keeps to workloads no approval concerns.
+    pub fn update_workload(
+        &mut self,
+        world: &World,
+        key: &ObjectKey,
+    ) -> Result<EntityDelta, String> {
+        let mut g = Group::default();
+        if let Some(object) = world.get(key) {
+            if !object.is_workload() {
+                return Err(format!("{key} is not a workload"));
+            }
+            project_object(object, &self.facts, &mut g);
+        }
+        if let Some(e) = g.errors.first() {
+            return Err(format!("{key}: {e}"));
+        }
+        let empty = BTreeSet::new();
+        let old_namespaces = self.namespaces.get(key).unwrap_or(&empty);
+        for ns in old_namespaces.symmetric_difference(&g.namespaces) {
+            let declared = world
+                .get(&ObjectKey {
+                    kind: "Namespace",
+                    namespace: None,
+                    name: ns.clone(),
+                })
+                .is_some();
+            let named = self
+                .namespaces
+                .iter()
+                .any(|(k, named)| k != key && named.contains(ns));
+            if !declared && !named {
+                return Err(format!("the namespace {ns} comes or goes with {key}"));
+            }
+        }
+        let old: HashMap<EntityUid, &Entity> = self
+            .groups
+            .get(key)
+            .into_iter()
+            .flat_map(|g| g.iter())
+            .map(|e| (e.uid(), e))
+            .collect();
+        let new: HashMap<EntityUid, &Entity> = g.entities.iter().map(|e| (e.uid(), e)).collect();
+        // The first other group holding each touched uid: its entity is what stays.
+        // Compared as the core crate's uids, by reference: this visits every entity, and
+        // the public uid() is a copy.
+        let touched: HashSet<&cedar_policy_core::ast::EntityUID> = old
+            .values()
+            .chain(new.values())
+            .map(|e| e.as_ref().uid())
+            .collect();
+        let mut others: HashMap<EntityUid, &Entity> = HashMap::new();
+        for (k, group) in &self.groups {
+            if k == key {
+                continue;
+            }
+            for e in group.iter() {
+                if touched.contains(e.as_ref().uid()) {
+                    others.entry(e.uid()).or_insert(e);
+                }
+            }
+        }
+        let mut delta = EntityDelta::default();
+        // (Entity equality is uid equality: contents are compared with deep_eq.)
+        for (u, e) in &new {
+            if others.get(u).is_some_and(|held| !held.deep_eq(e)) {
+                return Err(format!("{u} is projected differently by another object"));
+            }
+        }
+        // A changed group is taken in whole: it holds its own hierarchy (a Service and
+        // its Containers), and a replaced entity's descendants are replaced with it.
+        let changed = new.len() != old.len()
+            || new
+                .iter()
+                .any(|(u, e)| !old.get(u).is_some_and(|o| o.deep_eq(e)));
+        if changed {
+            delta.upsert.extend(g.entities.iter().cloned());
+        }
+        for (u, e) in &old {
+            if new.contains_key(u) {
+                continue;
+            }
+            match others.get(u) {
+                Some(held) if !held.deep_eq(e) => delta.upsert.push((*held).clone()),
+                Some(_) => {}
+                None if always_implied(u) => {}
+                None => delta.remove.push(u.clone()),
+            }
+        }
+        let old_images = self.image_refs.get(key).unwrap_or(&empty);
+        let used_elsewhere = |r: &String| {
+            self.image_refs
+                .iter()
+                .any(|(k, refs)| k != key && refs.contains(r))
+        };
+        for r in g.images.difference(old_images) {
+            if !used_elsewhere(r) {
+                delta.upsert.push(image_entity(r, &self.facts)?);
+            }
+        }
+        for r in old_images.difference(&g.images) {
+            if !used_elsewhere(r) {
+                delta.remove.push(uid("Image", r));
+            }
+        }
+        self.remove(key);
+        if world.get(key).is_some() {
+            self.put(key.clone(), g);
+        }
+        Ok(delta)
+    }
+
     fn remove(&mut self, key: &ObjectKey) {
         self.groups.remove(key);
         self.errors.remove(key);
@@ -441,7 +609,7 @@ impl Projection {
         if !g.errors.is_empty() {
             self.errors.insert(key.clone(), g.errors);
         }
-        self.groups.insert(key.clone(), g.entities);
+        self.groups.insert(key.clone(), Arc::new(g.entities));
         if !g.images.is_empty() {
             self.image_refs.insert(key.clone(), g.images);
         }
@@ -523,7 +691,10 @@ impl Projection {
 
     /// The entities owned by one object.
     pub fn group(&self, key: &ObjectKey) -> &[Entity] {
-        self.groups.get(key).map(Vec::as_slice).unwrap_or_default()
+        self.groups
+            .get(key)
+            .map(|g| g.as_slice())
+            .unwrap_or_default()
     }
 
     /// Every entity, validated against the schema. Entities several objects name (a shared
@@ -585,7 +756,7 @@ impl Projection {
         let mut seen: HashSet<EntityUid> = HashSet::new();
         let all: Vec<&Entity> = front
             .iter()
-            .chain(self.groups.values().flatten())
+            .chain(self.groups.values().flat_map(|g| g.iter()))
             .chain(&back)
             .filter(|e| seen.insert(e.uid()))
             .collect();
@@ -606,8 +777,8 @@ impl Projection {
         let mut seen: HashSet<EntityUid> = HashSet::new();
         let all: Vec<Entity> = self
             .groups
-            .into_values()
-            .flatten()
+            .into_iter()
+            .flat_map(|(_, g)| Arc::try_unwrap(g).unwrap_or_else(|shared| (*shared).clone()))
             .chain(back)
             .filter(|e| seen.insert(e.uid()))
             .collect();
@@ -623,8 +794,8 @@ impl Projection {
 
 /// Entities no object owns: namespaces named but not declared, images, defaults.
 fn implied(
-    namespaces: &BTreeMap<ObjectKey, BTreeSet<String>>,
-    image_refs: &BTreeMap<ObjectKey, BTreeSet<String>>,
+    namespaces: &imbl::OrdMap<ObjectKey, BTreeSet<String>>,
+    image_refs: &imbl::OrdMap<ObjectKey, BTreeSet<String>>,
     world: &World,
     facts: &Facts,
 ) -> Result<Vec<Entity>, ProjectionError> {

@@ -4,8 +4,8 @@
 //! object (for the controllers). Every object carries a content digest so snapshots can say
 //! exactly which facts they were taken on.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use lattice_schemas::manifest::Object;
 use lattice_schemas::validate::{Report, validate_paths};
@@ -45,10 +45,12 @@ impl std::fmt::Display for ObjectKey {
 /// A content digest (SHA-256).
 pub type ContentDigest = [u8; 32];
 
-/// The typed objects of one deployment.
+/// The typed objects of one deployment. Objects are shared (`Arc`), so a copy of a World
+/// costs its keys, not its objects: the operator copies its World for every plan.
 #[derive(Clone, Debug, Default)]
 pub struct World {
-    objects: BTreeMap<ObjectKey, (Object, ContentDigest)>,
+    /// Persistent: a copy shares every node that did not change since.
+    objects: imbl::OrdMap<ObjectKey, (Arc<Object>, ContentDigest)>,
 }
 
 /// Why a World could not be loaded: the validation report with every finding.
@@ -109,26 +111,26 @@ impl World {
         for (object, digest) in digested {
             world
                 .objects
-                .insert(ObjectKey::of(&object), (object, digest));
+                .insert(ObjectKey::of(&object), (Arc::new(object), digest));
         }
         world
     }
 
     /// Inserts or replaces an object; returns the one it replaced.
-    pub fn upsert(&mut self, object: Object) -> Option<Object> {
+    pub fn upsert(&mut self, object: Object) -> Option<Arc<Object>> {
         let digest = object_digest(&object);
         self.objects
-            .insert(ObjectKey::of(&object), (object, digest))
+            .insert(ObjectKey::of(&object), (Arc::new(object), digest))
             .map(|(o, _)| o)
     }
 
     /// Removes an object; returns it.
-    pub fn delete(&mut self, key: &ObjectKey) -> Option<Object> {
+    pub fn delete(&mut self, key: &ObjectKey) -> Option<Arc<Object>> {
         self.objects.remove(key).map(|(o, _)| o)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
-        self.objects.get(key).map(|(o, _)| o)
+        self.objects.get(key).map(|(o, _)| o.as_ref())
     }
 
     /// The workload `namespace/name` (service, job, model or mesh member), found by key.
@@ -152,7 +154,7 @@ impl World {
 
     /// Every object, in key order.
     pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &Object)> {
-        self.objects.iter().map(|(k, (o, _))| (k, o))
+        self.objects.iter().map(|(k, (o, _))| (k, o.as_ref()))
     }
 
     /// The digest of one object, if present.
@@ -172,7 +174,11 @@ impl World {
     pub fn digest(&self) -> ContentDigest {
         let mut h = Sha256::new();
         for (k, (_, d)) in &self.objects {
-            h.update(k.to_string().as_bytes());
+            h.update(k.kind.as_bytes());
+            h.update([0]);
+            h.update(k.namespace.as_deref().unwrap_or_default().as_bytes());
+            h.update([0]);
+            h.update(k.name.as_bytes());
             h.update([0]);
             h.update(d);
         }

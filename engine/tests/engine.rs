@@ -657,3 +657,89 @@ fn a_consuming_build_is_the_same_snapshot() {
         consumed.decide(&q).unwrap().allowed
     );
 }
+
+/// Whether two snapshots hold the same entities: the same uids, each with the same
+/// attributes, tags and (closed) ancestors.
+fn same_entities(a: &Snapshot, b: &Snapshot) -> Result<(), String> {
+    let (na, nb) = (a.entities().iter().count(), b.entities().iter().count());
+    if na != nb {
+        return Err(format!("{na} entities against {nb}"));
+    }
+    for e in b.entities().iter() {
+        match a.entities().get(&e.uid()) {
+            Some(x) if x.deep_eq(e) => {}
+            Some(x) => return Err(format!("{} differs: {x:?} against {e:?}", e.uid())),
+            None => return Err(format!("{} is missing", e.uid())),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_snapshot_taking_one_workloads_change_holds_what_a_rebuild_holds() {
+    let base = world();
+    let store = store(&base);
+    let projection = Projection::of(&base);
+    let before = Snapshot::build(&base, &projection, &store).unwrap();
+    let services: Vec<ObjectKey> = base
+        .objects()
+        .filter(|(_, o)| matches!(o, Object::Service(_)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut taken = 0;
+    for key in &services {
+        let Some(Object::Service(svc)) = base.get(key).cloned() else {
+            unreachable!()
+        };
+        // Scaled; given a capability (a new override entity); re-imaged; deleted.
+        let mut scaled = svc.clone();
+        scaled.spec.replicas = Some(scaled.spec.replicas.unwrap_or(1) + 3);
+        let mut capable = svc.clone();
+        let mut imaged = svc.clone();
+        if let Some(c) = capable.spec.workload.containers.values_mut().next() {
+            c.security.get_or_insert_with(Default::default).capabilities = vec!["SYS_TIME".into()];
+        }
+        if let Some(c) = imaged.spec.workload.containers.values_mut().next() {
+            c.image = "registry.example.com/fresh/never-seen:1.0".into();
+        }
+        let edits: [Option<Object>; 4] = [
+            Some(Object::Service(scaled)),
+            Some(Object::Service(capable)),
+            Some(Object::Service(imaged)),
+            None,
+        ];
+        for edit in edits {
+            let mut w = base.clone();
+            match edit {
+                Some(o) => {
+                    w.upsert(o);
+                }
+                None => {
+                    w.delete(key);
+                }
+            }
+            let id = format!("{}/{}", key.namespace.as_deref().unwrap(), key.name);
+            if before.approval_concerns(key.namespace.as_deref().unwrap(), &id) {
+                continue;
+            }
+            let mut p = projection.clone();
+            let Ok(delta) = p.update_workload(&w, key) else {
+                continue;
+            };
+            let incremental = before
+                .with_entity_delta(&w, &store, p.live(), delta)
+                .unwrap();
+            let rebuilt = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+            if let Err(e) = same_entities(&incremental, &rebuilt) {
+                panic!("{key} changed: {e}");
+            }
+            assert_eq!(incremental.digest(), rebuilt.digest());
+            taken += 1;
+        }
+    }
+    assert!(
+        taken >= services.len() * 3,
+        "most changes are taken in, not refused: {taken} of {}",
+        services.len() * 4
+    );
+}

@@ -291,6 +291,16 @@ impl MeshPlan {
         out
     }
 
+    /// Decides the declared edges `edges` again on `snapshot` (a policy change reached
+    /// them); undeclared ones are skipped.
+    pub fn redecide(&mut self, snapshot: &Snapshot, edges: &[(String, String)]) {
+        for (caller, callee) in edges {
+            if self.edges.contains_key(&(caller.clone(), callee.clone())) {
+                self.decide(snapshot, caller, callee);
+            }
+        }
+    }
+
     /// Replaces the decision on a declared edge (a what-if recomputed it); false if the
     /// edge is not declared.
     pub fn set_decision(

@@ -197,7 +197,7 @@ impl Effector {
                     .get(owner)
                     .map(|a| a.objects.clone())
                     .unwrap_or_default();
-                (owner, desired, before)
+                (owner, &**desired, before)
             })
             .collect();
         let client = &self.client;

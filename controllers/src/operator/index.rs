@@ -44,13 +44,32 @@ pub enum PolicyOutcome {
 #[derive(Clone)]
 pub struct Index {
     world: World,
-    live: BTreeMap<ObjectKey, Live>,
+    /// Persistent and shared, like the World: the planner's copy costs no status copies.
+    live: imbl::OrdMap<ObjectKey, std::sync::Arc<Live>>,
     store: PolicyStore,
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
     /// Baseline objects on the cluster: (namespace, kind) → resource version.
     baselines: BTreeMap<(String, &'static str), String>,
     /// Checks that a CedarPolicy passed the admission webhook with `ManagePolicy` allowed.
     admission: std::sync::Arc<AdmissionKey>,
+    /// What changed since the planner last took a copy.
+    changes: Changes,
+}
+
+/// What changed in an [`Index`] since its changes were last taken: what the planner
+/// re-decides when it need not decide everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Objects whose decided part changed, that came or that went.
+    pub objects: BTreeSet<ObjectKey>,
+    /// What the cluster shows of some namespace's baseline changed.
+    pub baselines: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && !self.baselines
+    }
 }
 
 /// The kinds of a namespace's baseline, with the name each object has.
@@ -73,11 +92,17 @@ impl Index {
         Index {
             admission,
             world: World::new(),
-            live: BTreeMap::new(),
+            live: imbl::OrdMap::new(),
             store: packs,
             policies: BTreeMap::new(),
             baselines: BTreeMap::new(),
+            changes: Changes::default(),
         }
+    }
+
+    /// What changed since this was last asked, which it then forgets.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
     }
 
     /// Takes in one object as the API server returned it (`kind` is a Lattice kind or
@@ -92,13 +117,13 @@ impl Index {
         }
         self.live.insert(
             key.clone(),
-            Live {
+            std::sync::Arc::new(Live {
                 uid: str_at(value, "/metadata/uid"),
                 generation: value
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64),
                 status: value.get("status").cloned().unwrap_or(Value::Null),
-            },
+            }),
         );
         if self.world.get(&key) == Some(&object) {
             return Ok(false);
@@ -139,6 +164,7 @@ impl Index {
             }
         }
         self.world.upsert(object);
+        self.changes.objects.insert(key);
         Ok(true)
     }
 
@@ -158,7 +184,11 @@ impl Index {
             self.store.remove_object(ns, name);
             self.policies.remove(&(ns.to_owned(), name.to_owned()));
         }
-        self.world.delete(&key).is_some()
+        let gone = self.world.delete(&key).is_some();
+        if gone {
+            self.changes.objects.insert(key);
+        }
+        gone
     }
 
     pub fn world(&self) -> &World {
@@ -187,7 +217,7 @@ impl Index {
 
     /// Server facts of a watched object.
     pub fn live(&self, key: &ObjectKey) -> Option<&Live> {
-        self.live.get(key)
+        self.live.get(key).map(|l| &**l)
     }
 
     /// Takes in a baseline object seen on the cluster (`resource_version` `None`: deleted).
@@ -207,10 +237,12 @@ impl Index {
             return false;
         };
         let key = (namespace.to_owned(), *kind);
-        match resource_version {
+        let changed = match resource_version {
             Some(rv) => self.baselines.insert(key, rv.to_owned()).as_deref() != Some(rv),
             None => self.baselines.remove(&key).is_some(),
-        }
+        };
+        self.changes.baselines |= changed;
+        changed
     }
 
     /// Forgets every baseline object of `kind` not in `seen` (after a relist).
@@ -218,7 +250,9 @@ impl Index {
         let before = self.baselines.len();
         self.baselines
             .retain(|(ns, k), _| *k != kind || seen.contains(ns));
-        before != self.baselines.len()
+        let changed = before != self.baselines.len();
+        self.changes.baselines |= changed;
+        changed
     }
 
     /// The baseline objects `namespace` has on the cluster: kind → resource version.

@@ -37,6 +37,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     reconcile_seconds: Histogram,
     plans: Counter,
+    incremental_plans: Counter,
     plan_errors: Counter,
     plan_seconds: Histogram,
     workloads: Family<StateLabels, Gauge>,
@@ -71,6 +72,12 @@ impl Metrics {
         );
         let plans = Counter::default();
         registry.register("plans", "Snapshots built and decided", plans.clone());
+        let incremental_plans = Counter::default();
+        registry.register(
+            "incremental_plans",
+            "Plans that decided again only what a change reached",
+            incremental_plans.clone(),
+        );
         let plan_errors = Counter::default();
         registry.register(
             "plan_errors",
@@ -124,6 +131,7 @@ impl Metrics {
             reconciles,
             reconcile_seconds,
             plans,
+            incremental_plans,
             plan_errors,
             plan_seconds,
             workloads,
@@ -153,8 +161,17 @@ impl Metrics {
     }
 
     /// A plan was published.
-    pub fn planned(&self, took: Duration, workloads: (usize, usize), edges: (usize, usize)) {
+    pub fn planned(
+        &self,
+        took: Duration,
+        workloads: (usize, usize),
+        edges: (usize, usize),
+        incremental: bool,
+    ) {
         self.plans.inc();
+        if incremental {
+            self.incremental_plans.inc();
+        }
         self.plan_seconds.observe(took.as_secs_f64());
         let set = |family: &Family<StateLabels, Gauge>, (allowed, denied): (usize, usize)| {
             for (state, n) in [("allowed", allowed), ("denied", denied)] {

@@ -29,6 +29,7 @@ pub mod index;
 pub mod lease;
 pub mod metrics;
 pub mod plan;
+pub mod planner;
 pub mod resources;
 pub mod scans;
 pub mod status;
@@ -158,24 +159,36 @@ async fn planner(
         return;
     }
     tracing::info!("every watch listed; deciding");
+    let planner = Arc::new(Mutex::new(planner::Planner::new()));
+    let mut last_started: Option<Instant> = None;
     loop {
-        // A burst of events (a `kubectl apply -f dir`) becomes one snapshot.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // A burst of events (a `kubectl apply -f dir`) becomes one snapshot: a change after
+        // a quiet spell is planned at once, one close behind the last plan waits a little.
+        if let Some(at) = last_started {
+            tokio::time::sleep_until(at + Duration::from_millis(150)).await;
+        }
         let started = Instant::now();
+        last_started = Some(started);
         let shared_for_plan = shared.clone();
+        let planner = planner.clone();
         let planned = tokio::task::spawn_blocking(move || {
-            // The lock is held only for the copy: the watches (async tasks sharing the
-            // runtime with the webhook) never wait for a plan.
-            let index = shared_for_plan
-                .index
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            plan::plan(index)
+            // The lock is held only for the copy (persistent maps: no object is copied),
+            // so the watches (async tasks sharing the runtime with the webhook) never wait
+            // for a plan.
+            let (index, changes) = {
+                let mut index = shared_for_plan
+                    .index
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let changes = index.take_changes();
+                (index.clone(), changes)
+            };
+            let mut planner = planner.lock().unwrap_or_else(|p| p.into_inner());
+            planner.next(&index, &changes)
         })
         .await;
         match planned {
-            Ok(Ok(plan)) => {
+            Ok(Ok((plan, made))) => {
                 let authorized = plan
                     .workloads
                     .values()
@@ -185,17 +198,25 @@ async fn planner(
                     started.elapsed(),
                     (authorized, plan.workloads.len() - authorized),
                     (plan.allowed_edges, plan.edges - plan.allowed_edges),
+                    matches!(made, planner::Made::Incremental { .. }),
                 );
+                let (incremental, derived, whole_because) = match &made {
+                    planner::Made::Incremental { derived } => (true, *derived, ""),
+                    planner::Made::Whole(why) => (false, plan.workloads.len(), why.as_str()),
+                };
                 tracing::info!(
                     snapshot = plan.current.snapshot.digest(),
                     workloads = plan.workloads.len(),
                     edges = plan.edges,
                     allowed_edges = plan.allowed_edges,
+                    incremental,
+                    derived,
+                    whole_because,
                     took_ms = started.elapsed().as_millis() as u64,
                     "decided"
                 );
                 webhook.publish(plan.current.clone());
-                plans.send_replace(Some(Arc::new(plan)));
+                plans.send_replace(Some(plan));
             }
             // Fail closed: the last good plan stays; nothing new is applied on a world
             // that cannot be decided.

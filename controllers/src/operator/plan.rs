@@ -96,7 +96,8 @@ pub struct NamespaceDesired {
 pub struct Plan {
     /// The world and snapshot the decisions were taken on (also what the webhook decides on).
     pub current: Arc<Current>,
-    pub workloads: BTreeMap<Owner, Desired>,
+    /// Persistent: the next plan shares every workload a change did not reach.
+    pub workloads: imbl::OrdMap<Owner, Arc<Desired>>,
     /// Every namespace of the cluster: its baseline and Pod Security label.
     pub namespaces: BTreeMap<String, NamespaceDesired>,
     /// Declared mesh edges: allowed, denied and one-sided.
@@ -113,6 +114,12 @@ pub struct Plan {
 /// Builds a snapshot of `index` and decides every workload on it. Takes a copy of the
 /// index, taken under the watches' lock and planned on outside it.
 pub fn plan(index: Index) -> Result<Plan, String> {
+    plan_whole(&index).map(|(plan, _, _)| plan)
+}
+
+/// [`plan`], with the mesh plan and compile context it decided with (what the
+/// [`super::planner`] keeps to re-decide a change).
+pub(crate) fn plan_whole(index: &Index) -> Result<(Plan, MeshPlan, CompileContext), String> {
     let world = index.world();
     let live = LiveFacts {
         baseline_missing: index.baseline_missing(),
@@ -123,21 +130,54 @@ pub fn plan(index: Index) -> Result<Plan, String> {
     let ctx = CompileContext::of(world);
     let workloads: Vec<(&ObjectKey, &Object)> =
         world.objects().filter(|(_, o)| o.is_workload()).collect();
-    let decided: Vec<(Owner, Desired)> = workloads
+    let decided: Vec<(Owner, Arc<Desired>)> = workloads
         .par_iter()
         .filter_map(|(key, object)| {
-            let kind = object.kind()?;
-            let owner = Owner {
-                kind,
-                namespace: key.namespace.clone().unwrap_or_default(),
-                name: key.name.clone(),
-            };
-            let live = index.live(key).cloned().unwrap_or_default();
-            let desired = decide(&snapshot, world, &mesh, &ctx, &owner, object, live);
-            Some((owner, desired))
+            let owner = owner_of(key, object)?;
+            let desired = decide(
+                &snapshot,
+                world,
+                &mesh,
+                &ctx,
+                &owner,
+                object,
+                index.live(key),
+            );
+            Some((owner, Arc::new(desired)))
         })
         .collect();
-    let policies = index
+    let namespaces = namespaces(index, &snapshot, &projection);
+    let plan = Plan {
+        current: Arc::new(Current {
+            world: world.clone(),
+            projection,
+            snapshot,
+        }),
+        workloads: decided.into_iter().collect(),
+        namespaces,
+        edges: mesh.len(),
+        allowed_edges: mesh.allowed().count(),
+        policies: policies_of(index),
+        store: Arc::new(index.store().clone()),
+        profiles: profiles_of(index),
+    };
+    Ok((plan, mesh, ctx))
+}
+
+/// The workload `key` names, as the owner of what it derives.
+pub(crate) fn owner_of(key: &ObjectKey, object: &Object) -> Option<Owner> {
+    Some(Owner {
+        kind: object.kind()?,
+        namespace: key.namespace.clone().unwrap_or_default(),
+        name: key.name.clone(),
+    })
+}
+
+/// Every CedarPolicy object: the generation decided, the outcome, the status last seen.
+pub(crate) fn policies_of(
+    index: &Index,
+) -> BTreeMap<(String, String), (Option<i64>, PolicyOutcome, Value)> {
+    index
         .policy_outcomes()
         .map(|((ns, name), (generation, outcome))| {
             let key = ObjectKey {
@@ -154,8 +194,13 @@ pub fn plan(index: Index) -> Result<Plan, String> {
                 (*generation, outcome.clone(), status),
             )
         })
-        .collect();
-    let profiles = world
+        .collect()
+}
+
+/// Every LatticeComplianceProfile, with its generation and the status last seen.
+pub(crate) fn profiles_of(index: &Index) -> Vec<(LatticeComplianceProfile, Option<i64>, Value)> {
+    index
+        .world()
         .objects()
         .filter_map(|(key, o)| match o {
             Object::ComplianceProfile(p) => {
@@ -164,27 +209,7 @@ pub fn plan(index: Index) -> Result<Plan, String> {
             }
             _ => None,
         })
-        .collect();
-    let namespaces = namespaces(&index, &snapshot, &projection);
-    let edges = mesh.len();
-    let allowed_edges = mesh.allowed().count();
-    drop(ctx);
-    drop(mesh);
-    let (world, store) = index.into_world_and_store();
-    Ok(Plan {
-        current: Arc::new(Current {
-            world,
-            projection,
-            snapshot,
-        }),
-        workloads: decided.into_iter().collect(),
-        namespaces,
-        edges,
-        allowed_edges,
-        policies,
-        store: Arc::new(store),
-        profiles,
-    })
+        .collect()
 }
 
 /// Every live namespace's baseline and label, as `snapshot` decided.
@@ -243,15 +268,17 @@ fn namespaces(
         .collect()
 }
 
-fn decide(
+/// What one workload derives on `snapshot`, with its owner references and digest.
+pub(crate) fn decide(
     snapshot: &Snapshot,
     world: &lattice_engine::World,
     mesh: &MeshPlan,
     ctx: &CompileContext,
     owner: &Owner,
     object: &Object,
-    live: super::index::Live,
+    live: Option<&super::index::Live>,
 ) -> Desired {
+    let live = live.cloned().unwrap_or_default();
     let (verdict, mut objects) = match derive_in(snapshot, world, mesh, ctx, object) {
         Ok(derived) => (Verdict::Authorized, derived.objects),
         Err(CompileError::Denied { gates, .. }) => (Verdict::Denied(gates), Vec::new()),
