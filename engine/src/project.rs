@@ -100,6 +100,14 @@ pub const OVERRIDE_CATALOG: &[(&str, &str)] = &[
     ("sysctl", "net.ipv4.tcp_keepalive_probes"),
 ];
 
+/// The kinds that are workloads: each projects a `Service` (and its `Container`s).
+const WORKLOAD_KINDS: [&str; 4] = [
+    "LatticeService",
+    "LatticeJob",
+    "LatticeModel",
+    "LatticeMeshMember",
+];
+
 /// The cluster a world describes when it has no root `LatticeCluster`.
 pub const LOCAL_CLUSTER: &str = "local";
 
@@ -515,6 +523,26 @@ impl Projection {
                 return Err(format!("the namespace {ns} comes or goes with {key}"));
             }
         }
+        // A workload's Service and Containers are its own, unless another workload kind
+        // has the same namespace and name (then both project one Service).
+        let id = format!(
+            "{}/{}",
+            key.namespace.as_deref().unwrap_or("default"),
+            key.name
+        );
+        let namesake = WORKLOAD_KINDS.iter().any(|kind| {
+            *kind != key.kind
+                && world
+                    .get(&ObjectKey {
+                        kind,
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                    })
+                    .is_some()
+        });
+        if namesake {
+            return Err(format!("another workload is named {id}"));
+        }
         let old: HashMap<EntityUid, &Entity> = self
             .groups
             .get(key)
@@ -523,41 +551,73 @@ impl Projection {
             .map(|e| (e.uid(), e))
             .collect();
         let new: HashMap<EntityUid, &Entity> = g.entities.iter().map(|e| (e.uid(), e)).collect();
-        // The first other group holding each touched uid: its entity is what stays.
-        // Compared as the core crate's uids, by reference: this visits every entity, and
-        // the public uid() is a copy.
-        let touched: HashSet<&cedar_policy_core::ast::EntityUID> = old
-            .values()
-            .chain(new.values())
-            .map(|e| e.as_ref().uid())
+        // (Entity equality is uid equality: contents are compared with deep_eq.)
+        let same = |u: &EntityUid| match (old.get(u), new.get(u)) {
+            (Some(a), Some(b)) => a.deep_eq(b),
+            _ => false,
+        };
+        let changed: HashSet<EntityUid> = old
+            .keys()
+            .chain(new.keys())
+            .filter(|u| !same(u))
+            .cloned()
+            .collect();
+        // Only a changed entity that others may hold too needs a look at every group: an
+        // unchanged one is as it was, whoever else holds it.
+        let shared: HashSet<&cedar_policy_core::ast::EntityUID> = changed
+            .iter()
+            .filter(|u| !matches!(u.type_name().basename(), "Service" | "Container"))
+            .map(|u| u.as_ref())
             .collect();
         let mut others: HashMap<EntityUid, &Entity> = HashMap::new();
-        for (k, group) in &self.groups {
-            if k == key {
-                continue;
-            }
-            for e in group.iter() {
-                if touched.contains(e.as_ref().uid()) {
-                    others.entry(e.uid()).or_insert(e);
+        if !shared.is_empty() {
+            // Compared as the core crate's uids, by reference: the public uid() is a copy.
+            for (k, group) in &self.groups {
+                if k == key {
+                    continue;
+                }
+                for e in group.iter() {
+                    if shared.contains(e.as_ref().uid()) {
+                        others.entry(e.uid()).or_insert(e);
+                    }
                 }
             }
         }
         let mut delta = EntityDelta::default();
-        // (Entity equality is uid equality: contents are compared with deep_eq.)
-        for (u, e) in &new {
-            if others.get(u).is_some_and(|held| !held.deep_eq(e)) {
+        for u in &changed {
+            if let (Some(e), Some(held)) = (new.get(u), others.get(u))
+                && !held.deep_eq(e)
+            {
                 return Err(format!("{u} is projected differently by another object"));
             }
         }
-        // A changed group is taken in whole: it holds its own hierarchy (a Service and
-        // its Containers), and a replaced entity's descendants are replaced with it.
-        let changed = new.len() != old.len()
-            || new
-                .iter()
-                .any(|(u, e)| !old.get(u).is_some_and(|o| o.deep_eq(e)));
-        if changed {
-            delta.upsert.extend(g.entities.iter().cloned());
+        // What changed, with its descendants in the group (a Service's Containers):
+        // replacing an entity strips the ancestors it gave them, so they are replaced too.
+        let mut upsert: HashSet<EntityUid> = changed
+            .iter()
+            .filter(|u| new.contains_key(*u))
+            .cloned()
+            .collect();
+        loop {
+            let before = upsert.len();
+            for e in &g.entities {
+                if e.as_ref()
+                    .parents()
+                    .any(|p| upsert.contains(&EntityUid::from(p.clone())))
+                {
+                    upsert.insert(e.uid());
+                }
+            }
+            if upsert.len() == before {
+                break;
+            }
         }
+        delta.upsert.extend(
+            g.entities
+                .iter()
+                .filter(|e| upsert.contains(&e.uid()))
+                .cloned(),
+        );
         for (u, e) in &old {
             if new.contains_key(u) {
                 continue;

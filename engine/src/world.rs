@@ -50,7 +50,34 @@ pub type ContentDigest = [u8; 32];
 #[derive(Clone, Debug, Default)]
 pub struct World {
     /// Persistent: a copy shares every node that did not change since.
-    objects: imbl::OrdMap<ObjectKey, (Arc<Object>, ContentDigest)>,
+    objects: imbl::OrdMap<ObjectKey, Entry>,
+}
+
+/// One object with its content digest, and the digest of its key and content together
+/// (what the World's digest is made of, computed once per object rather than per digest).
+#[derive(Clone, Debug)]
+struct Entry {
+    object: Arc<Object>,
+    content: ContentDigest,
+    keyed: ContentDigest,
+}
+
+impl Entry {
+    fn new(key: &ObjectKey, object: Object, content: ContentDigest) -> Entry {
+        let mut h = Sha256::new();
+        h.update(key.kind.as_bytes());
+        h.update([0]);
+        h.update(key.namespace.as_deref().unwrap_or_default().as_bytes());
+        h.update([0]);
+        h.update(key.name.as_bytes());
+        h.update([0]);
+        h.update(content);
+        Entry {
+            object: Arc::new(object),
+            content,
+            keyed: h.finalize().into(),
+        }
+    }
 }
 
 /// Why a World could not be loaded: the validation report with every finding.
@@ -109,9 +136,10 @@ impl World {
             .collect();
         let mut world = World::new();
         for (object, digest) in digested {
-            world
-                .objects
-                .insert(ObjectKey::of(&object), (Arc::new(object), digest));
+            world.objects.insert(
+                ObjectKey::of(&object),
+                Entry::new(&ObjectKey::of(&object), object, digest),
+            );
         }
         world
     }
@@ -119,18 +147,18 @@ impl World {
     /// Inserts or replaces an object; returns the one it replaced.
     pub fn upsert(&mut self, object: Object) -> Option<Arc<Object>> {
         let digest = object_digest(&object);
-        self.objects
-            .insert(ObjectKey::of(&object), (Arc::new(object), digest))
-            .map(|(o, _)| o)
+        let key = ObjectKey::of(&object);
+        let entry = Entry::new(&key, object, digest);
+        self.objects.insert(key, entry).map(|e| e.object)
     }
 
     /// Removes an object; returns it.
     pub fn delete(&mut self, key: &ObjectKey) -> Option<Arc<Object>> {
-        self.objects.remove(key).map(|(o, _)| o)
+        self.objects.remove(key).map(|e| e.object)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
-        self.objects.get(key).map(|(o, _)| o.as_ref())
+        self.objects.get(key).map(|e| e.object.as_ref())
     }
 
     /// The workload `namespace/name` (service, job, model or mesh member), found by key.
@@ -154,12 +182,12 @@ impl World {
 
     /// Every object, in key order.
     pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &Object)> {
-        self.objects.iter().map(|(k, (o, _))| (k, o.as_ref()))
+        self.objects.iter().map(|(k, e)| (k, e.object.as_ref()))
     }
 
     /// The digest of one object, if present.
     pub fn object_digest(&self, key: &ObjectKey) -> Option<&ContentDigest> {
-        self.objects.get(key).map(|(_, d)| d)
+        self.objects.get(key).map(|e| &e.content)
     }
 
     pub fn len(&self) -> usize {
@@ -173,14 +201,8 @@ impl World {
     /// A digest of every object's key and content.
     pub fn digest(&self) -> ContentDigest {
         let mut h = Sha256::new();
-        for (k, (_, d)) in &self.objects {
-            h.update(k.kind.as_bytes());
-            h.update([0]);
-            h.update(k.namespace.as_deref().unwrap_or_default().as_bytes());
-            h.update([0]);
-            h.update(k.name.as_bytes());
-            h.update([0]);
-            h.update(d);
+        for e in self.objects.values() {
+            h.update(e.keyed);
         }
         h.finalize().into()
     }

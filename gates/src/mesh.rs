@@ -177,12 +177,13 @@ impl MeshPlan {
     }
 
     /// The declared edges `id` is on, from its own declarations and from others' naming it.
+    /// Others' declarations are already edges of the plan (every declared edge is), so the
+    /// plan's own indexes find them: no pass over every edge or declaration.
     fn edges_of(&self, id: &str) -> BTreeSet<(String, String)> {
         let mut out: BTreeSet<(String, String)> = self
-            .edges
-            .keys()
-            .filter(|(a, b)| a == id || b == id)
-            .cloned()
+            .touching(id)
+            .into_iter()
+            .map(|e| (e.caller.clone(), e.callee.clone()))
             .collect();
         if let Some((outbound, inbound)) = self.declarations.by.get(id) {
             out.extend(
@@ -191,15 +192,6 @@ impl MeshPlan {
                     .map(|callee| (id.to_owned(), callee.clone())),
             );
             out.extend(inbound.iter().map(|caller| (caller.clone(), id.to_owned())));
-        }
-        // Others that name `id` (their declarations are unchanged by this update).
-        for (other, (outbound, inbound)) in &self.declarations.by {
-            if outbound.contains(id) {
-                out.insert((other.clone(), id.to_owned()));
-            }
-            if inbound.contains(id) {
-                out.insert((id.to_owned(), other.clone()));
-            }
         }
         // Keep only edges someone still declares.
         out.retain(|(caller, callee)| {
