@@ -326,6 +326,17 @@ async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
         plans >= 2.0,
         "a plan before and after the forbid: {metrics}"
     );
+    // The forbid is a policy change: decided again only where its scope reaches.
+    let incremental: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lattice_operator_incremental_plans_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        incremental >= 1.0,
+        "the forbid was planned incrementally: {metrics}\n{}",
+        operator.logs()
+    );
     // web is not what was forbidden: it stays.
     assert!(deployment(&client, "web").await.is_some());
     assert_eq!(service(&client, "web").await["status"]["phase"], "Ready");
@@ -1249,7 +1260,9 @@ async fn a_missing_crd_idles_only_what_needs_it() {
     let client = env.client().await;
     install_crds_except(&client, &["latticecomplianceprofiles", "latticepackages"]).await;
     apply_yaml(&client, SHOP).await;
-    let operator = Operator::start(&env, &[]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let operator = Operator::start(&env, &["--metrics-addr", &addr]);
     phase(&client, "api", "Ready").await;
     assert!(deployment(&client, "api").await.is_some());
     let logs = operator.logs();
@@ -1260,6 +1273,12 @@ async fn a_missing_crd_idles_only_what_needs_it() {
             1,
             "said once: {logs}"
         );
+    }
+    // And in a gauge an alert can watch.
+    let metrics = http_get(port, "/metrics").await.unwrap_or_default();
+    for kind in ["LatticeComplianceProfile", "LatticePackage"] {
+        let line = format!("lattice_operator_kind_not_served{{kind=\"{kind}\"}} 1");
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
     }
 }
 

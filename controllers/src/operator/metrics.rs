@@ -44,6 +44,7 @@ pub struct Metrics {
     edges: Family<StateLabels, Gauge>,
     retrying: Gauge,
     watch_errors: Family<KindLabels, Counter>,
+    not_served: Family<KindLabels, Gauge>,
     drift_corrections: Family<KindLabels, Counter>,
     leader: Gauge,
 }
@@ -108,6 +109,12 @@ impl Metrics {
             "Workloads whose last reconcile failed and wait for a retry (the queue's depth)",
             retrying.clone(),
         );
+        let not_served = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "kind_not_served",
+            "1 for a Lattice kind whose CRD the API server does not serve: nothing of it exists, and what needs it is idle",
+            not_served.clone(),
+        );
         let watch_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "watch_errors",
@@ -138,6 +145,7 @@ impl Metrics {
             edges,
             retrying,
             watch_errors,
+            not_served,
             drift_corrections,
             leader,
         }
@@ -189,6 +197,15 @@ impl Metrics {
     /// A world could not be decided.
     pub fn plan_failed(&self) {
         self.plan_errors.inc();
+    }
+
+    /// Whether the API server serves `kind` (its CRD is installed).
+    pub fn served(&self, kind: &str, served: bool) {
+        self.not_served
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .set(i64::from(!served));
     }
 
     /// A watch of `kind` failed and restarts.

@@ -149,6 +149,7 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
             Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
                 if !absent {
                     absent = true;
+                    shared.metrics.served(kind, false);
                     tracing::warn!(
                         kind,
                         "the {kind} CRD is not installed: no {kind} can exist, and what needs one is idle until it is"
@@ -186,6 +187,7 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
             Event::InitDone => {
                 // A list succeeded: the kind is served (again).
                 if std::mem::take(&mut absent) {
+                    shared.metrics.served(kind, true);
                     tracing::info!(kind, "the {kind} CRD is installed now: watching it");
                 }
                 if std::mem::take(&mut failing) {
