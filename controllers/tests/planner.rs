@@ -458,3 +458,80 @@ fn a_volume_owner_that_stops_sharing_withdraws_its_consumers_access() {
     );
     assert_eq!(decided(&incremental), decided(&plan(copy).unwrap()));
 }
+
+/// The example world, as an API server would return it (CedarPolicies stamped).
+fn example_world() -> Index {
+    let dir = lattice_testkit::workspace_root().join("examples/world");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let packs =
+        PolicyStore::load_packs(&lattice_testkit::workspace_root().join("policies")).unwrap();
+    let mut index = Index::new(packs, admission());
+    for (i, file) in files.iter().enumerate() {
+        let text = std::fs::read_to_string(file).unwrap();
+        let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
+        assert!(errors.is_empty(), "{}", file.display());
+        for (j, doc) in docs.into_iter().enumerate() {
+            let mut v = doc.value;
+            if !v.is_object() {
+                continue;
+            }
+            v["metadata"]["uid"] = json!(format!("uid-{i}-{j}"));
+            if v["kind"] == "CedarPolicy" {
+                v = stamped(v);
+            }
+            let kind = v["kind"].as_str().unwrap().to_owned();
+            index.apply(&kind, &v).unwrap();
+        }
+    }
+    index
+}
+
+#[test]
+fn the_example_world_plans_a_service_change_incrementally_and_a_literal_read_whole() {
+    let mut index = example_world();
+    let mut planner = Planner::new();
+    let first = index.take_changes();
+    planner.next(&index.clone(), &first).unwrap();
+    // Its policies compare service literals (`principal == Service::"platform/legacy-postgres"`)
+    // but read no workload's data: one service's change stays local.
+    let mut api: Value = index
+        .world()
+        .objects()
+        .find_map(|(k, o)| match o {
+            lattice_schemas::manifest::Object::Service(s) if k.name == "api" => {
+                Some(serde_json::to_value(s).unwrap())
+            }
+            _ => None,
+        })
+        .unwrap();
+    api["metadata"]["uid"] = json!("uid-api");
+    api["spec"]["replicas"] = json!(5);
+    index.apply("LatticeService", &api).unwrap();
+    let changes = index.take_changes();
+    let copy = index.clone();
+    let (incremental, made) = planner.next(&copy, &changes).unwrap();
+    assert!(matches!(made, Made::Incremental { .. }), "{made:?}");
+    assert_eq!(decided(&incremental), decided(&plan(copy).unwrap()));
+    // A policy that reads a service's replicas by name can change any workload's answer.
+    let reads = stamped(json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+        "metadata": {"name": "reads-api", "namespace": "platform", "uid": "uid-reads"},
+        "spec": {"policies": "@id(\"api-scaled\")\nforbid (principal, action == Lattice::Action::\"UseGpu\", resource) when { Lattice::Service::\"shop/api\".replicas > 10 };"}
+    }));
+    index.apply("CedarPolicy", &reads).unwrap();
+    let changes = index.take_changes();
+    planner.next(&index.clone(), &changes).unwrap();
+    api["spec"]["replicas"] = json!(6);
+    index.apply("LatticeService", &api).unwrap();
+    let changes = index.take_changes();
+    let (_, made) = planner.next(&index.clone(), &changes).unwrap();
+    assert!(
+        matches!(&made, Made::Whole(why) if why.contains("names a workload's entity and reads its data")),
+        "{made:?}"
+    );
+}

@@ -13,9 +13,9 @@
 //!   match a question cannot change its answer.
 //! - **Anything else** decides the whole world again: a namespace, a cluster, a provider, a
 //!   trust policy, a compliance profile, a baseline object on the cluster, an approval that
-//!   changes, a workload that declares a wildcard, a policy whose condition names an entity
-//!   that workloads project (it can read any workload), a burst of many changes, the first
-//!   plan, and the plan after one that failed.
+//!   changes, a workload that declares a wildcard, a policy that reads the data of a
+//!   workload's entity named by a literal (`Service::"shop/api".replicas`: it can read any
+//!   workload), a burst of many changes, the first plan, and the plan after one that failed.
 //!
 //! Either way the plan is the one a whole plan of the same index decides: a differential
 //! test holds the two together over random sequences of changes.
@@ -74,7 +74,7 @@ struct Kept {
     plan: Arc<Plan>,
     mesh: MeshPlan,
     ctx: CompileContext,
-    /// Some active policy's condition names an entity that workloads project.
+    /// Some active policy reads the data of an entity that workloads project, by name.
     reads_any_workload: bool,
 }
 
@@ -147,7 +147,7 @@ fn workloads_changed(
     keys: &BTreeSet<ObjectKey>,
 ) -> Result<(Kept, Made), String> {
     if kept.reads_any_workload {
-        return Err("a policy's condition names a workload's entity".into());
+        return Err("a policy names a workload's entity and reads its data".into());
     }
     let last = kept.plan.clone();
     let world = index.world();
@@ -399,29 +399,92 @@ fn volume_consumers(world: &World, owner: &Object) -> Vec<String> {
         .collect()
 }
 
-/// Whether some active policy's condition (beyond its scope) names an entity that
-/// workloads project: its answer for one workload can then read another's facts.
+/// Whether some active policy reads the data of an entity that workloads project, named
+/// by a literal: its answer for one workload can then change with another's facts. A
+/// literal that is only compared (`principal == Service::"a"`, `resource in …`,
+/// `.contains(…)`) reads no data; one whose attributes, tags or ancestors are read (the
+/// left of `.`, `has`, `getTag`, `hasTag` or `in`) does. Read from the policy's JSON form
+/// (Cedar's EST); a policy that cannot be written as JSON counts as reading.
 fn reads_any_workload(snapshot: &Snapshot) -> bool {
-    use cedar_policy::{PrincipalConstraint as P, ResourceConstraint as R};
-    snapshot.active_policies().any(|policy| {
-        let mut literals = policy.entity_literals();
-        let scope = [
-            match policy.principal_constraint() {
-                P::Eq(u) | P::In(u) | P::IsIn(_, u) => Some(u),
-                P::Any | P::Is(_) => None,
-            },
-            match policy.resource_constraint() {
-                R::Eq(u) | R::In(u) | R::IsIn(_, u) => Some(u),
-                R::Any | R::Is(_) => None,
-            },
-        ];
-        for u in scope.into_iter().flatten() {
-            if let Some(at) = literals.iter().position(|l| *l == u) {
-                literals.remove(at);
+    snapshot
+        .active_policies()
+        .any(|policy| match policy.to_json() {
+            Ok(est) => reads_workload_data(&est, false),
+            Err(_) => true,
+        })
+}
+
+/// Whether `est` (a policy or expression in Cedar's JSON form) reads a workload entity's
+/// data through a literal; `reading` says the expression's value has its data read.
+fn reads_workload_data(est: &serde_json::Value, reading: bool) -> bool {
+    use serde_json::Value;
+    match est {
+        Value::Object(map) => {
+            if reading
+                && let Some(entity) = map
+                    .get("Value")
+                    .and_then(|v| v.get("__entity"))
+                    .and_then(|e| e.get("type"))
+                    .and_then(Value::as_str)
+            {
+                let basename = entity.rsplit("::").next().unwrap_or(entity);
+                return PROJECTED_BY_WORKLOADS.contains(&basename);
             }
+            map.iter().any(|(op, inner)| {
+                let reads_left = matches!(op.as_str(), "." | "has" | "getTag" | "hasTag" | "in");
+                match inner {
+                    Value::Object(args) if reads_left => args
+                        .iter()
+                        .any(|(k, v)| reads_workload_data(v, reading || k == "left")),
+                    other => reads_workload_data(other, reading),
+                }
+            })
         }
-        literals
-            .iter()
-            .any(|u| PROJECTED_BY_WORKLOADS.contains(&u.type_name().basename()))
-    })
+        Value::Array(items) => items.iter().any(|v| reads_workload_data(v, reading)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reads_workload_data;
+
+    fn reads(text: &str) -> bool {
+        let policy: cedar_policy::Policy = text.parse().unwrap();
+        reads_workload_data(&policy.to_json().unwrap(), false)
+    }
+
+    #[test]
+    fn a_literal_reads_data_only_where_its_attributes_tags_or_ancestors_are_read() {
+        // Compared, contained, or on the right of `in`: no data read.
+        assert!(!reads(
+            r#"permit (principal == Lattice::Service::"a/b", action, resource);"#
+        ));
+        assert!(!reads(
+            r#"permit (principal, action, resource) when { principal == Lattice::Service::"p/x" || resource in Lattice::Service::"p/y" };"#
+        ));
+        assert!(!reads(
+            r#"permit (principal, action, resource) when { principal.dependencies.contains(Lattice::Service::"p/x") };"#
+        ));
+        // A namespace's data is not a workload's.
+        assert!(!reads(
+            r#"permit (principal, action, resource) when { Lattice::Namespace::"p".podSecurity == "restricted" };"#
+        ));
+        // Read: an attribute, `has`, a tag, ancestors.
+        assert!(reads(
+            r#"permit (principal, action, resource) when { Lattice::Service::"p/x".replicas > 1 };"#
+        ));
+        assert!(reads(
+            r#"permit (principal, action, resource) when { Lattice::Service::"p/x" has ports };"#
+        ));
+        assert!(reads(
+            r#"permit (principal, action, resource) when { Lattice::Service::"p/x".hasTag("team") };"#
+        ));
+        assert!(reads(
+            r#"permit (principal, action, resource) when { Lattice::Container::"p/x/c" in principal };"#
+        ));
+        assert!(reads(
+            r#"permit (principal, action, resource) when { (if context.tls then Lattice::Service::"p/x" else principal).replicas > 1 };"#
+        ));
+    }
 }
