@@ -44,6 +44,11 @@ pub struct Check {
     /// Control ids of this framework the check evidences.
     pub controls: Vec<String>,
     pub applies_to: BTreeSet<SubjectKind>,
+    /// Deviations the check lets an approved exception excuse: the override categories its
+    /// condition tests in `context.unapprovedOverrides`, and `wildcard` when it reads
+    /// `context.unapprovedWildcards`. A subject that passes while holding one of them
+    /// passes with an approved exception.
+    pub tolerates: BTreeSet<String>,
 }
 
 impl Check {
@@ -204,7 +209,49 @@ fn check(
         remediation: annotation("remediation"),
         controls,
         applies_to: applies_to(policy),
+        tolerates: policy
+            .to_json()
+            .map(|est| {
+                let mut out = BTreeSet::new();
+                tolerated(&est, &mut out);
+                out
+            })
+            .unwrap_or_default(),
     })
+}
+
+/// The deviations a check's condition lets an approval excuse (see [`Check::tolerates`]),
+/// read from its JSON form: `context.unapprovedOverrides.contains("<category>")` and any
+/// reading of `context.unapprovedWildcards`.
+fn tolerated(est: &serde_json::Value, out: &mut BTreeSet<String>) {
+    use serde_json::Value;
+    let context_attr = |v: &Value| -> Option<String> {
+        let dot = v.get(".")?;
+        (dot.get("left")?.get("Var")?.as_str()? == "context")
+            .then(|| dot.get("attr")?.as_str().map(str::to_owned))?
+    };
+    match est {
+        Value::Object(map) => {
+            if let Some(call) = map.get("contains")
+                && let Some(left) = call.get("left")
+                && context_attr(left).as_deref() == Some("unapprovedOverrides")
+                && let Some(category) = call
+                    .get("right")
+                    .and_then(|r| r.get("Value"))
+                    .and_then(Value::as_str)
+            {
+                out.insert(category.to_owned());
+            }
+            if context_attr(est).as_deref() == Some("unapprovedWildcards") {
+                out.insert("wildcard".into());
+            }
+            for v in map.values() {
+                tolerated(v, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| tolerated(v, out)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

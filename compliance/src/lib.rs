@@ -4,12 +4,14 @@
 //! ```text
 //! PolicyStore ──catalog──► frameworks, controls, checks (forbids on Comply)
 //! World + Snapshot ──scan──► ScanReport: per check and per control, with evidence
+//! World + Snapshot ──exceptions──► the register of permitted deviations
 //! ScanReport ──report──► OSCAL · Markdown · HTML · CSV · JUnit · SARIF
 //! ScanReport ──evidence──► hash-chained log for an audit period
 //! ```
 
 pub mod catalog;
 pub mod evidence;
+pub mod exceptions;
 pub mod report;
 pub mod scan;
 

@@ -32,6 +32,9 @@ pub struct ScanOptions {
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Pass,
+    /// Passes only because a subject holds an approved exception (see
+    /// [`crate::exceptions`]); the register lists it.
+    PassWithException,
     Fail,
     /// No subject the check applies to is in scope.
     NotApplicable,
@@ -43,6 +46,7 @@ impl Status {
     pub fn label(self) -> &'static str {
         match self {
             Status::Pass => "pass",
+            Status::PassWithException => "pass (approved exception)",
             Status::Fail => "fail",
             Status::NotApplicable => "not applicable",
             Status::NotAssessed => "not assessed by Lattice",
@@ -68,7 +72,7 @@ pub struct SubjectRef {
 }
 
 impl SubjectRef {
-    fn of(s: &Subject) -> SubjectRef {
+    pub(crate) fn of(s: &Subject) -> SubjectRef {
         SubjectRef {
             kind: s.kind,
             id: s.id.clone(),
@@ -106,7 +110,13 @@ pub struct CheckResult {
     pub status: Status,
     /// Subjects the check applies to.
     pub applicable: usize,
+    /// Subjects that passed, those by an approved exception included.
     pub passed: usize,
+    /// Subjects that passed only by an approved exception.
+    pub excepted: usize,
+    /// The exceptions (policy ids) that excused them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<String>,
     pub failures: Vec<Failure>,
 }
 
@@ -127,6 +137,7 @@ pub struct ControlResult {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub pass: usize,
+    pub pass_with_exception: usize,
     pub fail: usize,
     pub not_applicable: usize,
     pub not_assessed: usize,
@@ -136,6 +147,7 @@ impl Tally {
     fn add(&mut self, s: Status) {
         match s {
             Status::Pass => self.pass += 1,
+            Status::PassWithException => self.pass_with_exception += 1,
             Status::Fail => self.fail += 1,
             Status::NotApplicable => self.not_applicable += 1,
             Status::NotAssessed => self.not_assessed += 1,
@@ -183,6 +195,8 @@ pub struct ScanReport {
     /// SHA-256 of the sorted list of subject uids in scope, one per line.
     pub subject_inventory_sha256: String,
     pub frameworks: Vec<FrameworkResult>,
+    /// Every permit in force that grants a deviation, with its approval and subjects.
+    pub exceptions: Vec<crate::exceptions::Exception>,
 }
 
 impl ScanReport {
@@ -233,6 +247,8 @@ pub fn scan(
             out
         })
         .collect();
+    let register = crate::exceptions::register(snapshot, world, store, &subjects, started);
+    let held = crate::exceptions::held(&register);
     let mut by_kind: BTreeMap<SubjectKind, usize> = BTreeMap::new();
     for s in &subjects {
         *by_kind.entry(s.kind).or_default() += 1;
@@ -247,7 +263,7 @@ pub fn scan(
     let results = catalog
         .iter()
         .enumerate()
-        .map(|(i, fw)| framework_result(fw, &subjects, &outcomes, i))
+        .map(|(i, fw)| framework_result(fw, &subjects, &outcomes, i, &held))
         .collect();
     let finished = if options.now.is_some() {
         started
@@ -277,6 +293,7 @@ pub fn scan(
         subjects: by_kind,
         subject_inventory_sha256: hex(&h.finalize()),
         frameworks: results,
+        exceptions: register,
     })
 }
 
@@ -326,6 +343,7 @@ fn framework_result(
     subjects: &[Subject],
     outcomes: &[Vec<Outcome>],
     index: usize,
+    held: &BTreeMap<String, Vec<(String, &crate::exceptions::Exception)>>,
 ) -> FrameworkResult {
     let mut checks: Vec<CheckResult> = fw
         .checks
@@ -341,6 +359,8 @@ fn framework_result(
             status: Status::NotApplicable,
             applicable: 0,
             passed: 0,
+            excepted: 0,
+            exceptions: Vec::new(),
             failures: Vec::new(),
         })
         .collect();
@@ -359,8 +379,42 @@ fn framework_result(
                     None => None,
                 },
             };
+            // A pass the subject owes to an exception the check tolerates: excused while
+            // the exception holds, a failure once it has expired.
+            let excused: Vec<&crate::exceptions::Exception> =
+                if error.is_none() && !check.tolerates.is_empty() {
+                    held.get(&subject.uid().to_string())
+                        .into_iter()
+                        .flatten()
+                        .filter(|(category, _)| check.tolerates.contains(category))
+                        .map(|(_, e)| *e)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+            let expired = excused
+                .iter()
+                .find(|e| e.state == crate::exceptions::ExceptionState::Expired);
+            let error = match expired {
+                Some(e) => Some(Some(format!(
+                    "the exception `{}` that excused it has {}",
+                    e.policy,
+                    e.reason.as_deref().unwrap_or("expired")
+                ))),
+                None => error,
+            };
             match error {
-                None => result.passed += 1,
+                None => {
+                    result.passed += 1;
+                    if !excused.is_empty() {
+                        result.excepted += 1;
+                        for e in excused {
+                            if !result.exceptions.contains(&e.policy) {
+                                result.exceptions.push(e.policy.clone());
+                            }
+                        }
+                    }
+                }
                 Some(error) => result.failures.push(Failure {
                     subject: SubjectRef::of(subject),
                     error,
@@ -370,8 +424,11 @@ fn framework_result(
     }
     let mut check_tally = Tally::default();
     for c in &mut checks {
+        c.exceptions.sort();
         c.status = if !c.failures.is_empty() {
             Status::Fail
+        } else if c.excepted > 0 {
+            Status::PassWithException
         } else if c.applicable > 0 {
             Status::Pass
         } else {
@@ -391,6 +448,8 @@ fn framework_result(
             Status::NotAssessed
         } else if cited.iter().any(|c| c.status == Status::Fail) {
             Status::Fail
+        } else if cited.iter().any(|c| c.status == Status::PassWithException) {
+            Status::PassWithException
         } else if cited.iter().any(|c| c.status == Status::Pass) {
             Status::Pass
         } else {

@@ -300,3 +300,167 @@ fn human_and_tool_renderings_say_the_same_as_the_report() {
         failed_checks
     );
 }
+
+/// Approved exceptions pass as such, an unrecorded one passes but reads as incomplete in the
+/// register, and an expired one fails the checks it excused.
+#[test]
+fn exceptions_pass_as_exceptions_until_they_expire() {
+    use lattice_compliance::exceptions::{ExceptionKind, ExceptionState};
+    let report = scan_world(
+        &[
+            case("compliant/world.yaml"),
+            case("exceptions/approved.yaml"),
+        ],
+        AT,
+    );
+    assert_eq!(failures(&report), BTreeMap::new(), "nothing fails");
+    let entry = |id: &str| {
+        report
+            .exceptions
+            .iter()
+            .find(|e| e.policy == id)
+            .unwrap_or_else(|| panic!("{id} is in the register: {:#?}", report.exceptions))
+    };
+    let approved = entry("relay/relay-overrides/approved");
+    assert_eq!(approved.kind, ExceptionKind::SecurityOverride);
+    assert_eq!(approved.state, ExceptionState::Approved);
+    assert_eq!(approved.grants, ["capability:NET_BIND_SERVICE"]);
+    assert_eq!(
+        approved.approver.as_deref(),
+        Some("security-team@example.com")
+    );
+    assert_eq!(approved.expires.as_deref(), Some("2027-06-30"));
+    let covered: Vec<String> = approved.subjects.iter().map(|s| s.uid()).collect();
+    assert_eq!(
+        covered,
+        [
+            r#"Lattice::Service::"relay/approved""#,
+            r#"Lattice::Container::"relay/approved/relay""#
+        ]
+    );
+    assert_eq!(
+        entry("relay/relay-overrides/unrecorded").state,
+        ExceptionState::Incomplete
+    );
+    // The compliant world's audit trial is an exception too.
+    assert_eq!(
+        entry("shop/tag-trial/no-latest").kind,
+        ExceptionKind::AuditMode
+    );
+    // Every check that tolerates an approved capability passes by the two exceptions.
+    let mut tolerant = 0;
+    for fw in &report.frameworks {
+        for c in &fw.checks {
+            let catalog = lattice_compliance::frameworks(
+                &lattice_engine::PolicyStore::load_packs(&support::root().join("policies"))
+                    .unwrap(),
+                std::slice::from_ref(&fw.id),
+            )
+            .unwrap();
+            let check = catalog[0].checks.iter().find(|k| k.id() == c.id).unwrap();
+            if check.tolerates.contains("capability") {
+                tolerant += 1;
+                assert_eq!(c.status, Status::PassWithException, "{}", c.id);
+                assert_eq!(c.excepted, 2, "{}: the approved and the unrecorded", c.id);
+                assert_eq!(
+                    c.exceptions,
+                    [
+                        "relay/relay-overrides/approved",
+                        "relay/relay-overrides/unrecorded"
+                    ]
+                );
+                for control in &c.controls {
+                    let status = fw
+                        .controls
+                        .iter()
+                        .find(|k| &k.id == control)
+                        .unwrap()
+                        .status;
+                    assert_eq!(status, Status::PassWithException, "{} {control}", fw.id);
+                }
+            } else {
+                assert_ne!(c.status, Status::PassWithException, "{}", c.id);
+            }
+        }
+    }
+    assert!(
+        tolerant >= 2,
+        "NIST and CIS each test approved capabilities"
+    );
+
+    // With an expired one beside them: exactly its subjects fail those checks, saying why.
+    let report = scan_world(
+        &[
+            case("compliant/world.yaml"),
+            case("exceptions/approved.yaml"),
+            case("exceptions/expired.yaml"),
+        ],
+        AT,
+    );
+    let expired = report
+        .exceptions
+        .iter()
+        .find(|e| e.policy == "relay/relay-expired/expired")
+        .unwrap();
+    assert_eq!(expired.state, ExceptionState::Expired);
+    let mut failed = 0;
+    for fw in &report.frameworks {
+        for c in &fw.checks {
+            for f in &c.failures {
+                failed += 1;
+                assert!(
+                    f.subject.id.starts_with("relay/expired"),
+                    "{}: {:?}",
+                    c.id,
+                    f.subject
+                );
+                let error = f.error.as_deref().unwrap_or_default();
+                assert!(
+                    error.contains("relay/relay-expired/expired") && error.contains("expired"),
+                    "{error}"
+                );
+            }
+        }
+    }
+    assert!(
+        failed >= 2,
+        "the expired exception fails NIST's and CIS's checks"
+    );
+}
+
+/// The example world's one capability, NET_BIND_SERVICE for payments' syslog relay, is an
+/// approved exception with its policy, its approver and the container it covers.
+#[test]
+fn the_example_worlds_capability_is_an_approved_exception() {
+    use lattice_compliance::exceptions::ExceptionState;
+    let report = scan_world(&[support::root().join("examples/world")], AT);
+    let e = report
+        .exceptions
+        .iter()
+        .find(|e| e.policy == "payments/payments-security-overrides/net-bind-service")
+        .expect("in the register");
+    assert_eq!(e.state, ExceptionState::Approved, "{e:?}");
+    assert!(
+        e.approver
+            .as_deref()
+            .is_some_and(|a| a.contains("security-team"))
+    );
+    assert!(
+        e.subjects
+            .iter()
+            .any(|s| s.uid() == r#"Lattice::Container::"payments/gateway/syslog-relay""#),
+        "{e:?}"
+    );
+    let cis = report
+        .frameworks
+        .iter()
+        .find(|f| f.id == "cis-kubernetes")
+        .unwrap();
+    let caps = cis
+        .checks
+        .iter()
+        .find(|c| c.id == "cis-kubernetes/capabilities-approved")
+        .unwrap();
+    assert_eq!(caps.status, Status::PassWithException);
+    assert!(caps.exceptions.contains(&e.policy));
+}

@@ -257,7 +257,7 @@ fn run_scan(args: ScanArgs) -> u8 {
     let evaluated: usize = report
         .frameworks
         .iter()
-        .map(|f| f.check_tally.pass + f.check_tally.fail)
+        .map(|f| f.check_tally.pass + f.check_tally.pass_with_exception + f.check_tally.fail)
         .sum();
     if evaluated == 0 {
         eprintln!(
@@ -316,8 +316,12 @@ fn run_scan(args: ScanArgs) -> u8 {
         .iter()
         .map(|f| {
             format!(
-                "{}: {} pass, {} fail, {} n/a",
-                f.id, f.check_tally.pass, f.check_tally.fail, f.check_tally.not_applicable
+                "{}: {} pass, {} pass by an approved exception, {} fail, {} n/a",
+                f.id,
+                f.check_tally.pass,
+                f.check_tally.pass_with_exception,
+                f.check_tally.fail,
+                f.check_tally.not_applicable
             )
         })
         .collect();

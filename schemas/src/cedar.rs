@@ -350,6 +350,11 @@ fn check_within_bounds(text: &str) -> PolicyCheck {
             }
         }
         check.ids.push((id, span.clone()));
+        if let Some(policy) = set.policy(&pid) {
+            check
+                .problems
+                .extend(exception_problems(policy, text, span));
+        }
     }
     let offsets = apart.then_some(spans.as_slice());
     check
@@ -357,6 +362,92 @@ fn check_within_bounds(text: &str) -> PolicyCheck {
         .extend(validate(&set, text, offsets, &check.ids));
     check.policies = Some(set);
     check
+}
+
+/// Actions whose permits grant a deviation from the posture: an exception, which the
+/// compliance register lists with its `@approver` and `@expires`.
+pub const DEVIATION_ACTIONS: [&str; 3] = ["OverrideSecurity", "AllowWildcard", "OptOutDefaultDeny"];
+
+/// When an `@expires` value ends an exception: `None` for `never`; an error when it cannot
+/// be read. A date holds through that day (UTC).
+pub fn expiry(text: &str) -> Result<Option<jiff::Timestamp>, String> {
+    let text = text.trim();
+    if text == "never" {
+        return Ok(None);
+    }
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(Some(t));
+    }
+    match text.parse::<jiff::civil::Date>() {
+        Ok(d) => d
+            .tomorrow()
+            .and_then(|next| next.to_zoned(jiff::tz::TimeZone::UTC))
+            .map(|z| Some(z.timestamp()))
+            .map_err(|e| format!("`{text}` is past the last date: {e}")),
+        Err(_) => Err(format!(
+            "`{text}` is not a date (2027-03-31), an RFC 3339 time or `never`"
+        )),
+    }
+}
+
+/// A permit that grants a deviation without the approval an auditor asks for (a warning),
+/// or with an `@expires` that cannot be read (an error).
+fn exception_problems(
+    policy: &cedar_policy::Policy,
+    text: &str,
+    span: &Range<usize>,
+) -> Vec<PolicyProblem> {
+    use cedar_policy::ActionConstraint;
+    if policy.effect() != cedar_policy::Effect::Permit {
+        return Vec::new();
+    }
+    let names = |uids: Vec<cedar_policy::EntityUid>| {
+        uids.iter()
+            .any(|u| DEVIATION_ACTIONS.contains(&u.id().unescaped()))
+    };
+    let deviation = match policy.action_constraint() {
+        ActionConstraint::Eq(u) => names(vec![u]),
+        ActionConstraint::In(us) => names(us),
+        ActionConstraint::Any => false,
+    };
+    if !deviation {
+        return Vec::new();
+    }
+    let problem = |message: String, help: &str, warning: bool| PolicyProblem {
+        message,
+        span: head(text, span),
+        help: Some(help.to_owned()),
+        warning,
+        first: None,
+    };
+    let mut out = Vec::new();
+    if policy
+        .annotation("approver")
+        .is_none_or(|a| a.trim().is_empty())
+    {
+        out.push(problem(
+            "this permit grants an exception but names no `@approver`".into(),
+            "record who approved it: `@approver(\"security-team@example.com\")`; the compliance register lists it as incomplete until then",
+            true,
+        ));
+    }
+    match policy.annotation("expires") {
+        None => out.push(problem(
+            "this permit grants an exception but has no `@expires`".into(),
+            "give the date it ends, `@expires(\"2027-03-31\")`, or `@expires(\"never\")` for a standing rule",
+            true,
+        )),
+        Some(when) => {
+            if let Err(e) = expiry(when) {
+                out.push(problem(
+                    format!("@expires {e}"),
+                    "write a date, `2027-03-31`, an RFC 3339 time, or `never`",
+                    false,
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The statements of `text` parsed one by one, as the set Cedar would parse from the whole
@@ -566,6 +657,42 @@ mod tests {
         let warnings: Vec<_> = warnings.map(|w| w.to_string()).collect();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(schema().actions().count() > 20);
+    }
+
+    #[test]
+    fn a_permit_granting_an_exception_asks_for_its_approver_and_expiry() {
+        let messages = |text: &str| -> Vec<(bool, String)> {
+            check_policies(text)
+                .problems
+                .into_iter()
+                .map(|p| (p.warning, p.message))
+                .collect()
+        };
+        let grant = r#"permit (principal, action == Lattice::Action::"OverrideSecurity", resource == Lattice::SecurityOverride::"capability:NET_ADMIN");"#;
+        let bare = messages(&format!("@id(\"caps\")\n{grant}"));
+        assert_eq!(bare.len(), 2, "{bare:?}");
+        assert!(bare.iter().all(|(warning, _)| *warning));
+        assert!(bare[0].1.contains("@approver") && bare[1].1.contains("@expires"));
+        let recorded = messages(&format!(
+            "@id(\"caps\")\n@approver(\"sec\")\n@expires(\"2027-03-31\")\n{grant}"
+        ));
+        assert!(recorded.is_empty(), "{recorded:?}");
+        let standing = messages(&format!(
+            "@id(\"caps\")\n@approver(\"sec\")\n@expires(\"never\")\n{grant}"
+        ));
+        assert!(standing.is_empty(), "{standing:?}");
+        let unreadable = messages(&format!(
+            "@id(\"caps\")\n@approver(\"sec\")\n@expires(\"soon\")\n{grant}"
+        ));
+        assert_eq!(unreadable.len(), 1);
+        assert!(!unreadable[0].0, "an unreadable expiry is an error");
+        // A permit for anything else, or a forbid, grants no exception.
+        assert!(messages(r#"@id("x") permit (principal, action == Lattice::Action::"DeployImage", resource);"#).is_empty());
+        assert!(messages(r#"@id("x") forbid (principal, action == Lattice::Action::"OverrideSecurity", resource);"#).is_empty());
+        // A date holds through that day.
+        let end = expiry("2027-03-31").unwrap().unwrap();
+        assert_eq!(end.to_string(), "2027-04-01T00:00:00Z");
+        assert_eq!(expiry("never").unwrap(), None);
     }
 
     #[test]

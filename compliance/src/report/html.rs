@@ -9,12 +9,13 @@ use crate::scan::{FrameworkResult, ScanReport, Status};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
-th{background:#f3f3f3}code{font-size:90%}.pass{color:#176f2c}.fail{color:#b3261e;font-weight:600}\
+th{background:#f3f3f3}code{font-size:90%}.pass{color:#176f2c}.pass-with-exception{color:#8a5a00}.fail{color:#b3261e;font-weight:600}\
 .not-applicable,.not-assessed{color:#666}section.check{border-left:4px solid #b3261e;padding-left:1em;margin:1em 0}";
 
 fn status(s: Status) -> String {
     let class = match s {
         Status::Pass => "pass",
+        Status::PassWithException => "pass-with-exception",
         Status::Fail => "fail",
         Status::NotApplicable => "not-applicable",
         Status::NotAssessed => "not-assessed",
@@ -77,25 +78,56 @@ pub fn render(report: &ScanReport) -> String {
     );
     let _ = write!(
         w,
-        "</table>\n<h2>Summary</h2>\n<table><tr><th>framework</th><th>checks pass</th><th>checks fail</th><th>checks n/a</th><th>controls pass</th><th>controls fail</th><th>controls n/a</th><th>not assessed by Lattice</th></tr>"
+        "</table>\n<h2>Summary</h2>\n<table><tr><th>framework</th><th>checks pass</th><th>checks pass by exception</th><th>checks fail</th><th>checks n/a</th><th>controls pass</th><th>controls pass by exception</th><th>controls fail</th><th>controls n/a</th><th>not assessed by Lattice</th></tr>"
     );
     for fw in &report.frameworks {
         let (c, k) = (&fw.check_tally, &fw.control_tally);
         let _ = write!(
             w,
-            "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&fw.id),
             esc(&fw.title),
             c.pass,
+            c.pass_with_exception,
             c.fail,
             c.not_applicable,
             k.pass,
+            k.pass_with_exception,
             k.fail,
             k.not_applicable,
             k.not_assessed
         );
     }
-    w.push_str("</table>\n");
+    w.push_str("</table>\n<h2>Exception register</h2>\n");
+    if report.exceptions.is_empty() {
+        w.push_str("<p>No permit in force grants a deviation.</p>\n");
+    } else {
+        w.push_str("<table><tr><th>policy</th><th>kind</th><th>grants</th><th>approver</th><th>expires</th><th>state</th><th>subjects</th></tr>");
+        for e in &report.exceptions {
+            let state = match &e.reason {
+                Some(why) => format!("{}: {why}", e.state.label()),
+                None => e.state.label().to_owned(),
+            };
+            let _ = write!(
+                w,
+                "<tr><td><code>{}</code> ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&e.policy),
+                esc(&e.source),
+                e.kind.label(),
+                esc(&e.grants.join(", ")),
+                esc(e.approver.as_deref().unwrap_or("—")),
+                esc(e.expires.as_deref().unwrap_or("—")),
+                esc(&state),
+                esc(&e
+                    .subjects
+                    .iter()
+                    .map(|s| s.uid())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            );
+        }
+        w.push_str("</table>\n");
+    }
     for fw in &report.frameworks {
         framework(&mut w, fw);
     }

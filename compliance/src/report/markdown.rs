@@ -21,6 +21,7 @@ pub fn families(fw: &FrameworkResult) -> Vec<(String, String, Tally)> {
         let t = by.entry(c.family.clone()).or_default();
         match c.status {
             Status::Pass => t.pass += 1,
+            Status::PassWithException => t.pass_with_exception += 1,
             Status::Fail => t.fail += 1,
             Status::NotApplicable => t.not_applicable += 1,
             Status::NotAssessed => t.not_assessed += 1,
@@ -96,27 +97,77 @@ pub fn render(report: &ScanReport) -> String {
     let _ = writeln!(w, "## Summary\n");
     let _ = writeln!(
         w,
-        "| framework | checks pass | checks fail | checks n/a | controls pass | controls fail | controls n/a | not assessed by Lattice |\n|---|---|---|---|---|---|---|---|"
+        "| framework | checks pass | checks pass by exception | checks fail | checks n/a | controls pass | controls pass by exception | controls fail | controls n/a | not assessed by Lattice |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for fw in &report.frameworks {
         let (c, k) = (&fw.check_tally, &fw.control_tally);
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&fw.title),
             c.pass,
+            c.pass_with_exception,
             c.fail,
             c.not_applicable,
             k.pass,
+            k.pass_with_exception,
             k.fail,
             k.not_applicable,
             k.not_assessed
         );
     }
+    register(w, report);
     for fw in &report.frameworks {
         framework(w, fw);
     }
     out
+}
+
+/// Subjects listed per exception before the rest are counted.
+const LISTED_COVERED: usize = 5;
+
+/// The exception register: every permit that grants a deviation.
+fn register(w: &mut String, report: &ScanReport) {
+    let _ = writeln!(w, "\n## Exception register\n");
+    if report.exceptions.is_empty() {
+        let _ = writeln!(w, "No permit in force grants a deviation.");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "Every permit in force that grants a deviation from the posture. A check a subject passes only by one of these reads **pass (approved exception)**; once an exception expires, the checks it excused fail.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| policy | kind | grants | approver | expires | state | subjects |\n|---|---|---|---|---|---|---|"
+    );
+    for e in &report.exceptions {
+        let mut covered: Vec<String> = e
+            .subjects
+            .iter()
+            .take(LISTED_COVERED)
+            .map(|s| format!("`{}`", s.uid()))
+            .collect();
+        if e.subjects.len() > LISTED_COVERED {
+            covered.push(format!("and {} more", e.subjects.len() - LISTED_COVERED));
+        }
+        let state = match &e.reason {
+            Some(why) => format!("{}: {why}", e.state.label()),
+            None => e.state.label().to_owned(),
+        };
+        let _ = writeln!(
+            w,
+            "| `{}` ({}) | {} | {} | {} | {} | {} | {} |",
+            cell(&e.policy),
+            cell(&e.source),
+            e.kind.label(),
+            cell(&e.grants.join(", ")),
+            cell(e.approver.as_deref().unwrap_or("—")),
+            cell(e.expires.as_deref().unwrap_or("—")),
+            cell(&state),
+            cell(&covered.join(", "))
+        );
+    }
 }
 
 fn framework(w: &mut String, fw: &FrameworkResult) {
@@ -127,15 +178,16 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     let _ = writeln!(w, "### By control family\n");
     let _ = writeln!(
         w,
-        "| family | pass | fail | not applicable | not assessed by Lattice |\n|---|---|---|---|---|"
+        "| family | pass | pass by exception | fail | not applicable | not assessed by Lattice |\n|---|---|---|---|---|---|"
     );
     for (id, title, t) in families(fw) {
         let _ = writeln!(
             w,
-            "| {} {} | {} | {} | {} | {} |",
+            "| {} {} | {} | {} | {} | {} | {} |",
             cell(&id),
             cell(&title),
             t.pass,
+            t.pass_with_exception,
             t.fail,
             t.not_applicable,
             t.not_assessed

@@ -192,21 +192,33 @@ fn result(ids: &Ids, report: &ScanReport, fw: &FrameworkResult, evidence: &[Valu
     let findings: Vec<Value> = fw
         .controls
         .iter()
-        .filter(|c| matches!(c.status, Status::Pass | Status::Fail))
+        .filter(|c| {
+            matches!(
+                c.status,
+                Status::Pass | Status::PassWithException | Status::Fail
+            )
+        })
         .map(|c| {
             let related: Vec<Value> = c
                 .checks
                 .iter()
                 .map(|check| json!({"observation-uuid": ids.of(&[&fw.id, "observation", check])}))
                 .collect();
-            let satisfied = c.status == Status::Pass;
+            let satisfied = c.status != Status::Fail;
+            let excepted = c.status == Status::PassWithException;
             json!({
                 "uuid": ids.of(&[&fw.id, "finding", &c.id]),
                 "title": format!("{} {}", c.id, c.title),
                 "description": format!(
                     "{} {} by Lattice's checks: {}.",
                     c.id,
-                    if satisfied { "is satisfied" } else { "is not satisfied" },
+                    if excepted {
+                        "is satisfied with an approved exception (see the exception register)"
+                    } else if satisfied {
+                        "is satisfied"
+                    } else {
+                        "is not satisfied"
+                    },
                     c.checks.join(", ")
                 ),
                 "target": {
@@ -214,7 +226,7 @@ fn result(ids: &Ids, report: &ScanReport, fw: &FrameworkResult, evidence: &[Valu
                     "target-id": format!("{}_obj", control_id(&fw.id, &c.id)),
                     "status": {
                         "state": if satisfied { "satisfied" } else { "not-satisfied" },
-                        "reason": if satisfied { "pass" } else { "fail" },
+                        "reason": if excepted { "other" } else if satisfied { "pass" } else { "fail" },
                     },
                 },
                 "related-observations": related,
@@ -225,10 +237,10 @@ fn result(ids: &Ids, report: &ScanReport, fw: &FrameworkResult, evidence: &[Valu
         "uuid": ids.of(&[&fw.id, "result"]),
         "title": format!("{} ({})", fw.title, fw.id),
         "description": format!(
-            "Every Comply question of every subject in scope for {}, decided on snapshot {}. Checks: {} pass, {} fail, {} not applicable. Controls: {} pass, {} fail, {} not applicable, {} not assessed by Lattice.",
+            "Every Comply question of every subject in scope for {}, decided on snapshot {}. Checks: {} pass, {} pass with an approved exception, {} fail, {} not applicable. Controls: {} pass, {} pass with an approved exception, {} fail, {} not applicable, {} not assessed by Lattice.",
             fw.id, report.snapshot_digest,
-            fw.check_tally.pass, fw.check_tally.fail, fw.check_tally.not_applicable,
-            fw.control_tally.pass, fw.control_tally.fail, fw.control_tally.not_applicable, fw.control_tally.not_assessed,
+            fw.check_tally.pass, fw.check_tally.pass_with_exception, fw.check_tally.fail, fw.check_tally.not_applicable,
+            fw.control_tally.pass, fw.control_tally.pass_with_exception, fw.control_tally.fail, fw.control_tally.not_applicable, fw.control_tally.not_assessed,
         ),
         "start": report.started,
         "end": report.finished,
