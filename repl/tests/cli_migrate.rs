@@ -58,11 +58,16 @@ fn the_upstream_corpus_migrates_to_manifests_that_validate_cleanly() {
     let written = std::fs::read_dir(&out).unwrap().count();
     assert_eq!(written, corpus_files, "one output file per input file");
 
-    // Validates with no error and no warning.
+    // Validates with no error. The only warnings are the exception register's: upstream
+    // permits that grant a deviation name no approver or expiry, which migrating cannot
+    // invent.
     let v = run(&["validate", out.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&v.stdout);
     assert_eq!(v.status.code(), Some(0), "{text}");
-    assert!(text.contains("0 errors, 0 warnings"), "{text}");
+    assert!(text.contains(" 0 errors, "), "{text}");
+    let warnings = text.matches('⚠').count();
+    let approvals = text.matches("this permit grants an exception but").count();
+    assert!(warnings > 0 && warnings == approvals, "{text}");
 
     // Every note names a file, a line and a column, and what happened.
     for line in notes.lines().filter(|l| l.starts_with(CORPUS)) {
