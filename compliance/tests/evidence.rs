@@ -1,16 +1,59 @@
-//! The evidence log: runs append to a hash chain, and verification names every edited,
-//! deleted, inserted or reordered record and every changed rendering.
+//! The evidence log, and the tamper suite: runs append to a signed hash chain, and
+//! verification names every edited, deleted, inserted, reordered, rewritten or backdated
+//! record and every changed rendering.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
+use lattice_compliance::ScanReport;
 use lattice_compliance::evidence::{
-    CHAIN_FILE, EvidenceError, TamperKind, VerifyError, append, verify,
+    CHAIN_FILE, EvidenceError, Signer, TamperKind, TrustedKey, Verified, VerifyError,
+    VerifyOptions, append, canonical::canonical,
 };
 use lattice_compliance::report::{Format, render};
 use serde_json::Value;
 use support::{case, scan_world};
+
+fn verify(dir: &Path, head: Option<&str>) -> Result<Verified, VerifyError> {
+    lattice_compliance::evidence::verify(
+        dir,
+        &VerifyOptions {
+            expected_head: head,
+            trusted_keys: &[],
+        },
+    )
+}
+
+fn verify_signed(dir: &Path, keys: &[TrustedKey]) -> Result<Verified, VerifyError> {
+    lattice_compliance::evidence::verify(
+        dir,
+        &VerifyOptions {
+            expected_head: None,
+            trusted_keys: keys,
+        },
+    )
+}
+
+/// A scan of a conformance world now: evidence is dated by the clock.
+fn scan_now(world: &str) -> ScanReport {
+    scan_world(
+        &[case(&format!("{world}/world.yaml"))],
+        &jiff::Timestamp::now().to_string(),
+    )
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Recomputes a line's digest as a rewriter with write access to the file would.
+fn rehash(line: &mut Value) {
+    line["digest"] = Value::from(sha256_hex(canonical(&line["record"]).unwrap().as_bytes()));
+}
 
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("lattice-evidence-{}-{name}", std::process::id()));
@@ -20,12 +63,13 @@ fn temp(name: &str) -> PathBuf {
 
 /// A log of three runs over the two conformance worlds.
 fn log_of_three(name: &str) -> PathBuf {
+    log_of_three_signed(name, None)
+}
+
+fn log_of_three_signed(name: &str, signer: Option<&Signer>) -> PathBuf {
     let dir = temp(name);
     for (i, world) in ["compliant", "violations", "compliant"].iter().enumerate() {
-        let report = scan_world(
-            &[case(&format!("{world}/world.yaml"))],
-            &format!("2026-11-2{}T12:00:00Z", i + 1),
-        );
+        let report = scan_now(world);
         let files = vec![
             (
                 "report.json".to_owned(),
@@ -36,7 +80,7 @@ fn log_of_three(name: &str) -> PathBuf {
                 render(&report, Format::Oscal).into_bytes(),
             ),
         ];
-        let a = append(&dir, &report, &files).expect("append");
+        let a = append(&dir, &report, &files, signer).expect("append");
         assert_eq!(a.seq, i as u64 + 1);
     }
     dir
@@ -105,6 +149,7 @@ fn an_edited_record_is_named() {
     let dir = log_of_three("edited");
     let mut l = lines(&dir);
     // Make run 2 look clean.
+    assert!(l[1].contains("\"fail\":16"), "{}", l[1]);
     l[1] = l[1].replace("\"fail\":16", "\"fail\":0");
     write_lines(&dir, &l);
     let p = problems(&dir, None);
@@ -118,13 +163,7 @@ fn an_edited_record_with_a_recomputed_digest_breaks_the_next_link() {
     let mut l = lines(&dir);
     let mut v: Value = serde_json::from_str(&l[1]).unwrap();
     v["record"]["snapshot"] = Value::from("sha256:forged");
-    let record = serde_json::to_string(&v["record"]).unwrap();
-    v["digest"] = Value::from(
-        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&record))
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    );
+    rehash(&mut v);
     l[1] = serde_json::to_string(&v).unwrap();
     write_lines(&dir, &l);
     let p = problems(&dir, None);
@@ -199,9 +238,9 @@ fn a_line_that_is_not_a_record_is_an_edit_and_appending_to_a_broken_log_is_refus
     write_lines(&dir, &l);
     let p = problems(&dir, None);
     assert!(p.iter().any(|x| x.0 == TamperKind::Edited), "{p:?}");
-    let report = scan_world(&[case("compliant/world.yaml")], "2026-11-24T12:00:00Z");
+    let report = scan_now("compliant");
     let before = std::fs::read(dir.join(CHAIN_FILE)).unwrap();
-    match append(&dir, &report, &[]) {
+    match append(&dir, &report, &[], None) {
         Err(EvidenceError::Broken { problems, .. }) => assert!(!problems.is_empty()),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -277,4 +316,261 @@ fn pipes_links_and_endless_lines_are_refused_without_blocking() {
         verify(&dir, None),
         Err(VerifyError::Unreadable(_))
     ));
+}
+
+#[test]
+fn a_digest_is_the_sha256_of_the_records_rfc_8785_form_which_an_outside_verifier_recomputes() {
+    let dir = log_of_three("canonical");
+    for line in lines(&dir) {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        // Independently of the crate's canonicalizer: keys sorted (records hold ASCII
+        // keys, where UTF-16 order is byte order), no whitespace, integers as written.
+        fn sorted(v: &Value) -> String {
+            match v {
+                Value::Object(m) => {
+                    let m: std::collections::BTreeMap<_, _> = m.iter().collect();
+                    let fields: Vec<String> = m
+                        .into_iter()
+                        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), sorted(v)))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }
+                Value::Array(a) => {
+                    format!("[{}]", a.iter().map(sorted).collect::<Vec<_>>().join(","))
+                }
+                other => other.to_string(),
+            }
+        }
+        let record = &v["record"];
+        assert_eq!(record["v"], 2);
+        assert_eq!(v["digest"], sha256_hex(sorted(record).as_bytes()));
+        // Scope and inventory are in what the digest covers.
+        assert!(
+            record["inventory"].as_str().unwrap().len() == 64,
+            "{record}"
+        );
+        assert!(record.get("scope").is_some(), "{record}");
+        assert!(record["appended"].as_str().is_some(), "{record}");
+    }
+}
+
+#[test]
+fn records_without_a_version_still_verify_and_one_after_versioned_records_is_a_rewrite() {
+    // Records as an earlier build wrote them: the digest of the record as written in the
+    // file, no version, no signature.
+    let dir = temp("legacy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut previous = lattice_compliance::evidence::GENESIS.to_owned();
+    let mut l = Vec::new();
+    for seq in 1..=2u64 {
+        let record = format!(
+            r#"{{"seq":{seq},"previous":"{previous}","started":"2026-11-2{seq}T12:00:00Z","finished":"2026-11-2{seq}T12:00:01Z","summary":{{}},"files":{{}}}}"#
+        );
+        let digest = sha256_hex(record.as_bytes());
+        l.push(format!(r#"{{"digest":"{digest}","record":{record}}}"#));
+        previous = digest;
+    }
+    write_lines(&dir, &l);
+    let v = verify(&dir, None).expect("the old format verifies");
+    assert_eq!(v.records, 2);
+    // A log moves to the new format and is extended.
+    let report = scan_now("compliant");
+    let a = append(&dir, &report, &[], None).unwrap();
+    assert_eq!(a.seq, 3);
+    assert_eq!(
+        verify(&dir, None).unwrap().head.as_deref(),
+        Some(a.digest.as_str())
+    );
+    // An unversioned record forged in after it is named.
+    let mut l = lines(&dir);
+    let record = format!(
+        r#"{{"seq":4,"previous":"{}","started":"2026-12-30T12:00:00Z","finished":"2099-01-01T00:00:00Z","summary":{{}},"files":{{}}}}"#,
+        a.digest
+    );
+    l.push(format!(
+        r#"{{"digest":"{}","record":{record}}}"#,
+        sha256_hex(record.as_bytes())
+    ));
+    write_lines(&dir, &l);
+    let p = problems(&dir, None);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!((p[0].0, p[0].1), (TamperKind::Edited, Some(4)));
+    assert!(
+        p[0].2.contains("unversioned format after versioned"),
+        "{}",
+        p[0].2
+    );
+}
+
+/// The problems verification with trusted keys finds, as (kind, seq).
+fn signed_problems(dir: &Path, keys: &[TrustedKey]) -> Vec<(TamperKind, Option<u64>)> {
+    match verify_signed(dir, keys) {
+        Ok(_) => Vec::new(),
+        Err(VerifyError::Tampered { problems, .. }) => {
+            problems.into_iter().map(|p| (p.kind, p.seq)).collect()
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_whole_chain_rewrite_verifies_as_a_chain_and_fails_on_signatures() {
+    let (_, signer) = Signer::generate().unwrap();
+    let keys = [signer.public()];
+    let dir = log_of_three_signed("rewrite", Some(&signer));
+    let v = verify_signed(&dir, &keys).expect("signed and intact");
+    assert_eq!((v.records, v.signed, v.signatures_checked), (3, 3, true));
+
+    // The rewriter makes run 2 clean and recomputes every digest and link after it.
+    let original = lines(&dir);
+    let mut previous = lattice_compliance::evidence::GENESIS.to_owned();
+    let mut forged = Vec::new();
+    for line in &original {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        if v["record"]["seq"] == 2 {
+            v["record"]["summary"]["soc2"]["checks"]["fail"] = Value::from(0);
+        }
+        v["record"]["previous"] = Value::from(previous.clone());
+        rehash(&mut v);
+        previous = v["digest"].as_str().unwrap().to_owned();
+        forged.push(v);
+    }
+    // Kept signatures no longer match; stripped ones are missing.
+    write_lines(
+        &dir,
+        &forged.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+    );
+    assert!(
+        verify(&dir, None).is_ok(),
+        "a digest chain alone cannot tell"
+    );
+    assert_eq!(
+        signed_problems(&dir, &keys),
+        [(TamperKind::Forged, Some(2)), (TamperKind::Forged, Some(3))]
+    );
+    let stripped: Vec<String> = forged
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.as_object_mut().unwrap().remove("signature");
+            v.to_string()
+        })
+        .collect();
+    write_lines(&dir, &stripped);
+    assert_eq!(
+        signed_problems(&dir, &keys),
+        [
+            (TamperKind::Unsigned, Some(1)),
+            (TamperKind::Unsigned, Some(2)),
+            (TamperKind::Unsigned, Some(3))
+        ]
+    );
+    // Re-signed with the rewriter's own key: not a key the verifier trusts.
+    let (_, mallory) = Signer::generate().unwrap();
+    let resigned: Vec<String> = forged
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            let bytes = canonical(&v["record"]).unwrap();
+            v["signature"] = serde_json::json!({
+                "key": mallory.id(),
+                "ed25519": base64_encode(&mallory.sign(bytes.as_bytes())),
+            });
+            v.to_string()
+        })
+        .collect();
+    write_lines(&dir, &resigned);
+    assert_eq!(signed_problems(&dir, &keys).len(), 3);
+    assert!(
+        signed_problems(&dir, &keys)
+            .iter()
+            .all(|(k, _)| *k == TamperKind::Unsigned)
+    );
+    // The original verifies again, and a key rotation (old and new key trusted) accepts it.
+    write_lines(&dir, &original);
+    assert!(verify_signed(&dir, &[mallory.public(), signer.public()]).is_ok());
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn times_only_move_forward() {
+    let (_, signer) = Signer::generate().unwrap();
+    let keys = [signer.public()];
+    let dir = log_of_three_signed("backdated", Some(&signer));
+    let before = std::fs::read(dir.join(CHAIN_FILE)).unwrap();
+
+    // A run dated in the past (`--at`) is not appended, nor one dated in the future.
+    for at in ["2026-01-01T00:00:00Z", "2099-01-01T00:00:00Z"] {
+        let report = scan_world(&[case("compliant/world.yaml")], at);
+        match append(&dir, &report, &[], Some(&signer)) {
+            Err(EvidenceError::Time(m)) => assert!(m.contains("dated by the clock"), "{m}"),
+            other => panic!("a run at {at} was appended: {other:?}"),
+        }
+    }
+    assert_eq!(std::fs::read(dir.join(CHAIN_FILE)).unwrap(), before);
+
+    // A record backdated by whoever holds the key (so correctly signed): verify names it.
+    let mut l = lines(&dir);
+    let mut v: Value = serde_json::from_str(&l[2]).unwrap();
+    v["record"]["appended"] = Value::from("2026-01-01T00:00:00Z");
+    v["record"]["started"] = Value::from("2026-01-01T00:00:00Z");
+    v["record"]["finished"] = Value::from("2026-01-01T00:00:01Z");
+    rehash(&mut v);
+    let bytes = canonical(&v["record"]).unwrap();
+    v["signature"]["ed25519"] = Value::from(base64_encode(&signer.sign(bytes.as_bytes())));
+    l[2] = v.to_string();
+    write_lines(&dir, &l);
+    let p = signed_problems(&dir, &keys);
+    assert_eq!(p, [(TamperKind::Backdated, Some(3))]);
+
+    // A run dated an hour before it was recorded, even when signed: backdated.
+    let mut v: Value = serde_json::from_str(&l[2]).unwrap();
+    let appended: jiff::Timestamp =
+        serde_json::from_str::<Value>(&l[1]).unwrap()["record"]["appended"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    v["record"]["appended"] =
+        Value::from((appended + jiff::SignedDuration::from_secs(5)).to_string());
+    v["record"]["started"] = Value::from("2026-01-01T00:00:00Z");
+    rehash(&mut v);
+    let bytes = canonical(&v["record"]).unwrap();
+    v["signature"]["ed25519"] = Value::from(base64_encode(&signer.sign(bytes.as_bytes())));
+    l[2] = v.to_string();
+    write_lines(&dir, &l);
+    assert_eq!(
+        signed_problems(&dir, &keys),
+        [(TamperKind::Backdated, Some(3))]
+    );
+}
+
+#[test]
+fn concurrent_writers_never_take_one_sequence_number() {
+    let dir = temp("concurrent");
+    let report = scan_now("compliant");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    append(&dir, &report, &[], None).expect("append");
+                }
+            });
+        }
+    });
+    let v = verify(&dir, None).expect("intact after concurrent appends");
+    assert_eq!(v.records, 20);
+    let seqs: Vec<u64> = lines(&dir)
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["record"]["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
 }

@@ -90,6 +90,11 @@ struct RunArgs {
     /// Where volume-claim evidence sinks are mounted (one directory per claim name).
     #[arg(long)]
     evidence_root: Option<PathBuf>,
+    /// An Ed25519 private key (PKCS#8 PEM; a mounted Secret) that signs every evidence
+    /// record and run (`lattice-policy compliance keygen` makes one). Verifiers check the
+    /// signatures with `compliance verify --trusted-key`.
+    #[arg(long)]
+    evidence_signing_key: Option<PathBuf>,
     /// Serve the admission webhook here (with --tls-cert and --tls-key).
     #[arg(long, default_value = "0.0.0.0:8443")]
     webhook_addr: SocketAddr,
@@ -301,6 +306,21 @@ fn run_operator(args: RunArgs) -> ExitCode {
         },
     };
     let admission = Arc::new(admission);
+    let evidence_signer = match args
+        .evidence_signing_key
+        .as_deref()
+        .map(lattice_compliance::evidence::Signer::from_file)
+    {
+        None => None,
+        Some(Ok(s)) => {
+            tracing::info!(key = s.id(), "evidence records are signed");
+            Some(Arc::new(s))
+        }
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             match ReloadingCert::open(cert, key).and_then(|c| Ok((c.server_config()?, c.watch()?)))
@@ -330,6 +350,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         lease_duration: Duration::from_secs(args.lease_seconds.max(2)),
         sweep_every: Duration::from_secs(args.sweep_seconds.max(1)),
         evidence_root: args.evidence_root.clone(),
+        evidence_signer,
         admission: admission.clone(),
         metrics_addr: args.metrics_addr.0,
     };

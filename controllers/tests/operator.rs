@@ -14,6 +14,8 @@ use cluster::{
 use k8s_openapi::ByteString;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use lattice_compliance::evidence::VerifyOptions;
+use lattice_compliance::evidence::runs::verify_runs;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -1046,7 +1048,18 @@ spec:
 "#,
     )
     .await;
-    let _operator = Operator::start(&env, &["--evidence-root", evidence_root.to_str().unwrap()]);
+    let (private, signer) = lattice_compliance::evidence::Signer::generate().unwrap();
+    let key = env.dir.join("evidence.key");
+    std::fs::write(&key, private).unwrap();
+    let _operator = Operator::start(
+        &env,
+        &[
+            "--evidence-root",
+            evidence_root.to_str().unwrap(),
+            "--evidence-signing-key",
+            key.to_str().unwrap(),
+        ],
+    );
 
     // The ConfigMap sink: one run, its renderings, and a digest that covers them.
     let cm = eventually("the first evidence ConfigMap", WAIT, || async {
@@ -1109,9 +1122,19 @@ spec:
         "{}",
         nist["status"]
     );
-    let verified = lattice_compliance::evidence::verify(&evidence_root.join("audit-log"), None)
-        .expect("the log is intact");
+    // Signed by the operator's key, and its head anchored in the status: a verifier who
+    // trusts the key and takes the head from the cluster finds it intact.
+    let trusted = [signer.public()];
+    let verified = lattice_compliance::evidence::verify(
+        &evidence_root.join("audit-log"),
+        &VerifyOptions {
+            expected_head: nist["status"]["evidenceHead"].as_str(),
+            trusted_keys: &trusted,
+        },
+    )
+    .expect("the log is intact, signed, and ends at the anchored head");
     assert_eq!(verified.records, 1);
+    assert_eq!(nist["status"]["evidenceSeq"], 1);
     assert!(
         nist["status"]["evidenceRef"]
             .as_str()
@@ -1136,9 +1159,184 @@ spec:
         .await
         .unwrap();
     assert_eq!(listed.items.len(), 1, "one run per interval");
-    let verified = lattice_compliance::evidence::verify(&evidence_root.join("audit-log"), None)
-        .expect("the log is intact");
+    let verified = lattice_compliance::evidence::verify(
+        &evidence_root.join("audit-log"),
+        &VerifyOptions::default(),
+    )
+    .expect("the log is intact");
     assert_eq!(verified.records, 1, "one record per interval");
+
+    // The ConfigMap sink's head is anchored in a ConfigMap of the operator's namespace and
+    // in the status; its runs are signed.
+    let run_digest = annotations["lattice.dev/evidence-sha256"].clone();
+    let head = eventually("the anchored head", WAIT, || async {
+        get(
+            &client,
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            Some("default"),
+            "lattice-evidence-head-soc2-weekly",
+        )
+        .await
+    })
+    .await;
+    assert_eq!(head["data"]["head"], run_digest);
+    assert_eq!(head["data"]["seq"], "1");
+    assert_eq!(status["evidenceHead"], run_digest);
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    let listed = config_maps
+        .list(
+            &kube::api::ListParams::default().labels("lattice.dev/compliance-profile=soc2-weekly"),
+        )
+        .await
+        .unwrap();
+    let runs = lattice_controllers::operator::scans::runs_of(&listed.items);
+    verify_runs(
+        &runs,
+        &VerifyOptions {
+            expected_head: run_digest.as_str(),
+            trusted_keys: &trusted,
+        },
+    )
+    .expect("the runs are intact, signed, and end at the anchored head");
+
+    // `lattice-policy compliance verify` reads the same from the cluster, as an auditor
+    // would run it with a kubeconfig.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(lattice_policy_binary())
+            .args(args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .output()
+            .expect("run lattice-policy");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let public = env.dir.join("evidence.pub");
+    std::fs::write(&public, signer.public().to_pem()).unwrap();
+    let (code, said) = cli(&[
+        "compliance",
+        "verify",
+        "--config-maps",
+        "soc2-weekly",
+        "--namespace",
+        "default",
+        "--head-from-cluster",
+        "soc2-weekly",
+        "--operator-namespace",
+        "default",
+        "--trusted-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("every record signed by a trusted key"),
+        "{said}"
+    );
+    assert!(said.contains("head as expected"), "{said}");
+    let (code, said) = cli(&[
+        "compliance",
+        "verify",
+        evidence_root.join("audit-log").to_str().unwrap(),
+        "--head-from-cluster",
+        "nist-daily",
+        "--operator-namespace",
+        "default",
+        "--trusted-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{said}");
+
+    // The newest run deleted by hand: the CLI names it against the anchored head, and the
+    // operator's next run refuses to link past it instead of starting over silently.
+    config_maps
+        .delete("soc2-evidence-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (code, said) = cli(&[
+        "compliance",
+        "verify",
+        "--config-maps",
+        "soc2-weekly",
+        "--namespace",
+        "default",
+        "--head-from-cluster",
+        "soc2-weekly",
+        "--operator-namespace",
+        "default",
+    ]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("every record was deleted"), "{said}");
+    let profiles: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::LatticeComplianceProfile,
+        ),
+    );
+    profiles
+        .patch(
+            "soc2-weekly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"formats": ["oscal"]}})),
+        )
+        .await
+        .unwrap();
+    let refused = eventually("the next run refused", WAIT, || async {
+        let p = get(
+            &client,
+            "lattice.dev/v1alpha1",
+            "LatticeComplianceProfile",
+            "latticecomplianceprofiles",
+            None,
+            "soc2-weekly",
+        )
+        .await?;
+        (p["status"]["observedGeneration"] == p["metadata"]["generation"]).then_some(p)
+    })
+    .await;
+    let scanned_condition = condition(&refused, "Scanned");
+    assert_eq!(scanned_condition["status"], "False", "{refused}");
+    assert!(
+        scanned_condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("every record was deleted"),
+        "{scanned_condition}"
+    );
+    assert_eq!(
+        refused["status"]["evidenceHead"], run_digest,
+        "the anchor stays"
+    );
+    let listed = config_maps
+        .list(
+            &kube::api::ListParams::default().labels("lattice.dev/compliance-profile=soc2-weekly"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        listed.items.is_empty(),
+        "no run re-linked past the deleted one"
+    );
+}
+
+/// The `lattice-policy` binary `cargo test --workspace` builds beside this test's own.
+fn lattice_policy_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("lattice-policy"))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "{} is not built: run the tests with `cargo test --workspace`, which builds it",
+        bin.display()
+    );
+    bin
 }
 
 async fn lease_holder(client: &Client) -> Option<String> {

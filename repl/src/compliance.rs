@@ -20,16 +20,51 @@ pub enum ComplianceCommand {
     /// the compliance packs and report per check and per control. Exit 0 when every
     /// applicable check passes, 1 when any fails, 2 on unreadable input.
     Scan(ScanArgs),
-    /// Check an evidence log: every record's digest, every link, sequence numbers and the
-    /// renderings each run kept. Exit 0 intact, 1 tampered (each problem named), 2 unreadable.
-    Verify {
-        /// The evidence directory (`--evidence-dir` of `compliance scan`).
-        dir: PathBuf,
-        /// The digest the newest record must have (from an earlier `verify`, kept
-        /// elsewhere): detects records deleted from the end.
-        #[arg(long)]
-        head: Option<String>,
+    /// Check an evidence log: every record's digest, every link, sequence numbers, times,
+    /// signatures and the renderings each run kept. Exit 0 intact, 1 tampered (each problem
+    /// named), 2 unreadable.
+    Verify(VerifyArgs),
+    /// Make an Ed25519 key pair for signing evidence: the private key (PKCS#8 PEM, mode
+    /// 0600) to OUT, the public key to OUT.pub. Give the private key to the writer
+    /// (`--signing-key`, or a Secret for the operator) and the public key to verifiers.
+    Keygen {
+        /// Where to write the private key; it must not exist.
+        out: PathBuf,
     },
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The evidence directory (`--evidence-dir` of `compliance scan`, or a volume-claim
+    /// sink's directory).
+    #[arg(
+        required_unless_present = "config_maps",
+        conflicts_with = "config_maps"
+    )]
+    dir: Option<PathBuf>,
+    /// Verify the ConfigMap sink of this LatticeComplianceProfile instead, read from the
+    /// cluster of the current kubeconfig context.
+    #[arg(long = "config-maps", value_name = "PROFILE")]
+    config_maps: Option<String>,
+    /// The namespace of that ConfigMap sink.
+    #[arg(long, default_value = "lattice-system", requires = "config_maps")]
+    namespace: String,
+    /// The digest the newest record must have, kept outside the log: detects records
+    /// deleted from the end.
+    #[arg(long, conflicts_with = "head_from_cluster")]
+    head: Option<String>,
+    /// Take the expected head from the cluster: the head the operator anchored for this
+    /// profile (the ConfigMap `lattice-evidence-head-<PROFILE>`).
+    #[arg(long = "head-from-cluster", value_name = "PROFILE")]
+    head_from_cluster: Option<String>,
+    /// The operator's namespace, where anchored heads are kept.
+    #[arg(long = "operator-namespace", default_value = "lattice-system")]
+    operator_namespace: String,
+    /// A PEM Ed25519 public key whose signatures are accepted (repeatable, for a key
+    /// rotation). With one, every record must be signed by a trusted key: a chain
+    /// rewritten end to end no longer verifies.
+    #[arg(long = "trusted-key")]
+    trusted_keys: Vec<PathBuf>,
 }
 
 /// The frameworks on the command line.
@@ -106,16 +141,22 @@ pub struct ScanArgs {
     /// Append this run to the hash-chained evidence log in DIR.
     #[arg(long = "evidence-dir")]
     evidence_dir: Option<PathBuf>,
+    /// Sign the evidence record with this Ed25519 private key (PKCS#8 PEM; see
+    /// `compliance keygen`).
+    #[arg(long = "signing-key", requires = "evidence_dir")]
+    signing_key: Option<PathBuf>,
     /// The scan's time (RFC 3339; default now): audit periods end against it and reports
-    /// carry it, so a scan can be reproduced byte for byte.
-    #[arg(long)]
+    /// carry it, so a scan can be reproduced byte for byte. Evidence is dated by the clock,
+    /// so a run `--at` another time is not appended to an evidence log.
+    #[arg(long, conflicts_with = "evidence_dir")]
     at: Option<String>,
 }
 
 pub fn run(command: ComplianceCommand) -> u8 {
     match command {
         ComplianceCommand::Scan(args) => run_scan(args),
-        ComplianceCommand::Verify { dir, head } => run_verify(&dir, head.as_deref()),
+        ComplianceCommand::Verify(args) => run_verify(&args),
+        ComplianceCommand::Keygen { out } => run_keygen(&out),
     }
 }
 
@@ -202,6 +243,15 @@ fn run_scan(args: ScanArgs) -> u8 {
         Some(Ok(p)) => Some(p),
         Some(Err(text)) => {
             eprint!("{text}");
+            return EXIT_USAGE;
+        }
+    };
+    // Read before the scan: a key that does not load fails fast, not after the work.
+    let signer = match args.signing_key.as_deref().map(evidence::Signer::from_file) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
             return EXIT_USAGE;
         }
     };
@@ -298,12 +348,16 @@ fn run_scan(args: ScanArgs) -> u8 {
                 (format!("report.{}", f.extension()), bytes)
             })
             .collect();
-        match evidence::append(dir, &report, &renderings) {
+        match evidence::append(dir, &report, &renderings, signer.as_ref()) {
             Ok(a) => eprintln!(
-                "evidence: record {} ({}) appended to {}",
+                "evidence: record {} ({}) appended to {}{}",
                 a.seq,
                 a.digest,
-                dir.join(evidence::CHAIN_FILE).display()
+                dir.join(evidence::CHAIN_FILE).display(),
+                signer
+                    .as_ref()
+                    .map(|s| format!(", signed by key {}", s.id()))
+                    .unwrap_or_default()
             ),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -349,11 +403,81 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn run_verify(dir: &Path, head: Option<&str>) -> u8 {
-    match evidence::verify(dir, head) {
+fn run_verify(args: &VerifyArgs) -> u8 {
+    let mut trusted_keys = Vec::new();
+    for path in &args.trusted_keys {
+        match evidence::TrustedKey::from_file(path) {
+            Ok(k) => trusted_keys.push(k),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let head = match (&args.head, &args.head_from_cluster) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Some(profile)) => {
+            match crate::cluster::anchored_head(profile, &args.operator_namespace) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_USAGE;
+                }
+            }
+        }
+        (None, None) => None,
+    };
+    let head = head.as_deref();
+    let options = evidence::VerifyOptions {
+        expected_head: head,
+        trusted_keys: &trusted_keys,
+    };
+    let (verified, place) = match (&args.dir, &args.config_maps) {
+        (Some(dir), _) => (
+            evidence::verify(dir, &options),
+            dir.join(evidence::CHAIN_FILE).display().to_string(),
+        ),
+        (None, Some(profile)) => match crate::cluster::config_map_runs(profile, &args.namespace) {
+            Ok(runs) => (
+                evidence::runs::verify_runs(&runs, &options),
+                format!("the ConfigMap runs of `{profile}` in {}", args.namespace),
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        (None, None) => {
+            eprintln!("error: name an evidence directory or --config-maps PROFILE");
+            return EXIT_USAGE;
+        }
+    };
+    match verified {
         Ok(v) => {
+            let signatures = if v.signatures_checked {
+                format!(
+                    "every record signed by a trusted key ({})",
+                    trusted_keys
+                        .iter()
+                        .map(|k| k.id())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else if v.signed > 0 {
+                format!(
+                    "{} signed record(s) whose signatures were not checked: pass --trusted-key",
+                    v.signed
+                )
+            } else {
+                "unsigned: a writer of the file could rewrite the whole chain".to_owned()
+            };
+            let anchored = if head.is_some() {
+                "head as expected"
+            } else {
+                "head not compared: pass --head to detect truncation"
+            };
             emit(&format!(
-                "intact: {} record(s); head {}\n",
+                "intact: {} record(s); head {}\n  {signatures}\n  {anchored}\n",
                 v.records,
                 v.head.as_deref().unwrap_or("(empty log)")
             ));
@@ -369,16 +493,54 @@ fn run_verify(dir: &Path, head: Option<&str>) -> u8 {
         }
         Err(VerifyError::Tampered { problems, records }) => {
             let mut out = format!(
-                "tampered: {} problem(s) in {} record(s) of {}\n",
+                "tampered: {} problem(s) in {} record(s) of {place}\n",
                 problems.len(),
                 records,
-                dir.join(evidence::CHAIN_FILE).display()
             );
             for p in &problems {
                 out.push_str(&format!("  {p}\n"));
             }
             emit(&out);
             EXIT_FINDINGS
+        }
+    }
+}
+
+fn run_keygen(out: &Path) -> u8 {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (private, signer) = match evidence::Signer::generate() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let public_path = PathBuf::from(format!("{}.pub", out.display()));
+    let write = |path: &Path, text: &str, mode: u32| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("error: cannot write {}: {e}", path.display()))
+    };
+    let written = write(out, &private, 0o600)
+        .and_then(|()| write(&public_path, &signer.public().to_pem(), 0o644));
+    match written {
+        Ok(()) => {
+            emit(&format!(
+                "key {}: private key {} (keep it secret), public key {}\n",
+                signer.id(),
+                out.display(),
+                public_path.display()
+            ));
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_USAGE
         }
     }
 }

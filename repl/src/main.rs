@@ -1,5 +1,6 @@
 //! `lattice-policy`: the command line of Lattice's policy engine.
 
+mod cluster;
 mod commands;
 mod compliance;
 mod loading;

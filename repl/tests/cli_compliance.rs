@@ -82,8 +82,33 @@ fn a_profile_sets_the_scope_and_runs_land_in_a_verifiable_evidence_log() {
     let d = dir("evidence");
     let evidence = d.join("evidence");
     let out = d.join("report.oscal.json");
-    let scan = |at: &str| {
-        run(&[
+    let key = d.join("evidence.key");
+    let k = run(&["compliance", "keygen", key.to_str().unwrap()]);
+    assert_eq!(k.status.code(), Some(0), "{}", text(&k));
+    let public = d.join("evidence.key.pub");
+    assert!(
+        std::fs::read_to_string(&public)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the private key is readable by others");
+    }
+    // Evidence is dated by the clock: a scan at another time does not go into the log.
+    let o = run(&[
+        "compliance",
+        "scan",
+        "--evidence-dir",
+        evidence.to_str().unwrap(),
+        "--at",
+        "2026-11-21T12:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!evidence.join("chain.jsonl").exists());
+    let scan = |signing: bool| {
+        let mut args = vec![
             "compliance",
             "scan",
             "--profile",
@@ -94,11 +119,13 @@ fn a_profile_sets_the_scope_and_runs_land_in_a_verifiable_evidence_log() {
             out.to_str().unwrap(),
             "--evidence-dir",
             evidence.to_str().unwrap(),
-            "--at",
-            at,
-        ])
+        ];
+        if signing {
+            args.extend(["--signing-key", key.to_str().unwrap()]);
+        }
+        run(&args)
     };
-    let o = scan("2026-11-21T12:00:00Z");
+    let o = scan(true);
     // The example world has findings (a permissive mesh port, an unbounded audit trial…).
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -124,12 +151,46 @@ fn a_profile_sets_the_scope_and_runs_land_in_a_verifiable_evidence_log() {
     ] {
         assert!(evidence.join("runs/000001").join(f).is_file(), "{f}");
     }
-    assert_eq!(scan("2026-11-22T12:00:00Z").status.code(), Some(1));
+    assert!(stderr.contains("signed by key"), "{stderr}");
+    assert_eq!(scan(true).status.code(), Some(1));
 
     let v = run(&["compliance", "verify", evidence.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
     let said = String::from_utf8_lossy(&v.stdout);
     assert!(said.starts_with("intact: 2 record(s); head "), "{said}");
+    assert!(said.contains("not checked: pass --trusted-key"), "{said}");
+    let head = said.split_whitespace().nth(4).unwrap().to_owned();
+    let verify_signed = || {
+        run(&[
+            "compliance",
+            "verify",
+            evidence.to_str().unwrap(),
+            "--trusted-key",
+            public.to_str().unwrap(),
+            "--head",
+            &head,
+        ])
+    };
+    let v = verify_signed();
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    let said = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        said.contains("every record signed by a trusted key"),
+        "{said}"
+    );
+    assert!(said.contains("head as expected"), "{said}");
+
+    // A third run without the key: the log still links, but a verifier who trusts the key
+    // names the unsigned record, and the head it was given no longer matches.
+    assert_eq!(scan(false).status.code(), Some(1));
+    let v = verify_signed();
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    let said = String::from_utf8_lossy(&v.stdout);
+    assert!(said.contains("record 3 is not signed"), "{said}");
+    assert!(
+        said.contains("records were deleted from the end or replaced"),
+        "{said}"
+    );
 
     let md = evidence.join("runs/000001/report.md");
     std::fs::write(&md, "nothing failed\n").unwrap();

@@ -64,6 +64,8 @@ pub struct Options {
     pub sweep_every: Duration,
     /// Where volume-claim evidence sinks are mounted.
     pub evidence_root: Option<PathBuf>,
+    /// Signs every evidence record and run, when set.
+    pub evidence_signer: Option<Arc<lattice_compliance::evidence::Signer>>,
     /// Checks the admission stamp of every CedarPolicy before it is loaded.
     pub admission: Arc<crate::webhook::stamp::AdmissionKey>,
     /// Where `/metrics` is served (plain HTTP), if anywhere.
@@ -246,6 +248,8 @@ async fn write(
     let mut effector = Effector::new(client.clone(), metrics, &options.identity);
     let sinks = scans::Sinks {
         evidence_root: options.evidence_root.clone(),
+        signer: options.evidence_signer.clone(),
+        namespace: options.lease_namespace.clone(),
     };
     let mut next_sweep: Option<Instant> = None;
     let mut scan_tick = tokio::time::interval(Duration::from_secs(5));

@@ -4,42 +4,64 @@
 //!
 //! Sinks:
 //! - `configMap`: one ConfigMap per run (`<name>-<seq>`, labelled with the profile), holding
-//!   the renderings. Each run's annotations carry the SHA-256 of its contents and of the run
-//!   before, so a deleted or edited run breaks the chain visibly.
+//!   the renderings. Each run's annotations carry its sequence number, the SHA-256 of its
+//!   contents and of the run before, and a signature when the operator holds a key
+//!   ([`lattice_compliance::evidence::runs`]), so a deleted or edited run breaks the chain
+//!   visibly.
 //! - `volumeClaim`: the hash-chained evidence log of `lattice-policy compliance verify`,
 //!   in `<evidence root>/<claim name>`, where the claim is mounted into the operator's pod.
 //! - `s3`: not written by this build; the status says so instead of pretending.
+//!
+//! After each run the head (the newest run's digest and sequence number) is anchored outside
+//! the sink: in the profile's status and in the ConfigMap `lattice-evidence-head-<profile>`
+//! in the operator's namespace. Before each run the sink is verified against that anchor,
+//! and a sink whose newest run is not the anchored head (runs deleted from the end, or
+//! replaced) is not written to: the status says what was found, and nothing re-links
+//! silently past the loss.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, Resource};
 use lattice_compiler::compile::MANAGER;
+use lattice_compliance::evidence::runs::{Run, run_digest, sign_run, verify_runs};
+use lattice_compliance::evidence::{Signer, VerifyError, VerifyOptions};
 use lattice_compliance::{Format, ScanOptions, ScanReport, evidence, render, scan};
 use lattice_schemas::crd::compliance_profile::ComplianceStatus;
 use lattice_schemas::crd::{Kind, LatticeComplianceProfile};
 use lattice_schemas::validate::format::duration_seconds;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::apply::patch_status;
 use super::plan::Plan;
 use super::status::{condition, previous_conditions, transitions};
 
-/// The label naming the profile a run's ConfigMap belongs to.
-pub const PROFILE_LABEL: &str = "lattice.dev/compliance-profile";
-const DIGEST: &str = "lattice.dev/evidence-sha256";
-const PREVIOUS: &str = "lattice.dev/previous-evidence-sha256";
-const SEQ: &str = "lattice.dev/evidence-seq";
+use lattice_compliance::evidence::runs::{
+    DIGEST_ANNOTATION as DIGEST, PREVIOUS_ANNOTATION as PREVIOUS, SEQ_ANNOTATION as SEQ,
+    SIGNATURE_ANNOTATION as SIGNATURE,
+};
+pub use lattice_compliance::evidence::runs::{HEAD_PREFIX, PROFILE_LABEL};
 /// A ConfigMap holds at most 1 MiB.
 const CONFIG_MAP_LIMIT: usize = 1024 * 1024 - 4096;
 
-/// Where volume-claim sinks are mounted.
+/// Where evidence goes, and how it is signed and anchored.
 #[derive(Clone, Debug, Default)]
 pub struct Sinks {
+    /// Where volume-claim sinks are mounted.
     pub evidence_root: Option<PathBuf>,
+    /// Signs every record and run, when set.
+    pub signer: Option<std::sync::Arc<Signer>>,
+    /// Where the head ConfigMaps are kept (the operator's namespace).
+    pub namespace: String,
+}
+
+/// The newest run of a sink: what is anchored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub digest: String,
+    pub seq: u64,
 }
 
 /// Whether `profile` is due at `now`, given its status as last seen.
@@ -122,7 +144,7 @@ fn scanned_at(status: &Value) -> Option<jiff::Timestamp> {
         .and_then(|t| t.parse().ok())
 }
 
-type Outcome = Result<(ScanReport, String), String>;
+type Outcome = Result<(ScanReport, String, Head), String>;
 
 async fn scan_profile(
     client: &Client,
@@ -169,22 +191,44 @@ async fn scan_profile(
         })
         .collect();
     let sink = &spec.evidence_sink;
-    let reference = if let Some(cm) = &sink.config_map {
+    let anchored = read_head(client, &sinks.namespace, &name).await?;
+    let (reference, head) = if let Some(cm) = &sink.config_map {
         let ns = cm.namespace.as_deref().unwrap_or("lattice-system");
-        write_config_map(client, &name, ns, &cm.name, &renderings).await?
+        write_config_map(
+            client,
+            &name,
+            ns,
+            &cm.name,
+            &renderings,
+            anchored.as_ref(),
+            sinks.signer.as_deref(),
+        )
+        .await?
     } else if let Some(claim) = &sink.volume_claim {
         let root = sinks.evidence_root.as_ref().ok_or_else(|| {
             "the profile writes to a volume claim, but the operator runs without --evidence-root".to_owned()
         })?;
         let dir = root.join(&claim.name);
         let report_for_log = report.clone();
+        let signer = sinks.signer.clone();
         let appended = tokio::task::spawn_blocking(move || {
-            evidence::append(&dir, &report_for_log, &renderings)
+            append_anchored(
+                &dir,
+                &report_for_log,
+                &renderings,
+                anchored,
+                signer.as_deref(),
+            )
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        format!("{} (run {})", appended.dir.display(), appended.seq)
+        .map_err(|e| e.to_string())??;
+        (
+            format!("{} (run {})", appended.dir.display(), appended.seq),
+            Head {
+                digest: appended.digest,
+                seq: appended.seq,
+            },
+        )
     } else if sink.s3.is_some() {
         return Err(
             "the S3 sink is not supported by this operator build; use configMap or volumeClaim"
@@ -193,7 +237,111 @@ async fn scan_profile(
     } else {
         return Err("the profile names no evidence sink".into());
     };
-    Ok((report, reference))
+    write_head(client, &sinks.namespace, &name, &reference, &head).await?;
+    Ok((report, reference, head))
+}
+
+/// Appends to the log in `dir` when its newest record is the anchored head (or nothing is
+/// anchored yet and the log is new or intact).
+fn append_anchored(
+    dir: &std::path::Path,
+    report: &ScanReport,
+    renderings: &[(String, Vec<u8>)],
+    anchored: Option<Head>,
+    signer: Option<&Signer>,
+) -> Result<evidence::Appended, String> {
+    let options = VerifyOptions {
+        expected_head: anchored.as_ref().map(|h| h.digest.as_str()),
+        trusted_keys: &[],
+    };
+    match (evidence::verify(dir, &options), &anchored) {
+        // Nothing anchored and nothing written yet: a new log. (With an anchor, a missing
+        // log is tampering, not empty.)
+        (Ok(_), _) | (Err(VerifyError::Empty(_)), _) => {}
+        (Err(VerifyError::Tampered { problems, .. }), _) => {
+            return Err(format!(
+                "the evidence log in {} does not verify against its anchored head: {}",
+                dir.display(),
+                problems
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        (Err(e), _) => return Err(e.to_string()),
+    }
+    evidence::append(dir, report, renderings, signer).map_err(|e| e.to_string())
+}
+
+/// The name of the ConfigMap anchoring `profile`'s head.
+pub fn head_config_map(profile: &str) -> String {
+    format!("{HEAD_PREFIX}{profile}")
+}
+
+/// The head anchored for `profile`, if any.
+async fn read_head(
+    client: &Client,
+    namespace: &str,
+    profile: &str,
+) -> Result<Option<Head>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let name = head_config_map(profile);
+    let Some(cm) = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| format!("cannot read the anchored head {namespace}/{name}: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let data = cm.data.unwrap_or_default();
+    let digest = data.get("head").cloned();
+    let seq = data.get("seq").and_then(|s| s.parse().ok());
+    match (digest, seq) {
+        (Some(digest), Some(seq)) => Ok(Some(Head { digest, seq })),
+        // An anchor that does not read is no anchor to trust, and no reason to start over.
+        _ => Err(format!(
+            "the anchored head {namespace}/{name} has no readable `head` and `seq`: it was edited"
+        )),
+    }
+}
+
+async fn write_head(
+    client: &Client,
+    namespace: &str,
+    profile: &str,
+    reference: &str,
+    head: &Head,
+) -> Result<(), String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let name = head_config_map(profile);
+    let body = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": name, "namespace": namespace,
+            // Not the profile label: the head is no run of a ConfigMap sink in the same namespace.
+            "labels": {"lattice.dev/evidence-head-of": profile, "app.kubernetes.io/managed-by": MANAGER},
+        },
+        "data": {"profile": profile, "head": head.digest, "seq": head.seq.to_string(), "evidence": reference},
+    });
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(|e| format!("evidence written to {reference}, but its head could not be anchored in {namespace}/{name}: {e}"))?;
+    Ok(())
+}
+
+/// The runs of a ConfigMap sink as the chain verifier reads them.
+pub fn runs_of(config_maps: &[ConfigMap]) -> Vec<Run> {
+    config_maps
+        .iter()
+        .map(|cm| {
+            Run::from_object(
+                cm.metadata.name.as_deref().unwrap_or_default(),
+                &cm.metadata.annotations.clone().unwrap_or_default(),
+                cm.data.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 async fn write_config_map(
@@ -202,7 +350,9 @@ async fn write_config_map(
     namespace: &str,
     base: &str,
     renderings: &[(String, Vec<u8>)],
-) -> Result<String, String> {
+    anchored: Option<&Head>,
+    signer: Option<&Signer>,
+) -> Result<(String, Head), String> {
     let size: usize = renderings.iter().map(|(_, b)| b.len()).sum();
     if size > CONFIG_MAP_LIMIT {
         return Err(format!(
@@ -210,41 +360,48 @@ async fn write_config_map(
         ));
     }
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let runs = api
+    let listed = api
         .list(&ListParams::default().labels(&format!("{PROFILE_LABEL}={profile}")))
         .await
         .map_err(|e| format!("cannot list earlier runs in {namespace}: {e}"))?;
-    let last = runs
-        .items
-        .iter()
-        .filter_map(|cm| {
-            let a = cm.meta().annotations.as_ref()?;
-            Some((a.get(SEQ)?.parse::<u64>().ok()?, a.get(DIGEST)?.clone()))
-        })
-        .max();
-    let (seq, previous) = match last {
-        Some((seq, digest)) => (seq + 1, digest),
-        None => (1, String::new()),
+    let runs = runs_of(&listed.items);
+    let options = VerifyOptions {
+        expected_head: anchored.map(|h| h.digest.as_str()),
+        trusted_keys: &[],
+    };
+    // The newest run must be the anchored one: a run deleted from the end is refused here,
+    // never linked past.
+    let (seq, previous) = match (verify_runs(&runs, &options), anchored) {
+        (Ok(v), _) => (v.records + 1, v.head.unwrap_or_default()),
+        (Err(VerifyError::Empty(_)), _) => (1, String::new()),
+        (Err(VerifyError::Tampered { problems, .. }), _) => {
+            return Err(format!(
+                "the evidence runs in {namespace} do not verify against their anchored head: {}",
+                problems
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        (Err(e), _) => return Err(e.to_string()),
     };
     let data: BTreeMap<String, String> = renderings
         .iter()
         .map(|(file, bytes)| (file.clone(), String::from_utf8_lossy(bytes).into_owned()))
         .collect();
-    // The previous run's digest, then each key in order with the SHA-256 of its value.
-    let mut hash = Sha256::new();
-    hash.update(previous.as_bytes());
-    for (file, text) in &data {
-        hash.update(file.as_bytes());
-        hash.update(Sha256::digest(text.as_bytes()));
-    }
-    let digest = format!("{:x}", hash.finalize());
+    let digest = run_digest(&previous, &data);
     let name = format!("{base}-{seq}");
+    let mut annotations = json!({SEQ: seq.to_string(), DIGEST: digest, PREVIOUS: previous});
+    if let Some(signer) = signer {
+        annotations[SIGNATURE] = Value::from(sign_run(signer, &digest));
+    }
     let body = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {
             "name": name, "namespace": namespace,
             "labels": {PROFILE_LABEL: profile, "app.kubernetes.io/managed-by": MANAGER},
-            "annotations": {SEQ: seq.to_string(), DIGEST: digest, PREVIOUS: previous},
+            "annotations": annotations,
         },
         "data": data,
     });
@@ -255,7 +412,10 @@ async fn write_config_map(
     )
     .await
     .map_err(|e| format!("cannot write ConfigMap {namespace}/{name}: {e}"))?;
-    Ok(format!("configmap/{namespace}/{name}"))
+    Ok((
+        format!("configmap/{namespace}/{name}"),
+        Head { digest, seq },
+    ))
 }
 
 fn summary(
@@ -264,12 +424,13 @@ fn summary(
     previous: &Value,
     now: jiff::Timestamp,
 ) -> ComplianceStatus {
+    let previous_status = previous;
     let previous = previous_conditions(previous);
     let stamp = now.to_string();
     let condition =
         |ok: bool, reason: &str, message: String| condition("Scanned", ok, reason, message);
     match outcome {
-        Ok((report, reference)) => {
+        Ok((report, reference, head)) => {
             let (mut pass, mut fail, mut na) = (0, 0, 0);
             for f in &report.frameworks {
                 // A control satisfied by an approved exception passes (the report's
@@ -286,6 +447,8 @@ fn summary(
                 not_applicable: n(na),
                 snapshot_digest: Some(report.snapshot_digest.clone()),
                 evidence_ref: Some(reference.clone()),
+                evidence_head: Some(head.digest.clone()),
+                evidence_seq: Some(i64::try_from(head.seq).unwrap_or(i64::MAX)),
                 conditions: transitions(
                     &previous,
                     vec![condition(
@@ -304,6 +467,12 @@ fn summary(
         Err(e) => ComplianceStatus {
             // A failed scan is retried at the next interval, not in a loop.
             last_scan_time: Some(stamp.clone()),
+            // The head stays what was last anchored: no run was added.
+            evidence_head: previous_status
+                .get("evidenceHead")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            evidence_seq: previous_status.get("evidenceSeq").and_then(Value::as_i64),
             conditions: transitions(
                 &previous,
                 vec![condition(false, "ScanFailed", e)],

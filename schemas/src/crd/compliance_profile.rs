@@ -86,6 +86,13 @@ pub struct ComplianceStatus {
     /// Where the last evidence was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_ref: Option<String>,
+    /// The digest of the newest evidence record or run: the head `compliance verify --head`
+    /// compares against (also kept in the ConfigMap `lattice-evidence-head-<profile>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_head: Option<String>,
+    /// The sequence number of the newest evidence record or run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_seq: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
