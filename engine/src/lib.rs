@@ -7,6 +7,7 @@
 //! PolicyStore ──PolicyIndex───────┘
 //! ```
 
+pub mod credentials;
 pub mod explain;
 pub mod index;
 pub mod load;

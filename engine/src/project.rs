@@ -1265,6 +1265,13 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 true,
                 SecretUse {
                     provider: uses_secrets,
+                    // Chart values are where a Helm user writes a password; judged by value.
+                    literal: pkg
+                        .spec
+                        .values
+                        .iter()
+                        .flat_map(|m| m.values())
+                        .any(holds_literal_credential),
                     ..SecretUse::default()
                 },
                 true,
@@ -1282,6 +1289,19 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
     }
 }
 
+/// Whether any string in `value` (at any depth) is a literal credential.
+fn holds_literal_credential(value: &Value) -> bool {
+    match value {
+        Value::String(v) => {
+            !lattice_schemas::placeholder::has_refs(v)
+                && crate::credentials::looks_like_credential(v).is_some()
+        }
+        Value::Array(items) => items.iter().any(holds_literal_credential),
+        Value::Object(map) => map.values().any(holds_literal_credential),
+        _ => false,
+    }
+}
+
 /// `name` → `ns/name`; `other/name` stays.
 fn qualify(peer: &str, ns: &str) -> String {
     if peer.contains('/') {
@@ -1296,7 +1316,8 @@ fn qualify(peer: &str, ns: &str) -> String {
 struct SecretUse {
     /// At least one secret through a SecretProvider.
     provider: bool,
-    /// Some variable holds a literal that looks like a credential.
+    /// Some variable holds a literal value that looks like a credential
+    /// ([`crate::credentials`]).
     literal: bool,
     /// Some variable reads a secret resource: it is derived as an environment variable
     /// from a Secret (`secretKeyRef`), where CIS 5.4.1 prefers a mounted file.
@@ -1482,23 +1503,6 @@ pub fn declared_wildcards(object: &Object) -> (bool, bool) {
     out
 }
 
-/// Variable names that hold credentials when written as literals.
-fn looks_secret(name: &str) -> bool {
-    let n = name.to_ascii_uppercase();
-    [
-        "PASSWORD",
-        "PASSWD",
-        "SECRET",
-        "TOKEN",
-        "API_KEY",
-        "APIKEY",
-        "PRIVATE_KEY",
-        "CREDENTIAL",
-    ]
-    .iter()
-    .any(|w| n.contains(w))
-}
-
 #[allow(clippy::too_many_arguments)]
 fn workload(
     object: &Object,
@@ -1554,8 +1558,11 @@ fn workload(
         for (sidecar, set) in [(false, &body.containers), (true, &body.sidecars)] {
             for (cname, c) in set {
                 let full = container_name(prefix, cname);
-                literal |= c.variables.iter().any(|(k, v)| {
-                    looks_secret(k) && !v.is_empty() && !lattice_schemas::placeholder::has_refs(v)
+                // Judged by the value, never the name; a value with placeholders is filled
+                // from a declared resource at deploy time, so it is no literal.
+                literal |= c.variables.values().any(|v| {
+                    !lattice_schemas::placeholder::has_refs(v)
+                        && crate::credentials::looks_like_credential(v).is_some()
                 });
                 in_env |= c.variables.values().any(|v| reads_secret(v, body));
                 container_entities(object, ns, &full, c, sidecar, &svc_uid, g);

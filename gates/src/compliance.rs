@@ -107,7 +107,7 @@ pub fn subjects(world: &World, namespaces: Option<&BTreeSet<String>>) -> Vec<Sub
             Object::Namespace(_) => {
                 ns_seen.insert(key.name.clone(), Some(key.clone()));
             }
-            o if o.is_workload() => {
+            o if scanned_as_service(o) => {
                 ns_seen
                     .entry(o.namespace().unwrap_or("default").to_owned())
                     .or_insert(None);
@@ -126,7 +126,7 @@ pub fn subjects(world: &World, namespaces: Option<&BTreeSet<String>>) -> Vec<Sub
         }
     }
     let mut containers = Vec::new();
-    for (key, object) in world.objects().filter(|(_, o)| o.is_workload()) {
+    for (key, object) in world.objects().filter(|(_, o)| scanned_as_service(o)) {
         let ns = object.namespace().unwrap_or("default");
         if !in_scope(ns) {
             continue;
@@ -149,6 +149,13 @@ pub fn subjects(world: &World, namespaces: Option<&BTreeSet<String>>) -> Vec<Sub
     }
     out.extend(containers);
     out
+}
+
+/// Whether `object` is a `Service` subject: every workload, and a LatticePackage, which the
+/// projection makes a `Service` of kind `package` (its charts' containers are not in the
+/// world, so it has no `Container` subjects).
+fn scanned_as_service(object: &Object) -> bool {
+    object.is_workload() || matches!(object, Object::Package(_))
 }
 
 /// The container names of a workload as its `Container` uids spell them (`task.name` for
