@@ -574,3 +574,30 @@ fn concurrent_writers_never_take_one_sequence_number() {
         .collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
 }
+
+#[test]
+fn times_at_the_ends_of_the_range_are_findings_not_crashes() {
+    let dir = temp("extreme-times");
+    std::fs::create_dir_all(&dir).unwrap();
+    // jiff's smallest and largest timestamps: an hour before the one, or a minute after the
+    // other, is out of range.
+    let (min, max) = ("-009999-01-02T01:59:59Z", "9999-12-30T22:00:00Z");
+    for (appended, started, backdated) in [
+        (min, max, true),
+        (max, min, true),
+        (min, min, false),
+        (max, max, false),
+    ] {
+        let mut line = serde_json::json!({"record": {
+            "v": 2, "seq": 1, "previous": lattice_compliance::evidence::GENESIS,
+            "appended": appended, "started": started, "finished": started,
+            "summary": {}, "files": {},
+        }});
+        rehash(&mut line);
+        write_lines(&dir, &[line.to_string()]);
+        let p = problems(&dir, None);
+        let kinds: Vec<TamperKind> = p.iter().map(|x| x.0).collect();
+        let want = if backdated { vec![TamperKind::Backdated] } else { vec![] };
+        assert_eq!(kinds, want, "{appended} {started}: {p:?}");
+    }
+}

@@ -149,12 +149,15 @@ fn check_times(
             "the clock reads {now}, before the newest record ({newest}); times in the log only move forward, so fix the clock before appending"
         )));
     }
-    if started > now + CLOCK_SKEW {
+    if now.checked_add(CLOCK_SKEW).is_ok_and(|latest| started > latest) {
         return Err(EvidenceError::Time(format!(
             "the run says it started at {started}, after the clock's {now}; evidence is dated by the clock"
         )));
     }
-    if now - MAX_RUN_AGE > started {
+    if now
+        .checked_sub(MAX_RUN_AGE)
+        .is_ok_and(|earliest| earliest > started)
+    {
         return Err(EvidenceError::Time(format!(
             "the run started at {started}, more than an hour before it is recorded ({now}); evidence is dated by the clock, so a scan `--at` another time is not appended"
         )));
@@ -740,13 +743,19 @@ fn check_record_times(
     }
     if versioned {
         match time("started") {
-            Some(started) if started > at + CLOCK_SKEW => {
+            // Checked: a hostile record's times sit at the ends of the range, where plain
+            // arithmetic would overflow.
+            Some(started) if at.checked_add(CLOCK_SKEW).is_ok_and(|latest| started > latest) => {
                 return Err((
                     Some(at),
                     format!("{name}'s run started at {started}, after it was recorded ({at})"),
                 ));
             }
-            Some(started) if at - MAX_RUN_AGE > started => {
+            Some(started)
+                if at
+                    .checked_sub(MAX_RUN_AGE)
+                    .is_ok_and(|earliest| earliest > started) =>
+            {
                 return Err((
                     Some(at),
                     format!(
