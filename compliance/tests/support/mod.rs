@@ -24,13 +24,18 @@ pub fn case(name: &str) -> PathBuf {
 
 /// Scans `world` (files or directories) with the repository's packs at `at`.
 pub fn scan_world(world: &[PathBuf], at: &str) -> ScanReport {
+    scan_world_with(world, at, ScanOptions::default())
+}
+
+/// Scans `world` with the repository's packs at `at`, scoped by `options`.
+pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> ScanReport {
     let (world, store) = lattice_engine::load::load(world, Some(&root().join("policies")))
         .unwrap_or_else(|e| panic!("the world did not load: {e:?}"));
     let projection = Projection::of(&world);
     let snapshot = Snapshot::build(&world, &projection, &store).expect("snapshot");
     let options = ScanOptions {
         now: Some(at.parse().expect("an RFC 3339 time")),
-        ..ScanOptions::default()
+        ..options
     };
     scan(&world, &store, &snapshot, &options, &|_| {}).expect("scan")
 }
