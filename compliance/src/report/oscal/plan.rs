@@ -16,6 +16,29 @@ use crate::scan::ScanReport;
 
 /// Renders the assessment plan of `report` (pretty JSON).
 pub fn render(report: &ScanReport, options: &Options) -> String {
+    serde_json::to_string_pretty(&document(report, options)).expect("JSON values always serialize")
+}
+
+/// SHA-256 (bare hex) of what [`render`] returns, without holding the text.
+pub(super) fn sha256(report: &ScanReport, options: &Options) -> String {
+    use sha2::{Digest, Sha256};
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    serde_json::to_writer_pretty(&mut h, &document(report, options))
+        .expect("JSON values always serialize");
+    h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn document(report: &ScanReport, options: &Options) -> Value {
     let ids = Ids::of_scan(report);
     let mut resources: Vec<Value> = report.frameworks.iter().map(catalog_resource).collect();
     resources.extend(evidence_resources(&ids, report));
@@ -78,6 +101,5 @@ pub fn render(report: &ScanReport, options: &Options) -> String {
     if !subjects.is_empty() {
         plan["assessment-subjects"] = Value::Array(subjects);
     }
-    serde_json::to_string_pretty(&json!({"assessment-plan": plan}))
-        .expect("JSON values always serialize")
+    json!({"assessment-plan": plan})
 }

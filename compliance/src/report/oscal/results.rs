@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{
     Ids, Options, PLAN_HREF, assessment_assets, catalog_resource, control_id, control_selection,
-    evidence_resources, inventory_items, inventory_uuid, metadata, origins, prop, sha256_hex,
+    evidence_resources, inventory_items, inventory_uuid, metadata, origins, prop,
 };
 use crate::exceptions::{Exception, ExceptionState};
 use crate::scan::{CheckResult, FrameworkResult, ScanReport, Status};
@@ -25,10 +25,8 @@ use crate::scan::{CheckResult, FrameworkResult, ScanReport, Status};
 /// plan [`super::render_plan`] renders for the same report and options.
 pub fn render(report: &ScanReport, options: &Options) -> String {
     let ids = Ids::of_scan(report);
-    // The plan's bytes are hashed, then dropped before the results are built.
-    let plan = super::render_plan(report, options);
-    let plan_sha256 = sha256_hex(&plan);
-    drop(plan);
+    // The plan is hashed as it is written out, and dropped before the results are built.
+    let plan_sha256 = super::plan::sha256(report, options);
 
     let evidence: Vec<Value> = ["snapshot", "world", "policies", "inventory"]
         .iter()
