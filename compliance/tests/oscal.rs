@@ -132,6 +132,20 @@ fn plan_results_and_catalogs_validate_against_nists_schema() {
         assert!(!validator.is_valid(&broken), "{id}");
     }
     let report = scan_world(&example_world(), AT);
+    // An assessor name as a flag can hold anything; the documents stay valid.
+    let odd = Options {
+        assessor: "  Example\n Audit LLP ".into(),
+    };
+    assert_valid(
+        &validator,
+        &json(&render_with(&report, Format::Oscal, &odd)),
+        "assessor",
+    );
+    assert_valid(
+        &validator,
+        &json(&render_with(&report, Format::OscalAp, &odd)),
+        "assessor",
+    );
     let mut broken = plan(&report);
     broken["assessment-plan"]
         .as_object_mut()

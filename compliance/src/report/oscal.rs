@@ -133,7 +133,18 @@ impl Ids {
 }
 
 fn prop(name: &str, value: impl ToString) -> Value {
-    json!({"name": name, "ns": PROPERTY_NS, "value": value.to_string()})
+    json!({"name": name, "ns": PROPERTY_NS, "value": string(&value.to_string())})
+}
+
+/// `text` as an OSCAL string (property values, party names): one line, no leading or
+/// trailing whitespace, never empty. Annotations and flags can hold anything.
+fn string(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        "(none)".to_owned()
+    } else {
+        one_line
+    }
 }
 
 /// A digest as OSCAL hash values want it: bare hex, without `sha256:`.
@@ -158,7 +169,7 @@ fn metadata(report: &ScanReport, options: &Options, title: String) -> Value {
     let mut assessor = json!({
         "uuid": assessor_party,
         "type": "organization",
-        "name": options.assessor,
+        "name": string(&options.assessor),
     });
     if options.assessor == DEFAULT_ASSESSOR {
         assessor["remarks"] = Value::from(
@@ -377,7 +388,7 @@ fn digest_resource(uuid: &str, title: &str, description: &str, digest: &str) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::{bare_hex, control_id};
+    use super::{bare_hex, control_id, string};
 
     #[test]
     fn control_ids_are_oscal_tokens() {
@@ -385,6 +396,13 @@ mod tests {
         assert_eq!(control_id("nist-800-53", "AC-6"), "ac-6");
         assert_eq!(control_id("soc2", "CC6.1"), "cc6.1");
         assert_eq!(control_id("cis-kubernetes", "5.2.2"), "cis-5.2.2");
+    }
+
+    #[test]
+    fn strings_are_one_trimmed_nonempty_line() {
+        assert_eq!(string("  Example\n Audit LLP "), "Example Audit LLP");
+        assert_eq!(string(" \t"), "(none)");
+        assert_eq!(string("2027-06-30"), "2027-06-30");
     }
 
     #[test]
