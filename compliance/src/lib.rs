@@ -5,7 +5,7 @@
 //! PolicyStore ──catalog──► frameworks, controls, checks (forbids on Comply)
 //! World + Snapshot ──scan──► ScanReport: per check and per control, with evidence
 //! World + Snapshot ──exceptions──► the register of permitted deviations
-//! ScanReport ──report──► OSCAL · Markdown · HTML · CSV · JUnit · SARIF
+//! ScanReport ──report──► OSCAL (results, plan; catalogs from the packs) · Markdown · HTML · CSV · JUnit · SARIF
 //! ScanReport ──evidence──► hash-chained log for an audit period
 //! ```
 
@@ -16,5 +16,5 @@ pub mod report;
 pub mod scan;
 
 pub use catalog::{Check, Framework, frameworks};
-pub use report::{Format, render};
+pub use report::{Format, render, render_with};
 pub use scan::{ScanOptions, ScanReport, Status, scan};

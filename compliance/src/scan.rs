@@ -194,6 +194,11 @@ pub struct ScanReport {
     pub subjects: BTreeMap<SubjectKind, usize>,
     /// SHA-256 of the sorted list of subject uids in scope, one per line.
     pub subject_inventory_sha256: String,
+    /// Every subject in scope, sorted: what OSCAL lists as inventory, passing subjects
+    /// included, so an assessor can sample the whole population. Not serialized: the JSON
+    /// report (and the evidence log that keeps it) carries its count and hash instead.
+    #[serde(skip)]
+    pub inventory: Vec<SubjectRef>,
     pub frameworks: Vec<FrameworkResult>,
     /// Every permit in force that grants a deviation, with its approval and subjects.
     pub exceptions: Vec<crate::exceptions::Exception>,
@@ -292,6 +297,11 @@ pub fn scan(
         profile: options.profile.clone(),
         subjects: by_kind,
         subject_inventory_sha256: hex(&h.finalize()),
+        inventory: {
+            let mut all: Vec<SubjectRef> = subjects.iter().map(SubjectRef::of).collect();
+            all.sort();
+            all
+        },
         frameworks: results,
         exceptions: register,
     })

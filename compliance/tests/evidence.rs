@@ -597,7 +597,11 @@ fn times_at_the_ends_of_the_range_are_findings_not_crashes() {
         write_lines(&dir, &[line.to_string()]);
         let p = problems(&dir, None);
         let kinds: Vec<TamperKind> = p.iter().map(|x| x.0).collect();
-        let want = if backdated { vec![TamperKind::Backdated] } else { vec![] };
+        let want = if backdated {
+            vec![TamperKind::Backdated]
+        } else {
+            vec![]
+        };
         assert_eq!(kinds, want, "{appended} {started}: {p:?}");
     }
 }

@@ -101,33 +101,9 @@ fn cis_controls_are_real_benchmark_recommendations_with_their_text() {
     }
 }
 
-/// The criteria of the AICPA's 2017 Trust Services Criteria (revised points of focus,
-/// 2022): the common criteria CC1–CC9 and the availability criteria A1. The reference list
-/// beside the checkout (Kubescape's SOC 2 framework) names only the eight criteria its own
-/// controls touch, so it bounds nothing here; it is checked to be a subset of these.
-const TSC_2017: &[(&str, u32)] = &[
-    ("CC1", 5),
-    ("CC2", 3),
-    ("CC3", 4),
-    ("CC4", 2),
-    ("CC5", 3),
-    ("CC6", 8),
-    ("CC7", 5),
-    ("CC8", 1),
-    ("CC9", 2),
-    ("A1", 3),
-];
-
-fn tsc_2017() -> BTreeSet<String> {
-    TSC_2017
-        .iter()
-        .flat_map(|(series, n)| (1..=*n).map(move |i| format!("{series}.{i}")))
-        .collect()
-}
-
 #[test]
 fn soc2_criteria_are_trust_services_criteria() {
-    let criteria = tsc_2017();
+    let criteria = support::tsc_2017();
     let all = frameworks(&store(), &["soc2".into()]).unwrap();
     for id in all[0].controls.keys().chain(all[0].not_assessed.keys()) {
         assert!(

@@ -1,6 +1,7 @@
-//! `lattice-policy compliance scan` and `compliance verify`: compliance scans on the same
-//! snapshot the platform decides on, rendered for auditors and tools, and an evidence log
-//! that shows tampering.
+//! `lattice-policy compliance scan`, `compliance catalog` and `compliance verify`:
+//! compliance scans on the same snapshot the platform decides on, rendered for auditors and
+//! tools (OSCAL results, their plan, and catalogs for the frameworks NIST does not
+//! publish), and an evidence log that shows tampering.
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
@@ -8,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use lattice_compliance::evidence::{self, VerifyError};
-use lattice_compliance::{Format, ScanOptions, render, scan};
+use lattice_compliance::report::oscal;
+use lattice_compliance::{Format, ScanOptions, render_with, scan};
 use lattice_schemas::manifest::Object;
 
 use crate::output::{emit, render as render_diagnostic};
@@ -31,6 +33,40 @@ pub enum ComplianceCommand {
         /// Where to write the private key; it must not exist.
         out: PathBuf,
     },
+    /// Print the OSCAL 1.1.3 catalog of a framework Lattice's packs define, so every control
+    /// id of `-o oscal` resolves: SOC 2 and CIS Kubernetes (NIST's own SP 800-53 catalog
+    /// serves nist-800-53). Write it beside the results as `catalog-<framework>.json`, the
+    /// name they reference. Exit 0, or 2 on bad input.
+    Catalog(CatalogArgs),
+}
+
+/// The frameworks of `compliance catalog`: SOC 2 and CIS get one; NIST's is NIST's own,
+/// which the command says instead of generating another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CatalogFramework {
+    #[value(name = "nist-800-53")]
+    Nist,
+    Soc2,
+    CisKubernetes,
+}
+
+#[derive(Args)]
+pub struct CatalogArgs {
+    /// The framework.
+    #[arg(long, value_enum)]
+    framework: CatalogFramework,
+    /// A rule-pack directory to read the framework from instead of the bundled packs.
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// A world whose CedarPolicy checks cite controls too (repeatable; default none).
+    #[arg(long)]
+    world: Vec<PathBuf>,
+    /// Write the catalog here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The catalog's last-modified time (RFC 3339; default now).
+    #[arg(long)]
+    at: Option<String>,
 }
 
 #[derive(Args)]
@@ -91,8 +127,11 @@ impl FrameworkArg {
 /// Report formats on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
-    /// OSCAL 1.1.3 assessment-results (JSON).
+    /// OSCAL 1.1.3 assessment-results (JSON); they import the plan as `report.oscal-ap.json`.
     Oscal,
+    /// OSCAL 1.1.3 assessment-plan (JSON) of the same scan.
+    #[value(name = "oscal-ap")]
+    OscalAp,
     Markdown,
     Html,
     Csv,
@@ -106,6 +145,7 @@ impl FormatArg {
     fn format(self) -> Format {
         match self {
             FormatArg::Oscal => Format::Oscal,
+            FormatArg::OscalAp => Format::OscalAp,
             FormatArg::Markdown => Format::Markdown,
             FormatArg::Html => Format::Html,
             FormatArg::Csv => Format::Csv,
@@ -150,11 +190,15 @@ pub struct ScanArgs {
     /// so a run `--at` another time is not appended to an evidence log.
     #[arg(long, conflicts_with = "evidence_dir")]
     at: Option<String>,
+    /// The assessor organisation the OSCAL names (a party with role `assessor`).
+    #[arg(long, default_value = oscal::DEFAULT_ASSESSOR)]
+    assessor: String,
 }
 
 pub fn run(command: ComplianceCommand) -> u8 {
     match command {
         ComplianceCommand::Scan(args) => run_scan(args),
+        ComplianceCommand::Catalog(args) => run_catalog(args),
         ComplianceCommand::Verify(args) => run_verify(&args),
         ComplianceCommand::Keygen { out } => run_keygen(&out),
     }
@@ -194,7 +238,8 @@ fn read_profile(path: &Path) -> Result<Profile, String> {
     for f in &p.spec.formats {
         formats.push(Format::parse(f).ok_or_else(|| {
             format!(
-                "error: the profile asks for format `{f}`; known: oscal, markdown, html, csv, junit, sarif, json\n"
+                "error: the profile asks for format `{f}`; known: {}\n",
+                Format::ALL.map(Format::name).join(", ")
             )
         })?);
     }
@@ -322,7 +367,11 @@ fn run_scan(args: ScanArgs) -> u8 {
         return EXIT_USAGE;
     }
     let format = args.output.format();
-    let text = render(&report, format);
+    let oscal_options = oscal::Options {
+        assessor: args.assessor.clone(),
+    };
+    let render = |f: Format| render_with(&report, f, &oscal_options);
+    let text = render(format);
     match &args.out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, &text) {
@@ -343,7 +392,7 @@ fn run_scan(args: ScanArgs) -> u8 {
                 let bytes = if f == format {
                     text.clone().into_bytes()
                 } else {
-                    render(&report, f).into_bytes()
+                    render(f).into_bytes()
                 };
                 (format!("report.{}", f.extension()), bytes)
             })
@@ -387,6 +436,60 @@ fn run_scan(args: ScanArgs) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+fn run_catalog(args: CatalogArgs) -> u8 {
+    let last_modified = match args.at.as_deref().map(str::parse::<jiff::Timestamp>) {
+        None => jiff::Timestamp::now(),
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!(
+                "error: --at `{}` is not an RFC 3339 time: {e}",
+                args.at.unwrap_or_default()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let id = match args.framework {
+        CatalogFramework::Nist => "nist-800-53",
+        CatalogFramework::Soc2 => "soc2",
+        CatalogFramework::CisKubernetes => "cis-kubernetes",
+    };
+    let loaded = match crate::loading::try_load(&args.world, args.policies.as_deref()) {
+        Ok(l) => l,
+        Err(text) => {
+            eprint!("{text}");
+            return EXIT_USAGE;
+        }
+    };
+    let framework = match lattice_compliance::frameworks(&loaded.store, &[id.to_owned()]) {
+        Ok(mut f) if !f.is_empty() => f.remove(0),
+        Ok(_) => {
+            eprintln!("error: no pack in force defines {id}");
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let text = match oscal::catalog::render(&framework, &last_modified.to_string()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match &args.out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &text) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        }
+        None => emit(&text),
+    }
+    EXIT_OK
 }
 
 /// A progress bar on stderr when it is a terminal; none when piped.

@@ -142,10 +142,12 @@ fn a_profile_sets_the_scope_and_runs_land_in_a_verifiable_evidence_log() {
             .unwrap()
             .contains("Namespace::\\\"sandbox\\\"")
     );
-    // The profile's formats are kept with the run (oscal, markdown, sarif, and the JSON).
+    // The profile's formats are kept with the run (oscal and its plan, markdown, sarif, and
+    // the JSON).
     for f in [
         "report.json",
         "report.oscal.json",
+        "report.oscal-ap.json",
         "report.md",
         "report.sarif",
     ] {
@@ -237,4 +239,126 @@ fn bad_input_is_refused_with_a_clear_message_and_exit_two() {
     // pass).
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no evidence log"), "{}", text(&o));
+}
+
+fn oscal_validator() -> Option<jsonschema::Validator> {
+    let dir = lattice_testkit::reference_dir()?;
+    let text = std::fs::read_to_string(dir.join("oscal/oscal_complete_schema-1-1-3.json"))
+        .expect("the OSCAL 1.1.3 schema");
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Some(jsonschema::validator_for(&schema).expect("a valid JSON Schema"))
+}
+
+/// `-o oscal-ap` writes the plan the results import: written beside them under the name
+/// `import-ap` gives, its SHA-256 is the one the results carry; `--assessor` names the
+/// assessor in both.
+#[test]
+fn the_plan_and_results_link_up_on_disk_and_name_the_assessor() {
+    let d = dir("oscal-ap");
+    let scan = |format: &str, file: &str| {
+        let out = d.join(file);
+        let o = run(&[
+            "compliance",
+            "scan",
+            "--world",
+            "examples/world",
+            "-o",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+            "--at",
+            "2026-11-21T12:00:00Z",
+            "--assessor",
+            "Example Audit LLP",
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let ar: serde_json::Value = serde_json::from_str(&scan("oscal", "report.oscal.json")).unwrap();
+    let ap_text = scan("oscal-ap", "report.oscal-ap.json");
+    let ap: serde_json::Value = serde_json::from_str(&ap_text).unwrap();
+    let href = ar["assessment-results"]["import-ap"]["href"]
+        .as_str()
+        .unwrap();
+    let beside = std::fs::read_to_string(d.join(href)).expect("the plan is where import-ap says");
+    assert_eq!(beside, ap_text);
+    let hash = ar["assessment-results"]["back-matter"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rlinks"][0]["href"] == href)
+        .unwrap()["rlinks"][0]["hashes"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // coreutils' sha256sum as the independent check.
+    let Ok(sum) = Command::new("sha256sum").arg(d.join(href)).output() else {
+        return;
+    };
+    let digest = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(hash, digest);
+    for doc in [&ar["assessment-results"], &ap["assessment-plan"]] {
+        assert!(
+            doc["metadata"]["parties"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "Example Audit LLP")
+        );
+    }
+    if let Some(validator) = oscal_validator() {
+        assert!(validator.is_valid(&ar));
+        assert!(validator.is_valid(&ap));
+    }
+}
+
+/// `compliance catalog` prints the OSCAL catalog of SOC 2 or CIS Kubernetes; NIST's is
+/// NIST's own, so it is not a choice.
+#[test]
+fn catalogs_print_for_the_frameworks_nist_does_not_publish() {
+    for (framework, control) in [("soc2", "cc6.1"), ("cis-kubernetes", "cis-5.2.9")] {
+        let o = run(&[
+            "compliance",
+            "catalog",
+            "--framework",
+            framework,
+            "--at",
+            "2026-11-21T12:00:00Z",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let catalog: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(&format!("\"id\": \"{control}\"")),
+            "{framework}"
+        );
+        assert_eq!(
+            catalog["catalog"]["metadata"]["last-modified"],
+            "2026-11-21T12:00:00Z"
+        );
+        if let Some(validator) = oscal_validator() {
+            assert!(validator.is_valid(&catalog), "{framework}");
+        }
+    }
+    let o = run(&["compliance", "catalog", "--framework", "nist-800-53"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("NIST publishes SP 800-53 Rev. 5 in OSCAL"),
+        "{}",
+        text(&o)
+    );
+    assert!(o.stdout.is_empty());
+    let o = run(&[
+        "compliance",
+        "catalog",
+        "--framework",
+        "soc2",
+        "--at",
+        "yesterday",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an RFC 3339 time"));
 }

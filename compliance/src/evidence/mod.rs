@@ -149,7 +149,10 @@ fn check_times(
             "the clock reads {now}, before the newest record ({newest}); times in the log only move forward, so fix the clock before appending"
         )));
     }
-    if now.checked_add(CLOCK_SKEW).is_ok_and(|latest| started > latest) {
+    if now
+        .checked_add(CLOCK_SKEW)
+        .is_ok_and(|latest| started > latest)
+    {
         return Err(EvidenceError::Time(format!(
             "the run says it started at {started}, after the clock's {now}; evidence is dated by the clock"
         )));
@@ -745,7 +748,11 @@ fn check_record_times(
         match time("started") {
             // Checked: a hostile record's times sit at the ends of the range, where plain
             // arithmetic would overflow.
-            Some(started) if at.checked_add(CLOCK_SKEW).is_ok_and(|latest| started > latest) => {
+            Some(started)
+                if at
+                    .checked_add(CLOCK_SKEW)
+                    .is_ok_and(|latest| started > latest) =>
+            {
                 return Err((
                     Some(at),
                     format!("{name}'s run started at {started}, after it was recorded ({at})"),

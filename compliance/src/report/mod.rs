@@ -1,4 +1,4 @@
-//! Renderings of a [`ScanReport`]: OSCAL for tools, Markdown and HTML for auditors, CSV,
+//! Renderings of a [`ScanReport`]: OSCAL (assessment results and their plan) for tools, Markdown and HTML for auditors, CSV,
 //! JUnit and SARIF for spreadsheets, CI and code-scanning dashboards. Each is a pure
 //! function of the report, so the same scan renders the same bytes.
 
@@ -12,7 +12,10 @@ use crate::scan::ScanReport;
 /// An output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
+    /// OSCAL 1.1.3 assessment-results.
     Oscal,
+    /// OSCAL 1.1.3 assessment-plan: the plan the results import.
+    OscalAp,
     Markdown,
     Html,
     Csv,
@@ -23,8 +26,10 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 7] = [
+    /// Every format, in the order help and errors list them.
+    pub const ALL: [Format; 8] = [
         Format::Oscal,
+        Format::OscalAp,
         Format::Markdown,
         Format::Html,
         Format::Csv,
@@ -37,6 +42,7 @@ impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Oscal => "oscal",
+            Format::OscalAp => "oscal-ap",
             Format::Markdown => "markdown",
             Format::Html => "html",
             Format::Csv => "csv",
@@ -50,6 +56,8 @@ impl Format {
     pub fn extension(self) -> &'static str {
         match self {
             Format::Oscal => "oscal.json",
+            // `report.oscal-ap.json`: the name the results' `import-ap` refers to.
+            Format::OscalAp => "oscal-ap.json",
             Format::Markdown => "md",
             Format::Html => "html",
             Format::Csv => "csv",
@@ -59,15 +67,22 @@ impl Format {
         }
     }
 
+    /// The format named `name` (see [`Format::name`]).
     pub fn parse(name: &str) -> Option<Format> {
         Format::ALL.into_iter().find(|f| f.name() == name)
     }
 }
 
-/// Renders `report` in `format`.
+/// Renders `report` in `format`, naming no assessor (see [`render_with`]).
 pub fn render(report: &ScanReport, format: Format) -> String {
+    render_with(report, format, &oscal::Options::default())
+}
+
+/// Renders `report` in `format`; the OSCAL formats name the parties in `options`.
+pub fn render_with(report: &ScanReport, format: Format, options: &oscal::Options) -> String {
     match format {
-        Format::Oscal => oscal::render(report),
+        Format::Oscal => oscal::render(report, options),
+        Format::OscalAp => oscal::render_plan(report, options),
         Format::Markdown => markdown::render(report),
         Format::Html => html::render(report),
         Format::Csv => table::csv(report),

@@ -1,22 +1,64 @@
-//! OSCAL 1.1.3 `assessment-results`: one result per framework; per check an observation
-//! (method TEST) naming its failing subjects; per assessed control a finding that relates
-//! the observations of its checks; controls Lattice cannot assess are excluded from the
-//! reviewed controls with the reason. Back-matter resources carry SHA-256 hashes of the
-//! evidence: the snapshot, the world, the policies and the subject inventory.
+//! OSCAL 1.1.3 for assessment tools: the assessment plan of a scan
+//! ([`render_plan`]), its assessment results ([`render`]), and catalogs for the frameworks
+//! NIST does not publish in OSCAL ([`catalog::render`]).
 //!
-//! UUIDs are version 5, derived from the scan's snapshot, time and ids, so the same scan
-//! renders the same document.
+//! ```text
+//! report.oscal-ap.json   assessment-plan: reviewed controls, every subject in scope
+//!   ▲ import-ap (relative href, SHA-256 in back-matter)
+//! report.oscal.json      assessment-results: observations (EXAMINE, by the tool), findings,
+//!                        risks (failures open, exceptions deviation-approved), inventory
+//! catalog-soc2.json, catalog-cis-kubernetes.json   `compliance catalog --framework F`
+//! NIST_SP-800-53_rev5_catalog.json                 NIST's own catalog (not generated)
+//! ```
+//!
+//! UUIDs are version 5. A document's, and each element's it alone defines, are derived from
+//! the snapshot, the scan's time and its scope (frameworks, namespaces, profile), so the same
+//! scan renders the same bytes and scans of another scope never share one. Inventory items,
+//! the tool component and parties are derived from what they name alone, so a subject keeps
+//! its UUID across scans, days and frameworks and findings can be tracked.
+
+pub mod catalog;
+mod plan;
+mod results;
+
+pub use plan::render as render_plan;
+pub use results::render;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::scan::{CheckResult, FrameworkResult, ScanReport, Status};
+use crate::scan::{ControlResult, FrameworkResult, ScanReport, Status, SubjectRef};
 
 /// The namespace of Lattice's OSCAL properties.
 pub const PROPERTY_NS: &str = "https://lattice.dev/ns/oscal";
 
+/// Where assessment results expect their plan: beside them, under the name the evidence log
+/// and the operator's sinks give a rendering of format `oscal-ap` (`report.<extension>`).
+pub const PLAN_HREF: &str = "report.oscal-ap.json";
+
+/// NIST's OSCAL catalog of SP 800-53 Rev. 5, by the file name NIST publishes it under.
+pub const NIST_CATALOG_HREF: &str = "NIST_SP-800-53_rev5_catalog.json";
+
+/// The assessor named when none is given.
+pub const DEFAULT_ASSESSOR: &str = "unspecified assessor";
+
 /// The namespace Lattice's v5 UUIDs are derived in.
 const UUID_NS: Uuid = Uuid::from_u128(0x6c61_7474_6963_5000_8000_6f73_6361_6c00);
+
+/// What a rendering names beyond the report itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The assessor organisation, a party with role `assessor`.
+    pub assessor: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            assessor: DEFAULT_ASSESSOR.to_owned(),
+        }
+    }
+}
 
 /// The OSCAL control id of a framework's control: `SC-7(5)` → `sc-7.5`, `CC6.1` →
 /// `cc6.1`, CIS `5.2.2` → `cis-5.2.2` (a token cannot start with a digit).
@@ -32,124 +74,243 @@ pub fn control_id(framework: &str, control: &str) -> String {
     }
 }
 
-struct Ids<'a> {
-    report: &'a ScanReport,
+/// The file name a framework's catalog is referenced by: NIST's own for `nist-800-53`,
+/// else the name `compliance catalog --framework F` is documented to write,
+/// `catalog-<framework>.json`.
+pub fn catalog_href(framework: &str) -> String {
+    if framework == "nist-800-53" {
+        NIST_CATALOG_HREF.to_owned()
+    } else {
+        format!("catalog-{framework}.json")
+    }
 }
 
-impl Ids<'_> {
+/// A UUID derived from `parts` alone.
+fn stable(parts: &[&str]) -> String {
+    Uuid::new_v5(&UUID_NS, parts.join("|").as_bytes()).to_string()
+}
+
+/// The inventory-item UUID of a subject: from its Cedar uid alone, the same in every scan.
+pub fn inventory_uuid(subject: &SubjectRef) -> String {
+    stable(&["inventory-item", &subject.uid()])
+}
+
+/// The UUID of the scanning tool as a component (and origin actor): from its name alone.
+pub fn tool_component_uuid(report: &ScanReport) -> String {
+    stable(&["component", "tool", &report.tool.name])
+}
+
+fn party_uuid(kind: &str, name: &str) -> String {
+    stable(&["party", kind, name])
+}
+
+/// UUIDs of one scan's documents and of what they alone define.
+struct Ids {
+    base: String,
+}
+
+impl Ids {
+    fn of_scan(report: &ScanReport) -> Ids {
+        Ids {
+            base: format!(
+                "{}|{}|frameworks={}|namespaces={}|profile={}",
+                report.snapshot_digest,
+                report.started,
+                report.frameworks_scanned.join(","),
+                report
+                    .namespaces
+                    .as_ref()
+                    .map_or("*".to_owned(), |n| n.join(",")),
+                report.profile.as_deref().unwrap_or(""),
+            ),
+        }
+    }
+
     fn of(&self, parts: &[&str]) -> String {
-        let name = format!(
-            "{}|{}|{}",
-            self.report.snapshot_digest,
-            self.report.started,
-            parts.join("|")
-        );
+        let name = format!("{}|{}", self.base, parts.join("|"));
         Uuid::new_v5(&UUID_NS, name.as_bytes()).to_string()
     }
 }
 
 fn prop(name: &str, value: impl ToString) -> Value {
-    json!({"name": name, "ns": PROPERTY_NS, "value": value.to_string()})
+    json!({"name": name, "ns": PROPERTY_NS, "value": string(&value.to_string())})
 }
 
-/// Renders `report` as an OSCAL assessment-results document (pretty JSON).
-pub fn render(report: &ScanReport) -> String {
-    let ids = Ids { report };
-    let resources = vec![
-        resource(
-            &ids.of(&["snapshot"]),
-            "Decision snapshot",
-            "The snapshot of entities and policies every decision of the scan was taken on; its digest covers the world and the active policies.",
-            &report.snapshot_digest,
-        ),
-        resource(
-            &ids.of(&["world"]),
-            "World",
-            "SHA-256 over every object of the world the scan read.",
-            &report.world_digest,
-        ),
-        resource(
-            &ids.of(&["policies"]),
-            "Policies",
-            &format!(
-                "SHA-256 over every active policy's id, mode and text, from the rule packs {}.",
-                report.packs.join(", ")
-            ),
-            &report.policies_digest,
-        ),
-        resource(
-            &ids.of(&["inventory"]),
-            "Subject inventory",
-            "SHA-256 over the sorted uids of every subject in scope, one per line.",
-            &report.subject_inventory_sha256,
-        ),
+/// `text` as an OSCAL string (property values, party names): one line, no leading or
+/// trailing whitespace, never empty. Annotations and flags can hold anything.
+fn string(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        "(none)".to_owned()
+    } else {
+        one_line
+    }
+}
+
+/// A digest as OSCAL hash values want it: bare hex, without `sha256:`.
+fn bare_hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// SHA-256 of `text`, bare hex.
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Metadata with the parties and roles: the tool that prepared the document and the
+/// assessor it was prepared for.
+fn metadata(report: &ScanReport, options: &Options, title: String) -> Value {
+    let tool_party = party_uuid("tool", &report.tool.name);
+    let assessor_party = party_uuid("assessor", &options.assessor);
+    let mut assessor = json!({
+        "uuid": assessor_party,
+        "type": "organization",
+        "name": string(&options.assessor),
+    });
+    if options.assessor == DEFAULT_ASSESSOR {
+        assessor["remarks"] = Value::from(
+            "No assessor was named when this was rendered (`lattice-policy compliance scan --assessor NAME` names one).",
+        );
+    }
+    let mut props = vec![
+        prop("tool", &report.tool.name),
+        prop("tool-version", &report.tool.version),
+        prop("frameworks", report.frameworks_scanned.join(", ")),
     ];
-    let evidence: Vec<Value> = ["snapshot", "world", "policies", "inventory"]
-        .iter()
-        .map(|r| json!({"href": format!("#{}", ids.of(&[r])), "description": format!("The {r} digest this observation was made on.")}))
-        .collect();
-    let results: Vec<Value> = report
-        .frameworks
-        .iter()
-        .map(|fw| result(&ids, report, fw, &evidence))
-        .collect();
-    let mut metadata = json!({
-        "title": format!("Lattice compliance scan: {}", report.frameworks_scanned.join(", ")),
+    if let Some(p) = &report.profile {
+        props.push(prop("profile", p));
+    }
+    if let Some(ns) = &report.namespaces {
+        props.push(prop("namespaces", ns.join(", ")));
+    }
+    json!({
+        "title": title,
         "last-modified": report.finished,
         "version": report.snapshot_digest,
         "oscal-version": "1.1.3",
-        "props": [
-            prop("tool", &report.tool.name),
-            prop("tool-version", &report.tool.version),
+        "props": props,
+        "roles": [
+            {"id": "prepared-by", "title": "Prepared By", "description": "The tool that produced this document from the scan."},
+            {"id": "assessor", "title": "Assessor", "description": "The organisation the assessment is performed for or by."},
         ],
-    });
-    if let Some(p) = &report.profile {
-        metadata["props"]
-            .as_array_mut()
-            .expect("props is an array")
-            .push(prop("profile", p));
-    }
-    let doc = json!({
-        "assessment-results": {
-            "uuid": ids.of(&["document"]),
-            "metadata": metadata,
-            "import-ap": {
-                "href": format!("#{}", ids.of(&["policies"])),
-                "remarks": "Lattice's assessment plan is its rule packs: the checks are the Cedar policies identified by the policies resource.",
+        "parties": [
+            {
+                "uuid": tool_party,
+                "type": "organization",
+                "name": format!("Lattice ({} {})", report.tool.name, report.tool.version),
+                "remarks": "The Lattice compliance scanner: every check is a Cedar decision on one snapshot.",
             },
-            "results": results,
-            "back-matter": {"resources": resources},
-        }
-    });
-    serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
+            assessor,
+        ],
+        "responsible-parties": [
+            {"role-id": "prepared-by", "party-uuids": [tool_party]},
+            {"role-id": "assessor", "party-uuids": [assessor_party]},
+        ],
+    })
 }
 
-fn resource(uuid: &str, title: &str, description: &str, sha256: &str) -> Value {
+/// The scanner as an assessment asset: the component observations name as their origin.
+fn assessment_assets(report: &ScanReport) -> Value {
+    let component = tool_component_uuid(report);
     json!({
-        "uuid": uuid,
-        "title": title,
-        "description": description,
-        "rlinks": [{
-            "href": format!("urn:lattice:sha256:{sha256}"),
-            "hashes": [{"algorithm": "SHA-256", "value": sha256}],
+        "components": [{
+            "uuid": component,
+            "type": "software",
+            "title": report.tool.name,
+            "description": "The Lattice compliance scanner: it reads the platform's configuration (the world's objects and the active Cedar policies) and asks the decision engine one Comply question per subject and framework.",
+            "props": [prop("version", &report.tool.version)],
+            "status": {"state": "operational"},
+        }],
+        "assessment-platforms": [{
+            "uuid": stable(&["assessment-platform", &report.tool.name]),
+            "title": format!("{} compliance scan", report.tool.name),
+            "uses-components": [{"component-uuid": component}],
         }],
     })
 }
 
-fn result(ids: &Ids, report: &ScanReport, fw: &FrameworkResult, evidence: &[Value]) -> Value {
+/// The scanner as the origin of an observation, finding or risk.
+fn origins(report: &ScanReport) -> Value {
+    json!([{"actors": [{"type": "tool", "actor-uuid": tool_component_uuid(report)}]}])
+}
+
+/// Every subject in scope as an inventory item.
+fn inventory_items(report: &ScanReport) -> Vec<Value> {
+    report
+        .inventory
+        .iter()
+        .map(|s| {
+            let mut props = vec![
+                prop("cedar-uid", s.uid()),
+                prop("subject-kind", s.kind.type_name()),
+            ];
+            if let Some(o) = &s.object {
+                props.push(prop("declared-by", o));
+            }
+            json!({
+                "uuid": inventory_uuid(s),
+                "description": format!("{} {}", s.kind.type_name(), s.id),
+                "props": props,
+            })
+        })
+        .collect()
+}
+
+/// The back-matter resource of a framework's catalog, linked from its control selection.
+fn catalog_resource(fw: &FrameworkResult) -> Value {
+    let (title, description) = if fw.id == "nist-800-53" {
+        (
+            "NIST SP 800-53 Rev. 5 catalog".to_owned(),
+            format!(
+                "NIST's own OSCAL catalog of SP 800-53 Revision 5, published by NIST as {NIST_CATALOG_HREF}; the nist-800-53 control ids and objectives resolve in it."
+            ),
+        )
+    } else {
+        (
+            format!("{} catalog", fw.title),
+            format!(
+                "An OSCAL catalog of the {} controls, generated from the {} pack by `lattice-policy compliance catalog --framework {}`; its control ids and objectives are the ones used here.",
+                fw.id,
+                fw.pack.as_deref().unwrap_or(&fw.id),
+                fw.id
+            ),
+        )
+    };
+    json!({
+        "uuid": stable(&["catalog-resource", &fw.id]),
+        "title": title,
+        "description": description,
+        "props": [prop("framework", &fw.id)],
+        "rlinks": [{"href": catalog_href(&fw.id), "media-type": "application/oscal.catalog+json"}],
+    })
+}
+
+/// A control selection for one framework: the controls Lattice assesses, and those it
+/// cannot with the reason. The plan and the results select the same.
+fn control_selection(fw: &FrameworkResult) -> Value {
     let include: Vec<Value> = fw
         .controls
         .iter()
         .filter(|c| c.status != Status::NotAssessed)
         .map(|c| json!({"control-id": control_id(&fw.id, &c.id)}))
         .collect();
-    let excluded: Vec<&crate::scan::ControlResult> = fw
+    let excluded: Vec<&ControlResult> = fw
         .controls
         .iter()
         .filter(|c| c.status == Status::NotAssessed)
         .collect();
     let mut selection = json!({
         "description": format!("Controls of {} evidenced by Lattice's checks.", fw.title),
+        "props": [prop("framework", &fw.id)],
+        "links": [{
+            "href": format!("#{}", stable(&["catalog-resource", &fw.id])),
+            "rel": "reference",
+            "text": format!("The catalog the {} control ids resolve in", fw.id),
+        }],
     });
     if !include.is_empty() {
         selection["include-controls"] = Value::Array(include);
@@ -175,164 +336,59 @@ fn result(ids: &Ids, report: &ScanReport, fw: &FrameworkResult, evidence: &[Valu
                 .join("\n"),
         );
     }
-    // Inventory items only for failing subjects: passing ones are counted and hashed.
-    let mut failing: Vec<&crate::scan::SubjectRef> = fw
-        .checks
-        .iter()
-        .flat_map(|c| c.failures.iter().map(|f| &f.subject))
-        .collect();
-    failing.sort();
-    failing.dedup();
-    let item = |s: &crate::scan::SubjectRef| ids.of(&[&fw.id, "subject", &s.uid()]);
-    let observations: Vec<Value> = fw
-        .checks
-        .iter()
-        .map(|c| observation(ids, report, fw, c, evidence, &item))
-        .collect();
-    let findings: Vec<Value> = fw
-        .controls
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.status,
-                Status::Pass | Status::PassWithException | Status::Fail
-            )
-        })
-        .map(|c| {
-            let related: Vec<Value> = c
-                .checks
-                .iter()
-                .map(|check| json!({"observation-uuid": ids.of(&[&fw.id, "observation", check])}))
-                .collect();
-            let satisfied = c.status != Status::Fail;
-            let excepted = c.status == Status::PassWithException;
-            json!({
-                "uuid": ids.of(&[&fw.id, "finding", &c.id]),
-                "title": format!("{} {}", c.id, c.title),
-                "description": format!(
-                    "{} {} by Lattice's checks: {}.",
-                    c.id,
-                    if excepted {
-                        "is satisfied with an approved exception (see the exception register)"
-                    } else if satisfied {
-                        "is satisfied"
-                    } else {
-                        "is not satisfied"
-                    },
-                    c.checks.join(", ")
-                ),
-                "target": {
-                    "type": "objective-id",
-                    "target-id": format!("{}_obj", control_id(&fw.id, &c.id)),
-                    "status": {
-                        "state": if satisfied { "satisfied" } else { "not-satisfied" },
-                        "reason": if excepted { "other" } else if satisfied { "pass" } else { "fail" },
-                    },
-                },
-                "related-observations": related,
-            })
-        })
-        .collect();
-    let mut out = json!({
-        "uuid": ids.of(&[&fw.id, "result"]),
-        "title": format!("{} ({})", fw.title, fw.id),
-        "description": format!(
-            "Every Comply question of every subject in scope for {}, decided on snapshot {}. Checks: {} pass, {} pass with an approved exception, {} fail, {} not applicable. Controls: {} pass, {} pass with an approved exception, {} fail, {} not applicable, {} not assessed by Lattice.",
-            fw.id, report.snapshot_digest,
-            fw.check_tally.pass, fw.check_tally.pass_with_exception, fw.check_tally.fail, fw.check_tally.not_applicable,
-            fw.control_tally.pass, fw.control_tally.pass_with_exception, fw.control_tally.fail, fw.control_tally.not_applicable, fw.control_tally.not_assessed,
-        ),
-        "start": report.started,
-        "end": report.finished,
-        "reviewed-controls": {"control-selections": [selection]},
-    });
-    if let Some(pack) = &fw.pack {
-        out["props"] = json!([prop("pack", pack)]);
-    }
-    if !failing.is_empty() {
-        out["local-definitions"] = json!({
-            "inventory-items": failing.iter().map(|s| {
-                let mut props = vec![prop("cedar-uid", s.uid()), prop("subject-kind", s.kind.type_name())];
-                if let Some(o) = &s.object {
-                    props.push(prop("declared-by", o));
-                }
-                json!({
-                    "uuid": item(s),
-                    "description": format!("{} {}", s.kind.type_name(), s.id),
-                    "props": props,
-                })
-            }).collect::<Vec<_>>(),
-        });
-    }
-    if !observations.is_empty() {
-        out["observations"] = Value::Array(observations);
-    }
-    if !findings.is_empty() {
-        out["findings"] = Value::Array(findings);
-    }
-    out
+    selection
 }
 
-fn observation(
-    ids: &Ids,
-    report: &ScanReport,
-    fw: &FrameworkResult,
-    c: &CheckResult,
-    evidence: &[Value],
-    item: &dyn Fn(&crate::scan::SubjectRef) -> String,
-) -> Value {
-    let mut props = vec![
-        prop("check", &c.id),
-        prop("policy-source", &c.source),
-        prop("severity", &c.severity),
-        prop("result", c.status.label()),
-        prop("subjects-applicable", c.applicable),
-        prop("subjects-passed", c.passed),
-        prop("subjects-failed", c.failures.len()),
-    ];
-    for control in &c.controls {
-        props.push(prop("control", control));
-    }
-    let mut o = json!({
-        "uuid": ids.of(&[&fw.id, "observation", &c.id]),
-        "title": c.title,
-        "description": format!(
-            "Check {} ({}) on {} applicable subject(s): {} passed, {} failed.",
-            c.id, c.source, c.applicable, c.passed, c.failures.len()
+/// The evidence digests as back-matter resources: the snapshot, the world, the policies and
+/// the subject inventory.
+fn evidence_resources(ids: &Ids, report: &ScanReport) -> Vec<Value> {
+    vec![
+        digest_resource(
+            &ids.of(&["snapshot"]),
+            "Decision snapshot",
+            "The snapshot of entities and policies every decision of the scan was taken on; its digest covers the world and the active policies.",
+            &report.snapshot_digest,
         ),
-        "props": props,
-        "methods": ["TEST"],
-        "types": ["finding"],
-        "collected": report.finished,
-        "relevant-evidence": evidence,
-    });
-    if !c.failures.is_empty() {
-        o["subjects"] = Value::Array(
-            c.failures
-                .iter()
-                .map(|f| {
-                    let mut s = json!({
-                        "subject-uuid": item(&f.subject),
-                        "type": "inventory-item",
-                        "title": f.subject.uid(),
-                    });
-                    if let Some(e) = &f.error {
-                        s["remarks"] = Value::String(e.clone());
-                    }
-                    s
-                })
-                .collect(),
-        );
-    }
-    if !c.remediation.is_empty() {
-        o["remarks"] = Value::String(format!("Remediation: {}", c.remediation));
-    }
-    o
+        digest_resource(
+            &ids.of(&["world"]),
+            "World",
+            "SHA-256 over every object of the world the scan read.",
+            &report.world_digest,
+        ),
+        digest_resource(
+            &ids.of(&["policies"]),
+            "Policies",
+            &format!(
+                "SHA-256 over every active policy's id, mode and text, from the rule packs {}.",
+                report.packs.join(", ")
+            ),
+            &report.policies_digest,
+        ),
+        digest_resource(
+            &ids.of(&["inventory"]),
+            "Subject inventory",
+            "SHA-256 over the sorted uids of every subject in scope, one per line.",
+            &report.subject_inventory_sha256,
+        ),
+    ]
+}
+
+fn digest_resource(uuid: &str, title: &str, description: &str, digest: &str) -> Value {
+    let hex = bare_hex(digest);
+    json!({
+        "uuid": uuid,
+        "title": title,
+        "description": description,
+        "rlinks": [{
+            "href": format!("urn:lattice:sha256:{hex}"),
+            "hashes": [{"algorithm": "SHA-256", "value": hex}],
+        }],
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::control_id;
+    use super::{bare_hex, control_id, string};
 
     #[test]
     fn control_ids_are_oscal_tokens() {
@@ -340,5 +396,18 @@ mod tests {
         assert_eq!(control_id("nist-800-53", "AC-6"), "ac-6");
         assert_eq!(control_id("soc2", "CC6.1"), "cc6.1");
         assert_eq!(control_id("cis-kubernetes", "5.2.2"), "cis-5.2.2");
+    }
+
+    #[test]
+    fn strings_are_one_trimmed_nonempty_line() {
+        assert_eq!(string("  Example\n Audit LLP "), "Example Audit LLP");
+        assert_eq!(string(" \t"), "(none)");
+        assert_eq!(string("2027-06-30"), "2027-06-30");
+    }
+
+    #[test]
+    fn hashes_are_bare_hex() {
+        assert_eq!(bare_hex("sha256:ab12"), "ab12");
+        assert_eq!(bare_hex("ab12"), "ab12");
     }
 }

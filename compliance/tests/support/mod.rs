@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use lattice_compliance::{ScanOptions, ScanReport, scan};
@@ -24,13 +25,42 @@ pub fn case(name: &str) -> PathBuf {
 
 /// Scans `world` (files or directories) with the repository's packs at `at`.
 pub fn scan_world(world: &[PathBuf], at: &str) -> ScanReport {
+    scan_world_with(world, at, ScanOptions::default())
+}
+
+/// Scans `world` with the repository's packs at `at`, scoped by `options`.
+pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> ScanReport {
     let (world, store) = lattice_engine::load::load(world, Some(&root().join("policies")))
         .unwrap_or_else(|e| panic!("the world did not load: {e:?}"));
     let projection = Projection::of(&world);
     let snapshot = Snapshot::build(&world, &projection, &store).expect("snapshot");
     let options = ScanOptions {
         now: Some(at.parse().expect("an RFC 3339 time")),
-        ..ScanOptions::default()
+        ..options
     };
     scan(&world, &store, &snapshot, &options, &|_| {}).expect("scan")
+}
+
+/// The criteria of the AICPA's 2017 Trust Services Criteria (revised points of focus,
+/// 2022): the common criteria CC1–CC9 and the availability criteria A1. The reference list
+/// beside the checkout (Kubescape's SOC 2 framework) names only the eight criteria its own
+/// controls touch, so it bounds nothing here; it is checked to be a subset of these.
+const TSC_2017: &[(&str, u32)] = &[
+    ("CC1", 5),
+    ("CC2", 3),
+    ("CC3", 4),
+    ("CC4", 2),
+    ("CC5", 3),
+    ("CC6", 8),
+    ("CC7", 5),
+    ("CC8", 1),
+    ("CC9", 2),
+    ("A1", 3),
+];
+
+pub fn tsc_2017() -> BTreeSet<String> {
+    TSC_2017
+        .iter()
+        .flat_map(|(series, n)| (1..=*n).map(move |i| format!("{series}.{i}")))
+        .collect()
 }

@@ -33,7 +33,8 @@ pub struct LatticeComplianceProfileSpec {
     /// Restrict the scan to these namespaces (default: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
-    /// Evidence formats to produce: `oscal`, `markdown`, `html`, `csv`, `junit`, `sarif`.
+    /// Evidence formats to produce: `oscal`, `oscal-ap` (the assessment plan the OSCAL
+    /// results import), `markdown`, `html`, `csv`, `junit`, `sarif`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub formats: Vec<String>,
     pub evidence_sink: EvidenceSink,

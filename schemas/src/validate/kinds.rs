@@ -766,7 +766,9 @@ fn collect_strings(v: &serde_json::Value, at: &str, out: &mut Vec<(String, Strin
 /// The frameworks compliance scans know.
 pub const FRAMEWORKS: [&str; 3] = ["nist-800-53", "soc2", "cis-kubernetes"];
 /// The evidence formats compliance scans write.
-pub const EVIDENCE_FORMATS: [&str; 6] = ["oscal", "markdown", "html", "csv", "junit", "sarif"];
+pub const EVIDENCE_FORMATS: [&str; 7] = [
+    "oscal", "oscal-ap", "markdown", "html", "csv", "junit", "sarif",
+];
 
 fn compliance_profile(cx: &mut Ctx, c: &crd::compliance_profile::LatticeComplianceProfileSpec) {
     for (i, f) in c.frameworks.iter().enumerate() {
