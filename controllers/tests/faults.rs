@@ -110,7 +110,11 @@ async fn a_leader_killed_mid_apply_is_succeeded_with_nothing_duplicated_or_left_
     let objects = world(SERVICES);
     let client = seeded(&env, &objects).await;
     let mut leader = Operator::start_as(&env, "replica-a", &["--lease-seconds", "4"]);
-    let follower = Operator::start_as(&env, "replica-b", &["--lease-seconds", "4"]);
+    // The takeover waits out the dead leader's 4 s lease, as written in the Lease. The
+    // successor's own, longer lease only widens its renew deadline (two thirds of it), so a
+    // machine loaded by other builds (the API server shares its two cores) does not make it
+    // give the lease up mid-test: this test is about succession, not renewal under load.
+    let follower = Operator::start_as(&env, "replica-b", &["--lease-seconds", "12"]);
     let at = mid_apply(&client, SERVICES).await;
     leader.kill();
     // While nobody leads, ten services go: what the dead leader derived for them must not
