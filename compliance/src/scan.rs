@@ -36,6 +36,9 @@ pub enum Status {
     /// [`crate::exceptions`]); the register lists it.
     PassWithException,
     Fail,
+    /// A control whose checks all pass (some perhaps by an approved exception) but show
+    /// only part of its objective (the pack's `partial:` says which part is missing).
+    PartiallyEvidenced,
     /// No subject the check applies to is in scope.
     NotApplicable,
     /// A control of the framework no check of Lattice's evidences.
@@ -43,11 +46,13 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status as reports print it.
     pub fn label(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::PassWithException => "pass (approved exception)",
             Status::Fail => "fail",
+            Status::PartiallyEvidenced => "partially evidenced",
             Status::NotApplicable => "not applicable",
             Status::NotAssessed => "not assessed by Lattice",
         }
@@ -128,7 +133,8 @@ pub struct ControlResult {
     pub family: String,
     pub status: Status,
     pub checks: Vec<String>,
-    /// Why Lattice does not assess it (for `not-assessed`).
+    /// Why Lattice does not assess it (for `not-assessed`), or what its checks do not show
+    /// (for `partially-evidenced`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -139,16 +145,20 @@ pub struct Tally {
     pub pass: usize,
     pub pass_with_exception: usize,
     pub fail: usize,
+    /// Controls only (a check is never partially evidenced).
+    pub partially_evidenced: usize,
     pub not_applicable: usize,
     pub not_assessed: usize,
 }
 
 impl Tally {
-    fn add(&mut self, s: Status) {
+    /// Counts one more result of status `s`.
+    pub fn add(&mut self, s: Status) {
         match s {
             Status::Pass => self.pass += 1,
             Status::PassWithException => self.pass_with_exception += 1,
             Status::Fail => self.fail += 1,
+            Status::PartiallyEvidenced => self.partially_evidenced += 1,
             Status::NotApplicable => self.not_applicable += 1,
             Status::NotAssessed => self.not_assessed += 1,
         }
@@ -458,6 +468,13 @@ fn framework_result(
             Status::NotAssessed
         } else if cited.iter().any(|c| c.status == Status::Fail) {
             Status::Fail
+        } else if fw.partial.contains_key(id)
+            && cited
+                .iter()
+                .any(|c| matches!(c.status, Status::Pass | Status::PassWithException))
+        {
+            // Passing checks that show part of the objective are evidence, not a verdict.
+            Status::PartiallyEvidenced
         } else if cited.iter().any(|c| c.status == Status::PassWithException) {
             Status::PassWithException
         } else if cited.iter().any(|c| c.status == Status::Pass) {
@@ -472,12 +489,16 @@ fn framework_result(
             family: fw.family(id).0,
             status,
             checks: cited.iter().map(|c| c.id.clone()).collect(),
-            reason: (status == Status::NotAssessed).then(|| {
-                fw.not_assessed
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| "no check in the loaded packs evidences it".into())
-            }),
+            reason: match status {
+                Status::NotAssessed => Some(
+                    fw.not_assessed
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| "no check in the loaded packs evidences it".into()),
+                ),
+                Status::PartiallyEvidenced => fw.partial.get(id).cloned(),
+                _ => None,
+            },
         });
     }
     controls.sort_by_key(|a| control_order(&a.id));
