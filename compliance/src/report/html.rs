@@ -148,6 +148,9 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     if let Some(p) = &fw.pack {
         let _ = writeln!(w, "<p>Rule pack <code>{}</code>.</p>", esc(p));
     }
+    if let Some(c) = &fw.baseline {
+        let _ = writeln!(w, "<p><b>Coverage.</b> {}.</p>", esc(&c.line()));
+    }
     w.push_str("<h3>By control family</h3>\n<table><tr><th>family</th><th>pass</th><th>pass by exception</th><th>partially evidenced</th><th>fail</th><th>not applicable</th><th>not assessed by Lattice</th></tr>");
     for (id, title, t) in families(fw) {
         let _ = write!(

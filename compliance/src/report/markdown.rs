@@ -169,6 +169,9 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     if let Some(p) = &fw.pack {
         let _ = writeln!(w, "Rule pack `{p}`.\n");
     }
+    if let Some(c) = &fw.baseline {
+        let _ = writeln!(w, "**Coverage.** {}.\n", c.line());
+    }
     let _ = writeln!(w, "### By control family\n");
     let _ = writeln!(
         w,
