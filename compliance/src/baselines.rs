@@ -63,6 +63,18 @@ impl Baseline {
     }
 }
 
+impl From<lattice_schemas::crd::compliance_profile::NistBaseline> for Baseline {
+    /// A profile's `baseline`.
+    fn from(b: lattice_schemas::crd::compliance_profile::NistBaseline) -> Self {
+        use lattice_schemas::crd::compliance_profile::NistBaseline as N;
+        match b {
+            N::Low => Baseline::Low,
+            N::Moderate => Baseline::Moderate,
+            N::High => Baseline::High,
+        }
+    }
+}
+
 impl fmt::Display for Baseline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())

@@ -227,12 +227,13 @@ pub fn run(command: ComplianceCommand) -> u8 {
     }
 }
 
-/// The profile's name, frameworks, namespaces and formats.
+/// The profile's name, frameworks, namespaces, formats and NIST baseline.
 struct Profile {
     name: String,
     frameworks: Vec<String>,
     namespaces: Vec<String>,
     formats: Vec<Format>,
+    baseline: Option<Baseline>,
 }
 
 fn read_profile(path: &Path) -> Result<Profile, String> {
@@ -271,6 +272,7 @@ fn read_profile(path: &Path) -> Result<Profile, String> {
         frameworks: p.spec.frameworks.clone(),
         namespaces: p.spec.namespaces.clone(),
         formats,
+        baseline: p.spec.baseline.map(Into::into),
     })
 }
 
@@ -351,7 +353,11 @@ fn run_scan(args: ScanArgs) -> u8 {
         profile: profile.as_ref().map(|p| p.name.clone()),
         now,
         decided_gates: None,
-        baseline: args.baseline.map(BaselineArg::baseline),
+        // The flag wins over the profile, as `--framework` does.
+        baseline: args
+            .baseline
+            .map(BaselineArg::baseline)
+            .or(profile.as_ref().and_then(|p| p.baseline)),
     };
     let bar = progress_bar();
     let report = scan(&world, &store, &snapshot, &options, &|n| {
