@@ -30,6 +30,9 @@ pub struct Framework {
     pub families: BTreeMap<String, String>,
     /// Control id → why Lattice cannot assess it.
     pub not_assessed: BTreeMap<String, String>,
+    /// Control id → what part of its objective the checks do not show: a control listed
+    /// here whose checks pass is "partially evidenced", not satisfied.
+    pub partial: BTreeMap<String, String>,
     pub checks: Vec<Check>,
 }
 
@@ -65,6 +68,10 @@ pub enum CatalogError {
     UnknownFramework(String, String),
     #[error("check {check}: {message}")]
     BadCheck { check: String, message: String },
+    /// A pack's `partial:` names a control its `controls:` does not: a typo there would
+    /// silently let the control read "satisfied".
+    #[error("pack {pack}: `partial` names {control}, which is not one of the pack's `controls`")]
+    UnknownPartial { pack: String, control: String },
 }
 
 /// The family a control id belongs to: `SC` for `SC-7(5)`, `CC6` for `CC6.1`, `5.2` for
@@ -101,6 +108,17 @@ pub fn frameworks(store: &PolicyStore, only: &[String]) -> Result<Vec<Framework>
         let Some(id) = &pack.meta.framework else {
             continue;
         };
+        if let Some(control) = pack
+            .meta
+            .partial
+            .keys()
+            .find(|c| !pack.meta.controls.contains_key(*c))
+        {
+            return Err(CatalogError::UnknownPartial {
+                pack: pack.meta.name.clone(),
+                control: control.clone(),
+            });
+        }
         by_id.insert(
             id.clone(),
             Framework {
@@ -110,6 +128,7 @@ pub fn frameworks(store: &PolicyStore, only: &[String]) -> Result<Vec<Framework>
                 controls: pack.meta.controls.clone(),
                 families: pack.meta.families.clone(),
                 not_assessed: pack.meta.not_assessed.clone(),
+                partial: pack.meta.partial.clone(),
                 checks: Vec::new(),
             },
         );
@@ -128,6 +147,7 @@ pub fn frameworks(store: &PolicyStore, only: &[String]) -> Result<Vec<Framework>
             controls: BTreeMap::new(),
             families: BTreeMap::new(),
             not_assessed: BTreeMap::new(),
+            partial: BTreeMap::new(),
             checks: Vec::new(),
         });
         framework.checks.push(check(&p.info, &p.policy, &fw)?);

@@ -9,6 +9,7 @@
 //! ScanReport ──evidence──► hash-chained log for an audit period
 //! ```
 
+pub mod baselines;
 pub mod catalog;
 pub mod evidence;
 pub mod exceptions;

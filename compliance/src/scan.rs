@@ -9,7 +9,15 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::baselines::Baseline;
 use crate::catalog::{CatalogError, Framework, frameworks};
+
+/// The framework `--baseline` applies to.
+pub const BASELINE_FRAMEWORK: &str = "nist-800-53";
+
+/// Why a control of a baseline that no pack names is not assessed.
+pub const OUTSIDE_LATTICE: &str =
+    "no platform fact evidences this control; it is assessed outside Lattice";
 
 /// What to scan.
 #[derive(Clone, Debug, Default)]
@@ -22,6 +30,9 @@ pub struct ScanOptions {
     pub profile: Option<String>,
     /// The scan's time: audit periods end against it, and reports carry it.
     pub now: Option<jiff::Timestamp>,
+    /// Report NIST SP 800-53 against this baseline: every control of it is listed, assessed
+    /// or not (needs `nist-800-53` among the frameworks).
+    pub baseline: Option<Baseline>,
     /// Derivation gates already decided on the same snapshot, by workload (see
     /// [`ComplyFacts::derive`]).
     pub decided_gates: Option<std::sync::Arc<lattice_gates::compliance::DecidedGates>>,
@@ -36,6 +47,9 @@ pub enum Status {
     /// [`crate::exceptions`]); the register lists it.
     PassWithException,
     Fail,
+    /// A control whose checks all pass (some perhaps by an approved exception) but show
+    /// only part of its objective (the pack's `partial:` says which part is missing).
+    PartiallyEvidenced,
     /// No subject the check applies to is in scope.
     NotApplicable,
     /// A control of the framework no check of Lattice's evidences.
@@ -43,11 +57,13 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status as reports print it.
     pub fn label(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::PassWithException => "pass (approved exception)",
             Status::Fail => "fail",
+            Status::PartiallyEvidenced => "partially evidenced",
             Status::NotApplicable => "not applicable",
             Status::NotAssessed => "not assessed by Lattice",
         }
@@ -128,7 +144,8 @@ pub struct ControlResult {
     pub family: String,
     pub status: Status,
     pub checks: Vec<String>,
-    /// Why Lattice does not assess it (for `not-assessed`).
+    /// Why Lattice does not assess it (for `not-assessed`), or what its checks do not show
+    /// (for `partially-evidenced`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -139,16 +156,20 @@ pub struct Tally {
     pub pass: usize,
     pub pass_with_exception: usize,
     pub fail: usize,
+    /// Controls only (a check is never partially evidenced).
+    pub partially_evidenced: usize,
     pub not_applicable: usize,
     pub not_assessed: usize,
 }
 
 impl Tally {
-    fn add(&mut self, s: Status) {
+    /// Counts one more result of status `s`.
+    pub fn add(&mut self, s: Status) {
         match s {
             Status::Pass => self.pass += 1,
             Status::PassWithException => self.pass_with_exception += 1,
             Status::Fail => self.fail += 1,
+            Status::PartiallyEvidenced => self.partially_evidenced += 1,
             Status::NotApplicable => self.not_applicable += 1,
             Status::NotAssessed => self.not_assessed += 1,
         }
@@ -169,6 +190,60 @@ pub struct FrameworkResult {
     pub controls: Vec<ControlResult>,
     pub check_tally: Tally,
     pub control_tally: Tally,
+    /// How much of the chosen baseline Lattice covers (NIST with a baseline only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Coverage>,
+}
+
+/// How a scan covers a NIST baseline: every control of it is counted once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    /// `Low`, `Moderate`, `High`.
+    pub baseline: String,
+    /// Controls the baseline selects.
+    pub controls: usize,
+    /// Of those, the ones Lattice's checks evidence (the next four counts).
+    pub assessed: usize,
+    /// Pass, by an approved exception or not.
+    pub satisfied: usize,
+    pub partially_evidenced: usize,
+    pub failed: usize,
+    pub not_applicable: usize,
+    /// Not assessed by Lattice.
+    pub not_assessed: usize,
+    /// Controls the pack evidences or lists that the baseline does not select: reported
+    /// all the same.
+    pub outside: Vec<String>,
+}
+
+impl Coverage {
+    /// "Moderate baseline: 287 controls — 22 assessed (2 satisfied, 20 partially evidenced,
+    /// 0 failed), 265 not assessed by Lattice; 1 evidenced control outside it (SI-7(15))".
+    pub fn line(&self) -> String {
+        let na = if self.not_applicable > 0 {
+            format!(", {} not applicable", self.not_applicable)
+        } else {
+            String::new()
+        };
+        let outside = if self.outside.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; also reported, outside the baseline: {}",
+                self.outside.join(", ")
+            )
+        };
+        format!(
+            "{} baseline: {} controls — {} assessed ({} satisfied, {} partially evidenced, {} failed{na}), {} not assessed by Lattice{outside}",
+            self.baseline,
+            self.controls,
+            self.assessed,
+            self.satisfied,
+            self.partially_evidenced,
+            self.failed,
+            self.not_assessed
+        )
+    }
 }
 
 /// Everything one scan found, with what it was taken on.
@@ -216,6 +291,9 @@ impl ScanReport {
 pub enum ScanError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A baseline was asked for without the framework it belongs to.
+    #[error("a baseline applies to {BASELINE_FRAMEWORK}, which this scan does not include")]
+    BaselineWithoutFramework,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -233,6 +311,9 @@ pub fn scan(
 ) -> Result<ScanReport, ScanError> {
     let started = options.now.unwrap_or_else(jiff::Timestamp::now);
     let catalog = frameworks(store, &options.frameworks)?;
+    if options.baseline.is_some() && !catalog.iter().any(|f| f.id == BASELINE_FRAMEWORK) {
+        return Err(ScanError::BaselineWithoutFramework);
+    }
     let subjects = subjects(world, options.namespaces.as_ref());
     let facts = ComplyFacts::derive(
         snapshot,
@@ -268,7 +349,10 @@ pub fn scan(
     let results = catalog
         .iter()
         .enumerate()
-        .map(|(i, fw)| framework_result(fw, &subjects, &outcomes, i, &held))
+        .map(|(i, fw)| {
+            let baseline = options.baseline.filter(|_| fw.id == BASELINE_FRAMEWORK);
+            framework_result(fw, &subjects, &outcomes, i, &held, baseline)
+        })
         .collect();
     let finished = if options.now.is_some() {
         started
@@ -354,6 +438,7 @@ fn framework_result(
     outcomes: &[Vec<Outcome>],
     index: usize,
     held: &BTreeMap<String, Vec<(String, &crate::exceptions::Exception)>>,
+    baseline: Option<Baseline>,
 ) -> FrameworkResult {
     let mut checks: Vec<CheckResult> = fw
         .checks
@@ -450,6 +535,13 @@ fn framework_result(
     let mut ids: BTreeSet<&String> = fw.controls.keys().collect();
     ids.extend(checks.iter().flat_map(|c| &c.controls));
     ids.extend(fw.not_assessed.keys());
+    // With a baseline, every control it selects, titled from the list when the pack does not.
+    let selected: BTreeMap<String, String> = baseline
+        .map(Baseline::controls)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    ids.extend(selected.keys());
     let mut controls = Vec::new();
     let mut control_tally = Tally::default();
     for id in ids {
@@ -458,6 +550,13 @@ fn framework_result(
             Status::NotAssessed
         } else if cited.iter().any(|c| c.status == Status::Fail) {
             Status::Fail
+        } else if fw.partial.contains_key(id)
+            && cited
+                .iter()
+                .any(|c| matches!(c.status, Status::Pass | Status::PassWithException))
+        {
+            // Passing checks that show part of the objective are evidence, not a verdict.
+            Status::PartiallyEvidenced
         } else if cited.iter().any(|c| c.status == Status::PassWithException) {
             Status::PassWithException
         } else if cited.iter().any(|c| c.status == Status::Pass) {
@@ -468,19 +567,53 @@ fn framework_result(
         control_tally.add(status);
         controls.push(ControlResult {
             id: id.clone(),
-            title: fw.controls.get(id).cloned().unwrap_or_else(|| id.clone()),
+            title: fw
+                .controls
+                .get(id)
+                .or_else(|| selected.get(id))
+                .cloned()
+                .unwrap_or_else(|| id.clone()),
             family: fw.family(id).0,
             status,
             checks: cited.iter().map(|c| c.id.clone()).collect(),
-            reason: (status == Status::NotAssessed).then(|| {
-                fw.not_assessed
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_else(|| "no check in the loaded packs evidences it".into())
-            }),
+            reason: match status {
+                Status::NotAssessed => {
+                    Some(fw.not_assessed.get(id).cloned().unwrap_or_else(|| {
+                        if selected.contains_key(id) && !fw.controls.contains_key(id) {
+                            OUTSIDE_LATTICE.into()
+                        } else {
+                            "no check in the loaded packs evidences it".into()
+                        }
+                    }))
+                }
+                Status::PartiallyEvidenced => fw.partial.get(id).cloned(),
+                _ => None,
+            },
         });
     }
     controls.sort_by_key(|a| control_order(&a.id));
+    let coverage = baseline.map(|b| {
+        let mut c = Coverage {
+            baseline: b.label().to_owned(),
+            controls: selected.len(),
+            ..Coverage::default()
+        };
+        for control in &controls {
+            if !selected.contains_key(&control.id) {
+                c.outside.push(control.id.clone());
+                continue;
+            }
+            match control.status {
+                Status::Pass | Status::PassWithException => c.satisfied += 1,
+                Status::PartiallyEvidenced => c.partially_evidenced += 1,
+                Status::Fail => c.failed += 1,
+                Status::NotApplicable => c.not_applicable += 1,
+                Status::NotAssessed => c.not_assessed += 1,
+            }
+        }
+        c.assessed = c.satisfied + c.partially_evidenced + c.failed + c.not_applicable;
+        c
+    });
     FrameworkResult {
         id: fw.id.clone(),
         title: fw.title.clone(),
@@ -490,6 +623,7 @@ fn framework_result(
         controls,
         check_tally,
         control_tally,
+        baseline: coverage,
     }
 }
 

@@ -171,3 +171,82 @@ forbid (
         Err(CatalogError::UnknownFramework(..))
     ));
 }
+
+#[test]
+fn a_partial_entry_must_name_one_of_the_packs_controls() {
+    use lattice_compliance::catalog::CatalogError;
+    let pack = |partial: &[(&str, &str)]| lattice_engine::policies::Pack {
+        meta: lattice_engine::policies::PackMeta {
+            name: "org-nist".into(),
+            version: "0".into(),
+            framework: Some("org-nist".into()),
+            controls: [("AC-6".to_owned(), "Least Privilege".to_owned())].into(),
+            partial: partial
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        },
+        policies: Vec::new(),
+    };
+    let mut ok = store();
+    ok.insert_pack(pack(&[("AC-6", "workloads only")]));
+    let all = frameworks(&ok, &["org-nist".into()]).expect("a known control is accepted");
+    assert_eq!(all[0].partial["AC-6"], "workloads only");
+
+    // A typo would leave the control it meant reading "satisfied": refused, naming both.
+    let mut bad = store();
+    bad.insert_pack(pack(&[("AC-66", "workloads only")]));
+    match frameworks(&bad, &[]) {
+        Err(e @ CatalogError::UnknownPartial { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("org-nist") && message.contains("AC-66"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_shipped_packs_partial_entries_are_their_controls() {
+    // The loader would refuse them; this says which pack is wrong if one ever is.
+    for fw in frameworks(&store(), &[]).expect("the shipped packs load") {
+        for id in fw.partial.keys() {
+            assert!(fw.controls.contains_key(id), "{} partial {id}", fw.id);
+            assert!(
+                !fw.not_assessed.contains_key(id),
+                "{} {id} is both partial and not assessed",
+                fw.id
+            );
+        }
+    }
+}
+
+#[test]
+fn loading_a_pack_whose_partial_names_no_control_is_an_error_at_that_line() {
+    let dir = std::env::temp_dir().join(format!("lattice-partial-{}", std::process::id()));
+    let pack = dir.join("org-nist");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "name: org-nist\nversion: 0.1.0\nframework: org-nist\ncontrols:\n  AC-6: Least Privilege\npartial:\n  AC-66: workloads only\n",
+    )
+    .unwrap();
+    let result = PolicyStore::load_packs(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Err(lattice_engine::policies::PolicyError::Packs(report)) => {
+            let said = format!("{report:?}");
+            assert!(
+                said.contains("`partial` names AC-66, which is not one of the pack's `controls`"),
+                "{said}"
+            );
+        }
+        other => panic!(
+            "expected the pack to be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+}

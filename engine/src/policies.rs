@@ -83,6 +83,11 @@ pub struct PackMeta {
     /// them as "not assessed by Lattice" rather than pretending to check them.
     #[serde(default, rename = "notAssessed")]
     pub not_assessed: BTreeMap<String, String>,
+    /// Controls of `controls` whose checks show only part of the control's objective → what
+    /// they do not show. A passing control listed here is "partially evidenced", never
+    /// "satisfied": a narrow platform fact must not read as the whole control.
+    #[serde(default)]
+    pub partial: BTreeMap<String, String>,
     /// Accept policies without `@id` (named `policy0`, `policy1`, … per file): for packs
     /// written for upstream Lattice. Off by default: a pack's ids are its public names.
     #[serde(default, rename = "allowUnnamedPolicies")]

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
+use lattice_compliance::baselines::Baseline;
 use lattice_compliance::evidence::{self, VerifyError};
 use lattice_compliance::report::oscal;
 use lattice_compliance::{Format, ScanOptions, render_with, scan};
@@ -156,6 +157,24 @@ impl FormatArg {
     }
 }
 
+/// A NIST SP 800-53 rev5 baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BaselineArg {
+    Low,
+    Moderate,
+    High,
+}
+
+impl BaselineArg {
+    fn baseline(self) -> Baseline {
+        match self {
+            BaselineArg::Low => Baseline::Low,
+            BaselineArg::Moderate => Baseline::Moderate,
+            BaselineArg::High => Baseline::High,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct ScanArgs {
     /// Frameworks to scan (repeatable; default all, or the profile's).
@@ -190,6 +209,10 @@ pub struct ScanArgs {
     /// so a run `--at` another time is not appended to an evidence log.
     #[arg(long, conflicts_with = "evidence_dir")]
     at: Option<String>,
+    /// Report NIST SP 800-53 against this rev5 baseline: every control of it is listed,
+    /// assessed by Lattice or not, with a coverage summary.
+    #[arg(long, value_enum)]
+    baseline: Option<BaselineArg>,
     /// The assessor organisation the OSCAL names (a party with role `assessor`).
     #[arg(long, default_value = oscal::DEFAULT_ASSESSOR)]
     assessor: String,
@@ -204,12 +227,13 @@ pub fn run(command: ComplianceCommand) -> u8 {
     }
 }
 
-/// The profile's name, frameworks, namespaces and formats.
+/// The profile's name, frameworks, namespaces, formats and NIST baseline.
 struct Profile {
     name: String,
     frameworks: Vec<String>,
     namespaces: Vec<String>,
     formats: Vec<Format>,
+    baseline: Option<Baseline>,
 }
 
 fn read_profile(path: &Path) -> Result<Profile, String> {
@@ -248,6 +272,7 @@ fn read_profile(path: &Path) -> Result<Profile, String> {
         frameworks: p.spec.frameworks.clone(),
         namespaces: p.spec.namespaces.clone(),
         formats,
+        baseline: p.spec.baseline.map(Into::into),
     })
 }
 
@@ -328,6 +353,11 @@ fn run_scan(args: ScanArgs) -> u8 {
         profile: profile.as_ref().map(|p| p.name.clone()),
         now,
         decided_gates: None,
+        // The flag wins over the profile, as `--framework` does.
+        baseline: args
+            .baseline
+            .map(BaselineArg::baseline)
+            .or(profile.as_ref().and_then(|p| p.baseline)),
     };
     let bar = progress_bar();
     let report = scan(&world, &store, &snapshot, &options, &|n| {
@@ -430,6 +460,9 @@ fn run_scan(args: ScanArgs) -> u8 {
         .collect();
     if args.out.is_some() {
         eprintln!("checks — {}", summary.join("; "));
+        for coverage in report.frameworks.iter().filter_map(|f| f.baseline.as_ref()) {
+            eprintln!("{}", coverage.line());
+        }
     }
     if report.failed() {
         EXIT_FINDINGS

@@ -238,13 +238,13 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                 ));
             }
             out.push_str(
-                "\nCOMPLIANCE (checks passed / by an approved exception / failed; controls passed / by exception / failed / not assessed)\n",
+                "\nCOMPLIANCE (checks passed / by an approved exception / failed; controls passed / by exception / partially evidenced / failed / not assessed)\n",
             );
             for f in &report.frameworks {
                 let c = &f.check_tally;
                 let k = &f.control_tally;
                 out.push_str(&format!(
-                    "  {:<16} checks {} / {} / {}   controls {} / {} / {} / {}\n",
+                    "  {:<16} checks {} / {} / {}   controls {} / {} / {} / {} / {}\n",
                     f.id,
                     c.pass,
                     c.pass_with_exception,
@@ -255,6 +255,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                     },
                     k.pass,
                     k.pass_with_exception,
+                    k.partially_evidenced,
                     k.fail,
                     k.not_assessed
                 ));

@@ -362,3 +362,65 @@ fn catalogs_print_for_the_frameworks_nist_does_not_publish() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not an RFC 3339 time"));
 }
+
+#[test]
+fn a_baseline_scan_lists_the_whole_baseline_and_only_with_nist() {
+    let o = run(&[
+        "compliance",
+        "scan",
+        "--world",
+        "conformance/compliance/compliant",
+        "--framework",
+        "nist-800-53",
+        "--baseline",
+        "moderate",
+        "--at",
+        "2026-11-21T12:00:00Z",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let nist = &report["frameworks"][0];
+    assert_eq!(nist["baseline"]["baseline"], "Moderate");
+    assert_eq!(nist["baseline"]["controls"], 287);
+    // Every Moderate control once, plus the pack's one control outside it (SI-7(15)).
+    assert_eq!(nist["controls"].as_array().unwrap().len(), 288);
+
+    // A profile's `baseline` does the same.
+    let d = dir("baseline-profile");
+    let profile = d.join("profile.yaml");
+    std::fs::write(
+        &profile,
+        "apiVersion: lattice.dev/v1alpha1\nkind: LatticeComplianceProfile\nmetadata:\n  name: p\nspec:\n  frameworks: [nist-800-53]\n  scanInterval: 24h\n  baseline: high\n  evidenceSink:\n    configMap:\n      name: evidence\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "compliance",
+        "scan",
+        "--world",
+        "conformance/compliance/compliant",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--at",
+        "2026-11-21T12:00:00Z",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["frameworks"][0]["baseline"]["baseline"], "High");
+    assert_eq!(report["frameworks"][0]["baseline"]["controls"], 370);
+
+    // A baseline is NIST's: asked for without NIST in scope, it is bad input.
+    let o = run(&[
+        "compliance",
+        "scan",
+        "--framework",
+        "soc2",
+        "--baseline",
+        "low",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("nist-800-53"), "{}", text(&o));
+}

@@ -9,7 +9,7 @@ use crate::scan::{FrameworkResult, ScanReport, Status};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
-th{background:#f3f3f3}code{font-size:90%}.pass{color:#176f2c}.pass-with-exception{color:#8a5a00}.fail{color:#b3261e;font-weight:600}\
+th{background:#f3f3f3}code{font-size:90%}.pass{color:#176f2c}.pass-with-exception,.partially-evidenced{color:#8a5a00}.fail{color:#b3261e;font-weight:600}\
 .not-applicable,.not-assessed{color:#666}section.check{border-left:4px solid #b3261e;padding-left:1em;margin:1em 0}";
 
 fn status(s: Status) -> String {
@@ -17,6 +17,7 @@ fn status(s: Status) -> String {
         Status::Pass => "pass",
         Status::PassWithException => "pass-with-exception",
         Status::Fail => "fail",
+        Status::PartiallyEvidenced => "partially-evidenced",
         Status::NotApplicable => "not-applicable",
         Status::NotAssessed => "not-assessed",
     };
@@ -78,13 +79,13 @@ pub fn render(report: &ScanReport) -> String {
     );
     let _ = write!(
         w,
-        "</table>\n<h2>Summary</h2>\n<table><tr><th>framework</th><th>checks pass</th><th>checks pass by exception</th><th>checks fail</th><th>checks n/a</th><th>controls pass</th><th>controls pass by exception</th><th>controls fail</th><th>controls n/a</th><th>not assessed by Lattice</th></tr>"
+        "</table>\n<h2>Summary</h2>\n<table><tr><th>framework</th><th>checks pass</th><th>checks pass by exception</th><th>checks fail</th><th>checks n/a</th><th>controls pass</th><th>controls pass by exception</th><th>controls partially evidenced</th><th>controls fail</th><th>controls n/a</th><th>not assessed by Lattice</th></tr>"
     );
     for fw in &report.frameworks {
         let (c, k) = (&fw.check_tally, &fw.control_tally);
         let _ = write!(
             w,
-            "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&fw.id),
             esc(&fw.title),
             c.pass,
@@ -93,6 +94,7 @@ pub fn render(report: &ScanReport) -> String {
             c.not_applicable,
             k.pass,
             k.pass_with_exception,
+            k.partially_evidenced,
             k.fail,
             k.not_applicable,
             k.not_assessed
@@ -146,14 +148,19 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     if let Some(p) = &fw.pack {
         let _ = writeln!(w, "<p>Rule pack <code>{}</code>.</p>", esc(p));
     }
-    w.push_str("<h3>By control family</h3>\n<table><tr><th>family</th><th>pass</th><th>fail</th><th>not applicable</th><th>not assessed by Lattice</th></tr>");
+    if let Some(c) = &fw.baseline {
+        let _ = writeln!(w, "<p><b>Coverage.</b> {}.</p>", esc(&c.line()));
+    }
+    w.push_str("<h3>By control family</h3>\n<table><tr><th>family</th><th>pass</th><th>pass by exception</th><th>partially evidenced</th><th>fail</th><th>not applicable</th><th>not assessed by Lattice</th></tr>");
     for (id, title, t) in families(fw) {
         let _ = write!(
             w,
-            "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&id),
             esc(&title),
             t.pass,
+            t.pass_with_exception,
+            t.partially_evidenced,
             t.fail,
             t.not_applicable,
             t.not_assessed
@@ -210,9 +217,13 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     }
     w.push_str("<h3>Controls</h3>\n<table><tr><th>control</th><th>title</th><th>status</th><th>checks</th></tr>");
     for c in &fw.controls {
-        let detail = match &c.reason {
-            Some(r) => esc(r),
-            None => esc(&c.checks.join(", ")),
+        // A partially evidenced control shows both its checks and what they do not show.
+        let detail = match (&c.reason, c.status) {
+            (Some(r), Status::PartiallyEvidenced) => {
+                format!("{}; not shown: {}", esc(&c.checks.join(", ")), esc(r))
+            }
+            (Some(r), _) => esc(r),
+            (None, _) => esc(&c.checks.join(", ")),
         };
         let _ = write!(
             w,

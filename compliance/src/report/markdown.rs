@@ -18,14 +18,7 @@ pub fn families(fw: &FrameworkResult) -> Vec<(String, String, Tally)> {
         if !by.contains_key(&c.family) {
             order.push(c.family.clone());
         }
-        let t = by.entry(c.family.clone()).or_default();
-        match c.status {
-            Status::Pass => t.pass += 1,
-            Status::PassWithException => t.pass_with_exception += 1,
-            Status::Fail => t.fail += 1,
-            Status::NotApplicable => t.not_applicable += 1,
-            Status::NotAssessed => t.not_assessed += 1,
-        }
+        by.entry(c.family.clone()).or_default().add(c.status);
     }
     order.sort_by_key(|f| crate::scan::control_order(f));
     order
@@ -97,13 +90,13 @@ pub fn render(report: &ScanReport) -> String {
     let _ = writeln!(w, "## Summary\n");
     let _ = writeln!(
         w,
-        "| framework | checks pass | checks pass by exception | checks fail | checks n/a | controls pass | controls pass by exception | controls fail | controls n/a | not assessed by Lattice |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| framework | checks pass | checks pass by exception | checks fail | checks n/a | controls pass | controls pass by exception | controls partially evidenced | controls fail | controls n/a | not assessed by Lattice |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for fw in &report.frameworks {
         let (c, k) = (&fw.check_tally, &fw.control_tally);
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&fw.title),
             c.pass,
             c.pass_with_exception,
@@ -111,6 +104,7 @@ pub fn render(report: &ScanReport) -> String {
             c.not_applicable,
             k.pass,
             k.pass_with_exception,
+            k.partially_evidenced,
             k.fail,
             k.not_applicable,
             k.not_assessed
@@ -175,19 +169,23 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     if let Some(p) = &fw.pack {
         let _ = writeln!(w, "Rule pack `{p}`.\n");
     }
+    if let Some(c) = &fw.baseline {
+        let _ = writeln!(w, "**Coverage.** {}.\n", c.line());
+    }
     let _ = writeln!(w, "### By control family\n");
     let _ = writeln!(
         w,
-        "| family | pass | pass by exception | fail | not applicable | not assessed by Lattice |\n|---|---|---|---|---|---|"
+        "| family | pass | pass by exception | partially evidenced | fail | not applicable | not assessed by Lattice |\n|---|---|---|---|---|---|---|"
     );
     for (id, title, t) in families(fw) {
         let _ = writeln!(
             w,
-            "| {} {} | {} | {} | {} | {} | {} |",
+            "| {} {} | {} | {} | {} | {} | {} | {} |",
             cell(&id),
             cell(&title),
             t.pass,
             t.pass_with_exception,
+            t.partially_evidenced,
             t.fail,
             t.not_applicable,
             t.not_assessed
@@ -237,7 +235,7 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     let _ = writeln!(w, "\n### Controls\n");
     let _ = writeln!(
         w,
-        "| control | title | status | checks |\n|---|---|---|---|"
+        "| control | title | status | checks | what the checks do not show |\n|---|---|---|---|---|"
     );
     for c in fw
         .controls
@@ -246,11 +244,12 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
     {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             cell(&c.id),
             cell(&c.title),
             c.status.label(),
-            cell(&c.checks.join(", "))
+            cell(&c.checks.join(", ")),
+            cell(c.reason.as_deref().unwrap_or(""))
         );
     }
     let not: Vec<_> = fw

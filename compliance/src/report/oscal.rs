@@ -12,10 +12,10 @@
 //! ```
 //!
 //! UUIDs are version 5. A document's, and each element's it alone defines, are derived from
-//! the snapshot, the scan's time and its scope (frameworks, namespaces, profile), so the same
-//! scan renders the same bytes and scans of another scope never share one. Inventory items,
-//! the tool component and parties are derived from what they name alone, so a subject keeps
-//! its UUID across scans, days and frameworks and findings can be tracked.
+//! the snapshot, the scan's time and its scope (frameworks, namespaces, profile, baseline), so
+//! the same scan renders the same bytes and scans of another scope never share one. Inventory
+//! items, the tool component and parties are derived from what they name alone, so a subject
+//! keeps its UUID across scans, days and frameworks and findings can be tracked.
 
 pub mod catalog;
 mod plan;
@@ -111,9 +111,17 @@ struct Ids {
 
 impl Ids {
     fn of_scan(report: &ScanReport) -> Ids {
+        // A baseline widens the scope (every control of it is selected); scans without one
+        // keep the ids they always had.
+        let baseline = report
+            .frameworks
+            .iter()
+            .find_map(|f| f.baseline.as_ref())
+            .map(|c| format!("|baseline={}", c.baseline))
+            .unwrap_or_default();
         Ids {
             base: format!(
-                "{}|{}|frameworks={}|namespaces={}|profile={}",
+                "{}|{}|frameworks={}|namespaces={}|profile={}{baseline}",
                 report.snapshot_digest,
                 report.started,
                 report.frameworks_scanned.join(","),

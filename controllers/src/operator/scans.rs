@@ -162,6 +162,7 @@ async fn scan_profile(
         profile: Some(name.clone()),
         now: Some(now),
         decided_gates: None,
+        baseline: spec.baseline.map(Into::into),
     };
     let current = plan.current.clone();
     let store = plan.store.clone();

@@ -37,7 +37,21 @@ pub struct LatticeComplianceProfileSpec {
     /// results import), `markdown`, `html`, `csv`, `junit`, `sarif`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub formats: Vec<String>,
+    /// Report NIST SP 800-53 against this rev5 baseline: every control of it is listed,
+    /// assessed by Lattice or not, with a coverage summary. Needs `nist-800-53` among the
+    /// frameworks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<NistBaseline>,
     pub evidence_sink: EvidenceSink,
+}
+
+/// A NIST SP 800-53 rev5 security control baseline (SP 800-53B).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NistBaseline {
+    Low,
+    Moderate,
+    High,
 }
 
 /// Where evidence is written; exactly one sink is set.

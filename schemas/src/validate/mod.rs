@@ -402,7 +402,7 @@ fn duplicate_ids_across_files(
 }
 
 /// The fields of a rule pack's `pack.yaml`.
-const PACK_FIELDS: [&str; 10] = [
+const PACK_FIELDS: [&str; 11] = [
     "name",
     "version",
     "title",
@@ -412,6 +412,7 @@ const PACK_FIELDS: [&str; 10] = [
     "families",
     "controls",
     "notAssessed",
+    "partial",
     "allowUnnamedPolicies",
 ];
 
@@ -465,7 +466,7 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
         let ok = match k.as_str() {
             "mode" => matches!(v.as_str(), Some("enforce" | "audit")),
             "allowUnnamedPolicies" => v.is_boolean(),
-            "controls" | "families" | "notAssessed" => v
+            "controls" | "families" | "notAssessed" | "partial" => v
                 .as_object()
                 .is_some_and(|m| m.values().all(Value::is_string)),
             _ => v.is_string(),
@@ -477,6 +478,7 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
                 "controls" => "a mapping of control ids to titles",
                 "families" => "a mapping of control family ids to titles",
                 "notAssessed" => "a mapping of control ids to why Lattice cannot assess them",
+                "partial" => "a mapping of control ids to what their checks do not show",
                 _ => "a string",
             };
             report.findings.push(Finding::error(
@@ -485,6 +487,23 @@ fn check_pack(file: &Arc<SourceFile>, report: &mut Report) {
                 at(&p),
                 format!("`{k}` must be {expected}"),
             ));
+        }
+    }
+    // A `partial` id that is not a control would leave the control it meant "satisfied".
+    if let Some(Value::Object(partial)) = map.get("partial") {
+        let controls = map.get("controls").and_then(Value::as_object);
+        for id in partial.keys() {
+            if !controls.is_some_and(|c| c.contains_key(id)) {
+                report.findings.push(
+                    Finding::error(
+                        "lattice::pack",
+                        file,
+                        at(&format!("/partial/{id}")),
+                        format!("`partial` names {id}, which is not one of the pack's `controls`"),
+                    )
+                    .with_help("list the control under `controls` with its title, or fix the id"),
+                );
+            }
         }
     }
     for required in ["name", "version"] {

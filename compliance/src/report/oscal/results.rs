@@ -121,10 +121,10 @@ fn description(report: &ScanReport) -> String {
         .iter()
         .map(|fw| {
             format!(
-                "{}: checks {} pass, {} pass with an approved exception, {} fail, {} not applicable; controls {} pass, {} pass with an approved exception, {} fail, {} not applicable, {} not assessed by Lattice.",
+                "{}: checks {} pass, {} pass with an approved exception, {} fail, {} not applicable; controls {} pass, {} pass with an approved exception, {} partially evidenced, {} fail, {} not applicable, {} not assessed by Lattice.",
                 fw.id,
                 fw.check_tally.pass, fw.check_tally.pass_with_exception, fw.check_tally.fail, fw.check_tally.not_applicable,
-                fw.control_tally.pass, fw.control_tally.pass_with_exception, fw.control_tally.fail, fw.control_tally.not_applicable, fw.control_tally.not_assessed,
+                fw.control_tally.pass, fw.control_tally.pass_with_exception, fw.control_tally.partially_evidenced, fw.control_tally.fail, fw.control_tally.not_applicable, fw.control_tally.not_assessed,
             )
         })
         .collect();
@@ -335,7 +335,10 @@ fn framework_findings(ids: &Ids, report: &ScanReport, fw: &FrameworkResult) -> V
         .filter(|c| {
             matches!(
                 c.status,
-                Status::Pass | Status::PassWithException | Status::Fail
+                Status::Pass
+                    | Status::PassWithException
+                    | Status::PartiallyEvidenced
+                    | Status::Fail
             )
         })
         .map(|c| {
@@ -364,7 +367,11 @@ fn framework_findings(ids: &Ids, report: &ScanReport, fw: &FrameworkResult) -> V
                     .filter(|e| excused.contains(&&e.policy))
                     .map(|e| ids.of(&["exception-risk", &e.policy, e.kind.label()])),
             );
-            let satisfied = c.status != Status::Fail;
+            // Partial evidence is not a satisfied objective: OSCAL's state has only two values,
+            // so it is `not-satisfied` with reason `other`, a `partially-evidenced` prop and
+            // the part the checks do not show as remarks.
+            let partial = c.status == Status::PartiallyEvidenced;
+            let satisfied = !matches!(c.status, Status::Fail | Status::PartiallyEvidenced);
             let excepted = c.status == Status::PassWithException;
             let mut finding = json!({
                 "uuid": ids.of(&[&fw.id, "finding", &c.id]),
@@ -372,7 +379,9 @@ fn framework_findings(ids: &Ids, report: &ScanReport, fw: &FrameworkResult) -> V
                 "description": format!(
                     "{} {} by Lattice's checks: {}.",
                     c.id,
-                    if excepted {
+                    if partial {
+                        "is partially evidenced (every check passes, but they do not show all of its objective)"
+                    } else if excepted {
                         "is satisfied with an approved exception (see the exception register)"
                     } else if satisfied {
                         "is satisfied"
@@ -388,11 +397,20 @@ fn framework_findings(ids: &Ids, report: &ScanReport, fw: &FrameworkResult) -> V
                     "target-id": format!("{}_obj", control_id(&fw.id, &c.id)),
                     "status": {
                         "state": if satisfied { "satisfied" } else { "not-satisfied" },
-                        "reason": if excepted { "other" } else if satisfied { "pass" } else { "fail" },
+                        "reason": if excepted || partial { "other" } else if satisfied { "pass" } else { "fail" },
                     },
                 },
                 "related-observations": related,
             });
+            if partial {
+                if let Some(props) = finding["props"].as_array_mut() {
+                    props.push(prop("evidence", "partial"));
+                }
+                finding["target"]["status"]["remarks"] = Value::String(format!(
+                    "Partially evidenced: {}",
+                    c.reason.as_deref().unwrap_or("the checks show part of the objective")
+                ));
+            }
             if !risks.is_empty() {
                 finding["related-risks"] = risks
                     .into_iter()
