@@ -539,10 +539,15 @@ fn verify_lines(
             signed += 1;
         }
         if !options.trusted_keys.is_empty() {
+            let signature = signature.as_ref().map(|s| {
+                let field = |f: &str| s.get(f).and_then(Value::as_str).unwrap_or_default();
+                (field("key"), field("ed25519"))
+            });
             check_signature(
                 &name,
-                signature.as_ref(),
+                signature,
                 bytes.as_deref().ok(),
+                "its content",
                 options.trusted_keys,
             )
             .unwrap_or_else(|(kind, message)| problem(seq, kind, message));
@@ -635,74 +640,82 @@ fn verify_lines(
         }
         previous = Some((seq.unwrap_or(0), digest));
     }
-    let head = previous.map(|(_, d)| d);
-    if let Some(want) = options.expected_head
-        && head.as_deref() != Some(want)
-    {
-        problems.push(Tamper {
-            line: 0,
-            seq: None,
-            kind: TamperKind::Deleted,
-            message: format!(
-                "the newest record is {} but {want} was expected: records were deleted from the end or replaced",
-                head.as_deref().unwrap_or("(none)")
-            ),
-        });
-    }
-    if problems.is_empty() {
-        Ok(Verified {
-            records: count,
-            head,
-            newest,
-            signed,
-            signatures_checked: !options.trusted_keys.is_empty(),
-        })
-    } else {
-        Err(VerifyError::Tampered {
-            problems,
-            records: count,
-        })
-    }
+    let verified = Verified {
+        records: count,
+        head: previous.map(|(_, d)| d),
+        newest,
+        signed,
+        signatures_checked: !options.trusted_keys.is_empty(),
+    };
+    conclude(problems, verified, options.expected_head, "record")
 }
 
-/// Checks a record's signature against the trusted keys.
+/// Checks a signature (the signing key's id and the base64 Ed25519 signature) of `message`
+/// against the trusted keys; `what` names what was signed, for the message. Shared by the
+/// log and by runs kept as objects ([`runs`]).
 fn check_signature(
     name: &str,
-    signature: Option<&Value>,
-    bytes: Option<&[u8]>,
+    signature: Option<(&str, &str)>,
+    message: Option<&[u8]>,
+    what: &str,
     trusted: &[TrustedKey],
 ) -> Result<(), (TamperKind, String)> {
-    let Some(signature) = signature else {
+    let Some((key, signature)) = signature else {
         return Err((
             TamperKind::Unsigned,
             format!("{name} is not signed, and signatures are required"),
         ));
     };
-    let key = signature
-        .get("key")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     let Some(trusted) = trusted.iter().find(|k| k.id() == key) else {
         return Err((
             TamperKind::Unsigned,
             format!("{name} is signed by key `{key}`, which is not a trusted key"),
         ));
     };
-    let valid = signature
-        .get("ed25519")
-        .and_then(Value::as_str)
-        .and_then(|s| BASE64.decode(s).ok())
-        .zip(bytes)
-        .is_some_and(|(sig, bytes)| trusted.verifies(bytes, &sig));
+    let valid = BASE64
+        .decode(signature)
+        .ok()
+        .zip(message)
+        .is_some_and(|(sig, message)| trusted.verifies(message, &sig));
     if valid {
         Ok(())
     } else {
         Err((
             TamperKind::Forged,
-            format!(
-                "{name}'s signature by key `{key}` does not match its content: it was rewritten"
-            ),
+            format!("{name}'s signature by key `{key}` does not match {what}: it was rewritten"),
         ))
+    }
+}
+
+/// The verdict on a log or a set of runs once each was checked: the newest must be the
+/// expected head, and any problem makes it tampered. `unit` names what was verified
+/// (`record`, `run`).
+fn conclude(
+    mut problems: Vec<Tamper>,
+    verified: Verified,
+    expected_head: Option<&str>,
+    unit: &str,
+) -> Result<Verified, VerifyError> {
+    if let Some(want) = expected_head
+        && verified.head.as_deref() != Some(want)
+    {
+        problems.push(Tamper {
+            line: 0,
+            seq: None,
+            kind: TamperKind::Deleted,
+            message: format!(
+                "the newest {unit} is {} but {want} was expected: {unit}s were deleted from the end or replaced",
+                verified.head.as_deref().unwrap_or("(none)")
+            ),
+        });
+    }
+    if problems.is_empty() {
+        Ok(verified)
+    } else {
+        Err(VerifyError::Tampered {
+            problems,
+            records: verified.records,
+        })
     }
 }
 

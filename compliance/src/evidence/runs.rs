@@ -169,33 +169,13 @@ pub fn verify_runs(runs: &[Run], options: &VerifyOptions<'_>) -> Result<Verified
             signed += 1;
         }
         if !options.trusted_keys.is_empty() {
-            let checked = match run.signature.as_deref().and_then(|s| s.split_once(':')) {
-                None => Err((
-                    TamperKind::Unsigned,
-                    format!("{name} is not signed, and signatures are required"),
-                )),
-                Some((key, sig)) => match options.trusted_keys.iter().find(|k| k.id() == key) {
-                    None => Err((
-                        TamperKind::Unsigned,
-                        format!("{name} is signed by key `{key}`, which is not a trusted key"),
-                    )),
-                    Some(k) => {
-                        let valid = BASE64
-                            .decode(sig)
-                            .is_ok_and(|sig| k.verifies(digest.as_bytes(), &sig));
-                        if valid {
-                            Ok(())
-                        } else {
-                            Err((
-                                TamperKind::Forged,
-                                format!(
-                                    "{name}'s signature by key `{key}` does not match its digest: it was rewritten"
-                                ),
-                            ))
-                        }
-                    }
-                },
-            };
+            let checked = super::check_signature(
+                &name,
+                run.signature.as_deref().and_then(|s| s.split_once(':')),
+                Some(digest.as_bytes()),
+                "its digest",
+                options.trusted_keys,
+            );
             if let Err((kind, message)) = checked {
                 problem(run, Some(seq), kind, message);
             }
@@ -204,34 +184,14 @@ pub fn verify_runs(runs: &[Run], options: &VerifyOptions<'_>) -> Result<Verified
             previous = Some((seq, digest));
         }
     }
-    let head = previous.map(|(_, d)| d);
-    if let Some(want) = options.expected_head
-        && head.as_deref() != Some(want)
-    {
-        problems.push(Tamper {
-            line: 0,
-            seq: None,
-            kind: TamperKind::Deleted,
-            message: format!(
-                "the newest run is {} but {want} was expected: runs were deleted from the end or replaced",
-                head.as_deref().unwrap_or("(none)")
-            ),
-        });
-    }
-    if problems.is_empty() {
-        Ok(Verified {
-            records: runs.len() as u64,
-            head,
-            newest: None,
-            signed,
-            signatures_checked: !options.trusted_keys.is_empty(),
-        })
-    } else {
-        Err(VerifyError::Tampered {
-            problems,
-            records: runs.len() as u64,
-        })
-    }
+    let verified = Verified {
+        records: runs.len() as u64,
+        head: previous.map(|(_, d)| d),
+        newest: None,
+        signed,
+        signatures_checked: !options.trusted_keys.is_empty(),
+    };
+    super::conclude(problems, verified, options.expected_head, "run")
 }
 
 #[cfg(test)]

@@ -263,16 +263,21 @@ fn append_anchored(
             return Err(format!(
                 "the evidence log in {} does not verify against its anchored head: {}",
                 dir.display(),
-                problems
-                    .iter()
-                    .map(|p| p.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                joined(&problems)
             ));
         }
         (Err(e), _) => return Err(e.to_string()),
     }
     evidence::append(dir, report, renderings, signer).map_err(|e| e.to_string())
+}
+
+/// What verification found, for a status message.
+fn joined(problems: &[evidence::Tamper]) -> String {
+    problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The name of the ConfigMap anchoring `profile`'s head.
@@ -378,11 +383,7 @@ async fn write_config_map(
         (Err(VerifyError::Tampered { problems, .. }), _) => {
             return Err(format!(
                 "the evidence runs in {namespace} do not verify against their anchored head: {}",
-                problems
-                    .iter()
-                    .map(|p| p.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                joined(&problems)
             ));
         }
         (Err(e), _) => return Err(e.to_string()),
