@@ -36,6 +36,11 @@ pub struct ScanOptions {
     /// Derivation gates already decided on the same snapshot, by workload (see
     /// [`ComplyFacts::derive`]).
     pub decided_gates: Option<std::sync::Arc<lattice_gates::compliance::DecidedGates>>,
+    /// What each workload's derived objects show, read from the objects derivation returned
+    /// on the same snapshot (see [`lattice_gates::compliance::DerivedObjects`]). Without
+    /// it, checks that read derived objects fail closed: a scan that should pass them must
+    /// derive first, as `lattice-policy plan`, `compliance scan` and the operator do.
+    pub derived: Option<std::sync::Arc<lattice_gates::compliance::DerivedByWorkload>>,
 }
 
 /// The outcome of a check, or of a control over its checks.
@@ -322,6 +327,7 @@ pub fn scan(
         &subjects,
         started,
         options.decided_gates.as_deref(),
+        options.derived.as_deref(),
     );
     // One decision per subject and framework; its reasons are the failed checks.
     let outcomes: Vec<Vec<Outcome>> = subjects

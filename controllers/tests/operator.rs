@@ -1116,6 +1116,16 @@ spec:
         status["passed"].as_i64().unwrap() + status["failed"].as_i64().unwrap() > 0,
         "{status}"
     );
+    // SOC 2 criteria are evidenced in part by platform facts, and the status says how many.
+    assert!(
+        status["partiallyEvidenced"].as_i64().unwrap() > 0,
+        "{status}"
+    );
+    // The run's evidence was written: CA-7's `scans-recorded` reads this time.
+    assert_eq!(
+        status["lastRecordedTime"], status["lastScanTime"],
+        "{status}"
+    );
     assert_eq!(condition(&profile, "Scanned")["status"], "True");
     assert_eq!(
         status["observedGeneration"],

@@ -1377,7 +1377,6 @@ fn service_entity(
             ("ports", Rx::new_set(ports.into_iter().map(Rx::new_long))),
             ("replicas", Rx::new_long(i64::from(replicas))),
             ("podSecurity", s(&facts.pod_security(ns))),
-            ("disruptionBudget", Rx::new_bool(replicas >= 2)),
             ("ingressTls", Rx::new_bool(ingress_tls)),
             ("usesSecretProvider", Rx::new_bool(secrets.provider)),
             ("literalSecrets", Rx::new_bool(secrets.literal)),

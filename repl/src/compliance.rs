@@ -353,11 +353,21 @@ fn run_scan(args: ScanArgs) -> u8 {
         profile: profile.as_ref().map(|p| p.name.clone()),
         now,
         decided_gates: None,
+        derived: None,
         // The flag wins over the profile, as `--framework` does.
         baseline: args
             .baseline
             .map(BaselineArg::baseline)
             .or(profile.as_ref().and_then(|p| p.baseline)),
+    };
+    // The scan reads what derivation produces (disruption budgets, service accounts,
+    // allowlists…), so every workload in scope is derived first, as the operator does.
+    let (decided, derived) =
+        crate::plan::derive_for_scan(&world, &snapshot, options.namespaces.as_ref());
+    let options = ScanOptions {
+        decided_gates: Some(std::sync::Arc::new(decided)),
+        derived: Some(std::sync::Arc::new(derived)),
+        ..options
     };
     let bar = progress_bar();
     let report = scan(&world, &store, &snapshot, &options, &|n| {

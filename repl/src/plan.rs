@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use lattice_compiler::{CompileContext, CompileError, derive_in};
 use lattice_compliance::scan::{ScanOptions, scan};
 use lattice_gates::MeshPlan;
+use lattice_gates::compliance::{DecidedGates, DerivedByWorkload, DerivedObjects};
 use lattice_schemas::crd::service::DeniedGate;
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -24,6 +25,8 @@ enum Outcome {
     Derived {
         counts: BTreeMap<String, usize>,
         objects: Option<Vec<Value>>,
+        /// What the objects show, for the compliance scan.
+        facts: DerivedObjects,
     },
     Denied(Vec<DeniedGate>),
     Failed(String),
@@ -65,14 +68,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             if let Some(b) = &bar {
                 b.inc(1);
             }
-            let outcome = match derive_in(snapshot, world, &mesh, &ctx, o) {
-                Ok(d) => Outcome::Derived {
-                    counts: counts(&d.objects),
-                    objects: detail.then_some(d.objects),
-                },
-                Err(CompileError::Denied { gates, .. }) => Outcome::Denied(gates),
-                Err(e) => Outcome::Failed(e.to_string()),
-            };
+            let outcome = derive_one(snapshot, world, &mesh, &ctx, o, detail);
             (id.clone(), o.kind_name(), outcome)
         })
         .collect();
@@ -83,7 +79,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
     }
     // Every gate of a derived or denied workload was just decided: the scan takes those
     // denials as they are. A workload that failed otherwise is decided by the scan itself.
-    let decided: lattice_gates::compliance::DecidedGates = outcomes
+    let decided: DecidedGates = outcomes
         .iter()
         .filter_map(|(id, _, o)| match o {
             Outcome::Derived { .. } => Some((id.clone(), Vec::new())),
@@ -91,8 +87,16 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             Outcome::Failed(_) => None,
         })
         .collect();
+    let derived: DerivedByWorkload = outcomes
+        .iter()
+        .filter_map(|(id, _, o)| match o {
+            Outcome::Derived { facts, .. } => Some((id.clone(), facts.clone())),
+            _ => None,
+        })
+        .collect();
     let options = ScanOptions {
         decided_gates: Some(std::sync::Arc::new(decided)),
+        derived: Some(std::sync::Arc::new(derived)),
         ..ScanOptions::default()
     };
     let report = scan(world, &store, snapshot, &options, &|_| {});
@@ -129,7 +133,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                 "snapshot": snapshot.digest(),
                 "packs": packs.json(),
                 "workloads": outcomes.par_iter().map(|(id, kind, o)| match o {
-                    Outcome::Derived { counts, objects } => json!({
+                    Outcome::Derived { counts, objects, .. } => json!({
                         "workload": id, "kind": kind, "allowed": true,
                         "objects": counts,
                         "derived": objects.as_ref().map_or(Value::Null, |o| json!(o)),
@@ -162,7 +166,9 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             ));
             for (id, kind, o) in &outcomes {
                 match o {
-                    Outcome::Derived { counts, objects } => {
+                    Outcome::Derived {
+                        counts, objects, ..
+                    } => {
                         let c: Vec<String> =
                             counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
                         out.push_str(&format!(
@@ -306,4 +312,71 @@ fn progress(message: &'static str) -> Option<indicatif::ProgressBar> {
     bar.set_message(message);
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
     Some(bar)
+}
+
+/// What one workload comes to on `snapshot`; its objects are kept only with `detail`.
+fn derive_one(
+    snapshot: &lattice_engine::Snapshot,
+    world: &lattice_engine::World,
+    mesh: &MeshPlan,
+    ctx: &CompileContext,
+    object: &lattice_schemas::manifest::Object,
+    detail: bool,
+) -> Outcome {
+    match derive_in(snapshot, world, mesh, ctx, object) {
+        Ok(d) => Outcome::Derived {
+            counts: counts(&d.objects),
+            facts: DerivedObjects::read(&d.objects),
+            objects: detail.then_some(d.objects),
+        },
+        Err(CompileError::Denied { gates, .. }) => Outcome::Denied(gates),
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// Derives every workload of `world` in `namespaces` (all when `None`) on `snapshot`, as
+/// `plan` does, and keeps what a compliance scan reads: each workload's denied gates and what
+/// its derived objects show.
+pub(crate) fn derive_for_scan(
+    world: &lattice_engine::World,
+    snapshot: &lattice_engine::Snapshot,
+    namespaces: Option<&std::collections::BTreeSet<String>>,
+) -> (DecidedGates, DerivedByWorkload) {
+    let mesh = MeshPlan::plan(snapshot, world);
+    let ctx = CompileContext::of(world);
+    let workloads: Vec<(String, &lattice_schemas::manifest::Object)> = world
+        .objects()
+        .filter(|(_, o)| o.is_workload())
+        .filter(|(k, _)| {
+            namespaces.is_none_or(|set| set.contains(k.namespace.as_deref().unwrap_or("default")))
+        })
+        .map(|(k, o)| {
+            (
+                format!("{}/{}", k.namespace.as_deref().unwrap_or("default"), k.name),
+                o,
+            )
+        })
+        .collect();
+    let outcomes: Vec<(String, Outcome)> = workloads
+        .par_iter()
+        .map(|(id, o)| {
+            (id.clone(), derive_one(snapshot, world, &mesh, &ctx, o, false))
+        })
+        .collect();
+    let mut decided = DecidedGates::new();
+    let mut derived = DerivedByWorkload::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Outcome::Derived { facts, .. } => {
+                decided.insert(id.clone(), Vec::new());
+                derived.insert(id, facts);
+            }
+            Outcome::Denied(gates) => {
+                decided.insert(id, gates);
+            }
+            // Failed otherwise: the scan decides its gates itself; it derived nothing.
+            Outcome::Failed(_) => {}
+        }
+    }
+    (decided, derived)
 }

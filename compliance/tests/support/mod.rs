@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use lattice_compliance::{ScanOptions, ScanReport, scan};
 use lattice_engine::{Projection, Snapshot};
+use lattice_gates::compliance::{DerivedByWorkload, DerivedObjects};
 
 pub fn root() -> PathBuf {
     lattice_testkit::workspace_root()
@@ -36,9 +37,27 @@ pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> Sca
     let snapshot = Snapshot::build(&world, &projection, &store).expect("snapshot");
     let options = ScanOptions {
         now: Some(at.parse().expect("an RFC 3339 time")),
+        derived: options
+            .derived
+            .or_else(|| Some(std::sync::Arc::new(derive_all(&world, &snapshot)))),
         ..options
     };
     scan(&world, &store, &snapshot, &options, &|_| {}).expect("scan")
+}
+
+/// What every workload of `world` derives on `snapshot`, read as the scan reads it (what
+/// `lattice-policy plan`, `compliance scan` and the operator hand the scan).
+pub fn derive_all(world: &lattice_engine::World, snapshot: &Snapshot) -> DerivedByWorkload {
+    let mesh = lattice_gates::MeshPlan::plan(snapshot, world);
+    world
+        .objects()
+        .filter(|(_, o)| o.is_workload())
+        .filter_map(|(k, o)| {
+            let d = lattice_compiler::derive(snapshot, world, &mesh, o).ok()?;
+            let id = format!("{}/{}", k.namespace.as_deref().unwrap_or("default"), k.name);
+            Some((id, DerivedObjects::read(&d.objects)))
+        })
+        .collect()
 }
 
 /// The criteria of the AICPA's 2017 Trust Services Criteria (revised points of focus,

@@ -35,7 +35,7 @@ use lattice_schemas::validate::format::duration_seconds;
 use serde_json::{Value, json};
 
 use super::apply::patch_status;
-use super::plan::Plan;
+use super::plan::{Plan, Verdict};
 use super::status::{condition, previous_conditions, transitions};
 
 use lattice_compliance::evidence::runs::{
@@ -144,6 +144,35 @@ fn scanned_at(status: &Value) -> Option<jiff::Timestamp> {
         .and_then(|t| t.parse().ok())
 }
 
+/// What the plan decided and derived for every workload: the scan takes the plan's gate
+/// verdicts as they are and reads the very objects the operator applies.
+fn planned_facts(
+    workloads: &imbl::OrdMap<super::plan::Owner, std::sync::Arc<super::plan::Desired>>,
+) -> (
+    lattice_gates::compliance::DecidedGates,
+    lattice_gates::compliance::DerivedByWorkload,
+) {
+    let mut decided = lattice_gates::compliance::DecidedGates::new();
+    let mut derived = lattice_gates::compliance::DerivedByWorkload::new();
+    for (owner, desired) in workloads {
+        match &desired.verdict {
+            Verdict::Authorized => {
+                decided.insert(owner.id(), Vec::new());
+                derived.insert(
+                    owner.id(),
+                    lattice_gates::compliance::DerivedObjects::read(&desired.objects),
+                );
+            }
+            Verdict::Denied(gates) => {
+                decided.insert(owner.id(), gates.clone());
+            }
+            // Decided again by the scan itself; it derived nothing.
+            Verdict::Failed(_) => {}
+        }
+    }
+    (decided, derived)
+}
+
 type Outcome = Result<(ScanReport, String, Head), String>;
 
 async fn scan_profile(
@@ -162,11 +191,17 @@ async fn scan_profile(
         profile: Some(name.clone()),
         now: Some(now),
         decided_gates: None,
+        derived: None,
         baseline: spec.baseline.map(Into::into),
     };
     let current = plan.current.clone();
     let store = plan.store.clone();
+    let workloads = plan.workloads.clone();
     let report = tokio::task::spawn_blocking(move || {
+        let mut options = options;
+        let (decided, derived) = planned_facts(&workloads);
+        options.decided_gates = Some(std::sync::Arc::new(decided));
+        options.derived = Some(std::sync::Arc::new(derived));
         scan(&current.world, &store, &current.snapshot, &options, &|_| {})
     })
     .await
@@ -433,13 +468,14 @@ fn summary(
         |ok: bool, reason: &str, message: String| condition("Scanned", ok, reason, message);
     match outcome {
         Ok((report, reference, head)) => {
-            let (mut pass, mut fail, mut na) = (0, 0, 0);
+            let (mut pass, mut fail, mut na, mut partial) = (0, 0, 0, 0);
             for f in &report.frameworks {
                 // A control satisfied by an approved exception passes (the report's
                 // register says by which).
                 pass += f.control_tally.pass + f.control_tally.pass_with_exception;
                 fail += f.control_tally.fail;
                 na += f.control_tally.not_applicable;
+                partial += f.control_tally.partially_evidenced;
             }
             let n = |x: usize| Some(i32::try_from(x).unwrap_or(i32::MAX));
             ComplianceStatus {
@@ -447,6 +483,8 @@ fn summary(
                 passed: n(pass),
                 failed: n(fail),
                 not_applicable: n(na),
+                partially_evidenced: n(partial),
+                last_recorded_time: Some(stamp.clone()),
                 snapshot_digest: Some(report.snapshot_digest.clone()),
                 evidence_ref: Some(reference.clone()),
                 evidence_head: Some(head.digest.clone()),
@@ -457,7 +495,7 @@ fn summary(
                         true,
                         "EvidenceWritten",
                         format!(
-                            "controls: {pass} passed, {fail} failed, {na} not applicable; evidence in {reference}"
+                            "controls: {pass} passed, {partial} partially evidenced, {fail} failed, {na} not applicable; evidence in {reference}"
                         ),
                     )],
                     generation,
@@ -475,6 +513,10 @@ fn summary(
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             evidence_seq: previous_status.get("evidenceSeq").and_then(Value::as_i64),
+            last_recorded_time: previous_status
+                .get("lastRecordedTime")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             conditions: transitions(
                 &previous,
                 vec![condition(false, "ScanFailed", e)],

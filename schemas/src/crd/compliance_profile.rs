@@ -95,6 +95,13 @@ pub struct ComplianceStatus {
     pub failed: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_applicable: Option<i32>,
+    /// Controls whose checks all pass but show only part of the control's objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partially_evidenced: Option<i32>,
+    /// When the newest run's evidence was written: unlike `lastScanTime`, a failed scan
+    /// leaves it as it was. The `scans-recorded` check (CA-7) reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recorded_time: Option<String>,
     /// Digest of the snapshot the scan ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_digest: Option<String>,

@@ -798,6 +798,17 @@ fn compliance_profile(cx: &mut Ctx, c: &crd::compliance_profile::LatticeComplian
         }
     }
     duration(cx, Some(&c.scan_interval), "/spec/scanInterval");
+    if c.baseline.is_some() && !c.frameworks.iter().any(|f| f == "nist-800-53") {
+        cx.push(
+            cx.m.error_at_key(
+                "lattice::compliance::baseline",
+                "/spec/baseline",
+                "`baseline` reports NIST SP 800-53 against a rev5 baseline, but `frameworks` does not list nist-800-53: the operator's scans of this profile fail",
+            )
+            .with_help("add `nist-800-53` to `frameworks`, or remove `baseline`")
+            .warning(),
+        );
+    }
     let sink = &c.evidence_sink;
     let set = [
         sink.config_map.is_some(),

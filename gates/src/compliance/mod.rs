@@ -25,6 +25,10 @@ use rayon::prelude::*;
 use crate::derivation::questions;
 use crate::mesh::connect_query;
 
+pub mod derived;
+
+pub use derived::{DerivedByWorkload, DerivedObjects};
+
 /// The entity types a compliance check can be about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum SubjectKind {
@@ -180,7 +184,18 @@ pub struct SubjectFacts {
     pub expired_audit_policies: i64,
     /// Frameworks a LatticeComplianceProfile schedules for the subject's namespace.
     pub scheduled_frameworks: BTreeSet<String>,
+    /// Frameworks whose scans of the namespace a profile recorded within its interval.
+    pub recorded_frameworks: BTreeSet<String>,
     pub user_proxy_grants: i64,
+    /// Cluster: enforced permits reaching `exec` or `portforward` for a principal scope that
+    /// is not a Group.
+    pub user_exec_grants: i64,
+    /// Cluster: namespaces where a user in no group may write policy.
+    pub ungrouped_policy_writes: i64,
+    /// Service: what its derived objects show (all empty when it derived nothing).
+    pub derived: DerivedObjects,
+    /// Service: it serves a port named `metrics`.
+    pub serves_metrics: bool,
 }
 
 /// The facts of every subject, derived once per scan from one snapshot.
@@ -196,7 +211,10 @@ impl ComplyFacts {
     ///
     /// `decided` holds the denied gates of workloads (by `namespace/name`) that were already
     /// decided on this snapshot (`lattice-policy plan` derives every workload before it
-    /// scans): those are taken as they are instead of being decided again.
+    /// scans): those are taken as they are instead of being decided again. `derived` holds
+    /// what each workload's derived objects show, and a workload absent from it derived
+    /// nothing; without it, nothing is known of what was derived, and every fact read from
+    /// derived objects fails closed.
     pub fn derive(
         snapshot: &Snapshot,
         world: &World,
@@ -204,6 +222,7 @@ impl ComplyFacts {
         subjects: &[Subject],
         now: jiff::Timestamp,
         decided: Option<&DecidedGates>,
+        derived: Option<&DerivedByWorkload>,
     ) -> ComplyFacts {
         let wanted: HashSet<&str> = subjects
             .iter()
@@ -238,21 +257,41 @@ impl ComplyFacts {
             }
             let mut facts = service.1;
             facts.unilateral_callers = mesh.get(&service.0).copied().unwrap_or(0);
+            facts.derived = match derived {
+                Some(d) => d.get(&service.0).cloned().unwrap_or_default(),
+                None => DerivedObjects::unknown(),
+            };
             by_subject.insert((SubjectKind::Service, service.0), facts);
+        }
+        for (_, object) in &workloads {
+            let id = format!(
+                "{}/{}",
+                object.namespace().unwrap_or("default"),
+                object.name()
+            );
+            if let Some(f) = by_subject.get_mut(&(SubjectKind::Service, id)) {
+                f.serves_metrics = serves_metrics(object);
+            }
         }
         let audit = expired_audit_policies(world, now);
         let scheduled = scheduled_frameworks(world);
-        let grants = user_proxy_grants(snapshot, store);
+        let recorded = recorded_frameworks(world, now);
+        let grants = user_proxy_grants(snapshot, store, PROXY_ACTIONS.as_slice());
+        let exec_grants = user_proxy_grants(snapshot, store, EXEC_ACTIONS.as_slice());
+        let policy_writes = ungrouped_policy_writes(snapshot, world);
         for s in subjects {
             match s.kind {
                 SubjectKind::Namespace => {
                     let f = by_subject.entry((s.kind, s.id.clone())).or_default();
                     f.expired_audit_policies = audit.get(&s.id).copied().unwrap_or(0);
                     f.scheduled_frameworks = scheduled(&s.id);
+                    f.recorded_frameworks = recorded(&s.id);
                 }
                 SubjectKind::Cluster => {
                     let f = by_subject.entry((s.kind, s.id.clone())).or_default();
                     f.user_proxy_grants = grants(&s.uid());
+                    f.user_exec_grants = exec_grants(&s.uid());
+                    f.ungrouped_policy_writes = policy_writes;
                 }
                 _ => {}
             }
@@ -462,6 +501,115 @@ fn scheduled_frameworks(world: &World) -> impl Fn(&str) -> BTreeSet<String> + us
     }
 }
 
+/// Whether a LatticeService serves a port named `metrics`: what asks Lattice for a scrape.
+/// Other kinds ask for none (a mesh member runs outside Lattice; jobs and models are scraped
+/// through their own stacks), so the check does not apply to them.
+fn serves_metrics(object: &Object) -> bool {
+    match object {
+        Object::Service(svc) => svc
+            .spec
+            .workload
+            .service
+            .as_ref()
+            .is_some_and(|s| s.ports.contains_key("metrics")),
+        _ => false,
+    }
+}
+
+/// How long after its interval a profile's last recorded run still counts as current: the
+/// operator scans once per interval, and a scan takes a moment to write.
+const RECORDED_GRACE: f64 = 1.1;
+
+/// For a namespace, the frameworks some LatticeComplianceProfile recorded a scan of within
+/// its interval before `now`: the operator sets `lastRecordedTime` in the status only once a
+/// run's record is written (a failed scan leaves it), so these are runs that happened, not
+/// a schedule. A manifest with no status has recorded nothing.
+fn recorded_frameworks(
+    world: &World,
+    now: jiff::Timestamp,
+) -> impl Fn(&str) -> BTreeSet<String> + use<> {
+    let profiles: Vec<(BTreeSet<String>, BTreeSet<String>)> = world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            Object::ComplianceProfile(p) => {
+                let status = p.status.as_ref()?;
+                let last: jiff::Timestamp = status.last_recorded_time.as_deref()?.parse().ok()?;
+                let interval =
+                    lattice_schemas::validate::format::duration_seconds(&p.spec.scan_interval)?;
+                let window = jiff::SignedDuration::from_secs_f64(interval as f64 * RECORDED_GRACE);
+                let current =
+                    now.checked_sub(window).is_ok_and(|since| last >= since) && last <= now;
+                current.then(|| {
+                    (
+                        p.spec.namespaces.iter().cloned().collect(),
+                        p.spec.frameworks.iter().cloned().collect(),
+                    )
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    move |ns: &str| {
+        profiles
+            .iter()
+            .filter(|(namespaces, _)| namespaces.is_empty() || namespaces.contains(ns))
+            .flat_map(|(_, frameworks)| frameworks.iter().cloned())
+            .collect()
+    }
+}
+
+/// The uid of the user a policy-management probe asks about: a member of no group.
+pub const UNGROUPED_PROBE: &str = "lattice:compliance-probe:no-group";
+
+/// In how many namespaces a user in no group may write a permit: policy management is meant
+/// for named administrator groups (and named platform identities), never for whoever is
+/// authenticated. Decided by Cedar on this snapshot, so a permit's `when` counts as much as
+/// its scope; a probe that errors counts as allowed (fail closed).
+fn ungrouped_policy_writes(snapshot: &Snapshot, world: &World) -> i64 {
+    let user = uid("User", UNGROUPED_PROBE);
+    let namespaces: Vec<EntityUid> = lattice_engine::project::namespaces(world)
+        .into_keys()
+        .map(|ns| uid("Namespace", &ns))
+        .collect();
+    let Ok(scoped) = snapshot.scoped(
+        vec![cedar_policy::Entity::with_uid(user.clone())],
+        &namespaces,
+    ) else {
+        return namespaces.len().max(1) as i64;
+    };
+    let context = cedar_policy::Context::from_pairs([
+        (
+            "operation".to_owned(),
+            RestrictedExpression::new_string("CREATE".into()),
+        ),
+        (
+            "effects".to_owned(),
+            RestrictedExpression::new_set([RestrictedExpression::new_string("permit".into())]),
+        ),
+        ("actions".to_owned(), RestrictedExpression::new_set([])),
+        (
+            "mode".to_owned(),
+            RestrictedExpression::new_string("enforce".into()),
+        ),
+        ("policyCount".to_owned(), RestrictedExpression::new_long(1)),
+    ]);
+    let Ok(context) = context else {
+        return namespaces.len().max(1) as i64;
+    };
+    namespaces
+        .iter()
+        .filter(|ns| {
+            let q = Query::new(user.clone(), action("ManagePolicy"), (*ns).clone())
+                .with_context(context.clone());
+            !matches!(scoped.decide(&q), Ok(d) if !d.allowed)
+        })
+        .count() as i64
+}
+
+/// The proxy verbs that run commands in or tunnel into a cluster's pods, and the group that
+/// holds them.
+const EXEC_ACTIONS: [&str; 3] = ["exec", "portforward", "ClusterAdmin"];
+
 /// The proxy verbs and the groups they sit in.
 const PROXY_ACTIONS: [&str; 12] = [
     "get",
@@ -483,11 +631,12 @@ const PROXY_ACTIONS: [&str; 12] = [
 fn user_proxy_grants<'a>(
     snapshot: &'a Snapshot,
     store: &'a PolicyStore,
+    actions: &'a [&'a str],
 ) -> impl Fn(&EntityUid) -> i64 + 'a {
     let grants: Vec<&StoredPolicy> = store
         .active()
         .filter(|p| p.info.mode == EnforcementMode::Enforce && p.info.effect == Effect::Permit)
-        .filter(|p| grants_proxy(&p.policy.action_constraint()))
+        .filter(|p| grants_any(&p.policy.action_constraint(), actions))
         .filter(|p| !group_scoped(&p.policy.principal_constraint()))
         .collect();
     move |cluster: &EntityUid| {
@@ -510,8 +659,10 @@ fn user_proxy_grants<'a>(
     }
 }
 
-fn grants_proxy(constraint: &ActionConstraint) -> bool {
-    let proxy = |a: &EntityUid| PROXY_ACTIONS.contains(&a.id().unescaped());
+/// Whether a permit's action scope reaches any of `actions` (an unconstrained scope reaches
+/// every one).
+fn grants_any(constraint: &ActionConstraint, actions: &[&str]) -> bool {
+    let proxy = |a: &EntityUid| actions.contains(&a.id().unescaped());
     match constraint {
         ActionConstraint::Any => true,
         ActionConstraint::Eq(a) => proxy(a),
@@ -538,6 +689,8 @@ pub fn comply_query(subject: &Subject, framework: &str, facts: &SubjectFacts) ->
     };
     let scheduled =
         subject.kind != SubjectKind::Namespace || facts.scheduled_frameworks.contains(framework);
+    let recorded =
+        subject.kind != SubjectKind::Namespace || facts.recorded_frameworks.contains(framework);
     let context = cedar_policy::Context::from_pairs([
         ("deniedGates".to_owned(), set(&facts.denied_gates)),
         (
@@ -561,8 +714,37 @@ pub fn comply_query(subject: &Subject, framework: &str, facts: &SubjectFacts) ->
             RestrictedExpression::new_bool(scheduled),
         ),
         (
+            "scansRecorded".to_owned(),
+            RestrictedExpression::new_bool(recorded),
+        ),
+        (
             "userProxyGrants".to_owned(),
             RestrictedExpression::new_long(facts.user_proxy_grants),
+        ),
+        (
+            "userExecGrants".to_owned(),
+            RestrictedExpression::new_long(facts.user_exec_grants),
+        ),
+        (
+            "ungroupedPolicyWrites".to_owned(),
+            RestrictedExpression::new_long(facts.ungrouped_policy_writes),
+        ),
+        ("derivedKinds".to_owned(), set(&facts.derived.kinds)),
+        (
+            "defaultServiceAccount".to_owned(),
+            RestrictedExpression::new_bool(facts.derived.default_service_account),
+        ),
+        (
+            "tokenMounted".to_owned(),
+            RestrictedExpression::new_bool(facts.derived.token_mounted),
+        ),
+        (
+            "unlistedContainers".to_owned(),
+            RestrictedExpression::new_long(facts.derived.unlisted_containers.len() as i64),
+        ),
+        (
+            "servesMetrics".to_owned(),
+            RestrictedExpression::new_bool(facts.serves_metrics),
         ),
     ])
     .expect("distinct keys of plain values always make a context");
