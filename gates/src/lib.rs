@@ -1,12 +1,14 @@
 //! The questions an object raises, one module per decision family, asked of
 //! [`lattice_engine`]: derivation gates (may this workload run this image, read this secret,
 //! add this capability…), the bilateral mesh (`Connect` for every declared edge), admission
-//! of policies and objects, and compliance (`Comply` for every subject and framework).
+//! of policies and objects, proxied Kubernetes API calls (one question per request and hop),
+//! and compliance (`Comply` for every subject and framework).
 
 pub mod admission;
 pub mod compliance;
 pub mod derivation;
 pub mod mesh;
+pub mod proxy;
 
 pub use admission::{Requester, evaluate_object};
 pub use derivation::{Gate, GateOutcome, GateReport, evaluate, questions};

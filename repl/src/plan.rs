@@ -32,7 +32,25 @@ enum Outcome {
     Failed(String),
 }
 
+/// With `LATTICE_PLAN_TIMINGS` set, each phase's wall time on stderr: how the README's
+/// breakdown of a 10,000-service plan is measured.
+struct Phases(Option<std::time::Instant>);
+
+impl Phases {
+    fn start() -> Phases {
+        Phases(std::env::var_os("LATTICE_PLAN_TIMINGS").map(|_| std::time::Instant::now()))
+    }
+
+    fn done(&mut self, phase: &str) {
+        if let Some(t) = &mut self.0 {
+            eprintln!("plan: {phase}: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+            *t = std::time::Instant::now();
+        }
+    }
+}
+
 pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: Format) -> u8 {
+    let mut phases = Phases::start();
     let bar = progress("loading the world");
     // Nothing is projected again after the snapshot: it may consume the projection, so no
     // entity is held twice (at 10,000 services, hundreds of megabytes and their building).
@@ -42,7 +60,9 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
     };
     let packs = crate::loading::PacksInForce::of(&store, policies);
     let (world, snapshot) = (&owned_world, &owned_snapshot);
+    phases.done("loading and the snapshot");
     let mesh = MeshPlan::plan(snapshot, world);
+    phases.done("the mesh plan");
     let ctx = CompileContext::of(world);
     let workloads: Vec<(String, &lattice_schemas::manifest::Object)> = world
         .objects()
@@ -73,6 +93,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
         })
         .collect();
     outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    phases.done("every workload's gates and objects");
     if let Some(b) = &bar {
         b.set_style(indicatif::ProgressStyle::default_spinner());
         b.set_message("scanning compliance");
@@ -100,6 +121,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
         ..ScanOptions::default()
     };
     let report = scan(world, &store, snapshot, &options, &|_| {});
+    phases.done("the compliance scan");
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -281,6 +303,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             emit(&out);
         }
     }
+    phases.done("the output");
     let code = if denied_workloads > 0 || denied_edges > 0 {
         EXIT_FINDINGS
     } else {
@@ -360,7 +383,10 @@ pub(crate) fn derive_for_scan(
     let outcomes: Vec<(String, Outcome)> = workloads
         .par_iter()
         .map(|(id, o)| {
-            (id.clone(), derive_one(snapshot, world, &mesh, &ctx, o, false))
+            (
+                id.clone(),
+                derive_one(snapshot, world, &mesh, &ctx, o, false),
+            )
         })
         .collect();
     let mut decided = DecidedGates::new();

@@ -187,7 +187,7 @@ pub struct SubjectFacts {
     /// Frameworks whose scans of the namespace a profile recorded within its interval.
     pub recorded_frameworks: BTreeSet<String>,
     pub user_proxy_grants: i64,
-    /// Cluster: enforced permits reaching `exec` or `portforward` for a principal scope that
+    /// Cluster: enforced permits reaching `exec`, `attach`, `portforward` or `proxy` for a principal scope that
     /// is not a Group.
     pub user_exec_grants: i64,
     /// Cluster: namespaces where a user in no group may write policy.
@@ -608,10 +608,10 @@ fn ungrouped_policy_writes(snapshot: &Snapshot, world: &World) -> i64 {
 
 /// The proxy verbs that run commands in or tunnel into a cluster's pods, and the group that
 /// holds them.
-const EXEC_ACTIONS: [&str; 3] = ["exec", "portforward", "ClusterAdmin"];
+const EXEC_ACTIONS: [&str; 5] = ["exec", "attach", "portforward", "proxy", "ClusterAdmin"];
 
 /// The proxy verbs and the groups they sit in.
-const PROXY_ACTIONS: [&str; 12] = [
+const PROXY_ACTIONS: [&str; 15] = [
     "get",
     "list",
     "watch",
@@ -619,13 +619,15 @@ const PROXY_ACTIONS: [&str; 12] = [
     "update",
     "patch",
     "delete",
+    "deletecollection",
     "exec",
+    "attach",
     "portforward",
+    "proxy",
     "ClusterRead",
     "ClusterWrite",
     "ClusterAdmin",
 ];
-
 /// For a cluster, how many enforced permits grant proxy actions on it to a principal scope
 /// that is not a Group: `principal == User::…`, `principal is User`, or any principal.
 fn user_proxy_grants<'a>(
