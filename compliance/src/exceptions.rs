@@ -233,14 +233,10 @@ pub fn register(
                 subjects: Vec::new(),
             }
         });
-        if !entry.grants.contains(&grant) {
-            entry.grants.push(grant);
-        }
-        for s in covered {
-            if !entry.subjects.contains(&s) {
-                entry.subjects.push(s);
-            }
-        }
+        // Duplicates go at the end, by sorting: an exception can cover every workload of an
+        // estate, and a search per subject would be quadratic.
+        entry.grants.push(grant);
+        entry.subjects.extend(covered);
     }
     // Audit-mode policies: each decides nothing while in audit.
     let audit_until: BTreeMap<(String, String), String> = world
@@ -285,7 +281,9 @@ pub fn register(
     let mut all: Vec<Exception> = out.into_values().collect();
     for e in &mut all {
         e.grants.sort();
+        e.grants.dedup();
         e.subjects.sort();
+        e.subjects.dedup();
     }
     all
 }
