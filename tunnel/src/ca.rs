@@ -1,0 +1,348 @@
+//! The parent's cluster CA and the agent's key. The agent makes its key pair and a CSR; the
+//! key never leaves it. The cell, once the agent's bootstrap token is redeemed, signs a
+//! certificate for the identity the token was minted for, whatever the CSR asks: only the
+//! CSR's public key (its signature checked) is taken from it. Certificates are short-lived
+//! (24 hours by default) and renewed at two-thirds of their life; a deleted cluster's are
+//! revoked.
+
+use std::collections::HashSet;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::identity::{ClusterIdentity, IdentityError, peer_identity};
+
+/// How long an agent's certificate lives by default.
+pub const DEFAULT_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// How long the CA's own certificate lives.
+pub const CA_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 365);
+
+/// Clock skew tolerated between parent and child: certificates start this much earlier.
+pub const SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// Why the CA refuses to sign, or a certificate is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CaError {
+    #[error("the certificate signing request is not valid: {0}")]
+    Csr(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("the certificate cannot be read: {0}")]
+    Certificate(String),
+    #[error("the certificate expired at {0}")]
+    Expired(String),
+    #[error("the certificate is not valid before {0}")]
+    NotYetValid(String),
+    #[error("the certificate was revoked")]
+    Revoked,
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+fn offset(t: jiff::Timestamp) -> Result<time::OffsetDateTime, CaError> {
+    time::OffsetDateTime::from_unix_timestamp(t.as_second())
+        .map_err(|e| CaError::Sign(format!("time {t}: {e}")))
+}
+
+fn random_serial() -> Result<Vec<u8>, CaError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Sign("the system random number generator failed".into()))?;
+    // Positive, as DER INTEGER serials must be.
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(bytes.to_vec())
+}
+
+/// A certificate the CA issued.
+#[derive(Clone, Debug)]
+pub struct IssuedCert {
+    pub pem: String,
+    pub der: Vec<u8>,
+    pub serial: Vec<u8>,
+    pub not_before: jiff::Timestamp,
+    pub not_after: jiff::Timestamp,
+}
+
+impl IssuedCert {
+    /// When the holder renews it: two-thirds of the way through its life.
+    pub fn renew_at(&self) -> jiff::Timestamp {
+        let life = self.not_after.duration_since(self.not_before);
+        self.not_before
+            .checked_add(life * 2 / 3)
+            .unwrap_or(self.not_after)
+    }
+}
+
+/// A hierarchy's cluster CA (held by a parent's cell).
+pub struct ClusterCa {
+    trust_domain: String,
+    issuer: Issuer<'static, KeyPair>,
+    cert: rcgen::Certificate,
+    revoked: HashSet<Vec<u8>>,
+}
+
+impl ClusterCa {
+    /// A new CA for `trust_domain`, valid from `now` for [`CA_LIFETIME`].
+    pub fn generate(trust_domain: &str, now: jiff::Timestamp) -> Result<ClusterCa, CaError> {
+        // Validates the domain the same way identities are.
+        ClusterIdentity::new(trust_domain, "ca")?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("lattice cluster CA {trust_domain}"),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = offset(now.checked_sub(SKEW).unwrap_or(now))?;
+        params.not_after = offset(now.checked_add(CA_LIFETIME).unwrap_or(now))?;
+        params.serial_number = Some(SerialNumber::from(random_serial()?));
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        Ok(ClusterCa {
+            trust_domain: trust_domain.to_owned(),
+            issuer: Issuer::new(params, key),
+            cert,
+            revoked: HashSet::new(),
+        })
+    }
+
+    /// The trust domain its certificates are for.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The CA certificate, PEM (what agents and the cell trust).
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> Vec<u8> {
+        self.cert.der().to_vec()
+    }
+
+    /// Signs a certificate for `identity` over the public key of `csr_pem`, valid from
+    /// `now` (less [`SKEW`]) for `lifetime`, for TLS client and server use. Nothing else of
+    /// the CSR is taken: names it asks for are ignored.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &ClusterIdentity,
+        now: jiff::Timestamp,
+        lifetime: jiff::SignedDuration,
+    ) -> Result<IssuedCert, CaError> {
+        self.sign_csr_at(csr_pem, identity, &[], now, lifetime)
+    }
+
+    /// [`ClusterCa::sign_csr`] for a cell: its certificate also names the `addresses` (DNS
+    /// names or IP addresses) agents dial it at, which they check as any TLS client does.
+    pub fn sign_csr_at(
+        &self,
+        csr_pem: &str,
+        identity: &ClusterIdentity,
+        addresses: &[String],
+        now: jiff::Timestamp,
+        lifetime: jiff::SignedDuration,
+    ) -> Result<IssuedCert, CaError> {
+        if identity.trust_domain != self.trust_domain {
+            return Err(CaError::Identity(IdentityError::TrustDomain {
+                expected: self.trust_domain.clone(),
+                found: identity.trust_domain.clone(),
+            }));
+        }
+        // Checks the CSR's own signature: the requester holds the key.
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::Csr(e.to_string()))?;
+        let not_before = now.checked_sub(SKEW).unwrap_or(now);
+        let not_after = now
+            .checked_add(lifetime)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let serial = random_serial()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, identity.cluster.clone());
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::URI(
+            identity
+                .uri()
+                .try_into()
+                .map_err(|e: rcgen::Error| CaError::Sign(e.to_string()))?,
+        )];
+        for a in addresses {
+            params
+                .subject_alt_names
+                .push(match a.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(
+                        a.clone()
+                            .try_into()
+                            .map_err(|e: rcgen::Error| CaError::Sign(format!("{a}: {e}")))?,
+                    ),
+                });
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        params.not_before = offset(not_before)?;
+        params.not_after = offset(not_after)?;
+        params.serial_number = Some(SerialNumber::from(serial.clone()));
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            serial,
+            not_before: jiff::Timestamp::from_second(not_before.as_second())
+                .map_err(|e| CaError::Sign(e.to_string()))?,
+            not_after,
+        })
+    }
+
+    /// Revokes a certificate by serial (its cluster was deleted, or its key exposed).
+    pub fn revoke(&mut self, serial: &[u8]) {
+        self.revoked.insert(serial.to_vec());
+    }
+
+    /// What the cell checks of a peer certificate the TLS handshake verified against this
+    /// CA: not revoked, within its validity at `now`, and one cluster identity of this
+    /// trust domain, which it returns.
+    pub fn check_peer(&self, der: &[u8], now: jiff::Timestamp) -> Result<ClusterIdentity, CaError> {
+        let (_, cert) =
+            X509Certificate::from_der(der).map_err(|e| CaError::Certificate(e.to_string()))?;
+        if self.revoked.contains(cert.raw_serial()) {
+            return Err(CaError::Revoked);
+        }
+        let validity = cert.validity();
+        let second = now.as_second();
+        if second < validity.not_before.timestamp() {
+            return Err(CaError::NotYetValid(validity.not_before.to_string()));
+        }
+        if second > validity.not_after.timestamp() {
+            return Err(CaError::Expired(validity.not_after.to_string()));
+        }
+        Ok(peer_identity(der, &self.trust_domain)?)
+    }
+}
+
+/// The agent's key pair: made on the child, never sent anywhere.
+pub struct AgentKey {
+    key: KeyPair,
+}
+
+impl AgentKey {
+    /// A new ECDSA P-256 key.
+    pub fn generate() -> Result<AgentKey, CaError> {
+        Ok(AgentKey {
+            key: KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| CaError::Sign(e.to_string()))?,
+        })
+    }
+
+    /// A CSR for `identity`, signed with the key.
+    pub fn csr_pem(&self, identity: &ClusterIdentity) -> Result<String, CaError> {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(
+            identity
+                .uri()
+                .try_into()
+                .map_err(|e: rcgen::Error| CaError::Csr(e.to_string()))?,
+        )];
+        params
+            .serialize_request(&self.key)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| CaError::Csr(e.to_string()))
+    }
+
+    /// The private key, PKCS#8 DER, for the agent's own TLS configuration.
+    pub fn private_key_der(&self) -> Vec<u8> {
+        self.key.serialize_der()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_ca_signs_the_tokens_identity_not_what_the_csr_asks() {
+        let now = at("2026-12-01T12:00:00Z");
+        let ca = ClusterCa::generate("lattice.test", now).unwrap();
+        let edge = ClusterIdentity::new("lattice.test", "edge").unwrap();
+        let prod = ClusterIdentity::new("lattice.test", "prod").unwrap();
+        let key = AgentKey::generate().unwrap();
+        // The agent asks to be prod; its token was minted for edge.
+        let csr = key.csr_pem(&prod).unwrap();
+        let issued = ca.sign_csr(&csr, &edge, now, DEFAULT_LIFETIME).unwrap();
+        assert_eq!(ca.check_peer(&issued.der, now).unwrap(), edge);
+        assert_eq!(
+            issued.not_after.duration_since(issued.not_before),
+            DEFAULT_LIFETIME + SKEW
+        );
+        assert_eq!(
+            issued.renew_at(),
+            at("2026-12-02T04:00:00Z") - jiff::SignedDuration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn expired_revoked_and_foreign_certificates_are_refused() {
+        let now = at("2026-12-01T12:00:00Z");
+        let mut ca = ClusterCa::generate("lattice.test", now).unwrap();
+        let edge = ClusterIdentity::new("lattice.test", "edge").unwrap();
+        let key = AgentKey::generate().unwrap();
+        let issued = ca
+            .sign_csr(&key.csr_pem(&edge).unwrap(), &edge, now, DEFAULT_LIFETIME)
+            .unwrap();
+        assert!(matches!(
+            ca.check_peer(&issued.der, at("2026-12-02T12:01:00Z")),
+            Err(CaError::Expired(_))
+        ));
+        assert!(matches!(
+            ca.check_peer(&issued.der, at("2026-12-01T11:00:00Z")),
+            Err(CaError::NotYetValid(_))
+        ));
+        ca.revoke(&issued.serial);
+        assert_eq!(ca.check_peer(&issued.der, now), Err(CaError::Revoked));
+
+        let foreign = ClusterIdentity::new("other.test", "edge").unwrap();
+        assert!(matches!(
+            ca.sign_csr(
+                &key.csr_pem(&foreign).unwrap(),
+                &foreign,
+                now,
+                DEFAULT_LIFETIME
+            ),
+            Err(CaError::Identity(IdentityError::TrustDomain { .. }))
+        ));
+        assert!(matches!(
+            ca.sign_csr(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                &edge,
+                now,
+                DEFAULT_LIFETIME
+            ),
+            Err(CaError::Csr(_))
+        ));
+    }
+}
