@@ -113,6 +113,16 @@ fn ca7_passes_only_on_a_run_recorded_within_the_interval() {
     );
     // Scheduled, never run: a manifest with no status.
     assert_eq!(recorded(""), ["Namespace::shop"]);
+    // An interval too long to add to a time records nothing, and panics nowhere.
+    let hostile = profile("status:\n  lastRecordedTime: \"2026-11-21T08:00:00Z\"")
+        .replace("scanInterval: 24h", "scanInterval: 99999999999999999999h");
+    assert_eq!(
+        failing(
+            &scan_yaml(&hostile, ScanOptions::default()),
+            "nist-800-53/scans-recorded"
+        ),
+        ["Namespace::shop"]
+    );
     // A run "recorded" in the future is no run.
     assert_eq!(
         recorded("status:\n  lastRecordedTime: \"2026-11-22T08:00:00Z\""),

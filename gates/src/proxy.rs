@@ -27,7 +27,7 @@ use lattice_engine::{Query, Snapshot, action, uid};
 use crate::admission::Requester;
 
 /// Every action a proxied request can be asked as.
-pub const PROXY_ACTIONS: [&str; 13] = [
+pub const PROXY_ACTIONS: [&str; 12] = [
     "get",
     "list",
     "watch",
@@ -40,9 +40,13 @@ pub const PROXY_ACTIONS: [&str; 13] = [
     "attach",
     "portforward",
     "proxy",
-    // Never asked for a request; the group every action above sits in.
-    "ClusterAdmin",
 ];
+
+/// The action groups the proxy actions sit in (never asked themselves).
+pub const PROXY_GROUPS: [&str; 3] = ["ClusterRead", "ClusterWrite", "ClusterAdmin"];
+
+/// The proxy actions that run code in or tunnel into a cluster's pods, and their group.
+pub const EXEC_ACTIONS: [&str; 5] = ["exec", "attach", "portforward", "proxy", "ClusterAdmin"];
 
 /// What one proxied request asks for, as the proxy read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,7 +132,7 @@ pub fn proxy_query(
     cluster: &str,
     req: &ProxyRequest,
 ) -> Result<Query, String> {
-    if !PROXY_ACTIONS[..PROXY_ACTIONS.len() - 1].contains(&req.action.as_str()) {
+    if !PROXY_ACTIONS.contains(&req.action.as_str()) {
         return Err(format!("`{}` is not a proxy action", req.action));
     }
     let s = |v: &str| RestrictedExpression::new_string(v.to_owned());

@@ -174,8 +174,13 @@ impl RequestInfo {
         }
         info.resource = rest[0].clone();
 
+        // Read only when a collection is asked for; read once.
+        let params = if info.name.is_empty() {
+            query_params(query)?
+        } else {
+            Vec::new()
+        };
         if info.name.is_empty() && info.verb == "get" {
-            let params = query_params(query)?;
             info.verb = match params.iter().find(|(k, _)| k == "watch") {
                 Some((_, v)) if v.eq_ignore_ascii_case("false") || v == "0" => "list",
                 Some(_) => "watch",
@@ -186,7 +191,6 @@ impl RequestInfo {
         if info.name.is_empty() && (info.verb == "list" || info.verb == "watch") {
             // `kubectl get pod x -w` watches one object through a field selector; the
             // API server authorizes that as the named object, and so does the proxy.
-            let params = query_params(query)?;
             if let Some((_, selector)) = params.iter().find(|(k, _)| k == "fieldSelector")
                 && let Some(name) = single_name(selector)
             {
@@ -249,6 +253,8 @@ fn query_params(query: &str) -> Result<Vec<(String, String)>, RequestInfoError> 
 }
 
 /// Percent-decodes `s`; `None` when an escape is malformed or the bytes are not UTF-8.
+/// Written here because the `percent-encoding` crate passes a malformed escape through as
+/// text, and a request the proxy reads differently from the API server must be refused.
 fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
         return Some(s.to_owned());

@@ -17,13 +17,14 @@ use cedar_policy::{
 use lattice_engine::policies::StoredPolicy;
 use lattice_engine::project::{declared_peers, served_ports};
 use lattice_engine::{ObjectKey, PolicyStore, Query, Snapshot, World, action, uid};
-use lattice_schemas::crd::EnforcementMode;
 use lattice_schemas::crd::service::DeniedGate;
+use lattice_schemas::crd::{EnforcementMode, LatticeComplianceProfile};
 use lattice_schemas::manifest::Object;
 use rayon::prelude::*;
 
 use crate::derivation::questions;
 use crate::mesh::connect_query;
+use crate::proxy::{EXEC_ACTIONS, PROXY_ACTIONS, PROXY_GROUPS};
 
 pub mod derived;
 
@@ -276,7 +277,8 @@ impl ComplyFacts {
         let audit = expired_audit_policies(world, now);
         let scheduled = scheduled_frameworks(world);
         let recorded = recorded_frameworks(world, now);
-        let grants = user_proxy_grants(snapshot, store, PROXY_ACTIONS.as_slice());
+        let proxy: Vec<&str> = PROXY_ACTIONS.iter().chain(&PROXY_GROUPS).copied().collect();
+        let grants = user_proxy_grants(snapshot, store, &proxy);
         let exec_grants = user_proxy_grants(snapshot, store, EXEC_ACTIONS.as_slice());
         let policy_writes = ungrouped_policy_writes(snapshot, world);
         for s in subjects {
@@ -474,21 +476,27 @@ fn expired_audit_policies(world: &World, now: jiff::Timestamp) -> HashMap<String
 
 /// For a namespace, the frameworks some LatticeComplianceProfile schedules for it.
 fn scheduled_frameworks(world: &World) -> impl Fn(&str) -> BTreeSet<String> + use<> {
+    // Only a profile whose evidence is written schedules anything: the operator writes
+    // ConfigMap and volume-claim sinks, and refuses an S3-only one (the status says so),
+    // which leaves no record of any scan.
+    frameworks_of_profiles(world, &|p| {
+        p.spec.evidence_sink.config_map.is_some() || p.spec.evidence_sink.volume_claim.is_some()
+    })
+}
+
+/// For a namespace, the frameworks of the LatticeComplianceProfiles that cover it (all
+/// namespaces when a profile names none) and that `counts` accepts.
+fn frameworks_of_profiles(
+    world: &World,
+    counts: &dyn Fn(&LatticeComplianceProfile) -> bool,
+) -> impl Fn(&str) -> BTreeSet<String> + use<> {
     let profiles: Vec<(BTreeSet<String>, BTreeSet<String>)> = world
         .objects()
         .filter_map(|(_, o)| match o {
-            // Only a profile whose evidence is written schedules anything: the operator
-            // writes ConfigMap and volume-claim sinks, and refuses an S3-only one (the status
-            // says so), which leaves no record of any scan.
-            Object::ComplianceProfile(p)
-                if p.spec.evidence_sink.config_map.is_some()
-                    || p.spec.evidence_sink.volume_claim.is_some() =>
-            {
-                Some((
-                    p.spec.namespaces.iter().cloned().collect(),
-                    p.spec.frameworks.iter().cloned().collect(),
-                ))
-            }
+            Object::ComplianceProfile(p) if counts(p) => Some((
+                p.spec.namespaces.iter().cloned().collect(),
+                p.spec.frameworks.iter().cloned().collect(),
+            )),
             _ => None,
         })
         .collect();
@@ -528,34 +536,30 @@ fn recorded_frameworks(
     world: &World,
     now: jiff::Timestamp,
 ) -> impl Fn(&str) -> BTreeSet<String> + use<> {
-    let profiles: Vec<(BTreeSet<String>, BTreeSet<String>)> = world
-        .objects()
-        .filter_map(|(_, o)| match o {
-            Object::ComplianceProfile(p) => {
-                let status = p.status.as_ref()?;
-                let last: jiff::Timestamp = status.last_recorded_time.as_deref()?.parse().ok()?;
-                let interval =
-                    lattice_schemas::validate::format::duration_seconds(&p.spec.scan_interval)?;
-                let window = jiff::SignedDuration::from_secs_f64(interval as f64 * RECORDED_GRACE);
-                let current =
-                    now.checked_sub(window).is_ok_and(|since| last >= since) && last <= now;
-                current.then(|| {
-                    (
-                        p.spec.namespaces.iter().cloned().collect(),
-                        p.spec.frameworks.iter().cloned().collect(),
-                    )
-                })
-            }
-            _ => None,
-        })
-        .collect();
-    move |ns: &str| {
-        profiles
-            .iter()
-            .filter(|(namespaces, _)| namespaces.is_empty() || namespaces.contains(ns))
-            .flat_map(|(_, frameworks)| frameworks.iter().cloned())
-            .collect()
-    }
+    frameworks_of_profiles(world, &|p| recorded_within_interval(p, now))
+}
+
+/// Whether `p`'s status records a run within its interval (and [`RECORDED_GRACE`]) before
+/// `now`. An unreadable time or interval, or one too long to add, records nothing.
+fn recorded_within_interval(p: &LatticeComplianceProfile, now: jiff::Timestamp) -> bool {
+    let Some(last) = p
+        .status
+        .as_ref()
+        .and_then(|s| s.last_recorded_time.as_deref())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    else {
+        return false;
+    };
+    let Some(interval) = lattice_schemas::validate::format::duration_seconds(&p.spec.scan_interval)
+    else {
+        return false;
+    };
+    // A hostile interval (say `99999999999999999999h`) is out of range here, never a panic.
+    let Ok(window) = jiff::SignedDuration::try_from_secs_f64(interval as f64 * RECORDED_GRACE)
+    else {
+        return false;
+    };
+    now.checked_sub(window).is_ok_and(|since| last >= since) && last <= now
 }
 
 /// The uid of the user a policy-management probe asks about: a member of no group.
@@ -606,28 +610,6 @@ fn ungrouped_policy_writes(snapshot: &Snapshot, world: &World) -> i64 {
         .count() as i64
 }
 
-/// The proxy verbs that run commands in or tunnel into a cluster's pods, and the group that
-/// holds them.
-const EXEC_ACTIONS: [&str; 5] = ["exec", "attach", "portforward", "proxy", "ClusterAdmin"];
-
-/// The proxy verbs and the groups they sit in.
-const PROXY_ACTIONS: [&str; 15] = [
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "exec",
-    "attach",
-    "portforward",
-    "proxy",
-    "ClusterRead",
-    "ClusterWrite",
-    "ClusterAdmin",
-];
 /// For a cluster, how many enforced permits grant proxy actions on it to a principal scope
 /// that is not a Group: `principal == User::…`, `principal is User`, or any principal.
 fn user_proxy_grants<'a>(
