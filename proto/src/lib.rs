@@ -14,15 +14,18 @@ pub mod tunnel {
 mod tests {
     use prost::Message;
 
-    use super::tunnel::v1::{AgentMessage, Hello, agent_message::Body};
+    use super::tunnel::v1::{AgentMessage, Health, Hello, agent_message::Body};
 
     #[test]
     fn messages_round_trip_and_garbage_is_an_error() {
         let msg = AgentMessage {
             body: Some(Body::Hello(Hello {
                 cluster: "production".into(),
-                agent_version: "0.1.0".into(),
-                kubernetes_version: "1.32.0".into(),
+                health: Some(Health {
+                    agent_version: "0.1.0".into(),
+                    kubernetes_version: "1.32.0".into(),
+                    ..Health::default()
+                }),
             })),
         };
         let bytes = msg.encode_to_vec();

@@ -49,6 +49,19 @@ fn offset(t: jiff::Timestamp) -> Result<time::OffsetDateTime, CaError> {
         .map_err(|e| CaError::Sign(format!("time {t}: {e}")))
 }
 
+/// The DER of the one certificate in `pem`.
+fn certificate_der(pem: &str) -> Result<Vec<u8>, CaError> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| CaError::Certificate(e.to_string()))?;
+    if parsed.label != "CERTIFICATE" {
+        return Err(CaError::Certificate(format!(
+            "a {} is not a certificate",
+            parsed.label
+        )));
+    }
+    Ok(parsed.contents)
+}
+
 fn random_serial() -> Result<Vec<u8>, CaError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
@@ -71,12 +84,12 @@ pub struct IssuedCert {
 }
 
 impl IssuedCert {
-    /// When the holder renews it: two-thirds of the way through its life.
+    /// When the holder renews it: two-thirds of the way from issuance (the start of its
+    /// validity, less the skew allowance) to its end.
     pub fn renew_at(&self) -> jiff::Timestamp {
-        let life = self.not_after.duration_since(self.not_before);
-        self.not_before
-            .checked_add(life * 2 / 3)
-            .unwrap_or(self.not_after)
+        let issued = self.not_before.checked_add(SKEW).unwrap_or(self.not_before);
+        let life = self.not_after.duration_since(issued);
+        issued.checked_add(life * 2 / 3).unwrap_or(self.not_after)
     }
 }
 
@@ -84,7 +97,9 @@ impl IssuedCert {
 pub struct ClusterCa {
     trust_domain: String,
     issuer: Issuer<'static, KeyPair>,
-    cert: rcgen::Certificate,
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    key_pem: String,
     revoked: HashSet<Vec<u8>>,
 }
 
@@ -112,10 +127,45 @@ impl ClusterCa {
             .map_err(|e| CaError::Sign(e.to_string()))?;
         Ok(ClusterCa {
             trust_domain: trust_domain.to_owned(),
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
-            cert,
             revoked: HashSet::new(),
         })
+    }
+
+    /// The CA stored as [`ClusterCa::cert_pem`] and [`ClusterCa::key_pem`] wrote it (a
+    /// parent that restarts keeps signing with the same CA), with the serials it revoked.
+    pub fn from_pem(
+        trust_domain: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        revoked: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<ClusterCa, CaError> {
+        ClusterIdentity::new(trust_domain, "ca")?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::Certificate(e.to_string()))?;
+        let cert_der = certificate_der(cert_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
+            .map_err(|e| CaError::Certificate(e.to_string()))?;
+        Ok(ClusterCa {
+            trust_domain: trust_domain.to_owned(),
+            cert_pem: cert_pem.to_owned(),
+            cert_der,
+            key_pem: key_pem.to_owned(),
+            issuer,
+            revoked: revoked.into_iter().collect(),
+        })
+    }
+
+    /// The CA's private key, PEM (for the parent's Secret; never logged).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The serials it revoked (to store beside the CA).
+    pub fn revoked(&self) -> impl Iterator<Item = &[u8]> {
+        self.revoked.iter().map(Vec::as_slice)
     }
 
     /// The trust domain its certificates are for.
@@ -125,12 +175,12 @@ impl ClusterCa {
 
     /// The CA certificate, PEM (what agents and the cell trust).
     pub fn cert_pem(&self) -> String {
-        self.cert.pem()
+        self.cert_pem.clone()
     }
 
     /// The CA certificate, DER.
     pub fn cert_der(&self) -> Vec<u8> {
-        self.cert.der().to_vec()
+        self.cert_der.clone()
     }
 
     /// Signs a certificate for `identity` over the public key of `csr_pem`, valid from
@@ -299,10 +349,7 @@ mod tests {
             issued.not_after.duration_since(issued.not_before),
             DEFAULT_LIFETIME + SKEW
         );
-        assert_eq!(
-            issued.renew_at(),
-            at("2026-12-02T04:00:00Z") - jiff::SignedDuration::from_secs(20)
-        );
+        assert_eq!(issued.renew_at(), at("2026-12-02T04:00:00Z"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The tunnel between a child cluster's agent and its parent's cell. The child dials out and
 //! exposes no port; who it is lives in its certificate.
 //!
-//! This crate holds the trust the tunnel is built on, with no I/O of its own:
+//! The trust the tunnel is built on, with no I/O:
 //! - [`identity`]: a cluster's identity, a SPIFFE URI in its certificate, and the check that
 //!   a peer's certificate speaks for the cluster it claims (never another);
 //! - [`bootstrap`]: one-time bootstrap tokens, kept as digests and compared in constant time;
@@ -9,12 +9,25 @@
 //!   bootstrap token names (the agent's key never leaves the agent), for 24 hours by default,
 //!   to be renewed at two-thirds of the lifetime, and refuses revoked certificates.
 //!
-//! The gRPC stream (tonic over rustls), heartbeats, distribution and proxied streams build on
-//! these.
+//! The protocol, with no I/O, so it can be tested and fuzzed alone:
+//! - [`session`]: the rules of one agent's stream as the cell enforces them;
+//! - [`distribution`]: the versioned set a parent distributes, its full syncs, deltas and
+//!   digest.
+//!
+//! And the two ends, tonic gRPC over rustls ([`tls`]):
+//! - [`cell`]: the parent's server: bootstrap, renewal, one session per agent, who is
+//!   connected and their health;
+//! - [`agent`]: the child's client: bootstrap, the stream, heartbeats, reconnection with
+//!   backoff and jitter, renewal.
 
+pub mod agent;
 pub mod bootstrap;
 pub mod ca;
+pub mod cell;
+pub mod distribution;
 pub mod identity;
+pub mod session;
+pub mod tls;
 
 pub use bootstrap::{BootstrapError, BootstrapToken, TokenStore};
 pub use ca::{AgentKey, CaError, ClusterCa, IssuedCert};

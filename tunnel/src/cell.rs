@@ -1,0 +1,607 @@
+//! The cell: the parent's end of the tunnel, a tonic gRPC server over rustls.
+//!
+//! - `Bootstrap` redeems a one-time token and signs the agent's CSR for the cluster the
+//!   token names. The CSR is checked before the token is spent, so a bad CSR does not burn
+//!   the token, and a refused token gets one answer whatever the reason.
+//! - `Renew` and `Connect` need the agent's certificate; [`ClusterCa::check_peer`] reads the
+//!   identity from it (and refuses a revoked one) before anything else happens.
+//! - `Connect` runs one [`CellSession`] per stream: a newer stream for the same cluster
+//!   replaces the older one (so a reconnect never leaves two), a protocol violation ends
+//!   the stream with the session's status, and an agent silent for three heartbeat
+//!   intervals is dropped. What the cell distributes goes down each stream as a full set,
+//!   then deltas.
+//! - [`Agents`] is who is connected and the health they last reported, for the operator
+//!   to write into LatticeCluster status and the Cedar `Cluster` entity.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use lattice_proto::tunnel::v1 as pb;
+use pb::cell_server::{Cell as CellRpc, CellServer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::bootstrap::{BootstrapToken, TokenStore};
+use crate::ca::{CaError, ClusterCa, DEFAULT_LIFETIME, IssuedCert};
+use crate::distribution::{DistributedSet, ObjectKey};
+use crate::identity::ClusterIdentity;
+use crate::session::{CellSession, Event, Health};
+
+/// The largest message the cell accepts from an agent.
+pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 << 20;
+
+/// How the cell runs.
+#[derive(Clone, Debug)]
+pub struct CellConfig {
+    /// How often agents send heartbeats; three missed intervals drop the agent.
+    pub heartbeat: Duration,
+    /// How long certificates the cell signs live.
+    pub certificate_lifetime: jiff::SignedDuration,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for CellConfig {
+    fn default() -> CellConfig {
+        CellConfig {
+            heartbeat: Duration::from_secs(10),
+            certificate_lifetime: DEFAULT_LIFETIME,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connected agent, as the cell last heard from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub session_id: String,
+    pub remote: Option<SocketAddr>,
+    pub connected_since: jiff::Timestamp,
+    pub last_heartbeat: jiff::Timestamp,
+    pub health: Health,
+    /// The distributed revision the agent confirmed it holds.
+    pub synced_revision: Option<u64>,
+    /// Whether the agent reported a set other than the one it was sent.
+    pub diverged: bool,
+    /// Heartbeats received on this stream.
+    pub heartbeats: u64,
+}
+
+struct Connected {
+    session: u64,
+    status: AgentStatus,
+    close: Closer,
+}
+
+/// Ends one session from outside it, saying why.
+#[derive(Clone, Default)]
+struct Closer {
+    token: CancellationToken,
+    reason: Arc<std::sync::OnceLock<Status>>,
+}
+
+impl Closer {
+    fn close(&self, reason: Status) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> Status {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Status::aborted("the stream was closed"))
+    }
+}
+
+/// Who is connected to the cell.
+#[derive(Clone)]
+pub struct Agents {
+    connected: Arc<Mutex<HashMap<String, Connected>>>,
+    /// Bumped when an agent connects or goes; heartbeats do not bump it.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Agents {
+    fn default() -> Agents {
+        Agents {
+            connected: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl Agents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connected>> {
+        // A panic elsewhere while holding the lock leaves plain data; keep serving.
+        self.connected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connected agents by cluster name.
+    pub fn snapshot(&self) -> BTreeMap<String, AgentStatus> {
+        self.lock()
+            .iter()
+            .map(|(cluster, c)| (cluster.clone(), c.status.clone()))
+            .collect()
+    }
+
+    /// One cluster's agent, if connected.
+    pub fn get(&self, cluster: &str) -> Option<AgentStatus> {
+        self.lock().get(cluster).map(|c| c.status.clone())
+    }
+
+    /// How many agents are connected.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Changes whenever an agent connects or goes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn open(&self, cluster: &str, session: u64, status: AgentStatus, close: Closer) {
+        let replaced = self.lock().insert(
+            cluster.to_owned(),
+            Connected {
+                session,
+                status,
+                close,
+            },
+        );
+        if let Some(old) = replaced {
+            old.close.close(Status::aborted(
+                "a newer stream from this cluster replaced this one",
+            ));
+        }
+        self.bump();
+    }
+
+    fn update(&self, cluster: &str, session: u64, f: impl FnOnce(&mut AgentStatus)) {
+        if let Some(c) = self
+            .lock()
+            .get_mut(cluster)
+            .filter(|c| c.session == session)
+        {
+            f(&mut c.status);
+        }
+    }
+
+    fn close(&self, cluster: &str, session: u64) {
+        let removed = {
+            let mut connected = self.lock();
+            match connected.get(cluster) {
+                Some(c) if c.session == session => connected.remove(cluster),
+                _ => None,
+            }
+        };
+        if removed.is_some() {
+            self.bump();
+        }
+    }
+
+    fn disconnect(&self, cluster: &str, reason: Status) {
+        if let Some(c) = self.lock().remove(cluster) {
+            c.close.close(reason);
+            self.bump();
+        }
+    }
+}
+
+struct Inner {
+    ca: RwLock<ClusterCa>,
+    tokens: Mutex<TokenStore>,
+    issued: Mutex<HashMap<String, Vec<Vec<u8>>>>,
+    agents: Agents,
+    distribution: watch::Sender<Arc<DistributedSet>>,
+    config: CellConfig,
+    sessions: AtomicU64,
+    handshake_failures: AtomicU64,
+    /// Cancelled when the cell shuts down: every session ends, so the server can.
+    closing: CancellationToken,
+}
+
+/// The parent's cell.
+#[derive(Clone)]
+pub struct Cell {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn refused(e: CaError) -> Status {
+    Status::unauthenticated(format!("the client certificate is refused: {e}"))
+}
+
+impl Cell {
+    /// A cell that signs with `ca`.
+    pub fn new(ca: ClusterCa, config: CellConfig) -> Cell {
+        Cell {
+            inner: Arc::new(Inner {
+                ca: RwLock::new(ca),
+                tokens: Mutex::default(),
+                issued: Mutex::default(),
+                agents: Agents::default(),
+                distribution: watch::channel(Arc::new(DistributedSet::default())).0,
+                config,
+                sessions: AtomicU64::new(0),
+                handshake_failures: AtomicU64::new(0),
+                closing: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Who is connected.
+    pub fn agents(&self) -> &Agents {
+        &self.inner.agents
+    }
+
+    /// TLS handshakes that failed (a certificate from another CA, an expired one, a
+    /// client that is not TLS).
+    pub fn handshake_failures(&self) -> u64 {
+        self.inner.handshake_failures.load(Ordering::Relaxed)
+    }
+
+    /// Mints `cluster`'s one-time bootstrap token, valid for `ttl`; one minted before is
+    /// no longer accepted.
+    pub fn mint_token(
+        &self,
+        cluster: &str,
+        ttl: jiff::SignedDuration,
+    ) -> Result<BootstrapToken, crate::BootstrapError> {
+        lock(&self.inner.tokens).mint(cluster, jiff::Timestamp::now(), ttl)
+    }
+
+    /// Signs a certificate for the cell itself (`identity`, dialled at `addresses`),
+    /// valid for `lifetime`.
+    pub fn sign_own(
+        &self,
+        csr_pem: &str,
+        identity: &ClusterIdentity,
+        addresses: &[String],
+        lifetime: jiff::SignedDuration,
+    ) -> Result<IssuedCert, CaError> {
+        let ca = self.inner.ca.read().unwrap_or_else(|e| e.into_inner());
+        ca.sign_csr_at(
+            csr_pem,
+            identity,
+            addresses,
+            jiff::Timestamp::now(),
+            lifetime,
+        )
+    }
+
+    /// The cluster CA's certificate, PEM.
+    pub fn ca_pem(&self) -> String {
+        self.inner
+            .ca
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .cert_pem()
+    }
+
+    /// Forgets a deleted cluster: its token, every certificate issued to it (revoked), and
+    /// its stream (closed).
+    pub fn revoke_cluster(&self, cluster: &str) {
+        lock(&self.inner.tokens).revoke(cluster);
+        let serials = lock(&self.inner.issued).remove(cluster).unwrap_or_default();
+        {
+            let mut ca = self.inner.ca.write().unwrap_or_else(|e| e.into_inner());
+            for serial in &serials {
+                ca.revoke(serial);
+            }
+        }
+        self.inner.agents.disconnect(
+            cluster,
+            Status::unauthenticated("the cluster was deleted and its certificates revoked"),
+        );
+    }
+
+    /// Sets what the cell distributes; a set with the same contents as the current one
+    /// changes nothing. Returns the revision now distributed.
+    pub fn distribute(&self, objects: BTreeMap<ObjectKey, Vec<u8>>) -> u64 {
+        let mut revision = 0;
+        self.inner.distribution.send_if_modified(|current| {
+            let next = DistributedSet::new(current.revision() + 1, objects);
+            if next.digest() == current.digest() {
+                revision = current.revision();
+                return false;
+            }
+            revision = next.revision();
+            *current = Arc::new(next);
+            true
+        });
+        revision
+    }
+
+    /// The set distributed now.
+    pub fn distributed(&self) -> Arc<DistributedSet> {
+        self.inner.distribution.borrow().clone()
+    }
+
+    /// Serves the tunnel on `listener` with `tls` (see [`crate::tls::cell_config`]) until
+    /// `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: rustls::ServerConfig,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let (tx, rx) = mpsc::channel(64);
+        let inner = self.inner.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let (tcp, remote) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a tunnel connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                let inner = inner.clone();
+                // Handshakes run beside the accept loop, so a slow client holds up no one.
+                tokio::spawn(async move {
+                    let timeout = inner.config.handshake_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                        }
+                        Ok(Err(e)) => {
+                            inner.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(%remote, error = %e, "tunnel handshake refused");
+                        }
+                        Err(_) => {
+                            inner.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(%remote, "tunnel handshake timed out");
+                        }
+                    }
+                });
+            }
+        });
+        let heartbeat = self.inner.config.heartbeat;
+        let closing = self.inner.closing.clone();
+        let service = CellServer::new(self).max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES);
+        let shutdown = async move {
+            shutdown.await;
+            closing.cancel();
+        };
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(heartbeat))
+            .http2_keepalive_timeout(Some(heartbeat * 2))
+            .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown)
+            .await;
+        accept.abort();
+        served
+    }
+
+    fn peer<T>(&self, request: &Request<T>) -> Result<ClusterIdentity, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let ca = self.inner.ca.read().unwrap_or_else(|e| e.into_inner());
+        ca.check_peer(leaf, jiff::Timestamp::now()).map_err(refused)
+    }
+
+    fn issue(&self, csr_pem: &str, identity: &ClusterIdentity) -> Result<IssuedCert, Status> {
+        let ca = self.inner.ca.read().unwrap_or_else(|e| e.into_inner());
+        ca.sign_csr(
+            csr_pem,
+            identity,
+            jiff::Timestamp::now(),
+            self.inner.config.certificate_lifetime,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    fn answer(&self, identity: &ClusterIdentity, cert: IssuedCert) -> pb::IssuedCertificate {
+        lock(&self.inner.issued)
+            .entry(identity.cluster.clone())
+            .or_default()
+            .push(cert.serial.clone());
+        pb::IssuedCertificate {
+            certificate_pem: cert.pem.clone(),
+            ca_pem: self.ca_pem(),
+            not_after_unix: cert.not_after.as_second(),
+            renew_at_unix: cert.renew_at().as_second(),
+        }
+    }
+}
+
+type CellStream = ReceiverStream<Result<pb::CellMessage, Status>>;
+
+#[tonic::async_trait]
+impl CellRpc for Cell {
+    async fn bootstrap(
+        &self,
+        request: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<pb::IssuedCertificate>, Status> {
+        let remote = request.remote_addr();
+        let request = request.into_inner();
+        let trust_domain = self
+            .inner
+            .ca
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .trust_domain()
+            .to_owned();
+        let identity = ClusterIdentity::new(&trust_domain, &request.cluster)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert = self.issue(&request.csr_pem, &identity)?;
+        if let Err(e) = lock(&self.inner.tokens).redeem(
+            &request.cluster,
+            &request.token,
+            jiff::Timestamp::now(),
+        ) {
+            tracing::warn!(cluster = %request.cluster, ?remote, reason = %e, "bootstrap refused");
+            return Err(Status::unauthenticated("the bootstrap token was refused"));
+        }
+        tracing::info!(cluster = %request.cluster, ?remote, "bootstrapped");
+        Ok(Response::new(self.answer(&identity, cert)))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::IssuedCertificate>, Status> {
+        let identity = self.peer(&request)?;
+        let cert = self.issue(&request.get_ref().csr_pem, &identity)?;
+        Ok(Response::new(self.answer(&identity, cert)))
+    }
+
+    type ConnectStream = CellStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<CellStream>, Status> {
+        let identity = self.peer(&request)?;
+        let remote = request.remote_addr();
+        let (tx, rx) = mpsc::channel(16);
+        let cell = self.clone();
+        tokio::spawn(async move {
+            cell.run_session(identity, remote, request.into_inner(), tx)
+                .await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl Cell {
+    async fn run_session(
+        &self,
+        identity: ClusterIdentity,
+        remote: Option<SocketAddr>,
+        mut inbound: Streaming<pb::AgentMessage>,
+        tx: mpsc::Sender<Result<pb::CellMessage, Status>>,
+    ) {
+        let agents = &self.inner.agents;
+        let cluster = identity.cluster.clone();
+        let id = self.inner.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let close = Closer::default();
+        let mut session = CellSession::new(identity);
+        let mut distribution = self.inner.distribution.subscribe();
+        let silence = self.inner.config.heartbeat * 3;
+        let mut deadline = tokio::time::Instant::now() + silence;
+        let send = |body: pb::cell_message::Body| {
+            let tx = tx.clone();
+            async move {
+                tx.send(Ok(pb::CellMessage { body: Some(body) }))
+                    .await
+                    .is_ok()
+            }
+        };
+        let end = loop {
+            let sync = tokio::select! {
+                () = close.token.cancelled() => break Some(close.reason()),
+                () = self.inner.closing.cancelled() => break Some(Status::unavailable("the cell is shutting down")),
+                () = tokio::time::sleep_until(deadline) => {
+                    break Some(Status::deadline_exceeded("no heartbeat for three intervals"))
+                }
+                changed = distribution.changed() => {
+                    if changed.is_err() {
+                        break Some(Status::unavailable("the cell is shutting down"));
+                    }
+                    true
+                }
+                message = inbound.message() => {
+                    let message = match message {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break None,
+                        // Undecodable or oversized: tonic's status says which.
+                        Err(status) => break Some(status),
+                    };
+                    match session.receive(message) {
+                        Err(violation) => {
+                            tracing::warn!(%cluster, error = %violation, "tunnel protocol violation");
+                            break Some(violation.into());
+                        }
+                        Ok(Event::Opened(health)) => {
+                            deadline = tokio::time::Instant::now() + silence;
+                            let now = jiff::Timestamp::now();
+                            agents.open(&cluster, id, AgentStatus {
+                                session_id: id.to_string(),
+                                remote,
+                                connected_since: now,
+                                last_heartbeat: now,
+                                health,
+                                synced_revision: None,
+                                diverged: false,
+                                heartbeats: 0,
+                            }, close.clone());
+                            tracing::info!(%cluster, session = id, "agent connected");
+                            let welcome = pb::Welcome {
+                                session_id: id.to_string(),
+                                heartbeat_seconds: u32::try_from(self.inner.config.heartbeat.as_secs().max(1)).unwrap_or(u32::MAX),
+                            };
+                            if !send(pb::cell_message::Body::Welcome(welcome)).await {
+                                break None;
+                            }
+                            true
+                        }
+                        Ok(Event::Heartbeat(health)) => {
+                            deadline = tokio::time::Instant::now() + silence;
+                            agents.update(&cluster, id, |s| {
+                                s.health = health;
+                                s.last_heartbeat = jiff::Timestamp::now();
+                                s.heartbeats += 1;
+                            });
+                            false
+                        }
+                        Ok(Event::Synced { revision }) => {
+                            agents.update(&cluster, id, |s| {
+                                s.synced_revision = Some(revision);
+                                s.diverged = false;
+                            });
+                            false
+                        }
+                        Ok(Event::Diverged { revision }) => {
+                            tracing::warn!(%cluster, revision, "agent's distributed set diverged; resending it whole");
+                            agents.update(&cluster, id, |s| s.diverged = true);
+                            true
+                        }
+                        Ok(Event::Superseded) => false,
+                    }
+                }
+            };
+            if sync {
+                let current = distribution.borrow_and_update().clone();
+                if let Some(sync) = session.sync(&current)
+                    && !send(pb::cell_message::Body::Sync(sync)).await
+                {
+                    break None;
+                }
+            }
+        };
+        if let Some(status) = end {
+            let _ = tx.send(Err(status)).await;
+        }
+        agents.close(&cluster, id);
+        tracing::info!(%cluster, session = id, "agent stream closed");
+    }
+}

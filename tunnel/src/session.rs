@@ -1,0 +1,404 @@
+//! One agent's stream, as the cell sees it: a state machine over the messages it receives,
+//! with no I/O, so that every rule of the protocol is checked in one place and can be
+//! fuzzed. The first message is a `Hello` for the cluster the certificate names; after it,
+//! heartbeats carry health and acks answer syncs. Anything else (a message before `Hello`,
+//! a second `Hello`, an empty message, an answer to a request never sent, an ack for a sync
+//! never sent, health that cannot be true) is a [`ProtocolError`], which closes the stream
+//! with a gRPC status before anything it carried is used.
+
+use lattice_proto::tunnel::v1 as pb;
+use pb::agent_message::Body;
+
+use crate::distribution::DistributedSet;
+use crate::identity::ClusterIdentity;
+
+/// The longest version string a heartbeat may carry.
+pub const MAX_VERSION_BYTES: usize = 128;
+
+/// A gRPC code for a protocol violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// The message is malformed or answers nothing.
+    InvalidArgument,
+    /// The message came out of order.
+    FailedPrecondition,
+    /// The message speaks for another cluster.
+    PermissionDenied,
+}
+
+/// Why the cell closes an agent's stream.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProtocolError {
+    pub violation: Violation,
+    pub message: String,
+}
+
+impl ProtocolError {
+    fn new(violation: Violation, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            violation,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ProtocolError> for tonic::Status {
+    fn from(e: ProtocolError) -> tonic::Status {
+        match e.violation {
+            Violation::InvalidArgument => tonic::Status::invalid_argument(e.message),
+            Violation::FailedPrecondition => tonic::Status::failed_precondition(e.message),
+            Violation::PermissionDenied => tonic::Status::permission_denied(e.message),
+        }
+    }
+}
+
+/// A cluster's health as its agent last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub nodes_ready: u32,
+    pub nodes_total: u32,
+    pub control_plane_ready: bool,
+    pub agent_version: String,
+    pub kubernetes_version: String,
+}
+
+impl From<&Health> for pb::Health {
+    fn from(h: &Health) -> pb::Health {
+        pb::Health {
+            nodes_ready: h.nodes_ready,
+            nodes_total: h.nodes_total,
+            control_plane_ready: h.control_plane_ready,
+            agent_version: h.agent_version.clone(),
+            kubernetes_version: h.kubernetes_version.clone(),
+        }
+    }
+}
+
+fn health(h: Option<pb::Health>) -> Result<Health, ProtocolError> {
+    let h = h.ok_or_else(|| ProtocolError::new(Violation::InvalidArgument, "health is missing"))?;
+    if h.nodes_ready > h.nodes_total {
+        return Err(ProtocolError::new(
+            Violation::InvalidArgument,
+            format!(
+                "{} of {} nodes cannot be ready",
+                h.nodes_ready, h.nodes_total
+            ),
+        ));
+    }
+    for (field, value) in [
+        ("agent_version", &h.agent_version),
+        ("kubernetes_version", &h.kubernetes_version),
+    ] {
+        if value.len() > MAX_VERSION_BYTES || value.chars().any(char::is_control) {
+            return Err(ProtocolError::new(
+                Violation::InvalidArgument,
+                format!("{field} is not a version string"),
+            ));
+        }
+    }
+    Ok(Health {
+        nodes_ready: h.nodes_ready,
+        nodes_total: h.nodes_total,
+        control_plane_ready: h.control_plane_ready,
+        agent_version: h.agent_version,
+        kubernetes_version: h.kubernetes_version,
+    })
+}
+
+/// What a message told the cell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The agent said hello: the stream is open.
+    Opened(Health),
+    /// A heartbeat: the agent is alive, and this is its cluster's health.
+    Heartbeat(Health),
+    /// The agent holds the set the cell last sent.
+    Synced { revision: u64 },
+    /// The agent holds something else: the cell sends the full set again.
+    Diverged { revision: u64 },
+    /// An ack for a sync a later one has already replaced.
+    Superseded,
+}
+
+/// The cell's side of one agent's stream.
+#[derive(Debug)]
+pub struct CellSession {
+    peer: ClusterIdentity,
+    open: bool,
+    /// What the agent holds once it applies the last sync sent.
+    sent: Option<DistributedSet>,
+    /// Whether that last sync was the full set.
+    sent_full: bool,
+    /// The revision whose full set a full set the agent was sent came back with another digest: it is not
+    /// sent again until the set changes, so a broken agent cannot loop the cell.
+    full_failed_at: Option<u64>,
+}
+
+impl CellSession {
+    /// A stream opened by `peer` (the identity its certificate carries).
+    pub fn new(peer: ClusterIdentity) -> CellSession {
+        CellSession {
+            peer,
+            open: false,
+            sent: None,
+            sent_full: false,
+            full_failed_at: None,
+        }
+    }
+
+    /// The identity the stream was opened with.
+    pub fn peer(&self) -> &ClusterIdentity {
+        &self.peer
+    }
+
+    /// Whether the agent has said hello.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Takes one message from the agent.
+    pub fn receive(&mut self, message: pb::AgentMessage) -> Result<Event, ProtocolError> {
+        let body = message
+            .body
+            .ok_or_else(|| ProtocolError::new(Violation::InvalidArgument, "empty message"))?;
+        if !self.open && !matches!(body, Body::Hello(_)) {
+            return Err(ProtocolError::new(
+                Violation::FailedPrecondition,
+                "the first message must be a Hello",
+            ));
+        }
+        match body {
+            Body::Hello(hello) => {
+                if self.open {
+                    return Err(ProtocolError::new(
+                        Violation::FailedPrecondition,
+                        "Hello was already received",
+                    ));
+                }
+                self.peer
+                    .speaks_for(&hello.cluster)
+                    .map_err(|e| ProtocolError::new(Violation::PermissionDenied, e.to_string()))?;
+                let health = health(hello.health)?;
+                self.open = true;
+                Ok(Event::Opened(health))
+            }
+            Body::Heartbeat(beat) => Ok(Event::Heartbeat(health(beat.health)?)),
+            Body::SyncAck(ack) => self.ack(ack),
+            Body::ProxyResponse(r) => Err(ProtocolError::new(
+                Violation::InvalidArgument,
+                format!("no proxied request {:?} is open", r.request_id),
+            )),
+            Body::CommandResult(r) => Err(ProtocolError::new(
+                Violation::InvalidArgument,
+                format!("no operation {:?} was sent", r.operation_id),
+            )),
+        }
+    }
+
+    fn ack(&mut self, ack: pb::SyncAck) -> Result<Event, ProtocolError> {
+        let Some(sent) = &self.sent else {
+            return Err(ProtocolError::new(
+                Violation::InvalidArgument,
+                "an ack for a sync that was never sent",
+            ));
+        };
+        if ack.revision > sent.revision() {
+            return Err(ProtocolError::new(
+                Violation::InvalidArgument,
+                format!(
+                    "an ack for revision {} but revision {} is the latest sent",
+                    ack.revision,
+                    sent.revision()
+                ),
+            ));
+        }
+        if ack.revision < sent.revision() {
+            return Ok(Event::Superseded);
+        }
+        if ack.hash.as_slice() == sent.digest().as_slice() {
+            self.full_failed_at = None;
+            return Ok(Event::Synced {
+                revision: ack.revision,
+            });
+        }
+        let revision = ack.revision;
+        // The next `sync` is a full one, unless a full one is what failed.
+        self.full_failed_at = self.sent_full.then_some(revision);
+        self.sent = None;
+        Ok(Event::Diverged { revision })
+    }
+
+    /// The sync that brings the agent to `current`, if it needs one: the full set on a new
+    /// stream or after a divergence, else the delta from what it was sent last.
+    pub fn sync(&mut self, current: &DistributedSet) -> Option<pb::Sync> {
+        if !self.open {
+            return None;
+        }
+        let sync = match &self.sent {
+            Some(sent) if sent.revision() == current.revision() => return None,
+            Some(sent) => sent.delta_to(current),
+            None if self.full_failed_at == Some(current.revision()) => return None,
+            None => current.full_sync(),
+        };
+        self.sent_full = sync.full;
+        self.sent = Some(current.clone());
+        Some(sync)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distribution::ObjectKey;
+
+    fn peer() -> ClusterIdentity {
+        ClusterIdentity::new("lattice.test", "edge").unwrap()
+    }
+
+    fn hello(cluster: &str) -> pb::AgentMessage {
+        pb::AgentMessage {
+            body: Some(Body::Hello(pb::Hello {
+                cluster: cluster.into(),
+                health: Some(pb::Health {
+                    nodes_ready: 2,
+                    nodes_total: 3,
+                    ..Default::default()
+                }),
+            })),
+        }
+    }
+
+    fn ack(revision: u64, hash: [u8; 32]) -> pb::AgentMessage {
+        pb::AgentMessage {
+            body: Some(Body::SyncAck(pb::SyncAck {
+                revision,
+                hash: hash.to_vec(),
+            })),
+        }
+    }
+
+    fn set(revision: u64, names: &[&str]) -> DistributedSet {
+        DistributedSet::new(
+            revision,
+            names
+                .iter()
+                .map(|n| {
+                    (
+                        ObjectKey {
+                            kind: "CedarPolicy".into(),
+                            namespace: "ns".into(),
+                            name: (*n).into(),
+                        },
+                        b"{}".to_vec(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn hello_first_and_only_for_its_own_cluster() {
+        let mut s = CellSession::new(peer());
+        let beat = pb::AgentMessage {
+            body: Some(Body::Heartbeat(pb::Heartbeat::default())),
+        };
+        assert_eq!(
+            s.receive(beat).unwrap_err().violation,
+            Violation::FailedPrecondition
+        );
+        assert_eq!(
+            s.receive(hello("other")).unwrap_err().violation,
+            Violation::PermissionDenied
+        );
+        assert!(!s.is_open(), "a refused hello opens nothing");
+        assert!(matches!(s.receive(hello("edge")), Ok(Event::Opened(h)) if h.nodes_ready == 2));
+        assert_eq!(
+            s.receive(hello("edge")).unwrap_err().violation,
+            Violation::FailedPrecondition
+        );
+        assert_eq!(
+            s.receive(pb::AgentMessage { body: None })
+                .unwrap_err()
+                .violation,
+            Violation::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn impossible_health_and_unsolicited_answers_are_refused() {
+        let mut s = CellSession::new(peer());
+        s.receive(hello("edge")).unwrap();
+        let lying = pb::AgentMessage {
+            body: Some(Body::Heartbeat(pb::Heartbeat {
+                unix_millis: 0,
+                health: Some(pb::Health {
+                    nodes_ready: 4,
+                    nodes_total: 3,
+                    ..Default::default()
+                }),
+            })),
+        };
+        assert_eq!(
+            s.receive(lying).unwrap_err().violation,
+            Violation::InvalidArgument
+        );
+        let answer = pb::AgentMessage {
+            body: Some(Body::ProxyResponse(pb::ProxyResponse::default())),
+        };
+        assert_eq!(
+            s.receive(answer).unwrap_err().violation,
+            Violation::InvalidArgument
+        );
+        assert_eq!(
+            s.receive(ack(1, [0; 32])).unwrap_err().violation,
+            Violation::InvalidArgument,
+            "nothing was sent yet"
+        );
+    }
+
+    #[test]
+    fn full_then_deltas_and_a_divergence_resends_the_full_set_once() {
+        let mut s = CellSession::new(peer());
+        let one = set(1, &["a"]);
+        assert!(s.sync(&one).is_none(), "nothing before hello");
+        s.receive(hello("edge")).unwrap();
+        let first = s.sync(&one).unwrap();
+        assert!(first.full);
+        assert!(s.sync(&one).is_none(), "nothing new");
+        assert_eq!(
+            s.receive(ack(1, one.digest())).unwrap(),
+            Event::Synced { revision: 1 }
+        );
+        let two = set(2, &["a", "b"]);
+        let delta = s.sync(&two).unwrap();
+        assert!(!delta.full);
+        assert_eq!(delta.upserts.len(), 1);
+        assert_eq!(
+            s.receive(ack(3, two.digest())).unwrap_err().violation,
+            Violation::InvalidArgument,
+            "revision 3 was never sent"
+        );
+        assert_eq!(
+            s.receive(ack(2, [9; 32])).unwrap(),
+            Event::Diverged { revision: 2 }
+        );
+        let again = s.sync(&two).unwrap();
+        assert!(again.full, "a divergence is answered with the full set");
+        assert_eq!(
+            s.receive(ack(2, [9; 32])).unwrap(),
+            Event::Diverged { revision: 2 }
+        );
+        assert!(
+            s.sync(&two).is_none(),
+            "a full set that failed is not resent until the set changes"
+        );
+        let three = set(3, &["c"]);
+        assert!(s.sync(&three).unwrap().full);
+        assert_eq!(
+            s.receive(ack(3, three.digest())).unwrap(),
+            Event::Synced { revision: 3 }
+        );
+        assert!(!s.sync(&set(4, &[])).unwrap().full);
+    }
+}

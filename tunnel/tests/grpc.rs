@@ -1,0 +1,606 @@
+//! The tunnel end to end on loopback: a real cell (tonic gRPC over rustls) and real agents.
+//! An agent bootstraps with its token and connects; heartbeats carry health into the
+//! cell's table; a distributed set reaches it whole, then as deltas; the cell restarts and
+//! the agent resyncs with no duplicate; the cell stops and the agent keeps its set. Forged
+//! identities, wrong tokens, expired, foreign and revoked certificates, and malformed,
+//! oversized or out-of-order messages are refused and change nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use lattice_proto::tunnel::v1 as pb;
+use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, Link};
+use lattice_tunnel::cell::{Cell, CellConfig};
+use lattice_tunnel::distribution::ObjectKey;
+use lattice_tunnel::session::Health;
+use lattice_tunnel::tls::{agent_config, cell_config};
+use lattice_tunnel::{AgentKey, ClusterCa, ClusterIdentity};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+const DOMAIN: &str = "lattice.test";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn health(ready: u32) -> Health {
+    Health {
+        nodes_ready: ready,
+        nodes_total: 3,
+        control_plane_ready: true,
+        agent_version: "0.1.0".into(),
+        kubernetes_version: "v1.32.0".into(),
+    }
+}
+
+/// A running cell on a loopback port.
+struct Running {
+    cell: Cell,
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(cell: Cell, addr: Option<std::net::SocketAddr>) -> Running {
+        let listener = TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = AgentKey::generate().unwrap();
+        let me = ClusterIdentity::new(DOMAIN, "parent").unwrap();
+        let own = cell
+            .sign_own(
+                &key.csr_pem(&me).unwrap(),
+                &me,
+                &["127.0.0.1".into()],
+                jiff::SignedDuration::from_hours(1),
+            )
+            .unwrap();
+        let tls = cell_config(&cell.ca_pem(), &own.pem, key.private_key_der()).unwrap();
+        let stop = CancellationToken::new();
+        let served = tokio::spawn({
+            let cell = cell.clone();
+            let stop = stop.clone();
+            async move {
+                cell.serve(listener, tls, stop.cancelled_owned())
+                    .await
+                    .unwrap();
+            }
+        });
+        Running {
+            cell,
+            addr,
+            stop,
+            served,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.served)
+            .await
+            .expect("the cell stops")
+            .unwrap();
+    }
+
+    fn config(&self, cluster: &str) -> AgentConfig {
+        let mut config = AgentConfig::new(cluster, DOMAIN, &self.addr.to_string(), "127.0.0.1");
+        config.timeout = Duration::from_secs(5);
+        config.min_backoff = Duration::from_millis(50);
+        config.max_backoff = Duration::from_millis(500);
+        config
+    }
+
+    async fn bootstrap(&self, cluster: &str) -> Credentials {
+        let token = self
+            .cell
+            .mint_token(cluster, jiff::SignedDuration::from_mins(10))
+            .unwrap();
+        agent::bootstrap(&self.config(cluster), &self.cell.ca_pem(), token.secret())
+            .await
+            .unwrap()
+    }
+}
+
+fn quick() -> CellConfig {
+    CellConfig {
+        heartbeat: Duration::from_secs(1),
+        ..CellConfig::default()
+    }
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn policy(name: &str, body: &str) -> (ObjectKey, Vec<u8>) {
+    (
+        ObjectKey {
+            kind: "CedarPolicy".into(),
+            namespace: "lattice-system".into(),
+            name: name.into(),
+        },
+        body.as_bytes().to_vec(),
+    )
+}
+
+fn start_agent(
+    running: &Running,
+    cluster: &str,
+    creds: Credentials,
+) -> (Arc<Agent>, CancellationToken) {
+    let agent = Arc::new(Agent::new(
+        running.config(cluster),
+        creds,
+        Arc::new(health(2)),
+    ));
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let agent = agent.clone();
+        let stop = stop.clone();
+        async move { agent.run(stop).await }
+    });
+    (agent, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_restart() {
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    let (ca_cert, ca_key) = (ca.cert_pem(), ca.key_pem().to_owned());
+    let running = Running::start(Cell::new(ca, quick()), None).await;
+    running
+        .cell
+        .distribute(BTreeMap::from([policy("a", "{\"v\":1}")]));
+
+    let creds = running.bootstrap("edge").await;
+    let (agent, stop_agent) = start_agent(&running, "edge", creds);
+    let mut held = agent.distributed();
+
+    // Connected, with the health it reported, and the full set arrived.
+    let status = eventually("the agent connects", || running.cell.agents().get("edge")).await;
+    assert_eq!(status.health, health(2));
+    held.wait_for(|s| s.revision() == 1).await.unwrap();
+    assert_eq!(held.borrow().objects().len(), 1);
+
+    // Heartbeats keep coming; the ack reached the cell.
+    eventually("heartbeats arrive", || {
+        running
+            .cell
+            .agents()
+            .get("edge")
+            .filter(|s| s.heartbeats >= 2 && s.synced_revision == Some(1))
+    })
+    .await;
+
+    // A change goes down as a delta and lands whole.
+    let revision = running.cell.distribute(BTreeMap::from([
+        policy("a", "{\"v\":2}"),
+        policy("b", "{}"),
+    ]));
+    assert_eq!(revision, 2);
+    held.wait_for(|s| s.revision() == 2).await.unwrap();
+    assert_eq!(held.borrow().digest(), running.cell.distributed().digest());
+    assert_eq!(
+        running
+            .cell
+            .distribute(running.cell.distributed().objects().clone()),
+        2,
+        "the same contents are not a new revision"
+    );
+
+    // The parent restarts on the same address with the same CA: the agent comes back,
+    // once, and is sent the set again whole.
+    let addr = running.addr;
+    let objects = running.cell.distributed().objects().clone();
+    running.stop().await;
+    eventually("the agent notices", || {
+        matches!(*agent.link().borrow(), Link::Disconnected { .. }).then_some(())
+    })
+    .await;
+    assert_eq!(
+        held.borrow().revision(),
+        2,
+        "offline, the agent keeps its set"
+    );
+
+    let ca = ClusterCa::from_pem(DOMAIN, &ca_cert, &ca_key, []).unwrap();
+    let restarted = Running::start(Cell::new(ca, quick()), Some(addr)).await;
+    restarted.cell.distribute(objects);
+    let status = eventually("the agent reconnects", || {
+        restarted
+            .cell
+            .agents()
+            .get("edge")
+            .filter(|s| s.synced_revision == Some(1))
+    })
+    .await;
+    assert_eq!(
+        restarted.cell.agents().len(),
+        1,
+        "one session, no duplicate"
+    );
+    assert!(!status.diverged);
+    assert_eq!(
+        held.borrow().digest(),
+        restarted.cell.distributed().digest()
+    );
+
+    stop_agent.cancel();
+    restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_foreign_expired_and_revoked_certificates_are_refused() {
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    // The same CA, to sign what the cell never would (an expired certificate).
+    let same_ca = ClusterCa::from_pem(DOMAIN, &ca.cert_pem(), ca.key_pem(), []).unwrap();
+    let running = Running::start(Cell::new(ca, quick()), None).await;
+    let config = running.config("edge");
+    let ca_pem = running.cell.ca_pem();
+    let token = running
+        .cell
+        .mint_token("edge", jiff::SignedDuration::from_mins(10))
+        .unwrap();
+
+    // A wrong token, or the right one for another cluster, gets nothing and spends nothing.
+    let wrong = agent::bootstrap(&config, &ca_pem, "guessed")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(wrong, agent::AgentError::Refused(ref s) if s.code() == Code::Unauthenticated),
+        "{wrong}"
+    );
+    let other = agent::bootstrap(&running.config("other"), &ca_pem, token.secret())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(other, agent::AgentError::Refused(ref s) if s.code() == Code::Unauthenticated),
+        "{other}"
+    );
+    let creds = agent::bootstrap(&config, &ca_pem, token.secret())
+        .await
+        .unwrap();
+    let again = agent::bootstrap(&config, &ca_pem, token.secret())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, agent::AgentError::Refused(_)),
+        "a token works once"
+    );
+
+    // An agent trusting another CA will not talk to this cell, nor this cell to it.
+    let foreign = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    assert!(
+        agent::bootstrap(&config, &foreign.cert_pem(), "x")
+            .await
+            .is_err()
+    );
+    let failures = running.cell.handshake_failures();
+    let key = AgentKey::generate().unwrap();
+    let edge = ClusterIdentity::new(DOMAIN, "edge").unwrap();
+    let foreign_cert = foreign
+        .sign_csr(
+            &key.csr_pem(&edge).unwrap(),
+            &edge,
+            jiff::Timestamp::now(),
+            jiff::SignedDuration::from_hours(1),
+        )
+        .unwrap();
+    let tls = agent_config(&ca_pem, Some((&foreign_cert.pem, key.private_key_der()))).unwrap();
+    assert!(
+        connect_raw(&config, tls, vec![hello("edge")])
+            .await
+            .is_err()
+    );
+    eventually("the foreign certificate fails the handshake", || {
+        (running.cell.handshake_failures() > failures).then_some(())
+    })
+    .await;
+
+    // So does an expired certificate from the right CA.
+    let expired = same_ca
+        .sign_csr(
+            &key.csr_pem(&edge).unwrap(),
+            &edge,
+            jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48),
+            jiff::SignedDuration::from_hours(1),
+        )
+        .unwrap();
+    let failures = running.cell.handshake_failures();
+    let tls = agent_config(&ca_pem, Some((&expired.pem, key.private_key_der()))).unwrap();
+    assert!(
+        connect_raw(&config, tls, vec![hello("edge")])
+            .await
+            .is_err()
+    );
+    eventually("the expired certificate fails the handshake", || {
+        (running.cell.handshake_failures() > failures).then_some(())
+    })
+    .await;
+    assert!(running.cell.agents().is_empty(), "nothing connected");
+
+    // A connected cluster that is deleted: its stream is closed and its certificate is
+    // refused from then on.
+    let (agent, stop_agent) = start_agent(&running, "edge", creds.clone());
+    eventually("the agent connects", || running.cell.agents().get("edge")).await;
+    running.cell.revoke_cluster("edge");
+    eventually("the stream is closed", || {
+        matches!(*agent.link().borrow(), Link::Disconnected { .. }).then_some(())
+    })
+    .await;
+    let tls = agent_config(&ca_pem, Some((&creds.cert_pem, creds.key_der.clone()))).unwrap();
+    let refused = connect_raw(&config, tls, vec![hello("edge")])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
+    assert!(refused.message().contains("revoked"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        running.cell.agents().is_empty(),
+        "the revoked agent stays out"
+    );
+    stop_agent.cancel();
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_renews_its_certificate_at_two_thirds_of_its_life() {
+    let config = CellConfig {
+        certificate_lifetime: jiff::SignedDuration::from_secs(6),
+        ..quick()
+    };
+    let running = Running::start(
+        Cell::new(
+            ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap(),
+            config,
+        ),
+        None,
+    )
+    .await;
+    let first = running.bootstrap("edge").await;
+    assert_eq!(
+        first.renew_at.duration_since(first.not_after),
+        -jiff::SignedDuration::from_secs(2),
+        "renewed a third of the way before the end"
+    );
+    let (agent, stop) = start_agent(&running, "edge", first.clone());
+    let renewed = eventually("the certificate is renewed", || {
+        let now = agent.credentials();
+        (now.cert_pem != first.cert_pem).then_some(now)
+    })
+    .await;
+    assert!(renewed.not_after > first.not_after);
+    assert_ne!(renewed.key_der, first.key_der, "a new key each time");
+    // Past the first certificate's end, it is refused, and the agent's current one works.
+    tokio::time::sleep_until(
+        tokio::time::Instant::now()
+            + Duration::try_from(first.not_after.duration_since(jiff::Timestamp::now()))
+                .unwrap_or_default()
+            + Duration::from_secs(1),
+    )
+    .await;
+    let with =
+        |c: &Credentials| agent_config(&c.ca_pem, Some((&c.cert_pem, c.key_der.clone()))).unwrap();
+    let current = agent.credentials();
+    stop.cancel();
+    let cfg = running.config("edge");
+    assert!(
+        connect_raw(&cfg, with(&first), vec![hello("edge")])
+            .await
+            .is_err()
+    );
+    let welcomed = connect_raw(&cfg, with(&current), vec![hello("edge")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        welcomed[0].body,
+        Some(pb::cell_message::Body::Welcome(_))
+    ));
+    running.stop().await;
+}
+
+fn hello(cluster: &str) -> Vec<u8> {
+    use prost::Message;
+    pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Hello(pb::Hello {
+            cluster: cluster.into(),
+            health: Some((&health(1)).into()),
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// Passes bytes through as gRPC messages, so a test can send what no agent would.
+#[derive(Clone, Default)]
+struct Raw;
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+/// Opens `Connect` with `tls`, sends `messages` (raw bytes), and reads until the cell
+/// ends the stream: its status, or the messages it sent if it did not end it.
+async fn connect_raw(
+    config: &AgentConfig,
+    tls: rustls::ClientConfig,
+    messages: Vec<Vec<u8>>,
+) -> Result<Vec<pb::CellMessage>, tonic::Status> {
+    use prost::Message;
+    let channel = agent::dial(config, tls)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    // Keep the request stream open, so the cell, not the end of input, ends the stream.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    for m in messages {
+        tx.send(m).await.unwrap();
+    }
+    let mut inbound = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            "/lattice.tunnel.v1.Cell/Connect".parse().unwrap(),
+            Raw,
+        )
+        .await?
+        .into_inner();
+    let mut received = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(1500), inbound.message()).await {
+            Err(_) => {
+                drop(tx);
+                return Ok(received);
+            }
+            Ok(m) => match m? {
+                Some(bytes) => received.push(pb::CellMessage::decode(bytes.as_slice()).unwrap()),
+                None => return Ok(received),
+            },
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_malformed_oversized_and_out_of_order_messages_close_the_stream() {
+    use prost::Message;
+    let running = Running::start(
+        Cell::new(
+            ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap(),
+            quick(),
+        ),
+        None,
+    )
+    .await;
+    running.cell.distribute(BTreeMap::from([policy("a", "{}")]));
+    let config = running.config("edge");
+    let creds = running.bootstrap("edge").await;
+    let tls = || {
+        agent_config(
+            &creds.ca_pem,
+            Some((&creds.cert_pem, creds.key_der.clone())),
+        )
+        .unwrap()
+    };
+
+    // The right hello is welcomed and sent the set: the harness itself works.
+    let welcomed = connect_raw(&config, tls(), vec![hello("edge")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        welcomed[0].body,
+        Some(pb::cell_message::Body::Welcome(_))
+    ));
+    assert!(matches!(welcomed[1].body, Some(pb::cell_message::Body::Sync(ref s)) if s.full));
+
+    let heartbeat = pb::AgentMessage {
+        body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat::default())),
+    }
+    .encode_to_vec();
+    let cases: Vec<(&str, Vec<Vec<u8>>, Code)> = vec![
+        (
+            "edge's certificate speaking for prod",
+            vec![hello("prod")],
+            Code::PermissionDenied,
+        ),
+        (
+            "a heartbeat before hello",
+            vec![heartbeat],
+            Code::FailedPrecondition,
+        ),
+        (
+            "two hellos",
+            vec![hello("edge"), hello("edge")],
+            Code::FailedPrecondition,
+        ),
+        (
+            "bytes that are not a message",
+            vec![vec![0xff, 0xff, 0xff, 0x0f]],
+            Code::Internal,
+        ),
+        ("an empty message", vec![Vec::new()], Code::InvalidArgument),
+        (
+            "a message over the size limit",
+            vec![vec![0u8; lattice_tunnel::cell::MAX_AGENT_MESSAGE_BYTES + 1]],
+            Code::OutOfRange,
+        ),
+        (
+            "an answer to no request",
+            vec![
+                hello("edge"),
+                pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::ProxyResponse(pb::ProxyResponse {
+                        request_id: "r1".into(),
+                        ..Default::default()
+                    })),
+                }
+                .encode_to_vec(),
+            ],
+            Code::InvalidArgument,
+        ),
+        (
+            "an ack for a revision never sent",
+            vec![
+                hello("edge"),
+                pb::AgentMessage {
+                    body: Some(pb::agent_message::Body::SyncAck(pb::SyncAck {
+                        revision: 99,
+                        hash: vec![],
+                    })),
+                }
+                .encode_to_vec(),
+            ],
+            Code::InvalidArgument,
+        ),
+    ];
+    for (what, messages, code) in cases {
+        let status = connect_raw(&config, tls(), messages).await.unwrap_err();
+        assert_eq!(status.code(), code, "{what}: {status}");
+        assert!(
+            running.cell.agents().get("prod").is_none(),
+            "{what}: nothing was registered for another cluster"
+        );
+    }
+    // None of it left a session behind.
+    eventually("no session is left", || {
+        running.cell.agents().is_empty().then_some(())
+    })
+    .await;
+    running.stop().await;
+}
