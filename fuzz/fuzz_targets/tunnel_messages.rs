@@ -1,0 +1,91 @@
+//! The tunnel's message handling, both ends: any byte frames, read as agent messages by a
+//! cell's session or as syncs by an agent's distributed set, are taken or refused, never a
+//! panic. A session opens only for the cluster its certificate names; a sync that applies
+//! leaves exactly the digest the cell computed, and one that is refused leaves the set as
+//! it was.
+#![no_main]
+
+use lattice_proto::tunnel::v1 as pb;
+use lattice_tunnel::ClusterIdentity;
+use lattice_tunnel::distribution::{DistributedSet, ObjectKey};
+use lattice_tunnel::session::{CellSession, Event};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+/// Frames: a big-endian u16 length, then that many bytes.
+fn frames(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if data.len() < 2 {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([data[0], data[1]])).min(data.len() - 2);
+        let frame = &data[2..2 + len];
+        data = &data[2 + len..];
+        Some(frame)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let current = DistributedSet::new(
+        3,
+        [(
+            ObjectKey {
+                kind: "CedarPolicy".into(),
+                namespace: "lattice-system".into(),
+                name: "base".into(),
+            },
+            b"{}".to_vec(),
+        )]
+        .into(),
+    );
+    if mode % 2 == 0 {
+        let peer = ClusterIdentity::new("lattice.test", "edge").unwrap();
+        let mut session = CellSession::new(peer);
+        for frame in frames(rest) {
+            // An undecodable frame ends the stream (tonic's status) before the session.
+            let Ok(message) = pb::AgentMessage::decode(frame) else {
+                return;
+            };
+            let hello_for = match &message.body {
+                Some(pb::agent_message::Body::Hello(h)) => Some(h.cluster.clone()),
+                _ => None,
+            };
+            let was_open = session.is_open();
+            match session.receive(message) {
+                Err(_) => {
+                    assert_eq!(session.is_open(), was_open, "a refused message opens nothing");
+                    return;
+                }
+                Ok(Event::Opened(_)) => {
+                    assert!(!was_open);
+                    assert_eq!(hello_for.as_deref(), Some("edge"));
+                }
+                Ok(_) => assert!(was_open),
+            }
+            if let Some(sync) = session.sync(&current) {
+                assert_eq!(sync.hash, current.digest().to_vec());
+            }
+        }
+    } else {
+        let mut held = DistributedSet::default();
+        for frame in frames(rest) {
+            let Ok(sync) = pb::Sync::decode(frame) else {
+                return;
+            };
+            let hash = sync.hash.clone();
+            let before = held.clone();
+            match held.apply(sync) {
+                Ok(next) => {
+                    assert_eq!(next.digest().to_vec(), hash);
+                    held = next;
+                }
+                Err(_) => assert_eq!(held, before),
+            }
+        }
+        // Whatever it holds, the cell's own full sync and delta reach the cell's set.
+        assert_eq!(held.apply(held.delta_to(&current)).ok().as_ref(), (current.revision() > held.revision()).then_some(&current));
+    }
+});
