@@ -121,6 +121,29 @@ impl TokenStore {
         Ok(())
     }
 
+    /// Takes back a token minted before a restart (the parent keeps it in the child's
+    /// bootstrap Secret), unused, until `expires`.
+    pub fn restore(&mut self, cluster: &str, secret: &str, expires: jiff::Timestamp) {
+        self.pending.insert(
+            cluster.to_owned(),
+            Pending {
+                digest: digest(secret),
+                expires,
+                used: false,
+            },
+        );
+    }
+
+    /// Whether `cluster`'s token was redeemed (and can be forgotten by whoever holds it).
+    pub fn is_used(&self, cluster: &str) -> bool {
+        self.pending.get(cluster).is_some_and(|p| p.used)
+    }
+
+    /// Whether a token is pending for `cluster` (minted or restored, used or not).
+    pub fn contains(&self, cluster: &str) -> bool {
+        self.pending.contains_key(cluster)
+    }
+
     /// Forgets `cluster`'s token (the cluster was deleted).
     pub fn revoke(&mut self, cluster: &str) {
         self.pending.remove(cluster);

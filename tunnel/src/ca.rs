@@ -5,7 +5,7 @@
 //! (24 hours by default) and renewed at two-thirds of their life; a deleted cluster's are
 //! revoked.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -40,6 +40,8 @@ pub enum CaError {
     NotYetValid(String),
     #[error("the certificate was revoked")]
     Revoked,
+    #[error("the revocation list cannot be read: {0}")]
+    Revocations(String),
     #[error(transparent)]
     Identity(#[from] IdentityError),
 }
@@ -100,7 +102,65 @@ pub struct ClusterCa {
     cert_pem: String,
     cert_der: Vec<u8>,
     key_pem: String,
-    revoked: HashSet<Vec<u8>>,
+    revoked: Revocations,
+}
+
+/// What the CA refuses besides expired certificates: single certificates by serial, and
+/// every certificate issued to a deleted cluster before it was deleted (so revocation
+/// needs no list of what was issued, and survives a restart as two short lists).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revocations {
+    pub serials: BTreeSet<Vec<u8>>,
+    /// Cluster → when it was deleted.
+    pub clusters: BTreeMap<String, jiff::Timestamp>,
+}
+
+impl Revocations {
+    /// One line each: `serial <hex>` or `cluster <name> <RFC 3339 time>`.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for serial in &self.serials {
+            out.push_str("serial ");
+            for b in serial {
+                out.push_str(&format!("{b:02x}"));
+            }
+            out.push('\n');
+        }
+        for (cluster, at) in &self.clusters {
+            out.push_str(&format!("cluster {cluster} {at}\n"));
+        }
+        out
+    }
+
+    /// Reads [`Revocations::to_text`]; anything else is an error (a CA that cannot read
+    /// its revocations does not start).
+    pub fn parse(text: &str) -> Result<Revocations, CaError> {
+        let mut r = Revocations::default();
+        for (n, line) in text.lines().enumerate() {
+            let bad = || CaError::Revocations(format!("line {}: {line:?}", n + 1));
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next(), words.next()) {
+                (None, ..) => {}
+                (Some("serial"), Some(hex), None, None) => {
+                    if hex.len() % 2 != 0 || hex.len() > 64 {
+                        return Err(bad());
+                    }
+                    let bytes = (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                        .collect::<Result<Vec<u8>, _>>()
+                        .map_err(|_| bad())?;
+                    r.serials.insert(bytes);
+                }
+                (Some("cluster"), Some(name), Some(at), None) => {
+                    r.clusters
+                        .insert(name.to_owned(), at.parse().map_err(|_| bad())?);
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(r)
+    }
 }
 
 impl ClusterCa {
@@ -131,7 +191,7 @@ impl ClusterCa {
             cert_der: cert.der().to_vec(),
             key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
-            revoked: HashSet::new(),
+            revoked: Revocations::default(),
         })
     }
 
@@ -141,7 +201,7 @@ impl ClusterCa {
         trust_domain: &str,
         cert_pem: &str,
         key_pem: &str,
-        revoked: impl IntoIterator<Item = Vec<u8>>,
+        revoked: Revocations,
     ) -> Result<ClusterCa, CaError> {
         ClusterIdentity::new(trust_domain, "ca")?;
         let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::Certificate(e.to_string()))?;
@@ -154,7 +214,7 @@ impl ClusterCa {
             cert_der,
             key_pem: key_pem.to_owned(),
             issuer,
-            revoked: revoked.into_iter().collect(),
+            revoked,
         })
     }
 
@@ -163,9 +223,9 @@ impl ClusterCa {
         &self.key_pem
     }
 
-    /// The serials it revoked (to store beside the CA).
-    pub fn revoked(&self) -> impl Iterator<Item = &[u8]> {
-        self.revoked.iter().map(Vec::as_slice)
+    /// What it revoked (to store beside the CA).
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
     }
 
     /// The trust domain its certificates are for.
@@ -267,7 +327,13 @@ impl ClusterCa {
 
     /// Revokes a certificate by serial (its cluster was deleted, or its key exposed).
     pub fn revoke(&mut self, serial: &[u8]) {
-        self.revoked.insert(serial.to_vec());
+        self.revoked.serials.insert(serial.to_vec());
+    }
+
+    /// Refuses every certificate issued to `cluster` up to `at` (it was deleted then); one
+    /// issued later, to a cluster created again under the name, is not refused.
+    pub fn revoke_cluster(&mut self, cluster: &str, at: jiff::Timestamp) {
+        self.revoked.clusters.insert(cluster.to_owned(), at);
     }
 
     /// What the cell checks of a peer certificate the TLS handshake verified against this
@@ -276,7 +342,7 @@ impl ClusterCa {
     pub fn check_peer(&self, der: &[u8], now: jiff::Timestamp) -> Result<ClusterIdentity, CaError> {
         let (_, cert) =
             X509Certificate::from_der(der).map_err(|e| CaError::Certificate(e.to_string()))?;
-        if self.revoked.contains(cert.raw_serial()) {
+        if self.revoked.serials.contains(cert.raw_serial()) {
             return Err(CaError::Revoked);
         }
         let validity = cert.validity();
@@ -287,7 +353,14 @@ impl ClusterCa {
         if second > validity.not_after.timestamp() {
             return Err(CaError::Expired(validity.not_after.to_string()));
         }
-        Ok(peer_identity(der, &self.trust_domain)?)
+        let identity = peer_identity(der, &self.trust_domain)?;
+        if let Some(deleted) = self.revoked.clusters.get(&identity.cluster) {
+            let issued = validity.not_before.timestamp() + SKEW.as_secs();
+            if issued <= deleted.as_second() {
+                return Err(CaError::Revoked);
+            }
+        }
+        Ok(identity)
     }
 }
 
@@ -350,6 +423,40 @@ mod tests {
             DEFAULT_LIFETIME + SKEW
         );
         assert_eq!(issued.renew_at(), at("2026-12-02T04:00:00Z"));
+    }
+
+    #[test]
+    fn a_deleted_cluster_loses_its_certificates_but_a_new_one_of_the_name_does_not() {
+        let then = at("2026-12-01T12:00:00Z");
+        let mut ca = ClusterCa::generate("lattice.test", then).unwrap();
+        let edge = ClusterIdentity::new("lattice.test", "edge").unwrap();
+        let key = AgentKey::generate().unwrap();
+        let old = ca
+            .sign_csr(&key.csr_pem(&edge).unwrap(), &edge, then, DEFAULT_LIFETIME)
+            .unwrap();
+        ca.revoke_cluster("edge", at("2026-12-01T13:00:00Z"));
+        let later = at("2026-12-01T14:00:00Z");
+        assert_eq!(ca.check_peer(&old.der, later), Err(CaError::Revoked));
+        let new = ca
+            .sign_csr(&key.csr_pem(&edge).unwrap(), &edge, later, DEFAULT_LIFETIME)
+            .unwrap();
+        assert_eq!(ca.check_peer(&new.der, later).unwrap(), edge);
+
+        // Stored and read back, the CA refuses the same.
+        ca.revoke(&new.serial);
+        let text = ca.revocations().to_text();
+        let back = ClusterCa::from_pem(
+            "lattice.test",
+            &ca.cert_pem(),
+            ca.key_pem(),
+            Revocations::parse(&text).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back.revocations(), ca.revocations());
+        assert_eq!(back.check_peer(&new.der, later), Err(CaError::Revoked));
+        for bad in ["serial zz", "cluster edge", "serial 0", "crl x"] {
+            assert!(Revocations::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -207,7 +207,6 @@ impl Agents {
 struct Inner {
     ca: RwLock<ClusterCa>,
     tokens: Mutex<TokenStore>,
-    issued: Mutex<HashMap<String, Vec<Vec<u8>>>>,
     agents: Agents,
     distribution: watch::Sender<Arc<DistributedSet>>,
     config: CellConfig,
@@ -238,7 +237,6 @@ impl Cell {
             inner: Arc::new(Inner {
                 ca: RwLock::new(ca),
                 tokens: Mutex::default(),
-                issued: Mutex::default(),
                 agents: Agents::default(),
                 distribution: watch::channel(Arc::new(DistributedSet::default())).0,
                 config,
@@ -270,6 +268,27 @@ impl Cell {
         lock(&self.inner.tokens).mint(cluster, jiff::Timestamp::now(), ttl)
     }
 
+    /// Takes back `cluster`'s unused token after a restart (see [`TokenStore::restore`]).
+    pub fn restore_token(&self, cluster: &str, secret: &str, expires: jiff::Timestamp) {
+        lock(&self.inner.tokens).restore(cluster, secret, expires);
+    }
+
+    /// Whether `cluster`'s token was redeemed, and whether one is pending at all.
+    pub fn token_state(&self, cluster: &str) -> (bool, bool) {
+        let tokens = lock(&self.inner.tokens);
+        (tokens.is_used(cluster), tokens.contains(cluster))
+    }
+
+    /// What the CA revoked (to store beside it).
+    pub fn revocations(&self) -> crate::ca::Revocations {
+        self.inner
+            .ca
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .revocations()
+            .clone()
+    }
+
     /// Signs a certificate for the cell itself (`identity`, dialled at `addresses`),
     /// valid for `lifetime`.
     pub fn sign_own(
@@ -298,17 +317,15 @@ impl Cell {
             .cert_pem()
     }
 
-    /// Forgets a deleted cluster: its token, every certificate issued to it (revoked), and
-    /// its stream (closed).
+    /// Forgets a deleted cluster: its token, every certificate issued to it until now
+    /// (revoked), and its stream (closed).
     pub fn revoke_cluster(&self, cluster: &str) {
         lock(&self.inner.tokens).revoke(cluster);
-        let serials = lock(&self.inner.issued).remove(cluster).unwrap_or_default();
-        {
-            let mut ca = self.inner.ca.write().unwrap_or_else(|e| e.into_inner());
-            for serial in &serials {
-                ca.revoke(serial);
-            }
-        }
+        self.inner
+            .ca
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoke_cluster(cluster, jiff::Timestamp::now());
         self.inner.agents.disconnect(
             cluster,
             Status::unauthenticated("the cluster was deleted and its certificates revoked"),
@@ -419,11 +436,7 @@ impl Cell {
         .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
-    fn answer(&self, identity: &ClusterIdentity, cert: IssuedCert) -> pb::IssuedCertificate {
-        lock(&self.inner.issued)
-            .entry(identity.cluster.clone())
-            .or_default()
-            .push(cert.serial.clone());
+    fn answer(&self, cert: IssuedCert) -> pb::IssuedCertificate {
         pb::IssuedCertificate {
             certificate_pem: cert.pem.clone(),
             ca_pem: self.ca_pem(),
@@ -462,7 +475,7 @@ impl CellRpc for Cell {
             return Err(Status::unauthenticated("the bootstrap token was refused"));
         }
         tracing::info!(cluster = %request.cluster, ?remote, "bootstrapped");
-        Ok(Response::new(self.answer(&identity, cert)))
+        Ok(Response::new(self.answer(cert)))
     }
 
     async fn renew(
@@ -471,7 +484,7 @@ impl CellRpc for Cell {
     ) -> Result<Response<pb::IssuedCertificate>, Status> {
         let identity = self.peer(&request)?;
         let cert = self.issue(&request.get_ref().csr_pem, &identity)?;
-        Ok(Response::new(self.answer(&identity, cert)))
+        Ok(Response::new(self.answer(cert)))
     }
 
     type ConnectStream = CellStream;

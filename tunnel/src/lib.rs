@@ -30,5 +30,5 @@ pub mod session;
 pub mod tls;
 
 pub use bootstrap::{BootstrapError, BootstrapToken, TokenStore};
-pub use ca::{AgentKey, CaError, ClusterCa, IssuedCert};
+pub use ca::{AgentKey, CaError, ClusterCa, IssuedCert, Revocations};
 pub use identity::{ClusterIdentity, IdentityError, peer_identity};

@@ -49,13 +49,57 @@ fn chain(cert_pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(chain)
 }
 
-/// The cell's server configuration: its own certificate (PEM) and PKCS#8 key (DER), and
-/// client certificates verified against the cluster CA when offered. HTTP/2 only.
-pub fn cell_config(
-    ca_pem: &str,
+/// The cell's own certificate, replaced in place when it is renewed: connections made
+/// after [`CellCert::set`] get the new one, and none is dropped.
+#[derive(Debug)]
+pub struct CellCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+fn certified(
     cert_pem: &str,
     key_pkcs8_der: Vec<u8>,
-) -> Result<rustls::ServerConfig, TlsError> {
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    Ok(Arc::new(rustls::sign::CertifiedKey::from_der(
+        chain(cert_pem)?,
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der)),
+        &provider(),
+    )?))
+}
+
+impl CellCert {
+    /// The certificate (PEM chain) and its PKCS#8 key (DER).
+    pub fn new(cert_pem: &str, key_pkcs8_der: Vec<u8>) -> Result<Arc<CellCert>, TlsError> {
+        Ok(Arc::new(CellCert {
+            current: std::sync::RwLock::new(certified(cert_pem, key_pkcs8_der)?),
+        }))
+    }
+
+    /// Serves `cert_pem` from now on.
+    pub fn set(&self, cert_pem: &str, key_pkcs8_der: Vec<u8>) -> Result<(), TlsError> {
+        let next = certified(cert_pem, key_pkcs8_der)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CellCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The cell's server configuration: its own certificate, and client certificates
+/// verified against the cluster CA when offered. HTTP/2 only.
+pub fn cell_config(ca_pem: &str, cert: Arc<CellCert>) -> Result<rustls::ServerConfig, TlsError> {
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
             .allow_unauthenticated()
@@ -64,10 +108,7 @@ pub fn cell_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            chain(cert_pem)?,
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der)),
-        )?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

@@ -15,7 +15,7 @@ use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, Link};
 use lattice_tunnel::cell::{Cell, CellConfig};
 use lattice_tunnel::distribution::ObjectKey;
 use lattice_tunnel::session::Health;
-use lattice_tunnel::tls::{agent_config, cell_config};
+use lattice_tunnel::tls::{CellCert, agent_config, cell_config};
 use lattice_tunnel::{AgentKey, ClusterCa, ClusterIdentity};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,11 @@ impl Running {
                 jiff::SignedDuration::from_hours(1),
             )
             .unwrap();
-        let tls = cell_config(&cell.ca_pem(), &own.pem, key.private_key_der()).unwrap();
+        let tls = cell_config(
+            &cell.ca_pem(),
+            CellCert::new(&own.pem, key.private_key_der()).unwrap(),
+        )
+        .unwrap();
         let stop = CancellationToken::new();
         let served = tokio::spawn({
             let cell = cell.clone();
@@ -213,7 +217,7 @@ async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_r
         "offline, the agent keeps its set"
     );
 
-    let ca = ClusterCa::from_pem(DOMAIN, &ca_cert, &ca_key, []).unwrap();
+    let ca = ClusterCa::from_pem(DOMAIN, &ca_cert, &ca_key, Default::default()).unwrap();
     let restarted = Running::start(Cell::new(ca, quick()), Some(addr)).await;
     restarted.cell.distribute(objects);
     let status = eventually("the agent reconnects", || {
@@ -243,7 +247,8 @@ async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_r
 async fn wrong_tokens_foreign_expired_and_revoked_certificates_are_refused() {
     let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
     // The same CA, to sign what the cell never would (an expired certificate).
-    let same_ca = ClusterCa::from_pem(DOMAIN, &ca.cert_pem(), ca.key_pem(), []).unwrap();
+    let same_ca =
+        ClusterCa::from_pem(DOMAIN, &ca.cert_pem(), ca.key_pem(), Default::default()).unwrap();
     let running = Running::start(Cell::new(ca, quick()), None).await;
     let config = running.config("edge");
     let ca_pem = running.cell.ca_pem();
