@@ -36,7 +36,10 @@ enum Command {
     /// run scheduled compliance scans. With --tls-cert and --tls-key it also serves the
     /// admission webhook on the same live snapshot. Reads the cluster from KUBECONFIG or the
     /// in-cluster service account.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Run a child cluster's agent: bootstrap with the parent's token, hold the tunnel to
+    /// its cell (outbound only), report health, and write the policies it distributes.
+    Agent(AgentArgs),
     /// Print every Lattice CustomResourceDefinition as YAML (`lattice-operator crds | kubectl apply -f -`).
     Crds,
     /// Serve the admission webhook: HTTPS, `POST /validate` (AdmissionReview v1), `/healthz`,
@@ -112,13 +115,54 @@ struct RunArgs {
     /// it, a key is made for this process, and only this process's webhook can stamp.
     #[arg(long)]
     admission_key: Option<PathBuf>,
+    /// Serve the cell, the end of the tunnel this cluster's children dial, here (this
+    /// cluster is a parent). With --cluster-name and --cell-address.
+    #[arg(long, requires_all = ["cluster_name", "cell_address"])]
+    cell_listen: Option<SocketAddr>,
+    /// This cluster's LatticeCluster name (children name it in `spec.parent`).
+    #[arg(long, env = "LATTICE_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+    /// A name (DNS or IP) children dial the cell at; repeat for more. The first one goes
+    /// into children's bootstrap Secrets; every one is on the cell's certificate.
+    #[arg(long)]
+    cell_address: Vec<String>,
+    /// The port children dial, when a Service maps it to another (default: the listening one).
+    #[arg(long)]
+    cell_advertised_port: Option<u16>,
+    /// The hierarchy's trust domain (the SPIFFE identities `spiffe://<it>/cluster/<name>`).
+    #[arg(long, default_value = "lattice.local")]
+    trust_domain: String,
+    /// Hours a child's bootstrap token is valid.
+    #[arg(long, default_value_t = 24)]
+    bootstrap_token_hours: u32,
+    /// Seconds between an agent's heartbeats (three missed: disconnected).
+    #[arg(long, default_value_t = 10)]
+    heartbeat_seconds: u64,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Where the bootstrap bundle (`lattice-bootstrap`) and the agent's credentials live.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "lattice-system")]
+    namespace: String,
+    /// The key the child's webhook and operator share: the agent stamps the inherited
+    /// CedarPolicy objects it writes with it, so the operator loads them.
+    #[arg(long)]
+    admission_key: Option<PathBuf>,
+    /// Who the stamp names as the writer.
+    #[arg(
+        long,
+        default_value = "system:serviceaccount:lattice-system:lattice-agent"
+    )]
+    writer: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     LOG_FORMAT.get_or_init(|| cli.log_format);
     match cli.command {
-        Command::Run(args) => run_operator(args),
+        Command::Run(args) => run_operator(*args),
+        Command::Agent(args) => run_agent(args),
         Command::Crds => {
             print!("{}", all_crds_yaml());
             ExitCode::SUCCESS
@@ -353,6 +397,20 @@ fn run_operator(args: RunArgs) -> ExitCode {
         evidence_signer,
         admission: admission.clone(),
         metrics_addr: args.metrics_addr.0,
+        parent: args
+            .cell_listen
+            .map(|listen| lattice_controllers::fleet::parent::ParentOptions {
+                cluster: args.cluster_name.clone().unwrap_or_default(),
+                namespace: args.lease_namespace.clone(),
+                listen,
+                addresses: args.cell_address.clone(),
+                advertised_port: args.cell_advertised_port,
+                trust_domain: args.trust_domain.clone(),
+                token_ttl: jiff::SignedDuration::from_hours(i64::from(
+                    args.bootstrap_token_hours.max(1),
+                )),
+                heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
+            }),
     };
     runtime.block_on(async move {
         let client = match kube::Client::try_default().await {
@@ -403,6 +461,51 @@ fn run_operator(args: RunArgs) -> ExitCode {
             let _ = task.await;
         }
         match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn run_agent(args: AgentArgs) -> ExitCode {
+    init_logs();
+    let admission = match args.admission_key.as_deref().map(AdmissionKey::from_file) {
+        None => None,
+        Some(Ok(k)) => Some(Arc::new(k)),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: no cluster to talk to (KUBECONFIG or in-cluster): {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown_signal().await;
+                shutdown.cancel();
+            }
+        });
+        let options = lattice_controllers::fleet::child::ChildOptions {
+            namespace: args.namespace,
+            admission,
+            writer: args.writer,
+        };
+        match lattice_controllers::fleet::child::run(client, options, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -1053,6 +1053,10 @@ fn cluster_default(facts: &Facts) -> Result<Entity, String> {
             ("phase", s("Ready")),
             ("ready", Rx::new_bool(true)),
             ("agentConnected", Rx::new_bool(false)),
+            ("nodesReady", Rx::new_long(0)),
+            ("nodesTotal", Rx::new_long(0)),
+            ("controlPlaneReady", Rx::new_bool(false)),
+            ("agentVersion", s("")),
             ("pivoted", Rx::new_bool(false)),
             ("backups", Rx::new_bool(false)),
             ("monitoring", Rx::new_bool(false)),
@@ -1106,6 +1110,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
         }
         Object::Cluster(c) => {
             let st = c.status.clone().unwrap_or_default();
+            let health = st.health.clone().unwrap_or_default();
             let cfg = &c.spec.provider.config;
             let provider = if cfg.aws.is_some() {
                 "aws"
@@ -1140,6 +1145,13 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                         "agentConnected",
                         Rx::new_bool(st.agent_connected.unwrap_or(false)),
                     ),
+                    ("nodesReady", Rx::new_long(health.nodes_ready.max(0))),
+                    ("nodesTotal", Rx::new_long(health.nodes_total.max(0))),
+                    (
+                        "controlPlaneReady",
+                        Rx::new_bool(health.control_plane_ready),
+                    ),
+                    ("agentVersion", s(&health.agent_version)),
                     ("pivoted", Rx::new_bool(st.pivoted.unwrap_or(false))),
                     ("backups", Rx::new_bool(c.spec.backups.unwrap_or(false))),
                     (

@@ -238,7 +238,8 @@ impl Cell {
                 ca: RwLock::new(ca),
                 tokens: Mutex::default(),
                 agents: Agents::default(),
-                distribution: watch::channel(Arc::new(DistributedSet::default())).0,
+                // Revision 1, empty: an agent holding revision 0 has received nothing yet.
+                distribution: watch::channel(Arc::new(DistributedSet::new(1, BTreeMap::new()))).0,
                 config,
                 sessions: AtomicU64::new(0),
                 handshake_failures: AtomicU64::new(0),

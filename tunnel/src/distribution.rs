@@ -151,11 +151,14 @@ impl DistributedSet {
         }
     }
 
-    /// Applies `sync` and returns the new set, checking its base revision, its keys and
+    /// Applies `sync` and returns the new set: a full one whole, a delta only onto the
+    /// revision it was made from and only forward. Checks its keys and
     /// sizes, and that the result's digest is the one the cell computed. On any error the
     /// set held stays as it was.
     pub fn apply(&self, sync: pb::Sync) -> Result<DistributedSet, SyncError> {
-        if sync.revision <= self.revision && !(sync.full && sync.revision == self.revision) {
+        // A full set replaces whatever is held, whatever its revision: a restarted cell
+        // counts from 1 again. Only deltas are ordered.
+        if !sync.full && sync.revision <= self.revision {
             return Err(SyncError::Stale {
                 revision: sync.revision,
                 held: self.revision,
@@ -269,13 +272,22 @@ mod tests {
             one,
             "the same full set again (a reconnect) is accepted"
         );
+        let restarted = set(1, &[]);
         assert_eq!(
-            agent.apply(DistributedSet::default().full_sync()),
+            agent.apply(restarted.full_sync()).unwrap(),
+            restarted,
+            "a restarted cell's full set replaces, though its revision is not newer"
+        );
+        let mut old = one.delta_to(&two);
+        old.revision = 1;
+        old.base_revision = 1;
+        assert!(matches!(
+            agent.apply(old),
             Err(SyncError::Stale {
-                revision: 0,
+                revision: 1,
                 held: 1
             })
-        );
+        ));
     }
 
     #[test]

@@ -173,7 +173,7 @@ async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_r
     // Connected, with the health it reported, and the full set arrived.
     let status = eventually("the agent connects", || running.cell.agents().get("edge")).await;
     assert_eq!(status.health, health(2));
-    held.wait_for(|s| s.revision() == 1).await.unwrap();
+    held.wait_for(|s| s.revision() == 2).await.unwrap();
     assert_eq!(held.borrow().objects().len(), 1);
 
     // Heartbeats keep coming; the ack reached the cell.
@@ -182,7 +182,7 @@ async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_r
             .cell
             .agents()
             .get("edge")
-            .filter(|s| s.heartbeats >= 2 && s.synced_revision == Some(1))
+            .filter(|s| s.heartbeats >= 2 && s.synced_revision == Some(2))
     })
     .await;
 
@@ -191,14 +191,14 @@ async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_r
         policy("a", "{\"v\":2}"),
         policy("b", "{}"),
     ]));
-    assert_eq!(revision, 2);
-    held.wait_for(|s| s.revision() == 2).await.unwrap();
+    assert_eq!(revision, 3);
+    held.wait_for(|s| s.revision() == 3).await.unwrap();
     assert_eq!(held.borrow().digest(), running.cell.distributed().digest());
     assert_eq!(
         running
             .cell
             .distribute(running.cell.distributed().objects().clone()),
-        2,
+        3,
         "the same contents are not a new revision"
     );
 
@@ -213,7 +213,7 @@ async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_r
     .await;
     assert_eq!(
         held.borrow().revision(),
-        2,
+        3,
         "offline, the agent keeps its set"
     );
 
@@ -225,7 +225,7 @@ async fn an_agent_connects_reports_health_receives_the_set_and_resyncs_after_a_r
             .cell
             .agents()
             .get("edge")
-            .filter(|s| s.synced_revision == Some(1))
+            .filter(|s| s.synced_revision == Some(2))
     })
     .await;
     assert_eq!(

@@ -876,16 +876,7 @@ async fn delete(client: &Client, id: &ObjectId) -> Result<(), Error> {
     }
 }
 
-/// The API resource of a Lattice kind.
-pub fn lattice_resource(kind: Kind) -> ApiResource {
-    ApiResource {
-        group: lattice_schemas::crd::GROUP.into(),
-        version: lattice_schemas::crd::VERSION.into(),
-        api_version: API_VERSION.into(),
-        kind: kind.name().into(),
-        plural: kind.plural().into(),
-    }
-}
+pub use crate::lattice_api::lattice_resource;
 
 /// Writes a Lattice object's status (server-side apply on the status subresource). A
 /// deleted object is not an error.

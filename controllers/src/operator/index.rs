@@ -109,7 +109,7 @@ impl Index {
     /// `Namespace`). Returns whether anything that decides changed; an object that cannot
     /// be read is an error and changes nothing.
     pub fn apply(&mut self, kind: &str, value: &Value) -> Result<bool, String> {
-        let decided = decided_part(value);
+        let decided = decided_part(kind, value);
         let object = Object::from_api(kind, &decided)?;
         let key = ObjectKey::of(&object);
         if key.name.is_empty() {
@@ -298,14 +298,22 @@ fn str_at(value: &Value, pointer: &str) -> String {
         .to_owned()
 }
 
-/// The object without its status and without the metadata the server keeps for itself
-/// (resource version, managed fields, timestamps), which change without changing any
-/// decision.
-fn decided_part(value: &Value) -> Value {
+/// The object without the metadata the server keeps for itself (resource version, managed
+/// fields, timestamps), which change without changing any decision, and without its
+/// status, except a LatticeCluster's: its tunnel and health facts are the Cedar `Cluster`
+/// entity's (less the heartbeat time, which changes every minute and decides nothing).
+fn decided_part(kind: &str, value: &Value) -> Value {
     let mut out = Map::new();
     if let Value::Object(top) = value {
         for (k, v) in top {
             match k.as_str() {
+                "status" if kind == Kind::LatticeCluster.name() => {
+                    let mut status = v.clone();
+                    if let Some(health) = status.get_mut("health").and_then(Value::as_object_mut) {
+                        health.remove("lastHeartbeatTime");
+                    }
+                    out.insert(k.clone(), status);
+                }
                 "status" => {}
                 "metadata" => {
                     let mut meta = Map::new();

@@ -70,6 +70,8 @@ pub struct Options {
     pub admission: Arc<crate::webhook::stamp::AdmissionKey>,
     /// Where `/metrics` is served (plain HTTP), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the hierarchy's cell (this cluster is a parent), on the leader.
+    pub parent: Option<crate::fleet::parent::ParentOptions>,
 }
 
 /// Runs until `shutdown` completes (clean exit) or leadership is lost (an error: the
@@ -109,6 +111,29 @@ pub async fn run(
     drift::spawn_all(&client, &inbox, &metrics);
     let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
     tokio::spawn(planner(shared.clone(), plans, webhook));
+    // The cell reads each plan's world (its children, what it distributes).
+    let (worlds, worlds_rx) = channel::channel(None);
+    {
+        let mut plan_rx = plan_rx.clone();
+        tokio::spawn(async move {
+            while plan_rx.changed().await.is_ok() {
+                let published = plan_rx.borrow_and_update().as_ref().map(|p| {
+                    Arc::new(crate::fleet::parent::Published {
+                        world: p.current.world.clone(),
+                        admitted: p
+                            .policies
+                            .iter()
+                            .filter(|(_, (_, outcome, _))| {
+                                matches!(outcome, index::PolicyOutcome::Accepted { .. })
+                            })
+                            .map(|(id, _)| id.clone())
+                            .collect(),
+                    })
+                });
+                worlds.send_replace(published);
+            }
+        });
+    }
 
     let elector = Arc::new(lease::Elector::new(
         client.clone(),
@@ -129,12 +154,22 @@ pub async fn run(
             let elector = elector.clone();
             tokio::spawn(async move { elector.keep().await })
         };
+        let cell = async {
+            match options.parent.clone() {
+                Some(parent) => crate::fleet::parent::run(client.clone(), parent, worlds_rx).await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             lost = &mut keeper => Err(format!(
                 "leadership lost: {}",
                 lost.unwrap_or_else(|e| format!("the lease task failed: {e}"))
             )),
             () = write(client.clone(), plan_rx, &inbox, &shared.reconnected, &options, metrics.clone()) => Ok(()),
+            failed = cell => Err(format!(
+                "the cell stopped: {}",
+                failed.err().unwrap_or_else(|| "without an error".into())
+            )),
         };
         keeper.abort();
         metrics.leading(false);

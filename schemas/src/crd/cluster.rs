@@ -173,6 +173,28 @@ pub struct ParentConfig {
     pub service_type: Option<String>,
 }
 
+/// A child cluster's health, as its agent reads it from its own API server and reports it
+/// in heartbeats.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    #[schemars(range(min = 0))]
+    pub nodes_ready: i64,
+    #[schemars(range(min = 0))]
+    pub nodes_total: i64,
+    /// The child's API server answers and reports itself ready.
+    pub control_plane_ready: bool,
+    /// The agent's version.
+    #[serde(default)]
+    pub agent_version: String,
+    /// The Kubernetes version the child's API server reports.
+    #[serde(default)]
+    pub kubernetes_version: String,
+    /// When the cell last heard from the agent (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<String>,
+}
+
 /// What the cluster controller observed.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -185,6 +207,9 @@ pub struct ClusterStatus {
     /// The cluster's agent holds a tunnel to its parent's cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_connected: Option<bool>,
+    /// The health the cluster's agent last reported to its parent's cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ClusterHealth>,
     /// The cluster manages its own Cluster API objects (it has been pivoted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pivoted: Option<bool>,

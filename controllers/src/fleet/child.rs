@@ -1,0 +1,334 @@
+//! `lattice-operator agent`: a child's end of the tunnel, in its own process beside
+//! `lattice-operator run`.
+//!
+//! It reads the bootstrap bundle (`lattice-bootstrap`, copied from the parent by whoever
+//! installs the child), bootstraps once (its key is generated here and kept in
+//! `lattice-agent-credentials`, never sent), and holds the tunnel: heartbeats carry the
+//! child's health as its own API server reports it, and the parent's distributed set is
+//! written into the child as CedarPolicy objects labelled [`INHERITED_FROM`] the parent.
+//! Objects the parent withdraws are deleted. While the parent is unreachable the objects
+//! stay, so the child keeps deciding on its last distributed set.
+//!
+//! The operator loads a CedarPolicy only with a valid admission stamp: with
+//! `--admission-key` (the key the child's webhook and operator share) the agent stamps what
+//! it writes, as the agent's ServiceAccount.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use lattice_gates::admission::Requester;
+use lattice_schemas::crd::policy::CedarPolicySpec;
+use lattice_schemas::crd::{API_VERSION, Kind};
+use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, HealthProbe};
+use lattice_tunnel::distribution::DistributedSet;
+use lattice_tunnel::session::Health;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::stored::{
+    AGENT_SECRET, Bundle, CHILD_BOOTSTRAP_SECRET, credentials_from_secret, credentials_to_secret,
+};
+use super::{INHERITED_FROM, absent_ok};
+use crate::lattice_api::lattice_resource;
+use crate::webhook::stamp::{ANNOTATION, AdmissionKey};
+
+/// The field manager of what the agent writes.
+pub const MANAGER: &str = "lattice-agent";
+
+/// How the agent runs.
+pub struct ChildOptions {
+    /// Where the bootstrap bundle and credentials Secrets live.
+    pub namespace: String,
+    /// Stamps inherited CedarPolicy objects so the child's operator loads them.
+    pub admission: Option<Arc<AdmissionKey>>,
+    /// Who the stamp names as the writer (the agent's ServiceAccount).
+    pub writer: String,
+}
+
+/// Reads the child's health from its own API server.
+pub struct ApiHealth {
+    client: Client,
+}
+
+impl ApiHealth {
+    pub fn new(client: Client) -> ApiHealth {
+        ApiHealth { client }
+    }
+
+    async fn read(&self) -> Health {
+        let version = self
+            .client
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .unwrap_or_default();
+        let ready = {
+            let request = http::Request::get("/readyz").body(Vec::new());
+            match request {
+                Ok(r) => self
+                    .client
+                    .request_text(r)
+                    .await
+                    .is_ok_and(|t| t.trim() == "ok"),
+                Err(_) => false,
+            }
+        };
+        let (nodes_ready, nodes_total) = match Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(nodes) => {
+                let ready = nodes
+                    .items
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                (ready, nodes.items.len())
+            }
+            Err(e) => {
+                tracing::warn!("cannot list nodes for health: {e}");
+                (0, 0)
+            }
+        };
+        Health {
+            nodes_ready: u32::try_from(nodes_ready).unwrap_or(u32::MAX),
+            nodes_total: u32::try_from(nodes_total).unwrap_or(u32::MAX),
+            control_plane_ready: ready,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            kubernetes_version: version,
+        }
+    }
+}
+
+impl HealthProbe for ApiHealth {
+    fn probe(&self) -> Pin<Box<dyn Future<Output = Health> + Send + '_>> {
+        Box::pin(self.read())
+    }
+}
+
+async fn put_secret(secrets: &Api<Secret>, secret: &Secret) -> Result<(), String> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let body = serde_json::to_value(secret).map_err(|e| e.to_string())?;
+    let mut body = body;
+    body["apiVersion"] = json!("v1");
+    body["kind"] = json!("Secret");
+    secrets
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot write Secret {name}: {e}"))
+}
+
+/// The credentials to connect with: the stored ones while they are valid, else a
+/// bootstrap with the bundle's token (stored at once, and the token cleared).
+async fn credentials(
+    secrets: &Api<Secret>,
+    bundle: &Bundle,
+    config: &AgentConfig,
+    namespace: &str,
+) -> Result<Credentials, String> {
+    if let Some(s) = secrets
+        .get_opt(AGENT_SECRET)
+        .await
+        .map_err(|e| format!("cannot read Secret {AGENT_SECRET}: {e}"))?
+    {
+        match credentials_from_secret(&s) {
+            Ok(c) if c.not_after > jiff::Timestamp::now() => return Ok(c),
+            Ok(_) => tracing::warn!("the stored certificate expired; bootstrapping again"),
+            Err(e) => tracing::warn!("{e}; bootstrapping again"),
+        }
+    }
+    let token = bundle.token.as_deref().ok_or_else(|| {
+        format!(
+            "no valid credentials and the bootstrap token was used: delete Secret lattice-bootstrap-{} on the parent for a new one, and copy it here as {CHILD_BOOTSTRAP_SECRET}",
+            bundle.cluster
+        )
+    })?;
+    let creds = agent::bootstrap(config, &bundle.ca_pem, token)
+        .await
+        .map_err(|e| format!("bootstrap failed: {e}"))?;
+    put_secret(secrets, &credentials_to_secret(&creds, namespace)).await?;
+    let clear = json!({"data": {"token": null}});
+    if let Err(e) = secrets
+        .patch(
+            CHILD_BOOTSTRAP_SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(&clear),
+        )
+        .await
+    {
+        tracing::warn!("cannot clear the used token: {e}");
+    }
+    tracing::info!(cluster = %bundle.cluster, not_after = %creds.not_after, "bootstrapped");
+    Ok(creds)
+}
+
+/// Runs the agent until `shutdown`.
+pub async fn run(
+    client: Client,
+    options: ChildOptions,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &options.namespace);
+    let bundle = secrets
+        .get_opt(CHILD_BOOTSTRAP_SECRET)
+        .await
+        .map_err(|e| format!("cannot read Secret {CHILD_BOOTSTRAP_SECRET}: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "no Secret {}/{CHILD_BOOTSTRAP_SECRET}: copy the parent's lattice-bootstrap-<this cluster> here",
+                options.namespace
+            )
+        })
+        .and_then(|s| Bundle::from_secret(&s))?;
+    let config = AgentConfig::new(
+        &bundle.cluster,
+        &bundle.trust_domain,
+        &bundle.endpoint,
+        &bundle.server_name,
+    );
+    let creds = credentials(&secrets, &bundle, &config, &options.namespace).await?;
+    let agent = Arc::new(Agent::new(
+        config,
+        creds.clone(),
+        Arc::new(ApiHealth::new(client.clone())),
+    ));
+    let running = tokio::spawn({
+        let agent = agent.clone();
+        let shutdown = shutdown.clone();
+        async move { agent.run(shutdown).await }
+    });
+    let mut held = agent.distributed();
+    let mut stored_cert = creds.cert_pem;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: Option<[u8; 32]> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = held.changed() => if changed.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let now = agent.credentials();
+        if now.cert_pem != stored_cert {
+            match put_secret(&secrets, &credentials_to_secret(&now, &options.namespace)).await {
+                Ok(()) => stored_cert = now.cert_pem,
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let set = held.borrow_and_update().clone();
+        // Revision 0: nothing received yet (first start, parent unreachable); what is on
+        // the cluster stays as it is.
+        if set.revision() == 0 || written == Some(set.digest()) {
+            continue;
+        }
+        match write_inherited(&client, &bundle.parent, &set, &options).await {
+            Ok(()) => written = Some(set.digest()),
+            Err(e) => tracing::warn!("inherited objects: {e}"),
+        }
+    }
+    running.abort();
+    Ok(())
+}
+
+/// Makes the child's inherited CedarPolicy objects exactly `set`.
+pub async fn write_inherited(
+    client: &Client,
+    parent: &str,
+    set: &DistributedSet,
+    options: &ChildOptions,
+) -> Result<(), String> {
+    let resource = lattice_resource(Kind::CedarPolicy);
+    let mut wanted = BTreeSet::new();
+    for (key, json) in set.objects() {
+        if key.kind != Kind::CedarPolicy.name() || key.namespace.is_empty() {
+            tracing::warn!(kind = %key.kind, name = %key.name, "a distributed object this agent does not write");
+            continue;
+        }
+        let body: Value = serde_json::from_slice(json)
+            .map_err(|e| format!("{}/{}: not JSON: {e}", key.namespace, key.name))?;
+        let spec: CedarPolicySpec = serde_json::from_value(body["spec"].clone()).map_err(|e| {
+            format!(
+                "{}/{}: not a CedarPolicy spec: {e}",
+                key.namespace, key.name
+            )
+        })?;
+        let mut labels: BTreeMap<String, String> =
+            serde_json::from_value(body["metadata"]["labels"].clone()).unwrap_or_default();
+        labels.insert(INHERITED_FROM.to_owned(), parent.to_owned());
+        let mut annotations = BTreeMap::new();
+        if let Some(key_) = &options.admission {
+            let writer = Requester {
+                username: options.writer.clone(),
+                groups: vec!["system:serviceaccounts".into()],
+            };
+            annotations.insert(
+                ANNOTATION.to_owned(),
+                key_.stamp(&key.namespace, &key.name, &spec, &writer),
+            );
+        }
+        let object = json!({
+            "apiVersion": API_VERSION,
+            "kind": Kind::CedarPolicy.name(),
+            "metadata": {
+                "name": key.name,
+                "namespace": key.namespace,
+                "labels": labels,
+                "annotations": annotations,
+            },
+            "spec": spec,
+        });
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &key.namespace, &resource);
+        api.patch(
+            &key.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .map_err(|e| format!("cannot write {}/{}: {e}", key.namespace, key.name))?;
+        wanted.insert((key.namespace.clone(), key.name.clone()));
+    }
+    let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let present = all
+        .list(&ListParams::default().labels(&format!("{INHERITED_FROM}={parent}")))
+        .await
+        .map_err(|e| format!("cannot list inherited policies: {e}"))?;
+    for o in present.items {
+        let ns = o.metadata.namespace.clone().unwrap_or_default();
+        let name = o.metadata.name.clone().unwrap_or_default();
+        if wanted.contains(&(ns.clone(), name.clone())) {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+        match absent_ok(api.delete(&name, &DeleteParams::default()).await) {
+            Ok(()) => {
+                tracing::info!(namespace = %ns, %name, "inherited policy withdrawn by the parent");
+            }
+            Err(e) => return Err(format!("cannot delete {ns}/{name}: {e}")),
+        }
+    }
+    tracing::info!(
+        revision = set.revision(),
+        objects = set.objects().len(),
+        "inherited objects written"
+    );
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The operator's side of the cluster hierarchy, on top of `lattice-tunnel`.
+//!
+//! ```text
+//!  parent (lattice-operator run --cell-listen)          child (lattice-operator agent)
+//!  ┌───────────────────────────────────────┐            ┌──────────────────────────────┐
+//!  │ CA Secret ─► cell (gRPC, mTLS) ◄──────┼── dials ───┤ agent ◄─ bootstrap Secret    │
+//!  │ LatticeCluster children ─► bootstrap  │  out only  │   │   ─► credentials Secret  │
+//!  │   Secrets (one-time tokens)           │            │   ├─► health: nodes, /readyz │
+//!  │ heartbeats ─► LatticeCluster status   │            │   └─► inherited CedarPolicy  │
+//!  │ propagate: true CedarPolicy ─► sync   │            │       objects (full, deltas) │
+//!  └───────────────────────────────────────┘            └──────────────────────────────┘
+//! ```
+//!
+//! - [`stored`]: how the CA, the bootstrap bundle and the agent's credentials are kept in
+//!   Secrets (pure, tested without a cluster);
+//! - [`parent`]: the cell in the operator: its CA, children's tokens, their status and
+//!   what is distributed to them;
+//! - [`child`]: the agent subcommand: bootstrap, health, and the inherited objects.
+
+pub mod child;
+pub mod parent;
+pub mod stored;
+
+/// The namespace the operator keeps its Secrets in by default.
+pub const NAMESPACE: &str = "lattice-system";
+
+/// The label on an object the agent wrote from its parent's distributed set: its value is
+/// the parent's cluster name.
+pub const INHERITED_FROM: &str = "lattice.dev/inherited-from";
+
+/// A write or delete whose object is gone counts as done.
+fn absent_ok<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,458 @@
+//! The cell in `lattice-operator run --cell-listen` (on the leader): it serves the tunnel,
+//! keeps the cluster CA in a Secret (made once, on first start), gives each child
+//! LatticeCluster (`spec.parent` naming this cluster) a bootstrap Secret with a one-time
+//! token, revokes a deleted child's certificates, writes what each child's agent reports
+//! into its LatticeCluster status (`agentConnected`, `health`), and distributes the
+//! CedarPolicy objects marked `propagate: true`.
+//!
+//! What is decided stays in the snapshot: a child's status written here is what the Cedar
+//! `Cluster` entity reads (`agentConnected`, `nodesReady`, …) on the next plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Error};
+use lattice_engine::World;
+use lattice_schemas::crd::cluster::ClusterHealth;
+use lattice_schemas::crd::{API_VERSION, Kind};
+use lattice_schemas::manifest::Object;
+use lattice_tunnel::cell::{AgentStatus, Cell, CellConfig};
+use lattice_tunnel::distribution::{DistributedSet, ObjectKey};
+use lattice_tunnel::tls::{CellCert, cell_config};
+use lattice_tunnel::{AgentKey, ClusterCa, ClusterIdentity};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::absent_ok;
+use super::stored::{BOOTSTRAP_FOR, Bundle, CA_SECRET, StoredCa, bootstrap_secret_name};
+use crate::lattice_api::lattice_resource;
+
+/// The field manager of what the cell writes (its own, so it never takes the operator's
+/// status fields and the operator never takes its).
+pub const MANAGER: &str = "lattice-cell";
+
+/// How the cell runs.
+#[derive(Clone, Debug)]
+pub struct ParentOptions {
+    /// This cluster's LatticeCluster name: children name it in `spec.parent`.
+    pub cluster: String,
+    /// Where the CA and bootstrap Secrets live.
+    pub namespace: String,
+    pub listen: SocketAddr,
+    /// Names (DNS or IP) children dial the cell at; the first goes into bootstrap Secrets.
+    pub addresses: Vec<String>,
+    /// The port children dial (the cell Service's), when it is not the listening one.
+    pub advertised_port: Option<u16>,
+    pub trust_domain: String,
+    pub token_ttl: jiff::SignedDuration,
+    pub heartbeat: Duration,
+}
+
+/// How long the cell's own serving certificate lives (renewed in place at two-thirds).
+const CELL_CERT_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+/// A status whose only change is the heartbeat time is written at most this often.
+const HEARTBEAT_STATUS_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+async fn load_or_create_ca(
+    secrets: &Api<Secret>,
+    options: &ParentOptions,
+) -> Result<ClusterCa, String> {
+    let stored = match secrets.get_opt(CA_SECRET).await {
+        Err(e) => return Err(format!("cannot read Secret {CA_SECRET}: {e}")),
+        Ok(Some(s)) => StoredCa::from_secret(&s)?,
+        Ok(None) => {
+            let ca = ClusterCa::generate(&options.trust_domain, jiff::Timestamp::now())
+                .map_err(|e| format!("cannot make the cluster CA: {e}"))?;
+            let stored = StoredCa {
+                trust_domain: options.trust_domain.clone(),
+                cert_pem: ca.cert_pem(),
+                key_pem: ca.key_pem().to_owned(),
+                revocations: Default::default(),
+            };
+            match secrets
+                .create(
+                    &PostParams::default(),
+                    &stored.to_secret(&options.namespace),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(trust_domain = %options.trust_domain, "cluster CA created");
+                    return Ok(ca);
+                }
+                // Another replica made it first: use that one.
+                Err(Error::Api(s)) if s.code == 409 => {
+                    let s = secrets
+                        .get(CA_SECRET)
+                        .await
+                        .map_err(|e| format!("cannot read Secret {CA_SECRET}: {e}"))?;
+                    StoredCa::from_secret(&s)?
+                }
+                Err(e) => return Err(format!("cannot write Secret {CA_SECRET}: {e}")),
+            }
+        }
+    };
+    if stored.trust_domain != options.trust_domain {
+        return Err(format!(
+            "Secret {CA_SECRET} is for trust domain {:?}, not {:?} (--trust-domain)",
+            stored.trust_domain, options.trust_domain
+        ));
+    }
+    ClusterCa::from_pem(
+        &stored.trust_domain,
+        &stored.cert_pem,
+        &stored.key_pem,
+        stored.revocations,
+    )
+    .map_err(|e| format!("Secret {CA_SECRET}: {e}"))
+}
+
+fn own_certificate(
+    cell: &Cell,
+    options: &ParentOptions,
+) -> Result<(String, Vec<u8>, jiff::Timestamp), String> {
+    let key = AgentKey::generate().map_err(|e| e.to_string())?;
+    let me = ClusterIdentity::new(&options.trust_domain, &options.cluster)
+        .map_err(|e| format!("--cluster-name: {e}"))?;
+    let csr = key.csr_pem(&me).map_err(|e| e.to_string())?;
+    let cert = cell
+        .sign_own(&csr, &me, &options.addresses, CELL_CERT_LIFETIME)
+        .map_err(|e| format!("cannot sign the cell's certificate: {e}"))?;
+    Ok((cert.pem.clone(), key.private_key_der(), cert.renew_at()))
+}
+
+/// What the cell reads from each plan.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    pub world: World,
+    /// CedarPolicy objects (namespace, name) whose current spec is in force: only these
+    /// are distributed as they are now.
+    pub admitted: BTreeSet<(String, String)>,
+}
+
+/// Serves the cell and keeps children, their status and the distributed set current until
+/// the returned future is dropped or fails.
+pub async fn run(
+    client: Client,
+    options: ParentOptions,
+    mut worlds: watch::Receiver<Option<Arc<Published>>>,
+) -> Result<(), String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &options.namespace);
+    let ca = load_or_create_ca(&secrets, &options).await?;
+    let cell = Cell::new(
+        ca,
+        CellConfig {
+            heartbeat: options.heartbeat,
+            ..CellConfig::default()
+        },
+    );
+    let (pem, key, mut renew_at) = own_certificate(&cell, &options)?;
+    let own = CellCert::new(&pem, key).map_err(|e| e.to_string())?;
+    let tls = cell_config(&cell.ca_pem(), own.clone()).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (--cell-listen): {e}", options.listen))?;
+    tracing::info!(addr = %options.listen, trust_domain = %options.trust_domain, "cell serving");
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Stops the server when this future is dropped (leadership lost, shutdown).
+    let _stop_on_drop = stop.clone().drop_guard();
+    let served = tokio::spawn({
+        let cell = cell.clone();
+        async move { cell.serve(listener, tls, stop.cancelled_owned()).await }
+    });
+
+    let mut agents = cell.agents().subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: BTreeMap<String, (bool, ClusterHealth)> = BTreeMap::new();
+    let mut revocations = cell.revocations();
+    loop {
+        tokio::select! {
+            changed = worlds.changed() => if changed.is_err() { return Ok(()) },
+            _ = agents.changed() => {}
+            _ = tick.tick() => {}
+        }
+        if served.is_finished() {
+            return Err("the cell stopped serving".into());
+        }
+        if jiff::Timestamp::now() >= renew_at {
+            match own_certificate(&cell, &options).and_then(|(pem, key, at)| {
+                own.set(&pem, key).map(|()| at).map_err(|e| e.to_string())
+            }) {
+                Ok(at) => renew_at = at,
+                Err(e) => tracing::error!("cannot renew the cell's certificate: {e}"),
+            }
+        }
+        let Some(published) = worlds.borrow_and_update().clone() else {
+            continue;
+        };
+        let world = &published.world;
+        let children = children(world, &options.cluster);
+        if let Err(e) = bootstrap_secrets(&secrets, &cell, &options, &children).await {
+            tracing::warn!("bootstrap Secrets: {e}");
+        }
+        let now_revoked = cell.revocations();
+        if now_revoked != revocations {
+            match store_revocations(&secrets, &now_revoked).await {
+                Ok(()) => revocations = now_revoked,
+                Err(e) => tracing::error!("cannot store the revocation list: {e}"),
+            }
+        }
+        write_status(&client, &cell, &children, &mut written).await;
+        let revision = cell.distribute(distributed(&published, &cell.distributed()));
+        tracing::debug!(revision, "distributed set");
+    }
+}
+
+/// The children of `cluster`: LatticeClusters whose `spec.parent` names it, with their
+/// status as the snapshot holds it.
+fn children(world: &World, cluster: &str) -> BTreeMap<String, Option<ClusterHealthStatus>> {
+    world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            Object::Cluster(c) if c.spec.parent.as_deref() == Some(cluster) => {
+                let st = c.status.as_ref().map(|s| ClusterHealthStatus {
+                    agent_connected: s.agent_connected.unwrap_or(false),
+                    health: s.health.clone(),
+                });
+                Some((o.name().to_owned(), st))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A child's tunnel status as its LatticeCluster holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ClusterHealthStatus {
+    agent_connected: bool,
+    health: Option<ClusterHealth>,
+}
+
+/// What the cell distributes: every CedarPolicy marked `propagate: true`, as its name,
+/// namespace, labels and spec. A policy whose current spec was refused (not admitted, or
+/// invalid) keeps the version distributed before, as it stays in force here: a bad edit
+/// never withdraws a forbid from the children.
+pub fn distributed(published: &Published, before: &DistributedSet) -> BTreeMap<ObjectKey, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (_, o) in published.world.objects() {
+        let Object::CedarPolicy(p) = o else { continue };
+        let key = ObjectKey {
+            kind: Kind::CedarPolicy.name().to_owned(),
+            namespace: p.metadata.namespace.clone().unwrap_or_default(),
+            name: o.name().to_owned(),
+        };
+        let in_force = published
+            .admitted
+            .contains(&(key.namespace.clone(), key.name.clone()));
+        if !in_force {
+            if let Some(body) = before.objects().get(&key) {
+                out.insert(key, body.clone());
+            }
+            continue;
+        }
+        if p.spec.propagate != Some(true) {
+            continue;
+        }
+        let body = json!({
+            "metadata": {
+                "name": key.name,
+                "namespace": key.namespace,
+                "labels": p.metadata.labels,
+            },
+            "spec": p.spec,
+        });
+        if let Ok(bytes) = serde_json::to_vec(&body) {
+            out.insert(key, bytes);
+        }
+    }
+    out
+}
+
+async fn bootstrap_secrets(
+    secrets: &Api<Secret>,
+    cell: &Cell,
+    options: &ParentOptions,
+    children: &BTreeMap<String, Option<ClusterHealthStatus>>,
+) -> Result<(), String> {
+    let listed = secrets
+        .list(&ListParams::default().labels(BOOTSTRAP_FOR))
+        .await
+        .map_err(|e| format!("cannot list bootstrap Secrets: {e}"))?;
+    let mut have = BTreeMap::new();
+    for s in listed.items {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        match Bundle::from_secret(&s) {
+            Ok(b) if name == bootstrap_secret_name(&b.cluster) => {
+                have.insert(b.cluster.clone(), b);
+            }
+            Ok(_) => {
+                tracing::warn!(secret = %name, "a bootstrap Secret under another name; ignored")
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    for (child, bundle) in &have {
+        if !children.contains_key(child) {
+            // The LatticeCluster is gone: so are its token, its certificates and stream.
+            cell.revoke_cluster(child);
+            match absent_ok(
+                secrets
+                    .delete(&bootstrap_secret_name(child), &DeleteParams::default())
+                    .await,
+            ) {
+                Ok(()) => {
+                    tracing::info!(cluster = %child, "child removed; its certificates are revoked");
+                }
+                Err(e) => {
+                    tracing::warn!(cluster = %child, "cannot delete its bootstrap Secret: {e}")
+                }
+            }
+            continue;
+        }
+        let Some(token) = &bundle.token else { continue };
+        match cell.token_state(child) {
+            // Used: the token leaves the Secret, which keeps what a reinstall needs to
+            // know (endpoint, CA).
+            (true, _) => {
+                let patch = json!({"data": {"token": null}});
+                secrets
+                    .patch(
+                        &bootstrap_secret_name(child),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map_err(|e| format!("cannot clear {child}'s used token: {e}"))?;
+                tracing::info!(cluster = %child, "bootstrap token used; cleared");
+            }
+            // Minted before a restart: take it back.
+            (false, false) => cell.restore_token(child, token, bundle.expires),
+            (false, true) => {}
+        }
+    }
+    let port = options.advertised_port.unwrap_or(options.listen.port());
+    let host = options
+        .addresses
+        .first()
+        .ok_or("the cell has no --cell-address for children to dial")?;
+    for child in children.keys().filter(|c| !have.contains_key(*c)) {
+        let token = cell
+            .mint_token(child, options.token_ttl)
+            .map_err(|e| e.to_string())?;
+        let bundle = Bundle {
+            cluster: child.clone(),
+            parent: options.cluster.clone(),
+            trust_domain: options.trust_domain.clone(),
+            endpoint: format!("{host}:{port}"),
+            server_name: host.clone(),
+            ca_pem: cell.ca_pem(),
+            token: Some(token.secret().to_owned()),
+            expires: jiff::Timestamp::now()
+                .checked_add(options.token_ttl)
+                .unwrap_or_else(|_| jiff::Timestamp::now()),
+        };
+        let secret = bundle.to_secret(&bootstrap_secret_name(child), &options.namespace);
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => tracing::info!(cluster = %child, "bootstrap Secret written"),
+            Err(e) => tracing::warn!(cluster = %child, "cannot write its bootstrap Secret: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn store_revocations(
+    secrets: &Api<Secret>,
+    revocations: &lattice_tunnel::Revocations,
+) -> Result<(), String> {
+    let patch = json!({"stringData": {"revoked": revocations.to_text()}});
+    secrets
+        .patch(CA_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn health_of(agent: &AgentStatus) -> ClusterHealth {
+    ClusterHealth {
+        nodes_ready: i64::from(agent.health.nodes_ready),
+        nodes_total: i64::from(agent.health.nodes_total),
+        control_plane_ready: agent.health.control_plane_ready,
+        agent_version: agent.health.agent_version.clone(),
+        kubernetes_version: agent.health.kubernetes_version.clone(),
+        last_heartbeat_time: Some(agent.last_heartbeat.to_string()),
+    }
+}
+
+fn without_time(h: &ClusterHealth) -> ClusterHealth {
+    ClusterHealth {
+        last_heartbeat_time: None,
+        ..h.clone()
+    }
+}
+
+async fn write_status(
+    client: &Client,
+    cell: &Cell,
+    children: &BTreeMap<String, Option<ClusterHealthStatus>>,
+    written: &mut BTreeMap<String, (bool, ClusterHealth)>,
+) {
+    let agents = cell.agents().snapshot();
+    let api: Api<kube::api::DynamicObject> =
+        Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
+    written.retain(|c, _| children.contains_key(c));
+    for (child, current) in children {
+        let agent = agents.get(child);
+        let connected = agent.is_some();
+        let health = agent.map(health_of).or_else(|| {
+            current
+                .as_ref()
+                .and_then(|c| c.health.clone())
+                .or_else(|| written.get(child).map(|w| w.1.clone()))
+        });
+        let health = health.unwrap_or_default();
+        // Skip what the snapshot (or the last write) already holds, unless only the
+        // heartbeat time moved and the time written is getting old.
+        // The snapshot drops the heartbeat time, so freshness is judged on the last write.
+        let fresh = written.get(child).is_some_and(|(c, h)| {
+            *c == connected
+                && without_time(h) == without_time(&health)
+                && (!connected
+                    || h.last_heartbeat_time.as_deref().is_some_and(|t| {
+                        t.parse::<jiff::Timestamp>().is_ok_and(|t| {
+                            jiff::Timestamp::now().duration_since(t) < HEARTBEAT_STATUS_EVERY
+                        })
+                    }))
+        });
+        let held_already = !connected
+            && current.as_ref().is_some_and(|c| {
+                !c.agent_connected
+                    && c.health.as_ref().map(without_time) == Some(without_time(&health))
+            });
+        if fresh || held_already {
+            continue;
+        }
+        let body = json!({
+            "apiVersion": API_VERSION,
+            "kind": Kind::LatticeCluster.name(),
+            "status": {"agentConnected": connected, "health": health},
+        });
+        match absent_ok(
+            api.patch_status(
+                child,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await,
+        ) {
+            Ok(()) => {
+                written.insert(child.clone(), (connected, health));
+            }
+            Err(e) => tracing::warn!(cluster = %child, "cannot write its status: {e}"),
+        }
+    }
+}

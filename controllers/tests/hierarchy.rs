@@ -1,0 +1,358 @@
+//! Two real control planes, a parent and a child, each with its own `lattice-operator`
+//! process: the parent runs the cell, the child the agent, and the tunnel between them is
+//! real gRPC over mutual TLS on loopback. The child joins with the bootstrap Secret the
+//! parent wrote, its health lands in the parent's LatticeCluster status, policies the
+//! parent marks `propagate: true` are written into the child (and withdrawn), the child
+//! keeps them while the parent is down and resyncs when it returns, and a deleted child's
+//! certificate is revoked.
+
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::{
+    Operator, TestEnv, apply, apply_yaml, free_port, install_crds, resource_of, stamped,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use lattice_controllers::lattice_api::lattice_resource;
+use lattice_schemas::crd::Kind;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+const PARENT_WORLD: &str = r#"
+apiVersion: lattice.dev/v1alpha1
+kind: InfraProvider
+metadata:
+  name: aws
+spec:
+  type: aws
+  region: eu-west-1
+  credentialsSecretRef:
+    name: aws-credentials
+    namespace: lattice-system
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: root
+spec:
+  providerRef: aws
+  provider:
+    kubernetes:
+      version: "1.33.0"
+    config:
+      aws:
+        region: eu-west-1
+  nodes:
+    controlPlane: 3
+  parentConfig:
+    grpcPort: 50051
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: edge
+spec:
+  providerRef: aws
+  parent: root
+  provider:
+    kubernetes:
+      version: "1.33.0"
+    config:
+      aws:
+        region: eu-west-1
+  nodes:
+    controlPlane: 1
+"#;
+
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    apply(client, &resource_of(&ns), &ns).await;
+}
+
+async fn secret(client: &Client, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), "lattice-system")
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+async fn cluster_status(client: &Client, name: &str) -> Value {
+    let api: Api<DynamicObject> =
+        Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
+    api.get(name)
+        .await
+        .map(|o| o.data["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+async fn policies(client: &Client) -> Vec<Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "lattice-system",
+        &lattice_resource(Kind::CedarPolicy),
+    );
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect()
+}
+
+fn policy(name: &str, propagate: bool) -> Value {
+    stamped(json!({
+        "apiVersion": "lattice.dev/v1alpha1",
+        "kind": "CedarPolicy",
+        "metadata": {"name": name, "namespace": "lattice-system", "labels": {"team": "platform"}},
+        "spec": {
+            "propagate": propagate,
+            "policies": "@id(\"no-exec\")\nforbid (principal, action == Lattice::Action::\"exec\", resource);\n",
+        }
+    }))
+}
+
+/// A running `lattice-operator agent` against the child. Stopped on drop.
+struct AgentProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl AgentProcess {
+    fn start(env: &TestEnv) -> AgentProcess {
+        let log = env.dir.join("agent.log");
+        let key = env.dir.join("admission.key");
+        std::fs::write(&key, cluster::ADMISSION_KEY).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
+            .args(["agent", "--namespace", "lattice-system", "--admission-key"])
+            .arg(&key)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start lattice-operator agent");
+        AgentProcess { child, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent() {
+    let parent_env = TestEnv::start("parent");
+    let child_env = TestEnv::start("child");
+    let parent = parent_env.client().await;
+    let child = child_env.client().await;
+    for c in [&parent, &child] {
+        install_crds(c).await;
+        namespace(c, "lattice-system").await;
+    }
+    apply_yaml(&parent, PARENT_WORLD).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cell_args = [
+        "--cell-listen",
+        listen.as_str(),
+        "--cluster-name",
+        "root",
+        "--cell-address",
+        "127.0.0.1",
+        "--heartbeat-seconds",
+        "1",
+    ];
+    let start = || {
+        Operator::start_with(
+            &parent_env,
+            "parent",
+            &parent_env.kubeconfig,
+            "lattice-system",
+            &cell_args,
+        )
+    };
+    let mut operator = start();
+
+    // The parent writes the child's bootstrap Secret; the installer copies it over.
+    let bundle = eventually("the bootstrap Secret", || async {
+        secret(&parent, "lattice-bootstrap-edge").await
+    })
+    .await;
+    let data = bundle.data.clone().unwrap();
+    assert!(
+        data.contains_key("token"),
+        "a one-time token: {:?}",
+        data.keys()
+    );
+    assert_eq!(
+        String::from_utf8(data["endpoint"].0.clone()).unwrap(),
+        format!("127.0.0.1:{port}")
+    );
+    let copy = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("lattice-bootstrap".into()),
+            namespace: Some("lattice-system".into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(child.clone(), "lattice-system")
+        .create(&PostParams::default(), &copy)
+        .await
+        .unwrap();
+
+    // One Ready node on the child, for its health to count.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(child.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "node-1"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    nodes
+        .patch_status(
+            "node-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "ready", "lastHeartbeatTime": "2026-12-01T00:00:00Z",
+                "lastTransitionTime": "2026-12-01T00:00:00Z"}]}})),
+        )
+        .await
+        .unwrap();
+
+    let agent = AgentProcess::start(&child_env);
+    let status = eventually("the child's health in the parent's status", || async {
+        let s = cluster_status(&parent, "edge").await;
+        (s["agentConnected"] == json!(true) && s["health"]["nodesReady"] == json!(1)).then_some(s)
+    })
+    .await;
+    assert_eq!(status["health"]["nodesTotal"], 1);
+    assert_eq!(status["health"]["controlPlaneReady"], true, "{status}");
+    assert!(
+        status["health"]["kubernetesVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1."),
+        "{status}"
+    );
+    // The token was used: gone from both Secrets; the agent kept its credentials.
+    eventually("the used token is cleared on the parent", || async {
+        let s = secret(&parent, "lattice-bootstrap-edge").await?;
+        (!s.data?.contains_key("token")).then_some(())
+    })
+    .await;
+    let creds = secret(&child, "lattice-agent-credentials")
+        .await
+        .expect("the agent's credentials");
+    assert!(creds.data.unwrap().contains_key("tls.key.der"));
+
+    // A propagated policy reaches the child, labelled as inherited and stamped; a local
+    // one does not.
+    let cedar = lattice_resource(Kind::CedarPolicy);
+    apply(&parent, &cedar, &policy("fleet-rules", true)).await;
+    apply(&parent, &cedar, &policy("parent-only", false)).await;
+    let inherited = eventually("the inherited policy on the child", || async {
+        policies(&child)
+            .await
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == "fleet-rules")
+    })
+    .await;
+    assert_eq!(
+        inherited["metadata"]["labels"]["lattice.dev/inherited-from"],
+        "root"
+    );
+    assert_eq!(inherited["metadata"]["labels"]["team"], "platform");
+    assert!(inherited["metadata"]["annotations"]["lattice.dev/admitted"].is_string());
+    assert!(
+        !policies(&child)
+            .await
+            .iter()
+            .any(|p| p["metadata"]["name"] == "parent-only")
+    );
+
+    // The parent stops: the child keeps what it inherited.
+    operator.stop();
+    eventually("the agent notices", || async {
+        agent.logs().contains("tunnel down").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        policies(&child)
+            .await
+            .iter()
+            .any(|p| p["metadata"]["name"] == "fleet-rules"),
+        "offline, the child keeps its inherited policies"
+    );
+
+    // The parent returns (same CA, from its Secret): the agent reconnects, and a
+    // withdrawn policy is removed on the child.
+    apply(&parent, &cedar, &policy("fleet-rules", false)).await;
+    let _operator = start();
+    eventually("the withdrawn policy is deleted on the child", || async {
+        (!policies(&child)
+            .await
+            .iter()
+            .any(|p| p["metadata"]["name"] == "fleet-rules"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        agent.logs().matches("bootstrapped").count(),
+        1,
+        "it reconnected with its certificate, not a new bootstrap"
+    );
+
+    // The child is deleted: its bootstrap Secret goes and its certificate is revoked.
+    let clusters: Api<DynamicObject> =
+        Api::all_with(parent.clone(), &lattice_resource(Kind::LatticeCluster));
+    clusters
+        .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ca = eventually("the child's certificates are revoked", || async {
+        let s = secret(&parent, "lattice-cell-ca").await?;
+        let revoked = String::from_utf8(s.data?.get("revoked")?.0.clone()).ok()?;
+        revoked.contains("cluster edge").then_some(revoked)
+    })
+    .await;
+    assert!(ca.lines().count() >= 1);
+    assert!(secret(&parent, "lattice-bootstrap-edge").await.is_none());
+    eventually("the agent is refused", || async {
+        agent.logs().contains("revoked").then_some(())
+    })
+    .await;
+}
