@@ -24,11 +24,13 @@ fn objects(dir: &str) -> BTreeMap<(String, String), Value> {
     let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
     let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&kustomization);
     assert!(errors.is_empty());
+    // Another directory (`../operator`) is that directory's to check.
     let listed: Vec<String> = docs[0].value["resources"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r.as_str().unwrap().to_owned())
+        .filter(|r| r.ends_with(".yaml"))
         .collect();
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -463,4 +465,120 @@ fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
                     && m["readOnly"] == true
             })
     );
+}
+
+/// Checks every object of `o` against the reference schemas (when present).
+fn validate_all(o: &BTreeMap<(String, String), Value>) {
+    if let Some(dir) = reference_dir() {
+        let validators = Validators::load(&dir);
+        for v in o.values() {
+            if let Some(errors) = validators.check(v) {
+                assert!(
+                    errors.is_empty(),
+                    "{} {}: {errors:?}",
+                    v["kind"],
+                    v["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|n| (*n).to_owned()).collect()
+}
+
+#[test]
+fn the_agent_is_granted_exactly_what_it_does_and_no_impersonation() {
+    let o = objects("deploy/agent");
+    validate_all(&o);
+    let deployment = get(&o, "Deployment", "lattice-agent");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "lattice-agent");
+    assert_eq!(
+        deployment["spec"]["replicas"], 1,
+        "one stream per cluster: one agent"
+    );
+    assert_eq!(pod["containers"][0]["args"][0], "agent");
+    assert!(
+        pod["containers"][0].get("ports").is_none(),
+        "it dials out; nothing listens"
+    );
+
+    let cluster_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-agent"));
+    let binding: ClusterRoleBinding = strict(get(&o, "ClusterRoleBinding", "lattice-agent"));
+    assert!(bound_to(
+        &binding.subjects,
+        "lattice-agent",
+        "lattice-system"
+    ));
+    let verb = |g: &str, r: &str, v: &str, n: &[&str]| (g.into(), r.into(), v.into(), names(n));
+    let mut wanted = BTreeSet::from([verb("", "nodes", "list", &[])]);
+    for v in ["get", "list", "create", "patch", "delete"] {
+        wanted.insert(verb("lattice.dev", "cedarpolicies", v, &[]));
+    }
+    let granted = grants(&cluster_role.rules.unwrap_or_default());
+    assert_eq!(granted, wanted);
+    assert!(
+        !granted
+            .iter()
+            .any(|(_, _, v, _)| v == "impersonate" || v == "*"),
+        "no impersonation, no wildcards"
+    );
+
+    let role: Role = strict(get(&o, "Role", "lattice-agent"));
+    let role_binding: RoleBinding = strict(get(&o, "RoleBinding", "lattice-agent"));
+    assert_eq!(role.metadata.namespace.as_deref(), Some("lattice-system"));
+    assert!(bound_to(
+        &role_binding.subjects,
+        "lattice-agent",
+        "lattice-system"
+    ));
+    let secrets = ["lattice-bootstrap", "lattice-agent-credentials"];
+    assert_eq!(
+        grants(&role.rules.unwrap_or_default()),
+        BTreeSet::from([
+            verb("", "secrets", "get", &secrets),
+            verb("", "secrets", "patch", &secrets),
+            verb("", "secrets", "create", &[]),
+        ])
+    );
+}
+
+#[test]
+fn the_cell_adds_only_its_secrets_and_a_service_to_the_operator() {
+    let o = objects("deploy/cell");
+    validate_all(&o);
+    let role: Role = strict(get(&o, "Role", "lattice-operator-cell"));
+    let binding: RoleBinding = strict(get(&o, "RoleBinding", "lattice-operator-cell"));
+    assert_eq!(role.metadata.namespace.as_deref(), Some("lattice-system"));
+    assert!(bound_to(
+        &binding.subjects,
+        "lattice-operator",
+        "lattice-system"
+    ));
+    let granted = grants(&role.rules.unwrap_or_default());
+    assert!(
+        granted
+            .iter()
+            .all(|(g, r, _, _)| g.is_empty() && r == "secrets"),
+        "{granted:?}"
+    );
+    let service = get(&o, "Service", "lattice-cell");
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/name"],
+        "lattice-operator"
+    );
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "cell");
+    // The patch turns the cell on and names the port the Service targets.
+    let kustomization =
+        std::fs::read_to_string(root().join("deploy/cell/kustomization.yaml")).unwrap();
+    for needed in [
+        "--cell-listen=0.0.0.0:50051",
+        "--cell-address=",
+        "name: cell",
+        "LATTICE_CLUSTER_NAME",
+    ] {
+        assert!(kustomization.contains(needed), "{needed}");
+    }
 }

@@ -140,14 +140,14 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
-    fn start(env: &TestEnv) -> AgentProcess {
+    fn start(env: &TestEnv, kubeconfig: &std::path::Path) -> AgentProcess {
         let log = env.dir.join("agent.log");
         let key = env.dir.join("admission.key");
         std::fs::write(&key, cluster::ADMISSION_KEY).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
             .args(["agent", "--namespace", "lattice-system", "--admission-key"])
             .arg(&key)
-            .env("KUBECONFIG", &env.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -191,11 +191,20 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
         "--heartbeat-seconds",
         "1",
     ];
+    // Both run as their shipped ServiceAccounts and RBAC (deploy/operator with
+    // deploy/cell; deploy/agent), so the test also proves those grant enough.
+    parent_env.operator_account().await;
+    let parent_account = parent_env
+        .account("deploy/cell/rbac.yaml", "lattice-operator")
+        .await;
+    let child_account = child_env
+        .account("deploy/agent/rbac.yaml", "lattice-agent")
+        .await;
     let start = || {
         Operator::start_with(
             &parent_env,
             "parent",
-            &parent_env.kubeconfig,
+            &parent_account,
             "lattice-system",
             &cell_args,
         )
@@ -252,7 +261,7 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
         .await
         .unwrap();
 
-    let agent = AgentProcess::start(&child_env);
+    let agent = AgentProcess::start(&child_env, &child_account);
     let status = eventually("the child's health in the parent's status", || async {
         let s = cluster_status(&parent, "edge").await;
         (s["agentConnected"] == json!(true) && s["health"]["nodesReady"] == json!(1)).then_some(s)

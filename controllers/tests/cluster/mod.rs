@@ -112,10 +112,17 @@ impl TestEnv {
     /// `system:serviceaccount:lattice-system:lattice-operator`): an operator started with
     /// it can do exactly what the ClusterRole and Role grant.
     pub async fn operator_account(&self) -> PathBuf {
+        self.account("deploy/operator/rbac.yaml", "lattice-operator")
+            .await
+    }
+
+    /// Installs the shipped RBAC in `rbac` (a path under the workspace) and writes a
+    /// kubeconfig acting as ServiceAccount `lattice-system/<service_account>`.
+    pub async fn account(&self, rbac: &str, service_account: &str) -> PathBuf {
         let client = self.client().await;
         let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lattice-system"}});
         apply(&client, &resource_of(&namespace), &namespace).await;
-        let text = std::fs::read_to_string(root().join("deploy/operator/rbac.yaml")).unwrap();
+        let text = std::fs::read_to_string(root().join(rbac)).unwrap();
         for object in documents(&text) {
             let kind = object["kind"].as_str().unwrap();
             let (group, plural) = match kind {
@@ -124,7 +131,7 @@ impl TestEnv {
                 "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "clusterrolebindings"),
                 "Role" => ("rbac.authorization.k8s.io", "roles"),
                 "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings"),
-                other => panic!("rbac.yaml holds a {other}"),
+                other => panic!("{rbac} holds a {other}"),
             };
             let resource = ApiResource::from_gvk_with_plural(
                 &kube::core::GroupVersionKind::gvk(group, "v1", kind),
@@ -135,8 +142,9 @@ impl TestEnv {
         let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
         for user in &mut kubeconfig.auth_infos {
             if let Some(auth) = user.auth_info.as_mut() {
-                auth.impersonate =
-                    Some("system:serviceaccount:lattice-system:lattice-operator".into());
+                auth.impersonate = Some(format!(
+                    "system:serviceaccount:lattice-system:{service_account}"
+                ));
                 auth.impersonate_groups = Some(vec![
                     "system:serviceaccounts".into(),
                     "system:serviceaccounts:lattice-system".into(),
@@ -144,7 +152,9 @@ impl TestEnv {
                 ]);
             }
         }
-        let path = self.dir.join("operator-account.kubeconfig");
+        let path = self
+            .dir
+            .join(format!("{service_account}-account.kubeconfig"));
         std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
         path
     }
