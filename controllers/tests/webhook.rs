@@ -292,6 +292,121 @@ async fn serve_examples(name: &str) -> Served {
     Served { dir, w, c }
 }
 
+/// On a child cluster, a policy inherited from its parent (labelled
+/// `lattice.dev/inherited-from`) is written only by the child's agent: a security
+/// administrator may not edit it, delete it, strip its label or forge one, and the agent
+/// may write nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inherited_policies_are_read_only_except_to_the_agent() {
+    let Served {
+        dir, w: _w, mut c, ..
+    } = serve_examples("inherited").await;
+    const AGENT: &str = "system:serviceaccount:lattice-system:lattice-agent";
+    let local = example("policies.yaml", "image-hygiene");
+    let mut inherited = local.clone();
+    inherited["metadata"]["labels"] = json!({"lattice.dev/inherited-from": "root"});
+    let decide = |uid: &str, op: &str, new: Option<&Value>, old: Option<&Value>, user: &str| {
+        review(
+            uid,
+            op,
+            new.cloned(),
+            old.cloned(),
+            user,
+            if user == AGENT {
+                &["system:serviceaccounts"]
+            } else {
+                &[SECURITY_ADMIN]
+            },
+        )
+    };
+    let cases = [
+        (
+            "an admin edits it",
+            "UPDATE",
+            Some(&inherited),
+            Some(&inherited),
+            "sam",
+            false,
+        ),
+        (
+            "an admin deletes it",
+            "DELETE",
+            None,
+            Some(&inherited),
+            "sam",
+            false,
+        ),
+        (
+            "an admin strips the label",
+            "UPDATE",
+            Some(&local),
+            Some(&inherited),
+            "sam",
+            false,
+        ),
+        (
+            "an admin forges one",
+            "CREATE",
+            Some(&inherited),
+            None,
+            "sam",
+            false,
+        ),
+        (
+            "the agent writes it",
+            "CREATE",
+            Some(&inherited),
+            None,
+            AGENT,
+            true,
+        ),
+        (
+            "the agent updates it",
+            "UPDATE",
+            Some(&inherited),
+            Some(&inherited),
+            AGENT,
+            true,
+        ),
+        (
+            "the agent withdraws it",
+            "DELETE",
+            None,
+            Some(&inherited),
+            AGENT,
+            true,
+        ),
+        (
+            "the agent writes a local policy",
+            "CREATE",
+            Some(&local),
+            None,
+            AGENT,
+            false,
+        ),
+        (
+            "an admin writes a local policy",
+            "CREATE",
+            Some(&local),
+            None,
+            "sam",
+            true,
+        ),
+    ];
+    for (i, (what, op, new, old, user, allowed)) in cases.into_iter().enumerate() {
+        let answer = post(&mut c, &decide(&format!("i-{i}"), op, new, old, user)).await;
+        assert_eq!(answer["allowed"], allowed, "{what}: {answer}");
+        if !allowed && user != AGENT {
+            let m = answer["status"]["message"].as_str().unwrap_or_default();
+            assert!(
+                m.contains("inherited-policies-are-read-only") && m.contains("on the parent"),
+                "{what}: the deciding policy and its advice: {m}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Every write of every Lattice kind is a Cedar question, denied by default with the
 /// deciding policy's advice: platform kinds for platform administrators, a LatticeCluster
 /// delete as `Decommission`, workloads outside the platform's namespaces, and a delete whose

@@ -49,14 +49,29 @@ impl Requester {
     }
 }
 
+/// The label on a CedarPolicy a child's agent wrote from its parent's distributed set
+/// (valued with the parent's name).
+pub const INHERITED_FROM: &str = "lattice.dev/inherited-from";
+
+/// Whether `object` carries [`INHERITED_FROM`].
+pub fn is_inherited(object: &Object) -> bool {
+    object
+        .meta()
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(INHERITED_FROM))
+}
+
 /// The `ManagePolicy` question for `requester` writing `spec` into `namespace` with
 /// `operation` (`CREATE`, `UPDATE` or `DELETE`). The context says what the policies do:
-/// their effects, the actions they constrain, their mode and how many there are.
+/// their effects, the actions they constrain, their mode and how many there are, and
+/// whether the object is (or would become, or was) one inherited from a parent cluster.
 pub fn manage_policy_query(
     requester: &Requester,
     namespace: &str,
     operation: &str,
     spec: &CedarPolicySpec,
+    inherited: bool,
 ) -> Query {
     let mut effects = BTreeSet::new();
     let mut actions = BTreeSet::new();
@@ -112,8 +127,12 @@ pub fn manage_policy_query(
             "policyCount".to_owned(),
             RestrictedExpression::new_long(i64::try_from(count).unwrap_or(i64::MAX)),
         ),
+        (
+            "inherited".to_owned(),
+            RestrictedExpression::new_bool(inherited),
+        ),
     ])
-    .expect("strings, sets of strings and a long make a valid context");
+    .expect("strings, sets of strings, a long and a bool make a valid context");
     Query::new(
         uid("User", &requester.username),
         action("ManagePolicy"),
@@ -141,13 +160,14 @@ pub fn evaluate_object(
 
 /// The question a write of `object` by `requester` raises (for a `CedarPolicy`, see
 /// [`manage_policy_query`]). `operation` is `CREATE`, `UPDATE` or `DELETE`; on a
-/// DELETE `object` is the object as stored. `world` gives what a decommission would take
-/// down and the cluster the platform runs in. `None` for a kind with no such question
-/// (`Namespace`).
+/// DELETE `object` is the object as stored; on an UPDATE `stored` is (when known). `world`
+/// gives what a decommission would take down and the cluster the platform runs in. `None`
+/// for a kind with no such question (`Namespace`).
 pub fn write_query(
     requester: &Requester,
     operation: &str,
     object: &Object,
+    stored: Option<&Object>,
     world: &World,
     now: jiff::Timestamp,
 ) -> Result<Option<Query>, String> {
@@ -157,7 +177,11 @@ pub fn write_query(
             .namespace()
             .filter(|n| !n.is_empty())
             .ok_or("a CedarPolicy names no namespace, so where it would apply cannot be decided")?;
-        return Ok(Some(manage_policy_query(requester, ns, operation, &p.spec)));
+        // Inherited before or after: removing the label is editing an inherited policy.
+        let inherited = is_inherited(object) || stored.is_some_and(is_inherited);
+        return Ok(Some(manage_policy_query(
+            requester, ns, operation, &p.spec, inherited,
+        )));
     }
     let user = uid("User", &requester.username);
     let (cluster, _) = lattice_engine::project::root_cluster(world);

@@ -131,7 +131,7 @@ pub fn admit(current: Option<&Current>, review: &Review) -> Verdict {
                 );
             }
         };
-        return ask(current, review, operation, &stored, Vec::new());
+        return ask(current, review, operation, &stored, None, Vec::new());
     }
     let Some(object) = &review.object else {
         return Verdict::deny(400, "no object to admit".into(), Vec::new());
@@ -140,7 +140,34 @@ pub fn admit(current: Option<&Current>, review: &Review) -> Verdict {
         Ok(v) => v,
         Err(message) => return Verdict::deny(422, message, Vec::new()),
     };
-    ask(current, review, operation, &typed, warnings)
+    // An update is decided on what it changes from, too (an inherited policy stays
+    // inherited); a stored object that cannot be read is not updated.
+    let stored = match (&review.operation, &review.old_object) {
+        (Operation::Update, Some(old)) => {
+            match Object::from_api(kind.name(), &without_server_fields(old)) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    return Verdict::deny(
+                        403,
+                        format!(
+                            "{} cannot be updated: the stored object cannot be read ({e}), so who may change it cannot be decided",
+                            review.describe()
+                        ),
+                        warnings,
+                    );
+                }
+            }
+        }
+        _ => None,
+    };
+    ask(
+        current,
+        review,
+        operation,
+        &typed,
+        stored.as_ref(),
+        warnings,
+    )
 }
 
 /// The write's own question, then (for a created or updated workload) its gates.
@@ -149,6 +176,7 @@ fn ask(
     review: &Review,
     operation: &str,
     object: &Object,
+    stored: Option<&Object>,
     warnings: Vec<String>,
 ) -> Verdict {
     let Some(current) = current else {
@@ -159,6 +187,7 @@ fn ask(
         user,
         operation,
         object,
+        stored,
         &current.world,
         jiff::Timestamp::now(),
     ) {
