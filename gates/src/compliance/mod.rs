@@ -596,6 +596,11 @@ fn ungrouped_policy_writes(snapshot: &Snapshot, world: &World) -> i64 {
             RestrictedExpression::new_string("enforce".into()),
         ),
         ("policyCount".to_owned(), RestrictedExpression::new_long(1)),
+        // A policy of the cluster's own (not one inherited from a parent).
+        (
+            "inherited".to_owned(),
+            RestrictedExpression::new_bool(false),
+        ),
     ]);
     let Ok(context) = context else {
         return namespaces.len().max(1) as i64;
