@@ -1,10 +1,10 @@
-//! Two real control planes, a parent and a child, each with its own `lattice-operator`
-//! process: the parent runs the cell, the child the agent, and the tunnel between them is
-//! real gRPC over mutual TLS on loopback. The child joins with the bootstrap Secret the
-//! parent wrote, its health lands in the parent's LatticeCluster status, policies the
-//! parent marks `propagate: true` are written into the child (and withdrawn), the child
-//! keeps them while the parent is down and resyncs when it returns, and a deleted child's
-//! certificate is revoked.
+//! Three real control planes, root → edge → leaf, each with its own `lattice-operator`
+//! processes: root runs a cell, edge an agent and a cell, leaf an agent, and the tunnels
+//! are real gRPC over mutual TLS on loopback. A child joins with the bootstrap Secret its
+//! parent wrote, its health lands in the parent's LatticeCluster status, policies root
+//! marks `propagate: true` are written into edge and from there into leaf (and withdrawn
+//! from both), edge keeps them while root is down and resyncs when it returns, and a
+//! deleted child's certificate is revoked.
 
 mod cluster;
 
@@ -58,6 +58,36 @@ metadata:
 spec:
   providerRef: aws
   parent: root
+  provider:
+    kubernetes:
+      version: "1.33.0"
+    config:
+      aws:
+        region: eu-west-1
+  nodes:
+    controlPlane: 1
+"#;
+
+/// The child `edge` as a parent: its own child `leaf`.
+const EDGE_WORLD: &str = r#"
+apiVersion: lattice.dev/v1alpha1
+kind: InfraProvider
+metadata:
+  name: aws
+spec:
+  type: aws
+  region: eu-west-1
+  credentialsSecretRef:
+    name: aws-credentials
+    namespace: lattice-system
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: leaf
+spec:
+  providerRef: aws
+  parent: edge
   provider:
     kubernetes:
       version: "1.33.0"
@@ -131,6 +161,30 @@ fn policy(name: &str, propagate: bool) -> Value {
             "policies": "@id(\"no-exec\")\nforbid (principal, action == Lattice::Action::\"exec\", resource);\n",
         }
     }))
+}
+
+/// What an installer does: copies the parent's `lattice-bootstrap-<child>` to the child as
+/// `lattice-bootstrap`, once the parent has written it.
+async fn install_bundle(parent: &Client, child_name: &str, child: &Client) -> Secret {
+    let name = format!("lattice-bootstrap-{child_name}");
+    let bundle = eventually("the bootstrap Secret", || async {
+        secret(parent, &name).await
+    })
+    .await;
+    let copy = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("lattice-bootstrap".into()),
+            namespace: Some("lattice-system".into()),
+            ..Default::default()
+        },
+        data: bundle.data.clone(),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(child.clone(), "lattice-system")
+        .create(&PostParams::default(), &copy)
+        .await
+        .unwrap();
+    bundle
 }
 
 /// A running `lattice-operator agent` against the child. Stopped on drop.
@@ -212,10 +266,7 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
     let mut operator = start();
 
     // The parent writes the child's bootstrap Secret; the installer copies it over.
-    let bundle = eventually("the bootstrap Secret", || async {
-        secret(&parent, "lattice-bootstrap-edge").await
-    })
-    .await;
+    let bundle = install_bundle(&parent, "edge", &child).await;
     let data = bundle.data.clone().unwrap();
     assert!(
         data.contains_key("token"),
@@ -226,19 +277,6 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
         String::from_utf8(data["endpoint"].0.clone()).unwrap(),
         format!("127.0.0.1:{port}")
     );
-    let copy = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("lattice-bootstrap".into()),
-            namespace: Some("lattice-system".into()),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(child.clone(), "lattice-system")
-        .create(&PostParams::default(), &copy)
-        .await
-        .unwrap();
 
     // One Ready node on the child, for its health to count.
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(child.clone());
@@ -312,6 +350,52 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
             .any(|p| p["metadata"]["name"] == "parent-only")
     );
 
+    // Two hops: the child is a parent too (its own cell, its own child `leaf`), and what it
+    // inherited, in force there, goes on down as inherited from it.
+    let leaf_env = TestEnv::start("leaf");
+    let leaf = leaf_env.client().await;
+    install_crds(&leaf).await;
+    namespace(&leaf, "lattice-system").await;
+    apply_yaml(&child, EDGE_WORLD).await;
+    child_env.operator_account().await;
+    let edge_account = child_env
+        .account("deploy/cell/rbac.yaml", "lattice-operator")
+        .await;
+    let edge_listen = format!("127.0.0.1:{}", free_port());
+    let _edge_operator = Operator::start_with(
+        &child_env,
+        "edge",
+        &edge_account,
+        "lattice-system",
+        &[
+            "--cell-listen",
+            edge_listen.as_str(),
+            "--cluster-name",
+            "edge",
+            "--cell-address",
+            "127.0.0.1",
+            "--heartbeat-seconds",
+            "1",
+        ],
+    );
+    install_bundle(&child, "leaf", &leaf).await;
+    let leaf_account = leaf_env
+        .account("deploy/agent/rbac.yaml", "lattice-agent")
+        .await;
+    let _leaf_agent = AgentProcess::start(&leaf_env, &leaf_account);
+    let two_hops = eventually("the policy two hops down", || async {
+        policies(&leaf)
+            .await
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == "fleet-rules")
+    })
+    .await;
+    assert_eq!(
+        two_hops["metadata"]["labels"]["lattice.dev/inherited-from"],
+        "edge"
+    );
+    assert_eq!(two_hops["spec"], inherited["spec"]);
+
     // The parent stops: the child keeps what it inherited.
     operator.stop();
     eventually("the agent notices", || async {
@@ -333,6 +417,14 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
     let _operator = start();
     eventually("the withdrawn policy is deleted on the child", || async {
         (!policies(&child)
+            .await
+            .iter()
+            .any(|p| p["metadata"]["name"] == "fleet-rules"))
+        .then_some(())
+    })
+    .await;
+    eventually("and two hops down", || async {
+        (!policies(&leaf)
             .await
             .iter()
             .any(|p| p["metadata"]["name"] == "fleet-rules"))
