@@ -339,3 +339,55 @@ fn a_scan_that_read_no_derived_objects_fails_closed() {
         assert_eq!(failing(&report, check), ["Service::shop/api"], "{check}");
     }
 }
+
+/// The scan decides `Comply` without validating each request again
+/// (`Snapshot::decide_prechecked`): this is the check that every context it builds, for
+/// every subject kind of the example and conformance worlds and every framework, fits the
+/// schema, and that sharing a context across frameworks asks the same questions.
+#[test]
+fn comply_contexts_fit_the_schema() {
+    use lattice_engine::{Projection, Snapshot};
+    use lattice_gates::compliance::{ComplyFacts, comply_queries, comply_query, subjects};
+    let root = support::root();
+    for world in [
+        vec![root.join("examples/world")],
+        vec![root.join("conformance/compliance/violations/world.yaml")],
+        vec![root.join("conformance/compliance/compliant/world.yaml")],
+    ] {
+        let (world, store) = lattice_engine::load::load(&world, Some(&root.join("policies")))
+            .unwrap_or_else(|e| panic!("the world did not load: {e:?}"));
+        let projection = Projection::of(&world);
+        let snapshot = Snapshot::build(&world, &projection, &store).unwrap();
+        let all = subjects(&world, None);
+        let derived = support::derive_all(&world, &snapshot);
+        let facts = ComplyFacts::derive(
+            &snapshot,
+            &world,
+            &store,
+            &all,
+            AT.parse().unwrap(),
+            None,
+            Some(&derived),
+        );
+        let frameworks = ["nist-800-53", "soc2", "cis-kubernetes"];
+        let mut kinds = std::collections::BTreeSet::new();
+        for s in &all {
+            let f = facts.of(s);
+            let shared = comply_queries(s, &frameworks, &f);
+            for (q, fw) in shared.iter().zip(frameworks) {
+                snapshot
+                    .request(q)
+                    .unwrap_or_else(|e| panic!("{} for {fw}: {e}", s.id));
+                let alone = comply_query(s, fw, &f);
+                assert_eq!(
+                    snapshot.decide(&alone).unwrap().allowed,
+                    snapshot.decide_prechecked(q).unwrap().allowed,
+                    "{} for {fw}",
+                    s.id
+                );
+            }
+            kinds.insert(s.kind);
+        }
+        assert!(kinds.len() >= 3, "subjects of several kinds: {kinds:?}");
+    }
+}

@@ -669,6 +669,38 @@ fn group_scoped(constraint: &PrincipalConstraint) -> bool {
 
 /// The `Comply` question of `subject` for `framework`, with its facts as context.
 pub fn comply_query(subject: &Subject, framework: &str, facts: &SubjectFacts) -> Query {
+    Query::new(subject.uid(), action("Comply"), uid("Framework", framework))
+        .with_context(comply_context(subject, framework, facts))
+}
+
+/// The `Comply` questions of `subject` for each of `frameworks`. Only a namespace's context
+/// depends on the framework (whether a profile schedules and recorded it), so any other
+/// subject's context is built once and shared.
+pub fn comply_queries(subject: &Subject, frameworks: &[&str], facts: &SubjectFacts) -> Vec<Query> {
+    let shared = (subject.kind != SubjectKind::Namespace)
+        .then(|| {
+            frameworks
+                .first()
+                .map(|f| comply_context(subject, f, facts))
+        })
+        .flatten();
+    frameworks
+        .iter()
+        .map(|f| {
+            let context = match &shared {
+                Some(c) => c.clone(),
+                None => comply_context(subject, f, facts),
+            };
+            Query::new(subject.uid(), action("Comply"), uid("Framework", f)).with_context(context)
+        })
+        .collect()
+}
+
+fn comply_context(
+    subject: &Subject,
+    framework: &str,
+    facts: &SubjectFacts,
+) -> cedar_policy::Context {
     let set = |items: &BTreeSet<String>| {
         RestrictedExpression::new_set(
             items
@@ -680,7 +712,7 @@ pub fn comply_query(subject: &Subject, framework: &str, facts: &SubjectFacts) ->
         subject.kind != SubjectKind::Namespace || facts.scheduled_frameworks.contains(framework);
     let recorded =
         subject.kind != SubjectKind::Namespace || facts.recorded_frameworks.contains(framework);
-    let context = cedar_policy::Context::from_pairs([
+    cedar_policy::Context::from_pairs([
         ("deniedGates".to_owned(), set(&facts.denied_gates)),
         (
             "unapprovedOverrides".to_owned(),
@@ -736,8 +768,7 @@ pub fn comply_query(subject: &Subject, framework: &str, facts: &SubjectFacts) ->
             RestrictedExpression::new_bool(facts.serves_metrics),
         ),
     ])
-    .expect("distinct keys of plain values always make a context");
-    Query::new(subject.uid(), action("Comply"), uid("Framework", framework)).with_context(context)
+    .expect("distinct keys of plain values always make a context")
 }
 
 /// The subject types a `Comply` policy can apply to, from its principal scope.
