@@ -46,6 +46,9 @@ pub struct CellConfig {
     pub certificate_lifetime: jiff::SignedDuration,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// How many TLS handshakes may be in progress at once; further connections wait in
+    /// the listen backlog, so a flood of clients costs the cell a bounded amount.
+    pub max_handshakes: usize,
 }
 
 impl Default for CellConfig {
@@ -54,6 +57,7 @@ impl Default for CellConfig {
             heartbeat: Duration::from_secs(10),
             certificate_lifetime: DEFAULT_LIFETIME,
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
         }
     }
 }
@@ -366,8 +370,14 @@ impl Cell {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let (tx, rx) = mpsc::channel(64);
         let inner = self.inner.clone();
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(
+            self.inner.config.max_handshakes.max(1),
+        ));
         let accept = tokio::spawn(async move {
             loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, remote) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -382,6 +392,7 @@ impl Cell {
                 let inner = inner.clone();
                 // Handshakes run beside the accept loop, so a slow client holds up no one.
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let timeout = inner.config.handshake_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
@@ -407,6 +418,9 @@ impl Cell {
             closing.cancel();
         };
         let served = tonic::transport::Server::builder()
+            // An agent holds one stream and now and then renews: a connection needs few.
+            .max_concurrent_streams(Some(8))
+            .concurrency_limit_per_connection(8)
             .http2_keepalive_interval(Some(heartbeat))
             .http2_keepalive_timeout(Some(heartbeat * 2))
             .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown)

@@ -609,3 +609,39 @@ async fn forged_malformed_oversized_and_out_of_order_messages_close_the_stream()
     .await;
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_are_bounded_and_timed_out() {
+    let config = CellConfig {
+        max_handshakes: 2,
+        handshake_timeout: Duration::from_millis(500),
+        ..quick()
+    };
+    let running = Running::start(
+        Cell::new(
+            ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap(),
+            config,
+        ),
+        None,
+    )
+    .await;
+    // Five clients that connect and never say a word.
+    let mut stalled = Vec::new();
+    for _ in 0..5 {
+        stalled.push(tokio::net::TcpStream::connect(running.addr).await.unwrap());
+    }
+    // A real agent still gets through, once the stalled ones time out.
+    let started = std::time::Instant::now();
+    let creds = running.bootstrap("edge").await;
+    assert!(!creds.cert_pem.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "it waited for a handshake slot"
+    );
+    eventually("the stalled handshakes are counted as failed", || {
+        (running.cell.handshake_failures() >= 5).then_some(())
+    })
+    .await;
+    drop(stalled);
+    running.stop().await;
+}
