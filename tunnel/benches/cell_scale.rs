@@ -28,20 +28,24 @@ fn main() {
         cell_process(std::path::PathBuf::from(dir));
         return;
     }
-    // `cargo test --benches` runs bench targets with `--bench`-less arguments; only a
-    // real `cargo bench` (which passes `--bench`) measures.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+    // `cargo bench` passes `--bench` and measures at full size; `cargo test --benches`
+    // (CI's quick mode) runs 20 agents for a short window, checking that they all connect
+    // and heartbeat.
+    let full = std::env::args().any(|a| a == "--bench");
     let agents: usize = std::env::var("LATTICE_BENCH_AGENTS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(if full { 1000 } else { 20 });
+    let (settle, window) = if full {
+        (Duration::from_secs(5), Duration::from_secs(10))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(3))
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(measure(agents));
+        .block_on(measure(agents, settle, window));
 }
 
 /// Cell mode: serve on a loopback port with the CA in `dir`, write the port to
@@ -160,7 +164,7 @@ impl Drop for CellProcess {
     }
 }
 
-async fn measure(n: usize) {
+async fn measure(n: usize, settle: Duration, window: Duration) {
     let dir = std::env::temp_dir().join(format!("lattice-cell-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
@@ -243,14 +247,18 @@ async fn measure(n: usize) {
     }
     let connect_time = started.elapsed();
     // Idle: every agent synced and heartbeating; let allocations settle.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(settle).await;
     let (rss_before, ticks_before) = usage(pid);
     let (_, beats_before) = cell.counts();
-    let window = Duration::from_secs(10);
     tokio::time::sleep(window).await;
     let (rss, ticks_after) = usage(pid);
     let (connected, beats_after) = cell.counts();
     let beats = beats_after - beats_before;
+    assert_eq!(connected, n, "every agent stayed connected");
+    assert!(
+        beats as f64 >= n as f64 * window.as_secs_f64() * 0.5,
+        "{beats} heartbeats from {n} agents in {window:?}"
+    );
     let ticks_per_second = 100.0; // USER_HZ on Linux
     let cpu = (ticks_after - ticks_before) as f64 / ticks_per_second;
     let per_agent_kib = (rss.max(rss_before) - base_rss) as f64 / n as f64;
