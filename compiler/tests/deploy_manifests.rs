@@ -558,26 +558,34 @@ fn the_cell_adds_only_its_secrets_and_a_service_to_the_operator() {
         "lattice-system"
     ));
     let granted = grants(&role.rules.unwrap_or_default());
-    assert!(
-        granted
-            .iter()
-            .all(|(g, r, _, _)| g.is_empty() && r == "secrets"),
-        "{granted:?}"
-    );
+    let verb = |g: &str, r: &str, v: &str, n: &[&str]| (g.into(), r.into(), v.into(), names(n));
+    let mut wanted = BTreeSet::new();
+    for v in ["get", "list", "create", "patch", "delete"] {
+        wanted.insert(verb("", "secrets", v, &[]));
+    }
+    wanted.insert(verb(
+        "discovery.k8s.io",
+        "endpointslices",
+        "patch",
+        &["lattice-cell-leader"],
+    ));
+    wanted.insert(verb("discovery.k8s.io", "endpointslices", "create", &[]));
+    assert_eq!(granted, wanted);
+    // No selector: the leader's EndpointSlice routes it, matched by the port's name.
     let service = get(&o, "Service", "lattice-cell");
-    assert_eq!(
-        service["spec"]["selector"]["app.kubernetes.io/name"],
-        "lattice-operator"
-    );
-    assert_eq!(service["spec"]["ports"][0]["targetPort"], "cell");
-    // The patch turns the cell on and names the port the Service targets.
+    assert!(service["spec"].get("selector").is_none(), "{service}");
+    assert_eq!(service["spec"]["ports"][0]["name"], "grpc");
+    // The patch turns the cell on, names the Service, and gives the pod its IP.
     let kustomization =
         std::fs::read_to_string(root().join("deploy/cell/kustomization.yaml")).unwrap();
     for needed in [
         "--cell-listen=0.0.0.0:50051",
         "--cell-address=",
+        "--cell-service=lattice-cell",
         "name: cell",
         "LATTICE_CLUSTER_NAME",
+        "POD_IP",
+        "status.podIP",
     ] {
         assert!(kustomization.contains(needed), "{needed}");
     }

@@ -132,6 +132,13 @@ struct RunArgs {
     /// The hierarchy's trust domain (the SPIFFE identities `spiffe://<it>/cluster/<name>`).
     #[arg(long, default_value = "lattice.local")]
     trust_domain: String,
+    /// The cell's Service (one without a selector): the leader writes its EndpointSlice
+    /// with --pod-ip, so children reach the leader and never a standby.
+    #[arg(long, requires = "pod_ip")]
+    cell_service: Option<String>,
+    /// This pod's IP (the downward API's status.podIP).
+    #[arg(long, env = "POD_IP")]
+    pod_ip: Option<std::net::IpAddr>,
     /// Hours a child's bootstrap token is valid.
     #[arg(long, default_value_t = 24)]
     bootstrap_token_hours: u32,
@@ -410,6 +417,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
                     args.bootstrap_token_hours.max(1),
                 )),
                 heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
+                service: args.cell_service.clone().zip(args.pod_ip),
             }),
     };
     runtime.block_on(async move {

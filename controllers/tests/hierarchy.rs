@@ -244,6 +244,12 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
         "127.0.0.1",
         "--heartbeat-seconds",
         "1",
+        "--cell-service",
+        "lattice-cell",
+        // What the downward API would give a pod (the API server refuses loopback
+        // endpoints); the agents here dial loopback directly.
+        "--pod-ip",
+        "10.1.2.3",
     ];
     // Both run as their shipped ServiceAccounts and RBAC (deploy/operator with
     // deploy/cell; deploy/agent), so the test also proves those grant enough.
@@ -300,6 +306,25 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
         .unwrap();
 
     let agent = AgentProcess::start(&child_env, &child_account);
+    // The leader routes the cell's Service to itself.
+    let slices: Api<DynamicObject> = Api::namespaced_with(
+        parent.clone(),
+        "lattice-system",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice"),
+            "endpointslices",
+        ),
+    );
+    let slice = eventually("the cell's EndpointSlice", || async {
+        slices.get_opt("lattice-cell-leader").await.unwrap()
+    })
+    .await;
+    assert_eq!(slice.data["endpoints"][0]["addresses"][0], "10.1.2.3");
+    assert_eq!(slice.data["ports"][0]["port"], port);
+    assert_eq!(
+        slice.metadata.labels.as_ref().unwrap()["kubernetes.io/service-name"],
+        "lattice-cell"
+    );
     let status = eventually("the child's health in the parent's status", || async {
         let s = cluster_status(&parent, "edge").await;
         (s["agentConnected"] == json!(true) && s["health"]["nodesReady"] == json!(1)).then_some(s)

@@ -50,6 +50,55 @@ pub struct ParentOptions {
     pub trust_domain: String,
     pub token_ttl: jiff::SignedDuration,
     pub heartbeat: Duration,
+    /// Route this Service (one without a selector) to the leader: the cell writes its
+    /// EndpointSlice with `pod_ip`, so children never land on a standby replica.
+    pub service: Option<(String, std::net::IpAddr)>,
+}
+
+/// The EndpointSlice that routes the cell's Service `service` to `ip:port` (this leader).
+pub fn leader_slice(
+    service: &str,
+    namespace: &str,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-leader"),
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "cell.lattice.dev",
+            },
+        },
+        "addressType": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        // The Service's port name: a Service without a selector is matched by name.
+        "ports": [{"name": "grpc", "port": port, "protocol": "TCP"}],
+    })
+}
+
+async fn route_to_leader(client: &Client, options: &ParentOptions) -> Result<(), String> {
+    let Some((service, ip)) = &options.service else {
+        return Ok(());
+    };
+    let resource = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice"),
+        "endpointslices",
+    );
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), &options.namespace, &resource);
+    let slice = leader_slice(service, &options.namespace, *ip, options.listen.port());
+    api.patch(
+        &format!("{service}-leader"),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&slice),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("cannot route Service {service} to this leader: {e}"))
 }
 
 /// How long the cell's own serving certificate lives (renewed in place at two-thirds).
@@ -165,6 +214,7 @@ pub async fn run(
         async move { cell.serve(listener, tls, stop.cancelled_owned()).await }
     });
 
+    let mut routed = false;
     let mut agents = cell.agents().subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,6 +228,12 @@ pub async fn run(
         }
         if served.is_finished() {
             return Err("the cell stopped serving".into());
+        }
+        if !routed {
+            match route_to_leader(&client, &options).await {
+                Ok(()) => routed = true,
+                Err(e) => tracing::warn!("{e}"),
+            }
         }
         if jiff::Timestamp::now() >= renew_at {
             match own_certificate(&cell, &options).and_then(|(pem, key, at)| {
