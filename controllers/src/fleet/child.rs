@@ -79,8 +79,10 @@ impl ApiHealth {
                 Err(_) => false,
             }
         };
+        // Served from the API server's watch cache (any resource version): a heartbeat's
+        // node count need not reach etcd, however many nodes the child has.
         let (nodes_ready, nodes_total) = match Api::<Node>::all(self.client.clone())
-            .list(&ListParams::default())
+            .list(&ListParams::default().match_any())
             .await
         {
             Ok(nodes) => {
