@@ -194,13 +194,9 @@ fn run_webhook(
     admission_key: Option<PathBuf>,
 ) -> ExitCode {
     init_logs();
-    let admission = match admission_key.as_deref().map(AdmissionKey::from_file) {
-        None => None,
-        Some(Ok(k)) => Some(Arc::new(k)),
-        Some(Err(e)) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let admission = match optional_admission_key(admission_key.as_deref()) {
+        Ok(k) => k,
+        Err(code) => return code,
     };
     let certs = match ReloadingCert::open(cert, key) {
         Ok(c) => c,
@@ -421,12 +417,9 @@ fn run_operator(args: RunArgs) -> ExitCode {
             }),
     };
     runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
+        let client = match cluster_client().await {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: no cluster to talk to (KUBECONFIG or in-cluster): {e}");
-                return ExitCode::from(2);
-            }
+            Err(code) => return code,
         };
         let state = State::new();
         state.set_admission_key(admission);
@@ -478,27 +471,42 @@ fn run_operator(args: RunArgs) -> ExitCode {
     })
 }
 
-fn run_agent(args: AgentArgs) -> ExitCode {
-    init_logs();
-    let admission = match args.admission_key.as_deref().map(AdmissionKey::from_file) {
-        None => None,
-        Some(Ok(k)) => Some(Arc::new(k)),
+/// The admission key at `path`, if one is given; an unreadable one is a usage error.
+fn optional_admission_key(
+    path: Option<&std::path::Path>,
+) -> Result<Option<Arc<AdmissionKey>>, ExitCode> {
+    match path.map(AdmissionKey::from_file) {
+        None => Ok(None),
+        Some(Ok(k)) => Ok(Some(Arc::new(k))),
         Some(Err(e)) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
+    }
+}
+
+/// A client for the cluster of KUBECONFIG, or the one this pod runs in.
+async fn cluster_client() -> Result<kube::Client, ExitCode> {
+    kube::Client::try_default().await.map_err(|e| {
+        eprintln!("error: no cluster to talk to (KUBECONFIG or in-cluster): {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run_agent(args: AgentArgs) -> ExitCode {
+    init_logs();
+    let admission = match optional_admission_key(args.admission_key.as_deref()) {
+        Ok(k) => k,
+        Err(code) => return code,
     };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
+        let client = match cluster_client().await {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: no cluster to talk to (KUBECONFIG or in-cluster): {e}");
-                return ExitCode::from(2);
-            }
+            Err(code) => return code,
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn({

@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let current = DistributedSet::new(
+    let current = std::sync::Arc::new(DistributedSet::new(
         3,
         [(
             ObjectKey {
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             b"{}".to_vec(),
         )]
         .into(),
-    );
+    ));
     if mode % 2 == 0 {
         let peer = ClusterIdentity::new("lattice.test", "edge").unwrap();
         let mut session = CellSession::new(peer);
@@ -86,6 +86,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         // Whatever it holds, the cell's own full sync and delta reach the cell's set.
-        assert_eq!(held.apply(held.delta_to(&current)).ok().as_ref(), (current.revision() > held.revision()).then_some(&current));
+        assert_eq!(held.apply(held.delta_to(&current)).ok().as_ref(), (current.revision() > held.revision()).then_some(&*current));
     }
 });

@@ -81,11 +81,9 @@ fn cell_process(dir: std::path::PathBuf) {
                 br#"{"spec":{"policies":"forbid (principal, action, resource) when { false };"}}"#
                     .to_vec(),
             )]));
-            let key = AgentKey::generate().unwrap();
             let me = ClusterIdentity::new(DOMAIN, "parent").unwrap();
-            let own = cell
-                .sign_own(
-                    &key.csr_pem(&me).unwrap(),
+            let (own, key) = cell
+                .own_certificate(
                     &me,
                     &["127.0.0.1".into()],
                     jiff::SignedDuration::from_hours(1),

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::bootstrap::{BootstrapToken, TokenStore};
-use crate::ca::{CaError, ClusterCa, DEFAULT_LIFETIME, IssuedCert};
+use crate::ca::{AgentKey, CaError, ClusterCa, DEFAULT_LIFETIME, IssuedCert};
 use crate::distribution::{DistributedSet, ObjectKey};
 use crate::identity::ClusterIdentity;
 use crate::session::{CellSession, Event, Health};
@@ -294,23 +294,24 @@ impl Cell {
             .clone()
     }
 
-    /// Signs a certificate for the cell itself (`identity`, dialled at `addresses`),
-    /// valid for `lifetime`.
-    pub fn sign_own(
+    /// A fresh key and a certificate for the cell itself (`identity`, dialled at
+    /// `addresses`), valid for `lifetime`: what [`crate::tls::CellCert`] serves.
+    pub fn own_certificate(
         &self,
-        csr_pem: &str,
         identity: &ClusterIdentity,
         addresses: &[String],
         lifetime: jiff::SignedDuration,
-    ) -> Result<IssuedCert, CaError> {
+    ) -> Result<(IssuedCert, AgentKey), CaError> {
+        let key = AgentKey::generate()?;
         let ca = self.inner.ca.read().unwrap_or_else(|e| e.into_inner());
-        ca.sign_csr_at(
-            csr_pem,
+        let cert = ca.sign_csr_at(
+            &key.csr_pem(identity)?,
             identity,
             addresses,
             jiff::Timestamp::now(),
             lifetime,
-        )
+        )?;
+        Ok((cert, key))
     }
 
     /// The cluster CA's certificate, PEM.

@@ -51,11 +51,35 @@ pub enum SyncError {
     Diverged { revision: u64 },
 }
 
-/// A revision of the distributed set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A revision of the distributed set. Its digest is computed once, when it is made: the
+/// cell compares it on every agent's ack.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DistributedSet {
     revision: u64,
     objects: BTreeMap<ObjectKey, Vec<u8>>,
+    digest: [u8; 32],
+}
+
+impl Default for DistributedSet {
+    fn default() -> DistributedSet {
+        DistributedSet::new(0, BTreeMap::new())
+    }
+}
+
+fn digest_of(objects: &BTreeMap<ObjectKey, Vec<u8>>) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for (key, body) in objects {
+        for part in [
+            key.kind.as_bytes(),
+            key.namespace.as_bytes(),
+            key.name.as_bytes(),
+            body.as_slice(),
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+    }
+    hash.finalize().into()
 }
 
 fn key_of(key: Option<pb::ObjectKey>) -> Result<ObjectKey, SyncError> {
@@ -74,7 +98,12 @@ fn key_of(key: Option<pb::ObjectKey>) -> Result<ObjectKey, SyncError> {
 impl DistributedSet {
     /// A set at `revision` holding `objects`.
     pub fn new(revision: u64, objects: BTreeMap<ObjectKey, Vec<u8>>) -> DistributedSet {
-        DistributedSet { revision, objects }
+        let digest = digest_of(&objects);
+        DistributedSet {
+            revision,
+            objects,
+            digest,
+        }
     }
 
     /// Its revision (0: nothing received yet).
@@ -90,19 +119,7 @@ impl DistributedSet {
     /// The SHA-256 digest of the set's contents (not its revision): every key and body,
     /// length-prefixed, in key order.
     pub fn digest(&self) -> [u8; 32] {
-        let mut hash = Sha256::new();
-        for (key, body) in &self.objects {
-            for part in [
-                key.kind.as_bytes(),
-                key.namespace.as_bytes(),
-                key.name.as_bytes(),
-                body.as_slice(),
-            ] {
-                hash.update((part.len() as u64).to_be_bytes());
-                hash.update(part);
-            }
-        }
-        hash.finalize().into()
+        self.digest
     }
 
     /// The sync that carries the whole set.
@@ -196,10 +213,7 @@ impl DistributedSet {
             }
             objects.remove(&key);
         }
-        let next = DistributedSet {
-            revision: sync.revision,
-            objects,
-        };
+        let next = DistributedSet::new(sync.revision, objects);
         if next.digest().as_slice() != sync.hash.as_slice() {
             return Err(SyncError::Diverged {
                 revision: sync.revision,

@@ -6,6 +6,8 @@
 //! never sent, health that cannot be true) is a [`ProtocolError`], which closes the stream
 //! with a gRPC status before anything it carried is used.
 
+use std::sync::Arc;
+
 use lattice_proto::tunnel::v1 as pb;
 use pb::agent_message::Body;
 
@@ -126,12 +128,13 @@ pub enum Event {
 pub struct CellSession {
     peer: ClusterIdentity,
     open: bool,
-    /// What the agent holds once it applies the last sync sent.
-    sent: Option<DistributedSet>,
+    /// What the agent holds once it applies the last sync sent (shared with the cell and
+    /// every other session: a session costs no copy of the set).
+    sent: Option<Arc<DistributedSet>>,
     /// Whether that last sync was the full set.
     sent_full: bool,
-    /// The revision whose full set a full set the agent was sent came back with another digest: it is not
-    /// sent again until the set changes, so a broken agent cannot loop the cell.
+    /// The revision whose full set came back with another digest: it is not sent again
+    /// until the set changes, so a broken agent cannot loop the cell.
     full_failed_at: Option<u64>,
 }
 
@@ -231,7 +234,7 @@ impl CellSession {
 
     /// The sync that brings the agent to `current`, if it needs one: the full set on a new
     /// stream or after a divergence, else the delta from what it was sent last.
-    pub fn sync(&mut self, current: &DistributedSet) -> Option<pb::Sync> {
+    pub fn sync(&mut self, current: &Arc<DistributedSet>) -> Option<pb::Sync> {
         if !self.open {
             return None;
         }
@@ -242,7 +245,7 @@ impl CellSession {
             None => current.full_sync(),
         };
         self.sent_full = sync.full;
-        self.sent = Some(current.clone());
+        self.sent = Some(Arc::clone(current));
         Some(sync)
     }
 }
@@ -278,8 +281,8 @@ mod tests {
         }
     }
 
-    fn set(revision: u64, names: &[&str]) -> DistributedSet {
-        DistributedSet::new(
+    fn set(revision: u64, names: &[&str]) -> Arc<DistributedSet> {
+        Arc::new(DistributedSet::new(
             revision,
             names
                 .iter()
@@ -294,7 +297,7 @@ mod tests {
                     )
                 })
                 .collect(),
-        )
+        ))
     }
 
     #[test]

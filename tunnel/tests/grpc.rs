@@ -49,11 +49,9 @@ impl Running {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let key = AgentKey::generate().unwrap();
         let me = ClusterIdentity::new(DOMAIN, "parent").unwrap();
-        let own = cell
-            .sign_own(
-                &key.csr_pem(&me).unwrap(),
+        let (own, key) = cell
+            .own_certificate(
                 &me,
                 &["127.0.0.1".into()],
                 jiff::SignedDuration::from_hours(1),

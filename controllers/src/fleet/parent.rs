@@ -23,7 +23,7 @@ use lattice_schemas::manifest::Object;
 use lattice_tunnel::cell::{AgentStatus, Cell, CellConfig};
 use lattice_tunnel::distribution::{DistributedSet, ObjectKey};
 use lattice_tunnel::tls::{CellCert, cell_config};
-use lattice_tunnel::{AgentKey, ClusterCa, ClusterIdentity};
+use lattice_tunnel::{ClusterCa, ClusterIdentity};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -164,12 +164,10 @@ fn own_certificate(
     cell: &Cell,
     options: &ParentOptions,
 ) -> Result<(String, Vec<u8>, jiff::Timestamp), String> {
-    let key = AgentKey::generate().map_err(|e| e.to_string())?;
     let me = ClusterIdentity::new(&options.trust_domain, &options.cluster)
         .map_err(|e| format!("--cluster-name: {e}"))?;
-    let csr = key.csr_pem(&me).map_err(|e| e.to_string())?;
-    let cert = cell
-        .sign_own(&csr, &me, &options.addresses, CELL_CERT_LIFETIME)
+    let (cert, key) = cell
+        .own_certificate(&me, &options.addresses, CELL_CERT_LIFETIME)
         .map_err(|e| format!("cannot sign the cell's certificate: {e}"))?;
     Ok((cert.pem.clone(), key.private_key_der(), cert.renew_at()))
 }
