@@ -14,7 +14,6 @@
 //! | workloads and `LatticePackage` | `ManageWorkload` | its `Namespace` | operation, kind, name |
 
 use std::collections::{BTreeSet, HashSet};
-use std::str::FromStr;
 
 use cedar_policy::EntityUid;
 use cedar_policy::{ActionConstraint, Context, Effect, Entity, PolicySet, RestrictedExpression};
@@ -265,10 +264,7 @@ pub fn write_query(
             } else {
                 0
             };
-            // Cedar's datetime takes whole seconds or milliseconds, not nanoseconds.
-            let text = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let now = RestrictedExpression::from_str(&format!("datetime({text:?})"))
-                .map_err(|e| format!("the time {text} cannot be read: {e}"))?;
+            let now = crate::time::datetime(now)?;
             pairs = vec![
                 (
                     "phase",

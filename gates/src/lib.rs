@@ -9,6 +9,7 @@ pub mod compliance;
 pub mod derivation;
 pub mod mesh;
 pub mod proxy;
+pub mod time;
 
 pub use admission::{Requester, evaluate_object};
 pub use derivation::{Gate, GateOutcome, GateReport, evaluate, questions};

@@ -17,7 +17,6 @@
 //! Reading the request is the proxy's (`lattice-proxy`); this module only asks.
 
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{Context, RestrictedExpression};
@@ -136,8 +135,7 @@ pub fn proxy_query(
         return Err(format!("`{}` is not a proxy action", req.action));
     }
     let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
-    let now = RestrictedExpression::from_str(&format!("datetime({:?})", req.now.to_string()))
-        .map_err(|e| format!("the time: {e}"))?;
+    let now = crate::time::datetime(req.now)?;
     let context = Context::from_pairs([
         ("apiGroup".to_owned(), s(&req.api_group)),
         ("resource".to_owned(), s(&req.resource)),

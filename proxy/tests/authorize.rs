@@ -39,8 +39,10 @@ fn user(name: &str, groups: &[&str]) -> Requester {
     }
 }
 
+/// A clock reading as the proxy takes it: nanoseconds, which Cedar's `datetime` refuses
+/// unless they are cut to milliseconds (a reading like this once denied every call).
 fn now() -> jiff::Timestamp {
-    "2026-12-01T12:00:00Z".parse().unwrap()
+    "2026-12-01T12:00:00.123456789Z".parse().unwrap()
 }
 
 fn local() -> IpAddr {
