@@ -2,7 +2,8 @@
 //! cell's session or as syncs by an agent's distributed set, are taken or refused, never a
 //! panic. A session opens only for the cluster its certificate names; a sync that applies
 //! leaves exactly the digest the cell computed, and one that is refused leaves the set as
-//! it was.
+//! it was. A proxied request's head is read or refused, and never carries the client's
+//! credentials or identity headers.
 #![no_main]
 
 use lattice_proto::tunnel::v1 as pb;
@@ -41,7 +42,24 @@ fuzz_target!(|data: &[u8]| {
         )]
         .into(),
     ));
-    if mode % 2 == 0 {
+    if mode % 3 == 2 {
+        // A proxied request's head, as an agent reads it: taken or refused, and whatever
+        // is taken carries no credential or identity header of the client's.
+        for frame in frames(rest) {
+            let Ok(head) = pb::ProxyRequest::decode(frame) else {
+                return;
+            };
+            if let Ok((target, request)) =
+                lattice_tunnel::forward::request_from_head(head, Default::default())
+            {
+                assert!(!target.cluster.is_empty() && !target.user.is_empty());
+                assert!(request.uri().path().starts_with('/'));
+                for name in request.headers().keys() {
+                    assert!(lattice_tunnel::forward::crosses(name.as_str()), "{name}");
+                }
+            }
+        }
+    } else if mode % 3 == 0 {
         let peer = ClusterIdentity::new("lattice.test", "edge").unwrap();
         let mut session = CellSession::new(peer);
         for frame in frames(rest) {

@@ -4,6 +4,8 @@
 //! distributed set it applies and acknowledges. When the stream ends it reconnects with
 //! exponential backoff and full jitter; the cell then sends the full set again. While it is
 //! offline it keeps the last set it held. It renews its certificate at two-thirds of its life.
+//! A proxied request the cell sends down gets a `Proxy` stream of its own, answered by the
+//! agent's [`ProxyHandler`]; the cell hanging up cancels it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +24,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::ca::{AgentKey, CaError};
 use crate::distribution::DistributedSet;
+use crate::forward::{
+    CHUNK, MAX_REQUEST_BODY, ProxyHandler, request_from_head, response_head, status_response,
+};
 use crate::identity::{ClusterIdentity, IdentityError};
 use crate::session::Health;
 use crate::tls::{TlsError, agent_config};
@@ -214,6 +219,7 @@ pub struct Agent {
     config: AgentConfig,
     credentials: Mutex<Credentials>,
     probe: Arc<dyn HealthProbe>,
+    handler: Option<Arc<dyn ProxyHandler>>,
     held: watch::Sender<Arc<DistributedSet>>,
     link: watch::Sender<Link>,
 }
@@ -229,6 +235,7 @@ impl Agent {
             config,
             credentials: Mutex::new(credentials),
             probe,
+            handler: None,
             held: watch::channel(Arc::new(DistributedSet::default())).0,
             link: watch::channel(Link::Disconnected {
                 attempt: 0,
@@ -236,6 +243,12 @@ impl Agent {
             })
             .0,
         }
+    }
+
+    /// Answers proxied requests with `handler`; without one, the agent refuses them (501).
+    pub fn with_proxy(mut self, handler: Arc<dyn ProxyHandler>) -> Agent {
+        self.handler = Some(handler);
+        self
     }
 
     /// The distributed set the agent holds (kept while the cell is unreachable).
@@ -377,6 +390,9 @@ impl Agent {
                                 hash: hash.to_vec(),
                             })).await?;
                         }
+                        Some(pb::cell_message::Body::ProxyRequest(head)) => {
+                            tokio::spawn(answer(cell.clone(), self.handler.clone(), head));
+                        }
                         other => {
                             return Err(AgentError::Protocol(format!(
                                 "this agent does not take {other:?}"
@@ -392,4 +408,129 @@ impl Agent {
 fn creds_renew_in(creds: &Credentials) -> Duration {
     let now = jiff::Timestamp::now();
     Duration::try_from(creds.renew_at.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// How long the agent waits, after its answer is sent, for the cell to end the stream.
+const PROXY_LINGER: Duration = Duration::from_secs(30);
+
+type Up = mpsc::Sender<pb::ProxyUp>;
+
+fn up(body: pb::proxy_up::Body) -> pb::ProxyUp {
+    pb::ProxyUp { body: Some(body) }
+}
+
+/// Answers one proxied request on a `Proxy` stream of its own. The cell ending that stream
+/// (its client hung up) drops the handler's work and its response body.
+async fn answer(
+    mut cell: CellClient<Channel>,
+    handler: Option<Arc<dyn ProxyHandler>>,
+    head: pb::ProxyRequest,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let id = head.request_id.clone();
+    let accept = up(pb::proxy_up::Body::Accept(pb::ProxyAccept {
+        request_id: id.clone(),
+    }));
+    if tx.send(accept).await.is_err() {
+        return;
+    }
+    let mut down = match cell.proxy(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            tracing::warn!(request = %id, %status, "the cell refused a proxied request's stream");
+            return;
+        }
+    };
+    respond(&tx, &mut down, handler, head).await;
+    // End the answer, then keep the stream until the cell ends it: dropping it first would
+    // reset the HTTP/2 stream and lose what is still queued.
+    drop(tx);
+    let _ = tokio::time::timeout(PROXY_LINGER, async {
+        while let Ok(Some(_)) = down.message().await {}
+    })
+    .await;
+}
+
+/// Reads the request body from `down`, asks `handler`, and sends the response up `tx`;
+/// returns early when the cell hangs up.
+async fn respond(
+    tx: &Up,
+    down: &mut tonic::Streaming<pb::ProxyDown>,
+    handler: Option<Arc<dyn ProxyHandler>>,
+    head: pb::ProxyRequest,
+) {
+    use http_body_util::BodyExt;
+    let mut body = Vec::new();
+    let mut too_large = false;
+    loop {
+        match down.message().await {
+            Ok(Some(pb::ProxyDown {
+                body: Some(pb::proxy_down::Body::Data(data)),
+            })) => {
+                too_large |= body.len() + data.len() > MAX_REQUEST_BODY;
+                if !too_large {
+                    body.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(pb::ProxyDown {
+                body: Some(pb::proxy_down::Body::EndOfBody(_)),
+            })) => break,
+            // The cell hung up, or sent nothing readable: nothing to answer.
+            Ok(Some(_)) | Ok(None) | Err(_) => return,
+        }
+    }
+    let response = if too_large {
+        status_response(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than the tunnel carries",
+        )
+    } else {
+        match (request_from_head(head, body.into()), &handler) {
+            (Err(why), _) => status_response(http::StatusCode::BAD_REQUEST, &why),
+            (Ok(_), None) => status_response(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "this cluster's agent serves no proxied requests",
+            ),
+            (Ok((target, request)), Some(handler)) => tokio::select! {
+                response = handler.handle(target, request) => response,
+                _ = down.message() => return,
+            },
+        }
+    };
+    let (parts, mut body) = response.into_parts();
+    if tx
+        .send(up(pb::proxy_up::Body::Head(response_head(&parts))))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            // Anything more from the cell, or its end, means the client is gone.
+            _ = down.message() => return,
+        };
+        match frame {
+            None => return,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                for chunk in data.chunks(CHUNK) {
+                    if tx
+                        .send(up(pb::proxy_up::Body::Data(chunk.to_vec())))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                let _ = tx.send(up(pb::proxy_up::Body::Abort(e.to_string()))).await;
+                return;
+            }
+        }
+    }
 }

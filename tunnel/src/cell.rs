@@ -12,6 +12,8 @@
 //!   then deltas.
 //! - [`Agents`] is who is connected and the health they last reported, for the operator
 //!   to write into LatticeCluster status and the Cedar `Cluster` entity.
+//! - [`Cell::forward`] sends a proxied request to a connected agent and streams its answer
+//!   back ([`crate::forward`]); only the agent the request was sent to may answer it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -28,14 +30,24 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
 use crate::bootstrap::{BootstrapToken, TokenStore};
 use crate::ca::{AgentKey, CaError, ClusterCa, DEFAULT_LIFETIME, IssuedCert};
 use crate::distribution::{DistributedSet, ObjectKey};
+use crate::forward::{
+    BoxError, CHUNK, ForwardError, Forwarded, MAX_REQUEST_BODY, ProxyBody, request_head,
+    response_from_head,
+};
 use crate::identity::ClusterIdentity;
 use crate::session::{CellSession, Event, Health};
 
 /// The largest message the cell accepts from an agent.
 pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Streams one connection may hold open: the tunnel, renewals and proxied requests.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// How the cell runs.
 #[derive(Clone, Debug)]
@@ -82,6 +94,33 @@ struct Connected {
     session: u64,
     status: AgentStatus,
     close: Closer,
+    /// The session's outbound stream, for proxied requests' heads.
+    sender: mpsc::Sender<Result<pb::CellMessage, Status>>,
+}
+
+/// A proxied request sent to an agent, waiting for its Proxy stream.
+struct Pending {
+    /// Only this cluster's agent may answer it.
+    cluster: String,
+    accept: tokio::sync::oneshot::Sender<Accepted>,
+}
+
+/// The agent's Proxy stream for a request: its messages up, and the cell's down.
+struct Accepted {
+    up: Streaming<pb::ProxyUp>,
+    down: mpsc::Sender<Result<pb::ProxyDown, Status>>,
+}
+
+/// Forgets a pending request however `forward` ends.
+struct PendingGuard<'a> {
+    pending: &'a Mutex<HashMap<String, Pending>>,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(&self.id);
+    }
 }
 
 /// Ends one session from outside it, saying why.
@@ -160,13 +199,21 @@ impl Agents {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn open(&self, cluster: &str, session: u64, status: AgentStatus, close: Closer) {
+    fn open(
+        &self,
+        cluster: &str,
+        session: u64,
+        status: AgentStatus,
+        close: Closer,
+        sender: mpsc::Sender<Result<pb::CellMessage, Status>>,
+    ) {
         let replaced = self.lock().insert(
             cluster.to_owned(),
             Connected {
                 session,
                 status,
                 close,
+                sender,
             },
         );
         if let Some(old) = replaced {
@@ -175,6 +222,10 @@ impl Agents {
             ));
         }
         self.bump();
+    }
+
+    fn sender(&self, cluster: &str) -> Option<mpsc::Sender<Result<pb::CellMessage, Status>>> {
+        self.lock().get(cluster).map(|c| c.sender.clone())
     }
 
     fn update(&self, cluster: &str, session: u64, f: impl FnOnce(&mut AgentStatus)) {
@@ -216,6 +267,8 @@ struct Inner {
     config: CellConfig,
     sessions: AtomicU64,
     handshake_failures: AtomicU64,
+    /// Proxied requests sent down a session, by request id, until their agent accepts them.
+    pending: Mutex<HashMap<String, Pending>>,
     /// Cancelled when the cell shuts down: every session ends, so the server can.
     closing: CancellationToken,
 }
@@ -247,6 +300,7 @@ impl Cell {
                 config,
                 sessions: AtomicU64::new(0),
                 handshake_failures: AtomicU64::new(0),
+                pending: Mutex::default(),
                 closing: CancellationToken::new(),
             }),
         }
@@ -419,15 +473,100 @@ impl Cell {
             closing.cancel();
         };
         let served = tonic::transport::Server::builder()
-            // An agent holds one stream and now and then renews: a connection needs few.
-            .max_concurrent_streams(Some(8))
-            .concurrency_limit_per_connection(8)
+            // An agent holds one stream, now and then renews, and answers each proxied
+            // request on a stream of its own (watches stay open).
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
             .http2_keepalive_interval(Some(heartbeat))
             .http2_keepalive_timeout(Some(heartbeat * 2))
             .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown)
             .await;
         accept.abort();
         served
+    }
+
+    /// Sends `request` for `target` to the agent of `via` (the connected child whose subtree
+    /// holds `target.cluster`) and returns its response, the body streaming as it comes.
+    /// Dropping the body cancels the request at the agent.
+    pub async fn forward(
+        &self,
+        via: &str,
+        target: Forwarded,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<ProxyBody>, ForwardError> {
+        let broken = |why: &str| ForwardError::Broken(via.to_owned(), why.to_owned());
+        let sender = self
+            .inner
+            .agents
+            .sender(via)
+            .ok_or_else(|| ForwardError::NotConnected(via.to_owned()))?;
+        let (parts, body) = request.into_parts();
+        if body.len() > MAX_REQUEST_BODY {
+            return Err(ForwardError::Request(format!(
+                "the body is {} bytes; at most {MAX_REQUEST_BODY} cross the tunnel",
+                body.len()
+            )));
+        }
+        let id = request_id().map_err(|e| ForwardError::Request(e.to_owned()))?;
+        let (accept, accepted) = tokio::sync::oneshot::channel();
+        lock(&self.inner.pending).insert(
+            id.clone(),
+            Pending {
+                cluster: via.to_owned(),
+                accept,
+            },
+        );
+        let guard = PendingGuard {
+            pending: &self.inner.pending,
+            id: id.clone(),
+        };
+        let head = pb::CellMessage {
+            body: Some(pb::cell_message::Body::ProxyRequest(request_head(
+                &id, &target, &parts,
+            ))),
+        };
+        sender
+            .send(Ok(head))
+            .await
+            .map_err(|_| ForwardError::NotConnected(via.to_owned()))?;
+        let wait = self.inner.config.handshake_timeout;
+        let Accepted { mut up, down } = match tokio::time::timeout(wait, accepted).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => return Err(broken("the request was dropped")),
+            Err(_) => return Err(ForwardError::NoAnswer(via.to_owned(), wait)),
+        };
+        drop(guard);
+        let send = |body: pb::proxy_down::Body| {
+            let down = down.clone();
+            async move {
+                down.send(Ok(pb::ProxyDown { body: Some(body) }))
+                    .await
+                    .is_ok()
+            }
+        };
+        for chunk in body.chunks(CHUNK) {
+            if !send(pb::proxy_down::Body::Data(chunk.to_vec())).await {
+                return Err(broken("the stream closed while the body was sent"));
+            }
+        }
+        if !send(pb::proxy_down::Body::EndOfBody(true)).await {
+            return Err(broken("the stream closed while the body was sent"));
+        }
+        let head = match up.message().await {
+            Ok(Some(pb::ProxyUp {
+                body: Some(pb::proxy_up::Body::Head(head)),
+            })) => head,
+            Ok(Some(pb::ProxyUp {
+                body: Some(pb::proxy_up::Body::Abort(why)),
+            })) => return Err(broken(&why)),
+            Ok(Some(_)) => return Err(broken("the first answer was not a response head")),
+            Ok(None) => return Err(broken("the stream ended without an answer")),
+            Err(status) => return Err(broken(status.message())),
+        };
+        let (frames, body) = mpsc::channel(4);
+        tokio::spawn(pump(up, down, frames));
+        let body = http_body_util::StreamBody::new(ReceiverStream::new(body)).boxed_unsync();
+        response_from_head(head, body).map_err(|e| broken(&e))
     }
 
     fn peer<T>(&self, request: &Request<T>) -> Result<ClusterIdentity, Status> {
@@ -463,6 +602,47 @@ impl Cell {
 }
 
 type CellStream = ReceiverStream<Result<pb::CellMessage, Status>>;
+type ProxyDownStream = ReceiverStream<Result<pb::ProxyDown, Status>>;
+type Frame = Result<http_body::Frame<Bytes>, BoxError>;
+
+/// A random request id: 128 bits, hex.
+fn request_id() -> Result<String, &'static str> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| "no randomness for a request id")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Carries an agent's response body to the client. Ends when the agent ends it, or when
+/// the client hangs up; either way dropping `down` and `up` cancels it at the agent.
+async fn pump(
+    mut up: Streaming<pb::ProxyUp>,
+    down: mpsc::Sender<Result<pb::ProxyDown, Status>>,
+    frames: mpsc::Sender<Frame>,
+) {
+    loop {
+        let message = tokio::select! {
+            () = frames.closed() => break,
+            message = up.message() => message,
+        };
+        let frame: Frame = match message {
+            Ok(Some(pb::ProxyUp {
+                body: Some(pb::proxy_up::Body::Data(data)),
+            })) => Ok(http_body::Frame::data(Bytes::from(data))),
+            Ok(None) => break,
+            Ok(Some(pb::ProxyUp {
+                body: Some(pb::proxy_up::Body::Abort(why)),
+            })) => Err(format!("the answer broke off: {why}").into()),
+            Ok(Some(_)) => Err("the agent broke the protocol mid-answer".into()),
+            Err(status) => Err(format!("the tunnel broke off: {}", status.message()).into()),
+        };
+        let failed = frame.is_err();
+        if frames.send(frame).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(down);
+}
 
 #[tonic::async_trait]
 impl CellRpc for Cell {
@@ -504,6 +684,51 @@ impl CellRpc for Cell {
     }
 
     type ConnectStream = CellStream;
+    type ProxyStream = ProxyDownStream;
+
+    async fn proxy(
+        &self,
+        request: Request<Streaming<pb::ProxyUp>>,
+    ) -> Result<Response<ProxyDownStream>, Status> {
+        let identity = self.peer(&request)?;
+        let mut up = request.into_inner();
+        let first = tokio::time::timeout(self.inner.config.handshake_timeout, up.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no ProxyAccept in time"))??;
+        let Some(pb::proxy_up::Body::Accept(accept)) = first.and_then(|m| m.body) else {
+            return Err(Status::failed_precondition(
+                "the first message must be a ProxyAccept",
+            ));
+        };
+        let pending = {
+            let mut pending = lock(&self.inner.pending);
+            match pending.get(&accept.request_id) {
+                None => {
+                    return Err(Status::not_found(format!(
+                        "no request {:?} is waiting",
+                        accept.request_id
+                    )));
+                }
+                // Left waiting: another cluster's agent cannot take or cancel it.
+                Some(p) if p.cluster != identity.cluster => {
+                    return Err(Status::permission_denied(format!(
+                        "request {:?} was not sent to cluster {:?}",
+                        accept.request_id, identity.cluster
+                    )));
+                }
+                Some(_) => pending.remove(&accept.request_id),
+            }
+        };
+        let Some(pending) = pending else {
+            return Err(Status::not_found("the request is gone"));
+        };
+        let (down, rx) = mpsc::channel(8);
+        pending
+            .accept
+            .send(Accepted { up, down })
+            .map_err(|_| Status::cancelled("the request was withdrawn"))?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 
     async fn connect(
         &self,
@@ -582,7 +807,7 @@ impl Cell {
                                 synced_revision: None,
                                 diverged: false,
                                 heartbeats: 0,
-                            }, close.clone());
+                            }, close.clone(), tx.clone());
                             tracing::info!(%cluster, session = id, "agent connected");
                             let welcome = pb::Welcome {
                                 session_id: id.to_string(),

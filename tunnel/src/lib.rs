@@ -18,13 +18,15 @@
 //! - [`cell`]: the parent's server: bootstrap, renewal, one session per agent, who is
 //!   connected and their health;
 //! - [`agent`]: the child's client: bootstrap, the stream, heartbeats, reconnection with
-//!   backoff and jitter, renewal.
+//!   backoff and jitter, renewal;
+//! - [`forward`]: proxied API requests through the tunnel, one HTTP/2 stream each.
 
 pub mod agent;
 pub mod bootstrap;
 pub mod ca;
 pub mod cell;
 pub mod distribution;
+pub mod forward;
 pub mod identity;
 pub mod session;
 pub mod tls;

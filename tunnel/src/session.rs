@@ -188,10 +188,6 @@ impl CellSession {
             }
             Body::Heartbeat(beat) => Ok(Event::Heartbeat(health(beat.health)?)),
             Body::SyncAck(ack) => self.ack(ack),
-            Body::ProxyResponse(r) => Err(ProtocolError::new(
-                Violation::InvalidArgument,
-                format!("no proxied request {:?} is open", r.request_id),
-            )),
             Body::CommandResult(r) => Err(ProtocolError::new(
                 Violation::InvalidArgument,
                 format!("no operation {:?} was sent", r.operation_id),
@@ -347,7 +343,7 @@ mod tests {
             Violation::InvalidArgument
         );
         let answer = pb::AgentMessage {
-            body: Some(Body::ProxyResponse(pb::ProxyResponse::default())),
+            body: Some(Body::CommandResult(pb::CommandResult::default())),
         };
         assert_eq!(
             s.receive(answer).unwrap_err().violation,

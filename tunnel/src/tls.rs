@@ -132,3 +132,14 @@ pub fn agent_config(
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
+
+/// The cell's certificate served over HTTPS/1.1 with no client certificate (the API proxy
+/// beside the cell, whose callers bring bearer tokens): clients trust the cluster CA.
+pub fn https_config(cert: Arc<CellCert>) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

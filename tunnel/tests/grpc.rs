@@ -3,7 +3,9 @@
 //! cell's table; a distributed set reaches it whole, then as deltas; the cell restarts and
 //! the agent resyncs with no duplicate; the cell stops and the agent keeps its set. Forged
 //! identities, wrong tokens, expired, foreign and revoked certificates, and malformed,
-//! oversized or out-of-order messages are refused and change nothing.
+//! oversized or out-of-order messages are refused and change nothing. Proxied requests
+//! cross to the agent and stream back; a client leaving cancels them at the agent; only
+//! the agent a request was sent to may answer it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +16,9 @@ use lattice_proto::tunnel::v1 as pb;
 use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, Link};
 use lattice_tunnel::cell::{Cell, CellConfig};
 use lattice_tunnel::distribution::ObjectKey;
+use lattice_tunnel::forward::{
+    ForwardError, Forwarded, ProxyBody, ProxyHandler, full, status_response,
+};
 use lattice_tunnel::session::Health;
 use lattice_tunnel::tls::{CellCert, agent_config, cell_config};
 use lattice_tunnel::{AgentKey, ClusterCa, ClusterIdentity};
@@ -568,8 +573,8 @@ async fn forged_malformed_oversized_and_out_of_order_messages_close_the_stream()
             vec![
                 hello("edge"),
                 pb::AgentMessage {
-                    body: Some(pb::agent_message::Body::ProxyResponse(pb::ProxyResponse {
-                        request_id: "r1".into(),
+                    body: Some(pb::agent_message::Body::CommandResult(pb::CommandResult {
+                        operation_id: "op1".into(),
                         ..Default::default()
                     })),
                 }
@@ -641,5 +646,285 @@ async fn stalled_handshakes_are_bounded_and_timed_out() {
     })
     .await;
     drop(stalled);
+    running.stop().await;
+}
+
+/// Answers proxied requests the way a test can check: `/echo` sends back what arrived and
+/// for whom; `/stream` streams what the test feeds it and says when it was dropped.
+struct Echo {
+    feed: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
+    dropped: Arc<tokio::sync::Notify>,
+}
+
+struct OnDrop(Arc<tokio::sync::Notify>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+impl ProxyHandler for Echo {
+    fn handle(
+        &self,
+        target: Forwarded,
+        request: http::Request<bytes::Bytes>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<ProxyBody>> + Send>>
+    {
+        use http_body_util::BodyExt;
+        use tokio_stream::StreamExt;
+        let response = match request.uri().path() {
+            "/echo" => {
+                let seen = format!(
+                    "{} {} for {} in [{}] on {}; authorization {}; content-type {:?}; {} bytes",
+                    request.method(),
+                    request.uri(),
+                    target.user,
+                    target.groups.join(","),
+                    target.cluster,
+                    if request.headers().contains_key("authorization") {
+                        "arrived"
+                    } else {
+                        "stayed behind"
+                    },
+                    request.headers().get("content-type"),
+                    request.body().len(),
+                );
+                let mut r = http::Response::new(full(bytes::Bytes::from(seen)));
+                r.headers_mut()
+                    .insert("x-echo-length", request.body().len().into());
+                r
+            }
+            "/stream" => {
+                let feed = self.feed.lock().unwrap().take().expect("one stream");
+                let guard = OnDrop(self.dropped.clone());
+                let frames = tokio_stream::wrappers::ReceiverStream::new(feed).map(move |b| {
+                    let _held = &guard;
+                    Ok::<_, lattice_tunnel::forward::BoxError>(http_body::Frame::data(b))
+                });
+                http::Response::new(http_body_util::StreamBody::new(frames).boxed_unsync())
+            }
+            _ => status_response(http::StatusCode::NOT_FOUND, "no such path"),
+        };
+        Box::pin(std::future::ready(response))
+    }
+}
+
+fn for_alice(cluster: &str) -> Forwarded {
+    Forwarded {
+        cluster: cluster.into(),
+        user: "alice".into(),
+        groups: vec!["devs".into(), "oncall".into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_requests_cross_the_tunnel_stream_back_and_cancel_when_the_client_leaves() {
+    use http_body_util::BodyExt;
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    let running = Running::start(Cell::new(ca, quick()), None).await;
+    let creds = running.bootstrap("edge").await;
+    let (feed, fed) = tokio::sync::mpsc::channel(4);
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let agent = Arc::new(
+        Agent::new(running.config("edge"), creds, Arc::new(health(2))).with_proxy(Arc::new(Echo {
+            feed: std::sync::Mutex::new(Some(fed)),
+            dropped: dropped.clone(),
+        })),
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let agent = agent.clone();
+        let stop = stop.clone();
+        async move { agent.run(stop).await }
+    });
+    eventually("edge connects", || running.cell.agents().get("edge")).await;
+
+    // A request and its body arrive whole, for the caller; its credentials stay behind.
+    let request = http::Request::post("/echo?dryRun=All")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer the-callers-own")
+        .body(bytes::Bytes::from_static(b"{\"kind\":\"Pod\"}"))
+        .unwrap();
+    let response = running
+        .cell
+        .forward("edge", for_alice("edge"), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        "POST /echo?dryRun=All for alice in [devs,oncall] on edge; authorization stayed behind; content-type Some(\"application/json\"); 14 bytes"
+    );
+
+    // A body larger than one message crosses in chunks and comes back whole.
+    let big = bytes::Bytes::from(vec![7u8; 3 << 20]);
+    let response = running
+        .cell
+        .forward(
+            "edge",
+            for_alice("edge"),
+            http::Request::put("/echo").body(big.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["x-echo-length"],
+        (3usize << 20).to_string()
+    );
+    let too_big = bytes::Bytes::from(vec![0u8; lattice_tunnel::forward::MAX_REQUEST_BODY + 1]);
+    assert!(matches!(
+        running
+            .cell
+            .forward(
+                "edge",
+                for_alice("edge"),
+                http::Request::put("/echo").body(too_big).unwrap()
+            )
+            .await,
+        Err(ForwardError::Request(_))
+    ));
+
+    // A streamed answer arrives chunk by chunk, as the agent sends it.
+    let response = running
+        .cell
+        .forward(
+            "edge",
+            for_alice("edge"),
+            http::Request::get("/stream?watch=true")
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    for chunk in ["first event\n", "second event\n"] {
+        feed.send(bytes::Bytes::from(chunk)).await.unwrap();
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("a chunk in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), chunk.as_bytes());
+    }
+    // The client hangs up: the agent's end of the watch is dropped.
+    drop(body);
+    tokio::time::timeout(WAIT, dropped.notified())
+        .await
+        .expect("the agent dropped the stream when the client left");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), feed.closed())
+            .await
+            .is_ok(),
+        "nothing reads the feed any more"
+    );
+
+    // No agent, no forwarding.
+    assert!(matches!(
+        running
+            .cell
+            .forward(
+                "nowhere",
+                for_alice("nowhere"),
+                http::Request::get("/echo")
+                    .body(bytes::Bytes::new())
+                    .unwrap()
+            )
+            .await,
+        Err(ForwardError::NotConnected(_))
+    ));
+    stop.cancel();
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_agent_a_request_was_sent_to_may_answer_it() {
+    use prost::Message;
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    let running = Running::start(
+        Cell::new(
+            ca,
+            CellConfig {
+                handshake_timeout: Duration::from_secs(5),
+                ..quick()
+            },
+        ),
+        None,
+    )
+    .await;
+    let edge = running.bootstrap("edge").await;
+    let prod = running.bootstrap("prod").await;
+    let tls_for =
+        |c: &Credentials| agent_config(&c.ca_pem, Some((&c.cert_pem, c.key_der.clone()))).unwrap();
+    // Edge connects by hand, so the test sees the request's id.
+    let pending = tokio::spawn({
+        let cell = running.cell.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cell.forward(
+                "edge",
+                for_alice("edge"),
+                http::Request::get("/echo")
+                    .body(bytes::Bytes::new())
+                    .unwrap(),
+            )
+            .await
+        }
+    });
+    let received = connect_raw(&running.config("edge"), tls_for(&edge), vec![hello("edge")])
+        .await
+        .unwrap();
+    let id = received
+        .iter()
+        .find_map(|m| match &m.body {
+            Some(pb::cell_message::Body::ProxyRequest(r)) => Some(r.request_id.clone()),
+            _ => None,
+        })
+        .expect("the request's head came down edge's stream");
+    assert_eq!(id.len(), 32, "a 128-bit random id");
+
+    let accept = |cluster: &str, creds: Option<&Credentials>, id: &str| {
+        let config = running.config(cluster);
+        let tls = match creds {
+            Some(c) => tls_for(c),
+            None => agent_config(&running.cell.ca_pem(), None).unwrap(),
+        };
+        let message = pb::ProxyUp {
+            body: Some(pb::proxy_up::Body::Accept(pb::ProxyAccept {
+                request_id: id.to_owned(),
+            })),
+        }
+        .encode_to_vec();
+        async move {
+            let channel = agent::dial(&config, tls).await.unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(message).await.unwrap();
+            let result = grpc
+                .streaming(
+                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                    "/lattice.tunnel.v1.Cell/Proxy".parse().unwrap(),
+                    Raw,
+                )
+                .await;
+            drop(tx);
+            result.map(|_| ())
+        }
+    };
+    // Another cluster's agent cannot take it, and an unknown id is nobody's.
+    let stolen = accept("prod", Some(&prod), &id).await.unwrap_err();
+    assert_eq!(stolen.code(), Code::PermissionDenied, "{stolen}");
+    let unknown = accept("prod", Some(&prod), "0123").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
+    let anonymous = accept("edge", None, &id).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous}");
+    // Refused attempts left it waiting; with no answer from edge it times out.
+    let outcome = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, Err(ForwardError::NoAnswer(ref c, _)) if c == "edge"),
+        "{outcome:?}"
+    );
     running.stop().await;
 }
