@@ -467,7 +467,7 @@ fn names(list: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn the_agent_is_granted_exactly_what_it_does_and_no_impersonation() {
+fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
     let o = objects("deploy/agent");
     validate_all(&o);
     let deployment = get(&o, "Deployment", "lattice-agent");
@@ -495,13 +495,17 @@ fn the_agent_is_granted_exactly_what_it_does_and_no_impersonation() {
     for v in ["get", "list", "create", "patch", "delete"] {
         wanted.insert(verb("lattice.dev", "cedarpolicies", v, &[]));
     }
+    // Proxied calls run as their caller: users, their groups, ServiceAccount names.
+    for r in ["users", "groups", "serviceaccounts"] {
+        wanted.insert(verb("", r, "impersonate", &[]));
+    }
     let granted = grants(&cluster_role.rules.unwrap_or_default());
     assert_eq!(granted, wanted);
     assert!(
         !granted
             .iter()
-            .any(|(_, _, v, _)| v == "impersonate" || v == "*"),
-        "no impersonation, no wildcards"
+            .any(|(g, r, v, _)| v == "*" || r == "*" || g == "*"),
+        "no wildcards"
     );
 
     let role: Role = strict(get(&o, "Role", "lattice-agent"));
@@ -549,10 +553,24 @@ fn the_cell_adds_only_its_secrets_and_a_service_to_the_operator() {
     ));
     wanted.insert(verb("discovery.k8s.io", "endpointslices", "create", &[]));
     assert_eq!(granted, wanted);
-    // No selector: the leader's EndpointSlice routes it, matched by the port's name.
+    // The proxy reviews tokens, cluster-wide, and does nothing else.
+    let proxy_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-proxy"));
+    let proxy_binding: ClusterRoleBinding =
+        strict(get(&o, "ClusterRoleBinding", "lattice-operator-proxy"));
+    assert!(bound_to(
+        &proxy_binding.subjects,
+        "lattice-operator",
+        "lattice-system"
+    ));
+    assert_eq!(
+        grants(&proxy_role.rules.unwrap_or_default()),
+        BTreeSet::from([verb("authentication.k8s.io", "tokenreviews", "create", &[])])
+    );
+    // No selector: the leader's EndpointSlice routes it, matched by the ports' names.
     let service = get(&o, "Service", "lattice-cell");
     assert!(service["spec"].get("selector").is_none(), "{service}");
     assert_eq!(service["spec"]["ports"][0]["name"], "grpc");
+    assert_eq!(service["spec"]["ports"][1]["name"], "proxy");
     // The patch turns the cell on, names the Service, and gives the pod its IP.
     let kustomization =
         std::fs::read_to_string(root().join("deploy/cell/kustomization.yaml")).unwrap();
@@ -560,7 +578,9 @@ fn the_cell_adds_only_its_secrets_and_a_service_to_the_operator() {
         "--cell-listen=0.0.0.0:50051",
         "--cell-address=",
         "--cell-service=lattice-cell",
+        "--proxy-listen=0.0.0.0:6443",
         "name: cell",
+        "name: proxy",
         "LATTICE_CLUSTER_NAME",
         "POD_IP",
         "status.podIP",

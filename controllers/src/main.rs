@@ -145,6 +145,14 @@ struct RunArgs {
     /// Seconds between an agent's heartbeats (three missed: disconnected).
     #[arg(long, default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// Serve the Kubernetes API proxy here, beside the cell (HTTPS with the cell's
+    /// certificate): `https://<address>/clusters/<name>` is a kubectl server for this
+    /// cluster and each child. Callers bring ServiceAccount bearer tokens of this cluster.
+    #[arg(long, requires = "cell_listen")]
+    proxy_listen: Option<SocketAddr>,
+    /// A user who may name the caller it forwards for through the proxy (repeatable).
+    #[arg(long)]
+    proxy_trusted_forwarder: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -414,6 +422,8 @@ fn run_operator(args: RunArgs) -> ExitCode {
                 )),
                 heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
                 service: args.cell_service.clone().zip(args.pod_ip),
+                proxy_listen: args.proxy_listen,
+                trusted_forwarders: args.proxy_trusted_forwarder.clone(),
             }),
     };
     runtime.block_on(async move {

@@ -10,96 +10,15 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::{
-    Operator, TestEnv, apply, apply_yaml, free_port, install_crds, resource_of, stamped,
+use cluster::hierarchy::{
+    AgentProcess, cluster_status, eventually, install_bundle, namespace, secret, world,
 };
-use k8s_openapi::api::core::v1::Secret;
+use cluster::{Operator, TestEnv, apply, apply_yaml, free_port, install_crds, stamped};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use lattice_controllers::lattice_api::lattice_resource;
 use lattice_schemas::crd::Kind;
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// The InfraProvider every world here needs, and a LatticeCluster `name` under `parent`.
-fn world(clusters: &[(&str, Option<&str>)]) -> String {
-    let mut out = String::from(
-        "apiVersion: lattice.dev/v1alpha1
-kind: InfraProvider
-metadata:
-  name: aws
-spec:
-  type: aws
-  region: eu-west-1
-  credentialsSecretRef:
-    name: aws-credentials
-    namespace: lattice-system
-",
-    );
-    for (name, parent) in clusters {
-        let parent = parent
-            .map(|p| format!("  parent: {p}\n"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "---
-apiVersion: lattice.dev/v1alpha1
-kind: LatticeCluster
-metadata:
-  name: {name}
-spec:
-  providerRef: aws
-{parent}  provider:
-    kubernetes:
-      version: \"1.33.0\"
-    config:
-      aws:
-        region: eu-west-1
-  nodes:
-    controlPlane: 1
-"
-        ));
-    }
-    out
-}
-
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn namespace(client: &Client, name: &str) {
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-    apply(client, &resource_of(&ns), &ns).await;
-}
-
-async fn secret(client: &Client, name: &str) -> Option<Secret> {
-    Api::<Secret>::namespaced(client.clone(), "lattice-system")
-        .get_opt(name)
-        .await
-        .unwrap()
-}
-
-async fn cluster_status(client: &Client, name: &str) -> Value {
-    let api: Api<DynamicObject> =
-        Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
-    api.get(name)
-        .await
-        .map(|o| o.data["status"].clone())
-        .unwrap_or(Value::Null)
-}
 
 async fn policies(client: &Client) -> Vec<Value> {
     let api: Api<DynamicObject> = Api::namespaced_with(
@@ -126,65 +45,6 @@ fn policy(name: &str, propagate: bool) -> Value {
             "policies": "@id(\"no-exec\")\nforbid (principal, action == Lattice::Action::\"exec\", resource);\n",
         }
     }))
-}
-
-/// What an installer does: copies the parent's `lattice-bootstrap-<child>` to the child as
-/// `lattice-bootstrap`, once the parent has written it.
-async fn install_bundle(parent: &Client, child_name: &str, child: &Client) -> Secret {
-    let name = format!("lattice-bootstrap-{child_name}");
-    let bundle = eventually("the bootstrap Secret", || async {
-        secret(parent, &name).await
-    })
-    .await;
-    let copy = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("lattice-bootstrap".into()),
-            namespace: Some("lattice-system".into()),
-            ..Default::default()
-        },
-        data: bundle.data.clone(),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(child.clone(), "lattice-system")
-        .create(&PostParams::default(), &copy)
-        .await
-        .unwrap();
-    bundle
-}
-
-/// A running `lattice-operator agent` against the child. Stopped on drop.
-struct AgentProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl AgentProcess {
-    fn start(env: &TestEnv, kubeconfig: &std::path::Path) -> AgentProcess {
-        let log = env.dir.join("agent.log");
-        let key = env.dir.join("admission.key");
-        std::fs::write(&key, cluster::ADMISSION_KEY).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
-            .args(["agent", "--namespace", "lattice-system", "--admission-key"])
-            .arg(&key)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start lattice-operator agent");
-        AgentProcess { child, log }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

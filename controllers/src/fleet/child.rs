@@ -207,11 +207,18 @@ pub async fn run(
         &bundle.server_name,
     );
     let creds = credentials(&secrets, &bundle, &config, &options.namespace).await?;
-    let agent = Arc::new(Agent::new(
-        config,
-        creds.clone(),
-        Arc::new(ApiHealth::new(client.clone())),
-    ));
+    let handler = super::proxy::ChildProxy::new(
+        &config.cluster,
+        super::proxy::Impersonating::new(client.clone()),
+    );
+    let agent = Arc::new(
+        Agent::new(
+            config,
+            creds.clone(),
+            Arc::new(ApiHealth::new(client.clone())),
+        )
+        .with_proxy(Arc::new(handler)),
+    );
     let running = tokio::spawn({
         let agent = agent.clone();
         let shutdown = shutdown.clone();

@@ -15,10 +15,13 @@
 //!   Secrets (pure, tested without a cluster);
 //! - [`parent`]: the cell in the operator: its CA, children's tokens, their status and
 //!   what is distributed to them;
-//! - [`child`]: the agent subcommand: bootstrap, health, and the inherited objects.
+//! - [`child`]: the agent subcommand: bootstrap, health, and the inherited objects;
+//! - [`proxy`]: where the API proxy's allowed calls go: through the cell to a child, and
+//!   at the child to its API server as the caller.
 
 pub mod child;
 pub mod parent;
+pub mod proxy;
 pub mod stored;
 
 /// The namespace the operator keeps its Secrets in by default.

@@ -22,14 +22,16 @@ use lattice_schemas::crd::{API_VERSION, Kind};
 use lattice_schemas::manifest::Object;
 use lattice_tunnel::cell::{AgentStatus, Cell, CellConfig};
 use lattice_tunnel::distribution::{DistributedSet, ObjectKey};
-use lattice_tunnel::tls::{CellCert, cell_config};
+use lattice_tunnel::tls::{CellCert, cell_config, https_config};
 use lattice_tunnel::{ClusterCa, ClusterIdentity};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::absent_ok;
+use super::proxy::{CellUpstream, LiveSnapshots};
 use super::stored::{BOOTSTRAP_FOR, Bundle, CA_SECRET, StoredCa, bootstrap_secret_name};
 use crate::lattice_api::lattice_resource;
+use crate::webhook::State;
 
 /// The field manager of what the cell writes (its own, so it never takes the operator's
 /// status fields and the operator never takes its).
@@ -53,15 +55,27 @@ pub struct ParentOptions {
     /// Route this Service (one without a selector) to the leader: the cell writes its
     /// EndpointSlice with `pod_ip`, so children never land on a standby replica.
     pub service: Option<(String, std::net::IpAddr)>,
+    /// Serve the Kubernetes API proxy here: HTTPS with the cell's certificate (clients
+    /// trust the cluster CA), `/clusters/<name>/…` for this cluster and its children.
+    pub proxy_listen: Option<SocketAddr>,
+    /// Users who may name the caller they forward for through the proxy (the agents of
+    /// the hops above).
+    pub trusted_forwarders: Vec<String>,
 }
 
-/// The EndpointSlice that routes the cell's Service `service` to `ip:port` (this leader).
+/// The EndpointSlice that routes the cell's Service `service` to this leader at `ip`: the
+/// tunnel's `port`, and the API proxy's `proxy_port` when it serves one.
 pub fn leader_slice(
     service: &str,
     namespace: &str,
     ip: std::net::IpAddr,
     port: u16,
+    proxy_port: Option<u16>,
 ) -> serde_json::Value {
+    let mut ports = vec![json!({"name": "grpc", "port": port, "protocol": "TCP"})];
+    if let Some(p) = proxy_port {
+        ports.push(json!({"name": "proxy", "port": p, "protocol": "TCP"}));
+    }
     json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -75,8 +89,8 @@ pub fn leader_slice(
         },
         "addressType": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
         "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
-        // The Service's port name: a Service without a selector is matched by name.
-        "ports": [{"name": "grpc", "port": port, "protocol": "TCP"}],
+        // The Service's port names: a Service without a selector is matched by name.
+        "ports": ports,
     })
 }
 
@@ -90,7 +104,13 @@ async fn route_to_leader(client: &Client, options: &ParentOptions) -> Result<(),
     );
     let api: Api<kube::api::DynamicObject> =
         Api::namespaced_with(client.clone(), &options.namespace, &resource);
-    let slice = leader_slice(service, &options.namespace, *ip, options.listen.port());
+    let slice = leader_slice(
+        service,
+        &options.namespace,
+        *ip,
+        options.listen.port(),
+        options.proxy_listen.map(|a| a.port()),
+    );
     api.patch(
         &format!("{service}-leader"),
         &PatchParams::apply(MANAGER).force(),
@@ -187,6 +207,7 @@ pub async fn run(
     client: Client,
     options: ParentOptions,
     mut worlds: watch::Receiver<Option<Arc<Published>>>,
+    snapshots: Arc<State>,
 ) -> Result<(), String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &options.namespace);
     let ca = load_or_create_ca(&secrets, &options).await?;
@@ -207,6 +228,32 @@ pub async fn run(
     let stop = tokio_util::sync::CancellationToken::new();
     // Stops the server when this future is dropped (leadership lost, shutdown).
     let _stop_on_drop = stop.clone().drop_guard();
+    let proxy = match options.proxy_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (--proxy-listen): {e}"))?;
+            let tls = https_config(own.clone()).map_err(|e| e.to_string())?;
+            let proxy = Arc::new(lattice_proxy::Proxy::new(
+                Arc::new(lattice_proxy::authn::TokenReviewer::new(
+                    client.clone(),
+                    Vec::new(),
+                )),
+                Arc::new(LiveSnapshots(snapshots)),
+                Arc::new(CellUpstream::new(cell.clone(), &options.cluster)),
+                lattice_proxy::ProxyConfig {
+                    trusted_forwarders: options.trusted_forwarders.clone(),
+                    ..lattice_proxy::ProxyConfig::default()
+                },
+            ));
+            tracing::info!(%addr, "API proxy serving");
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                proxy.serve(listener, tls, stop.cancelled_owned()).await
+            }))
+        }
+    };
     let served = tokio::spawn({
         let cell = cell.clone();
         async move { cell.serve(listener, tls, stop.cancelled_owned()).await }
@@ -226,6 +273,9 @@ pub async fn run(
         }
         if served.is_finished() {
             return Err("the cell stopped serving".into());
+        }
+        if proxy.as_ref().is_some_and(|p| p.is_finished()) {
+            return Err("the API proxy stopped serving".into());
         }
         if !routed {
             match route_to_leader(&client, &options).await {

@@ -110,7 +110,7 @@ pub async fn run(
     let inbox = Arc::new(drift::Inbox::default());
     drift::spawn_all(&client, &inbox, &metrics);
     let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
-    tokio::spawn(planner(shared.clone(), plans, webhook));
+    tokio::spawn(planner(shared.clone(), plans, webhook.clone()));
     // The cell reads each plan's world (its children, what it distributes).
     let (worlds, worlds_rx) = channel::channel(None);
     {
@@ -156,7 +156,10 @@ pub async fn run(
         };
         let cell = async {
             match options.parent.clone() {
-                Some(parent) => crate::fleet::parent::run(client.clone(), parent, worlds_rx).await,
+                Some(parent) => {
+                    crate::fleet::parent::run(client.clone(), parent, worlds_rx, webhook.clone())
+                        .await
+                }
                 None => std::future::pending().await,
             }
         };

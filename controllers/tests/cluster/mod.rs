@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod hierarchy;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -43,6 +44,18 @@ fn testenv_binary() -> PathBuf {
             PathBuf::from(text.lines().last().expect("build prints the path").trim())
         })
         .clone()
+}
+
+/// `kubectl`, built by `tools/testenv/build` from the same Kubernetes module as the API
+/// server, beside the testenv binary.
+pub fn kubectl_binary() -> PathBuf {
+    let path = testenv_binary().with_file_name("kubectl");
+    assert!(
+        path.exists(),
+        "{} is missing: tools/testenv/build makes it",
+        path.display()
+    );
+    path
 }
 
 /// A running etcd + kube-apiserver. Stopped (and its directory removed) on drop.
@@ -159,6 +172,50 @@ impl TestEnv {
         path
     }
 
+    /// A bearer token of ServiceAccount `namespace/name` (a TokenRequest; the account is
+    /// made if missing), valid for an hour.
+    pub async fn token(&self, namespace: &str, name: &str) -> String {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let client = self.client().await;
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+        apply(&client, &resource_of(&ns), &ns).await;
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace}});
+        apply(&client, &resource_of(&sa), &sa).await;
+        let api: Api<ServiceAccount> = Api::namespaced(client, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create_token_request(name, &Default::default(), &request)
+            .await
+            .expect("a token")
+            .status
+            .expect("a token in the answer")
+            .token
+    }
+
+    /// Like [`TestEnv::account`], but the kubeconfig carries the ServiceAccount's own
+    /// bearer token, as a pod's mounted token would: the API server sees the account
+    /// itself, so it may impersonate others (an impersonated account could not).
+    pub async fn token_account(&self, rbac: &str, service_account: &str) -> PathBuf {
+        self.account(rbac, service_account).await;
+        let token = self.token("lattice-system", service_account).await;
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let mut value = serde_json::to_value(&kubeconfig).unwrap();
+        for user in value["users"].as_array_mut().unwrap() {
+            user["user"] = json!({"token": token});
+        }
+        let path = self.dir.join(format!("{service_account}-token.kubeconfig"));
+        std::fs::write(&path, value.to_string()).unwrap();
+        path
+    }
+
     /// A client as the cluster admin.
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
@@ -237,11 +294,20 @@ pub fn documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The API resource of a Lattice kind or a Namespace.
+/// The API resource of a Lattice kind, a Namespace, a ServiceAccount or an RBAC object.
 pub fn resource_of(object: &Value) -> ApiResource {
+    use k8s_openapi::api::rbac::v1 as rbac;
     let kind = object["kind"].as_str().expect("a kind");
-    if kind == "Namespace" {
-        return ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&());
+    match kind {
+        "Namespace" => return ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
+        "ServiceAccount" => {
+            return ApiResource::erase::<k8s_openapi::api::core::v1::ServiceAccount>(&());
+        }
+        "Role" => return ApiResource::erase::<rbac::Role>(&()),
+        "RoleBinding" => return ApiResource::erase::<rbac::RoleBinding>(&()),
+        "ClusterRole" => return ApiResource::erase::<rbac::ClusterRole>(&()),
+        "ClusterRoleBinding" => return ApiResource::erase::<rbac::ClusterRoleBinding>(&()),
+        _ => {}
     }
     lattice_resource(Kind::from_name(kind).unwrap_or_else(|| panic!("not a Lattice kind: {kind}")))
 }
