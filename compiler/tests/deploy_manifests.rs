@@ -478,6 +478,22 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
         "one stream per cluster: one agent"
     );
     assert_eq!(pod["containers"][0]["args"][0], "agent");
+    // Calls below go to this cluster's own proxy, trusting the CA the cell publishes; the
+    // ConfigMap is optional, for a leaf cluster has no cell.
+    let args = pod["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--local-proxy=https://lattice-cell.lattice-system.svc")
+            && args.contains("--local-proxy-ca=/etc/lattice/cell-ca/ca.crt"),
+        "{args}"
+    );
+    let ca = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "cell-ca")
+        .expect("the cell CA volume");
+    assert_eq!(ca["configMap"]["name"], "lattice-cell-ca");
+    assert_eq!(ca["configMap"]["optional"], true);
     assert!(
         pod["containers"][0].get("ports").is_none(),
         "it dials out; nothing listens"
@@ -499,6 +515,8 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
     for r in ["users", "groups", "serviceaccounts"] {
         wanted.insert(verb("", r, "impersonate", &[]));
     }
+    // The clusters below this one, reported to the parent.
+    wanted.insert(verb("lattice.dev", "latticeclusters", "list", &[]));
     let granted = grants(&cluster_role.rules.unwrap_or_default());
     assert_eq!(granted, wanted);
     assert!(
@@ -528,7 +546,7 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
 }
 
 #[test]
-fn the_cell_adds_only_its_secrets_and_a_service_to_the_operator() {
+fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
     let o = objects("deploy/cell");
     validate_all(&o);
     let role: Role = strict(get(&o, "Role", "lattice-operator-cell"));
@@ -552,6 +570,9 @@ fn the_cell_adds_only_its_secrets_and_a_service_to_the_operator() {
         &["lattice-cell-leader"],
     ));
     wanted.insert(verb("discovery.k8s.io", "endpointslices", "create", &[]));
+    // The CA's certificate, published for this cluster's own agent.
+    wanted.insert(verb("", "configmaps", "patch", &["lattice-cell-ca"]));
+    wanted.insert(verb("", "configmaps", "create", &[]));
     assert_eq!(granted, wanted);
     // The proxy reviews tokens, cluster-wide, and does nothing else.
     let proxy_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-proxy"));
@@ -579,6 +600,7 @@ fn the_cell_adds_only_its_secrets_and_a_service_to_the_operator() {
         "--cell-address=",
         "--cell-service=lattice-cell",
         "--proxy-listen=0.0.0.0:6443",
+        "--proxy-trusted-forwarder=system:serviceaccount:lattice-system:lattice-agent",
         "name: cell",
         "name: proxy",
         "LATTICE_CLUSTER_NAME",

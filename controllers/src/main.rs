@@ -170,6 +170,16 @@ struct AgentArgs {
         default_value = "system:serviceaccount:lattice-system:lattice-agent"
     )]
     writer: String,
+    /// This cluster's own API proxy (on a cluster that is also a parent), e.g.
+    /// `https://lattice-cell.lattice-system.svc`: calls the parent sends for the clusters
+    /// below this one go there, authenticated as this agent, to be decided again here.
+    #[arg(long, requires = "local_proxy_ca")]
+    local_proxy: Option<http::Uri>,
+    /// The PEM file of this cluster's cell CA (the ConfigMap `lattice-cell-ca`, mounted),
+    /// which the local proxy's certificate is signed by. Read on every call, so a
+    /// rotation is picked up.
+    #[arg(long, requires = "local_proxy")]
+    local_proxy_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -514,9 +524,19 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
-        let client = match cluster_client().await {
+        let config = match kube::Config::infer().await {
             Ok(c) => c,
-            Err(code) => return code,
+            Err(e) => {
+                eprintln!("error: no cluster to talk to (KUBECONFIG or in-cluster): {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let client = match kube::Client::try_from(config.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot make a client for this cluster: {e}");
+                return ExitCode::from(2);
+            }
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn({
@@ -526,10 +546,17 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                 shutdown.cancel();
             }
         });
+        let local_proxy = match (args.local_proxy, args.local_proxy_ca) {
+            (Some(url), Some(ca)) => Some(lattice_controllers::fleet::proxy::LocalProxy::new(
+                config, url, ca,
+            )),
+            _ => None,
+        };
         let options = lattice_controllers::fleet::child::ChildOptions {
             namespace: args.namespace,
             admission,
             writer: args.writer,
+            local_proxy,
         };
         match lattice_controllers::fleet::child::run(client, options, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,14 @@
-//! The Kubernetes API proxy on two real control planes, root and its child edge, each with
-//! its own `lattice-operator` process (root: the cell and the proxy; edge: the agent, as its
-//! own ServiceAccount with the shipped RBAC). A kube-rs client uses
-//! `https://<root's proxy>/clusters/edge` as its server, with a ServiceAccount token of
-//! root's, and the cell's CA: it gets, lists, watches, creates, patches and deletes on edge
-//! through the tunnel, and so does `kubectl`. A verb Cedar denies on root is a 403 carrying the deciding policy
-//! and its advice; a verb Cedar allows but edge's RBAC does not is a 403 from edge, naming
-//! the caller (impersonation); no token, a bad token, or an impersonation header of the
-//! client's own is refused.
+//! The Kubernetes API proxy on three real control planes in a line, root → edge → leaf,
+//! each with its own `lattice-operator` processes (root: the cell and the proxy; edge: an
+//! agent to root, and its own cell and proxy; leaf: an agent to edge), every agent as its
+//! own ServiceAccount with the shipped RBAC. A kube-rs client uses
+//! `https://<root's proxy>/clusters/<cluster>` as its server, with a ServiceAccount token
+//! of root's, and the cell's CA: it gets, lists, watches, creates, patches and deletes on
+//! edge (one hop) and on leaf (two hops), and so does `kubectl`. A verb Cedar denies on root
+//! is a 403 carrying the deciding policy and its advice, and so is one edge's own Cedar
+//! denies on the way to leaf (every hop decides); a verb Cedar allows but the last
+//! cluster's RBAC does not is a 403 from that cluster, naming the caller (impersonation); no
+//! token, a bad token, or an impersonation header of the client's own is refused.
 
 mod cluster;
 
@@ -60,16 +62,17 @@ fn refusal(e: kube::Error) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_through_the_proxy_are_decided_by_cedar_on_the_parent_and_rbac_on_the_child() {
-    let pair = ProxiedPair::start().await;
+    let pair = ProxiedPair::start_chain().await;
     let (root, edge) = (&pair.root, &pair.edge);
-    // Root's Cedar: alice may read and write on edge; no one reads Secrets through the
-    // proxy; bob is granted nothing.
+    // Root's Cedar: alice may read and write on edge and every cluster below it (leaf is
+    // `in` edge because edge's agent reports it); no one reads Secrets through the proxy;
+    // bob is granted nothing.
     let rules = format!(
         r#"@id("alice-works-on-edge")
 permit (
   principal == Lattice::User::"{alice}",
   action in Lattice::Action::"ClusterWrite",
-  resource == Lattice::Cluster::"edge"
+  resource in Lattice::Cluster::"edge"
 );
 
 @id("no-secrets-through-the-proxy")
@@ -343,12 +346,223 @@ when {{ context.resource == "secrets" }};
         "{err}"
     );
 
+    two_hops(&pair, &alice_token).await;
+
     // Streams the client abandoned were cancelled at the agent, not left running.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !pair.agent.logs().contains("panicked") && !pair.operator.logs().contains("panicked"),
-        "{}\n{}",
+    let leaf = pair.leaf.as_ref().unwrap();
+    for log in [
         pair.agent.logs(),
-        pair.operator.logs()
+        pair.operator.logs(),
+        leaf.agent.logs(),
+        leaf.edge_operator.logs(),
+    ] {
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
+
+/// Root → edge → leaf: the call is decided on root, then again on edge (with edge's own
+/// policies, for the caller edge's agent names), then runs on leaf as the caller.
+async fn two_hops(pair: &ProxiedPair, alice_token: &str) {
+    let leaf = pair.leaf.as_ref().expect("a chain");
+    let on_leaf: Api<ConfigMap> = Api::namespaced(leaf.client.clone(), "shop");
+    // Edge's Cedar: alice may work on leaf, except in `frozen`.
+    let rules = format!(
+        r#"@id("alice-works-on-leaf")
+permit (
+  principal == Lattice::User::"{alice}",
+  action in Lattice::Action::"ClusterWrite",
+  resource == Lattice::Cluster::"leaf"
+);
+
+@id("frozen-on-edge")
+@advice("leaf's frozen namespace changes only through edge's change process")
+forbid (principal, action in Lattice::Action::"ClusterAdmin", resource)
+when {{ context.namespace == "frozen" }};
+"#,
+        alice = user("alice")
     );
+    apply(
+        &pair.edge,
+        &lattice_resource(Kind::CedarPolicy),
+        &stamped(json!({
+            "apiVersion": "lattice.dev/v1alpha1",
+            "kind": "CedarPolicy",
+            "metadata": {"name": "proxy-access", "namespace": "lattice-system"},
+            "spec": {"policies": rules},
+        })),
+    )
+    .await;
+    // Leaf's RBAC: alice edits ConfigMaps in `shop` and `frozen`; nothing in `other`.
+    for ns in ["shop", "frozen", "other"] {
+        namespace(&leaf.client, ns).await;
+    }
+    for ns in ["shop", "frozen"] {
+        let role = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "config-editor", "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                       "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}],
+        });
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "alice-edits-config", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "config-editor"},
+            "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": CALLERS}],
+        });
+        for o in [&role, &binding] {
+            apply(&leaf.client, &cluster::resource_of(o), o).await;
+        }
+    }
+
+    let alice = pair.client("leaf", Some(alice_token), "shop").await;
+    let maps: Api<ConfigMap> = Api::namespaced(alice.clone(), "shop");
+    // Root's snapshot must hold leaf (reported by edge) and edge's its policy.
+    let created = eventually("a create two hops down", || async {
+        match maps
+            .create(&PostParams::default(), &config_map("deep", "1"))
+            .await
+        {
+            Ok(made) => Some(made),
+            Err(e) => {
+                eprintln!("not yet: {e}");
+                None
+            }
+        }
+    })
+    .await;
+    assert_eq!(created.metadata.namespace.as_deref(), Some("shop"));
+    assert!(
+        on_leaf.get_opt("deep").await.unwrap().is_some(),
+        "it is on leaf"
+    );
+    assert_eq!(maps.get("deep").await.unwrap().data.unwrap()["value"], "1");
+    let listed = maps.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1, "leaf's objects, not edge's");
+
+    let version = listed.metadata.resource_version.unwrap();
+    let mut events = maps
+        .watch(&kube::api::WatchParams::default().timeout(60), &version)
+        .await
+        .unwrap()
+        .boxed();
+    on_leaf
+        .create(&PostParams::default(), &config_map("made-on-leaf", "2"))
+        .await
+        .unwrap();
+    let added = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.try_next().await.unwrap() {
+            if let WatchEvent::Added(cm) = event
+                && cm.metadata.name.as_deref() == Some("made-on-leaf")
+            {
+                return cm;
+            }
+        }
+        panic!("the watch ended before the event");
+    })
+    .await
+    .expect("the watch event arrives through two hops");
+    assert_eq!(added.data.unwrap()["value"], "2");
+    drop(events);
+
+    let patched = maps
+        .patch(
+            "deep",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"value": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["value"], "3");
+    maps.delete("deep", &DeleteParams::default()).await.unwrap();
+    eventually("the delete reaches leaf", || async {
+        on_leaf
+            .get_opt("deep")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // Root allows `frozen`; edge's own Cedar does not, and says so with its advice.
+    let (code, message) = refusal(
+        Api::<ConfigMap>::namespaced(alice.clone(), "frozen")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains("frozen-on-edge") && message.contains("change process"),
+        "edge decided: {message}"
+    );
+    // Root's forbid still holds two hops down.
+    let (code, message) = refusal(
+        Api::<Secret>::namespaced(alice.clone(), "shop")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains("no-secrets-through-the-proxy"),
+        "{message}"
+    );
+    // Both proxies allow `other`; leaf's RBAC does not: leaf's 403, naming alice.
+    let (code, message) = refusal(
+        Api::<ConfigMap>::namespaced(alice.clone(), "other")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains(&format!("User \"{}\"", user("alice")))
+            && message.contains("cannot list resource \"configmaps\""),
+        "leaf's RBAC answered, for alice: {message}"
+    );
+
+    // Only edge's agent may name a caller at edge's proxy: another account of edge's,
+    // naming alice, is refused.
+    let mallory = pair.edge_env.token(CALLERS, "mallory").await;
+    let (code, message) = forwarding_as(pair, &mallory).await;
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains("may not forward"), "{message}");
+
+    // kubectl, two hops down.
+    let alice_config = pair.kubeconfig("leaf", Some(alice_token), "shop");
+    let (ok, out, err) = kubectl(&alice_config, &["get", "configmaps", "-o", "name"]);
+    assert!(ok && out.contains("configmap/made-on-leaf"), "{out}{err}");
+    let (ok, _, err) = kubectl(&alice_config, &["get", "configmaps", "-n", "frozen"]);
+    assert!(
+        !ok && err.contains("Forbidden") && err.contains("frozen-on-edge"),
+        "{err}"
+    );
+}
+
+/// A call straight to edge's proxy for leaf with `token`, naming alice as the caller it
+/// forwards for: its status and message.
+async fn forwarding_as(pair: &ProxiedPair, token: &str) -> (u16, String) {
+    let leaf = pair.leaf.as_ref().unwrap();
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {
+            "server": format!("https://127.0.0.1:{}/clusters/leaf", leaf.edge_proxy_port),
+            "certificate-authority": pair.edge_env.dir.join("edge-cell-ca.pem"),
+        }}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    });
+    let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let request = http::Request::get("/api/v1/namespaces/shop/configmaps")
+        .header("X-Lattice-Forwarded-User", user("alice"))
+        .body(Vec::new())
+        .unwrap();
+    refusal(client.request_text(request).await.unwrap_err())
 }

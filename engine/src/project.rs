@@ -876,6 +876,9 @@ fn implied(
         g.push(image_entity(r, facts));
     }
     g.push(cluster_default(facts));
+    for d in descendants(world) {
+        g.push(descendant_entity(d));
+    }
     for (category, value) in OVERRIDE_CATALOG {
         g.push(override_entity(category, value));
     }
@@ -1100,6 +1103,61 @@ pub fn image_uid_text(image: &str) -> String {
     ImageRef::parse(image)
         .map(|i| i.to_string())
         .unwrap_or_else(|_| image.to_owned())
+}
+
+/// The clusters below this one's children that no LatticeCluster here declares, as the
+/// children's agents report them (`status.descendants`), each once (the first report, in
+/// the world's order, of a name two children claim; the cell routes such a name nowhere).
+fn descendants(world: &World) -> Vec<&lattice_schemas::crd::cluster::DescendantStatus> {
+    let declared: HashSet<&str> = world
+        .objects()
+        .filter(|(k, _)| k.kind == "LatticeCluster")
+        .map(|(k, _)| k.name.as_str())
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            Object::Cluster(c) => c.status.as_ref(),
+            _ => None,
+        })
+        .flat_map(|st| &st.descendants)
+        .filter(|d| !declared.contains(d.name.as_str()) && seen.insert(d.name.as_str()))
+        .collect()
+}
+
+/// A reported descendant as a `Cluster` entity `in` its parent. What only its own
+/// LatticeCluster declares (provider, region, labels) is empty, and its Pod Security default
+/// is the strictest.
+fn descendant_entity(
+    d: &lattice_schemas::crd::cluster::DescendantStatus,
+) -> Result<Entity, String> {
+    let h = &d.health;
+    entity(
+        uid("Cluster", &d.name),
+        vec![
+            ("name", s(&d.name)),
+            ("provider", s("")),
+            ("environment", s(&d.environment)),
+            ("region", s("")),
+            ("kubernetesVersion", s(&h.kubernetes_version)),
+            ("phase", s(&d.phase)),
+            ("ready", Rx::new_bool(d.ready)),
+            ("agentConnected", Rx::new_bool(d.agent_connected)),
+            ("nodesReady", Rx::new_long(h.nodes_ready.max(0))),
+            ("nodesTotal", Rx::new_long(h.nodes_total.max(0))),
+            ("controlPlaneReady", Rx::new_bool(h.control_plane_ready)),
+            ("agentVersion", s(&h.agent_version)),
+            ("pivoted", Rx::new_bool(false)),
+            ("backups", Rx::new_bool(false)),
+            ("monitoring", Rx::new_bool(false)),
+            (
+                "defaultPodSecurity",
+                s(lattice_schemas::crd::PodSecurityLevel::Restricted.as_str()),
+            ),
+        ],
+        [uid("Cluster", &d.parent)],
+    )
 }
 
 fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
@@ -1832,6 +1890,72 @@ mod tests {
         assert!(all.len() > 3000, "the parallel path needs many entities");
         let by_cedar = Entities::from_entities(all, Some(schema)).unwrap();
         assert!(built.deep_eq(&by_cedar));
+    }
+
+    #[test]
+    fn reported_descendants_are_clusters_in_their_parents_unless_declared_here() {
+        let text = "apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: root
+spec:
+  providerRef: aws
+  provider:
+    kubernetes: {version: \"1.33.0\"}
+    config: {aws: {region: eu-west-1}}
+  nodes: {controlPlane: 1}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: mid
+spec:
+  providerRef: aws
+  parent: root
+  provider:
+    kubernetes: {version: \"1.33.0\"}
+    config: {aws: {region: eu-west-1}}
+  nodes: {controlPlane: 1}
+status:
+  descendants:
+    - {name: leaf, parent: mid, environment: prod, phase: Ready, ready: true, agentConnected: true,
+       health: {nodesReady: 2, nodesTotal: 3, controlPlaneReady: true}}
+    - {name: twig, parent: leaf, phase: Provisioning}
+    - {name: root, parent: mid}
+";
+        let report = lattice_schemas::validate::validate_text("world.yaml", text);
+        assert_eq!(report.errors(), 0, "{:?}", report.findings);
+        let world = World::from_objects(report.manifests.into_iter().map(|m| m.object).collect());
+        let schema = lattice_schemas::cedar::schema();
+        let built = Projection::of(&world)
+            .entities(&world, schema, &Approvals::default())
+            .unwrap();
+        let cluster = |n: &str| uid("Cluster", n);
+        let leaf = built.get(&cluster("leaf")).expect("leaf is a Cluster here");
+        assert_eq!(
+            leaf.attr("nodesReady").unwrap().unwrap(),
+            cedar_policy::EvalResult::Long(2)
+        );
+        assert_eq!(
+            leaf.attr("environment").unwrap().unwrap(),
+            cedar_policy::EvalResult::String("prod".into())
+        );
+        let ancestors: HashSet<EntityUid> = built
+            .ancestors(&cluster("twig"))
+            .unwrap()
+            .cloned()
+            .collect();
+        assert_eq!(
+            ancestors,
+            [cluster("leaf"), cluster("mid"), cluster("root")].into(),
+            "a grandchild is in every cluster above it"
+        );
+        let root = built.get(&cluster("root")).unwrap();
+        assert_eq!(
+            root.attr("region").unwrap().unwrap(),
+            cedar_policy::EvalResult::String("eu-west-1".into()),
+            "a report never replaces a declared LatticeCluster"
+        );
     }
 
     #[test]

@@ -223,6 +223,7 @@ async fn measure(n: usize, settle: Duration, window: Duration) {
                 control_plane_ready: true,
                 agent_version: "0.1.0".into(),
                 kubernetes_version: "v1.33.0".into(),
+                descendants: Vec::new(),
             }),
         ));
         tokio::spawn({

@@ -144,6 +144,17 @@ impl Closer {
     }
 }
 
+/// Why a call for a cluster has nowhere to go.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error(
+        "cluster {0:?} is not connected here: no child's agent is connected that is it or reports it below itself (it is offline, or not in this cluster's subtree)"
+    )]
+    Unknown(String),
+    #[error("cluster {0:?} is reported below both {1:?} and {2:?}; calls for it are refused")]
+    Ambiguous(String, String, String),
+}
+
 /// Who is connected to the cell.
 #[derive(Clone)]
 pub struct Agents {
@@ -178,6 +189,34 @@ impl Agents {
     /// One cluster's agent, if connected.
     pub fn get(&self, cluster: &str) -> Option<AgentStatus> {
         self.lock().get(cluster).map(|c| c.status.clone())
+    }
+
+    /// Which connected child's agent a call for `cluster` goes through: the cluster's own
+    /// agent when it is a child, else the one child whose agent reports it below itself.
+    pub fn route(&self, cluster: &str) -> Result<String, RouteError> {
+        let connected = self.lock();
+        if connected.contains_key(cluster) {
+            return Ok(cluster.to_owned());
+        }
+        let mut via = connected
+            .iter()
+            .filter(|(_, c)| {
+                c.status
+                    .health
+                    .descendants
+                    .iter()
+                    .any(|d| d.name == cluster)
+            })
+            .map(|(name, _)| name.clone());
+        match (via.next(), via.next()) {
+            (None, _) => Err(RouteError::Unknown(cluster.to_owned())),
+            (Some(one), None) => Ok(one),
+            // Two subtrees claim one name: neither is trusted with it.
+            (Some(a), Some(b)) => {
+                let (a, b) = if a < b { (a, b) } else { (b, a) };
+                Err(RouteError::Ambiguous(cluster.to_owned(), a, b))
+            }
+        }
     }
 
     /// How many agents are connected.

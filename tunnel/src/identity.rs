@@ -48,11 +48,16 @@ fn dns_name(s: &str) -> bool {
         })
 }
 
+/// Whether `name` can name a cluster: a DNS-1123 label (a LatticeCluster's name).
+pub fn is_cluster_name(name: &str) -> bool {
+    dns_name(name) && !name.contains('.')
+}
+
 impl ClusterIdentity {
     /// The identity of `cluster` in `trust_domain`; both must be DNS names (a cluster name
     /// is a LatticeCluster's, so always one).
     pub fn new(trust_domain: &str, cluster: &str) -> Result<ClusterIdentity, IdentityError> {
-        if !dns_name(trust_domain) || !dns_name(cluster) || cluster.contains('.') {
+        if !dns_name(trust_domain) || !is_cluster_name(cluster) {
             return Err(IdentityError::Malformed(format!(
                 "trust domain {trust_domain:?}, cluster {cluster:?}"
             )));

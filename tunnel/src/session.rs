@@ -55,9 +55,35 @@ impl From<ProtocolError> for tonic::Status {
     }
 }
 
-/// A cluster's health as its agent last reported it.
+/// The most clusters one agent may report below its own.
+pub const MAX_DESCENDANTS: usize = 4096;
+
+/// The longest environment or phase a descendant may carry.
+pub const MAX_FACT_BYTES: usize = 63;
+
+/// A cluster's health as its agent last reported it, with the clusters below it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Health {
+    pub nodes_ready: u32,
+    pub nodes_total: u32,
+    pub control_plane_ready: bool,
+    pub agent_version: String,
+    pub kubernetes_version: String,
+    /// The clusters below this one, parents before children (see [`Descendant`]).
+    pub descendants: Vec<Descendant>,
+}
+
+/// A cluster below an agent's own, as its parent's cell knows it. The parent is the
+/// agent's cluster or a descendant listed earlier, so the list is a tree rooted at the
+/// agent: an agent can speak for nothing outside its own subtree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Descendant {
+    pub name: String,
+    pub parent: String,
+    pub environment: String,
+    pub phase: String,
+    pub ready: bool,
+    pub agent_connected: bool,
     pub nodes_ready: u32,
     pub nodes_total: u32,
     pub control_plane_ready: bool,
@@ -73,11 +99,109 @@ impl From<&Health> for pb::Health {
             control_plane_ready: h.control_plane_ready,
             agent_version: h.agent_version.clone(),
             kubernetes_version: h.kubernetes_version.clone(),
+            descendants: h.descendants.iter().map(pb::Descendant::from).collect(),
         }
     }
 }
 
-fn health(h: Option<pb::Health>) -> Result<Health, ProtocolError> {
+impl From<&Descendant> for pb::Descendant {
+    fn from(d: &Descendant) -> pb::Descendant {
+        pb::Descendant {
+            name: d.name.clone(),
+            parent: d.parent.clone(),
+            environment: d.environment.clone(),
+            phase: d.phase.clone(),
+            ready: d.ready,
+            agent_connected: d.agent_connected,
+            nodes_ready: d.nodes_ready,
+            nodes_total: d.nodes_total,
+            control_plane_ready: d.control_plane_ready,
+            agent_version: d.agent_version.clone(),
+            kubernetes_version: d.kubernetes_version.clone(),
+        }
+    }
+}
+
+fn invalid(message: String) -> ProtocolError {
+    ProtocolError::new(Violation::InvalidArgument, message)
+}
+
+/// The descendants `reporter`'s agent sent, checked: names are cluster names, each once,
+/// none is the reporter, every parent comes before its children, and every string is short
+/// and printable.
+fn descendants(
+    reporter: &str,
+    list: Vec<pb::Descendant>,
+) -> Result<Vec<Descendant>, ProtocolError> {
+    if list.len() > MAX_DESCENDANTS {
+        return Err(invalid(format!(
+            "{} descendants are more than the {MAX_DESCENDANTS} one agent may report",
+            list.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    let mut out = Vec::with_capacity(list.len());
+    for d in list {
+        if !crate::identity::is_cluster_name(&d.name) {
+            return Err(invalid(format!(
+                "descendant {:?} is not a cluster name",
+                d.name
+            )));
+        }
+        if d.name == reporter || seen.contains(d.name.as_str()) {
+            return Err(invalid(format!(
+                "descendant {:?} is reported twice",
+                d.name
+            )));
+        }
+        if d.parent != reporter && !seen.contains(d.parent.as_str()) {
+            return Err(invalid(format!(
+                "descendant {:?} names parent {:?}, which is neither {reporter:?} nor a descendant listed before it",
+                d.name, d.parent
+            )));
+        }
+        if d.nodes_ready > d.nodes_total {
+            return Err(invalid(format!(
+                "descendant {:?}: {} of {} nodes cannot be ready",
+                d.name, d.nodes_ready, d.nodes_total
+            )));
+        }
+        for (field, value, max) in [
+            ("environment", &d.environment, MAX_FACT_BYTES),
+            ("phase", &d.phase, MAX_FACT_BYTES),
+            ("agent_version", &d.agent_version, MAX_VERSION_BYTES),
+            (
+                "kubernetes_version",
+                &d.kubernetes_version,
+                MAX_VERSION_BYTES,
+            ),
+        ] {
+            if value.len() > max || value.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "descendant {:?}: {field} is not a short printable string",
+                    d.name
+                )));
+            }
+        }
+        seen.insert(d.name.clone());
+        out.push(Descendant {
+            name: d.name,
+            parent: d.parent,
+            environment: d.environment,
+            phase: d.phase,
+            ready: d.ready,
+            agent_connected: d.agent_connected,
+            nodes_ready: d.nodes_ready,
+            nodes_total: d.nodes_total,
+            control_plane_ready: d.control_plane_ready,
+            agent_version: d.agent_version,
+            kubernetes_version: d.kubernetes_version,
+        });
+    }
+    Ok(out)
+}
+
+fn health(reporter: &str, h: Option<pb::Health>) -> Result<Health, ProtocolError> {
     let h = h.ok_or_else(|| ProtocolError::new(Violation::InvalidArgument, "health is missing"))?;
     if h.nodes_ready > h.nodes_total {
         return Err(ProtocolError::new(
@@ -105,6 +229,7 @@ fn health(h: Option<pb::Health>) -> Result<Health, ProtocolError> {
         control_plane_ready: h.control_plane_ready,
         agent_version: h.agent_version,
         kubernetes_version: h.kubernetes_version,
+        descendants: descendants(reporter, h.descendants)?,
     })
 }
 
@@ -182,11 +307,11 @@ impl CellSession {
                 self.peer
                     .speaks_for(&hello.cluster)
                     .map_err(|e| ProtocolError::new(Violation::PermissionDenied, e.to_string()))?;
-                let health = health(hello.health)?;
+                let health = health(&hello.cluster, hello.health)?;
                 self.open = true;
                 Ok(Event::Opened(health))
             }
-            Body::Heartbeat(beat) => Ok(Event::Heartbeat(health(beat.health)?)),
+            Body::Heartbeat(beat) => Ok(Event::Heartbeat(health(&self.peer.cluster, beat.health)?)),
             Body::SyncAck(ack) => self.ack(ack),
             Body::CommandResult(r) => Err(ProtocolError::new(
                 Violation::InvalidArgument,
@@ -353,6 +478,74 @@ mod tests {
             s.receive(ack(1, [0; 32])).unwrap_err().violation,
             Violation::InvalidArgument,
             "nothing was sent yet"
+        );
+    }
+
+    fn beat_with(descendants: &[(&str, &str)]) -> pb::AgentMessage {
+        pb::AgentMessage {
+            body: Some(Body::Heartbeat(pb::Heartbeat {
+                unix_millis: 0,
+                health: Some(pb::Health {
+                    descendants: descendants
+                        .iter()
+                        .map(|(name, parent)| pb::Descendant {
+                            name: (*name).into(),
+                            parent: (*parent).into(),
+                            phase: "Ready".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            })),
+        }
+    }
+
+    #[test]
+    fn an_agent_reports_only_a_tree_below_its_own_cluster() {
+        let mut s = CellSession::new(peer());
+        s.receive(hello("edge")).unwrap();
+        let Ok(Event::Heartbeat(h)) = s.receive(beat_with(&[("leaf", "edge"), ("twig", "leaf")]))
+        else {
+            panic!("a tree below edge is a heartbeat");
+        };
+        assert_eq!(
+            h.descendants
+                .iter()
+                .map(|d| (d.name.as_str(), d.parent.as_str()))
+                .collect::<Vec<_>>(),
+            [("leaf", "edge"), ("twig", "leaf")]
+        );
+        for (bad, why) in [
+            (vec![("edge", "edge")], "itself"),
+            (vec![("leaf", "edge"), ("leaf", "edge")], "twice"),
+            (vec![("leaf", "root")], "a parent outside its subtree"),
+            (
+                vec![("twig", "leaf"), ("leaf", "edge")],
+                "a child before its parent",
+            ),
+            (vec![("Leaf", "edge")], "not a cluster name"),
+            (vec![("le.af", "edge")], "not a label"),
+        ] {
+            assert_eq!(
+                s.receive(beat_with(&bad)).unwrap_err().violation,
+                Violation::InvalidArgument,
+                "{why}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_DESCENDANTS).map(|i| format!("c{i}")).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|n| (n.as_str(), "edge")).collect();
+        assert_eq!(
+            s.receive(beat_with(&many)).unwrap_err().violation,
+            Violation::InvalidArgument
+        );
+        let mut control = beat_with(&[("leaf", "edge")]);
+        if let Some(Body::Heartbeat(b)) = &mut control.body {
+            b.health.as_mut().unwrap().descendants[0].phase = "Re\nady".into();
+        }
+        assert_eq!(
+            s.receive(control).unwrap_err().violation,
+            Violation::InvalidArgument
         );
     }
 

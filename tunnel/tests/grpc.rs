@@ -14,12 +14,12 @@ use std::time::Duration;
 use bytes::{Buf, BufMut};
 use lattice_proto::tunnel::v1 as pb;
 use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, Link};
-use lattice_tunnel::cell::{Cell, CellConfig};
+use lattice_tunnel::cell::{Cell, CellConfig, RouteError};
 use lattice_tunnel::distribution::ObjectKey;
 use lattice_tunnel::forward::{
     ForwardError, Forwarded, ProxyBody, ProxyHandler, full, status_response,
 };
-use lattice_tunnel::session::Health;
+use lattice_tunnel::session::{Descendant, Health};
 use lattice_tunnel::tls::{CellCert, agent_config, cell_config};
 use lattice_tunnel::{AgentKey, ClusterCa, ClusterIdentity};
 use tokio::net::TcpListener;
@@ -37,6 +37,7 @@ fn health(ready: u32) -> Health {
         control_plane_ready: true,
         agent_version: "0.1.0".into(),
         kubernetes_version: "v1.32.0".into(),
+        descendants: Vec::new(),
     }
 }
 
@@ -926,5 +927,125 @@ async fn only_the_agent_a_request_was_sent_to_may_answer_it() {
         matches!(outcome, Err(ForwardError::NoAnswer(ref c, _)) if c == "edge"),
         "{outcome:?}"
     );
+    running.stop().await;
+}
+
+fn reporting(below: &[(&str, &str)]) -> Health {
+    Health {
+        descendants: below
+            .iter()
+            .map(|(name, parent)| Descendant {
+                name: (*name).into(),
+                parent: (*parent).into(),
+                phase: "Ready".into(),
+                agent_connected: true,
+                ..Default::default()
+            })
+            .collect(),
+        ..health(2)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_for_a_descendant_go_through_the_child_that_reports_it_and_nowhere_if_two_do() {
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    let running = Running::start(Cell::new(ca, quick()), None).await;
+    let mut stops = Vec::new();
+    for (cluster, below) in [
+        ("mid", vec![("leaf", "mid"), ("twig", "leaf")]),
+        ("other", vec![("apart", "other")]),
+    ] {
+        let creds = running.bootstrap(cluster).await;
+        let agent = Arc::new(
+            Agent::new(running.config(cluster), creds, Arc::new(reporting(&below))).with_proxy(
+                Arc::new(Echo {
+                    feed: std::sync::Mutex::new(None),
+                    dropped: Arc::default(),
+                }),
+            ),
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let agent = agent.clone();
+            let stop = stop.clone();
+            async move { agent.run(stop).await }
+        });
+        stops.push(stop);
+    }
+    let agents = running.cell.agents().clone();
+    eventually("both agents report what is below them", || {
+        (agents.route("twig").is_ok() && agents.route("apart").is_ok()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        agents.route("mid").unwrap(),
+        "mid",
+        "a child is its own route"
+    );
+    assert_eq!(agents.route("leaf").unwrap(), "mid");
+    assert_eq!(agents.route("twig").unwrap(), "mid", "two levels down");
+    assert_eq!(agents.route("apart").unwrap(), "other");
+    assert!(matches!(
+        agents.route("nowhere"),
+        Err(RouteError::Unknown(_))
+    ));
+    assert_eq!(
+        agents.get("mid").unwrap().health.descendants[1].parent,
+        "leaf",
+        "what the agent reported is what the cell holds"
+    );
+
+    // The call for a grandchild reaches mid's agent, naming the grandchild.
+    let response = running
+        .cell
+        .forward(
+            "mid",
+            for_alice("twig"),
+            http::Request::get("/echo")
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("twig"),
+        "the agent saw the target cluster: {}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // A third child claiming a name already claimed: neither route is trusted.
+    let creds = running.bootstrap("rogue").await;
+    let (_, rogue) = {
+        let agent = Arc::new(Agent::new(
+            running.config("rogue"),
+            creds,
+            Arc::new(reporting(&[("twig", "rogue")])),
+        ));
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let agent = agent.clone();
+            let stop = stop.clone();
+            async move { agent.run(stop).await }
+        });
+        (agent, stop)
+    };
+    eventually("the rogue's claim is seen", || {
+        matches!(agents.route("twig"), Err(RouteError::Ambiguous(..))).then_some(())
+    })
+    .await;
+    assert_eq!(
+        agents.route("leaf").unwrap(),
+        "mid",
+        "unclaimed names still route"
+    );
+    rogue.cancel();
+    for s in stops {
+        s.cancel();
+    }
     running.stop().await;
 }

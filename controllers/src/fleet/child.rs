@@ -27,7 +27,7 @@ use lattice_schemas::crd::policy::CedarPolicySpec;
 use lattice_schemas::crd::{API_VERSION, Kind};
 use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, HealthProbe};
 use lattice_tunnel::distribution::DistributedSet;
-use lattice_tunnel::session::Health;
+use lattice_tunnel::session::{Descendant, Health};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -49,16 +49,96 @@ pub struct ChildOptions {
     pub admission: Option<Arc<AdmissionKey>>,
     /// Who the stamp names as the writer (the agent's ServiceAccount).
     pub writer: String,
+    /// This cluster's own API proxy, where calls for the clusters below it go (a cluster
+    /// that is both a child and a parent). Without it such calls are refused.
+    pub local_proxy: Option<super::proxy::LocalProxy>,
 }
 
-/// Reads the child's health from its own API server.
+/// Reads the child's health from its own API server, and the clusters below it from its
+/// LatticeClusters: its children, and what their agents report below them.
 pub struct ApiHealth {
     client: Client,
+    cluster: String,
+}
+
+/// The clusters below `cluster` that its LatticeClusters show: each child (`spec.parent`
+/// is `cluster`) with its status, then what that child reported below itself. Parents
+/// come before their children, as the tunnel requires; a name seen twice is kept once.
+pub fn descendants_in(
+    cluster: &str,
+    clusters: &[lattice_schemas::crd::cluster::LatticeCluster],
+) -> Vec<Descendant> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut children: Vec<_> = clusters
+        .iter()
+        .filter(|c| c.spec.parent.as_deref() == Some(cluster))
+        .collect();
+    children.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    for c in children {
+        let Some(name) = c.metadata.name.clone() else {
+            continue;
+        };
+        if name == cluster || !seen.insert(name.clone()) {
+            continue;
+        }
+        let st = c.status.clone().unwrap_or_default();
+        let h = st.health.clone().unwrap_or_default();
+        out.push(Descendant {
+            name: name.clone(),
+            parent: cluster.to_owned(),
+            environment: c.spec.environment.clone().unwrap_or_default(),
+            phase: st.phase.clone().unwrap_or_default(),
+            ready: st.ready.unwrap_or(false),
+            agent_connected: st.agent_connected.unwrap_or(false),
+            nodes_ready: u32::try_from(h.nodes_ready).unwrap_or(0),
+            nodes_total: u32::try_from(h.nodes_total).unwrap_or(0),
+            control_plane_ready: h.control_plane_ready,
+            agent_version: h.agent_version,
+            kubernetes_version: h.kubernetes_version,
+        });
+        // The child's own report keeps its order (parents first); an entry whose parent
+        // is not already listed is dropped rather than sent as a broken tree.
+        for d in st.descendants {
+            if d.name == cluster || !seen.contains(&d.parent) || !seen.insert(d.name.clone()) {
+                continue;
+            }
+            out.push(Descendant {
+                name: d.name,
+                parent: d.parent,
+                environment: d.environment,
+                phase: d.phase,
+                ready: d.ready,
+                agent_connected: d.agent_connected,
+                nodes_ready: u32::try_from(d.health.nodes_ready).unwrap_or(0),
+                nodes_total: u32::try_from(d.health.nodes_total).unwrap_or(0),
+                control_plane_ready: d.health.control_plane_ready,
+                agent_version: d.health.agent_version,
+                kubernetes_version: d.health.kubernetes_version,
+            });
+        }
+    }
+    out
 }
 
 impl ApiHealth {
-    pub fn new(client: Client) -> ApiHealth {
-        ApiHealth { client }
+    pub fn new(client: Client, cluster: &str) -> ApiHealth {
+        ApiHealth {
+            client,
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    async fn descendants(&self) -> Vec<Descendant> {
+        let api: Api<lattice_schemas::crd::cluster::LatticeCluster> = Api::all(self.client.clone());
+        match api.list(&ListParams::default().match_any()).await {
+            Ok(list) => descendants_in(&self.cluster, &list.items),
+            // A cluster without the CRD (or the right) has nothing below it to report.
+            Err(e) => {
+                tracing::debug!("cannot list LatticeClusters for descendants: {e}");
+                Vec::new()
+            }
+        }
     }
 
     async fn read(&self) -> Health {
@@ -111,6 +191,7 @@ impl ApiHealth {
             control_plane_ready: ready,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             kubernetes_version: version,
+            descendants: self.descendants().await,
         }
     }
 }
@@ -185,7 +266,7 @@ async fn credentials(
 /// Runs the agent until `shutdown`.
 pub async fn run(
     client: Client,
-    options: ChildOptions,
+    mut options: ChildOptions,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &options.namespace);
@@ -207,15 +288,18 @@ pub async fn run(
         &bundle.server_name,
     );
     let creds = credentials(&secrets, &bundle, &config, &options.namespace).await?;
-    let handler = super::proxy::ChildProxy::new(
+    let mut handler = super::proxy::ChildProxy::new(
         &config.cluster,
         super::proxy::Impersonating::new(client.clone()),
     );
+    if let Some(local) = options.local_proxy.take() {
+        handler = handler.with_local_proxy(local);
+    }
     let agent = Arc::new(
         Agent::new(
             config,
             creds.clone(),
-            Arc::new(ApiHealth::new(client.clone())),
+            Arc::new(ApiHealth::new(client.clone(), &bundle.cluster)),
         )
         .with_proxy(Arc::new(handler)),
     );

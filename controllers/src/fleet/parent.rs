@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
 use lattice_engine::World;
-use lattice_schemas::crd::cluster::ClusterHealth;
+use lattice_schemas::crd::cluster::{ClusterHealth, DescendantStatus};
 use lattice_schemas::crd::{API_VERSION, Kind};
 use lattice_schemas::manifest::Object;
 use lattice_tunnel::cell::{AgentStatus, Cell, CellConfig};
@@ -125,6 +125,31 @@ async fn route_to_leader(client: &Client, options: &ParentOptions) -> Result<(),
 const CELL_CERT_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 /// A status whose only change is the heartbeat time is written at most this often.
 const HEARTBEAT_STATUS_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// Publishes the cell CA's certificate (never its key) as the ConfigMap [`CA_CONFIGMAP`]:
+/// what this cluster's own agent mounts to trust this cluster's API proxy when it forwards
+/// calls for the clusters below.
+async fn publish_ca(client: &Client, namespace: &str, ca_pem: &str) -> Result<(), String> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), namespace);
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CA_CONFIGMAP, "namespace": namespace},
+        "data": {"ca.crt": ca_pem},
+    });
+    api.patch(
+        CA_CONFIGMAP,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("cannot publish the cell CA as ConfigMap {CA_CONFIGMAP}: {e}"))
+}
+
+/// The ConfigMap holding the cell CA's certificate.
+pub const CA_CONFIGMAP: &str = "lattice-cell-ca";
 
 async fn load_or_create_ca(
     secrets: &Api<Secret>,
@@ -260,10 +285,11 @@ pub async fn run(
     });
 
     let mut routed = false;
+    let mut ca_published = false;
     let mut agents = cell.agents().subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut written: BTreeMap<String, (bool, ClusterHealth)> = BTreeMap::new();
+    let mut written: BTreeMap<String, WrittenStatus> = BTreeMap::new();
     let mut revocations = cell.revocations();
     loop {
         tokio::select! {
@@ -280,6 +306,12 @@ pub async fn run(
         if !routed {
             match route_to_leader(&client, &options).await {
                 Ok(()) => routed = true,
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        if !ca_published {
+            match publish_ca(&client, &options.namespace, &cell.ca_pem()).await {
+                Ok(()) => ca_published = true,
                 Err(e) => tracing::warn!("{e}"),
             }
         }
@@ -322,6 +354,7 @@ fn children(world: &World, cluster: &str) -> BTreeMap<String, Option<ClusterHeal
                 let st = c.status.as_ref().map(|s| ClusterHealthStatus {
                     agent_connected: s.agent_connected.unwrap_or(false),
                     health: s.health.clone(),
+                    descendants: s.descendants.clone(),
                 });
                 Some((o.name().to_owned(), st))
             }
@@ -335,6 +368,7 @@ fn children(world: &World, cluster: &str) -> BTreeMap<String, Option<ClusterHeal
 struct ClusterHealthStatus {
     agent_connected: bool,
     health: Option<ClusterHealth>,
+    descendants: Vec<DescendantStatus>,
 }
 
 /// What the cell distributes: every CedarPolicy marked `propagate: true`, as its name,
@@ -499,11 +533,44 @@ fn without_time(h: &ClusterHealth) -> ClusterHealth {
     }
 }
 
+/// What a child's agent reports below it, as its LatticeCluster status holds it.
+fn descendants_of(agent: &AgentStatus) -> Vec<DescendantStatus> {
+    agent
+        .health
+        .descendants
+        .iter()
+        .map(|d| DescendantStatus {
+            name: d.name.clone(),
+            parent: d.parent.clone(),
+            environment: d.environment.clone(),
+            phase: d.phase.clone(),
+            ready: d.ready,
+            agent_connected: d.agent_connected,
+            health: ClusterHealth {
+                nodes_ready: i64::from(d.nodes_ready),
+                nodes_total: i64::from(d.nodes_total),
+                control_plane_ready: d.control_plane_ready,
+                agent_version: d.agent_version.clone(),
+                kubernetes_version: d.kubernetes_version.clone(),
+                last_heartbeat_time: None,
+            },
+        })
+        .collect()
+}
+
+/// The tunnel status last written into a child's LatticeCluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WrittenStatus {
+    connected: bool,
+    health: ClusterHealth,
+    descendants: Vec<DescendantStatus>,
+}
+
 async fn write_status(
     client: &Client,
     cell: &Cell,
     children: &BTreeMap<String, Option<ClusterHealthStatus>>,
-    written: &mut BTreeMap<String, (bool, ClusterHealth)>,
+    written: &mut BTreeMap<String, WrittenStatus>,
 ) {
     let agents = cell.agents().snapshot();
     let api: Api<kube::api::DynamicObject> =
@@ -516,17 +583,27 @@ async fn write_status(
             current
                 .as_ref()
                 .and_then(|c| c.health.clone())
-                .or_else(|| written.get(child).map(|w| w.1.clone()))
+                .or_else(|| written.get(child).map(|w| w.health.clone()))
         });
         let health = health.unwrap_or_default();
+        // A disconnected child's last report stays: its subtree is unreachable (the cell
+        // routes nothing through a child that is not connected), not gone.
+        let descendants = agent.map(descendants_of).unwrap_or_else(|| {
+            current
+                .as_ref()
+                .map(|c| c.descendants.clone())
+                .or_else(|| written.get(child).map(|w| w.descendants.clone()))
+                .unwrap_or_default()
+        });
         // Skip what the snapshot (or the last write) already holds, unless only the
         // heartbeat time moved and the time written is getting old.
         // The snapshot drops the heartbeat time, so freshness is judged on the last write.
-        let fresh = written.get(child).is_some_and(|(c, h)| {
-            *c == connected
-                && without_time(h) == without_time(&health)
+        let fresh = written.get(child).is_some_and(|w| {
+            w.connected == connected
+                && without_time(&w.health) == without_time(&health)
+                && w.descendants == descendants
                 && (!connected
-                    || h.last_heartbeat_time.as_deref().is_some_and(|t| {
+                    || w.health.last_heartbeat_time.as_deref().is_some_and(|t| {
                         t.parse::<jiff::Timestamp>().is_ok_and(|t| {
                             jiff::Timestamp::now().duration_since(t) < HEARTBEAT_STATUS_EVERY
                         })
@@ -536,6 +613,7 @@ async fn write_status(
             && current.as_ref().is_some_and(|c| {
                 !c.agent_connected
                     && c.health.as_ref().map(without_time) == Some(without_time(&health))
+                    && c.descendants == descendants
             });
         if fresh || held_already {
             continue;
@@ -543,7 +621,7 @@ async fn write_status(
         let body = json!({
             "apiVersion": API_VERSION,
             "kind": Kind::LatticeCluster.name(),
-            "status": {"agentConnected": connected, "health": health},
+            "status": {"agentConnected": connected, "health": health, "descendants": descendants},
         });
         match absent_ok(
             api.patch_status(
@@ -554,7 +632,14 @@ async fn write_status(
             .await,
         ) {
             Ok(()) => {
-                written.insert(child.clone(), (connected, health));
+                written.insert(
+                    child.clone(),
+                    WrittenStatus {
+                        connected,
+                        health,
+                        descendants,
+                    },
+                );
             }
             Err(e) => tracing::warn!(cluster = %child, "cannot write its status: {e}"),
         }

@@ -1,15 +1,18 @@
 //! Where the API proxy's allowed calls go, on each side of the tunnel.
 //!
-//! - On a parent, [`CellUpstream`] hands a call for a child to the child's agent through
-//!   the cell. The parent's own API server is not proxied: callers reach it directly, and
-//!   the operator holds no impersonation rights.
-//! - On a child, [`ChildProxy`] is the agent's handler: it calls the child's API server as
-//!   the caller (`Impersonate-User`, `Impersonate-Group`), so the child's own RBAC decides
-//!   too. The agent's ServiceAccount holds `impersonate` rights beside what it needs for the
-//!   tunnel, and the agent never impersonates `system:masters` (RBAC cannot limit that group).
-//!
-//! A call for a cluster below a child (grandparent → parent → child) is not routed yet:
-//! it is refused with a 404 that says so.
+//! - On a parent, [`CellUpstream`] hands a call for a cluster below to the agent of the
+//!   child whose subtree holds it, through the cell. The parent's own API server is not
+//!   proxied: callers reach it directly, and the operator holds no impersonation rights.
+//! - On a child, [`ChildProxy`] is the agent's handler. A call for the child itself goes to
+//!   its API server as the caller (`Impersonate-User`, `Impersonate-Group`), so the child's
+//!   own RBAC decides too. The agent's ServiceAccount holds `impersonate` rights beside what
+//!   it needs for the tunnel, and the agent never impersonates `system:masters` (RBAC
+//!   cannot limit that group).
+//! - A call for a cluster further down (grandparent → parent → child) goes from the middle
+//!   cluster's agent to the middle cluster's own proxy ([`LocalProxy`]), authenticated as
+//!   the agent and naming the caller in `X-Lattice-Forwarded-User` / `-Group`: that proxy
+//!   trusts the agent as a forwarder, decides again with the middle cluster's (inherited and
+//!   local) policies, and sends the call on through its own cell. Every hop decides.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -152,16 +155,10 @@ impl Upstream for CellUpstream {
             groups: caller.groups.clone(),
         };
         Box::pin(async move {
-            if cell.agents().get(&target.cluster).is_none() {
-                return status(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!(
-                        "cluster {:?} has no agent connected to this cell (it is offline, or not a child of this cluster)",
-                        target.cluster
-                    ),
-                );
-            }
-            let via = target.cluster.clone();
+            let via = match cell.agents().route(&target.cluster) {
+                Ok(via) => via,
+                Err(e) => return status(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            };
             match cell.forward(&via, target, request).await {
                 Ok(response) => response,
                 Err(e) => forward_error(&e),
@@ -170,10 +167,138 @@ impl Upstream for CellUpstream {
     }
 }
 
-/// The agent's handler: calls for this cluster go to its API server as the caller.
+/// This cluster's own API proxy, as its agent reaches it: HTTPS to the proxy's Service,
+/// trusting this cluster's cell CA, authenticated with the agent's own credentials (its
+/// ServiceAccount token, as its kube client holds it).
+pub struct LocalProxy {
+    base: kube::Config,
+    url: http::Uri,
+    ca: std::path::PathBuf,
+    /// The client built for the CA file's current contents.
+    client: std::sync::Mutex<Option<(Vec<u8>, kube::Client)>>,
+}
+
+impl LocalProxy {
+    /// The proxy at `url` (e.g. `https://lattice-cell.lattice-system.svc`), whose
+    /// certificate the PEM file `ca` vouches for; `base` is the agent's own client
+    /// configuration, whose credentials it presents.
+    pub fn new(base: kube::Config, url: http::Uri, ca: std::path::PathBuf) -> LocalProxy {
+        LocalProxy {
+            base,
+            url,
+            ca,
+            client: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The client for the CA as the file holds it now (re-read on every call, so a
+    /// rotated CA is picked up; the client is rebuilt only when it changed).
+    fn client(&self) -> Result<kube::Client, String> {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(&self.ca).map_err(|e| {
+            format!(
+                "this cluster's cell CA cannot be read from {}: {e}",
+                self.ca.display()
+            )
+        })?;
+        let mut held = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, client)) = held.as_ref()
+            && *seen == pem
+        {
+            return Ok(client.clone());
+        }
+        let roots = CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{} is not PEM certificates: {e}", self.ca.display()))?;
+        if roots.is_empty() {
+            return Err(format!("{} holds no certificate", self.ca.display()));
+        }
+        let mut config = self.base.clone();
+        config.cluster_url = self.url.clone();
+        config.root_cert = Some(roots);
+        config.accept_invalid_certs = false;
+        config.tls_server_name = None;
+        config.proxy_url = None;
+        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        *held = Some((pem, client.clone()));
+        Ok(client)
+    }
+
+    /// Sends a call for `target.cluster` to this cluster's proxy, for `target`'s caller.
+    pub async fn send(&self, target: &Forwarded, request: Request<Bytes>) -> Response<ProxyBody> {
+        use lattice_proxy::server::{CLUSTERS_PREFIX, FORWARDED_GROUP, FORWARDED_USER};
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => {
+                return status(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the next hop cannot be called: {e}"),
+                );
+            }
+        };
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = format!("{CLUSTERS_PREFIX}{}{path}", target.cluster);
+        parts.uri = match http::Uri::try_from(uri) {
+            Ok(u) => u,
+            Err(e) => return status(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let stale: Vec<_> = parts
+            .headers
+            .keys()
+            .filter(|k| {
+                lattice_proxy::authorize::is_impersonation_header(k.as_str())
+                    || *k == FORWARDED_USER
+                    || *k == FORWARDED_GROUP
+                    || *k == http::header::AUTHORIZATION
+            })
+            .cloned()
+            .collect();
+        for k in stale {
+            parts.headers.remove(k);
+        }
+        let Ok(user) = HeaderValue::from_str(&target.user) else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "the caller's name is not a header value",
+            );
+        };
+        parts.headers.insert(FORWARDED_USER, user);
+        for g in &target.groups {
+            let Ok(value) = HeaderValue::from_str(g) else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "a group name is not a header value",
+                );
+            };
+            parts.headers.append(FORWARDED_GROUP, value);
+        }
+        let request = Request::from_parts(parts, kube::client::Body::from(body));
+        match client.send(request).await {
+            Ok(response) => response.map(|b| {
+                b.map_err(|e| Box::new(e) as lattice_proxy::server::BoxError)
+                    .boxed_unsync()
+            }),
+            Err(e) => status(
+                StatusCode::BAD_GATEWAY,
+                &format!("this cluster's API proxy could not be reached: {e}"),
+            ),
+        }
+    }
+}
+
+/// The agent's handler: calls for this cluster go to its API server as the caller; calls
+/// for a cluster below go to this cluster's own proxy, which decides them again.
 pub struct ChildProxy {
     cluster: String,
     api: Impersonating,
+    below: Option<Arc<LocalProxy>>,
 }
 
 impl ChildProxy {
@@ -181,7 +306,14 @@ impl ChildProxy {
         ChildProxy {
             cluster: cluster.to_owned(),
             api,
+            below: None,
         }
+    }
+
+    /// Sends calls for the clusters below this one to `proxy`.
+    pub fn with_local_proxy(mut self, proxy: LocalProxy) -> ChildProxy {
+        self.below = Some(Arc::new(proxy));
+        self
     }
 }
 
@@ -191,13 +323,6 @@ impl ProxyHandler for ChildProxy {
         target: Forwarded,
         request: Request<Bytes>,
     ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'static>> {
-        if target.cluster != self.cluster {
-            let message = format!(
-                "cluster {:?} is not reachable from {:?}: calls for clusters below a child are not routed yet",
-                target.cluster, self.cluster
-            );
-            return Box::pin(async move { status(StatusCode::NOT_FOUND, &message) });
-        }
         if target.groups.iter().any(|g| g == NEVER_IMPERSONATED) {
             return Box::pin(async move {
                 status(
@@ -205,6 +330,16 @@ impl ProxyHandler for ChildProxy {
                     "the proxy never acts as a member of system:masters",
                 )
             });
+        }
+        if target.cluster != self.cluster {
+            let Some(below) = self.below.clone() else {
+                let message = format!(
+                    "cluster {:?} is not reachable from {:?}: this agent runs without --local-proxy, so it sends no call below its own cluster",
+                    target.cluster, self.cluster
+                );
+                return Box::pin(async move { status(StatusCode::NOT_FOUND, &message) });
+            };
+            return Box::pin(async move { below.send(&target, request).await });
         }
         let api = self.api.clone();
         Box::pin(async move { api.send(&target.user, &target.groups, request).await })

@@ -128,12 +128,22 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(env: &TestEnv, kubeconfig: &std::path::Path) -> AgentProcess {
+        AgentProcess::start_with(env, kubeconfig, &[])
+    }
+
+    /// Starts it with `extra` arguments.
+    pub fn start_with(
+        env: &TestEnv,
+        kubeconfig: &std::path::Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> AgentProcess {
         let log = env.dir.join("agent.log");
         let key = env.dir.join("admission.key");
         std::fs::write(&key, super::ADMISSION_KEY).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
             .args(["agent", "--namespace", "lattice-system", "--admission-key"])
             .arg(&key)
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -155,9 +165,12 @@ impl Drop for AgentProcess {
     }
 }
 
-/// Two real control planes, root and its child edge: root's `lattice-operator run` serves
-/// the cell and the API proxy (as its shipped ServiceAccount), edge's agent runs as its own
-/// ServiceAccount token with the shipped RBAC, and edge's agent is connected.
+/// Real control planes in a line: root, its child edge, and (with
+/// [`ProxiedPair::start_chain`]) edge's child leaf. Root's `lattice-operator run` serves the
+/// cell and the API proxy (as its shipped ServiceAccount); edge's agent runs as its own
+/// ServiceAccount token with the shipped RBAC, and is connected. In a chain, edge also runs
+/// its own operator with a cell and a proxy that trusts edge's agent as a forwarder, edge's
+/// agent sends calls below to that proxy, and leaf's agent is connected to edge's cell.
 pub struct ProxiedPair {
     pub root_env: TestEnv,
     pub edge_env: TestEnv,
@@ -168,44 +181,82 @@ pub struct ProxiedPair {
     pub ca_pem: String,
     pub operator: super::Operator,
     pub agent: AgentProcess,
+    pub leaf: Option<Leaf>,
+}
+
+/// The third control plane of a chain, and what runs for it.
+pub struct Leaf {
+    pub env: TestEnv,
+    pub client: Client,
+    /// Edge's operator: its cell (leaf's agent dials it) and its proxy.
+    pub edge_operator: super::Operator,
+    /// Where edge's proxy listens.
+    pub edge_proxy_port: u16,
+    pub agent: AgentProcess,
+}
+
+/// The user edge's agent runs as, which edge's proxy trusts to forward.
+pub const AGENT_USER: &str = "system:serviceaccount:lattice-system:lattice-agent";
+
+/// Starts `name`'s operator as a parent: the cell and the proxy on fresh loopback ports.
+async fn start_parent(
+    env: &TestEnv,
+    name: &str,
+    forwarder: Option<&str>,
+) -> (super::Operator, u16) {
+    env.operator_account().await;
+    let account = env
+        .account("deploy/cell/rbac.yaml", "lattice-operator")
+        .await;
+    let cell = format!("127.0.0.1:{}", super::free_port());
+    let proxy_port = super::free_port();
+    let proxy = format!("127.0.0.1:{proxy_port}");
+    let mut args = vec![
+        "--cell-listen",
+        cell.as_str(),
+        "--cluster-name",
+        name,
+        "--cell-address",
+        "127.0.0.1",
+        "--heartbeat-seconds",
+        "1",
+        "--proxy-listen",
+        proxy.as_str(),
+    ];
+    if let Some(f) = forwarder {
+        args.extend(["--proxy-trusted-forwarder", f]);
+    }
+    let operator = super::Operator::start_with(env, name, &account, "lattice-system", &args);
+    (operator, proxy_port)
 }
 
 impl ProxiedPair {
+    /// Root and edge.
     pub async fn start() -> ProxiedPair {
+        ProxiedPair::start_line(false).await
+    }
+
+    /// Root, edge and leaf.
+    pub async fn start_chain() -> ProxiedPair {
+        ProxiedPair::start_line(true).await
+    }
+
+    async fn start_line(chain: bool) -> ProxiedPair {
         let root_env = TestEnv::start("root");
         let edge_env = TestEnv::start("edge");
+        let leaf_env = chain.then(|| TestEnv::start("leaf"));
         let root = root_env.client().await;
         let edge = edge_env.client().await;
-        for c in [&root, &edge] {
+        let leaf_client = match &leaf_env {
+            Some(env) => Some(env.client().await),
+            None => None,
+        };
+        for c in [&root, &edge].into_iter().chain(leaf_client.as_ref()) {
             super::install_crds(c).await;
             namespace(c, "lattice-system").await;
         }
         super::apply_yaml(&root, &world(&[("root", None), ("edge", Some("root"))])).await;
-        root_env.operator_account().await;
-        let root_account = root_env
-            .account("deploy/cell/rbac.yaml", "lattice-operator")
-            .await;
-        let cell = format!("127.0.0.1:{}", super::free_port());
-        let proxy_port = super::free_port();
-        let proxy = format!("127.0.0.1:{proxy_port}");
-        let operator = super::Operator::start_with(
-            &root_env,
-            "root",
-            &root_account,
-            "lattice-system",
-            &[
-                "--cell-listen",
-                cell.as_str(),
-                "--cluster-name",
-                "root",
-                "--cell-address",
-                "127.0.0.1",
-                "--heartbeat-seconds",
-                "1",
-                "--proxy-listen",
-                proxy.as_str(),
-            ],
-        );
+        let (operator, proxy_port) = start_parent(&root_env, "root", None).await;
         let bundle = install_bundle(&root, "edge", &edge).await;
         let ca_pem = String::from_utf8(bundle.data.unwrap()["ca.crt"].0.clone()).unwrap();
         // The agent runs as its own ServiceAccount (a real token, as in a pod): an
@@ -213,11 +264,81 @@ impl ProxiedPair {
         let agent_account = edge_env
             .token_account("deploy/agent/rbac.yaml", "lattice-agent")
             .await;
-        let agent = AgentProcess::start(&edge_env, &agent_account);
+        let mut edge_parent = None;
+        let agent = if chain {
+            super::apply_yaml(
+                &edge,
+                &world(&[("edge", Some("root")), ("leaf", Some("edge"))]),
+            )
+            .await;
+            let (edge_operator, edge_proxy) =
+                start_parent(&edge_env, "edge", Some(AGENT_USER)).await;
+            // What the agent's pod mounts: edge's cell CA, as edge's cell publishes it.
+            let published = eventually("edge's cell publishes its CA", || async {
+                Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+                    edge.clone(),
+                    "lattice-system",
+                )
+                .get_opt("lattice-cell-ca")
+                .await
+                .unwrap()
+                .and_then(|c| c.data)
+                .and_then(|d| d.get("ca.crt").cloned())
+            })
+            .await;
+            let ca_file = edge_env.dir.join("edge-cell-ca.pem");
+            std::fs::write(&ca_file, published).unwrap();
+            let url = format!("https://127.0.0.1:{edge_proxy}");
+            edge_parent = Some((edge_operator, edge_proxy));
+            AgentProcess::start_with(
+                &edge_env,
+                &agent_account,
+                &[
+                    "--local-proxy".as_ref(),
+                    url.as_ref(),
+                    "--local-proxy-ca".as_ref(),
+                    ca_file.as_os_str(),
+                ],
+            )
+        } else {
+            AgentProcess::start(&edge_env, &agent_account)
+        };
         eventually("edge's agent connects", || async {
             (cluster_status(&root, "edge").await["agentConnected"] == json!(true)).then_some(())
         })
         .await;
+        let leaf = match (leaf_env, leaf_client, edge_parent) {
+            (Some(env), Some(client), Some((edge_operator, edge_proxy_port))) => {
+                install_bundle(&edge, "leaf", &client).await;
+                let account = env
+                    .token_account("deploy/agent/rbac.yaml", "lattice-agent")
+                    .await;
+                let agent = AgentProcess::start(&env, &account);
+                eventually(
+                    "leaf's agent connects to edge, and root hears of leaf",
+                    || async {
+                        let below = cluster_status(&root, "edge").await["descendants"].clone();
+                        below
+                            .as_array()
+                            .is_some_and(|d| {
+                                d.iter().any(|d| {
+                                    d["name"] == json!("leaf") && d["agentConnected"] == json!(true)
+                                })
+                            })
+                            .then_some(())
+                    },
+                )
+                .await;
+                Some(Leaf {
+                    env,
+                    client,
+                    edge_operator,
+                    edge_proxy_port,
+                    agent,
+                })
+            }
+            _ => None,
+        };
         ProxiedPair {
             root_env,
             edge_env,
@@ -227,6 +348,7 @@ impl ProxiedPair {
             ca_pem,
             operator,
             agent,
+            leaf,
         }
     }
 

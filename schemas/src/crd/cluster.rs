@@ -195,6 +195,27 @@ pub struct ClusterHealth {
     pub last_heartbeat_time: Option<String>,
 }
 
+/// A cluster below a child, with the facts the cluster directly above it holds of it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DescendantStatus {
+    /// Its LatticeCluster name.
+    pub name: String,
+    /// The cluster directly above it.
+    pub parent: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub ready: bool,
+    /// Its agent holds a tunnel to its parent's cell.
+    #[serde(default)]
+    pub agent_connected: bool,
+    #[serde(default)]
+    pub health: ClusterHealth,
+}
+
 /// What the cluster controller observed.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -213,6 +234,11 @@ pub struct ClusterStatus {
     /// The cluster manages its own Cluster API objects (it has been pivoted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pivoted: Option<bool>,
+    /// The clusters below this one, as its agent reports them (written by this cluster's
+    /// parent's cell): the API proxy routes calls for them through this cluster, and they
+    /// are `Cluster` entities in this cluster, `in` their parents, so policy can name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub descendants: Vec<DescendantStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
