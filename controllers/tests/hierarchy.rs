@@ -15,7 +15,7 @@ use cluster::hierarchy::{
 };
 use cluster::{Operator, TestEnv, apply, apply_yaml, free_port, install_crds, stamped};
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use lattice_controllers::lattice_api::lattice_resource;
 use lattice_schemas::crd::Kind;
 use serde_json::{Value, json};
@@ -27,6 +27,28 @@ async fn policies(client: &Client) -> Vec<Value> {
         &lattice_resource(Kind::CedarPolicy),
     );
     api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect()
+}
+
+/// A TrustPolicy, marked for distribution or not.
+fn trust(propagate: bool) -> Value {
+    json!({
+        "apiVersion": "lattice.dev/v1alpha1",
+        "kind": "TrustPolicy",
+        "metadata": {"name": "fleet-trust", "labels": {"lattice.dev/propagate": propagate.to_string()}},
+        "spec": {"registries": [{"prefix": "registry.example.com/fleet", "requireSignature": false}]},
+    })
+}
+
+async fn trust_policies(client: &Client) -> Vec<Value> {
+    let api: Api<DynamicObject> =
+        Api::all_with(client.clone(), &lattice_resource(Kind::TrustPolicy));
+    api.list(&ListParams::default())
         .await
         .unwrap()
         .items
@@ -199,6 +221,20 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
             .iter()
             .any(|p| p["metadata"]["name"] == "parent-only")
     );
+    // So does a TrustPolicy labelled lattice.dev/propagate, as it is.
+    apply(&parent, &lattice_resource(Kind::TrustPolicy), &trust(true)).await;
+    let trusted = eventually("the inherited TrustPolicy on the child", || async {
+        trust_policies(&child)
+            .await
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == "fleet-trust")
+    })
+    .await;
+    assert_eq!(
+        trusted["metadata"]["labels"]["lattice.dev/inherited-from"],
+        "root"
+    );
+    assert_eq!(trusted["spec"], trust(true)["spec"]);
 
     // Two hops: the child is a parent too (its own cell, its own child `leaf`), and what it
     // inherited, in force there, goes on down as inherited from it.
@@ -245,6 +281,13 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
         "edge"
     );
     assert_eq!(two_hops["spec"], inherited["spec"]);
+    eventually("the TrustPolicy two hops down", || async {
+        trust_policies(&leaf).await.into_iter().find(|p| {
+            p["metadata"]["name"] == "fleet-trust"
+                && p["metadata"]["labels"]["lattice.dev/inherited-from"] == "edge"
+        })
+    })
+    .await;
 
     // The parent stops: the child keeps what it inherited.
     operator.stop();
@@ -264,6 +307,7 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
     // The parent returns (same CA, from its Secret): the agent reconnects, and a
     // withdrawn policy is removed on the child.
     apply(&parent, &cedar, &policy("fleet-rules", false)).await;
+    apply(&parent, &lattice_resource(Kind::TrustPolicy), &trust(false)).await;
     let _operator = start();
     eventually("the withdrawn policy is deleted on the child", || async {
         (!policies(&child)
@@ -279,6 +323,11 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
             .iter()
             .any(|p| p["metadata"]["name"] == "fleet-rules"))
         .then_some(())
+    })
+    .await;
+    eventually("the unmarked TrustPolicy is withdrawn on both", || async {
+        let gone = |l: Vec<Value>| !l.iter().any(|p| p["metadata"]["name"] == "fleet-trust");
+        (gone(trust_policies(&child).await) && gone(trust_policies(&leaf).await)).then_some(())
     })
     .await;
     assert_eq!(

@@ -407,6 +407,114 @@ async fn inherited_policies_are_read_only_except_to_the_agent() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The TrustPolicy and SecretProvider objects a parent distributes are read-only on the
+/// child as its policies are: a platform administrator may not edit, delete, unlabel or
+/// forge one, and the agent may write only inherited ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inherited_trust_and_secret_providers_are_read_only_except_to_the_agent() {
+    let Served {
+        dir, w: _w, mut c, ..
+    } = serve_examples("inherited-platform").await;
+    const AGENT: &str = "system:serviceaccount:lattice-system:lattice-agent";
+    for (n, name) in ["image-trust", "vault-prod"].into_iter().enumerate() {
+        let local = example("infrastructure.yaml", name);
+        let mut inherited = local.clone();
+        inherited["metadata"]["labels"] = json!({"lattice.dev/inherited-from": "root"});
+        let cases = [
+            (
+                "an admin edits it",
+                "UPDATE",
+                Some(&inherited),
+                Some(&inherited),
+                "pat",
+                false,
+            ),
+            (
+                "an admin deletes it",
+                "DELETE",
+                None,
+                Some(&inherited),
+                "pat",
+                false,
+            ),
+            (
+                "an admin strips the label",
+                "UPDATE",
+                Some(&local),
+                Some(&inherited),
+                "pat",
+                false,
+            ),
+            (
+                "an admin forges one",
+                "CREATE",
+                Some(&inherited),
+                None,
+                "pat",
+                false,
+            ),
+            (
+                "the agent writes it",
+                "CREATE",
+                Some(&inherited),
+                None,
+                AGENT,
+                true,
+            ),
+            (
+                "the agent withdraws it",
+                "DELETE",
+                None,
+                Some(&inherited),
+                AGENT,
+                true,
+            ),
+            (
+                "the agent writes a local one",
+                "CREATE",
+                Some(&local),
+                None,
+                AGENT,
+                false,
+            ),
+            (
+                "an admin writes a local one",
+                "CREATE",
+                Some(&local),
+                None,
+                "pat",
+                true,
+            ),
+        ];
+        for (i, (what, op, new, old, user, allowed)) in cases.into_iter().enumerate() {
+            let groups: &[&str] = if user == AGENT {
+                &["system:serviceaccounts"]
+            } else {
+                &[PLATFORM_ADMIN]
+            };
+            let asked = review(
+                &format!("p-{n}-{i}"),
+                op,
+                new.cloned(),
+                old.cloned(),
+                user,
+                groups,
+            );
+            let answer = post(&mut c, &asked).await;
+            assert_eq!(answer["allowed"], allowed, "{name}: {what}: {answer}");
+            if !allowed && user != AGENT {
+                let m = answer["status"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    m.contains("inherited-platform-objects-are-read-only")
+                        && m.contains("on the parent"),
+                    "{name}: {what}: the deciding policy and its advice: {m}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Every write of every Lattice kind is a Cedar question, denied by default with the
 /// deciding policy's advice: platform kinds for platform administrators, a LatticeCluster
 /// delete as `Decommission`, workloads outside the platform's namespaces, and a delete whose

@@ -183,6 +183,9 @@ pub fn write_query(
         )));
     }
     let user = uid("User", &requester.username);
+    // Inherited before or after, as for a CedarPolicy.
+    let inherited =
+        RestrictedExpression::new_bool(is_inherited(object) || stored.is_some_and(is_inherited));
     let (cluster, _) = lattice_engine::project::root_cluster(world);
     let cluster = uid("Cluster", &cluster);
     let name = object.name().to_owned();
@@ -218,6 +221,7 @@ pub fn write_query(
                     "verifiedImages",
                     RestrictedExpression::new_long(i64::try_from(verified).unwrap_or(i64::MAX)),
                 ),
+                ("inherited", inherited),
             ];
             ("ManageTrust", cluster)
         }
@@ -226,6 +230,7 @@ pub fn write_query(
                 ("operation", string(operation)),
                 ("name", string(&name)),
                 ("backend", string(sp.spec.backend().unwrap_or_default())),
+                ("inherited", inherited),
             ];
             ("ManageSecretProvider", cluster)
         }

@@ -24,6 +24,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use lattice_gates::admission::Requester;
 use lattice_schemas::crd::policy::CedarPolicySpec;
+use lattice_schemas::crd::secret_provider::SecretProviderSpec;
+use lattice_schemas::crd::trust_policy::TrustPolicySpec;
 use lattice_schemas::crd::{API_VERSION, Kind};
 use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, HealthProbe};
 use lattice_tunnel::distribution::DistributedSet;
@@ -37,6 +39,9 @@ use super::stored::{
 use super::{INHERITED_FROM, absent_ok};
 use crate::lattice_api::lattice_resource;
 use crate::webhook::stamp::{ANNOTATION, AdmissionKey};
+
+/// The kinds a parent distributes and the agent writes.
+pub const INHERITED_KINDS: [Kind; 3] = [Kind::CedarPolicy, Kind::TrustPolicy, Kind::SecretProvider];
 
 /// The field manager of what the agent writes.
 pub const MANAGER: &str = "lattice-agent";
@@ -341,81 +346,112 @@ pub async fn run(
     Ok(())
 }
 
-/// Makes the child's inherited CedarPolicy objects exactly `set`.
+/// Makes the child's inherited objects (CedarPolicy, TrustPolicy, SecretProvider) exactly `set`.
 pub async fn write_inherited(
     client: &Client,
     parent: &str,
     set: &DistributedSet,
     options: &ChildOptions,
 ) -> Result<(), String> {
-    let resource = lattice_resource(Kind::CedarPolicy);
-    let mut wanted = BTreeSet::new();
+    let mut wanted: BTreeSet<(&'static str, String, String)> = BTreeSet::new();
     for (key, json) in set.objects() {
-        if key.kind != Kind::CedarPolicy.name() || key.namespace.is_empty() {
+        let Some(kind) = INHERITED_KINDS.iter().find(|k| k.name() == key.kind) else {
             tracing::warn!(kind = %key.kind, name = %key.name, "a distributed object this agent does not write");
             continue;
+        };
+        // CedarPolicy is namespaced, the platform kinds are not.
+        if key.namespace.is_empty() != (*kind != Kind::CedarPolicy) {
+            tracing::warn!(kind = %key.kind, namespace = %key.namespace, name = %key.name, "a distributed object in the wrong scope");
+            continue;
         }
+        let at = if key.namespace.is_empty() {
+            key.name.clone()
+        } else {
+            format!("{}/{}", key.namespace, key.name)
+        };
         let body: Value = serde_json::from_slice(json)
-            .map_err(|e| format!("{}/{}: not JSON: {e}", key.namespace, key.name))?;
-        let spec: CedarPolicySpec = serde_json::from_value(body["spec"].clone()).map_err(|e| {
-            format!(
-                "{}/{}: not a CedarPolicy spec: {e}",
-                key.namespace, key.name
-            )
-        })?;
+            .map_err(|e| format!("{} {at}: not JSON: {e}", key.kind))?;
         let mut labels: BTreeMap<String, String> =
             serde_json::from_value(body["metadata"]["labels"].clone()).unwrap_or_default();
         labels.insert(INHERITED_FROM.to_owned(), parent.to_owned());
         let mut annotations = BTreeMap::new();
-        if let Some(key_) = &options.admission {
-            let writer = Requester {
-                username: options.writer.clone(),
-                groups: vec!["system:serviceaccounts".into()],
-            };
-            annotations.insert(
-                ANNOTATION.to_owned(),
-                key_.stamp(&key.namespace, &key.name, &spec, &writer),
-            );
+        let spec = match kind {
+            Kind::CedarPolicy => {
+                let spec: CedarPolicySpec = serde_json::from_value(body["spec"].clone())
+                    .map_err(|e| format!("{at}: not a CedarPolicy spec: {e}"))?;
+                if let Some(key_) = &options.admission {
+                    let writer = Requester {
+                        username: options.writer.clone(),
+                        groups: vec!["system:serviceaccounts".into()],
+                    };
+                    annotations.insert(
+                        ANNOTATION.to_owned(),
+                        key_.stamp(&key.namespace, &key.name, &spec, &writer),
+                    );
+                }
+                serde_json::to_value(spec).map_err(|e| e.to_string())?
+            }
+            // Checked as the API server will check it: a spec that does not read is not written.
+            Kind::TrustPolicy => serde_json::from_value::<TrustPolicySpec>(body["spec"].clone())
+                .and_then(serde_json::to_value)
+                .map_err(|e| format!("{at}: not a TrustPolicy spec: {e}"))?,
+            _ => serde_json::from_value::<SecretProviderSpec>(body["spec"].clone())
+                .and_then(serde_json::to_value)
+                .map_err(|e| format!("{at}: not a SecretProvider spec: {e}"))?,
+        };
+        let mut metadata = json!({
+            "name": key.name,
+            "labels": labels,
+            "annotations": annotations,
+        });
+        if !key.namespace.is_empty() {
+            metadata["namespace"] = json!(key.namespace);
         }
         let object = json!({
             "apiVersion": API_VERSION,
-            "kind": Kind::CedarPolicy.name(),
-            "metadata": {
-                "name": key.name,
-                "namespace": key.namespace,
-                "labels": labels,
-                "annotations": annotations,
-            },
+            "kind": kind.name(),
+            "metadata": metadata,
             "spec": spec,
         });
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &key.namespace, &resource);
+        let resource = lattice_resource(*kind);
+        let api: Api<DynamicObject> = if key.namespace.is_empty() {
+            Api::all_with(client.clone(), &resource)
+        } else {
+            Api::namespaced_with(client.clone(), &key.namespace, &resource)
+        };
         api.patch(
             &key.name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&object),
         )
         .await
-        .map_err(|e| format!("cannot write {}/{}: {e}", key.namespace, key.name))?;
-        wanted.insert((key.namespace.clone(), key.name.clone()));
+        .map_err(|e| format!("cannot write {} {at}: {e}", key.kind))?;
+        wanted.insert((kind.name(), key.namespace.clone(), key.name.clone()));
     }
-    let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let present = all
-        .list(&ListParams::default().labels(&format!("{INHERITED_FROM}={parent}")))
-        .await
-        .map_err(|e| format!("cannot list inherited policies: {e}"))?;
-    for o in present.items {
-        let ns = o.metadata.namespace.clone().unwrap_or_default();
-        let name = o.metadata.name.clone().unwrap_or_default();
-        if wanted.contains(&(ns.clone(), name.clone())) {
-            continue;
-        }
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
-        match absent_ok(api.delete(&name, &DeleteParams::default()).await) {
-            Ok(()) => {
-                tracing::info!(namespace = %ns, %name, "inherited policy withdrawn by the parent");
+    for kind in INHERITED_KINDS {
+        let resource = lattice_resource(kind);
+        let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let present = all
+            .list(&ListParams::default().labels(&format!("{INHERITED_FROM}={parent}")))
+            .await
+            .map_err(|e| format!("cannot list inherited {}: {e}", kind.name()))?;
+        for o in present.items {
+            let ns = o.metadata.namespace.clone().unwrap_or_default();
+            let name = o.metadata.name.clone().unwrap_or_default();
+            if wanted.contains(&(kind.name(), ns.clone(), name.clone())) {
+                continue;
             }
-            Err(e) => return Err(format!("cannot delete {ns}/{name}: {e}")),
+            let api: Api<DynamicObject> = if ns.is_empty() {
+                Api::all_with(client.clone(), &resource)
+            } else {
+                Api::namespaced_with(client.clone(), &ns, &resource)
+            };
+            match absent_ok(api.delete(&name, &DeleteParams::default()).await) {
+                Ok(()) => {
+                    tracing::info!(kind = kind.name(), namespace = %ns, %name, "inherited object withdrawn by the parent");
+                }
+                Err(e) => return Err(format!("cannot delete {} {ns}/{name}: {e}", kind.name())),
+            }
         }
     }
     tracing::info!(

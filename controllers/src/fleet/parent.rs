@@ -371,13 +371,54 @@ struct ClusterHealthStatus {
     descendants: Vec<DescendantStatus>,
 }
 
+/// The label that marks a TrustPolicy or SecretProvider for distribution (a CedarPolicy
+/// says `spec.propagate: true`).
+pub const PROPAGATE: &str = "lattice.dev/propagate";
+
 /// What the cell distributes: every CedarPolicy marked `propagate: true`, as its name,
 /// namespace, labels and spec. A policy whose current spec was refused (not admitted, or
 /// invalid) keeps the version distributed before, as it stays in force here: a bad edit
-/// never withdraws a forbid from the children.
+/// never withdraws a forbid from the children. Beside them, every TrustPolicy and
+/// SecretProvider labelled [`PROPAGATE`] `"true"`, as it is.
 pub fn distributed(published: &Published, before: &DistributedSet) -> BTreeMap<ObjectKey, Vec<u8>> {
     let mut out = BTreeMap::new();
     for (_, o) in published.world.objects() {
+        if matches!(o, Object::TrustPolicy(_) | Object::SecretProvider(_)) {
+            let meta = o.meta();
+            let marked = meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(PROPAGATE))
+                .is_some_and(|v| v == "true");
+            if !marked {
+                continue;
+            }
+            let spec = match o {
+                Object::TrustPolicy(t) => serde_json::to_value(&t.spec),
+                Object::SecretProvider(sp) => serde_json::to_value(&sp.spec),
+                _ => continue,
+            };
+            let (Ok(spec), Some(kind)) = (spec, o.kind()) else {
+                continue;
+            };
+            let key = ObjectKey {
+                kind: kind.name().to_owned(),
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                name: o.name().to_owned(),
+            };
+            let body = json!({
+                "metadata": {
+                    "name": key.name,
+                    "namespace": meta.namespace,
+                    "labels": meta.labels,
+                },
+                "spec": spec,
+            });
+            if let Ok(bytes) = serde_json::to_vec(&body) {
+                out.insert(key, bytes);
+            }
+            continue;
+        }
         let Object::CedarPolicy(p) = o else { continue };
         let key = ObjectKey {
             kind: Kind::CedarPolicy.name().to_owned(),
