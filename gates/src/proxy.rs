@@ -201,6 +201,21 @@ pub fn decide_proxy(
     }
 }
 
+/// Whether a call for `cluster` may go through the child `via`: `via` is the cluster
+/// itself or, in `snapshot`'s hierarchy, above it. Agents report what is below them, but a
+/// cluster declared here under another parent (its LatticeCluster wins over any report) is
+/// never sent to a child that claims it, so no child can answer for a sibling.
+pub fn routes_through(snapshot: &Snapshot, cluster: &str, via: &str) -> bool {
+    if cluster == via {
+        return true;
+    }
+    let via = uid("Cluster", via);
+    snapshot
+        .entities()
+        .ancestors(&uid("Cluster", cluster))
+        .is_some_and(|mut above| above.any(|u| *u == via))
+}
+
 /// The Kubernetes `Status` body of a 403 for a denied request.
 pub fn forbidden_status(
     decision: &ProxyDecision,

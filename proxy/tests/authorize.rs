@@ -215,3 +215,54 @@ fn clients_may_not_send_impersonation_headers() {
         assert!(!is_impersonation_header(h), "{h}");
     }
 }
+
+/// A call for a cluster goes only through a child the hierarchy places above it: reported
+/// descendants are below their reporter, and a cluster declared here under another parent
+/// is never routed through a child that also claims it.
+#[test]
+fn calls_go_only_through_a_child_above_the_cluster() {
+    let s = snapshot(Some(
+        "apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: edge
+spec:
+  providerRef: aws-prod
+  parent: production
+  provider:
+    kubernetes: {version: \"1.33.0\"}
+    config: {aws: {region: eu-west-1}}
+  nodes: {controlPlane: 1}
+status:
+  descendants:
+    - {name: leaf, parent: edge, phase: Ready}
+    - {name: twig, parent: leaf}
+    - {name: sibling, parent: edge}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: sibling
+spec:
+  providerRef: aws-prod
+  parent: production
+  provider:
+    kubernetes: {version: \"1.33.0\"}
+    config: {aws: {region: eu-west-1}}
+  nodes: {controlPlane: 1}
+",
+    ));
+    use lattice_gates::proxy::routes_through;
+    assert!(
+        routes_through(&s, "edge", "edge"),
+        "a child is its own route"
+    );
+    assert!(routes_through(&s, "leaf", "edge"));
+    assert!(routes_through(&s, "twig", "edge"), "two levels below");
+    assert!(
+        !routes_through(&s, "sibling", "edge"),
+        "edge claims a cluster declared beside it"
+    );
+    assert!(!routes_through(&s, "nowhere", "edge"));
+    assert!(!routes_through(&s, "edge", "leaf"), "never upwards");
+}

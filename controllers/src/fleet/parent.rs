@@ -265,8 +265,12 @@ pub async fn run(
                     client.clone(),
                     Vec::new(),
                 )),
-                Arc::new(LiveSnapshots(snapshots)),
-                Arc::new(CellUpstream::new(cell.clone(), &options.cluster)),
+                Arc::new(LiveSnapshots(snapshots.clone())),
+                Arc::new(CellUpstream::new(
+                    cell.clone(),
+                    &options.cluster,
+                    Arc::new(LiveSnapshots(snapshots)),
+                )),
                 lattice_proxy::ProxyConfig {
                     trusted_forwarders: options.trusted_forwarders.clone(),
                     ..lattice_proxy::ProxyConfig::default()

@@ -106,17 +106,20 @@ impl Impersonating {
     }
 }
 
-/// The parent's upstream: its children, through the cell.
+/// The parent's upstream: its children and theirs, through the cell.
 pub struct CellUpstream {
     cell: Cell,
     own: String,
+    snapshots: Arc<dyn SnapshotSource>,
 }
 
 impl CellUpstream {
-    pub fn new(cell: Cell, own: &str) -> CellUpstream {
+    /// Routes for cluster `own`, checking routes against the hierarchy `snapshots` hold.
+    pub fn new(cell: Cell, own: &str, snapshots: Arc<dyn SnapshotSource>) -> CellUpstream {
         CellUpstream {
             cell,
             own: own.to_owned(),
+            snapshots,
         }
     }
 }
@@ -149,6 +152,7 @@ impl Upstream for CellUpstream {
             return Box::pin(async move { status(StatusCode::NOT_FOUND, &message) });
         }
         let cell = self.cell.clone();
+        let snapshots = self.snapshots.clone();
         let target = Forwarded {
             cluster: cluster.to_owned(),
             user: caller.username.clone(),
@@ -159,6 +163,18 @@ impl Upstream for CellUpstream {
                 Ok(via) => via,
                 Err(e) => return status(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
             };
+            let below = snapshots.current().is_some_and(|s| {
+                lattice_gates::proxy::routes_through((*s).as_ref(), &target.cluster, &via)
+            });
+            if !below {
+                return status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "cluster {:?} is claimed by child {via:?}, but this cluster's hierarchy does not place it below {via:?}; the call is not sent there",
+                        target.cluster
+                    ),
+                );
+            }
             match cell.forward(&via, target, request).await {
                 Ok(response) => response,
                 Err(e) => forward_error(&e),
