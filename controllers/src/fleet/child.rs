@@ -69,10 +69,44 @@ pub struct ApiHealth {
 /// The clusters below `cluster` that its LatticeClusters show: each child (`spec.parent`
 /// is `cluster`) with its status, then what that child reported below itself. Parents
 /// come before their children, as the tunnel requires; a name seen twice is kept once.
+/// What the parent's cell would refuse is not sent, so one odd object cannot cut the
+/// tunnel: a name that is not a cluster name (with everything below it), a fact that is
+/// too long or not printable (sent empty), and entries past the tunnel's limit.
 pub fn descendants_in(
     cluster: &str,
     clusters: &[lattice_schemas::crd::cluster::LatticeCluster],
 ) -> Vec<Descendant> {
+    use lattice_tunnel::identity::is_cluster_name;
+    use lattice_tunnel::session::{MAX_DESCENDANTS, MAX_FACT_BYTES, MAX_VERSION_BYTES};
+    let fact = |v: String, max: usize| {
+        if v.len() > max || v.chars().any(char::is_control) {
+            String::new()
+        } else {
+            v
+        }
+    };
+    let describe = |name: String,
+                    parent: String,
+                    environment: String,
+                    phase: String,
+                    ready: bool,
+                    agent_connected: bool,
+                    h: lattice_schemas::crd::cluster::ClusterHealth| {
+        let nodes_total = u32::try_from(h.nodes_total).unwrap_or(0);
+        Descendant {
+            name,
+            parent,
+            environment: fact(environment, MAX_FACT_BYTES),
+            phase: fact(phase, MAX_FACT_BYTES),
+            ready,
+            agent_connected,
+            nodes_ready: u32::try_from(h.nodes_ready).unwrap_or(0).min(nodes_total),
+            nodes_total,
+            control_plane_ready: h.control_plane_ready,
+            agent_version: fact(h.agent_version, MAX_VERSION_BYTES),
+            kubernetes_version: fact(h.kubernetes_version, MAX_VERSION_BYTES),
+        }
+    };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     let mut children: Vec<_> = clusters
@@ -84,45 +118,42 @@ pub fn descendants_in(
         let Some(name) = c.metadata.name.clone() else {
             continue;
         };
-        if name == cluster || !seen.insert(name.clone()) {
+        if name == cluster || !is_cluster_name(&name) || !seen.insert(name.clone()) {
             continue;
         }
         let st = c.status.clone().unwrap_or_default();
-        let h = st.health.clone().unwrap_or_default();
-        out.push(Descendant {
-            name: name.clone(),
-            parent: cluster.to_owned(),
-            environment: c.spec.environment.clone().unwrap_or_default(),
-            phase: st.phase.clone().unwrap_or_default(),
-            ready: st.ready.unwrap_or(false),
-            agent_connected: st.agent_connected.unwrap_or(false),
-            nodes_ready: u32::try_from(h.nodes_ready).unwrap_or(0),
-            nodes_total: u32::try_from(h.nodes_total).unwrap_or(0),
-            control_plane_ready: h.control_plane_ready,
-            agent_version: h.agent_version,
-            kubernetes_version: h.kubernetes_version,
-        });
+        out.push(describe(
+            name,
+            cluster.to_owned(),
+            c.spec.environment.clone().unwrap_or_default(),
+            st.phase.clone().unwrap_or_default(),
+            st.ready.unwrap_or(false),
+            st.agent_connected.unwrap_or(false),
+            st.health.clone().unwrap_or_default(),
+        ));
         // The child's own report keeps its order (parents first); an entry whose parent
         // is not already listed is dropped rather than sent as a broken tree.
         for d in st.descendants {
-            if d.name == cluster || !seen.contains(&d.parent) || !seen.insert(d.name.clone()) {
+            if d.name == cluster
+                || !is_cluster_name(&d.name)
+                || !seen.contains(&d.parent)
+                || !seen.insert(d.name.clone())
+            {
                 continue;
             }
-            out.push(Descendant {
-                name: d.name,
-                parent: d.parent,
-                environment: d.environment,
-                phase: d.phase,
-                ready: d.ready,
-                agent_connected: d.agent_connected,
-                nodes_ready: u32::try_from(d.health.nodes_ready).unwrap_or(0),
-                nodes_total: u32::try_from(d.health.nodes_total).unwrap_or(0),
-                control_plane_ready: d.health.control_plane_ready,
-                agent_version: d.health.agent_version,
-                kubernetes_version: d.health.kubernetes_version,
-            });
+            out.push(describe(
+                d.name,
+                d.parent,
+                d.environment,
+                d.phase,
+                d.ready,
+                d.agent_connected,
+                d.health,
+            ));
         }
     }
+    // Parents come first, so the first entries are still a tree.
+    out.truncate(MAX_DESCENDANTS);
     out
 }
 
@@ -460,4 +491,94 @@ pub async fn write_inherited(
         "inherited objects written"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_schemas::crd::cluster::{ClusterStatus, DescendantStatus, LatticeCluster};
+
+    fn cluster(
+        name: &str,
+        parent: &str,
+        environment: &str,
+        below: &[(&str, &str)],
+    ) -> LatticeCluster {
+        let mut c: LatticeCluster = serde_json::from_value(json!({
+            "apiVersion": "lattice.dev/v1alpha1",
+            "kind": "LatticeCluster",
+            "metadata": {"name": name},
+            "spec": {
+                "providerRef": "aws",
+                "parent": parent,
+                "environment": environment,
+                "provider": {"kubernetes": {"version": "1.33.0"}, "config": {"aws": {"region": "eu-west-1"}}},
+                "nodes": {"controlPlane": 1},
+            },
+        }))
+        .unwrap();
+        c.status = Some(ClusterStatus {
+            agent_connected: Some(true),
+            descendants: below
+                .iter()
+                .map(|(n, p)| DescendantStatus {
+                    name: (*n).into(),
+                    parent: (*p).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn the_report_is_a_tree_the_cell_accepts_whatever_the_objects_hold() {
+        let clusters = [
+            cluster(
+                "b-child",
+                "edge",
+                "prod",
+                &[("deep", "b-child"), ("deeper", "deep")],
+            ),
+            cluster(
+                "a-child",
+                "edge",
+                &"x".repeat(200),
+                &[("orphan", "nowhere")],
+            ),
+            cluster("Not.A.Label", "edge", "", &[("under-bad", "Not.A.Label")]),
+            cluster("elsewhere", "root", "", &[]),
+            cluster("edge", "root", "", &[]),
+        ];
+        let report = descendants_in("edge", &clusters);
+        let names: Vec<(&str, &str)> = report
+            .iter()
+            .map(|d| (d.name.as_str(), d.parent.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a-child", "edge"),
+                ("b-child", "edge"),
+                ("deep", "b-child"),
+                ("deeper", "deep"),
+            ],
+            "children in name order, each followed by its own report; an orphan, a bad name and what is under it, and other parents' children are left out"
+        );
+        assert_eq!(
+            report[0].environment, "",
+            "a fact the cell would refuse is sent empty"
+        );
+        assert_eq!(report[1].environment, "prod");
+        assert!(report[0].agent_connected);
+
+        let many: Vec<String> = (0..MAX + 10).map(|i| format!("c{i}")).collect();
+        let below: Vec<(&str, &str)> = many.iter().map(|n| (n.as_str(), "big")).collect();
+        let report = descendants_in("edge", &[cluster("big", "edge", "", &below)]);
+        assert_eq!(report.len(), MAX, "no more than the tunnel takes");
+        assert_eq!(report[0].name, "big", "and still a tree: the parent first");
+    }
+
+    const MAX: usize = lattice_tunnel::session::MAX_DESCENDANTS;
 }
