@@ -509,7 +509,12 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
     let verb = |g: &str, r: &str, v: &str, n: &[&str]| (g.into(), r.into(), v.into(), names(n));
     let mut wanted = BTreeSet::from([verb("", "nodes", "list", &[])]);
     for v in ["get", "list", "create", "patch", "delete"] {
-        for r in ["cedarpolicies", "trustpolicies", "secretproviders"] {
+        for r in [
+            "cedarpolicies",
+            "trustpolicies",
+            "secretproviders",
+            "oidcproviders",
+        ] {
             wanted.insert(verb("lattice.dev", r, v, &[]));
         }
     }

@@ -29,6 +29,12 @@ fn user(name: &str) -> String {
     format!("system:serviceaccount:{CALLERS}:{name}")
 }
 
+/// The user an ID token of root's service-account issuer names, through the
+/// OIDCProvider of [`oidc`].
+fn oidc_user(name: &str) -> String {
+    format!("oidc:{}", user(name))
+}
+
 /// Runs kubectl with `config`: its exit status, stdout and stderr.
 fn kubectl(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(cluster::kubectl_binary())
@@ -75,12 +81,20 @@ permit (
   resource in Lattice::Cluster::"edge"
 );
 
+@id("carol-reads-edge")
+permit (
+  principal == Lattice::User::"{carol}",
+  action in Lattice::Action::"ClusterRead",
+  resource == Lattice::Cluster::"edge"
+);
+
 @id("no-secrets-through-the-proxy")
 @advice("Read Secrets through your workload's SecretProvider, not the proxy")
 forbid (principal, action in Lattice::Action::"ClusterAdmin", resource)
 when {{ context.resource == "secrets" }};
 "#,
-        alice = user("alice")
+        alice = user("alice"),
+        carol = oidc_user("carol"),
     );
     apply(
         root,
@@ -107,7 +121,10 @@ when {{ context.resource == "secrets" }};
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "alice-edits-config", "namespace": "shop"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "config-editor"},
-        "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": CALLERS}],
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "alice", "namespace": CALLERS},
+            {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": oidc_user("carol")},
+        ],
     });
     for o in [&role, &binding] {
         apply(edge, &cluster::resource_of(o), o).await;
@@ -347,6 +364,7 @@ when {{ context.resource == "secrets" }};
     );
 
     two_hops(&pair, &alice_token).await;
+    oidc(&pair, &alice_token).await;
 
     // Streams the client abandoned were cancelled at the agent, not left running.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -539,6 +557,132 @@ when {{ context.namespace == "frozen" }};
         !ok && err.contains("Forbidden") && err.contains("frozen-on-edge"),
         "{err}"
     );
+}
+
+/// An OIDCProvider on root whose issuer is root's own API server: kube-apiserver serves
+/// OIDC discovery and a JWKS for the service-account tokens it signs, so it is a real
+/// issuer with real keys. A token minted for the audience `lattice-proxy` is one the API
+/// server's TokenReview refuses; only the provider can name its caller.
+async fn oidc(pair: &ProxiedPair, alice_token: &str) {
+    // Discovery and keys readable without credentials, as an identity provider's are.
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "public-issuer-discovery"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:service-account-issuer-discovery"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                      "name": "system:unauthenticated"}],
+    });
+    apply(&pair.root, &cluster::resource_of(&binding), &binding).await;
+    let (server, ca) = pair.root_env.server_and_ca();
+    let provider = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "OIDCProvider",
+        "metadata": {"name": "root-accounts"},
+        "spec": {
+            "issuerUrl": "https://kubernetes.default.svc.cluster.local",
+            "discoveryUrl": format!("{server}/.well-known/openid-configuration"),
+            "clientId": "lattice-proxy",
+            "usernamePrefix": "oidc:",
+            "caBundle": ca,
+        },
+    });
+    apply(&pair.root, &lattice_resource(Kind::OIDCProvider), &provider).await;
+
+    let carol_id = pair
+        .root_env
+        .token_for(CALLERS, "carol", &["lattice-proxy"])
+        .await;
+    let carol = pair.client("edge", Some(&carol_id), "shop").await;
+    let maps: Api<ConfigMap> = Api::namespaced(carol.clone(), "shop");
+    // Once root's operator holds the provider: carol is named by her ID token (Cedar's
+    // permit and edge's RoleBinding are for the prefixed name, and nothing else).
+    let listed = eventually("an ID token names its caller", || async {
+        match maps.list(&ListParams::default()).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("not yet: {e}");
+                None
+            }
+        }
+    })
+    .await;
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|c| c.metadata.name.as_deref() == Some("made-on-edge"))
+    );
+    // The same caller, read-only as Cedar says: a write is root's 403 for the OIDC user.
+    let (code, message) = refusal(
+        maps.create(&PostParams::default(), &config_map("by-carol", "x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains(&oidc_user("carol")), "{message}");
+
+    // A token of the same issuer for the API server's audience: the provider refuses it,
+    // the API server vouches for it, and it names the account unprefixed, which Cedar does
+    // not permit. Alice's, likewise, still works as before.
+    let carol_api = pair.root_env.token(CALLERS, "carol").await;
+    let (code, message) = refusal(
+        Api::<ConfigMap>::namespaced(pair.client("edge", Some(&carol_api), "shop").await, "shop")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains(&format!("\"{}\"", user("carol"))),
+        "{message}"
+    );
+    let alice = pair.client("edge", Some(alice_token), "shop").await;
+    Api::<ConfigMap>::namespaced(alice, "shop")
+        .list(&ListParams::default())
+        .await
+        .expect("a service-account token of the same issuer still works");
+
+    // A forged ID token (carol's, its claims rewritten to name alice): both refuse.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = carol_id.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    claims["sub"] = json!(user("alice"));
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.to_string()),
+        parts[2]
+    );
+    let (code, message) = refusal(
+        Api::<ConfigMap>::namespaced(pair.client("edge", Some(&forged), "shop").await, "shop")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 401, "{message}");
+    assert!(message.contains("OIDCProvider root-accounts"), "{message}");
+
+    // The provider is distributed (`propagate` is true unless set): edge holds it as
+    // root's, and passes it on to leaf.
+    let leaf = pair.leaf.as_ref().unwrap();
+    for (client, from) in [(&pair.edge, "root"), (&leaf.client, "edge")] {
+        let api: Api<kube::api::DynamicObject> =
+            Api::all_with(client.clone(), &lattice_resource(Kind::OIDCProvider));
+        let copy = eventually("the provider is distributed", || async {
+            api.get_opt("root-accounts").await.ok().flatten()
+        })
+        .await;
+        assert_eq!(
+            copy.metadata.labels.unwrap_or_default()["lattice.dev/inherited-from"],
+            from
+        );
+        assert_eq!(
+            copy.data["spec"]["issuerUrl"],
+            "https://kubernetes.default.svc.cluster.local"
+        );
+    }
 }
 
 /// A call straight to edge's proxy for leaf with `token`, naming alice as the caller it

@@ -416,7 +416,10 @@ async fn inherited_trust_and_secret_providers_are_read_only_except_to_the_agent(
         dir, w: _w, mut c, ..
     } = serve_examples("inherited-platform").await;
     const AGENT: &str = "system:serviceaccount:lattice-system:lattice-agent";
-    for (n, name) in ["image-trust", "vault-prod"].into_iter().enumerate() {
+    for (n, name) in ["image-trust", "vault-prod", "corporate-sso"]
+        .into_iter()
+        .enumerate()
+    {
         let local = example("infrastructure.yaml", name);
         let mut inherited = local.clone();
         inherited["metadata"]["labels"] = json!({"lattice.dev/inherited-from": "root"});
@@ -515,6 +518,68 @@ async fn inherited_trust_and_secret_providers_are_read_only_except_to_the_agent(
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An identity provider a parent distributed with `allowChildOverride: false` is the only
+/// one: a platform administrator of the child may not add another (nor, by renaming, the
+/// same issuer), and may still remove one the child had. With overrides allowed, adding
+/// one is an ordinary platform write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inherited_identity_provider_can_forbid_the_child_its_own() {
+    let dir = tmp("sealed-idp");
+    let pki = Pki::issue(&dir.join("pki"));
+    let w = start(&pki, Limits::default()).await;
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    let mut local = example("infrastructure.yaml", "corporate-sso");
+    local["metadata"]["name"] = json!("team-sso");
+    local["spec"]["issuerUrl"] = json!("https://team.example.com");
+    for (allow, allowed) in [(false, false), (true, true)] {
+        let mut inherited = example("infrastructure.yaml", "corporate-sso");
+        inherited["metadata"]["name"] = json!("root-sso");
+        inherited["metadata"]["labels"] = json!({"lattice.dev/inherited-from": "root"});
+        inherited["spec"]["allowChildOverride"] = json!(allow);
+        let world = dir.join(format!("inherited-{allow}"));
+        std::fs::create_dir_all(&world).unwrap();
+        std::fs::write(
+            world.join("idp.yaml"),
+            serde_json::to_string(&inherited).unwrap(),
+        )
+        .unwrap();
+        load_examples(&w, &[world]);
+        for (i, (op, new, old, expect)) in [
+            ("CREATE", Some(&local), None, allowed),
+            ("UPDATE", Some(&local), Some(&local), allowed),
+            ("DELETE", None, Some(&local), true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let asked = review(
+                &format!("s-{allow}-{i}"),
+                op,
+                new.cloned(),
+                old.cloned(),
+                "pat",
+                &[PLATFORM_ADMIN],
+            );
+            let answer = post(&mut c, &asked).await;
+            assert_eq!(
+                answer["allowed"], expect,
+                "allowChildOverride {allow}: {op}: {answer}"
+            );
+            if !expect {
+                let m = answer["status"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    m.contains("inherited-identity-provider-is-the-only-one")
+                        && m.contains("allowChildOverride: false"),
+                    "{m}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Every write of every Lattice kind is a Cedar question, denied by default with the
 /// deciding policy's advice: platform kinds for platform administrators, a LatticeCluster
 /// delete as `Decommission`, workloads outside the platform's namespaces, and a delete whose
@@ -585,6 +650,11 @@ async fn every_lattice_write_is_a_cedar_question() {
     for (file, name, action) in [
         ("infrastructure.yaml", "vault-prod", "ManageSecretProvider"),
         ("infrastructure.yaml", "ghcr", "ManageImageProvider"),
+        (
+            "infrastructure.yaml",
+            "corporate-sso",
+            "ManageIdentityProvider",
+        ),
         ("infrastructure.yaml", "aws-prod", "ManageInfrastructure"),
         ("infrastructure.yaml", "production", "ManageInfrastructure"),
         (

@@ -1355,7 +1355,8 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
         Object::CedarPolicy(_)
         | Object::TrustPolicy(_)
         | Object::InfraProvider(_)
-        | Object::ComplianceProfile(_) => {}
+        | Object::ComplianceProfile(_)
+        | Object::OidcProvider(_) => {}
     }
 }
 

@@ -224,6 +224,7 @@ fn object_digest(object: &Object) -> ContentDigest {
         Object::InfraProvider(o) => serde_json::to_vec(o),
         Object::Package(o) => serde_json::to_vec(o),
         Object::ComplianceProfile(o) => serde_json::to_vec(o),
+        Object::OidcProvider(o) => serde_json::to_vec(o),
         Object::Namespace(o) => serde_json::to_vec(o),
     }
     .unwrap_or_default();

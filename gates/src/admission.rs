@@ -8,6 +8,7 @@
 //! | `TrustPolicy` | `ManageTrust` | the `Cluster` | operation, name, registries, unsigned registries, keys, verified images |
 //! | `SecretProvider` | `ManageSecretProvider` | the `Cluster` | operation, name, backend |
 //! | `ImageProvider` | `ManageImageProvider` | the `Cluster` | operation, name, registry |
+//! | `OIDCProvider` | `ManageIdentityProvider` | the `Cluster` | operation, name, issuer, username prefix, inherited, whether an inherited provider allows others |
 //! | `InfraProvider`, `LatticeCluster` (create, update) | `ManageInfrastructure` | the `Cluster` | operation, kind, name, provider, parent |
 //! | `LatticeCluster` (delete) | `Decommission` | that `Cluster` | its phase, agent health, what it still holds, now |
 //! | `LatticeComplianceProfile` | `ManageComplianceProfile` | the `Cluster` | operation, name, frameworks, sink |
@@ -241,6 +242,29 @@ pub fn write_query(
                 ("registry", string(&ip.spec.registry)),
             ];
             ("ManageImageProvider", cluster)
+        }
+        Object::OidcProvider(p) => {
+            // Other than this object: an inherited provider that allows no others.
+            let sealed = world.objects().any(|(_, o)| {
+                matches!(o, Object::OidcProvider(q) if !q.spec.allow_child_override)
+                    && is_inherited(o)
+                    && o.name() != name
+            });
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("issuer", string(&p.spec.issuer_url)),
+                (
+                    "usernamePrefix",
+                    string(p.spec.username_prefix.as_deref().unwrap_or("")),
+                ),
+                ("inherited", inherited),
+                (
+                    "childOverrideAllowed",
+                    RestrictedExpression::new_bool(!sealed),
+                ),
+            ];
+            ("ManageIdentityProvider", cluster)
         }
         Object::InfraProvider(ip) => {
             let provider = serde_json::to_value(ip.spec.type_)

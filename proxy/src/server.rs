@@ -4,7 +4,8 @@
 //! 1. routed: the path names a cluster (`/clusters/<name>/…`), or it is a 404;
 //! 2. refused if it carries impersonation headers (the proxy impersonates the caller itself;
 //!    a client asking to be someone else is a 403);
-//! 3. authenticated ([`crate::authn`]): a bearer token, or a 401. A trusted forwarder (the
+//! 3. authenticated ([`crate::authn`], [`crate::oidc`]): a bearer token (an ID token of a
+//!    configured OIDC issuer, or one the API server reviews), or a 401. A trusted forwarder (the
 //!    agent of the hop above, authenticated the same way) may name the caller it forwards
 //!    for in `X-Lattice-Forwarded-User` / `-Group`; anyone else sending those is refused;
 //! 4. decided: one Cedar request with this hop's snapshot ([`crate::authorize`]): a 403 with

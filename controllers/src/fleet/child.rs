@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use lattice_gates::admission::Requester;
+use lattice_schemas::crd::oidc_provider::OIDCProviderSpec;
 use lattice_schemas::crd::policy::CedarPolicySpec;
 use lattice_schemas::crd::secret_provider::SecretProviderSpec;
 use lattice_schemas::crd::trust_policy::TrustPolicySpec;
@@ -41,7 +42,12 @@ use crate::lattice_api::lattice_resource;
 use crate::webhook::stamp::{ANNOTATION, AdmissionKey};
 
 /// The kinds a parent distributes and the agent writes.
-pub const INHERITED_KINDS: [Kind; 3] = [Kind::CedarPolicy, Kind::TrustPolicy, Kind::SecretProvider];
+pub const INHERITED_KINDS: [Kind; 4] = [
+    Kind::CedarPolicy,
+    Kind::TrustPolicy,
+    Kind::SecretProvider,
+    Kind::OIDCProvider,
+];
 
 /// The field manager of what the agent writes.
 pub const MANAGER: &str = "lattice-agent";
@@ -377,7 +383,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Makes the child's inherited objects (CedarPolicy, TrustPolicy, SecretProvider) exactly `set`.
+/// Makes the child's inherited objects (CedarPolicy, TrustPolicy, SecretProvider,
+/// OIDCProvider) exactly `set`.
 pub async fn write_inherited(
     client: &Client,
     parent: &str,
@@ -426,6 +433,9 @@ pub async fn write_inherited(
             Kind::TrustPolicy => serde_json::from_value::<TrustPolicySpec>(body["spec"].clone())
                 .and_then(serde_json::to_value)
                 .map_err(|e| format!("{at}: not a TrustPolicy spec: {e}"))?,
+            Kind::OIDCProvider => serde_json::from_value::<OIDCProviderSpec>(body["spec"].clone())
+                .and_then(serde_json::to_value)
+                .map_err(|e| format!("{at}: not an OIDCProvider spec: {e}"))?,
             _ => serde_json::from_value::<SecretProviderSpec>(body["spec"].clone())
                 .and_then(serde_json::to_value)
                 .map_err(|e| format!("{at}: not a SecretProvider spec: {e}"))?,

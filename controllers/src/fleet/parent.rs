@@ -253,6 +253,11 @@ pub async fn run(
     let stop = tokio_util::sync::CancellationToken::new();
     // Stops the server when this future is dropped (leadership lost, shutdown).
     let _stop_on_drop = stop.clone().drop_guard();
+    // Callers are named by an OIDCProvider's ID tokens, or else by the API server
+    // (TokenReview); the providers follow the world.
+    let oidc = Arc::new(lattice_proxy::oidc::Oidc::new(Arc::new(
+        lattice_proxy::authn::TokenReviewer::new(client.clone(), Vec::new()),
+    )));
     let proxy = match options.proxy_listen {
         None => None,
         Some(addr) => {
@@ -261,10 +266,7 @@ pub async fn run(
                 .map_err(|e| format!("cannot listen on {addr} (--proxy-listen): {e}"))?;
             let tls = https_config(own.clone()).map_err(|e| e.to_string())?;
             let proxy = Arc::new(lattice_proxy::Proxy::new(
-                Arc::new(lattice_proxy::authn::TokenReviewer::new(
-                    client.clone(),
-                    Vec::new(),
-                )),
+                oidc.clone(),
                 Arc::new(LiveSnapshots(snapshots.clone())),
                 Arc::new(CellUpstream::new(
                     cell.clone(),
@@ -331,6 +333,7 @@ pub async fn run(
             continue;
         };
         let world = &published.world;
+        oidc.configure(oidc_providers(world));
         let children = children(world, &options.cluster);
         if let Err(e) = bootstrap_secrets(&secrets, &cell, &options, &children).await {
             tracing::warn!("bootstrap Secrets: {e}");
@@ -367,6 +370,21 @@ fn children(world: &World, cluster: &str) -> BTreeMap<String, Option<ClusterHeal
         .collect()
 }
 
+/// The world's OIDCProviders, as the proxy's authenticator takes them.
+fn oidc_providers(world: &World) -> Vec<lattice_proxy::oidc::Configured> {
+    world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            Object::OidcProvider(p) => Some(lattice_proxy::oidc::Configured {
+                name: o.name().to_owned(),
+                inherited: lattice_gates::admission::is_inherited(o),
+                spec: p.spec.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A child's tunnel status as its LatticeCluster holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ClusterHealthStatus {
@@ -376,30 +394,40 @@ struct ClusterHealthStatus {
 }
 
 /// The label that marks a TrustPolicy or SecretProvider for distribution (a CedarPolicy
-/// says `spec.propagate: true`).
+/// says `spec.propagate: true`, and an OIDCProvider `spec.propagate`, true unless set).
 pub const PROPAGATE: &str = "lattice.dev/propagate";
 
 /// What the cell distributes: every CedarPolicy marked `propagate: true`, as its name,
 /// namespace, labels and spec. A policy whose current spec was refused (not admitted, or
 /// invalid) keeps the version distributed before, as it stays in force here: a bad edit
 /// never withdraws a forbid from the children. Beside them, every TrustPolicy and
-/// SecretProvider labelled [`PROPAGATE`] `"true"`, as it is.
+/// SecretProvider labelled [`PROPAGATE`] `"true"`, and every OIDCProvider with
+/// `propagate`, as it is.
 pub fn distributed(published: &Published, before: &DistributedSet) -> BTreeMap<ObjectKey, Vec<u8>> {
     let mut out = BTreeMap::new();
     for (_, o) in published.world.objects() {
-        if matches!(o, Object::TrustPolicy(_) | Object::SecretProvider(_)) {
+        if matches!(
+            o,
+            Object::TrustPolicy(_) | Object::SecretProvider(_) | Object::OidcProvider(_)
+        ) {
             let meta = o.meta();
-            let marked = meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(PROPAGATE))
-                .is_some_and(|v| v == "true");
+            let marked = match o {
+                // The kind's own field, as upstream has it.
+                Object::OidcProvider(p) => p.spec.propagate,
+                _ => meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(PROPAGATE))
+                    .is_some_and(|v| v == "true"),
+            };
+            // What a child inherits it holds as its parent's: passed on again, further down.
             if !marked {
                 continue;
             }
             let spec = match o {
                 Object::TrustPolicy(t) => serde_json::to_value(&t.spec),
                 Object::SecretProvider(sp) => serde_json::to_value(&sp.spec),
+                Object::OidcProvider(p) => serde_json::to_value(&p.spec),
                 _ => continue,
             };
             let (Ok(spec), Some(kind)) = (spec, o.kind()) else {

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | a kind outside `lattice.dev` | allowed untouched (the webhook configuration never sends one) |
 //! | an unknown `lattice.dev` kind, or CONNECT | denied: this webhook cannot vouch for it (fail closed) |
-//! | CREATE / UPDATE of any Lattice kind | schema and semantic validation (what `lattice-policy validate` checks), then the kind's question (`ManagePolicy`, `ManageTrust`, `ManageSecretProvider`, `ManageImageProvider`, `ManageInfrastructure`, `ManageComplianceProfile`, `ManageWorkload`) |
+//! | CREATE / UPDATE of any Lattice kind | schema and semantic validation (what `lattice-policy validate` checks), then the kind's question (`ManagePolicy`, `ManageTrust`, `ManageSecretProvider`, `ManageImageProvider`, `ManageIdentityProvider`, `ManageInfrastructure`, `ManageComplianceProfile`, `ManageWorkload`) |
 //! | … of a workload (`LatticeService`, `LatticeJob`, `LatticeModel`, `LatticeMeshMember`) | then every derivation gate on the current snapshot; audit-mode findings become warnings |
 //! | DELETE of any Lattice kind | the kind's question with operation `DELETE`, on the object as stored; a `LatticeCluster` is `Decommission`; an old object that cannot be read is denied |
 //!

@@ -175,6 +175,14 @@ impl TestEnv {
     /// A bearer token of ServiceAccount `namespace/name` (a TokenRequest; the account is
     /// made if missing), valid for an hour.
     pub async fn token(&self, namespace: &str, name: &str) -> String {
+        self.token_for(namespace, name, &[]).await
+    }
+
+    /// Like [`TestEnv::token`], for `audiences` (empty: the API server's own). The API
+    /// server signs it with its service-account key as issuer
+    /// `https://kubernetes.default.svc.cluster.local`, and publishes that key by OIDC
+    /// discovery.
+    pub async fn token_for(&self, namespace: &str, name: &str, audiences: &[&str]) -> String {
         use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
         use k8s_openapi::api::core::v1::ServiceAccount;
         let client = self.client().await;
@@ -186,7 +194,7 @@ impl TestEnv {
         let api: Api<ServiceAccount> = Api::namespaced(client, namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {
-                audiences: Vec::new(),
+                audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
                 expiration_seconds: Some(3600),
                 ..Default::default()
             },
@@ -214,6 +222,18 @@ impl TestEnv {
         let path = self.dir.join(format!("{service_account}-token.kubeconfig"));
         std::fs::write(&path, value.to_string()).unwrap();
         path
+    }
+
+    /// The API server's URL, and the CA its certificate is signed by (PEM).
+    pub fn server_and_ca(&self) -> (String, String) {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let server = kubeconfig.clusters[0]
+            .cluster
+            .as_ref()
+            .and_then(|c| c.server.clone())
+            .expect("a server");
+        let ca = std::fs::read_to_string(self.dir.join("ca.crt")).expect("testenv's CA");
+        (server, ca)
     }
 
     /// A client as the cluster admin.

@@ -11,6 +11,7 @@ pub mod infra_provider;
 pub mod job;
 pub mod mesh_member;
 pub mod model;
+pub mod oidc_provider;
 pub mod package;
 pub mod policy;
 pub mod secret_provider;
@@ -31,6 +32,7 @@ pub use infra_provider::InfraProvider;
 pub use job::LatticeJob;
 pub use mesh_member::LatticeMeshMember;
 pub use model::LatticeModel;
+pub use oidc_provider::OIDCProvider;
 pub use package::LatticePackage;
 pub use policy::CedarPolicy;
 pub use secret_provider::SecretProvider;
@@ -52,11 +54,12 @@ pub enum Kind {
     InfraProvider,
     LatticePackage,
     LatticeComplianceProfile,
+    OIDCProvider,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::LatticeService,
         Kind::LatticeJob,
         Kind::LatticeModel,
@@ -69,6 +72,7 @@ impl Kind {
         Kind::InfraProvider,
         Kind::LatticePackage,
         Kind::LatticeComplianceProfile,
+        Kind::OIDCProvider,
     ];
 
     /// The kind as written in `kind:`.
@@ -86,6 +90,7 @@ impl Kind {
             Kind::InfraProvider => "InfraProvider",
             Kind::LatticePackage => "LatticePackage",
             Kind::LatticeComplianceProfile => "LatticeComplianceProfile",
+            Kind::OIDCProvider => "OIDCProvider",
         }
     }
 
@@ -109,6 +114,7 @@ impl Kind {
             Kind::InfraProvider => InfraProvider::crd(),
             Kind::LatticePackage => LatticePackage::crd(),
             Kind::LatticeComplianceProfile => LatticeComplianceProfile::crd(),
+            Kind::OIDCProvider => OIDCProvider::crd(),
         }
     }
 
@@ -122,6 +128,7 @@ impl Kind {
                 | Kind::TrustPolicy
                 | Kind::InfraProvider
                 | Kind::LatticeComplianceProfile
+                | Kind::OIDCProvider
         )
     }
 
@@ -141,6 +148,7 @@ impl Kind {
             Kind::InfraProvider => "infraproviders",
             Kind::LatticePackage => "latticepackages",
             Kind::LatticeComplianceProfile => "latticecomplianceprofiles",
+            Kind::OIDCProvider => "oidcproviders",
         }
     }
 

@@ -38,6 +38,7 @@ pub enum Object {
     InfraProvider(crd::InfraProvider),
     Package(crd::LatticePackage),
     ComplianceProfile(crd::LatticeComplianceProfile),
+    OidcProvider(crd::OIDCProvider),
     /// A core/v1 Namespace (its labels are world facts).
     Namespace(Namespace),
 }
@@ -58,6 +59,7 @@ impl Object {
             Object::InfraProvider(o) => &o.metadata,
             Object::Package(o) => &o.metadata,
             Object::ComplianceProfile(o) => &o.metadata,
+            Object::OidcProvider(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
         }
     }
@@ -94,6 +96,7 @@ impl Object {
             Object::InfraProvider(_) => Kind::InfraProvider,
             Object::Package(_) => Kind::LatticePackage,
             Object::ComplianceProfile(_) => Kind::LatticeComplianceProfile,
+            Object::OidcProvider(_) => Kind::OIDCProvider,
             Object::Namespace(_) => return None,
         })
     }
@@ -565,6 +568,7 @@ impl Target {
             Kind::InfraProvider => typed(value).map(Object::InfraProvider),
             Kind::LatticePackage => typed(value).map(Object::Package),
             Kind::LatticeComplianceProfile => typed(value).map(Object::ComplianceProfile),
+            Kind::OIDCProvider => typed(value).map(Object::OidcProvider),
         }
     }
 }

@@ -64,10 +64,6 @@ const UPSTREAM_ONLY: &[(&str, &str)] = &[
         "this project references issuers (`ingress.tls.issuerRef`) and does not create them; create the cert-manager ClusterIssuer directly",
     ),
     ("LatticeQuota", "quotas are not a kind of this project yet"),
-    (
-        "OIDCProvider",
-        "identity providers are not a kind of this project yet",
-    ),
     ("BackupStore", "backups are not a kind of this project yet"),
     (
         "LatticeClusterBackup",
@@ -96,6 +92,7 @@ const CLUSTER_SCOPED: &[&str] = &[
     "InfraProvider",
     "TrustPolicy",
     "LatticeComplianceProfile",
+    "OIDCProvider",
 ];
 
 /// Migrates one upstream document.
@@ -175,7 +172,8 @@ pub fn migrate(doc: &Value) -> Migration {
             cedar_policy(&mut cx, spec, &name)
         }
         "LatticePackage" => package(&mut cx, spec),
-        // TrustPolicy and LatticeComplianceProfile exist only here: nothing to migrate.
+        // OIDCProvider's shape is upstream's; TrustPolicy and LatticeComplianceProfile exist
+        // only here: nothing to migrate.
         _ => spec,
     };
     out.insert("spec".into(), Value::Object(spec));

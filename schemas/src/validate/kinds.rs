@@ -50,6 +50,7 @@ pub(crate) fn check(cx: &mut Ctx) {
         Object::ImageProvider(ip) => image_provider(cx, &ip.spec),
         Object::Package(p) => package(cx, &p.spec),
         Object::ComplianceProfile(c) => compliance_profile(cx, &c.spec),
+        Object::OidcProvider(p) => oidc_provider(cx, &p.spec),
     }
 }
 
@@ -663,6 +664,80 @@ fn image_provider(cx: &mut Ctx, spec: &crd::image_provider::ImageProviderSpec) {
             }
             rest = &after[end + 1..];
         }
+    }
+}
+
+/// An OIDCProvider: `https` URLs (an issuer with no query or fragment, as OIDC discovery
+/// requires), claims that name something, CA certificates that are certificates, and
+/// prefixes that cannot make a user or group the API server reserves.
+fn oidc_provider(cx: &mut Ctx, spec: &crd::oidc_provider::OIDCProviderSpec) {
+    let mut url = |at: &str, value: &str, what: &str| {
+        let rest = value.strip_prefix("https://");
+        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+        let bad = match (rest, host) {
+            (Some(_), Some(h)) if !h.is_empty() && !h.contains('@') => {
+                what == "issuer" && (value.contains('?') || value.contains('#'))
+            }
+            _ => true,
+        };
+        if bad {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::oidc::url",
+                    at,
+                    format!("`{value}` is not an https URL an {what} can have"),
+                )
+                .with_help("OIDC issuers and discovery documents are served over https; an issuer has no query, fragment or user info"),
+            );
+        }
+    };
+    url("/spec/issuerUrl", &spec.issuer_url, "issuer");
+    if let Some(d) = &spec.discovery_url {
+        url("/spec/discoveryUrl", d, "discovery document");
+    }
+    for (at, claim) in [
+        ("/spec/usernameClaim", &spec.username_claim),
+        ("/spec/groupsClaim", &spec.groups_claim),
+    ] {
+        if claim.trim().is_empty() {
+            cx.push(cx.m.error_at("lattice::oidc::claim", at, "the claim is empty"));
+        }
+    }
+    for (at, prefix) in [
+        ("/spec/usernamePrefix", &spec.username_prefix),
+        ("/spec/groupsPrefix", &spec.groups_prefix),
+    ] {
+        if prefix.as_deref().is_some_and(|p| p.starts_with("system:")) {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::oidc::prefix",
+                    at,
+                    "a `system:` prefix names users and groups the API server reserves",
+                )
+                .with_help("the proxy refuses every OIDC identity that begins with `system:`; pick a prefix such as `oidc:`"),
+            );
+        }
+    }
+    if let Some(pem) = &spec.ca_bundle {
+        let blocks = pem.matches("-----BEGIN CERTIFICATE-----").count();
+        if blocks == 0 || blocks != pem.matches("-----END CERTIFICATE-----").count() {
+            cx.push(cx.m.error_at(
+                "lattice::oidc::ca-bundle",
+                "/spec/caBundle",
+                "the CA bundle holds no PEM certificate",
+            ));
+        }
+    }
+    if spec.client_secret.is_some() {
+        cx.push(
+            cx.m.error_at(
+                "lattice::oidc::client-secret",
+                "/spec/clientSecret",
+                "`clientSecret` is not used here",
+            )
+            .with_help("the proxy validates ID tokens against the issuer's published keys and never introspects them")
+            .warning(),
+        );
     }
 }
 
