@@ -44,12 +44,49 @@ pub const REVIEW_TTL: Duration = Duration::from_secs(10);
 /// costs reviews, not memory).
 pub const MAX_CACHED: usize = 4096;
 
+/// Callers already named, by their token's SHA-256 digest (never the token), each until
+/// its own expiry; at most [`MAX_CACHED`], after which the expired go, and if none have,
+/// everything.
+#[derive(Default)]
+pub struct Named {
+    by_digest: Mutex<HashMap<[u8; 32], (Requester, Instant)>>,
+}
+
+impl Named {
+    /// The digest a token is kept under.
+    pub fn digest(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The caller named for `digest`, if still current.
+    pub fn get(&self, digest: &[u8; 32]) -> Option<Requester> {
+        let cache = self.by_digest.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(digest)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(who, _)| who.clone())
+    }
+
+    /// Keeps `who` for `digest` for `ttl`.
+    pub fn put(&self, digest: [u8; 32], who: &Requester, ttl: Duration) {
+        let now = Instant::now();
+        let mut cache = self.by_digest.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, (_, until)| now < *until);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (who.clone(), now + ttl));
+    }
+}
+
 /// Bearer tokens reviewed by the local API server (`TokenReview`).
 pub struct TokenReviewer {
     client: kube::Client,
     /// Audiences the token must be for; empty: the API server's own.
     audiences: Vec<String>,
-    cache: Mutex<HashMap<[u8; 32], (Requester, Instant)>>,
+    named: Named,
 }
 
 impl TokenReviewer {
@@ -58,32 +95,13 @@ impl TokenReviewer {
         TokenReviewer {
             client,
             audiences,
-            cache: Mutex::default(),
+            named: Named::default(),
         }
-    }
-
-    fn cached(&self, digest: &[u8; 32]) -> Option<Requester> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .get(digest)
-            .filter(|(_, at)| at.elapsed() < REVIEW_TTL)
-            .map(|(who, _)| who.clone())
-    }
-
-    fn remember(&self, digest: [u8; 32], who: &Requester) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_CACHED {
-            cache.retain(|_, (_, at)| at.elapsed() < REVIEW_TTL);
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, (who.clone(), Instant::now()));
     }
 
     async fn review(&self, token: &str) -> Result<Requester, AuthnError> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(who) = self.cached(&digest) {
+        let digest = Named::digest(token);
+        if let Some(who) = self.named.get(&digest) {
             return Ok(who);
         }
         let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
@@ -116,7 +134,7 @@ impl TokenReviewer {
             username,
             groups: user.groups.unwrap_or_default(),
         };
-        self.remember(digest, &who);
+        self.named.put(digest, &who, REVIEW_TTL);
         Ok(who)
     }
 }
@@ -140,6 +158,26 @@ pub fn bearer(header: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_caller_is_kept_until_its_own_expiry_and_never_by_its_token() {
+        let named = Named::default();
+        let who = Requester {
+            username: "alice".into(),
+            groups: vec![],
+        };
+        let (a, b) = (Named::digest("token-a"), Named::digest("token-b"));
+        named.put(a, &who, Duration::from_secs(10));
+        named.put(b, &who, Duration::ZERO);
+        assert_eq!(named.get(&a), Some(who.clone()));
+        assert_eq!(named.get(&b), None, "expired at once");
+        assert_eq!(named.get(&Named::digest("token-c")), None);
+        // Full of live entries: it starts over rather than grow.
+        for i in 0..MAX_CACHED {
+            named.put(Named::digest(&i.to_string()), &who, Duration::from_secs(10));
+        }
+        assert!(named.by_digest.lock().unwrap().len() <= MAX_CACHED);
+    }
 
     #[test]
     fn only_bearer_tokens_are_read() {

@@ -32,7 +32,7 @@ use lattice_schemas::crd::oidc_provider::OIDCProviderSpec;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 
-use crate::authn::{Authenticator, AuthnError};
+use crate::authn::{Authenticator, AuthnError, Named, REVIEW_TTL};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat` (kube-apiserver's is the same minute).
 pub const LEEWAY: Duration = Duration::from_secs(60);
@@ -199,6 +199,9 @@ struct Issuer {
     /// The last fetch that failed while no keys were held: callers wait [`MIN_REFETCH`]
     /// before the issuer is asked again.
     failed: std::sync::Mutex<Option<(Instant, String)>>,
+    /// Tokens verified, for [`REVIEW_TTL`] or until they expire, whichever is sooner: a
+    /// client reuses its token, and a signature check costs as much as the Cedar decision.
+    named: Named,
 }
 
 struct Keys {
@@ -215,14 +218,28 @@ impl Issuer {
             tls,
             keys: tokio::sync::Mutex::default(),
             failed: std::sync::Mutex::default(),
+            named: Named::default(),
         }
     }
 
     async fn authenticate(&self, token: &str) -> Result<Requester, AuthnError> {
+        let digest = Named::digest(token);
+        if let Some(who) = self.named.get(&digest) {
+            return Ok(who);
+        }
         let header = header(token)?;
         let key = self.key(header.kid.as_deref(), header.alg).await?;
         let claims = verify(&self.spec, &key, header.alg, token)?;
-        identity(&self.spec, &claims)
+        let who = identity(&self.spec, &claims)?;
+        let left = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .map_or(0, |exp| exp - jiff::Timestamp::now().as_second());
+        let ttl = REVIEW_TTL.min(Duration::from_secs(u64::try_from(left).unwrap_or(0)));
+        if !ttl.is_zero() {
+            self.named.put(digest, &who, ttl);
+        }
+        Ok(who)
     }
 
     /// The key that signed a token naming `kid` with `alg`: from the cached set, or after
