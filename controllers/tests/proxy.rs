@@ -664,6 +664,42 @@ async fn oidc(pair: &ProxiedPair, alice_token: &str) {
     assert_eq!(code, 401, "{message}");
     assert!(message.contains("OIDCProvider root-accounts"), "{message}");
 
+    // Its status says its keys are at hand; a provider whose issuer cannot be reached says
+    // why (and is not distributed: `propagate: false`).
+    let unreachable = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "OIDCProvider",
+        "metadata": {"name": "nowhere"},
+        "spec": {
+            "issuerUrl": "https://nowhere.example.com",
+            "discoveryUrl": format!("https://127.0.0.1:{}/.well-known/openid-configuration", cluster::free_port()),
+            "clientId": "lattice-proxy",
+            "caBundle": pair.root_env.server_and_ca().1,
+            "propagate": false,
+        },
+    });
+    apply(
+        &pair.root,
+        &lattice_resource(Kind::OIDCProvider),
+        &unreachable,
+    )
+    .await;
+    let providers: Api<kube::api::DynamicObject> =
+        Api::all_with(pair.root.clone(), &lattice_resource(Kind::OIDCProvider));
+    for (name, phase, says) in [
+        ("root-accounts", "Ready", "keys from the issuer's JWKS"),
+        ("nowhere", "Failed", "Connection refused"),
+    ] {
+        let status = eventually("the provider's status", || async {
+            let o = providers.get(name).await.ok()?;
+            (o.data["status"]["phase"] == phase).then(|| o.data["status"].clone())
+        })
+        .await;
+        let message = status["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains(says), "{name}: {status}");
+    }
+
     // The provider is distributed (`propagate` is true unless set): edge holds it as
     // root's, and passes it on to leaf.
     let leaf = pair.leaf.as_ref().unwrap();

@@ -110,7 +110,11 @@ fn main() {
         black_box(check_token(&spec, &set, black_box(&token)).is_ok());
     });
     let named = Named::default();
-    named.put(Named::digest(&token), &who, std::time::Duration::from_secs(600));
+    named.put(
+        Named::digest(&token),
+        &who,
+        std::time::Duration::from_secs(600),
+    );
     let seen = time(runs, n, || {
         assert!(named.get(&Named::digest(black_box(&token))).is_some());
     });

@@ -117,6 +117,14 @@ impl Oidc {
         *issuers = Arc::new(next);
     }
 
+    /// Each provider in force (by object name) and whether its keys are at hand, fetching
+    /// those due: what the providers' status reports. Issuers are asked concurrently.
+    pub async fn states(&self) -> BTreeMap<String, IssuerState> {
+        let issuers: Vec<Arc<Issuer>> = self.current().values().cloned().collect();
+        let states = futures::future::join_all(issuers.iter().map(|i| i.state())).await;
+        issuers.iter().map(|i| i.name.clone()).zip(states).collect()
+    }
+
     fn current(&self) -> Arc<BTreeMap<String, Arc<Issuer>>> {
         self.issuers
             .read()
@@ -190,6 +198,13 @@ pub fn claimed_issuer(token: &str) -> Option<String> {
     claims.get("iss")?.as_str().map(str::to_owned)
 }
 
+/// Whether a provider can verify tokens now, and why (or why not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerState {
+    pub ready: bool,
+    pub message: String,
+}
+
 /// One issuer: its spec, its TLS trust, and its keys as last fetched.
 struct Issuer {
     name: String,
@@ -247,44 +262,12 @@ impl Issuer {
     /// [`MIN_REFETCH`]). A fetch that fails leaves the last good set in use.
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, AuthnError> {
         let mut keys = self.keys.lock().await;
-        let refresh =
-            Duration::from_secs(u64::from(self.spec.jwks_refresh_interval_seconds.max(60)));
-        let found = keys
+        let missing = keys
             .as_ref()
-            .and_then(|k| pick(&k.set, kid, alg).transpose());
-        let stale = keys.as_ref().is_none_or(|k| k.fetched.elapsed() >= refresh);
-        let may_refetch = keys
-            .as_ref()
-            .is_none_or(|k| k.fetched.elapsed() >= MIN_REFETCH);
-        if keys.is_none() {
-            let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, why)) = failed.as_ref().filter(|(at, _)| at.elapsed() < MIN_REFETCH) {
-                return Err(AuthnError::Unavailable(format!(
-                    "{why} ({}s ago; asked again after {}s)",
-                    at.elapsed().as_secs(),
-                    MIN_REFETCH.as_secs()
-                )));
-            }
-        }
-        if (stale || found.is_none()) && may_refetch {
-            match self.fetch().await {
-                Ok(set) => {
-                    *keys = Some(Keys {
-                        set,
-                        fetched: Instant::now(),
-                    })
-                }
-                Err(e) if keys.is_none() => {
-                    tracing::warn!(provider = %self.name, issuer = %self.spec.issuer_url, "OIDC keys cannot be fetched: {e}");
-                    *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((Instant::now(), e.clone()));
-                    return Err(AuthnError::Unavailable(e));
-                }
-                Err(e) => {
-                    tracing::warn!(provider = %self.name, issuer = %self.spec.issuer_url, "OIDC keys not refreshed, the last set stays in use: {e}")
-                }
-            }
-        }
+            .is_none_or(|k| pick(&k.set, kid, alg).ok().flatten().is_none());
+        self.refresh(&mut keys, missing)
+            .await
+            .map_err(AuthnError::Unavailable)?;
         let set = &keys
             .as_ref()
             .ok_or_else(|| {
@@ -297,6 +280,90 @@ impl Issuer {
                 None => "the token names no key and the issuer publishes more than one".into(),
             })
         })
+    }
+
+    /// Fetches the keys when none are held, when they are older than the refresh interval,
+    /// or when `wanted` (a token names a key the set lacks), but never twice within
+    /// [`MIN_REFETCH`]. An error only while no keys are held: a failed refresh keeps the
+    /// last good set, and says so in [`Issuer::state`].
+    async fn refresh(&self, keys: &mut Option<Keys>, wanted: bool) -> Result<(), String> {
+        let refresh =
+            Duration::from_secs(u64::from(self.spec.jwks_refresh_interval_seconds.max(60)));
+        let last_try = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(at, why)| (*at, why.clone()));
+        let tried_at = [
+            keys.as_ref().map(|k| k.fetched),
+            last_try.as_ref().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if tried_at.is_some_and(|at| at.elapsed() < MIN_REFETCH) {
+            return match (keys.as_ref(), last_try) {
+                (None, Some((at, why))) => Err(format!(
+                    "{why} ({}s ago; asked again after {}s)",
+                    at.elapsed().as_secs(),
+                    MIN_REFETCH.as_secs()
+                )),
+                _ => Ok(()),
+            };
+        }
+        let stale = keys.as_ref().is_none_or(|k| k.fetched.elapsed() >= refresh);
+        if !(stale || wanted) {
+            return Ok(());
+        }
+        match self.fetch().await {
+            Ok(set) => {
+                *keys = Some(Keys {
+                    set,
+                    fetched: Instant::now(),
+                });
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.name, issuer = %self.spec.issuer_url, held = keys.is_some(), "OIDC keys cannot be fetched: {e}");
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), e.clone()));
+                if keys.is_none() { Err(e) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Whether the issuer's keys are at hand (fetching them when due), as a status says it.
+    async fn state(&self) -> IssuerState {
+        let mut keys = self.keys.lock().await;
+        let fetched = self.refresh(&mut keys, false).await;
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, why)| why.clone());
+        match (keys.as_ref(), fetched) {
+            (Some(k), _) => IssuerState {
+                ready: true,
+                message: match failed {
+                    None => format!("{} keys from the issuer's JWKS", k.set.keys.len()),
+                    Some(why) => format!(
+                        "{} keys in use; the last refresh failed: {why}",
+                        k.set.keys.len()
+                    ),
+                },
+            },
+            (None, Err(why)) => IssuerState {
+                ready: false,
+                message: why,
+            },
+            (None, Ok(())) => IssuerState {
+                ready: false,
+                message: "the issuer's keys have not been fetched yet".into(),
+            },
+        }
     }
 
     /// Discovery, then the key set it points to.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
 use lattice_engine::World;
 use lattice_schemas::crd::cluster::{ClusterHealth, DescendantStatus};
@@ -258,6 +258,9 @@ pub async fn run(
     let oidc = Arc::new(lattice_proxy::oidc::Oidc::new(Arc::new(
         lattice_proxy::authn::TokenReviewer::new(client.clone(), Vec::new()),
     )));
+    // Each provider's status says whether its keys are at hand; fetching them here also
+    // spares the first caller the wait.
+    let _oidc_status = AbortOnDrop(tokio::spawn(oidc_status(client.clone(), oidc.clone())));
     let proxy = match options.proxy_listen {
         None => None,
         Some(addr) => {
@@ -368,6 +371,72 @@ fn children(world: &World, cluster: &str) -> BTreeMap<String, Option<ClusterHeal
             _ => None,
         })
         .collect()
+}
+
+/// Aborts a task when dropped (the cell's loop ending ends its helpers).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the providers' keys are checked and their status written.
+const OIDC_STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes each OIDCProvider's status as the proxy's authenticator holds it: `Ready` with
+/// how many keys, or `Failed` with why. Only a change is written.
+async fn oidc_status(client: Client, oidc: Arc<lattice_proxy::oidc::Oidc>) {
+    let api: Api<DynamicObject> = Api::all_with(client, &lattice_resource(Kind::OIDCProvider));
+    let mut written: BTreeMap<String, lattice_proxy::oidc::IssuerState> = BTreeMap::new();
+    let mut tick = tokio::time::interval(OIDC_STATUS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let states = oidc.states().await;
+        written.retain(|name, _| states.contains_key(name));
+        for (name, state) in states {
+            if written.get(&name) == Some(&state) {
+                continue;
+            }
+            let (phase, status, reason) = if state.ready {
+                ("Ready", "True", "KeysFetched")
+            } else {
+                ("Failed", "False", "KeysUnavailable")
+            };
+            let body = json!({
+                "apiVersion": API_VERSION,
+                "kind": Kind::OIDCProvider.name(),
+                "status": {
+                    "phase": phase,
+                    "conditions": [{
+                        "type": "Ready",
+                        "status": status,
+                        "reason": reason,
+                        "message": state.message,
+                        "lastTransitionTime": jiff::Timestamp::now().to_string(),
+                    }],
+                },
+            });
+            match api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+            {
+                Ok(_) => {
+                    written.insert(name, state);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(provider = %name, "cannot write the OIDCProvider's status: {e}")
+                }
+            }
+        }
+    }
 }
 
 /// The world's OIDCProviders, as the proxy's authenticator takes them.
