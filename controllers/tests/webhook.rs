@@ -524,6 +524,7 @@ async fn inherited_trust_and_secret_providers_are_read_only_except_to_the_agent(
 /// one is an ordinary platform write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inherited_identity_provider_can_forbid_the_child_its_own() {
+    const AGENT: &str = "system:serviceaccount:lattice-system:lattice-agent";
     let dir = tmp("sealed-idp");
     let pki = Pki::issue(&dir.join("pki"));
     let w = start(&pki, Limits::default()).await;
@@ -575,6 +576,39 @@ async fn an_inherited_identity_provider_can_forbid_the_child_its_own() {
                     "{m}"
                 );
             }
+        }
+    }
+    // One provider per issuer: a second local one for the example's issuer is refused; the
+    // agent's write of the parent's (which has it too) is not.
+    let mut second = example("infrastructure.yaml", "corporate-sso");
+    second["metadata"]["name"] = json!("sso-again");
+    let mut root_sso = example("infrastructure.yaml", "corporate-sso");
+    root_sso["metadata"]["name"] = json!("root-sso");
+    root_sso["metadata"]["labels"] = json!({"lattice.dev/inherited-from": "root"});
+    root_sso["spec"]["allowChildOverride"] = json!(true);
+    for (uid, object, user, groups, allowed) in [
+        ("i-1", &second, "pat", &[PLATFORM_ADMIN][..], false),
+        (
+            "i-2",
+            &root_sso,
+            AGENT,
+            &["system:serviceaccounts"][..],
+            true,
+        ),
+    ] {
+        let asked = review(
+            uid,
+            "UPDATE",
+            Some(object.clone()),
+            Some(object.clone()),
+            user,
+            groups,
+        );
+        let answer = post(&mut c, &asked).await;
+        assert_eq!(answer["allowed"], allowed, "{uid}: {answer}");
+        if !allowed {
+            let m = answer["status"]["message"].as_str().unwrap_or_default();
+            assert!(m.contains("one-identity-provider-per-issuer"), "{m}");
         }
     }
     let _ = std::fs::remove_dir_all(dir);

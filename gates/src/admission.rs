@@ -8,7 +8,7 @@
 //! | `TrustPolicy` | `ManageTrust` | the `Cluster` | operation, name, registries, unsigned registries, keys, verified images |
 //! | `SecretProvider` | `ManageSecretProvider` | the `Cluster` | operation, name, backend |
 //! | `ImageProvider` | `ManageImageProvider` | the `Cluster` | operation, name, registry |
-//! | `OIDCProvider` | `ManageIdentityProvider` | the `Cluster` | operation, name, issuer, username prefix, inherited, whether an inherited provider allows others |
+//! | `OIDCProvider` | `ManageIdentityProvider` | the `Cluster` | operation, name, issuer, whether another provider has it, username prefix, inherited, whether an inherited provider allows others |
 //! | `InfraProvider`, `LatticeCluster` (create, update) | `ManageInfrastructure` | the `Cluster` | operation, kind, name, provider, parent |
 //! | `LatticeCluster` (delete) | `Decommission` | that `Cluster` | its phase, agent health, what it still holds, now |
 //! | `LatticeComplianceProfile` | `ManageComplianceProfile` | the `Cluster` | operation, name, frameworks, sink |
@@ -250,10 +250,17 @@ pub fn write_query(
                     && is_inherited(o)
                     && o.name() != name
             });
+            // Another provider already names this issuer: two would disagree on who a
+            // token's caller is.
+            let taken = world.objects().any(|(_, o)| {
+                matches!(o, Object::OidcProvider(q) if q.spec.issuer_url == p.spec.issuer_url)
+                    && o.name() != name
+            });
             pairs = vec![
                 ("operation", string(operation)),
                 ("name", string(&name)),
                 ("issuer", string(&p.spec.issuer_url)),
+                ("issuerTaken", RestrictedExpression::new_bool(taken)),
                 (
                     "usernamePrefix",
                     string(p.spec.username_prefix.as_deref().unwrap_or("")),

@@ -71,10 +71,10 @@ pub struct Configured {
 
 /// The providers that name callers: every one, unless an inherited provider says
 /// `allowChildOverride: false`, in which case the inherited ones only. Two providers for
-/// one issuer: the first by name (the webhook's `ManageIdentityProvider` question is where
-/// to forbid that).
+/// one issuer (the webhook refuses a second local one, but a parent may distribute one a
+/// child already had): the inherited one, then the first by name.
 pub fn in_force(mut configured: Vec<Configured>) -> Vec<Configured> {
-    configured.sort_by(|a, b| a.name.cmp(&b.name));
+    configured.sort_by(|a, b| b.inherited.cmp(&a.inherited).then(a.name.cmp(&b.name)));
     let sealed = configured
         .iter()
         .any(|c| c.inherited && !c.spec.allow_child_override);
@@ -905,7 +905,7 @@ mod tests {
                 p("local", false, "https://a", false),
                 p("parent", true, "https://b", true)
             ])),
-            ["local", "parent"]
+            ["parent", "local"]
         );
         assert_eq!(
             names(in_force(vec![
@@ -914,13 +914,20 @@ mod tests {
             ])),
             ["parent"]
         );
-        // One issuer twice: the first by name.
+        // One issuer twice: the inherited one, else the first by name.
         assert_eq!(
             names(in_force(vec![
                 p("z", false, "https://a", true),
                 p("a", false, "https://a", true)
             ])),
             ["a"]
+        );
+        assert_eq!(
+            names(in_force(vec![
+                p("a", false, "https://a", true),
+                p("z", true, "https://a", true)
+            ])),
+            ["z"]
         );
     }
 }
