@@ -23,11 +23,9 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use lattice_gates::admission::Requester;
-use lattice_schemas::crd::oidc_provider::OIDCProviderSpec;
 use lattice_schemas::crd::policy::CedarPolicySpec;
-use lattice_schemas::crd::secret_provider::SecretProviderSpec;
-use lattice_schemas::crd::trust_policy::TrustPolicySpec;
 use lattice_schemas::crd::{API_VERSION, Kind};
+use lattice_schemas::manifest::Object;
 use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, HealthProbe};
 use lattice_tunnel::distribution::DistributedSet;
 use lattice_tunnel::session::{Descendant, Health};
@@ -429,16 +427,19 @@ pub async fn write_inherited(
                 }
                 serde_json::to_value(spec).map_err(|e| e.to_string())?
             }
-            // Checked as the API server will check it: a spec that does not read is not written.
-            Kind::TrustPolicy => serde_json::from_value::<TrustPolicySpec>(body["spec"].clone())
-                .and_then(serde_json::to_value)
-                .map_err(|e| format!("{at}: not a TrustPolicy spec: {e}"))?,
-            Kind::OIDCProvider => serde_json::from_value::<OIDCProviderSpec>(body["spec"].clone())
-                .and_then(serde_json::to_value)
-                .map_err(|e| format!("{at}: not an OIDCProvider spec: {e}"))?,
-            _ => serde_json::from_value::<SecretProviderSpec>(body["spec"].clone())
-                .and_then(serde_json::to_value)
-                .map_err(|e| format!("{at}: not a SecretProvider spec: {e}"))?,
+            // The platform kinds, checked as the operator reads them back: a spec that does
+            // not read as its kind is not written.
+            _ => {
+                let typed = json!({
+                    "apiVersion": API_VERSION,
+                    "kind": kind.name(),
+                    "metadata": {"name": key.name},
+                    "spec": body["spec"],
+                });
+                Object::from_api(kind.name(), &typed)
+                    .map_err(|e| format!("{at}: not a {} spec: {e}", kind.name()))?;
+                body["spec"].clone()
+            }
         };
         let mut metadata = json!({
             "name": key.name,

@@ -258,12 +258,16 @@ pub async fn run(
     let oidc = Arc::new(lattice_proxy::oidc::Oidc::new(Arc::new(
         lattice_proxy::authn::TokenReviewer::new(client.clone(), Vec::new()),
     )));
-    // Each provider's status says whether its keys are at hand; fetching them here also
-    // spares the first caller the wait.
-    let _oidc_status = AbortOnDrop(tokio::spawn(oidc_status(client.clone(), oidc.clone())));
+    // Where the proxy serves, each provider's status says whether its keys are at hand;
+    // fetching them then also spares the first caller the wait.
+    let mut _oidc_status = None;
     let proxy = match options.proxy_listen {
         None => None,
         Some(addr) => {
+            _oidc_status = Some(AbortOnDrop(tokio::spawn(oidc_status(
+                client.clone(),
+                oidc.clone(),
+            ))));
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr} (--proxy-listen): {e}"))?;
