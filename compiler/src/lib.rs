@@ -5,10 +5,11 @@
 //! [`batch`] for jobs, [`model`]), sharing the pod builder in [`pod`] and the building
 //! blocks in [`objects`]. Network objects come from the mesh plan ([`mesh`]), each
 //! namespace's default-deny [`baseline`], and egress outside the mesh ([`egress`]);
-//! runtime enforcement from [`runtime`].
+//! runtime enforcement from [`runtime`]. A cluster's side of each allowed cross-cluster
+//! edge comes from its route ([`peering`]).
 //!
 //! Modules point one way: `derive` → `compile` → the kinds → `pod` → `runtime` →
-//! `objects`; `derive` → `mesh`, `egress` → `objects`.
+//! `objects`; `derive` → `mesh`, `egress` → `objects`; `peering` → `objects`.
 
 pub mod baseline;
 pub mod batch;
@@ -18,6 +19,7 @@ pub mod egress;
 pub mod mesh;
 pub mod model;
 pub mod objects;
+pub mod peering;
 pub mod placeholders;
 pub mod pod;
 pub mod runtime;

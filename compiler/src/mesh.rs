@@ -14,7 +14,7 @@ use lattice_schemas::crd::mesh_member::PeerAuth;
 use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
 
-use crate::objects::{DIRECTION_LABEL, MANAGER, endpoint_labels, tcp_ports};
+use crate::objects::{DIRECTION_LABEL, MANAGER, bounded_name, endpoint_labels, tcp_ports};
 
 /// How a workload's pods are selected and which identity they run as.
 struct Identity {
@@ -44,24 +44,14 @@ fn identity(world: &World, id: &str) -> Option<Identity> {
 fn edge_name(caller: &str, callee: &str) -> String {
     let callee_name = callee.split_once('/').map(|(_, n)| n).unwrap_or(callee);
     let caller = caller.replace('/', "-");
-    bounded(format!("{callee_name}-from-{caller}"))
+    bounded_name(format!("{callee_name}-from-{caller}"))
 }
 
 /// The caller-side (egress) object's name: `<caller>-to-<callee ns>-<callee>`.
 fn egress_name(caller: &str, callee: &str) -> String {
     let caller_name = caller.split_once('/').map(|(_, n)| n).unwrap_or(caller);
     let callee = callee.replace('/', "-");
-    bounded(format!("{caller_name}-to-{callee}"))
-}
-
-/// A name of at most 63 characters: long ones keep a prefix and a hash of the whole.
-fn bounded(full: String) -> String {
-    if full.len() <= 63 {
-        return full;
-    }
-    use sha2::Digest;
-    let hash = format!("{:x}", sha2::Sha256::digest(full.as_bytes()));
-    format!("{}-{}", full[..54].trim_end_matches('-'), &hash[..8])
+    bounded_name(format!("{caller_name}-to-{callee}"))
 }
 
 /// The objects every allowed edge of `plan` needs, and the PeerAuthentications of mesh

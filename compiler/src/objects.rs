@@ -158,6 +158,16 @@ pub(crate) fn tcp_ports<P: std::fmt::Display>(ports: impl IntoIterator<Item = P>
     json!([{ "ports": ports }])
 }
 
+/// A name of at most 63 characters: long ones keep a prefix and a hash of the whole.
+pub(crate) fn bounded_name(full: String) -> String {
+    if full.len() <= 63 {
+        return full;
+    }
+    use sha2::Digest;
+    let hash = format!("{:x}", sha2::Sha256::digest(full.as_bytes()));
+    format!("{}-{}", full[..54].trim_end_matches('-'), &hash[..8])
+}
+
 /// Cilium's labels for the pods of a workload in namespace `ns`: its selector, scoped to
 /// the namespace.
 pub(crate) fn endpoint_labels(

@@ -115,22 +115,37 @@ impl Scope<'_> {
                     }),
                     ("service", [out]) => {
                         let ns = r.namespace.as_deref().unwrap_or(self.namespace);
-                        let host = format!("{name}.{ns}.svc.cluster.local");
-                        let port = self
-                            .peer_ports
-                            .get(&format!("{ns}/{name}"))
-                            .and_then(|p| p.first())
-                            .copied();
+                        // A service in another cluster is reached by the name its route's
+                        // ServiceEntry carries; its ports are known there, so the
+                        // declaration says which one it calls (`params.port`).
+                        let (host, port) = match &r.cluster {
+                            Some(cluster) => (
+                                lattice_schemas::crd::workload::remote_host(name, ns, cluster),
+                                param("port").and_then(Value::as_i64),
+                            ),
+                            None => (
+                                format!("{name}.{ns}.svc.cluster.local"),
+                                self.peer_ports
+                                    .get(&format!("{ns}/{name}"))
+                                    .and_then(|p| p.first())
+                                    .copied(),
+                            ),
+                        };
+                        let no_port = || {
+                            err(if r.cluster.is_some() {
+                                "the service is in another cluster: name the port it calls in `params.port`"
+                            } else {
+                                "the service serves no port"
+                            })
+                        };
                         match *out {
                             "host" => Ok(Piece::Text(host)),
                             "name" => text(name),
                             "namespace" => text(ns),
-                            "port" => port
-                                .map(|p| Piece::Text(p.to_string()))
-                                .ok_or_else(|| err("the service serves no port")),
+                            "port" => port.map(|p| Piece::Text(p.to_string())).ok_or_else(no_port),
                             "url" => port
                                 .map(|p| Piece::Text(format!("http://{host}:{p}")))
-                                .ok_or_else(|| err("the service serves no port")),
+                                .ok_or_else(no_port),
                             _ => Err(err("a service offers host, port, url, name and namespace")),
                         }
                     }
@@ -169,5 +184,45 @@ impl Scope<'_> {
             }
             _ => Err(err("unknown placeholder")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_in_another_cluster_resolves_to_its_route_name_and_declared_port() {
+        let resources: BTreeMap<String, Resource> = serde_json::from_value(serde_json::json!({
+            "ledger": {"type": "service", "namespace": "payments", "cluster": "prod", "params": {"port": 8443}},
+            "audit": {"type": "service", "cluster": "prod"},
+        }))
+        .unwrap();
+        let empty = BTreeMap::new();
+        let providers = BTreeMap::new();
+        // A local peer of the same name serves another port: the remote one is not it.
+        let peer_ports: BTreeMap<String, Vec<i64>> =
+            [("payments/ledger".to_owned(), vec![1])].into();
+        let scope = Scope {
+            name: "api",
+            namespace: "shop",
+            annotations: &empty,
+            labels: &empty,
+            resources: &resources,
+            peer_ports: &peer_ports,
+            cluster: "edge",
+            environment: "",
+            image_providers: &providers,
+        };
+        assert_eq!(
+            scope.resolve_text("${resources.ledger.url}").unwrap(),
+            "http://ledger.payments.prod.lattice.internal:8443"
+        );
+        assert_eq!(
+            scope.resolve_text("${resources.audit.host}").unwrap(),
+            "audit.shop.prod.lattice.internal"
+        );
+        let e = scope.resolve_text("${resources.audit.port}").unwrap_err();
+        assert!(e.reason.contains("params.port"), "{e}");
     }
 }

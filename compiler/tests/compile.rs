@@ -691,3 +691,122 @@ fn an_allowed_external_endpoint_opens_exactly_its_host_and_port() {
             .any(|o| o["metadata"]["name"] == "api-egress")
     );
 }
+
+#[test]
+fn each_side_of_a_cross_cluster_route_lets_exactly_its_peer_through_in_valid_objects() {
+    use lattice_compiler::peering::{Gateway, PEERING_MANAGER, routes_objects};
+    use lattice_gates::peering::{Role, Route, Workload};
+    let caller = Workload::new("edge", "shop", "frontend");
+    let callee = Workload::new("root", "payments", "api");
+    let routes = [
+        Route {
+            side: caller.clone(),
+            role: Role::Caller,
+            peer: callee.clone(),
+            peer_spiffe_id: "spiffe://root.lattice.test/ns/payments/sa/api".into(),
+            peer_address: "10.1.2.3:15443".into(),
+            ports: vec![8080, 9090],
+        },
+        Route {
+            side: callee.clone(),
+            role: Role::Callee,
+            peer: caller.clone(),
+            peer_spiffe_id: "spiffe://edge.lattice.test/ns/shop/sa/frontend".into(),
+            peer_address: "gateway.edge.example.com:15443".into(),
+            ports: vec![8080, 9090],
+        },
+        // A second caller route for the same peer from a hostname gateway: one
+        // ServiceEntry per peer and namespace.
+        Route {
+            side: Workload::new("edge", "shop", "worker"),
+            role: Role::Caller,
+            peer: callee.clone(),
+            peer_spiffe_id: "spiffe://root.lattice.test/ns/payments/sa/api".into(),
+            peer_address: "10.1.2.3:15443".into(),
+            ports: vec![8080, 9090],
+        },
+    ];
+    let objects = routes_objects(&routes, &Gateway::default());
+    let kinds: Vec<(&str, &str)> = objects
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("AuthorizationPolicy", "api-from-edge-shop-frontend"),
+            ("CiliumNetworkPolicy", "api-from-edge-shop-frontend"),
+            ("CiliumNetworkPolicy", "frontend-to-root-payments-api"),
+            ("CiliumNetworkPolicy", "worker-to-root-payments-api"),
+            ("ServiceEntry", "api-payments-root"),
+        ]
+    );
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap()
+    };
+    let entry = find("ServiceEntry", "api-payments-root");
+    assert_eq!(entry["metadata"]["namespace"], "shop");
+    assert_eq!(
+        entry["spec"]["hosts"][0],
+        "api.payments.root.lattice.internal"
+    );
+    assert_eq!(
+        entry["spec"]["subjectAltNames"][0],
+        "spiffe://root.lattice.test/ns/payments/sa/api"
+    );
+    assert_eq!(entry["spec"]["endpoints"][0]["address"], "10.1.2.3");
+    assert_eq!(entry["spec"]["endpoints"][0]["ports"]["tcp-8080"], 15443);
+    assert_eq!(entry["spec"]["resolution"], "STATIC");
+    let egress = find("CiliumNetworkPolicy", "frontend-to-root-payments-api");
+    assert_eq!(egress["spec"]["egress"][0]["toCIDR"][0], "10.1.2.3/32");
+    assert_eq!(
+        egress["spec"]["egress"][0]["toPorts"][0]["ports"][0]["port"],
+        "15443"
+    );
+    let authz = find("AuthorizationPolicy", "api-from-edge-shop-frontend");
+    assert_eq!(authz["metadata"]["namespace"], "payments");
+    assert_eq!(
+        authz["spec"]["rules"][0]["from"][0]["source"]["principals"],
+        serde_json::json!(["edge.lattice.test/ns/shop/sa/frontend"])
+    );
+    let ingress = find("CiliumNetworkPolicy", "api-from-edge-shop-frontend");
+    assert_eq!(
+        ingress["spec"]["ingress"][0]["fromEndpoints"][0]["matchLabels"]["istio"],
+        "eastwestgateway"
+    );
+    for o in &objects {
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            PEERING_MANAGER
+        );
+    }
+    // A caller whose peer's gateway is a DNS name resolves it and opens egress by name.
+    let mut by_name = routes[0].clone();
+    by_name.peer_address = "gateway.root.example.com:443".into();
+    let named = routes_objects(&[by_name], &Gateway::default());
+    assert_eq!(named[1]["spec"]["resolution"], "DNS");
+    assert_eq!(
+        named[0]["spec"]["egress"][0]["toFQDNs"][0]["matchName"],
+        "gateway.root.example.com"
+    );
+    if let Some(dir) = reference_dir() {
+        let v = Validators::load(&dir);
+        for o in objects.iter().chain(&named) {
+            assert_eq!(
+                v.check(o),
+                Some(vec![]),
+                "{} {}",
+                o["kind"],
+                o["metadata"]["name"]
+            );
+        }
+    }
+}

@@ -153,6 +153,26 @@ struct RunArgs {
     /// A user who may name the caller it forwards for through the proxy (repeatable).
     #[arg(long)]
     proxy_trusted_forwarder: Vec<String>,
+    /// This cluster's east-west gateway, `host:port`: where workloads in other clusters
+    /// reach its own. With it, its workloads' cross-cluster declarations are matched by
+    /// this cell with its children's.
+    #[arg(long, requires = "cell_listen", value_parser = mesh_address)]
+    mesh_gateway: Option<String>,
+    /// This cluster's workload trust domain (Istio's `trustDomain`; default
+    /// `<cluster name>.<trust domain>`).
+    #[arg(long)]
+    mesh_trust_domain: Option<String>,
+}
+
+/// A `host:port` for `--mesh-gateway`.
+fn mesh_address(s: &str) -> Result<String, String> {
+    if lattice_tunnel::peering::is_address(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not host:port (a DNS name or an IP address, and a port)"
+        ))
+    }
 }
 
 #[derive(clap::Args)]
@@ -180,6 +200,18 @@ struct AgentArgs {
     /// rotation is picked up.
     #[arg(long, requires = "local_proxy")]
     local_proxy_ca: Option<PathBuf>,
+    /// This cluster's east-west gateway, `host:port`: where workloads in other clusters
+    /// reach its own. With it, the agent reports its workloads' cross-cluster declarations
+    /// to the parent, and writes the routes the parent sends.
+    #[arg(long, value_parser = mesh_address)]
+    mesh_gateway: Option<String>,
+    /// This cluster's workload trust domain (Istio's `trustDomain`; default
+    /// `<cluster name>.<hierarchy trust domain>`).
+    #[arg(long)]
+    mesh_trust_domain: Option<String>,
+    /// Seconds between readings of this cluster's cross-cluster declarations.
+    #[arg(long, default_value_t = 10)]
+    mesh_interval_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -434,6 +466,17 @@ fn run_operator(args: RunArgs) -> ExitCode {
                 service: args.cell_service.clone().zip(args.pod_ip),
                 proxy_listen: args.proxy_listen,
                 trusted_forwarders: args.proxy_trusted_forwarder.clone(),
+                mesh: lattice_controllers::fleet::peering::MeshOptions {
+                    gateway_address: args.mesh_gateway.clone(),
+                    trust_domain: args.mesh_trust_domain.clone().unwrap_or_else(|| {
+                        format!(
+                            "{}.{}",
+                            args.cluster_name.as_deref().unwrap_or_default(),
+                            args.trust_domain
+                        )
+                    }),
+                    gateway: Default::default(),
+                },
             }),
     };
     runtime.block_on(async move {
@@ -557,6 +600,9 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             admission,
             writer: args.writer,
             local_proxy,
+            mesh_gateway: args.mesh_gateway,
+            mesh_trust_domain: args.mesh_trust_domain,
+            mesh_every: Duration::from_secs(args.mesh_interval_seconds.max(1)),
         };
         match lattice_controllers::fleet::child::run(client, options, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -365,6 +365,7 @@ when {{ context.resource == "secrets" }};
 
     two_hops(&pair, &alice_token).await;
     oidc(&pair, &alice_token).await;
+    cross_cluster_mesh(&pair).await;
 
     // Streams the client abandoned were cancelled at the agent, not left running.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -745,4 +746,169 @@ async fn forwarding_as(pair: &ProxiedPair, token: &str) -> (u16, String) {
         .body(Vec::new())
         .unwrap();
     refusal(client.request_text(request).await.unwrap_err())
+}
+
+/// A LatticeService with `resources` (service resources, some in other clusters).
+fn mesh_service(name: &str, ns: &str, resources: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "containers": {"main": {
+                "image": format!("registry.example.com/{name}:1.0"),
+                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+            }},
+            "service": {"ports": {"http": {"port": 8080}}},
+            "resources": resources,
+        }
+    })
+}
+
+/// The cross-cluster route objects on one cluster: (kind, namespace, name) → object.
+async fn route_objects(
+    client: &kube::Client,
+) -> std::collections::BTreeMap<(String, String, String), serde_json::Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for (group, version, kind, plural) in [
+        (
+            "networking.istio.io",
+            "v1",
+            "ServiceEntry",
+            "serviceentries",
+        ),
+        (
+            "security.istio.io",
+            "v1",
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+        ),
+        (
+            "cilium.io",
+            "v2",
+            "CiliumNetworkPolicy",
+            "ciliumnetworkpolicies",
+        ),
+    ] {
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            plural,
+        );
+        let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+        let list = api
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=lattice-peering"))
+            .await
+            .unwrap();
+        for o in list.items {
+            let key = (
+                kind.to_owned(),
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default(),
+            );
+            out.insert(key, serde_json::to_value(o).unwrap());
+        }
+    }
+    out
+}
+
+/// Edge's `shop/frontend` calls root's `payments/api`, and api lists frontend as a caller.
+/// Root's cell (their nearest common ancestor) decides the edge as a Cedar `Connect` with
+/// both clusters in scope, and each side writes exactly what lets the other's identity
+/// through. A forbid on root withdraws both sides; lifting it restores them; withdrawing
+/// one side's declaration withdraws both.
+async fn cross_cluster_mesh(pair: &ProxiedPair) {
+    let (root, edge) = (&pair.root, &pair.edge);
+    let services = lattice_resource(Kind::LatticeService);
+    namespace(root, "payments").await;
+    let inbound = json!({"frontend": {"type": "service", "direction": "inbound", "namespace": "shop", "cluster": "edge"}});
+    apply(root, &services, &mesh_service("api", "payments", inbound)).await;
+    apply(
+        edge,
+        &services,
+        &mesh_service(
+            "frontend",
+            "shop",
+            json!({"api": {"type": "service", "namespace": "payments", "cluster": "root"}}),
+        ),
+    )
+    .await;
+    let both = || async {
+        let (on_root, on_edge) = (route_objects(root).await, route_objects(edge).await);
+        (on_root.len() == 2 && on_edge.len() == 2).then_some((on_root, on_edge))
+    };
+    let (on_root, on_edge) =
+        eventually("both sides of the cross-cluster edge are written", both).await;
+    let key = |k: &str, ns: &str, n: &str| (k.to_owned(), ns.to_owned(), n.to_owned());
+    let entry = &on_edge[&key("ServiceEntry", "shop", "api-payments-root")];
+    assert_eq!(
+        entry["spec"]["hosts"],
+        json!(["api.payments.root.lattice.internal"])
+    );
+    assert_eq!(
+        entry["spec"]["subjectAltNames"],
+        json!(["spiffe://root.lattice.local/ns/payments/sa/api"])
+    );
+    assert_eq!(entry["spec"]["endpoints"][0]["address"], "10.9.0.1");
+    assert_eq!(entry["metadata"]["labels"]["lattice.dev/routed-by"], "root");
+    let egress = &on_edge[&key(
+        "CiliumNetworkPolicy",
+        "shop",
+        "frontend-to-root-payments-api",
+    )];
+    assert_eq!(
+        egress["spec"]["egress"][0]["toCIDR"],
+        json!(["10.9.0.1/32"])
+    );
+    let authz = &on_root[&key(
+        "AuthorizationPolicy",
+        "payments",
+        "api-from-edge-shop-frontend",
+    )];
+    assert_eq!(
+        authz["spec"]["rules"][0]["from"][0]["source"]["principals"],
+        json!(["edge.lattice.local/ns/shop/sa/frontend"])
+    );
+    assert_eq!(
+        authz["spec"]["rules"][0]["to"][0]["operation"]["ports"],
+        json!(["8080"])
+    );
+    assert!(on_root.contains_key(&key(
+        "CiliumNetworkPolicy",
+        "payments",
+        "api-from-edge-shop-frontend"
+    )));
+
+    // A forbid on root, reading both clusters' facts, withdraws both sides.
+    let forbid = stamped(json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+        "metadata": {"name": "no-edge-to-root", "namespace": "lattice-system"},
+        "spec": {"policies": "@id(\"no-edge-to-root\")\n@advice(\"Edge calls root through the public API\")\nforbid (principal, action == Lattice::Action::\"Connect\", resource)\nwhen { context has callerCluster && context has calleeCluster && context.callerCluster == Lattice::Cluster::\"edge\" && context.calleeCluster == Lattice::Cluster::\"root\" };\n"},
+    }));
+    apply(root, &lattice_resource(Kind::CedarPolicy), &forbid).await;
+    let none = || async {
+        (route_objects(root).await.is_empty() && route_objects(edge).await.is_empty()).then_some(())
+    };
+    eventually("a forbid on root withdraws both sides", none).await;
+    let logs = pair.operator.logs();
+    assert!(
+        logs.contains("cross-cluster edge not routed") && logs.contains("no-edge-to-root"),
+        "the refusal is logged with its policy"
+    );
+    Api::<kube::api::DynamicObject>::namespaced_with(
+        root.clone(),
+        "lattice-system",
+        &lattice_resource(Kind::CedarPolicy),
+    )
+    .delete("no-edge-to-root", &DeleteParams::default())
+    .await
+    .unwrap();
+    eventually("lifting the forbid restores both sides", both).await;
+
+    // Root's api stops listing frontend (it keeps a peer in its own cluster): both sides go.
+    apply(
+        root,
+        &services,
+        &mesh_service("api", "payments", json!({"ledger": {"type": "service"}})),
+    )
+    .await;
+    eventually("withdrawing one side's declaration withdraws both", none).await;
 }

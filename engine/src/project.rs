@@ -1503,7 +1503,9 @@ pub fn declared_peers(object: &Object) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut out = (BTreeSet::new(), BTreeSet::new());
     let mut from_body = |b: &WorkloadBody| {
         for (name, r) in &b.resources {
-            if r.type_ == "service" && name != "*" {
+            // A peer in another cluster is no edge of this cluster's plan: see
+            // [`remote_peers`].
+            if r.type_ == "service" && name != "*" && r.cluster.is_none() {
                 let peer = format!("{}/{name}", r.namespace.as_deref().unwrap_or(ns));
                 let d = r.direction.unwrap_or(Direction::Outbound);
                 if d.is_outbound() {
@@ -1537,6 +1539,45 @@ pub fn declared_peers(object: &Object) -> (BTreeSet<String>, BTreeSet<String>) {
     out
 }
 
+/// A service in another cluster that a workload declares (`cluster` on a `service`
+/// resource).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RemotePeer {
+    pub cluster: String,
+    pub namespace: String,
+    pub name: String,
+    /// This workload calls the peer.
+    pub outbound: bool,
+    /// The peer calls this workload.
+    pub inbound: bool,
+}
+
+/// The services in other clusters a workload declares. Mesh members name only peers in
+/// their own cluster.
+pub fn remote_peers(object: &Object) -> Vec<RemotePeer> {
+    let ns = object.namespace().unwrap_or("default");
+    let mut out = BTreeSet::new();
+    for (_, body, _) in workload_bodies(object) {
+        for (name, r) in &body.resources {
+            let Some(cluster) = r.cluster.as_deref().filter(|_| r.type_ == "service") else {
+                continue;
+            };
+            if name == "*" {
+                continue;
+            }
+            let d = r.direction.unwrap_or_default();
+            out.insert(RemotePeer {
+                cluster: cluster.to_owned(),
+                namespace: r.namespace.as_deref().unwrap_or(ns).to_owned(),
+                name: name.clone(),
+                outbound: d.is_outbound(),
+                inbound: d.is_inbound(),
+            });
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// The ports a workload serves.
 pub fn served_ports(object: &Object) -> BTreeSet<i64> {
     match object {
@@ -1563,7 +1604,7 @@ pub fn declared_wildcards(object: &Object) -> (bool, bool) {
     let mut out = (false, false);
     for (_, body, _) in workload_bodies(object) {
         for (name, r) in &body.resources {
-            if r.type_ == "service" && name == "*" {
+            if r.type_ == "service" && name == "*" && r.cluster.is_none() {
                 let d = r.direction.unwrap_or_default();
                 out.0 |= d.is_outbound();
                 out.1 |= d.is_inbound();

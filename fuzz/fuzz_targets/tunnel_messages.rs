@@ -3,7 +3,8 @@
 //! panic. A session opens only for the cluster its certificate names; a sync that applies
 //! leaves exactly the digest the cell computed, and one that is refused leaves the set as
 //! it was. A proxied request's head is read or refused, and never carries the client's
-//! credentials or identity headers.
+//! credentials or identity headers. A cross-cluster mesh report is taken only for the
+//! cluster the certificate names; routes an agent takes are only for its own cluster.
 #![no_main]
 
 use lattice_proto::tunnel::v1 as pb;
@@ -42,7 +43,21 @@ fuzz_target!(|data: &[u8]| {
         )]
         .into(),
     ));
-    if mode % 3 == 2 {
+    if mode % 4 == 3 {
+        // Cross-cluster routes, as an agent for `edge` checks them.
+        for frame in frames(rest) {
+            let Ok(routes) = pb::MeshRoutes::decode(frame) else {
+                return;
+            };
+            if lattice_tunnel::peering::check_routes("edge", &routes).is_ok() {
+                for r in &routes.routes {
+                    assert_eq!(r.cluster, "edge");
+                    assert!(!r.ports.is_empty());
+                    assert!(lattice_tunnel::peering::spiffe_namespace(&r.peer_spiffe_id).is_some());
+                }
+            }
+        }
+    } else if mode % 4 == 2 {
         // A proxied request's head, as an agent reads it: taken or refused, and whatever
         // is taken carries no credential or identity header of the client's.
         for frame in frames(rest) {
@@ -59,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-    } else if mode % 3 == 0 {
+    } else if mode % 4 == 0 {
         let peer = ClusterIdentity::new("lattice.test", "edge").unwrap();
         let mut session = CellSession::new(peer);
         for frame in frames(rest) {
@@ -80,6 +95,10 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Event::Opened(_)) => {
                     assert!(!was_open);
                     assert_eq!(hello_for.as_deref(), Some("edge"));
+                }
+                Ok(Event::Mesh(report)) => {
+                    assert!(was_open);
+                    assert!(report.declarations.iter().all(|d| d.cluster == "edge"));
                 }
                 Ok(_) => assert!(was_open),
             }

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod compliance;
 pub mod derivation;
 pub mod mesh;
+pub mod peering;
 pub mod proxy;
 pub mod time;
 

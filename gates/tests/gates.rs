@@ -259,3 +259,230 @@ fn a_malformed_resource_denies_instead_of_escaping_its_gate() {
             .any(|d| d.action == "AccessExternalEndpoint" && d.raised_by == "resource api")
     );
 }
+
+mod peering {
+    use super::*;
+    use lattice_gates::peering::{Declaration, EdgeState, Facts, Role, Topology, Workload, plan};
+    use serde_json::json;
+
+    fn declaration(
+        at: (&str, &str, &str),
+        outbound: &[(&str, &str, &str)],
+        inbound: &[(&str, &str, &str)],
+    ) -> Declaration {
+        let w = |(c, n, s): &(&str, &str, &str)| Workload::new(c, n, s);
+        Declaration {
+            workload: w(&at),
+            spiffe_id: format!("spiffe://{}.lattice.test/ns/{}/sa/{}", at.0, at.1, at.2),
+            ports: vec![8080],
+            address: format!("gateway.{}.example.com:15443", at.0),
+            outbound: outbound.iter().map(w).collect(),
+            inbound: inbound.iter().map(w).collect(),
+            facts: Facts {
+                kind: "service".into(),
+                replicas: 2,
+                pod_security: "restricted".into(),
+                strict_mtls: true,
+                namespace_default_deny: true,
+                ..Facts::default()
+            },
+        }
+    }
+
+    fn topology() -> Topology {
+        // `production` (the example world's cluster) decides; `edge` and `lab` are its
+        // children, `deep` is below `edge`.
+        Topology {
+            own: "production".into(),
+            below: [("edge", "edge"), ("lab", "lab"), ("deep", "edge")]
+                .into_iter()
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .collect(),
+        }
+    }
+
+    const FRONTEND: (&str, &str, &str) = ("edge", "shop", "frontend");
+    const API: (&str, &str, &str) = ("production", "payments", "api");
+
+    #[test]
+    fn a_bilateral_cross_cluster_edge_is_allowed_and_routed_to_both_sides() {
+        let (_, _, s) = setup();
+        let ds = vec![
+            declaration(FRONTEND, &[API], &[]),
+            declaration(API, &[], &[FRONTEND]),
+        ];
+        let p = plan(&s, &topology(), &ds);
+        let edge = p.edges.values().next().unwrap();
+        assert!(edge.allowed(), "{:?}", edge.reason());
+        let routes = p.routes(&ds);
+        let caller = &routes["edge"][0];
+        assert_eq!(
+            (caller.role, caller.peer.to_string().as_str()),
+            (Role::Caller, "production/payments/api")
+        );
+        assert_eq!(
+            caller.peer_spiffe_id,
+            "spiffe://production.lattice.test/ns/payments/sa/api"
+        );
+        assert_eq!(caller.peer_address, "gateway.production.example.com:15443");
+        let callee = &routes["production"][0];
+        assert_eq!(
+            (callee.role, callee.peer_spiffe_id.as_str()),
+            (
+                Role::Callee,
+                "spiffe://edge.lattice.test/ns/shop/sa/frontend"
+            )
+        );
+        assert_eq!(callee.ports, vec![8080]);
+    }
+
+    #[test]
+    fn a_one_sided_declaration_is_refused_with_the_missing_side_and_routes_nothing() {
+        let (_, _, s) = setup();
+        let ds = vec![
+            declaration(FRONTEND, &[API], &[]),
+            declaration(API, &[], &[("lab", "shop", "other")]),
+        ];
+        let p = plan(&s, &topology(), &ds);
+        let edge = &p.edges[&(
+            Workload::new("edge", "shop", "frontend"),
+            Workload::new("production", "payments", "api"),
+        )];
+        assert!(!edge.allowed());
+        assert_eq!(
+            edge.reason().unwrap(),
+            "production/payments/api does not list edge/shop/frontend as an inbound caller"
+        );
+        assert!(p.routes(&ds).is_empty());
+    }
+
+    #[test]
+    fn both_clusters_facts_reach_policy_and_a_forbid_on_them_denies_the_edge() {
+        let (w, mut store, _) = setup();
+        let forbid: lattice_schemas::crd::CedarPolicy = serde_json::from_value(json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+            "metadata": {"name": "no-prod-from-outside", "namespace": "lattice-system"},
+            "spec": {"policies": "@id(\"no-prod-from-outside\")\n@advice(\"Production takes no calls from other clusters.\")\nforbid (principal, action == Lattice::Action::\"Connect\", resource)\nwhen { context has calleeCluster && context has callerCluster && context.calleeCluster.environment == \"prod\" && context.callerCluster != context.calleeCluster };\n"}
+        }))
+        .unwrap();
+        store.apply_object(&forbid).unwrap();
+        let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+        let ds = vec![
+            declaration(FRONTEND, &[API], &[]),
+            declaration(API, &[], &[FRONTEND]),
+        ];
+        let p = plan(&s, &topology(), &ds);
+        let edge = p.edges.values().next().unwrap();
+        assert!(!edge.allowed());
+        assert_eq!(
+            edge.reason().unwrap(),
+            "forbidden by lattice-system/no-prod-from-outside/no-prod-from-outside: Production takes no calls from other clusters."
+        );
+        assert!(p.routes(&ds).is_empty());
+    }
+
+    #[test]
+    fn the_nearest_common_ancestor_decides_and_no_other_cell_does() {
+        let (_, _, s) = setup();
+        // Both below `edge`: edge's own cell decides.
+        let below = vec![
+            declaration(FRONTEND, &[("deep", "payments", "api")], &[]),
+            declaration(("deep", "payments", "api"), &[], &[FRONTEND]),
+        ];
+        let p = plan(&s, &topology(), &below);
+        assert!(
+            matches!(&p.edges.values().next().unwrap().state, EdgeState::Below(c) if c == "edge")
+        );
+        assert!(p.routes(&below).is_empty());
+        // Siblings: decided here.
+        let siblings = vec![
+            declaration(FRONTEND, &[("lab", "payments", "api")], &[]),
+            declaration(("lab", "payments", "api"), &[], &[FRONTEND]),
+        ];
+        assert!(
+            plan(&s, &topology(), &siblings)
+                .edges
+                .values()
+                .next()
+                .unwrap()
+                .allowed()
+        );
+        // A side outside the subtree: an ancestor decides.
+        let outside = vec![declaration(
+            FRONTEND,
+            &[("elsewhere", "payments", "api")],
+            &[],
+        )];
+        let p = plan(&s, &topology(), &outside);
+        assert!(matches!(
+            p.edges.values().next().unwrap().state,
+            EdgeState::Above
+        ));
+    }
+
+    #[test]
+    fn a_cluster_reports_the_workloads_that_declare_peers_elsewhere_with_their_facts() {
+        let (mut w, _, _) = setup();
+        let api: Object = Object::from_api(
+            "LatticeService",
+            &json!({
+                "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+                "metadata": {"name": "api", "namespace": "payments", "labels": {"team": "payments"}},
+                "spec": {
+                    "containers": {"main": {"image": "ghcr.io/lattice-demo/api:1.0"}},
+                    "service": {"ports": {"http": {"port": 8080}}},
+                    "resources": {
+                        "frontend": {"type": "service", "direction": "inbound", "namespace": "shop", "cluster": "edge"},
+                        "ledger": {"type": "service"}
+                    }
+                }
+            }),
+        )
+        .unwrap();
+        w.upsert(api);
+        let ds = lattice_gates::peering::declarations(
+            &w,
+            &Projection::of(&w),
+            "production",
+            "production.lattice.test",
+            "10.0.0.9:15443",
+        );
+        assert_eq!(
+            ds.len(),
+            1,
+            "only the workload with a cross-cluster peer: {ds:#?}"
+        );
+        let d = &ds[0];
+        assert_eq!(d.workload.to_string(), "production/payments/api");
+        assert_eq!(
+            d.spiffe_id,
+            "spiffe://production.lattice.test/ns/payments/sa/api"
+        );
+        assert_eq!(d.ports, vec![8080]);
+        assert_eq!(
+            d.inbound
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["edge/shop/frontend"]
+        );
+        assert!(
+            d.outbound.is_empty(),
+            "a local peer is no cross-cluster one"
+        );
+        assert_eq!((d.facts.kind.as_str(), d.facts.replicas), ("service", 1));
+        assert_eq!(d.facts.labels["team"], "payments");
+        // The local plan does not see the remote peer as an edge.
+        let s = Snapshot::build(
+            &w,
+            &Projection::of(&w),
+            &PolicyStore::load_packs(&root().join("policies")).unwrap(),
+        )
+        .unwrap();
+        let mesh = MeshPlan::plan(&s, &w);
+        assert!(
+            mesh.edges()
+                .all(|e| !e.caller.contains("frontend") || e.callee != "payments/api")
+        );
+    }
+}

@@ -222,6 +222,10 @@ pub struct Agent {
     handler: Option<Arc<dyn ProxyHandler>>,
     held: watch::Sender<Arc<DistributedSet>>,
     link: watch::Sender<Link>,
+    /// This cluster's cross-cluster declarations, sent up on every stream and on change.
+    mesh: watch::Sender<Arc<pb::MeshReport>>,
+    /// The routes the cell last sent (kept while it is unreachable); none before the first.
+    routes: watch::Sender<Option<Arc<pb::MeshRoutes>>>,
 }
 
 impl Agent {
@@ -237,6 +241,8 @@ impl Agent {
             probe,
             handler: None,
             held: watch::channel(Arc::new(DistributedSet::default())).0,
+            mesh: watch::channel(Arc::default()).0,
+            routes: watch::channel(None).0,
             link: watch::channel(Link::Disconnected {
                 attempt: 0,
                 reason: "not started".into(),
@@ -254,6 +260,25 @@ impl Agent {
     /// The distributed set the agent holds (kept while the cell is unreachable).
     pub fn distributed(&self) -> watch::Receiver<Arc<DistributedSet>> {
         self.held.subscribe()
+    }
+
+    /// Reports this cluster's cross-cluster declarations (all of them) to the cell; an
+    /// unchanged report is not sent again.
+    pub fn report_mesh(&self, report: pb::MeshReport) {
+        self.mesh.send_if_modified(|current| {
+            if **current == report {
+                return false;
+            }
+            *current = Arc::new(report);
+            true
+        });
+    }
+
+    /// The cross-cluster routes the cell last sent for this cluster: its side of every
+    /// allowed edge. Kept while the cell is unreachable; `None` until the cell first sends
+    /// them (so a restarted agent withdraws nothing before it knows).
+    pub fn routes(&self) -> watch::Receiver<Option<Arc<pb::MeshRoutes>>> {
+        self.routes.subscribe()
     }
 
     /// Where the stream is.
@@ -357,9 +382,19 @@ impl Agent {
         let mut heartbeat = tokio::time::interval(every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
+        let mut mesh = self.mesh.subscribe();
+        let report = mesh.borrow_and_update().clone();
+        send(pb::agent_message::Body::MeshReport((*report).clone())).await?;
         loop {
             let renew_in = creds_renew_in(&self.credentials());
             tokio::select! {
+                changed = mesh.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let report = mesh.borrow_and_update().clone();
+                    send(pb::agent_message::Body::MeshReport((*report).clone())).await?;
+                }
                 _ = heartbeat.tick() => {
                     let health = self.probe.probe().await;
                     send(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
@@ -389,6 +424,23 @@ impl Agent {
                                 revision,
                                 hash: hash.to_vec(),
                             })).await?;
+                        }
+                        Some(pb::cell_message::Body::MeshRoutes(routes)) => {
+                            // Routes that break the rules change nothing: the ones held stay.
+                            match crate::peering::check_routes(&self.config.cluster, &routes) {
+                                Ok(()) => {
+                                    self.routes.send_if_modified(|held| {
+                                        if held.as_deref() == Some(&routes) {
+                                            return false;
+                                        }
+                                        *held = Some(Arc::new(routes));
+                                        true
+                                    });
+                                }
+                                Err(e) => {
+                                    tracing::warn!(cluster = %self.config.cluster, error = %e, "cross-cluster routes refused; keeping the routes held");
+                                }
+                            }
                         }
                         Some(pb::cell_message::Body::ProxyRequest(head)) => {
                             tokio::spawn(answer(cell.clone(), self.handler.clone(), head));

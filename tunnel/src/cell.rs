@@ -159,6 +159,7 @@ pub enum RouteError {
 #[derive(Clone)]
 pub struct Agents {
     connected: Arc<Mutex<HashMap<String, Connected>>>,
+    reports: Arc<Mutex<BTreeMap<String, Arc<pb::MeshReport>>>>,
     /// Bumped when an agent connects or goes; heartbeats do not bump it.
     changes: Arc<watch::Sender<u64>>,
 }
@@ -167,6 +168,7 @@ impl Default for Agents {
     fn default() -> Agents {
         Agents {
             connected: Arc::default(),
+            reports: Arc::default(),
             changes: Arc::new(watch::channel(0).0),
         }
     }
@@ -184,6 +186,17 @@ impl Agents {
             .iter()
             .map(|(cluster, c)| (cluster.clone(), c.status.clone()))
             .collect()
+    }
+
+    /// The cross-cluster declarations each agent last reported, by cluster. A report
+    /// outlives its stream: traffic between clusters does not cross the tunnel, so a
+    /// tunnel that drops for a while withdraws no route. Only [`Cell::revoke_cluster`]
+    /// forgets it.
+    pub fn mesh_reports(&self) -> BTreeMap<String, Arc<pb::MeshReport>> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// One cluster's agent, if connected.
@@ -229,7 +242,7 @@ impl Agents {
         self.len() == 0
     }
 
-    /// Changes whenever an agent connects or goes.
+    /// Changes whenever an agent connects or goes, or reports other declarations.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -277,6 +290,41 @@ impl Agents {
         }
     }
 
+    /// Keeps a session's report; a changed one bumps [`Agents::subscribe`].
+    fn report(&self, cluster: &str, session: u64, report: pb::MeshReport) {
+        // Only the stream that holds the cluster now may change its report.
+        if self
+            .lock()
+            .get(cluster)
+            .is_none_or(|c| c.session != session)
+        {
+            return;
+        }
+        let changed = {
+            let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+            if reports.get(cluster).is_some_and(|r| **r == report) {
+                false
+            } else {
+                reports.insert(cluster.to_owned(), Arc::new(report));
+                true
+            }
+        };
+        if changed {
+            self.bump();
+        }
+    }
+
+    fn forget_report(&self, cluster: &str) {
+        let removed = self
+            .reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(cluster);
+        if removed.is_some() {
+            self.bump();
+        }
+    }
+
     fn close(&self, cluster: &str, session: u64) {
         let removed = {
             let mut connected = self.lock();
@@ -303,6 +351,10 @@ struct Inner {
     tokens: Mutex<TokenStore>,
     agents: Agents,
     distribution: watch::Sender<Arc<DistributedSet>>,
+    /// Each child's cross-cluster routes, by cluster: its side of every allowed edge.
+    /// `None` until first set: a restarted cell that has not decided yet sends nothing,
+    /// so no agent withdraws routes it still holds.
+    routes: watch::Sender<Option<Arc<BTreeMap<String, pb::MeshRoutes>>>>,
     config: CellConfig,
     sessions: AtomicU64,
     handshake_failures: AtomicU64,
@@ -336,6 +388,7 @@ impl Cell {
                 agents: Agents::default(),
                 // Revision 1, empty: an agent holding revision 0 has received nothing yet.
                 distribution: watch::channel(Arc::new(DistributedSet::new(1, BTreeMap::new()))).0,
+                routes: watch::channel(None).0,
                 config,
                 sessions: AtomicU64::new(0),
                 handshake_failures: AtomicU64::new(0),
@@ -417,7 +470,7 @@ impl Cell {
     }
 
     /// Forgets a deleted cluster: its token, every certificate issued to it until now
-    /// (revoked), and its stream (closed).
+    /// (revoked), its stream (closed) and its cross-cluster declarations.
     pub fn revoke_cluster(&self, cluster: &str) {
         lock(&self.inner.tokens).revoke(cluster);
         self.inner
@@ -425,6 +478,7 @@ impl Cell {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .revoke_cluster(cluster, jiff::Timestamp::now());
+        self.inner.agents.forget_report(cluster);
         self.inner.agents.disconnect(
             cluster,
             Status::unauthenticated("the cluster was deleted and its certificates revoked"),
@@ -451,6 +505,19 @@ impl Cell {
     /// The set distributed now.
     pub fn distributed(&self) -> Arc<DistributedSet> {
         self.inner.distribution.borrow().clone()
+    }
+
+    /// Sets each child's cross-cluster routes (a child not named has none); each connected
+    /// agent is sent its own when they change, and on every new stream. Until this is first
+    /// called no routes are sent at all.
+    pub fn set_routes(&self, routes: BTreeMap<String, pb::MeshRoutes>) {
+        self.inner.routes.send_if_modified(|current| {
+            if current.as_deref() == Some(&routes) {
+                return false;
+            }
+            *current = Some(Arc::new(routes));
+            true
+        });
     }
 
     /// Serves the tunnel on `listener` with `tls` (see [`crate::tls::cell_config`]) until
@@ -799,6 +866,12 @@ impl Cell {
         let close = Closer::default();
         let mut session = CellSession::new(identity);
         let mut distribution = self.inner.distribution.subscribe();
+        let mut routes = self.inner.routes.subscribe();
+        // The routes this stream was last sent (none yet: once the cell has decided, an open
+        // stream is sent its own, even an empty set, so a reconnecting agent drops routes
+        // withdrawn meanwhile).
+        let mut sent_routes: Option<pb::MeshRoutes> = None;
+        let mut routes_due = true;
         let silence = self.inner.config.heartbeat * 3;
         let mut deadline = tokio::time::Instant::now() + silence;
         let send = |body: pb::cell_message::Body| {
@@ -821,6 +894,15 @@ impl Cell {
                         break Some(Status::unavailable("the cell is shutting down"));
                     }
                     true
+                }
+                changed = routes.changed() => {
+                    if changed.is_err() {
+                        break Some(Status::unavailable("the cell is shutting down"));
+                    }
+                    // Seen now, sent below once the stream is open.
+                    routes.borrow_and_update();
+                    routes_due = true;
+                    false
                 }
                 message = inbound.message() => {
                     let message = match message {
@@ -879,6 +961,10 @@ impl Cell {
                             true
                         }
                         Ok(Event::Superseded) => false,
+                        Ok(Event::Mesh(report)) => {
+                            agents.report(&cluster, id, report);
+                            false
+                        }
                     }
                 }
             };
@@ -888,6 +974,21 @@ impl Cell {
                     && !send(pb::cell_message::Body::Sync(sync)).await
                 {
                     break None;
+                }
+            }
+            if routes_due && session.is_open() {
+                routes_due = false;
+                let own = routes
+                    .borrow()
+                    .as_ref()
+                    .map(|all| all.get(&cluster).cloned().unwrap_or_default());
+                if let Some(own) = own
+                    && sent_routes.as_ref() != Some(&own)
+                {
+                    if !send(pb::cell_message::Body::MeshRoutes(own.clone())).await {
+                        break None;
+                    }
+                    sent_routes = Some(own);
                 }
             }
         };

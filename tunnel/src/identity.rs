@@ -34,7 +34,7 @@ pub enum IdentityError {
 
 /// Whether `s` is a DNS-1123 label or subdomain (what Kubernetes names and trust domains
 /// are made of), at most 253 bytes.
-fn dns_name(s: &str) -> bool {
+pub(crate) fn dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {

@@ -28,6 +28,7 @@ pub mod cell;
 pub mod distribution;
 pub mod forward;
 pub mod identity;
+pub mod peering;
 pub mod session;
 pub mod tls;
 

@@ -234,7 +234,7 @@ fn health(reporter: &str, h: Option<pb::Health>) -> Result<Health, ProtocolError
 }
 
 /// What a message told the cell.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// The agent said hello: the stream is open.
     Opened(Health),
@@ -246,6 +246,9 @@ pub enum Event {
     Diverged { revision: u64 },
     /// An ack for a sync a later one has already replaced.
     Superseded,
+    /// The workloads of the agent's cluster that declare services in other clusters, all
+    /// of them (checked by [`crate::peering::check_report`]).
+    Mesh(pb::MeshReport),
 }
 
 /// The cell's side of one agent's stream.
@@ -313,6 +316,10 @@ impl CellSession {
             }
             Body::Heartbeat(beat) => Ok(Event::Heartbeat(health(&self.peer.cluster, beat.health)?)),
             Body::SyncAck(ack) => self.ack(ack),
+            Body::MeshReport(report) => {
+                crate::peering::check_report(&self.peer.cluster, &report)?;
+                Ok(Event::Mesh(report))
+            }
             Body::CommandResult(r) => Err(ProtocolError::new(
                 Violation::InvalidArgument,
                 format!("no operation {:?} was sent", r.operation_id),

@@ -598,6 +598,33 @@ async fn forged_malformed_oversized_and_out_of_order_messages_close_the_stream()
             Code::InvalidArgument,
         ),
     ];
+    let mesh = |cluster: &str, spiffe: &str| {
+        pb::AgentMessage {
+            body: Some(pb::agent_message::Body::MeshReport(pb::MeshReport {
+                declarations: vec![mesh_declaration(cluster, spiffe)],
+            })),
+        }
+        .encode_to_vec()
+    };
+    let mut cases = cases;
+    cases.extend([
+        (
+            "edge's certificate declaring a workload of prod",
+            vec![
+                hello("edge"),
+                mesh("prod", "spiffe://prod.lattice.test/ns/shop/sa/web"),
+            ],
+            Code::PermissionDenied,
+        ),
+        (
+            "a declaration whose identity is in another namespace",
+            vec![
+                hello("edge"),
+                mesh("edge", "spiffe://edge.lattice.test/ns/kube-system/sa/web"),
+            ],
+            Code::InvalidArgument,
+        ),
+    ]);
     for (what, messages, code) in cases {
         let status = connect_raw(&config, tls(), messages).await.unwrap_err();
         assert_eq!(status.code(), code, "{what}: {status}");
@@ -606,11 +633,12 @@ async fn forged_malformed_oversized_and_out_of_order_messages_close_the_stream()
             "{what}: nothing was registered for another cluster"
         );
     }
-    // None of it left a session behind.
+    // None of it left a session behind, or a declaration.
     eventually("no session is left", || {
         running.cell.agents().is_empty().then_some(())
     })
     .await;
+    assert!(running.cell.agents().mesh_reports().is_empty());
     running.stop().await;
 }
 
@@ -1048,4 +1076,137 @@ async fn calls_for_a_descendant_go_through_the_child_that_reports_it_and_nowhere
         s.cancel();
     }
     running.stop().await;
+}
+
+/// A declaration by `cluster` of `shop/web`, which calls `payments/api` in `root`.
+fn mesh_declaration(cluster: &str, spiffe: &str) -> pb::PeerDeclaration {
+    pb::PeerDeclaration {
+        cluster: cluster.into(),
+        namespace: "shop".into(),
+        name: "web".into(),
+        spiffe_id: spiffe.into(),
+        ports: vec![8080],
+        address: "10.0.0.2:15443".into(),
+        outbound: vec![pb::PeerRef {
+            cluster: "root".into(),
+            namespace: "payments".into(),
+            name: "api".into(),
+        }],
+        inbound: vec![],
+        facts: Some(pb::ServiceFacts {
+            kind: "service".into(),
+            replicas: 1,
+            pod_security: "restricted".into(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_declarations_go_up_routes_come_down_and_both_outlive_a_dropped_stream() {
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    let (ca_cert, ca_key) = (ca.cert_pem(), ca.key_pem().to_owned());
+    let running = Running::start(Cell::new(ca, quick()), None).await;
+    let creds = running.bootstrap("edge").await;
+    let (agent, stop_agent) = start_agent(&running, "edge", creds);
+    let report = pb::MeshReport {
+        declarations: vec![mesh_declaration(
+            "edge",
+            "spiffe://edge.lattice.test/ns/shop/sa/web",
+        )],
+    };
+    eventually("the agent connects", || running.cell.agents().get("edge")).await;
+    let mut changes = running.cell.agents().subscribe();
+    changes.borrow_and_update();
+    agent.report_mesh(report.clone());
+    eventually("the report reaches the cell", || {
+        running
+            .cell
+            .agents()
+            .mesh_reports()
+            .get("edge")
+            .filter(|r| ***r == report)
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        changes.has_changed().unwrap(),
+        "a new report wakes the cell's planner"
+    );
+
+    let mut routes = agent.routes();
+    // Until the cell has decided it sends no routes: the agent keeps what it holds.
+    assert!(routes.borrow().is_none());
+    running.cell.set_routes(BTreeMap::new());
+    routes.wait_for(|r| r.is_some()).await.unwrap();
+    assert!(routes.borrow().as_ref().unwrap().routes.is_empty());
+    let route = pb::MeshRoute {
+        cluster: "edge".into(),
+        namespace: "shop".into(),
+        name: "web".into(),
+        role: pb::mesh_route::Role::Caller as i32,
+        peer: Some(pb::PeerRef {
+            cluster: "root".into(),
+            namespace: "payments".into(),
+            name: "api".into(),
+        }),
+        peer_spiffe_id: "spiffe://root.lattice.test/ns/payments/sa/api".into(),
+        peer_address: "10.0.0.1:15443".into(),
+        ports: vec![8080],
+    };
+    let mine = pb::MeshRoutes {
+        routes: vec![route.clone()],
+    };
+    // Routes for another cluster are never sent to this one.
+    let mut other = route.clone();
+    other.cluster = "leaf".into();
+    running.cell.set_routes(BTreeMap::from([
+        ("edge".to_owned(), mine.clone()),
+        (
+            "leaf".to_owned(),
+            pb::MeshRoutes {
+                routes: vec![other],
+            },
+        ),
+    ]));
+    routes
+        .wait_for(|r| r.as_deref() == Some(&mine))
+        .await
+        .unwrap();
+
+    // The stream drops and comes back to a restarted cell: the agent keeps its routes
+    // meanwhile, and reports again on the new stream.
+    let addr = running.addr;
+    running.stop().await;
+    eventually("the agent notices", || {
+        matches!(*agent.link().borrow(), Link::Disconnected { .. }).then_some(())
+    })
+    .await;
+    assert_eq!(
+        routes.borrow().as_deref(),
+        Some(&mine),
+        "offline, the agent keeps its routes"
+    );
+    let ca = ClusterCa::from_pem(DOMAIN, &ca_cert, &ca_key, Default::default()).unwrap();
+    let restarted = Running::start(Cell::new(ca, quick()), Some(addr)).await;
+    eventually("the report reaches the restarted cell", || {
+        restarted
+            .cell
+            .agents()
+            .mesh_reports()
+            .get("edge")
+            .filter(|r| ***r == report)
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        routes.borrow().as_deref(),
+        Some(&mine),
+        "a restarted cell that has not decided withdraws nothing"
+    );
+    // The cell forgets a revoked cluster's declarations.
+    restarted.cell.revoke_cluster("edge");
+    assert!(restarted.cell.agents().mesh_reports().is_empty());
+    stop_agent.cancel();
+    restarted.stop().await;
 }

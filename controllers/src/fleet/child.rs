@@ -61,6 +61,14 @@ pub struct ChildOptions {
     /// This cluster's own API proxy, where calls for the clusters below it go (a cluster
     /// that is both a child and a parent). Without it such calls are refused.
     pub local_proxy: Option<super::proxy::LocalProxy>,
+    /// This cluster's east-west gateway (`host:port`): where workloads in other clusters
+    /// reach its own. Without it the agent reports no cross-cluster declarations.
+    pub mesh_gateway: Option<String>,
+    /// This cluster's workload trust domain; `<cluster>.<hierarchy trust domain>` when
+    /// unset.
+    pub mesh_trust_domain: Option<String>,
+    /// How often the agent reads its cluster's cross-cluster declarations.
+    pub mesh_every: Duration,
 }
 
 /// Reads the child's health from its own API server, and the clusters below it from its
@@ -348,6 +356,23 @@ pub async fn run(
         let shutdown = shutdown.clone();
         async move { agent.run(shutdown).await }
     });
+    let mesh = super::peering::MeshOptions {
+        gateway_address: options.mesh_gateway.clone(),
+        trust_domain: options
+            .mesh_trust_domain
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", bundle.cluster, bundle.trust_domain)),
+        gateway: Default::default(),
+    };
+    let peering = tokio::spawn(peer_routes(
+        client.clone(),
+        agent.clone(),
+        bundle.cluster.clone(),
+        bundle.parent.clone(),
+        mesh,
+        options.mesh_every,
+        shutdown.clone(),
+    ));
     let mut held = agent.distributed();
     let mut stored_cert = creds.cert_pem;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -378,7 +403,66 @@ pub async fn run(
         }
     }
     running.abort();
+    peering.abort();
     Ok(())
+}
+
+/// Reports this cluster's cross-cluster declarations every `every`, and writes the
+/// objects of the routes the cell sends whenever they change (and again each round, so a
+/// write that failed or an object someone removed comes back).
+async fn peer_routes(
+    client: Client,
+    agent: Arc<Agent>,
+    cluster: String,
+    parent: String,
+    mesh: super::peering::MeshOptions,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    use super::peering::{from_routes, own_declarations, read_world, to_report, write_routes};
+    let mut routes = agent.routes();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        let report = tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = routes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+            _ = tick.tick() => true,
+        };
+        if report {
+            match read_world(&client).await {
+                Ok(world) => {
+                    let declarations = own_declarations(&world, &cluster, &mesh);
+                    if mesh.gateway_address.is_none() && !warned {
+                        let declared = world
+                            .objects()
+                            .any(|(_, o)| !lattice_engine::project::remote_peers(o).is_empty());
+                        if declared {
+                            tracing::warn!(
+                                "workloads declare services in other clusters, but this agent has no --mesh-gateway: nothing is reported"
+                            );
+                            warned = true;
+                        }
+                    }
+                    agent.report_mesh(to_report(&declarations));
+                }
+                Err(e) => tracing::warn!("cross-cluster declarations: {e}"),
+            }
+        }
+        let held = routes.borrow_and_update().clone();
+        // Nothing received yet (first start, parent unreachable): what is written stays.
+        let Some(held) = held else { continue };
+        match write_routes(&client, &parent, &from_routes(&held), &mesh.gateway).await {
+            Ok(n) => tracing::debug!(objects = n, "cross-cluster routes written"),
+            Err(e) => tracing::warn!("cross-cluster routes: {e}"),
+        }
+    }
 }
 
 /// Makes the child's inherited objects (CedarPolicy, TrustPolicy, SecretProvider,

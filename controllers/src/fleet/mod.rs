@@ -21,6 +21,7 @@
 
 pub mod child;
 pub mod parent;
+pub mod peering;
 pub mod proxy;
 pub mod stored;
 

@@ -61,6 +61,8 @@ pub struct ParentOptions {
     /// Users who may name the caller they forward for through the proxy (the agents of
     /// the hops above).
     pub trusted_forwarders: Vec<String>,
+    /// How this cluster takes part in the cross-cluster mesh.
+    pub mesh: super::peering::MeshOptions,
 }
 
 /// The EndpointSlice that routes the cell's Service `service` to this leader at `ip`: the
@@ -234,6 +236,7 @@ pub async fn run(
     mut worlds: watch::Receiver<Option<Arc<Published>>>,
     snapshots: Arc<State>,
 ) -> Result<(), String> {
+    let peer_snapshots = snapshots.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &options.namespace);
     let ca = load_or_create_ca(&secrets, &options).await?;
     let cell = Cell::new(
@@ -304,6 +307,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut written: BTreeMap<String, WrittenStatus> = BTreeMap::new();
     let mut revocations = cell.revocations();
+    // This cluster's own declarations, for the world they were derived from.
+    let mut own_for: (Arc<Published>, Vec<lattice_gates::peering::Declaration>) =
+        (Arc::new(Published::default()), Vec::new());
+    let mut peering = Peering::new(options.heartbeat * 3);
     loop {
         tokio::select! {
             changed = worlds.changed() => if changed.is_err() { return Ok(()) },
@@ -353,8 +360,108 @@ pub async fn run(
             }
         }
         write_status(&client, &cell, &children, &mut written).await;
+        if !Arc::ptr_eq(&published, &own_for.0) {
+            own_for = (
+                published.clone(),
+                super::peering::own_declarations(world, &options.cluster, &options.mesh),
+            );
+        }
+        if let Some(current) = peer_snapshots.current() {
+            let snapshot: &lattice_engine::Snapshot = AsRef::as_ref(&*current);
+            peering
+                .decide(&client, &cell, &options, &children, snapshot, &own_for.1)
+                .await;
+        }
         let revision = cell.distribute(distributed(&published, &cell.distributed()));
         tracing::debug!(revision, "distributed set");
+    }
+}
+
+/// The cross-cluster mesh at this cell: its own declarations and its children's, decided
+/// on its snapshot; children get their routes through the tunnel, and this cluster's own
+/// are written here.
+struct Peering {
+    /// Routes are first sent and written this long after the cell starts: children's
+    /// reports (kept in memory) are back by then, so a restart withdraws nothing.
+    grace_until: tokio::time::Instant,
+    written: Option<Vec<lattice_gates::peering::Route>>,
+    /// What was last logged as not routed, so a standing refusal is logged once.
+    logged: Vec<(String, String, String)>,
+    rounds: u64,
+}
+
+impl Peering {
+    fn new(grace: Duration) -> Peering {
+        Peering {
+            grace_until: tokio::time::Instant::now() + grace,
+            written: None,
+            logged: Vec::new(),
+            rounds: 0,
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        client: &Client,
+        cell: &Cell,
+        options: &ParentOptions,
+        children: &BTreeMap<String, Option<ClusterHealthStatus>>,
+        snapshot: &lattice_engine::Snapshot,
+        own: &[lattice_gates::peering::Declaration],
+    ) {
+        use super::peering::{from_report, to_routes, unrouted, write_routes};
+        let mut declarations = own.to_vec();
+        for report in cell.agents().mesh_reports().values() {
+            declarations.extend(from_report(report));
+        }
+        let topology = lattice_gates::peering::Topology {
+            own: options.cluster.clone(),
+            below: children
+                .iter()
+                .flat_map(|(child, status)| {
+                    let below = status
+                        .iter()
+                        .flat_map(|s| s.descendants.iter())
+                        .map(|d| (d.name.clone(), child.clone()));
+                    std::iter::once((child.clone(), child.clone())).chain(below)
+                })
+                .collect(),
+        };
+        let plan = lattice_gates::peering::plan(snapshot, &topology, &declarations);
+        let not_routed = unrouted(&plan);
+        if not_routed != self.logged {
+            for (caller, callee, why) in &not_routed {
+                tracing::info!(%caller, %callee, %why, "cross-cluster edge not routed");
+            }
+            self.logged = not_routed;
+        }
+        // Children's reports are back within the grace after a restart; routing before it
+        // would withdraw what they hold.
+        if tokio::time::Instant::now() < self.grace_until {
+            return;
+        }
+        let mut routes = plan.routes(&declarations);
+        let own_routes = routes.remove(&options.cluster).unwrap_or_default();
+        // Only this cell's children are sent routes; a side deeper down is never decided
+        // here (see DESIGN: a cell decides with the declarations its children report).
+        cell.set_routes(
+            routes
+                .into_iter()
+                .filter(|(cluster, _)| children.contains_key(cluster))
+                .map(|(cluster, r)| (cluster, to_routes(&r)))
+                .collect(),
+        );
+        self.rounds += 1;
+        // Written on a change, and again every dozen rounds, so a removed object returns.
+        if self.written.as_ref() != Some(&own_routes) || self.rounds.is_multiple_of(12) {
+            match write_routes(client, &options.cluster, &own_routes, &options.mesh.gateway).await {
+                Ok(n) => {
+                    tracing::debug!(objects = n, "own cross-cluster routes written");
+                    self.written = Some(own_routes);
+                }
+                Err(e) => tracing::warn!("own cross-cluster routes: {e}"),
+            }
+        }
     }
 }
 

@@ -198,6 +198,26 @@ pub struct Leaf {
 /// The user edge's agent runs as, which edge's proxy trusts to forward.
 pub const AGENT_USER: &str = "system:serviceaccount:lattice-system:lattice-agent";
 
+/// The east-west gateway address each cluster of a line reports (data only: no gateway
+/// runs here; route objects are checked as the API server stores them).
+pub fn gateway_of(cluster: &str) -> &'static str {
+    match cluster {
+        "root" => "10.9.0.1:15443",
+        "edge" => "10.9.0.2:15443",
+        _ => "10.9.0.3:15443",
+    }
+}
+
+/// An agent's arguments for the cross-cluster mesh: `cluster`'s gateway, read every second.
+fn mesh_args(cluster: &str) -> Vec<&'static std::ffi::OsStr> {
+    vec![
+        "--mesh-gateway".as_ref(),
+        gateway_of(cluster).as_ref(),
+        "--mesh-interval-seconds".as_ref(),
+        "1".as_ref(),
+    ]
+}
+
 /// Starts `name`'s operator as a parent: the cell and the proxy on fresh loopback ports.
 async fn start_parent(
     env: &TestEnv,
@@ -222,6 +242,8 @@ async fn start_parent(
         "1",
         "--proxy-listen",
         proxy.as_str(),
+        "--mesh-gateway",
+        gateway_of(name),
     ];
     if let Some(f) = forwarder {
         args.extend(["--proxy-trusted-forwarder", f]);
@@ -290,18 +312,16 @@ impl ProxiedPair {
             std::fs::write(&ca_file, published).unwrap();
             let url = format!("https://127.0.0.1:{edge_proxy}");
             edge_parent = Some((edge_operator, edge_proxy));
-            AgentProcess::start_with(
-                &edge_env,
-                &agent_account,
-                &[
-                    "--local-proxy".as_ref(),
-                    url.as_ref(),
-                    "--local-proxy-ca".as_ref(),
-                    ca_file.as_os_str(),
-                ],
-            )
+            let mut args: Vec<&std::ffi::OsStr> = vec![
+                "--local-proxy".as_ref(),
+                url.as_ref(),
+                "--local-proxy-ca".as_ref(),
+                ca_file.as_os_str(),
+            ];
+            args.extend(mesh_args("edge"));
+            AgentProcess::start_with(&edge_env, &agent_account, &args)
         } else {
-            AgentProcess::start(&edge_env, &agent_account)
+            AgentProcess::start_with(&edge_env, &agent_account, &mesh_args("edge"))
         };
         eventually("edge's agent connects", || async {
             (cluster_status(&root, "edge").await["agentConnected"] == json!(true)).then_some(())
@@ -313,7 +333,7 @@ impl ProxiedPair {
                 let account = env
                     .token_account("deploy/agent/rbac.yaml", "lattice-agent")
                     .await;
-                let agent = AgentProcess::start(&env, &account);
+                let agent = AgentProcess::start_with(&env, &account, &mesh_args("leaf"));
                 eventually(
                     "leaf's agent connects to edge, and root hears of leaf",
                     || async {

@@ -313,6 +313,18 @@ pub struct Resource {
     /// Lattice extension for `service` resources: the peer's namespace when it is not this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Lattice extension for `service` resources: the cluster of the hierarchy the peer runs
+    /// in, when it is another one. Such an edge is matched by the two clusters' nearest
+    /// common ancestor, as a `Connect` decision, and routed to both sides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// The name a workload calls a service in another cluster by: what the caller's route
+/// (an Istio ServiceEntry) resolves to the peer cluster's east-west gateway. `.internal` is
+/// reserved for private use, so it never leaves the mesh.
+pub fn remote_host(name: &str, namespace: &str, cluster: &str) -> String {
+    format!("{name}.{namespace}.{cluster}.lattice.internal")
 }
 
 /// Which way traffic flows for a `service` resource.

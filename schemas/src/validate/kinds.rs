@@ -806,7 +806,18 @@ fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
 
 fn package(cx: &mut Ctx, p: &crd::package::LatticePackageSpec) {
     for (name, r) in &p.resources {
-        check_resource(cx, name, r, &push_pointer("/spec/resources", name));
+        let at = push_pointer("/spec/resources", name);
+        check_resource(cx, name, r, &at);
+        if r.cluster.is_some() {
+            cx.push(
+                cx.m.error_at_key(
+                    "lattice::resource::cluster",
+                    &push_pointer(&at, "cluster"),
+                    format!("package resource `{name}` names another cluster"),
+                )
+                .with_help("a package's peers are in its own cluster; declare cross-cluster edges on the workloads that call or serve them"),
+            );
+        }
     }
     let m = cx.m;
     let scope = Scope {

@@ -321,6 +321,7 @@ pub(crate) fn check_resource(cx: &mut Ctx, name: &str, r: &Resource, p: &str) {
         for (field, set) in [
             ("direction", r.direction.is_some()),
             ("namespace", r.namespace.is_some()),
+            ("cluster", r.cluster.is_some()),
         ] {
             if set {
                 cx.push(cx.m.error_at_key(
@@ -340,6 +341,17 @@ pub(crate) fn check_resource(cx: &mut Ctx, name: &str, r: &Resource, p: &str) {
                 && !is_dns_label(ns)
             {
                 cx.push(cx.m.error_at("lattice::resource::namespace", &push_pointer(p, "namespace"), format!("`{ns}` is not a namespace name")));
+            }
+            if let Some(cluster) = &r.cluster
+                && !is_dns_label(cluster)
+            {
+                cx.push(cx.m.error_at("lattice::resource::cluster", &push_pointer(p, "cluster"), format!("`{cluster}` is not a cluster name")));
+            }
+            if r.cluster.is_some() && name == "*" {
+                cx.push(
+                    cx.m.error_at_key("lattice::resource::cluster", p, "a wildcard cannot name another cluster")
+                        .with_help("declare each service in another cluster by name: cross-cluster edges are matched one by one"),
+                );
             }
         }
         SECRET => {
