@@ -79,6 +79,8 @@ pub fn entity_type_names() -> Vec<String> {
 }
 
 /// A neutral value of a schema type: "", 0, false, empty set, a record of neutral attributes.
+/// An optional attribute is neutral when absent (a `Connect` within one cluster has no
+/// `callerCluster`), as is one no neutral value can stand for (an entity).
 fn neutral(ty: &Value) -> Value {
     let common = &schema_json()[NAMESPACE]["commonTypes"];
     match ty["type"].as_str() {
@@ -91,7 +93,9 @@ fn neutral(ty: &Value) -> Value {
                 .as_object()
                 .into_iter()
                 .flatten()
+                .filter(|(_, v)| v["required"] != json!(false))
                 .map(|(k, v)| (k.clone(), neutral(v)))
+                .filter(|(_, v)| !v.is_null())
                 .collect(),
         ),
         Some("Extension") => match ty["name"].as_str() {
@@ -203,6 +207,18 @@ mod tests {
             tls.contains("true") && !tls.contains("false"),
             "the user's value wins over the default: {tls}"
         );
+        // An optional attribute is left out: a Connect within one cluster names none.
+        let connect: Vec<String> = context_for(
+            &action("Connect"),
+            &parse_uid("Service::a/b").unwrap(),
+            &w,
+            None,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+        assert_eq!(connect, ["ports"]);
         assert!(
             context_for(
                 &action("Connect"),
