@@ -522,8 +522,27 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
     for r in ["users", "groups", "serviceaccounts"] {
         wanted.insert(verb("", r, "impersonate", &[]));
     }
-    // The clusters below this one, reported to the parent.
-    wanted.insert(verb("lattice.dev", "latticeclusters", "list", &[]));
+    // The clusters below this one, reported to the parent; the workloads and namespaces
+    // whose cross-cluster declarations it reports.
+    for r in [
+        "latticeclusters",
+        "latticeservices",
+        "latticejobs",
+        "latticemodels",
+    ] {
+        wanted.insert(verb("lattice.dev", r, "list", &[]));
+    }
+    wanted.insert(verb("", "namespaces", "list", &[]));
+    // The objects of the cross-cluster routes its parent decided, and no other kind.
+    for (g, r) in [
+        ("networking.istio.io", "serviceentries"),
+        ("security.istio.io", "authorizationpolicies"),
+        ("cilium.io", "ciliumnetworkpolicies"),
+    ] {
+        for v in ["list", "create", "patch", "delete"] {
+            wanted.insert(verb(g, r, v, &[]));
+        }
+    }
     let granted = grants(&cluster_role.rules.unwrap_or_default());
     assert_eq!(granted, wanted);
     assert!(
@@ -548,6 +567,10 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
             verb("", "secrets", "get", &secrets),
             verb("", "secrets", "patch", &secrets),
             verb("", "secrets", "create", &[]),
+            // The mesh relay it shares with this cluster's cell.
+            verb("", "configmaps", "get", &["lattice-mesh-relay"]),
+            verb("", "configmaps", "patch", &["lattice-mesh-relay"]),
+            verb("", "configmaps", "create", &[]),
         ])
     );
 }
@@ -580,7 +603,26 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
     // The CA's certificate, published for this cluster's own agent.
     wanted.insert(verb("", "configmaps", "patch", &["lattice-cell-ca"]));
     wanted.insert(verb("", "configmaps", "create", &[]));
+    // The mesh relay it shares with this cluster's agent.
+    wanted.insert(verb("", "configmaps", "get", &["lattice-mesh-relay"]));
+    wanted.insert(verb("", "configmaps", "patch", &["lattice-mesh-relay"]));
     assert_eq!(granted, wanted);
+    // The cell writes its own side of cross-cluster routes: ServiceEntries, nothing else
+    // beyond the operator's grants.
+    let peering: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-peering"));
+    assert!(bound_to(
+        &strict::<ClusterRoleBinding>(get(&o, "ClusterRoleBinding", "lattice-operator-peering"))
+            .subjects,
+        "lattice-operator",
+        "lattice-system"
+    ));
+    assert_eq!(
+        grants(&peering.rules.unwrap_or_default()),
+        ["list", "create", "patch", "delete"]
+            .into_iter()
+            .map(|v| verb("networking.istio.io", "serviceentries", v, &[]))
+            .collect::<BTreeSet<_>>()
+    );
     // The proxy reviews tokens, cluster-wide, and does nothing else.
     let proxy_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-proxy"));
     let proxy_binding: ClusterRoleBinding =

@@ -903,7 +903,65 @@ async fn cross_cluster_mesh(pair: &ProxiedPair) {
     .unwrap();
     eventually("lifting the forbid restores both sides", both).await;
 
-    // Root's api stops listing frontend (it keeps a peer in its own cluster): both sides go.
+    // Two levels down: leaf's `shop/reporter` calls root's api. Leaf reports to edge's
+    // cell, which relays the declaration up through edge's agent; root decides, and leaf's
+    // routes come back down the same way.
+    let leaf = &pair.leaf.as_ref().unwrap().client;
+    namespace(leaf, "shop").await;
+    apply(
+        leaf,
+        &services,
+        &mesh_service(
+            "reporter",
+            "shop",
+            json!({"api": {"type": "service", "namespace": "payments", "cluster": "root"}}),
+        ),
+    )
+    .await;
+    apply(
+        root,
+        &services,
+        &mesh_service(
+            "api",
+            "payments",
+            json!({
+                "frontend": {"type": "service", "direction": "inbound", "namespace": "shop", "cluster": "edge"},
+                "reporter": {"type": "service", "direction": "inbound", "namespace": "shop", "cluster": "leaf"},
+            }),
+        ),
+    )
+    .await;
+    let (on_root, on_leaf) = eventually(
+        "root and leaf write their sides of a two-level edge",
+        || async {
+            let (on_root, on_leaf) = (route_objects(root).await, route_objects(leaf).await);
+            (on_root.len() == 4 && on_leaf.len() == 2).then_some((on_root, on_leaf))
+        },
+    )
+    .await;
+    let authz = &on_root[&key(
+        "AuthorizationPolicy",
+        "payments",
+        "api-from-leaf-shop-reporter",
+    )];
+    assert_eq!(
+        authz["spec"]["rules"][0]["from"][0]["source"]["principals"],
+        json!(["leaf.lattice.local/ns/shop/sa/reporter"])
+    );
+    let entry = &on_leaf[&key("ServiceEntry", "shop", "api-payments-root")];
+    assert_eq!(
+        entry["spec"]["subjectAltNames"],
+        json!(["spiffe://root.lattice.local/ns/payments/sa/api"])
+    );
+    assert_eq!(entry["spec"]["endpoints"][0]["address"], "10.9.0.1");
+    assert_eq!(
+        route_objects(edge).await.len(),
+        2,
+        "edge holds only its own edge's side"
+    );
+
+    // Root's api stops listing its callers (it keeps a peer in its own cluster): every
+    // side goes, on every cluster.
     apply(
         root,
         &services,
@@ -911,4 +969,8 @@ async fn cross_cluster_mesh(pair: &ProxiedPair) {
     )
     .await;
     eventually("withdrawing one side's declaration withdraws both", none).await;
+    eventually("and the two-level edge's", || async {
+        route_objects(leaf).await.is_empty().then_some(())
+    })
+    .await;
 }

@@ -4,7 +4,8 @@
 //! leaves exactly the digest the cell computed, and one that is refused leaves the set as
 //! it was. A proxied request's head is read or refused, and never carries the client's
 //! credentials or identity headers. A cross-cluster mesh report is taken only for the
-//! cluster the certificate names; routes an agent takes are only for its own cluster.
+//! cluster the certificate names and the clusters it reported below itself; routes an agent
+//! takes are only for its own subtree.
 #![no_main]
 
 use lattice_proto::tunnel::v1 as pb;
@@ -49,9 +50,10 @@ fuzz_target!(|data: &[u8]| {
             let Ok(routes) = pb::MeshRoutes::decode(frame) else {
                 return;
             };
-            if lattice_tunnel::peering::check_routes("edge", &routes).is_ok() {
+            let below: std::collections::HashSet<String> = ["leaf".to_owned()].into();
+            if lattice_tunnel::peering::check_routes("edge", &below, &routes).is_ok() {
                 for r in &routes.routes {
-                    assert_eq!(r.cluster, "edge");
+                    assert!(r.cluster == "edge" || r.cluster == "leaf");
                     assert!(!r.ports.is_empty());
                     assert!(lattice_tunnel::peering::spiffe_namespace(&r.peer_spiffe_id).is_some());
                 }
@@ -77,6 +79,8 @@ fuzz_target!(|data: &[u8]| {
     } else if mode % 4 == 0 {
         let peer = ClusterIdentity::new("lattice.test", "edge").unwrap();
         let mut session = CellSession::new(peer);
+        // The clusters the agent last reported below it: its mesh reports may speak for them.
+        let mut below: Vec<String> = Vec::new();
         for frame in frames(rest) {
             // An undecodable frame ends the stream (tonic's status) before the session.
             let Ok(message) = pb::AgentMessage::decode(frame) else {
@@ -92,13 +96,18 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(session.is_open(), was_open, "a refused message opens nothing");
                     return;
                 }
-                Ok(Event::Opened(_)) => {
+                Ok(Event::Opened(h)) => {
                     assert!(!was_open);
                     assert_eq!(hello_for.as_deref(), Some("edge"));
+                    below = h.descendants.into_iter().map(|d| d.name).collect();
+                }
+                Ok(Event::Heartbeat(h)) => {
+                    assert!(was_open);
+                    below = h.descendants.into_iter().map(|d| d.name).collect();
                 }
                 Ok(Event::Mesh(report)) => {
                     assert!(was_open);
-                    assert!(report.declarations.iter().all(|d| d.cluster == "edge"));
+                    assert!(report.declarations.iter().all(|d| d.cluster == "edge" || below.contains(&d.cluster)));
                 }
                 Ok(_) => assert!(was_open),
             }

@@ -274,8 +274,25 @@ impl Agent {
         });
     }
 
-    /// The cross-cluster routes the cell last sent for this cluster: its side of every
-    /// allowed edge. Kept while the cell is unreachable; `None` until the cell first sends
+    /// The declarations of `report` for this cluster and the clusters `below` it: what the
+    /// cell will take (a relayed declaration of a cluster no longer below is dropped).
+    fn within(
+        &self,
+        report: &pb::MeshReport,
+        below: &std::collections::HashSet<String>,
+    ) -> pb::MeshReport {
+        pb::MeshReport {
+            declarations: report
+                .declarations
+                .iter()
+                .filter(|d| d.cluster == self.config.cluster || below.contains(&d.cluster))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The cross-cluster routes the cell last sent for this cluster and the clusters below
+    /// it: its side of every allowed edge, and those it relays down. Kept while the cell is unreachable; `None` until the cell first sends
     /// them (so a restarted agent withdraws nothing before it knows).
     pub fn routes(&self) -> watch::Receiver<Option<Arc<pb::MeshRoutes>>> {
         self.routes.subscribe()
@@ -382,9 +399,16 @@ impl Agent {
         let mut heartbeat = tokio::time::interval(every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
+        // The clusters below this one as last sent up: the cell takes declarations and the
+        // agent takes routes only for them (and this cluster).
+        let mut below: std::collections::HashSet<String> =
+            health.descendants.iter().map(|d| d.name.clone()).collect();
         let mut mesh = self.mesh.subscribe();
         let report = mesh.borrow_and_update().clone();
-        send(pb::agent_message::Body::MeshReport((*report).clone())).await?;
+        send(pb::agent_message::Body::MeshReport(
+            self.within(&report, &below),
+        ))
+        .await?;
         loop {
             let renew_in = creds_renew_in(&self.credentials());
             tokio::select! {
@@ -392,11 +416,20 @@ impl Agent {
                     if changed.is_err() {
                         return Ok(());
                     }
+                    // Health first: a report may relay declarations of a cluster that has
+                    // only just appeared below this one, and the cell must know it is.
+                    let health = self.probe.probe().await;
+                    below = health.descendants.iter().map(|d| d.name.clone()).collect();
+                    send(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
+                        unix_millis: jiff::Timestamp::now().as_millisecond(),
+                        health: Some((&health).into()),
+                    })).await?;
                     let report = mesh.borrow_and_update().clone();
-                    send(pb::agent_message::Body::MeshReport((*report).clone())).await?;
+                    send(pb::agent_message::Body::MeshReport(self.within(&report, &below))).await?;
                 }
                 _ = heartbeat.tick() => {
                     let health = self.probe.probe().await;
+                    below = health.descendants.iter().map(|d| d.name.clone()).collect();
                     send(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
                         unix_millis: jiff::Timestamp::now().as_millisecond(),
                         health: Some((&health).into()),
@@ -427,7 +460,7 @@ impl Agent {
                         }
                         Some(pb::cell_message::Body::MeshRoutes(routes)) => {
                             // Routes that break the rules change nothing: the ones held stay.
-                            match crate::peering::check_routes(&self.config.cluster, &routes) {
+                            match crate::peering::check_routes(&self.config.cluster, &below, &routes) {
                                 Ok(()) => {
                                     self.routes.send_if_modified(|held| {
                                         if held.as_deref() == Some(&routes) {

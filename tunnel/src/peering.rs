@@ -1,8 +1,10 @@
 //! The cross-cluster mesh's messages and their rules, with no I/O: an agent's
 //! [`pb::MeshReport`] (the workloads of its cluster that declare services in other clusters)
 //! as the cell checks it, and the [`pb::MeshRoutes`] a cell sends down as the agent checks
-//! them. A report may speak only for the reporting cluster, so cluster A's certificate can
-//! never declare (or open) an edge for a workload in B.
+//! them. A report may speak only for the reporting cluster and the clusters it reported
+//! below itself (whose declarations it relays up from its own cell), so cluster A's
+//! certificate can never declare (or open) an edge for a workload in a cluster outside A's
+//! subtree; routes likewise reach an agent only for its own subtree.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -114,10 +116,15 @@ fn printable(s: &str, max: usize) -> bool {
     s.len() <= max && !s.chars().any(char::is_control)
 }
 
-/// Checks a report from `reporter`'s agent: every declaration is for `reporter` itself
-/// (PERMISSION_DENIED otherwise), names workloads and peers by valid names, once each, with
-/// a workload SPIFFE id in its own namespace, an address, and facts within bounds.
-pub fn check_report(reporter: &str, report: &pb::MeshReport) -> Result<(), ProtocolError> {
+/// Checks a report from `reporter`'s agent: every declaration is for `reporter` or a cluster
+/// in `below` (what it last reported below itself; PERMISSION_DENIED otherwise), names
+/// workloads and peers by valid names, once each, with a workload SPIFFE id in its own
+/// namespace, an address, and facts within bounds.
+pub fn check_report(
+    reporter: &str,
+    below: &HashSet<String>,
+    report: &pb::MeshReport,
+) -> Result<(), ProtocolError> {
     if report.declarations.len() > MAX_DECLARATIONS {
         return Err(invalid(format!(
             "{} declarations are more than the {MAX_DECLARATIONS} one report may carry",
@@ -126,20 +133,20 @@ pub fn check_report(reporter: &str, report: &pb::MeshReport) -> Result<(), Proto
     }
     let mut seen = HashSet::with_capacity(report.declarations.len());
     for d in &report.declarations {
-        if d.cluster != reporter {
+        if d.cluster != reporter && !below.contains(&d.cluster) {
             return Err(ProtocolError {
                 violation: Violation::PermissionDenied,
                 message: format!(
-                    "a declaration for cluster {:?} from cluster {reporter:?}: an agent declares only its own cluster's workloads",
+                    "a declaration for cluster {:?} from cluster {reporter:?}: an agent declares only the workloads of its own cluster and the clusters it reported below it",
                     d.cluster
                 ),
             });
         }
-        let at = format!("declaration {:?}/{:?}", d.namespace, d.name);
+        let at = format!("declaration {:?}/{:?}/{:?}", d.cluster, d.namespace, d.name);
         if !is_label(&d.namespace) || !is_label(&d.name) {
             return Err(invalid(format!("{at}: not a namespace and workload name")));
         }
-        if !seen.insert((d.namespace.as_str(), d.name.as_str())) {
+        if !seen.insert((d.cluster.as_str(), d.namespace.as_str(), d.name.as_str())) {
             return Err(invalid(format!("{at}: declared twice")));
         }
         if d.spiffe_id.len() > 2048 || spiffe_namespace(&d.spiffe_id) != Some(d.namespace.as_str())
@@ -165,7 +172,7 @@ pub fn check_report(reporter: &str, report: &pb::MeshReport) -> Result<(), Proto
             return Err(invalid(format!("{at}: declares no peer")));
         }
         for r in d.outbound.iter().chain(&d.inbound) {
-            check_ref(&at, r, reporter)?;
+            check_ref(&at, r, &d.cluster)?;
         }
         let facts = d
             .facts
@@ -194,10 +201,14 @@ pub fn check_report(reporter: &str, report: &pb::MeshReport) -> Result<(), Proto
     Ok(())
 }
 
-/// Checks routes a cell sent to `own`'s agent: each is for `own`, names a caller or callee
-/// side, a peer in another cluster, the peer's workload SPIFFE id, and (for a caller) the
-/// address it is reached at.
-pub fn check_routes(own: &str, routes: &pb::MeshRoutes) -> Result<(), ProtocolError> {
+/// Checks routes a cell sent to `own`'s agent: each is for `own` or a cluster in `below`
+/// (the agent relays those down), names a caller or callee side, a peer in another
+/// cluster, the peer's workload SPIFFE id, and (for a caller) the address it is reached at.
+pub fn check_routes(
+    own: &str,
+    below: &HashSet<String>,
+    routes: &pb::MeshRoutes,
+) -> Result<(), ProtocolError> {
     if routes.routes.len() > MAX_ROUTES {
         return Err(invalid(format!(
             "{} routes are more than the {MAX_ROUTES} one message may carry",
@@ -206,10 +217,13 @@ pub fn check_routes(own: &str, routes: &pb::MeshRoutes) -> Result<(), ProtocolEr
     }
     for r in &routes.routes {
         let at = format!("route {:?}/{:?}", r.namespace, r.name);
-        if r.cluster != own {
+        if r.cluster != own && !below.contains(&r.cluster) {
             return Err(ProtocolError {
                 violation: Violation::PermissionDenied,
-                message: format!("{at} is for cluster {:?}, not {own:?}", r.cluster),
+                message: format!(
+                    "{at} is for cluster {:?}, which is neither {own:?} nor below it",
+                    r.cluster
+                ),
             });
         }
         if !is_label(&r.namespace) || !is_label(&r.name) {
@@ -219,7 +233,7 @@ pub fn check_routes(own: &str, routes: &pb::MeshRoutes) -> Result<(), ProtocolEr
             .peer
             .as_ref()
             .ok_or_else(|| invalid(format!("{at}: no peer")))?;
-        check_ref(&at, peer, own)?;
+        check_ref(&at, peer, &r.cluster)?;
         if spiffe_namespace(&r.peer_spiffe_id) != Some(peer.namespace.as_str()) {
             return Err(invalid(format!(
                 "{at}: {:?} is not a workload SPIFFE id in the peer's namespace",
@@ -279,11 +293,18 @@ mod tests {
         pb::MeshReport { declarations: d }
     }
 
+    fn none() -> HashSet<String> {
+        HashSet::new()
+    }
+
     #[test]
-    fn an_agent_speaks_only_for_its_own_cluster() {
-        assert!(check_report("edge", &report(vec![declaration("edge")])).is_ok());
-        let e = check_report("edge", &report(vec![declaration("other")])).unwrap_err();
+    fn an_agent_speaks_only_for_its_own_subtree() {
+        assert!(check_report("edge", &none(), &report(vec![declaration("edge")])).is_ok());
+        let e = check_report("edge", &none(), &report(vec![declaration("other")])).unwrap_err();
         assert_eq!(e.violation, Violation::PermissionDenied);
+        // A cluster it reported below itself: relayed from its own cell.
+        let below: HashSet<String> = ["leaf".to_owned()].into();
+        assert!(check_report("edge", &below, &report(vec![declaration("leaf")])).is_ok());
     }
 
     #[test]
@@ -316,13 +337,13 @@ mod tests {
         for (expected, mutate) in cases {
             let mut d = declaration("edge");
             mutate(&mut d);
-            let e = check_report("edge", &report(vec![d])).unwrap_err();
+            let e = check_report("edge", &none(), &report(vec![d])).unwrap_err();
             assert_eq!(e.violation, Violation::InvalidArgument);
             assert!(e.message.contains(expected), "{expected}: {}", e.message);
         }
         let twice = report(vec![declaration("edge"), declaration("edge")]);
         assert!(
-            check_report("edge", &twice)
+            check_report("edge", &none(), &twice)
                 .unwrap_err()
                 .message
                 .contains("twice")
@@ -330,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_are_for_the_agent_that_receives_them() {
+    fn routes_are_for_the_subtree_of_the_agent_that_receives_them() {
         let route = pb::MeshRoute {
             cluster: "edge".into(),
             namespace: "shop".into(),
@@ -348,9 +369,9 @@ mod tests {
         let ok = pb::MeshRoutes {
             routes: vec![route.clone()],
         };
-        assert!(check_routes("edge", &ok).is_ok());
+        assert!(check_routes("edge", &none(), &ok).is_ok());
         assert_eq!(
-            check_routes("leaf", &ok).unwrap_err().violation,
+            check_routes("leaf", &none(), &ok).unwrap_err().violation,
             Violation::PermissionDenied
         );
         let mut no_address = route.clone();
@@ -358,17 +379,28 @@ mod tests {
         assert!(
             check_routes(
                 "edge",
+                &none(),
                 &pb::MeshRoutes {
                     routes: vec![no_address]
                 }
             )
             .is_err()
         );
+        // Routes for a cluster below are taken (the agent relays them down).
+        let mut for_leaf = route.clone();
+        for_leaf.cluster = "leaf".into();
+        let below: HashSet<String> = ["leaf".to_owned()].into();
+        let relayed = pb::MeshRoutes {
+            routes: vec![for_leaf],
+        };
+        assert!(check_routes("edge", &below, &relayed).is_ok());
+        assert!(check_routes("edge", &none(), &relayed).is_err());
         let mut no_role = route;
         no_role.role = 0;
         assert!(
             check_routes(
                 "edge",
+                &none(),
                 &pb::MeshRoutes {
                     routes: vec![no_role]
                 }

@@ -256,6 +256,9 @@ pub enum Event {
 pub struct CellSession {
     peer: ClusterIdentity,
     open: bool,
+    /// The clusters the agent last reported below its own: the only others its mesh
+    /// reports may speak for.
+    below: std::collections::HashSet<String>,
     /// What the agent holds once it applies the last sync sent (shared with the cell and
     /// every other session: a session costs no copy of the set).
     sent: Option<Arc<DistributedSet>>,
@@ -272,6 +275,7 @@ impl CellSession {
         CellSession {
             peer,
             open: false,
+            below: Default::default(),
             sent: None,
             sent_full: false,
             full_failed_at: None,
@@ -312,12 +316,17 @@ impl CellSession {
                     .map_err(|e| ProtocolError::new(Violation::PermissionDenied, e.to_string()))?;
                 let health = health(&hello.cluster, hello.health)?;
                 self.open = true;
+                self.below = health.descendants.iter().map(|d| d.name.clone()).collect();
                 Ok(Event::Opened(health))
             }
-            Body::Heartbeat(beat) => Ok(Event::Heartbeat(health(&self.peer.cluster, beat.health)?)),
+            Body::Heartbeat(beat) => {
+                let health = health(&self.peer.cluster, beat.health)?;
+                self.below = health.descendants.iter().map(|d| d.name.clone()).collect();
+                Ok(Event::Heartbeat(health))
+            }
             Body::SyncAck(ack) => self.ack(ack),
             Body::MeshReport(report) => {
-                crate::peering::check_report(&self.peer.cluster, &report)?;
+                crate::peering::check_report(&self.peer.cluster, &self.below, &report)?;
                 Ok(Event::Mesh(report))
             }
             Body::CommandResult(r) => Err(ProtocolError::new(

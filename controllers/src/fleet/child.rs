@@ -365,12 +365,15 @@ pub async fn run(
         gateway: Default::default(),
     };
     let peering = tokio::spawn(peer_routes(
-        client.clone(),
-        agent.clone(),
-        bundle.cluster.clone(),
-        bundle.parent.clone(),
-        mesh,
-        options.mesh_every,
+        PeerRoutes {
+            client: client.clone(),
+            agent: agent.clone(),
+            cluster: bundle.cluster.clone(),
+            parent: bundle.parent.clone(),
+            namespace: options.namespace.clone(),
+            mesh,
+            every: options.mesh_every,
+        },
         shutdown.clone(),
     ));
     let mut held = agent.distributed();
@@ -407,19 +410,37 @@ pub async fn run(
     Ok(())
 }
 
-/// Reports this cluster's cross-cluster declarations every `every`, and writes the
-/// objects of the routes the cell sends whenever they change (and again each round, so a
-/// write that failed or an object someone removed comes back).
-async fn peer_routes(
+/// What the agent's cross-cluster mesh task works with.
+struct PeerRoutes {
     client: Client,
     agent: Arc<Agent>,
     cluster: String,
     parent: String,
+    /// Where the relay ConfigMap it shares with this cluster's cell lives.
+    namespace: String,
     mesh: super::peering::MeshOptions,
     every: Duration,
-    shutdown: CancellationToken,
-) {
-    use super::peering::{from_routes, own_declarations, read_world, to_report, write_routes};
+}
+
+/// Reports this cluster's cross-cluster declarations every `every`, and writes the
+/// objects of the routes the cell sends whenever they change (and again each round, so a
+/// write that failed or an object someone removed comes back).
+async fn peer_routes(task: PeerRoutes, shutdown: CancellationToken) {
+    let PeerRoutes {
+        client,
+        agent,
+        cluster,
+        parent,
+        namespace,
+        mesh,
+        every,
+    } = task;
+    use super::peering::{
+        RELAY_DOWN, RELAY_UP, from_routes, own_declarations, read_relay, read_world, to_report,
+        write_relay, write_routes,
+    };
+    use prost::Message;
+    let mut relayed_down: Option<Vec<u8>> = None;
     let mut routes = agent.routes();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -450,7 +471,22 @@ async fn peer_routes(
                             warned = true;
                         }
                     }
-                    agent.report_mesh(to_report(&declarations));
+                    let mut report = to_report(&declarations);
+                    // What this cluster's own cell relays up from below (a cluster that is
+                    // also a parent); the agent sends on only what is below it.
+                    match read_relay(&client, &namespace, RELAY_UP).await {
+                        Ok(Some(bytes)) => {
+                            match lattice_proto::tunnel::v1::MeshReport::decode(bytes.as_slice()) {
+                                Ok(up) => report.declarations.extend(up.declarations),
+                                Err(e) => tracing::warn!(
+                                    "cross-cluster relay: declarations from below do not decode: {e}"
+                                ),
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!("cross-cluster relay: {e}"),
+                    }
+                    agent.report_mesh(report);
                 }
                 Err(e) => tracing::warn!("cross-cluster declarations: {e}"),
             }
@@ -458,7 +494,18 @@ async fn peer_routes(
         let held = routes.borrow_and_update().clone();
         // Nothing received yet (first start, parent unreachable): what is written stays.
         let Some(held) = held else { continue };
-        match write_routes(&client, &parent, &from_routes(&held), &mesh.gateway).await {
+        let (own, below): (Vec<_>, Vec<_>) = from_routes(&held)
+            .into_iter()
+            .partition(|r| r.side.cluster == cluster);
+        // Routes for clusters below go to this cluster's own cell, which sends them down.
+        let down = super::peering::to_routes(&below).encode_to_vec();
+        if relayed_down.as_ref() != Some(&down) && (!below.is_empty() || relayed_down.is_some()) {
+            match write_relay(&client, &namespace, RELAY_DOWN, down.clone(), MANAGER).await {
+                Ok(()) => relayed_down = Some(down),
+                Err(e) => tracing::warn!("cross-cluster relay: {e}"),
+            }
+        }
+        match write_routes(&client, &parent, &own, &mesh.gateway).await {
             Ok(n) => tracing::debug!(objects = n, "cross-cluster routes written"),
             Err(e) => tracing::warn!("cross-cluster routes: {e}"),
         }

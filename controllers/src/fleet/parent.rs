@@ -387,6 +387,8 @@ struct Peering {
     written: Option<Vec<lattice_gates::peering::Route>>,
     /// What was last logged as not routed, so a standing refusal is logged once.
     logged: Vec<(String, String, String)>,
+    /// What was last written for this cluster's agent to relay up.
+    relayed: Option<Vec<u8>>,
     rounds: u64,
 }
 
@@ -396,6 +398,7 @@ impl Peering {
             grace_until: tokio::time::Instant::now() + grace,
             written: None,
             logged: Vec::new(),
+            relayed: None,
             rounds: 0,
         }
     }
@@ -409,7 +412,11 @@ impl Peering {
         snapshot: &lattice_engine::Snapshot,
         own: &[lattice_gates::peering::Declaration],
     ) {
-        use super::peering::{from_report, to_routes, unrouted, write_routes};
+        use super::peering::{
+            RELAY_DOWN, RELAY_UP, from_report, from_routes, read_relay, relayed_up, to_report,
+            to_routes, unrouted, write_relay, write_routes,
+        };
+        use prost::Message;
         let mut declarations = own.to_vec();
         for report in cell.agents().mesh_reports().values() {
             declarations.extend(from_report(report));
@@ -428,6 +435,15 @@ impl Peering {
                 .collect(),
         };
         let plan = lattice_gates::peering::plan(snapshot, &topology, &declarations);
+        // Declarations from below whose edges reach above this cluster go up through its
+        // own agent (when it has a parent); its nearest common ancestor decides them.
+        let up = to_report(&relayed_up(&options.cluster, &plan, &declarations)).encode_to_vec();
+        if self.relayed.as_ref() != Some(&up) {
+            match write_relay(client, &options.namespace, RELAY_UP, up.clone(), MANAGER).await {
+                Ok(()) => self.relayed = Some(up),
+                Err(e) => tracing::warn!("cross-cluster relay: {e}"),
+            }
+        }
         let not_routed = unrouted(&plan);
         if not_routed != self.logged {
             for (caller, callee, why) in &not_routed {
@@ -441,14 +457,42 @@ impl Peering {
             return;
         }
         let mut routes = plan.routes(&declarations);
+        // Routes an ancestor decided for clusters below, relayed down by this cluster's
+        // agent.
+        match read_relay(client, &options.namespace, RELAY_DOWN).await {
+            Ok(Some(bytes)) => {
+                match lattice_proto::tunnel::v1::MeshRoutes::decode(bytes.as_slice()) {
+                    Ok(relayed) => {
+                        for r in from_routes(&relayed) {
+                            routes.entry(r.side.cluster.clone()).or_default().push(r);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("cross-cluster relay: routes from above do not decode: {e}")
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cross-cluster relay: {e}"),
+        }
         let own_routes = routes.remove(&options.cluster).unwrap_or_default();
         // Only this cell's children are sent routes; a side deeper down is never decided
         // here (see DESIGN: a cell decides with the declarations its children report).
+        // Each child is sent the routes of its whole subtree; its agent relays further down
+        // what is not its own.
+        let mut by_child: BTreeMap<String, Vec<lattice_gates::peering::Route>> = BTreeMap::new();
+        for (cluster, r) in routes {
+            if let Some(child) = topology.below.get(&cluster) {
+                by_child.entry(child.clone()).or_default().extend(r);
+            }
+        }
         cell.set_routes(
-            routes
+            by_child
                 .into_iter()
-                .filter(|(cluster, _)| children.contains_key(cluster))
-                .map(|(cluster, r)| (cluster, to_routes(&r)))
+                .map(|(child, mut r)| {
+                    r.sort();
+                    (child, to_routes(&r))
+                })
                 .collect(),
         );
         self.rounds += 1;

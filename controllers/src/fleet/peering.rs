@@ -319,6 +319,94 @@ pub fn unrouted(plan: &lattice_gates::peering::PeeringPlan) -> Vec<(String, Stri
         .collect()
 }
 
+/// The ConfigMap (in the operator's namespace) through which a cluster that is both a child
+/// and a parent relays the mesh between its cell and its agent, two processes:
+/// [`RELAY_UP`] holds the declarations reported from below whose edges reach above this
+/// cluster (written by the cell, sent up by the agent), [`RELAY_DOWN`] the routes the
+/// parent decided for clusters below (written by the agent, sent down by the cell). Each is
+/// a protobuf message, as the tunnel carries it, and each has one writer.
+pub const RELAY: &str = "lattice-mesh-relay";
+/// A `MeshReport`.
+pub const RELAY_UP: &str = "up";
+/// A `MeshRoutes`.
+pub const RELAY_DOWN: &str = "down";
+
+/// One key of the relay ConfigMap; `None` when it or the key is not there.
+pub async fn read_relay(
+    client: &Client,
+    namespace: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), namespace);
+    let cm = api
+        .get_opt(RELAY)
+        .await
+        .map_err(|e| format!("cannot read ConfigMap {namespace}/{RELAY}: {e}"))?;
+    Ok(cm
+        .and_then(|c| c.binary_data)
+        .and_then(|mut d| d.remove(key))
+        .map(|b| b.0))
+}
+
+/// Writes one key of the relay ConfigMap, as `manager` (the other key is the other
+/// writer's).
+pub async fn write_relay(
+    client: &Client,
+    namespace: &str,
+    key: &str,
+    bytes: Vec<u8>,
+    manager: &str,
+) -> Result<(), String> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), namespace);
+    let cm = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(RELAY.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        binary_data: Some(
+            [(key.to_owned(), k8s_openapi::ByteString(bytes))]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let value = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": cm.metadata, "binaryData": cm.binary_data,
+    });
+    api.patch(
+        RELAY,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(|e| format!("cannot write ConfigMap {namespace}/{RELAY}: {e}"))?;
+    Ok(())
+}
+
+/// The declarations of `declarations` from below `own` whose edges an ancestor decides
+/// (a side outside this cluster's subtree): what this cluster relays up.
+pub fn relayed_up(
+    own: &str,
+    plan: &lattice_gates::peering::PeeringPlan,
+    declarations: &[Declaration],
+) -> Vec<Declaration> {
+    let above: BTreeSet<&Workload> = plan
+        .edges
+        .values()
+        .filter(|e| matches!(e.state, lattice_gates::peering::EdgeState::Above))
+        .flat_map(|e| [&e.caller, &e.callee])
+        .collect();
+    declarations
+        .iter()
+        .filter(|d| d.workload.cluster != own && above.contains(&d.workload))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +429,7 @@ mod tests {
             },
         };
         let report = to_report(std::slice::from_ref(&d));
-        lattice_tunnel::peering::check_report("edge", &report).unwrap();
+        lattice_tunnel::peering::check_report("edge", &Default::default(), &report).unwrap();
         assert_eq!(from_report(&report), vec![d]);
         let route = Route {
             side: Workload::new("edge", "shop", "frontend"),
@@ -352,7 +440,7 @@ mod tests {
             ports: vec![8080],
         };
         let routes = to_routes(std::slice::from_ref(&route));
-        lattice_tunnel::peering::check_routes("edge", &routes).unwrap();
+        lattice_tunnel::peering::check_routes("edge", &Default::default(), &routes).unwrap();
         assert_eq!(from_routes(&routes), vec![route]);
     }
 }
