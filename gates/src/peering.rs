@@ -135,7 +135,11 @@ pub fn declarations(
                 inbound.insert(peer);
             }
         }
-        let facts = facts_of(projection, object);
+        // A workload whose entity cannot be built is decided by nothing (its own cluster
+        // refuses it too): reporting guessed facts could slip past a forbid.
+        let Some(facts) = facts_of(projection, object) else {
+            continue;
+        };
         out.push(Declaration {
             spiffe_id: format!("spiffe://{trust_domain}/ns/{ns}/sa/{}", object.name()),
             ports: served_ports(object)
@@ -152,39 +156,26 @@ pub fn declarations(
     out
 }
 
-/// A workload's facts as its cluster's projection derives them. An entity that cannot be
-/// built reports the strictest facts it could hold (pod security `restricted` is kept only
-/// when derived; nothing true is claimed).
-fn facts_of(projection: &Projection, object: &Object) -> Facts {
+/// A workload's facts as its cluster's projection derives them; `None` when its entity
+/// cannot be built.
+fn facts_of(projection: &Projection, object: &Object) -> Option<Facts> {
     let ns = object.namespace().unwrap_or("default");
     let service_uid = uid("Service", &format!("{ns}/{}", object.name()));
-    let entities = projection.entities_of(object).unwrap_or_default();
-    let service = entities.iter().find(|e| e.uid() == service_uid);
-    let namespace = projection.namespace(ns).ok();
-    let mut facts = Facts {
+    let entities = projection.entities_of(object).ok()?;
+    let s = entities.iter().find(|e| e.uid() == service_uid)?;
+    let namespace = projection.namespace(ns).ok()?;
+    Some(Facts {
+        kind: attr_string(s, "kind"),
+        replicas: attr_long(s, "replicas"),
+        pod_security: attr_string(s, "podSecurity"),
+        ingress_tls: attr_bool(s, "ingressTls"),
+        uses_secret_provider: attr_bool(s, "usesSecretProvider"),
+        literal_secrets: attr_bool(s, "literalSecrets"),
+        secrets_in_env: attr_bool(s, "secretsInEnv"),
+        strict_mtls: attr_bool(s, "strictMtls"),
         labels: object.meta().labels.clone().unwrap_or_default(),
-        pod_security: projection.pod_security(ns),
-        ..Facts::default()
-    };
-    if let Some(s) = service {
-        facts.kind = attr_string(s, "kind");
-        facts.replicas = attr_long(s, "replicas");
-        facts.ingress_tls = attr_bool(s, "ingressTls");
-        facts.uses_secret_provider = attr_bool(s, "usesSecretProvider");
-        facts.literal_secrets = attr_bool(s, "literalSecrets");
-        facts.secrets_in_env = attr_bool(s, "secretsInEnv");
-        facts.strict_mtls = attr_bool(s, "strictMtls");
-    }
-    if facts.kind.is_empty() {
-        facts.kind = match object {
-            Object::Job(_) => "job",
-            Object::Model(_) => "model",
-            _ => "service",
-        }
-        .to_owned();
-    }
-    facts.namespace_default_deny = namespace.is_some_and(|n| attr_bool(&n, "defaultDeny"));
-    facts
+        namespace_default_deny: attr_bool(&namespace, "defaultDeny"),
+    })
 }
 
 /// Where the clusters are, as one cluster's cell sees them.

@@ -72,6 +72,7 @@ pub fn describe(
             (ns, on)
         })
         .collect();
+    let cross = cross_cluster(world, namespace);
     let doc = json!({
         "snapshot": digest,
         "edges": rows,
@@ -79,6 +80,10 @@ pub fn describe(
             "workload": w, "host": host, "protocol": proto, "ports": ports, "allowed": allowed
         })).collect::<Vec<_>>(),
         "namespaces": baselines.iter().map(|(ns, on)| json!({"name": ns, "defaultDeny": on})).collect::<Vec<_>>(),
+        "crossCluster": cross.iter().map(|(w, p)| json!({
+            "workload": w, "cluster": p.cluster, "namespace": p.namespace, "name": p.name,
+            "outbound": p.outbound, "inbound": p.inbound,
+        })).collect::<Vec<_>>(),
     });
     let width = edges
         .iter()
@@ -120,6 +125,20 @@ pub fn describe(
             ));
         }
     }
+    if !cross.is_empty() {
+        out.push_str(
+            "\nCROSS-CLUSTER declarations (decided by the two clusters' nearest common ancestor, not here)\n",
+        );
+        for (w, p) in &cross {
+            let peer = format!("{}/{}/{}", p.cluster, p.namespace, p.name);
+            if p.outbound {
+                out.push_str(&format!("CALLS   {w:<width$} -> {peer}\n"));
+            }
+            if p.inbound {
+                out.push_str(&format!("TAKES   {w:<width$} <- {peer}\n"));
+            }
+        }
+    }
     out.push_str(
         "\nBASELINE (L4 ingress and egress deny, DNS allowed; L7 allow-nothing; STRICT mTLS)\n",
     );
@@ -135,6 +154,26 @@ pub fn describe(
         edges.len() - allowed,
     ));
     (out, doc)
+}
+
+/// Each workload's declared peers in other clusters, in `namespace` (all without one).
+fn cross_cluster(
+    world: &World,
+    namespace: Option<&str>,
+) -> Vec<(String, lattice_engine::project::RemotePeer)> {
+    let mut out = Vec::new();
+    for (key, object) in world.objects() {
+        let Some(ns) = key.namespace.as_deref() else {
+            continue;
+        };
+        if namespace.is_some_and(|n| n != ns) {
+            continue;
+        }
+        for peer in lattice_engine::project::remote_peers(object) {
+            out.push((format!("{ns}/{}", key.name), peer));
+        }
+    }
+    out
 }
 
 /// Each workload's endpoints outside the mesh in `namespace` (all without one): workload,
@@ -170,4 +209,41 @@ fn external(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_cluster_declarations_are_listed_as_decided_elsewhere() {
+        let root = lattice_testkit::workspace_root();
+        let mut world = World::load(&[root.join("examples/world")]).unwrap();
+        let api = lattice_schemas::manifest::Object::from_api(
+            "LatticeService",
+            &json!({
+                "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
+                "metadata": {"name": "api", "namespace": "payments"},
+                "spec": {
+                    "containers": {"main": {"image": "ghcr.io/lattice-demo/api:1.0"}},
+                    "service": {"ports": {"http": {"port": 8080}}},
+                    "resources": {"frontend": {"type": "service", "direction": "inbound", "namespace": "shop", "cluster": "edge"}}
+                }
+            }),
+        )
+        .unwrap();
+        world.upsert(api);
+        let store = lattice_engine::PolicyStore::load_packs(&root.join("policies")).unwrap();
+        let snapshot =
+            Snapshot::build(&world, &lattice_engine::Projection::of(&world), &store).unwrap();
+        let plan = MeshPlan::plan(&snapshot, &world);
+        let (text, doc) = describe(&plan, &snapshot, &world, Some("payments"));
+        assert!(text.contains("CROSS-CLUSTER"), "{text}");
+        assert!(text.contains("TAKES   payments/api"), "{text}");
+        assert!(text.contains("<- edge/shop/frontend"), "{text}");
+        assert_eq!(doc["crossCluster"][0]["cluster"], "edge");
+        assert_eq!(doc["crossCluster"][0]["inbound"], true);
+        // Not an edge of this cluster's plan.
+        assert!(plan.edges().all(|e| e.callee != "payments/api"));
+    }
 }

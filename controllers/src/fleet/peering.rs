@@ -196,6 +196,14 @@ pub fn own_declarations(world: &World, cluster: &str, options: &MeshOptions) -> 
     let Some(address) = &options.gateway_address else {
         return Vec::new();
     };
+    // Projecting the world costs a pass over every object's entities; most worlds declare
+    // nothing across clusters, and a scan of the declarations tells.
+    if !world
+        .objects()
+        .any(|(_, o)| !lattice_engine::project::remote_peers(o).is_empty())
+    {
+        return Vec::new();
+    }
     lattice_gates::peering::declarations(
         world,
         &Projection::of(world),
