@@ -433,37 +433,44 @@ pub fn plan(snapshot: &Snapshot, topology: &Topology, declarations: &[Declaratio
         keys.extend(d.outbound.iter().map(|c| (d.workload.clone(), c.clone())));
         keys.extend(d.inbound.iter().map(|c| (c.clone(), d.workload.clone())));
     }
-    let mut plan = PeeringPlan::default();
-    for (caller, callee) in keys {
-        let caller_d = by.get(&caller).copied();
-        let callee_d = by.get(&callee).copied();
-        let declared_by_caller = caller_d.is_some_and(|d| d.outbound.contains(&callee));
-        let declared_by_callee = callee_d.is_some_and(|d| d.inbound.contains(&caller));
-        let state = match (topology.via(&caller.cluster), topology.via(&callee.cluster)) {
-            (None, _) | (_, None) => EdgeState::Above,
-            (Some(Some(a)), Some(Some(b))) if a == b => EdgeState::Below(a.to_owned()),
-            _ => match (caller_d, callee_d) {
-                (Some(a), Some(b)) if declared_by_caller && declared_by_callee => {
-                    EdgeState::Decided(decide(snapshot, a, b))
-                }
-                _ if !declared_by_callee => EdgeState::OneSided(format!(
-                    "{callee} does not list {caller} as an inbound caller"
-                )),
-                _ => {
-                    EdgeState::OneSided(format!("{caller} does not list {callee} as a dependency"))
-                }
-            },
-        };
-        plan.edges.insert(
-            (caller.clone(), callee.clone()),
+    // Edges are decided independently, on every core.
+    use rayon::prelude::*;
+    let keys: Vec<(Workload, Workload)> = keys.into_iter().collect();
+    let edges: Vec<CrossEdge> = keys
+        .into_par_iter()
+        .map(|(caller, callee)| {
+            let caller_d = by.get(&caller).copied();
+            let callee_d = by.get(&callee).copied();
+            let declared_by_caller = caller_d.is_some_and(|d| d.outbound.contains(&callee));
+            let declared_by_callee = callee_d.is_some_and(|d| d.inbound.contains(&caller));
+            let state = match (topology.via(&caller.cluster), topology.via(&callee.cluster)) {
+                (None, _) | (_, None) => EdgeState::Above,
+                (Some(Some(a)), Some(Some(b))) if a == b => EdgeState::Below(a.to_owned()),
+                _ => match (caller_d, callee_d) {
+                    (Some(a), Some(b)) if declared_by_caller && declared_by_callee => {
+                        EdgeState::Decided(decide(snapshot, a, b))
+                    }
+                    _ if !declared_by_callee => EdgeState::OneSided(format!(
+                        "{callee} does not list {caller} as an inbound caller"
+                    )),
+                    _ => EdgeState::OneSided(format!(
+                        "{caller} does not list {callee} as a dependency"
+                    )),
+                },
+            };
             CrossEdge {
                 caller,
                 callee,
                 declared_by_caller,
                 declared_by_callee,
                 state,
-            },
-        );
+            }
+        })
+        .collect();
+    PeeringPlan {
+        edges: edges
+            .into_iter()
+            .map(|e| ((e.caller.clone(), e.callee.clone()), e))
+            .collect(),
     }
-    plan
 }
