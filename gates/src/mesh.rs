@@ -66,15 +66,7 @@ impl EdgeDecision {
         }
         Some(match &self.decision {
             Err(e) => format!("cannot be decided: {e}"),
-            Ok(d) if !d.determining.is_empty() => {
-                let p = &d.determining[0];
-                let advice = p
-                    .annotations
-                    .get("advice")
-                    .map(|a| format!(": {a}"))
-                    .unwrap_or_default();
-                format!("forbidden by {}{advice}", p.id)
-            }
+            Ok(d) if !d.determining.is_empty() => forbidden_by(d),
             Ok(_) if !self.declared_by_callee => {
                 format!("{} does not list {} as a caller", self.callee, self.caller)
             }
@@ -85,6 +77,19 @@ impl EdgeDecision {
             Ok(_) => "no policy permits it".to_owned(),
         })
     }
+}
+
+/// A deny by forbid in words: the first deciding policy and its `@advice`.
+pub(crate) fn forbidden_by(d: &Decision) -> String {
+    let Some(p) = d.determining.first() else {
+        return "no policy permits it".to_owned();
+    };
+    let advice = p
+        .annotations
+        .get("advice")
+        .map(|a| format!(": {a}"))
+        .unwrap_or_default();
+    format!("forbidden by {}{advice}", p.id)
 }
 
 /// Who declares what: the state the plan is kept from.

@@ -10,7 +10,9 @@
 //! ones), their namespaces, and both clusters as the snapshot holds them, also in the
 //! context as `callerCluster` and `calleeCluster`. An allowed edge becomes a [`Route`] for
 //! each side: the peer's SPIFFE identity, its cluster's east-west address and the ports.
-//! A one-sided edge is refused with the side that is missing, and nothing is routed.
+//! A one-sided edge between two declaring workloads is asked too (the bundled bilateral
+//! rule denies it); one whose other side declares nothing across clusters has no identity
+//! or address to route to, and is refused with the side that is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -223,7 +225,8 @@ pub struct Route {
 pub enum EdgeState {
     /// Declared by both sides and decided here.
     Decided(Result<Decision, String>),
-    /// Declared by one side only; the other is missing (in words).
+    /// One side has no cross-cluster declaration at all, so there is no identity or
+    /// address to route to and nothing to ask; the missing side, in words.
     OneSided(String),
     /// Both sides are below one child: that child's cell (nearer) decides it.
     Below(String),
@@ -251,17 +254,15 @@ impl CrossEdge {
         Some(match &self.state {
             EdgeState::Decided(Ok(d)) if d.allowed => return None,
             EdgeState::Decided(Err(e)) => format!("cannot be decided: {e}"),
-            EdgeState::Decided(Ok(d)) => match d.determining.first() {
-                Some(p) => {
-                    let advice = p
-                        .annotations
-                        .get("advice")
-                        .map(|a| format!(": {a}"))
-                        .unwrap_or_default();
-                    format!("forbidden by {}{advice}", p.id)
-                }
-                None => "no policy permits it".to_owned(),
-            },
+            EdgeState::Decided(Ok(d)) if !d.determining.is_empty() => crate::mesh::forbidden_by(d),
+            // A default deny of a one-sided edge: say which side is missing.
+            EdgeState::Decided(Ok(_)) if !self.declared_by_callee => {
+                missing_caller(&self.caller, &self.callee)
+            }
+            EdgeState::Decided(Ok(_)) if !self.declared_by_caller => {
+                missing_dependency(&self.caller, &self.callee)
+            }
+            EdgeState::Decided(Ok(d)) => crate::mesh::forbidden_by(d),
             EdgeState::OneSided(missing) => missing.clone(),
             EdgeState::Below(child) => {
                 format!("both sides are below {child}, whose cell decides it")
@@ -272,6 +273,14 @@ impl CrossEdge {
             }
         })
     }
+}
+
+fn missing_caller(caller: &Workload, callee: &Workload) -> String {
+    format!("{callee} does not list {caller} as an inbound caller")
+}
+
+fn missing_dependency(caller: &Workload, callee: &Workload) -> String {
+    format!("{caller} does not list {callee} as a dependency")
 }
 
 /// Every cross-cluster edge one cell knows of, and the routes of those it allowed.
@@ -446,16 +455,12 @@ pub fn plan(snapshot: &Snapshot, topology: &Topology, declarations: &[Declaratio
             let state = match (topology.via(&caller.cluster), topology.via(&callee.cluster)) {
                 (None, _) | (_, None) => EdgeState::Above,
                 (Some(Some(a)), Some(Some(b))) if a == b => EdgeState::Below(a.to_owned()),
+                // Both sides are known: Cedar decides, one-sided or not (the bundled
+                // bilateral rule denies a one-sided edge; a policy may say otherwise).
                 _ => match (caller_d, callee_d) {
-                    (Some(a), Some(b)) if declared_by_caller && declared_by_callee => {
-                        EdgeState::Decided(decide(snapshot, a, b))
-                    }
-                    _ if !declared_by_callee => EdgeState::OneSided(format!(
-                        "{callee} does not list {caller} as an inbound caller"
-                    )),
-                    _ => EdgeState::OneSided(format!(
-                        "{caller} does not list {callee} as a dependency"
-                    )),
+                    (Some(a), Some(b)) => EdgeState::Decided(decide(snapshot, a, b)),
+                    (_, None) => EdgeState::OneSided(missing_caller(&caller, &callee)),
+                    (None, _) => EdgeState::OneSided(missing_dependency(&caller, &callee)),
                 },
             };
             CrossEdge {

@@ -354,6 +354,26 @@ mod peering {
             "production/payments/api does not list edge/shop/frontend as an inbound caller"
         );
         assert!(p.routes(&ds).is_empty());
+        // Cedar, not the planner, refused it: a policy that admits the one-sided edge opens it.
+        let (w, mut store, _) = setup();
+        let open: lattice_schemas::crd::CedarPolicy = serde_json::from_value(json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+            "metadata": {"name": "frontend-may-call-api", "namespace": "lattice-system"},
+            "spec": {"policies": "@id(\"frontend-may-call-api\")\npermit (principal == Lattice::Service::\"edge/shop/frontend\", action == Lattice::Action::\"Connect\", resource == Lattice::Service::\"production/payments/api\");\n"}
+        }))
+        .unwrap();
+        store.apply_object(&open).unwrap();
+        let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+        let p = plan(&s, &topology(), &ds);
+        assert!(p.edges.values().next().unwrap().allowed());
+        assert_eq!(p.routes(&ds).values().map(Vec::len).sum::<usize>(), 2);
+        // A side that declares nothing across clusters has no identity to route to.
+        let alone = vec![declaration(FRONTEND, &[API], &[])];
+        let p = plan(&s, &topology(), &alone);
+        assert!(matches!(
+            p.edges.values().next().unwrap().state,
+            EdgeState::OneSided(_)
+        ));
     }
 
     #[test]

@@ -274,6 +274,25 @@ impl Agent {
         });
     }
 
+    /// Reads this cluster's health and sends it up as a heartbeat; returns the clusters
+    /// below it, as sent.
+    async fn beat(
+        &self,
+        tx: &mpsc::Sender<pb::AgentMessage>,
+    ) -> Result<std::collections::HashSet<String>, AgentError> {
+        let health = self.probe.probe().await;
+        let beat = pb::Heartbeat {
+            unix_millis: jiff::Timestamp::now().as_millisecond(),
+            health: Some((&health).into()),
+        };
+        tx.send(pb::AgentMessage {
+            body: Some(pb::agent_message::Body::Heartbeat(beat)),
+        })
+        .await
+        .map_err(|_| AgentError::Protocol("the stream closed".into()))?;
+        Ok(below_of(&health))
+    }
+
     /// The declarations of `report` for this cluster and the clusters `below` it: what the
     /// cell will take (a relayed declaration of a cluster no longer below is dropped).
     fn within(
@@ -401,8 +420,7 @@ impl Agent {
         heartbeat.tick().await;
         // The clusters below this one as last sent up: the cell takes declarations and the
         // agent takes routes only for them (and this cluster).
-        let mut below: std::collections::HashSet<String> =
-            health.descendants.iter().map(|d| d.name.clone()).collect();
+        let mut below = below_of(&health);
         let mut mesh = self.mesh.subscribe();
         let report = mesh.borrow_and_update().clone();
         send(pb::agent_message::Body::MeshReport(
@@ -418,23 +436,11 @@ impl Agent {
                     }
                     // Health first: a report may relay declarations of a cluster that has
                     // only just appeared below this one, and the cell must know it is.
-                    let health = self.probe.probe().await;
-                    below = health.descendants.iter().map(|d| d.name.clone()).collect();
-                    send(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
-                        unix_millis: jiff::Timestamp::now().as_millisecond(),
-                        health: Some((&health).into()),
-                    })).await?;
+                    below = self.beat(&tx).await?;
                     let report = mesh.borrow_and_update().clone();
                     send(pb::agent_message::Body::MeshReport(self.within(&report, &below))).await?;
                 }
-                _ = heartbeat.tick() => {
-                    let health = self.probe.probe().await;
-                    below = health.descendants.iter().map(|d| d.name.clone()).collect();
-                    send(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
-                        unix_millis: jiff::Timestamp::now().as_millisecond(),
-                        health: Some((&health).into()),
-                    })).await?;
-                }
+                _ = heartbeat.tick() => below = self.beat(&tx).await?,
                 () = tokio::time::sleep(renew_in) => self.renew(&mut cell).await?,
                 message = inbound.message() => {
                     let Some(message) = message? else { return Ok(()) };
@@ -488,6 +494,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// The names of the clusters `health` reports below this one.
+fn below_of(health: &Health) -> std::collections::HashSet<String> {
+    health.descendants.iter().map(|d| d.name.clone()).collect()
 }
 
 fn creds_renew_in(creds: &Credentials) -> Duration {

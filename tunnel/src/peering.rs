@@ -7,7 +7,6 @@
 //! subtree; routes likewise reach an agent only for its own subtree.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 use lattice_proto::tunnel::v1 as pb;
 
@@ -65,16 +64,6 @@ pub fn is_address(s: &str) -> bool {
         None => host.parse::<std::net::Ipv4Addr>().is_ok() || dns_name(host),
     };
     port_ok && host_ok
-}
-
-/// The host of an address [`is_address`] accepts, and whether it is an IP address.
-pub fn address_host(address: &str) -> Option<(&str, bool)> {
-    let (host, _) = address.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    Some((host, host.parse::<IpAddr>().is_ok()))
 }
 
 const KINDS: [&str; 5] = ["service", "job", "model", "package", "meshmember"];
@@ -428,7 +417,5 @@ mod tests {
         ] {
             assert!(!is_address(bad), "{bad}");
         }
-        assert_eq!(address_host("[::1]:1"), Some(("::1", true)));
-        assert_eq!(address_host("gw.example:1"), Some(("gw.example", false)));
     }
 }

@@ -441,6 +441,10 @@ async fn peer_routes(task: PeerRoutes, shutdown: CancellationToken) {
     };
     use prost::Message;
     let mut relayed_down: Option<Vec<u8>> = None;
+    // The routes last written, and rounds since: unchanged routes are written again only
+    // every [`REWRITE_EVERY`] rounds (so a removed object returns), not on every tick.
+    let mut written: Option<Arc<lattice_proto::tunnel::v1::MeshRoutes>> = None;
+    let mut rounds: u32 = 0;
     let mut routes = agent.routes();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -494,23 +498,42 @@ async fn peer_routes(task: PeerRoutes, shutdown: CancellationToken) {
         let held = routes.borrow_and_update().clone();
         // Nothing received yet (first start, parent unreachable): what is written stays.
         let Some(held) = held else { continue };
+        rounds = rounds.wrapping_add(1);
+        if written.as_ref().is_some_and(|w| Arc::ptr_eq(w, &held))
+            && !rounds.is_multiple_of(REWRITE_EVERY)
+        {
+            continue;
+        }
         let (own, below): (Vec<_>, Vec<_>) = from_routes(&held)
             .into_iter()
             .partition(|r| r.side.cluster == cluster);
         // Routes for clusters below go to this cluster's own cell, which sends them down.
         let down = super::peering::to_routes(&below).encode_to_vec();
+        let mut relayed = true;
         if relayed_down.as_ref() != Some(&down) && (!below.is_empty() || relayed_down.is_some()) {
             match write_relay(&client, &namespace, RELAY_DOWN, down.clone(), MANAGER).await {
                 Ok(()) => relayed_down = Some(down),
-                Err(e) => tracing::warn!("cross-cluster relay: {e}"),
+                Err(e) => {
+                    tracing::warn!("cross-cluster relay: {e}");
+                    relayed = false;
+                }
             }
         }
         match write_routes(&client, &parent, &own, &mesh.gateway).await {
-            Ok(n) => tracing::debug!(objects = n, "cross-cluster routes written"),
+            Ok(n) => {
+                tracing::debug!(objects = n, "cross-cluster routes written");
+                // A relay that failed is tried again next round, with the routes.
+                if relayed {
+                    written = Some(held);
+                }
+            }
             Err(e) => tracing::warn!("cross-cluster routes: {e}"),
         }
     }
 }
+
+/// Rounds of the agent's mesh task between writes of unchanged routes.
+const REWRITE_EVERY: u32 = 6;
 
 /// Makes the child's inherited objects (CedarPolicy, TrustPolicy, SecretProvider,
 /// OIDCProvider) exactly `set`.

@@ -390,6 +390,40 @@ struct Peering {
     /// What was last written for this cluster's agent to relay up.
     relayed: Option<Vec<u8>>,
     rounds: u64,
+    /// The last plan and what it was made from.
+    decided: Option<Decided>,
+}
+
+/// What a plan was made from. The loop runs every few seconds, and the plan costs a Cedar
+/// question per edge, so it is made again only when one of these changed.
+struct PlanInputs {
+    snapshot: String,
+    own: Vec<lattice_gates::peering::Declaration>,
+    /// Held, so a report is compared by identity (a changed one is a new `Arc`).
+    reports: BTreeMap<String, Arc<lattice_proto::tunnel::v1::MeshReport>>,
+    below: BTreeMap<String, String>,
+}
+
+impl PlanInputs {
+    fn same(&self, other: &PlanInputs) -> bool {
+        self.snapshot == other.snapshot
+            && self.below == other.below
+            && self.own == other.own
+            && self.reports.len() == other.reports.len()
+            && self
+                .reports
+                .iter()
+                .zip(&other.reports)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+    }
+}
+
+struct Decided {
+    inputs: PlanInputs,
+    declarations: Vec<lattice_gates::peering::Declaration>,
+    plan: lattice_gates::peering::PeeringPlan,
+    /// The declarations from below to relay up, encoded.
+    up: Vec<u8>,
 }
 
 impl Peering {
@@ -400,6 +434,7 @@ impl Peering {
             logged: Vec::new(),
             relayed: None,
             rounds: 0,
+            decided: None,
         }
     }
 
@@ -417,10 +452,6 @@ impl Peering {
             to_routes, unrouted, write_relay, write_routes,
         };
         use prost::Message;
-        let mut declarations = own.to_vec();
-        for report in cell.agents().mesh_reports().values() {
-            declarations.extend(from_report(report));
-        }
         let topology = lattice_gates::peering::Topology {
             own: options.cluster.clone(),
             below: children
@@ -434,29 +465,55 @@ impl Peering {
                 })
                 .collect(),
         };
-        let plan = lattice_gates::peering::plan(snapshot, &topology, &declarations);
-        // Declarations from below whose edges reach above this cluster go up through its
-        // own agent (when it has a parent); its nearest common ancestor decides them.
-        let up = to_report(&relayed_up(&options.cluster, &plan, &declarations)).encode_to_vec();
-        if self.relayed.as_ref() != Some(&up) {
+        let inputs = PlanInputs {
+            snapshot: snapshot.digest().to_owned(),
+            own: own.to_vec(),
+            reports: cell.agents().mesh_reports(),
+            below: topology.below.clone(),
+        };
+        if self
+            .decided
+            .as_ref()
+            .is_none_or(|d| !d.inputs.same(&inputs))
+        {
+            let mut declarations = inputs.own.clone();
+            for report in inputs.reports.values() {
+                declarations.extend(from_report(report));
+            }
+            let plan = lattice_gates::peering::plan(snapshot, &topology, &declarations);
+            // Declarations from below whose edges reach above this cluster go up through
+            // its own agent (when it has a parent); their nearest common ancestor decides.
+            let up = to_report(&relayed_up(&options.cluster, &plan, &declarations)).encode_to_vec();
+            let not_routed = unrouted(&plan);
+            if not_routed != self.logged {
+                for (caller, callee, why) in &not_routed {
+                    tracing::info!(%caller, %callee, %why, "cross-cluster edge not routed");
+                }
+                self.logged = not_routed;
+            }
+            self.decided = Some(Decided {
+                inputs,
+                declarations,
+                plan,
+                up,
+            });
+        }
+        let Some(decided) = &self.decided else {
+            return;
+        };
+        if self.relayed.as_ref() != Some(&decided.up) {
+            let up = decided.up.clone();
             match write_relay(client, &options.namespace, RELAY_UP, up.clone(), MANAGER).await {
                 Ok(()) => self.relayed = Some(up),
                 Err(e) => tracing::warn!("cross-cluster relay: {e}"),
             }
-        }
-        let not_routed = unrouted(&plan);
-        if not_routed != self.logged {
-            for (caller, callee, why) in &not_routed {
-                tracing::info!(%caller, %callee, %why, "cross-cluster edge not routed");
-            }
-            self.logged = not_routed;
         }
         // Children's reports are back within the grace after a restart; routing before it
         // would withdraw what they hold.
         if tokio::time::Instant::now() < self.grace_until {
             return;
         }
-        let mut routes = plan.routes(&declarations);
+        let mut routes = decided.plan.routes(&decided.declarations);
         // Routes an ancestor decided for clusters below, relayed down by this cluster's
         // agent.
         match read_relay(client, &options.namespace, RELAY_DOWN).await {
@@ -476,10 +533,8 @@ impl Peering {
             Err(e) => tracing::warn!("cross-cluster relay: {e}"),
         }
         let own_routes = routes.remove(&options.cluster).unwrap_or_default();
-        // Only this cell's children are sent routes; a side deeper down is never decided
-        // here (see DESIGN: a cell decides with the declarations its children report).
-        // Each child is sent the routes of its whole subtree; its agent relays further down
-        // what is not its own.
+        // Each child is sent the routes of its whole subtree (decided here or relayed from
+        // above); its agent relays further down what is not its own.
         let mut by_child: BTreeMap<String, Vec<lattice_gates::peering::Route>> = BTreeMap::new();
         for (cluster, r) in routes {
             if let Some(child) = topology.below.get(&cluster) {
