@@ -10,7 +10,7 @@ use lattice_gates::evaluate;
 use lattice_schemas::crd::CedarPolicy;
 use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
-use support::{Validators, reference_dir, root};
+use support::{Problems, Validators, reference_dir, root};
 
 /// The example world under policies that allow every derivation question.
 fn permissive() -> (World, Snapshot) {

@@ -14,7 +14,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{Validators, reference_dir, root};
+use support::{Problems, Validators, reference_dir, root};
 
 /// The snapshot digest changes with any policy or world edit; the goldens do not pin it.
 /// The output with what changes whenever any policy does (the snapshot and the packs'

@@ -37,3 +37,5 @@ pub fn reference_dir() -> Option<PathBuf> {
     );
     None
 }
+
+pub mod schemas;
