@@ -1170,17 +1170,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             let st = c.status.clone().unwrap_or_default();
             let health = st.health.clone().unwrap_or_default();
             let cfg = &c.spec.provider.config;
-            let provider = if cfg.aws.is_some() {
-                "aws"
-            } else if cfg.proxmox.is_some() {
-                "proxmox"
-            } else if cfg.openstack.is_some() {
-                "openstack"
-            } else if cfg.docker.is_some() {
-                "docker"
-            } else {
-                ""
-            };
+            let provider = cfg.name().unwrap_or("");
             let region = cfg
                 .aws
                 .as_ref()

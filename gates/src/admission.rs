@@ -322,16 +322,7 @@ pub fn write_query(
         }
         Object::Cluster(c) => {
             let cfg = &c.spec.provider.config;
-            let provider = [
-                ("aws", cfg.aws.is_some()),
-                ("proxmox", cfg.proxmox.is_some()),
-                ("openstack", cfg.openstack.is_some()),
-                ("docker", cfg.docker.is_some()),
-            ]
-            .into_iter()
-            .find(|(_, set)| *set)
-            .map(|(p, _)| p)
-            .unwrap_or("");
+            let provider = cfg.name().unwrap_or("");
             pairs = vec![
                 ("operation", string(operation)),
                 ("kind", string("LatticeCluster")),

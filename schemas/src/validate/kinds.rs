@@ -453,6 +453,15 @@ fn cluster(cx: &mut Ctx, c: &crd::cluster::LatticeClusterSpec) {
             ),
         ));
     }
+    if let Some(proxmox) = &cfg.proxmox
+        && let Err(message) = proxmox.ipv4_pool.parse()
+    {
+        cx.push(cx.m.error_at(
+            "lattice::cluster::addresses",
+            "/spec/provider/config/proxmox/ipv4Pool",
+            message,
+        ));
+    }
     for (name, pool) in &c.nodes.worker_pools {
         let at = push_pointer("/spec/nodes/workerPools", name);
         if let (Some(min), Some(max)) = (pool.min, pool.max)
