@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod compliance;
 pub mod derivation;
+pub mod lifecycle;
 pub mod mesh;
 pub mod peering;
 pub mod proxy;

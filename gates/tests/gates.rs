@@ -506,3 +506,95 @@ mod peering {
         );
     }
 }
+
+mod lifecycle {
+    use super::*;
+    use lattice_gates::lifecycle::{
+        BOOTSTRAP_CLUSTER, Lifecycle, LifecycleFacts, decide, manager, nodes_max,
+    };
+    use lattice_schemas::crd::cluster::LatticeCluster;
+    use serde_json::json;
+
+    fn cluster(name: &str, parent: Option<&str>, pool_max: i32) -> LatticeCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeCluster",
+            "metadata": {"name": name},
+            "spec": {
+                "providerRef": "docker", "parent": parent,
+                "provider": {"kubernetes": {"version": "1.32.0"}, "config": {"docker": {}}},
+                "nodes": {"controlPlane": 1, "workerPools": {"default": {"replicas": 1, "min": 1, "max": pool_max}}},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn facts(agent_healthy: bool) -> LifecycleFacts {
+        LifecycleFacts {
+            phase: "Provisioning".into(),
+            agent_healthy,
+            object_count: 8,
+            now: "2026-12-03T12:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_parent_provisions_its_child_and_the_bootstrap_cluster_a_root() {
+        let (w, _, s) = setup();
+        let p = Projection::of(&w);
+        let child = cluster("lab", Some("production"), 3);
+        let d = decide(&s, &p, Lifecycle::Provision, &child, &facts(false));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.principal, "production");
+        assert_eq!(d.policies, ["baseline/parent-manages-children"]);
+        // A root has no parent: the installer's bootstrap cluster manages it until pivot.
+        let root = cluster("fresh-root", None, 3);
+        assert_eq!(manager(&root), BOOTSTRAP_CLUSTER);
+        let d = decide(&s, &p, Lifecycle::Provision, &root, &facts(false));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.principal, BOOTSTRAP_CLUSTER);
+        assert_eq!(
+            d.summary(),
+            "Provision Cluster::\"fresh-root\" by Cluster::\"lattice-bootstrap\": allowed (by baseline/parent-manages-children)"
+        );
+    }
+
+    #[test]
+    fn pivot_waits_for_a_healthy_agent() {
+        let (w, _, s) = setup();
+        let p = Projection::of(&w);
+        let child = cluster("lab", Some("production"), 3);
+        let d = decide(&s, &p, Lifecycle::Pivot, &child, &facts(false));
+        assert!(!d.allowed);
+        assert_eq!(d.policies, ["baseline/pivot-needs-healthy-agent"]);
+        assert_eq!(
+            d.advice,
+            ["Wait until the cluster's agent reports healthy, then pivot."]
+        );
+        assert!(decide(&s, &p, Lifecycle::Pivot, &child, &facts(true)).allowed);
+    }
+
+    #[test]
+    fn a_forbid_on_the_spec_facts_denies_provisioning_and_says_which() {
+        let (w, mut store, _) = setup();
+        let forbid: lattice_schemas::crd::CedarPolicy = serde_json::from_value(json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "CedarPolicy",
+            "metadata": {"name": "cluster-size", "namespace": "lattice-system"},
+            "spec": {"policies": "@id(\"at-most-ten-nodes\")\n@advice(\"Ask the platform team for a larger cluster.\")\nforbid (principal, action == Lattice::Action::\"Provision\", resource)\nwhen { context has nodesMax && context.nodesMax > 10 && resource.provider == \"docker\" };\n"}
+        }))
+        .unwrap();
+        store.apply_object(&forbid).unwrap();
+        let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+        let p = Projection::of(&w);
+        let small = cluster("lab", Some("production"), 9);
+        assert_eq!(nodes_max(&small.spec), 10);
+        assert!(decide(&s, &p, Lifecycle::Provision, &small, &facts(false)).allowed);
+        let big = cluster("lab", Some("production"), 12);
+        let d = decide(&s, &p, Lifecycle::Provision, &big, &facts(false));
+        assert!(!d.allowed);
+        assert_eq!(
+            d.policies,
+            ["lattice-system/cluster-size/at-most-ten-nodes"]
+        );
+        assert_eq!(d.advice, ["Ask the platform team for a larger cluster."]);
+    }
+}
