@@ -1036,8 +1036,47 @@ async fn bad_input_gets_a_clear_refusal_and_changes_nothing() {
         "a plain-text client got an HTTP answer"
     );
 
-    // And the server is still up and deciding.
+    // A LatticeCluster that cannot be provisioned is refused at admission, saying why, even
+    // for a platform administrator.
     let mut c = Client::connect(w.addr, config).await.unwrap();
+    for (case, expect) in [
+        (
+            "cluster-no-provider",
+            "provider config needs exactly one of aws, proxmox, openstack or docker (has 0)",
+        ),
+        ("cluster-unknown-provider", "unknown field `gcp`"),
+        (
+            "cluster-pool-min-above-max",
+            "pool `gpu`: `min` 4 is above `max` 1",
+        ),
+        (
+            "cluster-proxmox-bad-addresses",
+            "is not in the gateway 10.20.0.1's network",
+        ),
+    ] {
+        let text = std::fs::read_to_string(
+            lattice_testkit::workspace_root().join(format!("conformance/validate/{case}.yaml")),
+        )
+        .unwrap();
+        let (docs, _) = lattice_schemas::manifest::yaml::parse_documents(&text);
+        let r = post(
+            &mut c,
+            &review(
+                "u-cluster",
+                "CREATE",
+                Some(docs[0].value.clone()),
+                None,
+                "pat",
+                &["lattice:platform-admins"],
+            ),
+        )
+        .await;
+        assert_eq!(r["allowed"], false, "{case}: {r}");
+        let message = r["status"]["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{case}: {message}");
+    }
+
+    // And the server is still up and deciding.
     let ok = post(&mut c, &good).await;
     assert_eq!(ok["allowed"], true);
     let metrics = String::from_utf8(c.send("GET", "/metrics", vec![]).await.1).unwrap();
