@@ -77,10 +77,12 @@ enum Command {
     },
     /// Render the Kubernetes objects a workload (LatticeService, LatticeJob, LatticeModel or
     /// LatticeMeshMember) compiles to, as YAML for `kubectl apply`, or, when any gate denies,
-    /// every denied gate with its policies and advice (exit 1). With `--namespace`, a
-    /// namespace's default-deny baseline instead.
+    /// every denied gate with its policies and advice (exit 1). For a LatticeCluster, its
+    /// Cluster API objects once `Provision` allows it. With `--namespace`, a namespace's
+    /// default-deny baseline instead.
     Render {
-        /// The workload manifest (other objects in it are ignored).
+        /// The workload or LatticeCluster manifest (other objects in it are ignored, but for
+        /// the InfraProvider a cluster names).
         #[arg(
             short = 'f',
             long = "file",
@@ -98,6 +100,10 @@ enum Command {
         /// A rule-pack directory to decide under instead of the bundled packs.
         #[arg(long)]
         policies: Option<PathBuf>,
+        /// For a LatticeCluster: the parent's bootstrap endpoint (`HOST:PORT`) its first
+        /// control-plane node fetches its agent from.
+        #[arg(long, value_name = "HOST:PORT")]
+        bootstrap_endpoint: Option<lattice_clusters::BootstrapEndpoint>,
         /// `human` prints YAML documents; `json` a JSON array.
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
@@ -236,9 +242,16 @@ fn main() -> ExitCode {
             namespace,
             world,
             policies,
+            bootstrap_endpoint,
             output,
         } => match (file, namespace) {
-            (Some(file), _) => render::run(&file, &world, policies.as_deref(), output),
+            (Some(file), _) => render::run(
+                &file,
+                &world,
+                policies.as_deref(),
+                bootstrap_endpoint.as_ref(),
+                output,
+            ),
             (None, Some(ns)) => render::namespace(&ns, &world, policies.as_deref(), output),
             (None, None) => EXIT_USAGE,
         },

@@ -1,18 +1,29 @@
-//! `lattice-policy render`: the objects a workload compiles to, or why it is denied; or a
-//! namespace's default-deny baseline.
+//! `lattice-policy render`: the objects a workload compiles to, or why it is denied; the
+//! Cluster API objects a LatticeCluster is provisioned with, once `Provision` allows it; or
+//! a namespace's default-deny baseline.
 
 use std::path::{Path, PathBuf};
 
+use lattice_clusters::{BootstrapEndpoint, ProvisionOptions, provision};
 use lattice_compiler::{CompileError, Derived, derive};
 use lattice_engine::{Projection, Snapshot};
 use lattice_gates::MeshPlan;
+use lattice_gates::lifecycle::{self, Lifecycle, LifecycleFacts};
+use lattice_schemas::crd::cluster::LatticeCluster;
 use lattice_schemas::generate::to_yaml;
+use lattice_schemas::manifest::{Manifest, Object};
 use serde_json::json;
 
 use crate::output::{Format, emit, render as render_diagnostic};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
-pub fn run(file: &Path, world: &[PathBuf], policies: Option<&Path>, format: Format) -> u8 {
+pub fn run(
+    file: &Path,
+    world: &[PathBuf],
+    policies: Option<&Path>,
+    endpoint: Option<&BootstrapEndpoint>,
+    format: Format,
+) -> u8 {
     let report = lattice_schemas::validate::validate_paths(&[file.to_path_buf()]);
     if report.errors() > 0 || !report.unreadable.is_empty() {
         for f in &report.findings {
@@ -28,11 +39,30 @@ pub fn run(file: &Path, world: &[PathBuf], policies: Option<&Path>, format: Form
         .iter()
         .filter(|m| m.object.is_workload())
         .collect();
+    let clusters: Vec<_> = report
+        .manifests
+        .iter()
+        .filter_map(|m| match &m.object {
+            Object::Cluster(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if let ([], [cluster]) = (workloads.as_slice(), clusters.as_slice()) {
+        return render_cluster(
+            cluster,
+            &report.manifests,
+            world,
+            policies,
+            endpoint,
+            format,
+        );
+    }
     let [manifest] = workloads.as_slice() else {
         eprintln!(
-            "error: {} holds {} workloads (LatticeService, LatticeJob, LatticeModel, LatticeMeshMember); render takes exactly one",
+            "error: {} holds {} workloads (LatticeService, LatticeJob, LatticeModel, LatticeMeshMember) and {} LatticeClusters; render takes exactly one of either",
             file.display(),
-            workloads.len()
+            workloads.len(),
+            clusters.len()
         );
         return EXIT_USAGE;
     };
@@ -94,6 +124,142 @@ pub fn run(file: &Path, world: &[PathBuf], policies: Option<&Path>, format: Form
             EXIT_USAGE
         }
     }
+}
+
+/// Where a rendered cluster's hook fetches its agent when no `--bootstrap-endpoint` is
+/// given: a reserved name that resolves nowhere, so a render applied as it is cannot reach
+/// a stranger.
+const UNSET_ENDPOINT_HOST: &str = "lattice-cell.invalid";
+
+/// `render -f cluster.yaml`: `Provision` asked of the cluster's manager (its parent, or the
+/// installer's bootstrap cluster for a root); the CAPI objects when it allows, else the
+/// decision with its policies and advice (exit 1).
+fn render_cluster(
+    cluster: &LatticeCluster,
+    manifests: &[Manifest],
+    world: &[PathBuf],
+    policies: Option<&Path>,
+    endpoint: Option<&BootstrapEndpoint>,
+    format: Format,
+) -> u8 {
+    let Some(loaded) = crate::loading::load(world, policies) else {
+        return EXIT_USAGE;
+    };
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    // The InfraProvider it names: beside it in the file, else in the world.
+    let infra = manifests
+        .iter()
+        .map(|m| &m.object)
+        .chain(loaded.world.objects().map(|(_, o)| o))
+        .find_map(|o| match o {
+            Object::InfraProvider(p)
+                if p.metadata.name.as_deref() == Some(&cluster.spec.provider_ref) =>
+            {
+                Some(p.spec.clone())
+            }
+            _ => None,
+        });
+    if infra.is_none() {
+        eprintln!(
+            "warning: no InfraProvider `{}` in the file or the world: the objects name no credentials",
+            cluster.spec.provider_ref
+        );
+    }
+    let endpoint = endpoint.cloned().unwrap_or_else(|| {
+        let port = loaded
+            .world
+            .objects()
+            .find_map(|(_, o)| match o {
+                Object::Cluster(p) if p.metadata.name.as_deref() == cluster.spec.parent.as_deref() => {
+                    p.spec.parent_config.as_ref().and_then(|c| c.bootstrap_port)
+                }
+                _ => None,
+            })
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(8443);
+        eprintln!(
+            "warning: no --bootstrap-endpoint: the bootstrap hook names {UNSET_ENDPOINT_HOST}:{port}, which reaches nothing"
+        );
+        BootstrapEndpoint {
+            host: UNSET_ENDPOINT_HOST.into(),
+            port,
+        }
+    });
+    let provisioned = match provision(
+        cluster,
+        &ProvisionOptions {
+            endpoint,
+            infra: infra.as_ref(),
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: LatticeCluster {name}: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let facts = LifecycleFacts::of(cluster, provisioned.objects.len(), jiff::Timestamp::now());
+    let decision = lifecycle::decide(
+        &loaded.snapshot,
+        &loaded.projection,
+        Lifecycle::Provision,
+        cluster,
+        &facts,
+    );
+    if decision.allowed {
+        eprintln!("{}", decision.summary());
+        eprintln!(
+            "the cluster will run: {}",
+            provisioned
+                .components
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        emit_objects(
+            &provisioned.objects,
+            format,
+            &loaded.packs,
+            loaded.snapshot.digest(),
+        );
+        return EXIT_OK;
+    }
+    match format {
+        Format::Json => {
+            let doc = json!({
+                "cluster": name,
+                "allowed": false,
+                "snapshot": decision.digest,
+                "packs": loaded.packs.json(),
+                "denied": {
+                    "action": decision.action.as_str(),
+                    "principal": decision.principal,
+                    "resource": decision.resource,
+                    "policies": decision.policies,
+                    "advice": decision.advice,
+                    "errors": decision.errors,
+                },
+            });
+            emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+            ));
+        }
+        Format::Human => {
+            let mut out = format!("DENIED {}: nothing is provisioned\n", decision.summary());
+            for a in &decision.advice {
+                out.push_str(&format!("  advice: {a}\n"));
+            }
+            for e in &decision.errors {
+                out.push_str(&format!("  error: {e}\n"));
+            }
+            out.push_str(&loaded.packs.line());
+            out.push_str(&format!("snapshot {}\n", decision.digest));
+            emit(&out);
+        }
+    }
+    EXIT_FINDINGS
 }
 
 /// `render --namespace NS`: the baseline the platform applies to `ns` (the CLI decides on

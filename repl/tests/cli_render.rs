@@ -141,3 +141,112 @@ fn a_namespace_renders_its_baseline_or_the_decision_that_it_runs_without_one() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nowhere"));
 }
+
+#[test]
+fn a_cluster_renders_its_cluster_api_objects_once_provision_allows() {
+    let o = render(&[
+        "-f",
+        "clusters/tests/clusters/openstack.yaml",
+        "--bootstrap-endpoint",
+        "cell.production.example.com:8443",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Provision Cluster::\"ovh-payments\" by Cluster::\"production\": allowed (by baseline/parent-manages-children)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the cluster will run: cilium, lattice-agent, istio, lattice-operator"),
+        "{stderr}"
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d.value["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "OpenStackCluster",
+            "OpenStackMachineTemplate",
+            "KubeadmControlPlane",
+            "Cluster",
+            "OpenStackMachineTemplate",
+            "KubeadmConfigTemplate",
+            "MachineDeployment"
+        ]
+    );
+    // The same objects the golden file holds, under the header that names the packs.
+    let golden =
+        std::fs::read_to_string(workspace().join("clusters/tests/golden/openstack.yaml")).unwrap();
+    assert!(text.ends_with(&golden));
+    assert!(text.starts_with("# rendered by lattice-policy under packs (bundled)"));
+}
+
+#[test]
+fn a_forbidden_cluster_prints_the_decision_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("lattice-render-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let forbid = dir.join("no-openstack.yaml");
+    std::fs::write(
+        &forbid,
+        r#"apiVersion: lattice.dev/v1alpha1
+kind: CedarPolicy
+metadata:
+  name: providers
+  namespace: lattice-system
+spec:
+  policies: |
+    @id("no-new-openstack")
+    @advice("OpenStack is being retired: provision on Proxmox.")
+    forbid (principal, action == Lattice::Action::"Provision", resource)
+    when { resource.provider == "openstack" };
+"#,
+    )
+    .unwrap();
+    let o = render(&[
+        "-f",
+        "clusters/tests/clusters/openstack.yaml",
+        "--world",
+        "examples/world",
+        "--world",
+        forbid.to_str().unwrap(),
+        "--bootstrap-endpoint",
+        "cell.production.example.com:8443",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.starts_with(
+            "DENIED Provision Cluster::\"ovh-payments\" by Cluster::\"production\": denied (by lattice-system/providers/no-new-openstack): nothing is provisioned\n  advice: OpenStack is being retired: provision on Proxmox.\n"
+        ),
+        "{text}"
+    );
+    // Nothing to apply reached stdout.
+    assert!(!text.contains("kind:"));
+    // The Proxmox cluster is not touched by that forbid.
+    let o = render(&[
+        "-f",
+        "clusters/tests/clusters/proxmox.yaml",
+        "--world",
+        "examples/world",
+        "--world",
+        forbid.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let objects: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(objects.as_array().unwrap().len() > 5);
+}
