@@ -623,6 +623,53 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
             .map(|v| verb("networking.istio.io", "serviceentries", v, &[]))
             .collect::<BTreeSet<_>>()
     );
+    // Provisioning writes children's CAPI objects and bootstrap Secrets, and reads only
+    // the CAPI Cluster back.
+    let provisioning: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-provisioning"));
+    assert!(bound_to(
+        &strict::<ClusterRoleBinding>(get(
+            &o,
+            "ClusterRoleBinding",
+            "lattice-operator-provisioning"
+        ))
+        .subjects,
+        "lattice-operator",
+        "lattice-system"
+    ));
+    let mut wanted = BTreeSet::new();
+    for (group, resources) in [
+        ("", &["namespaces", "secrets"][..]),
+        ("cluster.x-k8s.io", &["clusters", "machinedeployments"][..]),
+        (
+            "controlplane.cluster.x-k8s.io",
+            &["kubeadmcontrolplanes", "rke2controlplanes"][..],
+        ),
+        (
+            "bootstrap.cluster.x-k8s.io",
+            &["kubeadmconfigtemplates", "rke2configtemplates"][..],
+        ),
+        (
+            "infrastructure.cluster.x-k8s.io",
+            &[
+                "awsclusters",
+                "awsmachinetemplates",
+                "proxmoxclusters",
+                "proxmoxmachinetemplates",
+                "openstackclusters",
+                "openstackmachinetemplates",
+                "dockerclusters",
+                "dockermachinetemplates",
+            ][..],
+        ),
+    ] {
+        for r in resources {
+            for v in ["create", "patch"] {
+                wanted.insert(verb(group, r, v, &[]));
+            }
+        }
+    }
+    wanted.insert(verb("cluster.x-k8s.io", "clusters", "get", &[]));
+    assert_eq!(grants(&provisioning.rules.unwrap_or_default()), wanted);
     // The proxy reviews tokens, cluster-wide, and does nothing else.
     let proxy_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-proxy"));
     let proxy_binding: ClusterRoleBinding =

@@ -1,11 +1,20 @@
-//! Provisioning on a real API server: every provider's derived CAPI objects are created on
-//! a testenv control plane with the providers' real CRDs installed, so the API server's own
-//! checks (OpenAPI and the CRDs' CEL rules, which no offline schema check runs) accept them,
-//! and reading them back gives what was written.
+//! Provisioning on a real API server.
+//!
+//! - Every provider's derived CAPI objects are created on a testenv control plane with the
+//!   providers' real CRDs installed, so the API server's own checks (OpenAPI and the CRDs'
+//!   CEL rules, which no offline schema check runs) accept them, and reading them back
+//!   gives what was written.
+//! - The operator's cell, under its shipped RBAC, provisions a child once Cedar's
+//!   `Provision` allows it, and a `forbid` keeps another `Pending` with the deciding policy
+//!   in its status until it is withdrawn.
+//!
+//! No CAPI controller runs here (nor a cloud, nor Docker): the objects are what CAPI would
+//! act on, and the phase is read from the CAPI `Cluster` status as written by hand below.
 
 mod cluster;
 
-use cluster::{TestEnv, install_crds};
+use cluster::hierarchy::{eventually, namespace};
+use cluster::{Operator, TestEnv, apply_yaml, free_port, install_crds, stamped};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use lattice_clusters::{BootstrapEndpoint, ProvisionOptions, provision};
 use lattice_schemas::manifest::Object;
@@ -98,4 +107,278 @@ fn assert_subset(want: &Value, got: &Value, at: &str) {
         }
         _ => assert_eq!(want, got, "{at}"),
     }
+}
+
+fn lattice_cluster(name: &str, parent: Option<&str>) -> String {
+    let parent = parent
+        .map(|p| format!("  parent: {p}\n"))
+        .unwrap_or_default();
+    format!(
+        "---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: {name}
+spec:
+  providerRef: docker
+{parent}  provider:
+    kubernetes:
+      version: \"1.32.0\"
+    config:
+      docker: {{}}
+  nodes:
+    controlPlane: 1
+    workerPools:
+      default:
+        replicas: 2
+  backups: true
+"
+    )
+}
+
+async fn status(client: &kube::Client, name: &str) -> Value {
+    cluster::hierarchy::cluster_status(client, name).await
+}
+
+fn capi(client: &kube::Client, kind: &str, plural: &str, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta2", kind),
+            plural,
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_provisions_children_that_provision_allows_and_explains_the_others() {
+    let env = TestEnv::start("clusters-parent");
+    let client = env.client().await;
+    install_crds(&client).await;
+    namespace(&client, "lattice-system").await;
+    let forbid = stamped(serde_json::json!({
+        "apiVersion": "lattice.dev/v1alpha1",
+        "kind": "CedarPolicy",
+        "metadata": {"name": "no-new-clusters", "namespace": "lattice-system"},
+        "spec": {"policies": "@id(\"freeze\")\n@advice(\"New clusters wait for the change freeze to end.\")\nforbid (principal, action == Lattice::Action::\"Provision\", resource)\nwhen { resource.name == \"frozen\" };\n"},
+    }));
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: lattice.dev/v1alpha1
+kind: InfraProvider
+metadata:
+  name: docker
+spec:
+  type: docker
+{}{}{}",
+            lattice_cluster("root", None),
+            lattice_cluster("lab", Some("root")),
+            lattice_cluster("frozen", Some("root")),
+        ),
+    )
+    .await;
+    cluster::apply(&client, &cluster::resource_of(&forbid), &forbid).await;
+    env.operator_account().await;
+    let account = env
+        .account("deploy/cell/rbac.yaml", "lattice-operator")
+        .await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut operator = Operator::start_with(
+        &env,
+        "parent",
+        &account,
+        "lattice-system",
+        &[
+            "--cell-listen",
+            listen.as_str(),
+            "--cluster-name",
+            "root",
+            "--cell-address",
+            "cell.root.example.com",
+            "--heartbeat-seconds",
+            "1",
+        ],
+    );
+
+    // lab: allowed, its objects applied in capi-lab, its bootstrap Secret beside them.
+    let lab = eventually("lab provisioned", || async {
+        let s = status(&client, "lab").await;
+        (s["phase"] == "Provisioning").then_some(s)
+    })
+    .await;
+    let decision = &lab["decisions"][0];
+    assert_eq!(decision["action"], "Provision");
+    assert_eq!(decision["principal"], "root");
+    assert_eq!(decision["allowed"], true);
+    assert_eq!(
+        decision["policies"],
+        serde_json::json!(["baseline/parent-manages-children"])
+    );
+    let components: Vec<&str> = lab["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        components,
+        [
+            "cilium",
+            "lattice-agent",
+            "istio",
+            "lattice-operator",
+            "velero"
+        ]
+    );
+    let md = capi(
+        &client,
+        "MachineDeployment",
+        "machinedeployments",
+        "capi-lab",
+    )
+    .get("lab-default")
+    .await
+    .unwrap();
+    assert_eq!(md.data["spec"]["replicas"], 2);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "capi-lab");
+    let bootstrap = secrets.get("lab-lattice-bootstrap").await.unwrap();
+    let data = bootstrap.data.unwrap();
+    assert!(data.contains_key("token") && data.contains_key("ca.crt"));
+    let kcp: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "capi-lab",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(
+                "controlplane.cluster.x-k8s.io",
+                "v1beta2",
+                "KubeadmControlPlane",
+            ),
+            "kubeadmcontrolplanes",
+        ),
+    );
+    let kcp = kcp.get("lab-control-plane").await.unwrap();
+    let script = kcp.data["spec"]["kubeadmConfigSpec"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/lattice/bootstrap.sh")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        script.contains("https://cell.root.example.com:8443/v1/bootstrap/lab"),
+        "{script}"
+    );
+
+    // frozen: denied, Pending, the forbid and its advice in status; nothing applied.
+    let frozen = eventually("frozen explained", || async {
+        let s = status(&client, "frozen").await;
+        (s["phase"] == "Pending" && !s["decisions"].is_null()).then_some(s)
+    })
+    .await;
+    let decision = &frozen["decisions"][0];
+    assert_eq!(decision["allowed"], false);
+    assert_eq!(
+        decision["policies"],
+        serde_json::json!(["lattice-system/no-new-clusters/freeze"])
+    );
+    assert_eq!(
+        decision["advice"],
+        serde_json::json!(["New clusters wait for the change freeze to end."])
+    );
+    let condition = frozen["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ProvisionAllowed")
+        .unwrap();
+    assert_eq!(condition["status"], "False");
+    assert!(
+        capi(&client, "Cluster", "clusters", "capi-frozen")
+            .get_opt("frozen")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // CAPI reports the control plane available: the phase follows (the agent has not
+    // dialled in, so it is still provisioning, with the condition saying so).
+    let clusters = capi(&client, "Cluster", "clusters", "capi-lab");
+    clusters
+        .patch_status(
+            "lab",
+            &PatchParams::apply("capi-controller-stand-in").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2",
+                "kind": "Cluster",
+                "status": {"phase": "Provisioned", "conditions": [{
+                    "type": "ControlPlaneAvailable", "status": "True", "reason": "Available", "message": "",
+                    "lastTransitionTime": "2026-12-03T12:00:00Z",
+                }]},
+            })),
+        )
+        .await
+        .unwrap();
+    eventually("lab reads CAPI's status", || async {
+        let s = status(&client, "lab").await;
+        s["conditions"].as_array().and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == "ControlPlaneAvailable" && c["status"] == "True")
+                .map(drop)
+        })
+    })
+    .await;
+
+    // Withdrawing the forbid provisions frozen.
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "lattice-system",
+        &lattice_controllers::lattice_api::lattice_resource(
+            lattice_schemas::crd::Kind::CedarPolicy,
+        ),
+    );
+    policies
+        .delete("no-new-clusters", &Default::default())
+        .await
+        .unwrap();
+    eventually(
+        "frozen provisioned once the forbid is withdrawn",
+        || async {
+            let s = status(&client, "frozen").await;
+            (s["phase"] == "Provisioning" && s["decisions"][0]["allowed"] == true).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        capi(&client, "Cluster", "clusters", "capi-frozen")
+            .get_opt("frozen")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Each change of decision is an Event on the LatticeCluster.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("frozen"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"ProvisionDenied".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"ProvisionAllowed".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(operator.running(), "{}", operator.logs());
 }

@@ -2,7 +2,8 @@
 //! [`lattice_engine`]: derivation gates (may this workload run this image, read this secret,
 //! add this capability…), the bilateral mesh (`Connect` for every declared edge), admission
 //! of policies and objects, proxied Kubernetes API calls (one question per request and hop),
-//! and compliance (`Comply` for every subject and framework).
+//! the cluster lifecycle (`Provision`, `Pivot`, `Unpivot`, `Decommission`), and compliance
+//! (`Comply` for every subject and framework).
 
 pub mod admission;
 pub mod compliance;

@@ -159,7 +159,7 @@ fn render_cluster(
             }
             _ => None,
         });
-    if infra.is_none() {
+    if infra.is_none() && cluster.spec.provider.config.docker.is_none() {
         eprintln!(
             "warning: no InfraProvider `{}` in the file or the world: the objects name no credentials",
             cluster.spec.provider_ref

@@ -311,6 +311,8 @@ pub async fn run(
     let mut own_for: (Arc<Published>, Vec<lattice_gates::peering::Declaration>) =
         (Arc::new(Published::default()), Vec::new());
     let mut peering = Peering::new(options.heartbeat * 3);
+    let mut provisioning = super::provisioning::Provisioning::default();
+    let events = crate::operator::events::Events::new(client.clone(), &options.cluster);
     loop {
         tokio::select! {
             changed = worlds.changed() => if changed.is_err() { return Ok(()) },
@@ -370,6 +372,9 @@ pub async fn run(
             let snapshot: &lattice_engine::Snapshot = AsRef::as_ref(&*current);
             peering
                 .decide(&client, &cell, &options, &children, snapshot, &own_for.1)
+                .await;
+            provisioning
+                .reconcile(&client, &events, &options, &published, snapshot)
                 .await;
         }
         let revision = cell.distribute(distributed(&published, &cell.distributed()));

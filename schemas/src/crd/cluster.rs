@@ -337,6 +337,41 @@ pub struct DescendantStatus {
     pub health: ClusterHealth,
 }
 
+/// A platform component the cluster runs, and the spec field that asks for it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    pub name: String,
+    /// The spec field that asks for it (`always` for what every cluster runs).
+    pub because: String,
+}
+
+/// One lifecycle decision about a cluster: Cedar's answer and its evidence.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleDecisionStatus {
+    /// `Provision`, `Pivot`, `Unpivot` or `Decommission`.
+    pub action: String,
+    /// The cluster that asked (the one that manages this one).
+    pub principal: String,
+    pub allowed: bool,
+    /// The deciding policies' ids (none on a default deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// The deciding policies' advice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advice: Vec<String>,
+    /// Why the question could not be answered, or the policies that erred (either denies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// The snapshot the decision was taken on.
+    #[serde(default)]
+    pub snapshot: String,
+    /// When it was taken (RFC 3339).
+    #[serde(default)]
+    pub time: String,
+}
+
 /// What the cluster controller observed.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -360,6 +395,13 @@ pub struct ClusterStatus {
     /// are `Cluster` entities in this cluster, `in` their parents, so policy can name them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub descendants: Vec<DescendantStatus>,
+    /// The platform components the spec asks the cluster to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+    /// The last lifecycle decision of each action (`Provision`, `Pivot`, `Unpivot`,
+    /// `Decommission`) taken about this cluster, with what decided it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<LifecycleDecisionStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
