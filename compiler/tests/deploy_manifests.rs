@@ -688,6 +688,8 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
     assert!(service["spec"].get("selector").is_none(), "{service}");
     assert_eq!(service["spec"]["ports"][0]["name"], "grpc");
     assert_eq!(service["spec"]["ports"][1]["name"], "proxy");
+    assert_eq!(service["spec"]["ports"][2]["name"], "bootstrap");
+    assert_eq!(service["spec"]["ports"][2]["port"], 8443);
     // The patch turns the cell on, names the Service, and gives the pod its IP.
     let kustomization =
         std::fs::read_to_string(root().join("deploy/cell/kustomization.yaml")).unwrap();
@@ -696,6 +698,8 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
         "--cell-address=",
         "--cell-service=lattice-cell",
         "--proxy-listen=0.0.0.0:6443",
+        "--bootstrap-listen=0.0.0.0:8443",
+        "name: bootstrap",
         "--proxy-trusted-forwarder=system:serviceaccount:lattice-system:lattice-agent",
         "name: cell",
         "name: proxy",

@@ -150,6 +150,12 @@ struct RunArgs {
     /// cluster and each child. Callers bring ServiceAccount bearer tokens of this cluster.
     #[arg(long, requires = "cell_listen")]
     proxy_listen: Option<SocketAddr>,
+    /// Serve the bootstrap endpoint here, beside the cell (HTTPS with the cell's
+    /// certificate): a new child's control plane fetches its agent's manifests from
+    /// `/v1/bootstrap/<child>` with its one-time token (the provisioned hook's address is
+    /// the first `--cell-address` on the cluster's `parentConfig.bootstrapPort`).
+    #[arg(long, requires = "cell_listen")]
+    bootstrap_listen: Option<SocketAddr>,
     /// A user who may name the caller it forwards for through the proxy (repeatable).
     #[arg(long)]
     proxy_trusted_forwarder: Vec<String>,
@@ -465,6 +471,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
                 heartbeat: Duration::from_secs(args.heartbeat_seconds.max(1)),
                 service: args.cell_service.clone().zip(args.pod_ip),
                 proxy_listen: args.proxy_listen,
+                bootstrap_listen: args.bootstrap_listen,
                 trusted_forwarders: args.proxy_trusted_forwarder.clone(),
                 mesh: lattice_controllers::fleet::peering::MeshOptions {
                     gateway_address: args.mesh_gateway.clone(),

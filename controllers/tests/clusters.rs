@@ -109,10 +109,13 @@ fn assert_subset(want: &Value, got: &Value, at: &str) {
     }
 }
 
-fn lattice_cluster(name: &str, parent: Option<&str>) -> String {
-    let parent = parent
+fn lattice_cluster(name: &str, parent: Option<&str>, bootstrap_port: Option<u16>) -> String {
+    let mut parent = parent
         .map(|p| format!("  parent: {p}\n"))
         .unwrap_or_default();
+    if let Some(port) = bootstrap_port {
+        parent.push_str(&format!("  parentConfig:\n    bootstrapPort: {port}\n"));
+    }
     format!(
         "---
 apiVersion: lattice.dev/v1alpha1
@@ -157,6 +160,7 @@ async fn a_parent_provisions_children_that_provision_allows_and_explains_the_oth
     let client = env.client().await;
     install_crds(&client).await;
     namespace(&client, "lattice-system").await;
+    let bootstrap_port = free_port();
     let forbid = stamped(serde_json::json!({
         "apiVersion": "lattice.dev/v1alpha1",
         "kind": "CedarPolicy",
@@ -173,9 +177,9 @@ metadata:
 spec:
   type: docker
 {}{}{}",
-            lattice_cluster("root", None),
-            lattice_cluster("lab", Some("root")),
-            lattice_cluster("frozen", Some("root")),
+            lattice_cluster("root", None, Some(bootstrap_port)),
+            lattice_cluster("lab", Some("root"), None),
+            lattice_cluster("frozen", Some("root"), None),
         ),
     )
     .await;
@@ -197,7 +201,9 @@ spec:
             "--cluster-name",
             "root",
             "--cell-address",
-            "cell.root.example.com",
+            "127.0.0.1",
+            "--bootstrap-listen",
+            &format!("127.0.0.1:{bootstrap_port}"),
             "--heartbeat-seconds",
             "1",
         ],
@@ -270,10 +276,50 @@ spec:
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(
-        script.contains("https://cell.root.example.com:8443/v1/bootstrap/lab"),
-        "{script}"
-    );
+    let url = format!("https://127.0.0.1:{bootstrap_port}/v1/bootstrap/lab");
+    assert!(script.contains(&url), "{script}");
+
+    // The hook's fetch, as the node makes it: the token and CA from the bootstrap Secret,
+    // the URL from the script.
+    let token = String::from_utf8(data["token"].0.clone()).unwrap();
+    let ca = String::from_utf8(data["ca.crt"].0.clone()).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{bootstrap_port}").parse().unwrap();
+    let (code, body) = https_get(addr, &ca, "/v1/bootstrap/lab", Some(&token), "GET").await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let manifests = String::from_utf8(body).unwrap();
+    let docs = cluster::documents(&manifests);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "Namespace",
+        "Secret",
+        "ServiceAccount",
+        "ClusterRole",
+        "Deployment",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} not in {kinds:?}");
+    }
+    let joined = docs.iter().find(|d| d["kind"] == "Secret").unwrap();
+    assert_eq!(joined["metadata"]["name"], "lattice-bootstrap");
+    // Anything else is refused alike, and says nothing of why.
+    for (path, token, method, code) in [
+        ("/v1/bootstrap/lab", Some("not-the-token"), "GET", 401),
+        ("/v1/bootstrap/lab", None, "GET", 401),
+        ("/v1/bootstrap/frozen", Some(token.as_str()), "GET", 401),
+        ("/v1/bootstrap/nobody", Some(token.as_str()), "GET", 401),
+        ("/v1/bootstrap/lab", Some(token.as_str()), "POST", 405),
+        ("/v1/other", Some(token.as_str()), "GET", 404),
+    ] {
+        let (got, body) = https_get(addr, &ca, path, token, method).await;
+        assert_eq!(
+            got,
+            code,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if code == 401 {
+            assert_eq!(body, b"bootstrap refused\n");
+        }
+    }
 
     // frozen: denied, Pending, the forbid and its advice in status; nothing applied.
     let frozen = eventually("frozen explained", || async {
@@ -334,6 +380,49 @@ spec:
     })
     .await;
 
+    // The new cluster applies what the endpoint gave it (its control plane would, with
+    // kubectl; no kubelet runs here, so the agent runs as a process) and its agent joins
+    // with the token: the control plane is available and the agent connected, so lab is
+    // Pivoting. The token is used up: the endpoint refuses it from now on.
+    let child_env = TestEnv::start("clusters-child");
+    let child = child_env.client().await;
+    install_crds(&child).await;
+    for doc in &docs {
+        let ar = resource(doc);
+        let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(child.clone(), ns, &ar),
+            None => Api::all_with(child.clone(), &ar),
+        };
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        api.patch(
+            name,
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(doc),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the child refuses {} {name}: {e}", ar.kind));
+    }
+    let agent_account = child_env
+        .account("deploy/agent/rbac.yaml", "lattice-agent")
+        .await;
+    let agent = cluster::hierarchy::AgentProcess::start(&child_env, &agent_account);
+    let pivoting = eventually("lab's agent joins: Pivoting", || async {
+        let s = status(&client, "lab").await;
+        (s["phase"] == "Pivoting" && s["agentConnected"] == true).then_some(s)
+    })
+    .await;
+    assert!(
+        pivoting["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "AgentConnected" && c["status"] == "True"),
+        "{pivoting}\n{}",
+        agent.logs()
+    );
+    let (code, _) = https_get(addr, &ca, "/v1/bootstrap/lab", Some(&token), "GET").await;
+    assert_eq!(code, 401, "a used token fetches nothing");
+
     // Withdrawing the forbid provisions frozen.
     let policies: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
@@ -381,4 +470,58 @@ spec:
         "{reasons:?}"
     );
     assert!(operator.running(), "{}", operator.logs());
+}
+
+/// One HTTPS request to the bootstrap endpoint at `addr`, trusting `ca`: the status and body.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    path: &str,
+    token: Option<&str>,
+    method: &str,
+) -> (u16, Vec<u8>) {
+    use http_body_util::{BodyExt, Empty};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let response = sender
+        .send_request(request.body(Empty::<hyper::body::Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
 }

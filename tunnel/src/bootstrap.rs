@@ -103,9 +103,25 @@ impl TokenStore {
         presented: &str,
         now: jiff::Timestamp,
     ) -> Result<(), BootstrapError> {
+        self.check(cluster, presented, now)?;
+        if let Some(pending) = self.pending.get_mut(cluster) {
+            pending.used = true;
+        }
+        Ok(())
+    }
+
+    /// Whether `presented` is `cluster`'s token, unused and unexpired, without using it:
+    /// what the bootstrap endpoint asks before it hands out the agent's manifests (which
+    /// carry the token, for the agent to redeem).
+    pub fn check(
+        &self,
+        cluster: &str,
+        presented: &str,
+        now: jiff::Timestamp,
+    ) -> Result<(), BootstrapError> {
         let pending = self
             .pending
-            .get_mut(cluster)
+            .get(cluster)
             .ok_or_else(|| BootstrapError::Unknown(cluster.to_owned()))?;
         let matches: bool = pending.digest.ct_eq(&digest(presented)).into();
         if !matches {
@@ -117,7 +133,6 @@ impl TokenStore {
         if now >= pending.expires {
             return Err(BootstrapError::Expired);
         }
-        pending.used = true;
         Ok(())
     }
 
@@ -171,9 +186,19 @@ mod tests {
             store.redeem("other", token.secret(), now),
             Err(BootstrapError::Unknown("other".into()))
         );
+        // Checking (as the bootstrap endpoint does) uses nothing up.
+        assert_eq!(store.check("edge", token.secret(), now), Ok(()));
+        assert_eq!(
+            store.check("edge", "not-the-token", now),
+            Err(BootstrapError::Mismatch)
+        );
         assert_eq!(store.redeem("edge", token.secret(), now), Ok(()));
         assert_eq!(
             store.redeem("edge", token.secret(), now),
+            Err(BootstrapError::Used)
+        );
+        assert_eq!(
+            store.check("edge", token.secret(), now),
             Err(BootstrapError::Used)
         );
 

@@ -424,6 +424,12 @@ impl Cell {
         lock(&self.inner.tokens).restore(cluster, secret, expires);
     }
 
+    /// Whether `presented` is `cluster`'s pending token (unused, unexpired), without using
+    /// it.
+    pub fn check_token(&self, cluster: &str, presented: &str) -> Result<(), crate::BootstrapError> {
+        lock(&self.inner.tokens).check(cluster, presented, jiff::Timestamp::now())
+    }
+
     /// Whether `cluster`'s token was redeemed, and whether one is pending at all.
     pub fn token_state(&self, cluster: &str) -> (bool, bool) {
         let tokens = lock(&self.inner.tokens);

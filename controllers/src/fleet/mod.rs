@@ -16,11 +16,14 @@
 //! - [`parent`]: the cell in the operator: its CA, children's tokens, their status and
 //!   what is distributed to them;
 //! - [`child`]: the agent subcommand: bootstrap, health, and the inherited objects;
+//! - [`bootstrap`]: the HTTPS endpoint a new child's control plane fetches its agent from
+//!   with its one-time token;
 //! - [`provisioning`]: on a parent, each child's `Provision` decision and, when allowed,
 //!   its Cluster API objects, phase, components and decisions in its status;
 //! - [`proxy`]: where the API proxy's allowed calls go: through the cell to a child, and
 //!   at the child to its API server as the caller.
 
+pub mod bootstrap;
 pub mod child;
 pub mod parent;
 pub mod peering;

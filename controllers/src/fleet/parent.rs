@@ -58,6 +58,8 @@ pub struct ParentOptions {
     /// Serve the Kubernetes API proxy here: HTTPS with the cell's certificate (clients
     /// trust the cluster CA), `/clusters/<name>/…` for this cluster and its children.
     pub proxy_listen: Option<SocketAddr>,
+    /// Serve the bootstrap endpoint here (HTTPS with the cell's certificate).
+    pub bootstrap_listen: Option<SocketAddr>,
     /// Users who may name the caller they forward for through the proxy (the agents of
     /// the hops above).
     pub trusted_forwarders: Vec<String>,
@@ -66,17 +68,22 @@ pub struct ParentOptions {
 }
 
 /// The EndpointSlice that routes the cell's Service `service` to this leader at `ip`: the
-/// tunnel's `port`, and the API proxy's `proxy_port` when it serves one.
+/// tunnel's `port`, the API proxy's `proxy_port` and the bootstrap endpoint's
+/// `bootstrap_port` when it serves them.
 pub fn leader_slice(
     service: &str,
     namespace: &str,
     ip: std::net::IpAddr,
     port: u16,
     proxy_port: Option<u16>,
+    bootstrap_port: Option<u16>,
 ) -> serde_json::Value {
     let mut ports = vec![json!({"name": "grpc", "port": port, "protocol": "TCP"})];
     if let Some(p) = proxy_port {
         ports.push(json!({"name": "proxy", "port": p, "protocol": "TCP"}));
+    }
+    if let Some(p) = bootstrap_port {
+        ports.push(json!({"name": "bootstrap", "port": p, "protocol": "TCP"}));
     }
     json!({
         "apiVersion": "discovery.k8s.io/v1",
@@ -112,6 +119,7 @@ async fn route_to_leader(client: &Client, options: &ParentOptions) -> Result<(),
         *ip,
         options.listen.port(),
         options.proxy_listen.map(|a| a.port()),
+        options.bootstrap_listen.map(|a| a.port()),
     );
     api.patch(
         &format!("{service}-leader"),
@@ -295,6 +303,24 @@ pub async fn run(
             }))
         }
     };
+    let bootstrap = match options.bootstrap_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (--bootstrap-listen): {e}"))?;
+            let tls = https_config(own.clone()).map_err(|e| e.to_string())?;
+            let endpoint = super::bootstrap::Bootstrap {
+                cell: cell.clone(),
+                secrets: secrets.clone(),
+            };
+            tracing::info!(%addr, "bootstrap endpoint serving");
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                endpoint.serve(listener, tls, stop.cancelled_owned()).await
+            }))
+        }
+    };
     let served = tokio::spawn({
         let cell = cell.clone();
         async move { cell.serve(listener, tls, stop.cancelled_owned()).await }
@@ -324,6 +350,9 @@ pub async fn run(
         }
         if proxy.as_ref().is_some_and(|p| p.is_finished()) {
             return Err("the API proxy stopped serving".into());
+        }
+        if bootstrap.as_ref().is_some_and(|p| p.is_finished()) {
+            return Err("the bootstrap endpoint stopped serving".into());
         }
         if !routed {
             match route_to_leader(&client, &options).await {
