@@ -1,5 +1,6 @@
 //! Manifest files as `lattice-policy validate` reads them: YAML (with duplicate keys,
-//! aliases, YAML 1.1 forms), schemas, semantic rules. Never a crash.
+//! aliases, YAML 1.1 forms), schemas, semantic rules; and every LatticeCluster that
+//! validates, provisioned into Cluster API objects. Never a crash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,5 +12,17 @@ fuzz_target!(|data: &[u8]| {
     let report = lattice_schemas::validate::validate_text("fuzz.yaml", &file.text);
     for f in &report.findings {
         let _ = f.line_col();
+    }
+    let options = lattice_clusters::ProvisionOptions {
+        endpoint: lattice_clusters::BootstrapEndpoint {
+            host: "cell.example.com".into(),
+            port: 8443,
+        },
+        infra: None,
+    };
+    for m in &report.manifests {
+        if let lattice_schemas::manifest::Object::Cluster(c) = &m.object {
+            let _ = lattice_clusters::provision(c, &options);
+        }
     }
 });
