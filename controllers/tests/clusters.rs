@@ -351,6 +351,31 @@ spec:
             .unwrap()
             .is_none()
     );
+    // A decision that stays the same is not written again: its own status write changes
+    // the world, and with it the snapshot, which must not start a write loop.
+    let clusters_api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &lattice_controllers::lattice_api::lattice_resource(
+            lattice_schemas::crd::Kind::LatticeCluster,
+        ),
+    );
+    let before = clusters_api
+        .get("frozen")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    let after = clusters_api
+        .get("frozen")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(
+        before, after,
+        "frozen's status was rewritten with nothing new"
+    );
 
     // CAPI reports the control plane available: the phase follows (the agent has not
     // dialled in, so it is still provisioning, with the condition saying so).

@@ -74,11 +74,13 @@ impl Provisioning {
                 _ => None,
             })
             .collect();
-        self.applied.retain(|c, _| {
+        let current = |c: &String| {
             children
                 .iter()
                 .any(|x| x.metadata.name.as_deref() == Some(c))
-        });
+        };
+        self.applied.retain(|c, _| current(c));
+        self.decided.retain(|c, _| current(c));
         let endpoint = bootstrap_endpoint(world, options);
         for child in children {
             if child.metadata.deletion_timestamp.is_some() {
@@ -190,14 +192,17 @@ impl Provisioning {
             snapshot: decision.digest.clone(),
             time: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         };
-        // The time moves only with the decision, so an unchanged one writes nothing.
+        // The time and snapshot move only with the decision: this very status write changes
+        // the world and so the next snapshot's digest, and comparing digests would rewrite
+        // the status on every snapshot, forever.
         if let Some(p) = previous
             && p.allowed == entry.allowed
             && p.policies == entry.policies
+            && p.advice == entry.advice
             && p.errors == entry.errors
-            && p.snapshot == entry.snapshot
         {
             entry.time = p.time.clone();
+            entry.snapshot = p.snapshot.clone();
         }
         decisions.push(entry);
         decisions.sort_by(|a, b| a.action.cmp(&b.action));

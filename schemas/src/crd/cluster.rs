@@ -364,10 +364,11 @@ pub struct LifecycleDecisionStatus {
     /// Why the question could not be answered, or the policies that erred (either denies).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
-    /// The snapshot the decision was taken on.
+    /// The snapshot the decision was first taken on (not rewritten while the decision
+    /// stays the same).
     #[serde(default)]
     pub snapshot: String,
-    /// When it was taken (RFC 3339).
+    /// When it was first taken (RFC 3339).
     #[serde(default)]
     pub time: String,
 }
