@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::ca::{AgentKey, CaError};
+use crate::command::CommandHandler;
 use crate::distribution::DistributedSet;
 use crate::forward::{
     CHUNK, MAX_REQUEST_BODY, ProxyHandler, request_from_head, response_head, status_response,
@@ -220,6 +221,7 @@ pub struct Agent {
     credentials: Mutex<Credentials>,
     probe: Arc<dyn HealthProbe>,
     handler: Option<Arc<dyn ProxyHandler>>,
+    commands: Option<Arc<dyn CommandHandler>>,
     held: watch::Sender<Arc<DistributedSet>>,
     link: watch::Sender<Link>,
     /// This cluster's cross-cluster declarations, sent up on every stream and on change.
@@ -240,6 +242,7 @@ impl Agent {
             credentials: Mutex::new(credentials),
             probe,
             handler: None,
+            commands: None,
             held: watch::channel(Arc::new(DistributedSet::default())).0,
             mesh: watch::channel(Arc::default()).0,
             routes: watch::channel(None).0,
@@ -254,6 +257,13 @@ impl Agent {
     /// Answers proxied requests with `handler`; without one, the agent refuses them (501).
     pub fn with_proxy(mut self, handler: Arc<dyn ProxyHandler>) -> Agent {
         self.handler = Some(handler);
+        self
+    }
+
+    /// Does the cell's lifecycle commands with `handler`; without one, the agent refuses
+    /// them.
+    pub fn with_commands(mut self, handler: Arc<dyn CommandHandler>) -> Agent {
+        self.commands = Some(handler);
         self
     }
 
@@ -484,6 +494,9 @@ impl Agent {
                         Some(pb::cell_message::Body::ProxyRequest(head)) => {
                             tokio::spawn(answer(cell.clone(), self.handler.clone(), head));
                         }
+                        Some(pb::cell_message::Body::Command(command)) => {
+                            tokio::spawn(run_command(self.commands.clone(), command, tx.clone()));
+                        }
                         other => {
                             return Err(AgentError::Protocol(format!(
                                 "this agent does not take {other:?}"
@@ -494,6 +507,35 @@ impl Agent {
             }
         }
     }
+}
+
+/// Does one lifecycle command and sends its result up the stream it came down.
+async fn run_command(
+    handler: Option<Arc<dyn CommandHandler>>,
+    command: pb::LifecycleCommand,
+    tx: mpsc::Sender<pb::AgentMessage>,
+) {
+    use pb::lifecycle_command::Operation;
+    let outcome = match (Operation::try_from(command.operation), handler) {
+        (Ok(Operation::Unspecified) | Err(_), _) => {
+            Err(format!("unknown operation {}", command.operation))
+        }
+        (Ok(_), None) => Err("this agent does no lifecycle commands".to_owned()),
+        (Ok(operation), Some(handler)) => handler.handle(operation, command.payload).await,
+    };
+    let (ok, message) = match outcome {
+        Ok(m) => (true, m),
+        Err(m) => (false, m),
+    };
+    let _ = tx
+        .send(pb::AgentMessage {
+            body: Some(pb::agent_message::Body::CommandResult(pb::CommandResult {
+                operation_id: command.operation_id,
+                ok,
+                message: crate::command::bounded(message),
+            })),
+        })
+        .await;
 }
 
 /// The names of the clusters `health` reports below this one.

@@ -35,6 +35,7 @@ use http_body_util::BodyExt;
 
 use crate::bootstrap::{BootstrapToken, TokenStore};
 use crate::ca::{AgentKey, CaError, ClusterCa, DEFAULT_LIFETIME, IssuedCert};
+use crate::command::{CommandError, MAX_PAYLOAD_BYTES, Queued};
 use crate::distribution::{DistributedSet, ObjectKey};
 use crate::forward::{
     BoxError, CHUNK, ForwardError, Forwarded, MAX_REQUEST_BODY, ProxyBody, request_head,
@@ -96,6 +97,8 @@ struct Connected {
     close: Closer,
     /// The session's outbound stream, for proxied requests' heads.
     sender: mpsc::Sender<Result<pb::CellMessage, Status>>,
+    /// The session task's queue of lifecycle commands.
+    commands: mpsc::Sender<Queued>,
 }
 
 /// A proxied request sent to an agent, waiting for its Proxy stream.
@@ -258,6 +261,7 @@ impl Agents {
         status: AgentStatus,
         close: Closer,
         sender: mpsc::Sender<Result<pb::CellMessage, Status>>,
+        commands: mpsc::Sender<Queued>,
     ) {
         let replaced = self.lock().insert(
             cluster.to_owned(),
@@ -266,6 +270,7 @@ impl Agents {
                 status,
                 close,
                 sender,
+                commands,
             },
         );
         if let Some(old) = replaced {
@@ -278,6 +283,10 @@ impl Agents {
 
     fn sender(&self, cluster: &str) -> Option<mpsc::Sender<Result<pb::CellMessage, Status>>> {
         self.lock().get(cluster).map(|c| c.sender.clone())
+    }
+
+    fn commands(&self, cluster: &str) -> Option<mpsc::Sender<Queued>> {
+        self.lock().get(cluster).map(|c| c.commands.clone())
     }
 
     fn update(&self, cluster: &str, session: u64, f: impl FnOnce(&mut AgentStatus)) {
@@ -681,6 +690,47 @@ impl Cell {
         response_from_head(head, body).map_err(|e| broken(&e))
     }
 
+    /// Sends a lifecycle command to `cluster`'s agent and waits up to `wait` for its answer.
+    /// The answer comes on the stream the command went down: if that stream closes first,
+    /// the command failed, and the caller may send it again (commands are idempotent
+    /// steps).
+    pub async fn command(
+        &self,
+        cluster: &str,
+        operation: pb::lifecycle_command::Operation,
+        payload: Vec<u8>,
+        wait: Duration,
+    ) -> Result<String, CommandError> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(CommandError::Command(format!(
+                "the payload is {} bytes; at most {MAX_PAYLOAD_BYTES} cross the tunnel",
+                payload.len()
+            )));
+        }
+        let queue = self
+            .inner
+            .agents
+            .commands(cluster)
+            .ok_or_else(|| CommandError::NotConnected(cluster.to_owned()))?;
+        let operation_id = request_id().map_err(|e| CommandError::Command(e.to_owned()))?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let command = pb::LifecycleCommand {
+            operation_id,
+            operation: operation as i32,
+            payload,
+        };
+        queue
+            .send(Queued { command, answer })
+            .await
+            .map_err(|_| CommandError::Closed(cluster.to_owned()))?;
+        match tokio::time::timeout(wait, answered).await {
+            Err(_) => Err(CommandError::NoAnswer(cluster.to_owned(), wait)),
+            Ok(Err(_)) => Err(CommandError::Closed(cluster.to_owned())),
+            Ok(Ok(result)) if result.ok => Ok(result.message),
+            Ok(Ok(result)) => Err(CommandError::Refused(cluster.to_owned(), result.message)),
+        }
+    }
+
     fn peer<T>(&self, request: &Request<T>) -> Result<ClusterIdentity, Status> {
         let certs = request
             .peer_certs()
@@ -871,6 +921,10 @@ impl Cell {
         let id = self.inner.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let close = Closer::default();
         let mut session = CellSession::new(identity);
+        let (commands, mut queued) = mpsc::channel::<Queued>(8);
+        // Commands sent on this stream, by id, and where each one's answer goes.
+        let mut awaiting: HashMap<String, tokio::sync::oneshot::Sender<pb::CommandResult>> =
+            HashMap::new();
         let mut distribution = self.inner.distribution.subscribe();
         let mut routes = self.inner.routes.subscribe();
         // The routes this stream was last sent (none yet: once the cell has decided, an open
@@ -910,6 +964,14 @@ impl Cell {
                     routes_due = true;
                     false
                 }
+                Some(Queued { command, answer }) = queued.recv() => {
+                    session.command_sent(&command.operation_id);
+                    awaiting.insert(command.operation_id.clone(), answer);
+                    if !send(pb::cell_message::Body::Command(command)).await {
+                        break None;
+                    }
+                    false
+                }
                 message = inbound.message() => {
                     let message = match message {
                         Ok(Some(m)) => m,
@@ -934,7 +996,7 @@ impl Cell {
                                 synced_revision: None,
                                 diverged: false,
                                 heartbeats: 0,
-                            }, close.clone(), tx.clone());
+                            }, close.clone(), tx.clone(), commands.clone());
                             tracing::info!(%cluster, session = id, "agent connected");
                             let welcome = pb::Welcome {
                                 session_id: id.to_string(),
@@ -969,6 +1031,13 @@ impl Cell {
                         Ok(Event::Superseded) => false,
                         Ok(Event::Mesh(report)) => {
                             agents.report(&cluster, id, report);
+                            false
+                        }
+                        Ok(Event::Answered(result)) => {
+                            // The caller may have stopped waiting; the answer is then moot.
+                            if let Some(answer) = awaiting.remove(&result.operation_id) {
+                                let _ = answer.send(result);
+                            }
                             false
                         }
                     }

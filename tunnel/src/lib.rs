@@ -19,12 +19,15 @@
 //!   connected and their health;
 //! - [`agent`]: the child's client: bootstrap, the stream, heartbeats, reconnection with
 //!   backoff and jitter, renewal;
-//! - [`forward`]: proxied API requests through the tunnel, one HTTP/2 stream each.
+//! - [`forward`]: proxied API requests through the tunnel, one HTTP/2 stream each;
+//! - [`command`]: lifecycle commands (the steps of a pivot) the cell sends an agent and
+//!   the answers it waits for.
 
 pub mod agent;
 pub mod bootstrap;
 pub mod ca;
 pub mod cell;
+pub mod command;
 pub mod distribution;
 pub mod forward;
 pub mod identity;

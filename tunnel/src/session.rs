@@ -1,10 +1,11 @@
 //! One agent's stream, as the cell sees it: a state machine over the messages it receives,
 //! with no I/O, so that every rule of the protocol is checked in one place and can be
 //! fuzzed. The first message is a `Hello` for the cluster the certificate names; after it,
-//! heartbeats carry health and acks answer syncs. Anything else (a message before `Hello`,
-//! a second `Hello`, an empty message, an answer to a request never sent, an ack for a sync
-//! never sent, health that cannot be true) is a [`ProtocolError`], which closes the stream
-//! with a gRPC status before anything it carried is used.
+//! heartbeats carry health, acks answer syncs, and results answer lifecycle commands.
+//! Anything else (a message before `Hello`, a second `Hello`, an empty message, an answer
+//! to a command never sent on this stream or already answered, an ack for a sync never
+//! sent, health that cannot be true) is a [`ProtocolError`], which closes the stream with a
+//! gRPC status before anything it carried is used.
 
 use std::sync::Arc;
 
@@ -54,6 +55,9 @@ impl From<ProtocolError> for tonic::Status {
         }
     }
 }
+
+/// The longest message a command result may carry.
+pub const MAX_RESULT_BYTES: usize = 64 << 10;
 
 /// The most clusters one agent may report below its own.
 pub const MAX_DESCENDANTS: usize = 4096;
@@ -249,6 +253,8 @@ pub enum Event {
     /// The workloads of the agent's cluster that declare services in other clusters, all
     /// of them (checked by [`crate::peering::check_report`]).
     Mesh(pb::MeshReport),
+    /// The agent's answer to a lifecycle command this stream sent (each is answered once).
+    Answered(pb::CommandResult),
 }
 
 /// The cell's side of one agent's stream.
@@ -267,6 +273,8 @@ pub struct CellSession {
     /// The revision whose full set came back with another digest: it is not sent again
     /// until the set changes, so a broken agent cannot loop the cell.
     full_failed_at: Option<u64>,
+    /// Lifecycle commands sent on this stream and not answered yet.
+    outstanding: std::collections::HashSet<String>,
 }
 
 impl CellSession {
@@ -279,12 +287,18 @@ impl CellSession {
             sent: None,
             sent_full: false,
             full_failed_at: None,
+            outstanding: Default::default(),
         }
     }
 
     /// The identity the stream was opened with.
     pub fn peer(&self) -> &ClusterIdentity {
         &self.peer
+    }
+
+    /// Records a lifecycle command sent on this stream: its answer is now expected, once.
+    pub fn command_sent(&mut self, operation_id: &str) {
+        self.outstanding.insert(operation_id.to_owned());
     }
 
     /// Whether the agent has said hello.
@@ -329,10 +343,21 @@ impl CellSession {
                 crate::peering::check_report(&self.peer.cluster, &self.below, &report)?;
                 Ok(Event::Mesh(report))
             }
-            Body::CommandResult(r) => Err(ProtocolError::new(
-                Violation::InvalidArgument,
-                format!("no operation {:?} was sent", r.operation_id),
-            )),
+            Body::CommandResult(r) => {
+                if !self.outstanding.remove(&r.operation_id) {
+                    return Err(ProtocolError::new(
+                        Violation::InvalidArgument,
+                        format!("no operation {:?} was sent", r.operation_id),
+                    ));
+                }
+                if r.message.len() > MAX_RESULT_BYTES {
+                    return Err(ProtocolError::new(
+                        Violation::InvalidArgument,
+                        format!("a command result over {MAX_RESULT_BYTES} bytes"),
+                    ));
+                }
+                Ok(Event::Answered(r))
+            }
         }
     }
 

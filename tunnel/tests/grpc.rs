@@ -1210,3 +1210,97 @@ async fn mesh_declarations_go_up_routes_come_down_and_both_outlive_a_dropped_str
     stop_agent.cancel();
     restarted.stop().await;
 }
+
+/// Counts the steps it is asked to do; refuses a payload that says "no".
+struct Steps(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl lattice_tunnel::command::CommandHandler for Steps {
+    fn handle(
+        &self,
+        operation: pb::lifecycle_command::Operation,
+        payload: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            assert_eq!(operation, pb::lifecycle_command::Operation::Pivot);
+            if payload == b"no" {
+                return Err("refused: no".to_owned());
+            }
+            self.0.lock().unwrap().push(payload.clone());
+            Ok(format!("did {} bytes", payload.len()))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_commands_are_answered_once_on_the_stream_they_went_down() {
+    use lattice_tunnel::command::CommandError;
+    use pb::lifecycle_command::Operation;
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    let running = Running::start(Cell::new(ca, quick()), None).await;
+    let creds = running.bootstrap("edge").await;
+    let steps = Arc::new(Steps(std::sync::Mutex::new(Vec::new())));
+    let agent = Arc::new(
+        Agent::new(running.config("edge"), creds, Arc::new(health(2))).with_commands(steps.clone()),
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let agent = agent.clone();
+        let stop = stop.clone();
+        async move { agent.run(stop).await }
+    });
+    // No agent, no command.
+    let absent = running
+        .cell
+        .command("prod", Operation::Pivot, b"x".to_vec(), WAIT)
+        .await
+        .unwrap_err();
+    assert_eq!(absent, CommandError::NotConnected("prod".into()));
+    let session = eventually("edge connects", || running.cell.agents().get("edge"))
+        .await
+        .session_id;
+
+    let done = running
+        .cell
+        .command("edge", Operation::Pivot, b"step one".to_vec(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done, "did 8 bytes");
+    let refused = running
+        .cell
+        .command("edge", Operation::Pivot, b"no".to_vec(), WAIT)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        CommandError::Refused("edge".into(), "refused: no".into())
+    );
+    let unknown = running
+        .cell
+        .command("edge", Operation::Unspecified, Vec::new(), WAIT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, CommandError::Refused(_, ref m) if m.contains("unknown operation")),
+        "{unknown:?}"
+    );
+    let huge = running
+        .cell
+        .command(
+            "edge",
+            Operation::Pivot,
+            vec![0; lattice_tunnel::command::MAX_PAYLOAD_BYTES + 1],
+            WAIT,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(huge, CommandError::Command(_)), "{huge:?}");
+    assert_eq!(*steps.0.lock().unwrap(), vec![b"step one".to_vec()]);
+    // The refusals were answers, not violations: the stream that carried them is still up.
+    assert_eq!(
+        running.cell.agents().get("edge").unwrap().session_id,
+        session
+    );
+    stop.cancel();
+    running.stop().await;
+}
