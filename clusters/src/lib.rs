@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod capi;
 pub mod components;
 pub mod phase;
+pub mod pivot;
 pub mod provider;
 pub mod provision;
 
