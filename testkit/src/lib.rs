@@ -39,3 +39,25 @@ pub fn reference_dir() -> Option<PathBuf> {
 }
 
 pub mod schemas;
+
+/// A loopback port no one is listening on, below the kernel's ephemeral range (32768 and
+/// up on Linux by default). A server a test stops and starts again on the same port can
+/// then always have it back: a port from `bind(0)` is an ephemeral one, which any outgoing
+/// connection of a test running beside it may take as its local port once the server lets
+/// go, and the restart fails with "address in use".
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test process starts somewhere else in the span, and takes the ports after it.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port below the ephemeral range");
+        let port = u16::try_from(LOW + (start + n) % SPAN).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

@@ -603,6 +603,9 @@ impl Cell {
             .serve_with_incoming_shutdown(service, ReceiverStream::new(rx), shutdown)
             .await;
         accept.abort();
+        // Aborting only asks; the listener is closed once the task is gone, and the port
+        // must be free again when this returns (a new leader, or a restart, binds it).
+        let _ = accept.await;
         served
     }
 

@@ -51,9 +51,9 @@ struct Running {
 
 impl Running {
     async fn start(cell: Cell, addr: Option<std::net::SocketAddr>) -> Running {
-        let listener = TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
-            .await
-            .unwrap();
+        // Below the ephemeral range, so the port is there again for a restart.
+        let addr = addr.unwrap_or_else(|| ([127, 0, 0, 1], lattice_testkit::free_port()).into());
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let me = ClusterIdentity::new(DOMAIN, "parent").unwrap();
         let (own, key) = cell
