@@ -7,6 +7,8 @@
 //!   Docker). The first control-plane nodes run the bootstrap hook ([`bootstrap`]), which
 //!   fetches the cluster's agent from its parent with the one-time token.
 //! - [`phase`]: the LatticeCluster's phase and conditions from the CAPI objects' status.
+//! - [`pivot`]: the move of a cluster's CAPI objects into the cluster itself: which move,
+//!   owners first, in batches, and the steps the tunnel carries.
 //! - [`components`]: the platform components the spec asks the cluster to run.
 //!
 //! Pure planning: nothing here reads or writes an API server. Whether a step may happen is

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `Pending` | no CAPI `Cluster` yet (nothing provisioned, or `Provision` denied) |
 //! | `Provisioning` | CAPI provisions: infrastructure, control plane, or the agent has not dialled in |
-//! | `Pivoting` | the control plane is available and the agent connected; the move has not completed |
+//! | `Pivoting` | the control plane is available and the agent connected; the move has not completed (the provisioning controller shows `Provisioning` while `Pivot` is denied) |
 //! | `Ready` | pivoted: the cluster manages its own CAPI objects |
 //! | `Failed` | CAPI reports `Failed` |
 //! | `Deleting` | the LatticeCluster or its CAPI `Cluster` is being deleted |

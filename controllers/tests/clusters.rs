@@ -190,24 +190,21 @@ spec:
         .await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut operator = Operator::start_with(
-        &env,
-        "parent",
-        &account,
-        "lattice-system",
-        &[
-            "--cell-listen",
-            listen.as_str(),
-            "--cluster-name",
-            "root",
-            "--cell-address",
-            "127.0.0.1",
-            "--bootstrap-listen",
-            &format!("127.0.0.1:{bootstrap_port}"),
-            "--heartbeat-seconds",
-            "1",
-        ],
-    );
+    let bootstrap_listen = format!("127.0.0.1:{bootstrap_port}");
+    let args = [
+        "--cell-listen",
+        listen.as_str(),
+        "--cluster-name",
+        "root",
+        "--cell-address",
+        "127.0.0.1",
+        "--bootstrap-listen",
+        bootstrap_listen.as_str(),
+        "--heartbeat-seconds",
+        "1",
+    ];
+    let start_operator = || Operator::start_with(&env, "parent", &account, "lattice-system", &args);
+    let mut operator = start_operator();
 
     // lab: allowed, its objects applied in capi-lab, its bootstrap Secret beside them.
     let lab = eventually("lab provisioned", || async {
@@ -405,10 +402,46 @@ spec:
     })
     .await;
 
+    // A forbid holds lab's pivot. What CAPI's controllers would have added meanwhile is
+    // there too: the kubeconfig Secret the Cluster owns, and enough labelled objects that
+    // the move takes several batches.
+    let hold = stamped(serde_json::json!({
+        "apiVersion": "lattice.dev/v1alpha1",
+        "kind": "CedarPolicy",
+        "metadata": {"name": "hold-pivot", "namespace": "lattice-system"},
+        "spec": {"policies": "@id(\"hold\")\n@advice(\"Pivots wait for the storage migration.\")\nforbid (principal, action == Lattice::Action::\"Pivot\", resource)\nwhen { resource.name == \"lab\" };\n"},
+    }));
+    cluster::apply(&client, &cluster::resource_of(&hold), &hold).await;
+    let source_uid = clusters.get("lab").await.unwrap().metadata.uid.unwrap();
+    let source_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "capi-lab");
+    let mut extra = vec![serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "lab-kubeconfig", "namespace": "capi-lab",
+                     "labels": {"cluster.x-k8s.io/cluster-name": "lab"},
+                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                                          "name": "lab", "uid": source_uid}]},
+        "stringData": {"value": "apiVersion: v1\nkind: Config\n"},
+    })];
+    for i in 0..PIVOT_FILLER {
+        extra.push(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("lab-machine-state-{i:03}"), "namespace": "capi-lab",
+                         "labels": {"cluster.x-k8s.io/cluster-name": "lab"}},
+            "data": {"index": i.to_string()},
+        }));
+    }
+    for o in &extra {
+        cluster::apply(&client, &resource(o), o).await;
+    }
+    let moving = cluster::count_in(&client, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await;
+    assert_eq!(moving, PIVOT_FILLER + 1);
+
     // The new cluster applies what the endpoint gave it (its control plane would, with
     // kubectl; no kubelet runs here, so the agent runs as a process) and its agent joins
-    // with the token: the control plane is available and the agent connected, so lab is
-    // Pivoting. The token is used up: the endpoint refuses it from now on.
+    // with the token: the control plane is available and the agent connected, but the
+    // forbid denies the pivot, so lab stays Provisioning with the policy in its status.
+    // The token is used up: the endpoint refuses it from now on.
     let child_env = TestEnv::start("clusters-child");
     let child = child_env.client().await;
     install_crds(&child).await;
@@ -430,20 +463,46 @@ spec:
     let agent_account = child_env
         .account("deploy/agent/rbac.yaml", "lattice-agent")
         .await;
-    let agent = cluster::hierarchy::AgentProcess::start(&child_env, &agent_account);
-    let pivoting = eventually("lab's agent joins: Pivoting", || async {
+    let mut agent = cluster::hierarchy::AgentProcess::start(&child_env, &agent_account);
+    let held = eventually("lab's agent joins; the pivot is held", || async {
         let s = status(&client, "lab").await;
-        (s["phase"] == "Pivoting" && s["agentConnected"] == true).then_some(s)
+        let pivot = s["decisions"]
+            .as_array()?
+            .iter()
+            .find(|d| d["action"] == "Pivot")?
+            .clone();
+        (s["agentConnected"] == true).then_some((s, pivot))
     })
     .await;
-    assert!(
-        pivoting["conditions"]
+    let (lab, pivot) = held;
+    assert_eq!(lab["phase"], "Provisioning", "{lab}\n{}", agent.logs());
+    assert_eq!(pivot["allowed"], false);
+    assert_eq!(
+        pivot["policies"],
+        serde_json::json!(["lattice-system/hold-pivot/hold"])
+    );
+    assert_eq!(
+        pivot["advice"],
+        serde_json::json!(["Pivots wait for the storage migration."])
+    );
+    let condition = |s: &Value, t: &str| {
+        s["conditions"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["type"] == "AgentConnected" && c["status"] == "True"),
-        "{pivoting}\n{}",
-        agent.logs()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(condition(&lab, "AgentConnected")["status"], "True");
+    assert_eq!(condition(&lab, "PivotAllowed")["status"], "False");
+    assert!(
+        capi(&child, "Cluster", "clusters", "capi-lab")
+            .get_opt("lab")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing moves while the pivot is denied"
     );
     let (code, _) = https_get(addr, &ca, "/v1/bootstrap/lab", Some(&token), "GET").await;
     assert_eq!(code, 401, "a used token fetches nothing");
@@ -494,8 +553,134 @@ spec:
         reasons.contains(&"ProvisionAllowed".to_owned()),
         "{reasons:?}"
     );
+
+    // Withdrawing the hold lets the pivot proceed. The cell is killed once the first batch
+    // has landed in lab, and lab's agent once the restarted cell has begun the move
+    // again; each time the move has not completed, and after both it does, with nothing
+    // lost and nothing left behind.
+    policies
+        .delete("hold-pivot", &Default::default())
+        .await
+        .unwrap();
+    let target = |namespace: &str| {
+        let child = child.clone();
+        let namespace = namespace.to_owned();
+        async move { cluster::count_in(&child, &namespace, "cluster.x-k8s.io/cluster-name=lab").await }
+    };
+    eventually("the first batch lands in lab", || async {
+        (target("capi-lab").await > 0).then_some(())
+    })
+    .await;
+    operator.kill();
+    assert_ne!(
+        status(&client, "lab").await["pivoted"],
+        true,
+        "the cell was killed after the move completed: nothing was interrupted"
+    );
+    assert!(
+        clusters.get_opt("lab").await.unwrap().is_some(),
+        "the source is intact"
+    );
+    operator = start_operator();
+    eventually("the restarted cell moves lab again", || async {
+        operator
+            .logs()
+            .contains("pivot allowed: moving")
+            .then_some(())
+    })
+    .await;
+    drop(agent);
+    assert_ne!(
+        status(&client, "lab").await["pivoted"],
+        true,
+        "the agent was killed after the move completed: nothing was interrupted"
+    );
+    agent = cluster::hierarchy::AgentProcess::start(&child_env, &agent_account);
+    let lab = eventually("lab pivoted: Ready", || async {
+        let s = status(&client, "lab").await;
+        (s["pivoted"] == true && s["phase"] == "Ready").then_some(s)
+    })
+    .await;
+    let pivot = lab["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["action"] == "Pivot")
+        .unwrap();
+    assert_eq!(pivot["allowed"], true);
+    assert_eq!(
+        pivot["policies"],
+        serde_json::json!(["baseline/parent-manages-children"])
+    );
+    assert_eq!(condition(&lab, "Pivoted")["status"], "True");
+    // Lab holds everything, once, unpaused, with its status, and owner references
+    // pointing at its own objects.
+    assert_eq!(target("capi-lab").await, moving, "{}", operator.logs());
+    let moved = capi(&child, "Cluster", "clusters", "capi-lab")
+        .get("lab")
+        .await
+        .unwrap();
+    assert_eq!(moved.data["spec"]["paused"], false);
+    assert_eq!(moved.data["status"]["phase"], "Provisioned");
+    let child_uid = moved.metadata.uid.clone().unwrap();
+    assert_ne!(child_uid, source_uid);
+    let child_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(child.clone(), "capi-lab");
+    let kubeconfig = child_secrets.get("lab-kubeconfig").await.unwrap();
+    let owners = kubeconfig.metadata.owner_references.unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].uid, child_uid);
+    assert_eq!(
+        capi(
+            &child,
+            "MachineDeployment",
+            "machinedeployments",
+            "capi-lab"
+        )
+        .get("lab-default")
+        .await
+        .unwrap()
+        .data["spec"]["replicas"],
+        2
+    );
+    // The parent's copies go once `pivoted` is recorded, and it provisions nothing again.
+    eventually("the parent's copies are deleted", || async {
+        (clusters.get_opt("lab").await.unwrap().is_none()
+            && cluster::count_in(&client, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await
+                == 0)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        source_secrets
+            .get_opt("lab-kubeconfig")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert!(clusters.get_opt("lab").await.unwrap().is_none());
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("lab"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["PivotDenied", "PivotAllowed", "Pivoted"] {
+        assert!(
+            reasons.contains(&reason.to_owned()),
+            "{reason} not in {reasons:?}"
+        );
+    }
     assert!(operator.running(), "{}", operator.logs());
+    drop(agent);
 }
+
+/// Objects labelled for lab beyond what provisioning derives: enough for several batches.
+const PIVOT_FILLER: usize = 400;
 
 /// One HTTPS request to the bootstrap endpoint at `addr`, trusting `ca`: the status and body.
 async fn https_get(

@@ -79,6 +79,9 @@ fuzz_target!(|data: &[u8]| {
     } else if mode % 4 == 0 {
         let peer = ClusterIdentity::new("lattice.test", "edge").unwrap();
         let mut session = CellSession::new(peer);
+        // One command was sent: its result is taken once, any other is refused.
+        session.command_sent("op1");
+        let mut answered = false;
         // The clusters the agent last reported below it: its mesh reports may speak for them.
         let mut below: Vec<String> = Vec::new();
         for frame in frames(rest) {
@@ -108,6 +111,12 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Event::Mesh(report)) => {
                     assert!(was_open);
                     assert!(report.declarations.iter().all(|d| d.cluster == "edge" || below.contains(&d.cluster)));
+                }
+                Ok(Event::Answered(result)) => {
+                    assert!(was_open);
+                    assert_eq!(result.operation_id, "op1");
+                    assert!(!answered, "a command is answered once");
+                    answered = true;
                 }
                 Ok(_) => assert!(was_open),
             }

@@ -349,7 +349,8 @@ pub async fn run(
             creds.clone(),
             Arc::new(ApiHealth::new(client.clone(), &bundle.cluster)),
         )
-        .with_proxy(Arc::new(handler)),
+        .with_proxy(Arc::new(handler))
+        .with_commands(Arc::new(super::pivot::PivotTarget::new(client.clone()))),
     );
     let running = tokio::spawn({
         let agent = agent.clone();

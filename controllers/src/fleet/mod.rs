@@ -18,8 +18,11 @@
 //! - [`child`]: the agent subcommand: bootstrap, health, and the inherited objects;
 //! - [`bootstrap`]: the HTTPS endpoint a new child's control plane fetches its agent from
 //!   with its one-time token;
-//! - [`provisioning`]: on a parent, each child's `Provision` decision and, when allowed,
-//!   its Cluster API objects, phase, components and decisions in its status;
+//! - [`provisioning`]: on a parent, each child's `Provision` and `Pivot` decisions and,
+//!   when allowed, its Cluster API objects or their move, phase, components and decisions
+//!   in its status;
+//! - [`pivot`]: the move itself: the cell's side (discover, pause, send, unpause, record,
+//!   delete) and the agent's (apply in order with owners remapped, unpause);
 //! - [`proxy`]: where the API proxy's allowed calls go: through the cell to a child, and
 //!   at the child to its API server as the caller.
 
@@ -27,6 +30,7 @@ pub mod bootstrap;
 pub mod child;
 pub mod parent;
 pub mod peering;
+pub mod pivot;
 pub mod provisioning;
 pub mod proxy;
 pub mod stored;

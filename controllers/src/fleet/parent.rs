@@ -403,7 +403,7 @@ pub async fn run(
                 .decide(&client, &cell, &options, &children, snapshot, &own_for.1)
                 .await;
             provisioning
-                .reconcile(&client, &events, &options, &published, snapshot)
+                .reconcile(&client, &cell, &events, &options, &published, snapshot)
                 .await;
         }
         let revision = cell.distribute(distributed(&published, &cell.distributed()));

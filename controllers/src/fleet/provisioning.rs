@@ -9,8 +9,13 @@
 //! A denied `Provision` applies nothing new: a cluster never provisioned stays `Pending`
 //! with the deciding policy in its status. A cluster already running is not torn down by
 //! it; tearing down is `Decommission`'s, asked when the LatticeCluster is deleted.
+//!
+//! Once the control plane is available and the agent connected, the child is asked
+//! `Pivot`; allowed, its move ([`super::pivot::move_cluster`]) runs as a task of its own so
+//! the cell's rounds go on, and is started again after a failure. A pivoted child is never
+//! provisioned here again: its objects are its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -26,9 +31,11 @@ use serde_json::{Value, json};
 
 use super::absent_ok;
 use super::parent::{ParentOptions, Published};
+use super::pivot::{self, Moved};
 use super::stored::{Bundle, bootstrap_secret_name};
 use crate::lattice_api::lattice_resource;
 use crate::operator::events::{Events, Pending, reference};
+use lattice_tunnel::cell::Cell;
 
 /// The field manager of the CAPI objects and of the status fields written here.
 pub const MANAGER: &str = "lattice-provisioning";
@@ -36,12 +43,19 @@ pub const MANAGER: &str = "lattice-provisioning";
 /// Re-applies unchanged objects every this many rounds, correcting drift.
 const REAPPLY_EVERY: u32 = 12;
 
-/// What was last applied and decided per child.
+/// What was last applied and decided per child, and the moves in flight.
 #[derive(Default)]
 pub struct Provisioning {
     projection: Option<(Arc<Published>, Arc<Projection>)>,
     applied: BTreeMap<String, (u64, u32)>,
-    decided: BTreeMap<String, (bool, Vec<String>)>,
+    /// The last decision of each action about each child, for its Events.
+    decided: BTreeMap<(String, &'static str), (bool, Vec<String>)>,
+    /// Pivots running, by child: a move takes seconds, and the cell's round goes on.
+    moving: BTreeMap<String, tokio::task::JoinHandle<Result<Moved, String>>>,
+    /// How each child's last move ended (until the operator restarts).
+    moved: BTreeMap<String, Result<Moved, String>>,
+    /// Pivoted children whose leftover copies here were cleaned up since this start.
+    finished: BTreeSet<String>,
 }
 
 impl Provisioning {
@@ -49,6 +63,7 @@ impl Provisioning {
     pub async fn reconcile(
         &mut self,
         client: &Client,
+        cell: &Cell,
         events: &Events,
         options: &ParentOptions,
         published: &Arc<Published>,
@@ -80,7 +95,16 @@ impl Provisioning {
                 .any(|x| x.metadata.name.as_deref() == Some(c))
         };
         self.applied.retain(|c, _| current(c));
-        self.decided.retain(|c, _| current(c));
+        self.decided.retain(|(c, _), _| current(c));
+        self.moved.retain(|c, _| current(c));
+        self.finished.retain(|c| current(c));
+        self.moving.retain(|c, task| {
+            let keep = current(c);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
         let endpoint = bootstrap_endpoint(world, options);
         for child in children {
             if child.metadata.deletion_timestamp.is_some() {
@@ -89,6 +113,7 @@ impl Provisioning {
             if let Err(e) = self
                 .child(
                     client,
+                    cell,
                     events,
                     options,
                     world,
@@ -111,6 +136,7 @@ impl Provisioning {
     async fn child(
         &mut self,
         client: &Client,
+        cell: &Cell,
         events: &Events,
         options: &ParentOptions,
         world: &lattice_engine::World,
@@ -160,51 +186,61 @@ impl Provisioning {
             }
         };
         self.event(events, cluster, &decision).await;
-        if decision.allowed {
+        let status = cluster.status.clone().unwrap_or_default();
+        self.collect(events, cluster).await;
+        // A move that just completed recorded `pivoted`; the world may not show it yet.
+        let pivoted =
+            status.pivoted.unwrap_or(false) || matches!(self.moved.get(&name), Some(Ok(_)));
+        // Once pivoted, the child manages its own CAPI objects: nothing is applied here
+        // again, and the copies a restart left behind are deleted.
+        if decision.allowed && !pivoted && !self.moving.contains_key(&name) {
             self.apply(client, options, &name, &objects).await?;
         }
-        let capi = read_capi_cluster(client, &name).await?;
-        let status = cluster.status.clone().unwrap_or_default();
-        let (phase, conditions) =
+        if pivoted && !self.finished.contains(&name) && !self.moving.contains_key(&name) {
+            let left = pivot::finish(client, &name).await?;
+            if left > 0 {
+                tracing::info!(cluster = %name, left, "deleted copies left by an interrupted pivot");
+            }
+            self.finished.insert(name.clone());
+        }
+        let capi = if pivoted {
+            None
+        } else {
+            read_capi_cluster(client, &name).await?
+        };
+        let (mut phase, conditions) =
             lattice_clusters::phase::read(&lattice_clusters::phase::Observed {
                 capi_cluster: capi.as_ref(),
                 deleting: false,
                 agent_connected: status.agent_connected.unwrap_or(false),
-                pivoted: status.pivoted.unwrap_or(false),
+                pivoted,
             });
+        let mut decided = vec![decision.clone()];
+        if phase == lattice_clusters::phase::Phase::Pivoting {
+            let pivot = self
+                .pivot(
+                    client, cell, events, snapshot, projection, cluster, phase, now,
+                )
+                .await?;
+            // Ready to move but not allowed to: still the parent's, still provisioning.
+            if !pivot.allowed {
+                phase = lattice_clusters::phase::Phase::Provisioning;
+            }
+            decided.push(pivot);
+        }
         let mut decisions: Vec<LifecycleDecisionStatus> = status
             .decisions
             .iter()
-            .filter(|d| d.action != Lifecycle::Provision.as_str())
+            .filter(|d| !decided.iter().any(|n| n.action.as_str() == d.action))
             .cloned()
             .collect();
-        let previous = status
-            .decisions
-            .iter()
-            .find(|d| d.action == Lifecycle::Provision.as_str());
-        let mut entry = LifecycleDecisionStatus {
-            action: decision.action.as_str().into(),
-            principal: decision.principal.clone(),
-            allowed: decision.allowed,
-            policies: decision.policies.clone(),
-            advice: decision.advice.clone(),
-            errors: decision.errors.clone(),
-            snapshot: decision.digest.clone(),
-            time: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        };
-        // The time and snapshot move only with the decision: this very status write changes
-        // the world and so the next snapshot's digest, and comparing digests would rewrite
-        // the status on every snapshot, forever.
-        if let Some(p) = previous
-            && p.allowed == entry.allowed
-            && p.policies == entry.policies
-            && p.advice == entry.advice
-            && p.errors == entry.errors
-        {
-            entry.time = p.time.clone();
-            entry.snapshot = p.snapshot.clone();
+        for decision in &decided {
+            let previous = status
+                .decisions
+                .iter()
+                .find(|d| d.action == decision.action.as_str());
+            decisions.push(entry(decision, previous, now));
         }
-        decisions.push(entry);
         decisions.sort_by(|a, b| a.action.cmp(&b.action));
         let mut all_conditions: Vec<Value> = conditions
             .iter()
@@ -216,6 +252,32 @@ impl Provisioning {
             "reason": if decision.allowed { "Allowed" } else if decision.errors.is_empty() { "Denied" } else { "Invalid" },
             "message": decision.summary(),
         }));
+        if let Some(p) = decisions
+            .iter()
+            .find(|d| d.action == Lifecycle::Pivot.as_str())
+        {
+            all_conditions.push(json!({
+                "type": "PivotAllowed",
+                "status": if p.allowed { "True" } else { "False" },
+                "reason": if p.allowed { "Allowed" } else if p.errors.is_empty() { "Denied" } else { "Invalid" },
+                "message": status_summary(p),
+            }));
+        }
+        match self.moved.get(&name) {
+            Some(Ok(m)) => all_conditions.push(json!({
+                "type": "Moved",
+                "status": "True",
+                "reason": "Pivoted",
+                "message": format!("moved {} objects in {} batches in {} ms", m.objects, m.batches, m.elapsed.as_millis()),
+            })),
+            Some(Err(e)) => all_conditions.push(json!({
+                "type": "Moved",
+                "status": "False",
+                "reason": "MoveFailed",
+                "message": format!("{e}; the move is sent again"),
+            })),
+            None => {}
+        }
         let body = json!({
             "apiVersion": API_VERSION,
             "kind": Kind::LatticeCluster.name(),
@@ -250,14 +312,114 @@ impl Provisioning {
         .map_err(|e| format!("cannot write the status of {name}: {e}"))
     }
 
+    /// Asks `Pivot` for a child ready to move and, when it is allowed, starts the move (or
+    /// collects the one that ended). The facts are the phase now, the agent's health and
+    /// the number of objects that would move.
+    #[allow(clippy::too_many_arguments)]
+    async fn pivot(
+        &mut self,
+        client: &Client,
+        cell: &Cell,
+        events: &Events,
+        snapshot: &Snapshot,
+        projection: &Projection,
+        cluster: &LatticeCluster,
+        phase: lattice_clusters::phase::Phase,
+        now: jiff::Timestamp,
+    ) -> Result<LifecycleDecision, String> {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        let namespace = lattice_clusters::capi::namespace(&name);
+        let count =
+            lattice_clusters::pivot::plan(&name, &pivot::discover(client, &namespace).await?).len();
+        let mut facts = LifecycleFacts::of(cluster, count, now);
+        facts.phase = phase.as_str().to_owned();
+        let decision = lifecycle::decide(snapshot, projection, Lifecycle::Pivot, cluster, &facts);
+        self.event(events, cluster, &decision).await;
+        if decision.allowed && !self.moving.contains_key(&name) {
+            tracing::info!(cluster = %name, objects = count, "pivot allowed: moving");
+            let (client, cell, child) = (client.clone(), cell.clone(), name.clone());
+            self.moving.insert(
+                name,
+                tokio::spawn(async move {
+                    let sink = pivot::ThroughTunnel {
+                        cell,
+                        cluster: child.clone(),
+                    };
+                    pivot::move_cluster(&client, &sink, &child).await
+                }),
+            );
+        }
+        Ok(decision)
+    }
+
+    /// Takes the outcome of `cluster`'s move if it has ended, with its Event.
+    async fn collect(&mut self, events: &Events, cluster: &LatticeCluster) {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        if let Some(task) = self.moving.get(&name)
+            && task.is_finished()
+            && let Some(task) = self.moving.remove(&name)
+        {
+            let outcome = task
+                .await
+                .unwrap_or_else(|e| Err(format!("the move stopped: {e}")));
+            self.moved_event(events, cluster, &outcome).await;
+            self.moved.insert(name, outcome);
+        }
+    }
+
+    /// An Event when a move ended.
+    async fn moved_event(
+        &self,
+        events: &Events,
+        cluster: &LatticeCluster,
+        outcome: &Result<Moved, String>,
+    ) {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        let (warning, reason, note) = match outcome {
+            Ok(m) => {
+                tracing::info!(cluster = %name, objects = m.objects, elapsed_ms = m.elapsed.as_millis() as u64, "pivoted");
+                (
+                    false,
+                    "Pivoted",
+                    format!(
+                        "moved {} Cluster API objects into {name} in {} batches in {} ms; it manages itself now",
+                        m.objects,
+                        m.batches,
+                        m.elapsed.as_millis()
+                    ),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %name, "pivot: {e}");
+                (true, "PivotFailed", format!("{e}; the move is sent again"))
+            }
+        };
+        events
+            .publish(vec![Pending {
+                regarding: reference(
+                    API_VERSION,
+                    Kind::LatticeCluster.name(),
+                    None,
+                    &name,
+                    cluster.metadata.uid.as_deref(),
+                ),
+                warning,
+                reason,
+                action: "Pivot",
+                note,
+            }])
+            .await;
+    }
+
     /// An Event when the decision about `cluster` changed.
     async fn event(&mut self, events: &Events, cluster: &LatticeCluster, d: &LifecycleDecision) {
         let name = cluster.metadata.name.clone().unwrap_or_default();
         let key = (d.allowed, d.policies.clone());
-        if self.decided.get(&name) == Some(&key) {
+        let slot = (name.clone(), d.action.as_str());
+        if self.decided.get(&slot) == Some(&key) {
             return;
         }
-        self.decided.insert(name.clone(), key);
+        self.decided.insert(slot, key);
         let mut note = d.summary();
         for a in &d.advice {
             note.push_str(&format!("; advice: {a}"));
@@ -275,12 +437,13 @@ impl Provisioning {
                     cluster.metadata.uid.as_deref(),
                 ),
                 warning: !d.allowed,
-                reason: if d.allowed {
-                    "ProvisionAllowed"
-                } else {
-                    "ProvisionDenied"
+                reason: match (d.action, d.allowed) {
+                    (Lifecycle::Pivot, true) => "PivotAllowed",
+                    (Lifecycle::Pivot, false) => "PivotDenied",
+                    (_, true) => "ProvisionAllowed",
+                    (_, false) => "ProvisionDenied",
                 },
-                action: "Provision",
+                action: d.action.as_str(),
                 note,
             }])
             .await;
@@ -329,6 +492,48 @@ impl Provisioning {
         self.applied.insert(name.to_owned(), (digest, round));
         Ok(())
     }
+}
+
+/// A decision as the status shows it. Its time and snapshot move only with the decision:
+/// the status write itself changes the world and so the next snapshot's digest, and
+/// comparing digests would rewrite the status on every snapshot, forever.
+fn entry(
+    decision: &LifecycleDecision,
+    previous: Option<&LifecycleDecisionStatus>,
+    now: jiff::Timestamp,
+) -> LifecycleDecisionStatus {
+    let mut entry = LifecycleDecisionStatus {
+        action: decision.action.as_str().into(),
+        principal: decision.principal.clone(),
+        allowed: decision.allowed,
+        policies: decision.policies.clone(),
+        advice: decision.advice.clone(),
+        errors: decision.errors.clone(),
+        snapshot: decision.digest.clone(),
+        time: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    };
+    if let Some(p) = previous
+        && p.allowed == entry.allowed
+        && p.policies == entry.policies
+        && p.advice == entry.advice
+        && p.errors == entry.errors
+    {
+        entry.time = p.time.clone();
+        entry.snapshot = p.snapshot.clone();
+    }
+    entry
+}
+
+/// One line for a decision kept in status, as [`LifecycleDecision::summary`] says it.
+fn status_summary(d: &LifecycleDecisionStatus) -> String {
+    let verdict = if d.allowed { "allowed" } else { "denied" };
+    let by = match (d.policies.is_empty(), d.allowed) {
+        (false, _) => format!(" (by {})", d.policies.join(", ")),
+        (true, true) => String::new(),
+        (true, false) if d.errors.is_empty() => " (no policy permits it)".into(),
+        (true, false) => format!(" ({})", d.errors.join("; ")),
+    };
+    format!("{} by Cluster::{:?}: {verdict}{by}", d.action, d.principal)
 }
 
 /// Where children fetch their agent: this cell's first advertised address, on this

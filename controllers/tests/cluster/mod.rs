@@ -604,6 +604,17 @@ impl Drop for Operator {
     }
 }
 
+/// How many Secrets and ConfigMaps in `namespace` match the label `selector`.
+pub async fn count_in(client: &Client, namespace: &str, selector: &str) -> usize {
+    let params = kube::api::ListParams::default().labels(selector);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace);
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), namespace);
+    secrets.list(&params).await.map_or(0, |l| l.items.len())
+        + maps.list(&params).await.map_or(0, |l| l.items.len())
+}
+
 /// Polls `check` until it yields a value, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -642,13 +653,9 @@ pub async fn get(
     Some(serde_json::to_value(object).unwrap())
 }
 
-/// A free loopback port (bound and released: good enough for one test's server).
+/// A free loopback port below the ephemeral range (see `lattice_testkit::free_port`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    lattice_testkit::free_port()
 }
 
 /// `GET path` on a plain-HTTP server on loopback: the body, or `None` when it does not
