@@ -8,7 +8,6 @@ pub mod fleet;
 pub mod hierarchy;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,24 +25,8 @@ pub fn root() -> PathBuf {
     lattice_testkit::workspace_root()
 }
 
-/// The testenv binary: `LATTICE_TESTENV`, else built (or found fresh) by
-/// `tools/testenv/build`, which needs Go.
 fn testenv_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("LATTICE_TESTENV") {
-        return PathBuf::from(p);
-    }
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Command::new(root().join("tools/testenv/build"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run tools/testenv/build (needs Go)");
-            assert!(out.status.success(), "tools/testenv/build failed");
-            let text = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(text.lines().last().expect("build prints the path").trim())
-        })
-        .clone()
+    lattice_testkit::testenv::binary()
 }
 
 /// `kubectl`, built by `tools/testenv/build` from the same Kubernetes module as the API
@@ -256,36 +239,7 @@ impl Drop for TestEnv {
 /// Runs testenv on `dir` (`mode`: `--wipe` for a fresh one, `--resume` to restart) and
 /// waits for its ready line.
 fn spawn_testenv(dir: &Path, mode: &str) -> (Child, Option<ChildStdin>, PathBuf) {
-    let mut child = Command::new(testenv_binary())
-        .arg("--dir")
-        .arg(dir)
-        .args([mode, "--"])
-        // Room for a thousand Services (the default range is a /24).
-        .arg("--service-cluster-ip-range=10.0.0.0/16")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start testenv");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read testenv's ready line");
-    let kubeconfig = line
-        .strip_prefix("ready ")
-        .map(|p| PathBuf::from(p.trim()))
-        .unwrap_or_else(|| {
-            let log = std::fs::read_to_string(dir.join("apiserver.log")).unwrap_or_default();
-            panic!("testenv did not start: {line:?}\n{}", tail(&log, 40))
-        });
-    let stdin = child.stdin.take();
-    (child, stdin, kubeconfig)
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    lattice_testkit::testenv::spawn(dir, mode)
 }
 
 /// Server-side applies one object as field manager `test`.
