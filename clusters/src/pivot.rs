@@ -94,6 +94,82 @@ pub fn group_moves(group: &str) -> bool {
     group == CORE || group.ends_with(&format!(".{CORE}"))
 }
 
+/// The Cluster API resources a move carries, by group: those of CAPI itself (core,
+/// kubeadm, ClusterClass, IPAM, ClusterResourceSets) and of the providers Lattice
+/// provisions with (CAPA, CAPO, CAPMOX, CAPD, RKE2). RBAC grants exactly these
+/// (`deploy/cell`, `deploy/agent`); a server that serves another namespaced resource of a
+/// Cluster API group refuses the move rather than leave its objects behind.
+pub const MOVED: &[(&str, &[&str])] = &[
+    (
+        "cluster.x-k8s.io",
+        &[
+            "clusters",
+            "clusterclasses",
+            "machines",
+            "machinesets",
+            "machinedeployments",
+            "machinehealthchecks",
+            "machinepools",
+            "machinedrainrules",
+        ],
+    ),
+    (
+        "bootstrap.cluster.x-k8s.io",
+        &[
+            "kubeadmconfigs",
+            "kubeadmconfigtemplates",
+            "rke2configs",
+            "rke2configtemplates",
+        ],
+    ),
+    (
+        "controlplane.cluster.x-k8s.io",
+        &[
+            "kubeadmcontrolplanes",
+            "kubeadmcontrolplanetemplates",
+            "rke2controlplanes",
+            "rke2controlplanetemplates",
+        ],
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io",
+        &[
+            "awsclusters",
+            "awsclustertemplates",
+            "awsmachines",
+            "awsmachinetemplates",
+            "openstackclusters",
+            "openstackclustertemplates",
+            "openstackmachines",
+            "openstackmachinetemplates",
+            "proxmoxclusters",
+            "proxmoxclustertemplates",
+            "proxmoxmachines",
+            "proxmoxmachinetemplates",
+            "dockerclusters",
+            "dockerclustertemplates",
+            "dockermachines",
+            "dockermachinetemplates",
+            "dockermachinepools",
+        ],
+    ),
+    (
+        "ipam.cluster.x-k8s.io",
+        &["ipaddresses", "ipaddressclaims", "inclusterippools"],
+    ),
+    (
+        "addons.cluster.x-k8s.io",
+        &["clusterresourcesets", "clusterresourcesetbindings"],
+    ),
+];
+
+/// Whether a move carries `group`'s `plural` (see [`MOVED`]).
+pub fn carries(group: &str, plural: &str) -> bool {
+    MOVED
+        .iter()
+        .any(|(g, resources)| *g == group && resources.contains(&plural))
+}
+
 /// An object's identity within the namespace being moved.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
@@ -345,6 +421,35 @@ mod tests {
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
         assert_eq!(b.concat(), objects);
         assert!(batches(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn every_cluster_api_crd_of_the_reference_material_is_carried() {
+        let Some(reference) = lattice_testkit::reference_dir() else {
+            return;
+        };
+        let mut seen = 0;
+        for dir in std::fs::read_dir(reference.join("crds")).unwrap() {
+            let dir = dir.unwrap().path();
+            if !dir
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("cluster-api")
+            {
+                continue;
+            }
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let name = file.unwrap().file_name().to_string_lossy().into_owned();
+                let (group, rest) = name.split_once('_').unwrap();
+                let plural = rest.trim_end_matches(".yaml");
+                assert!(carries(group, plural), "{group}/{plural} is not carried");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 26, "only {seen} CRDs found");
+        assert!(group_moves("cluster.x-k8s.io") && !group_moves("evilcluster.x-k8s.io"));
+        assert!(!carries("cluster.x-k8s.io", "secrets"));
     }
 
     #[test]

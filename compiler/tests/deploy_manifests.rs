@@ -543,6 +543,21 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
             wanted.insert(verb(g, r, v, &[]));
         }
     }
+    // A pivot's objects: the Cluster API resources a move carries, with their status, and
+    // their namespace's Secrets and ConfigMaps, write-only.
+    for (group, resources) in lattice_clusters::pivot::MOVED {
+        for r in *resources {
+            for v in ["get", "create", "patch"] {
+                wanted.insert(verb(group, r, v, &[]));
+            }
+            wanted.insert(verb(group, &format!("{r}/status"), "patch", &[]));
+        }
+    }
+    for r in ["namespaces", "secrets", "configmaps"] {
+        for v in ["create", "patch"] {
+            wanted.insert(verb("", r, v, &[]));
+        }
+    }
     let granted = grants(&cluster_role.rules.unwrap_or_default());
     assert_eq!(granted, wanted);
     assert!(
@@ -670,6 +685,37 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
     }
     wanted.insert(verb("cluster.x-k8s.io", "clusters", "get", &[]));
     assert_eq!(grants(&provisioning.rules.unwrap_or_default()), wanted);
+    // The pivot lists, pauses, releases and deletes exactly what a move carries, and
+    // records `pivoted`.
+    let pivot: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-pivot"));
+    assert!(bound_to(
+        &strict::<ClusterRoleBinding>(get(&o, "ClusterRoleBinding", "lattice-operator-pivot"))
+            .subjects,
+        "lattice-operator",
+        "lattice-system"
+    ));
+    let mut wanted = BTreeSet::new();
+    for (group, resources) in lattice_clusters::pivot::MOVED {
+        for r in *resources {
+            for v in ["list", "patch", "delete"] {
+                wanted.insert(verb(group, r, v, &[]));
+            }
+        }
+    }
+    for r in ["secrets", "configmaps"] {
+        for v in ["list", "patch", "delete"] {
+            wanted.insert(verb("", r, v, &[]));
+        }
+    }
+    wanted.insert(verb("lattice.dev", "latticeclusters/status", "patch", &[]));
+    let granted = grants(&pivot.rules.unwrap_or_default());
+    assert_eq!(granted, wanted);
+    assert!(
+        !granted
+            .iter()
+            .any(|(g, r, v, _)| v == "*" || r == "*" || g == "*"),
+        "no wildcards"
+    );
     // The proxy reviews tokens, cluster-wide, and does nothing else.
     let proxy_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-proxy"));
     let proxy_binding: ClusterRoleBinding =

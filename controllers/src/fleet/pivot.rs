@@ -55,8 +55,9 @@ pub struct Moved {
     pub elapsed: Duration,
 }
 
-/// Every object in `namespace` of every Cluster API group this API server serves, and
-/// its Secrets and ConfigMaps: what a move chooses from.
+/// Every object in `namespace` of every Cluster API resource this API server serves (each
+/// one a move carries, see `lattice_clusters::pivot::MOVED`), and its Secrets and
+/// ConfigMaps: what a move chooses from.
 pub async fn discover(client: &Client, namespace: &str) -> Result<Vec<Value>, String> {
     let groups = client
         .list_api_groups()
@@ -71,9 +72,17 @@ pub async fn discover(client: &Client, namespace: &str) -> Result<Vec<Value>, St
             .await
             .map_err(|e| format!("cannot discover {}: {e}", group.name))?;
         for (ar, caps) in discovered.recommended_resources() {
-            if caps.scope == Scope::Namespaced && caps.supports_operation("list") {
-                resources.push(ar);
+            if caps.scope != Scope::Namespaced {
+                continue;
             }
+            // Fail closed: a kind the move does not know would stay behind.
+            if !pivot::carries(&ar.group, &ar.plural) {
+                return Err(format!(
+                    "{}/{} is served here but a move does not carry it: no move until it does",
+                    ar.group, ar.plural
+                ));
+            }
+            resources.push(ar);
         }
     }
     let mut found = Vec::new();
