@@ -194,7 +194,10 @@ pub async fn move_cluster(
     let namespace = lattice_clusters::capi::namespace(child);
     let found = discover(client, &namespace).await?;
     let mut ordered = pivot::plan(child, &found);
-    if !ordered.iter().any(|o| o["kind"] == "Cluster") {
+    if !ordered
+        .iter()
+        .any(|o| o["kind"] == "Cluster" && o["metadata"]["name"] == child)
+    {
         return Err(format!(
             "no Cluster API Cluster {child} in {namespace} to move"
         ));
@@ -202,7 +205,13 @@ pub async fn move_cluster(
     // Paused here first, and sent paused: no controller on either side acts on a cluster
     // that is half moved.
     let resources = Resources::default();
-    for o in ordered.iter_mut().filter(|o| o["kind"] == "Cluster") {
+    let is_cluster = |o: &Value| {
+        o["kind"] == "Cluster"
+            && o["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&format!("{}/", lattice_clusters::capi::CORE)))
+    };
+    for o in ordered.iter_mut().filter(|o| is_cluster(o)) {
         let (ar, _) = resources
             .of(
                 client,

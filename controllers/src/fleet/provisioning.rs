@@ -394,21 +394,7 @@ impl Provisioning {
                 (true, "PivotFailed", format!("{e}; the move is sent again"))
             }
         };
-        events
-            .publish(vec![Pending {
-                regarding: reference(
-                    API_VERSION,
-                    Kind::LatticeCluster.name(),
-                    None,
-                    &name,
-                    cluster.metadata.uid.as_deref(),
-                ),
-                warning,
-                reason,
-                action: "Pivot",
-                note,
-            }])
-            .await;
+        publish(events, cluster, warning, reason, "Pivot", note).await;
     }
 
     /// An Event when the decision about `cluster` changed.
@@ -427,26 +413,13 @@ impl Provisioning {
         for e in &d.errors {
             note.push_str(&format!("; {e}"));
         }
-        events
-            .publish(vec![Pending {
-                regarding: reference(
-                    API_VERSION,
-                    Kind::LatticeCluster.name(),
-                    None,
-                    &name,
-                    cluster.metadata.uid.as_deref(),
-                ),
-                warning: !d.allowed,
-                reason: match (d.action, d.allowed) {
-                    (Lifecycle::Pivot, true) => "PivotAllowed",
-                    (Lifecycle::Pivot, false) => "PivotDenied",
-                    (_, true) => "ProvisionAllowed",
-                    (_, false) => "ProvisionDenied",
-                },
-                action: d.action.as_str(),
-                note,
-            }])
-            .await;
+        let reason = match (d.action, d.allowed) {
+            (Lifecycle::Pivot, true) => "PivotAllowed",
+            (Lifecycle::Pivot, false) => "PivotDenied",
+            (_, true) => "ProvisionAllowed",
+            (_, false) => "ProvisionDenied",
+        };
+        publish(events, cluster, !d.allowed, reason, d.action.as_str(), note).await;
     }
 
     /// Applies `objects` (and the bootstrap Secret) when they changed, or every
@@ -492,6 +465,33 @@ impl Provisioning {
         self.applied.insert(name.to_owned(), (digest, round));
         Ok(())
     }
+}
+
+/// Publishes one Event about `cluster`.
+async fn publish(
+    events: &Events,
+    cluster: &LatticeCluster,
+    warning: bool,
+    reason: &'static str,
+    action: &'static str,
+    note: String,
+) {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    events
+        .publish(vec![Pending {
+            regarding: reference(
+                API_VERSION,
+                Kind::LatticeCluster.name(),
+                None,
+                &name,
+                cluster.metadata.uid.as_deref(),
+            ),
+            warning,
+            reason,
+            action,
+            note,
+        }])
+        .await;
 }
 
 /// A decision as the status shows it. Its time and snapshot move only with the decision:
