@@ -2,12 +2,18 @@
 //! names (a parent's own, or a parent's Lattice API proxy) and shows the fleet below it:
 //! `get clusters`, `get cluster NAME`, `get hierarchy`, `get health`.
 //!
-//! Exit codes: 0 shown; 1 the named cluster is not in the fleet; 2 the API server cannot be
-//! reached or read (the kubeconfig, the connection, RBAC), with the reason on stderr.
+//! `login`, `use`, `logout` and `token` reach the clusters through a parent's Lattice API
+//! proxy with kubectl ([`login`]).
+//!
+//! Exit codes: 0 done; 1 the named cluster is not in the fleet, or there is no usable login
+//! (none, or its token expired); 2 the API server or proxy cannot be reached or read, or
+//! refused the credential (the kubeconfig, the connection, RBAC), with the reason on stderr.
 
 mod fleet;
+mod login;
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,6 +42,55 @@ enum Command {
     Get {
         #[command(subcommand)]
         what: Get,
+    },
+    /// Log in to a parent's Lattice API proxy and add a kubeconfig context per cluster.
+    ///
+    /// The token (a ServiceAccount token of the parent's, or an OpenID Connect ID token of
+    /// an issuer the proxy accepts) is checked against the proxy, kept under
+    /// $LATTICE_HOME/logins (default ~/.lattice), and read by kubectl through `lattice
+    /// token`; the kubeconfig never holds it.
+    Login {
+        /// The proxy's address, https://HOST[:PORT].
+        server: String,
+        /// A file holding the token; `-` reads it from stdin.
+        #[arg(long, value_name = "PATH")]
+        token_file: PathBuf,
+        /// The CA (PEM) the proxy's certificate chains to (the parent's cluster CA).
+        #[arg(long, value_name = "PATH")]
+        certificate_authority: Option<PathBuf>,
+        /// A cluster to add a context for; the first is made current. At least one: the
+        /// token is checked by a call to it.
+        #[arg(long = "cluster", value_name = "NAME", required = true)]
+        clusters: Vec<String>,
+        /// The contexts' default namespace.
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// The login's name, its kubeconfig user and its contexts' prefix.
+        #[arg(long, default_value = "lattice")]
+        name: String,
+    },
+    /// Add (if needed) and switch to the context of CLUSTER through a login's proxy.
+    Use {
+        cluster: String,
+        /// The login to go through (needed only when there are several).
+        #[arg(long)]
+        login: Option<String>,
+        /// The context's default namespace.
+        #[arg(long, short)]
+        namespace: Option<String>,
+    },
+    /// Forget a login: its token, its kubeconfig user, contexts and clusters.
+    Logout {
+        /// The login to forget (needed only when there are several).
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// Print a login's credential as a client.authentication.k8s.io/v1 ExecCredential
+    /// (what the kubeconfig's exec plugin runs), with the token's own expiry.
+    Token {
+        /// The login (needed only when there are several).
+        #[arg(long)]
+        login: Option<String>,
     },
 }
 
@@ -102,18 +157,21 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         .collect()
 }
 
-async fn client(cli: &Cli) -> Result<kube::Client, String> {
+async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<String>,
+) -> Result<kube::Client, String> {
     let options = kube::config::KubeConfigOptions {
-        context: cli.context.clone(),
+        context,
         ..Default::default()
     };
-    let config = match &cli.kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
         }
-        None if cli.context.is_some() => kube::Config::from_kubeconfig(&options).await,
+        None if options.context.is_some() => kube::Config::from_kubeconfig(&options).await,
         None => kube::Config::infer().await.map_err(|e| {
             kube::config::KubeconfigError::ReadConfig(
                 std::io::Error::other(e.to_string()),
@@ -126,7 +184,42 @@ async fn client(cli: &Cli) -> Result<kube::Client, String> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
-    let client = client(&cli).await?;
+    let what = match cli.command {
+        Command::Get { what } => what,
+        Command::Login {
+            server,
+            token_file,
+            certificate_authority,
+            clusters,
+            namespace,
+            name,
+        } => {
+            let request = LoginRequest {
+                server,
+                token_file,
+                certificate_authority,
+                clusters,
+                namespace,
+                name,
+            };
+            return log_in(cli.kubeconfig.as_deref(), request).await;
+        }
+        Command::Use {
+            cluster,
+            login,
+            namespace,
+        } => {
+            return switch(
+                cli.kubeconfig.as_deref(),
+                &cluster,
+                login.as_deref(),
+                namespace.as_deref(),
+            );
+        }
+        Command::Logout { login } => return log_out(cli.kubeconfig.as_deref(), login.as_deref()),
+        Command::Token { login } => return token(login.as_deref()),
+    };
+    let client = client(cli.kubeconfig.as_deref(), cli.context.clone()).await?;
     let clusters: Api<LatticeCluster> = Api::all(client);
     let list = clusters
         .list(&ListParams::default())
@@ -134,7 +227,6 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot list LatticeClusters: {e}"))?;
     let fleet = Fleet::of(&list.items);
     let now = jiff::Timestamp::now();
-    let Command::Get { what } = cli.command;
     let out;
     let structured = |output: Output, value: serde_json::Value| match output {
         Output::Yaml => lattice_schemas::generate::to_yaml(&value),
@@ -285,6 +377,208 @@ fn describe(
         }
     }
     out
+}
+
+/// What `lattice login` was asked.
+struct LoginRequest {
+    server: String,
+    token_file: PathBuf,
+    certificate_authority: Option<PathBuf>,
+    clusters: Vec<String>,
+    namespace: Option<String>,
+    name: String,
+}
+
+/// A login error as an exit: 1 when there is no usable login, 2 otherwise.
+fn login_failed(e: login::LoginError) -> Result<ExitCode, String> {
+    match e {
+        login::LoginError::NoLogin(_)
+        | login::LoginError::Ambiguous(_)
+        | login::LoginError::Expired { .. } => {
+            eprintln!("lattice: {e}");
+            Ok(ExitCode::from(1))
+        }
+        other => Err(other.to_string()),
+    }
+}
+
+/// The most a token file may hold.
+const MAX_TOKEN: u64 = 64 * 1024;
+
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let mut text = String::new();
+    let read = if path == std::path::Path::new("-") {
+        std::io::stdin().take(MAX_TOKEN).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_TOKEN).read_to_string(&mut text))
+    };
+    read.map_err(|e| format!("cannot read the token from {}: {e}", path.display()))?;
+    login::check_token(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Checks `login`'s token with one call through its proxy to `cluster` (`GET /version`):
+/// a 401 means the proxy named no one, and nothing is written. A 403 names the caller
+/// (Cedar or the cluster's RBAC refused this one call), so the login stands.
+async fn check_login(login: &login::Login, cluster: &str) -> Result<Option<String>, String> {
+    use base64::Engine;
+    let mut cluster_entry = serde_json::json!({
+        "server": format!("{}/clusters/{cluster}", login.server),
+    });
+    if let Some(pem) = &login.certificate_authority {
+        cluster_entry["certificate-authority-data"] =
+            base64::engine::general_purpose::STANDARD.encode(pem).into();
+    }
+    let kubeconfig = serde_json::json!({
+        "clusters": [{"name": cluster, "cluster": cluster_entry}],
+        "users": [{"name": "login", "user": {"token": login.token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": "login"}}],
+        "current-context": cluster,
+    });
+    let kubeconfig: kube::config::Kubeconfig =
+        serde_json::from_value(kubeconfig).map_err(|e| e.to_string())?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", login.server))?;
+    config.connect_timeout = Some(std::time::Duration::from_secs(15));
+    config.read_timeout = Some(std::time::Duration::from_secs(30));
+    let client =
+        kube::Client::try_from(config).map_err(|e| format!("cannot make a client: {e}"))?;
+    match client.apiserver_version().await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 401 => Err(format!(
+            "the proxy at {} refused the token: {}",
+            login.server, status.message
+        )),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Some(status.message.clone())),
+        Err(e) => Err(format!("cannot check the token with {}: {e}", login.server)),
+    }
+}
+
+async fn log_in(
+    kubeconfig: Option<&std::path::Path>,
+    request: LoginRequest,
+) -> Result<ExitCode, String> {
+    let invalid = |e: login::LoginError| e.to_string();
+    login::check_name(&request.name).map_err(invalid)?;
+    for c in &request.clusters {
+        login::check_name(c).map_err(invalid)?;
+    }
+    let server = login::check_server(&request.server).map_err(invalid)?;
+    let certificate_authority = match &request.certificate_authority {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let login = login::Login {
+        name: request.name,
+        server,
+        certificate_authority,
+        token: read_token(&request.token_file)?,
+    };
+    let first = &request.clusters[0];
+    let refused = check_login(&login, first).await?;
+    let path = login::kubeconfig_path(kubeconfig).map_err(invalid)?;
+    let mut config = login::read_kubeconfig(&path).map_err(invalid)?;
+    let exe = std::env::current_exe()
+        .and_then(|e| e.canonicalize())
+        .map_err(|e| format!("cannot tell where lattice is installed: {e}"))?;
+    login::Store::at(&login::home().map_err(invalid)?)
+        .save(&login)
+        .map_err(invalid)?;
+    login::set_user(&mut config, &login, &exe, login::home_override().as_deref());
+    for c in request.clusters.iter().rev() {
+        login::use_cluster(&mut config, &login, c, request.namespace.as_deref());
+    }
+    login::write_kubeconfig(&path, &config).map_err(invalid)?;
+    let contexts: Vec<String> = request
+        .clusters
+        .iter()
+        .map(|c| login::context_name(&login.name, c))
+        .collect();
+    println!(
+        "Logged in to {} as {:?}; contexts in {}: {} (current: {})",
+        login.server,
+        login.name,
+        path.display(),
+        contexts.join(", "),
+        contexts[0]
+    );
+    if let Some(why) = refused {
+        eprintln!(
+            "note: the token names a caller, but reading {first}'s version was refused: {why}"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn switch(
+    kubeconfig: Option<&std::path::Path>,
+    cluster: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<ExitCode, String> {
+    let invalid = |e: login::LoginError| e.to_string();
+    login::check_name(cluster).map_err(invalid)?;
+    let login = match login::home().and_then(|h| login::Store::at(&h).load(name)) {
+        Ok(l) => l,
+        Err(e) => return login_failed(e),
+    };
+    let path = login::kubeconfig_path(kubeconfig).map_err(invalid)?;
+    let mut config = login::read_kubeconfig(&path).map_err(invalid)?;
+    if !config.auth_infos.iter().any(|u| u.name == login.name) {
+        let exe = std::env::current_exe()
+            .and_then(|e| e.canonicalize())
+            .map_err(|e| format!("cannot tell where lattice is installed: {e}"))?;
+        login::set_user(&mut config, &login, &exe, login::home_override().as_deref());
+    }
+    login::use_cluster(&mut config, &login, cluster, namespace);
+    login::write_kubeconfig(&path, &config).map_err(invalid)?;
+    println!(
+        "Switched to context {:?}: {cluster} through {}",
+        login::context_name(&login.name, cluster),
+        login.server
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_out(kubeconfig: Option<&std::path::Path>, name: Option<&str>) -> Result<ExitCode, String> {
+    let invalid = |e: login::LoginError| e.to_string();
+    let store = login::Store::at(&login::home().map_err(invalid)?);
+    let login = match store.load(name) {
+        Ok(l) => l,
+        Err(e) => return login_failed(e),
+    };
+    let path = login::kubeconfig_path(kubeconfig).map_err(invalid)?;
+    let mut config = login::read_kubeconfig(&path).map_err(invalid)?;
+    let removed = login::remove_login(&mut config, &login.name);
+    login::write_kubeconfig(&path, &config).map_err(invalid)?;
+    store.remove(&login.name).map_err(invalid)?;
+    println!(
+        "Logged out of {} ({:?}); removed contexts: {}",
+        login.server,
+        login.name,
+        if removed.is_empty() {
+            "none".to_owned()
+        } else {
+            removed.join(", ")
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token(name: Option<&str>) -> Result<ExitCode, String> {
+    let credential = login::home()
+        .and_then(|h| login::Store::at(&h).load(name))
+        .and_then(|l| login::exec_credential(&l, jiff::Timestamp::now()));
+    match credential {
+        Ok(c) => {
+            println!("{c}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => login_failed(e),
+    }
 }
 
 fn main() -> ExitCode {

@@ -364,6 +364,7 @@ when {{ context.resource == "secrets" }};
     );
 
     two_hops(&pair, &alice_token).await;
+    login(&pair, &alice_token);
     oidc(&pair, &alice_token).await;
     cross_cluster_mesh(&pair).await;
 
@@ -558,6 +559,141 @@ when {{ context.namespace == "frozen" }};
         !ok && err.contains("Forbidden") && err.contains("frozen-on-edge"),
         "{err}"
     );
+}
+
+/// The fleet CLI, `lattice`, beside the operator (built here if this run did not build it).
+fn lattice_binary() -> std::path::PathBuf {
+    let path =
+        std::path::Path::new(env!("CARGO_BIN_EXE_lattice-operator")).with_file_name("lattice");
+    if !path.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "--locked", "--bin", "lattice"])
+            .status()
+            .expect("run cargo build --bin lattice");
+        assert!(
+            built.success() && path.exists(),
+            "{} is missing",
+            path.display()
+        );
+    }
+    path
+}
+
+/// `lattice login` / `use` / `token` / `logout` through root's proxy, with a real kubectl
+/// calling through the kubeconfig `login` writes (its exec plugin runs `lattice token`).
+fn login(pair: &ProxiedPair, alice_token: &str) {
+    let dir = pair.root_env.dir.join("login");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (home, config) = (dir.join("home"), dir.join("kubeconfig"));
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pair.ca_pem).unwrap();
+    let lattice = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(lattice_binary())
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(args)
+            .env("LATTICE_HOME", &home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run lattice");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let server = format!("https://127.0.0.1:{}", pair.proxy_port);
+    let ca = ca.to_str().unwrap();
+
+    // A token the proxy cannot name: refused, and nothing is written.
+    let (code, _, err) = lattice(
+        &[
+            "login",
+            &server,
+            "--token-file",
+            "-",
+            "--certificate-authority",
+            ca,
+            "--cluster",
+            "edge",
+        ],
+        Some("not-a-token\n"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(!config.exists() && !home.join("logins/lattice.json").exists());
+
+    let token_file = dir.join("alice.token");
+    std::fs::write(&token_file, alice_token).unwrap();
+    let (code, out, err) = lattice(
+        &[
+            "login",
+            &server,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--certificate-authority",
+            ca,
+            "--cluster",
+            "edge",
+            "--cluster",
+            "leaf",
+            "--namespace",
+            "shop",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("current: lattice-edge"), "{out}");
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        !written.contains(alice_token),
+        "the kubeconfig never holds the token"
+    );
+
+    // kubectl through the exec plugin: edge (one hop), then leaf (two hops) after `use`.
+    let (ok, out, err) = kubectl(&config, &["get", "configmaps", "-o", "name"]);
+    assert!(ok && out.contains("configmap/"), "{out}{err}");
+    assert!(!out.contains("made-on-leaf"), "edge, not leaf: {out}");
+    let (code, out, err) = lattice(&["use", "leaf"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (ok, out, err) = kubectl(&config, &["get", "configmaps", "-o", "name"]);
+    assert!(ok && out.contains("configmap/made-on-leaf"), "{out}{err}");
+    // Cedar still decides every call made with the login's credential.
+    let (ok, _, err) = kubectl(&config, &["get", "configmaps", "-n", "frozen"]);
+    assert!(!ok && err.contains("frozen-on-edge"), "{err}");
+
+    // The credential kubectl reads: the token, until the token's own expiry.
+    let (code, out, err) = lattice(&["token"], None);
+    assert_eq!(code, 0, "{err}");
+    let credential: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(credential["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(credential["status"]["token"], alice_token);
+    let expires: jiff::Timestamp = credential["status"]["expirationTimestamp"]
+        .as_str()
+        .expect("a service-account token states its expiry")
+        .parse()
+        .unwrap();
+    assert!(expires > jiff::Timestamp::now());
+
+    let (code, out, err) = lattice(&["logout"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("lattice-edge, lattice-leaf"), "{out}");
+    let (ok, _, _) = kubectl(&config, &["get", "configmaps", "--context", "lattice-leaf"]);
+    assert!(!ok, "the context is gone");
+    let (code, _, err) = lattice(&["token"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("run `lattice login`"), "{err}");
 }
 
 /// An OIDCProvider on root whose issuer is root's own API server: kube-apiserver serves
