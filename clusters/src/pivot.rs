@@ -38,6 +38,86 @@ pub enum Step {
     },
     /// Unpause the moved `Cluster`: the target's controllers take over.
     Unpause { namespace: String, cluster: String },
+    /// The unpivot, asked of the child: pause its own `Cluster` (at page 0) and answer page
+    /// `page` of its objects, planned and portable, as an [`ExportPage`].
+    Export {
+        namespace: String,
+        cluster: String,
+        page: usize,
+    },
+    /// The unpivot's last step, once the parent holds every object and has recorded it:
+    /// delete the child's copies, finalizers released (the parent's controllers act on
+    /// the infrastructure from now on).
+    Release { namespace: String, cluster: String },
+}
+
+/// Bytes of objects per exported page: a page travels back in one command result
+/// (at most 64 KiB), with room for its framing.
+pub const PAGE_BYTES: usize = 56 << 10;
+
+/// One page of an unpivot's export, as the child's agent answers [`Step::Export`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportPage {
+    /// This page's objects, in plan order.
+    pub objects: Vec<Value>,
+    /// How many pages the export has.
+    pub pages: usize,
+    /// How many objects, over all pages.
+    pub total: usize,
+}
+
+impl ExportPage {
+    /// The page as a command result's message.
+    pub fn to_message(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A page read from a child's answer: every object must be one a move may carry into
+    /// `namespace` (a child can write nothing else on its parent), and the counts must
+    /// agree.
+    pub fn from_message(namespace: &str, message: &str) -> Result<ExportPage, String> {
+        let page: ExportPage =
+            serde_json::from_str(message).map_err(|e| format!("not an export page: {e}"))?;
+        for o in &page.objects {
+            check(namespace, o)?;
+        }
+        if page.objects.len() > page.total || (page.total > 0 && page.pages == 0) {
+            return Err(format!(
+                "an export page of {} objects claims {} in {} pages",
+                page.objects.len(),
+                page.total,
+                page.pages
+            ));
+        }
+        Ok(page)
+    }
+}
+
+/// Splits `objects` into pages of at most [`PAGE_BYTES`] each, in order. An object larger
+/// than a page cannot be carried back, and says so.
+pub fn pages(objects: Vec<Value>) -> Result<Vec<Vec<Value>>, String> {
+    let mut out: Vec<Vec<Value>> = Vec::new();
+    let mut size = 0;
+    for o in objects {
+        let bytes = serde_json::to_vec(&o).map_or(0, |b| b.len()) + 1;
+        if bytes > PAGE_BYTES {
+            return Err(format!(
+                "{} {} is {bytes} bytes, more than one page ({PAGE_BYTES}) can carry back",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            ));
+        }
+        if out.is_empty() || size + bytes > PAGE_BYTES {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        if let Some(p) = out.last_mut() {
+            p.push(o);
+        }
+    }
+    Ok(out)
 }
 
 impl Step {
@@ -50,13 +130,75 @@ impl Step {
     pub fn from_payload(payload: &[u8]) -> Result<Step, String> {
         let step: Step =
             serde_json::from_slice(payload).map_err(|e| format!("not a pivot step: {e}"))?;
-        if let Step::Apply { namespace, objects } = &step {
-            for o in objects {
-                check(namespace, o)?;
+        match &step {
+            Step::Apply { namespace, objects } => {
+                for o in objects {
+                    check(namespace, o)?;
+                }
             }
+            // The unpivot reads and deletes only the cluster's own CAPI namespace.
+            Step::Export {
+                namespace, cluster, ..
+            }
+            | Step::Release { namespace, cluster } => {
+                if *namespace != crate::capi::namespace(cluster) {
+                    return Err(format!(
+                        "{namespace:?} is not the Cluster API namespace of {cluster:?}"
+                    ));
+                }
+            }
+            Step::Unpause { .. } => {}
         }
         Ok(step)
     }
+}
+
+/// The name of the Role (and its binding) that lets a child's agent export and release
+/// its own Cluster API objects for an unpivot.
+pub const AGENT_UNPIVOT_ROLE: &str = "lattice-agent-unpivot";
+
+/// What a child's agent needs, beyond `deploy/agent`, to answer an unpivot: the namespace
+/// `capi-<cluster>`, and in it only, `list` and `delete` on every resource a move carries
+/// and on Secrets and ConfigMaps, bound to the agent's ServiceAccount
+/// (`agent_namespace`/`agent_account`). Namespaced, so the agent reads no Secret anywhere
+/// else; the bootstrap endpoint serves these with the agent's manifests.
+pub fn agent_unpivot_rbac(cluster: &str, agent_namespace: &str, agent_account: &str) -> Vec<Value> {
+    let namespace = crate::capi::namespace(cluster);
+    let mut rules: Vec<Value> = MOVED
+        .iter()
+        .map(|(group, resources)| {
+            serde_json::json!({
+                "apiGroups": [group],
+                "resources": resources,
+                "verbs": ["list", "delete"],
+            })
+        })
+        .collect();
+    rules.push(serde_json::json!({
+        "apiGroups": [""],
+        "resources": ["secrets", "configmaps"],
+        "verbs": ["list", "delete"],
+    }));
+    vec![
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace},
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": AGENT_UNPIVOT_ROLE, "namespace": namespace},
+            "rules": rules,
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": AGENT_UNPIVOT_ROLE, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT_UNPIVOT_ROLE},
+            "subjects": [{"kind": "ServiceAccount", "name": agent_account, "namespace": agent_namespace}],
+        }),
+    ]
 }
 
 /// Whether `object` may be applied into `namespace` by a move: a named object of a Cluster
@@ -473,5 +615,97 @@ mod tests {
         }
         assert!(Step::from_payload(b"{\"step\":\"format\"}").is_err());
         assert!(Step::from_payload(b"\xff").is_err());
+    }
+
+    #[test]
+    fn the_agents_unpivot_rights_are_its_own_namespace_list_and_delete_only() {
+        let rbac = agent_unpivot_rbac("edge", "lattice-system", "lattice-agent");
+        assert_eq!(rbac[0]["metadata"]["name"], "capi-edge");
+        let role = &rbac[1];
+        assert_eq!(role["metadata"]["namespace"], "capi-edge");
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(rule["verbs"], json!(["list", "delete"]));
+            assert!(!rule.to_string().contains('*'), "no wildcards: {rule}");
+        }
+        let granted: usize = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["resources"].as_array().unwrap().len())
+            .sum();
+        let moved: usize = MOVED.iter().map(|(_, r)| r.len()).sum();
+        assert_eq!(granted, moved + 2, "MOVED, Secrets and ConfigMaps");
+        assert_eq!(rbac[2]["metadata"]["namespace"], "capi-edge");
+        assert_eq!(rbac[2]["subjects"][0]["name"], "lattice-agent");
+    }
+
+    #[test]
+    fn an_unpivot_reads_and_deletes_only_the_clusters_own_namespace() {
+        let export = Step::Export {
+            namespace: "capi-edge".into(),
+            cluster: "edge".into(),
+            page: 2,
+        };
+        assert_eq!(Step::from_payload(&export.to_payload()).unwrap(), export);
+        for step in [
+            Step::Export {
+                namespace: "kube-system".into(),
+                cluster: "edge".into(),
+                page: 0,
+            },
+            Step::Release {
+                namespace: "capi-lab".into(),
+                cluster: "edge".into(),
+            },
+        ] {
+            assert!(Step::from_payload(&step.to_payload()).is_err(), "{step:?}");
+        }
+    }
+
+    #[test]
+    fn export_pages_fit_a_command_result_and_carry_only_what_a_move_may() {
+        let objects: Vec<Value> = (0..400)
+            .map(|i| {
+                let mut o = obj("Machine", &format!("m{i:03}"), &format!("u{i}"), &[], None);
+                o["spec"] = json!({"padding": "x".repeat(400)});
+                o
+            })
+            .collect();
+        let paged = pages(objects.clone()).unwrap();
+        assert!(paged.len() > 1);
+        assert_eq!(paged.concat(), objects, "every object once, in order");
+        for p in &paged {
+            let page = ExportPage {
+                objects: p.clone(),
+                pages: paged.len(),
+                total: objects.len(),
+            };
+            let message = page.to_message();
+            assert!(message.len() <= 64 << 10, "{}", message.len());
+            assert_eq!(
+                ExportPage::from_message("capi-edge", &message).unwrap(),
+                page
+            );
+        }
+        let mut huge = obj("Machine", "big", "u", &[], None);
+        huge["spec"] = json!({"padding": "x".repeat(PAGE_BYTES)});
+        assert!(pages(vec![huge]).unwrap_err().contains("Machine big"));
+        // A child cannot make its parent write outside the namespace, or anything else.
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "capi-edge"}});
+        let bad = ExportPage {
+            objects: vec![pod],
+            pages: 1,
+            total: 1,
+        }
+        .to_message();
+        assert!(ExportPage::from_message("capi-edge", &bad).is_err());
+        let lying = ExportPage {
+            objects: vec![objects[0].clone()],
+            pages: 0,
+            total: 0,
+        }
+        .to_message();
+        assert!(ExportPage::from_message("capi-edge", &lying).is_err());
+        assert!(ExportPage::from_message("capi-edge", "not json").is_err());
     }
 }

@@ -716,6 +716,34 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
             .any(|(g, r, v, _)| v == "*" || r == "*" || g == "*"),
         "no wildcards"
     );
+    // Decommission holds children with its finalizer, takes a pivoted child's objects
+    // back (what a move carries, with status), and deletes the child's namespace.
+    let decommission: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-decommission"));
+    assert!(bound_to(
+        &strict::<ClusterRoleBinding>(get(
+            &o,
+            "ClusterRoleBinding",
+            "lattice-operator-decommission"
+        ))
+        .subjects,
+        "lattice-operator",
+        "lattice-system"
+    ));
+    let mut wanted = BTreeSet::new();
+    for (group, resources) in lattice_clusters::pivot::MOVED {
+        for r in *resources {
+            for v in ["get", "create"] {
+                wanted.insert(verb(group, r, v, &[]));
+            }
+            wanted.insert(verb(group, &format!("{r}/status"), "patch", &[]));
+        }
+    }
+    wanted.insert(verb("", "configmaps", "create", &[]));
+    wanted.insert(verb("", "namespaces", "delete", &[]));
+    for v in ["get", "patch"] {
+        wanted.insert(verb("lattice.dev", "latticeclusters", v, &[]));
+    }
+    assert_eq!(grants(&decommission.rules.unwrap_or_default()), wanted);
     // The proxy reviews tokens, cluster-wide, and does nothing else.
     let proxy_role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-operator-proxy"));
     let proxy_binding: ClusterRoleBinding =

@@ -212,7 +212,7 @@ async fn tunnel(child: kube::Client, cluster: &str) -> (Cell, CancellationToken)
                 ..Health::default()
             }),
         )
-        .with_commands(Arc::new(PivotTarget::new(child))),
+        .with_commands(Arc::new(PivotTarget::new(child, cluster))),
     );
     tokio::spawn({
         let stop = stop.clone();
@@ -255,7 +255,7 @@ fn main() {
             cell,
             cluster: "edge".into(),
         };
-        let direct = PivotTarget::new(child.clone());
+        let direct = PivotTarget::new(child.clone(), "edge");
         let mut timings: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         let mut moved = 0;
         // Both API servers' discovery warmed up, so neither side pays the first call's.

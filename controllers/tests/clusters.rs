@@ -675,8 +675,196 @@ spec:
             "{reason} not in {reasons:?}"
         );
     }
+
+    decommission(&client, &child, &clusters_api, &policies, &operator, &agent).await;
     assert!(operator.running(), "{}", operator.logs());
     drop(agent);
+}
+
+/// The reasons of the Events about LatticeCluster `name`.
+async fn reasons(client: &kube::Client, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Deleting children: frozen (its CAPI objects here) is held by a forbid on
+/// `Decommission`, then torn down in order once it is withdrawn; lab (pivoted) is moved
+/// back first, then torn down, and its agent's certificate is refused afterwards.
+async fn decommission(
+    client: &kube::Client,
+    child: &kube::Client,
+    clusters_api: &Api<DynamicObject>,
+    policies: &Api<DynamicObject>,
+    operator: &Operator,
+    agent: &cluster::hierarchy::AgentProcess,
+) {
+    let finalizers = |o: &DynamicObject| o.metadata.finalizers.clone().unwrap_or_default();
+    for name in ["frozen", "lab"] {
+        let held = clusters_api.get(name).await.unwrap();
+        assert!(
+            finalizers(&held).contains(&"lattice.dev/decommission".to_owned()),
+            "{name} is held for its decommission: {:?}",
+            held.metadata.finalizers
+        );
+    }
+    let hold = stamped(serde_json::json!({
+        "apiVersion": "lattice.dev/v1alpha1",
+        "kind": "CedarPolicy",
+        "metadata": {"name": "hold-decommission", "namespace": "lattice-system"},
+        "spec": {"policies": "@id(\"hold\")\n@advice(\"Keep frozen until its backups are verified.\")\nforbid (principal, action == Lattice::Action::\"Decommission\", resource)\nwhen { resource.name == \"frozen\" };\n"},
+    }));
+    cluster::apply(client, &cluster::resource_of(&hold), &hold).await;
+    // The forbid is in the snapshot once frozen's status would show it; wait for the
+    // operator to have read it before deleting.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    clusters_api
+        .delete("frozen", &Default::default())
+        .await
+        .unwrap();
+    let frozen = eventually("frozen's decommission is held", || async {
+        let s = status(client, "frozen").await;
+        let d = s["decisions"]
+            .as_array()?
+            .iter()
+            .find(|d| d["action"] == "Decommission")?
+            .clone();
+        (s["phase"] == "Deleting" && d["allowed"] == false).then_some((s, d))
+    })
+    .await;
+    let (frozen, decision) = frozen;
+    assert_eq!(
+        decision["policies"],
+        serde_json::json!(["lattice-system/hold-decommission/hold"])
+    );
+    assert_eq!(
+        decision["advice"],
+        serde_json::json!(["Keep frozen until its backups are verified."])
+    );
+    let torn = frozen["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "TornDown")
+        .unwrap();
+    assert_eq!(torn["reason"], "Held", "{torn}");
+    let frozen_capi = capi(client, "Cluster", "clusters", "capi-frozen");
+    assert!(
+        frozen_capi.get_opt("frozen").await.unwrap().is_some(),
+        "nothing is torn down while Decommission is denied"
+    );
+    assert!(clusters_api.get_opt("frozen").await.unwrap().is_some());
+
+    // Withdrawn: the CAPI Cluster goes, then what is left of frozen's objects, then the
+    // LatticeCluster itself.
+    policies
+        .delete("hold-decommission", &Default::default())
+        .await
+        .unwrap();
+    eventually("frozen is decommissioned", || async {
+        clusters_api
+            .get_opt("frozen")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(frozen_capi.get_opt("frozen").await.unwrap().is_none());
+    assert_eq!(
+        cluster::count_in(client, "capi-frozen", "lattice.dev/cluster=frozen").await,
+        0,
+        "frozen's objects are deleted"
+    );
+    let frozen_reasons = reasons(client, "frozen").await;
+    for reason in [
+        "DecommissionDenied",
+        "DecommissionAllowed",
+        "Decommissioned",
+    ] {
+        assert!(
+            frozen_reasons.contains(&reason.to_owned()),
+            "{reason} not in {frozen_reasons:?}"
+        );
+    }
+
+    // lab manages itself: its objects come back here (Unpivot), and are torn down here.
+    let on_lab = cluster::count_in(child, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await;
+    assert!(on_lab > PIVOT_FILLER, "{on_lab}");
+    // Everything the pivot moved (its count is in the Moved condition) comes back.
+    let lab = status(client, "lab").await;
+    let moved = lab["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Moved")
+        .and_then(|c| {
+            c["message"]
+                .as_str()?
+                .split(' ')
+                .nth(1)?
+                .parse::<usize>()
+                .ok()
+        })
+        .expect("the pivot's Moved condition");
+    clusters_api
+        .delete("lab", &Default::default())
+        .await
+        .unwrap();
+    eventually("lab is moved back and decommissioned", || async {
+        clusters_api
+            .get_opt("lab")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let lab_reasons = reasons(client, "lab").await;
+    for reason in [
+        "DecommissionAllowed",
+        "UnpivotAllowed",
+        "Unpivoted",
+        "Decommissioned",
+    ] {
+        assert!(
+            lab_reasons.contains(&reason.to_owned()),
+            "{reason} not in {lab_reasons:?}\n{}",
+            operator.logs()
+        );
+    }
+    assert!(
+        operator
+            .logs()
+            .contains(&format!("moved {moved} Cluster API objects back from lab")),
+        "every object came back: {}",
+        operator.logs()
+    );
+    assert_eq!(
+        cluster::count_in(child, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await,
+        0,
+        "lab released its copies"
+    );
+    assert_eq!(
+        cluster::count_in(client, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await,
+        0,
+        "and the parent tore them down"
+    );
+    // lab is gone: its certificate is revoked, and its agent is refused from now on.
+    eventually("lab's agent is refused", || async {
+        agent
+            .logs()
+            .contains("its certificates revoked")
+            .then_some(())
+    })
+    .await;
 }
 
 /// Objects labelled for lab beyond what provisioning derives: enough for several batches.

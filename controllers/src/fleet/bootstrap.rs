@@ -35,6 +35,8 @@ use super::stored::{Bundle, CHILD_BOOTSTRAP_SECRET, bootstrap_secret_name};
 /// The agent's manifests, as `deploy/agent/` ships them.
 const AGENT_RBAC: &str = include_str!("../../../deploy/agent/rbac.yaml");
 const AGENT_DEPLOYMENT: &str = include_str!("../../../deploy/agent/deployment.yaml");
+/// The agent's ServiceAccount (in [`NAMESPACE`]), as `deploy/agent/` names it.
+const AGENT_ACCOUNT: &str = "lattice-agent";
 
 const MAX_CONNECTIONS: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -153,8 +155,13 @@ impl Bootstrap {
         let mut secret = child;
         secret["apiVersion"] = "v1".into();
         secret["kind"] = "Secret".into();
+        let unpivot: String =
+            lattice_clusters::pivot::agent_unpivot_rbac(cluster, NAMESPACE, AGENT_ACCOUNT)
+                .iter()
+                .map(lattice_schemas::generate::to_yaml)
+                .collect();
         Ok(format!(
-            "{}{}---\n{}\n---\n{}",
+            "{}{}---\n{}\n{unpivot}---\n{}",
             lattice_schemas::generate::to_yaml(&namespace),
             lattice_schemas::generate::to_yaml(&secret),
             AGENT_RBAC.trim_end(),

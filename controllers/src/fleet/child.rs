@@ -350,7 +350,10 @@ pub async fn run(
             Arc::new(ApiHealth::new(client.clone(), &bundle.cluster)),
         )
         .with_proxy(Arc::new(handler))
-        .with_commands(Arc::new(super::pivot::PivotTarget::new(client.clone()))),
+        .with_commands(Arc::new(super::pivot::PivotTarget::new(
+            client.clone(),
+            &bundle.cluster,
+        ))),
     );
     let running = tokio::spawn({
         let agent = agent.clone();

@@ -21,6 +21,9 @@
 //! - [`provisioning`]: on a parent, each child's `Provision` and `Pivot` decisions and,
 //!   when allowed, its Cluster API objects or their move, phase, components and decisions
 //!   in its status;
+//! - [`decommission`]: on a parent, a deleted child's teardown once `Decommission` allows
+//!   it (first moved back, when `Unpivot` allows it, if it was pivoted), held by a
+//!   finalizer until done;
 //! - [`pivot`]: the move itself: the cell's side (discover, pause, send, unpause, record,
 //!   delete) and the agent's (apply in order with owners remapped, unpause);
 //! - [`proxy`]: where the API proxy's allowed calls go: through the cell to a child, and
@@ -28,6 +31,7 @@
 
 pub mod bootstrap;
 pub mod child;
+pub mod decommission;
 pub mod parent;
 pub mod peering;
 pub mod pivot;

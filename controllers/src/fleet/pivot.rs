@@ -10,7 +10,13 @@
 //!   restart left behind.
 //! - The child's agent ([`PivotTarget`]): applies each batch in order by server-side
 //!   apply, with owner references pointed at the owners' new UIDs and status written
-//!   through the status subresource, then unpauses the `Cluster` when asked.
+//!   through the status subresource, then unpauses the `Cluster` when asked. It acts only
+//!   in its own cluster's namespace `capi-<cluster>`.
+//! - The unpivot ([`unpivot_cluster`], the way back, before a pivoted child is
+//!   decommissioned): the agent pauses its `Cluster` and exports its objects page by page
+//!   (each page one command result); the parent applies them with a [`PivotTarget`] of its
+//!   own, unpauses its copy, records `status.pivoted: false`, and only then asks the agent
+//!   to release (delete) the child's copies.
 //!
 //! Each step is idempotent, so a restart on either end is recovered by sending the move
 //! again: until `status.pivoted` is recorded, the source keeps every object.
@@ -248,7 +254,7 @@ pub async fn move_cluster(
     .await
     .map_err(|e| format!("unpausing the moved Cluster: {e}"))?;
     // The child owns its objects now; from here on a restart only cleans up.
-    record_pivoted(client, child).await?;
+    record_pivoted(client, child, true).await?;
     delete_sources(client, &resources, &ordered).await?;
     Ok(Moved {
         objects: count,
@@ -268,13 +274,13 @@ pub async fn finish(client: &Client, child: &str) -> Result<usize, String> {
     Ok(left.len())
 }
 
-async fn record_pivoted(client: &Client, child: &str) -> Result<(), String> {
+async fn record_pivoted(client: &Client, child: &str, pivoted: bool) -> Result<(), String> {
     let api: Api<DynamicObject> =
         Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
     let body = json!({
         "apiVersion": API_VERSION,
         "kind": Kind::LatticeCluster.name(),
-        "status": {"pivoted": true},
+        "status": {"pivoted": pivoted},
     });
     api.patch_status(
         child,
@@ -283,7 +289,83 @@ async fn record_pivoted(client: &Client, child: &str) -> Result<(), String> {
     )
     .await
     .map(drop)
-    .map_err(|e| format!("cannot record that {child} is pivoted: {e}"))
+    .map_err(|e| format!("cannot record that {child} is pivoted ({pivoted}): {e}"))
+}
+
+/// Moves `child`'s Cluster API objects back from the child into this (the parent's) API
+/// server through its agent: the way back that `Unpivot` allows, before the child is torn
+/// down. Run again after any failure, it completes the move back: until `pivoted: false`
+/// is recorded here, the child keeps every object.
+pub async fn unpivot_cluster(client: &Client, cell: &Cell, child: &str) -> Result<Moved, String> {
+    let started = Instant::now();
+    let namespace = lattice_clusters::capi::namespace(child);
+    let ask = |step: Step| {
+        let cell = cell.clone();
+        let child = child.to_owned();
+        async move {
+            cell.command(
+                &child,
+                pb::lifecycle_command::Operation::Unpivot,
+                step.to_payload(),
+                STEP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+    };
+    let here = PivotTarget::new(client.clone(), child);
+    let (mut page, mut pages, mut objects) = (0, 1, 0);
+    while page < pages {
+        let answer = ask(Step::Export {
+            namespace: namespace.clone(),
+            cluster: child.to_owned(),
+            page,
+        })
+        .await
+        .map_err(|e| format!("exporting page {} from {child}: {e}", page + 1))?;
+        let exported = pivot::ExportPage::from_message(&namespace, &answer)
+            .map_err(|e| format!("{child}'s export page {}: {e}", page + 1))?;
+        if page == 0 {
+            pages = exported.pages;
+        } else if exported.pages != pages {
+            return Err(format!(
+                "{child}'s export changed from {pages} to {} pages: sent again",
+                exported.pages
+            ));
+        }
+        objects += exported.objects.len();
+        if !exported.objects.is_empty() {
+            here.apply(&namespace, exported.objects).await?;
+        }
+        page += 1;
+    }
+    let cluster_here = discover(client, &namespace)
+        .await?
+        .into_iter()
+        .any(|o| o["kind"] == "Cluster" && o["metadata"]["name"] == child);
+    if !cluster_here {
+        return Err(format!(
+            "{child} exported no Cluster API Cluster {child}: nothing to take back"
+        ));
+    }
+    here.step(Step::Unpause {
+        namespace: namespace.clone(),
+        cluster: child.to_owned(),
+    })
+    .await?;
+    // This cluster holds the objects now; the child's copies go only after that is known.
+    record_pivoted(client, child, false).await?;
+    ask(Step::Release {
+        namespace,
+        cluster: child.to_owned(),
+    })
+    .await
+    .map_err(|e| format!("releasing {child}'s copies: {e}"))?;
+    Ok(Moved {
+        objects,
+        batches: pages,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Deletes moved objects, what they own first, with their finalizers released: the
@@ -330,23 +412,77 @@ async fn delete_sources(
     deleted.into_iter().collect()
 }
 
-/// The child's end of a move: applies what the parent's cell sends.
+/// Deletes what a teardown found left of a cluster's objects, what they own first, as
+/// they are: their finalizers stay, so their controllers clean up what they describe.
+pub async fn delete_left(client: &Client, ordered: &[Value]) -> Result<(), String> {
+    let resources = Resources::default();
+    for o in ordered.iter().rev() {
+        if !o["metadata"]["deletionTimestamp"].is_null() {
+            continue;
+        }
+        let namespace = o["metadata"]["namespace"].as_str().unwrap_or_default();
+        let (ar, _) = resources
+            .of(
+                client,
+                o["apiVersion"].as_str().unwrap_or_default(),
+                o["kind"].as_str().unwrap_or_default(),
+            )
+            .await?;
+        absent_ok(
+            api(client, namespace, &ar)
+                .delete(name_of(o), &DeleteParams::default())
+                .await,
+        )
+        .map_err(|e| format!("cannot delete {} {}: {e}", ar.kind, name_of(o)))?;
+    }
+    Ok(())
+}
+
+/// One end of a move, acting on `cluster`'s Cluster API namespace only: the child's agent
+/// (applies what the parent's cell sends, exports and releases for an unpivot), and the
+/// parent taking objects back.
 pub struct PivotTarget {
     client: Client,
+    cluster: String,
     resources: Resources,
 }
 
 impl PivotTarget {
-    pub fn new(client: Client) -> PivotTarget {
+    /// The end of `cluster`'s moves on `client`'s API server.
+    pub fn new(client: Client, cluster: &str) -> PivotTarget {
         PivotTarget {
             client,
+            cluster: cluster.to_owned(),
             resources: Resources::default(),
         }
     }
 
     async fn step(&self, step: Step) -> Result<String, String> {
+        let own = lattice_clusters::capi::namespace(&self.cluster);
+        let namespace = match &step {
+            Step::Apply { namespace, .. }
+            | Step::Unpause { namespace, .. }
+            | Step::Export { namespace, .. }
+            | Step::Release { namespace, .. } => namespace,
+        };
+        if *namespace != own {
+            return Err(format!(
+                "{namespace:?} is not this cluster's Cluster API namespace ({own:?})"
+            ));
+        }
         match step {
             Step::Apply { namespace, objects } => self.apply(&namespace, objects).await,
+            Step::Export {
+                namespace,
+                cluster,
+                page,
+            } => self.export(&namespace, &cluster, page).await,
+            Step::Release { namespace, cluster } => {
+                let found = discover(&self.client, &namespace).await?;
+                let ordered = pivot::plan(&cluster, &found);
+                delete_sources(&self.client, &self.resources, &ordered).await?;
+                Ok(format!("released {} objects", ordered.len()))
+            }
             Step::Unpause { namespace, cluster } => {
                 let (ar, _) = self
                     .resources
@@ -367,6 +503,56 @@ impl PivotTarget {
                 Ok(format!("Cluster {cluster} unpaused"))
             }
         }
+    }
+
+    /// Page `page` of this cluster's objects, paused: the `Cluster` is paused here at the
+    /// first page, so nothing changes while the parent reads the rest.
+    async fn export(&self, namespace: &str, cluster: &str, page: usize) -> Result<String, String> {
+        if cluster != self.cluster {
+            return Err(format!(
+                "{cluster:?} is not this cluster ({:?})",
+                self.cluster
+            ));
+        }
+        if page == 0 {
+            let (ar, _) = self
+                .resources
+                .of(
+                    &self.client,
+                    lattice_clusters::capi::CORE_VERSION,
+                    "Cluster",
+                )
+                .await?;
+            absent_ok(
+                api(&self.client, namespace, &ar)
+                    .patch(
+                        cluster,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"paused": true}})),
+                    )
+                    .await,
+            )
+            .map_err(|e| format!("cannot pause Cluster {cluster}: {e}"))?;
+        }
+        let found = discover(&self.client, namespace).await?;
+        let ordered: Vec<Value> = pivot::plan(cluster, &found)
+            .iter()
+            .map(pivot::portable)
+            .collect();
+        let total = ordered.len();
+        let paged = pivot::pages(ordered)?;
+        let pages = paged.len();
+        let objects = match paged.into_iter().nth(page) {
+            Some(objects) => objects,
+            None if page == 0 => Vec::new(),
+            None => return Err(format!("there is no page {page} of {pages}")),
+        };
+        Ok(pivot::ExportPage {
+            objects,
+            pages: pages.max(1),
+            total,
+        }
+        .to_message())
     }
 
     async fn apply(&self, namespace: &str, objects: Vec<Value>) -> Result<String, String> {
@@ -521,14 +707,22 @@ impl CommandHandler for PivotTarget {
         operation: pb::lifecycle_command::Operation,
         payload: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        use pb::lifecycle_command::Operation;
         Box::pin(async move {
-            if operation != pb::lifecycle_command::Operation::Pivot {
-                return Err(format!("{} is not done here yet", operation.as_str_name()));
-            }
             let step = Step::from_payload(&payload)?;
+            let fits = match &step {
+                Step::Apply { .. } | Step::Unpause { .. } => operation == Operation::Pivot,
+                Step::Export { .. } | Step::Release { .. } => operation == Operation::Unpivot,
+            };
+            if !fits {
+                return Err(format!(
+                    "{} does not take this step",
+                    operation.as_str_name()
+                ));
+            }
             let outcome = self.step(step).await;
             if let Err(e) = &outcome {
-                tracing::warn!("pivot step refused: {e}");
+                tracing::warn!("{} step refused: {e}", operation.as_str_name());
             }
             outcome
         })

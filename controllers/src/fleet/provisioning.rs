@@ -56,6 +56,10 @@ pub struct Provisioning {
     moved: BTreeMap<String, Result<Moved, String>>,
     /// Pivoted children whose leftover copies here were cleaned up since this start.
     finished: BTreeSet<String>,
+    /// Moves back (unpivots) running, by child being decommissioned.
+    pub(super) unpivoting: BTreeMap<String, tokio::task::JoinHandle<Result<Moved, String>>>,
+    /// How each child's last move back ended.
+    pub(super) unpivoted: BTreeMap<String, Result<Moved, String>>,
 }
 
 impl Provisioning {
@@ -98,16 +102,28 @@ impl Provisioning {
         self.decided.retain(|(c, _), _| current(c));
         self.moved.retain(|c, _| current(c));
         self.finished.retain(|c| current(c));
-        self.moving.retain(|c, task| {
-            let keep = current(c);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
+        self.unpivoted.retain(|c, _| current(c));
+        for tasks in [&mut self.moving, &mut self.unpivoting] {
+            tasks.retain(|c, task| {
+                let keep = current(c);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+        }
         let endpoint = bootstrap_endpoint(world, options);
         for child in children {
             if child.metadata.deletion_timestamp.is_some() {
+                if let Err(e) = self
+                    .decommission(client, cell, events, world, &projection, snapshot, child)
+                    .await
+                {
+                    tracing::warn!(
+                        cluster = child.metadata.name.as_deref().unwrap_or(""),
+                        "decommission: {e}"
+                    );
+                }
                 continue;
             }
             if let Err(e) = self
@@ -191,6 +207,17 @@ impl Provisioning {
         // A move that just completed recorded `pivoted`; the world may not show it yet.
         let pivoted =
             status.pivoted.unwrap_or(false) || matches!(self.moved.get(&name), Some(Ok(_)));
+        // Whatever this cluster provisioned it also tears down: the child's deletion waits
+        // for its decommission here.
+        let held = cluster
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == super::decommission::FINALIZER);
+        if (decision.allowed || pivoted) && !held {
+            super::decommission::hold(client, &name).await?;
+        }
         // Once pivoted, the child manages its own CAPI objects: nothing is applied here
         // again, and the copies a restart left behind are deleted.
         if decision.allowed && !pivoted && !self.moving.contains_key(&name) {
@@ -398,7 +425,12 @@ impl Provisioning {
     }
 
     /// An Event when the decision about `cluster` changed.
-    async fn event(&mut self, events: &Events, cluster: &LatticeCluster, d: &LifecycleDecision) {
+    pub(super) async fn event(
+        &mut self,
+        events: &Events,
+        cluster: &LatticeCluster,
+        d: &LifecycleDecision,
+    ) {
         let name = cluster.metadata.name.clone().unwrap_or_default();
         let key = (d.allowed, d.policies.clone());
         let slot = (name.clone(), d.action.as_str());
@@ -414,10 +446,14 @@ impl Provisioning {
             note.push_str(&format!("; {e}"));
         }
         let reason = match (d.action, d.allowed) {
+            (Lifecycle::Provision, true) => "ProvisionAllowed",
+            (Lifecycle::Provision, false) => "ProvisionDenied",
             (Lifecycle::Pivot, true) => "PivotAllowed",
             (Lifecycle::Pivot, false) => "PivotDenied",
-            (_, true) => "ProvisionAllowed",
-            (_, false) => "ProvisionDenied",
+            (Lifecycle::Unpivot, true) => "UnpivotAllowed",
+            (Lifecycle::Unpivot, false) => "UnpivotDenied",
+            (Lifecycle::Decommission, true) => "DecommissionAllowed",
+            (Lifecycle::Decommission, false) => "DecommissionDenied",
         };
         publish(events, cluster, !d.allowed, reason, d.action.as_str(), note).await;
     }
@@ -468,7 +504,7 @@ impl Provisioning {
 }
 
 /// Publishes one Event about `cluster`.
-async fn publish(
+pub(super) async fn publish(
     events: &Events,
     cluster: &LatticeCluster,
     warning: bool,
@@ -497,7 +533,7 @@ async fn publish(
 /// A decision as the status shows it. Its time and snapshot move only with the decision:
 /// the status write itself changes the world and so the next snapshot's digest, and
 /// comparing digests would rewrite the status on every snapshot, forever.
-fn entry(
+pub(super) fn entry(
     decision: &LifecycleDecision,
     previous: Option<&LifecycleDecisionStatus>,
     now: jiff::Timestamp,
@@ -525,7 +561,7 @@ fn entry(
 }
 
 /// One line for a decision kept in status, as [`LifecycleDecision::summary`] says it.
-fn status_summary(d: &LifecycleDecisionStatus) -> String {
+pub(super) fn status_summary(d: &LifecycleDecisionStatus) -> String {
     let verdict = if d.allowed { "allowed" } else { "denied" };
     let by = match (d.policies.is_empty(), d.allowed) {
         (false, _) => format!(" (by {})", d.policies.join(", ")),
@@ -602,7 +638,10 @@ async fn bootstrap_secret(
 }
 
 /// The CAPI `Cluster` of `child`, where it exists.
-async fn read_capi_cluster(client: &Client, child: &str) -> Result<Option<Value>, String> {
+pub(super) async fn read_capi_cluster(
+    client: &Client,
+    child: &str,
+) -> Result<Option<Value>, String> {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(lattice_clusters::capi::CORE, "v1beta2", "Cluster"),
         "clusters",
@@ -634,7 +673,7 @@ fn resource_of(object: &Value) -> ApiResource {
 
 /// A status as JSON with nulls and empty lists dropped, so what was read compares with what
 /// would be written.
-fn normalized(v: &Value) -> Value {
+pub(super) fn normalized(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()

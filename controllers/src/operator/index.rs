@@ -301,7 +301,8 @@ fn str_at(value: &Value, pointer: &str) -> String {
 /// The object without the metadata the server keeps for itself (resource version, managed
 /// fields, timestamps), which change without changing any decision, and without its
 /// status, except a LatticeCluster's: its tunnel and health facts are the Cedar `Cluster`
-/// entity's (less the heartbeat time, which changes every minute and decides nothing).
+/// entity's (less the heartbeat time, which changes every minute and decides nothing), and
+/// its deletion and finalizers start and hold its decommission.
 fn decided_part(kind: &str, value: &Value) -> Value {
     let mut out = Map::new();
     if let Value::Object(top) = value {
@@ -321,6 +322,15 @@ fn decided_part(kind: &str, value: &Value) -> Value {
                         for field in ["name", "namespace", "labels", "annotations", "uid"] {
                             if let Some(x) = m.get(field) {
                                 meta.insert(field.to_owned(), x.clone());
+                            }
+                        }
+                        // A cluster being deleted is decommissioned, and only while the
+                        // parent's finalizer holds it.
+                        if kind == Kind::LatticeCluster.name() {
+                            for field in ["deletionTimestamp", "finalizers"] {
+                                if let Some(x) = m.get(field) {
+                                    meta.insert(field.to_owned(), x.clone());
+                                }
                             }
                         }
                         if let Some(ann) =
