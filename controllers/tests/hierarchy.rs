@@ -4,7 +4,8 @@
 //! parent wrote, its health lands in the parent's LatticeCluster status, policies root
 //! marks `propagate: true` are written into edge and from there into leaf (and withdrawn
 //! from both), edge keeps them while root is down and resyncs when it returns, and a
-//! deleted child's certificate is revoked.
+//! deleted child is held while it still manages a cluster, then decommissioned, its
+//! certificate revoked.
 
 mod cluster;
 
@@ -336,11 +337,37 @@ async fn a_child_joins_reports_health_inherits_policies_and_survives_its_parent(
         "it reconnected with its certificate, not a new bootstrap"
     );
 
-    // The child is deleted: its bootstrap Secret goes and its certificate is revoked.
+    // The child is deleted while it still manages leaf: the baseline's
+    // decommission-only-empty holds it, with the policy in its status.
     let clusters: Api<DynamicObject> =
         Api::all_with(parent.clone(), &lattice_resource(Kind::LatticeCluster));
     clusters
         .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "edge's decommission is held while it manages leaf",
+        || async {
+            let s = cluster_status(&parent, "edge").await;
+            let d = s["decisions"]
+                .as_array()?
+                .iter()
+                .find(|d| d["action"] == "Decommission")?
+                .clone();
+            (d["allowed"] == false && d["policies"] == json!(["baseline/decommission-only-empty"]))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(clusters.get_opt("edge").await.unwrap().is_some());
+    assert!(secret(&parent, "lattice-bootstrap-edge").await.is_some());
+    // leaf is deleted on edge (edge's cell decommissions it), edge reports no cluster below
+    // it any more, and edge's decommission proceeds: its bootstrap Secret goes and its
+    // certificate is revoked.
+    let on_edge: Api<DynamicObject> =
+        Api::all_with(child.clone(), &lattice_resource(Kind::LatticeCluster));
+    on_edge
+        .delete("leaf", &DeleteParams::default())
         .await
         .unwrap();
     eventually("the child's certificates are revoked", || async {

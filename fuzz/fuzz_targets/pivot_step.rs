@@ -1,8 +1,11 @@
-//! A pivot's steps, as the child's agent reads them from a lifecycle command, and the move
-//! plan, as the parent's cell computes it from whatever its API server lists: any bytes are
-//! a step or refused, never a panic. A step taken applies only Cluster API objects,
-//! Secrets and ConfigMaps into the namespace it names; a plan moves each object at most
-//! once, and an owner that moves comes before what it owns.
+//! A pivot's steps, as the child's agent reads them from a lifecycle command, an unpivot's
+//! export page, as the parent reads it from the child's answer, and the move plan, as the
+//! parent's cell computes it from whatever its API server lists: any bytes are a step, a
+//! page or refused, never a panic. A step taken applies only Cluster API objects, Secrets
+//! and ConfigMaps into the namespace it names, and an export or release names only its
+//! cluster's own namespace; a page accepted carries only what a move may, in
+//! `capi-edge`; a plan moves each object at most once, and an owner that moves comes
+//! before what it owns.
 #![no_main]
 
 use lattice_clusters::pivot::{self, Step};
@@ -16,7 +19,20 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(o["metadata"]["namespace"].as_str(), Some(namespace.as_str()));
             }
         }
+        if let Step::Export { namespace, cluster, .. } | Step::Release { namespace, cluster } =
+            &step
+        {
+            assert_eq!(*namespace, format!("capi-{cluster}"));
+        }
         assert_eq!(Step::from_payload(&step.to_payload()).as_ref(), Ok(&step));
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(page) = pivot::ExportPage::from_message("capi-edge", text)
+    {
+        assert!(page.objects.len() <= page.total);
+        for o in &page.objects {
+            assert!(pivot::check("capi-edge", o).is_ok());
+        }
     }
     let Ok(serde_json::Value::Array(found)) = serde_json::from_slice::<serde_json::Value>(data)
     else {
