@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod explain;
 pub mod index;
 pub mod load;
+pub mod pod;
 pub mod policies;
 pub mod project;
 pub mod snapshot;

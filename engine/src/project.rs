@@ -125,6 +125,7 @@ impl Types {
                 "Namespace",
                 "Service",
                 "Container",
+                "Pod",
                 "Image",
                 "SecretProvider",
                 "SecretPath",
@@ -963,7 +964,7 @@ impl Group {
     }
 }
 
-fn s(v: &str) -> Rx {
+pub(crate) fn s(v: &str) -> Rx {
     Rx::new_string(v.to_owned())
 }
 
@@ -975,7 +976,7 @@ fn entity(
     entity_with_tags(uid, attrs, parents, None)
 }
 
-fn entity_with_tags(
+pub(crate) fn entity_with_tags(
     uid: EntityUid,
     attrs: Vec<(&str, Rx)>,
     parents: impl IntoIterator<Item = EntityUid>,
@@ -1765,10 +1766,18 @@ fn container_entities(
     let run_as_root = sec.run_as_user == Some(0)
         || sec.run_as_group == Some(0)
         || sec.run_as_non_root == Some(false);
+    // The settings as the compiler renders them (compiler/src/pod.rs): restricted defaults,
+    // all capabilities dropped, RuntimeDefault seccomp unless a profile is asked for.
+    let profile_type = |p: Option<&str>| match p {
+        None | Some("RuntimeDefault") => "RuntimeDefault",
+        Some("Unconfined") => "Unconfined",
+        Some(_) => "Localhost",
+    };
     g.push(entity(
         uid("Container", &format!("{ns}/{}/{name}", object.name())),
         vec![
             ("name", s(name)),
+            ("containerType", s("container")),
             ("image", Rx::new_entity_uid(uid("Image", &image))),
             ("privileged", Rx::new_bool(sec.privileged == Some(true))),
             ("runAsRoot", Rx::new_bool(run_as_root)),
@@ -1784,6 +1793,30 @@ fn container_entities(
                 "capabilities",
                 Rx::new_set(sec.capabilities.iter().map(|c| s(c))),
             ),
+            ("dropsAllCapabilities", Rx::new_bool(true)),
+            (
+                "runAsNonRoot",
+                Rx::new_bool(sec.run_as_non_root.unwrap_or(sec.run_as_user != Some(0))),
+            ),
+            ("runAsUser", Rx::new_long(sec.run_as_user.unwrap_or(-1))),
+            (
+                "seccompProfile",
+                s(profile_type(sec.seccomp_profile.as_deref())),
+            ),
+            (
+                "appArmorProfile",
+                s(sec
+                    .apparmor_profile
+                    .as_deref()
+                    .map_or("", |p| profile_type(Some(p)))),
+            ),
+            ("seLinuxType", s("")),
+            ("seLinuxUser", s("")),
+            ("seLinuxRole", s("")),
+            ("procMount", s("")),
+            ("hostPorts", Rx::new_set([])),
+            ("hostProcess", Rx::new_bool(false)),
+            ("windows", Rx::new_bool(false)),
             ("hasLimits", Rx::new_bool(has_limits)),
             ("sidecar", Rx::new_bool(sidecar)),
         ],
