@@ -11,6 +11,7 @@ pub mod derivation;
 pub mod lifecycle;
 pub mod mesh;
 pub mod peering;
+pub mod pod_security;
 pub mod proxy;
 pub mod time;
 
