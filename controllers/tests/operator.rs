@@ -1757,3 +1757,160 @@ async fn derived_objects_edited_deleted_or_forged_by_hand_are_put_right() {
         "a deleted Service took {restored_in:?} to come back"
     );
 }
+
+/// `kubectl apply -f -` of `manifest` as the cluster admin: success, and stderr (where
+/// kubectl prints the API server's warnings and refusals).
+fn kubectl_apply(env: &TestEnv, manifest: &Value) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(cluster::kubectl_binary())
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// On a real API server whose own Pod Security admission is off (so that Lattice alone
+/// decides), with the deployed pod webhook configuration registered: kubectl is refused a
+/// privileged Pod in an `enforce: restricted` namespace with the check and its advice, is
+/// warned about the same Pod under `warn: restricted` (and creates it), and is warned about a
+/// Deployment whose template breaks `enforce: baseline`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_meets_the_pod_security_standards_through_the_webhook() {
+    let env = TestEnv::start_with_flags("pss", &["--disable-admission-plugins=PodSecurity"]);
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: strict
+  labels: {pod-security.kubernetes.io/enforce: restricted}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: lenient
+  labels: {pod-security.kubernetes.io/enforce: privileged, pod-security.kubernetes.io/warn: restricted}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: legacy
+  labels: {pod-security.kubernetes.io/enforce: baseline}
+---
+# No controller manager runs here to make each namespace's default ServiceAccount, which
+# the API server's ServiceAccount admission requires of a Pod.
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: default, namespace: strict}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: default, namespace: lenient}
+"#,
+    )
+    .await;
+    let pki = support::Pki::issue(&env.dir.join("pki"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _operator = Operator::start(
+        &env,
+        &[
+            "--webhook-addr",
+            &addr,
+            "--tls-cert",
+            pki.cert.to_str().unwrap(),
+            "--tls-key",
+            pki.key.to_str().unwrap(),
+        ],
+    );
+    let deployed = std::fs::read_to_string(
+        cluster::root().join("deploy/webhook/validatingwebhookconfiguration-pods.yaml"),
+    )
+    .unwrap();
+    let mut vwc = cluster::documents(&deployed).remove(0);
+    let ca = serde_json::to_value(ByteString(pki.ca_pem.clone().into_bytes())).unwrap();
+    vwc["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://{addr}/validate"), "caBundle": ca});
+    vwc["webhooks"][0]["timeoutSeconds"] = json!(10);
+    cluster::apply(
+        &client,
+        &kube::core::ApiResource::erase::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        >(&()),
+        &vwc,
+    )
+    .await;
+
+    let pod = |ns: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "root", "namespace": ns},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0",
+                                     "securityContext": {"privileged": true}}]}
+        })
+    };
+    // Until the operator's snapshot holds the namespaces, the webhook answers 503 (or,
+    // for a namespace it does not know yet, the cluster default): wait for the answer its
+    // labels give.
+    let refused = eventually("the privileged pod refused by Lattice", WAIT, || async {
+        let (ok, stderr) = kubectl_apply(&env, &pod("strict"));
+        (!ok && stderr.contains("Privileged containers")).then_some(stderr)
+    })
+    .await;
+    assert!(
+        refused.contains("violates PodSecurity \"restricted:latest\""),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("Remove `securityContext.privileged: true`"),
+        "{refused}"
+    );
+    let warned = eventually("the privileged pod warned about", WAIT, || async {
+        let (ok, stderr) = kubectl_apply(&env, &pod("lenient"));
+        ok.then_some(stderr)
+    })
+    .await;
+    assert!(
+        warned.contains("Warning: would violate PodSecurity \"restricted:latest\""),
+        "{warned}"
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "lenient");
+    assert!(pods.get("root").await.is_ok(), "the warned pod exists");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "strict");
+    assert!(pods.get("root").await.is_err(), "the refused pod does not");
+
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "agent", "namespace": "legacy"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {
+            "metadata": {"labels": {"app": "agent"}},
+            "spec": {"hostPID": true, "containers": [{"name": "agent", "image": "registry.example/agent:1"}]}
+        }}
+    });
+    let warned = eventually("the deployment warned about", WAIT, || async {
+        let (ok, stderr) = kubectl_apply(&env, &deployment);
+        (ok && stderr.contains("hostNamespaces")).then_some(stderr)
+    })
+    .await;
+    assert!(
+        warned.contains("Warning: would violate PodSecurity \"baseline:latest\""),
+        "{warned}"
+    );
+}

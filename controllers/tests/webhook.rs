@@ -1341,3 +1341,259 @@ async fn json_values_are_read_as_they_arrived() {
     assert!(message.contains("`0o17`"), "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn pod(namespace: &str, name: &str, security: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1.0", "securityContext": security}]}
+    })
+}
+
+fn restricted() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
+/// Objects that carry a pod are decided under their namespace's Pod Security Standards, the
+/// way Pod Security Admission decides them: enforce refuses with the check and its advice,
+/// warn and audit admit with warnings and audit annotations, a template only warns unless
+/// its namespace asks to refuse it, and kube-system is exempt by a permit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_decided_under_their_namespaces_pod_security_standards() {
+    let dir = tmp("pss");
+    let pki = Pki::issue(&dir.join("pki"));
+    let namespaces = [
+        (
+            "strict",
+            json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+        ),
+        (
+            "lenient",
+            json!({"pod-security.kubernetes.io/enforce": "privileged", "pod-security.kubernetes.io/warn": "restricted"}),
+        ),
+        (
+            "audited",
+            json!({"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/audit": "restricted"}),
+        ),
+        (
+            "templates",
+            json!({"pod-security.kubernetes.io/enforce": "baseline", "lattice.dev/pod-security-templates": "enforce"}),
+        ),
+        ("kube-system", json!({})),
+    ];
+    let text: String = namespaces
+        .iter()
+        .map(|(n, labels)| {
+            serde_yaml_text(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}))
+                + "---\n"
+        })
+        .collect();
+    std::fs::write(dir.join("namespaces.yaml"), text).unwrap();
+    let w = start(&pki, Limits::default()).await;
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    load_examples(&w, &[dir.join("namespaces.yaml")]);
+    let privileged = json!({"privileged": true});
+
+    // Enforce: refused with the check, the policy's title and its advice.
+    let r = post(
+        &mut c,
+        &review(
+            "p-1",
+            "CREATE",
+            Some(pod("strict", "root", privileged.clone())),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["status"]["code"], 403);
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("violates PodSecurity \"restricted:latest\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("privileged (Privileged containers): container \"app\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("Remove `securityContext.privileged: true`"),
+        "{message}"
+    );
+
+    // The same namespace admits a pod that meets the standard.
+    let r = post(
+        &mut c,
+        &review(
+            "p-2",
+            "CREATE",
+            Some(pod("strict", "ok", restricted())),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r.get("warnings").is_none_or(Value::is_null), "{r}");
+
+    // Warn: admitted, with the violation as a warning.
+    let r = post(
+        &mut c,
+        &review(
+            "p-3",
+            "CREATE",
+            Some(pod("lenient", "root", privileged.clone())),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("would violate PodSecurity \\\"restricted:latest\\\""),
+        "{warnings}"
+    );
+
+    // Audit: baseline is met, restricted is not: admitted, annotated for the audit log.
+    let r = post(
+        &mut c,
+        &review(
+            "p-4",
+            "CREATE",
+            Some(pod("audited", "plain", json!({}))),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let audit = r["auditAnnotations"]["audit-violations"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        audit.contains("restricted:latest") && audit.contains("runAsNonRoot"),
+        "{r}"
+    );
+
+    // A Deployment whose template breaks baseline: warned where templates are only warned
+    // about, refused where the namespace asks.
+    let deployment = |ns: &str| {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "agent", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"hostPID": true, "containers": [{"name": "agent", "image": "registry.example/agent:1"}]}
+            }}
+        })
+    };
+    let r = post(
+        &mut c,
+        &review(
+            "d-1",
+            "CREATE",
+            Some(deployment("audited")),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r["warnings"].to_string().contains("hostNamespaces"), "{r}");
+    let r = post(
+        &mut c,
+        &review(
+            "d-2",
+            "CREATE",
+            Some(deployment("templates")),
+            None,
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hostNamespaces"),
+        "{r}"
+    );
+
+    // kube-system is exempt by a permit, which the audit annotation names.
+    let r = post(
+        &mut c,
+        &review(
+            "p-5",
+            "CREATE",
+            Some(pod("kube-system", "proxy", privileged.clone())),
+            None,
+            "system:serviceaccount:kube-system:x",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert_eq!(
+        r["auditAnnotations"]["exempt"], "pod-security/exempt-kube-system",
+        "{r}"
+    );
+
+    // A template that cannot be read is refused, not guessed at.
+    let mut broken = deployment("audited");
+    broken["spec"]["template"]["spec"]["containers"] = json!("not a list");
+    let r = post(
+        &mut c,
+        &review("d-3", "CREATE", Some(broken), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be decided"),
+        "{r}"
+    );
+
+    // A label update of a running pod is not asked again; deletes and other kinds pass.
+    let old = pod("strict", "root", privileged.clone());
+    let mut relabelled = old.clone();
+    relabelled["metadata"]["labels"] = json!({"tier": "web"});
+    let r = post(
+        &mut c,
+        &review(
+            "p-6",
+            "UPDATE",
+            Some(relabelled),
+            Some(old.clone()),
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let r = post(
+        &mut c,
+        &review("p-7", "DELETE", None, Some(old), "alice", &[]),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+}

@@ -28,12 +28,23 @@ pub fn binary() -> PathBuf {
 /// Starts a control plane in `dir` (`--wipe` for a fresh one, `--resume` to restart on its
 /// state): the process, its stdin (closing it stops testenv cleanly) and its kubeconfig.
 pub fn spawn(dir: &Path, mode: &str) -> (Child, Option<ChildStdin>, PathBuf) {
+    spawn_with(dir, mode, &[])
+}
+
+/// [`spawn`] with more kube-apiserver flags (`--name=value`; one named here replaces
+/// testenv's own).
+pub fn spawn_with(
+    dir: &Path,
+    mode: &str,
+    flags: &[String],
+) -> (Child, Option<ChildStdin>, PathBuf) {
     let mut child = Command::new(binary())
         .arg("--dir")
         .arg(dir)
         .args([mode, "--"])
         // Room for a thousand Services (the default range is a /24).
         .arg("--service-cluster-ip-range=10.0.0.0/16")
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

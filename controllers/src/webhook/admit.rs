@@ -6,13 +6,16 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | a kind outside `lattice.dev` | allowed untouched (the webhook configuration never sends one) |
+//! | CREATE / UPDATE of a Kubernetes object that carries a pod (Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob, ReplicationController, PodTemplate) | the Pod Security Standards of its namespace (`lattice_gates::pod_security`): `ExemptPodSecurity`, then `RunPod` per mode; enforce refuses a Pod (and a template where the namespace asks), warn and a template's enforce warn, audit annotates. An UPDATE of a Pod that changes neither its spec nor its security annotations is not asked again |
+//! | any other kind outside `lattice.dev`, and DELETE of one | allowed untouched |
 //! | an unknown `lattice.dev` kind, or CONNECT | denied: this webhook cannot vouch for it (fail closed) |
 //! | CREATE / UPDATE of any Lattice kind | schema and semantic validation (what `lattice-policy validate` checks), then the kind's question (`ManagePolicy`, `ManageTrust`, `ManageSecretProvider`, `ManageImageProvider`, `ManageIdentityProvider`, `ManageInfrastructure`, `ManageComplianceProfile`, `ManageWorkload`) |
 //! | … of a workload (`LatticeService`, `LatticeJob`, `LatticeModel`, `LatticeMeshMember`) | then every derivation gate on the current snapshot; audit-mode findings become warnings |
 //! | DELETE of any Lattice kind | the kind's question with operation `DELETE`, on the object as stored; a `LatticeCluster` is `Decommission`; an old object that cannot be read is denied |
 //!
 //! Policy decisions need a snapshot; without one every such request is denied.
+
+use std::collections::BTreeMap;
 
 use kube::core::admission::Operation;
 use lattice_engine::{Projection, Snapshot, World};
@@ -32,6 +35,8 @@ pub struct Verdict {
     pub code: u16,
     pub message: String,
     pub warnings: Vec<String>,
+    /// Audit annotations for the API server's audit log (Pod Security's audit mode).
+    pub audit: BTreeMap<String, String>,
 }
 
 impl Verdict {
@@ -41,6 +46,7 @@ impl Verdict {
             code: 200,
             message: String::new(),
             warnings: bounded_warnings(warnings),
+            audit: BTreeMap::new(),
         }
     }
 
@@ -52,6 +58,7 @@ impl Verdict {
             code,
             message: clip(message, MAX_MESSAGE),
             warnings: bounded_warnings(warnings),
+            audit: BTreeMap::new(),
         }
     }
 
@@ -78,7 +85,7 @@ pub struct Current {
 /// Decides one review. `current` is `None` until a snapshot is loaded.
 pub fn admit(current: Option<&Current>, review: &Review) -> Verdict {
     if review.group != GROUP {
-        return Verdict::allow(Vec::new());
+        return kubernetes_object(current, review);
     }
     let Some(kind) = Kind::from_name(&review.kind) else {
         return Verdict::deny(
@@ -168,6 +175,81 @@ pub fn admit(current: Option<&Current>, review: &Review) -> Verdict {
         stored.as_ref(),
         warnings,
     )
+}
+
+/// A Kubernetes object outside `lattice.dev`: one that carries a pod is decided under its
+/// namespace's Pod Security Standards; anything else is admitted untouched.
+fn kubernetes_object(current: Option<&Current>, review: &Review) -> Verdict {
+    let operation = match review.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete | Operation::Connect => return Verdict::allow(Vec::new()),
+    };
+    if !lattice_engine::pod::carries_pod(&review.kind) {
+        return Verdict::allow(Vec::new());
+    }
+    let Some(object) = &review.object else {
+        return Verdict::deny(400, "no object to admit".into(), Vec::new());
+    };
+    if review.operation == Operation::Update
+        && review.kind == "Pod"
+        && let Some(old) = &review.old_object
+        && !significant_pod_update(old, object)
+    {
+        return Verdict::allow(Vec::new());
+    }
+    let Some(current) = current else {
+        return not_ready(Vec::new());
+    };
+    let namespace = review.namespace.as_deref().unwrap_or("default");
+    match lattice_gates::pod_security::admit(
+        &current.snapshot,
+        &current.world,
+        &review.kind,
+        object,
+        namespace,
+        None,
+        &review.requester,
+        operation,
+    ) {
+        Ok(Some(a)) => {
+            let mut verdict = if a.refused {
+                Verdict::deny(403, a.message(), a.warnings.clone())
+            } else {
+                Verdict::allow(a.warnings.clone())
+            };
+            verdict.audit = a.audit;
+            verdict
+        }
+        Ok(None) => Verdict::allow(Vec::new()),
+        Err(e) => Verdict::deny(
+            403,
+            format!(
+                "{}: its pod cannot be decided under the Pod Security Standards: {e}",
+                review.describe()
+            ),
+            Vec::new(),
+        ),
+    }
+}
+
+/// Whether a Pod update changes what the Pod Security Standards read: its spec, or the
+/// seccomp and AppArmor annotations (everything else of its metadata is free to change).
+fn significant_pod_update(old: &Value, new: &Value) -> bool {
+    let security_annotations = |v: &Value| -> BTreeMap<String, Value> {
+        v.pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| {
+                        k.contains("seccomp.security") || k.contains("apparmor.security")
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    old.get("spec") != new.get("spec") || security_annotations(old) != security_annotations(new)
 }
 
 /// The write's own question, then (for a created or updated workload) its gates.

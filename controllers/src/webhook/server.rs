@@ -324,6 +324,11 @@ async fn validate(
     if !verdict.warnings.is_empty() {
         response.warnings = Some(verdict.warnings.clone());
     }
+    response.audit_annotations = verdict
+        .audit
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if stamp && verdict.allowed {
         response = match stamp_patch(state, &review) {
             Ok(Some(patch)) => match response.clone().with_patch(patch) {

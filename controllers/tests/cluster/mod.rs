@@ -47,18 +47,27 @@ pub struct TestEnv {
     stdin: Option<ChildStdin>,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// The extra kube-apiserver flags it was started with.
+    flags: Vec<String>,
 }
 
 impl TestEnv {
     /// Starts a fresh control plane for one test.
     pub fn start(name: &str) -> TestEnv {
+        TestEnv::start_with_flags(name, &[])
+    }
+
+    /// Starts a fresh control plane with more kube-apiserver flags (kept across restarts).
+    pub fn start_with_flags(name: &str, flags: &[&str]) -> TestEnv {
         let dir = std::env::temp_dir().join(format!("lattice-it-{}-{name}", std::process::id()));
-        let (child, stdin, kubeconfig) = spawn_testenv(&dir, "--wipe");
+        let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+        let (child, stdin, kubeconfig) = spawn_testenv(&dir, "--wipe", &flags);
         TestEnv {
             child,
             stdin,
             dir,
             kubeconfig,
+            flags,
         }
     }
 
@@ -67,7 +76,7 @@ impl TestEnv {
     pub fn restart(&mut self, down_for: Duration) {
         self.stop();
         std::thread::sleep(down_for);
-        let (child, stdin, kubeconfig) = spawn_testenv(&self.dir, "--resume");
+        let (child, stdin, kubeconfig) = spawn_testenv(&self.dir, "--resume", &self.flags);
         assert_eq!(
             kubeconfig, self.kubeconfig,
             "the same kubeconfig after a restart"
@@ -238,8 +247,8 @@ impl Drop for TestEnv {
 
 /// Runs testenv on `dir` (`mode`: `--wipe` for a fresh one, `--resume` to restart) and
 /// waits for its ready line.
-fn spawn_testenv(dir: &Path, mode: &str) -> (Child, Option<ChildStdin>, PathBuf) {
-    lattice_testkit::testenv::spawn(dir, mode)
+fn spawn_testenv(dir: &Path, mode: &str, flags: &[String]) -> (Child, Option<ChildStdin>, PathBuf) {
+    lattice_testkit::testenv::spawn_with(dir, mode, flags)
 }
 
 /// Server-side applies one object as field manager `test`.
