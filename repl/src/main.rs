@@ -1,5 +1,6 @@
 //! `lattice-policy`: the command line of Lattice's policy engine.
 
+mod admit;
 mod cluster;
 mod commands;
 mod compliance;
@@ -135,6 +136,12 @@ enum Command {
         #[arg(long)]
         history: Option<PathBuf>,
     },
+    /// What the admission webhook answers for the Kubernetes objects in a file: each object
+    /// that carries a pod under its namespace's Pod Security Standards (labels
+    /// `pod-security.kubernetes.io/enforce|warn|audit[-version]`), exemptions as permits.
+    /// Exit 0 all admitted, 1 any refused, 2 bad input; warnings and the deciding policies on
+    /// stderr.
+    Admit(admit::AdmitArgs),
     /// May PRINCIPAL do ACTION on RESOURCE? Exit 0 allow, 1 deny, 2 error.
     ///
     /// Uids in full Cedar syntax (`Lattice::Service::"shop/api"`) or short
@@ -266,6 +273,7 @@ fn main() -> ExitCode {
             policies,
             history,
         } => repl::run(world, policies, history),
+        Command::Admit(args) => admit::run(args),
         Command::Can(args) => oneshot::can(args, false),
         Command::Why(args) => oneshot::can(args, true),
         Command::Gates { workload, common } => oneshot::gates(&workload, common),

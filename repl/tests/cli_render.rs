@@ -250,3 +250,122 @@ spec:
     let objects: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(objects.as_array().unwrap().len() > 5);
 }
+
+fn admit(dir: &std::path::Path, manifest: &str, args: &[&str]) -> std::process::Output {
+    let path = dir.join("objects.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_lattice-policy"))
+        .current_dir(workspace())
+        .args(["admit", "-f"])
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `lattice-policy admit` answers as the webhook would: refused (exit 1) with the check and
+/// its advice, warned and admitted (exit 0), the AdmissionReview with `-o json`, exempt by
+/// the kube-system permit, and bad input is exit 2 with a diagnostic.
+#[test]
+fn admit_answers_what_the_webhook_would_for_plain_manifests() {
+    let dir = std::env::temp_dir().join(format!("lattice-admit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let privileged = "apiVersion: v1\nkind: Pod\nmetadata: {name: root}\nspec:\n  containers:\n  - {name: app, image: nginx, securityContext: {privileged: true}}\n";
+
+    let out = admit(
+        &dir,
+        privileged,
+        &[
+            "--namespace-labels",
+            "pod-security.kubernetes.io/enforce=baseline",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("refused Pod default/root"), "{stdout}");
+    assert!(
+        stdout.contains("violates PodSecurity \"baseline:latest\": privileged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Remove `securityContext.privileged: true`"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("enforce baseline:latest: pod-security/privileged"),
+        "{stderr}"
+    );
+
+    // Warn only: admitted, the warning on stderr; the AdmissionReview with -o json.
+    let labels =
+        "pod-security.kubernetes.io/enforce=privileged,pod-security.kubernetes.io/warn=restricted";
+    let out = admit(&dir, privileged, &["--namespace-labels", labels]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: would violate PodSecurity \"restricted:latest\"")
+    );
+    let out = admit(
+        &dir,
+        privileged,
+        &["--namespace-labels", labels, "-o", "json"],
+    );
+    let review: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(review["kind"], "AdmissionReview");
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(
+        review["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("privileged")
+    );
+
+    // kube-system is exempt by a permit, which stderr names.
+    let out = admit(&dir, privileged, &["-n", "kube-system"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("exempted by pod-security/exempt-kube-system")
+    );
+
+    // An unlabelled namespace is enforced at the cluster default (restricted), and a
+    // Deployment is judged by its template: warned, not refused, as PSA does.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      hostNetwork: true\n      containers: [{name: web, image: nginx}]\n";
+    let out = admit(
+        &dir,
+        deployment,
+        &[
+            "--namespace-labels",
+            "pod-security.kubernetes.io/enforce=baseline",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hostNamespaces"));
+    let out = admit(
+        &dir,
+        deployment,
+        &[
+            "--namespace-labels",
+            "pod-security.kubernetes.io/enforce=baseline,lattice.dev/pod-security-templates=enforce",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    // Bad input: a YAML error with its line, a document that is no object, bad labels.
+    let out = admit(&dir, "kind: Pod\n  bad: [\n", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = admit(&dir, "just: text\n", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs `apiVersion` and `kind`"));
+    let out = admit(&dir, privileged, &["--namespace-labels", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A pod whose spec cannot be read is refused, not guessed at.
+    let out = admit(
+        &dir,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 7}\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannot be decided"));
+}
