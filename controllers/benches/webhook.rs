@@ -8,9 +8,14 @@
 //! The baseline, run side by side, is the same reviews decided in-process (`admit`) without
 //! TLS or HTTP.
 //!
+//! With `--pods`, the reviews are Pods under the Pod Security Standards pack instead: half a
+//! Pod that meets `restricted` in a namespace that enforces it, half a privileged Pod in a
+//! namespace that only warns (admitted with the warning), each asked `ExemptPodSecurity` and
+//! `RunPod` for the pod and every container in every mode.
+//!
 //! `cargo bench -p lattice-controllers --bench webhook` runs 10 s at 1,000/s; with `--
-//! --soak`, the soak: 60 s at 1,000/s; under `cargo test` (CI's quick mode) 1 s at 200/s,
-//! checking every answer.
+//! --soak`, the soak: 60 s at 1,000/s; under `cargo test` (CI's quick mode) 1 s at 200/s for
+//! both sets of reviews, checking every answer.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -62,19 +67,58 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Namespaces for the Pod reviews: one enforcing restricted, one only warning.
+fn namespaces(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("namespaces.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: pss-strict\n  labels: {pod-security.kubernetes.io/enforce: restricted}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: pss-warn\n  labels: {pod-security.kubernetes.io/enforce: privileged, pod-security.kubernetes.io/warn: restricted}\n",
+    )
+    .unwrap();
+    path
+}
+
+/// A Pod with a sidecar and an init container.
+fn pod(namespace: &str, security: Value) -> Value {
+    let container = |name: &str| serde_json::json!({"name": name, "image": format!("registry.example.com/{name}:1.0"), "securityContext": security.clone()});
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-7d9f", "namespace": namespace, "labels": {"app": "web"}},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "initContainers": [container("init")],
+            "containers": [container("app"), container("proxy")],
+            "volumes": [{"name": "config", "configMap": {"name": "web"}}, {"name": "tmp", "emptyDir": {}}]
+        }
+    })
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let soak = std::env::args().any(|a| a == "--soak");
+    let pods = std::env::args().any(|a| a == "--pods");
     let (rate, seconds) = match (soak, full) {
         (true, _) => (1000u64, 60u64),
         (false, true) => (1000, 10),
         (false, false) => (200, 1),
     };
-    let dir = std::env::temp_dir().join(format!("lattice-webhook-bench-{}", std::process::id()));
+    if full || soak {
+        run(rate, seconds, pods);
+    } else {
+        run(rate, seconds, false);
+        run(rate, seconds, true);
+    }
+}
+
+fn run(rate: u64, seconds: u64, pods: bool) {
+    let dir = std::env::temp_dir().join(format!(
+        "lattice-webhook-bench-{}-{pods}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let pki = Pki::issue(&dir.join("pki"));
-    let extra = policies(&dir);
+    let extra = [policies(&dir), namespaces(&dir)];
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -82,7 +126,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let w = start(&pki, Limits::default()).await;
-        load_examples(&w, std::slice::from_ref(&extra));
+        load_examples(&w, &extra);
         let loaded = w.state.current().unwrap();
         let policy_count = loaded.snapshot.enforce_index().policy_set().policies().count();
         assert!(policy_count >= 1000, "{policy_count} policies");
@@ -101,10 +145,18 @@ fn main() {
             "sec",
             &["lattice:security-admins"],
         );
-        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(vec![
-            serde_json::to_vec(&service).unwrap(),
-            serde_json::to_vec(&policy).unwrap(),
-        ]);
+        let restricted = serde_json::json!({
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
+        });
+        let strict_pod = review("a", "CREATE", Some(pod("pss-strict", restricted)), None, "alice", &[]);
+        let warned_pod = review("b", "CREATE", Some(pod("pss-warn", serde_json::json!({"privileged": true}))), None, "alice", &[]);
+        let (mix, bodies) = if pods {
+            ("half a restricted Pod, half a privileged Pod warned about", vec![strict_pod, warned_pod])
+        } else {
+            ("half LatticeService, half CedarPolicy", vec![service, policy])
+        };
+        let bodies: Arc<Vec<Vec<u8>>> =
+            Arc::new(bodies.iter().map(|b| serde_json::to_vec(b).unwrap()).collect());
 
         // Baseline: the same decisions in-process.
         let mut in_process = Vec::new();
@@ -115,6 +167,10 @@ fn main() {
             let v = admit(Some(&loaded), &r);
             in_process.push(t.elapsed());
             assert!(v.allowed, "{}", v.message);
+            // The warned Pod comes back with its warning.
+            if pods {
+                assert_eq!(!v.warnings.is_empty(), i % 2 == 1, "{:?}", v.warnings);
+            }
         }
         in_process.sort();
 
@@ -159,7 +215,7 @@ fn main() {
         let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
         let (b50, b99) = (percentile(&in_process, 0.50), percentile(&in_process, 0.99));
         println!(
-            "webhook over TLS, {rate} reviews/s for {seconds} s ({} reviews, half LatticeService, half CedarPolicy, {policy_count} policies): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 ≤ 5 ms), errors {errors}",
+            "webhook over TLS, {rate} reviews/s for {seconds} s ({} reviews, {mix}, {policy_count} policies): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 ≤ 5 ms), errors {errors}",
             latencies.len(),
             ms(p50),
             ms(p99),
