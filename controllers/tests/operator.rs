@@ -521,38 +521,21 @@ async fn the_api_server_rejects_an_invalid_cedar_policy_through_the_webhook() {
             pki.key.to_str().unwrap(),
         ],
     );
-    // The deployed configuration, pointed at this webhook with the test CA.
-    let deployed = std::fs::read_to_string(
-        cluster::root().join("deploy/webhook/validatingwebhookconfiguration.yaml"),
-    )
-    .unwrap();
-    let mut vwc = cluster::documents(&deployed).remove(0);
-    let ca = serde_json::to_value(ByteString(pki.ca_pem.clone().into_bytes())).unwrap();
-    vwc["webhooks"][0]["clientConfig"] =
-        json!({"url": format!("https://{addr}/validate"), "caBundle": ca});
-    vwc["webhooks"][0]["timeoutSeconds"] = json!(10);
-    cluster::apply(
+    // The deployed configurations, pointed at this webhook with the test CA.
+    register_webhook(
         &client,
-        &kube::core::ApiResource::erase::<
-            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
-        >(&()),
-        &vwc,
+        "validatingwebhookconfiguration.yaml",
+        "/validate",
+        &addr,
+        &pki,
     )
     .await;
-    let deployed = std::fs::read_to_string(
-        cluster::root().join("deploy/webhook/mutatingwebhookconfiguration.yaml"),
-    )
-    .unwrap();
-    let mut mwc = cluster::documents(&deployed).remove(0);
-    mwc["webhooks"][0]["clientConfig"] =
-        json!({"url": format!("https://{addr}/mutate"), "caBundle": ca});
-    mwc["webhooks"][0]["timeoutSeconds"] = json!(10);
-    cluster::apply(
+    register_webhook(
         &client,
-        &kube::core::ApiResource::erase::<
-            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-        >(&()),
-        &mwc,
+        "mutatingwebhookconfiguration.yaml",
+        "/mutate",
+        &addr,
+        &pki,
     )
     .await;
 
@@ -1758,6 +1741,26 @@ async fn derived_objects_edited_deleted_or_forged_by_hand_are_put_right() {
     );
 }
 
+/// Applies the webhook configuration `deploy/webhook/<file>` as deployed, but for its client
+/// config: `https://<addr><path>` with the test CA, and a 10 s timeout for a loaded machine.
+async fn register_webhook(client: &Client, file: &str, path: &str, addr: &str, pki: &support::Pki) {
+    let deployed =
+        std::fs::read_to_string(cluster::root().join("deploy/webhook").join(file)).unwrap();
+    let mut config = cluster::documents(&deployed).remove(0);
+    let ca = serde_json::to_value(ByteString(pki.ca_pem.clone().into_bytes())).unwrap();
+    config["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://{addr}{path}"), "caBundle": ca});
+    config["webhooks"][0]["timeoutSeconds"] = json!(10);
+    use k8s_openapi::api::admissionregistration::v1 as reg;
+    let resource = match config["kind"].as_str() {
+        Some("MutatingWebhookConfiguration") => {
+            kube::core::ApiResource::erase::<reg::MutatingWebhookConfiguration>(&())
+        }
+        _ => kube::core::ApiResource::erase::<reg::ValidatingWebhookConfiguration>(&()),
+    };
+    cluster::apply(client, &resource, &config).await;
+}
+
 /// `kubectl apply -f -` of `manifest` as the cluster admin: success, and stderr (where
 /// kubectl prints the API server's warnings and refusals).
 fn kubectl_apply(env: &TestEnv, manifest: &Value) -> (bool, String) {
@@ -1840,21 +1843,12 @@ metadata: {name: default, namespace: lenient}
             pki.key.to_str().unwrap(),
         ],
     );
-    let deployed = std::fs::read_to_string(
-        cluster::root().join("deploy/webhook/validatingwebhookconfiguration-pods.yaml"),
-    )
-    .unwrap();
-    let mut vwc = cluster::documents(&deployed).remove(0);
-    let ca = serde_json::to_value(ByteString(pki.ca_pem.clone().into_bytes())).unwrap();
-    vwc["webhooks"][0]["clientConfig"] =
-        json!({"url": format!("https://{addr}/validate"), "caBundle": ca});
-    vwc["webhooks"][0]["timeoutSeconds"] = json!(10);
-    cluster::apply(
+    register_webhook(
         &client,
-        &kube::core::ApiResource::erase::<
-            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
-        >(&()),
-        &vwc,
+        "validatingwebhookconfiguration-pods.yaml",
+        "/validate",
+        &addr,
+        &pki,
     )
     .await;
 
