@@ -14,7 +14,7 @@ use lattice_gates::compliance::{SubjectKind, applies_to, framework_of};
 use lattice_schemas::crd::EnforcementMode;
 
 /// The frameworks Lattice ships packs for, in report order.
-pub const FRAMEWORKS: [&str; 3] = ["nist-800-53", "soc2", "cis-kubernetes"];
+pub const FRAMEWORKS: [&str; 4] = ["nist-800-53", "soc2", "cis-kubernetes", "pod-security"];
 
 /// One framework and everything a scan reports about it.
 #[derive(Clone, Debug)]

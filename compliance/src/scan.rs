@@ -112,6 +112,10 @@ impl SubjectRef {
 #[derive(Clone, Debug, Serialize)]
 pub struct Failure {
     pub subject: SubjectRef,
+    /// Where the object that declares the subject was written (`path:line`), when the
+    /// world was read from files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Set when the check could not be evaluated on this subject (counted as a failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -281,8 +285,82 @@ pub struct ScanReport {
     #[serde(skip)]
     pub inventory: Vec<SubjectRef>,
     pub frameworks: Vec<FrameworkResult>,
+    /// With the `pod-security` framework: the Pod Security level each namespace enforces and
+    /// the levels its pods meet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pod_security: Vec<NamespaceLevels>,
     /// Every permit in force that grants a deviation, with its approval and subjects.
     pub exceptions: Vec<crate::exceptions::Exception>,
+}
+
+/// The framework whose scans list Pod Security levels per namespace.
+pub const POD_SECURITY_FRAMEWORK: &str = "pod-security";
+
+/// One namespace's Pod Security levels.
+#[derive(Clone, Debug, Serialize)]
+pub struct NamespaceLevels {
+    pub namespace: String,
+    /// The level and version it enforces (`restricted:latest`, `baseline:v1.29`), as its
+    /// labels say (the cluster's default level when unlabelled).
+    pub enforces: String,
+    /// Pods in it (each object that runs one), and how many meet each level (latest).
+    pub pods: usize,
+    pub meet_baseline: usize,
+    pub meet_restricted: usize,
+    /// How many fail the level it enforces.
+    pub violate_enforced: usize,
+    /// The highest level every one of its pods meets: `restricted`, `baseline` or
+    /// `privileged`.
+    pub level: &'static str,
+}
+
+/// The Pod Security levels of every namespace in scope, from the facts the scan derived.
+fn namespace_levels(
+    world: &World,
+    subjects: &[Subject],
+    facts: &ComplyFacts,
+) -> Vec<NamespaceLevels> {
+    use lattice_gates::pod_security::{Level, NamespacePolicy};
+    let (_, default_level) = lattice_engine::project::root_cluster(world);
+    let default_enforce = Level::parse(default_level.as_str()).unwrap_or(Level::Restricted);
+    let mut out: BTreeMap<&str, NamespaceLevels> = BTreeMap::new();
+    for s in subjects.iter().filter(|s| s.kind == SubjectKind::Namespace) {
+        let labels =
+            lattice_gates::pod_security::namespace_labels(world, &s.id).unwrap_or_default();
+        let policy = NamespacePolicy::from_labels(&labels, default_enforce);
+        out.insert(
+            &s.id,
+            NamespaceLevels {
+                namespace: s.id.clone(),
+                enforces: policy.enforce.to_string(),
+                pods: 0,
+                meet_baseline: 0,
+                meet_restricted: 0,
+                violate_enforced: 0,
+                level: "restricted",
+            },
+        );
+    }
+    for s in subjects.iter().filter(|s| s.kind == SubjectKind::Pod) {
+        let Some(ns) = s.namespace.as_deref().and_then(|ns| out.get_mut(ns)) else {
+            continue;
+        };
+        let f = facts.of(s);
+        ns.pods += 1;
+        ns.meet_baseline += usize::from(f.baseline_violations.is_empty());
+        ns.meet_restricted += usize::from(f.restricted_violations.is_empty());
+        ns.violate_enforced += usize::from(!f.pod_security_violations.is_empty());
+    }
+    for ns in out.values_mut() {
+        ns.level = if ns.meet_restricted == ns.pods {
+            "restricted"
+        } else if ns.meet_baseline == ns.pods {
+            "baseline"
+        } else {
+            "privileged"
+        };
+    }
+    out.into_values().collect()
 }
 
 impl ScanReport {
@@ -304,6 +382,24 @@ pub enum ScanError {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Points each failure at the file and line of the object that declares its subject.
+fn locate_failures(results: &mut [FrameworkResult], subjects: &[Subject], world: &World) {
+    let keys: HashMap<(SubjectKind, &str), &lattice_engine::ObjectKey> = subjects
+        .iter()
+        .filter_map(|s| Some(((s.kind, s.id.as_str()), s.object.as_ref()?)))
+        .collect();
+    for failure in results
+        .iter_mut()
+        .flat_map(|r| r.checks.iter_mut())
+        .flat_map(|c| c.failures.iter_mut())
+    {
+        failure.source = keys
+            .get(&(failure.subject.kind, failure.subject.id.as_str()))
+            .and_then(|k| world.location(k))
+            .map(str::to_owned);
+    }
 }
 
 /// Scans `world` on `snapshot` (built from `world` and `store`). `progress` is told how
@@ -357,7 +453,7 @@ pub fn scan(
         h.update(line.as_bytes());
         h.update(b"\n");
     }
-    let results = catalog
+    let mut results: Vec<FrameworkResult> = catalog
         .iter()
         .enumerate()
         .map(|(i, fw)| {
@@ -365,6 +461,12 @@ pub fn scan(
             framework_result(fw, &subjects, &outcomes, i, &held, baseline)
         })
         .collect();
+    locate_failures(&mut results, &subjects, world);
+    let pod_security = if catalog.iter().any(|f| f.id == POD_SECURITY_FRAMEWORK) {
+        namespace_levels(world, &subjects, &facts)
+    } else {
+        Vec::new()
+    };
     let finished = if options.now.is_some() {
         started
     } else {
@@ -398,6 +500,7 @@ pub fn scan(
             all
         },
         frameworks: results,
+        pod_security,
         exceptions: register,
     })
 }
@@ -519,6 +622,7 @@ fn framework_result(
                 }
                 Some(error) => result.failures.push(Failure {
                     subject: SubjectRef::of(subject),
+                    source: None,
                     error,
                 }),
             }

@@ -43,7 +43,7 @@ fn a_compliant_world_passes_every_check() {
     assert_eq!(failures(&report), BTreeMap::new());
     assert_eq!(
         report.frameworks_scanned,
-        ["nist-800-53", "soc2", "cis-kubernetes"]
+        ["nist-800-53", "soc2", "cis-kubernetes", "pod-security"]
     );
     for fw in &report.frameworks {
         // The world has every kind of subject, so every check applies and passes.
@@ -76,10 +76,10 @@ fn a_compliant_world_passes_every_check() {
             "nist-800-53" => (
                 &["SC-7(5)", "SC-39"],
                 &[
-                    "AC-3", "AC-4", "AC-6", "AC-6(1)", "AC-6(5)", "AC-17", "CA-7", "CM-3", "CM-5",
-                    "CM-6", "CM-7", "CM-7(2)", "CM-7(5)", "CM-8", "CP-9", "CP-10", "IA-5", "SC-7",
-                    "SC-7(3)", "SC-8", "SC-8(1)", "SC-23", "SI-4", "SI-7", "SI-7(1)", "SI-7(15)",
-                    "SR-11",
+                    "AC-3", "AC-4", "AC-6", "AC-14", "AC-6(1)", "AC-6(5)", "AC-17", "CA-7", "CM-3",
+                    "CM-5", "CM-6", "CM-7", "CM-7(2)", "CM-7(5)", "CM-8", "CP-9", "CP-10", "IA-5",
+                    "SC-7", "SC-7(3)", "SC-8", "SC-8(1)", "SC-23", "SI-4", "SI-7", "SI-7(1)",
+                    "SI-7(15)", "SR-11",
                 ],
             ),
             "soc2" => (
@@ -90,11 +90,16 @@ fn a_compliant_world_passes_every_check() {
             ),
             "cis-kubernetes" => (
                 &[
-                    "5.2.2", "5.2.5", "5.2.6", "5.2.7", "5.2.8", "5.2.9", "5.2.10", "5.3.2",
-                    "5.4.1", "5.4.2", "5.7.2", "5.7.3", "5.7.4",
+                    "5.2.2", "5.2.3", "5.2.4", "5.2.5", "5.2.6", "5.2.7", "5.2.8", "5.2.9",
+                    "5.2.10", "5.2.11", "5.2.12", "5.2.13", "5.3.2", "5.4.1", "5.4.2", "5.7.2",
+                    "5.7.3", "5.7.4",
                 ],
-                &["5.1.5", "5.1.6", "5.2.1", "5.5.1", "5.7.1"],
+                &[
+                    "5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.1.5", "5.1.6", "5.1.8", "5.2.1",
+                    "5.5.1", "5.7.1",
+                ],
             ),
+            "pod-security" => (&["baseline", "enforced", "restricted"], &[]),
             other => panic!("unexpected framework {other}"),
         };
         assert_eq!(

@@ -118,7 +118,7 @@ fn plan_results_and_catalogs_validate_against_nists_schema() {
     let catalogs = catalogs();
     assert_eq!(
         catalogs.keys().collect::<Vec<_>>(),
-        ["cis-kubernetes", "soc2"],
+        ["cis-kubernetes", "pod-security", "soc2"],
         "NIST's own catalog serves nist-800-53"
     );
     for (id, catalog) in &catalogs {

@@ -23,7 +23,10 @@ fn json(path: std::path::PathBuf) -> Value {
 fn packs_hold_at_least_forty_checks_each_with_controls_title_severity_and_remediation() {
     let all = frameworks(&store(), &[]).expect("catalog");
     let ids: Vec<&str> = all.iter().map(|f| f.id.as_str()).collect();
-    assert_eq!(ids, ["nist-800-53", "soc2", "cis-kubernetes"]);
+    assert_eq!(
+        ids,
+        ["nist-800-53", "soc2", "cis-kubernetes", "pod-security"]
+    );
     let total: usize = all.iter().map(|f| f.checks.len()).sum();
     assert!(total >= 40, "{total} checks");
     for fw in &all {

@@ -10,6 +10,7 @@
 pub mod credentials;
 pub mod explain;
 pub mod index;
+pub mod kubernetes;
 pub mod load;
 pub mod pod;
 pub mod policies;

@@ -185,6 +185,38 @@ struct ContainerSpec {
     resources: Option<Resources>,
     restart_policy: Option<String>,
     security_context: Option<ContainerSecurity>,
+    env: Option<Vec<EnvVar>>,
+    env_from: Option<Vec<EnvFrom>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EnvVar {
+    value_from: Option<EnvVarSource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EnvVarSource {
+    secret_key_ref: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EnvFrom {
+    secret_ref: Option<Value>,
+}
+
+impl ContainerSpec {
+    /// Some variable of it is read from a Secret (`secretKeyRef` or an `envFrom` Secret).
+    fn secrets_in_env(&self) -> bool {
+        let set = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+        self.env.iter().flatten().any(|e| {
+            e.value_from
+                .as_ref()
+                .is_some_and(|s| set(&s.secret_key_ref))
+        }) || self.env_from.iter().flatten().any(|e| set(&e.secret_ref))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -308,6 +340,7 @@ pub fn project(
         .map(|s| s.name.clone().unwrap_or_default())
         .collect();
     let selinux = psc.se_linux_options.clone().unwrap_or_default();
+    let secrets_in_env = all.iter().any(|(_, c)| c.secrets_in_env());
 
     let mut entities = Vec::with_capacity(all.len() + 1);
     entities.push(
@@ -356,6 +389,7 @@ pub fn project(
                 ),
                 ("seccompAnnotations", set(&seccomp_annotations)),
                 ("appArmorAnnotations", set(&apparmor_annotations)),
+                ("secretsInEnv", Rx::new_bool(secrets_in_env)),
             ],
             [uid("Namespace", &namespace)],
             meta.labels.as_ref(),

@@ -126,6 +126,9 @@ impl Types {
                 "Service",
                 "Container",
                 "Pod",
+                "Role",
+                "RoleBinding",
+                "KubeService",
                 "Image",
                 "SecretProvider",
                 "SecretPath",
@@ -484,8 +487,8 @@ impl Projection {
         rebuilt
     }
 
-    /// Re-projects the workload `key` after it changed (upserted or deleted) in `world`,
-    /// and says which of [`Projection::entities`] changed with it, so a snapshot can take
+    /// Re-projects the workload (or Kubernetes object) `key` after it changed (upserted or
+    /// deleted) in `world`, and says which of [`Projection::entities`] changed with it, so a snapshot can take
     /// the change in without projecting the world again. Refused, with why and the
     /// projection unchanged, when the change reaches past the workload's own entities:
     /// another object projects one of its entities differently, a namespace comes or goes
@@ -498,8 +501,8 @@ impl Projection {
     ) -> Result<EntityDelta, String> {
         let mut g = Group::default();
         if let Some(object) = world.get(key) {
-            if !object.is_workload() {
-                return Err(format!("{key} is not a workload"));
+            if !object.is_workload() && !matches!(object, Object::Core(_)) {
+                return Err(format!("{key} is not a workload or a Kubernetes object"));
             }
             project_object(object, &self.facts, &mut g);
         }
@@ -531,16 +534,17 @@ impl Projection {
             key.namespace.as_deref().unwrap_or("default"),
             key.name
         );
-        let namesake = WORKLOAD_KINDS.iter().any(|kind| {
-            *kind != key.kind
-                && world
-                    .get(&ObjectKey {
-                        kind,
-                        namespace: key.namespace.clone(),
-                        name: key.name.clone(),
-                    })
-                    .is_some()
-        });
+        let namesake = WORKLOAD_KINDS.contains(&key.kind)
+            && WORKLOAD_KINDS.iter().any(|kind| {
+                *kind != key.kind
+                    && world
+                        .get(&ObjectKey {
+                            kind,
+                            namespace: key.namespace.clone(),
+                            name: key.name.clone(),
+                        })
+                        .is_some()
+            });
         if namesake {
             return Err(format!("another workload is named {id}"));
         }
@@ -1341,6 +1345,24 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             ));
             for r in pkg.spec.resources.values() {
                 resource_entities(r, ns, object.name(), g);
+            }
+        }
+        Object::Core(o) => {
+            if let Some(ns) = object.namespace() {
+                g.namespaces.insert(ns.to_owned());
+            }
+            if o.kind.carries_pod() {
+                let ns = object.namespace().unwrap_or("default");
+                match crate::pod::project(o.kind.name(), &o.value, ns) {
+                    Ok(Some(pod)) => {
+                        g.images.extend(pod.images);
+                        g.entities.extend(pod.entities);
+                    }
+                    Ok(None) => {}
+                    Err(e) => g.errors.push(e.to_string()),
+                }
+            } else if let Some(e) = crate::kubernetes::project(o).transpose() {
+                g.push(e);
             }
         }
         Object::CedarPolicy(_)

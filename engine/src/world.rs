@@ -42,6 +42,27 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// The offset of the first line at or after `start` that holds content: a document's start
+/// may be its `---` marker, a directive or a comment above it, and a report should point at
+/// the object itself.
+fn first_content(text: &str, start: usize) -> usize {
+    let mut at = start.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    // From the start of the line `start` is on.
+    at = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    for line in text[at..].split_inclusive('\n') {
+        let trimmed = line.trim();
+        let marker = matches!(trimmed, "---" | "...") || trimmed.starts_with('%');
+        if !(trimmed.is_empty() || trimmed.starts_with('#') || marker) {
+            return at;
+        }
+        at += line.len();
+    }
+    start.min(text.len())
+}
+
 /// A content digest (SHA-256).
 pub type ContentDigest = [u8; 32];
 
@@ -51,6 +72,9 @@ pub type ContentDigest = [u8; 32];
 pub struct World {
     /// Persistent: a copy shares every node that did not change since.
     objects: imbl::OrdMap<ObjectKey, Entry>,
+    /// Where each object loaded from a file was written (`path:line`), so reports can point
+    /// at it. Not part of any digest: moving a manifest changes no fact.
+    locations: imbl::OrdMap<ObjectKey, Arc<str>>,
 }
 
 /// One object with its content digest, and the digest of its key and content together
@@ -120,8 +144,19 @@ impl World {
             return Err(LoadError { report });
         }
         // Each manifest's YAML tree is freed on the worker that takes its object out.
-        let objects = report.manifests.into_par_iter().map(|m| m.object).collect();
-        Ok(World::from_objects(objects))
+        let (objects, locations): (Vec<Object>, Vec<(ObjectKey, Arc<str>)>) = report
+            .manifests
+            .into_par_iter()
+            .map(|m| {
+                let (line, _) = m.file.line_col(first_content(&m.file.text, m.doc.start));
+                let at: Arc<str> = format!("{}:{line}", m.file.name).into();
+                let key = ObjectKey::of(&m.object);
+                (m.object, (key, at))
+            })
+            .unzip();
+        let mut world = World::from_objects(objects);
+        world.locations = locations.into_iter().collect();
+        Ok(world)
     }
 
     /// A world of `objects`; a later object replaces an earlier one with the same key.
@@ -154,7 +189,13 @@ impl World {
 
     /// Removes an object; returns it.
     pub fn delete(&mut self, key: &ObjectKey) -> Option<Arc<Object>> {
+        self.locations.remove(key);
         self.objects.remove(key).map(|e| e.object)
+    }
+
+    /// Where the object was written (`path:line`), when it was loaded from a file.
+    pub fn location(&self, key: &ObjectKey) -> Option<&str> {
+        self.locations.get(key).map(|l| &**l)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
@@ -226,6 +267,7 @@ fn object_digest(object: &Object) -> ContentDigest {
         Object::ComplianceProfile(o) => serde_json::to_vec(o),
         Object::OidcProvider(o) => serde_json::to_vec(o),
         Object::Namespace(o) => serde_json::to_vec(o),
+        Object::Core(o) => serde_json::to_vec(&*o.value),
     }
     .unwrap_or_default();
     Sha256::digest(&bytes).into()

@@ -1,6 +1,7 @@
 //! Manifest files as `lattice-policy validate` reads them: YAML (with duplicate keys,
-//! aliases, YAML 1.1 forms), schemas, semantic rules; and every LatticeCluster that
-//! validates, provisioned into Cluster API objects. Never a crash.
+//! aliases, YAML 1.1 forms), schemas, semantic rules; every LatticeCluster that validates,
+//! provisioned into Cluster API objects; and every Kubernetes object read, projected into
+//! its entities. Never a crash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,8 +22,15 @@ fuzz_target!(|data: &[u8]| {
         infra: None,
     };
     for m in &report.manifests {
-        if let lattice_schemas::manifest::Object::Cluster(c) = &m.object {
-            let _ = lattice_clusters::provision(c, &options);
+        match &m.object {
+            lattice_schemas::manifest::Object::Cluster(c) => {
+                let _ = lattice_clusters::provision(c, &options);
+            }
+            lattice_schemas::manifest::Object::Core(o) => {
+                let _ = lattice_engine::pod::project(o.kind.name(), &o.value, "default");
+                let _ = lattice_engine::kubernetes::project(o);
+            }
+            _ => {}
         }
     }
 });

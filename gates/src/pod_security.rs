@@ -460,6 +460,49 @@ fn describe(violations: &[Violation]) -> String {
         .join("; ")
 }
 
+/// The `RunPod` question of every pod the world's Kubernetes objects run, and of each of its
+/// containers, under its namespace's enforce level and version (none where that is
+/// privileged), keyed by the pod (`ns/Kind/name`): what admission asks of them, so that a
+/// what-if shows which running pods a policy change would refuse. Exemptions concern who
+/// makes a request and are not asked. A pod that cannot be projected asks nothing here (the
+/// world's projection already fails on it).
+pub fn world_questions(world: &lattice_engine::World) -> Vec<(String, Query)> {
+    use lattice_schemas::manifest::Object;
+    let (_, default_level) = lattice_engine::project::root_cluster(world);
+    let default_enforce = Level::parse(default_level.as_str()).unwrap_or(Level::Restricted);
+    let mut policies: BTreeMap<String, NamespacePolicy> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (_, object) in world.objects() {
+        let Object::Core(core) = object else {
+            continue;
+        };
+        let ns = object.namespace().unwrap_or("default");
+        let Ok(Some(pod)) = lattice_engine::pod::project(core.kind.name(), &core.value, ns) else {
+            continue;
+        };
+        let policy = policies.entry(pod.namespace.clone()).or_insert_with(|| {
+            let labels = namespace_labels(world, &pod.namespace).unwrap_or_default();
+            NamespacePolicy::from_labels(&labels, default_enforce)
+        });
+        if policy.enforce.level == Level::Privileged {
+            continue;
+        }
+        let id = pod.pod.id().unescaped().to_owned();
+        for principal in std::iter::once(&pod.pod).chain(&pod.containers) {
+            out.push((
+                id.clone(),
+                run_query(
+                    principal.clone(),
+                    &pod.namespace,
+                    Mode::Enforce,
+                    policy.enforce,
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// The labels of `namespace` as the world declares it.
 pub fn namespace_labels(
     world: &lattice_engine::World,

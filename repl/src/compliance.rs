@@ -49,6 +49,7 @@ pub enum CatalogFramework {
     Nist,
     Soc2,
     CisKubernetes,
+    PodSecurity,
 }
 
 #[derive(Args)]
@@ -111,6 +112,7 @@ pub enum FrameworkArg {
     Nist,
     Soc2,
     CisKubernetes,
+    PodSecurity,
     All,
 }
 
@@ -120,6 +122,7 @@ impl FrameworkArg {
             FrameworkArg::Nist => Some("nist-800-53"),
             FrameworkArg::Soc2 => Some("soc2"),
             FrameworkArg::CisKubernetes => Some("cis-kubernetes"),
+            FrameworkArg::PodSecurity => Some("pod-security"),
             FrameworkArg::All => None,
         }
     }
@@ -497,6 +500,7 @@ fn run_catalog(args: CatalogArgs) -> u8 {
         CatalogFramework::Nist => "nist-800-53",
         CatalogFramework::Soc2 => "soc2",
         CatalogFramework::CisKubernetes => "cis-kubernetes",
+        CatalogFramework::PodSecurity => "pod-security",
     };
     let loaded = match crate::loading::try_load(&args.world, args.policies.as_deref()) {
         Ok(l) => l,

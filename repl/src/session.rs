@@ -370,8 +370,9 @@ impl Session {
         Reply::ok(text, json)
     }
 
-    /// Every question the world raises: each workload's gates and each declared edge (with
-    /// the mesh plan they come from).
+    /// Every question the world raises: each workload's gates, each declared edge (with
+    /// the mesh plan they come from), and `RunPod` for each pod the world's Kubernetes
+    /// objects run.
     /// With each question, its decision on `base` where already known.
     fn every_query(
         &self,
@@ -406,6 +407,9 @@ impl Session {
             })
             .collect();
         let mut out: Vec<(String, Query)> = asked.into_iter().flatten().collect();
+        out.extend(lattice_gates::pod_security::world_questions(
+            &self.loaded.world,
+        ));
         let plan = MeshPlan::plan(base, &self.loaded.world);
         let mut known = vec![None; out.len()];
         let edges: Vec<&lattice_gates::EdgeDecision> = plan.edges().collect();

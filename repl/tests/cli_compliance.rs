@@ -424,3 +424,97 @@ fn a_baseline_scan_lists_the_whole_baseline_and_only_with_nist() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nist-800-53"), "{}", text(&o));
 }
+
+/// Plain Kubernetes manifests, as `helm template` writes them, are scanned too: the CIS 5.1
+/// check fails on cluster-admin granted to `system:anonymous`, at the binding's file and line,
+/// in every report format that has a place for it, and a document the API server could not
+/// decode is refused at its line.
+#[test]
+fn plain_manifests_are_scanned_and_failures_point_at_their_file_and_line() {
+    let d = dir("plain");
+    let rbac = d.join("rbac.yaml");
+    std::fs::write(
+        &rbac,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: left-alone\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: anonymous-admin\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects:\n  - kind: User\n    name: system:anonymous\n    apiGroup: rbac.authorization.k8s.io\n",
+    )
+    .unwrap();
+    let world = d.to_str().unwrap();
+    let o = run(&[
+        "compliance",
+        "scan",
+        "--world",
+        world,
+        "--framework",
+        "cis-kubernetes",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let check = report["frameworks"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "cis-kubernetes/cluster-admin-bindings")
+        .expect("the check")
+        .clone();
+    assert_eq!(check["status"], "fail");
+    assert_eq!(check["controls"], serde_json::json!(["5.1.1"]));
+    let failure = &check["failures"][0];
+    assert_eq!(failure["subject"]["kind"], "RoleBinding");
+    assert_eq!(
+        failure["subject"]["id"],
+        "ClusterRoleBinding/anonymous-admin"
+    );
+    assert_eq!(failure["source"], format!("{}:6", rbac.display()));
+
+    let md = run(&[
+        "compliance",
+        "scan",
+        "--world",
+        world,
+        "--framework",
+        "cis-kubernetes",
+    ]);
+    assert!(
+        text(&md).contains(&format!(
+            "(declared by ClusterRoleBinding anonymous-admin at {}:6)",
+            rbac.display()
+        )),
+        "{}",
+        text(&md)
+    );
+    let sarif = run(&[
+        "compliance",
+        "scan",
+        "--world",
+        world,
+        "--framework",
+        "cis-kubernetes",
+        "-o",
+        "sarif",
+    ]);
+    let s: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    let located = s["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ruleId"] == "cis-kubernetes/cluster-admin-bindings")
+        .map(|r| r["locations"][0]["physicalLocation"]["region"]["startLine"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(located, [serde_json::json!(6)]);
+
+    std::fs::write(
+        d.join("bad.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostNetwork: \"yes\"\n  containers: []\n",
+    )
+    .unwrap();
+    let bad = run(&["compliance", "scan", "--world", world]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("cannot be read as Kubernetes reads it"),
+        "{}",
+        text(&bad)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -63,7 +63,7 @@ fn the_example_world_is_shown_whole_and_its_denial_exits_one() {
         gateway["derived"].as_array().is_some_and(|d| !d.is_empty()),
         "--detail"
     );
-    assert_eq!(doc["compliance"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["compliance"].as_array().unwrap().len(), 4);
     assert_eq!(doc["packs"]["source"], "bundled");
     assert!(
         doc["packs"]["digest"]

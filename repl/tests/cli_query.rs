@@ -240,3 +240,87 @@ fn every_deciding_command_names_the_packs_in_force() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("packs (bundled): baseline@"));
     assert!(json(&o).is_array());
 }
+
+/// Kubernetes' own objects are asked like Lattice's: `can` a pod run where it is, and which
+/// running pods a policy change would refuse (`whatif`).
+#[test]
+fn pods_of_plain_manifests_are_asked_and_a_whatif_names_the_ones_it_would_refuse() {
+    let dir = std::env::temp_dir().join(format!("lattice-core-query-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("shop.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    pod-security.kubernetes.io/enforce: baseline\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  containers:\n    - name: app\n      image: nginx:1.27\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: quiet\n  namespace: shop\nspec:\n  selector:\n    matchLabels: {app: quiet}\n  template:\n    metadata:\n      labels: {app: quiet}\n    spec:\n      automountServiceAccountToken: false\n      containers:\n        - name: app\n          image: nginx:1.27\n",
+    )
+    .unwrap();
+    let world = dir.to_str().unwrap();
+    let baseline = r#"{"level": "baseline", "version": 33, "mode": "enforce"}"#;
+    let can = run(&[
+        "can",
+        "Pod::shop/Pod/web",
+        "RunPod",
+        "Namespace::shop",
+        baseline,
+        "--world",
+        world,
+    ]);
+    assert_eq!(
+        can.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&can.stdout)
+    );
+    let restricted = r#"{"level": "restricted", "version": 33, "mode": "enforce"}"#;
+    let cannot = run(&[
+        "can",
+        "Container::shop/Pod/web/app",
+        "RunPod",
+        "Namespace::shop",
+        restricted,
+        "--world",
+        world,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        cannot.status.code(),
+        Some(1),
+        "restricted asks for runAsNonRoot and more"
+    );
+    let d = json(&cannot);
+    assert!(
+        d.to_string().contains("pod-security/run-as-non-root"),
+        "{d}"
+    );
+
+    // Pods that mount a token are refused from now on: the running one that does is named,
+    // the Deployment whose pods do not is not.
+    let w = run(&[
+        "whatif",
+        "add",
+        "@id(\"no-tokens\") forbid (principal is Lattice::Pod, action == Lattice::Action::\"RunPod\", resource) when { principal.automountServiceAccountToken };",
+        "--world",
+        world,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        w.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let d = json(&w);
+    let denied: Vec<String> = d["newlyDenied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(
+        denied[0].contains("shop/Pod/web") && denied[0].contains("RunPod"),
+        "{denied:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

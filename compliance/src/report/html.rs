@@ -185,11 +185,16 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
             c.applicable
         );
         for f in c.failures.iter().take(LISTED_SUBJECTS) {
+            let at = f
+                .source
+                .as_ref()
+                .map(|s| format!(" at {}", esc(s)))
+                .unwrap_or_default();
             let by = f
                 .subject
                 .object
                 .as_ref()
-                .map(|o| format!(" (declared by {})", esc(o)))
+                .map(|o| format!(" (declared by {}{at})", esc(o)))
                 .unwrap_or_default();
             let err = f
                 .error

@@ -111,10 +111,35 @@ pub fn render(report: &ScanReport) -> String {
         );
     }
     register(w, report);
+    pod_security_levels(w, report);
     for fw in &report.frameworks {
         framework(w, fw);
     }
     out
+}
+
+/// The Pod Security levels per namespace (with the `pod-security` framework).
+fn pod_security_levels(w: &mut String, report: &ScanReport) {
+    if report.pod_security.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\n## Pod Security levels by namespace\n\n| namespace | enforces | pods | meet baseline | meet restricted | violate what it enforces | every pod meets |\n|---|---|---|---|---|---|---|"
+    );
+    for ns in &report.pod_security {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            cell(&ns.namespace),
+            ns.enforces,
+            ns.pods,
+            ns.meet_baseline,
+            ns.meet_restricted,
+            ns.violate_enforced,
+            ns.level
+        );
+    }
 }
 
 /// Subjects listed per exception before the rest are counted.
@@ -210,11 +235,16 @@ fn framework(w: &mut String, fw: &FrameworkResult) {
             c.applicable
         );
         for f in c.failures.iter().take(LISTED_SUBJECTS) {
+            let at = f
+                .source
+                .as_ref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default();
             let by = f
                 .subject
                 .object
                 .as_ref()
-                .map(|o| format!(" (declared by {o})"))
+                .map(|o| format!(" (declared by {o}{at})"))
                 .unwrap_or_default();
             let err = f
                 .error

@@ -17,11 +17,11 @@ fn field(text: &str) -> String {
 /// One row per failing subject of a check, and one row for each check with none.
 pub fn csv(report: &ScanReport) -> String {
     let mut out = String::from(
-        "framework,check,title,severity,controls,status,applicable,passed,failed,subject,declared_by,error,policy_source,remediation\r\n",
+        "framework,check,title,severity,controls,status,applicable,passed,failed,subject,declared_by,declared_at,error,policy_source,remediation\r\n",
     );
     for fw in &report.frameworks {
         for c in &fw.checks {
-            let row = |subject: &str, object: &str, error: &str| {
+            let row = |subject: &str, object: &str, at: &str, error: &str| {
                 [
                     fw.id.as_str(),
                     &c.id,
@@ -34,6 +34,7 @@ pub fn csv(report: &ScanReport) -> String {
                     &c.failures.len().to_string(),
                     subject,
                     object,
+                    at,
                     error,
                     &c.source,
                     &c.remediation,
@@ -45,12 +46,13 @@ pub fn csv(report: &ScanReport) -> String {
                     + "\r\n"
             };
             if c.failures.is_empty() {
-                out += &row("", "", "");
+                out += &row("", "", "", "");
             }
             for f in &c.failures {
                 out += &row(
                     &f.subject.uid(),
                     f.subject.object.as_deref().unwrap_or(""),
+                    f.source.as_deref().unwrap_or(""),
                     f.error.as_deref().unwrap_or(""),
                 );
             }
@@ -182,19 +184,19 @@ pub fn sarif(report: &ScanReport) -> String {
                 if let Some(o) = &f.subject.object {
                     logical.push(json!({"fullyQualifiedName": o, "kind": "object"}));
                 }
-                let (file, line) = c.source.rsplit_once(':').unwrap_or((&c.source, "1"));
+                let (file, line) = split_location(&c.source);
                 results.push(json!({
                     "ruleId": c.id,
                     "ruleIndex": index,
                     "level": level(&c.severity),
                     "message": {"text": text},
-                    "locations": [{"logicalLocations": logical}],
+                    "locations": [subject_location(f.source.as_deref(), logical)],
                     "relatedLocations": [{
                         "id": 0,
                         "message": {"text": "the check"},
                         "physicalLocation": {
                             "artifactLocation": {"uri": file},
-                            "region": {"startLine": line.parse::<u64>().unwrap_or(1)},
+                            "region": {"startLine": line},
                         },
                     }],
                 }));
@@ -221,4 +223,30 @@ pub fn sarif(report: &ScanReport) -> String {
         }],
     });
     serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
+}
+
+/// `path:line` as a path and a line (line 1 when none is written).
+fn split_location(at: &str) -> (&str, u64) {
+    match at.rsplit_once(':') {
+        Some((file, line)) => (file, line.parse().unwrap_or(1)),
+        None => (at, 1),
+    }
+}
+
+/// A SARIF location of a failing subject: the object's file and line when the world was
+/// read from files (what code-scanning tools annotate), and always its logical names.
+fn subject_location(source: Option<&str>, logical: Vec<Value>) -> Value {
+    match source {
+        Some(at) => {
+            let (file, line) = split_location(at);
+            json!({
+                "physicalLocation": {
+                    "artifactLocation": {"uri": file},
+                    "region": {"startLine": line},
+                },
+                "logicalLocations": logical,
+            })
+        }
+        None => json!({"logicalLocations": logical}),
+    }
 }

@@ -20,6 +20,7 @@ use lattice_engine::{ObjectKey, PolicyStore, Query, Snapshot, World, action, uid
 use lattice_schemas::crd::service::DeniedGate;
 use lattice_schemas::crd::{EnforcementMode, LatticeComplianceProfile};
 use lattice_schemas::manifest::Object;
+use lattice_schemas::manifest::core::{CoreKind, CoreObject};
 use rayon::prelude::*;
 
 use crate::derivation::questions;
@@ -37,14 +38,26 @@ pub enum SubjectKind {
     Namespace,
     Service,
     Container,
+    /// The pod a Kubernetes object runs (a Pod, or a Deployment's template, …).
+    Pod,
+    /// A Role or ClusterRole.
+    Role,
+    /// A RoleBinding or ClusterRoleBinding.
+    RoleBinding,
+    /// A Kubernetes Service.
+    KubeService,
 }
 
 impl SubjectKind {
-    pub const ALL: [SubjectKind; 4] = [
+    pub const ALL: [SubjectKind; 8] = [
         SubjectKind::Cluster,
         SubjectKind::Namespace,
         SubjectKind::Service,
         SubjectKind::Container,
+        SubjectKind::Pod,
+        SubjectKind::Role,
+        SubjectKind::RoleBinding,
+        SubjectKind::KubeService,
     ];
 
     /// The Cedar type name (without the `Lattice::` namespace).
@@ -54,6 +67,10 @@ impl SubjectKind {
             SubjectKind::Namespace => "Namespace",
             SubjectKind::Service => "Service",
             SubjectKind::Container => "Container",
+            SubjectKind::Pod => "Pod",
+            SubjectKind::Role => "Role",
+            SubjectKind::RoleBinding => "RoleBinding",
+            SubjectKind::KubeService => "KubeService",
         }
     }
 
@@ -117,6 +134,11 @@ pub fn subjects(world: &World, namespaces: Option<&BTreeSet<String>>) -> Vec<Sub
                     .entry(o.namespace().unwrap_or("default").to_owned())
                     .or_insert(None);
             }
+            Object::Core(_) => {
+                if let Some(ns) = object.namespace() {
+                    ns_seen.entry(ns.to_owned()).or_insert(None);
+                }
+            }
             _ => {}
         }
     }
@@ -153,7 +175,78 @@ pub fn subjects(world: &World, namespaces: Option<&BTreeSet<String>>) -> Vec<Sub
         });
     }
     out.extend(containers);
+    out.extend(kubernetes_subjects(world, namespaces));
     out
+}
+
+/// The subjects of the world's Kubernetes objects: each pod and its containers, each Role,
+/// RoleBinding and Service. Cluster-scoped RBAC is in scope only when the scan is not
+/// limited to namespaces.
+fn kubernetes_subjects(world: &World, namespaces: Option<&BTreeSet<String>>) -> Vec<Subject> {
+    let mut pods = Vec::new();
+    let mut containers = Vec::new();
+    let mut rest = Vec::new();
+    for (key, object) in world.objects() {
+        let Object::Core(core) = object else {
+            continue;
+        };
+        let ns = object.namespace();
+        let in_scope = match (ns, namespaces) {
+            (_, None) => true,
+            (Some(ns), Some(set)) => set.contains(ns),
+            (None, Some(_)) => false,
+        };
+        if !in_scope {
+            continue;
+        }
+        let subject = |kind: SubjectKind, id: String| Subject {
+            kind,
+            id,
+            namespace: ns.map(str::to_owned),
+            object: Some(key.clone()),
+        };
+        let id = lattice_engine::kubernetes::object_id(core);
+        match core.kind {
+            k if k.carries_pod() => {
+                for name in pod_container_names(core) {
+                    containers.push(subject(SubjectKind::Container, format!("{id}/{name}")));
+                }
+                pods.push(subject(SubjectKind::Pod, id));
+            }
+            CoreKind::Role | CoreKind::ClusterRole => rest.push(subject(SubjectKind::Role, id)),
+            CoreKind::RoleBinding | CoreKind::ClusterRoleBinding => {
+                rest.push(subject(SubjectKind::RoleBinding, id))
+            }
+            CoreKind::Service => rest.push(subject(
+                SubjectKind::KubeService,
+                format!("{}/{}", ns.unwrap_or("default"), object.name()),
+            )),
+            _ => {}
+        }
+    }
+    pods.extend(containers);
+    pods.extend(rest);
+    pods
+}
+
+/// The names of the containers, init containers and ephemeral containers of the pod a
+/// Kubernetes object runs, as its `Container` uids spell them.
+fn pod_container_names(core: &CoreObject) -> Vec<String> {
+    let Some(pod) = lattice_engine::pod::template(core.kind.name(), &core.value) else {
+        return Vec::new();
+    };
+    let spec = pod.get("spec");
+    ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|list| spec?.get(list)?.as_array())
+        .flatten()
+        .map(|c| {
+            c.get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
 }
 
 /// Whether `object` is a `Service` subject: every workload, and a LatticePackage, which the
@@ -197,6 +290,13 @@ pub struct SubjectFacts {
     pub derived: DerivedObjects,
     /// Service: it serves a port named `metrics`.
     pub serves_metrics: bool,
+    /// Namespace: the NetworkPolicy objects in it.
+    pub network_policies: i64,
+    /// Pod: the Pod Security checks it fails under its namespace's enforce level and
+    /// version, at the latest baseline, and at the latest restricted (PSA's check names).
+    pub pod_security_violations: BTreeSet<String>,
+    pub baseline_violations: BTreeSet<String>,
+    pub restricted_violations: BTreeSet<String>,
 }
 
 /// The facts of every subject, derived once per scan from one snapshot.
@@ -281,6 +381,8 @@ impl ComplyFacts {
         let grants = user_proxy_grants(snapshot, store, &proxy);
         let exec_grants = user_proxy_grants(snapshot, store, EXEC_ACTIONS.as_slice());
         let policy_writes = ungrouped_policy_writes(snapshot, world);
+        let kube = KubernetesFacts::of(world);
+        let pod_security = pod_security_facts(snapshot, world, subjects);
         for s in subjects {
             match s.kind {
                 SubjectKind::Namespace => {
@@ -288,6 +390,20 @@ impl ComplyFacts {
                     f.expired_audit_policies = audit.get(&s.id).copied().unwrap_or(0);
                     f.scheduled_frameworks = scheduled(&s.id);
                     f.recorded_frameworks = recorded(&s.id);
+                    f.network_policies = kube.network_policies.get(&s.id).copied().unwrap_or(0);
+                }
+                SubjectKind::Pod => {
+                    let f = by_subject.entry((s.kind, s.id.clone())).or_default();
+                    kube.pod_facts(snapshot, world, s, f);
+                    if let Some((enforced, baseline, restricted)) = pod_security.get(&s.id) {
+                        f.pod_security_violations = enforced.clone();
+                        f.baseline_violations = baseline.clone();
+                        f.restricted_violations = restricted.clone();
+                    }
+                }
+                SubjectKind::Container if is_kubernetes(s) => {
+                    let f = by_subject.entry((s.kind, s.id.clone())).or_default();
+                    f.unapproved_overrides = container_deviations(snapshot, &s.uid());
                 }
                 SubjectKind::Cluster => {
                     let f = by_subject.entry((s.kind, s.id.clone())).or_default();
@@ -308,6 +424,270 @@ impl ComplyFacts {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// Whether a subject belongs to a Kubernetes object rather than a Lattice workload.
+fn is_kubernetes(subject: &Subject) -> bool {
+    subject
+        .object
+        .as_ref()
+        .is_some_and(|k| CoreKind::from_name(k.kind).is_some())
+}
+
+/// The Pod Security checks each pod subject fails, by pod id: under its namespace's enforce
+/// level and version, at the latest baseline, and at the latest restricted. Decided with
+/// `RunPod` on the scan's snapshot, as admission decides it (exemptions aside: they concern
+/// who makes a request, and a scan judges what runs). A pod that passes restricted passes
+/// baseline, so baseline is asked only of those that do not.
+fn pod_security_facts(
+    snapshot: &Snapshot,
+    world: &World,
+    subjects: &[Subject],
+) -> HashMap<String, PodSecurityFacts> {
+    use crate::pod_security::{LATEST, Level, LevelVersion, NamespacePolicy};
+    let (_, default_level) = lattice_engine::project::root_cluster(world);
+    let default_enforce = Level::parse(default_level.as_str()).unwrap_or(Level::Restricted);
+    let mut policies: HashMap<&str, NamespacePolicy> = HashMap::new();
+    let pods: Vec<(&Subject, &CoreObject)> = subjects
+        .iter()
+        .filter(|s| s.kind == SubjectKind::Pod)
+        .filter_map(|s| match world.get(s.object.as_ref()?) {
+            Some(Object::Core(core)) => Some((s, core)),
+            _ => None,
+        })
+        .collect();
+    for (s, _) in &pods {
+        let ns = s.namespace.as_deref().unwrap_or("default");
+        policies.entry(ns).or_insert_with(|| {
+            let labels = crate::pod_security::namespace_labels(world, ns).unwrap_or_default();
+            NamespacePolicy::from_labels(&labels, default_enforce)
+        });
+    }
+    pods.par_iter()
+        .map(|(s, core)| {
+            let ns = s.namespace.as_deref().unwrap_or("default");
+            let mut principals = vec![s.uid()];
+            principals.extend(
+                pod_container_names(core)
+                    .into_iter()
+                    .map(|n| uid("Container", &format!("{}/{n}", s.id))),
+            );
+            let at = |lv: LevelVersion| pod_violations(snapshot, &principals, ns, lv);
+            let latest = |level| LevelVersion {
+                level,
+                version: LATEST,
+            };
+            let restricted = at(latest(Level::Restricted));
+            let baseline = if restricted.is_empty() {
+                BTreeSet::new()
+            } else {
+                at(latest(Level::Baseline))
+            };
+            let enforce = policies[ns].enforce;
+            let enforced = match (enforce.level, enforce.version >= LATEST) {
+                (Level::Privileged, _) => BTreeSet::new(),
+                (Level::Restricted, true) => restricted.clone(),
+                (Level::Baseline, true) => baseline.clone(),
+                _ => at(enforce),
+            };
+            (s.id.clone(), (enforced, baseline, restricted))
+        })
+        .collect()
+}
+
+/// The Pod Security facts of one pod: (enforced, baseline, restricted) violations.
+type PodSecurityFacts = (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>);
+
+/// The checks `principals` (a pod and its containers) fail under `lv`: each deciding
+/// forbid's PSA check, `default-deny` when nothing permits `RunPod`, `error` when a question
+/// cannot be decided (fail closed).
+fn pod_violations(
+    snapshot: &Snapshot,
+    principals: &[EntityUid],
+    namespace: &str,
+    lv: crate::pod_security::LevelVersion,
+) -> BTreeSet<String> {
+    use crate::pod_security::{Mode, run_query};
+    let mut out = BTreeSet::new();
+    for p in principals {
+        match snapshot.decide(&run_query(p.clone(), namespace, Mode::Enforce, lv)) {
+            Ok(d) if d.allowed => {}
+            Ok(d) if d.determining.is_empty() => {
+                out.insert("default-deny".to_owned());
+            }
+            Ok(d) => out.extend(d.determining.iter().map(|policy| {
+                policy
+                    .annotations
+                    .get("control")
+                    .and_then(|c| c.strip_prefix("pod-security:"))
+                    .map_or_else(|| policy.id.clone(), str::to_owned)
+            })),
+            Err(_) => {
+                out.insert("error".to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// What the world's NetworkPolicies and ServiceAccounts say, by namespace.
+#[derive(Default)]
+struct KubernetesFacts {
+    network_policies: HashMap<String, i64>,
+    /// (namespace, service account) → its `automountServiceAccountToken`, when written.
+    automount: HashMap<(String, String), bool>,
+}
+
+impl KubernetesFacts {
+    fn of(world: &World) -> KubernetesFacts {
+        let mut out = KubernetesFacts::default();
+        for (key, object) in world.objects() {
+            let Object::Core(core) = object else {
+                continue;
+            };
+            let ns = key.namespace.clone().unwrap_or_default();
+            match core.kind {
+                CoreKind::NetworkPolicy => *out.network_policies.entry(ns).or_default() += 1,
+                CoreKind::ServiceAccount => {
+                    if let Some(v) = core
+                        .value
+                        .get("automountServiceAccountToken")
+                        .and_then(|v| v.as_bool())
+                    {
+                        out.automount.insert((ns, key.name.clone()), v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A pod's facts: the host namespaces and volumes it deviates to, the service account
+    /// it runs as, and whether that account's token is mounted (the pod's setting, else its
+    /// ServiceAccount's in the world, else Kubernetes' default: mounted).
+    fn pod_facts(
+        &self,
+        snapshot: &Snapshot,
+        world: &World,
+        subject: &Subject,
+        f: &mut SubjectFacts,
+    ) {
+        let Some(pod) = snapshot.entities().get(&subject.uid()) else {
+            return;
+        };
+        for flag in ["hostNetwork", "hostPID", "hostIPC"] {
+            if bool_attr(pod, flag) {
+                f.unapproved_overrides.insert(flag.to_owned());
+            }
+        }
+        if set_attr(pod, "volumeTypes").iter().any(|v| v == "hostPath") {
+            f.unapproved_overrides.insert("hostPath".to_owned());
+        }
+        let ns = subject.namespace.clone().unwrap_or_default();
+        let account = string_attr(pod, "serviceAccountName");
+        let account = if account.is_empty() {
+            "default".to_owned()
+        } else {
+            account
+        };
+        let own = subject
+            .object
+            .as_ref()
+            .and_then(|k| match world.get(k) {
+                Some(Object::Core(core)) => {
+                    lattice_engine::pod::template(core.kind.name(), &core.value)
+                }
+                _ => None,
+            })
+            .and_then(|pod| {
+                pod.get("spec")?
+                    .get("automountServiceAccountToken")?
+                    .as_bool()
+            });
+        f.derived.token_mounted = own
+            .or_else(|| self.automount.get(&(ns, account.clone())).copied())
+            .unwrap_or(true);
+        f.derived.default_service_account = account == "default";
+    }
+}
+
+fn bool_attr(e: &cedar_policy::Entity, name: &str) -> bool {
+    matches!(
+        e.attr(name).and_then(Result::ok),
+        Some(cedar_policy::EvalResult::Bool(true))
+    )
+}
+
+fn string_attr(e: &cedar_policy::Entity, name: &str) -> String {
+    match e.attr(name).and_then(Result::ok) {
+        Some(cedar_policy::EvalResult::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn set_attr(e: &cedar_policy::Entity, name: &str) -> Vec<String> {
+    match e.attr(name).and_then(Result::ok) {
+        Some(cedar_policy::EvalResult::Set(items)) => items
+            .iter()
+            .filter_map(|v| match v {
+                cedar_policy::EvalResult::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The restricted settings a Kubernetes object's container deviates from, named as
+/// `SecurityOverride` categories: nothing approves a deviation of an object Lattice did not
+/// derive, so each is unapproved. A container whose entity is missing deviates from
+/// everything (fail closed).
+fn container_deviations(snapshot: &Snapshot, container: &EntityUid) -> BTreeSet<String> {
+    let Some(c) = snapshot.entities().get(container) else {
+        return [
+            "privileged",
+            "runAsRoot",
+            "privilegeEscalation",
+            "capability",
+            "writableRootFilesystem",
+            "seccomp",
+        ]
+        .map(str::to_owned)
+        .into();
+    };
+    let mut out = BTreeSet::new();
+    let mut flag = |yes: bool, category: &str| {
+        if yes {
+            out.insert(category.to_owned());
+        }
+    };
+    flag(bool_attr(c, "privileged"), "privileged");
+    flag(
+        bool_attr(c, "runAsRoot") || !bool_attr(c, "runAsNonRoot"),
+        "runAsRoot",
+    );
+    flag(
+        bool_attr(c, "allowPrivilegeEscalation"),
+        "privilegeEscalation",
+    );
+    flag(!set_attr(c, "capabilities").is_empty(), "capability");
+    flag(
+        !bool_attr(c, "readOnlyRootFilesystem"),
+        "writableRootFilesystem",
+    );
+    flag(
+        !matches!(
+            string_attr(c, "seccompProfile").as_str(),
+            "RuntimeDefault" | "Localhost"
+        ),
+        "seccomp",
+    );
+    flag(
+        string_attr(c, "appArmorProfile") == "Unconfined",
+        "apparmor",
+    );
+    out
 }
 
 type GateFacts = ((String, SubjectFacts), Vec<(String, SubjectFacts)>);
@@ -766,6 +1146,22 @@ fn comply_context(
         (
             "servesMetrics".to_owned(),
             RestrictedExpression::new_bool(facts.serves_metrics),
+        ),
+        (
+            "networkPolicies".to_owned(),
+            RestrictedExpression::new_long(facts.network_policies),
+        ),
+        (
+            "podSecurityViolations".to_owned(),
+            set(&facts.pod_security_violations),
+        ),
+        (
+            "baselineViolations".to_owned(),
+            set(&facts.baseline_violations),
+        ),
+        (
+            "restrictedViolations".to_owned(),
+            set(&facts.restricted_violations),
         ),
     ])
     .expect("distinct keys of plain values always make a context")

@@ -25,7 +25,7 @@ use super::common::{Condition, ObjectRef};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LatticeComplianceProfileSpec {
-    /// `nist-800-53`, `soc2`, `cis-kubernetes`.
+    /// `nist-800-53`, `soc2`, `cis-kubernetes`, `pod-security`.
     #[schemars(length(min = 1))]
     pub frameworks: Vec<String>,
     /// Time between scans, a duration such as `24h`.

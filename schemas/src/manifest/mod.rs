@@ -5,6 +5,7 @@
 //! what the API server would accept; what does not load comes back as [`Finding`]s that
 //! point at the offending line.
 
+pub mod core;
 pub mod score;
 pub mod upstream;
 pub mod yaml;
@@ -41,6 +42,9 @@ pub enum Object {
     OidcProvider(crd::OIDCProvider),
     /// A core/v1 Namespace (its labels are world facts).
     Namespace(Namespace),
+    /// A Kubernetes object of another kind Lattice decides and scans (a Pod or a workload
+    /// that runs one, RBAC, a Service, a NetworkPolicy, a ServiceAccount).
+    Core(core::CoreObject),
 }
 
 impl Object {
@@ -61,6 +65,7 @@ impl Object {
             Object::ComplianceProfile(o) => &o.metadata,
             Object::OidcProvider(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::Core(o) => &o.metadata,
         }
     }
 
@@ -71,17 +76,20 @@ impl Object {
         let target = match Kind::from_name(kind) {
             Some(k) => Target::Lattice(k),
             None if kind == "Namespace" => Target::Namespace,
-            None => return Err(format!("`{kind}` is not a Lattice kind")),
+            None => match core::CoreKind::from_name(kind) {
+                Some(k) => return core::CoreObject::read(k, value.clone()).map(Object::Core),
+                None => return Err(format!("`{kind}` is not a kind Lattice reads")),
+            },
         };
         target.build(value).map_err(|e| e.to_string())
     }
 
-    /// The Lattice kind, or `None` for a Namespace.
     /// Whether this is a workload (raises derivation gates and mesh edges).
     pub fn is_workload(&self) -> bool {
         self.kind().is_some_and(Kind::is_workload)
     }
 
+    /// The Lattice kind, or `None` for a Namespace or another Kubernetes kind.
     pub fn kind(&self) -> Option<Kind> {
         Some(match self {
             Object::Service(_) => Kind::LatticeService,
@@ -97,13 +105,16 @@ impl Object {
             Object::Package(_) => Kind::LatticePackage,
             Object::ComplianceProfile(_) => Kind::LatticeComplianceProfile,
             Object::OidcProvider(_) => Kind::OIDCProvider,
-            Object::Namespace(_) => return None,
+            Object::Namespace(_) | Object::Core(_) => return None,
         })
     }
 
     /// The kind as written in manifests.
     pub fn kind_name(&self) -> &'static str {
-        self.kind().map(Kind::name).unwrap_or("Namespace")
+        match self {
+            Object::Core(o) => o.kind.name(),
+            _ => self.kind().map(Kind::name).unwrap_or("Namespace"),
+        }
     }
 
     /// The object's name.
@@ -113,12 +124,11 @@ impl Object {
 
     /// The object's namespace, for namespaced kinds (`default` when unset).
     pub fn namespace(&self) -> Option<&str> {
-        match self.kind() {
-            Some(k) if k.namespaced() => {
-                Some(self.meta().namespace.as_deref().unwrap_or("default"))
-            }
-            _ => None,
-        }
+        let namespaced = match self {
+            Object::Core(o) => o.kind.namespaced(),
+            _ => self.kind().is_some_and(Kind::namespaced),
+        };
+        namespaced.then(|| self.meta().namespace.as_deref().unwrap_or("default"))
     }
 }
 
@@ -450,6 +460,29 @@ fn load_document(file: &Arc<SourceFile>, doc: YamlDocument, loaded: &mut Loaded)
             Origin::Kubernetes,
             loaded,
         );
+        return;
+    }
+    if let Some(kind) = core::CoreKind::of(api_version, kind_name) {
+        match core::CoreObject::read(kind, doc.value.clone()) {
+            Ok(object) => loaded.manifests.push(Manifest {
+                object: Object::Core(object),
+                file: file.clone(),
+                doc: Arc::new(doc),
+                origin: Origin::Kubernetes,
+            }),
+            Err(message) => loaded.findings.push(
+                Finding::error(
+                    "lattice::manifest::kubernetes",
+                    file,
+                    at_doc(&doc),
+                    format!("this {kind_name} cannot be read as Kubernetes reads it: {message}"),
+                )
+                .with_help(format!(
+                    "the document must decode as a {} {kind_name}, as the API server would",
+                    kind.api_version()
+                )),
+            ),
+        }
         return;
     }
     // `group/version`; a bare `lattice.dev` is our group with its version missing.
