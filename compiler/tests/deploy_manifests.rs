@@ -327,6 +327,11 @@ fn operator_manifests_validate_and_grant_exactly_what_the_operator_does() {
     want("", "configmaps", &["list", "create", "patch"]);
     // Events on what it acts for (a repeat patches the event's series).
     want("events.k8s.io", "events", &["create", "patch"]);
+    // The Kubernetes kinds it decides and scans are watched (read only).
+    for kind in lattice_schemas::manifest::core::CoreKind::ALL {
+        let group = kind.api_version().split_once('/').map_or("", |(g, _)| g);
+        want(group, kind.plural(), &["get", "list", "watch"]);
+    }
     for (api_version, kind, plural) in &derived {
         let group = api_version.split_once('/').map_or("", |(g, _)| g);
         assert!(!kind.is_empty());

@@ -1908,3 +1908,208 @@ metadata: {name: default, namespace: lenient}
         "{warned}"
     );
 }
+
+/// The cluster's own objects, the ones Lattice did not derive, are watched and scanned: a
+/// vendor Deployment that takes the host and cluster-admin bound to `system:anonymous` fail
+/// their CIS and Pod Security checks in the profile's evidence. A Pod run by a controller is
+/// judged through its controller, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_own_objects_are_scanned() {
+    // The API server's own Pod Security admission is off: a privileged Pod that predates a
+    // policy, or came past it, is what a scan must find.
+    let env = TestEnv::start_with_flags("core-scan", &["--disable-admission-plugins=PodSecurity"]);
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: vendor
+  labels:
+    pod-security.kubernetes.io/enforce: baseline
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: agent
+  namespace: vendor
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      hostNetwork: true
+      containers:
+        - name: agent
+          image: quay.io/vendor/agent:2.1
+          securityContext:
+            privileged: true
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: anonymous-admin
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: cluster-admin
+subjects:
+  - kind: User
+    name: system:anonymous
+    apiGroup: rbac.authorization.k8s.io
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeComplianceProfile
+metadata:
+  name: cluster-objects
+spec:
+  frameworks: [cis-kubernetes, pod-security]
+  scanInterval: 24h
+  namespaces: [vendor]
+  formats: [markdown]
+  evidenceSink:
+    configMap:
+      name: cluster-objects-evidence
+      namespace: default
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeComplianceProfile
+metadata:
+  name: whole-cluster
+spec:
+  frameworks: [cis-kubernetes]
+  scanInterval: 24h
+  evidenceSink:
+    configMap:
+      name: whole-cluster-evidence
+      namespace: default
+"#,
+    )
+    .await;
+    // A Pod its Deployment's ReplicaSet would run (this control plane runs no controllers).
+    let deployment = get(
+        &client,
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        Some("vendor"),
+        "agent",
+    )
+    .await
+    .expect("the Deployment");
+    let uid = deployment["metadata"]["uid"].as_str().unwrap().to_owned();
+    apply_yaml(
+        &client,
+        &format!(
+            r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: default
+  namespace: vendor
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: agent-x1
+  namespace: vendor
+  ownerReferences:
+    - apiVersion: apps/v1
+      kind: Deployment
+      name: agent
+      uid: {uid}
+      controller: true
+spec:
+  hostNetwork: true
+  containers:
+    - name: agent
+      image: quay.io/vendor/agent:2.1
+      securityContext:
+        privileged: true
+"#
+        ),
+    )
+    .await;
+    let _operator = Operator::start(&env, &[]);
+
+    let report = |cm: Value| -> Value {
+        serde_json::from_str(cm["data"]["report.json"].as_str().unwrap()).unwrap()
+    };
+    let failures = |report: &Value, check: &str| -> Vec<String> {
+        report["frameworks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["checks"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["id"] == check)
+            .flat_map(|c| c["failures"].as_array().cloned().unwrap_or_default())
+            .map(|f| f["subject"]["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let scoped = report(
+        eventually("the vendor namespace's evidence", WAIT, || async {
+            get(
+                &client,
+                "v1",
+                "ConfigMap",
+                "configmaps",
+                Some("default"),
+                "cluster-objects-evidence-1",
+            )
+            .await
+        })
+        .await,
+    );
+    assert_eq!(
+        failures(&scoped, "cis-kubernetes/pod-host-network"),
+        ["vendor/Deployment/agent"],
+        "the Deployment, once; its Pod is judged through it"
+    );
+    assert_eq!(
+        failures(&scoped, "cis-kubernetes/privileged-approved"),
+        ["vendor/Deployment/agent/agent"]
+    );
+    assert_eq!(
+        failures(&scoped, "pod-security/meets-namespace-level"),
+        ["vendor/Deployment/agent"],
+        "privileged breaks the baseline the namespace enforces"
+    );
+    assert!(
+        failures(&scoped, "cis-kubernetes/cluster-admin-bindings").is_empty(),
+        "cluster-scoped RBAC is outside a namespace-scoped profile"
+    );
+    let vendor = scoped["pod_security"]
+        .as_array()
+        .and_then(|l| l.iter().find(|n| n["namespace"] == "vendor"))
+        .cloned()
+        .unwrap_or_else(|| panic!("levels per namespace: {scoped}"));
+    assert_eq!(vendor["enforces"], "baseline:latest");
+    assert_eq!(vendor["pods"], 1);
+    assert_eq!(vendor["level"], "privileged");
+    let whole = report(
+        eventually("the whole cluster's evidence", WAIT, || async {
+            get(
+                &client,
+                "v1",
+                "ConfigMap",
+                "configmaps",
+                Some("default"),
+                "whole-cluster-evidence-1",
+            )
+            .await
+        })
+        .await,
+    );
+    assert_eq!(
+        failures(&whole, "cis-kubernetes/cluster-admin-bindings"),
+        ["ClusterRoleBinding/anonymous-admin"]
+    );
+    assert_eq!(
+        failures(&whole, "cis-kubernetes/no-anonymous-bindings"),
+        ["ClusterRoleBinding/anonymous-admin"]
+    );
+}

@@ -1,9 +1,10 @@
 //! The planner's incremental plans against whole plans of the same index, over random
 //! sequences of changes: workloads scaled, re-imaged, given capabilities, ports, peers,
 //! secrets and shared volumes, created and deleted; policies added, edited and removed;
-//! namespaces relabelled. After every change both must decide exactly the same: the same
-//! workloads, each with the same verdict and the same derived objects (its digest covers
-//! both), the same mesh, the same namespaces. And the planner must take its incremental
+//! namespaces relabelled; the cluster's own Deployments and RBAC created, changed and
+//! deleted. After every change both must decide exactly the same: the same workloads, each
+//! with the same verdict and the same derived objects (its digest covers both), the same
+//! mesh, the same namespaces, the same entities of the cluster's own objects. And the planner must take its incremental
 //! path where it says it does, or this proves nothing.
 
 use std::collections::BTreeMap;
@@ -167,6 +168,11 @@ enum Change {
     Create(usize),
     Policy(Option<&'static str>),
     NamespaceLabel(usize, &'static str),
+    /// The cluster's own Deployment `d<i>`, privileged or not, with a trusted image or not.
+    KubeDeployment(usize, bool, bool),
+    KubeDeploymentDeleted(usize),
+    /// A ClusterRoleBinding of cluster-admin, to `system:anonymous` or to a group.
+    KubeBinding(bool),
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -202,7 +208,26 @@ fn change() -> impl Strategy<Value = Change> {
         .prop_map(Change::Policy),
         (0..NAMESPACES, prop_oneof![Just("baseline"), Just("restricted"), Just("privileged")])
             .prop_map(|(n, l)| Change::NamespaceLabel(n, l)),
+        (0..4usize, any::<bool>(), any::<bool>())
+            .prop_map(|(i, p, t)| Change::KubeDeployment(i, p, t)),
+        (0..4usize).prop_map(Change::KubeDeploymentDeleted),
+        any::<bool>().prop_map(Change::KubeBinding),
     ]
+}
+
+/// A Deployment as the API server returns it.
+fn kube_deployment(i: usize, privileged: bool, trusted: bool) -> Value {
+    let image = if trusted {
+        format!("registry.example.com/shop/d{i}:1.0")
+    } else {
+        format!("docker.io/vendor/d{i}:latest")
+    };
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": format!("d{i}"), "namespace": ns(i), "uid": format!("uid-d{i}")},
+        "spec": {"selector": {"matchLabels": {"app": format!("d{i}")}},
+            "template": {"metadata": {"labels": {"app": format!("d{i}")}},
+                "spec": {"containers": [{"name": "main", "image": image,
+                    "securityContext": {"privileged": privileged}}]}}}})
 }
 
 /// The cluster the changes are made to, and the index its watches would keep.
@@ -317,6 +342,29 @@ impl Cluster {
                 self.index.apply("CedarPolicy", &v).unwrap();
                 false
             }
+            Change::KubeDeployment(i, privileged, trusted) => {
+                let v = kube_deployment(i, privileged, trusted);
+                self.index.apply("Deployment", &v).unwrap();
+                true
+            }
+            Change::KubeDeploymentDeleted(i) => {
+                self.index
+                    .delete("Deployment", Some(&ns(i)), &format!("d{i}"));
+                true
+            }
+            Change::KubeBinding(anonymous) => {
+                let subject = if anonymous {
+                    json!({"kind": "User", "name": "system:anonymous", "apiGroup": "rbac.authorization.k8s.io"})
+                } else {
+                    json!({"kind": "Group", "name": "system:masters", "apiGroup": "rbac.authorization.k8s.io"})
+                };
+                let v = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "admins", "uid": "uid-admins"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [subject]});
+                self.index.apply("ClusterRoleBinding", &v).unwrap();
+                true
+            }
             Change::NamespaceLabel(n, level) => {
                 let v = json!({"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": format!("ns{n}"), "uid": format!("uid-ns{n}"),
@@ -337,6 +385,8 @@ struct Decided {
     allowed_edges: usize,
     namespaces: Vec<String>,
     snapshot: String,
+    /// The entities of the cluster's own objects (and the images they name), as JSON.
+    kubernetes: BTreeMap<String, Value>,
 }
 
 fn decided(p: &Plan) -> Decided {
@@ -359,6 +409,25 @@ fn decided(p: &Plan) -> Decided {
             .map(|(n, d)| format!("{n}={}", d.digest))
             .collect(),
         snapshot: p.current.snapshot.digest().to_owned(),
+        kubernetes: p
+            .current
+            .snapshot
+            .entities()
+            .iter()
+            .filter(|e| {
+                let ty = e.uid().type_name().basename().to_owned();
+                matches!(ty.as_str(), "Pod" | "RoleBinding" | "Image")
+                    || (ty == "Container" && e.uid().id().unescaped().contains("/Deployment/"))
+            })
+            .map(|e| {
+                let mut v = e.to_json_value().unwrap();
+                // Ancestors are a set; JSON lists them in no particular order.
+                if let Some(parents) = v["parents"].as_array_mut() {
+                    parents.sort_by_key(|p| p.to_string());
+                }
+                (e.uid().to_string(), v)
+            })
+            .collect(),
     }
 }
 

@@ -18,6 +18,7 @@ use lattice_engine::{ObjectKey, PolicyStore, World};
 use crate::webhook::stamp::{ANNOTATION as STAMP, AdmissionKey};
 use lattice_schemas::crd::Kind;
 use lattice_schemas::manifest::Object;
+use lattice_schemas::manifest::core::CoreKind;
 use serde_json::{Map, Value};
 
 /// Server facts about one watched object.
@@ -109,6 +110,13 @@ impl Index {
     /// `Namespace`). Returns whether anything that decides changed; an object that cannot
     /// be read is an error and changes nothing.
     pub fn apply(&mut self, kind: &str, value: &Value) -> Result<bool, String> {
+        if CoreKind::from_name(kind).is_some() && !judged_on_its_own(value) {
+            // Judged through its controller: forgetting it keeps one subject per thing that
+            // runs.
+            let ns = value.pointer("/metadata/namespace").and_then(Value::as_str);
+            let name = str_at(value, "/metadata/name");
+            return Ok(self.delete(kind, ns, &name));
+        }
         let decided = decided_part(kind, value);
         let object = Object::from_api(kind, &decided)?;
         let key = ObjectKey::of(&object);
@@ -288,6 +296,24 @@ fn static_kind(kind: &str) -> Option<&'static str> {
     Kind::from_name(kind)
         .map(Kind::name)
         .or((kind == "Namespace").then_some("Namespace"))
+        .or(CoreKind::from_name(kind).map(CoreKind::name))
+}
+
+/// Whether a Kubernetes object is a subject of its own: not run by a controller. A
+/// Deployment's ReplicaSets and their Pods, a CronJob's Jobs, a DaemonSet's Pods and a
+/// node's static Pods are judged through what owns them, by its template; the objects
+/// Lattice derives name their workload as controller and are judged as that workload. (A
+/// controller reference must name an object that exists, or the garbage collector deletes
+/// the dependent; admission judges every Pod whoever owns it.)
+fn judged_on_its_own(value: &Value) -> bool {
+    !value
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|owners| {
+            owners
+                .iter()
+                .any(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        })
 }
 
 fn str_at(value: &Value, pointer: &str) -> String {

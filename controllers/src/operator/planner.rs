@@ -11,6 +11,10 @@
 //!   changed policy's scope can match are decided again. That test is the policy index's
 //!   own, applied to an index of just the changed policies: a policy whose scope does not
 //!   match a question cannot change its answer.
+//! - **Kubernetes objects changed** (a Deployment, a Role, … that Lattice did not derive):
+//!   their entities are taken into the last snapshot as a workload's are. Nothing is derived
+//!   from them and no gate or edge asks about them, so every decision stands; compliance
+//!   scans and the webhook read the new snapshot.
 //! - **Anything else** decides the whole world again: a namespace, a cluster, a provider, a
 //!   trust policy, a compliance profile, a baseline object on the cluster, an approval that
 //!   changes, a workload that declares a wildcard, a policy that reads the data of a
@@ -30,6 +34,7 @@ use lattice_engine::{EntityDelta, ObjectKey, Projection, Snapshot, World, action
 use lattice_gates::{MeshPlan, questions};
 use lattice_schemas::crd::Kind;
 use lattice_schemas::manifest::Object;
+use lattice_schemas::manifest::core::CoreKind;
 use rayon::prelude::*;
 
 use super::index::{Changes, Index};
@@ -42,9 +47,13 @@ const MOST_CHANGES: usize = 64;
 
 /// Entity types that workloads project (or, for images, name): a policy whose condition
 /// names one can read any workload's facts, so no change to a workload is local.
-const PROJECTED_BY_WORKLOADS: [&str; 9] = [
+const PROJECTED_BY_WORKLOADS: [&str; 13] = [
     "Service",
     "Container",
+    "Pod",
+    "Role",
+    "RoleBinding",
+    "KubeService",
     "Image",
     "SecretPath",
     "Volume",
@@ -119,15 +128,18 @@ fn incremental(kept: Kept, index: &Index, changes: &Changes) -> Result<(Kept, Ma
     }
     let is_workload = |k: &ObjectKey| Kind::from_name(k.kind).is_some_and(Kind::is_workload);
     let is_policy = |k: &ObjectKey| k.kind == Kind::CedarPolicy.name();
+    let is_kubernetes = |k: &ObjectKey| CoreKind::from_name(k.kind).is_some();
     if changes.objects.iter().all(is_workload) {
         workloads_changed(kept, index, &changes.objects)
     } else if changes.objects.iter().all(is_policy) {
         policies_changed(kept, index)
+    } else if changes.objects.iter().all(is_kubernetes) {
+        kubernetes_objects_changed(kept, index, &changes.objects)
     } else {
         let other = changes
             .objects
             .iter()
-            .find(|k| !is_workload(k) && !is_policy(k))
+            .find(|k| !is_workload(k) && !is_policy(k) && !is_kubernetes(k))
             .map_or_else(|| "workloads and policies".to_owned(), ToString::to_string);
         Err(format!("{other} changed"))
     }
@@ -250,6 +262,47 @@ fn workloads_changed(
     };
     kept.plan = Arc::new(plan);
     Ok((kept, Made::Incremental { derived: count }))
+}
+
+/// Kubernetes objects came, went or changed: their entities enter the snapshot, and every
+/// decision and derived object stands (none asks about them, unless a policy reads their
+/// entities by name, which the whole plan handles).
+fn kubernetes_objects_changed(
+    mut kept: Kept,
+    index: &Index,
+    keys: &BTreeSet<ObjectKey>,
+) -> Result<(Kept, Made), String> {
+    if kept.reads_any_workload {
+        return Err("a policy names a projected entity and reads its data".into());
+    }
+    let last = kept.plan.clone();
+    let world = index.world();
+    let mut projection: Projection = last.current.projection.clone();
+    let mut delta = EntityDelta::default();
+    for key in keys {
+        delta = delta.then(projection.update_workload(world, key)?);
+    }
+    let snapshot = last
+        .current
+        .snapshot
+        .with_entity_delta(world, index.store(), projection.live(), delta)
+        .map_err(|e| e.to_string())?;
+    let plan = Plan {
+        current: Arc::new(Current {
+            world: world.clone(),
+            projection,
+            snapshot,
+        }),
+        workloads: last.workloads.clone(),
+        namespaces: last.namespaces.clone(),
+        edges: last.edges,
+        allowed_edges: last.allowed_edges,
+        policies: policies_of(index),
+        store: last.store.clone(),
+        profiles: profiles_of(index),
+    };
+    kept.plan = Arc::new(plan);
+    Ok((kept, Made::Incremental { derived: 0 }))
 }
 
 fn policies_changed(mut kept: Kept, index: &Index) -> Result<(Kept, Made), String> {

@@ -8,6 +8,12 @@
 //! compliance profile, no packages, …), said once in the log; the watch keeps retrying, and
 //! lists the kind as soon as its CRD appears.
 //!
+//! The Kubernetes kinds Lattice decides and scans (pods and the workloads that run them,
+//! RBAC, Services, NetworkPolicies, ServiceAccounts) are watched too, so that compliance
+//! scans and `whatif` see the live cluster's own objects. One the operator may not list
+//! (RBAC that predates these rules) counts as listed with a warning and a metric, as an
+//! absent CRD does: the scans then cover less of the cluster, and the log says which kinds.
+//!
 //! Nothing is decided until every watch has listed once: a snapshot of half a cluster could
 //! revoke what the other half permits.
 
@@ -22,6 +28,7 @@ use kube::core::ApiResource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use lattice_schemas::crd::Kind;
+use lattice_schemas::manifest::core::CoreKind;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
@@ -44,7 +51,32 @@ pub struct Shared {
 
 /// How many watches there are.
 pub fn watch_count() -> usize {
-    Kind::ALL.len() + 1 + BASELINE_OBJECTS.len()
+    Kind::ALL.len() + 1 + BASELINE_OBJECTS.len() + CoreKind::ALL.len()
+}
+
+/// The API resource of a Kubernetes kind Lattice reads.
+fn core_resource(kind: CoreKind) -> ApiResource {
+    use k8s_openapi::api::{apps, batch, core, networking, rbac};
+    match kind {
+        CoreKind::Pod => ApiResource::erase::<core::v1::Pod>(&()),
+        CoreKind::Deployment => ApiResource::erase::<apps::v1::Deployment>(&()),
+        CoreKind::ReplicaSet => ApiResource::erase::<apps::v1::ReplicaSet>(&()),
+        CoreKind::StatefulSet => ApiResource::erase::<apps::v1::StatefulSet>(&()),
+        CoreKind::DaemonSet => ApiResource::erase::<apps::v1::DaemonSet>(&()),
+        CoreKind::Job => ApiResource::erase::<batch::v1::Job>(&()),
+        CoreKind::CronJob => ApiResource::erase::<batch::v1::CronJob>(&()),
+        CoreKind::ReplicationController => {
+            ApiResource::erase::<core::v1::ReplicationController>(&())
+        }
+        CoreKind::PodTemplate => ApiResource::erase::<core::v1::PodTemplate>(&()),
+        CoreKind::Role => ApiResource::erase::<rbac::v1::Role>(&()),
+        CoreKind::ClusterRole => ApiResource::erase::<rbac::v1::ClusterRole>(&()),
+        CoreKind::RoleBinding => ApiResource::erase::<rbac::v1::RoleBinding>(&()),
+        CoreKind::ClusterRoleBinding => ApiResource::erase::<rbac::v1::ClusterRoleBinding>(&()),
+        CoreKind::Service => ApiResource::erase::<core::v1::Service>(&()),
+        CoreKind::NetworkPolicy => ApiResource::erase::<networking::v1::NetworkPolicy>(&()),
+        CoreKind::ServiceAccount => ApiResource::erase::<core::v1::ServiceAccount>(&()),
+    }
 }
 
 /// Starts every watch; they run until the runtime stops.
@@ -55,6 +87,14 @@ pub fn spawn_all(client: &Client, shared: &Arc<Shared>) {
     }
     let namespaces = ApiResource::erase::<Namespace>(&());
     tokio::spawn(run(client.clone(), namespaces, "Namespace", shared.clone()));
+    for kind in CoreKind::ALL {
+        tokio::spawn(run(
+            client.clone(),
+            core_resource(kind),
+            kind.name(),
+            shared.clone(),
+        ));
+    }
     for (kind, _) in BASELINE_OBJECTS {
         if let Some(derived) = DERIVED.iter().find(|d| d.kind == kind) {
             tokio::spawn(run_baseline(
@@ -146,14 +186,23 @@ async fn run(client: Client, resource: ApiResource, kind: &'static str, shared: 
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
-            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
+                if s.code == 404 || (s.code == 403 && CoreKind::from_name(kind).is_some()) =>
+            {
                 if !absent {
                     absent = true;
                     shared.metrics.served(kind, false);
-                    tracing::warn!(
-                        kind,
-                        "the {kind} CRD is not installed: no {kind} can exist, and what needs one is idle until it is"
-                    );
+                    if s.code == 403 {
+                        tracing::warn!(
+                            kind,
+                            "not allowed to list {kind}: compliance scans and what-if do not see the cluster's {kind} objects (grant get, list and watch as deploy/operator/rbac.yaml does)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            kind,
+                            "the {kind} CRD is not installed: no {kind} can exist, and what needs one is idle until it is"
+                        );
+                    }
                 }
                 if std::mem::take(&mut first) {
                     shared.synced.send_modify(|n| *n += 1);

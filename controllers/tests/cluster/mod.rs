@@ -277,7 +277,8 @@ pub fn documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The API resource of a Lattice kind, a Namespace, a ServiceAccount or an RBAC object.
+/// The API resource of a Lattice kind, a Namespace, a ServiceAccount, an RBAC object, a Pod
+/// or a Deployment.
 pub fn resource_of(object: &Value) -> ApiResource {
     use k8s_openapi::api::rbac::v1 as rbac;
     let kind = object["kind"].as_str().expect("a kind");
@@ -290,6 +291,8 @@ pub fn resource_of(object: &Value) -> ApiResource {
         "RoleBinding" => return ApiResource::erase::<rbac::RoleBinding>(&()),
         "ClusterRole" => return ApiResource::erase::<rbac::ClusterRole>(&()),
         "ClusterRoleBinding" => return ApiResource::erase::<rbac::ClusterRoleBinding>(&()),
+        "Pod" => return ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+        "Deployment" => return ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
         _ => {}
     }
     lattice_resource(Kind::from_name(kind).unwrap_or_else(|| panic!("not a Lattice kind: {kind}")))
