@@ -1907,6 +1907,45 @@ metadata: {name: default, namespace: lenient}
         warned.contains("Warning: would violate PodSecurity \"baseline:latest\""),
         "{warned}"
     );
+
+    // RBAC through the second configuration: cluster-admin for anonymous users is refused
+    // with the forbid and its advice; a grant to a group is created.
+    register_webhook(
+        &client,
+        "validatingwebhookconfiguration-kubernetes.yaml",
+        "/validate",
+        &addr,
+        &pki,
+    )
+    .await;
+    let binding = |name: &str, subject: Value| {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [subject]
+        })
+    };
+    let refused = eventually("cluster-admin for anonymous users refused", WAIT, || async {
+        let (ok, stderr) = kubectl_apply(
+            &env,
+            &binding(
+                "anonymous-admin",
+                json!({"kind": "User", "name": "system:anonymous", "apiGroup": "rbac.authorization.k8s.io"}),
+            ),
+        );
+        (!ok && stderr.contains("no-anonymous-access")).then_some(stderr)
+    })
+    .await;
+    assert!(refused.contains("Remove `system:anonymous`"), "{refused}");
+    let (ok, stderr) = kubectl_apply(
+        &env,
+        &binding(
+            "oncall-admin",
+            json!({"kind": "Group", "name": "oncall", "apiGroup": "rbac.authorization.k8s.io"}),
+        ),
+    );
+    assert!(ok, "{stderr}");
 }
 
 /// The cluster's own objects, the ones Lattice did not derive, are watched and scanned: a

@@ -1597,3 +1597,84 @@ async fn pods_are_decided_under_their_namespaces_pod_security_standards() {
     .await;
     assert_eq!(r["allowed"], true, "{r}");
 }
+
+/// RBAC and Services are asked `AdmitKubernetes` on the same snapshot: cluster-admin for
+/// anonymous users and a Service that claims external IPs are refused with the forbid's
+/// advice; a narrow binding, a plain Service and a deletion are admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_and_services_are_decided_and_what_must_never_exist_is_refused() {
+    let dir = tmp("rbac");
+    let pki = Pki::issue(&dir.join("pki"));
+    let w = start(&pki, Limits::default()).await;
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    load_examples(&w, &[]);
+    let anonymous = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "anonymous-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "User", "name": "system:anonymous", "apiGroup": "rbac.authorization.k8s.io"}]});
+    let r = post(
+        &mut c,
+        &review("r-1", "CREATE", Some(anonymous.clone()), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["status"]["code"], 403);
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "ClusterRoleBinding anonymous-admin: refused by baseline/no-anonymous-access"
+        ),
+        "{message}"
+    );
+    // Deleting it is always allowed: removing a grant never widens one.
+    let r = post(
+        &mut c,
+        &review("r-2", "DELETE", None, Some(anonymous), "alice", &[]),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+
+    let exposed = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"externalIPs": ["203.0.113.9"], "ports": [{"port": 80}]}});
+    let r = post(
+        &mut c,
+        &review("r-3", "CREATE", Some(exposed), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CVE-2020-8554"),
+        "{r}"
+    );
+    let plain = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"}, "spec": {"ports": [{"port": 80}]}});
+    let r = post(
+        &mut c,
+        &review("r-4", "CREATE", Some(plain), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let narrow = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "readers", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "Group", "name": "shop-team", "apiGroup": "rbac.authorization.k8s.io"}]});
+    let r = post(
+        &mut c,
+        &review(
+            "r-5",
+            "UPDATE",
+            Some(narrow.clone()),
+            Some(narrow),
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+}

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod compliance;
 pub mod derivation;
+pub mod kubernetes;
 pub mod lifecycle;
 pub mod mesh;
 pub mod peering;

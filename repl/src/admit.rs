@@ -4,8 +4,10 @@
 //!
 //! Every object that carries a pod (Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet,
 //! Job, CronJob, ReplicationController, PodTemplate) is decided under the Pod Security
-//! Standards of its namespace; other Kubernetes kinds are admitted untouched, as the webhook
-//! admits them. Exit 0 when every object is admitted, 1 when any is refused, 2 on bad input.
+//! Standards of its namespace; Roles, ClusterRoles, their bindings and Services are asked
+//! `AdmitKubernetes` (`lattice_gates::kubernetes`); other Kubernetes kinds are admitted
+//! untouched, as the webhook admits them. Exit 0 when every object is admitted, 1 when any
+//! is refused, 2 on bad input.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +114,32 @@ pub fn run(args: AdmitArgs) -> u8 {
                 "error: {at}: {kind} {name} is a Lattice kind; `lattice-policy render` and `validate` decide those"
             );
             return EXIT_USAGE;
+        }
+        if lattice_gates::kubernetes::asks(kind) {
+            let decided = lattice_gates::kubernetes::admit(
+                &loaded.snapshot,
+                &loaded.world,
+                kind,
+                object,
+                &args.namespace,
+                &requester,
+                &args.operation,
+            );
+            let (refused, message) = match decided {
+                Ok(Some(a)) => (a.refused, a.message()),
+                Ok(None) => (false, String::new()),
+                Err(e) => (true, format!("{kind} {name:?} cannot be decided: {e}")),
+            };
+            refused_any |= refused;
+            if args.output == Format::Human {
+                if refused {
+                    println!("refused {kind} {name} ({at}): {message}");
+                } else {
+                    println!("admitted {kind} {name} ({at})");
+                }
+            }
+            reviews.push(review(refused, &message, &[], &BTreeMap::new()));
+            continue;
         }
         let decided = pod_security::admit(
             &loaded.snapshot,

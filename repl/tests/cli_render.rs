@@ -369,3 +369,56 @@ fn admit_answers_what_the_webhook_would_for_plain_manifests() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot be decided"));
 }
+
+/// RBAC and Services are asked `AdmitKubernetes`: cluster-admin for `system:anonymous` and a
+/// Service with external IPs are refused with the forbid and its advice, a narrow binding
+/// and a plain Service are admitted, and a binding without its `roleRef` (which the API
+/// server could not decode either) is refused as undecidable.
+#[test]
+fn admit_refuses_rbac_and_services_that_must_never_exist() {
+    let dir = std::env::temp_dir().join(format!("lattice-admit-rbac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let anonymous = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: anonymous-admin}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\nsubjects:\n- {kind: User, name: system:anonymous, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  externalIPs: [203.0.113.9]\n  ports: [{port: 80}]\n";
+    let out = admit(&dir, anonymous, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("refused ClusterRoleBinding anonymous-admin")
+            && stdout.contains("baseline/no-anonymous-access — Remove `system:anonymous`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("refused Service web")
+            && stdout.contains("baseline/no-service-external-ips")
+            && stdout.contains("CVE-2020-8554"),
+        "{stdout}"
+    );
+
+    let fine = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: readers, namespace: shop}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects:\n- {kind: Group, name: shop-team, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  ports: [{port: 80}]\n";
+    let out = admit(&dir, fine, &["-o", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let reviews: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reviews.as_array().unwrap().len(), 2);
+    assert!(
+        reviews
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["response"]["allowed"] == true)
+    );
+
+    let broken = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: broken, namespace: shop}\nsubjects: []\n";
+    let out = admit(&dir, broken, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("cannot be decided") && stdout.contains("roleRef"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

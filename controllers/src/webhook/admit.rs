@@ -178,13 +178,17 @@ pub fn admit(current: Option<&Current>, review: &Review) -> Verdict {
 }
 
 /// A Kubernetes object outside `lattice.dev`: one that carries a pod is decided under its
-/// namespace's Pod Security Standards; anything else is admitted untouched.
+/// namespace's Pod Security Standards; RBAC and Services are asked `AdmitKubernetes`;
+/// anything else is admitted untouched.
 fn kubernetes_object(current: Option<&Current>, review: &Review) -> Verdict {
     let operation = match review.operation {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
         Operation::Delete | Operation::Connect => return Verdict::allow(Vec::new()),
     };
+    if lattice_gates::kubernetes::asks(&review.kind) {
+        return rbac_or_service(current, review, operation);
+    }
     if !lattice_engine::pod::carries_pod(&review.kind) {
         return Verdict::allow(Vec::new());
     }
@@ -228,6 +232,34 @@ fn kubernetes_object(current: Option<&Current>, review: &Review) -> Verdict {
                 "{}: its pod cannot be decided under the Pod Security Standards: {e}",
                 review.describe()
             ),
+            Vec::new(),
+        ),
+    }
+}
+
+/// A Role, ClusterRole, binding or Service: one `AdmitKubernetes` question. What cannot be
+/// read or decided is refused.
+fn rbac_or_service(current: Option<&Current>, review: &Review, operation: &str) -> Verdict {
+    let Some(object) = &review.object else {
+        return Verdict::deny(400, "no object to admit".into(), Vec::new());
+    };
+    let Some(current) = current else {
+        return not_ready(Vec::new());
+    };
+    match lattice_gates::kubernetes::admit(
+        &current.snapshot,
+        &current.world,
+        &review.kind,
+        object,
+        review.namespace.as_deref().unwrap_or("default"),
+        &review.requester,
+        operation,
+    ) {
+        Ok(Some(a)) if a.refused => Verdict::deny(403, a.message(), Vec::new()),
+        Ok(_) => Verdict::allow(Vec::new()),
+        Err(e) => Verdict::deny(
+            403,
+            format!("{}: the write cannot be decided: {e}", review.describe()),
             Vec::new(),
         ),
     }
