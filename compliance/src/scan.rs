@@ -426,15 +426,42 @@ pub fn scan(
         options.decided_gates.as_deref(),
         options.derived.as_deref(),
     );
-    // One decision per subject and framework; its reasons are the failed checks.
+    // One decision per subject and framework; its reasons are the failed checks. A
+    // framework none of whose checks applies to the subject's kind is not asked: nothing
+    // would read the answer.
+    let kinds: Vec<BTreeSet<SubjectKind>> = catalog
+        .iter()
+        .map(|fw| {
+            fw.checks
+                .iter()
+                .flat_map(|c| c.applies_to.iter().copied())
+                .collect()
+        })
+        .collect();
     let outcomes: Vec<Vec<Outcome>> = subjects
         .par_iter()
         .map(|s| {
             let f = facts.of(s);
-            let ids: Vec<&str> = catalog.iter().map(|fw| fw.id.as_str()).collect();
-            let out = comply_queries(s, &ids, &f)
+            let ids: Vec<&str> = catalog
                 .iter()
-                .map(|q| ask(snapshot, q))
+                .zip(&kinds)
+                .filter(|(_, k)| k.contains(&s.kind))
+                .map(|(fw, _)| fw.id.as_str())
+                .collect();
+            let mut answers = comply_queries(s, &ids, &f)
+                .into_iter()
+                .map(|q| ask(snapshot, &q));
+            let out = kinds
+                .iter()
+                .map(|k| match k.contains(&s.kind) {
+                    true => answers
+                        .next()
+                        .unwrap_or_else(|| Outcome::Broken("the question was not asked".into())),
+                    false => Outcome::Decided {
+                        failed: Vec::new(),
+                        errors: HashMap::new(),
+                    },
+                })
                 .collect();
             progress(catalog.len() as u64);
             out

@@ -298,6 +298,31 @@ mod tests {
         assert_eq!(attr(&e, "roleName"), EvalResult::String("edit".into()));
     }
 
+    /// The API server takes any image string: one that is no reference makes an untrusted
+    /// image, never a world that cannot be decided (which would stop every decision).
+    #[test]
+    fn an_image_that_is_no_reference_is_untrusted_not_an_error() {
+        use lattice_schemas::manifest::Object;
+        let deployment = core(
+            CoreKind::Deployment,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "odd", "namespace": "shop"},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [
+                    {"name": "main", "image": "Registry.Example/UPPER:Tag!"}]}}}}),
+        );
+        let world = crate::World::from_objects(vec![Object::Core(deployment)]);
+        let projection = crate::Projection::of(&world);
+        let snapshot =
+            crate::Snapshot::build(&world, &projection, &crate::PolicyStore::bundled().unwrap())
+                .expect("the world is decided");
+        let image = snapshot
+            .entities()
+            .get(&uid("Image", "Registry.Example/UPPER:Tag!"))
+            .expect("an image entity");
+        assert_eq!(attr(image, "trustedRegistry"), EvalResult::Bool(false));
+        assert_eq!(attr(image, "signed"), EvalResult::Bool(false));
+    }
+
     #[test]
     fn services_say_how_they_are_exposed() {
         let svc = core(

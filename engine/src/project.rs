@@ -1355,7 +1355,16 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 let ns = object.namespace().unwrap_or("default");
                 match crate::pod::project(o.kind.name(), &o.value, ns) {
                     Ok(Some(pod)) => {
-                        g.images.extend(pod.images);
+                        // The API server takes any image string; one that is no reference
+                        // is an image nobody trusts, not an error that would stop every
+                        // decision of the world.
+                        for image in pod.images {
+                            if ImageRef::parse(&image).is_ok() {
+                                g.images.insert(image);
+                            } else {
+                                g.push(crate::pod::untrusted_image(&image));
+                            }
+                        }
                         g.entities.extend(pod.entities);
                     }
                     Ok(None) => {}

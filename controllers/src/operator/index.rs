@@ -119,6 +119,13 @@ impl Index {
         }
         let decided = decided_part(kind, value);
         let object = Object::from_api(kind, &decided)?;
+        if let Object::Core(core) = &object {
+            // One object whose entities cannot be built would make every snapshot an
+            // error: it is skipped, as an object that cannot be read is.
+            let ns = object.namespace().unwrap_or("default");
+            lattice_engine::pod::project(kind, &core.value, ns).map_err(|e| e.to_string())?;
+            lattice_engine::kubernetes::project(core)?;
+        }
         let key = ObjectKey::of(&object);
         if key.name.is_empty() {
             return Err(format!("a {kind} without a name"));
