@@ -320,14 +320,10 @@ fn namespace_levels(
     subjects: &[Subject],
     facts: &ComplyFacts,
 ) -> Vec<NamespaceLevels> {
-    use lattice_gates::pod_security::{Level, NamespacePolicy};
-    let (_, default_level) = lattice_engine::project::root_cluster(world);
-    let default_enforce = Level::parse(default_level.as_str()).unwrap_or(Level::Restricted);
+    let policies = lattice_gates::pod_security::WorldPolicies::of(world);
     let mut out: BTreeMap<&str, NamespaceLevels> = BTreeMap::new();
     for s in subjects.iter().filter(|s| s.kind == SubjectKind::Namespace) {
-        let labels =
-            lattice_gates::pod_security::namespace_labels(world, &s.id).unwrap_or_default();
-        let policy = NamespacePolicy::from_labels(&labels, default_enforce);
+        let policy = policies.namespace(world, &s.id);
         out.insert(
             &s.id,
             NamespaceLevels {

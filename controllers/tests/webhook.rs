@@ -1652,6 +1652,16 @@ async fn rbac_and_services_are_decided_and_what_must_never_exist_is_refused() {
             .contains("CVE-2020-8554"),
         "{r}"
     );
+    // Another project's kind of the same name is not Kubernetes' Service.
+    let knative = json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"externalIPs": ["203.0.113.9"]}});
+    let r = post(
+        &mut c,
+        &review("r-3b", "CREATE", Some(knative), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
     let plain = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "shop"}, "spec": {"ports": [{"port": 80}]}});
     let r = post(

@@ -454,6 +454,12 @@ impl Projection {
         p
     }
 
+    /// The root cluster's name and the Pod Security level of a namespace that names none,
+    /// as [`root_cluster`] reads them from the world projected (without reading it again).
+    pub fn root_cluster(&self) -> (&str, &str) {
+        (&self.facts.cluster, &self.facts.default_pod_security)
+    }
+
     /// What the running cluster was observed to hold when this was projected.
     pub fn live(&self) -> &LiveFacts {
         &self.facts.live

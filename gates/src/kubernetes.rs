@@ -15,6 +15,7 @@ use lattice_schemas::manifest::core::{CoreKind, CoreObject};
 use serde_json::Value;
 
 use crate::admission::Requester;
+use crate::pod_security::WorldPolicies;
 
 /// The kinds asked `AdmitKubernetes`.
 pub const ADMITTED_KINDS: [CoreKind; 5] = [
@@ -24,11 +25,6 @@ pub const ADMITTED_KINDS: [CoreKind; 5] = [
     CoreKind::ClusterRoleBinding,
     CoreKind::Service,
 ];
-
-/// Whether writes of `kind` are asked `AdmitKubernetes`.
-pub fn asks(kind: &str) -> bool {
-    ADMITTED_KINDS.iter().any(|k| k.name() == kind)
-}
 
 /// The answer for one object.
 #[derive(Clone, Debug)]
@@ -68,9 +64,11 @@ impl ObjectAdmission {
 /// Decides the write of `object` (of `kind`, in `namespace` when it names none) by
 /// `requester`. `Ok(None)` for a kind not asked; an object that cannot be read as its
 /// Kubernetes type is an error (refused).
+#[allow(clippy::too_many_arguments)]
 pub fn admit(
     snapshot: &Snapshot,
     world: &World,
+    policies: &WorldPolicies,
     kind: &str,
     object: &Value,
     namespace: &str,
@@ -91,7 +89,6 @@ pub fn admit(
     let entity = lattice_engine::kubernetes::project(&core)?
         .ok_or_else(|| format!("{kind} projects no entity"))?;
     let name = core.metadata.name.clone().unwrap_or_default();
-    let (cluster, default_level) = lattice_engine::project::root_cluster(world);
     let mut extra = vec![entity.clone()];
     extra.extend(requester.entities());
     let mut also = Vec::new();
@@ -105,13 +102,13 @@ pub fn admit(
             extra.push(lattice_engine::pod::unmanaged_namespace(
                 ns,
                 &labels,
-                &cluster,
-                default_level.as_str(),
+                &policies.cluster,
+                policies.default_enforce.name(),
             )?);
         }
         (ns_uid, format!("{kind} {ns}/{name}"))
     } else {
-        let c = uid("Cluster", &cluster);
+        let c = uid("Cluster", &policies.cluster);
         also.push(c.clone());
         (c, format!("{kind} {name}"))
     };

@@ -216,11 +216,7 @@ impl Violation {
     fn of(policy: &PolicyInfo, subject: String) -> Violation {
         let annotation = |k: &str| policy.annotations.get(k).cloned().unwrap_or_default();
         Violation {
-            check: policy
-                .annotations
-                .get("control")
-                .and_then(|c| c.strip_prefix("pod-security:"))
-                .map_or_else(|| policy.id.clone(), str::to_owned),
+            check: check_of(policy),
             policy: policy.id.clone(),
             title: annotation("title"),
             advice: annotation("advice"),
@@ -468,8 +464,7 @@ fn describe(violations: &[Violation]) -> String {
 /// world's projection already fails on it).
 pub fn world_questions(world: &lattice_engine::World) -> Vec<(String, Query)> {
     use lattice_schemas::manifest::Object;
-    let (_, default_level) = lattice_engine::project::root_cluster(world);
-    let default_enforce = Level::parse(default_level.as_str()).unwrap_or(Level::Restricted);
+    let world_policies = WorldPolicies::of(world);
     let mut policies: BTreeMap<String, NamespacePolicy> = BTreeMap::new();
     let mut out = Vec::new();
     for (_, object) in world.objects() {
@@ -480,10 +475,9 @@ pub fn world_questions(world: &lattice_engine::World) -> Vec<(String, Query)> {
         let Ok(Some(pod)) = lattice_engine::pod::project(core.kind.name(), &core.value, ns) else {
             continue;
         };
-        let policy = policies.entry(pod.namespace.clone()).or_insert_with(|| {
-            let labels = namespace_labels(world, &pod.namespace).unwrap_or_default();
-            NamespacePolicy::from_labels(&labels, default_enforce)
-        });
+        let policy = policies
+            .entry(pod.namespace.clone())
+            .or_insert_with(|| world_policies.namespace(world, &pod.namespace));
         if policy.enforce.level == Level::Privileged {
             continue;
         }
@@ -503,15 +497,68 @@ pub fn world_questions(world: &lattice_engine::World) -> Vec<(String, Query)> {
     out
 }
 
-/// The labels of `namespace` as the world declares it.
+/// The labels of `namespace` as the world declares it (looked up by key: admission asks
+/// this for every review).
 pub fn namespace_labels(
     world: &lattice_engine::World,
     namespace: &str,
 ) -> Option<BTreeMap<String, String>> {
-    world.objects().find_map(|(k, o)| {
-        (k.kind == "Namespace" && k.name == namespace)
-            .then(|| o.meta().labels.clone().unwrap_or_default())
-    })
+    let key = lattice_engine::ObjectKey {
+        kind: "Namespace",
+        namespace: None,
+        name: namespace.to_owned(),
+    };
+    world
+        .get(&key)
+        .map(|o| o.meta().labels.clone().unwrap_or_default())
+}
+
+/// How a world's namespaces choose their Pod Security policy: their labels, read with PSA's
+/// rules, with the root cluster's `podSecurityDefault` for an unlabelled one. The cluster is
+/// read once (reading it walks the world); each namespace on demand.
+#[derive(Clone, Debug)]
+pub struct WorldPolicies {
+    /// The root cluster's name.
+    pub cluster: String,
+    /// The enforce level of an unlabelled namespace.
+    pub default_enforce: Level,
+}
+
+impl WorldPolicies {
+    /// Read from the world (walks it once).
+    pub fn of(world: &lattice_engine::World) -> WorldPolicies {
+        let (cluster, default_level) = lattice_engine::project::root_cluster(world);
+        WorldPolicies {
+            cluster,
+            default_enforce: Level::parse(default_level.as_str()).unwrap_or(Level::Restricted),
+        }
+    }
+
+    /// Read from the world's projection, which already holds it: what admission uses, once
+    /// per review.
+    pub fn of_projection(projection: &lattice_engine::Projection) -> WorldPolicies {
+        let (cluster, default_level) = projection.root_cluster();
+        WorldPolicies {
+            cluster: cluster.to_owned(),
+            default_enforce: Level::parse(default_level).unwrap_or(Level::Restricted),
+        }
+    }
+
+    /// The policy of `namespace` as the world labels it.
+    pub fn namespace(&self, world: &lattice_engine::World, namespace: &str) -> NamespacePolicy {
+        let labels = namespace_labels(world, namespace).unwrap_or_default();
+        NamespacePolicy::from_labels(&labels, self.default_enforce)
+    }
+}
+
+/// The PSA check a deciding policy stands for (`@control("pod-security:<check>")`), else its
+/// id.
+pub fn check_of(policy: &PolicyInfo) -> String {
+    policy
+        .annotations
+        .get("control")
+        .and_then(|c| c.strip_prefix("pod-security:"))
+        .map_or_else(|| policy.id.clone(), str::to_owned)
 }
 
 /// Decides the admission of `object` (of `kind`) into `namespace` for `requester`: the
@@ -522,6 +569,7 @@ pub fn namespace_labels(
 pub fn admit(
     snapshot: &Snapshot,
     world: &lattice_engine::World,
+    policies: &WorldPolicies,
     kind: &str,
     object: &serde_json::Value,
     namespace: &str,
@@ -538,14 +586,12 @@ pub fn admit(
         .cloned()
         .or_else(|| namespace_labels(world, &pod.namespace))
         .unwrap_or_default();
-    let (cluster, default_level) = lattice_engine::project::root_cluster(world);
-    let default_enforce = Level::parse(default_level.as_str()).unwrap_or(Level::Restricted);
-    let policy = NamespacePolicy::from_labels(&labels, default_enforce);
+    let policy = NamespacePolicy::from_labels(&labels, policies.default_enforce);
     let ns_entity = lattice_engine::pod::unmanaged_namespace(
         &pod.namespace,
         &labels,
-        &cluster,
-        default_enforce.name(),
+        &policies.cluster,
+        policies.default_enforce.name(),
     )?;
     let scoped = scope(snapshot, &pod, requester, Some(ns_entity)).map_err(|e| e.0)?;
     // PSA enforces on Pods; a template is only warned about and audited, unless its

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use lattice_gates::Requester;
 use lattice_gates::pod_security::{self, PodAdmission};
+use lattice_schemas::manifest::core::CoreKind;
 use miette::{LabeledSpan, NamedSource};
 use serde_json::{Value, json};
 
@@ -96,6 +97,7 @@ pub fn run(args: AdmitArgs) -> u8 {
         username: args.user.clone(),
         groups: args.groups.clone(),
     };
+    let policies = pod_security::WorldPolicies::of_projection(&loaded.projection);
     let mut reviews = Vec::new();
     let mut refused_any = false;
     for (line, object) in &objects {
@@ -115,10 +117,20 @@ pub fn run(args: AdmitArgs) -> u8 {
             );
             return EXIT_USAGE;
         }
-        if lattice_gates::kubernetes::asks(kind) {
+        // By group and kind, as the webhook: another project's `Service` or `Deployment`
+        // is not Kubernetes', and is admitted untouched.
+        let Some(core_kind) = CoreKind::of(api_version, kind) else {
+            if args.output == Format::Human {
+                println!("admitted {kind} {name} ({at}): not a kind Lattice decides");
+            }
+            reviews.push(review(false, "", &[], &BTreeMap::new()));
+            continue;
+        };
+        if lattice_gates::kubernetes::ADMITTED_KINDS.contains(&core_kind) {
             let decided = lattice_gates::kubernetes::admit(
                 &loaded.snapshot,
                 &loaded.world,
+                &policies,
                 kind,
                 object,
                 &args.namespace,
@@ -144,6 +156,7 @@ pub fn run(args: AdmitArgs) -> u8 {
         let decided = pod_security::admit(
             &loaded.snapshot,
             &loaded.world,
+            &policies,
             kind,
             object,
             &args.namespace,

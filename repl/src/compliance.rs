@@ -19,9 +19,11 @@ use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
 #[derive(Subcommand)]
 pub enum ComplianceCommand {
-    /// Evaluate every applicable subject (Cluster, Namespace, Service, Container) against
-    /// the compliance packs and report per check and per control. Exit 0 when every
-    /// applicable check passes, 1 when any fails, 2 on unreadable input.
+    /// Evaluate every applicable subject (Cluster, Namespace, Service, Container, and the
+    /// Pods, Roles, RoleBindings and Services of plain Kubernetes manifests) against the
+    /// compliance packs and report per check and per control, each failure at its file and
+    /// line. Exit 0 when every applicable check passes, 1 when any fails, 2 on unreadable
+    /// input.
     Scan(ScanArgs),
     /// Check an evidence log: every record's digest, every link, sequence numbers, times,
     /// signatures and the renderings each run kept. Exit 0 intact, 1 tampered (each problem

@@ -138,9 +138,9 @@ enum Command {
     },
     /// What the admission webhook answers for the Kubernetes objects in a file: each object
     /// that carries a pod under its namespace's Pod Security Standards (labels
-    /// `pod-security.kubernetes.io/enforce|warn|audit[-version]`), exemptions as permits.
-    /// Exit 0 all admitted, 1 any refused, 2 bad input; warnings and the deciding policies on
-    /// stderr.
+    /// `pod-security.kubernetes.io/enforce|warn|audit[-version]`), exemptions as permits;
+    /// Roles, ClusterRoles, their bindings and Services by `AdmitKubernetes`. Exit 0 all
+    /// admitted, 1 any refused, 2 bad input; warnings and the deciding policies on stderr.
     Admit(admit::AdmitArgs),
     /// May PRINCIPAL do ACTION on RESOURCE? Exit 0 allow, 1 deny, 2 error.
     ///

@@ -53,7 +53,7 @@ fn a_scan_of_a_compliant_world_exits_zero_and_a_failing_one_exits_one() {
     assert!(
         junit.contains(&format!(
             "<property name=\"packs\" value=\"baseline@{}, cis-kubernetes@",
-            baseline_version()
+            lattice_testkit::pack_version("baseline")
         )),
         "{junit}"
     );
@@ -520,17 +520,4 @@ fn plain_manifests_are_scanned_and_failures_point_at_their_file_and_line() {
         text(&bad)
     );
     let _ = std::fs::remove_dir_all(&d);
-}
-
-/// The bundled baseline pack's version, as its `pack.yaml` says.
-fn baseline_version() -> String {
-    let meta = std::fs::read_to_string(
-        lattice_testkit::workspace_root().join("policies/baseline/pack.yaml"),
-    )
-    .unwrap();
-    meta.lines()
-        .find_map(|l| l.strip_prefix("version: "))
-        .expect("a version")
-        .trim()
-        .to_owned()
 }

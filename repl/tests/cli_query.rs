@@ -209,9 +209,9 @@ fn every_deciding_command_names_the_packs_in_force() {
             let d = json(&run(&machine));
             assert_eq!(d["packs"]["source"], source, "{machine:?}");
             assert!(
-                d["packs"]["names"].as_array().is_some_and(|n| n
-                    .iter()
-                    .any(|n| *n == format!("baseline@{}", baseline_version()))),
+                d["packs"]["names"].as_array().is_some_and(|n| n.iter().any(
+                    |n| *n == format!("baseline@{}", lattice_testkit::pack_version("baseline"))
+                )),
                 "{machine:?}: {}",
                 d["packs"]
             );
@@ -323,17 +323,4 @@ fn pods_of_plain_manifests_are_asked_and_a_whatif_names_the_ones_it_would_refuse
         "{denied:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The bundled baseline pack's version, as its `pack.yaml` says.
-fn baseline_version() -> String {
-    let meta = std::fs::read_to_string(
-        lattice_testkit::workspace_root().join("policies/baseline/pack.yaml"),
-    )
-    .unwrap();
-    meta.lines()
-        .find_map(|l| l.strip_prefix("version: "))
-        .expect("a version")
-        .trim()
-        .to_owned()
 }

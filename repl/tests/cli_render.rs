@@ -412,6 +412,16 @@ fn admit_refuses_rbac_and_services_that_must_never_exist() {
             .all(|r| r["response"]["allowed"] == true)
     );
 
+    // Another project's `Service` is not Kubernetes': admitted untouched.
+    let knative = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello, namespace: shop}\nspec:\n  externalIPs: [203.0.113.9]\n";
+    let out = admit(&dir, knative, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("admitted Service hello") && stdout.contains("not a kind Lattice decides"),
+        "{stdout}"
+    );
+
     let broken = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: broken, namespace: shop}\nsubjects: []\n";
     let out = admit(&dir, broken, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);

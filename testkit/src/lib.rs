@@ -16,6 +16,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The version of the bundled rule pack `name`, as its `pack.yaml` says: tests that read
+/// what the packs in force are named compare against it rather than pin it.
+pub fn pack_version(name: &str) -> String {
+    let path = workspace_root()
+        .join("policies")
+        .join(name)
+        .join("pack.yaml");
+    let meta = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    meta.lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .unwrap_or_else(|| panic!("{} has no version", path.display()))
+        .trim()
+        .to_owned()
+}
+
 /// `../shared/reference/` (or `LATTICE_REFERENCE_DIR`). Absent, tests that need it print a
 /// notice and return early, except under `CI=true`, where absence is a failure.
 pub fn reference_dir() -> Option<PathBuf> {

@@ -26,6 +26,7 @@ use lattice_schemas::manifest::Object;
 use serde_json::Value;
 
 use super::review::{GROUP, Review};
+use lattice_schemas::manifest::core::CoreKind;
 
 /// The answer to one review.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,10 +187,18 @@ fn kubernetes_object(current: Option<&Current>, review: &Review) -> Verdict {
         Operation::Update => "UPDATE",
         Operation::Delete | Operation::Connect => return Verdict::allow(Vec::new()),
     };
-    if lattice_gates::kubernetes::asks(&review.kind) {
+    // By group and kind: another project's `Service` or `Deployment` is not Kubernetes'.
+    let api_version = match review.group.as_str() {
+        "" => review.version.clone(),
+        group => format!("{group}/{}", review.version),
+    };
+    let Some(kind) = CoreKind::of(&api_version, &review.kind) else {
+        return Verdict::allow(Vec::new());
+    };
+    if lattice_gates::kubernetes::ADMITTED_KINDS.contains(&kind) {
         return rbac_or_service(current, review, operation);
     }
-    if !lattice_engine::pod::carries_pod(&review.kind) {
+    if !kind.carries_pod() {
         return Verdict::allow(Vec::new());
     }
     let Some(object) = &review.object else {
@@ -209,6 +218,7 @@ fn kubernetes_object(current: Option<&Current>, review: &Review) -> Verdict {
     match lattice_gates::pod_security::admit(
         &current.snapshot,
         &current.world,
+        &lattice_gates::pod_security::WorldPolicies::of_projection(&current.projection),
         &review.kind,
         object,
         namespace,
@@ -249,6 +259,7 @@ fn rbac_or_service(current: Option<&Current>, review: &Review, operation: &str) 
     match lattice_gates::kubernetes::admit(
         &current.snapshot,
         &current.world,
+        &lattice_gates::pod_security::WorldPolicies::of_projection(&current.projection),
         &review.kind,
         object,
         review.namespace.as_deref().unwrap_or("default"),

@@ -444,9 +444,8 @@ fn pod_security_facts(
     world: &World,
     subjects: &[Subject],
 ) -> HashMap<String, PodSecurityFacts> {
-    use crate::pod_security::{LATEST, Level, LevelVersion, NamespacePolicy};
-    let (_, default_level) = lattice_engine::project::root_cluster(world);
-    let default_enforce = Level::parse(default_level.as_str()).unwrap_or(Level::Restricted);
+    use crate::pod_security::{LATEST, Level, LevelVersion, NamespacePolicy, WorldPolicies};
+    let world_policies = WorldPolicies::of(world);
     let mut policies: HashMap<&str, NamespacePolicy> = HashMap::new();
     let pods: Vec<(&Subject, &CoreObject)> = subjects
         .iter()
@@ -458,10 +457,9 @@ fn pod_security_facts(
         .collect();
     for (s, _) in &pods {
         let ns = s.namespace.as_deref().unwrap_or("default");
-        policies.entry(ns).or_insert_with(|| {
-            let labels = crate::pod_security::namespace_labels(world, ns).unwrap_or_default();
-            NamespacePolicy::from_labels(&labels, default_enforce)
-        });
+        policies
+            .entry(ns)
+            .or_insert_with(|| world_policies.namespace(world, ns));
     }
     pods.par_iter()
         .map(|(s, core)| {
@@ -507,7 +505,7 @@ fn pod_violations(
     namespace: &str,
     lv: crate::pod_security::LevelVersion,
 ) -> BTreeSet<String> {
-    use crate::pod_security::{Mode, run_query};
+    use crate::pod_security::{Mode, check_of, run_query};
     let mut out = BTreeSet::new();
     for p in principals {
         match snapshot.decide(&run_query(p.clone(), namespace, Mode::Enforce, lv)) {
@@ -515,13 +513,7 @@ fn pod_violations(
             Ok(d) if d.determining.is_empty() => {
                 out.insert("default-deny".to_owned());
             }
-            Ok(d) => out.extend(d.determining.iter().map(|policy| {
-                policy
-                    .annotations
-                    .get("control")
-                    .and_then(|c| c.strip_prefix("pod-security:"))
-                    .map_or_else(|| policy.id.clone(), str::to_owned)
-            })),
+            Ok(d) => out.extend(d.determining.iter().map(|p| check_of(p))),
             Err(_) => {
                 out.insert("error".to_owned());
             }
