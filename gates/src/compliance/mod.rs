@@ -566,6 +566,12 @@ impl KubernetesFacts {
         f: &mut SubjectFacts,
     ) {
         let Some(pod) = snapshot.entities().get(&subject.uid()) else {
+            // A pod the snapshot does not hold cannot be shown to pass: it fails every
+            // check that reads these facts (fail closed), as a missing container does.
+            f.unapproved_overrides
+                .extend(["hostNetwork", "hostPID", "hostIPC", "hostPath"].map(str::to_owned));
+            f.derived.token_mounted = true;
+            f.derived.default_service_account = true;
             return;
         };
         for flag in ["hostNetwork", "hostPID", "hostIPC"] {
