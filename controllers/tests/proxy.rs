@@ -364,6 +364,7 @@ when {{ context.resource == "secrets" }};
     );
 
     two_hops(&pair, &alice_token).await;
+    streams(&pair, &alice_token).await;
     login(&pair, &alice_token);
     oidc(&pair, &alice_token).await;
     cross_cluster_mesh(&pair).await;
@@ -559,6 +560,322 @@ when {{ context.namespace == "frozen" }};
         !ok && err.contains("Forbidden") && err.contains("frozen-on-edge"),
         "{err}"
     );
+}
+
+/// Runs kubectl with `config` and `input` on its stdin, off the runtime's threads (the
+/// simulated kubelet answers on them): its exit code, stdout and stderr.
+async fn kubectl_in(
+    config: &std::path::Path,
+    args: &[&str],
+    input: &str,
+) -> (Option<i32>, String, String) {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let input = input.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(cluster::kubectl_binary())
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["--request-timeout", "30s"])
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// A node whose kubelet is `kubelet`, and on it pod `pod` (container `main`) in each of
+/// `namespaces`, which alice may open streams into by the cluster's RBAC.
+async fn pods_on_the_simulated_kubelet(
+    client: &kube::Client,
+    kubelet: &cluster::kubelet::Kubelet,
+    pod: &str,
+    namespaces: &[&str],
+) {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"}});
+    apply(client, &cluster::resource_of(&node), &node).await;
+    nodes
+        .patch_status(
+            "node-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}},
+            }})),
+        )
+        .await
+        .unwrap();
+    for ns in namespaces {
+        let account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": "default", "namespace": ns}});
+        let role = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "shell-user", "namespace": ns},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                {"apiGroups": [""], "resources": ["pods/exec", "pods/attach", "pods/portforward"],
+                 "verbs": ["get", "create"]},
+            ],
+        });
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "alice-opens-shells", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shell-user"},
+            "subjects": [{"kind": "ServiceAccount", "name": "alice", "namespace": CALLERS}],
+        });
+        let shell = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": ns},
+            "spec": {
+                "nodeName": "node-1",
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 1000,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "main", "image": "registry.example/shell:1", "stdin": true,
+                    "securityContext": {"allowPrivilegeEscalation": false,
+                                        "capabilities": {"drop": ["ALL"]}},
+                }],
+            },
+        });
+        for o in [&account, &role, &binding, &shell] {
+            apply(client, &cluster::resource_of(o), o).await;
+        }
+        Api::<Pod>::namespaced(client.clone(), ns)
+            .patch_status(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Running"}})),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Exec, attach and port-forward through the proxy: the upgrade decided by Cedar at every
+/// hop, then bytes both ways through the tunnel (one hop to edge, two to leaf), ending at
+/// the simulated kubelet behind each cluster's real API server.
+async fn streams(pair: &ProxiedPair, alice_token: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::AttachParams;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let leaf = pair.leaf.as_ref().expect("a chain");
+    let kubelet = cluster::kubelet::Kubelet::start().await;
+    pods_on_the_simulated_kubelet(&pair.edge, &kubelet, "shell", &["shop"]).await;
+    pods_on_the_simulated_kubelet(&leaf.client, &kubelet, "deep-shell", &["shop", "frozen"]).await;
+    let on_edge = pair.kubeconfig("edge", Some(alice_token), "shop");
+    let on_leaf = pair.kubeconfig("leaf", Some(alice_token), "shop");
+
+    // Alice may write on edge, but root's Cedar grants her no exec: refused on root, and
+    // nothing reaches the kubelet.
+    let (code, _, err) = kubectl_in(&on_edge, &["exec", "shell", "--", "echo", "hi"], "").await;
+    assert!(code != Some(0) && err.contains("Forbidden"), "{err}");
+    assert!(kubelet.sessions().is_empty(), "{:?}", kubelet.sessions());
+
+    let streams = |name: &str, scope: &str| {
+        stamped(json!({
+            "apiVersion": "lattice.dev/v1alpha1",
+            "kind": "CedarPolicy",
+            "metadata": {"name": name, "namespace": "lattice-system"},
+            "spec": {"policies": format!(
+                r#"@id("{name}")
+permit (
+  principal == Lattice::User::"{alice}",
+  action in [Lattice::Action::"exec", Lattice::Action::"attach", Lattice::Action::"portforward"],
+  {scope}
+);
+"#,
+                alice = user("alice"),
+            )},
+        }))
+    };
+    apply(
+        &pair.root,
+        &lattice_resource(Kind::CedarPolicy),
+        &streams(
+            "alice-opens-shells",
+            r#"resource in Lattice::Cluster::"edge""#,
+        ),
+    )
+    .await;
+    apply(
+        &pair.edge,
+        &lattice_resource(Kind::CedarPolicy),
+        &streams(
+            "alice-opens-shells-on-leaf",
+            r#"resource == Lattice::Cluster::"leaf""#,
+        ),
+    )
+    .await;
+
+    // kubectl exec (WebSocket, v5.channel.k8s.io) one hop down.
+    let out = eventually("an exec through the proxy", || async {
+        let (code, out, err) = kubectl_in(
+            &on_edge,
+            &["exec", "shell", "--", "echo", "hello", "from", "edge"],
+            "",
+        )
+        .await;
+        if code == Some(0) {
+            Some(out)
+        } else {
+            eprintln!("not yet: {err}");
+            None
+        }
+    })
+    .await;
+    assert_eq!(
+        out,
+        "hello from edge
+"
+    );
+    // Stdin crosses, and its end too.
+    let (code, out, err) = kubectl_in(
+        &on_edge,
+        &["exec", "-i", "shell", "--", "cat"],
+        "typed into the shell
+",
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "typed into the shell
+"
+    );
+    // The command's exit code comes back as kubectl's own.
+    let (code, _, err) = kubectl_in(&on_edge, &["exec", "shell", "--", "exit", "3"], "").await;
+    assert_eq!(code, Some(3), "{err}");
+
+    // kube-rs: attach and port-forward (WebSocket, v4 and v5 channel protocols).
+    let pods: Api<Pod> =
+        Api::namespaced(pair.client("edge", Some(alice_token), "shop").await, "shop");
+    let mut attached = pods
+        .attach(
+            "shell",
+            &AttachParams::default()
+                .stdin(true)
+                .stdout(true)
+                .stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut stdin = attached.stdin().unwrap();
+    let mut stdout = attached.stdout().unwrap();
+    stdin.write_all(b"ping").await.unwrap();
+    let mut answer = vec![0u8; "attached: ping".len()];
+    tokio::time::timeout(WAIT, stdout.read_exact(&mut answer))
+        .await
+        .expect("the attached process answers")
+        .unwrap();
+    assert_eq!(answer, b"attached: ping");
+    let status = attached.take_status().unwrap();
+    stdin.shutdown().await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(WAIT, status)
+        .await
+        .expect("the attach ends when stdin does");
+    assert_eq!(status.and_then(|s| s.status).as_deref(), Some("Success"));
+    let mut forwarder = pods.portforward("shell", &[8080]).await.unwrap();
+    let mut port = forwarder.take_stream(8080).unwrap();
+    port.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = vec![0u8; "8080: GET / HTTP/1.0\r\n\r\n".len()];
+    tokio::time::timeout(WAIT, port.read_exact(&mut answer))
+        .await
+        .expect("the forwarded port answers")
+        .unwrap();
+    assert_eq!(answer, b"8080: GET / HTTP/1.0\r\n\r\n");
+    drop(port);
+    forwarder.abort();
+
+    // Two hops: root decides, edge decides again, leaf's API server runs it as alice.
+    let out = eventually("an exec two hops down", || async {
+        let (code, out, err) = kubectl_in(
+            &on_leaf,
+            &["exec", "deep-shell", "--", "echo", "hello", "from", "leaf"],
+            "",
+        )
+        .await;
+        if code == Some(0) {
+            Some(out)
+        } else {
+            eprintln!("not yet: {err}");
+            None
+        }
+    })
+    .await;
+    assert_eq!(
+        out,
+        "hello from leaf
+"
+    );
+    let (code, out, err) = kubectl_in(
+        &on_leaf,
+        &["exec", "-i", "deep-shell", "--", "cat"],
+        "two hops down and back
+",
+    )
+    .await;
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            Some(0),
+            "two hops down and back
+"
+        ),
+        "{err}"
+    );
+    // Root allows `frozen`; edge's forbid decides the second hop, and says so.
+    let before = kubelet.sessions().len();
+    let (code, _, err) = kubectl_in(
+        &on_leaf,
+        &["exec", "-n", "frozen", "deep-shell", "--", "echo", "no"],
+        "",
+    )
+    .await;
+    assert!(
+        code != Some(0) && err.contains("Forbidden") && err.contains("frozen-on-edge"),
+        "{err}"
+    );
+    assert_eq!(
+        kubelet.sessions().len(),
+        before,
+        "nothing reached the kubelet"
+    );
+
+    // What the kubelet was asked, by each API server, as each client asked it.
+    let paths: Vec<String> = kubelet.sessions().into_iter().map(|s| s.path).collect();
+    for expected in [
+        "/exec/shop/shell/main?",
+        "/attach/shop/shell/main?",
+        "/portForward/shop/shell?",
+        "/exec/shop/deep-shell/main?",
+    ] {
+        assert!(
+            paths.iter().any(|p| p.starts_with(expected)),
+            "{expected} in {paths:?}"
+        );
+    }
+    // Every stream closed end to end: none is left open at the kubelet.
+    eventually("every kubelet stream closes", || async {
+        (kubelet.open() == 0).then_some(())
+    })
+    .await;
 }
 
 /// The fleet CLI, `lattice`, beside the operator (built here if this run did not build it).

@@ -11,7 +11,11 @@
 //! 4. decided: one Cedar request with this hop's snapshot ([`crate::authorize`]): a 403 with
 //!    the deciding policies and their advice, or a 400 for a request that cannot be read;
 //! 5. forwarded ([`Upstream`]): the body read (bounded), the response streamed back as it
-//!    comes, so a watch stays open and a client hanging up cancels it upstream.
+//!    comes, so a watch stays open and a client hanging up cancels it upstream. An upgrade
+//!    (exec, attach, port-forward: `Connection: Upgrade` to `websocket` or `SPDY/3.1`) is
+//!    opened instead ([`Upstream::upgrade`]): the far end's 101 goes back to the client,
+//!    and then the proxy copies bytes both ways without reading them, until either end
+//!    closes.
 //!
 //! Hand-written on hyper rather than a framework: five steps on one route, and the response
 //! body must stream through untouched.
@@ -59,6 +63,15 @@ pub const MAX_BODY: usize = 3 << 20;
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// A connection that switched protocols: bytes both ways until either side closes.
+pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Duplex for T {}
+
+/// The far end of an upgrade once it switched: its 101 head, and the connection. A far end
+/// that answers otherwise gives that answer instead.
+pub type Switched = Result<(Response<()>, Box<dyn Duplex>), Response<ProxyBody>>;
+
 /// Sends an authorized request on: to the cluster's agent through the tunnel, or to the
 /// API server when the cluster is this one.
 pub trait Upstream: Send + Sync + 'static {
@@ -70,6 +83,14 @@ pub trait Upstream: Send + Sync + 'static {
         caller: &Requester,
         request: Request<Bytes>,
     ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'static>>;
+
+    /// Opens the connection `request` asks to switch to on `cluster`, as `caller`.
+    fn upgrade(
+        &self,
+        cluster: &str,
+        caller: &Requester,
+        request: Request<()>,
+    ) -> Pin<Box<dyn Future<Output = Switched> + Send + 'static>>;
 }
 
 /// The snapshot decisions are made on now; `None` until one is loaded (every call is then
@@ -82,6 +103,8 @@ pub trait SnapshotSource: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub struct Counters {
     pub forwarded: AtomicU64,
+    /// Exec, attach and port-forward connections the far end switched.
+    pub upgraded: AtomicU64,
     pub forbidden: AtomicU64,
     pub unauthenticated: AtomicU64,
     pub bad_requests: AtomicU64,
@@ -211,15 +234,6 @@ impl Proxy {
                 return status(StatusCode::BAD_REQUEST, &why);
             }
         }
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return status(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("the body could not be read within {MAX_BODY} bytes: {e}"),
-                );
-            }
-        };
         let target = if query.is_empty() {
             rest.to_owned()
         } else {
@@ -228,6 +242,19 @@ impl Proxy {
         let uri = match http::Uri::try_from(target) {
             Ok(u) => u,
             Err(e) => return status(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        if let Some(protocol) = upgrade_of(&parts.headers) {
+            let cluster = cluster.to_owned();
+            return self.upgrade(&cluster, &caller, parts, uri, protocol).await;
+        }
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the body could not be read within {MAX_BODY} bytes: {e}"),
+                );
+            }
         };
         let mut forwarded = Request::new(body);
         *forwarded.method_mut() = parts.method.clone();
@@ -240,6 +267,60 @@ impl Proxy {
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(user = %caller.username, %cluster, method = %parts.method, path = %rest, "proxy: forwarding");
         self.upstream.forward(cluster, &caller, forwarded).await
+    }
+
+    /// Opens an authorized upgrade on `cluster` and, once the far end switched, joins the
+    /// client's connection to it.
+    async fn upgrade(
+        &self,
+        cluster: &str,
+        caller: &Requester,
+        mut parts: http::request::Parts,
+        uri: http::Uri,
+        protocol: String,
+    ) -> Response<ProxyBody> {
+        let Some(client) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "this connection cannot switch protocols",
+            );
+        };
+        let mut head = Request::new(());
+        *head.method_mut() = parts.method.clone();
+        *head.uri_mut() = uri;
+        for (name, value) in &parts.headers {
+            if forwards(name.as_str()) || forwards_on_upgrade(name.as_str()) {
+                head.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        let Ok(protocol) = HeaderValue::from_str(&protocol) else {
+            return status(StatusCode::BAD_REQUEST, "the Upgrade header is not a value");
+        };
+        head.headers_mut().insert(http::header::UPGRADE, protocol);
+        head.headers_mut().insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        tracing::debug!(user = %caller.username, %cluster, method = %parts.method, path = %head.uri(), "proxy: opening");
+        let (switched, mut far) = match self.upstream.upgrade(cluster, caller, head).await {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        };
+        self.counters.upgraded.fetch_add(1, Ordering::Relaxed);
+        let user = caller.username.clone();
+        let cluster = cluster.to_owned();
+        tokio::spawn(async move {
+            match client.await {
+                Ok(client) => {
+                    let mut client = TokioIo::new(client);
+                    let copied = tokio::io::copy_bidirectional(&mut client, &mut far).await;
+                    tracing::debug!(%user, %cluster, ?copied, "proxy: connection closed");
+                }
+                Err(e) => tracing::debug!(%user, %cluster, "proxy: the client did not switch: {e}"),
+            }
+        });
+        let (head, ()) = switched.into_parts();
+        Response::from_parts(head, empty())
     }
 
     async fn caller(&self, headers: &HeaderMap) -> Result<Requester, Refusal> {
@@ -343,6 +424,7 @@ impl Proxy {
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
                     .await;
                 if let Err(e) = served {
                     tracing::debug!(%peer, "proxy: connection ended: {e}");
@@ -380,6 +462,39 @@ fn forwards(name: &str) -> bool {
         name,
         "accept" | "accept-encoding" | "content-type" | "user-agent" | "x-request-id"
     )
+}
+
+/// Request headers an upgrade's far end needs to switch: the WebSocket handshake (the key
+/// whose answer the client checks) and the protocols offered (WebSocket subprotocols, or
+/// SPDY's `X-Stream-Protocol-Version`).
+fn forwards_on_upgrade(name: &str) -> bool {
+    matches!(
+        name,
+        "sec-websocket-key"
+            | "sec-websocket-version"
+            | "sec-websocket-protocol"
+            | "x-stream-protocol-version"
+    )
+}
+
+/// The protocol a request asks to switch to: `Connection` names `upgrade` and `Upgrade`
+/// is a non-empty value.
+pub fn upgrade_of(headers: &HeaderMap) -> Option<String> {
+    let connection = headers.get_all(http::header::CONNECTION);
+    let asks = connection.iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    let protocol = headers.get(http::header::UPGRADE)?.to_str().ok()?.trim();
+    (asks && !protocol.is_empty()).then(|| protocol.to_owned())
+}
+
+fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A Kubernetes `Status` response.

@@ -26,7 +26,8 @@ use crate::ca::{AgentKey, CaError};
 use crate::command::CommandHandler;
 use crate::distribution::DistributedSet;
 use crate::forward::{
-    CHUNK, MAX_REQUEST_BODY, ProxyHandler, request_from_head, response_head, status_response,
+    CHUNK, MAX_REQUEST_BODY, ProxyBody, ProxyHandler, Upgrade, request_from_head, response_head,
+    status_response,
 };
 use crate::identity::{ClusterIdentity, IdentityError};
 use crate::session::Health;
@@ -597,7 +598,9 @@ async fn respond(
     handler: Option<Arc<dyn ProxyHandler>>,
     head: pb::ProxyRequest,
 ) {
-    use http_body_util::BodyExt;
+    if !head.upgrade.is_empty() {
+        return switch(tx, down, handler, head).await;
+    }
     let mut body = Vec::new();
     let mut too_large = false;
     loop {
@@ -625,16 +628,64 @@ async fn respond(
     } else {
         match (request_from_head(head, body.into()), &handler) {
             (Err(why), _) => status_response(http::StatusCode::BAD_REQUEST, &why),
-            (Ok(_), None) => status_response(
-                http::StatusCode::NOT_IMPLEMENTED,
-                "this cluster's agent serves no proxied requests",
-            ),
+            (Ok(_), None) => no_handler(),
             (Ok((target, request)), Some(handler)) => tokio::select! {
                 response = handler.handle(target, request) => response,
                 _ = down.message() => return,
             },
         }
     };
+    send_response(tx, down, response).await;
+}
+
+fn no_handler() -> http::Response<ProxyBody> {
+    status_response(
+        http::StatusCode::NOT_IMPLEMENTED,
+        "this cluster's agent serves no proxied requests",
+    )
+}
+
+/// Opens the connection an upgrade asks for and carries it until either end closes; an
+/// answer other than a switch goes up as any response.
+async fn switch(
+    tx: &Up,
+    down: &mut tonic::Streaming<pb::ProxyDown>,
+    handler: Option<Arc<dyn ProxyHandler>>,
+    head: pb::ProxyRequest,
+) {
+    let upgrade = match (request_from_head(head, bytes::Bytes::new()), &handler) {
+        (Err(why), _) => Upgrade::Answered(status_response(http::StatusCode::BAD_REQUEST, &why)),
+        (Ok(_), None) => Upgrade::Answered(no_handler()),
+        (Ok((target, request)), Some(handler)) => {
+            let (parts, _) = request.into_parts();
+            tokio::select! {
+                upgrade = handler.upgrade(target, http::Request::from_parts(parts, ())) => upgrade,
+                _ = down.message() => return,
+            }
+        }
+    };
+    match upgrade {
+        Upgrade::Answered(response) => send_response(tx, down, response).await,
+        Upgrade::Switched(response, far) => {
+            let (parts, ()) = response.into_parts();
+            if tx
+                .send(up(pb::proxy_up::Body::Head(response_head(&parts))))
+                .await
+                .is_ok()
+            {
+                crate::upgrade::at_agent(far, down, tx).await;
+            }
+        }
+    }
+}
+
+/// Sends `response` up `tx`, its body as it comes; returns early when the cell hangs up.
+async fn send_response(
+    tx: &Up,
+    down: &mut tonic::Streaming<pb::ProxyDown>,
+    response: http::Response<ProxyBody>,
+) {
+    use http_body_util::BodyExt;
     let (parts, mut body) = response.into_parts();
     if tx
         .send(up(pb::proxy_up::Body::Head(response_head(&parts))))

@@ -14,6 +14,7 @@
 //!   to write into LatticeCluster status and the Cedar `Cluster` entity.
 //! - [`Cell::forward`] sends a proxied request to a connected agent and streams its answer
 //!   back ([`crate::forward`]); only the agent the request was sent to may answer it.
+//!   [`Cell::upgrade`] opens an exec, attach or port-forward connection the same way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -38,11 +39,14 @@ use crate::ca::{AgentKey, CaError, ClusterCa, DEFAULT_LIFETIME, IssuedCert};
 use crate::command::{CommandError, MAX_PAYLOAD_BYTES, Queued};
 use crate::distribution::{DistributedSet, ObjectKey};
 use crate::forward::{
-    BoxError, CHUNK, ForwardError, Forwarded, MAX_REQUEST_BODY, ProxyBody, request_head,
-    response_from_head,
+    BoxError, CHUNK, ForwardError, Forwarded, MAX_REQUEST_BODY, ProxyBody, Upgrade, request_head,
+    response_from_head, upgrade_of,
 };
 use crate::identity::ClusterIdentity;
 use crate::session::{CellSession, Event, Health};
+
+/// What an upgraded connection buffers between the proxy and the tunnel.
+const UPGRADE_BUFFER: usize = 64 << 10;
 
 /// The largest message the cell accepts from an agent.
 pub const MAX_AGENT_MESSAGE_BYTES: usize = 4 << 20;
@@ -619,11 +623,6 @@ impl Cell {
         request: http::Request<Bytes>,
     ) -> Result<http::Response<ProxyBody>, ForwardError> {
         let broken = |why: &str| ForwardError::Broken(via.to_owned(), why.to_owned());
-        let sender = self
-            .inner
-            .agents
-            .sender(via)
-            .ok_or_else(|| ForwardError::NotConnected(via.to_owned()))?;
         let (parts, body) = request.into_parts();
         if body.len() > MAX_REQUEST_BODY {
             return Err(ForwardError::Request(format!(
@@ -631,35 +630,12 @@ impl Cell {
                 body.len()
             )));
         }
-        let id = request_id().map_err(|e| ForwardError::Request(e.to_owned()))?;
-        let (accept, accepted) = tokio::sync::oneshot::channel();
-        lock(&self.inner.pending).insert(
-            id.clone(),
-            Pending {
-                cluster: via.to_owned(),
-                accept,
-            },
-        );
-        let guard = PendingGuard {
-            pending: &self.inner.pending,
-            id: id.clone(),
-        };
-        let head = pb::CellMessage {
-            body: Some(pb::cell_message::Body::ProxyRequest(request_head(
-                &id, &target, &parts,
-            ))),
-        };
-        sender
-            .send(Ok(head))
-            .await
-            .map_err(|_| ForwardError::NotConnected(via.to_owned()))?;
-        let wait = self.inner.config.handshake_timeout;
-        let Accepted { mut up, down } = match tokio::time::timeout(wait, accepted).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(_)) => return Err(broken("the request was dropped")),
-            Err(_) => return Err(ForwardError::NoAnswer(via.to_owned(), wait)),
-        };
-        drop(guard);
+        if upgrade_of(&parts.headers).is_some() {
+            return Err(ForwardError::Request(
+                "an upgrade is opened with Cell::upgrade, not forwarded".into(),
+            ));
+        }
+        let Accepted { mut up, down } = self.open(via, &target, &parts).await?;
         let send = |body: pb::proxy_down::Body| {
             let down = down.clone();
             async move {
@@ -676,21 +652,89 @@ impl Cell {
         if !send(pb::proxy_down::Body::EndOfBody(true)).await {
             return Err(broken("the stream closed while the body was sent"));
         }
-        let head = match up.message().await {
-            Ok(Some(pb::ProxyUp {
-                body: Some(pb::proxy_up::Body::Head(head)),
-            })) => head,
-            Ok(Some(pb::ProxyUp {
-                body: Some(pb::proxy_up::Body::Abort(why)),
-            })) => return Err(broken(&why)),
-            Ok(Some(_)) => return Err(broken("the first answer was not a response head")),
-            Ok(None) => return Err(broken("the stream ended without an answer")),
-            Err(status) => return Err(broken(status.message())),
+        let head = response_head_of(via, &mut up).await?;
+        answer(head, up, down).map_err(|e| broken(&e))
+    }
+
+    /// Opens the connection `request` asks to switch to (exec, attach, port-forward) on
+    /// `target.cluster`, through the agent of `via`. A 101 comes back with the connection,
+    /// whose bytes then cross on the same stream; any other answer streams as in
+    /// [`Cell::forward`]. Dropping the connection closes it at the far end.
+    pub async fn upgrade(
+        &self,
+        via: &str,
+        target: Forwarded,
+        request: http::Request<()>,
+    ) -> Result<Upgrade, ForwardError> {
+        let broken = |why: &str| ForwardError::Broken(via.to_owned(), why.to_owned());
+        let (parts, ()) = request.into_parts();
+        if upgrade_of(&parts.headers).is_none() {
+            return Err(ForwardError::Request(
+                "the request asks to switch to no protocol".into(),
+            ));
+        }
+        let Accepted { mut up, down } = self.open(via, &target, &parts).await?;
+        let head = response_head_of(via, &mut up).await?;
+        if head.status != u32::from(http::StatusCode::SWITCHING_PROTOCOLS.as_u16()) {
+            return Ok(Upgrade::Answered(
+                answer(head, up, down).map_err(|e| broken(&e))?,
+            ));
+        }
+        let (switched, ()) = response_from_head(head, ())
+            .map_err(|e| broken(&e))?
+            .into_parts();
+        let (ours, theirs) = tokio::io::duplex(UPGRADE_BUFFER);
+        tokio::spawn(crate::upgrade::at_cell(theirs, up, down));
+        Ok(Upgrade::Switched(
+            http::Response::from_parts(switched, ()),
+            Box::new(ours),
+        ))
+    }
+
+    /// Sends the head of `request` down `via`'s `Connect` stream and waits for its agent to
+    /// open the `Proxy` stream that answers it.
+    async fn open(
+        &self,
+        via: &str,
+        target: &Forwarded,
+        request: &http::request::Parts,
+    ) -> Result<Accepted, ForwardError> {
+        let sender = self
+            .inner
+            .agents
+            .sender(via)
+            .ok_or_else(|| ForwardError::NotConnected(via.to_owned()))?;
+        let id = request_id().map_err(|e| ForwardError::Request(e.to_owned()))?;
+        let (accept, accepted) = tokio::sync::oneshot::channel();
+        lock(&self.inner.pending).insert(
+            id.clone(),
+            Pending {
+                cluster: via.to_owned(),
+                accept,
+            },
+        );
+        let _guard = PendingGuard {
+            pending: &self.inner.pending,
+            id: id.clone(),
         };
-        let (frames, body) = mpsc::channel(4);
-        tokio::spawn(pump(up, down, frames));
-        let body = http_body_util::StreamBody::new(ReceiverStream::new(body)).boxed_unsync();
-        response_from_head(head, body).map_err(|e| broken(&e))
+        let head = pb::CellMessage {
+            body: Some(pb::cell_message::Body::ProxyRequest(request_head(
+                &id, target, request,
+            ))),
+        };
+        sender
+            .send(Ok(head))
+            .await
+            .map_err(|_| ForwardError::NotConnected(via.to_owned()))?;
+        let wait = self.inner.config.handshake_timeout;
+        match tokio::time::timeout(wait, accepted).await {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(_)) => Err(ForwardError::Broken(
+                via.to_owned(),
+                "the request was dropped".into(),
+            )),
+            Err(_) => Err(ForwardError::NoAnswer(via.to_owned(), wait)),
+        }
     }
 
     /// Sends a lifecycle command to `cluster`'s agent and waits up to `wait` for its answer.
@@ -776,6 +820,37 @@ fn request_id() -> Result<String, &'static str> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| "no randomness for a request id")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The response head an agent sends first on its `Proxy` stream.
+async fn response_head_of(
+    via: &str,
+    up: &mut Streaming<pb::ProxyUp>,
+) -> Result<pb::ProxyResponseHead, ForwardError> {
+    let broken = |why: &str| ForwardError::Broken(via.to_owned(), why.to_owned());
+    match up.message().await {
+        Ok(Some(pb::ProxyUp {
+            body: Some(pb::proxy_up::Body::Head(head)),
+        })) => Ok(head),
+        Ok(Some(pb::ProxyUp {
+            body: Some(pb::proxy_up::Body::Abort(why)),
+        })) => Err(broken(&why)),
+        Ok(Some(_)) => Err(broken("the first answer was not a response head")),
+        Ok(None) => Err(broken("the stream ended without an answer")),
+        Err(status) => Err(broken(status.message())),
+    }
+}
+
+/// The response `head` begins, its body streaming from `up` as it comes.
+fn answer(
+    head: pb::ProxyResponseHead,
+    up: Streaming<pb::ProxyUp>,
+    down: mpsc::Sender<Result<pb::ProxyDown, Status>>,
+) -> Result<http::Response<ProxyBody>, String> {
+    let (frames, body) = mpsc::channel(4);
+    tokio::spawn(pump(up, down, frames));
+    let body = http_body_util::StreamBody::new(ReceiverStream::new(body)).boxed_unsync();
+    response_from_head(head, body)
 }
 
 /// Carries an agent's response body to the client. Ends when the agent ends it, or when

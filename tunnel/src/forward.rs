@@ -10,6 +10,11 @@
 //! behind need no tunnel types; what crosses is only what the API server needs: the method,
 //! path and query, content headers, and the authenticated caller it impersonates. The
 //! caller's own credentials never cross.
+//!
+//! Exec, attach and port-forward are upgrades (`Connection: Upgrade`, to `websocket` or
+//! `SPDY/3.1`): the head crosses naming the protocol, the far end's 101 comes back, and from
+//! then on the same stream carries the connection's bytes both ways ([`Upgrade`]). The
+//! tunnel reads none of them: whatever the client and the kubelet speak passes unchanged.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +36,41 @@ pub const MAX_REQUEST_BODY: usize = 8 << 20;
 /// The largest body chunk one message carries (well under the 4 MiB message limit).
 pub const CHUNK: usize = 1 << 20;
 
+/// A connection that switched protocols: bytes both ways until either side closes.
+pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Duplex for T {}
+
+/// An upgraded connection, whatever carries it.
+pub type Upgraded = Box<dyn Duplex>;
+
+/// How the far end answered an upgrade.
+pub enum Upgrade {
+    /// It switched protocols: its 101 head, and the connection.
+    Switched(http::Response<()>, Upgraded),
+    /// It answered instead (a refusal, an error); the answer streams as any other.
+    Answered(http::Response<ProxyBody>),
+}
+
+/// The protocol a request asks to switch to: its `Upgrade` header. The proxy in front sends
+/// one only with an upgrade it decided to open (see [`crate::cell::Cell::upgrade`]).
+pub fn upgrade_of(headers: &http::HeaderMap) -> Option<&str> {
+    let protocol = headers.get(http::header::UPGRADE)?.to_str().ok()?.trim();
+    (!protocol.is_empty()).then_some(protocol)
+}
+
+/// Marks `headers` as asking to switch to `protocol` (or, on a response, as having switched).
+fn set_upgrade(headers: &mut http::HeaderMap, protocol: &str) -> Result<(), String> {
+    let value = http::HeaderValue::try_from(protocol)
+        .map_err(|e| format!("upgrade protocol {protocol:?}: {e}"))?;
+    headers.insert(http::header::UPGRADE, value);
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    Ok(())
+}
+
 /// Who a proxied request is for, and on whose behalf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forwarded {
@@ -50,6 +90,22 @@ pub trait ProxyHandler: Send + Sync + 'static {
         target: Forwarded,
         request: http::Request<Bytes>,
     ) -> Pin<Box<dyn Future<Output = http::Response<ProxyBody>> + Send + 'static>>;
+
+    /// Opens the connection `request` asks to switch to (exec, attach, port-forward) for
+    /// `target`. A handler that opens none answers 501.
+    fn upgrade(
+        &self,
+        target: Forwarded,
+        request: http::Request<()>,
+    ) -> Pin<Box<dyn Future<Output = Upgrade> + Send + 'static>> {
+        let _ = (target, request);
+        Box::pin(async {
+            Upgrade::Answered(status_response(
+                http::StatusCode::NOT_IMPLEMENTED,
+                "this cluster's agent opens no exec, attach or port-forward streams",
+            ))
+        })
+    }
 }
 
 /// Why the cell could not forward a request.
@@ -137,6 +193,7 @@ pub(crate) fn request_head(
         user: target.user.clone(),
         groups: target.groups.clone(),
         cluster: target.cluster.clone(),
+        upgrade: upgrade_of(&request.headers).unwrap_or_default().to_owned(),
     }
 }
 
@@ -160,6 +217,9 @@ pub fn request_from_head(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     headers_from_pb(head.headers, request.headers_mut(), crosses)?;
+    if !head.upgrade.is_empty() {
+        set_upgrade(request.headers_mut(), &head.upgrade)?;
+    }
     Ok((
         Forwarded {
             cluster: head.cluster,
@@ -172,17 +232,24 @@ pub fn request_from_head(
 
 /// The response head the agent sends up.
 pub(crate) fn response_head(parts: &http::response::Parts) -> pb::ProxyResponseHead {
+    let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     pb::ProxyResponseHead {
         status: u32::from(parts.status.as_u16()),
         headers: headers_to_pb(&parts.headers),
+        upgrade: switched
+            .then(|| parts.headers.get(http::header::UPGRADE))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 
 /// The response the cell reads from `head`, with `body` to come.
-pub(crate) fn response_from_head(
+pub(crate) fn response_from_head<B>(
     head: pb::ProxyResponseHead,
-    body: ProxyBody,
-) -> Result<http::Response<ProxyBody>, String> {
+    body: B,
+) -> Result<http::Response<B>, String> {
     let status = u16::try_from(head.status)
         .ok()
         .and_then(|s| http::StatusCode::from_u16(s).ok())
@@ -190,6 +257,12 @@ pub(crate) fn response_from_head(
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
     headers_from_pb(head.headers, response.headers_mut(), crosses)?;
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        if head.upgrade.is_empty() {
+            return Err("a 101 that names no protocol".into());
+        }
+        set_upgrade(response.headers_mut(), &head.upgrade)?;
+    }
     Ok(response)
 }
 
@@ -296,6 +369,69 @@ mod tests {
         assert!(request.headers().get("authorization").is_none());
         assert!(request.headers().get("impersonate-user").is_none());
         assert_eq!(request.body().as_ref(), b"{}");
+    }
+
+    #[test]
+    fn an_upgrade_crosses_with_its_protocol_and_handshake_and_comes_back_switched() {
+        let request = http::Request::get("/api/v1/namespaces/shop/pods/web/exec?command=sh")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-protocol", "v5.channel.k8s.io")
+            .header("authorization", "Bearer secret")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let target = Forwarded {
+            cluster: "edge".into(),
+            user: "alice".into(),
+            groups: Vec::new(),
+        };
+        let head = request_head("r1", &target, &parts);
+        assert_eq!(head.upgrade, "websocket");
+        let (_, request) = request_from_head(head, Bytes::new()).unwrap();
+        assert_eq!(upgrade_of(request.headers()), Some("websocket"));
+        assert_eq!(request.headers()["connection"], "Upgrade");
+        assert_eq!(
+            request.headers()["sec-websocket-key"],
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        assert!(request.headers().get("authorization").is_none());
+
+        let response = http::Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            .body(())
+            .unwrap();
+        let (parts, ()) = response.into_parts();
+        let head = response_head(&parts);
+        assert_eq!(head.upgrade, "websocket");
+        let back = response_from_head(head.clone(), ()).unwrap();
+        assert_eq!(back.status(), 101);
+        assert_eq!(back.headers()["upgrade"], "websocket");
+        assert_eq!(back.headers()["connection"], "Upgrade");
+        assert_eq!(
+            back.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        // A switch that names no protocol, or one that is no header value, is refused.
+        let unnamed = pb::ProxyResponseHead {
+            upgrade: String::new(),
+            ..head.clone()
+        };
+        assert!(response_from_head(unnamed, ()).is_err());
+        let unreadable = pb::ProxyRequest {
+            request_id: "r".into(),
+            method: "GET".into(),
+            path: "/api".into(),
+            user: "u".into(),
+            cluster: "c".into(),
+            upgrade: "web\nsocket".into(),
+            ..Default::default()
+        };
+        assert!(request_from_head(unreadable, Bytes::new()).is_err());
     }
 
     #[test]

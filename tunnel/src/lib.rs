@@ -34,6 +34,7 @@ pub mod identity;
 pub mod peering;
 pub mod session;
 pub mod tls;
+mod upgrade;
 
 pub use bootstrap::{BootstrapError, BootstrapToken, TokenStore};
 pub use ca::{AgentKey, CaError, ClusterCa, IssuedCert, Revocations};

@@ -17,7 +17,7 @@ use lattice_tunnel::agent::{self, Agent, AgentConfig, Credentials, Link};
 use lattice_tunnel::cell::{Cell, CellConfig, RouteError};
 use lattice_tunnel::distribution::ObjectKey;
 use lattice_tunnel::forward::{
-    ForwardError, Forwarded, ProxyBody, ProxyHandler, full, status_response,
+    ForwardError, Forwarded, ProxyBody, ProxyHandler, Upgrade, full, status_response,
 };
 use lattice_tunnel::session::{Descendant, Health};
 use lattice_tunnel::tls::{CellCert, agent_config, cell_config};
@@ -737,6 +737,77 @@ impl ProxyHandler for Echo {
         };
         Box::pin(std::future::ready(response))
     }
+
+    /// A simulated far end (no kubelet runs here): `/refuse` answers 403; anything else
+    /// switches to the protocol asked for and answers every byte uppercased, then "bye"
+    /// when the client closes its side. `x-seen` says what arrived.
+    fn upgrade(
+        &self,
+        target: Forwarded,
+        request: http::Request<()>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Upgrade> + Send>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if request.uri().path() == "/refuse" {
+            return Box::pin(std::future::ready(Upgrade::Answered(status_response(
+                http::StatusCode::FORBIDDEN,
+                "the far end refuses",
+            ))));
+        }
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let seen = format!(
+            "{} {} for {} on {}; upgrade {}; connection {}; key {}; authorization {}",
+            request.method(),
+            request.uri(),
+            target.user,
+            target.cluster,
+            header("upgrade"),
+            header("connection"),
+            header("sec-websocket-key"),
+            header("authorization"),
+        );
+        let protocol = header("upgrade");
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let guard = OnDrop(self.dropped.clone());
+        tokio::spawn(async move {
+            let _held = guard;
+            let mut buffer = vec![0u8; 1 << 16];
+            loop {
+                match far.read(&mut buffer).await {
+                    Ok(0) => {
+                        let _ = far.write_all(b"bye\n").await;
+                        let _ = far.shutdown().await;
+                        return;
+                    }
+                    Ok(n) => {
+                        buffer[..n].make_ascii_uppercase();
+                        if far.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        response
+            .headers_mut()
+            .insert("upgrade", protocol.parse().unwrap());
+        response
+            .headers_mut()
+            .insert("x-seen", seen.parse().unwrap());
+        Box::pin(std::future::ready(Upgrade::Switched(
+            response,
+            Box::new(near),
+        )))
+    }
 }
 
 fn for_alice(cluster: &str) -> Forwarded {
@@ -862,6 +933,145 @@ async fn proxied_requests_cross_the_tunnel_stream_back_and_cancel_when_the_clien
             )
             .await,
         Err(ForwardError::NotConnected(_))
+    ));
+    stop.cancel();
+    running.stop().await;
+}
+
+fn upgrade_request(path: &str, protocol: &str) -> http::Request<()> {
+    http::Request::get(path)
+        .header("connection", "Upgrade")
+        .header("upgrade", protocol)
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("authorization", "Bearer the-callers-own")
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_cross_the_tunnel_both_ways_and_close_with_either_end() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = ClusterCa::generate(DOMAIN, jiff::Timestamp::now()).unwrap();
+    let running = Running::start(Cell::new(ca, quick()), None).await;
+    let creds = running.bootstrap("edge").await;
+    let (_feed, fed) = tokio::sync::mpsc::channel(4);
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let agent = Arc::new(
+        Agent::new(running.config("edge"), creds, Arc::new(health(2))).with_proxy(Arc::new(Echo {
+            feed: std::sync::Mutex::new(Some(fed)),
+            dropped: dropped.clone(),
+        })),
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let agent = agent.clone();
+        let stop = stop.clone();
+        async move { agent.run(stop).await }
+    });
+    eventually("edge connects", || running.cell.agents().get("edge")).await;
+    let open = |path: &str, protocol: &str| {
+        running
+            .cell
+            .upgrade("edge", for_alice("edge"), upgrade_request(path, protocol))
+    };
+
+    // The switch: the protocol asked for, the handshake's key, the caller; not the
+    // caller's credentials.
+    let Upgrade::Switched(response, mut connection) = open(
+        "/api/v1/namespaces/shop/pods/web/exec?command=sh",
+        "websocket",
+    )
+    .await
+    .unwrap() else {
+        panic!("the far end switches")
+    };
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    assert_eq!(response.headers()["connection"], "Upgrade");
+    assert_eq!(
+        response.headers()["x-seen"],
+        "GET /api/v1/namespaces/shop/pods/web/exec?command=sh for alice on edge; upgrade websocket; connection Upgrade; key dGhlIHNhbXBsZSBub25jZQ==; authorization -"
+    );
+    // Bytes both ways, small and larger than one message.
+    connection.write_all(b"hello").await.unwrap();
+    let mut answer = [0u8; 5];
+    tokio::time::timeout(WAIT, connection.read_exact(&mut answer))
+        .await
+        .expect("the answer in time")
+        .unwrap();
+    assert_eq!(&answer, b"HELLO");
+    let big = vec![b'x'; 3 << 20];
+    let (mut read, mut write) = tokio::io::split(connection);
+    let writer = tokio::spawn(async move {
+        write.write_all(&big).await.unwrap();
+        // The client closes its side: the far end still answers, then closes.
+        write.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, read.read_to_end(&mut back))
+        .await
+        .expect("the far end closes after the client's side ends")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(back.len(), (3 << 20) + 4);
+    assert!(back[..3 << 20].iter().all(|b| *b == b'X'));
+    assert_eq!(&back[3 << 20..], b"bye\n");
+    tokio::time::timeout(WAIT, dropped.notified())
+        .await
+        .expect("the far end's connection is gone");
+
+    // SPDY, as older clients and kubelets speak it, switches the same way.
+    let Upgrade::Switched(response, connection) =
+        open("/api/v1/namespaces/shop/pods/web/portforward", "SPDY/3.1")
+            .await
+            .unwrap()
+    else {
+        panic!("the far end switches")
+    };
+    assert_eq!(response.headers()["upgrade"], "SPDY/3.1");
+    // The client hangs up without a word: the far end's connection is closed.
+    drop(connection);
+    tokio::time::timeout(WAIT, dropped.notified())
+        .await
+        .expect("the client leaving closes the far end");
+
+    // A refusal comes back as an answer, body and all.
+    let Upgrade::Answered(refused) = open("/refuse", "websocket").await.unwrap() else {
+        panic!("the far end refuses")
+    };
+    assert_eq!(refused.status(), 403);
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        std::str::from_utf8(&body)
+            .unwrap()
+            .contains("the far end refuses"),
+        "{body:?}"
+    );
+
+    // An upgrade is never forwarded as a plain request, nor a plain request opened.
+    let (parts, ()) = upgrade_request("/echo", "websocket").into_parts();
+    assert!(matches!(
+        running
+            .cell
+            .forward(
+                "edge",
+                for_alice("edge"),
+                http::Request::from_parts(parts, bytes::Bytes::new())
+            )
+            .await,
+        Err(ForwardError::Request(_))
+    ));
+    assert!(matches!(
+        running
+            .cell
+            .upgrade(
+                "edge",
+                for_alice("edge"),
+                http::Request::get("/echo").body(()).unwrap()
+            )
+            .await,
+        Err(ForwardError::Request(_))
     ));
     stop.cancel();
     running.stop().await;

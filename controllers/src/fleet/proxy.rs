@@ -23,9 +23,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use lattice_engine::Snapshot;
 use lattice_gates::Requester;
-use lattice_proxy::server::{ProxyBody, SnapshotSource, Upstream, status};
+use lattice_proxy::server::{ProxyBody, SnapshotSource, Switched, Upstream, status};
 use lattice_tunnel::cell::Cell;
-use lattice_tunnel::forward::{ForwardError, Forwarded, ProxyHandler};
+use lattice_tunnel::forward::{ForwardError, Forwarded, ProxyHandler, Upgrade};
 
 use crate::webhook::State;
 use crate::webhook::admit::Current;
@@ -66,43 +66,107 @@ impl Impersonating {
         request: Request<Bytes>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = request.into_parts();
-        // Whatever identity headers came this far are dropped; only the caller's are set.
-        let stale: Vec<_> = parts
-            .headers
-            .keys()
-            .filter(|k| lattice_proxy::authorize::is_impersonation_header(k.as_str()))
-            .cloned()
-            .collect();
-        for k in stale {
-            parts.headers.remove(k);
-        }
-        let Ok(value) = HeaderValue::from_str(user) else {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "the caller's name is not a header value",
-            );
-        };
-        parts.headers.insert("impersonate-user", value);
-        for g in groups {
-            let Ok(value) = HeaderValue::from_str(g) else {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "a group name is not a header value",
-                );
-            };
-            parts.headers.append("impersonate-group", value);
+        if let Err(refused) = impersonate(&mut parts.headers, user, groups) {
+            return refused.response();
         }
         let request = Request::from_parts(parts, kube::client::Body::from(body));
         match self.client.send(request).await {
-            Ok(response) => response.map(|b| {
-                b.map_err(|e| Box::new(e) as lattice_proxy::server::BoxError)
-                    .boxed_unsync()
-            }),
+            Ok(response) => response.map(boxed),
             Err(e) => status(
                 StatusCode::BAD_GATEWAY,
                 &format!("the API server could not be reached: {e}"),
             ),
         }
+    }
+
+    /// Opens the connection `request` asks to switch to (exec, attach, port-forward) on
+    /// the API server, as `user` in `groups`.
+    pub async fn upgrade(&self, user: &str, groups: &[String], request: Request<()>) -> Upgrade {
+        let (mut parts, ()) = request.into_parts();
+        if let Err(refused) = impersonate(&mut parts.headers, user, groups) {
+            return Upgrade::Answered(refused.response());
+        }
+        switch(
+            &self.client,
+            Request::from_parts(parts, ()),
+            "the API server",
+        )
+        .await
+    }
+}
+
+/// Sets the caller's impersonation headers, dropping whatever identity headers came this far.
+fn impersonate(
+    headers: &mut http::HeaderMap,
+    user: &str,
+    groups: &[String],
+) -> Result<(), Refused> {
+    let stale: Vec<_> = headers
+        .keys()
+        .filter(|k| lattice_proxy::authorize::is_impersonation_header(k.as_str()))
+        .cloned()
+        .collect();
+    for k in stale {
+        headers.remove(k);
+    }
+    let value =
+        HeaderValue::from_str(user).map_err(|_| Refused::not_a_header("the caller's name"))?;
+    headers.insert("impersonate-user", value);
+    for g in groups {
+        let value = HeaderValue::from_str(g).map_err(|_| Refused::not_a_header("a group name"))?;
+        headers.append("impersonate-group", value);
+    }
+    Ok(())
+}
+
+/// A call refused before it is sent: its status and why.
+struct Refused(StatusCode, String);
+
+impl Refused {
+    fn not_a_header(what: &str) -> Refused {
+        Refused(
+            StatusCode::BAD_REQUEST,
+            format!("{what} is not a header value"),
+        )
+    }
+
+    fn response(self) -> Response<ProxyBody> {
+        status(self.0, &self.1)
+    }
+}
+
+fn boxed(body: kube::client::Body) -> ProxyBody {
+    body.map_err(|e| Box::new(e) as lattice_proxy::server::BoxError)
+        .boxed_unsync()
+}
+
+/// Sends an upgrade with `client` and, on a 101, takes the switched connection; `far` names
+/// the far end in errors.
+async fn switch(client: &kube::Client, request: Request<()>, far: &str) -> Upgrade {
+    let request = request.map(|()| kube::client::Body::empty());
+    let mut response = match client.send(request).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Upgrade::Answered(status(
+                StatusCode::BAD_GATEWAY,
+                &format!("{far} could not be reached: {e}"),
+            ));
+        }
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Upgrade::Answered(response.map(boxed));
+    }
+    let connection = hyper::upgrade::on(&mut response);
+    let (head, _) = response.into_parts();
+    match connection.await {
+        Ok(io) => Upgrade::Switched(
+            Response::from_parts(head, ()),
+            Box::new(hyper_util::rt::TokioIo::new(io)),
+        ),
+        Err(e) => Upgrade::Answered(status(
+            StatusCode::BAD_GATEWAY,
+            &format!("{far} answered 101 but the connection did not switch: {e}"),
+        )),
     }
 }
 
@@ -138,19 +202,16 @@ fn forward_error(e: &ForwardError) -> Response<ProxyBody> {
     status(code, &e.to_string())
 }
 
-impl Upstream for CellUpstream {
-    fn forward(
+impl CellUpstream {
+    /// The connected child a call for `cluster` goes through, and the call's target; a
+    /// cluster this one does not place below that child is not sent there.
+    fn route(
         &self,
         cluster: &str,
         caller: &Requester,
-        request: Request<Bytes>,
-    ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'static>> {
-        if cluster == self.own {
-            let message = format!(
-                "{cluster:?} is this proxy's own cluster: call its API server directly; the proxy serves the clusters below it"
-            );
-            return Box::pin(async move { status(StatusCode::NOT_FOUND, &message) });
-        }
+    ) -> impl Future<Output = Result<(String, Forwarded), Response<ProxyBody>>> + Send + 'static
+    {
+        let own = cluster == self.own;
         let cell = self.cell.clone();
         let snapshots = self.snapshots.clone();
         let target = Forwarded {
@@ -158,26 +219,75 @@ impl Upstream for CellUpstream {
             user: caller.username.clone(),
             groups: caller.groups.clone(),
         };
-        Box::pin(async move {
-            let via = match cell.agents().route(&target.cluster) {
-                Ok(via) => via,
-                Err(e) => return status(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-            };
+        async move {
+            if own {
+                return Err(status(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "{:?} is this proxy's own cluster: call its API server directly; the proxy serves the clusters below it",
+                        target.cluster
+                    ),
+                ));
+            }
+            let via = cell
+                .agents()
+                .route(&target.cluster)
+                .map_err(|e| status(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
             let below = snapshots.current().is_some_and(|s| {
                 lattice_gates::proxy::routes_through((*s).as_ref(), &target.cluster, &via)
             });
             if !below {
-                return status(
+                return Err(status(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &format!(
                         "cluster {:?} is claimed by child {via:?}, but this cluster's hierarchy does not place it below {via:?}; the call is not sent there",
                         target.cluster
                     ),
-                );
+                ));
             }
+            Ok((via, target))
+        }
+    }
+}
+
+impl Upstream for CellUpstream {
+    fn forward(
+        &self,
+        cluster: &str,
+        caller: &Requester,
+        request: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'static>> {
+        let route = self.route(cluster, caller);
+        let cell = self.cell.clone();
+        Box::pin(async move {
+            let (via, target) = match route.await {
+                Ok(r) => r,
+                Err(refused) => return refused,
+            };
             match cell.forward(&via, target, request).await {
                 Ok(response) => response,
                 Err(e) => forward_error(&e),
+            }
+        })
+    }
+
+    fn upgrade(
+        &self,
+        cluster: &str,
+        caller: &Requester,
+        request: Request<()>,
+    ) -> Pin<Box<dyn Future<Output = Switched> + Send + 'static>> {
+        let route = self.route(cluster, caller);
+        let cell = self.cell.clone();
+        Box::pin(async move {
+            let (via, target) = route.await?;
+            match cell.upgrade(&via, target, request).await {
+                Ok(Upgrade::Switched(head, connection)) => {
+                    let connection: Box<dyn lattice_proxy::server::Duplex> = Box::new(connection);
+                    Ok((head, connection))
+                }
+                Ok(Upgrade::Answered(answer)) => Err(answer),
+                Err(e) => Err(forward_error(&e)),
             }
         })
     }
@@ -244,68 +354,79 @@ impl LocalProxy {
 
     /// Sends a call for `target.cluster` to this cluster's proxy, for `target`'s caller.
     pub async fn send(&self, target: &Forwarded, request: Request<Bytes>) -> Response<ProxyBody> {
-        use lattice_proxy::server::{CLUSTERS_PREFIX, FORWARDED_GROUP, FORWARDED_USER};
-        let client = match self.client() {
-            Ok(c) => c,
-            Err(e) => {
-                return status(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("the next hop cannot be called: {e}"),
-                );
-            }
+        let (parts, body) = request.into_parts();
+        let (client, parts) = match self.prepare(target, &parts) {
+            Ok(prepared) => prepared,
+            Err(refused) => return refused.response(),
         };
-        let (mut parts, body) = request.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = format!("{CLUSTERS_PREFIX}{}{path}", target.cluster);
-        parts.uri = match http::Uri::try_from(uri) {
-            Ok(u) => u,
-            Err(e) => return status(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        let stale: Vec<_> = parts
-            .headers
-            .keys()
-            .filter(|k| {
-                lattice_proxy::authorize::is_impersonation_header(k.as_str())
-                    || *k == FORWARDED_USER
-                    || *k == FORWARDED_GROUP
-                    || *k == http::header::AUTHORIZATION
-            })
-            .cloned()
-            .collect();
-        for k in stale {
-            parts.headers.remove(k);
-        }
-        let Ok(user) = HeaderValue::from_str(&target.user) else {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "the caller's name is not a header value",
-            );
-        };
-        parts.headers.insert(FORWARDED_USER, user);
-        for g in &target.groups {
-            let Ok(value) = HeaderValue::from_str(g) else {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "a group name is not a header value",
-                );
-            };
-            parts.headers.append(FORWARDED_GROUP, value);
-        }
         let request = Request::from_parts(parts, kube::client::Body::from(body));
         match client.send(request).await {
-            Ok(response) => response.map(|b| {
-                b.map_err(|e| Box::new(e) as lattice_proxy::server::BoxError)
-                    .boxed_unsync()
-            }),
+            Ok(response) => response.map(boxed),
             Err(e) => status(
                 StatusCode::BAD_GATEWAY,
                 &format!("this cluster's API proxy could not be reached: {e}"),
             ),
         }
+    }
+
+    /// Opens the connection `request` asks to switch to on `target.cluster`, through this
+    /// cluster's proxy, for `target`'s caller.
+    pub async fn upgrade(&self, target: &Forwarded, request: Request<()>) -> Upgrade {
+        let (parts, ()) = request.into_parts();
+        let (client, parts) = match self.prepare(target, &parts) {
+            Ok(prepared) => prepared,
+            Err(refused) => return Upgrade::Answered(refused.response()),
+        };
+        switch(
+            &client,
+            Request::from_parts(parts, ()),
+            "this cluster's API proxy",
+        )
+        .await
+    }
+
+    /// The client, and the head of a call for `target` to this cluster's proxy: the path
+    /// under the cluster's prefix, the caller named as forwarded, no identity of its own.
+    fn prepare(
+        &self,
+        target: &Forwarded,
+        request: &http::request::Parts,
+    ) -> Result<(kube::Client, http::request::Parts), Refused> {
+        use lattice_proxy::server::{CLUSTERS_PREFIX, FORWARDED_GROUP, FORWARDED_USER};
+        let client = self.client().map_err(|e| {
+            Refused(
+                StatusCode::BAD_GATEWAY,
+                format!("the next hop cannot be called: {e}"),
+            )
+        })?;
+        let path = request
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = http::Uri::try_from(format!("{CLUSTERS_PREFIX}{}{path}", target.cluster))
+            .map_err(|e| Refused(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = request.method.clone();
+        parts.uri = uri;
+        for (name, value) in &request.headers {
+            let identity = lattice_proxy::authorize::is_impersonation_header(name.as_str())
+                || name == FORWARDED_USER
+                || name == FORWARDED_GROUP
+                || name == http::header::AUTHORIZATION;
+            if !identity {
+                parts.headers.append(name.clone(), value.clone());
+            }
+        }
+        let user = HeaderValue::from_str(&target.user)
+            .map_err(|_| Refused::not_a_header("the caller's name"))?;
+        parts.headers.insert(FORWARDED_USER, user);
+        for g in &target.groups {
+            let value =
+                HeaderValue::from_str(g).map_err(|_| Refused::not_a_header("a group name"))?;
+            parts.headers.append(FORWARDED_GROUP, value);
+        }
+        Ok((client, parts))
     }
 }
 
@@ -333,31 +454,60 @@ impl ChildProxy {
     }
 }
 
+impl ChildProxy {
+    /// Where a call for `target` goes: refused, to this cluster's proxy for a cluster below
+    /// (`Some`), or to this cluster's API server (`None`).
+    fn hop(&self, target: &Forwarded) -> Result<Option<Arc<LocalProxy>>, Refused> {
+        if target.groups.iter().any(|g| g == NEVER_IMPERSONATED) {
+            return Err(Refused(
+                StatusCode::FORBIDDEN,
+                "the proxy never acts as a member of system:masters".into(),
+            ));
+        }
+        if target.cluster == self.cluster {
+            return Ok(None);
+        }
+        match &self.below {
+            Some(below) => Ok(Some(below.clone())),
+            None => Err(Refused(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "cluster {:?} is not reachable from {:?}: this agent runs without --local-proxy, so it sends no call below its own cluster",
+                    target.cluster, self.cluster
+                ),
+            )),
+        }
+    }
+}
+
 impl ProxyHandler for ChildProxy {
     fn handle(
         &self,
         target: Forwarded,
         request: Request<Bytes>,
     ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'static>> {
-        if target.groups.iter().any(|g| g == NEVER_IMPERSONATED) {
-            return Box::pin(async move {
-                status(
-                    StatusCode::FORBIDDEN,
-                    "the proxy never acts as a member of system:masters",
-                )
-            });
+        match self.hop(&target) {
+            Err(refused) => Box::pin(async move { refused.response() }),
+            Ok(Some(below)) => Box::pin(async move { below.send(&target, request).await }),
+            Ok(None) => {
+                let api = self.api.clone();
+                Box::pin(async move { api.send(&target.user, &target.groups, request).await })
+            }
         }
-        if target.cluster != self.cluster {
-            let Some(below) = self.below.clone() else {
-                let message = format!(
-                    "cluster {:?} is not reachable from {:?}: this agent runs without --local-proxy, so it sends no call below its own cluster",
-                    target.cluster, self.cluster
-                );
-                return Box::pin(async move { status(StatusCode::NOT_FOUND, &message) });
-            };
-            return Box::pin(async move { below.send(&target, request).await });
+    }
+
+    fn upgrade(
+        &self,
+        target: Forwarded,
+        request: Request<()>,
+    ) -> Pin<Box<dyn Future<Output = Upgrade> + Send + 'static>> {
+        match self.hop(&target) {
+            Err(refused) => Box::pin(async move { Upgrade::Answered(refused.response()) }),
+            Ok(Some(below)) => Box::pin(async move { below.upgrade(&target, request).await }),
+            Ok(None) => {
+                let api = self.api.clone();
+                Box::pin(async move { api.upgrade(&target.user, &target.groups, request).await })
+            }
         }
-        let api = self.api.clone();
-        Box::pin(async move { api.send(&target.user, &target.groups, request).await })
     }
 }

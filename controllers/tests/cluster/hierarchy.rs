@@ -265,8 +265,12 @@ impl ProxiedPair {
 
     async fn start_line(chain: bool) -> ProxiedPair {
         let root_env = TestEnv::start("root");
-        let edge_env = TestEnv::start("edge");
-        let leaf_env = chain.then(|| TestEnv::start("leaf"));
+        // Exec, attach and port-forward end at the simulated kubelet, which speaks the
+        // WebSocket protocols only: the API servers pass a WebSocket upgrade on unchanged
+        // instead of re-speaking it as SPDY (see `kubelet`).
+        let streams = ["--feature-gates=TranslateStreamCloseWebsocketRequests=false"];
+        let edge_env = TestEnv::start_with_flags("edge", &streams);
+        let leaf_env = chain.then(|| TestEnv::start_with_flags("leaf", &streams));
         let root = root_env.client().await;
         let edge = edge_env.client().await;
         let leaf_client = match &leaf_env {

@@ -6,6 +6,7 @@
 
 pub mod fleet;
 pub mod hierarchy;
+pub mod kubelet;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -277,8 +278,8 @@ pub fn documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The API resource of a Lattice kind, a Namespace, a ServiceAccount, an RBAC object, a Pod
-/// or a Deployment.
+/// The API resource of a Lattice kind, a Namespace, a ServiceAccount, an RBAC object, a Pod,
+/// a Node or a Deployment.
 pub fn resource_of(object: &Value) -> ApiResource {
     use k8s_openapi::api::rbac::v1 as rbac;
     let kind = object["kind"].as_str().expect("a kind");
@@ -292,6 +293,7 @@ pub fn resource_of(object: &Value) -> ApiResource {
         "ClusterRole" => return ApiResource::erase::<rbac::ClusterRole>(&()),
         "ClusterRoleBinding" => return ApiResource::erase::<rbac::ClusterRoleBinding>(&()),
         "Pod" => return ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+        "Node" => return ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&()),
         "Deployment" => return ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
         _ => {}
     }
