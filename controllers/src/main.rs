@@ -67,6 +67,14 @@ enum Command {
         /// under the same key. Without it, `/mutate` refuses CedarPolicy writes.
         #[arg(long)]
         admission_key: Option<PathBuf>,
+        /// Add a proof to every admitted CedarPolicy write, as an admission warning: whether the
+        /// policies after it permit anything they did not before (`lattice-policy prove
+        /// no-new-permits`). Needs cvc5 1.3.1 (--solver, $CVC5, or on PATH); at most 1.5 s a write.
+        #[arg(long)]
+        prove_policy_changes: bool,
+        /// The cvc5 to prove with (default: $CVC5, else cvc5 on PATH).
+        #[arg(long, requires = "prove_policy_changes")]
+        solver: Option<PathBuf>,
     },
 }
 
@@ -115,6 +123,14 @@ struct RunArgs {
     /// it, a key is made for this process, and only this process's webhook can stamp.
     #[arg(long)]
     admission_key: Option<PathBuf>,
+    /// Add a proof to every admitted CedarPolicy write, as an admission warning: whether the
+    /// policies after it permit anything they did not before (`lattice-policy prove
+    /// no-new-permits`). Needs cvc5 1.3.1 (--solver, $CVC5, or on PATH); at most 1.5 s a write.
+    #[arg(long)]
+    prove_policy_changes: bool,
+    /// The cvc5 to prove with (default: $CVC5, else cvc5 on PATH).
+    #[arg(long, requires = "prove_policy_changes")]
+    solver: Option<PathBuf>,
     /// Serve the cell, the end of the tunnel this cluster's children dial, here (this
     /// cluster is a parent). With --cluster-name and --cell-address.
     #[arg(long, requires_all = ["cluster_name", "cell_address"])]
@@ -237,7 +253,23 @@ fn main() -> ExitCode {
             world,
             policies,
             admission_key,
-        } => run_webhook(&tls_cert, &tls_key, addr, world, policies, admission_key),
+            prove_policy_changes,
+            solver,
+        } => {
+            let proofs = match policy_proofs(prove_policy_changes, solver) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            run_webhook(
+                &tls_cert,
+                &tls_key,
+                addr,
+                world,
+                policies,
+                admission_key,
+                proofs,
+            )
+        }
     }
 }
 
@@ -248,6 +280,7 @@ fn run_webhook(
     world: Vec<PathBuf>,
     policies: Option<PathBuf>,
     admission_key: Option<PathBuf>,
+    proofs: Option<lattice_controllers::webhook::proof::PolicyProofs>,
 ) -> ExitCode {
     init_logs();
     let admission = match optional_admission_key(admission_key.as_deref()) {
@@ -284,6 +317,9 @@ fn run_webhook(
         match admission {
             Some(k) => state.set_admission_key(k),
             None => tracing::warn!("no --admission-key: /mutate refuses CedarPolicy writes"),
+        }
+        if let Some(p) = proofs {
+            state.set_policy_proofs(p);
         }
         tracing::info!(
             "listening on https://{}",
@@ -387,8 +423,32 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The solver for `--prove-policy-changes`, found at start: a missing one stops the process
+/// rather than leaving every write without the proof it was asked for.
+fn policy_proofs(
+    on: bool,
+    solver: Option<PathBuf>,
+) -> Result<Option<lattice_controllers::webhook::proof::PolicyProofs>, ExitCode> {
+    if !on {
+        return Ok(None);
+    }
+    match lattice_prove::solver::find(solver.as_deref()) {
+        Ok(solver) => Ok(Some(
+            lattice_controllers::webhook::proof::PolicyProofs::new(solver),
+        )),
+        Err(e) => {
+            eprintln!("error: --prove-policy-changes: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn run_operator(args: RunArgs) -> ExitCode {
     init_logs();
+    let proofs = match policy_proofs(args.prove_policy_changes, args.solver.clone()) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let admission = match args.admission_key.as_deref().map(AdmissionKey::from_file) {
         Some(Ok(k)) => k,
         Some(Err(e)) => {
@@ -493,6 +553,9 @@ fn run_operator(args: RunArgs) -> ExitCode {
         };
         let state = State::new();
         state.set_admission_key(admission);
+        if let Some(p) = proofs {
+            state.set_policy_proofs(p);
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut webhook_task = None;
         if let Some((config, watcher)) = tls {

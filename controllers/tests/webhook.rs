@@ -1688,3 +1688,107 @@ async fn rbac_and_services_are_decided_and_what_must_never_exist_is_refused() {
     .await;
     assert_eq!(r["allowed"], true, "{r}");
 }
+
+/// With `--prove-policy-changes`, an admitted CedarPolicy write carries a proof, as a warning
+/// `kubectl apply` prints: a write that changes nothing is proved to permit nothing new, one
+/// that turns a forbid off is refuted with the request it newly permits. The proof decides
+/// nothing: a refused write gets none, and one past the budget is admitted with a note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_policy_writes_carry_a_proof_when_asked() {
+    use lattice_controllers::webhook::proof::PolicyProofs;
+    let Served { dir, w, mut c } = serve_examples("proofs").await;
+    let solver = lattice_prove::solver::find(None)
+        .expect("cvc5: install it with tools/cvc5/install DIR and set CVC5");
+    let proofs = |v: &Value| -> Vec<String> {
+        v["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str())
+            .filter(|w| {
+                ["lattice: proved", "lattice: refuted", "lattice: no proof"]
+                    .iter()
+                    .any(|p| w.starts_with(p))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let write = |uid: &str, new: &Value, old: &Value, user: &str, groups: &[&str]| {
+        review(
+            uid,
+            "UPDATE",
+            Some(new.clone()),
+            Some(old.clone()),
+            user,
+            groups,
+        )
+    };
+    let policy = example("policies.yaml", "environment-isolation");
+    let mut disabled = policy.clone();
+    disabled["spec"]["enabled"] = json!(false);
+
+    let off = post(
+        &mut c,
+        &write("p-0", &disabled, &policy, "sam", &[SECURITY_ADMIN]),
+    )
+    .await;
+    assert_eq!(off["allowed"], true, "{off}");
+    assert!(proofs(&off).is_empty(), "off by default: {off}");
+
+    w.state
+        .set_policy_proofs(PolicyProofs::new(solver.clone()).with_budget(Duration::from_secs(60)));
+    let same = post(
+        &mut c,
+        &write("p-1", &policy, &policy, "sam", &[SECURITY_ADMIN]),
+    )
+    .await;
+    assert_eq!(same["allowed"], true, "{same}");
+    let said = proofs(&same);
+    assert!(
+        said.len() == 1 && said[0].starts_with("lattice: proved: this change permits nothing new"),
+        "{said:?}"
+    );
+    println!("{}", said[0]);
+
+    let widened = post(
+        &mut c,
+        &write("p-2", &disabled, &policy, "sam", &[SECURITY_ADMIN]),
+    )
+    .await;
+    assert_eq!(
+        widened["allowed"], true,
+        "the proof decides nothing: {widened}"
+    );
+    let said = proofs(&widened);
+    assert!(
+        said.len() == 1 && said[0].starts_with("lattice: refuted:") && said[0].contains("Connect"),
+        "turning the dev-to-prod forbid off permits a Connect: {said:?}"
+    );
+    println!("{}", said[0]);
+
+    let refused = post(
+        &mut c,
+        &write("p-3", &disabled, &policy, "alice", &["developers"]),
+    )
+    .await;
+    assert_eq!(refused["allowed"], false, "{refused}");
+    assert!(
+        proofs(&refused).is_empty(),
+        "a refused write is not proved: {refused}"
+    );
+
+    w.state
+        .set_policy_proofs(PolicyProofs::new(solver).with_budget(Duration::from_millis(1)));
+    let late = post(
+        &mut c,
+        &write("p-4", &disabled, &policy, "sam", &[SECURITY_ADMIN]),
+    )
+    .await;
+    assert_eq!(late["allowed"], true, "{late}");
+    let said = proofs(&late);
+    assert!(
+        said.len() == 1 && said[0].contains("no proof for this change within 1 ms"),
+        "{said:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

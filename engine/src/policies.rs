@@ -164,6 +164,16 @@ impl PolicyStore {
         Ok(store)
     }
 
+    /// Loads the one pack in `dir` (a directory with a `pack.yaml`), validated first as
+    /// [`PolicyStore::load_packs`] validates.
+    pub fn load_pack_at(dir: &Path) -> Result<Pack, PolicyError> {
+        let report = validate_paths(&[dir.to_path_buf()]);
+        if report.errors() > 0 || !report.unreadable.is_empty() {
+            return Err(PolicyError::Packs(Box::new(report)));
+        }
+        load_pack(dir)
+    }
+
     /// Adds or replaces a pack.
     pub fn insert_pack(&mut self, pack: Pack) {
         self.packs.insert(pack.meta.name.clone(), pack);

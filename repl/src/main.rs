@@ -12,6 +12,7 @@ mod output;
 mod plain;
 mod plan;
 mod policy_test;
+mod prove;
 mod query;
 mod render;
 mod repl;
@@ -218,6 +219,13 @@ enum Command {
         #[arg(short = 'o', long = "out-dir")]
         out_dir: Option<PathBuf>,
     },
+    /// Prove properties of policies for every request the schema admits (Cedar's symbolic
+    /// compiler and the cvc5 solver): a refutation comes with a counterexample request and
+    /// entities, replayed by Cedar's authorizer. Exit 0 proved, 1 refuted, 2 no answer.
+    Prove {
+        #[command(subcommand)]
+        command: prove::ProveCommand,
+    },
     /// Format Cedar files with the official formatter (directories are searched for *.cedar).
     Fmt {
         /// Change nothing; list unformatted files with a diff and exit 1 if any.
@@ -295,6 +303,7 @@ fn main() -> ExitCode {
         Command::Migrate { paths, out_dir } => migrate::run(&paths, out_dir.as_deref()),
         Command::Test { paths, junit } => policy_test::run(&paths, junit.as_deref()),
         Command::Compliance { command } => compliance::run(command),
+        Command::Prove { command } => prove::run(command),
     };
     ExitCode::from(code)
 }

@@ -561,7 +561,10 @@ impl Session {
             "snapshot {} → {}\n",
             result.digest_before, result.digest_after
         ));
+        let (proof, proof_json) = crate::prove::whatif_line(&self.loaded.store, &after_store);
+        text.push_str(&proof);
         let j = json!({
+            "proof": proof_json,
             "changes": changes.len(),
             "decisions": queries.len(),
             "newlyAllowed": result.newly_allowed.iter().map(&line).collect::<Vec<_>>(),

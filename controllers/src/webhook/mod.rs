@@ -5,6 +5,7 @@
 
 pub mod admit;
 pub mod metrics;
+pub mod proof;
 pub mod review;
 pub mod server;
 pub mod stamp;

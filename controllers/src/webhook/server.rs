@@ -65,6 +65,8 @@ pub struct State {
     body_bytes: Arc<tokio::sync::Semaphore>,
     /// Stamps the CedarPolicy writes `/mutate` admits (see [`super::stamp`]).
     admission: RwLock<Option<Arc<AdmissionKey>>>,
+    /// Proves admitted CedarPolicy writes widen nothing (off unless set; see [`super::proof`]).
+    proofs: RwLock<Option<super::proof::PolicyProofs>>,
 }
 
 impl Default for State {
@@ -75,6 +77,7 @@ impl Default for State {
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
             body_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT_BODY_BYTES)),
             admission: RwLock::new(None),
+            proofs: RwLock::new(None),
         }
     }
 }
@@ -103,6 +106,11 @@ impl State {
         if let Ok(mut k) = self.admission.write() {
             *k = Some(key);
         }
+    }
+
+    /// Adds a proof warning to every admitted CedarPolicy write ([`super::proof`]).
+    pub fn set_policy_proofs(&self, proofs: super::proof::PolicyProofs) {
+        *self.proofs.write().unwrap_or_else(|e| e.into_inner()) = Some(proofs);
     }
 
     pub fn current(&self) -> Option<Arc<Current>> {
@@ -176,6 +184,32 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The proof warning for an admitted CedarPolicy create or update, when proofs are on.
+async fn proof_warning(
+    state: &State,
+    current: Option<&Arc<Current>>,
+    review: &review::Review,
+    allowed: bool,
+) -> Option<String> {
+    use kube::core::admission::Operation;
+    let proofs = state
+        .proofs
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()?;
+    let writes = matches!(review.operation, Operation::Create | Operation::Update);
+    if !allowed || !writes || review.group != super::review::GROUP || review.kind != "CedarPolicy" {
+        return None;
+    }
+    let object = review.object.as_ref()?;
+    let Ok(lattice_schemas::manifest::Object::CedarPolicy(policy)) =
+        lattice_schemas::manifest::Object::from_api("CedarPolicy", object)
+    else {
+        return None;
+    };
+    Some(super::proof::bounded_warning(&proofs, current?.clone(), policy).await)
 }
 
 async fn route(state: &State, limits: Limits, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -321,8 +355,12 @@ async fn validate(
         };
         response.result = Status::failure(&verdict.message, reason).with_code(verdict.code);
     }
-    if !verdict.warnings.is_empty() {
-        response.warnings = Some(verdict.warnings.clone());
+    let mut warnings = verdict.warnings.clone();
+    if let Some(w) = proof_warning(state, current.as_ref(), &review, verdict.allowed).await {
+        warnings.push(w);
+    }
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
     }
     response.audit_annotations = verdict
         .audit
