@@ -182,28 +182,9 @@ impl PolicyStore {
     /// Stores a CedarPolicy object's policies, replacing its previous version. On any
     /// problem the object is rejected whole and the store is unchanged.
     pub fn apply_object(&mut self, object: &CedarPolicy) -> Result<usize, PolicyError> {
-        let namespace = object
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = object.metadata.name.clone().unwrap_or_default();
-        let mode = object.spec.mode.unwrap_or_default();
-        let source = PolicySource::Object {
-            namespace: namespace.clone(),
-            name: name.clone(),
-        };
-        let policies = parse_checked(
-            &object.spec.policies,
-            &format!("{namespace}/{name}"),
-            mode,
-            &source,
-        )
-        .map_err(|problems| PolicyError::Object {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            problems,
-        })?;
+        let (namespace, name) = object_key(object);
+        let read = read_object(object)?;
+        let policies = read.policies;
         // A policy the edit left exactly as it was stays the same policy (the same `Arc`),
         // so a snapshot sees only what the edit changed: the planner re-decides what the
         // changed policies' scopes reach, not everything the object holds.
@@ -222,15 +203,8 @@ impl PolicyStore {
             None => policies,
         };
         let count = policies.len();
-        self.objects.insert(
-            (namespace, name),
-            ObjectPolicies {
-                enabled: object.spec.enabled.unwrap_or(true),
-                mode,
-                propagate: object.spec.propagate.unwrap_or(false),
-                policies,
-            },
-        );
+        self.objects
+            .insert((namespace, name), ObjectPolicies { policies, ..read });
         Ok(count)
     }
 
@@ -419,6 +393,45 @@ fn pack_from(dir: &Path, text: &str, files: Vec<(PathBuf, String)>) -> Result<Pa
         policies.extend(parsed);
     }
     Ok(Pack { meta, policies })
+}
+
+/// Where a CedarPolicy object is stored: its namespace (`default` when unset) and name.
+pub fn object_key(object: &CedarPolicy) -> (String, String) {
+    let namespace = object
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    (namespace, object.metadata.name.clone().unwrap_or_default())
+}
+
+/// A CedarPolicy object as the store reads it: its policies parsed and checked under the ids
+/// `namespace/name/id`, an unset mode enforcing, an unset `enabled` on. The one reading
+/// [`PolicyStore::apply_object`] and the webhook's proof of a write share.
+pub fn read_object(object: &CedarPolicy) -> Result<ObjectPolicies, PolicyError> {
+    let (namespace, name) = object_key(object);
+    let mode = object.spec.mode.unwrap_or_default();
+    let source = PolicySource::Object {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let policies = parse_checked(
+        &object.spec.policies,
+        &format!("{namespace}/{name}"),
+        mode,
+        &source,
+    )
+    .map_err(|problems| PolicyError::Object {
+        namespace,
+        name,
+        problems,
+    })?;
+    Ok(ObjectPolicies {
+        enabled: object.spec.enabled.unwrap_or(true),
+        mode,
+        propagate: object.spec.propagate.unwrap_or(false),
+        policies,
+    })
 }
 
 /// Checks `text` strictly and returns its policies under stable ids `<prefix>/<@id>`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cedar_policy::PolicySet;
 use lattice_engine::Snapshot;
-use lattice_engine::policies::{PolicySource, parse_checked};
+use lattice_engine::policies::{object_key, read_object};
 use lattice_prove::{Outcome, Prover};
 use lattice_schemas::crd::{CedarPolicy, EnforcementMode};
 
@@ -21,29 +21,20 @@ use lattice_schemas::crd::{CedarPolicy, EnforcementMode};
 /// server 3 s for a Lattice write).
 pub const BUDGET: Duration = Duration::from_millis(1500);
 
-/// The enforce-mode policies once `object` is stored, replacing what it held before; read
-/// as [`lattice_engine::policies::PolicyStore::apply_object`] reads it (an unset namespace
-/// is `default`, an unset mode enforces, an unset `enabled` is on).
+/// The enforce-mode policies once `object` is stored, replacing what it held before, read as
+/// the store reads it ([`lattice_engine::policies::read_object`]).
 fn after_write(snapshot: &Snapshot, object: &CedarPolicy) -> Result<PolicySet, String> {
-    let namespace = object
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let prefix = format!("{namespace}/{name}");
-    let mode = object.spec.mode.unwrap_or_default();
+    let (namespace, name) = object_key(object);
+    let prefix = format!("{namespace}/{name}/");
+    let read = read_object(object).map_err(|e| e.to_string())?;
     let mut after = PolicySet::new();
     for p in snapshot.enforce_index().policy_set().policies() {
-        if !p.id().to_string().starts_with(&format!("{prefix}/")) {
+        if !p.id().to_string().starts_with(&prefix) {
             after.add(p.clone()).map_err(|e| e.to_string())?;
         }
     }
-    if object.spec.enabled.unwrap_or(true) && mode == EnforcementMode::Enforce {
-        let source = PolicySource::Object { namespace, name };
-        let policies = parse_checked(&object.spec.policies, &prefix, mode, &source)
-            .map_err(|p| format!("{} problem(s) in its policies", p.len()))?;
-        for p in policies {
+    if read.enabled && read.mode == EnforcementMode::Enforce {
+        for p in read.policies {
             after.add(p.policy).map_err(|e| e.to_string())?;
         }
     }
