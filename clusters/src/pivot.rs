@@ -38,6 +38,18 @@ pub enum Step {
     },
     /// Unpause the moved `Cluster`: the target's controllers take over.
     Unpause { namespace: String, cluster: String },
+    /// The pivot's last step before the parent records it: the child takes its own
+    /// LatticeCluster (spec as the parent holds it, `status.pivoted: true`) and the
+    /// InfraProvider it names, with the bootstrap endpoint it was provisioned against
+    /// ([`ENDPOINT_ANNOTATION`]), so that its own operator derives exactly what was moved
+    /// and manages it from now on.
+    Adopt {
+        namespace: String,
+        cluster: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        infra: Option<Value>,
+        endpoint: String,
+    },
     /// The unpivot, asked of the child: pause its own `Cluster` (at page 0) and answer page
     /// `page` of its objects, planned and portable, as an [`ExportPage`].
     Export {
@@ -148,10 +160,136 @@ impl Step {
                 }
             }
             Step::Unpause { .. } => {}
+            Step::Adopt {
+                namespace,
+                cluster,
+                infra,
+                endpoint,
+            } => check_adoption(namespace, cluster, infra.as_ref(), endpoint)?,
         }
         Ok(step)
     }
 }
+
+/// The annotation on a self-managed LatticeCluster naming the bootstrap endpoint its
+/// control plane was provisioned against: part of what its objects are derived from.
+pub const ENDPOINT_ANNOTATION: &str = "lattice.dev/bootstrap-endpoint";
+
+/// Whether an [`Step::Adopt`] names one LatticeCluster whose Cluster API namespace is
+/// `namespace`, with a valid spec and endpoint, and at most the InfraProvider that spec
+/// names: nothing else can be written through it.
+fn check_adoption(
+    namespace: &str,
+    cluster: &Value,
+    infra: Option<&Value>,
+    endpoint: &str,
+) -> Result<(), String> {
+    use lattice_schemas::crd::cluster::LatticeCluster;
+    use lattice_schemas::crd::infra_provider::InfraProvider;
+    let parsed: LatticeCluster = serde_json::from_value(cluster.clone())
+        .map_err(|e| format!("the adopted LatticeCluster cannot be read: {e}"))?;
+    let name = parsed.metadata.name.as_deref().unwrap_or_default();
+    if name.is_empty() || crate::capi::namespace(name) != namespace {
+        return Err(format!(
+            "LatticeCluster {name:?} is not the cluster of {namespace:?}"
+        ));
+    }
+    endpoint.parse::<crate::BootstrapEndpoint>()?;
+    if let Some(infra) = infra {
+        let provider: InfraProvider = serde_json::from_value(infra.clone())
+            .map_err(|e| format!("the adopted InfraProvider cannot be read: {e}"))?;
+        if provider.metadata.name.as_deref() != Some(parsed.spec.provider_ref.as_str()) {
+            return Err(format!(
+                "InfraProvider {:?} is not the one {name} names ({:?})",
+                provider.metadata.name.unwrap_or_default(),
+                parsed.spec.provider_ref
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a child's operator and agent need, beyond `deploy/`, to manage the child's own
+/// Cluster API objects once it is pivoted, all limited to that cluster: in `capi-<cluster>`
+/// only, the operator (`operator_account`) reads the `Cluster` and applies the kinds
+/// provisioning derives (create and patch: what scaling a pool or rolling a template
+/// writes); cluster-wide, but by name, the agent patches its own LatticeCluster (and its
+/// status) and the InfraProvider it names when the pivot hands them over.
+pub fn self_management_rbac(
+    cluster: &str,
+    provider_ref: &str,
+    namespace_of_accounts: &str,
+    operator_account: &str,
+    agent_account: &str,
+) -> Vec<Value> {
+    let namespace = crate::capi::namespace(cluster);
+    let apply = |group: &str, resources: &[&str]| serde_json::json!({"apiGroups": [group], "resources": resources, "verbs": ["create", "patch"]});
+    let operator_rules = vec![
+        serde_json::json!({"apiGroups": [CORE], "resources": ["clusters"], "verbs": ["get"]}),
+        apply(CORE, &["clusters", "machinedeployments"]),
+        apply(
+            crate::capi::CONTROL_PLANE,
+            &["kubeadmcontrolplanes", "rke2controlplanes"],
+        ),
+        apply(
+            crate::capi::BOOTSTRAP,
+            &["kubeadmconfigtemplates", "rke2configtemplates"],
+        ),
+        apply(
+            crate::capi::INFRASTRUCTURE,
+            &[
+                "awsclusters",
+                "awsmachinetemplates",
+                "proxmoxclusters",
+                "proxmoxmachinetemplates",
+                "openstackclusters",
+                "openstackmachinetemplates",
+                "dockerclusters",
+                "dockermachinetemplates",
+            ],
+        ),
+    ];
+    let subject = |account: &str| serde_json::json!([{"kind": "ServiceAccount", "name": account, "namespace": namespace_of_accounts}]);
+    let own = format!("{SELF_MANAGEMENT_ROLE}-{cluster}");
+    vec![
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": SELF_MANAGEMENT_ROLE, "namespace": namespace},
+            "rules": operator_rules,
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": SELF_MANAGEMENT_ROLE, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SELF_MANAGEMENT_ROLE},
+            "subjects": subject(operator_account),
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": own},
+            "rules": [
+                {"apiGroups": ["lattice.dev"], "resources": ["latticeclusters", "latticeclusters/status"],
+                 "resourceNames": [cluster], "verbs": ["get", "patch"]},
+                {"apiGroups": ["lattice.dev"], "resources": ["infraproviders"],
+                 "resourceNames": [provider_ref], "verbs": ["get", "patch"]},
+            ],
+        }),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": own},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": own},
+            "subjects": subject(agent_account),
+        }),
+    ]
+}
+
+/// The Role (in `capi-<cluster>`) through which a pivoted cluster's operator manages its
+/// own Cluster API objects; the agent's ClusterRole for its own LatticeCluster is this
+/// name with `-<cluster>`.
+pub const SELF_MANAGEMENT_ROLE: &str = "lattice-self-management";
 
 /// The name of the Role (and its binding) that lets a child's agent export and release
 /// its own Cluster API objects for an unpivot.
@@ -615,6 +753,104 @@ mod tests {
         }
         assert!(Step::from_payload(b"{\"step\":\"format\"}").is_err());
         assert!(Step::from_payload(b"\xff").is_err());
+    }
+
+    fn adopt(namespace: &str, name: &str, infra: Option<&str>, endpoint: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "step": "adopt",
+            "namespace": namespace,
+            "cluster": {
+                "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeCluster",
+                "metadata": {"name": name},
+                "spec": {
+                    "providerRef": "docker",
+                    "provider": {"kubernetes": {"version": "1.32.0"}, "config": {"docker": {}}},
+                    "nodes": {"controlPlane": 1, "workerPools": {"default": {"replicas": 2}}},
+                },
+            },
+            "infra": infra.map(|n| json!({
+                "apiVersion": "lattice.dev/v1alpha1", "kind": "InfraProvider",
+                "metadata": {"name": n}, "spec": {"type": "docker"},
+            })),
+            "endpoint": endpoint,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_adoption_hands_over_only_the_clusters_own_objects() {
+        let ok = Step::from_payload(&adopt(
+            "capi-edge",
+            "edge",
+            Some("docker"),
+            "cell.example:8443",
+        ));
+        assert!(matches!(ok, Ok(Step::Adopt { .. })), "{ok:?}");
+        assert!(Step::from_payload(&adopt("capi-edge", "edge", None, "10.0.0.1:8443")).is_ok());
+        for (payload, why) in [
+            (
+                adopt("capi-edge", "other", None, "cell:8443"),
+                "not the cluster of",
+            ),
+            (
+                adopt("kube-system", "edge", None, "cell:8443"),
+                "not the cluster of",
+            ),
+            (
+                adopt("capi-edge", "edge", Some("aws"), "cell:8443"),
+                "is not the one",
+            ),
+            (adopt("capi-edge", "edge", None, "cell"), "HOST:PORT"),
+        ] {
+            let e = Step::from_payload(&payload).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let mut bad =
+            serde_json::from_slice::<Value>(&adopt("capi-edge", "edge", None, "c:1")).unwrap();
+        bad["cluster"]["spec"]["nodes"] = json!("many");
+        let e = Step::from_payload(&serde_json::to_vec(&bad).unwrap()).unwrap_err();
+        assert!(e.contains("cannot be read"), "{e}");
+    }
+
+    #[test]
+    fn self_management_rights_are_the_clusters_own_and_write_only() {
+        let rbac = self_management_rbac(
+            "edge",
+            "docker",
+            "lattice-system",
+            "lattice-operator",
+            "lattice-agent",
+        );
+        let role = &rbac[0];
+        assert_eq!(role["kind"], "Role");
+        assert_eq!(role["metadata"]["namespace"], "capi-edge");
+        for rule in role["rules"].as_array().unwrap() {
+            assert!(!rule.to_string().contains('*'), "no wildcards: {rule}");
+            for verb in rule["verbs"].as_array().unwrap() {
+                assert!(
+                    ["get", "create", "patch"].contains(&verb.as_str().unwrap()),
+                    "{rule}"
+                );
+            }
+            // Nothing a move carries beyond what provisioning derives: no Secrets, no
+            // machines, no deletes.
+            assert!(!rule["resources"].to_string().contains("secrets"), "{rule}");
+            assert!(
+                !rule["resources"].to_string().contains("\"machines\""),
+                "{rule}"
+            );
+        }
+        assert_eq!(rbac[1]["subjects"][0]["name"], "lattice-operator");
+        let own = &rbac[2];
+        assert_eq!(own["kind"], "ClusterRole");
+        let names: Vec<&Value> = own["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["resourceNames"])
+            .collect();
+        assert_eq!(names, [&json!(["edge"]), &json!(["docker"])]);
+        assert_eq!(rbac[3]["subjects"][0]["name"], "lattice-agent");
     }
 
     #[test]

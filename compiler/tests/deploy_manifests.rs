@@ -537,6 +537,11 @@ fn the_agent_is_granted_exactly_what_it_does_and_impersonation_for_the_proxy() {
     ] {
         wanted.insert(verb("lattice.dev", r, "list", &[]));
     }
+    // Its own LatticeCluster and InfraProvider, handed over at the end of a pivot: create
+    // only here; get and patch by name come with its bootstrap manifests.
+    for r in ["latticeclusters", "infraproviders"] {
+        wanted.insert(verb("lattice.dev", r, "create", &[]));
+    }
     wanted.insert(verb("", "namespaces", "list", &[]));
     // The objects of the cross-cluster routes its parent decided, and no other kind.
     for (g, r) in [

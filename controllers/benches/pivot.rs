@@ -277,8 +277,10 @@ fn main() {
                     } else {
                         (Box::new(PivotTarget::new(child.clone(), &name)), None)
                     };
+                let endpoint: lattice_clusters::BootstrapEndpoint =
+                    "127.0.0.1:8443".parse().unwrap();
                 let started = Instant::now();
-                let outcome = pivot::move_cluster(&parent, sink.as_ref(), &name)
+                let outcome = pivot::move_cluster(&parent, sink.as_ref(), &name, &endpoint)
                     .await
                     .unwrap();
                 timings[which].push(started.elapsed());

@@ -135,7 +135,8 @@ struct RunArgs {
     /// cluster is a parent). With --cluster-name and --cell-address.
     #[arg(long, requires_all = ["cluster_name", "cell_address"])]
     cell_listen: Option<SocketAddr>,
-    /// This cluster's LatticeCluster name (children name it in `spec.parent`).
+    /// This cluster's LatticeCluster name (children name it in `spec.parent`). Once the
+    /// cluster is pivoted, the operator manages its own Cluster API objects through it.
     #[arg(long, env = "LATTICE_CLUSTER_NAME")]
     cluster_name: Option<String>,
     /// A name (DNS or IP) children dial the cell at; repeat for more. The first one goes
@@ -516,6 +517,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         evidence_signer,
         admission: admission.clone(),
         metrics_addr: args.metrics_addr.0,
+        own_cluster: args.cluster_name.clone(),
         parent: args
             .cell_listen
             .map(|listen| lattice_controllers::fleet::parent::ParentOptions {

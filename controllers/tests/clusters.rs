@@ -6,7 +6,8 @@
 //!   gives what was written.
 //! - The operator's cell, under its shipped RBAC, provisions a child once Cedar's
 //!   `Provision` allows it, and a `forbid` keeps another `Pending` with the deciding policy
-//!   in its status until it is withdrawn.
+//!   in its status until it is withdrawn; it pivots the child, which then scales itself
+//!   with the parent stopped, and decommissions both.
 //!
 //! No CAPI controller runs here (nor a cloud, nor Docker): the objects are what CAPI would
 //! act on, and the phase is read from the CAPI `Cluster` status as written by hand below.
@@ -676,9 +677,204 @@ spec:
         );
     }
 
-    decommission(&client, &child, &clusters_api, &policies, &operator, &agent).await;
+    // Independence: the parent is stopped, and lab scales itself through its own
+    // operator, which asks Provision of lab about lab.
+    // Everything the pivot moved (its count is in the Moved condition, which the operator
+    // keeps until it restarts) comes back in the decommission.
+    let moved = status(&client, "lab").await["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Moved")
+        .and_then(|c| {
+            c["message"]
+                .as_str()?
+                .split(' ')
+                .nth(1)?
+                .parse::<usize>()
+                .ok()
+        })
+        .expect("the pivot's Moved condition");
+    operator.kill();
+    independence(&child_env, &child).await;
+    operator = start_operator();
+    decommission(
+        &client,
+        &child,
+        &clusters_api,
+        &policies,
+        &operator,
+        &agent,
+        moved,
+    )
+    .await;
     assert!(operator.running(), "{}", operator.logs());
     drop(agent);
+}
+
+/// After the pivot, with the parent stopped: lab holds its own LatticeCluster (handed over
+/// by the pivot), and editing a worker pool there changes lab's own MachineDeployment
+/// through lab's own operator (under its shipped RBAC and the rights the bootstrap
+/// manifests gave it in `capi-lab`). A `forbid` on lab's Provision of itself holds the
+/// change, with the policy in lab's status; withdrawn, the change lands. Returns once
+/// lab's operator is stopped again.
+async fn independence(child_env: &TestEnv, child: &kube::Client) {
+    let own: Api<DynamicObject> = Api::all_with(
+        child.clone(),
+        &lattice_controllers::lattice_api::lattice_resource(
+            lattice_schemas::crd::Kind::LatticeCluster,
+        ),
+    );
+    let adopted = own
+        .get("lab")
+        .await
+        .expect("the pivot hands lab its LatticeCluster");
+    assert_eq!(adopted.data["status"]["pivoted"], true);
+    assert_eq!(adopted.data["spec"]["parent"], "root");
+    assert!(
+        adopted
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("lattice.dev/bootstrap-endpoint"))
+            .is_some(),
+        "{:?}",
+        adopted.metadata
+    );
+    let providers: Api<DynamicObject> = Api::all_with(
+        child.clone(),
+        &lattice_controllers::lattice_api::lattice_resource(
+            lattice_schemas::crd::Kind::InfraProvider,
+        ),
+    );
+    assert!(providers.get_opt("docker").await.unwrap().is_some());
+    let deployments = capi(child, "MachineDeployment", "machinedeployments", "capi-lab");
+    let replicas = || {
+        let deployments = deployments.clone();
+        async move {
+            deployments.get("lab-default").await.unwrap().data["spec"]["replicas"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let control_planes: Api<DynamicObject> = Api::namespaced_with(
+        child.clone(),
+        "capi-lab",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(
+                "controlplane.cluster.x-k8s.io",
+                "v1beta2",
+                "KubeadmControlPlane",
+            ),
+            "kubeadmcontrolplanes",
+        ),
+    );
+    let templates_before = control_planes
+        .get("lab-control-plane")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+
+    let account = child_env.operator_account().await;
+    let args = ["--cluster-name", "lab"];
+    let mut lab_operator =
+        Operator::start_with(child_env, "lab", &account, "lattice-system", &args);
+    let scale = |n: i64| {
+        let own = own.clone();
+        async move {
+            own.patch(
+                "lab",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"nodes": {"workerPools": {"default": {"replicas": n}}}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let decision = |s: &Value| {
+        s["decisions"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["action"] == "Provision").cloned())
+            .unwrap_or_default()
+    };
+    scale(3).await;
+    eventually("lab scales its own pool", || async {
+        (replicas().await == 3).then_some(())
+    })
+    .await;
+    let s = status(child, "lab").await;
+    let d = decision(&s);
+    assert_eq!(d["principal"], "lab", "{s}");
+    assert_eq!(d["allowed"], true, "{s}");
+    assert_eq!(
+        d["policies"],
+        serde_json::json!(["baseline/pivoted-cluster-manages-itself"])
+    );
+    assert_eq!(s["phase"], "Ready");
+    // The same derivation as the parent's: the control plane's spec was not rewritten (its
+    // generation moves with the spec only; taking the fields over writes managedFields).
+    let templates_after = control_planes
+        .get("lab-control-plane")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    assert_eq!(
+        templates_before,
+        templates_after,
+        "lab rewrote its control plane: {}",
+        lab_operator.logs()
+    );
+
+    // lab's own forbid holds its next change.
+    let hold = stamped(serde_json::json!({
+        "apiVersion": "lattice.dev/v1alpha1",
+        "kind": "CedarPolicy",
+        "metadata": {"name": "hold-scaling", "namespace": "lattice-system"},
+        "spec": {"policies": "@id(\"hold\")\n@advice(\"Capacity changes wait for the quarterly review.\")\nforbid (principal, action == Lattice::Action::\"Provision\", resource)\nwhen { resource.name == \"lab\" };\n"},
+    }));
+    cluster::apply(child, &cluster::resource_of(&hold), &hold).await;
+    let held = eventually("lab's forbid holds its own change", || async {
+        let s = status(child, "lab").await;
+        (decision(&s)["allowed"] == false).then_some(s)
+    })
+    .await;
+    scale(5).await;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert_eq!(replicas().await, 3, "a denied change is not applied");
+    let d = decision(&held);
+    assert_eq!(
+        d["policies"],
+        serde_json::json!(["lattice-system/hold-scaling/hold"])
+    );
+    assert_eq!(
+        d["advice"],
+        serde_json::json!(["Capacity changes wait for the quarterly review."])
+    );
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        child.clone(),
+        "lattice-system",
+        &lattice_controllers::lattice_api::lattice_resource(
+            lattice_schemas::crd::Kind::CedarPolicy,
+        ),
+    );
+    policies
+        .delete("hold-scaling", &Default::default())
+        .await
+        .unwrap();
+    eventually("withdrawn, lab's change lands", || async {
+        (replicas().await == 5).then_some(())
+    })
+    .await;
+    for reason in ["ProvisionAllowed", "ProvisionDenied"] {
+        assert!(
+            reasons(child, "lab").await.contains(&reason.to_owned()),
+            "{reason}"
+        );
+    }
+    assert!(lab_operator.running(), "{}", lab_operator.logs());
+    lab_operator.kill();
 }
 
 /// The reasons of the Events about LatticeCluster `name`.
@@ -705,6 +901,7 @@ async fn decommission(
     policies: &Api<DynamicObject>,
     operator: &Operator,
     agent: &cluster::hierarchy::AgentProcess,
+    moved: usize,
 ) {
     let finalizers = |o: &DynamicObject| o.metadata.finalizers.clone().unwrap_or_default();
     for name in ["frozen", "lab"] {
@@ -798,22 +995,6 @@ async fn decommission(
     // lab manages itself: its objects come back here (Unpivot), and are torn down here.
     let on_lab = cluster::count_in(child, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await;
     assert!(on_lab > PIVOT_FILLER, "{on_lab}");
-    // Everything the pivot moved (its count is in the Moved condition) comes back.
-    let lab = status(client, "lab").await;
-    let moved = lab["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Moved")
-        .and_then(|c| {
-            c["message"]
-                .as_str()?
-                .split(' ')
-                .nth(1)?
-                .parse::<usize>()
-                .ok()
-        })
-        .expect("the pivot's Moved condition");
     clusters_api
         .delete("lab", &Default::default())
         .await

@@ -138,8 +138,43 @@ pub fn decide(
     cluster: &LatticeCluster,
     facts: &LifecycleFacts,
 ) -> LifecycleDecision {
-    let principal = manager(cluster).to_owned();
+    decide_as(snapshot, projection, step, cluster, facts, Asker::Manager)
+}
+
+/// Asks `step` about `cluster` by `cluster` itself: a pivoted cluster managing its own
+/// Cluster API objects (the baseline's `pivoted-cluster-manages-itself`).
+pub fn decide_own(
+    snapshot: &Snapshot,
+    projection: &Projection,
+    step: Lifecycle,
+    cluster: &LatticeCluster,
+    facts: &LifecycleFacts,
+) -> LifecycleDecision {
+    decide_as(snapshot, projection, step, cluster, facts, Asker::Itself)
+}
+
+/// Who asks a lifecycle question about a cluster.
+#[derive(Clone, Copy)]
+enum Asker {
+    /// The cluster that manages it: its parent, or the bootstrap cluster for a root.
+    Manager,
+    /// The cluster itself, once pivoted.
+    Itself,
+}
+
+fn decide_as(
+    snapshot: &Snapshot,
+    projection: &Projection,
+    step: Lifecycle,
+    cluster: &LatticeCluster,
+    facts: &LifecycleFacts,
+    asker: Asker,
+) -> LifecycleDecision {
     let resource = cluster.metadata.name.clone().unwrap_or_default();
+    let principal = match asker {
+        Asker::Manager => manager(cluster).to_owned(),
+        Asker::Itself => resource.clone(),
+    };
     let mut out = LifecycleDecision {
         action: step,
         principal: principal.clone(),
@@ -150,7 +185,7 @@ pub fn decide(
         errors: Vec::new(),
         digest: snapshot.digest().to_owned(),
     };
-    match ask(snapshot, projection, step, cluster, facts) {
+    match ask(snapshot, projection, step, cluster, facts, asker) {
         Ok(d) => {
             out.allowed = d.allowed;
             out.policies = d.determining.iter().map(|p| p.id.clone()).collect();
@@ -176,6 +211,7 @@ fn ask(
     step: Lifecycle,
     cluster: &LatticeCluster,
     facts: &LifecycleFacts,
+    asker: Asker,
 ) -> Result<lattice_engine::Decision, String> {
     let name = cluster
         .metadata
@@ -196,8 +232,11 @@ fn ask(
                 .filter(|e| e.uid() == uid("Cluster", BOOTSTRAP_CLUSTER)),
         );
     }
-    let principal = uid("Cluster", manager(&subject));
     let resource = uid("Cluster", &name);
+    let principal = match asker {
+        Asker::Manager => uid("Cluster", manager(&subject)),
+        Asker::Itself => resource.clone(),
+    };
     extra.extend(
         projection
             .entities_of(&Object::Cluster(subject.clone()))

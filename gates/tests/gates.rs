@@ -510,7 +510,7 @@ mod peering {
 mod lifecycle {
     use super::*;
     use lattice_gates::lifecycle::{
-        BOOTSTRAP_CLUSTER, Lifecycle, LifecycleFacts, decide, manager, nodes_max,
+        BOOTSTRAP_CLUSTER, Lifecycle, LifecycleFacts, decide, decide_own, manager, nodes_max,
     };
     use lattice_schemas::crd::cluster::LatticeCluster;
     use serde_json::json;
@@ -556,6 +556,34 @@ mod lifecycle {
             d.summary(),
             "Provision Cluster::\"fresh-root\" by Cluster::\"lattice-bootstrap\": allowed (by baseline/parent-manages-children)"
         );
+    }
+
+    #[test]
+    fn a_cluster_provisions_itself_only_once_pivoted() {
+        let (w, _, s) = setup();
+        let p = Projection::of(&w);
+        let mut lab = cluster("lab", Some("production"), 3);
+        // Before the pivot its parent manages it: asking about itself is denied.
+        let d = decide_own(&s, &p, Lifecycle::Provision, &lab, &facts(true));
+        assert!(!d.allowed, "{d:?}");
+        assert_eq!(d.principal, "lab");
+        lab.status = Some(serde_json::from_value(json!({"pivoted": true})).unwrap());
+        let d = decide_own(&s, &p, Lifecycle::Provision, &lab, &facts(true));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.policies, ["baseline/pivoted-cluster-manages-itself"]);
+        // Pivoting, moving back and tearing down stay its manager's.
+        for step in [
+            Lifecycle::Pivot,
+            Lifecycle::Unpivot,
+            Lifecycle::Decommission,
+        ] {
+            assert!(
+                !decide_own(&s, &p, step, &lab, &facts(true)).allowed,
+                "{step:?}"
+            );
+        }
+        // A pivoted cluster's parent still asks as its manager, and is still allowed.
+        assert!(decide(&s, &p, Lifecycle::Provision, &lab, &facts(true)).allowed);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! constant time against the cell's pending token for that cluster and is not used up here:
 //! the answer carries it, for the agent to redeem with its CSR. The answer is YAML for
 //! `kubectl apply`: the namespace, the agent's bootstrap Secret `lattice-bootstrap` (the
-//! cell's endpoint, the CA and the token), and the agent's RBAC and Deployment
-//! (`deploy/agent/`). Any refusal is a bare `401` whatever its cause (unknown cluster,
+//! cell's endpoint, the CA and the token), the agent's RBAC and Deployment
+//! (`deploy/agent/`), and the rights limited to this cluster that an unpivot and its
+//! management of itself after the pivot need (`lattice_clusters::pivot`). Any refusal is a bare `401` whatever its cause (unknown cluster,
 //! wrong, used or expired token); the cause goes to the log, without the token.
 //!
 //! Hand-written on hyper rather than a web framework: one route, no body, and the same
@@ -37,6 +38,8 @@ const AGENT_RBAC: &str = include_str!("../../../deploy/agent/rbac.yaml");
 const AGENT_DEPLOYMENT: &str = include_str!("../../../deploy/agent/deployment.yaml");
 /// The agent's ServiceAccount (in [`NAMESPACE`]), as `deploy/agent/` names it.
 const AGENT_ACCOUNT: &str = "lattice-agent";
+/// The operator's ServiceAccount (in [`NAMESPACE`]), as `deploy/operator/` names it.
+const OPERATOR_ACCOUNT: &str = "lattice-operator";
 
 const MAX_CONNECTIONS: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +50,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Bootstrap {
     pub cell: Cell,
     pub secrets: Api<Secret>,
+    /// The LatticeClusters, for the InfraProvider a child names.
+    pub clusters: Api<kube::api::DynamicObject>,
 }
 
 impl Bootstrap {
@@ -155,9 +160,26 @@ impl Bootstrap {
         let mut secret = child;
         secret["apiVersion"] = "v1".into();
         secret["kind"] = "Secret".into();
+        let provider_ref = self
+            .clusters
+            .get_opt(cluster)
+            .await
+            .map_err(|e| format!("cannot read LatticeCluster {cluster}: {e}"))?
+            .ok_or("no such LatticeCluster")?
+            .data["spec"]["providerRef"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let unpivot: String =
             lattice_clusters::pivot::agent_unpivot_rbac(cluster, NAMESPACE, AGENT_ACCOUNT)
                 .iter()
+                .chain(&lattice_clusters::pivot::self_management_rbac(
+                    cluster,
+                    &provider_ref,
+                    NAMESPACE,
+                    OPERATOR_ACCOUNT,
+                    AGENT_ACCOUNT,
+                ))
                 .map(lattice_schemas::generate::to_yaml)
                 .collect();
         Ok(format!(

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use super::absent_ok;
 use super::pivot;
 use super::provisioning::{
-    MANAGER, Provisioning, entry, normalized, publish, read_capi_cluster, status_summary,
+    Provisioning, entry, publish, read_capi_cluster, status_summary, write_status,
 };
 use crate::lattice_api::lattice_resource;
 use crate::operator::events::Events;
@@ -380,18 +380,6 @@ impl Provisioning {
             "decisions": status.decisions,
             "conditions": status.conditions,
         });
-        if normalized(&current) == normalized(&body["status"]) {
-            return Ok(());
-        }
-        absent_ok(
-            clusters(client)
-                .patch_status(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&body),
-                )
-                .await,
-        )
-        .map_err(|e| format!("cannot write the status of {name}: {e}"))
+        write_status(client, &name, &current, &body).await
     }
 }

@@ -24,6 +24,8 @@
 //! - [`decommission`]: on a parent, a deleted child's teardown once `Decommission` allows
 //!   it (first moved back, when `Unpivot` allows it, if it was pivoted), held by a
 //!   finalizer until done;
+//! - [`own`]: a pivoted cluster managing itself: its own LatticeCluster's `Provision`,
+//!   asked of itself, and its own Cluster API objects (scaling a pool with no parent);
 //! - [`pivot`]: the move itself: the cell's side (discover, pause, send, unpause, record,
 //!   delete) and the agent's (apply in order with owners remapped, unpause);
 //! - [`proxy`]: where the API proxy's allowed calls go: through the cell to a child, and
@@ -32,6 +34,7 @@
 pub mod bootstrap;
 pub mod child;
 pub mod decommission;
+pub mod own;
 pub mod parent;
 pub mod peering;
 pub mod pivot;

@@ -313,6 +313,7 @@ pub async fn run(
             let endpoint = super::bootstrap::Bootstrap {
                 cell: cell.clone(),
                 secrets: secrets.clone(),
+                clusters: Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster)),
             };
             tracing::info!(%addr, "bootstrap endpoint serving");
             let stop = stop.clone();

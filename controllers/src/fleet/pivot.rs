@@ -4,14 +4,16 @@
 //! - The parent's cell ([`move_cluster`], run once `Pivot` allowed it): discovers the
 //!   child's Cluster API objects in `capi-<child>`, pauses its `Cluster`, sends the objects
 //!   to the child's agent in batches over the tunnel (each a lifecycle command the agent
-//!   acknowledges once applied), asks it to unpause, records `status.pivoted`, and only
-//!   then deletes its own copies (finalizers released first: the objects now live in the
+//!   acknowledges once applied), asks it to unpause, hands it its own LatticeCluster
+//!   ([`Step::Adopt`]: from then on the child's operator manages its objects, see
+//!   [`super::own`]), records `status.pivoted`, and only then deletes its own copies (finalizers released first: the objects now live in the
 //!   child, so nothing here may tear down what they describe). [`finish`] deletes copies a
 //!   restart left behind.
 //! - The child's agent ([`PivotTarget`]): applies each batch in order by server-side
 //!   apply, with owner references pointed at the owners' new UIDs and status written
-//!   through the status subresource, then unpauses the `Cluster` when asked. It acts only
-//!   in its own cluster's namespace `capi-<cluster>`.
+//!   through the status subresource, then unpauses the `Cluster` when asked and writes
+//!   its own LatticeCluster and InfraProvider as handed over. It acts only in its own
+//!   cluster's namespace `capi-<cluster>` and on those two objects, by name.
 //! - The unpivot ([`unpivot_cluster`], the way back, before a pivoted child is
 //!   decommissioned): the agent pauses its `Cluster` and exports its objects page by page
 //!   (each page one command result); the parent applies them with a [`PivotTarget`] of its
@@ -195,6 +197,7 @@ pub async fn move_cluster(
     client: &Client,
     sink: &dyn StepSink,
     child: &str,
+    endpoint: &lattice_clusters::BootstrapEndpoint,
 ) -> Result<Moved, String> {
     let started = Instant::now();
     let namespace = lattice_clusters::capi::namespace(child);
@@ -253,6 +256,10 @@ pub async fn move_cluster(
     })
     .await
     .map_err(|e| format!("unpausing the moved Cluster: {e}"))?;
+    let adopt = adoption(client, child, endpoint).await?;
+    sink.send(&adopt)
+        .await
+        .map_err(|e| format!("handing {child} its own LatticeCluster: {e}"))?;
     // The child owns its objects now; from here on a restart only cleans up.
     record_pivoted(client, child, true).await?;
     delete_sources(client, &resources, &ordered).await?;
@@ -260,6 +267,51 @@ pub async fn move_cluster(
         objects: count,
         batches: sent,
         elapsed: started.elapsed(),
+    })
+}
+
+/// The [`Step::Adopt`] of `child`: its LatticeCluster as this cluster holds it (name,
+/// labels and spec; the status is the child's own) and the InfraProvider it names, when
+/// this cluster has it.
+pub async fn adoption(
+    client: &Client,
+    child: &str,
+    endpoint: &lattice_clusters::BootstrapEndpoint,
+) -> Result<Step, String> {
+    let clusters: Api<DynamicObject> =
+        Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
+    let cluster = clusters
+        .get(child)
+        .await
+        .map_err(|e| format!("cannot read LatticeCluster {child}: {e}"))?;
+    let provider_ref = cluster.data["spec"]["providerRef"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let handed = |kind: Kind, o: &DynamicObject| {
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": kind.name(),
+            "metadata": {"name": o.metadata.name, "labels": o.metadata.labels.clone().unwrap_or_default()},
+            "spec": o.data["spec"],
+        })
+    };
+    let infra = if provider_ref.is_empty() {
+        None
+    } else {
+        let providers: Api<DynamicObject> =
+            Api::all_with(client.clone(), &lattice_resource(Kind::InfraProvider));
+        providers
+            .get_opt(&provider_ref)
+            .await
+            .map_err(|e| format!("cannot read InfraProvider {provider_ref}: {e}"))?
+            .map(|p| handed(Kind::InfraProvider, &p))
+    };
+    Ok(Step::Adopt {
+        namespace: lattice_clusters::capi::namespace(child),
+        cluster: handed(Kind::LatticeCluster, &cluster),
+        infra,
+        endpoint: endpoint.to_string(),
     })
 }
 
@@ -463,7 +515,8 @@ impl PivotTarget {
             Step::Apply { namespace, .. }
             | Step::Unpause { namespace, .. }
             | Step::Export { namespace, .. }
-            | Step::Release { namespace, .. } => namespace,
+            | Step::Release { namespace, .. }
+            | Step::Adopt { namespace, .. } => namespace,
         };
         if *namespace != own {
             return Err(format!(
@@ -483,6 +536,12 @@ impl PivotTarget {
                 delete_sources(&self.client, &self.resources, &ordered).await?;
                 Ok(format!("released {} objects", ordered.len()))
             }
+            Step::Adopt {
+                cluster,
+                infra,
+                endpoint,
+                ..
+            } => self.adopt(cluster, infra, &endpoint).await,
             Step::Unpause { namespace, cluster } => {
                 let (ar, _) = self
                     .resources
@@ -503,6 +562,54 @@ impl PivotTarget {
                 Ok(format!("Cluster {cluster} unpaused"))
             }
         }
+    }
+
+    /// Writes this cluster's own LatticeCluster (with the endpoint annotation and
+    /// `status.pivoted: true`) and the InfraProvider it names, as the parent handed them
+    /// over. `Step::from_payload` has checked that they are this cluster's.
+    async fn adopt(
+        &self,
+        mut cluster: Value,
+        infra: Option<Value>,
+        endpoint: &str,
+    ) -> Result<String, String> {
+        if name_of(&cluster) != self.cluster {
+            return Err(format!(
+                "LatticeCluster {:?} is not this cluster ({:?})",
+                name_of(&cluster),
+                self.cluster
+            ));
+        }
+        let params = PatchParams::apply(MANAGER).force();
+        if let Some(infra) = infra {
+            let name = name_of(&infra).to_owned();
+            let providers: Api<DynamicObject> =
+                Api::all_with(self.client.clone(), &lattice_resource(Kind::InfraProvider));
+            providers
+                .patch(&name, &params, &Patch::Apply(&infra))
+                .await
+                .map_err(|e| format!("cannot write InfraProvider {name}: {e}"))?;
+        }
+        cluster["metadata"]["annotations"] = json!({ pivot::ENDPOINT_ANNOTATION: endpoint });
+        let clusters: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &lattice_resource(Kind::LatticeCluster));
+        clusters
+            .patch(&self.cluster, &params, &Patch::Apply(&cluster))
+            .await
+            .map_err(|e| format!("cannot write LatticeCluster {}: {e}", self.cluster))?;
+        clusters
+            .patch_status(
+                &self.cluster,
+                &params,
+                &Patch::Apply(json!({
+                    "apiVersion": API_VERSION,
+                    "kind": Kind::LatticeCluster.name(),
+                    "status": {"pivoted": true},
+                })),
+            )
+            .await
+            .map_err(|e| format!("cannot record that {} is its own: {e}", self.cluster))?;
+        Ok(format!("{} manages itself", self.cluster))
     }
 
     /// Page `page` of this cluster's objects, paused: the `Cluster` is paused here at the
@@ -533,6 +640,22 @@ impl PivotTarget {
                     .await,
             )
             .map_err(|e| format!("cannot pause Cluster {cluster}: {e}"))?;
+            // The parent manages it again from here: this cluster's operator stops.
+            let own: Api<DynamicObject> =
+                Api::all_with(self.client.clone(), &lattice_resource(Kind::LatticeCluster));
+            absent_ok(
+                own.patch_status(
+                    cluster,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(json!({
+                        "apiVersion": API_VERSION,
+                        "kind": Kind::LatticeCluster.name(),
+                        "status": {"pivoted": false},
+                    })),
+                )
+                .await,
+            )
+            .map_err(|e| format!("cannot record that {cluster} is no longer its own: {e}"))?;
         }
         let found = discover(&self.client, namespace).await?;
         let ordered: Vec<Value> = pivot::plan(cluster, &found)
@@ -711,7 +834,9 @@ impl CommandHandler for PivotTarget {
         Box::pin(async move {
             let step = Step::from_payload(&payload)?;
             let fits = match &step {
-                Step::Apply { .. } | Step::Unpause { .. } => operation == Operation::Pivot,
+                Step::Apply { .. } | Step::Unpause { .. } | Step::Adopt { .. } => {
+                    operation == Operation::Pivot
+                }
                 Step::Export { .. } | Step::Release { .. } => operation == Operation::Unpivot,
             };
             if !fits {

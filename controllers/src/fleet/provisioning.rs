@@ -246,7 +246,7 @@ impl Provisioning {
         if phase == lattice_clusters::phase::Phase::Pivoting {
             let pivot = self
                 .pivot(
-                    client, cell, events, snapshot, projection, cluster, phase, now,
+                    client, cell, events, snapshot, projection, cluster, phase, now, endpoint,
                 )
                 .await?;
             // Ready to move but not allowed to: still the parent's, still provisioning.
@@ -323,20 +323,7 @@ impl Provisioning {
             "decisions": status.decisions,
             "conditions": status.conditions,
         });
-        if normalized(&current) == normalized(&body["status"]) {
-            return Ok(());
-        }
-        let api: Api<DynamicObject> =
-            Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
-        absent_ok(
-            api.patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await,
-        )
-        .map_err(|e| format!("cannot write the status of {name}: {e}"))
+        write_status(client, &name, &current, &body).await
     }
 
     /// Asks `Pivot` for a child ready to move and, when it is allowed, starts the move (or
@@ -353,6 +340,7 @@ impl Provisioning {
         cluster: &LatticeCluster,
         phase: lattice_clusters::phase::Phase,
         now: jiff::Timestamp,
+        endpoint: &BootstrapEndpoint,
     ) -> Result<LifecycleDecision, String> {
         let name = cluster.metadata.name.clone().unwrap_or_default();
         let namespace = lattice_clusters::capi::namespace(&name);
@@ -365,6 +353,7 @@ impl Provisioning {
         if decision.allowed && !self.moving.contains_key(&name) {
             tracing::info!(cluster = %name, objects = count, "pivot allowed: moving");
             let (client, cell, child) = (client.clone(), cell.clone(), name.clone());
+            let endpoint = endpoint.clone();
             self.moving.insert(
                 name,
                 tokio::spawn(async move {
@@ -372,7 +361,7 @@ impl Provisioning {
                         cell,
                         cluster: child.clone(),
                     };
-                    pivot::move_cluster(&client, &sink, &child).await
+                    pivot::move_cluster(&client, &sink, &child, &endpoint).await
                 }),
             );
         }
@@ -438,13 +427,6 @@ impl Provisioning {
             return;
         }
         self.decided.insert(slot, key);
-        let mut note = d.summary();
-        for a in &d.advice {
-            note.push_str(&format!("; advice: {a}"));
-        }
-        for e in &d.errors {
-            note.push_str(&format!("; {e}"));
-        }
         let reason = match (d.action, d.allowed) {
             (Lifecycle::Provision, true) => "ProvisionAllowed",
             (Lifecycle::Provision, false) => "ProvisionDenied",
@@ -455,7 +437,15 @@ impl Provisioning {
             (Lifecycle::Decommission, true) => "DecommissionAllowed",
             (Lifecycle::Decommission, false) => "DecommissionDenied",
         };
-        publish(events, cluster, !d.allowed, reason, d.action.as_str(), note).await;
+        publish(
+            events,
+            cluster,
+            !d.allowed,
+            reason,
+            d.action.as_str(),
+            note(d),
+        )
+        .await;
     }
 
     /// Applies `objects` (and the bootstrap Secret) when they changed, or every
@@ -467,14 +457,7 @@ impl Provisioning {
         name: &str,
         objects: &[Value],
     ) -> Result<(), String> {
-        let digest = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            serde_json::to_string(objects)
-                .unwrap_or_default()
-                .hash(&mut h);
-            h.finish()
-        };
+        let digest = digest(objects);
         let round = match self.applied.get(name) {
             Some((d, round)) if *d == digest && round + 1 < REAPPLY_EVERY => {
                 self.applied.insert(name.to_owned(), (digest, round + 1));
@@ -501,6 +484,52 @@ impl Provisioning {
         self.applied.insert(name.to_owned(), (digest, round));
         Ok(())
     }
+}
+
+/// What an Event about a lifecycle decision says: the decision, its advice and errors.
+pub(super) fn note(d: &LifecycleDecision) -> String {
+    let mut note = d.summary();
+    for a in &d.advice {
+        note.push_str(&format!("; advice: {a}"));
+    }
+    for e in &d.errors {
+        note.push_str(&format!("; {e}"));
+    }
+    note
+}
+
+/// A digest of derived objects, to apply them again only when they change.
+pub(super) fn digest(objects: &[Value]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(objects)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// Writes `body` (a LatticeCluster status apply) unless `current` already says the same:
+/// a status written with nothing new would change the world and start a write loop.
+pub(super) async fn write_status(
+    client: &Client,
+    name: &str,
+    current: &Value,
+    body: &Value,
+) -> Result<(), String> {
+    if normalized(current) == normalized(&body["status"]) {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> =
+        Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
+    absent_ok(
+        api.patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await,
+    )
+    .map_err(|e| format!("cannot write the status of {name}: {e}"))
 }
 
 /// Publishes one Event about `cluster`.
@@ -661,7 +690,7 @@ pub(super) async fn read_capi_cluster(
 
 /// The API resource of a derived object (every CAPI kind's plural is its lowercase kind
 /// with an `s`).
-fn resource_of(object: &Value) -> ApiResource {
+pub(super) fn resource_of(object: &Value) -> ApiResource {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let kind = object["kind"].as_str().unwrap_or_default();
@@ -673,7 +702,7 @@ fn resource_of(object: &Value) -> ApiResource {
 
 /// A status as JSON with nulls and empty lists dropped, so what was read compares with what
 /// would be written.
-pub(super) fn normalized(v: &Value) -> Value {
+fn normalized(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()

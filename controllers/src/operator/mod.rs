@@ -72,6 +72,9 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Serve the hierarchy's cell (this cluster is a parent), on the leader.
     pub parent: Option<crate::fleet::parent::ParentOptions>,
+    /// This cluster's own LatticeCluster name: once pivoted, it manages its own Cluster
+    /// API objects (`fleet::own`), on the leader.
+    pub own_cluster: Option<String>,
 }
 
 /// Runs until `shutdown` completes (clean exit) or leadership is lost (an error: the
@@ -154,6 +157,14 @@ pub async fn run(
             let elector = elector.clone();
             tokio::spawn(async move { elector.keep().await })
         };
+        let own = options.own_cluster.clone().map(|cluster| {
+            tokio::spawn(crate::fleet::own::run(
+                client.clone(),
+                cluster,
+                worlds_rx.clone(),
+                webhook.clone(),
+            ))
+        });
         let cell = async {
             match options.parent.clone() {
                 Some(parent) => {
@@ -175,6 +186,9 @@ pub async fn run(
             )),
         };
         keeper.abort();
+        if let Some(own) = own {
+            own.abort();
+        }
         metrics.leading(false);
         result
     };
