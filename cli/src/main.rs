@@ -10,6 +10,7 @@
 //! refused the credential (the kubeconfig, the connection, RBAC), with the reason on stderr.
 
 mod fleet;
+mod install;
 mod login;
 
 use std::io::{IsTerminal, Read, Write};
@@ -38,6 +39,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make a root cluster from a LatticeCluster file through a temporary bootstrap
+    /// cluster: provision it with Cluster API once Cedar's Provision allows it, move its
+    /// Cluster API objects into it, and delete the bootstrap cluster.
+    ///
+    /// Exit codes: 0 installed; 1 Provision denied (nothing written); 2 the file, the
+    /// bootstrap cluster or a flag cannot be used (nothing written); 3 a step failed after
+    /// writing (run the same command again to go on).
+    Install {
+        /// The file: one LatticeCluster with no parent, and the InfraProvider and
+        /// CedarPolicies that go with it.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: PathBuf,
+        /// A bootstrap cluster running Cluster API with the cluster's provider; without it,
+        /// `kind` makes one (and deletes it after).
+        #[arg(long, value_name = "PATH")]
+        bootstrap_kubeconfig: Option<PathBuf>,
+        /// Where the new cluster's kubeconfig is written (mode 0600).
+        #[arg(long, value_name = "PATH")]
+        kubeconfig_out: Option<PathBuf>,
+        /// Seconds Cluster API may take to bring the control plane up.
+        #[arg(long, default_value_t = 1800)]
+        timeout_seconds: u64,
+    },
     /// Show the fleet.
     Get {
         #[command(subcommand)]
@@ -186,6 +210,33 @@ async fn client(
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     let what = match cli.command {
         Command::Get { what } => what,
+        Command::Install {
+            file,
+            bootstrap_kubeconfig,
+            kubeconfig_out,
+            timeout_seconds,
+        } => {
+            let request = install::InstallRequest {
+                file,
+                bootstrap_kubeconfig,
+                kubeconfig_out,
+                timeout: std::time::Duration::from_secs(timeout_seconds),
+            };
+            return Ok(match install::install(&request).await {
+                Ok(done) => {
+                    println!("{done}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(match e {
+                        install::InstallError::Denied(_) => 1,
+                        install::InstallError::Usage(_) => 2,
+                        install::InstallError::Failed(_) => 3,
+                    })
+                }
+            });
+        }
         Command::Login {
             server,
             token_file,

@@ -133,7 +133,7 @@ pub fn control_plane(
     name: &str,
     spec: &LatticeClusterSpec,
     infra: &Infrastructure,
-    endpoint: &BootstrapEndpoint,
+    endpoint: Option<&BootstrapEndpoint>,
 ) -> Value {
     let bootstrap = spec.provider.kubernetes.bootstrap.unwrap_or_default();
     let d = distribution(bootstrap);
@@ -141,23 +141,32 @@ pub fn control_plane(
     if let Some(vip) = &infra.virtual_ip {
         files.push(kube_vip(vip, d));
     }
-    files.extend(hook_files(name, endpoint, d));
+    let mut after = Vec::new();
+    if let Some(endpoint) = endpoint {
+        files.extend(hook_files(name, endpoint, d));
+        after.push(format!("sh {SCRIPT_PATH}"));
+    }
     let template_ref = capi::reference_to(&infra.control_plane);
     let cp_name = format!("{name}-control-plane");
     let version = capi::kubernetes_version(&spec.provider.kubernetes.version);
     match bootstrap {
         Bootstrap::Kubeadm => {
             let registration = node_registration(infra, &BTreeMap::new());
-            let mut config = json!({
-                "files": files,
-                "postKubeadmCommands": [format!("sh {SCRIPT_PATH}")],
-            });
+            // CAPI refuses an empty file list and an empty config: each goes in only when
+            // it holds something (a root `lattice install` makes on Docker holds neither).
+            let mut config = json!({});
+            if !files.is_empty() {
+                config["files"] = json!(files);
+            }
+            if !after.is_empty() {
+                config["postKubeadmCommands"] = json!(after);
+            }
             // CAPI refuses an empty nodeRegistration.
             if registration.as_object().is_some_and(|r| !r.is_empty()) {
                 config["initConfiguration"] = json!({"nodeRegistration": registration.clone()});
                 config["joinConfiguration"] = json!({"nodeRegistration": registration});
             }
-            json!({
+            let mut control_plane = json!({
                 "apiVersion": capi::KUBEADM_CONTROL_PLANE_VERSION,
                 "kind": "KubeadmControlPlane",
                 "metadata": metadata(name, &cp_name),
@@ -165,16 +174,19 @@ pub fn control_plane(
                     "replicas": spec.nodes.control_plane,
                     "version": version,
                     "machineTemplate": {"spec": {"infrastructureRef": template_ref}},
-                    "kubeadmConfigSpec": config,
                 },
-            })
+            });
+            if config.as_object().is_some_and(|c| !c.is_empty()) {
+                control_plane["spec"]["kubeadmConfigSpec"] = config;
+            }
+            control_plane
         }
         Bootstrap::Rke2 => {
             let mut server = json!({"cni": "none"});
             if infra.external_cloud_provider {
                 server["cloudProviderName"] = json!("external");
             }
-            json!({
+            let mut control_plane = json!({
                 "apiVersion": capi::RKE2_CONTROL_PLANE_VERSION,
                 "kind": "RKE2ControlPlane",
                 "metadata": metadata(name, &cp_name),
@@ -185,10 +197,15 @@ pub fn control_plane(
                     "registrationMethod": "control-plane-endpoint",
                     "rolloutStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
                     "serverConfig": server,
-                    "files": files,
-                    "postRKE2Commands": [format!("sh {SCRIPT_PATH}")],
                 },
-            })
+            });
+            if !files.is_empty() {
+                control_plane["spec"]["files"] = json!(files);
+            }
+            if !after.is_empty() {
+                control_plane["spec"]["postRKE2Commands"] = json!(after);
+            }
+            control_plane
         }
     }
 }

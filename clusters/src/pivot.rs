@@ -48,7 +48,9 @@ pub enum Step {
         cluster: Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         infra: Option<Value>,
-        endpoint: String,
+        /// `None` for a root `lattice install` provisioned: its control plane runs no hook.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
     },
     /// The unpivot, asked of the child: pause its own `Cluster` (at page 0) and answer page
     /// `page` of its objects, planned and portable, as an [`ExportPage`].
@@ -165,7 +167,7 @@ impl Step {
                 cluster,
                 infra,
                 endpoint,
-            } => check_adoption(namespace, cluster, infra.as_ref(), endpoint)?,
+            } => check_adoption(namespace, cluster, infra.as_ref(), endpoint.as_deref())?,
         }
         Ok(step)
     }
@@ -182,7 +184,7 @@ fn check_adoption(
     namespace: &str,
     cluster: &Value,
     infra: Option<&Value>,
-    endpoint: &str,
+    endpoint: Option<&str>,
 ) -> Result<(), String> {
     use lattice_schemas::crd::cluster::LatticeCluster;
     use lattice_schemas::crd::infra_provider::InfraProvider;
@@ -194,7 +196,14 @@ fn check_adoption(
             "LatticeCluster {name:?} is not the cluster of {namespace:?}"
         ));
     }
-    endpoint.parse::<crate::BootstrapEndpoint>()?;
+    match endpoint {
+        Some(e) => drop(e.parse::<crate::BootstrapEndpoint>()?),
+        // Only a root is provisioned with no hook to fetch an agent.
+        None if parsed.spec.parent.is_some() => {
+            return Err(format!("{name} has a parent but no bootstrap endpoint"));
+        }
+        None => {}
+    }
     if let Some(infra) = infra {
         let provider: InfraProvider = serde_json::from_value(infra.clone())
             .map_err(|e| format!("the adopted InfraProvider cannot be read: {e}"))?;
@@ -805,6 +814,14 @@ mod tests {
             let e = Step::from_payload(&payload).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
+        // No endpoint: a root `lattice install` provisioned without a hook, never a child.
+        let mut root =
+            serde_json::from_slice::<Value>(&adopt("capi-edge", "edge", None, "c:1")).unwrap();
+        root.as_object_mut().unwrap().remove("endpoint");
+        assert!(Step::from_payload(&serde_json::to_vec(&root).unwrap()).is_ok());
+        root["cluster"]["spec"]["parent"] = json!("production");
+        let e = Step::from_payload(&serde_json::to_vec(&root).unwrap()).unwrap_err();
+        assert!(e.contains("has a parent but no bootstrap endpoint"), "{e}");
         let mut bad =
             serde_json::from_slice::<Value>(&adopt("capi-edge", "edge", None, "c:1")).unwrap();
         bad["cluster"]["spec"]["nodes"] = json!("many");

@@ -57,8 +57,10 @@ impl std::fmt::Display for BootstrapEndpoint {
 /// What provisioning needs besides the LatticeCluster.
 #[derive(Clone, Debug)]
 pub struct ProvisionOptions<'a> {
-    /// The parent's bootstrap endpoint.
-    pub endpoint: BootstrapEndpoint,
+    /// The parent's bootstrap endpoint, which the control plane's hook fetches the agent
+    /// from. `None` for a root that `lattice install` provisions: it has no parent to join,
+    /// and the installer, holding its kubeconfig, moves its objects in itself.
+    pub endpoint: Option<BootstrapEndpoint>,
     /// The InfraProvider the cluster names (`spec.providerRef`), for its credentials.
     pub infra: Option<&'a InfraProviderSpec>,
 }
@@ -127,7 +129,7 @@ pub fn provision(
         }
     }
     let infra = infrastructure(&name, spec, options.infra)?;
-    let control_plane = bootstrap::control_plane(&name, spec, &infra, &options.endpoint);
+    let control_plane = bootstrap::control_plane(&name, spec, &infra, options.endpoint.as_ref());
     let version = capi::kubernetes_version(&spec.provider.kubernetes.version);
     let namespace = capi::namespace(&name);
     let mut objects = vec![

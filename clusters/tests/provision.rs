@@ -52,7 +52,7 @@ fn objects(name: &str) -> Vec<Value> {
     provision(
         &cluster,
         &ProvisionOptions {
-            endpoint: endpoint(),
+            endpoint: Some(endpoint()),
             infra: infra.as_ref(),
         },
     )
@@ -218,7 +218,7 @@ fn pools_scale_as_declared() {
     let after = provision(
         &cluster,
         &ProvisionOptions {
-            endpoint: endpoint(),
+            endpoint: Some(endpoint()),
             infra: None,
         },
     )
@@ -278,7 +278,7 @@ fn what_cannot_be_provisioned_says_why() {
     let (mut cluster, _) = load("docker");
     cluster.spec.provider.config.docker = None;
     let options = ProvisionOptions {
-        endpoint: endpoint(),
+        endpoint: Some(endpoint()),
         infra: None,
     };
     let ProvisionError::Invalid { field, message } = provision(&cluster, &options).unwrap_err();

@@ -102,10 +102,10 @@ spec:
     let derived = lattice_clusters::provision(
         &cluster,
         &lattice_clusters::ProvisionOptions {
-            endpoint: lattice_clusters::BootstrapEndpoint {
+            endpoint: Some(lattice_clusters::BootstrapEndpoint {
                 host: "127.0.0.1".into(),
                 port: 8443,
-            },
+            }),
             infra: None,
         },
     )
@@ -280,7 +280,7 @@ fn main() {
                 let endpoint: lattice_clusters::BootstrapEndpoint =
                     "127.0.0.1:8443".parse().unwrap();
                 let started = Instant::now();
-                let outcome = pivot::move_cluster(&parent, sink.as_ref(), &name, &endpoint)
+                let outcome = pivot::move_cluster(&parent, sink.as_ref(), &name, Some(&endpoint))
                     .await
                     .unwrap();
                 timings[which].push(started.elapsed());

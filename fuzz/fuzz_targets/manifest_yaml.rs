@@ -15,10 +15,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = f.line_col();
     }
     let options = lattice_clusters::ProvisionOptions {
-        endpoint: lattice_clusters::BootstrapEndpoint {
+        endpoint: Some(lattice_clusters::BootstrapEndpoint {
             host: "cell.example.com".into(),
             port: 8443,
-        },
+        }),
         infra: None,
     };
     for m in &report.manifests {

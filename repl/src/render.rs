@@ -188,7 +188,7 @@ fn render_cluster(
     let provisioned = match provision(
         cluster,
         &ProvisionOptions {
-            endpoint,
+            endpoint: Some(endpoint),
             infra: infra.as_ref(),
         },
     ) {

@@ -23,7 +23,12 @@ impl Drop for Env {
 }
 
 pub fn start() -> Env {
-    let dir = std::env::temp_dir().join(format!("lattice-cli-{}", std::process::id()));
+    start_named("env")
+}
+
+/// A control plane of its own (several may run in one test process).
+pub fn start_named(name: &str) -> Env {
+    let dir = std::env::temp_dir().join(format!("lattice-cli-{name}-{}", std::process::id()));
     let (child, stdin, kubeconfig) = lattice_testkit::testenv::spawn(&dir, "--wipe");
     Env {
         child,

@@ -156,20 +156,27 @@ impl OwnCluster {
             errors: vec![error],
             digest: snapshot.digest().to_owned(),
         };
+        // A child's control plane runs the hook its parent's endpoint is written into; a
+        // root `lattice install` provisioned runs none.
         let endpoint = match cluster
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(ENDPOINT_ANNOTATION))
-            .ok_or_else(|| {
-                format!(
-                    "no {ENDPOINT_ANNOTATION} annotation: the pivot did not hand this cluster over"
-                )
-            })
-            .and_then(|e| e.parse::<BootstrapEndpoint>())
         {
-            Ok(e) => e,
-            Err(e) => return (denied(e), Vec::new()),
+            Some(e) => match e.parse::<BootstrapEndpoint>() {
+                Ok(e) => Some(e),
+                Err(e) => return (denied(format!("{ENDPOINT_ANNOTATION}: {e}")), Vec::new()),
+            },
+            None if cluster.spec.parent.is_none() => None,
+            None => {
+                return (
+                    denied(format!(
+                        "no {ENDPOINT_ANNOTATION} annotation: the pivot did not hand this cluster over"
+                    )),
+                    Vec::new(),
+                );
+            }
         };
         let infra = world.objects().find_map(|(_, o)| match o {
             Object::InfraProvider(p)

@@ -197,7 +197,7 @@ pub async fn move_cluster(
     client: &Client,
     sink: &dyn StepSink,
     child: &str,
-    endpoint: &lattice_clusters::BootstrapEndpoint,
+    endpoint: Option<&lattice_clusters::BootstrapEndpoint>,
 ) -> Result<Moved, String> {
     let started = Instant::now();
     let namespace = lattice_clusters::capi::namespace(child);
@@ -276,7 +276,7 @@ pub async fn move_cluster(
 pub async fn adoption(
     client: &Client,
     child: &str,
-    endpoint: &lattice_clusters::BootstrapEndpoint,
+    endpoint: Option<&lattice_clusters::BootstrapEndpoint>,
 ) -> Result<Step, String> {
     let clusters: Api<DynamicObject> =
         Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
@@ -311,7 +311,7 @@ pub async fn adoption(
         namespace: lattice_clusters::capi::namespace(child),
         cluster: handed(Kind::LatticeCluster, &cluster),
         infra,
-        endpoint: endpoint.to_string(),
+        endpoint: endpoint.map(ToString::to_string),
     })
 }
 
@@ -541,7 +541,7 @@ impl PivotTarget {
                 infra,
                 endpoint,
                 ..
-            } => self.adopt(cluster, infra, &endpoint).await,
+            } => self.adopt(cluster, infra, endpoint.as_deref()).await,
             Step::Unpause { namespace, cluster } => {
                 let (ar, _) = self
                     .resources
@@ -571,7 +571,7 @@ impl PivotTarget {
         &self,
         mut cluster: Value,
         infra: Option<Value>,
-        endpoint: &str,
+        endpoint: Option<&str>,
     ) -> Result<String, String> {
         if name_of(&cluster) != self.cluster {
             return Err(format!(
@@ -590,7 +590,9 @@ impl PivotTarget {
                 .await
                 .map_err(|e| format!("cannot write InfraProvider {name}: {e}"))?;
         }
-        cluster["metadata"]["annotations"] = json!({ pivot::ENDPOINT_ANNOTATION: endpoint });
+        if let Some(endpoint) = endpoint {
+            cluster["metadata"]["annotations"] = json!({ pivot::ENDPOINT_ANNOTATION: endpoint });
+        }
         let clusters: Api<DynamicObject> =
             Api::all_with(self.client.clone(), &lattice_resource(Kind::LatticeCluster));
         clusters

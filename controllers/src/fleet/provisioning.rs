@@ -174,7 +174,7 @@ impl Provisioning {
         let provisioned = provision(
             cluster,
             &ProvisionOptions {
-                endpoint: endpoint.clone(),
+                endpoint: Some(endpoint.clone()),
                 infra: infra.as_ref(),
             },
         );
@@ -361,7 +361,7 @@ impl Provisioning {
                         cell,
                         cluster: child.clone(),
                     };
-                    pivot::move_cluster(&client, &sink, &child, &endpoint).await
+                    pivot::move_cluster(&client, &sink, &child, Some(&endpoint)).await
                 }),
             );
         }

@@ -1,0 +1,624 @@
+//! `lattice install -f cluster.yaml`: a root cluster, made through a temporary bootstrap
+//! cluster the way `clusterctl` makes a management cluster, with every step a Lattice one.
+//!
+//! 1. The file is read and checked: one LatticeCluster with no `spec.parent` (a root; a
+//!    child is provisioned by its parent), the InfraProviders and CedarPolicies beside it.
+//! 2. `Provision` is asked as the parent of a root is asked, by the installer's bootstrap
+//!    cluster (`lattice-bootstrap`), over the bundled packs and the file's policies. Denied,
+//!    nothing is written anywhere (exit 1).
+//! 3. The bootstrap cluster (`--bootstrap-kubeconfig`, or one `kind` makes) must serve
+//!    Cluster API with the cluster's provider. The LatticeCluster, its InfraProvider and the
+//!    derived Cluster API objects are applied there. A root's control plane runs no
+//!    bootstrap hook: it has no parent to join, and the installer holds its kubeconfig.
+//! 4. Once Cluster API reports the control plane available and writes the cluster's
+//!    kubeconfig Secret, the installer reaches the new cluster with it, installs the Lattice
+//!    CRDs and any Cluster API CRD the move needs that it does not serve yet (copied from the
+//!    bootstrap cluster, so the moved objects keep their versions), and moves the objects
+//!    in (`lattice_controllers::fleet::pivot::move_cluster` with both ends in this process,
+//!    as `clusterctl move` does). The last step hands the cluster its own LatticeCluster,
+//!    `pivoted`; its operator manages it from then on.
+//! 5. The bootstrap cluster is deleted (`kind`), or, when it was given, what the installer
+//!    wrote there is; the new cluster's kubeconfig is written to `--kubeconfig-out`.
+//!
+//! Every step can be run again: a failed install started again with the same file and
+//! bootstrap cluster goes on from where it stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
+use lattice_clusters::{ProvisionOptions, provision};
+use lattice_controllers::fleet::pivot::{PivotTarget, move_cluster};
+use lattice_controllers::lattice_api::lattice_resource;
+use lattice_engine::Projection;
+use lattice_gates::lifecycle::{self, Lifecycle, LifecycleFacts};
+use lattice_schemas::crd::Kind;
+use lattice_schemas::crd::cluster::LatticeCluster;
+use lattice_schemas::manifest::Object;
+use serde_json::{Value, json};
+
+/// The field manager of what the installer writes.
+const MANAGER: &str = "lattice-install";
+
+/// The name of the bootstrap cluster `kind` makes.
+pub const KIND_CLUSTER: &str = "lattice-bootstrap";
+
+/// How an install ends when it does not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The file, the bootstrap cluster or a flag cannot be used; nothing was written.
+    #[error("{0}")]
+    Usage(String),
+    /// `Provision` is denied; nothing was written.
+    #[error("{0}")]
+    Denied(String),
+    /// A step failed after something was written; running the same command again goes on.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What `lattice install` was asked.
+pub struct InstallRequest {
+    pub file: PathBuf,
+    /// A bootstrap cluster the user provides; without it, `kind` makes one.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the new cluster's kubeconfig is written (default `<cluster>.kubeconfig`).
+    pub kubeconfig_out: Option<PathBuf>,
+    /// How long Cluster API may take to bring the control plane up.
+    pub timeout: Duration,
+}
+
+/// What the file holds, checked.
+struct Plan {
+    cluster: LatticeCluster,
+    /// The LatticeCluster and InfraProviders as JSON, as applied to the bootstrap cluster.
+    platform: Vec<Value>,
+    objects: Vec<Value>,
+    summary: String,
+}
+
+/// Runs the install, saying each step on stderr.
+pub async fn install(request: &InstallRequest) -> Result<String, InstallError> {
+    let plan = plan(&request.file)?;
+    let name = plan.cluster.metadata.name.clone().unwrap_or_default();
+    say(&plan.summary);
+    let (bootstrap, made_by_kind) = bootstrap_cluster(request).await?;
+    let outcome = provision_and_move(&bootstrap, &plan, &name, request).await;
+    if outcome.is_ok() {
+        tear_down_bootstrap(&bootstrap, &plan, &name, made_by_kind).await?;
+    }
+    outcome
+}
+
+async fn provision_and_move(
+    bootstrap: &Client,
+    plan: &Plan,
+    name: &str,
+    request: &InstallRequest,
+) -> Result<String, InstallError> {
+    let provider = plan
+        .cluster
+        .spec
+        .provider
+        .config
+        .name()
+        .unwrap_or("its")
+        .to_owned();
+    serves_cluster_api(bootstrap).await.map_err(|e| {
+        InstallError::Usage(format!(
+            "{e}: the bootstrap cluster must run Cluster API with the {provider} provider (clusterctl init --infrastructure {provider})"
+        ))
+    })?;
+    say("the bootstrap cluster serves Cluster API");
+    apply_all(bootstrap, &lattice_crds()).await?;
+    apply_all(bootstrap, &plan.platform).await?;
+    apply_all(bootstrap, &plan.objects).await?;
+    say(&format!(
+        "applied {} Cluster API objects into {} on the bootstrap cluster",
+        plan.objects.len(),
+        lattice_clusters::capi::namespace(name)
+    ));
+    let out = request
+        .kubeconfig_out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.kubeconfig")));
+    let kubeconfig = wait_for_control_plane(bootstrap, name, request.timeout).await?;
+    let target = client_from(&kubeconfig)
+        .await
+        .map_err(|e| InstallError::Failed(format!("the new cluster's kubeconfig: {e}")))?;
+    wait_for_api(&target, request.timeout).await?;
+    apply_all(&target, &lattice_crds()).await?;
+    let copied = copy_cluster_api_crds(bootstrap, &target).await?;
+    if copied > 0 {
+        say(&format!(
+            "installed {copied} Cluster API CRDs on {name} (the versions the bootstrap cluster serves)"
+        ));
+    }
+    wait_for_crds(&target, request.timeout).await?;
+    let sink = PivotTarget::new(target.clone(), name);
+    let moved = move_cluster(bootstrap, &sink, name, None)
+        .await
+        .map_err(|e| InstallError::Failed(format!("moving {name} into itself: {e}")))?;
+    say(&format!(
+        "moved {} Cluster API objects into {name} in {} batches in {} ms; it manages itself now",
+        moved.objects,
+        moved.batches,
+        moved.elapsed.as_millis()
+    ));
+    write_private(&out, &kubeconfig)
+        .map_err(|e| InstallError::Failed(format!("{}: {e}", out.display())))?;
+    Ok(format!(
+        "installed {name}: kubeconfig in {}\nnext: run the Lattice operator on {name} with --cluster-name {name} (deploy/), which manages its Cluster API objects from now on",
+        out.display()
+    ))
+}
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Reads and checks the file, and asks `Provision`.
+fn plan(file: &Path) -> Result<Plan, InstallError> {
+    let (world, store) = lattice_engine::load::load(&[file.to_path_buf()], None).map_err(|e| {
+        InstallError::Usage(match e {
+            lattice_engine::load::LoadFailure::World(report)
+            | lattice_engine::load::LoadFailure::Packs(report) => {
+                let mut out = String::new();
+                for f in &report.findings {
+                    let (line, col) = f.line_col();
+                    out.push_str(&format!("{}:{line}:{col}: {f}\n", f.file.name));
+                    if let Some(help) = &f.help {
+                        out.push_str(&format!("  help: {help}\n"));
+                    }
+                }
+                for u in &report.unreadable {
+                    out.push_str(&format!("cannot read {u}\n"));
+                }
+                format!("{out}{} did not load", file.display())
+            }
+            lattice_engine::load::LoadFailure::Policy(e) => e.to_string(),
+            lattice_engine::load::LoadFailure::NoPacks(why) => why,
+        })
+    })?;
+    let clusters: Vec<&LatticeCluster> = world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            Object::Cluster(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let [cluster] = clusters.as_slice() else {
+        return Err(InstallError::Usage(format!(
+            "{} holds {} LatticeClusters; install takes exactly one",
+            file.display(),
+            clusters.len()
+        )));
+    };
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    if let Some(parent) = &cluster.spec.parent {
+        return Err(InstallError::Usage(format!(
+            "LatticeCluster {name} names a parent ({parent}): install makes a root; a child is provisioned by its parent (kubectl apply it there)"
+        )));
+    }
+    let infra = world.objects().find_map(|(_, o)| match o {
+        Object::InfraProvider(p)
+            if p.metadata.name.as_deref() == Some(&cluster.spec.provider_ref) =>
+        {
+            Some(p)
+        }
+        _ => None,
+    });
+    let provisioned = provision(
+        cluster,
+        &ProvisionOptions {
+            endpoint: None,
+            infra: infra.map(|p| &p.spec),
+        },
+    )
+    .map_err(|e| InstallError::Usage(format!("LatticeCluster {name}: {e}")))?;
+    let projection = Projection::of(&world);
+    let snapshot = lattice_engine::Snapshot::build(&world, &projection, &store)
+        .map_err(|e| InstallError::Usage(format!("the policies did not build: {e}")))?;
+    let facts = LifecycleFacts::of(cluster, provisioned.objects.len(), jiff::Timestamp::now());
+    let decision = lifecycle::decide(
+        &snapshot,
+        &projection,
+        Lifecycle::Provision,
+        cluster,
+        &facts,
+    );
+    if !decision.allowed {
+        let mut out = format!("DENIED {}: nothing is provisioned", decision.summary());
+        for a in &decision.advice {
+            out.push_str(&format!("\n  advice: {a}"));
+        }
+        for e in &decision.errors {
+            out.push_str(&format!("\n  error: {e}"));
+        }
+        return Err(InstallError::Denied(out));
+    }
+    let mut platform: Vec<Value> = Vec::new();
+    if let Some(p) = infra {
+        platform.push(json!({
+            "apiVersion": lattice_schemas::crd::API_VERSION,
+            "kind": Kind::InfraProvider.name(),
+            "metadata": {"name": p.metadata.name},
+            "spec": p.spec,
+        }));
+    }
+    platform.push(json!({
+        "apiVersion": lattice_schemas::crd::API_VERSION,
+        "kind": Kind::LatticeCluster.name(),
+        "metadata": {"name": name, "labels": cluster.metadata.labels.clone().unwrap_or_default()},
+        "spec": cluster.spec,
+    }));
+    Ok(Plan {
+        cluster: (*cluster).clone(),
+        platform,
+        objects: provisioned.objects,
+        summary: format!(
+            "{}\nthe cluster will run: {}",
+            decision.summary(),
+            provisioned
+                .components
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// The bootstrap cluster's client, and whether `kind` made it (so it is deleted after).
+async fn bootstrap_cluster(request: &InstallRequest) -> Result<(Client, bool), InstallError> {
+    if let Some(path) = &request.bootstrap_kubeconfig {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InstallError::Usage(format!("{}: {e}", path.display())))?;
+        let client = client_from(&text)
+            .await
+            .map_err(|e| InstallError::Usage(format!("{}: {e}", path.display())))?;
+        return Ok((client, false));
+    }
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "lattice-bootstrap-{}.kubeconfig",
+        std::process::id()
+    ));
+    say(&format!(
+        "making the bootstrap cluster with kind ({KIND_CLUSTER})"
+    ));
+    let made = std::process::Command::new("kind")
+        .args(["create", "cluster", "--name", KIND_CLUSTER, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .status()
+        .map_err(|e| {
+            InstallError::Usage(format!(
+                "no bootstrap cluster: --bootstrap-kubeconfig was not given and kind cannot be run ({e})"
+            ))
+        })?;
+    if !made.success() {
+        return Err(InstallError::Usage(format!(
+            "kind create cluster failed ({made})"
+        )));
+    }
+    let text = std::fs::read_to_string(&kubeconfig)
+        .map_err(|e| InstallError::Failed(format!("{}: {e}", kubeconfig.display())))?;
+    let client = client_from(&text)
+        .await
+        .map_err(|e| InstallError::Failed(format!("kind's kubeconfig: {e}")))?;
+    Ok((client, true))
+}
+
+async fn client_from(kubeconfig: &str) -> Result<Client, String> {
+    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Whether the server serves the Cluster API core group at the version Lattice derives.
+async fn serves_cluster_api(client: &Client) -> Result<(), String> {
+    client
+        .list_api_group_resources(lattice_clusters::capi::CORE_VERSION)
+        .await
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "{} is not served ({e})",
+                lattice_clusters::capi::CORE_VERSION
+            )
+        })
+}
+
+fn lattice_crds() -> Vec<Value> {
+    Kind::ALL
+        .iter()
+        .map(|k| lattice_schemas::generate::crd_json(*k))
+        .collect()
+}
+
+fn crd_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    )
+}
+
+/// Server-side applies each object (CRDs, Lattice kinds, namespaced Cluster API objects).
+async fn apply_all(client: &Client, objects: &[Value]) -> Result<(), InstallError> {
+    let params = PatchParams::apply(MANAGER).force();
+    for object in objects {
+        let ar = resource_of(object);
+        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        api.patch(name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|e| InstallError::Failed(format!("cannot apply {} {name}: {e}", ar.kind)))?;
+    }
+    Ok(())
+}
+
+/// The API resource of an object the installer writes.
+fn resource_of(object: &Value) -> ApiResource {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    if kind == "CustomResourceDefinition" {
+        return crd_resource();
+    }
+    if api_version == lattice_schemas::crd::API_VERSION
+        && let Some(k) = Kind::ALL.iter().find(|k| k.name() == kind)
+    {
+        return lattice_resource(*k);
+    }
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    // Every kind Lattice derives pluralizes as lowercase + `s`.
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind),
+        &format!("{}s", kind.to_lowercase()),
+    )
+}
+
+/// Waits until Cluster API reports the control plane available and has written the
+/// cluster's kubeconfig Secret; its kubeconfig.
+async fn wait_for_control_plane(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, InstallError> {
+    let namespace = lattice_clusters::capi::namespace(name);
+    let clusters: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &namespace,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(lattice_clusters::capi::CORE, "v1beta2", "Cluster"),
+            "clusters",
+        ),
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let started = Instant::now();
+    let mut said = String::new();
+    loop {
+        let capi = clusters
+            .get_opt(name)
+            .await
+            .map_err(|e| InstallError::Failed(format!("cannot read Cluster {name}: {e}")))?
+            .map(|o| serde_json::to_value(o).unwrap_or_default());
+        let (phase, conditions) =
+            lattice_clusters::phase::read(&lattice_clusters::phase::Observed {
+                capi_cluster: capi.as_ref(),
+                deleting: false,
+                agent_connected: false,
+                pivoted: false,
+            });
+        let available = conditions
+            .iter()
+            .any(|c| c.type_ == "ControlPlaneAvailable" && c.status == "True");
+        let line = format!(
+            "waiting for Cluster API: {} ({})",
+            phase.as_str(),
+            conditions
+                .iter()
+                .map(|c| format!("{}={}", c.type_, c.status))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if line != said {
+            say(&line);
+            said = line;
+        }
+        if phase == lattice_clusters::phase::Phase::Failed {
+            return Err(InstallError::Failed(format!(
+                "Cluster API reports {name} Failed; see `kubectl -n {namespace} describe cluster {name}` on the bootstrap cluster"
+            )));
+        }
+        if available {
+            let secret = secrets
+                .get_opt(&format!("{name}-kubeconfig"))
+                .await
+                .map_err(|e| {
+                    InstallError::Failed(format!("cannot read {name}'s kubeconfig: {e}"))
+                })?;
+            if let Some(value) = secret
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("value").cloned())
+            {
+                return String::from_utf8(value.0).map_err(|_| {
+                    InstallError::Failed(format!("{name}'s kubeconfig Secret is not text"))
+                });
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(InstallError::Failed(format!(
+                "{name}'s control plane was not available within {} s (--timeout); the bootstrap cluster keeps its objects: run the same command again to go on",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Waits until the new cluster's API server answers.
+async fn wait_for_api(client: &Client, timeout: Duration) -> Result<(), InstallError> {
+    let started = Instant::now();
+    loop {
+        match client.apiserver_version().await {
+            Ok(v) => {
+                say(&format!(
+                    "the new cluster answers (Kubernetes {}.{})",
+                    v.major, v.minor
+                ));
+                return Ok(());
+            }
+            Err(e) if started.elapsed() > timeout => {
+                return Err(InstallError::Failed(format!(
+                    "the new cluster's API server did not answer within {} s: {e}",
+                    timeout.as_secs()
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// Copies to `target` every Cluster API CRD `source` serves that `target` does not, so the
+/// moved objects can land at the versions they were written in. How many were copied.
+async fn copy_cluster_api_crds(source: &Client, target: &Client) -> Result<usize, InstallError> {
+    let from: Api<DynamicObject> = Api::all_with(source.clone(), &crd_resource());
+    let to: Api<DynamicObject> = Api::all_with(target.clone(), &crd_resource());
+    let mut copied = 0;
+    let listed = from.list(&Default::default()).await.map_err(|e| {
+        InstallError::Failed(format!("cannot list the bootstrap cluster's CRDs: {e}"))
+    })?;
+    for crd in listed.items {
+        let group = crd.data["spec"]["group"].as_str().unwrap_or_default();
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        if !lattice_clusters::pivot::group_moves(group) {
+            continue;
+        }
+        let present = to
+            .get_opt(&name)
+            .await
+            .map_err(|e| InstallError::Failed(format!("cannot read CRD {name}: {e}")))?;
+        if present.is_some() {
+            continue;
+        }
+        let mut spec = crd.data["spec"].clone();
+        // A conversion webhook names a Service in the bootstrap cluster; the copy converts
+        // nothing (it serves the versions as stored).
+        if let Some(s) = spec.as_object_mut() {
+            s.remove("conversion");
+        }
+        let body = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": name, "labels": crd.metadata.labels.clone().unwrap_or_default()},
+            "spec": spec,
+        });
+        apply_all(target, &[body]).await?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// Waits until every CRD on the server is established.
+async fn wait_for_crds(client: &Client, timeout: Duration) -> Result<(), InstallError> {
+    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_resource());
+    let started = Instant::now();
+    loop {
+        let listed = crds
+            .list(&Default::default())
+            .await
+            .map_err(|e| InstallError::Failed(format!("cannot list CRDs: {e}")))?;
+        let waiting: Vec<String> = listed
+            .items
+            .iter()
+            .filter(|c| {
+                !c.data["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+            })
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(InstallError::Failed(format!(
+                "CRDs not established on the new cluster: {}",
+                waiting.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Deletes the bootstrap cluster `kind` made, or what the installer wrote to the one given.
+async fn tear_down_bootstrap(
+    bootstrap: &Client,
+    plan: &Plan,
+    name: &str,
+    made_by_kind: bool,
+) -> Result<(), InstallError> {
+    if made_by_kind {
+        let deleted = std::process::Command::new("kind")
+            .args(["delete", "cluster", "--name", KIND_CLUSTER])
+            .status()
+            .map_err(|e| InstallError::Failed(format!("kind delete cluster: {e}")))?;
+        if !deleted.success() {
+            return Err(InstallError::Failed(format!(
+                "kind delete cluster --name {KIND_CLUSTER} failed ({deleted}); delete it by hand"
+            )));
+        }
+        say(&format!("deleted the bootstrap cluster {KIND_CLUSTER}"));
+        return Ok(());
+    }
+    fn gone<T>(r: Result<T, kube::Error>) -> Result<(), InstallError> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(InstallError::Failed(format!(
+                "cleaning the bootstrap cluster: {e}"
+            ))),
+        }
+    }
+    for object in plan.platform.iter().rev() {
+        let ar = resource_of(object);
+        let api: Api<DynamicObject> = Api::all_with(bootstrap.clone(), &ar);
+        let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
+        gone(api.delete(object_name, &DeleteParams::default()).await)?;
+    }
+    let namespaces: Api<Namespace> = Api::all(bootstrap.clone());
+    gone(
+        namespaces
+            .delete(
+                &lattice_clusters::capi::namespace(name),
+                &DeleteParams::default(),
+            )
+            .await,
+    )?;
+    say(&format!(
+        "removed {name}'s objects from the bootstrap cluster (the Lattice CRDs stay; it is yours to delete)"
+    ));
+    Ok(())
+}
+
+/// Writes `text` readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}

@@ -1,0 +1,401 @@
+//! `lattice install` on two real testenv control planes: one is the bootstrap cluster, the
+//! other the cluster Cluster API brings up.
+//!
+//! No Cluster API controller, machine or cloud runs here. [`simulated_provider`] stands in
+//! for them, and does only what they do for an install: once the CAPI `Cluster` is applied
+//! it reports the infrastructure and the control plane ready in the Cluster's status and
+//! writes the `<cluster>-kubeconfig` Secret (labelled and owned as CAPI writes it), whose
+//! kubeconfig reaches the second control plane: "the booted cluster".
+
+#[allow(dead_code)]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+
+fn capi(client: &kube::Client, group: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        "capi-root",
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1beta2", kind), plural),
+    )
+}
+
+fn lattice(kind: &str, plural: &str, client: &kube::Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("lattice.dev", "v1alpha1", kind),
+            plural,
+        ),
+    )
+}
+
+/// `lattice install …` as a user runs it: exit code, stdout, stderr.
+async fn install(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lattice"))
+            .arg("install")
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn root_yaml(extra: &str) -> String {
+    format!(
+        "apiVersion: lattice.dev/v1alpha1
+kind: InfraProvider
+metadata:
+  name: docker
+spec:
+  type: docker
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeCluster
+metadata:
+  name: root
+spec:
+  providerRef: docker
+  provider:
+    kubernetes:
+      version: \"1.32.0\"
+    config:
+      docker: {{}}
+  nodes:
+    controlPlane: 1
+    workerPools:
+      default:
+        replicas: 2
+{extra}"
+    )
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lattice-install-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The Cluster API CRDs of the reference material (core, kubeadm, Docker), established.
+async fn install_cluster_api(client: &kube::Client) {
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let dir = lattice_testkit::reference_dir()
+        .expect("reference material")
+        .join("crds/cluster-api");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
+        assert!(errors.is_empty());
+        for crd in docs.into_iter().map(|d| d.value).filter(Value::is_object) {
+            let name = crd["metadata"]["name"].as_str().unwrap().to_owned();
+            crds.patch(
+                &name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap();
+            names.push(name);
+        }
+    }
+    for name in names {
+        for _ in 0..100 {
+            let crd = crds.get(&name).await.unwrap();
+            if crd.data["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Cluster API and an infrastructure provider, simulated: see the module doc.
+async fn simulated_provider(bootstrap: kube::Client, kubeconfig: String) {
+    let clusters = capi(&bootstrap, "cluster.x-k8s.io", "Cluster", "clusters");
+    let uid = loop {
+        if let Ok(Some(c)) = clusters.get_opt("root").await {
+            break c.metadata.uid.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let ready = |t: &str| {
+        json!({"type": t, "status": "True", "reason": "Ready", "message": "",
+               "lastTransitionTime": "2026-12-05T12:00:00Z"})
+    };
+    clusters
+        .patch_status(
+            "root",
+            &PatchParams::apply("simulated-cluster-api").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                "status": {"phase": "Provisioned", "initialization": {"infrastructureProvisioned": true},
+                           "conditions": [ready("InfrastructureReady"), ready("ControlPlaneAvailable")]},
+            })),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(bootstrap.clone(), "capi-root");
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "root-kubeconfig", "namespace": "capi-root",
+                     "labels": {"cluster.x-k8s.io/cluster-name": "root"},
+                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                                          "name": "root", "uid": uid}]},
+        "type": "cluster.x-k8s.io/secret",
+        "stringData": {"value": kubeconfig},
+    });
+    secrets
+        .patch(
+            "root-kubeconfig",
+            &PatchParams::apply("simulated-cluster-api").force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .unwrap();
+}
+
+fn args(file: &Path, bootstrap: &Path, out: &Path) -> Vec<String> {
+    vec![
+        "-f".into(),
+        file.display().to_string(),
+        "--bootstrap-kubeconfig".into(),
+        bootstrap.display().to_string(),
+        "--kubeconfig-out".into(),
+        out.display().to_string(),
+        "--timeout-seconds".into(),
+        "120".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_provisions_a_root_moves_it_into_itself_and_empties_the_bootstrap() {
+    let bootstrap_env = support::start_named("install-bootstrap");
+    let target_env = support::start_named("install-target");
+    let bootstrap = support::client(&bootstrap_env.kubeconfig).await;
+    let target = support::client(&target_env.kubeconfig).await;
+    let dir = workdir("ok");
+    let file = dir.join("root.yaml");
+    std::fs::write(&file, root_yaml("")).unwrap();
+    let out = dir.join("root.kubeconfig");
+
+    // A bootstrap cluster without Cluster API is refused before anything is written.
+    let (code, _, stderr) = install(args(&file, &bootstrap_env.kubeconfig, &out)).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("must run Cluster API with the docker provider (clusterctl init --infrastructure docker)"),
+        "{stderr}"
+    );
+    assert!(
+        lattice("LatticeCluster", "latticeclusters", &bootstrap)
+            .list(&Default::default())
+            .await
+            .is_err(),
+        "nothing written: not even the Lattice CRDs"
+    );
+
+    install_cluster_api(&bootstrap).await;
+    let kubeconfig = std::fs::read_to_string(&target_env.kubeconfig).unwrap();
+    let provider = tokio::spawn(simulated_provider(bootstrap.clone(), kubeconfig.clone()));
+    let (code, stdout, stderr) = install(args(&file, &bootstrap_env.kubeconfig, &out)).await;
+    assert_eq!(code, 0, "{stderr}");
+    // What the user sees (shown with --nocapture; the README quotes it).
+    println!("{stderr}{stdout}");
+    provider.await.unwrap();
+    assert!(
+        stderr.contains(
+            "Provision Cluster::\"root\" by Cluster::\"lattice-bootstrap\": allowed (by baseline/parent-manages-children)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the bootstrap cluster serves Cluster API"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.starts_with("installed root: kubeconfig in "),
+        "{stdout}"
+    );
+    let moved: usize = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("moved ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+
+    // The new cluster holds its own objects (the kubeconfig Secret too) and its own
+    // LatticeCluster, pivoted; a root's control plane runs no bootstrap hook.
+    let own = lattice("LatticeCluster", "latticeclusters", &target)
+        .get("root")
+        .await
+        .unwrap();
+    assert_eq!(own.data["status"]["pivoted"], true);
+    assert!(own.metadata.annotations.unwrap_or_default().is_empty());
+    assert!(
+        lattice("InfraProvider", "infraproviders", &target)
+            .get_opt("docker")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let deployment = capi(
+        &target,
+        "cluster.x-k8s.io",
+        "MachineDeployment",
+        "machinedeployments",
+    )
+    .get("root-default")
+    .await
+    .unwrap();
+    assert_eq!(deployment.data["spec"]["replicas"], 2);
+    let control_plane = capi(
+        &target,
+        "controlplane.cluster.x-k8s.io",
+        "KubeadmControlPlane",
+        "kubeadmcontrolplanes",
+    )
+    .get("root-control-plane")
+    .await
+    .unwrap();
+    assert!(control_plane.data["spec"]["kubeadmConfigSpec"]["postKubeadmCommands"].is_null());
+    let moved_cluster = capi(&target, "cluster.x-k8s.io", "Cluster", "clusters")
+        .get("root")
+        .await
+        .unwrap();
+    assert_eq!(moved_cluster.data["spec"]["paused"], false);
+    assert_eq!(moved_cluster.data["status"]["phase"], "Provisioned");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(target.clone(), "capi-root");
+    let copied = secrets.get("root-kubeconfig").await.unwrap();
+    assert_eq!(
+        copied.metadata.owner_references.unwrap()[0].uid,
+        moved_cluster.metadata.uid.unwrap()
+    );
+    // The new cluster holds exactly what moved, and the bootstrap cluster none of it.
+    let held = |client: kube::Client| async move {
+        let found = lattice_controllers::fleet::pivot::discover(&client, "capi-root")
+            .await
+            .unwrap();
+        lattice_clusters::pivot::plan("root", &found).len()
+    };
+    assert_eq!(held(target.clone()).await, moved);
+    assert_eq!(held(bootstrap.clone()).await, 0);
+    // The bootstrap cluster keeps nothing of root.
+    assert!(
+        lattice("LatticeCluster", "latticeclusters", &bootstrap)
+            .get_opt("root")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        capi(&bootstrap, "cluster.x-k8s.io", "Cluster", "clusters")
+            .get_opt("root")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(bootstrap.clone());
+    // No namespace controller runs beside testenv's API server: deleted means terminating.
+    if let Some(ns) = namespaces.get_opt("capi-root").await.unwrap() {
+        assert!(ns.metadata.deletion_timestamp.is_some());
+    }
+    // The kubeconfig is the new cluster's, for its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), kubeconfig);
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[tokio::test]
+async fn a_denied_or_unusable_install_writes_nothing() {
+    let dir = workdir("refused");
+    // The bootstrap kubeconfig does not even exist: the decision comes first.
+    let nowhere = dir.join("no-such-kubeconfig");
+    let out = dir.join("out.kubeconfig");
+    let file = dir.join("frozen.yaml");
+    std::fs::write(
+        &file,
+        root_yaml(
+            "---
+apiVersion: lattice.dev/v1alpha1
+kind: CedarPolicy
+metadata:
+  name: freeze
+  namespace: lattice-system
+spec:
+  policies: |
+    @id(\"no-new-roots\")
+    @advice(\"New roots wait for the capacity review.\")
+    forbid (principal, action == Lattice::Action::\"Provision\", resource)
+    when { resource.name == \"root\" };
+",
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = install(args(&file, &nowhere, &out)).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("DENIED Provision Cluster::\"root\" by Cluster::\"lattice-bootstrap\": denied (by lattice-system/freeze/no-new-roots): nothing is provisioned"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("advice: New roots wait for the capacity review."),
+        "{stderr}"
+    );
+
+    let child = dir.join("child.yaml");
+    std::fs::write(
+        &child,
+        root_yaml("").replace(
+            "  providerRef: docker\n",
+            "  providerRef: docker\n  parent: edge\n",
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = install(args(&child, &nowhere, &out)).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("install makes a root"), "{stderr}");
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, root_yaml("").replace("replicas: 2", "replicas: two")).unwrap();
+    let (code, _, stderr) = install(args(&bad, &nowhere, &out)).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bad.yaml:"), "{stderr}");
+
+    let (code, _, stderr) = install(
+        args(&file, &nowhere, &out)
+            .into_iter()
+            .skip(2)
+            .chain(["-f".into(), dir.join("missing.yaml").display().to_string()])
+            .collect(),
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!out.exists(), "no kubeconfig written");
+}
