@@ -21,7 +21,7 @@
 //!    wrote there is; the new cluster's kubeconfig is written to `--kubeconfig-out`.
 //!
 //! Every step can be run again: a failed install started again with the same file and
-//! bootstrap cluster goes on from where it stopped.
+//! bootstrap cluster goes on from where it stopped. [`uninstall`] is the way back.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -115,6 +115,7 @@ async fn provision_and_move(
     })?;
     say("the bootstrap cluster serves Cluster API");
     apply_all(bootstrap, &lattice_crds()).await?;
+    wait_for_crds(bootstrap, request.timeout).await?;
     apply_all(bootstrap, &plan.platform).await?;
     apply_all(bootstrap, &plan.objects).await?;
     say(&format!(
@@ -621,4 +622,237 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     file.write_all(text.as_bytes())
+}
+
+/// What `lattice uninstall` was asked.
+pub struct UninstallRequest {
+    /// The cluster to take down (its admin kubeconfig, as `install` wrote it).
+    pub kubeconfig: PathBuf,
+    /// A bootstrap cluster running Cluster API with the cluster's provider; without it,
+    /// `kind` makes one (and deletes it after).
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// How long Cluster API may take to delete the cluster.
+    pub timeout: Duration,
+}
+
+/// `lattice uninstall`: the reverse of [`install`]. The cluster's Cluster API objects move
+/// back to a bootstrap cluster, whose Cluster API then deletes the cluster's machines, once
+/// Cedar allows `Unpivot` and `Decommission` (asked by `lattice-bootstrap`, over the bundled
+/// packs and the cluster's own CedarPolicies; the baseline's `decommission-only-empty`
+/// holds a cluster that still runs workloads or manages clusters).
+pub async fn uninstall(request: &UninstallRequest) -> Result<String, InstallError> {
+    let text = std::fs::read_to_string(&request.kubeconfig)
+        .map_err(|e| InstallError::Usage(format!("{}: {e}", request.kubeconfig.display())))?;
+    let cluster_client = client_from(&text)
+        .await
+        .map_err(|e| InstallError::Usage(format!("{}: {e}", request.kubeconfig.display())))?;
+    let (cluster, platform) = own_cluster(&cluster_client).await?;
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    decide_uninstall(&cluster_client, &cluster).await?;
+    let (bootstrap, made_by_kind) = bootstrap_cluster(&InstallRequest {
+        file: PathBuf::new(),
+        bootstrap_kubeconfig: request.bootstrap_kubeconfig.clone(),
+        kubeconfig_out: None,
+        timeout: request.timeout,
+    })
+    .await?;
+    let provider = cluster
+        .spec
+        .provider
+        .config
+        .name()
+        .unwrap_or("its")
+        .to_owned();
+    serves_cluster_api(&bootstrap).await.map_err(|e| {
+        InstallError::Usage(format!(
+            "{e}: the bootstrap cluster must run Cluster API with the {provider} provider (clusterctl init --infrastructure {provider})"
+        ))
+    })?;
+    apply_all(&bootstrap, &lattice_crds()).await?;
+    wait_for_crds(&bootstrap, request.timeout).await?;
+    apply_all(&bootstrap, &platform).await?;
+    let source = PivotTarget::new(cluster_client.clone(), &name);
+    let moved = lattice_controllers::fleet::pivot::unpivot_cluster(&bootstrap, &source, &name)
+        .await
+        .map_err(|e| InstallError::Failed(format!("moving {name}'s objects back: {e}")))?;
+    say(&format!(
+        "moved {} Cluster API objects back from {name} to the bootstrap cluster",
+        moved.objects
+    ));
+    delete_cluster(&bootstrap, &name, request.timeout).await?;
+    let plan = Plan {
+        cluster: cluster.clone(),
+        platform,
+        objects: Vec::new(),
+        summary: String::new(),
+    };
+    tear_down_bootstrap(&bootstrap, &plan, &name, made_by_kind).await?;
+    Ok(format!(
+        "uninstalled {name}: Cluster API deleted its machines"
+    ))
+}
+
+/// The cluster's own LatticeCluster (a pivoted root), and it and its InfraProvider as the
+/// bootstrap cluster is given them.
+async fn own_cluster(client: &Client) -> Result<(LatticeCluster, Vec<Value>), InstallError> {
+    let clusters: Api<DynamicObject> =
+        Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster));
+    let listed = clusters.list(&Default::default()).await.map_err(|e| {
+        InstallError::Usage(format!("cannot list the cluster's LatticeClusters: {e}"))
+    })?;
+    let roots: Vec<LatticeCluster> = listed
+        .items
+        .iter()
+        .filter_map(|o| serde_json::from_value(serde_json::to_value(o).ok()?).ok())
+        .filter(|c: &LatticeCluster| {
+            c.spec.parent.is_none() && c.status.as_ref().and_then(|s| s.pivoted).unwrap_or(false)
+        })
+        .collect();
+    let [cluster] = roots.as_slice() else {
+        return Err(InstallError::Usage(format!(
+            "the cluster holds {} pivoted root LatticeClusters: uninstall takes down a root `lattice install` made (a child is decommissioned by deleting its LatticeCluster on its parent)",
+            roots.len()
+        )));
+    };
+    let mut platform = Vec::new();
+    let providers: Api<DynamicObject> =
+        Api::all_with(client.clone(), &lattice_resource(Kind::InfraProvider));
+    if let Some(p) = providers
+        .get_opt(&cluster.spec.provider_ref)
+        .await
+        .map_err(|e| InstallError::Usage(format!("cannot read the InfraProvider: {e}")))?
+    {
+        platform.push(json!({
+            "apiVersion": lattice_schemas::crd::API_VERSION,
+            "kind": Kind::InfraProvider.name(),
+            "metadata": {"name": p.metadata.name},
+            "spec": p.data["spec"],
+        }));
+    }
+    platform.push(json!({
+        "apiVersion": lattice_schemas::crd::API_VERSION,
+        "kind": Kind::LatticeCluster.name(),
+        "metadata": {"name": cluster.metadata.name},
+        "spec": cluster.spec,
+    }));
+    Ok((cluster.clone(), platform))
+}
+
+/// Asks `Unpivot` and `Decommission` of `lattice-bootstrap` about the cluster: the context's
+/// object count is what the cluster still runs (workloads) and manages (LatticeClusters
+/// below it); the "agent" is the installer, healthy when the cluster's API server is ready.
+async fn decide_uninstall(client: &Client, cluster: &LatticeCluster) -> Result<(), InstallError> {
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let mut store = lattice_engine::PolicyStore::bundled()
+        .map_err(|e| InstallError::Usage(format!("the bundled packs did not load: {e}")))?;
+    let objects = vec![Object::Cluster(cluster.clone())];
+    let mut count = 0usize;
+    for kind in Kind::ALL {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &lattice_resource(kind));
+        let listed = match api.list(&Default::default()).await {
+            Ok(l) => l.items,
+            // A kind whose CRD the cluster does not serve holds nothing.
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => {
+                return Err(InstallError::Usage(format!(
+                    "cannot list {}: {e}",
+                    kind.plural()
+                )));
+            }
+        };
+        for o in listed {
+            let value = serde_json::to_value(&o).unwrap_or_default();
+            match kind {
+                Kind::CedarPolicy => {
+                    let policy: lattice_schemas::crd::CedarPolicy = serde_json::from_value(value)
+                        .map_err(|e| {
+                        InstallError::Usage(format!("a CedarPolicy cannot be read: {e}"))
+                    })?;
+                    // A policy Cedar refuses does not load, as on the cluster itself.
+                    if let Err(e) = store.apply_object(&policy) {
+                        say(&format!("warning: {e}"));
+                    }
+                }
+                Kind::LatticeCluster if o.data["spec"]["parent"] == name.as_str() => count += 1,
+                k if k.is_workload() => count += 1,
+                _ => {}
+            }
+        }
+    }
+    let ready = client
+        .request_text(
+            http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| InstallError::Usage(e.to_string()))?,
+        )
+        .await
+        .is_ok_and(|t| t.trim() == "ok");
+    let world = lattice_engine::World::from_objects(objects);
+    let projection = Projection::of(&world);
+    let snapshot = lattice_engine::Snapshot::build(&world, &projection, &store)
+        .map_err(|e| InstallError::Usage(format!("the policies did not build: {e}")))?;
+    for step in [Lifecycle::Unpivot, Lifecycle::Decommission] {
+        let mut facts = LifecycleFacts::of(cluster, count, jiff::Timestamp::now());
+        facts.agent_healthy = ready;
+        let decision = lifecycle::decide(&snapshot, &projection, step, cluster, &facts);
+        if !decision.allowed {
+            let mut out = format!("DENIED {}: nothing is moved or deleted", decision.summary());
+            for a in &decision.advice {
+                out.push_str(&format!("\n  advice: {a}"));
+            }
+            for e in &decision.errors {
+                out.push_str(&format!("\n  error: {e}"));
+            }
+            return Err(InstallError::Denied(out));
+        }
+        say(&decision.summary());
+    }
+    Ok(())
+}
+
+/// Deletes the cluster's CAPI `Cluster` on the bootstrap cluster and waits until Cluster
+/// API has deleted it (its finalizer holds it while the machines and infrastructure go).
+async fn delete_cluster(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), InstallError> {
+    let clusters: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &lattice_clusters::capi::namespace(name),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(lattice_clusters::capi::CORE, "v1beta2", "Cluster"),
+            "clusters",
+        ),
+    );
+    match clusters.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            return Err(InstallError::Failed(format!(
+                "cannot delete Cluster {name}: {e}"
+            )));
+        }
+    }
+    say(&format!(
+        "deleting Cluster {name}: Cluster API deletes its machines"
+    ));
+    let started = Instant::now();
+    loop {
+        match clusters.get_opt(name).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) if started.elapsed() > timeout => {
+                return Err(InstallError::Failed(format!(
+                    "Cluster {name} was not deleted within {} s; Cluster API on the bootstrap cluster goes on (run the same command again to wait)",
+                    timeout.as_secs()
+                )));
+            }
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_secs(2)).await,
+            Err(e) => {
+                return Err(InstallError::Failed(format!(
+                    "cannot read Cluster {name}: {e}"
+                )));
+            }
+        }
+    }
 }

@@ -28,7 +28,7 @@ use owo_colors::OwoColorize;
 #[command(name = "lattice", version, about = "The clusters of a Lattice fleet")]
 struct Cli {
     /// The kubeconfig to use (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
-    #[arg(long, global = true)]
+    #[arg(short = 'k', long, global = true)]
     kubeconfig: Option<std::path::PathBuf>,
     /// The kubeconfig context to use (default: its current context).
     #[arg(long, global = true)]
@@ -59,6 +59,22 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         kubeconfig_out: Option<PathBuf>,
         /// Seconds Cluster API may take to bring the control plane up.
+        #[arg(long, default_value_t = 1800)]
+        timeout_seconds: u64,
+    },
+    /// Take down a root `install` made: once Cedar allows Unpivot and Decommission, move
+    /// its Cluster API objects back to a bootstrap cluster, whose Cluster API deletes its
+    /// machines, then delete the bootstrap cluster. Needs -k, the cluster's kubeconfig.
+    ///
+    /// Exit codes: 0 uninstalled; 1 Unpivot or Decommission denied (nothing moved); 2 the
+    /// cluster, the bootstrap cluster or a flag cannot be used (nothing moved); 3 a step
+    /// failed after moving (run the same command again to go on).
+    Uninstall {
+        /// A bootstrap cluster running Cluster API with the cluster's provider; without it,
+        /// `kind` makes one (and deletes it after).
+        #[arg(long, value_name = "PATH")]
+        bootstrap_kubeconfig: Option<PathBuf>,
+        /// Seconds Cluster API may take to delete the cluster.
         #[arg(long, default_value_t = 1800)]
         timeout_seconds: u64,
     },
@@ -222,20 +238,24 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 kubeconfig_out,
                 timeout: std::time::Duration::from_secs(timeout_seconds),
             };
-            return Ok(match install::install(&request).await {
-                Ok(done) => {
-                    println!("{done}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::from(match e {
-                        install::InstallError::Denied(_) => 1,
-                        install::InstallError::Usage(_) => 2,
-                        install::InstallError::Failed(_) => 3,
-                    })
-                }
-            });
+            return Ok(installed(install::install(&request).await));
+        }
+        Command::Uninstall {
+            bootstrap_kubeconfig,
+            timeout_seconds,
+        } => {
+            let Some(kubeconfig) = cli.kubeconfig else {
+                return Err(
+                    "uninstall needs -k KUBECONFIG: the cluster to take down, named explicitly"
+                        .into(),
+                );
+            };
+            let request = install::UninstallRequest {
+                kubeconfig,
+                bootstrap_kubeconfig,
+                timeout: std::time::Duration::from_secs(timeout_seconds),
+            };
+            return Ok(installed(install::uninstall(&request).await));
         }
         Command::Login {
             server,
@@ -629,6 +649,24 @@ fn token(name: Option<&str>) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => login_failed(e),
+    }
+}
+
+/// The exit of `install` or `uninstall`: what was done on stdout, or why not on stderr.
+fn installed(outcome: Result<String, install::InstallError>) -> ExitCode {
+    match outcome {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(match e {
+                install::InstallError::Denied(_) => 1,
+                install::InstallError::Usage(_) => 2,
+                install::InstallError::Failed(_) => 3,
+            })
+        }
     }
 }
 

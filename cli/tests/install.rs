@@ -35,9 +35,13 @@ fn lattice(kind: &str, plural: &str, client: &kube::Client) -> Api<DynamicObject
 
 /// `lattice install …` as a user runs it: exit code, stdout, stderr.
 async fn install(args: Vec<String>) -> (i32, String, String) {
+    run(std::iter::once("install".to_owned()).chain(args).collect()).await
+}
+
+/// `lattice …`: exit code, stdout, stderr.
+async fn run(args: Vec<String>) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lattice"))
-            .arg("install")
             .args(&args)
             .env("NO_COLOR", "1")
             .output()
@@ -194,7 +198,7 @@ fn args(file: &Path, bootstrap: &Path, out: &Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_provisions_a_root_moves_it_into_itself_and_empties_the_bootstrap() {
+async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_back() {
     let bootstrap_env = support::start_named("install-bootstrap");
     let target_env = support::start_named("install-target");
     let bootstrap = support::client(&bootstrap_env.kubeconfig).await;
@@ -329,6 +333,82 @@ async fn install_provisions_a_root_moves_it_into_itself_and_empties_the_bootstra
     assert_eq!(
         std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o600
+    );
+
+    // Uninstall. While root manages a cluster, the baseline's decommission-only-empty
+    // holds it, and nothing moves.
+    let clusters = lattice("LatticeCluster", "latticeclusters", &target);
+    let mut leaf = own.data.clone();
+    leaf["spec"]["parent"] = json!("root");
+    let leaf = json!({"apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeCluster",
+                      "metadata": {"name": "leaf"}, "spec": leaf["spec"]});
+    clusters
+        .patch("leaf", &PatchParams::apply("test"), &Patch::Apply(&leaf))
+        .await
+        .unwrap();
+    let uninstall = |bootstrap: PathBuf| {
+        let cluster = out.clone();
+        async move {
+            run(vec![
+                "uninstall".into(),
+                "-k".into(),
+                cluster.display().to_string(),
+                "--bootstrap-kubeconfig".into(),
+                bootstrap.display().to_string(),
+                "--timeout-seconds".into(),
+                "60".into(),
+            ])
+            .await
+        }
+    };
+    let (code, _, stderr) = uninstall(bootstrap_env.kubeconfig.clone()).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("DENIED Decommission Cluster::\"root\" by Cluster::\"lattice-bootstrap\": denied (by baseline/decommission-only-empty): nothing is moved or deleted"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("advice: Move or delete the cluster's workloads first."),
+        "{stderr}"
+    );
+    assert_eq!(held(target.clone()).await, moved, "nothing moved");
+
+    // Empty, it is moved back: the bootstrap cluster holds the objects until Cluster API
+    // has deleted the Cluster (here at once: no controller holds it), and root's own copies
+    // are released.
+    // A new bootstrap cluster (the first one's `capi-root` stays terminating: no namespace
+    // controller runs beside testenv's API server).
+    clusters.delete("leaf", &Default::default()).await.unwrap();
+    let second_env = support::start_named("install-bootstrap-2");
+    let bootstrap = support::client(&second_env.kubeconfig).await;
+    install_cluster_api(&bootstrap).await;
+    let (code, stdout, stderr) = uninstall(second_env.kubeconfig.clone()).await;
+    assert_eq!(code, 0, "{stderr}");
+    println!("{stderr}{stdout}");
+    assert!(
+        stderr.contains("Unpivot Cluster::\"root\" by Cluster::\"lattice-bootstrap\": allowed (by baseline/parent-manages-children)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("moved {moved} Cluster API objects back from root")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout.trim(),
+        "uninstalled root: Cluster API deleted its machines"
+    );
+    assert_eq!(held(target.clone()).await, 0, "root released its copies");
+    assert!(
+        capi(&bootstrap, "cluster.x-k8s.io", "Cluster", "clusters")
+            .get_opt("root")
+            .await
+            .unwrap()
+            .is_none(),
+        "the Cluster was deleted on the bootstrap cluster"
+    );
+    assert_eq!(
+        clusters.get("root").await.unwrap().data["status"]["pivoted"],
+        false
     );
 }
 

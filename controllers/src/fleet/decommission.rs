@@ -239,7 +239,13 @@ impl Provisioning {
             let (client, cell, child) = (client.clone(), cell.clone(), name.clone());
             self.unpivoting.insert(
                 name,
-                tokio::spawn(async move { pivot::unpivot_cluster(&client, &cell, &child).await }),
+                tokio::spawn(async move {
+                    let source = pivot::ThroughTunnel {
+                        cell,
+                        cluster: child.clone(),
+                    };
+                    pivot::unpivot_cluster(&client, &source, &child).await
+                }),
             );
         }
         decision

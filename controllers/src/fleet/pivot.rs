@@ -157,7 +157,8 @@ pub trait StepSink: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
 }
 
-/// Steps as lifecycle commands to `cluster`'s agent.
+/// Steps as lifecycle commands to `cluster`'s agent: a move's as `Pivot` commands, a move
+/// back's (export, release) as `Unpivot` ones.
 pub struct ThroughTunnel {
     pub cell: Cell,
     pub cluster: String,
@@ -169,13 +170,16 @@ impl StepSink for ThroughTunnel {
         step: &'a Step,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
         Box::pin(async move {
+            let operation = match step {
+                Step::Export { .. } | Step::Release { .. } => {
+                    pb::lifecycle_command::Operation::Unpivot
+                }
+                Step::Apply { .. } | Step::Unpause { .. } | Step::Adopt { .. } => {
+                    pb::lifecycle_command::Operation::Pivot
+                }
+            };
             self.cell
-                .command(
-                    &self.cluster,
-                    pb::lifecycle_command::Operation::Pivot,
-                    step.to_payload(),
-                    STEP_TIMEOUT,
-                )
+                .command(&self.cluster, operation, step.to_payload(), STEP_TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -347,24 +351,17 @@ async fn record_pivoted(client: &Client, child: &str, pivoted: bool) -> Result<(
 /// Moves `child`'s Cluster API objects back from the child into this (the parent's) API
 /// server through its agent: the way back that `Unpivot` allows, before the child is torn
 /// down. Run again after any failure, it completes the move back: until `pivoted: false`
-/// is recorded here, the child keeps every object.
-pub async fn unpivot_cluster(client: &Client, cell: &Cell, child: &str) -> Result<Moved, String> {
+/// is recorded here, the child keeps every object. `source` is the child's agent through
+/// the tunnel ([`ThroughTunnel`]), or, for `lattice uninstall`, a [`PivotTarget`] on the
+/// child's API server.
+pub async fn unpivot_cluster(
+    client: &Client,
+    source: &dyn StepSink,
+    child: &str,
+) -> Result<Moved, String> {
     let started = Instant::now();
     let namespace = lattice_clusters::capi::namespace(child);
-    let ask = |step: Step| {
-        let cell = cell.clone();
-        let child = child.to_owned();
-        async move {
-            cell.command(
-                &child,
-                pb::lifecycle_command::Operation::Unpivot,
-                step.to_payload(),
-                STEP_TIMEOUT,
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }
-    };
+    let ask = |step: Step| async move { source.send(&step).await };
     let here = PivotTarget::new(client.clone(), child);
     let (mut page, mut pages, mut objects) = (0, 1, 0);
     while page < pages {
