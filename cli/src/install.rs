@@ -233,14 +233,7 @@ fn plan(file: &Path) -> Result<Plan, InstallError> {
         &facts,
     );
     if !decision.allowed {
-        let mut out = format!("DENIED {}: nothing is provisioned", decision.summary());
-        for a in &decision.advice {
-            out.push_str(&format!("\n  advice: {a}"));
-        }
-        for e in &decision.errors {
-            out.push_str(&format!("\n  error: {e}"));
-        }
-        return Err(InstallError::Denied(out));
+        return Err(refused(&decision, "nothing is provisioned"));
     }
     let mut platform: Vec<Value> = Vec::new();
     if let Some(p) = infra {
@@ -272,6 +265,19 @@ fn plan(file: &Path) -> Result<Plan, InstallError> {
                 .join(", ")
         ),
     })
+}
+
+/// A denied decision as the user reads it: the decision, what was therefore not done, and
+/// the deciding policies' advice and errors.
+fn refused(decision: &lifecycle::LifecycleDecision, consequence: &str) -> InstallError {
+    let mut out = format!("DENIED {}: {consequence}", decision.summary());
+    for a in &decision.advice {
+        out.push_str(&format!("\n  advice: {a}"));
+    }
+    for e in &decision.errors {
+        out.push_str(&format!("\n  error: {e}"));
+    }
+    InstallError::Denied(out)
 }
 
 /// The bootstrap cluster's client, and whether `kind` made it (so it is deleted after).
@@ -796,14 +802,7 @@ async fn decide_uninstall(client: &Client, cluster: &LatticeCluster) -> Result<(
         facts.agent_healthy = ready;
         let decision = lifecycle::decide(&snapshot, &projection, step, cluster, &facts);
         if !decision.allowed {
-            let mut out = format!("DENIED {}: nothing is moved or deleted", decision.summary());
-            for a in &decision.advice {
-                out.push_str(&format!("\n  advice: {a}"));
-            }
-            for e in &decision.errors {
-                out.push_str(&format!("\n  error: {e}"));
-            }
-            return Err(InstallError::Denied(out));
+            return Err(refused(&decision, "nothing is moved or deleted"));
         }
         say(&decision.summary());
     }
