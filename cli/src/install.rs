@@ -100,26 +100,14 @@ async fn provision_and_move(
     name: &str,
     request: &InstallRequest,
 ) -> Result<String, InstallError> {
-    let provider = plan
-        .cluster
-        .spec
-        .provider
-        .config
-        .name()
-        .unwrap_or("its")
-        .to_owned();
-    serves_cluster_api(bootstrap).await.map_err(|e| {
-        InstallError::Usage(format!(
-            "{e}: the bootstrap cluster must run Cluster API with the {provider} provider (clusterctl init --infrastructure {provider})"
-        ))
-    })?;
+    require_cluster_api(bootstrap, &plan.cluster).await?;
     say("the bootstrap cluster serves Cluster API");
     apply_all(bootstrap, &lattice_crds()).await?;
-    wait_for_crds(bootstrap, request.timeout).await?;
+    wait_for_crds(bootstrap, &lattice_crd_names(), request.timeout).await?;
     apply_all(bootstrap, &plan.platform).await?;
     apply_all(bootstrap, &plan.objects).await?;
     say(&format!(
-        "applied {} Cluster API objects into {} on the bootstrap cluster",
+        "applied {} objects (the namespace and Cluster API's) into {} on the bootstrap cluster",
         plan.objects.len(),
         lattice_clusters::capi::namespace(name)
     ));
@@ -134,12 +122,14 @@ async fn provision_and_move(
     wait_for_api(&target, request.timeout).await?;
     apply_all(&target, &lattice_crds()).await?;
     let copied = copy_cluster_api_crds(bootstrap, &target).await?;
-    if copied > 0 {
+    if !copied.is_empty() {
         say(&format!(
-            "installed {copied} Cluster API CRDs on {name} (the versions the bootstrap cluster serves)"
+            "installed {} Cluster API CRDs on {name} (the versions the bootstrap cluster serves)",
+            copied.len()
         ));
     }
-    wait_for_crds(&target, request.timeout).await?;
+    let ours: Vec<String> = lattice_crd_names().into_iter().chain(copied).collect();
+    wait_for_crds(&target, &ours, request.timeout).await?;
     let sink = PivotTarget::new(target.clone(), name);
     let moved = move_cluster(bootstrap, &sink, name, None)
         .await
@@ -320,25 +310,73 @@ async fn bootstrap_cluster(request: &InstallRequest) -> Result<(Client, bool), I
 }
 
 async fn client_from(kubeconfig: &str) -> Result<Client, String> {
+    client_in(kubeconfig, None).await
+}
+
+/// A client for `context` of `kubeconfig` (its current context when `None`).
+async fn client_in(kubeconfig: &str, context: Option<String>) -> Result<Client, String> {
     let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
-    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+    let options = kube::config::KubeConfigOptions {
+        context,
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(parsed, &options)
         .await
         .map_err(|e| e.to_string())?;
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
-/// Whether the server serves the Cluster API core group at the version Lattice derives.
-async fn serves_cluster_api(client: &Client) -> Result<(), String> {
-    client
-        .list_api_group_resources(lattice_clusters::capi::CORE_VERSION)
-        .await
-        .map(drop)
-        .map_err(|e| {
-            format!(
-                "{} is not served ({e})",
-                lattice_clusters::capi::CORE_VERSION
-            )
-        })
+/// Checks, before anything is written, that the bootstrap cluster serves every Cluster API
+/// kind `cluster` is provisioned with (Cluster API's and its provider's, at the versions
+/// Lattice derives).
+async fn require_cluster_api(
+    client: &Client,
+    cluster: &LatticeCluster,
+) -> Result<(), InstallError> {
+    let provider = cluster.spec.provider.config.name().unwrap_or("its");
+    let refuse = |missing: String| {
+        InstallError::Usage(format!(
+            "{missing}: the bootstrap cluster must run Cluster API with the {provider} provider (clusterctl init --infrastructure {provider})"
+        ))
+    };
+    let derived = provision(
+        cluster,
+        &ProvisionOptions {
+            endpoint: None,
+            infra: None,
+        },
+    )
+    .map_err(|e| InstallError::Usage(e.to_string()))?;
+    let mut kinds: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for o in &derived.objects {
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        if api_version.contains('/') {
+            kinds
+                .entry(api_version)
+                .or_default()
+                .insert(o["kind"].as_str().unwrap_or_default());
+        }
+    }
+    for (api_version, wanted) in kinds {
+        let served = client
+            .list_api_group_resources(api_version)
+            .await
+            .map_err(|e| refuse(format!("{api_version} is not served ({e})")))?;
+        for kind in wanted {
+            if !served.resources.iter().any(|r| r.kind == kind) {
+                return Err(refuse(format!("{api_version} {kind} is not served")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lattice_crd_names() -> Vec<String> {
+    lattice_crds()
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 fn lattice_crds() -> Vec<Value> {
@@ -495,11 +533,14 @@ async fn wait_for_api(client: &Client, timeout: Duration) -> Result<(), InstallE
 }
 
 /// Copies to `target` every Cluster API CRD `source` serves that `target` does not, so the
-/// moved objects can land at the versions they were written in. How many were copied.
-async fn copy_cluster_api_crds(source: &Client, target: &Client) -> Result<usize, InstallError> {
+/// moved objects can land at the versions they were written in. The names of those copied.
+async fn copy_cluster_api_crds(
+    source: &Client,
+    target: &Client,
+) -> Result<Vec<String>, InstallError> {
     let from: Api<DynamicObject> = Api::all_with(source.clone(), &crd_resource());
     let to: Api<DynamicObject> = Api::all_with(target.clone(), &crd_resource());
-    let mut copied = 0;
+    let mut copied = Vec::new();
     let listed = from.list(&Default::default()).await.map_err(|e| {
         InstallError::Failed(format!("cannot list the bootstrap cluster's CRDs: {e}"))
     })?;
@@ -529,13 +570,18 @@ async fn copy_cluster_api_crds(source: &Client, target: &Client) -> Result<usize
             "spec": spec,
         });
         apply_all(target, &[body]).await?;
-        copied += 1;
+        copied.push(name);
     }
     Ok(copied)
 }
 
-/// Waits until every CRD on the server is established.
-async fn wait_for_crds(client: &Client, timeout: Duration) -> Result<(), InstallError> {
+/// Waits until the CRDs named (the ones the installer wrote) are established; another
+/// CRD of the server's, broken or not, is none of the installer's business.
+async fn wait_for_crds(
+    client: &Client,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), InstallError> {
     let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_resource());
     let started = Instant::now();
     loop {
@@ -546,6 +592,7 @@ async fn wait_for_crds(client: &Client, timeout: Duration) -> Result<(), Install
         let waiting: Vec<String> = listed
             .items
             .iter()
+            .filter(|c| c.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
             .filter(|c| {
                 !c.data["status"]["conditions"].as_array().is_some_and(|cs| {
                     cs.iter()
@@ -559,7 +606,7 @@ async fn wait_for_crds(client: &Client, timeout: Duration) -> Result<(), Install
         }
         if started.elapsed() > timeout {
             return Err(InstallError::Failed(format!(
-                "CRDs not established on the new cluster: {}",
+                "CRDs not established: {}",
                 waiting.join(", ")
             )));
         }
@@ -634,6 +681,8 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 pub struct UninstallRequest {
     /// The cluster to take down (its admin kubeconfig, as `install` wrote it).
     pub kubeconfig: PathBuf,
+    /// The context of `kubeconfig` to use (its current one when `None`).
+    pub context: Option<String>,
     /// A bootstrap cluster running Cluster API with the cluster's provider; without it,
     /// `kind` makes one (and deletes it after).
     pub bootstrap_kubeconfig: Option<PathBuf>,
@@ -649,7 +698,7 @@ pub struct UninstallRequest {
 pub async fn uninstall(request: &UninstallRequest) -> Result<String, InstallError> {
     let text = std::fs::read_to_string(&request.kubeconfig)
         .map_err(|e| InstallError::Usage(format!("{}: {e}", request.kubeconfig.display())))?;
-    let cluster_client = client_from(&text)
+    let cluster_client = client_in(&text, request.context.clone())
         .await
         .map_err(|e| InstallError::Usage(format!("{}: {e}", request.kubeconfig.display())))?;
     let (cluster, platform) = own_cluster(&cluster_client).await?;
@@ -662,20 +711,9 @@ pub async fn uninstall(request: &UninstallRequest) -> Result<String, InstallErro
         timeout: request.timeout,
     })
     .await?;
-    let provider = cluster
-        .spec
-        .provider
-        .config
-        .name()
-        .unwrap_or("its")
-        .to_owned();
-    serves_cluster_api(&bootstrap).await.map_err(|e| {
-        InstallError::Usage(format!(
-            "{e}: the bootstrap cluster must run Cluster API with the {provider} provider (clusterctl init --infrastructure {provider})"
-        ))
-    })?;
+    require_cluster_api(&bootstrap, &cluster).await?;
     apply_all(&bootstrap, &lattice_crds()).await?;
-    wait_for_crds(&bootstrap, request.timeout).await?;
+    wait_for_crds(&bootstrap, &lattice_crd_names(), request.timeout).await?;
     apply_all(&bootstrap, &platform).await?;
     let source = PivotTarget::new(cluster_client.clone(), &name);
     let moved = lattice_controllers::fleet::pivot::unpivot_cluster(&bootstrap, &source, &name)
@@ -774,10 +812,15 @@ async fn decide_uninstall(client: &Client, cluster: &LatticeCluster) -> Result<(
                         .map_err(|e| {
                         InstallError::Usage(format!("a CedarPolicy cannot be read: {e}"))
                     })?;
-                    // A policy Cedar refuses does not load, as on the cluster itself.
-                    if let Err(e) = store.apply_object(&policy) {
-                        say(&format!("warning: {e}"));
-                    }
+                    // A policy that does not load could be a forbid: the decision cannot
+                    // be taken without it, so nothing is taken down.
+                    store.apply_object(&policy).map_err(|e| {
+                        InstallError::Denied(format!(
+                            "DENIED: the cluster's CedarPolicy {}/{} does not load, so Unpivot and Decommission cannot be decided: {e}",
+                            o.metadata.namespace.as_deref().unwrap_or_default(),
+                            o.metadata.name.as_deref().unwrap_or_default()
+                        ))
+                    })?;
                 }
                 Kind::LatticeCluster if o.data["spec"]["parent"] == name.as_str() => count += 1,
                 k if k.is_workload() => count += 1,

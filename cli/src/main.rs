@@ -252,6 +252,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             let request = install::UninstallRequest {
                 kubeconfig,
+                context: cli.context,
                 bootstrap_kubeconfig,
                 timeout: std::time::Duration::from_secs(timeout_seconds),
             };

@@ -566,10 +566,25 @@ impl PivotTarget {
     /// over. `Step::from_payload` has checked that they are this cluster's.
     async fn adopt(
         &self,
-        mut cluster: Value,
+        cluster: Value,
         infra: Option<Value>,
         endpoint: Option<&str>,
     ) -> Result<String, String> {
+        // Only what a handover carries is written: the name, labels and spec (no
+        // finalizers, owners or annotations of the sender's choosing).
+        let kept = |kind: Kind, o: &Value| {
+            json!({
+                "apiVersion": API_VERSION,
+                "kind": kind.name(),
+                "metadata": {
+                    "name": o["metadata"]["name"],
+                    "labels": o["metadata"]["labels"].as_object().cloned().unwrap_or_default(),
+                },
+                "spec": o["spec"],
+            })
+        };
+        let mut cluster = kept(Kind::LatticeCluster, &cluster);
+        let infra = infra.map(|i| kept(Kind::InfraProvider, &i));
         if name_of(&cluster) != self.cluster {
             return Err(format!(
                 "LatticeCluster {:?} is not this cluster ({:?})",
