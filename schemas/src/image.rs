@@ -147,6 +147,41 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// What verifying an image at its registry established: the fact `DeployImage` decides on.
+///
+/// Produced by `lattice-supply` (which talks to registries); read by the projection. It says
+/// only what was checked: a signature counts when it verified under a trusted key *and* its
+/// payload names exactly `digest`. Anything that went wrong is in `error`, and then
+/// `signers` is empty: an unreachable registry never reads as "signed".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// The digest the reference resolved to at the registry (`sha256:…`), or empty when it
+    /// could not be resolved.
+    pub digest: String,
+    /// Names of the trusted keys (as the TrustPolicy names them) whose signatures verified.
+    pub signers: std::collections::BTreeSet<String>,
+    /// Why verification did not complete (registry unreachable, no signature, a signature
+    /// naming another digest, …), or empty. Policies may read it.
+    pub error: String,
+}
+
+impl Verification {
+    /// A verification that failed for `reason`: unsigned, with the reason kept.
+    pub fn failed(digest: impl Into<String>, reason: impl Into<String>) -> Verification {
+        Verification {
+            digest: digest.into(),
+            signers: Default::default(),
+            error: reason.into(),
+        }
+    }
+
+    /// Whether a trusted key's signature verified.
+    pub fn signed(&self) -> bool {
+        !self.signers.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

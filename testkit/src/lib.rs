@@ -54,6 +54,7 @@ pub fn reference_dir() -> Option<PathBuf> {
     None
 }
 
+pub mod oci;
 pub mod schemas;
 pub mod testenv;
 

@@ -1,0 +1,128 @@
+//! Real OCI peers for tests: the CNCF distribution registry and the cosign CLI, built from
+//! their Go modules by `tools/oci/build`. [`Registry::start`] serves one on loopback over
+//! TLS, with a CA made for it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding `registry` and `cosign`: `LATTICE_OCI_BIN`, else built (or found
+/// fresh) by `tools/oci/build`, which needs Go.
+pub fn bin_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("LATTICE_OCI_BIN") {
+        return PathBuf::from(p);
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new(crate::workspace_root().join("tools/oci/build"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run tools/oci/build (needs Go)");
+            assert!(out.status.success(), "tools/oci/build failed");
+            let text = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(text.lines().last().expect("build prints the path").trim())
+        })
+        .clone()
+}
+
+/// A running registry. Stopped (killed) on drop.
+pub struct Registry {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`, as image references name it.
+    pub host: String,
+    /// The CA (PEM) its certificate chains to.
+    pub ca_pem: String,
+    /// Where the CA is written, for `SSL_CERT_FILE`.
+    pub ca_file: PathBuf,
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// Starts a registry storing under `dir`, serving TLS on a free loopback port.
+    pub fn start(dir: &Path) -> Registry {
+        let port = crate::free_port();
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "lattice test registry CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("server");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        std::fs::create_dir_all(dir).expect("registry dir");
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("write CA");
+        std::fs::write(dir.join("server.pem"), cert.pem()).expect("write cert");
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write key");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {dir}/server.pem\n    key: {dir}/server.key\n",
+            root = dir.join("data").display(),
+            dir = dir.display(),
+        );
+        std::fs::write(dir.join("config.yml"), config).expect("write config");
+        let mut r = Registry {
+            child: None,
+            host: format!("127.0.0.1:{port}"),
+            ca_pem: ca.pem(),
+            ca_file,
+            dir: dir.to_owned(),
+        };
+        r.restart();
+        r
+    }
+
+    /// Starts it again (after [`Registry::stop`]) on the same port and storage.
+    pub fn restart(&mut self) {
+        let log = std::fs::File::create(self.dir.join("registry.log")).expect("log");
+        let child = Command::new(bin_dir().join("registry"))
+            .arg("serve")
+            .arg(self.dir.join("config.yml"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the registry (tools/oci/build)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&self.host).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it (the port refuses connections until [`Registry::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A `cosign` command that trusts this registry's CA, with an empty key password.
+    pub fn cosign(&self, cwd: &Path) -> Command {
+        let mut c = Command::new(bin_dir().join("cosign"));
+        c.current_dir(cwd)
+            .env("SSL_CERT_FILE", &self.ca_file)
+            .env("COSIGN_PASSWORD", "")
+            .env("COSIGN_YES", "true")
+            // Nothing here may reach the public Sigstore services.
+            .env("TUF_ROOT", cwd.join("tuf"))
+            .env("SIGSTORE_NO_CACHE", "true");
+        c
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
