@@ -568,7 +568,8 @@ fn files_are_never_dropped_silently() {
     assert!(compile(&source).unwrap_err().to_string().contains("source"));
 }
 
-/// The example world under its real rule packs and CedarPolicy objects.
+/// The example world under its real rule packs and CedarPolicy objects, its images
+/// verified against the OCI layout it carries.
 fn real() -> (World, Snapshot) {
     let w = World::load(&[root().join("examples/world")]).unwrap();
     let mut store = PolicyStore::load_packs(&root().join("policies")).unwrap();
@@ -577,7 +578,13 @@ fn real() -> (World, Snapshot) {
             store.apply_object(p).unwrap();
         }
     }
-    let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
+    let layout =
+        lattice_supply::layout::Layout::open(&root().join("examples/world/images")).unwrap();
+    let live = lattice_engine::project::LiveFacts {
+        images: lattice_supply::facts_of(&w, lattice_supply::Source::Layout(layout)),
+        ..Default::default()
+    };
+    let s = Snapshot::build(&w, &Projection::with_live(&w, live), &store).unwrap();
     (w, s)
 }
 

@@ -131,6 +131,20 @@ struct RunArgs {
     /// The cvc5 to prove with (default: $CVC5, else cvc5 on PATH).
     #[arg(long, requires = "prove_policy_changes")]
     solver: Option<PathBuf>,
+    /// Verify images against this OCI image layout (an `oci-layout` directory: a mirror for
+    /// an air-gapped cluster) instead of their registries.
+    #[arg(long = "images", value_name = "DIR")]
+    image_layout: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for registries besides the system's roots.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+    /// A registry (`host:port`) to reach over plain HTTP (development registries only).
+    #[arg(long = "plain-http", value_name = "HOST")]
+    plain_http: Vec<String>,
+    /// Seconds a verification holds: then every image is resolved and verified again (a tag
+    /// moved to an unsigned digest is revoked).
+    #[arg(long, default_value_t = 300)]
+    image_verify_seconds: u64,
     /// Serve the cell, the end of the tunnel this cluster's children dial, here (this
     /// cluster is a parent). With --cluster-name and --cell-address.
     #[arg(long, requires_all = ["cluster_name", "cell_address"])]
@@ -506,6 +520,26 @@ fn run_operator(args: RunArgs) -> ExitCode {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
+    let images = match &args.image_layout {
+        Some(dir) => operator::ImageSource::Layout(dir.clone()),
+        None => {
+            let mut ca_pem = Vec::new();
+            for f in &args.registry_ca {
+                match std::fs::read(f) {
+                    Ok(pem) => ca_pem.push(pem),
+                    Err(e) => {
+                        eprintln!("error: cannot read the registry CA {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            operator::ImageSource::Registries(lattice_supply::RegistryOptions {
+                ca_pem,
+                plain_http: args.plain_http.clone(),
+                ..lattice_supply::RegistryOptions::default()
+            })
+        }
+    };
     let options = operator::Options {
         policies: args.policies.clone(),
         lease_namespace: args.lease_namespace.clone(),
@@ -518,6 +552,8 @@ fn run_operator(args: RunArgs) -> ExitCode {
         admission: admission.clone(),
         metrics_addr: args.metrics_addr.0,
         own_cluster: args.cluster_name.clone(),
+        images,
+        image_ttl: Duration::from_secs(args.image_verify_seconds.max(1)),
         parent: args
             .cell_listen
             .map(|listen| lattice_controllers::fleet::parent::ParentOptions {

@@ -64,6 +64,17 @@ fn index_of(values: &[Value]) -> Index {
     index
 }
 
+/// Verifies the index's images against the example world's OCI layout, as the operator's
+/// images task does.
+fn verify_images(index: &mut Index) {
+    let layout = lattice_supply::layout::Layout::open(
+        &lattice_testkit::workspace_root().join("examples/world/images"),
+    )
+    .unwrap();
+    let facts = lattice_supply::facts_of(index.world(), lattice_supply::Source::Layout(layout));
+    index.set_images(facts);
+}
+
 fn shop() -> Vec<Value> {
     objects(&lattice_testkit::workspace_root().join("controllers/tests/data/shop.yaml"))
 }
@@ -79,14 +90,17 @@ fn owner(name: &str) -> Owner {
 #[test]
 fn every_kind_derived_from_the_example_world_has_an_apply_layer() {
     let dir = lattice_testkit::workspace_root().join("examples/world");
+    // Its manifests (beside them, `images/` holds its signed images).
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
     let values: Vec<Value> = files.iter().flat_map(|f| objects(f)).collect();
-    let index = index_of(&values);
+    let mut index = index_of(&values);
+    verify_images(&mut index);
     let decided = plan(index.clone()).unwrap();
     let mut kinds = std::collections::BTreeSet::new();
     for d in decided.workloads.values() {

@@ -531,10 +531,12 @@ fn a_volume_owner_that_stops_sharing_withdraws_its_consumers_access() {
 /// The example world, as an API server would return it (CedarPolicies stamped).
 fn example_world() -> Index {
     let dir = lattice_testkit::workspace_root().join("examples/world");
+    // Its manifests (beside them, `images/` holds its signed images).
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
     let packs =
@@ -557,6 +559,10 @@ fn example_world() -> Index {
             index.apply(&kind, &v).unwrap();
         }
     }
+    // Its images, verified against its OCI layout as the operator's images task does.
+    let layout = lattice_supply::layout::Layout::open(&dir.join("images")).unwrap();
+    let facts = lattice_supply::facts_of(index.world(), lattice_supply::Source::Layout(layout));
+    index.set_images(facts);
     index
 }
 

@@ -21,7 +21,7 @@ use cedar_policy::{
     Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression as Rx, Schema,
 };
 use lattice_schemas::crd::workload::{Container, Direction, Resource, WorkloadBody};
-use lattice_schemas::image::ImageRef;
+use lattice_schemas::image::{ImageRef, Verification};
 use lattice_schemas::manifest::Object;
 use rayon::prelude::*;
 use serde_json::Value;
@@ -285,14 +285,77 @@ impl Approvals {
     }
 }
 
-/// What only a running cluster knows, projected as facts: the operator observes it, the
-/// CLI has none (and so decides on the decisions alone).
+/// What is observed outside the manifests, projected as facts: what the running cluster
+/// shows (the operator observes it; the CLI has none), and what verifying the images at
+/// their registries established (both verify, through `lattice-supply`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LiveFacts {
     /// Namespaces whose default-deny baseline should hold but some of whose baseline
     /// objects are not on the cluster: they are not `defaultDeny`, and their workloads
     /// are not `strictMtls`.
     pub baseline_missing: BTreeSet<String>,
+    /// The images' verifications.
+    pub images: ImageFacts,
+}
+
+/// What verifying the world's images established: the only source of `Image.signed`,
+/// `Image.signers` and `Image.resolvedDigest`. An image with no result is not signed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// What the images were verified against, for people (`the images' registries`, an
+    /// OCI layout), or `None` when nothing was verified (offline).
+    pub source: Option<String>,
+    /// Normalized image reference → its verification.
+    pub results: Arc<BTreeMap<String, Verification>>,
+}
+
+impl ImageFacts {
+    /// Verifications a test states (a policy test file's `images:`, a decision case's):
+    /// normalized reference → `{digest, signers, error}`, as `lattice-supply` reports them.
+    /// The engine does no I/O, so a test of decisions says what verification found.
+    pub fn stated(
+        images: &serde_json::Map<String, Value>,
+        origin: &str,
+    ) -> Result<ImageFacts, String> {
+        let mut results = BTreeMap::new();
+        for (image, v) in images {
+            let v: Verification =
+                serde_json::from_value(v.clone()).map_err(|e| format!("images.{image}: {e}"))?;
+            results.insert(image_uid_text(image), v);
+        }
+        Ok(ImageFacts {
+            source: Some(format!("the verifications {origin} states")),
+            results: Arc::new(results),
+        })
+    }
+}
+
+/// Every image reference the world's workloads and pods use, normalized as the `Image`
+/// entities name them: what is to be verified before the world is projected.
+pub fn image_references(world: &World) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (_, object) in world.objects() {
+        for (_, body, _) in workload_bodies(object) {
+            for set in [&body.containers, &body.sidecars] {
+                for c in set.values() {
+                    out.insert(image_uid_text(&c.image));
+                }
+            }
+        }
+        if let Object::Core(o) = object
+            && o.kind.carries_pod()
+        {
+            let ns = object.namespace().unwrap_or("default");
+            if let Ok(Some(pod)) = crate::pod::project(o.kind.name(), &o.value, ns) {
+                out.extend(
+                    pod.images
+                        .into_iter()
+                        .filter(|i| ImageRef::parse(i).is_ok()),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Facts that cross objects, read from the World.
@@ -306,16 +369,14 @@ struct Facts {
     /// Namespaces whose opt-out was approved (empty in the projection before approvals).
     opted_out: BTreeSet<String>,
     live: LiveFacts,
-    /// Normalized image → names of keys whose signatures verified.
-    signers: HashMap<String, BTreeSet<String>>,
-    /// TrustPolicy registries: (prefix, signature required).
-    registries: Vec<(String, bool)>,
+    /// TrustPolicy registries: prefix, whether a signature is required, the names of its
+    /// keys (a verification counts only by these).
+    registries: Vec<(String, bool, BTreeSet<String>)>,
 }
 
 impl Facts {
     fn of(world: &World) -> Facts {
         let mut pod_security = HashMap::new();
-        let mut signers: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut registries = Vec::new();
         let mut root = None;
         let mut labelled: HashMap<String, Option<String>> = HashMap::new();
@@ -331,23 +392,14 @@ impl Facts {
                     labelled.insert(o.name().to_owned(), level);
                 }
                 Object::TrustPolicy(t) => {
+                    // `verified` is deprecated and ignored: signatures are verified at the
+                    // registry, never declared.
                     for r in &t.spec.registries {
-                        let prefix = r.prefix.trim_end_matches('/').to_owned();
-                        registries.push((prefix.clone(), r.require_signature.unwrap_or(true)));
-                        // A verification counts only under its registry and by its keys.
-                        let keys: BTreeSet<&str> = r.keys.iter().map(|k| k.name.as_str()).collect();
-                        for v in &r.verified {
-                            if let Ok(img) = ImageRef::parse(&v.image)
-                                && under_prefix(&img, &prefix)
-                            {
-                                signers.entry(img.to_string()).or_default().extend(
-                                    v.signers
-                                        .iter()
-                                        .filter(|s| keys.contains(s.as_str()))
-                                        .cloned(),
-                                );
-                            }
-                        }
+                        registries.push((
+                            r.prefix.trim_end_matches('/').to_owned(),
+                            r.require_signature.unwrap_or(true),
+                            r.keys.iter().map(|k| k.name.clone()).collect(),
+                        ));
                     }
                 }
                 Object::Cluster(c) if c.spec.parent.is_none() && root.is_none() => {
@@ -374,7 +426,6 @@ impl Facts {
             pod_security,
             opted_out: BTreeSet::new(),
             live: LiveFacts::default(),
-            signers,
             registries,
         }
     }
@@ -385,14 +436,14 @@ impl Facts {
         !self.opted_out.contains(ns) && !self.live.baseline_missing.contains(ns)
     }
 
-    /// Whether `img` is under a TrustPolicy registry, and if so whether that registry (the
-    /// longest matching prefix) requires a signature.
-    fn registry_of(&self, img: &ImageRef) -> Option<bool> {
+    /// The TrustPolicy registry that governs `img` (the longest matching prefix), if any:
+    /// whether it requires a signature, and its keys' names.
+    fn registry_of(&self, img: &ImageRef) -> Option<(bool, &BTreeSet<String>)> {
         self.registries
             .iter()
-            .filter(|(prefix, _)| under_prefix(img, prefix))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(_, required)| *required)
+            .filter(|(prefix, _, _)| under_prefix(img, prefix))
+            .max_by_key(|(prefix, _, _)| prefix.len())
+            .map(|(_, required, keys)| (*required, keys))
     }
 
     fn pod_security(&self, ns: &str) -> String {
@@ -1083,8 +1134,31 @@ fn cluster_default(facts: &Facts) -> Result<Entity, String> {
 fn image_entity(reference: &str, facts: &Facts) -> Result<Entity, String> {
     let img = ImageRef::parse(reference)
         .map_err(|e| format!("the image reference `{reference}` cannot be read: {e}"))?;
-    let signers = facts.signers.get(reference).cloned().unwrap_or_default();
     let registry = facts.registry_of(&img);
+    let verification = facts.live.images.results.get(reference);
+    // A verification counts only by the governing registry's keys as they are now: one
+    // taken under other TrustPolicies is not carried over.
+    let (signers, error): (BTreeSet<String>, String) = match (registry, verification) {
+        (None, _) => (
+            BTreeSet::new(),
+            "no TrustPolicy registry covers this image".to_owned(),
+        ),
+        (Some((_, keys)), Some(v)) => (
+            v.signers.intersection(keys).cloned().collect(),
+            v.error.clone(),
+        ),
+        (Some(_), None) => (
+            BTreeSet::new(),
+            match &facts.live.images.source {
+                None => "not verified: offline, no registry was asked".to_owned(),
+                Some(source) => format!("not verified against {source}"),
+            },
+        ),
+    };
+    let resolved = match verification {
+        Some(v) if !v.digest.is_empty() => v.digest.as_str(),
+        _ => img.digest.as_str(),
+    };
     entity(
         uid("Image", reference),
         vec![
@@ -1092,10 +1166,15 @@ fn image_entity(reference: &str, facts: &Facts) -> Result<Entity, String> {
             ("repository", s(&img.repository)),
             ("tag", s(&img.tag)),
             ("digest", s(&img.digest)),
+            ("resolvedDigest", s(resolved)),
             ("signed", Rx::new_bool(!signers.is_empty())),
             ("trustedRegistry", Rx::new_bool(registry.is_some())),
-            ("signatureRequired", Rx::new_bool(registry.unwrap_or(true))),
+            (
+                "signatureRequired",
+                Rx::new_bool(registry.is_none_or(|(required, _)| required)),
+            ),
             ("signers", Rx::new_set(signers.iter().map(|x| s(x)))),
+            ("verifyError", s(&error)),
         ],
         [],
     )

@@ -815,8 +815,8 @@ fn close(
     Ok(out)
 }
 
-/// What a snapshot's digest covers: the schema, the world, the policies, and what a
-/// running cluster observed.
+/// What a snapshot's digest covers: the schema, the world, the policies, what a running
+/// cluster observed, and what verifying the images established.
 fn snapshot_digest(
     world_digest: &[u8; 32],
     store: &PolicyStore,
@@ -832,6 +832,22 @@ fn snapshot_digest(
         h.update(b"baseline-missing:");
         h.update(ns.as_bytes());
         h.update([0]);
+    }
+    if let Some(source) = &live.images.source {
+        h.update(b"images-verified-against:");
+        h.update(source.as_bytes());
+        h.update([0]);
+    }
+    for (image, v) in live.images.results.iter() {
+        h.update(b"image:");
+        for part in [image.as_str(), v.digest.as_str(), v.error.as_str()]
+            .into_iter()
+            .chain(v.signers.iter().map(String::as_str))
+        {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update([1]);
     }
     format!("sha256:{}", hex(&h.finalize()))
 }

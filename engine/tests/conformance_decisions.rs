@@ -1,5 +1,7 @@
 //! Decision conformance: each `conformance/decisions/*.yaml` names a world, rule packs and
-//! extra objects, and lists queries with the decision (and determining policies) expected.
+//! extra objects, the image verifications it assumes (what `lattice-supply` reports: the
+//! engine does no I/O, so its cases state them), and lists queries with the decision (and
+//! determining policies) expected.
 
 use std::path::{Path, PathBuf};
 
@@ -58,8 +60,17 @@ fn run_case(path: &Path) -> Result<usize, String> {
             store.apply_object(p).map_err(|e| e.to_string())?;
         }
     }
-    let snapshot =
-        Snapshot::build(&world, &Projection::of(&world), &store).map_err(|e| e.to_string())?;
+    let empty = serde_json::Map::new();
+    let stated = spec
+        .get("images")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let live = lattice_engine::project::LiveFacts {
+        images: lattice_engine::project::ImageFacts::stated(stated, &path.display().to_string())?,
+        ..Default::default()
+    };
+    let snapshot = Snapshot::build(&world, &Projection::with_live(&world, live), &store)
+        .map_err(|e| e.to_string())?;
     let mut failures = Vec::new();
     let cases = list("cases");
     for c in &cases {

@@ -2,12 +2,14 @@
 //! default-deny baseline, a baseline missing from the cluster, and an entity that cannot be
 //! built. Each of these once opened something by default.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cedar_policy::EntityUid;
-use lattice_engine::project::LiveFacts;
+use lattice_engine::project::{ImageFacts, LiveFacts};
 use lattice_engine::{PolicyStore, Projection, Query, Snapshot, World, action, uid};
+use lattice_schemas::image::Verification;
 use lattice_schemas::manifest::Object;
 
 fn root() -> PathBuf {
@@ -239,6 +241,7 @@ fn a_baseline_missing_from_the_cluster_is_not_default_deny() {
     let decided = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
     let live = LiveFacts {
         baseline_missing: BTreeSet::from(["team".to_owned()]),
+        ..LiveFacts::default()
     };
     let observed = Snapshot::build(&w, &Projection::with_live(&w, live), &store).unwrap();
     assert_eq!(
@@ -291,4 +294,103 @@ fn an_entity_that_cannot_be_built_is_an_error_naming_its_object() {
     let projection = Projection::of(&broken);
     let err = projection.entities_of(service).unwrap_err().to_string();
     assert!(err.contains("LatticeService team/web"), "{err}");
+}
+
+#[test]
+fn an_image_is_signed_only_by_a_verification_under_its_registrys_keys() {
+    // A TrustPolicy whose `verified` list declares the image signed: ignored.
+    let w = world(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team}}\n---
+apiVersion: lattice.dev/v1alpha1
+kind: TrustPolicy
+metadata: {{name: trust}}
+spec:
+  registries:
+    - prefix: ghcr.io/acme
+      requireSignature: true
+      keys:
+        - name: release
+          publicKey: unused here
+      verified:
+        - image: ghcr.io/acme/web:1.0
+          signers: [release]
+{SERVICE}"
+    ));
+    let store = store(&w);
+    let image = uid("Image", "ghcr.io/acme/web:1.0");
+    let deploy = |s: &Snapshot| {
+        let context = lattice_engine::context_from_json(&serde_json::json!({
+            "raisedBy": "main", "workloadKind": "service", "sidecar": false
+        }))
+        .unwrap();
+        s.decide(
+            &Query::new(
+                uid("Service", "team/web"),
+                action("DeployImage"),
+                image.clone(),
+            )
+            .with_context(context),
+        )
+        .unwrap()
+        .allowed
+    };
+    let with = |facts: ImageFacts| {
+        let live = LiveFacts {
+            images: facts,
+            ..LiveFacts::default()
+        };
+        Snapshot::build(&w, &Projection::with_live(&w, live), &store).unwrap()
+    };
+    let results = |v: Verification| ImageFacts {
+        source: Some("a registry".into()),
+        results: Arc::new(BTreeMap::from([("ghcr.io/acme/web:1.0".to_owned(), v)])),
+    };
+    let digest = "sha256:0bfc567d40eb049300c9ed13dfac942dfe5f3eff852453de9900520a79dd4ad0";
+
+    // Offline: nothing verified, so not signed, and the entity says why.
+    let offline = with(ImageFacts::default());
+    assert_eq!(attr(&offline, &image, "signed"), "false");
+    assert!(attr(&offline, &image, "verifyError").contains("offline"));
+    assert!(!deploy(&offline), "a declared verification grants nothing");
+
+    // Verified under the registry's key: signed, with the digest it resolved to.
+    let signed = with(results(Verification {
+        digest: digest.into(),
+        signers: BTreeSet::from(["release".to_owned()]),
+        error: String::new(),
+    }));
+    assert_eq!(attr(&signed, &image, "signed"), "true");
+    assert_eq!(
+        attr(&signed, &image, "resolvedDigest"),
+        format!("\"{digest}\"")
+    );
+    assert_eq!(
+        attr(&signed, &image, "digest"),
+        "\"\"",
+        "the reference names none"
+    );
+    assert!(deploy(&signed));
+    assert_ne!(
+        offline.digest(),
+        signed.digest(),
+        "the snapshot digest covers them"
+    );
+
+    // A signer the registry does not list counts for nothing.
+    let stranger = with(results(Verification {
+        digest: digest.into(),
+        signers: BTreeSet::from(["someone-else".to_owned()]),
+        error: String::new(),
+    }));
+    assert_eq!(attr(&stranger, &image, "signed"), "false");
+    assert!(!deploy(&stranger));
+
+    // A registry that did not answer: not signed, and the reason reaches policies.
+    let down = with(results(Verification::failed(
+        "",
+        "the registry of ghcr.io/acme/web:1.0 cannot be reached: connection refused",
+    )));
+    assert_eq!(attr(&down, &image, "signed"), "false");
+    assert!(attr(&down, &image, "verifyError").contains("cannot be reached"));
+    assert!(!deploy(&down));
 }

@@ -1,9 +1,13 @@
 //! Loading a world and its policies for the query commands, with diagnostics on failure.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use lattice_engine::load::LoadFailure;
+use lattice_engine::project::{ImageFacts, LiveFacts};
 use lattice_engine::{PolicyStore, Projection, Snapshot, World};
+use lattice_supply::layout::Layout;
+use lattice_supply::{RegistryOptions, Source};
 
 use serde_json::{Value, json};
 
@@ -84,7 +88,7 @@ pub fn load(world: &[PathBuf], policies: Option<&Path>) -> Option<Loaded> {
 /// Loads as [`load`] does; on any problem, the rendered diagnostics. Nothing is half loaded.
 pub fn try_load(world_paths: &[PathBuf], policies: Option<&Path>) -> Result<Loaded, String> {
     let (world, store) = world_and_store(world_paths, policies)?;
-    let projection = Projection::of(&world);
+    let projection = project(&world, world_paths)?;
     let snapshot =
         Snapshot::build(&world, &projection, &store).map_err(|e| format!("error: {e}\n"))?;
     let packs = PacksInForce::of(&store, policies);
@@ -104,7 +108,7 @@ pub fn load_once(
     policies: Option<&Path>,
 ) -> Option<(World, PolicyStore, Snapshot)> {
     let loaded = world_and_store(world_paths, policies).and_then(|(world, store)| {
-        let projection = Projection::of(&world);
+        let projection = project(&world, world_paths)?;
         let snapshot = Snapshot::build_consuming(&world, projection, &store)
             .map_err(|e| format!("error: {e}\n"))?;
         Ok((world, store, snapshot))
@@ -155,4 +159,70 @@ fn world_and_store(
         Err(LoadFailure::NoPacks(why)) => return Err(format!("error: {why}\n")),
     };
     Ok((world, store))
+}
+
+/// How the images of a world are verified: the global `--offline`, `--images`,
+/// `--registry-ca` and `--plain-http` flags.
+#[derive(Clone, Debug, Default)]
+pub struct ImageOptions {
+    /// Verify nothing: every image under a TrustPolicy registry reads as unsigned.
+    pub offline: bool,
+    /// An OCI image layout to verify against instead of the registries.
+    pub layout: Option<PathBuf>,
+    /// CA certificates (PEM files) trusted for registries besides the system's.
+    pub ca_files: Vec<PathBuf>,
+    /// Registries (`host:port`) spoken to over plain HTTP.
+    pub plain_http: Vec<String>,
+}
+
+static IMAGE_OPTIONS: OnceLock<ImageOptions> = OnceLock::new();
+
+/// Sets how images are verified, once, before anything is loaded.
+pub fn set_image_options(options: ImageOptions) {
+    let _ = IMAGE_OPTIONS.set(options);
+}
+
+/// Projects `world` with its images verified as [`ImageOptions`] say: against `--images`,
+/// else the layout the world carries (`images/`), else the registries; nothing with
+/// `--offline`. Only images under a TrustPolicy registry are verified. A layout or CA
+/// that cannot be read is an error (nothing is decided on a half-read trust source).
+pub fn project(world: &World, world_paths: &[PathBuf]) -> Result<Projection, String> {
+    let images = image_facts(world, world_paths)?;
+    Ok(Projection::with_live(
+        world,
+        LiveFacts {
+            images,
+            ..LiveFacts::default()
+        },
+    ))
+}
+
+fn image_facts(world: &World, world_paths: &[PathBuf]) -> Result<ImageFacts, String> {
+    let options = IMAGE_OPTIONS.get().cloned().unwrap_or_default();
+    if options.offline {
+        return Ok(ImageFacts::default());
+    }
+    let source = match options
+        .layout
+        .or_else(|| lattice_supply::layout::beside(world_paths))
+    {
+        Some(dir) => Source::Layout(
+            Layout::open(&dir)
+                .map_err(|e| format!("error: the OCI image layout cannot be read: {e}\n"))?,
+        ),
+        None => {
+            let mut ca_pem = Vec::new();
+            for f in &options.ca_files {
+                ca_pem.push(std::fs::read(f).map_err(|e| {
+                    format!("error: cannot read the registry CA {}: {e}\n", f.display())
+                })?);
+            }
+            Source::registries(&RegistryOptions {
+                ca_pem,
+                plain_http: options.plain_http.clone(),
+                ..RegistryOptions::default()
+            })
+        }
+    };
+    Ok(lattice_supply::facts_of(world, source))
 }

@@ -4,6 +4,7 @@ mod admit;
 mod cluster;
 mod commands;
 mod compliance;
+mod images;
 mod loading;
 mod mesh;
 mod migrate;
@@ -42,6 +43,35 @@ pub const EXIT_USAGE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    images: ImageArgs,
+}
+
+/// How images are verified before anything is decided (every command that loads a world).
+/// Images under a TrustPolicy registry are resolved to digests and their cosign signatures
+/// checked under the policy's keys: against `--images`, else the OCI image layout a world
+/// directory carries in `images/`, else the registries themselves.
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// Verify no image: every image under a TrustPolicy registry reads as unsigned, and its
+    /// `verifyError` says it was not verified.
+    #[arg(long, global = true)]
+    offline: bool,
+    /// Verify against this OCI image layout (an `oci-layout` directory) instead of the
+    /// registries, with no network.
+    #[arg(
+        long = "images",
+        global = true,
+        value_name = "DIR",
+        conflicts_with = "offline"
+    )]
+    layout: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for registries besides the system's roots.
+    #[arg(long = "registry-ca", global = true, value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+    /// A registry (`host:port`) to reach over plain HTTP (development registries only).
+    #[arg(long = "plain-http", global = true, value_name = "HOST")]
+    plain_http: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +152,17 @@ enum Command {
         policies: Option<PathBuf>,
         /// Only edges with an end in this namespace.
         namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
+        output: output::Format,
+    },
+    /// What verifying the world's images established: for each image under a TrustPolicy
+    /// registry with keys, the digest it resolved to, the keys whose cosign signatures
+    /// verified, or why it is not signed. Exit 1 when an image that requires a signature
+    /// is not signed.
+    Images {
+        /// The world: directories or files of manifests.
+        #[arg(default_value = "examples/world")]
+        paths: Vec<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = output::Format::Human)]
         output: output::Format,
     },
@@ -244,6 +285,12 @@ fn main() -> ExitCode {
         .stack_size(lattice_schemas::cedar::DECIDE_STACK)
         .build_global();
     let cli = Cli::parse();
+    loading::set_image_options(loading::ImageOptions {
+        offline: cli.images.offline,
+        layout: cli.images.layout,
+        ca_files: cli.images.registry_ca,
+        plain_http: cli.images.plain_http,
+    });
     let code = match cli.command {
         Command::Plan {
             paths,
@@ -270,6 +317,7 @@ fn main() -> ExitCode {
             (None, Some(ns)) => render::namespace(&ns, &world, policies.as_deref(), output),
             (None, None) => EXIT_USAGE,
         },
+        Command::Images { paths, output } => images::run(&paths, output),
         Command::Mesh {
             world,
             policies,

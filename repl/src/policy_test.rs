@@ -115,8 +115,19 @@ fn run_file(path: &Path) -> Result<Vec<Outcome>, String> {
             store.apply_object(p).map_err(|e| e.to_string())?;
         }
     }
-    let snapshot =
-        Snapshot::build(&world, &Projection::of(&world), &store).map_err(|e| e.to_string())?;
+    // The image verifications the file assumes (the engine does no I/O): without any, no
+    // image is signed.
+    let empty = serde_json::Map::new();
+    let stated = spec
+        .get("images")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let live = lattice_engine::project::LiveFacts {
+        images: lattice_engine::project::ImageFacts::stated(stated, &path.display().to_string())?,
+        ..Default::default()
+    };
+    let snapshot = Snapshot::build(&world, &Projection::with_live(&world, live), &store)
+        .map_err(|e| e.to_string())?;
     let cases = list("cases")?;
     if cases.is_empty() {
         return Err("no `cases`".into());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lattice_clusters::{BootstrapEndpoint, ProvisionOptions, provision};
 use lattice_compiler::{CompileError, Derived, derive};
-use lattice_engine::{Projection, Snapshot};
+use lattice_engine::Snapshot;
 use lattice_gates::MeshPlan;
 use lattice_gates::lifecycle::{self, Lifecycle, LifecycleFacts};
 use lattice_schemas::crd::cluster::LatticeCluster;
@@ -71,14 +71,20 @@ pub fn run(
     };
     // The workload joins the world it is rendered in (replacing its older version).
     loaded.world.upsert(manifest.object.clone());
-    let snapshot =
-        match Snapshot::build(&loaded.world, &Projection::of(&loaded.world), &loaded.store) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        };
+    let projection = match crate::loading::project(&loaded.world, world) {
+        Ok(p) => p,
+        Err(e) => {
+            eprint!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let snapshot = match Snapshot::build(&loaded.world, &projection, &loaded.store) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let plan = MeshPlan::plan(&snapshot, &loaded.world);
     match derive(&snapshot, &loaded.world, &plan, &manifest.object) {
         Ok(Derived { objects, warnings }) => {

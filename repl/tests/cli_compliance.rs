@@ -41,6 +41,9 @@ fn a_scan_of_a_compliant_world_exits_zero_and_a_failing_one_exits_one() {
         "scan",
         "--world",
         "conformance/compliance/compliant",
+        // Its images are signed in the example world's OCI layout.
+        "--images",
+        "examples/world/images",
         "--at",
         "2026-11-21T12:00:00Z",
         "-o",
@@ -373,6 +376,9 @@ fn a_baseline_scan_lists_the_whole_baseline_and_only_with_nist() {
         "scan",
         "--world",
         "conformance/compliance/compliant",
+        // Its images are signed in the example world's OCI layout.
+        "--images",
+        "examples/world/images",
         "--framework",
         "nist-800-53",
         "--baseline",
@@ -403,6 +409,9 @@ fn a_baseline_scan_lists_the_whole_baseline_and_only_with_nist() {
         "scan",
         "--world",
         "conformance/compliance/compliant",
+        // Its images are signed in the example world's OCI layout.
+        "--images",
+        "examples/world/images",
         "--profile",
         profile.to_str().unwrap(),
         "--at",

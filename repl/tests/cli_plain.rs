@@ -177,7 +177,7 @@ fn policy_test_files_pass_fail_readably_and_write_junit() {
         String::from_utf8_lossy(&o.stdout)
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert_eq!(xml.matches("<testcase ").count(), 28);
+    assert_eq!(xml.matches("<testcase ").count(), 29);
     assert!(!xml.contains("<failure"));
     // A wrong expectation fails with what differed; paths resolve from the file's directory.
     std::fs::write(

@@ -2,7 +2,7 @@
 //! what-if, and hot reload of an edited world, including an invalid edit that must not
 //! replace the last good snapshot.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -91,13 +91,6 @@ impl Drop for Tmux {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 #[test]
 fn the_repl_answers_completes_explains_and_reloads_through_a_terminal() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -112,7 +105,7 @@ fn the_repl_answers_completes_explains_and_reloads_through_a_terminal() {
     let tmp = std::env::temp_dir().join(format!("lattice-repl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let world = tmp.join("world");
-    copy_dir(&workspace().join("examples/world"), &world);
+    lattice_testkit::copy_dir(&workspace().join("examples/world"), &world);
     let t = Tmux {
         name: format!("lattice-repl-{}", std::process::id()),
     };

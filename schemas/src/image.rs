@@ -154,7 +154,7 @@ impl fmt::Display for ImageRef {
 /// payload names exactly `digest`. Anything that went wrong is in `error`, and then
 /// `signers` is empty: an unreachable registry never reads as "signed".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Verification {
     /// The digest the reference resolved to at the registry (`sha256:…`), or empty when it
     /// could not be resolved.

@@ -12,8 +12,11 @@
 
 pub mod cosign;
 pub mod keys;
+pub mod layout;
 pub mod registry;
+pub mod source;
 pub mod verify;
 
 pub use registry::{Credentials, RegistryError, RegistryOptions};
-pub use verify::{Trust, Verifier};
+pub use source::Source;
+pub use verify::{Trust, Verifier, facts_of, verify_blocking};

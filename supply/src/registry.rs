@@ -177,6 +177,17 @@ impl Registry {
     /// A payload blob of `image`'s repository: at most [`MAX_PAYLOAD_BYTES`], and exactly
     /// the bytes of `digest`.
     pub async fn payload(&self, image: &ImageRef, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        self.blob(image, digest, MAX_PAYLOAD_BYTES).await
+    }
+
+    /// A blob of `image`'s repository: at most `limit` bytes, and exactly the bytes of
+    /// `digest`.
+    pub async fn blob(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let shown = format!("{}@{digest}", image.name());
         let reference = Reference::with_digest(
             image.registry.clone(),
@@ -202,17 +213,17 @@ impl Registry {
                 reason: e.to_string(),
             })?;
             bytes.extend_from_slice(&chunk);
-            if bytes.len() as u64 > MAX_PAYLOAD_BYTES {
+            if bytes.len() as u64 > limit {
                 return Err(RegistryError::Invalid {
                     reference: shown,
-                    reason: format!("a signature payload over {MAX_PAYLOAD_BYTES} bytes"),
+                    reason: format!("a blob over {limit} bytes"),
                 });
             }
         }
         if sha256_of(&bytes) != digest.to_ascii_lowercase() {
             return Err(RegistryError::Invalid {
                 reference: shown,
-                reason: "the payload does not hash to its digest".into(),
+                reason: "the blob does not hash to its digest".into(),
             });
         }
         Ok(bytes)

@@ -17,7 +17,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cosign;
 use crate::keys::PublicKey;
-use crate::registry::{Registry, RegistryError, RegistryOptions};
+use crate::registry::RegistryError;
+use crate::source::Source;
 
 /// How many images are verified at once.
 const CONCURRENCY: usize = 32;
@@ -95,25 +96,29 @@ impl Trust {
 
 /// Verifies images at their registries, remembering conclusive results by digest.
 pub struct Verifier {
-    registry: Registry,
+    source: Source,
     ttl: Duration,
     /// (digest, key set) → when verified, and the outcome.
     cache: Mutex<HashMap<(String, String), (Instant, Verification)>>,
+    /// (reference, key set) → the last conclusive outcome, kept through a registry outage
+    /// for one more `ttl` (see [`Verifier::verify`]).
+    last: Mutex<HashMap<(String, String), (Instant, Verification)>>,
 }
 
 impl Verifier {
-    /// A verifier that reaches registries with `options` and trusts a result for `ttl`.
-    pub fn new(options: &RegistryOptions, ttl: Duration) -> Verifier {
+    /// A verifier that reads images from `source` and trusts a result for `ttl`.
+    pub fn new(source: Source, ttl: Duration) -> Verifier {
         Verifier {
-            registry: Registry::new(options),
+            source,
             ttl,
             cache: Mutex::new(HashMap::new()),
+            last: Mutex::new(HashMap::new()),
         }
     }
 
     /// Verifies each of `images` (as workloads write them), keyed by the normalized
-    /// reference, as the projection reads them. Images that no prefix governs are left out:
-    /// there is nothing to verify them with.
+    /// reference, as the projection reads them. Images that no prefix governs, or whose
+    /// prefix names no key, are left out: there is nothing to verify them with.
     pub async fn verify_all(
         &self,
         images: impl IntoIterator<Item = String>,
@@ -122,7 +127,11 @@ impl Verifier {
         let wanted: BTreeSet<String> = images
             .into_iter()
             .filter_map(|i| ImageRef::parse(&i).ok())
-            .filter(|i| trust.governing(i).is_some())
+            .filter(|i| {
+                trust
+                    .governing(i)
+                    .is_some_and(|p| !p.keys.is_empty() || !p.unusable.is_empty())
+            })
             .map(|i| i.to_string())
             .collect();
         futures_util::stream::iter(wanted)
@@ -135,7 +144,10 @@ impl Verifier {
             .await
     }
 
-    /// Verifies one image.
+    /// Verifies one image. When its registry cannot be reached, an image verified
+    /// conclusively by this verifier within the last two `ttl`s keeps that outcome (a
+    /// registry's blip does not revoke every workload); one never verified, or verified
+    /// longer ago, is not signed, with the registry's error.
     pub async fn verify(&self, image: &str, trust: &Trust) -> Verification {
         let img = match ImageRef::parse(image) {
             Ok(i) => i,
@@ -144,9 +156,20 @@ impl Verifier {
         let Some(prefix) = trust.governing(&img) else {
             return Verification::failed("", "no TrustPolicy registry covers this image");
         };
-        let digest = match self.registry.resolve(&img).await {
+        let remembered = (img.to_string(), prefix.fingerprint.clone());
+        let recall = |e: RegistryError| {
+            if matches!(e, RegistryError::Unreachable { .. })
+                && let Some((at, v)) = self.last.lock().expect("lock").get(&remembered)
+                && at.elapsed() < self.ttl * 2
+            {
+                tracing::warn!(image, error = %e, "registry unreachable; keeping the last verification");
+                return v.clone();
+            }
+            Verification::failed("", e.to_string())
+        };
+        let digest = match self.source.resolve(&img).await {
             Ok(d) => d,
-            Err(e) => return Verification::failed("", e.to_string()),
+            Err(e) => return recall(e),
         };
         let key = (digest.clone(), prefix.fingerprint.clone());
         if let Some((at, v)) = self.cache.lock().expect("cache lock").get(&key)
@@ -163,16 +186,26 @@ impl Verifier {
                     .lock()
                     .expect("cache lock")
                     .insert(key, (Instant::now(), v.clone()));
+                self.last
+                    .lock()
+                    .expect("lock")
+                    .insert(remembered, (Instant::now(), v.clone()));
                 v
             }
             // The registry failed us: asked again next time.
-            Err(e) => Verification::failed(digest, e.to_string()),
+            Err(e) => recall(e),
         }
+    }
+
+    /// Where images are read.
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     /// Forgets every cached result (the TrustPolicies changed, say).
     pub fn forget(&self) {
         self.cache.lock().expect("cache lock").clear();
+        self.last.lock().expect("lock").clear();
     }
 
     /// The cosign signatures of `digest` under `prefix`'s keys. `Err` only when the
@@ -187,7 +220,7 @@ impl Verifier {
             Ok(t) => t,
             Err(e) => return Ok(Verification::failed(digest, e.to_string())),
         };
-        let Some(manifest) = self.registry.manifest(img, &tag).await? else {
+        let Some(manifest) = self.source.manifest(img, &tag).await? else {
             return Ok(Verification::failed(
                 digest,
                 format!(
@@ -212,7 +245,7 @@ impl Verifier {
         let mut signers = BTreeSet::new();
         let mut reasons = BTreeSet::new();
         for layer in &layers {
-            let payload = match self.registry.payload(img, &layer.payload_digest).await {
+            let payload = match self.source.payload(img, &layer.payload_digest).await {
                 Ok(p) => p,
                 Err(e @ RegistryError::Unreachable { .. }) => return Err(e),
                 Err(e) => {
@@ -240,5 +273,66 @@ impl Verifier {
             signers,
             error: String::new(),
         })
+    }
+}
+
+/// Verifies `images` under the trust of `specs`, once, from `source`: what a command that
+/// loads a world does before it decides. Blocks the calling thread (the work runs on a
+/// thread and runtime of its own, so this may be called inside an async runtime or not).
+/// Returns what was verified against, for people, and the results.
+pub fn verify_blocking(
+    source: Source,
+    specs: &[TrustPolicySpec],
+    images: Vec<String>,
+) -> (String, BTreeMap<String, Verification>) {
+    let described = source.describe();
+    let trust = Trust::of(specs);
+    let verifier = Verifier::new(source, Duration::from_secs(300));
+    let results = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(verifier.verify_all(images, &trust)),
+                    // No runtime, no verification: every image stays unsigned, and says why.
+                    Err(e) => {
+                        let why = format!("not verified: cannot start the verifier: {e}");
+                        images
+                            .into_iter()
+                            .filter_map(|i| ImageRef::parse(&i).ok())
+                            .filter(|i| trust.governing(i).is_some())
+                            .map(|i| (i.to_string(), Verification::failed("", why.clone())))
+                            .collect()
+                    }
+                }
+            })
+            .join()
+            .unwrap_or_default()
+    });
+    (described, results)
+}
+
+/// Verifies every image `world` uses, under its TrustPolicies, once, from `source`
+/// (blocking, as [`verify_blocking`]): the image facts a world is projected with.
+pub fn facts_of(
+    world: &lattice_engine::World,
+    source: Source,
+) -> lattice_engine::project::ImageFacts {
+    let specs: Vec<TrustPolicySpec> = world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            lattice_schemas::manifest::Object::TrustPolicy(t) => Some(t.spec.clone()),
+            _ => None,
+        })
+        .collect();
+    let images = lattice_engine::project::image_references(world)
+        .into_iter()
+        .collect();
+    let (source, results) = verify_blocking(source, &specs, images);
+    lattice_engine::project::ImageFacts {
+        source: Some(source),
+        results: std::sync::Arc::new(results),
     }
 }

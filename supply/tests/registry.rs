@@ -1,77 +1,15 @@
 //! Verification against real peers: the CNCF distribution registry on loopback (TLS, its
 //! own CA) and images signed by the real `cosign` CLI with keys it generated.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use lattice_schemas::crd::trust_policy::{SigningKey, TrustPolicySpec, TrustedRegistry};
-use lattice_supply::{RegistryOptions, Trust, Verifier};
+use lattice_schemas::image::ImageRef;
+use lattice_supply::layout::{Layout, LayoutWriter, copy};
+use lattice_supply::{RegistryOptions, Source, Trust, Verifier};
 use lattice_testkit::oci::Registry;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, Config, ImageLayer};
-use oci_client::manifest::OciImageManifest;
+use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
-
-fn run(mut c: Command) -> String {
-    let out = c.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A test-side OCI client (pushing is not the product's business).
-fn pusher(registry: &Registry) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::new(ClientConfig {
-        extra_root_certificates: vec![Certificate {
-            encoding: CertificateEncoding::Pem,
-            data: registry.ca_pem.clone().into_bytes(),
-        }],
-        ..ClientConfig::default()
-    })
-}
-
-/// Pushes a one-layer image whose layer is `content` to `repo:tag`; returns its digest.
-async fn push(
-    client: &Client,
-    registry: &Registry,
-    repo: &str,
-    tag: &str,
-    content: &str,
-) -> String {
-    let reference = Reference::with_tag(registry.host.clone(), repo.into(), tag.into());
-    let layer = ImageLayer::oci_v1(content.as_bytes().to_vec(), None);
-    let config = Config::oci_v1(
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
-            .to_vec(),
-        None,
-    );
-    let manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, None);
-    client
-        .push(
-            &reference,
-            &[layer],
-            config,
-            &RegistryAuth::Anonymous,
-            Some(manifest),
-        )
-        .await
-        .expect("push");
-    client
-        .fetch_manifest_digest(&reference, &RegistryAuth::Anonymous)
-        .await
-        .expect("digest")
-}
-
-fn sign(registry: &Registry, dir: &Path, key: &str, image: &str) {
-    let mut c = registry.cosign(dir);
-    c.args(["sign", "--key", key, "--tlog-upload=false", "--yes", image]);
-    run(c);
-}
 
 fn trust(registry: &Registry, public_pem: &str) -> Trust {
     let spec = TrustPolicySpec {
@@ -95,39 +33,20 @@ async fn cosign_signatures_are_verified_against_trusted_keys_and_digests() {
     let dir = tmp.path();
     let mut registry = Registry::start(&dir.join("registry"));
     let host = registry.host.clone();
-    for prefix in ["release", "stranger"] {
-        let mut c = registry.cosign(dir);
-        c.args(["generate-key-pair", "--output-key-prefix", prefix]);
-        run(c);
-    }
-    let release_pub = std::fs::read_to_string(dir.join("release.pub")).unwrap();
-    let client = pusher(&registry);
+    let release_pub = registry.keygen(dir, "release");
+    registry.keygen(dir, "stranger");
+    let client = registry.client();
 
-    let signed = push(&client, &registry, "shop/api", "1.0", "api 1.0").await;
-    sign(
-        &registry,
-        dir,
-        "release.key",
-        &format!("{host}/shop/api@{signed}"),
-    );
-    push(&client, &registry, "shop/unsigned", "1.0", "unsigned").await;
-    let stranger = push(&client, &registry, "shop/stranger", "1.0", "stranger").await;
-    sign(
-        &registry,
-        dir,
-        "stranger.key",
-        &format!("{host}/shop/stranger@{stranger}"),
-    );
+    let signed = registry.push("shop/api", "1.0", "api 1.0").await;
+    registry.sign(dir, "release", &format!("{host}/shop/api@{signed}"));
+    registry.push("shop/unsigned", "1.0", "unsigned").await;
+    let stranger = registry.push("shop/stranger", "1.0", "stranger").await;
+    registry.sign(dir, "stranger", &format!("{host}/shop/stranger@{stranger}"));
     // A valid release signature, copied to name another image: its payload still names
     // the first digest.
-    let first = push(&client, &registry, "shop/copied", "1.0", "copied 1.0").await;
-    sign(
-        &registry,
-        dir,
-        "release.key",
-        &format!("{host}/shop/copied@{first}"),
-    );
-    let second = push(&client, &registry, "shop/copied", "2.0", "copied 2.0").await;
+    let first = registry.push("shop/copied", "1.0", "copied 1.0").await;
+    registry.sign(dir, "release", &format!("{host}/shop/copied@{first}"));
+    let second = registry.push("shop/copied", "2.0", "copied 2.0").await;
     let sig = |d: &str| format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
     let (sig_manifest, _) = client
         .pull_manifest_raw(
@@ -152,7 +71,7 @@ async fn cosign_signatures_are_verified_against_trusted_keys_and_digests() {
         ca_pem: vec![registry.ca_pem.clone().into_bytes()],
         ..RegistryOptions::default()
     };
-    let verifier = Verifier::new(&options, Duration::from_secs(300));
+    let verifier = Verifier::new(Source::registries(&options), Duration::from_secs(300));
     let trust = trust(&registry, &release_pub);
 
     // Signed by the release key: signed, with the digest the tag resolves to.
@@ -190,8 +109,80 @@ async fn cosign_signatures_are_verified_against_trusted_keys_and_digests() {
         .await;
     assert!(v.signed(), "{v:?}");
 
+    // The same images copied into an OCI image layout verify the same with no network.
+    let layout_dir = dir.join("layout");
+    let mut writer = LayoutWriter::create(&layout_dir).unwrap();
+    let reader = lattice_supply::registry::Registry::new(&options);
+    for image in [
+        "shop/api:1.0",
+        "shop/unsigned:1.0",
+        "shop/stranger:1.0",
+        "shop/copied:2.0",
+    ] {
+        let image = ImageRef::parse(&format!("{host}/{image}")).unwrap();
+        copy(&reader, &image, &image.name(), &mut writer, 1 << 20)
+            .await
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    let offline = Verifier::new(
+        Source::Layout(Layout::open(&layout_dir).unwrap()),
+        Duration::from_secs(300),
+    );
+    let v = offline
+        .verify(&format!("{host}/shop/api:1.0"), &trust)
+        .await;
+    assert_eq!(
+        (v.digest.as_str(), v.signed()),
+        (signed.as_str(), true),
+        "{v:?}"
+    );
+    for (image, reason) in [
+        ("shop/unsigned:1.0", "no cosign signature".to_owned()),
+        ("shop/stranger:1.0", "no trusted key".to_owned()),
+        (
+            "shop/copied:2.0",
+            format!("names digest {first}, not {second}"),
+        ),
+        ("shop/absent:1.0", "is not in the registry".to_owned()),
+    ] {
+        let v = offline.verify(&format!("{host}/{image}"), &trust).await;
+        assert!(!v.signed() && v.error.contains(&reason), "{image}: {v:?}");
+    }
+    // A layout whose blob was altered is refused, not believed.
+    let sig_manifest_digest = {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout_dir.join("index.json")).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| {
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    == format!("{host}/shop/api:{}", sig(&signed))
+            })
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let blob = layout_dir
+        .join("blobs/sha256")
+        .join(sig_manifest_digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&blob, bytes).unwrap();
+    let tampered = Verifier::new(
+        Source::Layout(Layout::open(&layout_dir).unwrap()),
+        Duration::from_secs(300),
+    );
+    let v = tampered
+        .verify(&format!("{host}/shop/api:1.0"), &trust)
+        .await;
+    assert!(!v.signed() && v.error.contains("does not hash"), "{v:?}");
+
     // A tag moved to an unsigned image: the new digest, not signed (revocation).
-    let moved = push(&client, &registry, "shop/api", "1.0", "api 1.0, rebuilt").await;
+    let moved = registry.push("shop/api", "1.0", "api 1.0, rebuilt").await;
     assert_ne!(moved, signed);
     let v = verifier
         .verify(&format!("{host}/shop/api:1.0"), &trust)

@@ -1,7 +1,7 @@
 //! What Lattice's test suites share: where the workspace is, and where the reference
 //! material of `../shared/reference/` is (DESIGN §8).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace root: the parent of the crate under test, as cargo names it when it runs a
 /// test or bench (every crate sits one level below the root). The path this crate was
@@ -76,6 +76,21 @@ pub fn free_port() -> u16 {
         let port = u16::try_from(LOW + (start + n) % SPAN).expect("below 32768");
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
+        }
+    }
+}
+
+/// Copies the directory `from` to `to`, recursively (a world with its `images/` layout).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for e in std::fs::read_dir(from)
+        .expect("read the directory")
+        .flatten()
+    {
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy a file");
         }
     }
 }

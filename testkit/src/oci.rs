@@ -121,6 +121,91 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// An OCI client (push is a test's business, not the product's) trusting this CA.
+    pub fn client(&self) -> oci_client::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        oci_client::Client::new(oci_client::client::ClientConfig {
+            extra_root_certificates: vec![oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: self.ca_pem.clone().into_bytes(),
+            }],
+            ..Default::default()
+        })
+    }
+
+    /// Pushes a one-layer image whose layer is `content` to `repository:tag`; returns the
+    /// digest the tag now names.
+    pub async fn push(&self, repository: &str, tag: &str, content: &str) -> String {
+        use oci_client::client::{Config, ImageLayer};
+        use oci_client::secrets::RegistryAuth;
+        let client = self.client();
+        let reference = oci_client::Reference::with_tag(
+            self.host.clone(),
+            repository.to_owned(),
+            tag.to_owned(),
+        );
+        let layer = ImageLayer::oci_v1(content.as_bytes().to_vec(), None);
+        let config = Config::oci_v1(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec(),
+            None,
+        );
+        let manifest = oci_client::manifest::OciImageManifest::build(
+            std::slice::from_ref(&layer),
+            &config,
+            None,
+        );
+        client
+            .push(
+                &reference,
+                &[layer],
+                config,
+                &RegistryAuth::Anonymous,
+                Some(manifest),
+            )
+            .await
+            .expect("push");
+        client
+            .fetch_manifest_digest(&reference, &RegistryAuth::Anonymous)
+            .await
+            .expect("digest")
+    }
+
+    /// Generates a cosign key pair `NAME.key` / `NAME.pub` in `dir` (empty password);
+    /// returns the public key (PEM).
+    pub fn keygen(&self, dir: &Path, name: &str) -> String {
+        let mut c = self.cosign(dir);
+        c.args(["generate-key-pair", "--output-key-prefix", name]);
+        run(c);
+        std::fs::read_to_string(dir.join(format!("{name}.pub"))).expect("public key")
+    }
+
+    /// Signs `image` (`host/repository@digest`) with `dir/NAME.key`, as `cosign sign` does,
+    /// with no transparency log.
+    pub fn sign(&self, dir: &Path, key: &str, image: &str) {
+        let mut c = self.cosign(dir);
+        c.args([
+            "sign",
+            "--key",
+            &format!("{key}.key"),
+            "--tlog-upload=false",
+            "--yes",
+            image,
+        ]);
+        run(c);
+    }
+}
+
+fn run(mut c: Command) {
+    let out = c.output().expect("run cosign");
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();

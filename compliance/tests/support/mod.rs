@@ -33,7 +33,14 @@ pub fn scan_world(world: &[PathBuf], at: &str) -> ScanReport {
 pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> ScanReport {
     let (world, store) = lattice_engine::load::load(world, Some(&root().join("policies")))
         .unwrap_or_else(|e| panic!("the world did not load: {e:?}"));
-    let projection = Projection::of(&world);
+    // The worlds' images are signed in the example world's OCI layout.
+    let layout = lattice_supply::layout::Layout::open(&root().join("examples/world/images"))
+        .expect("the example images");
+    let live = lattice_engine::project::LiveFacts {
+        images: lattice_supply::facts_of(&world, lattice_supply::Source::Layout(layout)),
+        ..Default::default()
+    };
+    let projection = Projection::with_live(&world, live);
     let snapshot = Snapshot::build(&world, &projection, &store).expect("snapshot");
     let options = ScanOptions {
         now: Some(at.parse().expect("an RFC 3339 time")),

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lattice_engine::project::ImageFacts;
 use lattice_engine::{ObjectKey, PolicyStore, World};
 
 use crate::webhook::stamp::{ANNOTATION as STAMP, AdmissionKey};
@@ -53,6 +54,10 @@ pub struct Index {
     baselines: BTreeMap<(String, &'static str), String>,
     /// Checks that a CedarPolicy passed the admission webhook with `ManagePolicy` allowed.
     admission: std::sync::Arc<AdmissionKey>,
+    /// What verifying the world's images at their registries established (the `images`
+    /// task sets it), and whether it has been set once.
+    images: ImageFacts,
+    images_ready: bool,
     /// What changed since the planner last took a copy.
     changes: Changes,
 }
@@ -65,11 +70,13 @@ pub struct Changes {
     pub objects: BTreeSet<ObjectKey>,
     /// What the cluster shows of some namespace's baseline changed.
     pub baselines: bool,
+    /// Some image's verification changed.
+    pub images: bool,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.objects.is_empty() && !self.baselines
+        self.objects.is_empty() && !self.baselines && !self.images
     }
 }
 
@@ -97,8 +104,32 @@ impl Index {
             store: packs,
             policies: BTreeMap::new(),
             baselines: BTreeMap::new(),
+            images: ImageFacts::default(),
+            images_ready: false,
             changes: Changes::default(),
         }
+    }
+
+    /// Takes in the images' verifications. Returns whether any changed.
+    pub fn set_images(&mut self, images: ImageFacts) -> bool {
+        self.images_ready = true;
+        if images == self.images {
+            return false;
+        }
+        self.images = images;
+        self.changes.images = true;
+        true
+    }
+
+    /// The images' verifications.
+    pub fn images(&self) -> &ImageFacts {
+        &self.images
+    }
+
+    /// Whether the images were verified once: no plan is made before (it would decide every
+    /// signed image unsigned, and revoke what runs).
+    pub fn images_ready(&self) -> bool {
+        self.images_ready
     }
 
     /// What changed since this was last asked, which it then forgets.

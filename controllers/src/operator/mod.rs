@@ -25,6 +25,7 @@
 pub mod apply;
 pub mod drift;
 pub mod events;
+pub mod images;
 pub mod index;
 pub mod lease;
 pub mod metrics;
@@ -75,6 +76,19 @@ pub struct Options {
     /// This cluster's own LatticeCluster name: once pivoted, it manages its own Cluster
     /// API objects (`fleet::own`), on the leader.
     pub own_cluster: Option<String>,
+    /// Where images are verified.
+    pub images: ImageSource,
+    /// How long a verification holds before it is taken again.
+    pub image_ttl: Duration,
+}
+
+/// Where the operator verifies images.
+#[derive(Clone, Debug)]
+pub enum ImageSource {
+    /// At their registries.
+    Registries(lattice_supply::RegistryOptions),
+    /// In an OCI image layout (air-gapped clusters, a mirrored set of images).
+    Layout(PathBuf),
 }
 
 /// Runs until `shutdown` completes (clean exit) or leadership is lost (an error: the
@@ -109,7 +123,16 @@ pub async fn run(
         reconnected: Notify::new(),
         metrics: metrics.clone(),
     });
+    let source = match &options.images {
+        ImageSource::Registries(r) => lattice_supply::Source::registries(r),
+        ImageSource::Layout(dir) => lattice_supply::Source::Layout(
+            lattice_supply::layout::Layout::open(dir)
+                .map_err(|e| format!("the OCI image layout cannot be read: {e}"))?,
+        ),
+    };
+    let verifier = lattice_supply::Verifier::new(source, options.image_ttl);
     watch::spawn_all(&client, &shared);
+    tokio::spawn(images::run(shared.clone(), verifier, options.image_ttl));
     let inbox = Arc::new(drift::Inbox::default());
     drift::spawn_all(&client, &inbox, &metrics);
     let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
@@ -212,7 +235,16 @@ async fn planner(
     if synced.wait_for(|n| *n >= total).await.is_err() {
         return;
     }
-    tracing::info!("every watch listed; deciding");
+    // No plan before the images are verified once: it would find every image unsigned.
+    while !shared
+        .index
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .images_ready()
+    {
+        shared.changed.notified().await;
+    }
+    tracing::info!("every watch listed, images verified; deciding");
     let planner = Arc::new(Mutex::new(planner::Planner::new()));
     let mut last_started: Option<Instant> = None;
     loop {

@@ -123,6 +123,7 @@ pub(crate) fn plan_whole(index: &Index) -> Result<(Plan, MeshPlan, CompileContex
     let world = index.world();
     let live = LiveFacts {
         baseline_missing: index.baseline_missing(),
+        images: index.images().clone(),
     };
     let projection = Projection::with_live(world, live);
     let snapshot = Snapshot::build(world, &projection, index.store()).map_err(|e| e.to_string())?;

@@ -123,6 +123,9 @@ fn incremental(kept: Kept, index: &Index, changes: &Changes) -> Result<(Kept, Ma
     if changes.baselines {
         return Err("a baseline object changed on the cluster".into());
     }
+    if changes.images {
+        return Err("an image's verification changed".into());
+    }
     if changes.objects.len() > MOST_CHANGES {
         return Err(format!("{} objects changed at once", changes.objects.len()));
     }

@@ -14,13 +14,17 @@ pub mod tls;
 use std::path::{Path, PathBuf};
 
 use lattice_engine::load::LoadFailure;
+use lattice_engine::project::LiveFacts;
 use lattice_engine::{Projection, Snapshot};
 
 pub use admit::{Current, Verdict, admit};
 pub use server::{Limits, State, serve};
 
-/// Loads the world and policies the webhook decides on. The error is plain text.
+/// Loads the world and policies the webhook decides on, its images verified against the
+/// OCI image layout the world carries (`images/`) or else their registries. The error is
+/// plain text.
 pub fn load_current(world: &[PathBuf], policies: Option<&Path>) -> Result<Current, String> {
+    let paths = world;
     let (world, store) = lattice_engine::load::load(world, policies).map_err(|e| match e {
         LoadFailure::World(r) => format!(
             "the world did not load: {} error(s){}",
@@ -35,7 +39,18 @@ pub fn load_current(world: &[PathBuf], policies: Option<&Path>) -> Result<Curren
         LoadFailure::Policy(e) => e.to_string(),
         LoadFailure::NoPacks(why) => why,
     })?;
-    let projection = Projection::of(&world);
+    let source = match lattice_supply::layout::beside(paths) {
+        Some(dir) => lattice_supply::Source::Layout(
+            lattice_supply::layout::Layout::open(&dir)
+                .map_err(|e| format!("the OCI image layout cannot be read: {e}"))?,
+        ),
+        None => lattice_supply::Source::registries(&Default::default()),
+    };
+    let live = LiveFacts {
+        images: lattice_supply::facts_of(&world, source),
+        ..LiveFacts::default()
+    };
+    let projection = Projection::with_live(&world, live);
     let snapshot = Snapshot::build(&world, &projection, &store).map_err(|e| e.to_string())?;
     Ok(Current {
         world,

@@ -520,6 +520,9 @@ impl Operator {
             .arg(root().join("policies"))
             .arg("--admission-key")
             .arg(&key)
+            // The example world's images, signed by cosign, with no network.
+            .arg("--images")
+            .arg(root().join("examples/world/images"))
             .args(["--lease-namespace", lease_namespace, "--identity", identity])
             .args(metrics)
             .args(extra)

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::BasicStatus;
 
-/// Trusted registries and their signing keys. The facts it yields (`Image.signed`,
-/// `Image.signers`) are what `DeployImage` policies decide on.
+/// Trusted registries and their signing keys. Lattice verifies each image's cosign
+/// signatures under these keys at its registry (`lattice-supply`); the facts that yields
+/// (`Image.signed`, `Image.signers`) are what `DeployImage` policies decide on.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "lattice.dev",
@@ -39,7 +40,8 @@ pub struct TrustedRegistry {
     /// Images under `prefix` must carry a signature by one of `keys`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_signature: Option<bool>,
-    /// Image references (digest or tag) whose signature was verified, with the key that signed.
+    /// Deprecated and ignored (validation warns): signatures are verified at the registry,
+    /// never declared. Still read so that older TrustPolicies load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verified: Vec<VerifiedImage>,
 }
@@ -64,7 +66,7 @@ pub struct KeylessIdentity {
     pub subject: String,
 }
 
-/// A verification result recorded for an image.
+/// A verification once declared by hand for an image. Deprecated and ignored.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifiedImage {

@@ -770,7 +770,6 @@ fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
                 "`requireSignature` with no `keys`: no image could ever be trusted",
             ));
         }
-        let names: BTreeSet<&str> = r.keys.iter().map(|k| k.name.as_str()).collect();
         for (j, k) in r.keys.iter().enumerate() {
             if k.public_key.is_some() == k.keyless.is_some() {
                 cx.push(cx.m.error_at_key(
@@ -783,33 +782,31 @@ fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
                 ));
             }
         }
-        let prefix = r.prefix.trim_end_matches('/');
-        for (j, v) in r.verified.iter().enumerate() {
-            // A verification vouches only for images under its own registry.
-            if let Ok(img) = crate::image::ImageRef::parse(&v.image) {
-                let full = format!("{}/{}", img.registry, img.repository);
-                if full != prefix && !full.starts_with(&format!("{prefix}/")) {
-                    cx.push(
-                        cx.m.error_at(
-                            "lattice::trust::verified-prefix",
-                            &format!("{at}/verified/{j}/image"),
-                            format!(
-                                "`{}` is not under this registry's prefix `{prefix}`",
-                                v.image
-                            ),
-                        )
-                        .with_help("list the image under the registry it comes from"),
-                    );
-                }
-            }
-            for (n, s) in v.signers.iter().enumerate() {
-                if !names.contains(s.as_str()) {
-                    cx.push(cx.m.error_at(
-                        "lattice::trust::signer",
-                        &format!("{at}/verified/{j}/signers/{n}"),
-                        format!("signer `{s}` is not one of this registry's keys"),
-                    ));
-                }
+        if !r.verified.is_empty() {
+            // Deprecated: a list anyone editing the policy could fill declared images signed.
+            cx.push(
+                cx.m.error_at_key(
+                    "lattice::trust::verified-ignored",
+                    &format!("{at}/verified"),
+                    "`verified` is ignored: Lattice verifies each image's cosign signatures at its registry, and only those count",
+                )
+                .with_help("remove `verified`; sign the images with one of `keys` (`cosign sign --key …`)")
+                .warning(),
+            );
+        }
+        for (j, k) in r.keys.iter().enumerate() {
+            if k.keyless.is_some() {
+                cx.push(
+                    cx.m.error_at_key(
+                        "lattice::trust::keyless",
+                        &format!("{at}/keys/{j}/keyless"),
+                        format!(
+                            "key `{}` is keyless, and Lattice does not verify keyless (certificate) signatures yet: images signed only this way read as unsigned",
+                            k.name
+                        ),
+                    )
+                    .warning(),
+                );
             }
         }
     }

@@ -1,0 +1,58 @@
+//! Where images and their signatures are read: registries over the network, or an OCI image
+//! layout on disk. Both answer the same three questions with the same checks.
+
+use lattice_schemas::image::ImageRef;
+
+use crate::layout::Layout;
+use crate::registry::{Registry, RegistryError, RegistryOptions};
+
+/// A source of manifests and signature payloads.
+pub enum Source {
+    /// The registries images name, over the OCI distribution API.
+    Registries(Registry),
+    /// An OCI image layout, with no network.
+    Layout(Layout),
+}
+
+impl Source {
+    /// Registries, reached with `options`.
+    pub fn registries(options: &RegistryOptions) -> Source {
+        Source::Registries(Registry::new(options))
+    }
+
+    /// What a verification says it was checked against, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Registries(_) => "the images' registries".to_owned(),
+            Source::Layout(l) => format!("the OCI image layout {} (offline)", l.dir().display()),
+        }
+    }
+
+    /// The digest `image` names (its own, or its tag's now).
+    pub async fn resolve(&self, image: &ImageRef) -> Result<String, RegistryError> {
+        match self {
+            Source::Registries(r) => r.resolve(image).await,
+            Source::Layout(l) => l.resolve(image),
+        }
+    }
+
+    /// The manifest tagged `tag` in `image`'s repository, or `None`.
+    pub async fn manifest(
+        &self,
+        image: &ImageRef,
+        tag: &str,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        match self {
+            Source::Registries(r) => r.manifest(image, tag).await,
+            Source::Layout(l) => l.manifest(image, tag),
+        }
+    }
+
+    /// A signature payload blob of `image`'s repository.
+    pub async fn payload(&self, image: &ImageRef, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        match self {
+            Source::Registries(r) => r.payload(image, digest).await,
+            Source::Layout(l) => l.payload(image, digest),
+        }
+    }
+}
