@@ -19,4 +19,4 @@ pub mod verify;
 
 pub use registry::{Credentials, RegistryError, RegistryOptions};
 pub use source::Source;
-pub use verify::{Trust, Verifier, facts_of, verify_blocking};
+pub use verify::{Trust, Verifier, facts_of, trust_specs, verify_blocking};

@@ -320,13 +320,7 @@ pub fn facts_of(
     world: &lattice_engine::World,
     source: Source,
 ) -> lattice_engine::project::ImageFacts {
-    let specs: Vec<TrustPolicySpec> = world
-        .objects()
-        .filter_map(|(_, o)| match o {
-            lattice_schemas::manifest::Object::TrustPolicy(t) => Some(t.spec.clone()),
-            _ => None,
-        })
-        .collect();
+    let specs = trust_specs(world);
     let images = lattice_engine::project::image_references(world)
         .into_iter()
         .collect();
@@ -335,4 +329,15 @@ pub fn facts_of(
         source: Some(source),
         results: std::sync::Arc::new(results),
     }
+}
+
+/// The specs of every TrustPolicy in `world`: what [`Trust::of`] reads.
+pub fn trust_specs(world: &lattice_engine::World) -> Vec<TrustPolicySpec> {
+    world
+        .objects()
+        .filter_map(|(_, o)| match o {
+            lattice_schemas::manifest::Object::TrustPolicy(t) => Some(t.spec.clone()),
+            _ => None,
+        })
+        .collect()
 }

@@ -11,6 +11,14 @@ use lattice_testkit::oci::Registry;
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 
+/// A verifier reading the OCI layout at `dir`, with no network.
+fn from_layout(dir: &std::path::Path) -> Verifier {
+    Verifier::new(
+        Source::Layout(Layout::open(dir).unwrap()),
+        Duration::from_secs(300),
+    )
+}
+
 fn trust(registry: &Registry, public_pem: &str) -> Trust {
     let spec = TrustPolicySpec {
         registries: vec![TrustedRegistry {
@@ -125,10 +133,7 @@ async fn cosign_signatures_are_verified_against_trusted_keys_and_digests() {
             .unwrap();
     }
     writer.finish().unwrap();
-    let offline = Verifier::new(
-        Source::Layout(Layout::open(&layout_dir).unwrap()),
-        Duration::from_secs(300),
-    );
+    let offline = from_layout(&layout_dir);
     let v = offline
         .verify(&format!("{host}/shop/api:1.0"), &trust)
         .await;
@@ -172,10 +177,7 @@ async fn cosign_signatures_are_verified_against_trusted_keys_and_digests() {
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes.push(b' ');
     std::fs::write(&blob, bytes).unwrap();
-    let tampered = Verifier::new(
-        Source::Layout(Layout::open(&layout_dir).unwrap()),
-        Duration::from_secs(300),
-    );
+    let tampered = from_layout(&layout_dir);
     let v = tampered
         .verify(&format!("{host}/shop/api:1.0"), &trust)
         .await;

@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lattice_engine::project::{ImageFacts, image_references};
-use lattice_schemas::crd::trust_policy::TrustPolicySpec;
 use lattice_schemas::image::Verification;
-use lattice_schemas::manifest::Object;
 use lattice_supply::{Trust, Verifier};
 use tokio::time::Instant;
 
@@ -36,18 +34,16 @@ pub async fn run(shared: Arc<Shared>, verifier: Verifier, ttl: Duration) {
     let mut trust_seen: Option<String> = None;
     let mut whole_at: Option<Instant> = None;
     loop {
-        let (references, specs) = {
-            let index = shared.index.lock().unwrap_or_else(|p| p.into_inner());
-            let world = index.world();
-            let specs: Vec<TrustPolicySpec> = world
-                .objects()
-                .filter_map(|(_, o)| match o {
-                    Object::TrustPolicy(t) => Some(t.spec.clone()),
-                    _ => None,
-                })
-                .collect();
-            (image_references(world), specs)
-        };
+        // A copy of the World (persistent: its keys, not its objects) under the lock; the
+        // scan for images runs outside it, so the watches never wait on it.
+        let world = shared
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .world()
+            .clone();
+        let references = image_references(&world);
+        let specs = lattice_supply::trust_specs(&world);
         let fingerprint = serde_json::to_string(&specs).unwrap_or_default();
         let trust = Trust::of(&specs);
         let trust_changed = trust_seen.as_ref() != Some(&fingerprint);
