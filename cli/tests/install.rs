@@ -85,11 +85,27 @@ spec:
     )
 }
 
-fn workdir(name: &str) -> PathBuf {
+/// A test's working directory, removed when the test ends.
+struct WorkDir(PathBuf);
+
+impl std::ops::Deref for WorkDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn workdir(name: &str) -> WorkDir {
     let dir = std::env::temp_dir().join(format!("lattice-install-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    WorkDir(dir)
 }
 
 /// The Cluster API CRDs of the reference material (core, kubeadm, Docker), established.

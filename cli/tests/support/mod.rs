@@ -8,10 +8,11 @@ use kube::core::{ApiResource, GroupVersionKind};
 use lattice_schemas::crd::Kind;
 use serde_json::{Value, json};
 
-/// A running control plane; stopped on drop.
+/// A running control plane; stopped, and its directory removed, on drop.
 pub struct Env {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
+    dir: PathBuf,
     pub kubeconfig: PathBuf,
 }
 
@@ -19,6 +20,7 @@ impl Drop for Env {
     fn drop(&mut self) {
         drop(self.stdin.take());
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -33,6 +35,7 @@ pub fn start_named(name: &str) -> Env {
     Env {
         child,
         stdin,
+        dir,
         kubeconfig,
     }
 }
