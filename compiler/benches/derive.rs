@@ -130,7 +130,7 @@ fn estate(n: usize) -> Estate {
 }
 
 fn bench_gates_and_compile(c: &mut Criterion, e: &Estate, derive: usize) {
-    let ctx = CompileContext::of(&e.world);
+    let ctx = CompileContext::of(&e.world, &e.snapshot);
     let workloads: Vec<&Object> = e.world.objects().map(|(_, o)| o).take(derive).collect();
     let run = || {
         let mut objects = 0;

@@ -29,7 +29,13 @@ pub fn derive(
     plan: &MeshPlan,
     object: &Object,
 ) -> Result<Derived, CompileError> {
-    derive_in(snapshot, world, plan, &CompileContext::of(world), object)
+    derive_in(
+        snapshot,
+        world,
+        plan,
+        &CompileContext::of(world, snapshot),
+        object,
+    )
 }
 
 /// [`derive`] with the world's compile context computed once by the caller (deriving many

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use lattice_engine::World;
-use lattice_engine::project::served_ports;
+use lattice_engine::project::{object_image_references, served_ports};
+use lattice_engine::{Snapshot, World};
 use lattice_schemas::crd::service::DeniedGate;
 use lattice_schemas::crd::workload::WorkloadBody;
 use serde_json::{Value, json};
@@ -30,11 +30,14 @@ pub struct CompileContext {
     pub environment: String,
     /// ImageProviders by name, for pull secrets that name one.
     pub image_providers: BTreeMap<String, lattice_schemas::crd::image_provider::ImageProviderSpec>,
+    /// Normalized image reference → the digest verification resolved it to, which derived
+    /// pod templates pin (`image@sha256:…`).
+    pub digests: BTreeMap<String, String>,
 }
 
 impl CompileContext {
-    /// The facts of `world`.
-    pub fn of(world: &World) -> CompileContext {
+    /// The facts of `world`, with the image digests `snapshot` decided on.
+    pub fn of(world: &World, snapshot: &Snapshot) -> CompileContext {
         let mut ctx = CompileContext {
             cluster: lattice_engine::project::LOCAL_CLUSTER.to_owned(),
             ..CompileContext::default()
@@ -47,6 +50,7 @@ impl CompileContext {
                         .insert(format!("{ns}/{}", key.name), ports.into_iter().collect());
                 }
             }
+            ctx.pin_images(snapshot, object);
             if let lattice_schemas::manifest::Object::ImageProvider(ip) = object {
                 ctx.image_providers
                     .insert(key.name.clone(), ip.spec.clone());
@@ -59,6 +63,17 @@ impl CompileContext {
             }
         }
         ctx
+    }
+
+    /// Takes in the digests `snapshot` resolved for `object`'s images (after that object
+    /// changed, without recomputing the whole context).
+    pub fn pin_images(&mut self, snapshot: &Snapshot, object: &lattice_schemas::manifest::Object) {
+        for image in object_image_references(object) {
+            match snapshot.resolved_digest(&image) {
+                Some(digest) => self.digests.insert(image, digest),
+                None => self.digests.remove(&image),
+            };
+        }
     }
 }
 
@@ -137,6 +152,7 @@ pub(crate) fn scope<'a>(
         cluster: &ctx.cluster,
         environment: &ctx.environment,
         image_providers: &ctx.image_providers,
+        digests: &ctx.digests,
     }
 }
 

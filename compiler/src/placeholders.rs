@@ -20,6 +20,8 @@ pub struct Scope<'a> {
     /// The world's ImageProviders by name, for pull secrets that name one.
     pub image_providers:
         &'a BTreeMap<String, lattice_schemas::crd::image_provider::ImageProviderSpec>,
+    /// Normalized image reference → resolved digest, for pinning the pod's images.
+    pub digests: &'a BTreeMap<String, String>,
 }
 
 /// A value after resolution: text, or a reference to one secret key.
@@ -213,6 +215,7 @@ mod tests {
             cluster: "edge",
             environment: "",
             image_providers: &providers,
+            digests: &empty,
         };
         assert_eq!(
             scope.resolve_text("${resources.ledger.url}").unwrap(),

@@ -498,7 +498,8 @@ fn compile_container(
             }
         }
     }
-    let mut container = json!({"name": cname, "image": c.image, "imagePullPolicy": "IfNotPresent"});
+    let image = pinned(&c.image, scope.digests);
+    let mut container = json!({"name": cname, "image": image, "imagePullPolicy": "IfNotPresent"});
     if let Some(cmd) = &c.command {
         container["command"] = json!(cmd);
     }
@@ -816,5 +817,18 @@ fn profile(p: Option<&str>) -> Value {
         Some(other) => {
             json!({"type": "Localhost", "localhostProfile": other.strip_prefix("Localhost/").unwrap_or(other)})
         }
+    }
+}
+
+/// `image` as the pod runs it: `name:tag@sha256:…` when verification resolved its digest,
+/// so that what was verified is what runs, and a tag moved later derives a new template.
+/// A reference that already names a digest is kept as written (it resolves to itself).
+fn pinned(image: &str, digests: &BTreeMap<String, String>) -> String {
+    if image.contains('@') {
+        return image.to_owned();
+    }
+    match digests.get(&lattice_engine::project::image_uid_text(image)) {
+        Some(digest) => format!("{image}@{digest}"),
+        None => image.to_owned(),
     }
 }

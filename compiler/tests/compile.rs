@@ -54,7 +54,7 @@ fn every_derived_object_validates_against_the_reference_schemas() {
     let Some(dir) = reference_dir() else { return };
     let validators = Validators::load(&dir);
     let (w, s) = permissive();
-    let ctx = CompileContext::of(&w);
+    let ctx = CompileContext::of(&w, &s);
     let mut checked = 0;
     let mut kinds = std::collections::BTreeSet::new();
     let mut objects: Vec<Value> = lattice_compiler::namespace_baseline(&s, &w);
@@ -144,7 +144,7 @@ fn every_derived_object_validates_against_the_reference_schemas() {
 #[test]
 fn derivation_is_deterministic_and_follows_the_spec() {
     let (w, s) = permissive();
-    let ctx = CompileContext::of(&w);
+    let ctx = CompileContext::of(&w, &s);
     let gateway = services(&w)
         .into_iter()
         .find(|x| x.metadata.name.as_deref() == Some("gateway"))
@@ -238,7 +238,7 @@ fn derivation_is_deterministic_and_follows_the_spec() {
 #[test]
 fn mixed_text_and_secrets_render_through_a_templated_external_secret() {
     let (w, s) = permissive();
-    let ctx = CompileContext::of(&w);
+    let ctx = CompileContext::of(&w, &s);
     let svc: lattice_schemas::crd::LatticeService = serde_json::from_value(json!({
         "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",
         "metadata": {"name": "orders", "namespace": "shop"},
@@ -273,7 +273,7 @@ fn mixed_text_and_secrets_render_through_a_templated_external_secret() {
 #[test]
 fn shared_volumes_mount_the_owners_claim() {
     let (w, s) = permissive();
-    let ctx = CompileContext::of(&w);
+    let ctx = CompileContext::of(&w, &s);
     let find = |n: &str| {
         services(&w)
             .into_iter()
@@ -326,7 +326,7 @@ fn a_denied_gate_derives_nothing_and_says_why() {
     w.upsert(Object::Service(web.clone()));
     let s = Snapshot::build(&w, &Projection::of(&w), &store).unwrap();
     let report = evaluate(&s, &Object::Service(web.clone()));
-    match compile_service(&web, &report, &CompileContext::of(&w)) {
+    match compile_service(&web, &report, &CompileContext::of(&w, &s)) {
         Err(CompileError::Denied { workload, gates }) => {
             assert_eq!(workload, "shop/web");
             assert!(
@@ -477,7 +477,7 @@ fn allowed_edges_get_network_objects_and_one_sided_ones_none() {
 #[test]
 fn files_are_never_dropped_silently() {
     let (w, s) = permissive();
-    let ctx = CompileContext::of(&w);
+    let ctx = CompileContext::of(&w, &s);
     let with_files = |files: Value| -> lattice_schemas::crd::LatticeService {
         serde_json::from_value(json!({
             "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeService",

@@ -79,7 +79,7 @@ fn a_compliant_world_passes_every_check() {
                     "AC-3", "AC-4", "AC-6", "AC-14", "AC-6(1)", "AC-6(5)", "AC-17", "CA-7", "CM-3",
                     "CM-5", "CM-6", "CM-7", "CM-7(2)", "CM-7(5)", "CM-8", "CP-9", "CP-10", "IA-5",
                     "SC-7", "SC-7(3)", "SC-8", "SC-8(1)", "SC-23", "SI-4", "SI-7", "SI-7(1)",
-                    "SI-7(15)", "SR-11",
+                    "SI-7(15)", "SR-11", "SR-3",
                 ],
             ),
             "soc2" => (

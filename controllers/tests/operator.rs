@@ -120,6 +120,108 @@ async fn gone(
     .await;
 }
 
+/// Supply chain on a real API server and a real registry: the operator verifies the cosign
+/// signature at the registry, derives the Deployment pinned to the signed digest, and
+/// revokes it when the tag is re-pushed to an unsigned image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moved_to_an_unsigned_digest_is_revoked() {
+    use lattice_testkit::oci::Registry;
+    let env = TestEnv::start("moved-tag");
+    let client = env.client().await;
+    install_crds(&client).await;
+    let dir = env.dir.join("oci");
+    std::fs::create_dir_all(&dir).unwrap();
+    let registry = Registry::start(&dir.join("registry"));
+    let host = registry.host.clone();
+    let public = registry.keygen(&dir, "release");
+    let signed = registry.push("shop/api", "1.0", "api").await;
+    registry.sign(&dir, "release", &format!("{host}/shop/api@{signed}"));
+    let key: String = public
+        .lines()
+        .map(|l| format!("            {l}\n"))
+        .collect();
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: TrustPolicy
+metadata: {{name: registries}}
+spec:
+  registries:
+    - prefix: {host}/shop
+      requireSignature: true
+      keys:
+        - name: release
+          publicKey: |
+{key}---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeService
+metadata: {{name: api, namespace: shop}}
+spec:
+  containers:
+    api:
+      image: {host}/shop/api:1.0
+      resources:
+        limits: {{cpu: 100m, memory: 64Mi}}
+"
+        ),
+    )
+    .await;
+    let ca = registry.ca_file.to_str().unwrap().to_owned();
+    let operator = Operator::start(&env, &["--registry-ca", &ca, "--image-verify-seconds", "2"]);
+
+    // Verified at the registry, derived pinned to the digest that was verified.
+    phase(&client, "api", "Ready").await;
+    let d = deployment(&client, "api")
+        .await
+        .expect("Deployment shop/api");
+    assert_eq!(
+        d.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!(format!("{host}/shop/api:1.0@{signed}"))),
+        "{}",
+        operator.logs()
+    );
+
+    // The tag moves to an image nobody signed: revoked at the next verification.
+    let moved = registry.push("shop/api", "1.0", "api, rebuilt").await;
+    assert_ne!(moved, signed);
+    let denied = phase(&client, "api", "Denied").await;
+    let gate = &denied["status"]["deniedGates"][0];
+    assert_eq!(gate["action"], "DeployImage");
+    let advice = gate["advice"].as_str().unwrap();
+    assert!(advice.contains("no cosign signature"), "{advice}");
+    assert!(
+        advice.contains(&format!(
+            "sign {host}/shop/api@{moved} with the TrustPolicy key `release`"
+        )),
+        "{advice}"
+    );
+    gone(
+        &client,
+        "Deployment shop/api revoked",
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        "api",
+    )
+    .await;
+
+    // Signed again, at the new digest: derived again, pinned to it.
+    registry.sign(&dir, "release", &format!("{host}/shop/api@{moved}"));
+    phase(&client, "api", "Ready").await;
+    let d = deployment(&client, "api")
+        .await
+        .expect("Deployment shop/api");
+    assert_eq!(
+        d.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!(format!("{host}/shop/api:1.0@{moved}")))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
     let env = TestEnv::start("revoke");

@@ -450,6 +450,11 @@ pub fn project(
                     ("name", s(&cname)),
                     ("containerType", s(container_type)),
                     ("image", Rx::new_entity_uid(uid("Image", &image))),
+                    // A pod runs the reference as written: pinned only when it names a digest.
+                    (
+                        "pinned",
+                        Rx::new_bool(ImageRef::parse(&image).is_ok_and(|i| !i.digest.is_empty())),
+                    ),
                     (
                         "privileged",
                         Rx::new_bool(sec.and_then(|s| s.privileged) == Some(true)),
@@ -553,6 +558,7 @@ pub fn untrusted_image(reference: &str) -> Result<Entity, String> {
                 "verifyError",
                 s("not verified: the image is not in the decided world"),
             ),
+            ("trustedKeys", Rx::new_set([])),
         ],
         [],
         None,

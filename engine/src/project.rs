@@ -333,26 +333,33 @@ impl ImageFacts {
 /// Every image reference the world's workloads and pods use, normalized as the `Image`
 /// entities name them: what is to be verified before the world is projected.
 pub fn image_references(world: &World) -> BTreeSet<String> {
+    world
+        .objects()
+        .flat_map(|(_, object)| object_image_references(object))
+        .collect()
+}
+
+/// The image references one object's containers use, normalized as in
+/// [`image_references`].
+pub fn object_image_references(object: &Object) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for (_, object) in world.objects() {
-        for (_, body, _) in workload_bodies(object) {
-            for set in [&body.containers, &body.sidecars] {
-                for c in set.values() {
-                    out.insert(image_uid_text(&c.image));
-                }
+    for (_, body, _) in workload_bodies(object) {
+        for set in [&body.containers, &body.sidecars] {
+            for c in set.values() {
+                out.insert(image_uid_text(&c.image));
             }
         }
-        if let Object::Core(o) = object
-            && o.kind.carries_pod()
-        {
-            let ns = object.namespace().unwrap_or("default");
-            if let Ok(Some(pod)) = crate::pod::project(o.kind.name(), &o.value, ns) {
-                out.extend(
-                    pod.images
-                        .into_iter()
-                        .filter(|i| ImageRef::parse(i).is_ok()),
-                );
-            }
+    }
+    if let Object::Core(o) = object
+        && o.kind.carries_pod()
+    {
+        let ns = object.namespace().unwrap_or("default");
+        if let Ok(Some(pod)) = crate::pod::project(o.kind.name(), &o.value, ns) {
+            out.extend(
+                pod.images
+                    .into_iter()
+                    .filter(|i| ImageRef::parse(i).is_ok()),
+            );
         }
     }
     out
@@ -1175,6 +1182,14 @@ fn image_entity(reference: &str, facts: &Facts) -> Result<Entity, String> {
             ),
             ("signers", Rx::new_set(signers.iter().map(|x| s(x)))),
             ("verifyError", s(&error)),
+            (
+                "trustedKeys",
+                Rx::new_set(
+                    registry
+                        .into_iter()
+                        .flat_map(|(_, keys)| keys.iter().map(|k| s(k))),
+                ),
+            ),
         ],
         [],
     )
@@ -1783,7 +1798,7 @@ fn workload(
                         && crate::credentials::looks_like_credential(v).is_some()
                 });
                 in_env |= c.variables.values().any(|v| reads_secret(v, body));
-                container_entities(object, ns, &full, c, sidecar, &svc_uid, g);
+                container_entities(&full, c, sidecar, &svc_uid, facts, g);
             }
         }
         for name in body.sysctls.keys() {
@@ -1865,17 +1880,25 @@ pub fn container_overrides(c: &Container) -> Vec<(String, String)> {
     out
 }
 
+/// The `Container` entity of container `name` of the workload `svc` (`Service::"ns/name"`).
 fn container_entities(
-    object: &Object,
-    ns: &str,
     name: &str,
     c: &Container,
     sidecar: bool,
     svc: &EntityUid,
+    facts: &Facts,
     g: &mut Group,
 ) {
     let image = image_uid_text(&c.image);
     g.images.insert(image.clone());
+    // As the compiler derives the pod: pinned to what verification resolved, if anything.
+    let pinned = ImageRef::parse(&c.image).is_ok_and(|i| !i.digest.is_empty())
+        || facts
+            .live
+            .images
+            .results
+            .get(&image)
+            .is_some_and(|v| !v.digest.is_empty());
     let sec = c.security.clone().unwrap_or_default();
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let has_limits = limits.is_some_and(|l| l.cpu.is_some() && l.memory.is_some());
@@ -1890,11 +1913,12 @@ fn container_entities(
         Some(_) => "Localhost",
     };
     g.push(entity(
-        uid("Container", &format!("{ns}/{}/{name}", object.name())),
+        uid("Container", &format!("{}/{name}", svc.id().unescaped())),
         vec![
             ("name", s(name)),
             ("containerType", s("container")),
             ("image", Rx::new_entity_uid(uid("Image", &image))),
+            ("pinned", Rx::new_bool(pinned)),
             ("privileged", Rx::new_bool(sec.privileged == Some(true))),
             ("runAsRoot", Rx::new_bool(run_as_root)),
             (

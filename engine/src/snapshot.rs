@@ -532,6 +532,17 @@ impl Snapshot {
         &self.entities
     }
 
+    /// The digest verification resolved `image` to (`Image.resolvedDigest`, or the digest
+    /// the reference itself names), or `None` when nothing was resolved: what a derived pod
+    /// template pins, so that what was decided on is what runs.
+    pub fn resolved_digest(&self, image: &str) -> Option<String> {
+        let uid = uid("Image", &crate::project::image_uid_text(image));
+        match self.entities.get(&uid)?.attr("resolvedDigest")? {
+            Ok(cedar_policy::EvalResult::String(d)) if d.starts_with("sha256:") => Some(d),
+            _ => None,
+        }
+    }
+
     pub fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -38,6 +38,9 @@ pub struct GateOutcome {
     pub decision: Result<Decision, String>,
     /// For a default deny: the permits that came closest, and what stopped each.
     pub near_misses: Vec<lattice_engine::NearMiss>,
+    /// For a denial, what the resource's facts say about it, when they explain it (an
+    /// image's verification: why it is not signed, and which keys would count).
+    pub facts: Option<String>,
 }
 
 impl GateOutcome {
@@ -111,13 +114,17 @@ impl GateReport {
                     ),
                     Err(e) => (Vec::new(), Some(e.clone())),
                 };
+                let advice = advice.unwrap_or_else(|| {
+                    "no policy permits this; ask the security team for a permit".into()
+                });
                 DeniedGate {
                     action: o.gate.action.to_owned(),
                     resource: o.gate.resource.to_string(),
                     raised_by: o.gate.raised_by.clone(),
                     policies,
-                    advice: advice.or_else(|| {
-                        Some("no policy permits this; ask the security team for a permit".into())
+                    advice: Some(match &o.facts {
+                        Some(facts) => format!("{facts}. {advice}"),
+                        None => advice,
                     }),
                 }
             })
@@ -150,6 +157,64 @@ fn bodies(object: &Object) -> Vec<(String, &WorkloadBody)> {
             )
         })
         .collect()
+}
+
+/// What an image's verification says about a denied `DeployImage`: why it is not signed,
+/// and the keys that would count (the governing TrustPolicy prefix's), with the digest to
+/// sign. `None` when the image is signed or needs no signature.
+fn image_facts(snapshot: &Snapshot, image: &EntityUid) -> Option<String> {
+    let e = snapshot.entities().get(image)?;
+    let text = |name: &str| match e.attr(name) {
+        Some(Ok(cedar_policy::EvalResult::String(s))) => s,
+        _ => String::new(),
+    };
+    let flag = |name: &str| matches!(e.attr(name), Some(Ok(cedar_policy::EvalResult::Bool(true))));
+    let keys: Vec<String> = match e.attr("trustedKeys") {
+        Some(Ok(cedar_policy::EvalResult::Set(set))) => set
+            .iter()
+            .filter_map(|v| match v {
+                cedar_policy::EvalResult::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !flag("trustedRegistry") {
+        return Some("no TrustPolicy registry covers this image".to_owned());
+    }
+    if flag("signed") || !flag("signatureRequired") {
+        return None;
+    }
+    let reference = image.id().unescaped();
+    // The repository without tag or digest: what `cosign sign` names with the digest.
+    let name = match reference.split_once('@') {
+        Some((name, _)) => name,
+        None => {
+            let slash = reference.rfind('/').map_or(0, |i| i + 1);
+            match reference[slash..].rfind(':') {
+                Some(i) => &reference[..slash + i],
+                None => reference,
+            }
+        }
+    };
+    let target = match text("resolvedDigest") {
+        d if d.is_empty() => format!("{name}@DIGEST (the digest its tag names)"),
+        d => format!("{name}@{d}"),
+    };
+    let why = match text("verifyError") {
+        e if e.is_empty() => "not signed".to_owned(),
+        e => format!("not signed: {e}"),
+    };
+    Some(match keys.as_slice() {
+        [] => format!("{why}; its TrustPolicy registry lists no key to sign {name} with"),
+        keys => format!(
+            "{why}; sign {target} with the TrustPolicy key {}",
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    })
 }
 
 /// Every question `object` raises, in a stable order.
@@ -430,6 +495,7 @@ pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
                 return GateOutcome {
                     decision: Err(reason.clone()),
                     near_misses: Vec::new(),
+                    facts: None,
                     gate,
                 };
             }
@@ -450,16 +516,21 @@ pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
                         lattice_engine::Why::NothingPermitted(near) => near,
                         _ => Vec::new(),
                     };
+                    let facts = (!e.decision.allowed && gate.action == "DeployImage")
+                        .then(|| image_facts(snapshot, &gate.resource))
+                        .flatten();
                     GateOutcome {
                         gate,
                         decision: Ok(e.decision),
                         near_misses,
+                        facts,
                     }
                 }
                 Err(e) => GateOutcome {
                     gate,
                     decision: Err(e),
                     near_misses: Vec::new(),
+                    facts: None,
                 },
             }
         })

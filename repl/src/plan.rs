@@ -63,7 +63,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
     phases.done("loading and the snapshot");
     let mesh = MeshPlan::plan(snapshot, world);
     phases.done("the mesh plan");
-    let ctx = CompileContext::of(world);
+    let ctx = CompileContext::of(world, snapshot);
     let workloads: Vec<(String, &lattice_schemas::manifest::Object)> = world
         .objects()
         .filter(|(_, o)| o.is_workload())
@@ -366,7 +366,7 @@ pub(crate) fn derive_for_scan(
     namespaces: Option<&std::collections::BTreeSet<String>>,
 ) -> (DecidedGates, DerivedByWorkload) {
     let mesh = MeshPlan::plan(snapshot, world);
-    let ctx = CompileContext::of(world);
+    let ctx = CompileContext::of(world, snapshot);
     let workloads: Vec<(String, &lattice_schemas::manifest::Object)> = world
         .objects()
         .filter(|(_, o)| o.is_workload())

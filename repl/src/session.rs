@@ -496,7 +496,7 @@ impl Session {
                 Ok(c.after.clone()),
             );
         }
-        let ctx = lattice_compiler::CompileContext::of(&self.loaded.world);
+        let ctx = lattice_compiler::CompileContext::of(&self.loaded.world, base);
         // Each touched workload is derived twice and diffed, independently of the others.
         let diffs: Vec<String> = touched
             .par_iter()

@@ -50,6 +50,10 @@ async fn images_are_verified_at_the_registry_before_anything_is_decided() {
     let signed = registry.push("shop/api", "1.0", "api").await;
     registry.sign(dir, "release", &format!("{host}/shop/api@{signed}"));
     registry.push("shop/worker", "1.0", "worker").await;
+    // Signed, but by a key no TrustPolicy names.
+    registry.keygen(dir, "intruder");
+    let other = registry.push("shop/other", "1.0", "other").await;
+    registry.sign(dir, "intruder", &format!("{host}/shop/other@{other}"));
 
     let world = dir.join("world");
     std::fs::create_dir_all(&world).unwrap();
@@ -74,9 +78,10 @@ spec:
       keys:
         - name: release
           publicKey: |
-{key}{}{}",
+{key}{}{}{}",
             service("api", &format!("{host}/shop/api:1.0")),
             service("worker", &format!("{host}/shop/worker:1.0")),
+            service("other", &format!("{host}/shop/other:1.0")),
         ),
     )
     .unwrap();
@@ -108,6 +113,43 @@ spec:
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("ALLOW shop/api"), "{out}");
     assert!(out.contains("DENY  shop/worker"), "{out}");
+    assert!(out.contains("DENY  shop/other"), "{out}");
+    let o = run(dir, &["images", w, "--registry-ca", ca]);
+    assert!(
+        text(&o).contains("no trusted key"),
+        "signed by another key: {}",
+        text(&o)
+    );
+
+    // `render` derives api's Deployment pinned to the digest that was verified.
+    let api_file = dir.join("api.yaml");
+    std::fs::write(&api_file, service("api", &format!("{host}/shop/api:1.0"))).unwrap();
+    let render = |dir: &Path| {
+        let o = run(
+            dir,
+            &[
+                "render",
+                "-f",
+                api_file.to_str().unwrap(),
+                "--world",
+                w,
+                "--registry-ca",
+                ca,
+                "-o",
+                "json",
+            ],
+        );
+        (o.status.code(), text(&o), o.stdout)
+    };
+    let (code, out, stdout) = render(dir);
+    assert_eq!(code, Some(0), "{out}");
+    let objects: Vec<serde_json::Value> = serde_json::from_slice(&stdout).unwrap();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{host}/shop/api:1.0@{signed}"),
+        "{deployment}"
+    );
 
     // `why` shows the fact the decision read.
     let o = run(
@@ -125,6 +167,28 @@ spec:
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("baseline/signed-images"), "{}", text(&o));
+
+    // The tag moves to an unsigned digest: api is denied, and nothing is rendered.
+    let moved = registry.push("shop/api", "1.0", "api, rebuilt").await;
+    assert_ne!(moved, signed);
+    let (code, out, _) = render(dir);
+    assert_eq!(code, Some(1), "{out}");
+    // The denial says why and names the key to sign the new digest with.
+    assert!(out.contains("no cosign signature"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "sign {host}/shop/api@{moved} with the TrustPolicy key `release`"
+        )),
+        "{out}"
+    );
+    let o = run(dir, &["images", w, "--registry-ca", ca]);
+    assert!(
+        text(&o).contains(&format!(
+            "UNSIGNED {host}/shop/api:1.0\n           digest {moved}"
+        )),
+        "{}",
+        text(&o)
+    );
 
     // Offline: nothing is verified, so nothing is signed, and it says so.
     let o = run(dir, &["images", w, "--offline"]);

@@ -98,7 +98,11 @@ fn a_denied_workload_is_shown_with_its_policy_and_advice() {
         "{text}"
     );
     assert!(text.contains("DeployImage"), "{text}");
-    assert!(text.contains("advice: Sign the image"), "{text}");
+    // What the facts say first (no registry vouches for it), then the policy's advice.
+    assert!(
+        text.contains("advice: no TrustPolicy registry covers this image. Sign the image"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -128,7 +128,7 @@ pub(crate) fn plan_whole(index: &Index) -> Result<(Plan, MeshPlan, CompileContex
     let projection = Projection::with_live(world, live);
     let snapshot = Snapshot::build(world, &projection, index.store()).map_err(|e| e.to_string())?;
     let mesh = MeshPlan::plan(&snapshot, world);
-    let ctx = CompileContext::of(world);
+    let ctx = CompileContext::of(world, &snapshot);
     let workloads: Vec<(&ObjectKey, &Object)> =
         world.objects().filter(|(_, o)| o.is_workload()).collect();
     let decided: Vec<(Owner, Arc<Desired>)> = workloads

@@ -230,6 +230,9 @@ fn workloads_changed(
                 kept.ctx.peer_ports.insert(id, ports.into_iter().collect());
             }
         }
+        if let Some(object) = world.get(key) {
+            kept.ctx.pin_images(&snapshot, object);
+        }
         for object in [before.get(key), world.get(key)].into_iter().flatten() {
             reached.extend(volume_consumers(world, object));
         }

@@ -514,15 +514,22 @@ impl Operator {
         } else {
             &["--metrics-addr", "none"]
         };
+        // The example world's images, signed by cosign, with no network, unless the test
+        // names a registry or a layout of its own.
+        let layout = root().join("examples/world/images");
+        let images: Vec<&std::ffi::OsStr> =
+            if extra.contains(&"--images") || extra.contains(&"--registry-ca") {
+                Vec::new()
+            } else {
+                vec!["--images".as_ref(), layout.as_os_str()]
+            };
         let child = Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
             .arg("run")
             .arg("--policies")
             .arg(root().join("policies"))
             .arg("--admission-key")
             .arg(&key)
-            // The example world's images, signed by cosign, with no network.
-            .arg("--images")
-            .arg(root().join("examples/world/images"))
+            .args(images)
             .args(["--lease-namespace", lease_namespace, "--identity", identity])
             .args(metrics)
             .args(extra)
