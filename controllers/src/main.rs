@@ -141,6 +141,10 @@ struct RunArgs {
     /// A registry (`host:port`) to reach over plain HTTP (development registries only).
     #[arg(long = "plain-http", value_name = "HOST")]
     plain_http: Vec<String>,
+    /// Registry logins for verification, as a Docker `config.json` (mount the
+    /// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` Secret); read at start.
+    #[arg(long = "registry-auth", value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
     /// Seconds a verification holds: then every image is resolved and verified again (a tag
     /// moved to an unsigned digest is revoked).
     #[arg(long, default_value_t = 300)]
@@ -533,9 +537,20 @@ fn run_operator(args: RunArgs) -> ExitCode {
                     }
                 }
             }
+            let credentials = match &args.registry_auth {
+                None => Default::default(),
+                Some(f) => match lattice_supply::docker_config::read(f) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             operator::ImageSource::Registries(lattice_supply::RegistryOptions {
                 ca_pem,
                 plain_http: args.plain_http.clone(),
+                credentials,
                 ..lattice_supply::RegistryOptions::default()
             })
         }

@@ -1,6 +1,7 @@
 //! A registry's answers about signatures, as hostile as it likes: a signature manifest and a
 //! payload are read, and a signature checked, without a panic and without ever counting a
-//! signature that does not verify.
+//! signature that does not verify. The same bytes, as a Docker `config.json` of registry
+//! logins, are read without a panic.
 #![no_main]
 
 use lattice_supply::cosign::{SignatureLayer, check, parse_payload, signature_layers};
@@ -18,6 +19,9 @@ const DIGEST: &str = "sha256:b6a8dfe94736d2554d0b526221986325e59eb4d8a34191c45da
 fuzz_target!(|data: &[u8]| {
     let key = PublicKey::from_pem("release", KEY).expect("the key reads");
     let _ = parse_payload(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = lattice_supply::docker_config::parse(text);
+    }
     let _ = PublicKey::from_spki_der("fuzzed", data);
     // Split the input into a manifest and a payload.
     let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());

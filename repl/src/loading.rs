@@ -173,6 +173,8 @@ pub struct ImageOptions {
     pub ca_files: Vec<PathBuf>,
     /// Registries (`host:port`) spoken to over plain HTTP.
     pub plain_http: Vec<String>,
+    /// A Docker `config.json` holding registry logins.
+    pub auth_file: Option<PathBuf>,
 }
 
 static IMAGE_OPTIONS: OnceLock<ImageOptions> = OnceLock::new();
@@ -217,9 +219,16 @@ fn image_facts(world: &World, world_paths: &[PathBuf]) -> Result<ImageFacts, Str
                     format!("error: cannot read the registry CA {}: {e}\n", f.display())
                 })?);
             }
+            let credentials = match &options.auth_file {
+                None => Default::default(),
+                Some(f) => {
+                    lattice_supply::docker_config::read(f).map_err(|e| format!("error: {e}\n"))?
+                }
+            };
             Source::registries(&RegistryOptions {
                 ca_pem,
                 plain_http: options.plain_http.clone(),
+                credentials,
                 ..RegistryOptions::default()
             })
         }

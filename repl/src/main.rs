@@ -72,6 +72,10 @@ struct ImageArgs {
     /// A registry (`host:port`) to reach over plain HTTP (development registries only).
     #[arg(long = "plain-http", global = true, value_name = "HOST")]
     plain_http: Vec<String>,
+    /// Registry logins, as a Docker `config.json` (`auths`; what `docker login`, `cosign
+    /// login` and a `kubernetes.io/dockerconfigjson` Secret hold); anonymous elsewhere.
+    #[arg(long = "registry-auth", global = true, value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -290,6 +294,7 @@ fn main() -> ExitCode {
         layout: cli.images.layout,
         ca_files: cli.images.registry_ca,
         plain_http: cli.images.plain_http,
+        auth_file: cli.images.registry_auth,
     });
     let code = match cli.command {
         Command::Plan {

@@ -241,3 +241,84 @@ fn the_example_world_verifies_offline_against_the_layout_it_carries() {
         assert_eq!(i["signed"], false, "{i}");
     }
 }
+
+/// `--registry-auth`: a registry that requires a login is verified with the login of a
+/// Docker `config.json`, refused without it, and a config that cannot be read is an error
+/// that decides nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_login_comes_from_a_docker_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let registry = Registry::start_with_login(&dir.join("registry"), "ci", "s3cret");
+    let host = registry.host.clone();
+    let public = registry.keygen(dir, "release");
+    let signed = registry.push("shop/api", "1.0", "api").await;
+    registry.sign(dir, "release", &format!("{host}/shop/api@{signed}"));
+    let world = dir.join("world");
+    std::fs::create_dir_all(&world).unwrap();
+    let key: String = public
+        .lines()
+        .map(|l| format!("            {l}\n"))
+        .collect();
+    std::fs::write(
+        world.join("world.yaml"),
+        format!(
+            "apiVersion: lattice.dev/v1alpha1
+kind: TrustPolicy
+metadata: {{name: trust}}
+spec:
+  registries:
+    - prefix: {host}/shop
+      requireSignature: true
+      keys:
+        - name: release
+          publicKey: |
+{key}{}",
+            service("api", &format!("{host}/shop/api:1.0")),
+        ),
+    )
+    .unwrap();
+    // What `docker login` writes (the registry's own copy of it, for cosign).
+    let auth = dir.join("registry/docker/config.json");
+    let ca = registry.ca_file.to_str().unwrap();
+    let w = world.to_str().unwrap();
+
+    let o = run(
+        dir,
+        &[
+            "images",
+            w,
+            "--registry-ca",
+            ca,
+            "--registry-auth",
+            auth.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("SIGNED   {host}/shop/api:1.0")),
+        "{}",
+        text(&o)
+    );
+
+    let o = run(dir, &["images", w, "--registry-ca", ca]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("refused access"), "{}", text(&o));
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"auths": {"r.example": {"auth": "%%%"}}}"#).unwrap();
+    let o = run(
+        dir,
+        &[
+            "plan",
+            w,
+            "--registry-ca",
+            ca,
+            "--registry-auth",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("`auth` is not base64"), "{}", text(&o));
+    assert!(!text(&o).contains("ALLOW"), "{}", text(&o));
+}

@@ -11,6 +11,7 @@
 //! results to the projection.
 
 pub mod cosign;
+pub mod docker_config;
 pub mod keys;
 pub mod layout;
 pub mod registry;

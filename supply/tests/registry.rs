@@ -231,3 +231,49 @@ async fn cosign_signatures_are_verified_against_trusted_keys_and_digests() {
         "{v:?}"
     );
 }
+
+/// A registry that requires a login (htpasswd): anonymous verification is refused and says
+/// so; the login from a Docker `config.json` verifies; a wrong password is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_requires_a_login_is_verified_with_the_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let registry = Registry::start_with_login(&dir.join("registry"), "ci", "s3cret");
+    let host = registry.host.clone();
+    let public = registry.keygen(dir, "release");
+    let signed = registry.push("shop/api", "1.0", "api").await;
+    registry.sign(dir, "release", &format!("{host}/shop/api@{signed}"));
+    let trust = trust(&registry, &public);
+    let image = format!("{host}/shop/api:1.0");
+    let verifier = |config: Option<String>| {
+        let credentials = config
+            .map(|c| lattice_supply::docker_config::parse(&c).unwrap())
+            .unwrap_or_default();
+        Verifier::new(
+            Source::registries(&RegistryOptions {
+                ca_pem: vec![registry.ca_pem.clone().into_bytes()],
+                credentials,
+                ..RegistryOptions::default()
+            }),
+            Duration::from_secs(300),
+        )
+    };
+    let login = |user: &str, password: &str| {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Some(format!(
+            r#"{{"auths": {{"https://{host}/v2/": {{"auth": "{auth}"}}}}}}"#
+        ))
+    };
+
+    let v = verifier(None).verify(&image, &trust).await;
+    assert!(!v.signed(), "{v:?}");
+    assert!(v.error.contains("refused access"), "anonymous: {v:?}");
+
+    let v = verifier(login("ci", "s3cret")).verify(&image, &trust).await;
+    assert!(v.signed(), "{v:?}");
+    assert_eq!(v.digest, signed);
+
+    let v = verifier(login("ci", "wrong")).verify(&image, &trust).await;
+    assert!(!v.signed() && v.error.contains("refused access"), "{v:?}");
+}

@@ -35,12 +35,24 @@ pub struct Registry {
     pub ca_pem: String,
     /// Where the CA is written, for `SSL_CERT_FILE`.
     pub ca_file: PathBuf,
+    /// The login it requires (htpasswd), if any; pushes and `cosign` use it.
+    pub login: Option<(String, String)>,
     dir: PathBuf,
 }
 
 impl Registry {
     /// Starts a registry storing under `dir`, serving TLS on a free loopback port.
     pub fn start(dir: &Path) -> Registry {
+        Registry::start_as(dir, None)
+    }
+
+    /// [`Registry::start`], requiring the login `user` / `password` (htpasswd, bcrypt) for
+    /// every request.
+    pub fn start_with_login(dir: &Path, user: &str, password: &str) -> Registry {
+        Registry::start_as(dir, Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_as(dir: &Path, login: Option<(String, String)>) -> Registry {
         let port = crate::free_port();
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
@@ -62,19 +74,39 @@ impl Registry {
         std::fs::write(&ca_file, ca.pem()).expect("write CA");
         std::fs::write(dir.join("server.pem"), cert.pem()).expect("write cert");
         std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write key");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
              http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {dir}/server.pem\n    key: {dir}/server.key\n",
             root = dir.join("data").display(),
             dir = dir.display(),
         );
+        if let Some((user, password)) = &login {
+            // The lowest bcrypt cost: a test's login, checked on every request.
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            std::fs::write(dir.join("htpasswd"), format!("{user}:{hash}\n")).expect("htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: lattice-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+            // cosign reads logins from DOCKER_CONFIG.
+            use base64::Engine as _;
+            let auth =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            std::fs::create_dir_all(dir.join("docker")).expect("docker dir");
+            std::fs::write(
+                dir.join("docker/config.json"),
+                format!(r#"{{"auths": {{"127.0.0.1:{port}": {{"auth": "{auth}"}}}}}}"#),
+            )
+            .expect("docker config");
+        }
         std::fs::write(dir.join("config.yml"), config).expect("write config");
         let mut r = Registry {
             child: None,
             host: format!("127.0.0.1:{port}"),
             ca_pem: ca.pem(),
             ca_file,
+            login,
             dir: dir.to_owned(),
         };
         r.restart();
@@ -114,6 +146,7 @@ impl Registry {
             .env("SSL_CERT_FILE", &self.ca_file)
             .env("COSIGN_PASSWORD", "")
             .env("COSIGN_YES", "true")
+            .env("DOCKER_CONFIG", self.dir.join("docker"))
             // Nothing here may reach the public Sigstore services.
             .env("TUF_ROOT", cwd.join("tuf"))
             .env("SIGSTORE_NO_CACHE", "true");
@@ -145,6 +178,10 @@ impl Registry {
             repository.to_owned(),
             tag.to_owned(),
         );
+        let auth = match &self.login {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
         let layer = ImageLayer::oci_v1(content.as_bytes().to_vec(), None);
         let config = Config::oci_v1(
             br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
@@ -157,17 +194,11 @@ impl Registry {
             None,
         );
         client
-            .push(
-                &reference,
-                &[layer],
-                config,
-                &RegistryAuth::Anonymous,
-                Some(manifest),
-            )
+            .push(&reference, &[layer], config, &auth, Some(manifest))
             .await
             .expect("push");
         client
-            .fetch_manifest_digest(&reference, &RegistryAuth::Anonymous)
+            .fetch_manifest_digest(&reference, &auth)
             .await
             .expect("digest")
     }
@@ -184,6 +215,11 @@ impl Registry {
     /// Signs `image` (`host/repository@digest`) with `dir/NAME.key`, as `cosign sign` does,
     /// with no transparency log.
     pub fn sign(&self, dir: &Path, key: &str, image: &str) {
+        self.sign_all(dir, key, &[image]);
+    }
+
+    /// Signs every one of `images` with `dir/NAME.key` in one `cosign sign` run.
+    pub fn sign_all(&self, dir: &Path, key: &str, images: &[&str]) {
         let mut c = self.cosign(dir);
         c.args([
             "sign",
@@ -191,8 +227,8 @@ impl Registry {
             &format!("{key}.key"),
             "--tlog-upload=false",
             "--yes",
-            image,
         ]);
+        c.args(images);
         run(c);
     }
 }
