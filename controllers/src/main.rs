@@ -29,6 +29,49 @@ enum LogFormat {
     Json,
 }
 
+/// Where images are verified: the flags `run` and `webhook` share.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct ImageFlags {
+    /// Verify images against this OCI image layout (an `oci-layout` directory: a mirror for
+    /// an air-gapped cluster) instead of their registries.
+    #[arg(long = "images", value_name = "DIR")]
+    image_layout: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for registries besides the system's roots.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+    /// A registry (`host:port`) to reach over plain HTTP (development registries only).
+    #[arg(long = "plain-http", value_name = "HOST")]
+    plain_http: Vec<String>,
+    /// Registry logins for verification, as a Docker `config.json` (mount the
+    /// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` Secret); read at start.
+    #[arg(long = "registry-auth", value_name = "FILE")]
+    registry_auth: Option<PathBuf>,
+}
+
+impl ImageFlags {
+    /// How registries are reached: the CAs and logins read now, so that a file that cannot
+    /// be read stops the start instead of leaving every image unsigned.
+    fn registries(&self) -> Result<lattice_supply::RegistryOptions, String> {
+        let mut ca_pem = Vec::new();
+        for f in &self.registry_ca {
+            ca_pem.push(
+                std::fs::read(f)
+                    .map_err(|e| format!("cannot read the registry CA {}: {e}", f.display()))?,
+            );
+        }
+        let credentials = match &self.registry_auth {
+            None => Default::default(),
+            Some(f) => lattice_supply::docker_config::read(f)?,
+        };
+        Ok(lattice_supply::RegistryOptions {
+            ca_pem,
+            plain_http: self.plain_http.clone(),
+            credentials,
+            ..lattice_supply::RegistryOptions::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers: watch every Lattice object, decide on one snapshot, and (while
@@ -75,6 +118,10 @@ enum Command {
         /// The cvc5 to prove with (default: $CVC5, else cvc5 on PATH).
         #[arg(long, requires = "prove_policy_changes")]
         solver: Option<PathBuf>,
+        /// Where the world's images are verified (default: the OCI layout the world carries
+        /// in `images/`, else their registries).
+        #[command(flatten)]
+        images: ImageFlags,
     },
 }
 
@@ -131,20 +178,8 @@ struct RunArgs {
     /// The cvc5 to prove with (default: $CVC5, else cvc5 on PATH).
     #[arg(long, requires = "prove_policy_changes")]
     solver: Option<PathBuf>,
-    /// Verify images against this OCI image layout (an `oci-layout` directory: a mirror for
-    /// an air-gapped cluster) instead of their registries.
-    #[arg(long = "images", value_name = "DIR")]
-    image_layout: Option<PathBuf>,
-    /// A CA certificate (PEM) to trust for registries besides the system's roots.
-    #[arg(long = "registry-ca", value_name = "FILE")]
-    registry_ca: Vec<PathBuf>,
-    /// A registry (`host:port`) to reach over plain HTTP (development registries only).
-    #[arg(long = "plain-http", value_name = "HOST")]
-    plain_http: Vec<String>,
-    /// Registry logins for verification, as a Docker `config.json` (mount the
-    /// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` Secret); read at start.
-    #[arg(long = "registry-auth", value_name = "FILE")]
-    registry_auth: Option<PathBuf>,
+    #[command(flatten)]
+    images: ImageFlags,
     /// Seconds a verification holds: then every image is resolved and verified again (a tag
     /// moved to an unsigned digest is revoked).
     #[arg(long, default_value_t = 300)]
@@ -274,17 +309,31 @@ fn main() -> ExitCode {
             admission_key,
             prove_policy_changes,
             solver,
+            images,
         } => {
             let proofs = match policy_proofs(prove_policy_changes, solver) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            let images = match images.registries() {
+                Ok(registries) => webhook::Images {
+                    layout: images.image_layout,
+                    registries,
+                },
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             run_webhook(
                 &tls_cert,
                 &tls_key,
                 addr,
-                world,
-                policies,
+                DecidedOn {
+                    world,
+                    policies,
+                    images,
+                },
                 admission_key,
                 proofs,
             )
@@ -292,15 +341,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the standalone webhook decides on: the world, the rule packs, and where its images
+/// are verified.
+struct DecidedOn {
+    world: Vec<PathBuf>,
+    policies: Option<PathBuf>,
+    images: webhook::Images,
+}
+
 fn run_webhook(
     cert: &std::path::Path,
     key: &std::path::Path,
     addr: SocketAddr,
-    world: Vec<PathBuf>,
-    policies: Option<PathBuf>,
+    decided_on: DecidedOn,
     admission_key: Option<PathBuf>,
     proofs: Option<lattice_controllers::webhook::proof::PolicyProofs>,
 ) -> ExitCode {
+    let DecidedOn {
+        world,
+        policies,
+        images,
+    } = decided_on;
     init_logs();
     let admission = match optional_admission_key(admission_key.as_deref()) {
         Ok(k) => k,
@@ -353,7 +414,7 @@ fn run_webhook(
         } else {
             let state = state.clone();
             tokio::task::spawn_blocking(move || {
-                match webhook::load_current(&world, policies.as_deref()) {
+                match webhook::load_current(&world, policies.as_deref(), &images) {
                     Ok(current) => {
                         tracing::info!(
                             snapshot = current.snapshot.digest(),
@@ -524,35 +585,12 @@ fn run_operator(args: RunArgs) -> ExitCode {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let images = match &args.image_layout {
-        Some(dir) => operator::ImageSource::Layout(dir.clone()),
-        None => {
-            let mut ca_pem = Vec::new();
-            for f in &args.registry_ca {
-                match std::fs::read(f) {
-                    Ok(pem) => ca_pem.push(pem),
-                    Err(e) => {
-                        eprintln!("error: cannot read the registry CA {}: {e}", f.display());
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            let credentials = match &args.registry_auth {
-                None => Default::default(),
-                Some(f) => match lattice_supply::docker_config::read(f) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
-                },
-            };
-            operator::ImageSource::Registries(lattice_supply::RegistryOptions {
-                ca_pem,
-                plain_http: args.plain_http.clone(),
-                credentials,
-                ..lattice_supply::RegistryOptions::default()
-            })
+    let images = match (&args.images.image_layout, args.images.registries()) {
+        (Some(dir), _) => operator::ImageSource::Layout(dir.clone()),
+        (None, Ok(options)) => operator::ImageSource::Registries(options),
+        (None, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     };
     let options = operator::Options {

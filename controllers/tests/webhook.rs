@@ -1792,3 +1792,36 @@ async fn admitted_policy_writes_carry_a_proof_when_asked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The standalone webhook takes the same image-verification flags as `run`, and a CA or a
+/// login file it cannot read stops it before it serves (it would otherwise find every
+/// image unsigned).
+#[test]
+fn the_standalone_webhook_refuses_registry_files_it_cannot_read() {
+    let dir = std::env::temp_dir().join(format!("lattice-webhook-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("config.json");
+    std::fs::write(&bad, "[]").unwrap();
+    let world = lattice_testkit::workspace_root().join("examples/world");
+    for (flag, file, says) in [
+        ("--registry-auth", bad.clone(), "not a Docker config.json"),
+        (
+            "--registry-ca",
+            dir.join("missing.pem"),
+            "cannot read the registry CA",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lattice-operator"))
+            .args(["webhook", "--tls-cert", "none.pem", "--tls-key", "none.key"])
+            .arg("--world")
+            .arg(&world)
+            .arg(flag)
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

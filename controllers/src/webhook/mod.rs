@@ -20,10 +20,23 @@ use lattice_engine::{Projection, Snapshot};
 pub use admit::{Current, Verdict, admit};
 pub use server::{Limits, State, serve};
 
-/// Loads the world and policies the webhook decides on, its images verified against the
-/// OCI image layout the world carries (`images/`) or else their registries. The error is
-/// plain text.
-pub fn load_current(world: &[PathBuf], policies: Option<&Path>) -> Result<Current, String> {
+/// Where the standalone webhook verifies the world's images.
+#[derive(Clone, Debug, Default)]
+pub struct Images {
+    /// An OCI image layout (`--images`); else the one the world carries (`images/`).
+    pub layout: Option<PathBuf>,
+    /// How registries are reached when no layout is given or carried.
+    pub registries: lattice_supply::RegistryOptions,
+}
+
+/// Loads the world and policies the webhook decides on, its images verified against
+/// `images.layout`, else the OCI image layout the world carries (`images/`), else their
+/// registries. The error is plain text.
+pub fn load_current(
+    world: &[PathBuf],
+    policies: Option<&Path>,
+    images: &Images,
+) -> Result<Current, String> {
     let paths = world;
     let (world, store) = lattice_engine::load::load(world, policies).map_err(|e| match e {
         LoadFailure::World(r) => format!(
@@ -39,12 +52,16 @@ pub fn load_current(world: &[PathBuf], policies: Option<&Path>) -> Result<Curren
         LoadFailure::Policy(e) => e.to_string(),
         LoadFailure::NoPacks(why) => why,
     })?;
-    let source = match lattice_supply::layout::beside(paths) {
+    let layout = images
+        .layout
+        .clone()
+        .or_else(|| lattice_supply::layout::beside(paths));
+    let source = match layout {
         Some(dir) => lattice_supply::Source::Layout(
             lattice_supply::layout::Layout::open(&dir)
                 .map_err(|e| format!("the OCI image layout cannot be read: {e}"))?,
         ),
-        None => lattice_supply::Source::registries(&Default::default()),
+        None => lattice_supply::Source::registries(&images.registries),
     };
     let live = LiveFacts {
         images: lattice_supply::facts_of(&world, source),

@@ -98,7 +98,12 @@ pub async fn start(pki: &Pki, limits: Limits) -> Webhook {
 pub fn load_examples(w: &Webhook, extra: &[PathBuf]) {
     let mut paths = vec![root().join("examples/world")];
     paths.extend_from_slice(extra);
-    let current = webhook::load_current(&paths, Some(&root().join("policies"))).unwrap();
+    let current = webhook::load_current(
+        &paths,
+        Some(&root().join("policies")),
+        &webhook::Images::default(),
+    )
+    .unwrap();
     w.state.set(current);
 }
 
