@@ -112,7 +112,7 @@ impl Layout {
         let digest = self
             .tags
             .get(&key)
-            .ok_or_else(|| RegistryError::NotFound(image.to_string()))?;
+            .ok_or_else(|| RegistryError::NotInLayout(image.to_string()))?;
         // The tag must name a manifest that is really there.
         self.blob(&key, digest, MAX_MANIFEST_BYTES)?;
         Ok(digest.clone())
@@ -148,7 +148,7 @@ impl Layout {
         let path = self.dir.join("blobs/sha256").join(hex);
         let size = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
-            Err(_) => return Err(RegistryError::NotFound(shown.to_owned())),
+            Err(_) => return Err(RegistryError::NotInLayout(shown.to_owned())),
         };
         if size > limit {
             return Err(invalid(format!("{size} bytes, more than {limit}")));

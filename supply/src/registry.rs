@@ -75,6 +75,9 @@ pub enum RegistryError {
     /// The manifest or tag does not exist.
     #[error("{0} is not in the registry")]
     NotFound(String),
+    /// The reference or blob is not in the OCI image layout verified against.
+    #[error("{0} is not in the OCI image layout")]
+    NotInLayout(String),
     /// The registry refused the credentials (or anonymous access).
     #[error("the registry refused access to {0}")]
     Unauthorized(String),

@@ -149,7 +149,10 @@ async fn cosign_signatures_are_verified_against_trusted_keys_and_digests() {
             "shop/copied:2.0",
             format!("names digest {first}, not {second}"),
         ),
-        ("shop/absent:1.0", "is not in the registry".to_owned()),
+        (
+            "shop/absent:1.0",
+            "is not in the OCI image layout".to_owned(),
+        ),
     ] {
         let v = offline.verify(&format!("{host}/{image}"), &trust).await;
         assert!(!v.signed() && v.error.contains(&reason), "{image}: {v:?}");
