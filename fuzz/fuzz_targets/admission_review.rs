@@ -6,15 +6,19 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use lattice_controllers::webhook::{Current, admit, load_current, review};
+use lattice_controllers::webhook::{Current, Images, admit, load_current, review};
 use libfuzzer_sys::fuzz_target;
 
 fn current() -> &'static Current {
     static CURRENT: OnceLock<Current> = OnceLock::new();
     CURRENT.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        load_current(&[root.join("examples/world")], Some(&root.join("policies")))
-            .expect("the example world loads")
+        load_current(
+            &[root.join("examples/world")],
+            Some(&root.join("policies")),
+            &Images::default(),
+        )
+        .expect("the example world loads")
     })
 }
 
