@@ -9,6 +9,8 @@ use lattice_engine::project::{
     secret_path_id, workload_bodies,
 };
 use lattice_engine::{Decision, Query, Snapshot, action, context_from_json, uid};
+
+use crate::attrs::{bool_attr, set_attr, string_attr};
 use lattice_schemas::crd::service::DeniedGate;
 use lattice_schemas::crd::workload::{Direction, WorkloadBody};
 use lattice_schemas::manifest::Object;
@@ -164,21 +166,9 @@ fn bodies(object: &Object) -> Vec<(String, &WorkloadBody)> {
 /// sign. `None` when the image is signed or needs no signature.
 fn image_facts(snapshot: &Snapshot, image: &EntityUid) -> Option<String> {
     let e = snapshot.entities().get(image)?;
-    let text = |name: &str| match e.attr(name) {
-        Some(Ok(cedar_policy::EvalResult::String(s))) => s,
-        _ => String::new(),
-    };
-    let flag = |name: &str| matches!(e.attr(name), Some(Ok(cedar_policy::EvalResult::Bool(true))));
-    let keys: Vec<String> = match e.attr("trustedKeys") {
-        Some(Ok(cedar_policy::EvalResult::Set(set))) => set
-            .iter()
-            .filter_map(|v| match v {
-                cedar_policy::EvalResult::String(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let text = |name: &str| string_attr(e, name);
+    let flag = |name: &str| bool_attr(e, name);
+    let keys = set_attr(e, "trustedKeys");
     if !flag("trustedRegistry") {
         return Some("no TrustPolicy registry covers this image".to_owned());
     }

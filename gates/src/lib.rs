@@ -6,6 +6,7 @@
 //! (`Comply` for every subject and framework).
 
 pub mod admission;
+mod attrs;
 pub mod compliance;
 pub mod derivation;
 pub mod kubernetes;

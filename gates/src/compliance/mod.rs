@@ -23,6 +23,8 @@ use lattice_schemas::manifest::Object;
 use lattice_schemas::manifest::core::{CoreKind, CoreObject};
 use rayon::prelude::*;
 
+use crate::attrs::{bool_attr, set_attr, string_attr};
+
 use crate::derivation::questions;
 use crate::mesh::connect_query;
 use crate::proxy::{EXEC_ACTIONS, PROXY_ACTIONS, PROXY_GROUPS};
@@ -607,33 +609,6 @@ impl KubernetesFacts {
             .or_else(|| self.automount.get(&(ns, account.clone())).copied())
             .unwrap_or(true);
         f.derived.default_service_account = account == "default";
-    }
-}
-
-fn bool_attr(e: &cedar_policy::Entity, name: &str) -> bool {
-    matches!(
-        e.attr(name).and_then(Result::ok),
-        Some(cedar_policy::EvalResult::Bool(true))
-    )
-}
-
-fn string_attr(e: &cedar_policy::Entity, name: &str) -> String {
-    match e.attr(name).and_then(Result::ok) {
-        Some(cedar_policy::EvalResult::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-fn set_attr(e: &cedar_policy::Entity, name: &str) -> Vec<String> {
-    match e.attr(name).and_then(Result::ok) {
-        Some(cedar_policy::EvalResult::Set(items)) => items
-            .iter()
-            .filter_map(|v| match v {
-                cedar_policy::EvalResult::String(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
     }
 }
 
