@@ -58,12 +58,22 @@ pub struct SigningKey {
     pub keyless: Option<KeylessIdentity>,
 }
 
-/// A keyless signing identity.
+/// A keyless signing identity: a short-lived certificate (Fulcio's, or a private CA's) that
+/// names who signed. A signature counts for this key when its certificate chains to
+/// `trustRoot`, is valid for code signing, and names exactly `issuer` and `subject`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeylessIdentity {
+    /// The OIDC issuer that vouched for the signer, as the certificate's Fulcio issuer
+    /// extension names it (e.g. `https://token.actions.githubusercontent.com`).
     pub issuer: String,
+    /// The signer's identity, as the certificate's subject alternative name gives it: an
+    /// email address, a URI (a CI workflow), or a Fulcio username.
     pub subject: String,
+    /// The CA certificates (PEM) that certificates must chain to: the Fulcio root and
+    /// intermediates of your Sigstore instance, or your own CA. Without it nothing verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root: Option<String>,
 }
 
 /// A verification once declared by hand for an image. Deprecated and ignored.

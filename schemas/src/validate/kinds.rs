@@ -795,16 +795,19 @@ fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
             );
         }
         for (j, k) in r.keys.iter().enumerate() {
-            if k.keyless.is_some() {
+            let Some(keyless) = &k.keyless else { continue };
+            let root = keyless.trust_root.as_deref().unwrap_or("");
+            if !root.contains("-----BEGIN CERTIFICATE-----") {
                 cx.push(
                     cx.m.error_at_key(
-                        "lattice::trust::keyless",
+                        "lattice::trust::keyless-root",
                         &format!("{at}/keys/{j}/keyless"),
                         format!(
-                            "key `{}` is keyless, and Lattice does not verify keyless (certificate) signatures yet: images signed only this way read as unsigned",
+                            "key `{}` is keyless but has no `trustRoot` certificates: no certificate can be chained, so images signed only this way read as unsigned",
                             k.name
                         ),
                     )
+                    .with_help("set `trustRoot` to the PEM certificates of the CA that issues the signing certificates (your Sigstore instance's Fulcio root and intermediates, or your own CA)")
                     .warning(),
                 );
             }
