@@ -16,7 +16,8 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::keys::PublicKey;
+use crate::keyless::CertChain;
+use crate::signers::{Rejected, Signers};
 
 /// The media type of a simple signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -24,6 +25,8 @@ pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+js
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The annotation holding a keyless signature's certificate (PEM).
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// The annotation holding the CA certificates (PEM) that came with the certificate.
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// `critical.type` of a cosign image signature payload.
 pub const PAYLOAD_TYPE: &str = "cosign container image signature";
 /// The largest payload read: a simple signing payload is a few hundred bytes.
@@ -61,6 +64,8 @@ pub struct SignatureLayer {
     pub signature: Vec<u8>,
     /// A keyless signature's certificate (PEM), when the layer carries one.
     pub certificate: Option<String>,
+    /// The CA certificates (PEM) that came with it.
+    pub chain: Option<String>,
 }
 
 /// The signature layers of a signature manifest (an OCI or Docker v2 image manifest).
@@ -107,16 +112,19 @@ pub fn signature_layers(manifest: &[u8]) -> Result<Vec<SignatureLayer>, CosignEr
         let signature = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .map_err(|e| bad(&format!("the signature is not base64: {e}")))?;
-        let certificate = annotations
-            .and_then(|a| a.get(CERTIFICATE_ANNOTATION))
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned);
+        let pem_annotation = |name: &str| {
+            annotations
+                .and_then(|a| a.get(name))
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+        };
         out.push(SignatureLayer {
             payload_digest: payload_digest.to_ascii_lowercase(),
             payload_size,
             signature,
-            certificate,
+            certificate: pem_annotation(CERTIFICATE_ANNOTATION),
+            chain: pem_annotation(CHAIN_ANNOTATION),
         });
     }
     Ok(out)
@@ -158,38 +166,37 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, CosignError> {
     })
 }
 
-/// Why one signature does not count.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    #[error("a signature verifies under no trusted key")]
-    NoTrustedKey,
-    #[error("a signature by `{key}` names digest {named}, not {digest}")]
-    OtherDigest {
-        key: String,
-        named: String,
-        digest: String,
-    },
-    #[error("a signature by `{key}` has an unreadable payload: {reason}")]
-    Payload { key: String, reason: String },
-}
-
-/// The trusted keys under which `layer`'s signature of `payload` verifies, when its payload
-/// names exactly `digest`. `payload` must be the blob the layer names (the registry client
-/// checked its digest).
+/// The trusted signers by whom `layer`'s signature of `payload` verifies (at `now`, for
+/// certificates), when its payload names exactly `digest`. `payload` must be the blob the
+/// layer names (the registry client checked its digest).
 pub fn check(
     layer: &SignatureLayer,
     payload: &[u8],
     digest: &str,
-    keys: &[PublicKey],
+    trusted: &Signers,
+    now: pki_types::UnixTime,
 ) -> Result<Vec<String>, Rejected> {
-    let signers: Vec<String> = keys
-        .iter()
-        .filter(|k| k.verifies(payload, &layer.signature))
-        .map(|k| k.name.clone())
-        .collect();
-    let Some(first) = signers.first() else {
-        return Err(Rejected::NoTrustedKey);
+    let signers = match layer
+        .certificate
+        .as_deref()
+        .map(|leaf| CertChain::from_pem(leaf, layer.chain.as_deref()))
+    {
+        None => trusted.signed_by(payload, &layer.signature, None, now)?,
+        Some(Ok(chain)) => trusted.signed_by(payload, &layer.signature, Some(&chain), now)?,
+        // An unreadable certificate vouches for nobody; a public key may still verify.
+        Some(Err(e)) => {
+            let keys_only = Signers {
+                keys: trusted.keys.clone(),
+                keyless: Vec::new(),
+            };
+            keys_only
+                .signed_by(payload, &layer.signature, None, now)
+                .map_err(|_| Rejected::NoTrustedKey {
+                    keyless: vec![e.to_string()],
+                })?
+        }
     };
+    let first = &signers[0];
     // The signature is a trusted key's; now it must be about this image.
     let named = parse_payload(payload).map_err(|e| Rejected::Payload {
         key: first.clone(),

@@ -127,6 +127,35 @@ impl Layout {
         }
     }
 
+    /// The manifest `digest`, or `None` when the layout does not hold it.
+    pub fn manifest_at(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        match self.blob(
+            &format!("{}@{digest}", image.name()),
+            digest,
+            MAX_MANIFEST_BYTES,
+        ) {
+            Ok(b) => Ok(Some(b)),
+            Err(RegistryError::NotInLayout(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The manifests that refer to `digest`: a layout keeps them as the referrers tag
+    /// schema does, in an index tagged `sha256-<hex>`.
+    pub fn referrers(&self, image: &ImageRef, digest: &str) -> Result<Vec<String>, RegistryError> {
+        let Some(index) = self.manifest(image, &referrers_tag(digest))? else {
+            return Ok(Vec::new());
+        };
+        crate::bundle::referrer_digests(&index).map_err(|e| RegistryError::Invalid {
+            reference: format!("{}@{digest}", image.name()),
+            reason: e.to_string(),
+        })
+    }
+
     /// A payload blob, bounded and checked against its digest.
     pub fn payload(&self, image: &ImageRef, digest: &str) -> Result<Vec<u8>, RegistryError> {
         self.blob(
@@ -159,6 +188,11 @@ impl Layout {
         }
         Ok(bytes)
     }
+}
+
+/// The tag under which the referrers tag schema keeps the referrers of `digest`.
+pub fn referrers_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
 }
 
 /// Writes images into a layout: what `Layout` reads. Used to make the example world's
@@ -229,8 +263,8 @@ impl LayoutWriter {
 }
 
 /// Copies `image` (by tag) from a registry into `writer`, named `stored_as`
-/// (`registry/repository`) there: its manifest, the blobs it names, and its cosign
-/// signatures when it has any. Blobs up to `limit` bytes.
+/// (`registry/repository`) there: its manifest, the blobs it names, its cosign signatures
+/// when it has any, and its referrers (Sigstore bundles). Blobs up to `limit` bytes.
 pub async fn copy(
     registry: &crate::registry::Registry,
     image: &ImageRef,
@@ -258,30 +292,83 @@ pub async fn copy(
             }
             continue;
         };
-        let doc: Value = serde_json::from_slice(&manifest).map_err(|e| RegistryError::Invalid {
-            reference: image.to_string(),
-            reason: e.to_string(),
-        })?;
-        let media_type = doc
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
-            .to_owned();
-        let blobs = doc.get("config").into_iter().chain(
-            doc.get("layers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten(),
-        );
-        for b in blobs {
-            if let Some(d) = b.get("digest").and_then(Value::as_str) {
-                let bytes = registry.blob(image, d, limit).await?;
-                writer.blob(&bytes).map_err(io)?;
-            }
-        }
+        let media_type = copy_blobs(registry, image, &manifest, writer, limit).await?;
         writer
             .manifest(&format!("{stored_as}:{tag}"), &media_type, &manifest)
             .map_err(io)?;
     }
+    // Referrers (Sigstore bundles and other artifacts about the image), kept as the
+    // referrers tag schema keeps them.
+    let mut referrers = Vec::new();
+    for d in registry.referrers(image, &digest).await? {
+        let Some(manifest) = registry.manifest_at(image, &d).await? else {
+            continue;
+        };
+        let media_type = copy_blobs(registry, image, &manifest, writer, limit).await?;
+        writer.blob(&manifest).map_err(io)?;
+        let mut entry = serde_json::json!({
+            "mediaType": media_type,
+            "digest": d,
+            "size": manifest.len(),
+        });
+        if let Some(t) = serde_json::from_slice::<Value>(&manifest)
+            .ok()
+            .and_then(|m| m.get("artifactType").cloned())
+        {
+            entry["artifactType"] = t;
+        }
+        referrers.push(entry);
+    }
+    if !referrers.is_empty() {
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": referrers,
+        }))
+        .expect("json");
+        writer
+            .manifest(
+                &format!("{stored_as}:{}", referrers_tag(&digest)),
+                "application/vnd.oci.image.index.v1+json",
+                &index,
+            )
+            .map_err(io)?;
+    }
     Ok(())
+}
+
+/// Copies the blobs `manifest` names (config and layers) into `writer`; returns the
+/// manifest's media type.
+async fn copy_blobs(
+    registry: &crate::registry::Registry,
+    image: &ImageRef,
+    manifest: &[u8],
+    writer: &mut LayoutWriter,
+    limit: u64,
+) -> Result<String, RegistryError> {
+    let invalid = |reason: String| RegistryError::Invalid {
+        reference: image.to_string(),
+        reason,
+    };
+    let doc: Value = serde_json::from_slice(manifest).map_err(|e| invalid(e.to_string()))?;
+    let media_type = doc
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_owned();
+    let blobs = doc.get("config").into_iter().chain(
+        doc.get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    for b in blobs {
+        if let Some(d) = b.get("digest").and_then(Value::as_str) {
+            let bytes = registry.blob(image, d, limit).await?;
+            writer
+                .blob(&bytes)
+                .map_err(|e| invalid(format!("writing the layout: {e}")))?;
+        }
+    }
+    Ok(media_type)
 }

@@ -10,11 +10,14 @@
 //! The engine never does I/O: callers (the operator, the CLI) verify here and hand the
 //! results to the projection.
 
+pub mod bundle;
 pub mod cosign;
 pub mod docker_config;
+pub mod keyless;
 pub mod keys;
 pub mod layout;
 pub mod registry;
+pub mod signers;
 pub mod source;
 pub mod verify;
 

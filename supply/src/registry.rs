@@ -177,6 +177,68 @@ impl Registry {
         }
     }
 
+    /// The manifest `digest` of `image`'s repository, or `None`; exactly its bytes.
+    pub async fn manifest_at(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let shown = format!("{}@{digest}", image.name());
+        let reference = Reference::with_digest(
+            image.registry.clone(),
+            image.repository.clone(),
+            digest.to_owned(),
+        );
+        match self
+            .client
+            .pull_manifest_raw(&reference, &self.auth(&image.registry), MANIFEST_TYPES)
+            .await
+        {
+            Ok((body, _)) if sha256_of(&body) == digest.to_ascii_lowercase() => {
+                Ok(Some(body.to_vec()))
+            }
+            Ok(_) => Err(RegistryError::Invalid {
+                reference: shown,
+                reason: "the manifest does not hash to its digest".into(),
+            }),
+            Err(e) => match classify(&shown, e) {
+                RegistryError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The manifests that refer to `digest` (OCI 1.1 referrers: the registry's referrers
+    /// API, or the `sha256-<hex>` index of the referrers tag schema where it has none).
+    pub async fn referrers(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<Vec<String>, RegistryError> {
+        let shown = format!("{}@{digest}", image.name());
+        let reference = Reference::with_digest(
+            image.registry.clone(),
+            image.repository.clone(),
+            digest.to_owned(),
+        );
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth(&image.registry))
+            .await;
+        match self.client.pull_referrers(&reference, None).await {
+            Ok(index) => Ok(index
+                .manifests
+                .into_iter()
+                .map(|m| m.digest.to_ascii_lowercase())
+                .filter(|d| crate::cosign::signature_tag(d).is_ok())
+                .take(crate::bundle::MAX_REFERRERS)
+                .collect()),
+            Err(e) => match classify(&shown, e) {
+                RegistryError::NotFound(_) => Ok(Vec::new()),
+                other => Err(other),
+            },
+        }
+    }
+
     /// A payload blob of `image`'s repository: at most [`MAX_PAYLOAD_BYTES`], and exactly
     /// the bytes of `digest`.
     pub async fn payload(&self, image: &ImageRef, digest: &str) -> Result<Vec<u8>, RegistryError> {

@@ -1,5 +1,5 @@
 //! Where images and their signatures are read: registries over the network, or an OCI image
-//! layout on disk. Both answer the same three questions with the same checks.
+//! layout on disk. Both answer the same questions with the same checks.
 
 use lattice_schemas::image::ImageRef;
 
@@ -45,6 +45,30 @@ impl Source {
         match self {
             Source::Registries(r) => r.manifest(image, tag).await,
             Source::Layout(l) => l.manifest(image, tag),
+        }
+    }
+
+    /// The manifest `digest` of `image`'s repository, or `None`.
+    pub async fn manifest_at(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        match self {
+            Source::Registries(r) => r.manifest_at(image, digest).await,
+            Source::Layout(l) => l.manifest_at(image, digest),
+        }
+    }
+
+    /// The manifests (digests) that refer to `digest`: OCI 1.1 referrers.
+    pub async fn referrers(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<Vec<String>, RegistryError> {
+        match self {
+            Source::Registries(r) => r.referrers(image, digest).await,
+            Source::Layout(l) => l.referrers(image, digest),
         }
     }
 

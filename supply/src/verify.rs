@@ -15,10 +15,12 @@ use lattice_schemas::crd::trust_policy::TrustPolicySpec;
 use lattice_schemas::image::{ImageRef, Verification};
 use sha2::{Digest as _, Sha256};
 
-use crate::cosign;
+use crate::keyless::KeylessSigner;
 use crate::keys::PublicKey;
 use crate::registry::RegistryError;
+use crate::signers::Signers;
 use crate::source::Source;
+use crate::{bundle, cosign};
 
 /// How many images are verified at once.
 const CONCURRENCY: usize = 32;
@@ -28,8 +30,10 @@ const CONCURRENCY: usize = 32;
 pub struct TrustedPrefix {
     /// `host[/path]`, without a trailing `/`.
     pub prefix: String,
-    pub keys: Vec<PublicKey>,
-    /// Keys named but not usable here (unreadable, or keyless), with why.
+    /// Its public keys and keyless identities.
+    pub signers: Signers,
+    /// Keys named but not usable here (unreadable, or a keyless key with no trust root),
+    /// with why.
     pub unusable: Vec<String>,
     /// Identifies the key set, so a cached result is not reused under other keys.
     fingerprint: String,
@@ -47,26 +51,34 @@ impl Trust {
         let mut prefixes = Vec::new();
         for spec in policies {
             for r in &spec.registries {
-                let mut keys = Vec::new();
+                let mut signers = Signers::default();
                 let mut unusable = Vec::new();
                 let mut fingerprint = Sha256::new();
                 for k in &r.keys {
+                    let mut remember = |parts: &[&str]| {
+                        for part in parts {
+                            fingerprint.update(part.trim().as_bytes());
+                            fingerprint.update([0]);
+                        }
+                    };
                     match (&k.public_key, &k.keyless) {
                         (Some(pem), _) => match PublicKey::from_pem(&k.name, pem) {
                             Ok(key) => {
-                                fingerprint.update(k.name.as_bytes());
-                                fingerprint.update([0]);
-                                fingerprint.update(pem.trim().as_bytes());
-                                fingerprint.update([0]);
-                                keys.push(key);
+                                remember(&[&k.name, pem]);
+                                signers.keys.push(key);
                             }
                             Err(e) => unusable.push(format!("key `{}`: {e}", k.name)),
                         },
-                        (None, Some(_)) => unusable.push(format!(
-                            "key `{}` is keyless (a certificate identity), which Lattice does \
-                             not verify yet",
-                            k.name
-                        )),
+                        (None, Some(id)) => {
+                            let root = id.trust_root.as_deref().unwrap_or("");
+                            match KeylessSigner::new(&k.name, &id.issuer, &id.subject, root) {
+                                Ok(signer) => {
+                                    remember(&[&k.name, &id.issuer, &id.subject, root]);
+                                    signers.keyless.push(signer);
+                                }
+                                Err(e) => unusable.push(format!("keyless key `{}`: {e}", k.name)),
+                            }
+                        }
                         (None, None) => unusable.push(format!(
                             "key `{}` has neither publicKey nor keyless",
                             k.name
@@ -75,7 +87,7 @@ impl Trust {
                 }
                 prefixes.push(TrustedPrefix {
                     prefix: r.prefix.trim_end_matches('/').to_owned(),
-                    keys,
+                    signers,
                     unusable,
                     fingerprint: crate::registry::sha256_of(&fingerprint.finalize()),
                 });
@@ -130,7 +142,7 @@ impl Verifier {
             .filter(|i| {
                 trust
                     .governing(i)
-                    .is_some_and(|p| !p.keys.is_empty() || !p.unusable.is_empty())
+                    .is_some_and(|p| !p.signers.is_empty() || !p.unusable.is_empty())
             })
             .map(|i| i.to_string())
             .collect();
@@ -208,61 +220,94 @@ impl Verifier {
         self.last.lock().expect("lock").clear();
     }
 
-    /// The cosign signatures of `digest` under `prefix`'s keys. `Err` only when the
-    /// registry did not answer.
+    /// The signatures of `digest` under `prefix`'s signers, in both of cosign's forms (the
+    /// `.sig` tag, and Sigstore bundles among the referrers). `Err` only when the registry
+    /// did not answer.
     async fn check_signatures(
         &self,
         img: &ImageRef,
         digest: &str,
         prefix: &TrustedPrefix,
     ) -> Result<Verification, RegistryError> {
+        let now = pki_types::UnixTime::now();
+        let mut signers = BTreeSet::new();
+        let mut reasons = BTreeSet::new();
+        let mut found = 0;
         let tag = match cosign::signature_tag(digest) {
             Ok(t) => t,
             Err(e) => return Ok(Verification::failed(digest, e.to_string())),
         };
-        let Some(manifest) = self.source.manifest(img, &tag).await? else {
-            return Ok(Verification::failed(
-                digest,
-                format!(
-                    "no cosign signature: {}:{tag} is not in the registry",
-                    img.name()
-                ),
-            ));
-        };
-        let layers = match cosign::signature_layers(&manifest) {
-            Ok(l) if l.is_empty() => {
-                return Ok(Verification::failed(
-                    digest,
-                    format!(
-                        "no cosign signature: {}:{tag} holds no signature layer",
-                        img.name()
-                    ),
-                ));
+        if let Some(manifest) = self.source.manifest(img, &tag).await? {
+            match cosign::signature_layers(&manifest) {
+                Ok(layers) => {
+                    found += layers.len();
+                    for layer in &layers {
+                        let payload = match self.source.payload(img, &layer.payload_digest).await {
+                            Ok(p) => p,
+                            Err(e @ RegistryError::Unreachable { .. }) => return Err(e),
+                            Err(e) => {
+                                reasons.insert(e.to_string());
+                                continue;
+                            }
+                        };
+                        match cosign::check(layer, &payload, digest, &prefix.signers, now) {
+                            Ok(names) => signers.extend(names),
+                            Err(r) => {
+                                reasons.insert(r.to_string());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    reasons.insert(e.to_string());
+                }
             }
-            Ok(l) => l,
-            Err(e) => return Ok(Verification::failed(digest, e.to_string())),
-        };
-        let mut signers = BTreeSet::new();
-        let mut reasons = BTreeSet::new();
-        for layer in &layers {
-            let payload = match self.source.payload(img, &layer.payload_digest).await {
-                Ok(p) => p,
+        }
+        for referrer in self.source.referrers(img, digest).await? {
+            let manifest = match self.source.manifest_at(img, &referrer).await {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
                 Err(e @ RegistryError::Unreachable { .. }) => return Err(e),
                 Err(e) => {
                     reasons.insert(e.to_string());
                     continue;
                 }
             };
-            match cosign::check(layer, &payload, digest, &prefix.keys) {
+            let layer = match bundle::bundle_layer(&manifest, digest) {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(e) => {
+                    reasons.insert(e.to_string());
+                    continue;
+                }
+            };
+            found += 1;
+            let verdict = match self.source.payload(img, &layer.digest).await {
+                Ok(bytes) => bundle::parse(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        bundle::check(&b, digest, &prefix.signers, now).map_err(|r| r.to_string())
+                    }),
+                Err(e @ RegistryError::Unreachable { .. }) => return Err(e),
+                Err(e) => Err(e.to_string()),
+            };
+            match verdict {
                 Ok(names) => signers.extend(names),
                 Err(r) => {
-                    reasons.insert(r.to_string());
+                    reasons.insert(r);
                 }
             }
         }
         if signers.is_empty() {
-            let mut why: Vec<String> = reasons.into_iter().collect();
-            if prefix.keys.is_empty() {
+            let mut why: Vec<String> = if found == 0 && reasons.is_empty() {
+                vec![format!(
+                    "no cosign signature: neither {}:{tag} nor a Sigstore bundle among its referrers",
+                    img.name()
+                )]
+            } else {
+                reasons.into_iter().collect()
+            };
+            if prefix.signers.is_empty() {
                 why.push(format!("no usable key for {}", prefix.prefix));
             }
             why.extend(prefix.unusable.iter().cloned());

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use lattice_schemas::crd::trust_policy::{SigningKey, TrustPolicySpec, TrustedRegistry};
+use lattice_schemas::crd::trust_policy::{
+    KeylessIdentity, SigningKey, TrustPolicySpec, TrustedRegistry,
+};
 use lattice_schemas::image::ImageRef;
 use lattice_supply::layout::{Layout, LayoutWriter, copy};
 use lattice_supply::{RegistryOptions, Source, Trust, Verifier};
-use lattice_testkit::oci::Registry;
+use lattice_testkit::oci::{Registry, SigningCa};
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 
@@ -279,4 +281,238 @@ async fn a_registry_that_requires_a_login_is_verified_with_the_login() {
 
     let v = verifier(login("ci", "wrong")).verify(&image, &trust).await;
     assert!(!v.signed() && v.error.contains("refused access"), "{v:?}");
+}
+
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+const WORKFLOW: &str = "https://github.com/shop/api/.github/workflows/release.yml@refs/heads/main";
+
+/// Keyless signatures (a certificate from a CA the TrustPolicy names, for an exact issuer
+/// and subject) and the Sigstore bundle form stored as an OCI 1.1 referrer, each signed by
+/// the real cosign; each way of not counting says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_certificates_and_sigstore_bundles_are_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let registry = Registry::start(&dir.join("registry"));
+    let host = registry.host.clone();
+    let release_pub = registry.keygen(dir, "release");
+    let ca = SigningCa::new("lattice test Fulcio");
+    let stranger_ca = SigningCa::new("someone else's CA");
+    let issue = |name: &str, ca: &SigningCa, subject: &str| {
+        let (key, cert) = ca.issue(subject, ISSUER);
+        registry.import_key(dir, name, &key);
+        std::fs::write(dir.join(format!("{name}.crt")), cert).unwrap();
+        std::fs::write(dir.join(format!("{name}.chain")), &ca.pem).unwrap();
+    };
+    issue("ci", &ca, WORKFLOW);
+    issue("forged", &stranger_ca, WORKFLOW);
+    issue(
+        "intern",
+        &ca,
+        "https://github.com/shop/api/.github/workflows/try.yml@refs/heads/dev",
+    );
+    let with_cert = |name: &str| {
+        [
+            "--certificate".to_owned(),
+            format!("{name}.crt"),
+            "--certificate-chain".to_owned(),
+            format!("{name}.chain"),
+        ]
+    };
+    let sign = |key: &str, extra: &[String], image: &str, digest: &str| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        registry.sign_with(dir, key, &extra, &[&format!("{host}/{image}@{digest}")]);
+    };
+    let bundle = ["--new-bundle-format".to_owned()];
+
+    let keyless = registry.push("shop/keyless", "1.0", "keyless").await;
+    sign("ci", &with_cert("ci"), "shop/keyless", &keyless);
+    let forged = registry.push("shop/forged", "1.0", "forged").await;
+    sign("forged", &with_cert("forged"), "shop/forged", &forged);
+    let intern = registry.push("shop/intern", "1.0", "intern").await;
+    sign("intern", &with_cert("intern"), "shop/intern", &intern);
+    let bundled = registry.push("shop/bundle", "1.0", "bundle 1.0").await;
+    sign("release", &bundle, "shop/bundle", &bundled);
+    let bundled_keyless = registry.push("shop/bundle-keyless", "1.0", "bk").await;
+    let mut extra = bundle.to_vec();
+    extra.extend(["--certificate".to_owned(), "ci.crt".to_owned()]);
+    sign("ci", &extra, "shop/bundle-keyless", &bundled_keyless);
+    // The release key's bundle for 1.0, made to refer to 2.0: the referrer manifest says
+    // 2.0, the signed statement still names 1.0.
+    let other = registry.push("shop/bundle", "2.0", "bundle 2.0").await;
+    forge_referrer(&registry, "shop/bundle", &bundled, &other).await;
+
+    let spec = TrustPolicySpec {
+        registries: vec![TrustedRegistry {
+            prefix: format!("{host}/shop"),
+            keys: vec![
+                SigningKey {
+                    name: "release".into(),
+                    public_key: Some(release_pub),
+                    keyless: None,
+                },
+                SigningKey {
+                    name: "ci".into(),
+                    public_key: None,
+                    keyless: Some(KeylessIdentity {
+                        issuer: ISSUER.into(),
+                        subject: WORKFLOW.into(),
+                        trust_root: Some(ca.pem.clone()),
+                    }),
+                },
+            ],
+            require_signature: Some(true),
+            verified: vec![],
+        }],
+    };
+    let trust = Trust::of([&spec]);
+    let options = RegistryOptions {
+        ca_pem: vec![registry.ca_pem.clone().into_bytes()],
+        ..RegistryOptions::default()
+    };
+    let verifier = Verifier::new(Source::registries(&options), Duration::from_secs(300));
+    let signers =
+        |v: &lattice_schemas::image::Verification| v.signers.iter().cloned().collect::<Vec<_>>();
+
+    let v = verifier
+        .verify(&format!("{host}/shop/keyless:1.0"), &trust)
+        .await;
+    assert_eq!(
+        (v.digest.as_str(), signers(&v)),
+        (keyless.as_str(), vec!["ci".to_owned()]),
+        "{v:?}"
+    );
+    let v = verifier
+        .verify(&format!("{host}/shop/bundle:1.0"), &trust)
+        .await;
+    assert_eq!(signers(&v), ["release"], "the bundle form, by key: {v:?}");
+    let v = verifier
+        .verify(&format!("{host}/shop/bundle-keyless:1.0"), &trust)
+        .await;
+    assert_eq!(signers(&v), ["ci"], "the bundle form, keyless: {v:?}");
+    for (image, reason) in [
+        (
+            "shop/forged:1.0",
+            "does not chain to the trustRoot of `ci`".to_owned(),
+        ),
+        ("shop/intern:1.0", "try.yml@refs/heads/dev".to_owned()),
+        (
+            "shop/bundle:2.0",
+            format!("names digest {bundled}, not {other}"),
+        ),
+    ] {
+        let v = verifier.verify(&format!("{host}/{image}"), &trust).await;
+        assert!(!v.signed() && v.error.contains(&reason), "{image}: {v:?}");
+    }
+
+    // Bundles travel into an OCI image layout with their image and verify offline.
+    let layout_dir = dir.join("layout");
+    let mut writer = LayoutWriter::create(&layout_dir).unwrap();
+    let reader = lattice_supply::registry::Registry::new(&options);
+    for image in [
+        "shop/bundle:1.0",
+        "shop/bundle-keyless:1.0",
+        "shop/keyless:1.0",
+    ] {
+        let image = ImageRef::parse(&format!("{host}/{image}")).unwrap();
+        copy(&reader, &image, &image.name(), &mut writer, 1 << 20)
+            .await
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    let offline = from_layout(&layout_dir);
+    for (image, signer) in [
+        ("shop/bundle:1.0", "release"),
+        ("shop/bundle-keyless:1.0", "ci"),
+        ("shop/keyless:1.0", "ci"),
+    ] {
+        let v = offline.verify(&format!("{host}/{image}"), &trust).await;
+        assert_eq!(signers(&v), [signer], "{image} offline: {v:?}");
+    }
+
+    // A keyless key whose trust root is unreadable verifies nothing, and says so.
+    let mut broken = spec.clone();
+    broken.registries[0].keys[1]
+        .keyless
+        .as_mut()
+        .unwrap()
+        .trust_root = Some("not PEM".into());
+    let v = verifier
+        .verify(&format!("{host}/shop/keyless:1.0"), &Trust::of([&broken]))
+        .await;
+    assert!(
+        !v.signed()
+            && v.error
+                .contains("keyless key `ci`: its trustRoot is unusable"),
+        "{v:?}"
+    );
+}
+
+/// Makes the first Sigstore bundle referrer of `from` refer to `to` as well: the same
+/// bundle layer, under a manifest whose subject is `to`, listed in `to`'s referrers index
+/// (the tag schema, as this registry has no referrers API).
+async fn forge_referrer(registry: &Registry, repository: &str, from: &str, to: &str) {
+    let client = registry.client();
+    let host = registry.host.clone();
+    let get = |reference: Reference| {
+        let client = client.clone();
+        async move {
+            let (bytes, _) = client
+                .pull_manifest_raw(
+                    &reference,
+                    &RegistryAuth::Anonymous,
+                    &[
+                        "application/vnd.oci.image.manifest.v1+json",
+                        "application/vnd.oci.image.index.v1+json",
+                    ],
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    let tag = |d: &str| d.replacen(':', "-", 1);
+    let index = get(Reference::with_tag(
+        host.clone(),
+        repository.into(),
+        tag(from),
+    ))
+    .await;
+    let first = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let mut manifest = get(Reference::with_digest(
+        host.clone(),
+        repository.into(),
+        first,
+    ))
+    .await;
+    manifest["subject"]["digest"] = to.into();
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let digest = lattice_supply::registry::sha256_of(&body);
+    let media = |t: &str| t.parse().unwrap();
+    client
+        .push_manifest_raw(
+            &Reference::with_digest(host.clone(), repository.into(), digest.clone()),
+            body.clone(),
+            media("application/vnd.oci.image.manifest.v1+json"),
+        )
+        .await
+        .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": body.len(),
+            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        }],
+    });
+    client
+        .push_manifest_raw(
+            &Reference::with_tag(host, repository.into(), tag(to)),
+            serde_json::to_vec(&index).unwrap(),
+            media("application/vnd.oci.image.index.v1+json"),
+        )
+        .await
+        .unwrap();
 }

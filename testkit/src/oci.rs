@@ -220,6 +220,12 @@ impl Registry {
 
     /// Signs every one of `images` with `dir/NAME.key` in one `cosign sign` run.
     pub fn sign_all(&self, dir: &Path, key: &str, images: &[&str]) {
+        self.sign_with(dir, key, &[], images);
+    }
+
+    /// Signs `images` with `dir/NAME.key` and `cosign sign`'s `extra` flags (a certificate,
+    /// the Sigstore bundle form), with no transparency log.
+    pub fn sign_with(&self, dir: &Path, key: &str, extra: &[&str], images: &[&str]) {
         let mut c = self.cosign(dir);
         c.args([
             "sign",
@@ -228,8 +234,28 @@ impl Registry {
             "--tlog-upload=false",
             "--yes",
         ]);
+        if extra.contains(&"--new-bundle-format") {
+            // The bundle form is stored as an OCI 1.1 referrer, which cosign still calls
+            // experimental; no signing config, so nothing public is consulted.
+            c.env("COSIGN_EXPERIMENTAL", "1")
+                .arg("--use-signing-config=false");
+        }
+        c.args(extra);
         c.args(images);
         run(c);
+    }
+
+    /// Imports the PKCS#8 private key `pkcs8_pem` as the cosign key pair `NAME.key` /
+    /// `NAME.pub` in `dir` (empty password): how a certificate's key signs with cosign.
+    pub fn import_key(&self, dir: &Path, name: &str, pkcs8_pem: &str) -> String {
+        let source = dir.join(format!("{name}.pkcs8.pem"));
+        std::fs::write(&source, pkcs8_pem).expect("write key");
+        let mut c = self.cosign(dir);
+        c.args(["import-key-pair", "--key"])
+            .arg(&source)
+            .args(["--output-key-prefix", name]);
+        run(c);
+        std::fs::read_to_string(dir.join(format!("{name}.pub"))).expect("public key")
     }
 }
 
@@ -245,5 +271,58 @@ fn run(mut c: Command) {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A certificate authority for keyless signing, as Fulcio is one: it issues code-signing
+/// certificates that name a signer (a URI subject alternative name) and the OIDC issuer
+/// that vouched for it (Fulcio's issuer extension). Its own certificate is the trust root
+/// a TrustPolicy names.
+pub struct SigningCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate (PEM).
+    pub pem: String,
+}
+
+impl SigningCa {
+    /// A new self-signed CA called `name`.
+    pub fn new(name: &str) -> SigningCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("CA cert").pem();
+        SigningCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A key (PKCS#8 PEM) and a code-signing certificate for it (PEM) naming `subject`
+    /// as vouched for by `oidc_issuer`.
+    pub fn issue(&self, subject: &str, oidc_issuer: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("leaf");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(subject.try_into().expect("URI")));
+        params
+            .extended_key_usages
+            .push(rcgen::ExtendedKeyUsagePurpose::CodeSigning);
+        // 1.3.6.1.4.1.57264.1.8: the issuer, a DER UTF8String (short enough for one length
+        // byte).
+        assert!(oidc_issuer.len() < 128);
+        let mut value = vec![0x0c, oidc_issuer.len() as u8];
+        value.extend_from_slice(oidc_issuer.as_bytes());
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                value,
+            ));
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        (key.serialize_pem(), cert.pem())
     }
 }
