@@ -155,7 +155,7 @@ pub fn pod(
                     .get(*s)
                     .is_none_or(|ip| ip.credentials.is_some())
         })
-        .map(|s| json!({"name": object_name(&[&part.base, s])}))
+        .map(|s| json!({"name": pull_secret_name(part, s)}))
         .collect();
     if !pull.is_empty() {
         pod_spec["imagePullSecrets"] = Value::Array(pull);
@@ -298,6 +298,50 @@ fn secret_objects(part: &Part, body: &WorkloadBody) -> Vec<Value> {
     out
 }
 
+/// The Kubernetes Secret a part's pods pull with for its pull secret `name` (a secret
+/// resource's or an ImageProvider's, named alike).
+fn pull_secret_name(part: &Part, name: &str) -> String {
+    object_name(&[&part.base, name])
+}
+
+/// The images one part of a workload pulls, and the Kubernetes Secrets (in `namespace`)
+/// it pulls them with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagePull {
+    pub namespace: String,
+    /// Pull secrets, as the pod template names them; one whose ImageProvider has no
+    /// credentials derives no Secret and is simply absent from the cluster.
+    pub secrets: Vec<String>,
+    /// The images, normalized as the projection's `Image` entities are.
+    pub images: std::collections::BTreeSet<String>,
+}
+
+/// What each part of `object` pulls and with which Secrets: where the logins for its
+/// images are found (the operator verifies images with them).
+pub fn image_pulls(object: &lattice_schemas::manifest::Object) -> Vec<ImagePull> {
+    let ns = object.namespace().unwrap_or("default");
+    lattice_engine::project::workload_bodies(object)
+        .into_iter()
+        .map(|(part_name, body, _)| {
+            let part = Part::new(object.name(), ns, part_name);
+            ImagePull {
+                namespace: ns.to_owned(),
+                secrets: body
+                    .image_pull_secrets
+                    .iter()
+                    .map(|s| pull_secret_name(&part, s))
+                    .collect(),
+                images: body
+                    .containers
+                    .values()
+                    .chain(body.sidecars.values())
+                    .map(|c| lattice_engine::project::image_uid_text(&c.image))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// An ExternalSecret of type `kubernetes.io/dockerconfigjson` for each pull secret that names
 /// an ImageProvider, named as a secret resource's would be, so the pod refers to both alike.
 /// The Docker config is the provider's `credentialData` templates (`${secret.credentials.K}`
@@ -326,7 +370,7 @@ fn pull_secret_objects(
         let Some(creds) = &ip.credentials else {
             continue;
         };
-        let secret = object_name(&[&part.base, pname]);
+        let secret = pull_secret_name(part, pname);
         let value_of = |k: &str| format!("{{{{ index . \"{k}\" }}}}");
         let has = |k: &str| creds.keys.iter().any(|x| x == k);
         let data: BTreeMap<String, String> = if !ip.credential_data.is_empty() {

@@ -184,6 +184,11 @@ struct RunArgs {
     /// moved to an unsigned digest is revoked).
     #[arg(long, default_value_t = 300)]
     image_verify_seconds: u64,
+    /// Verify each workload's images with its own pull secrets (the
+    /// `kubernetes.io/dockerconfigjson` Secrets its pods name) before --registry-auth. Reads
+    /// those Secrets, which the shipped RBAC does not allow: grant `get` on secrets (README).
+    #[arg(long)]
+    pull_secret_logins: bool,
     /// Serve the cell, the end of the tunnel this cluster's children dial, here (this
     /// cluster is a parent). With --cluster-name and --cell-address.
     #[arg(long, requires_all = ["cluster_name", "cell_address"])]
@@ -607,6 +612,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         own_cluster: args.cluster_name.clone(),
         images,
         image_ttl: Duration::from_secs(args.image_verify_seconds.max(1)),
+        pull_secret_logins: args.pull_secret_logins,
         parent: args
             .cell_listen
             .map(|listen| lattice_controllers::fleet::parent::ParentOptions {

@@ -222,6 +222,128 @@ spec:
     );
 }
 
+/// A private registry, read with the workload's own pull secret: with
+/// `--pull-secret-logins` and no login of its own, the operator reads the image with the
+/// `kubernetes.io/dockerconfigjson` Secret the workload's pods pull with. Before that Secret
+/// exists the registry refuses, and the workload is denied saying so; once it exists, the
+/// signature is verified and the Deployment derived, pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workloads_pull_secret_is_its_registry_login() {
+    use lattice_testkit::oci::Registry;
+    let env = TestEnv::start("pull-secret");
+    let client = env.client().await;
+    install_crds(&client).await;
+    let dir = env.dir.join("oci");
+    std::fs::create_dir_all(&dir).unwrap();
+    let registry = Registry::start_with_login(&dir.join("registry"), "ci", "s3cret");
+    let host = registry.host.clone();
+    let public = registry.keygen(&dir, "release");
+    let signed = registry.push("shop/api", "1.0", "api").await;
+    registry.sign(&dir, "release", &format!("{host}/shop/api@{signed}"));
+    let key: String = public
+        .lines()
+        .map(|l| format!("            {l}\n"))
+        .collect();
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: TrustPolicy
+metadata: {{name: registries}}
+spec:
+  registries:
+    - prefix: {host}/shop
+      requireSignature: true
+      keys:
+        - name: release
+          publicKey: |
+{key}---
+apiVersion: lattice.dev/v1alpha1
+kind: ImageProvider
+metadata: {{name: private}}
+spec:
+  type: generic
+  registry: {host}
+  credentials:
+    provider: vault
+    id: registry/private
+    keys: [username, password]
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeService
+metadata: {{name: api, namespace: shop}}
+spec:
+  imagePullSecrets: [private]
+  containers:
+    api:
+      image: {host}/shop/api:1.0
+      resources:
+        limits: {{cpu: 100m, memory: 64Mi}}
+"
+        ),
+    )
+    .await;
+    let ca = registry.ca_file.to_str().unwrap().to_owned();
+    let operator = Operator::start(
+        &env,
+        &[
+            "--registry-ca",
+            &ca,
+            "--image-verify-seconds",
+            "2",
+            "--pull-secret-logins",
+        ],
+    );
+
+    // No Secret yet (ESO has not synced it): the registry refuses, and the denial says so.
+    let denied = phase(&client, "api", "Denied").await;
+    let advice = denied["status"]["deniedGates"][0]["advice"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        advice.contains("refused access"),
+        "{advice}\n{}",
+        operator.logs()
+    );
+
+    // The Secret the pods pull with, as ESO writes it from the ImageProvider.
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("ci:s3cret");
+    let config = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "api-private", "namespace": "shop"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "shop")
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+
+    phase(&client, "api", "Ready").await;
+    let d = deployment(&client, "api")
+        .await
+        .expect("Deployment shop/api");
+    assert_eq!(
+        d.pointer("/spec/template/spec/containers/0/image"),
+        Some(&json!(format!("{host}/shop/api:1.0@{signed}"))),
+        "{}",
+        operator.logs()
+    );
+    assert_eq!(
+        d.pointer("/spec/template/spec/imagePullSecrets/0/name"),
+        Some(&json!("api-private"))
+    );
+    // The login never reaches the log.
+    assert!(!operator.logs().contains("s3cret"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
     let env = TestEnv::start("revoke");

@@ -23,4 +23,4 @@ pub mod verify;
 
 pub use registry::{Credentials, RegistryError, RegistryOptions};
 pub use source::Source;
-pub use verify::{Trust, Verifier, facts_of, trust_specs, verify_blocking};
+pub use verify::{Logins, Trust, Verifier, facts_of, trust_specs, verify_blocking};

@@ -93,7 +93,7 @@ pub enum RegistryError {
 /// A client for the registries images live in.
 pub struct Registry {
     client: Client,
-    credentials: HashMap<String, Credentials>,
+    options: RegistryOptions,
 }
 
 impl Registry {
@@ -122,12 +122,23 @@ impl Registry {
         };
         Registry {
             client: Client::new(config),
-            credentials: options.credentials.clone(),
+            options: options.clone(),
         }
     }
 
+    /// A client like this one that logs in with `logins` (by registry host) first, and
+    /// with this one's logins for the other hosts. A client of its own: the OCI client
+    /// keeps one login per host.
+    pub fn logged_in(&self, logins: &HashMap<String, Credentials>) -> Registry {
+        let mut options = self.options.clone();
+        options
+            .credentials
+            .extend(logins.iter().map(|(h, c)| (h.clone(), c.clone())));
+        Registry::new(&options)
+    }
+
     fn auth(&self, registry: &str) -> RegistryAuth {
-        match self.credentials.get(registry) {
+        match self.options.credentials.get(registry) {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         }

@@ -20,6 +20,18 @@ impl Source {
         Source::Registries(Registry::new(options))
     }
 
+    /// The same source logging in with `logins` (by registry host) first; `None` for a
+    /// layout, which needs no login.
+    pub fn logged_in(
+        &self,
+        logins: &std::collections::HashMap<String, crate::Credentials>,
+    ) -> Option<Source> {
+        match self {
+            Source::Registries(r) => Some(Source::Registries(r.logged_in(logins))),
+            Source::Layout(_) => None,
+        }
+    }
+
     /// What a verification says it was checked against, for people.
     pub fn describe(&self) -> String {
         match self {

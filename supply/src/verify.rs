@@ -7,7 +7,7 @@
 //! getting to "signed" keeps its reason.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -17,13 +17,15 @@ use sha2::{Digest as _, Sha256};
 
 use crate::keyless::KeylessSigner;
 use crate::keys::PublicKey;
-use crate::registry::RegistryError;
+use crate::registry::{Credentials, RegistryError};
 use crate::signers::Signers;
 use crate::source::Source;
 use crate::{bundle, cosign};
 
 /// How many images are verified at once.
 const CONCURRENCY: usize = 32;
+/// The most distinct sets of logins kept a client for.
+const MAX_LOGIN_SETS: usize = 256;
 
 /// The keys of one TrustPolicy registry prefix.
 #[derive(Clone, Debug)]
@@ -106,9 +108,14 @@ impl Trust {
     }
 }
 
+/// Registry logins by host: a workload's pull secret, read as a Docker config.
+pub type Logins = HashMap<String, Credentials>;
+
 /// Verifies images at their registries, remembering conclusive results by digest.
 pub struct Verifier {
-    source: Source,
+    source: Arc<Source>,
+    /// The source logged in with each set of logins seen (by their fingerprint).
+    logged_in: Mutex<HashMap<String, Arc<Source>>>,
     ttl: Duration,
     /// (digest, key set) → when verified, and the outcome.
     cache: Mutex<HashMap<(String, String), (Instant, Verification)>>,
@@ -121,7 +128,8 @@ impl Verifier {
     /// A verifier that reads images from `source` and trusts a result for `ttl`.
     pub fn new(source: Source, ttl: Duration) -> Verifier {
         Verifier {
-            source,
+            source: Arc::new(source),
+            logged_in: Mutex::new(HashMap::new()),
             ttl,
             cache: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
@@ -136,6 +144,18 @@ impl Verifier {
         images: impl IntoIterator<Item = String>,
         trust: &Trust,
     ) -> BTreeMap<String, Verification> {
+        self.verify_all_with(images, trust, &BTreeMap::new()).await
+    }
+
+    /// [`Verifier::verify_all`], reading each image with the `logins` given for it (by
+    /// normalized reference: the pull secrets of the workloads that use it) before the
+    /// verifier's own.
+    pub async fn verify_all_with(
+        &self,
+        images: impl IntoIterator<Item = String>,
+        trust: &Trust,
+        logins: &BTreeMap<String, Vec<Logins>>,
+    ) -> BTreeMap<String, Verification> {
         let wanted: BTreeSet<String> = images
             .into_iter()
             .filter_map(|i| ImageRef::parse(&i).ok())
@@ -148,7 +168,8 @@ impl Verifier {
             .collect();
         futures_util::stream::iter(wanted)
             .map(|image| async move {
-                let v = self.verify(&image, trust).await;
+                let with = logins.get(&image).map(Vec::as_slice).unwrap_or_default();
+                let v = self.verify_with(&image, trust, with).await;
                 (image, v)
             })
             .buffer_unordered(CONCURRENCY)
@@ -161,6 +182,12 @@ impl Verifier {
     /// registry's blip does not revoke every workload); one never verified, or verified
     /// longer ago, is not signed, with the registry's error.
     pub async fn verify(&self, image: &str, trust: &Trust) -> Verification {
+        self.verify_with(image, trust, &[]).await
+    }
+
+    /// [`Verifier::verify`], trying each of `logins` in turn, then the verifier's own,
+    /// until one is not refused by the registry.
+    pub async fn verify_with(&self, image: &str, trust: &Trust, logins: &[Logins]) -> Verification {
         let img = match ImageRef::parse(image) {
             Ok(i) => i,
             Err(e) => return Verification::failed("", e.to_string()),
@@ -168,45 +195,90 @@ impl Verifier {
         let Some(prefix) = trust.governing(&img) else {
             return Verification::failed("", "no TrustPolicy registry covers this image");
         };
-        let remembered = (img.to_string(), prefix.fingerprint.clone());
-        let recall = |e: RegistryError| {
-            if matches!(e, RegistryError::Unreachable { .. })
-                && let Some((at, v)) = self.last.lock().expect("lock").get(&remembered)
-                && at.elapsed() < self.ttl * 2
-            {
-                tracing::warn!(image, error = %e, "registry unreachable; keeping the last verification");
-                return v.clone();
+        let mut sources: Vec<Arc<Source>> = logins
+            .iter()
+            .filter(|l| l.contains_key(&img.registry))
+            .filter_map(|l| self.logged_in_source(l))
+            .collect();
+        sources.push(self.source.clone());
+        let mut failure = None;
+        for source in &sources {
+            match self.attempt(source, &img, prefix).await {
+                Ok(v) => {
+                    self.last.lock().expect("lock").insert(
+                        (img.to_string(), prefix.fingerprint.clone()),
+                        (Instant::now(), v.clone()),
+                    );
+                    return v;
+                }
+                // Refused: another login may be let in.
+                Err(e @ RegistryError::Unauthorized(_)) => failure = Some(e),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
-            Verification::failed("", e.to_string())
-        };
-        let digest = match self.source.resolve(&img).await {
-            Ok(d) => d,
-            Err(e) => return recall(e),
-        };
+        }
+        let e = failure.expect("at least one source was tried");
+        let remembered = (img.to_string(), prefix.fingerprint.clone());
+        if matches!(e, RegistryError::Unreachable { .. })
+            && let Some((at, v)) = self.last.lock().expect("lock").get(&remembered)
+            && at.elapsed() < self.ttl * 2
+        {
+            tracing::warn!(image, error = %e, "registry unreachable; keeping the last verification");
+            return v.clone();
+        }
+        Verification::failed("", e.to_string())
+    }
+
+    /// The conclusive outcome for `img` read from `source` (cached by digest), or the
+    /// registry's failure.
+    async fn attempt(
+        &self,
+        source: &Source,
+        img: &ImageRef,
+        prefix: &TrustedPrefix,
+    ) -> Result<Verification, RegistryError> {
+        let digest = source.resolve(img).await?;
         let key = (digest.clone(), prefix.fingerprint.clone());
         if let Some((at, v)) = self.cache.lock().expect("cache lock").get(&key)
             && at.elapsed() < self.ttl
         {
-            return v.clone();
+            return Ok(v.clone());
         }
-        let outcome = self.check_signatures(&img, &digest, prefix).await;
-        tracing::debug!(image, %digest, ?outcome, "verified");
-        match outcome {
-            Ok(v) => {
-                // Conclusive (signed, or signatures that do not count): cached by digest.
-                self.cache
-                    .lock()
-                    .expect("cache lock")
-                    .insert(key, (Instant::now(), v.clone()));
-                self.last
-                    .lock()
-                    .expect("lock")
-                    .insert(remembered, (Instant::now(), v.clone()));
-                v
+        let v = self.check_signatures(source, img, &digest, prefix).await?;
+        tracing::debug!(image = %img, %digest, ?v, "verified");
+        // Conclusive (signed, or signatures that do not count): cached by digest.
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(key, (Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    /// The source logged in with `logins`, made once per distinct set.
+    fn logged_in_source(&self, logins: &Logins) -> Option<Arc<Source>> {
+        let mut fingerprint = Sha256::new();
+        let mut hosts: Vec<_> = logins.iter().collect();
+        hosts.sort_by(|a, b| a.0.cmp(b.0));
+        for (host, c) in hosts {
+            for part in [host, &c.username, &c.password] {
+                fingerprint.update(part.as_bytes());
+                fingerprint.update([0]);
             }
-            // The registry failed us: asked again next time.
-            Err(e) => recall(e),
         }
+        let key = crate::registry::sha256_of(&fingerprint.finalize());
+        let mut made = self.logged_in.lock().expect("lock");
+        if let Some(s) = made.get(&key) {
+            return Some(s.clone());
+        }
+        if made.len() >= MAX_LOGIN_SETS {
+            // Rotated secrets leave old sets behind; start over rather than grow.
+            made.clear();
+        }
+        let source = Arc::new(self.source.logged_in(logins)?);
+        made.insert(key, source.clone());
+        Some(source)
     }
 
     /// Where images are read.
@@ -218,6 +290,7 @@ impl Verifier {
     pub fn forget(&self) {
         self.cache.lock().expect("cache lock").clear();
         self.last.lock().expect("lock").clear();
+        self.logged_in.lock().expect("lock").clear();
     }
 
     /// The signatures of `digest` under `prefix`'s signers, in both of cosign's forms (the
@@ -225,6 +298,7 @@ impl Verifier {
     /// did not answer.
     async fn check_signatures(
         &self,
+        source: &Source,
         img: &ImageRef,
         digest: &str,
         prefix: &TrustedPrefix,
@@ -237,12 +311,12 @@ impl Verifier {
             Ok(t) => t,
             Err(e) => return Ok(Verification::failed(digest, e.to_string())),
         };
-        if let Some(manifest) = self.source.manifest(img, &tag).await? {
+        if let Some(manifest) = source.manifest(img, &tag).await? {
             match cosign::signature_layers(&manifest) {
                 Ok(layers) => {
                     found += layers.len();
                     for layer in &layers {
-                        let payload = match self.source.payload(img, &layer.payload_digest).await {
+                        let payload = match source.payload(img, &layer.payload_digest).await {
                             Ok(p) => p,
                             Err(e @ RegistryError::Unreachable { .. }) => return Err(e),
                             Err(e) => {
@@ -263,8 +337,8 @@ impl Verifier {
                 }
             }
         }
-        for referrer in self.source.referrers(img, digest).await? {
-            let manifest = match self.source.manifest_at(img, &referrer).await {
+        for referrer in source.referrers(img, digest).await? {
+            let manifest = match source.manifest_at(img, &referrer).await {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e @ RegistryError::Unreachable { .. }) => return Err(e),
@@ -282,7 +356,7 @@ impl Verifier {
                 }
             };
             found += 1;
-            let verdict = match self.source.payload(img, &layer.digest).await {
+            let verdict = match source.payload(img, &layer.digest).await {
                 Ok(bytes) => bundle::parse(&bytes)
                     .map_err(|e| e.to_string())
                     .and_then(|b| {

@@ -281,6 +281,28 @@ async fn a_registry_that_requires_a_login_is_verified_with_the_login() {
 
     let v = verifier(login("ci", "wrong")).verify(&image, &trust).await;
     assert!(!v.signed() && v.error.contains("refused access"), "{v:?}");
+
+    // A workload's pull secrets: tried in turn, before the verifier's own (anonymous
+    // here); a wrong one is passed over for one the registry lets in.
+    let parse = |c: Option<String>| lattice_supply::docker_config::parse(&c.unwrap()).unwrap();
+    let anonymous = verifier(None);
+    let pull_secrets = std::collections::BTreeMap::from([(
+        image.clone(),
+        vec![parse(login("ci", "wrong")), parse(login("ci", "s3cret"))],
+    )]);
+    let all = anonymous
+        .verify_all_with([image.clone()], &trust, &pull_secrets)
+        .await;
+    assert!(all[&image].signed(), "{all:?}");
+    // Only the wrong one: refused, and a login for another registry is no login here.
+    let other_host = lattice_supply::docker_config::parse(
+        r#"{"auths": {"elsewhere.example.com": {"username": "ci", "password": "s3cret"}}}"#,
+    )
+    .unwrap();
+    let v = anonymous
+        .verify_with(&image, &trust, &[parse(login("ci", "wrong")), other_host])
+        .await;
+    assert!(!v.signed() && v.error.contains("refused access"), "{v:?}");
 }
 
 const ISSUER: &str = "https://token.actions.githubusercontent.com";

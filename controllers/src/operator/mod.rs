@@ -80,6 +80,8 @@ pub struct Options {
     pub images: ImageSource,
     /// How long a verification holds before it is taken again.
     pub image_ttl: Duration,
+    /// Read each workload's pull secrets for the logins its images are verified with.
+    pub pull_secret_logins: bool,
 }
 
 /// Where the operator verifies images.
@@ -132,7 +134,13 @@ pub async fn run(
     };
     let verifier = lattice_supply::Verifier::new(source, options.image_ttl);
     watch::spawn_all(&client, &shared);
-    tokio::spawn(images::run(shared.clone(), verifier, options.image_ttl));
+    let pull_secrets = options.pull_secret_logins.then(|| client.clone());
+    tokio::spawn(images::run(
+        shared.clone(),
+        verifier,
+        options.image_ttl,
+        pull_secrets,
+    ));
     let inbox = Arc::new(drift::Inbox::default());
     drift::spawn_all(&client, &inbox, &metrics);
     let (plans, plan_rx) = channel::channel::<Option<Arc<Plan>>>(None);
