@@ -6,7 +6,8 @@
 #![no_main]
 
 use lattice_supply::cosign::{SignatureLayer, check, parse_payload, signature_layers};
-use lattice_supply::keyless::{CertChain, KeylessSigner, identity};
+use lattice_supply::keyless::{CertChain, Certified, KeylessSigner, identity};
+use lattice_supply::tlog::LogEntry;
 use lattice_supply::keys::PublicKey;
 use lattice_supply::signers::Signers;
 use lattice_supply::{bundle, keyless};
@@ -35,7 +36,7 @@ const DIGEST: &str = "sha256:b6a8dfe94736d2554d0b526221986325e59eb4d8a34191c45da
 
 fuzz_target!(|data: &[u8]| {
     let key = PublicKey::from_pem("release", KEY).expect("the key reads");
-    let ci = KeylessSigner::new("ci", "https://issuer", "https://subject", ROOT)
+    let ci = KeylessSigner::new("ci", "https://issuer", "https://subject", ROOT, Some(KEY))
         .expect("the root reads");
     let trusted = Signers {
         keys: vec![key],
@@ -76,16 +77,31 @@ fuzz_target!(|data: &[u8]| {
         signature: manifest.to_vec(),
         certificate: None,
         chain: None,
+        log_entry: None,
     };
     assert!(check(&layer, payload, DIGEST, &trusted, now).is_err());
-    // A certificate from the input, chained nowhere the root vouches for.
-    let chain = CertChain {
-        leaf: manifest.to_vec(),
-        intermediates: vec![payload.to_vec()],
+    // A certificate and log entry from the input, chained nowhere the root vouches for
+    // and promised by no log whose key is held here.
+    let entries = std::str::from_utf8(payload)
+        .ok()
+        .map(|t| vec![LogEntry::from_cosign_annotation(t)])
+        .unwrap_or_default();
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
+    {
+        let _ = LogEntry::from_bundle_entry(&v);
+    }
+    let certified = Certified {
+        chain: CertChain {
+            leaf: manifest.to_vec(),
+            intermediates: vec![payload.to_vec()],
+        },
+        entries,
+        artifact: [0; 32],
     };
     assert!(
         trusted
-            .signed_by(payload, manifest, Some(&chain), now)
+            .signed_by(payload, manifest, Some(&certified), now)
             .is_err()
     );
 });

@@ -130,7 +130,7 @@ async fn measure(count: usize) {
         signed.as_secs_f64()
     );
     println!(
-        "  cold:   {:>8.0} ms  ({:.2} ms/image: resolve, signature manifest, payload, check)",
+        "  cold:   {:>8.0} ms  ({:.2} ms/image: resolve, signature manifest, payload, referrers, check)",
         cold_time.as_secs_f64() * 1e3,
         per(cold_time)
     );

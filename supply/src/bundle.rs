@@ -19,8 +19,10 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::cosign::{CosignError, MAX_PAYLOAD_BYTES};
-use crate::keyless::CertChain;
+use crate::keyless::{CertChain, Certified};
 use crate::signers::{Rejected, Signers};
+use crate::tlog::{LogEntry, TlogError};
+use sha2::Digest as _;
 
 /// The media types of Sigstore bundles start so (v0.1 and v0.2 carry `;version=`).
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle";
@@ -103,6 +105,8 @@ pub struct Bundle {
     pub payload: Vec<u8>,
     pub signatures: Vec<Vec<u8>>,
     pub certificate: Option<CertChain>,
+    /// `verificationMaterial.tlogEntries`, each read or why not.
+    pub log_entries: Vec<Result<LogEntry, TlogError>>,
 }
 
 /// Reads a Sigstore bundle (v0.1 to v0.3, JSON) holding a DSSE envelope.
@@ -171,11 +175,20 @@ pub fn parse(bytes: &[u8]) -> Result<Bundle, CosignError> {
     } else {
         None
     };
+    let log_entries = material
+        .and_then(|m| m.get("tlogEntries"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(16)
+        .map(LogEntry::from_bundle_entry)
+        .collect();
     Ok(Bundle {
         payload_type,
         payload,
         signatures,
         certificate,
+        log_entries,
     })
 }
 
@@ -223,12 +236,18 @@ pub fn check(
     now: pki_types::UnixTime,
 ) -> Result<Vec<String>, Rejected> {
     let message = pae(&bundle.payload_type, &bundle.payload);
+    let certified = bundle.certificate.clone().map(|chain| Certified {
+        chain,
+        entries: bundle.log_entries.clone(),
+        // A DSSE log entry records the payload's hash.
+        artifact: sha2::Sha256::digest(&bundle.payload).into(),
+    });
     let mut last = Rejected::NoTrustedKey {
         keyless: Vec::new(),
     };
     let mut signers = None;
     for sig in &bundle.signatures {
-        match trusted.signed_by(&message, sig, bundle.certificate.as_ref(), now) {
+        match trusted.signed_by(&message, sig, certified.as_ref(), now) {
             Ok(names) => {
                 signers = Some(names);
                 break;
@@ -330,8 +349,13 @@ mod tests {
         };
         let b = parse(env("e30=").as_bytes()).unwrap();
         assert_eq!(
-            (b.payload.as_slice(), b.signatures, b.certificate),
-            (b"{}".as_slice(), vec![vec![0, 1, 2]], None)
+            (
+                b.payload.as_slice(),
+                b.signatures,
+                b.certificate,
+                b.log_entries
+            ),
+            (b"{}".as_slice(), vec![vec![0, 1, 2]], None, vec![])
         );
         assert!(parse(env("!!").as_bytes()).is_err());
         assert!(statement(b"{}").is_err());

@@ -15,9 +15,11 @@
 
 use base64::Engine as _;
 use serde_json::Value;
+use sha2::Digest as _;
 
-use crate::keyless::CertChain;
+use crate::keyless::{CertChain, Certified};
 use crate::signers::{Rejected, Signers};
+use crate::tlog::{BUNDLE_ANNOTATION, LogEntry};
 
 /// The media type of a simple signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -66,6 +68,8 @@ pub struct SignatureLayer {
     pub certificate: Option<String>,
     /// The CA certificates (PEM) that came with it.
     pub chain: Option<String>,
+    /// Its transparency-log entry (cosign's bundle annotation, JSON), when it was logged.
+    pub log_entry: Option<String>,
 }
 
 /// The signature layers of a signature manifest (an OCI or Docker v2 image manifest).
@@ -125,6 +129,7 @@ pub fn signature_layers(manifest: &[u8]) -> Result<Vec<SignatureLayer>, CosignEr
             signature,
             certificate: pem_annotation(CERTIFICATE_ANNOTATION),
             chain: pem_annotation(CHAIN_ANNOTATION),
+            log_entry: pem_annotation(BUNDLE_ANNOTATION),
         });
     }
     Ok(out)
@@ -182,7 +187,18 @@ pub fn check(
         .map(|leaf| CertChain::from_pem(leaf, layer.chain.as_deref()))
     {
         None => trusted.signed_by(payload, &layer.signature, None, now)?,
-        Some(Ok(chain)) => trusted.signed_by(payload, &layer.signature, Some(&chain), now)?,
+        Some(Ok(chain)) => {
+            let certified = Certified {
+                chain,
+                entries: layer
+                    .log_entry
+                    .iter()
+                    .map(|e| LogEntry::from_cosign_annotation(e))
+                    .collect(),
+                artifact: sha2::Sha256::digest(payload).into(),
+            };
+            trusted.signed_by(payload, &layer.signature, Some(&certified), now)?
+        }
         // An unreadable certificate vouches for nobody; a public key may still verify.
         Some(Err(e)) => {
             let keys_only = Signers {

@@ -19,6 +19,7 @@ pub mod layout;
 pub mod registry;
 pub mod signers;
 pub mod source;
+pub mod tlog;
 pub mod verify;
 
 pub use registry::{Credentials, RegistryError, RegistryOptions};

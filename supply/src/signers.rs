@@ -8,7 +8,7 @@
 
 use pki_types::UnixTime;
 
-use crate::keyless::{CertChain, KeylessError, KeylessSigner};
+use crate::keyless::{Certified, KeylessError, KeylessSigner};
 use crate::keys::PublicKey;
 
 /// The signers one prefix trusts.
@@ -58,7 +58,7 @@ impl Signers {
         &self,
         message: &[u8],
         signature: &[u8],
-        certificate: Option<&CertChain>,
+        certificate: Option<&Certified>,
         now: UnixTime,
     ) -> Result<Vec<String>, Rejected> {
         let mut names: Vec<String> = self

@@ -73,9 +73,16 @@ impl Trust {
                         },
                         (None, Some(id)) => {
                             let root = id.trust_root.as_deref().unwrap_or("");
-                            match KeylessSigner::new(&k.name, &id.issuer, &id.subject, root) {
+                            let log = id.transparency_log_key.as_deref();
+                            match KeylessSigner::new(&k.name, &id.issuer, &id.subject, root, log) {
                                 Ok(signer) => {
-                                    remember(&[&k.name, &id.issuer, &id.subject, root]);
+                                    remember(&[
+                                        &k.name,
+                                        &id.issuer,
+                                        &id.subject,
+                                        root,
+                                        log.unwrap_or(""),
+                                    ]);
                                     signers.keyless.push(signer);
                                 }
                                 Err(e) => unusable.push(format!("keyless key `{}`: {e}", k.name)),

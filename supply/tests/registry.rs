@@ -380,6 +380,7 @@ async fn keyless_certificates_and_sigstore_bundles_are_verified() {
                         issuer: ISSUER.into(),
                         subject: WORKFLOW.into(),
                         trust_root: Some(ca.pem.clone()),
+                        transparency_log_key: None,
                     }),
                 },
             ],
@@ -451,6 +452,32 @@ async fn keyless_certificates_and_sigstore_bundles_are_verified() {
         let v = offline.verify(&format!("{host}/{image}"), &trust).await;
         assert_eq!(signers(&v), [signer], "{image} offline: {v:?}");
     }
+
+    // With a transparency log required, the same signature needs an entry that log
+    // promised. The log is simulated (a key of this test's signs the entry as Rekor does;
+    // no Rekor runs here); the entry rides in cosign's bundle annotation, as `cosign sign`
+    // attaches it when it uploads to Rekor.
+    let log = rcgen::KeyPair::generate().unwrap();
+    let mut logged = spec.clone();
+    logged.registries[0].keys[1]
+        .keyless
+        .as_mut()
+        .unwrap()
+        .transparency_log_key = Some(log.public_key_pem());
+    let logged = Trust::of([&logged]);
+    let fresh = || Verifier::new(Source::registries(&options), Duration::from_secs(300));
+    let v = fresh()
+        .verify(&format!("{host}/shop/keyless:1.0"), &logged)
+        .await;
+    assert!(
+        !v.signed() && v.error.contains("no transparency-log entry came with it"),
+        "{v:?}"
+    );
+    log_signature(&registry, "shop/keyless", &keyless, &log).await;
+    let v = fresh()
+        .verify(&format!("{host}/shop/keyless:1.0"), &logged)
+        .await;
+    assert_eq!(signers(&v), ["ci"], "logged: {v:?}");
 
     // A keyless key whose trust root is unreadable verifies nothing, and says so.
     let mut broken = spec.clone();
@@ -534,6 +561,77 @@ async fn forge_referrer(registry: &Registry, repository: &str, from: &str, to: &
             &Reference::with_tag(host, repository.into(), tag(to)),
             serde_json::to_vec(&index).unwrap(),
             media("application/vnd.oci.image.index.v1+json"),
+        )
+        .await
+        .unwrap();
+}
+
+/// Adds to the tag-form signature of `repository@digest` the entry a transparency log
+/// (simulated: `log` signs it as Rekor signs its entry timestamps) would give it: a
+/// `hashedrekord` body naming the payload's hash, the signature and its certificate.
+async fn log_signature(registry: &Registry, repository: &str, digest: &str, log: &rcgen::KeyPair) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let client = registry.client();
+    let host = registry.host.clone();
+    let tag = format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
+    let reference = Reference::with_tag(host.clone(), repository.into(), tag);
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let (bytes, _) = client
+        .pull_manifest_raw(&reference, &RegistryAuth::Anonymous, &[media])
+        .await
+        .unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let layer = &mut manifest["layers"][0];
+    let payload_digest = layer["digest"].as_str().unwrap().to_owned();
+    let signature = layer["annotations"]["dev.cosignproject.cosign/signature"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let certificate = layer["annotations"]["dev.sigstore.cosign/certificate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = serde_json::json!({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": payload_digest.trim_start_matches("sha256:")}},
+        "signature": {"content": signature, "publicKey": {"content": b64(certificate.as_bytes())}}}});
+    let log_der = pem::parse(log.public_key_pem()).unwrap().into_contents();
+    let mut entry = lattice_supply::tlog::LogEntry {
+        body: b64(&serde_json::to_vec(&body).unwrap()),
+        integrated_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+        log_index: 1,
+        log_id: hex(&sha2::Sha256::digest(&log_der)),
+        promise: Vec::new(),
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &log.serialize_der(),
+        &rng,
+    )
+    .unwrap();
+    entry.promise = signer
+        .sign(&rng, &entry.promised())
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    layer["annotations"]["dev.sigstore.cosign/bundle"] = serde_json::json!({
+        "SignedEntryTimestamp": b64(&entry.promise),
+        "Payload": {"body": entry.body, "integratedTime": entry.integrated_time,
+                    "logIndex": entry.log_index, "logID": entry.log_id},
+    })
+    .to_string()
+    .into();
+    client
+        .push_manifest_raw(
+            &reference,
+            serde_json::to_vec(&manifest).unwrap(),
+            media.parse().unwrap(),
         )
         .await
         .unwrap();

@@ -74,6 +74,12 @@ pub struct KeylessIdentity {
     /// intermediates of your Sigstore instance, or your own CA. Without it nothing verifies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_root: Option<String>,
+    /// The public key (PEM) of the transparency log (Rekor) signatures must be logged in.
+    /// With it, a signature counts only with an entry that log promised, and the
+    /// certificate is judged at the entry's time, as Fulcio's ten-minute certificates need;
+    /// without it, at the time of verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transparency_log_key: Option<String>,
 }
 
 /// A verification once declared by hand for an image. Deprecated and ignored.
