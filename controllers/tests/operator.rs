@@ -136,10 +136,8 @@ async fn a_tag_moved_to_an_unsigned_digest_is_revoked() {
     let public = registry.keygen(&dir, "release");
     let signed = registry.push("shop/api", "1.0", "api").await;
     registry.sign(&dir, "release", &format!("{host}/shop/api@{signed}"));
-    let key: String = public
-        .lines()
-        .map(|l| format!("            {l}\n"))
-        .collect();
+    let trust =
+        lattice_testkit::oci::trust_policy_yaml("registries", &format!("{host}/shop"), &public);
     apply_yaml(
         &client,
         &format!(
@@ -147,17 +145,7 @@ async fn a_tag_moved_to_an_unsigned_digest_is_revoked() {
 kind: Namespace
 metadata: {{name: shop}}
 ---
-apiVersion: lattice.dev/v1alpha1
-kind: TrustPolicy
-metadata: {{name: registries}}
-spec:
-  registries:
-    - prefix: {host}/shop
-      requireSignature: true
-      keys:
-        - name: release
-          publicKey: |
-{key}---
+{trust}---
 apiVersion: lattice.dev/v1alpha1
 kind: LatticeService
 metadata: {{name: api, namespace: shop}}
@@ -240,10 +228,8 @@ async fn a_workloads_pull_secret_is_its_registry_login() {
     let public = registry.keygen(&dir, "release");
     let signed = registry.push("shop/api", "1.0", "api").await;
     registry.sign(&dir, "release", &format!("{host}/shop/api@{signed}"));
-    let key: String = public
-        .lines()
-        .map(|l| format!("            {l}\n"))
-        .collect();
+    let trust =
+        lattice_testkit::oci::trust_policy_yaml("registries", &format!("{host}/shop"), &public);
     apply_yaml(
         &client,
         &format!(
@@ -251,17 +237,7 @@ async fn a_workloads_pull_secret_is_its_registry_login() {
 kind: Namespace
 metadata: {{name: shop}}
 ---
-apiVersion: lattice.dev/v1alpha1
-kind: TrustPolicy
-metadata: {{name: registries}}
-spec:
-  registries:
-    - prefix: {host}/shop
-      requireSignature: true
-      keys:
-        - name: release
-          publicKey: |
-{key}---
+{trust}---
 apiVersion: lattice.dev/v1alpha1
 kind: ImageProvider
 metadata: {{name: private}}

@@ -57,10 +57,7 @@ async fn images_are_verified_at_the_registry_before_anything_is_decided() {
 
     let world = dir.join("world");
     std::fs::create_dir_all(&world).unwrap();
-    let key: String = public
-        .lines()
-        .map(|l| format!("            {l}\n"))
-        .collect();
+    let trust = lattice_testkit::oci::trust_policy_yaml("trust", &format!("{host}/shop"), &public);
     std::fs::write(
         world.join("world.yaml"),
         format!(
@@ -68,17 +65,7 @@ async fn images_are_verified_at_the_registry_before_anything_is_decided() {
 kind: Namespace
 metadata: {{name: shop}}
 ---
-apiVersion: lattice.dev/v1alpha1
-kind: TrustPolicy
-metadata: {{name: trust}}
-spec:
-  registries:
-    - prefix: {host}/shop
-      requireSignature: true
-      keys:
-        - name: release
-          publicKey: |
-{key}{}{}{}",
+{trust}{}{}{}",
             service("api", &format!("{host}/shop/api:1.0")),
             service("worker", &format!("{host}/shop/worker:1.0")),
             service("other", &format!("{host}/shop/other:1.0")),
@@ -256,26 +243,10 @@ async fn a_registry_login_comes_from_a_docker_config() {
     registry.sign(dir, "release", &format!("{host}/shop/api@{signed}"));
     let world = dir.join("world");
     std::fs::create_dir_all(&world).unwrap();
-    let key: String = public
-        .lines()
-        .map(|l| format!("            {l}\n"))
-        .collect();
+    let trust = lattice_testkit::oci::trust_policy_yaml("trust", &format!("{host}/shop"), &public);
     std::fs::write(
         world.join("world.yaml"),
-        format!(
-            "apiVersion: lattice.dev/v1alpha1
-kind: TrustPolicy
-metadata: {{name: trust}}
-spec:
-  registries:
-    - prefix: {host}/shop
-      requireSignature: true
-      keys:
-        - name: release
-          publicKey: |
-{key}{}",
-            service("api", &format!("{host}/shop/api:1.0")),
-        ),
+        format!("{trust}{}", service("api", &format!("{host}/shop/api:1.0")),),
     )
     .unwrap();
     // What `docker login` writes (the registry's own copy of it, for cosign).

@@ -137,6 +137,20 @@ impl Registry {
         Registry::new(&options)
     }
 
+    /// `image`'s repository at `digest`, with this client's login for its registry stored
+    /// for the calls that take none of their own.
+    async fn at_digest(&self, image: &ImageRef, digest: &str) -> Reference {
+        let reference = Reference::with_digest(
+            image.registry.clone(),
+            image.repository.clone(),
+            digest.to_owned(),
+        );
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth(&image.registry))
+            .await;
+        reference
+    }
+
     fn auth(&self, registry: &str) -> RegistryAuth {
         match self.options.credentials.get(registry) {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
@@ -227,14 +241,7 @@ impl Registry {
         digest: &str,
     ) -> Result<Vec<String>, RegistryError> {
         let shown = format!("{}@{digest}", image.name());
-        let reference = Reference::with_digest(
-            image.registry.clone(),
-            image.repository.clone(),
-            digest.to_owned(),
-        );
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth(&image.registry))
-            .await;
+        let reference = self.at_digest(image, digest).await;
         match self.client.pull_referrers(&reference, None).await {
             Ok(index) => Ok(index
                 .manifests
@@ -265,14 +272,7 @@ impl Registry {
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
         let shown = format!("{}@{digest}", image.name());
-        let reference = Reference::with_digest(
-            image.registry.clone(),
-            image.repository.clone(),
-            digest.to_owned(),
-        );
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth(&image.registry))
-            .await;
+        let reference = self.at_digest(image, digest).await;
         let descriptor = OciDescriptor {
             digest: digest.to_owned(),
             ..OciDescriptor::default()

@@ -274,6 +274,29 @@ impl Drop for Registry {
     }
 }
 
+/// A TrustPolicy document named `name` that requires images under `prefix` to be signed
+/// by the key `release`, whose public half is `public_pem`: the policy the supply-chain
+/// tests verify under.
+pub fn trust_policy_yaml(name: &str, prefix: &str, public_pem: &str) -> String {
+    let key: String = public_pem
+        .lines()
+        .map(|l| format!("            {l}\n"))
+        .collect();
+    format!(
+        "apiVersion: lattice.dev/v1alpha1
+kind: TrustPolicy
+metadata: {{name: {name}}}
+spec:
+  registries:
+    - prefix: {prefix}
+      requireSignature: true
+      keys:
+        - name: release
+          publicKey: |
+{key}"
+    )
+}
+
 /// A certificate authority for keyless signing, as Fulcio is one: it issues code-signing
 /// certificates that name a signer (a URI subject alternative name) and the OIDC issuer
 /// that vouched for it (Fulcio's issuer extension). Its own certificate is the trust root
