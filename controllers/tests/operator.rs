@@ -590,6 +590,132 @@ async fn a_service_derives_its_objects_and_a_forbid_revokes_them() {
     drop(operator);
 }
 
+/// The kinds of other projects that Lattice derives are applied against those projects'
+/// real CRDs (no permissive stand-ins): a gang-scheduled LatticeJob becomes a Volcano Job,
+/// and a TLS ingress a cert-manager Certificate beside its Gateway and HTTPRoute, each
+/// accepted by the API server's validation against the project's own schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volcano_jobs_and_certificates_are_applied_against_their_projects_crds() {
+    let env = TestEnv::start("foreign-crds");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: lattice.dev/v1alpha1
+kind: CedarPolicy
+metadata: {name: hosts, namespace: shop}
+spec:
+  policies: |
+    @id("tls-hosts-under-example-com")
+    permit (principal, action == Lattice::Action::"ExposeHost", resource)
+    when { resource.name like "*.example.com" && context.tls };
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeService
+metadata: {name: help, namespace: shop}
+spec:
+  containers:
+    help:
+      image: registry.example.com/shop/help:1.0
+      resources:
+        limits: {cpu: 100m, memory: 64Mi}
+  service:
+    ports:
+      http: {port: 8080}
+  ingress:
+    hosts: [help.example.com]
+    tls:
+      mode: auto
+      issuerRef: {name: letsencrypt-staging, kind: Issuer, group: cert-manager.io}
+    routes:
+      - {path: /, pathType: PathPrefix, port: http}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeJob
+metadata: {name: train, namespace: shop}
+spec:
+  minAvailable: 3
+  maxRetry: 2
+  tasks:
+    master:
+      replicas: 1
+      restartPolicy: Never
+      workload:
+        containers:
+          trainer:
+            image: registry.example.com/shop/trainer:1.0
+            resources:
+              limits: {cpu: 100m, memory: 64Mi}
+    worker:
+      replicas: 2
+      restartPolicy: OnFailure
+      workload:
+        containers:
+          trainer:
+            image: registry.example.com/shop/trainer:1.0
+            resources:
+              limits: {cpu: 100m, memory: 64Mi}
+"#,
+    )
+    .await;
+    let operator = Operator::start(&env, &[]);
+
+    let certificate = eventually("the Certificate shop/help-tls", WAIT, || {
+        object(
+            &client,
+            "cert-manager.io/v1",
+            "Certificate",
+            "certificates",
+            "help-tls",
+        )
+    })
+    .await;
+    assert_eq!(
+        certificate.pointer("/spec/dnsNames/0"),
+        Some(&json!("help.example.com")),
+        "{}",
+        operator.logs()
+    );
+    assert_eq!(
+        certificate.pointer("/spec/issuerRef/name"),
+        Some(&json!("letsencrypt-staging"))
+    );
+    let job = eventually("the Volcano Job shop/train", WAIT, || {
+        object(&client, "batch.volcano.sh/v1alpha1", "Job", "jobs", "train")
+    })
+    .await;
+    assert_eq!(job.pointer("/spec/minAvailable"), Some(&json!(3)));
+    let tasks: Vec<&str> = job["spec"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(tasks, ["master", "worker"], "{job}");
+
+    // The server validates against the real schema: a field Volcano's Job does not have
+    // is refused, not kept (a permissive stand-in would have accepted it).
+    let mut forged = job.clone();
+    forged["spec"]["notAVolcanoField"] = json!(1);
+    forged["metadata"]["managedFields"] = Value::Null;
+    let api = derived_api(&client, "batch.volcano.sh/v1alpha1", "Job", "jobs");
+    let strict = kube::api::PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    let forged: DynamicObject = serde_json::from_value(forged).unwrap();
+    let refused = api.replace("train", &strict, &forged).await;
+    assert!(
+        refused.is_err() || {
+            let kept = serde_json::to_value(refused.unwrap()).unwrap();
+            kept.pointer("/spec/notAVolcanoField").is_none()
+        },
+        "an unknown field kept: the CRD is not Volcano's"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_sided_mesh_declaration_derives_no_network_objects_until_completed() {
     let env = TestEnv::start("mesh");

@@ -344,10 +344,10 @@ pub async fn apply_yaml_unstamped(client: &Client, yaml: &str) {
     }
 }
 
-/// Installs the Lattice CRDs and the CRDs of the kinds Lattice derives: the real ones from
-/// `../shared/reference/crds`, and, for the two kinds the reference lacks (cert-manager's
-/// Certificate, Volcano's Job and CronJob), a permissive stand-in so they can be applied.
-/// Waits until every CRD is established.
+/// Installs the Lattice CRDs and the CRDs of the kinds Lattice derives, the real ones from
+/// `../shared/reference/crds` (cert-manager's and Volcano's among them: the API server
+/// validates what the operator applies against their schemas). Waits until every CRD is
+/// established.
 pub async fn install_crds(client: &Client) {
     install_crds_except(client, &[]).await;
 }
@@ -386,28 +386,6 @@ pub async fn install_crds_except(client: &Client, missing: &[&str]) {
             ));
         }
     }
-    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-    crds.push(crd(
-        "cert-manager.io",
-        "v1",
-        "Certificate",
-        "certificates",
-        open.clone(),
-    ));
-    crds.push(crd(
-        "batch.volcano.sh",
-        "v1alpha1",
-        "Job",
-        "jobs",
-        open.clone(),
-    ));
-    crds.push(crd(
-        "batch.volcano.sh",
-        "v1alpha1",
-        "CronJob",
-        "cronjobs",
-        open,
-    ));
     let resource = ApiResource::erase::<CustomResourceDefinition>(&());
     for c in &crds {
         apply(client, &resource, c).await;
