@@ -120,64 +120,116 @@ async fn gone(
     .await;
 }
 
-/// Supply chain on a real API server and a real registry: the operator verifies the cosign
-/// signature at the registry, derives the Deployment pinned to the signed digest, and
-/// revokes it when the tag is re-pushed to an unsigned image.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tag_moved_to_an_unsigned_digest_is_revoked() {
-    use lattice_testkit::oci::Registry;
-    let env = TestEnv::start("moved-tag");
-    let client = env.client().await;
-    install_crds(&client).await;
-    let dir = env.dir.join("oci");
-    std::fs::create_dir_all(&dir).unwrap();
-    let registry = Registry::start(&dir.join("registry"));
-    let host = registry.host.clone();
-    let public = registry.keygen(&dir, "release");
-    let signed = registry.push("shop/api", "1.0", "api").await;
-    registry.sign(&dir, "release", &format!("{host}/shop/api@{signed}"));
-    let trust =
-        lattice_testkit::oci::trust_policy_yaml("registries", &format!("{host}/shop"), &public);
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: v1
+/// A control plane, and a real registry (behind `login`, if any) holding `shop/api:1.0`
+/// signed by the cosign key `release`, with the world that uses it: the `shop` namespace, a
+/// TrustPolicy requiring that key's signature, the documents `extra` makes for the registry's
+/// host, and the LatticeService `api` running the image, with `spec_extra` in its spec.
+struct SignedApi {
+    env: TestEnv,
+    client: Client,
+    dir: std::path::PathBuf,
+    registry: lattice_testkit::oci::Registry,
+    host: String,
+    /// The digest `shop/api:1.0` names, signed.
+    signed: String,
+}
+
+impl SignedApi {
+    async fn start(
+        name: &str,
+        login: Option<(&str, &str)>,
+        extra: &dyn Fn(&str) -> String,
+        spec_extra: &str,
+    ) -> SignedApi {
+        use lattice_testkit::oci::{Registry, trust_policy_yaml};
+        let env = TestEnv::start(name);
+        let client = env.client().await;
+        install_crds(&client).await;
+        let dir = env.dir.join("oci");
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = match login {
+            Some((user, password)) => {
+                Registry::start_with_login(&dir.join("registry"), user, password)
+            }
+            None => Registry::start(&dir.join("registry")),
+        };
+        let host = registry.host.clone();
+        let public = registry.keygen(&dir, "release");
+        let signed = registry.push("shop/api", "1.0", "api").await;
+        registry.sign(&dir, "release", &format!("{host}/shop/api@{signed}"));
+        let trust = trust_policy_yaml("registries", &format!("{host}/shop"), &public);
+        let extra = extra(&host);
+        apply_yaml(
+            &client,
+            &format!(
+                "apiVersion: v1
 kind: Namespace
 metadata: {{name: shop}}
 ---
 {trust}---
-apiVersion: lattice.dev/v1alpha1
+{extra}apiVersion: lattice.dev/v1alpha1
 kind: LatticeService
 metadata: {{name: api, namespace: shop}}
 spec:
-  containers:
+{spec_extra}  containers:
     api:
       image: {host}/shop/api:1.0
       resources:
         limits: {{cpu: 100m, memory: 64Mi}}
 "
-        ),
-    )
-    .await;
-    let ca = registry.ca_file.to_str().unwrap().to_owned();
-    let operator = Operator::start(&env, &["--registry-ca", &ca, "--image-verify-seconds", "2"]);
+            ),
+        )
+        .await;
+        SignedApi {
+            env,
+            client,
+            dir,
+            registry,
+            host,
+            signed,
+        }
+    }
+
+    /// The operator, trusting the registry's CA and verifying every 2 s, with `extra` flags.
+    fn operator(&self, extra: &[&str]) -> Operator {
+        let ca = self.registry.ca_file.to_str().unwrap().to_owned();
+        let mut args = vec!["--registry-ca", &ca, "--image-verify-seconds", "2"];
+        args.extend_from_slice(extra);
+        Operator::start(&self.env, &args)
+    }
+
+    /// Waits for `api` to be Ready; its Deployment runs the image pinned to `digest`.
+    async fn ready_pinned_to(&self, digest: &str, operator: &Operator) -> Value {
+        phase(&self.client, "api", "Ready").await;
+        let d = deployment(&self.client, "api")
+            .await
+            .expect("Deployment shop/api");
+        assert_eq!(
+            d.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!(format!("{}/shop/api:1.0@{digest}", self.host))),
+            "{}",
+            operator.logs()
+        );
+        d
+    }
+}
+
+/// Supply chain on a real API server and a real registry: the operator verifies the cosign
+/// signature at the registry, derives the Deployment pinned to the signed digest, and
+/// revokes it when the tag is re-pushed to an unsigned image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moved_to_an_unsigned_digest_is_revoked() {
+    let w = SignedApi::start("moved-tag", None, &|_| String::new(), "").await;
+    let (client, host) = (&w.client, &w.host);
+    let operator = w.operator(&[]);
 
     // Verified at the registry, derived pinned to the digest that was verified.
-    phase(&client, "api", "Ready").await;
-    let d = deployment(&client, "api")
-        .await
-        .expect("Deployment shop/api");
-    assert_eq!(
-        d.pointer("/spec/template/spec/containers/0/image"),
-        Some(&json!(format!("{host}/shop/api:1.0@{signed}"))),
-        "{}",
-        operator.logs()
-    );
+    w.ready_pinned_to(&w.signed, &operator).await;
 
     // The tag moves to an image nobody signed: revoked at the next verification.
-    let moved = registry.push("shop/api", "1.0", "api, rebuilt").await;
-    assert_ne!(moved, signed);
-    let denied = phase(&client, "api", "Denied").await;
+    let moved = w.registry.push("shop/api", "1.0", "api, rebuilt").await;
+    assert_ne!(moved, w.signed);
+    let denied = phase(client, "api", "Denied").await;
     let gate = &denied["status"]["deniedGates"][0];
     assert_eq!(gate["action"], "DeployImage");
     let advice = gate["advice"].as_str().unwrap();
@@ -189,7 +241,7 @@ spec:
         "{advice}"
     );
     gone(
-        &client,
+        client,
         "Deployment shop/api revoked",
         "apps/v1",
         "Deployment",
@@ -199,15 +251,9 @@ spec:
     .await;
 
     // Signed again, at the new digest: derived again, pinned to it.
-    registry.sign(&dir, "release", &format!("{host}/shop/api@{moved}"));
-    phase(&client, "api", "Ready").await;
-    let d = deployment(&client, "api")
-        .await
-        .expect("Deployment shop/api");
-    assert_eq!(
-        d.pointer("/spec/template/spec/containers/0/image"),
-        Some(&json!(format!("{host}/shop/api:1.0@{moved}")))
-    );
+    w.registry
+        .sign(&w.dir, "release", &format!("{host}/shop/api@{moved}"));
+    w.ready_pinned_to(&moved, &operator).await;
 }
 
 /// A private registry, read with the workload's own pull secret: with
@@ -217,28 +263,9 @@ spec:
 /// signature is verified and the Deployment derived, pinned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workloads_pull_secret_is_its_registry_login() {
-    use lattice_testkit::oci::Registry;
-    let env = TestEnv::start("pull-secret");
-    let client = env.client().await;
-    install_crds(&client).await;
-    let dir = env.dir.join("oci");
-    std::fs::create_dir_all(&dir).unwrap();
-    let registry = Registry::start_with_login(&dir.join("registry"), "ci", "s3cret");
-    let host = registry.host.clone();
-    let public = registry.keygen(&dir, "release");
-    let signed = registry.push("shop/api", "1.0", "api").await;
-    registry.sign(&dir, "release", &format!("{host}/shop/api@{signed}"));
-    let trust =
-        lattice_testkit::oci::trust_policy_yaml("registries", &format!("{host}/shop"), &public);
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-{trust}---
-apiVersion: lattice.dev/v1alpha1
+    let provider = |host: &str| {
+        format!(
+            "apiVersion: lattice.dev/v1alpha1
 kind: ImageProvider
 metadata: {{name: private}}
 spec:
@@ -249,34 +276,21 @@ spec:
     id: registry/private
     keys: [username, password]
 ---
-apiVersion: lattice.dev/v1alpha1
-kind: LatticeService
-metadata: {{name: api, namespace: shop}}
-spec:
-  imagePullSecrets: [private]
-  containers:
-    api:
-      image: {host}/shop/api:1.0
-      resources:
-        limits: {{cpu: 100m, memory: 64Mi}}
 "
-        ),
+        )
+    };
+    let w = SignedApi::start(
+        "pull-secret",
+        Some(("ci", "s3cret")),
+        &provider,
+        "  imagePullSecrets: [private]\n",
     )
     .await;
-    let ca = registry.ca_file.to_str().unwrap().to_owned();
-    let operator = Operator::start(
-        &env,
-        &[
-            "--registry-ca",
-            &ca,
-            "--image-verify-seconds",
-            "2",
-            "--pull-secret-logins",
-        ],
-    );
+    let (client, host) = (&w.client, &w.host);
+    let operator = w.operator(&["--pull-secret-logins"]);
 
     // No Secret yet (ESO has not synced it): the registry refuses, and the denial says so.
-    let denied = phase(&client, "api", "Denied").await;
+    let denied = phase(client, "api", "Denied").await;
     let advice = denied["status"]["deniedGates"][0]["advice"]
         .as_str()
         .unwrap_or_default()
@@ -302,16 +316,7 @@ spec:
         .await
         .unwrap();
 
-    phase(&client, "api", "Ready").await;
-    let d = deployment(&client, "api")
-        .await
-        .expect("Deployment shop/api");
-    assert_eq!(
-        d.pointer("/spec/template/spec/containers/0/image"),
-        Some(&json!(format!("{host}/shop/api:1.0@{signed}"))),
-        "{}",
-        operator.logs()
-    );
+    let d = w.ready_pinned_to(&w.signed, &operator).await;
     assert_eq!(
         d.pointer("/spec/template/spec/imagePullSecrets/0/name"),
         Some(&json!("api-private"))
