@@ -344,7 +344,17 @@ impl Verifier {
                 }
             }
         }
-        for referrer in source.referrers(img, digest).await? {
+        // A referrers index that cannot be read hides bundles, not the tag form's
+        // signatures: it is a reason, unless the registry is down.
+        let referrers = match source.referrers(img, digest).await {
+            Ok(r) => r,
+            Err(e @ RegistryError::Unreachable { .. }) => return Err(e),
+            Err(e) => {
+                reasons.insert(e.to_string());
+                Vec::new()
+            }
+        };
+        for referrer in referrers {
             let manifest = match source.manifest_at(img, &referrer).await {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,

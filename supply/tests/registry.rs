@@ -453,6 +453,30 @@ async fn keyless_certificates_and_sigstore_bundles_are_verified() {
         assert_eq!(signers(&v), [signer], "{image} offline: {v:?}");
     }
 
+    // An unreadable referrers index hides no tag-form signature.
+    let garbled_dir = dir.join("garbled");
+    let mut writer = LayoutWriter::create(&garbled_dir).unwrap();
+    let image = ImageRef::parse(&format!("{host}/shop/keyless:1.0")).unwrap();
+    copy(&reader, &image, &image.name(), &mut writer, 1 << 20)
+        .await
+        .unwrap();
+    writer
+        .manifest(
+            &format!(
+                "{}:{}",
+                image.name(),
+                lattice_supply::layout::referrers_tag(&keyless)
+            ),
+            "application/vnd.oci.image.index.v1+json",
+            b"not an index",
+        )
+        .unwrap();
+    writer.finish().unwrap();
+    let v = from_layout(&garbled_dir)
+        .verify(&format!("{host}/shop/keyless:1.0"), &trust)
+        .await;
+    assert_eq!(signers(&v), ["ci"], "a garbled referrers index: {v:?}");
+
     // With a transparency log required, the same signature needs an entry that log
     // promised. The log is simulated (a key of this test's signs the entry as Rekor does;
     // no Rekor runs here); the entry rides in cosign's bundle annotation, as `cosign sign`
