@@ -479,17 +479,23 @@ fn key(o: &Value) -> Key {
 /// The objects of `found` (everything discovered in the cluster's namespace) that belong
 /// to `cluster`, owners before what they own; ties in a stable order (kind, then name).
 pub fn plan(cluster: &str, found: &[Value]) -> Vec<Value> {
-    let by_uid: BTreeMap<&str, usize> = found
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o["metadata"]["uid"].as_str().map(|u| (u, i)))
-        .collect();
+    // A UID names one object on a real server, but a listing is input: should two objects
+    // share one, an owner reference to it waits for both rather than for whichever was
+    // listed last.
+    let mut by_uid: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, o) in found.iter().enumerate() {
+        if let Some(u) = o["metadata"]["uid"].as_str() {
+            by_uid.entry(u).or_default().push(i);
+        }
+    }
     let owners = |o: &Value| -> Vec<usize> {
         o["metadata"]["ownerReferences"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|r| r["uid"].as_str().and_then(|u| by_uid.get(u).copied()))
+            .filter_map(|r| r["uid"].as_str().and_then(|u| by_uid.get(u)))
+            .flatten()
+            .copied()
             .collect()
     };
     let labelled = |o: &Value| {
@@ -676,6 +682,20 @@ mod tests {
             obj("Cluster", "edge", "u-c", &[], None),
         ];
         assert_eq!(names(&plan("edge", &found)), ["edge", "a", "b"]);
+    }
+
+    #[test]
+    fn an_owner_reference_to_a_shared_uid_waits_for_every_object_bearing_it() {
+        // Found by fuzzing: the Cluster and a stranger listed after it share a UID. The
+        // labelled Machine waited only for the stranger (the last listed), so it could move
+        // before the Cluster that owns it.
+        let found = vec![
+            obj("Cluster", "edge", "u-c", &[], None),
+            // "AWSMachine" sorts before "Cluster": only the ownership orders them.
+            obj("AWSMachine", "a", "u-a", &["u-c"], Some("edge")),
+            obj("Secret", "stranger", "u-c", &[], None),
+        ];
+        assert_eq!(names(&plan("edge", &found)), ["edge", "a"]);
     }
 
     #[test]
