@@ -35,6 +35,7 @@ pub fn compile(
         Object::Job(j) => crate::batch::compile_job(j, ctx),
         Object::Model(m) => crate::model::compile_model(m, ctx),
         Object::MeshMember(_) => Ok(Vec::new()),
+        Object::Package(p) => crate::package::compile_package(p, ctx),
         _ => Err(CompileError::NotAWorkload(format!(
             "{} {workload}",
             key.kind

@@ -2,14 +2,15 @@
 //! needs, deterministically. If any gate denies, nothing is derived.
 //!
 //! [`compile`] is the entry point; each workload kind has its module ([`service`],
-//! [`batch`] for jobs, [`model`]), sharing the pod builder in [`pod`] and the building
-//! blocks in [`objects`]. Network objects come from the mesh plan ([`mesh`]), each
+//! [`batch`] for jobs, [`model`], [`package`] for Helm charts through Flux), sharing the pod
+//! builder in [`pod`], the templated ExternalSecrets in `secrets` and the building blocks
+//! in [`objects`]. Network objects come from the mesh plan ([`mesh`]), each
 //! namespace's default-deny [`baseline`], and egress outside the mesh ([`egress`]);
 //! runtime enforcement from [`runtime`]. A cluster's side of each allowed cross-cluster
 //! edge comes from its route ([`peering`]).
 //!
 //! Modules point one way: `derive` → `compile` → the kinds → `pod` → `runtime` →
-//! `objects`; `derive` → `mesh`, `egress` → `objects`; `peering` → `objects`.
+//! `objects`; the kinds and `pod` → `secrets` → `objects`; `derive` → `mesh`, `egress` → `objects`; `peering` → `objects`.
 
 pub mod baseline;
 pub mod batch;
@@ -19,10 +20,12 @@ pub mod egress;
 pub mod mesh;
 pub mod model;
 pub mod objects;
+pub mod package;
 pub mod peering;
 pub mod placeholders;
 pub mod pod;
 pub mod runtime;
+mod secrets;
 pub mod service;
 
 pub use baseline::namespace_baseline;

@@ -97,7 +97,7 @@ pub enum CompileError {
     Invalid { workload: String, reason: String },
     /// The object is not a workload.
     #[error(
-        "{0} is not a workload; only LatticeService, LatticeJob, LatticeModel and LatticeMeshMember derive objects"
+        "{0} is not a workload; only LatticeService, LatticeJob, LatticeModel, LatticeMeshMember and LatticePackage derive objects"
     )]
     NotAWorkload(String),
 }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::objects::{CONFIG_HASH, CompileError, meta, object_name};
 pub use crate::objects::{PART_LABEL, Part};
 use crate::placeholders::{Piece, PlaceholderError, Scope};
+use crate::secrets::{render_template, templated_external_secret};
 
 /// The extended resource a `gpu` resource's `count` requests.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -73,8 +74,9 @@ pub fn pod(
     for (cname, (template, keys)) in &templated {
         objects.push(templated_external_secret(
             &object_name(&[&part.base, cname, "env"]),
-            part,
-            body,
+            part.ns,
+            part.workload,
+            &body.resources,
             template,
             keys,
         ));
@@ -439,67 +441,6 @@ fn go_template(text: &str, value_of: &dyn Fn(&str) -> String) -> String {
     out
 }
 
-/// An ExternalSecret rendering variables that mix text and secrets (ESO templates). Keys
-/// from a second provider name their store per entry; the refresh interval is the shortest
-/// any of the secrets asks for.
-fn templated_external_secret(
-    secret: &str,
-    part: &Part,
-    body: &WorkloadBody,
-    template: &BTreeMap<String, String>,
-    keys: &[(String, String)],
-) -> Value {
-    let param = |r: &lattice_schemas::crd::workload::Resource, k: &str| {
-        r.params
-            .as_ref()
-            .and_then(|p| p.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let mut store: Option<String> = None;
-    let mut refresh: Option<(u64, String)> = None;
-    let data: Vec<Value> = keys
-        .iter()
-        .map(|(resource, key)| {
-            let r = &body.resources[resource];
-            let provider = param(r, "provider").unwrap_or_default();
-            let interval = param(r, "refreshInterval").unwrap_or_else(|| "1h".into());
-            let seconds = lattice_schemas::validate::format::duration_seconds(&interval).unwrap_or(3600);
-            if refresh.as_ref().is_none_or(|(s, _)| seconds < *s) {
-                refresh = Some((seconds, interval));
-            }
-            let mut entry = json!({"secretKey": template_key(resource, key), "remoteRef": {"key": r.id.clone().unwrap_or_default(), "property": key}});
-            match &store {
-                None => store = Some(provider),
-                Some(first) if *first != provider => {
-                    entry["sourceRef"] = json!({"storeRef": {"kind": "ClusterSecretStore", "name": provider}});
-                }
-                Some(_) => {}
-            }
-            entry
-        })
-        .collect();
-    json!({
-        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
-        "metadata": meta(secret, part.ns, part.workload),
-        "spec": {
-            "refreshInterval": refresh.map(|(_, i)| i).unwrap_or_else(|| "1h".into()),
-            "secretStoreRef": {"kind": "ClusterSecretStore", "name": store.unwrap_or_default()},
-            "target": {"name": secret, "creationPolicy": "Owner", "template": {"engineVersion": "v2", "data": template}},
-            "data": data
-        }
-    })
-}
-
-/// The name a secret key has inside an ESO template: a Go template field name, so only
-/// letters, digits and `_` (`db-creds`.`password` → `db_creds_password`).
-fn template_key(resource: &str, key: &str) -> String {
-    format!("{resource}_{key}")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
 /// A file mode written as octal text (`"0400"`), as the decimal Kubernetes stores.
 fn file_mode(mode: Option<&String>) -> Option<i64> {
     i64::from_str_radix(mode?.trim_start_matches("0o"), 8).ok()
@@ -673,8 +614,9 @@ fn compile_container(
     if !secret_files.is_empty() {
         objects.push(templated_external_secret(
             &secret_name,
-            part,
-            body,
+            part.ns,
+            part.workload,
+            &body.resources,
             &secret_files,
             &secret_file_keys,
         ));
@@ -771,24 +713,6 @@ fn volume_objects(part: &Part, body: &WorkloadBody) -> (Vec<Value>, Vec<Value>) 
         volumes.push(json!({"name": object_name(&["vol", rname]), "persistentVolumeClaim": {"claimName": claim}}));
     }
     (claims, volumes)
-}
-
-/// An ExternalSecret template for text mixed with secret keys (ESO's Go templates; literal
-/// `{{` is escaped), recording the keys it reads.
-fn render_template(pieces: &[Piece], keys: &mut Vec<(String, String)>) -> String {
-    let mut t = String::new();
-    for p in pieces {
-        match p {
-            Piece::Text(s) => t.push_str(&s.replace("{{", "{{ `{{` }}")),
-            Piece::Secret { resource, key } => {
-                t.push_str(&format!("{{{{ .{} }}}}", template_key(resource, key)));
-                if !keys.contains(&(resource.clone(), key.clone())) {
-                    keys.push((resource.clone(), key.clone()));
-                }
-            }
-        }
-    }
-    t
 }
 
 fn compile_probe(p: &Probe) -> Value {

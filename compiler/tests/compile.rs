@@ -133,6 +133,8 @@ fn every_derived_object_validates_against_the_reference_schemas() {
         "CiliumNetworkPolicy",
         "AuthorizationPolicy",
         "PeerAuthentication",
+        "HelmRepository",
+        "HelmRelease",
     ] {
         assert!(
             kinds.contains(k),
@@ -571,7 +573,11 @@ fn files_are_never_dropped_silently() {
 /// The example world under its real rule packs and CedarPolicy objects, its images
 /// verified against the OCI layout it carries.
 fn real() -> (World, Snapshot) {
-    let w = World::load(&[root().join("examples/world")]).unwrap();
+    real_with(World::load(&[root().join("examples/world")]).unwrap())
+}
+
+/// [`real`] for `w`, the example world changed.
+fn real_with(w: World) -> (World, Snapshot) {
     let mut store = PolicyStore::load_packs(&root().join("policies")).unwrap();
     for (_, o) in w.objects() {
         if let Object::CedarPolicy(p) = o {
@@ -815,5 +821,69 @@ fn each_side_of_a_cross_cluster_route_lets_exactly_its_peer_through_in_valid_obj
                 o["metadata"]["name"]
             );
         }
+    }
+}
+
+/// A package derives Flux's objects, valid against helm-controller's and
+/// source-controller's CRDs, from either kind of chart repository; a denied secret derives
+/// none of them.
+#[test]
+fn a_package_derives_flux_objects_valid_against_fluxs_crds_and_nothing_when_denied() {
+    let (w, s) = permissive();
+    let ctx = CompileContext::of(&w, &s);
+    let Some(Object::Package(grafana)) = w
+        .objects()
+        .map(|(_, o)| o)
+        .find(|o| matches!(o, Object::Package(_)))
+    else {
+        panic!("the example world has a package")
+    };
+    let mut oci = grafana.clone();
+    oci.spec.chart.repository = "oci://ghcr.io/grafana/helm-charts".into();
+    oci.spec.depends_on = vec!["monitoring/loki".into()];
+    oci.spec.timeout = Some("15m".into());
+    let mut kinds = Vec::new();
+    for p in [grafana.clone(), oci] {
+        let object = Object::Package(p);
+        let objects = lattice_compiler::compile(&object, &evaluate(&s, &object), &ctx).unwrap();
+        if let Some(dir) = reference_dir() {
+            let validators = Validators::load(&dir);
+            for o in &objects {
+                let problems = validators.problems(o);
+                assert!(problems.is_empty(), "{}: {problems:#?}", o["kind"]);
+            }
+        }
+        kinds.push(
+            objects
+                .iter()
+                .map(|o| o["kind"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(
+        kinds,
+        [
+            ["ExternalSecret", "HelmRepository", "HelmRelease"],
+            ["ExternalSecret", "OCIRepository", "HelmRelease"]
+        ]
+    );
+    // Under the example's own policies a namespace reads only its own secret paths: the
+    // package moved to another's path derives nothing at all, not a release without its
+    // secret.
+    let (mut w, _) = real();
+    let mut stolen = grafana.clone();
+    stolen.spec.resources.get_mut("grafana-admin").unwrap().id = Some("payments/ledger/db".into());
+    w.upsert(Object::Package(stolen.clone()));
+    let (_, s) = real_with(w.clone());
+    let object = Object::Package(stolen);
+    let report = evaluate(&s, &object);
+    match lattice_compiler::compile(&object, &report, &CompileContext::of(&w, &s)) {
+        Err(CompileError::Denied { gates, .. }) => {
+            assert!(
+                gates.iter().any(|g| g.action == "AccessSecret"),
+                "{gates:?}"
+            )
+        }
+        other => panic!("a denied secret must derive nothing: {other:?}"),
     }
 }

@@ -2483,3 +2483,179 @@ spec:
         ["ClusterRoleBinding/anonymous-admin"]
     );
 }
+
+/// A LatticePackage on a server with Flux's real CRDs: applied, its chart's source and
+/// HelmRelease are created (the secret value reaching the release only through an
+/// ExternalSecret); changed, they follow; deleted, they go. A package whose secret the
+/// policies do not grant derives nothing and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_becomes_a_flux_release_that_follows_it_and_goes_with_it() {
+    let env = TestEnv::start("packages");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let package = |version: &str, secret_path: &str| {
+        format!(
+            r#"
+apiVersion: lattice.dev/v1alpha1
+kind: LatticePackage
+metadata: {{name: cache, namespace: shop}}
+spec:
+  chart: {{repository: "oci://registry.example.com/charts", name: redis, version: "{version}"}}
+  dependsOn: [storage]
+  values:
+    architecture: standalone
+    auth: {{password: "${{resources.redis-auth.password}}"}}
+  resources:
+    redis-auth:
+      type: secret
+      id: {secret_path}
+      params: {{provider: vault, keys: [password]}}
+"#
+        )
+    };
+    apply_yaml(
+        &client,
+        &format!(
+            r#"
+apiVersion: lattice.dev/v1alpha1
+kind: SecretProvider
+metadata: {{name: vault}}
+spec:
+  backend: vault
+  provider: {{server: "https://vault.example.com:8200", path: secret, version: v2}}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: CedarPolicy
+metadata: {{name: own-secrets, namespace: shop}}
+spec:
+  policies: |
+    @id("shop-reads-shop-secrets")
+    @advice("shop reads only secrets under shop/")
+    permit (principal, action == Lattice::Action::"AccessSecret", resource)
+    when {{ principal in Lattice::Namespace::"shop" && resource.path like "shop/*" }};
+---
+{}"#,
+            package("19.6.4", "shop/redis/auth")
+        ),
+    )
+    .await;
+    let operator = Operator::start(&env, &[]);
+    let release = || {
+        object(
+            &client,
+            "helm.toolkit.fluxcd.io/v2",
+            "HelmRelease",
+            "helmreleases",
+            "cache",
+        )
+    };
+    let source = || {
+        object(
+            &client,
+            "source.toolkit.fluxcd.io/v1",
+            "OCIRepository",
+            "ocirepositories",
+            "cache",
+        )
+    };
+    let hr = eventually("the HelmRelease shop/cache", WAIT, release).await;
+    assert_eq!(
+        hr["spec"]["chartRef"],
+        json!({"kind": "OCIRepository", "name": "cache"}),
+        "{}",
+        operator.logs()
+    );
+    assert_eq!(hr["spec"]["values"], json!({"architecture": "standalone"}));
+    assert_eq!(
+        hr["spec"]["valuesFrom"],
+        json!([{"kind": "Secret", "name": "cache-values", "valuesKey": "values.yaml"}])
+    );
+    assert_eq!(
+        hr["spec"]["dependsOn"],
+        json!([{"name": "storage", "namespace": "shop"}])
+    );
+    assert_eq!(
+        hr["metadata"]["ownerReferences"][0]["kind"],
+        "LatticePackage"
+    );
+    let oci = source().await.expect("OCIRepository shop/cache");
+    assert_eq!(oci["spec"]["ref"], json!({"tag": "19.6.4"}));
+    let es = object(
+        &client,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        "cache-values",
+    )
+    .await
+    .expect("ExternalSecret shop/cache-values");
+    assert_eq!(es["spec"]["data"][0]["remoteRef"]["key"], "shop/redis/auth");
+    let status = eventually("shop/cache Ready", WAIT, || async {
+        let p = get(
+            &client,
+            "lattice.dev/v1alpha1",
+            "LatticePackage",
+            "latticepackages",
+            Some("shop"),
+            "cache",
+        )
+        .await?;
+        (p.pointer("/status/phase") == Some(&json!("Ready"))).then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&status, "Authorized")["status"], "True");
+
+    // Changed: a new chart version is a new source reference.
+    apply_yaml(&client, &package("19.7.0", "shop/redis/auth")).await;
+    eventually("the OCIRepository at 19.7.0", WAIT, || async {
+        let oci = source().await?;
+        (oci["spec"]["ref"]["tag"] == "19.7.0").then_some(())
+    })
+    .await;
+
+    // Deleted: what it derived goes with it.
+    let packages = derived_api(
+        &client,
+        "lattice.dev/v1alpha1",
+        "LatticePackage",
+        "latticepackages",
+    );
+    packages
+        .delete("cache", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(
+        &client,
+        "the HelmRelease shop/cache removed",
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "helmreleases",
+        "cache",
+    )
+    .await;
+    assert!(
+        source().await.is_none(),
+        "the OCIRepository outlived its package"
+    );
+
+    // A package reading another namespace's secret: denied, nothing derived, and said why.
+    apply_yaml(&client, &package("19.7.0", "payments/ledger/db")).await;
+    let denied = eventually("shop/cache Denied", WAIT, || async {
+        let p = get(
+            &client,
+            "lattice.dev/v1alpha1",
+            "LatticePackage",
+            "latticepackages",
+            Some("shop"),
+            "cache",
+        )
+        .await?;
+        (p.pointer("/status/phase") == Some(&json!("Denied"))).then_some(p)
+    })
+    .await;
+    let why = condition(&denied, "Authorized")["message"].to_string();
+    assert!(why.contains("AccessSecret"), "{why}");
+    assert!(release().await.is_none(), "a denied package got a release");
+    assert!(source().await.is_none(), "a denied package got a source");
+}

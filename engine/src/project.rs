@@ -100,12 +100,14 @@ pub const OVERRIDE_CATALOG: &[(&str, &str)] = &[
     ("sysctl", "net.ipv4.tcp_keepalive_probes"),
 ];
 
-/// The kinds that are workloads: each projects a `Service` (and its `Container`s).
-const WORKLOAD_KINDS: [&str; 4] = [
+/// The kinds that are workloads: each projects a `Service` (and, but for a package, its
+/// `Container`s).
+const WORKLOAD_KINDS: [&str; 5] = [
     "LatticeService",
     "LatticeJob",
     "LatticeModel",
     "LatticeMeshMember",
+    "LatticePackage",
 ];
 
 /// The cluster a world describes when it has no root `LatticeCluster`.
@@ -2061,6 +2063,16 @@ fn resource_entities(r: &Resource, _ns: &str, _owner: &str, g: &mut Group) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workload_kinds_are_the_schemas_workload_kinds() {
+        let schemas: Vec<&str> = lattice_schemas::crd::Kind::ALL
+            .into_iter()
+            .filter(|k| k.is_workload())
+            .map(|k| k.name())
+            .collect();
+        assert_eq!(schemas, WORKLOAD_KINDS);
+    }
 
     /// A world of `n` services, each with a container and its own image: 3n entities.
     fn services(n: usize) -> World {

@@ -202,23 +202,19 @@ impl World {
         self.objects.get(key).map(|e| e.object.as_ref())
     }
 
-    /// The workload `namespace/name` (service, job, model or mesh member), found by key.
+    /// The workload `namespace/name` (of any workload kind), found by key.
     pub fn workload(&self, id: &str) -> Option<&Object> {
         let (ns, name) = id.split_once('/')?;
-        [
-            "LatticeService",
-            "LatticeJob",
-            "LatticeModel",
-            "LatticeMeshMember",
-        ]
-        .into_iter()
-        .find_map(|kind| {
-            self.get(&ObjectKey {
-                kind,
-                namespace: Some(ns.to_owned()),
-                name: name.to_owned(),
+        lattice_schemas::crd::Kind::ALL
+            .into_iter()
+            .filter(|k| k.is_workload())
+            .find_map(|kind| {
+                self.get(&ObjectKey {
+                    kind: kind.name(),
+                    namespace: Some(ns.to_owned()),
+                    name: name.to_owned(),
+                })
             })
-        })
     }
 
     /// Every object, in key order.

@@ -352,7 +352,7 @@ pub fn write_query(
             ];
             ("ManageComplianceProfile", cluster)
         }
-        o if o.is_workload() || matches!(o, Object::Package(_)) => {
+        o if o.is_workload() => {
             pairs = vec![
                 ("operation", string(operation)),
                 ("kind", string(o.kind_name())),

@@ -115,6 +115,9 @@ fn the_upstream_corpus_migrates_to_manifests_that_validate_cleanly() {
     let cluster = std::fs::read_to_string(out.join("cluster-aws.yaml")).unwrap();
     assert!(cluster.contains("controlPlane: 3"), "{cluster}");
     assert!(cluster.contains("monitoring: true"), "{cluster}");
+    // A package's Flux timeout is Flux's here too.
+    let package = std::fs::read_to_string(out.join("package.yaml")).unwrap();
+    assert!(package.contains("timeout: 10m"), "{package}");
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -29,7 +29,7 @@ fn the_example_world_is_shown_whole_and_its_denial_exits_one() {
     );
     let text = String::from_utf8(o.stdout).unwrap();
     for section in [
-        "WORKLOADS (10 of 10 derive)",
+        "WORKLOADS (11 of 11 derive)",
         "NAMESPACES",
         "MESH",
         "COMPLIANCE",
@@ -40,6 +40,11 @@ fn the_example_world_is_shown_whole_and_its_denial_exits_one() {
     }
     assert!(
         text.contains("ALLOW payments/gateway (LatticeService):"),
+        "{text}"
+    );
+    // A package is derived as any workload: its Flux release and chart source.
+    assert!(
+        text.contains("ALLOW platform/grafana (LatticePackage): 1 ExternalSecret, 1 HelmRelease, 1 HelmRepository"),
         "{text}"
     );
     assert!(text.contains("OPTOUT  sandbox"), "{text}");
@@ -53,7 +58,7 @@ fn the_example_world_is_shown_whole_and_its_denial_exits_one() {
     let o = plan(&["-o", "json", "--detail"]);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let workloads = doc["workloads"].as_array().unwrap();
-    assert_eq!(workloads.len(), 10);
+    assert_eq!(workloads.len(), 11);
     let gateway = workloads
         .iter()
         .find(|w| w["workload"] == "payments/gateway")

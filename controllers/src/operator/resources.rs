@@ -85,6 +85,18 @@ pub const DERIVED: &[DerivedKind] = &[
         "tracingpoliciesnamespaced",
         Infrastructure,
     ),
+    k(
+        "source.toolkit.fluxcd.io/v1",
+        "HelmRepository",
+        "helmrepositories",
+        Infrastructure,
+    ),
+    k(
+        "source.toolkit.fluxcd.io/v1",
+        "OCIRepository",
+        "ocirepositories",
+        Infrastructure,
+    ),
     k("v1", "Service", "services", Workload),
     k("apps/v1", "Deployment", "deployments", Workload),
     k("batch.volcano.sh/v1alpha1", "Job", "jobs", Workload),
@@ -108,6 +120,12 @@ pub const DERIVED: &[DerivedKind] = &[
         Workload,
     ),
     k("flagger.app/v1beta1", "Canary", "canaries", Workload),
+    k(
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "helmreleases",
+        Workload,
+    ),
     k(
         "operator.victoriametrics.com/v1beta1",
         "VMServiceScrape",

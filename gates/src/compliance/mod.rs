@@ -251,11 +251,11 @@ fn pod_container_names(core: &CoreObject) -> Vec<String> {
         .collect()
 }
 
-/// Whether `object` is a `Service` subject: every workload, and a LatticePackage, which the
-/// projection makes a `Service` of kind `package` (its charts' containers are not in the
-/// world, so it has no `Container` subjects).
+/// Whether `object` is a `Service` subject: every workload, a LatticePackage included,
+/// which the projection makes a `Service` of kind `package` (its charts' containers are
+/// not in the world, so it has no `Container` subjects).
 fn scanned_as_service(object: &Object) -> bool {
-    object.is_workload() || matches!(object, Object::Package(_))
+    object.is_workload()
 }
 
 /// The container names of a workload as its `Container` uids spell them (`task.name` for

@@ -152,11 +152,16 @@ impl Kind {
         }
     }
 
-    /// Whether this kind is a workload (raises derivation gates).
+    /// Whether this kind is a workload: it raises derivation gates and derives objects. A
+    /// `LatticePackage` is one (Flux installs its chart; its secrets pass the same gates).
     pub fn is_workload(self) -> bool {
         matches!(
             self,
-            Kind::LatticeService | Kind::LatticeJob | Kind::LatticeModel | Kind::LatticeMeshMember
+            Kind::LatticeService
+                | Kind::LatticeJob
+                | Kind::LatticeModel
+                | Kind::LatticeMeshMember
+                | Kind::LatticePackage
         )
     }
 }

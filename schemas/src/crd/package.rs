@@ -1,4 +1,6 @@
-//! `LatticePackage`: a Helm chart installed with Lattice-managed secrets.
+//! `LatticePackage`: a Helm chart installed with Lattice-managed secrets. Flux installs,
+//! upgrades, rolls back and removes it: a package derives a Flux `HelmRelease` and the
+//! chart's source, and Lattice does not re-implement Helm.
 
 use std::collections::BTreeMap;
 
@@ -6,7 +8,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{BasicStatus, FreeForm, free_form_schema};
+use super::common::{FreeForm, free_form_schema};
+use super::service::WorkloadStatus;
 use super::workload::Resource;
 
 /// A Helm chart with values, whose secret resources go through the same gates as workloads.
@@ -16,7 +19,7 @@ use super::workload::Resource;
     version = "v1alpha1",
     kind = "LatticePackage",
     namespaced,
-    status = "BasicStatus",
+    status = "WorkloadStatus",
     shortname = "lpkg",
     category = "lattice",
     derive = "PartialEq",
@@ -36,6 +39,17 @@ pub struct LatticePackageSpec {
     /// Resources the values refer to; `secret` resources are `AccessSecret` gates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, Resource>,
+    /// Packages installed and ready before this one: `name` (this namespace) or
+    /// `namespace/name`. Flux's `dependsOn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// How often Flux reconciles the release and its chart source, e.g. `10m` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long one Helm install, upgrade or rollback may take, e.g. `10m` (Flux's default
+    /// is 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// A chart in a repository.

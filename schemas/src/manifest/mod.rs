@@ -84,7 +84,7 @@ impl Object {
         target.build(value).map_err(|e| e.to_string())
     }
 
-    /// Whether this is a workload (raises derivation gates and mesh edges).
+    /// Whether this is a workload (raises derivation gates and mesh edges, derives objects).
     pub fn is_workload(&self) -> bool {
         self.kind().is_some_and(Kind::is_workload)
     }

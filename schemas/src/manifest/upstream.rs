@@ -1826,6 +1826,8 @@ fn policies(cx: &mut Cx, text: &str, name: &str) -> String {
 fn package(cx: &mut Cx, mut spec: Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     put(&mut out, "chart", spec.remove("chart"));
+    // Flux's own field, as upstream means it.
+    put(&mut out, "timeout", spec.remove("timeout"));
     let resources = take_map(&mut spec, "resources")
         .map(|r| resources_of(cx, r, "/spec/resources"))
         .unwrap_or_default();

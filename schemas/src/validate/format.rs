@@ -71,6 +71,37 @@ pub fn duration_seconds(s: &str) -> Option<u64> {
     Some(total as u64)
 }
 
+/// A duration as Flux's CRDs accept it (`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`): a Go
+/// duration without `ns`/`us` units, bare `0` or a leading `.`.
+pub fn is_flux_duration(s: &str) -> bool {
+    let mut rest = s;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let whole = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if whole == 0 {
+            return false;
+        }
+        rest = &rest[whole..];
+        if let Some(after) = rest.strip_prefix('.') {
+            let frac = after.bytes().take_while(u8::is_ascii_digit).count();
+            if frac == 0 {
+                return false;
+            }
+            rest = &after[frac..];
+        }
+        match ["ms", "s", "m", "h"]
+            .into_iter()
+            .find(|u| rest.starts_with(u))
+        {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// A Kubernetes quantity such as `512Mi`, `1.5Gi`, `250m` or `2`.
 pub fn is_quantity(s: &str) -> bool {
     quantity_value(s).is_some()
@@ -136,6 +167,16 @@ pub fn is_sysctl(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flux_durations() {
+        for ok in ["10m", "1h30m", "1.5h", "500ms", "30s"] {
+            assert!(is_flux_duration(ok), "{ok}");
+        }
+        for bad in ["", "0", "10", "1us", ".5h", "1.h", "5 m", "m"] {
+            assert!(!is_flux_duration(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use super::Ctx;
-use super::format::{is_cron, is_dns_label, is_dns1035_label, is_duration, is_host_name};
+use super::format::{
+    is_cron, is_dns_label, is_dns1035_label, is_duration, is_flux_duration, is_host_name,
+};
 use super::workload::{Scope, check_body, check_placeholders, check_resource};
 use crate::cedar;
 use crate::crd::{self, service::Strategy, service::TlsMode};
@@ -816,6 +818,61 @@ fn trust_policy(cx: &mut Ctx, t: &crd::trust_policy::TrustPolicySpec) {
 }
 
 fn package(cx: &mut Ctx, p: &crd::package::LatticePackageSpec) {
+    let repo = p.chart.repository.as_str();
+    if !(repo.starts_with("https://") || repo.starts_with("oci://")) {
+        cx.push(
+            cx.m.error_at(
+                "lattice::package::repository",
+                "/spec/chart/repository",
+                format!("chart repository `{repo}` is neither `https://…` nor `oci://…`"),
+            )
+            .with_help("a chart is fetched over TLS: a Helm repository's `https://` index, or an OCI registry as `oci://host/path` (the chart's name is appended)"),
+        );
+    }
+    if p.chart.version.trim().is_empty() {
+        cx.push(
+            cx.m.error_at("lattice::package::version", "/spec/chart/version", "the chart names no version")
+                .with_help("write an exact version such as `8.8.2`, or a semver range such as `>=8.0.0 <9.0.0`"),
+        );
+    }
+    for (field, v) in [("interval", &p.interval), ("timeout", &p.timeout)] {
+        if let Some(v) = v
+            && !is_flux_duration(v)
+        {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::format::duration",
+                    &format!("/spec/{field}"),
+                    format!("`{v}` is not a duration Flux accepts"),
+                )
+                .with_help("write whole or decimal numbers of ms, s, m or h, such as `30s`, `10m` or `1h30m`"),
+            );
+        }
+    }
+    let own_ns = cx.m.object.namespace().unwrap_or("default");
+    for (i, d) in p.depends_on.iter().enumerate() {
+        let (ns, name) = d.split_once('/').unwrap_or((own_ns, d));
+        let at = format!("/spec/dependsOn/{i}");
+        if !is_dns_label(ns) || !is_dns1035_label(name) {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::package::depends-on",
+                    &at,
+                    format!("`{d}` names no package"),
+                )
+                .with_help("write a package's name (in this namespace) or `namespace/name`"),
+            );
+        } else if ns == own_ns && name == cx.m.object.name() {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::package::depends-on",
+                    &at,
+                    format!("the package depends on itself (`{d}`)"),
+                )
+                .with_help("Flux would wait for it forever; remove the entry"),
+            );
+        }
+    }
     for (name, r) in &p.resources {
         let at = push_pointer("/spec/resources", name);
         check_resource(cx, name, r, &at);
