@@ -19,7 +19,7 @@ fn permissive() -> (World, Snapshot) {
     let mut all = CedarPolicy::new(
         "allow-derivation",
         lattice_schemas::crd::policy::CedarPolicySpec {
-            policies: r#"@id("all") permit(principal, action in [Lattice::Action::"DeployImage", Lattice::Action::"AccessSecret", Lattice::Action::"AccessVolume", Lattice::Action::"AccessExternalEndpoint", Lattice::Action::"OverrideSecurity", Lattice::Action::"AllowWildcard", Lattice::Action::"ExposeHost", Lattice::Action::"UseGpu", Lattice::Action::"Connect"], resource);"#.into(),
+            policies: r#"@id("all") permit(principal, action in [Lattice::Action::"DeployImage", Lattice::Action::"AccessSecret", Lattice::Action::"AccessVolume", Lattice::Action::"AccessExternalEndpoint", Lattice::Action::"OverrideSecurity", Lattice::Action::"AllowWildcard", Lattice::Action::"ExposeHost", Lattice::Action::"UseGpu", Lattice::Action::"ConsumeQuota", Lattice::Action::"Connect"], resource);"#.into(),
             ..Default::default()
         },
     );

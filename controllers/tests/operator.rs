@@ -2659,3 +2659,104 @@ spec:
     assert!(release().await.is_none(), "a denied package got a release");
     assert!(source().await.is_none(), "a denied package got a source");
 }
+
+/// A LatticeQuota on a real API server: the workload that would pass it derives nothing and
+/// says by how much; when an older workload goes, the room it leaves is taken without any
+/// other change (the planner re-derives every workload under the quota).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refuses_the_newest_workload_and_admits_it_when_room_is_made() {
+    let env = TestEnv::start("quotas");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeQuota
+metadata: {name: shop-count}
+spec:
+  namespace: shop
+  limits: {workloads: 2, cpu: "4"}
+"#,
+    )
+    .await;
+    let operator = Operator::start(&env, &[]);
+    phase(&client, "api", "Ready").await;
+    phase(&client, "web", "Ready").await;
+    // Created after api and web: the third workload under a quota of two.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeService
+metadata: {name: extra, namespace: shop}
+spec:
+  containers:
+    main:
+      image: registry.example.com/shop/api:1.0.0
+      resources:
+        requests: {cpu: 100m, memory: 64Mi}
+"#,
+    )
+    .await;
+    let denied = phase(&client, "extra", "Denied").await;
+    let why = condition(&denied, "Authorized")["message"].to_string();
+    assert!(why.contains("ConsumeQuota"), "{why}");
+    assert!(
+        why.contains("over quota `shop-count`: workloads 3.0000 of 2.0000 (1.0000 over)"),
+        "{why}\n{}",
+        operator.logs()
+    );
+    assert!(deployment(&client, "extra").await.is_none());
+    // The older ones keep running.
+    assert_eq!(service(&client, "api").await["status"]["phase"], "Ready");
+    // The quota says what it holds and whom it refused.
+    let quota = || {
+        get(
+            &client,
+            "lattice.dev/v1alpha1",
+            "LatticeQuota",
+            "latticequotas",
+            None,
+            "shop-count",
+        )
+    };
+    let status = eventually("the quota's usage", WAIT, || async {
+        let q = quota().await?;
+        (q.pointer("/status/usage/workloads") == Some(&json!("3"))).then_some(q)
+    })
+    .await;
+    assert_eq!(
+        status["status"]["refused"],
+        json!(["shop/extra"]),
+        "{status}"
+    );
+    // api (2 × 100m), web and extra (100m each).
+    assert_eq!(status["status"]["usage"]["cpu"], "0.4", "{status}");
+
+    let services = derived_api(
+        &client,
+        "lattice.dev/v1alpha1",
+        "LatticeService",
+        "latticeservices",
+    );
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    phase(&client, "extra", "Ready").await;
+    eventually("the quota to refuse no one", WAIT, || async {
+        let q = quota().await?;
+        (q.pointer("/status/usage/workloads") == Some(&json!("2"))
+            && q.pointer("/status/refused").is_none())
+        .then_some(())
+    })
+    .await;
+    assert!(
+        deployment(&client, "extra").await.is_some(),
+        "{}",
+        operator.logs()
+    );
+}

@@ -696,6 +696,7 @@ async fn every_lattice_write_is_a_cedar_question() {
             "production-baseline",
             "ManageComplianceProfile",
         ),
+        ("infrastructure.yaml", "ml-gpus", "ManageQuota"),
     ] {
         let o = example(file, name);
         let denied = post(
@@ -1824,4 +1825,48 @@ fn the_standalone_webhook_refuses_registry_files_it_cannot_read() {
         assert!(stderr.contains(says), "{flag}: {stderr}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A workload is measured against its quotas at admission, as it will stand once written
+/// (after every older workload): one that would pass a limit is refused, saying which and by
+/// how much; the example's own job, which fits, is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_over_its_quota_is_refused_at_admission_saying_by_how_much() {
+    let Served { w: _w, mut c, .. } = serve_examples("quota").await;
+    let job = example("ml.yaml", "recsys-train");
+    let fits = post(
+        &mut c,
+        &review(
+            "q-1",
+            "UPDATE",
+            Some(job.clone()),
+            Some(job.clone()),
+            "alice",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(fits["allowed"], true, "{fits}");
+
+    // The same job with eight GPUs per worker: sixteen more than the quota's eight allow.
+    let mut big = job;
+    big["metadata"]["name"] = json!("big-train");
+    for task in big["spec"]["tasks"].as_object_mut().unwrap().values_mut() {
+        if let Some(gpu) = task.pointer_mut("/workload/resources/gpu/params/count") {
+            *gpu = json!(8);
+        }
+    }
+    let refused = post(
+        &mut c,
+        &review("q-2", "CREATE", Some(big), None, "alice", &[]),
+    )
+    .await;
+    assert_eq!(refused["allowed"], false, "{refused}");
+    assert_eq!(refused["status"]["code"], 403);
+    let m = refused["status"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("ConsumeQuota") && m.contains("baseline/quota-gpu"),
+        "{m}"
+    );
+    assert!(m.contains("over quota `ml-gpus`: gpu "), "{m}");
 }

@@ -15,6 +15,7 @@ pub mod load;
 pub mod pod;
 pub mod policies;
 pub mod project;
+pub mod quota;
 pub mod snapshot;
 pub mod what_if;
 pub mod world;

@@ -141,6 +141,7 @@ impl Types {
                 "Host",
                 "Mesh",
                 "Gpu",
+                "Quota",
                 "User",
                 "Group",
                 "Framework",
@@ -1474,6 +1475,25 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                 }
             } else if let Some(e) = crate::kubernetes::project(o).transpose() {
                 g.push(e);
+            }
+        }
+        Object::Quota(q) => {
+            let limits = crate::quota::Limits::of(&q.spec.limits)
+                .fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), Rx::new_decimal(crate::quota::decimal_text(v))))
+                .collect::<Vec<_>>();
+            match Rx::new_record(limits) {
+                Ok(limits) => g.push(entity(
+                    uid("Quota", object.name()),
+                    vec![
+                        ("name", s(object.name())),
+                        ("scope", s(&crate::quota::scope_text(&q.spec))),
+                        ("limits", limits),
+                    ],
+                    [],
+                )),
+                Err(e) => g.errors.push(format!("quota {}: {e}", object.name())),
             }
         }
         Object::CedarPolicy(_)

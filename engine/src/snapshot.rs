@@ -65,6 +65,8 @@ pub struct Snapshot {
     audit: Arc<PolicyIndex>,
     /// Every active policy, shared with the store it came from.
     policies: Arc<HashMap<PolicyId, Arc<StoredPolicy>>>,
+    /// What each workload asks of the quotas covering it, against their usage before it.
+    quotas: Arc<crate::quota::Ledger>,
     digest: String,
 }
 
@@ -349,6 +351,7 @@ impl Snapshot {
             enforce,
             audit,
             policies,
+            quotas: Arc::new(crate::quota::Ledger::of(world)),
             digest: String::new(),
         };
         // Approvals are decided on entities without any approval, so an approval never
@@ -408,8 +411,20 @@ impl Snapshot {
             enforce: self.enforce.clone(),
             audit: self.audit.clone(),
             policies: self.policies.clone(),
+            quotas: Arc::new(crate::quota::Ledger::of(world)),
             digest: snapshot_digest(&world_digest, store, live),
         })
+    }
+
+    /// This snapshot with `ledger` as its quotas' (an object under admission written in).
+    pub fn with_quotas(mut self, ledger: crate::quota::Ledger) -> Snapshot {
+        self.quotas = Arc::new(ledger);
+        self
+    }
+
+    /// The quotas' ledger of the world this snapshot was taken of.
+    pub fn quotas(&self) -> &crate::quota::Ledger {
+        &self.quotas
     }
 
     /// The approvals this snapshot's entities carry.
@@ -613,6 +628,7 @@ impl Snapshot {
             enforce: self.enforce.clone(),
             audit: self.audit.clone(),
             policies: self.policies.clone(),
+            quotas: self.quotas.clone(),
             digest: self.digest.clone(),
         })
     }

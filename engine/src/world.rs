@@ -217,6 +217,19 @@ impl World {
             })
     }
 
+    /// The objects of one kind, in key order, found without reading the others.
+    pub fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = (&ObjectKey, &Object)> {
+        let from = ObjectKey {
+            kind,
+            namespace: None,
+            name: String::new(),
+        };
+        self.objects
+            .range(from..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(k, e)| (k, e.object.as_ref()))
+    }
+
     /// Every object, in key order.
     pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &Object)> {
         self.objects.iter().map(|(k, e)| (k, e.object.as_ref()))
@@ -262,6 +275,7 @@ fn object_digest(object: &Object) -> ContentDigest {
         Object::Package(o) => serde_json::to_vec(o),
         Object::ComplianceProfile(o) => serde_json::to_vec(o),
         Object::OidcProvider(o) => serde_json::to_vec(o),
+        Object::Quota(o) => serde_json::to_vec(o),
         Object::Namespace(o) => serde_json::to_vec(o),
         Object::Core(o) => serde_json::to_vec(&*o.value),
     }

@@ -12,7 +12,8 @@
 //! | `InfraProvider`, `LatticeCluster` (create, update) | `ManageInfrastructure` | the `Cluster` | operation, kind, name, provider, parent |
 //! | `LatticeCluster` (delete) | `Decommission` | that `Cluster` | its phase, agent health, what it still holds, now |
 //! | `LatticeComplianceProfile` | `ManageComplianceProfile` | the `Cluster` | operation, name, frameworks, sink |
-//! | workloads and `LatticePackage` | `ManageWorkload` | its `Namespace` | operation, kind, name |
+//! | `LatticeQuota` | `ManageQuota` | the `Cluster` | operation, name, scope |
+//! | workloads (`LatticePackage` among them) | `ManageWorkload` | its `Namespace` | operation, kind, name |
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -144,17 +145,41 @@ pub fn manage_policy_query(
 /// The gates of a workload that may not be in the world yet (an object under admission):
 /// asked on `snapshot`'s policies over the object's own projection (with `projection`'s
 /// facts), its namespace and the cluster, and the snapshot's entities for what its gates
-/// name.
+/// name. Its quotas are measured on `world` (the snapshot's) with this object written in:
+/// as it will stand once admitted, older workloads before it.
 pub fn evaluate_object(
     snapshot: &Snapshot,
     projection: &Projection,
+    world: &World,
     object: &Object,
 ) -> Result<GateReport, String> {
-    let named: Vec<EntityUid> = questions(object).into_iter().map(|g| g.resource).collect();
+    let ledger = if world.of_kind("LatticeQuota").next().is_some() {
+        let mut written = world.clone();
+        written.upsert(object.clone());
+        lattice_engine::quota::Ledger::of(&written)
+    } else {
+        lattice_engine::quota::Ledger::default()
+    };
+    let id = format!(
+        "{}/{}",
+        object.namespace().unwrap_or("default"),
+        object.name()
+    );
+    let named: Vec<EntityUid> = questions(object)
+        .into_iter()
+        .map(|g| g.resource)
+        .chain(
+            ledger
+                .consumption(&id)
+                .iter()
+                .map(|c| uid("Quota", &c.quota)),
+        )
+        .collect();
     let entities = projection.entities_of(object).map_err(|e| e.to_string())?;
     let scoped = snapshot
         .scoped(entities, &named)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_quotas(ledger);
     Ok(evaluate(&scoped, object))
 }
 
@@ -351,6 +376,14 @@ pub fn write_query(
                 ("sink", string(sink)),
             ];
             ("ManageComplianceProfile", cluster)
+        }
+        Object::Quota(q) => {
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("scope", string(&lattice_engine::quota::scope_text(&q.spec))),
+            ];
+            ("ManageQuota", cluster)
         }
         o if o.is_workload() => {
             pairs = vec![

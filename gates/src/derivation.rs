@@ -207,6 +207,49 @@ fn image_facts(snapshot: &Snapshot, image: &EntityUid) -> Option<String> {
     })
 }
 
+/// The `ConsumeQuota` question of each quota covering `object`, with what it asks for and
+/// what the quota's earlier workloads use: facts of the world `snapshot` was taken of.
+pub fn quota_questions(snapshot: &Snapshot, object: &Object) -> Vec<Gate> {
+    let id = format!(
+        "{}/{}",
+        object.namespace().unwrap_or("default"),
+        object.name()
+    );
+    snapshot
+        .quotas()
+        .consumption(&id)
+        .iter()
+        .map(|c| {
+            let raised_by = format!("quota {}", c.quota);
+            Gate {
+                action: "ConsumeQuota",
+                resource: uid("Quota", &c.quota),
+                context: json!({
+                    "raisedBy": raised_by,
+                    "workloadKind": kind_of(object),
+                    "demand": c.demand.to_cedar_json(),
+                    "usage": c.usage.to_cedar_json(),
+                    "total": c.total().to_cedar_json(),
+                }),
+                raised_by,
+                malformed: None,
+            }
+        })
+        .collect()
+}
+
+/// For a refused quota, by how much each limit would be passed.
+fn quota_facts(snapshot: &Snapshot, workload: &str, quota: &EntityUid) -> Option<String> {
+    let name = quota.id().unescaped();
+    let ledger = snapshot.quotas();
+    let c = ledger
+        .consumption(workload)
+        .iter()
+        .find(|c| c.quota == name)?;
+    let over = lattice_engine::quota::overruns(c, ledger.limits(name)?);
+    (!over.is_empty()).then(|| format!("over quota `{name}`: {}", over.join(", ")))
+}
+
 /// Every question `object` raises, in a stable order.
 pub fn questions(object: &Object) -> Vec<Gate> {
     let kind = kind_of(object);
@@ -475,10 +518,12 @@ fn malformed(
 
 /// Asks every question `object` raises on `snapshot`.
 pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
+    let mut gates = questions(object);
+    gates.extend(quota_questions(snapshot, object));
     let ns = object.namespace().unwrap_or("default");
     let workload = format!("{ns}/{}", object.name());
     let principal = uid("Service", &workload);
-    let outcomes = questions(object)
+    let outcomes = gates
         .into_iter()
         .map(|gate| {
             if let Some(reason) = &gate.malformed {
@@ -506,9 +551,12 @@ pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
                         lattice_engine::Why::NothingPermitted(near) => near,
                         _ => Vec::new(),
                     };
-                    let facts = (!e.decision.allowed && gate.action == "DeployImage")
-                        .then(|| image_facts(snapshot, &gate.resource))
-                        .flatten();
+                    let facts = match gate.action {
+                        _ if e.decision.allowed => None,
+                        "DeployImage" => image_facts(snapshot, &gate.resource),
+                        "ConsumeQuota" => quota_facts(snapshot, &workload, &gate.resource),
+                        _ => None,
+                    };
                     GateOutcome {
                         gate,
                         decision: Ok(e.decision),

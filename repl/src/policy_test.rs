@@ -167,7 +167,13 @@ fn run_case(c: &Value, snapshot: &Snapshot, world: &World) -> Result<(), String>
     let action = parse_action(field("action")?)?;
     let resource = parse_uid(field("resource")?)?;
     let context_text = c.get("context").map(Value::to_string);
-    let context = context_for(&action, &resource, world, context_text.as_deref())?;
+    let context = context_for(
+        &principal,
+        &action,
+        &resource,
+        world,
+        context_text.as_deref(),
+    )?;
     let expect = field("expect")?;
     if expect != "allow" && expect != "deny" {
         return Err(format!("`expect` is `{expect}`; write allow or deny"));

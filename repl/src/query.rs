@@ -122,9 +122,11 @@ fn neutral(ty: &Value) -> Value {
 }
 
 /// The context of a query: neutral values for every attribute the action's context has,
-/// then what the world knows (a `Connect`'s ports are the callee's served ports), then what
-/// the user wrote, which wins.
+/// then what the world knows (a `Connect`'s ports are the callee's served ports; a
+/// `ConsumeQuota`'s demand, usage and total are the principal's standing under the quota),
+/// then what the user wrote, which wins.
 pub fn context_for(
+    principal: &EntityUid,
     action_uid: &EntityUid,
     resource: &EntityUid,
     world: &World,
@@ -143,6 +145,19 @@ pub fn context_for(
             .into_iter()
             .collect();
         ctx.insert("ports".into(), json!(ports));
+    }
+    if name == "ConsumeQuota" {
+        let ledger = lattice_engine::quota::Ledger::of(world);
+        if let Some(c) = ledger
+            .consumption(principal.id().unescaped())
+            .iter()
+            .find(|c| c.quota == resource.id().unescaped())
+        {
+            ctx.insert("demand".into(), c.demand.to_cedar_json());
+            ctx.insert("usage".into(), c.usage.to_cedar_json());
+            ctx.insert("total".into(), c.total().to_cedar_json());
+            ctx.insert("raisedBy".into(), json!(format!("quota {}", c.quota)));
+        }
     }
     if let Some(text) = given {
         let v: Value =
@@ -190,6 +205,7 @@ mod tests {
     fn contexts_get_neutral_defaults_and_user_values_win() {
         let w = World::new();
         let c = context_for(
+            &parse_uid("Service::a/b").unwrap(),
             &action("ExposeHost"),
             &parse_uid("Host::a.example.com").unwrap(),
             &w,
@@ -209,6 +225,7 @@ mod tests {
         );
         // An optional attribute is left out: a Connect within one cluster names none.
         let connect: Vec<String> = context_for(
+            &parse_uid("Service::c/d").unwrap(),
             &action("Connect"),
             &parse_uid("Service::a/b").unwrap(),
             &w,
@@ -221,6 +238,7 @@ mod tests {
         assert_eq!(connect, ["ports"]);
         assert!(
             context_for(
+                &parse_uid("Service::c/d").unwrap(),
                 &action("Connect"),
                 &parse_uid("Service::a/b").unwrap(),
                 &w,
@@ -230,6 +248,7 @@ mod tests {
         );
         assert!(
             context_for(
+                &parse_uid("Service::c/d").unwrap(),
                 &action("Connect"),
                 &parse_uid("Service::a/b").unwrap(),
                 &w,

@@ -143,7 +143,7 @@ impl Session {
         let principal = parse_uid(p)?;
         let action = parse_action(a)?;
         let resource = parse_uid(r)?;
-        let context = context_for(&action, &resource, &self.loaded.world, ctx)?;
+        let context = context_for(&principal, &action, &resource, &self.loaded.world, ctx)?;
         Ok(Query::new(principal, action, resource).with_context(context))
     }
 

@@ -324,3 +324,55 @@ fn pods_of_plain_manifests_are_asked_and_a_whatif_names_the_ones_it_would_refuse
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A quota decision as `why` explains it: the context is the principal's standing under
+/// the quota, from the world, so the question needs no hand-written sums; a user's value
+/// still wins.
+#[test]
+fn why_explains_a_quota_refusal_with_the_workloads_own_standing() {
+    let quota = [
+        "--world",
+        "examples/world",
+        "--world",
+        "conformance/render/denied-quota",
+    ];
+    let mut args = vec![
+        "why",
+        "Service::shop/batch-report",
+        "ConsumeQuota",
+        "Quota::batch-report",
+        "-o",
+        "json",
+    ];
+    args.extend(quota);
+    let over = run(&args);
+    assert_eq!(
+        over.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&over.stderr)
+    );
+    let d = json(&over);
+    assert_eq!(d["decision"], "deny");
+    let determining: Vec<&str> = d["determining"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert_eq!(determining, ["baseline/quota-cpu", "baseline/quota-memory"]);
+    // With a total the user says fits, the same question is allowed.
+    let fits = r#"{"total": {"cpu": {"__extn": {"fn": "decimal", "arg": "0.5"}}, "memoryMiB": {"__extn": {"fn": "decimal", "arg": "512.0"}}, "gpu": {"__extn": {"fn": "decimal", "arg": "0.0"}}, "workloads": {"__extn": {"fn": "decimal", "arg": "1.0"}}}}"#;
+    let mut args = vec![
+        "why",
+        "Service::shop/batch-report",
+        "ConsumeQuota",
+        "Quota::batch-report",
+        fits,
+        "-o",
+        "json",
+    ];
+    args.extend(quota);
+    let under = run(&args);
+    assert_eq!(json(&under)["decision"], "allow");
+}

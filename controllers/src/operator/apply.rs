@@ -58,6 +58,8 @@ pub struct Effector {
     policies: BTreeMap<(String, String), (Option<i64>, PolicyOutcome)>,
     /// Per namespace: the digest applied, and while failing when to try again.
     namespaces: BTreeMap<String, (String, Option<(Instant, Duration)>)>,
+    /// Per LatticeQuota, the status last written.
+    quotas: BTreeMap<String, lattice_schemas::crd::quota::QuotaStatus>,
     written: Written,
 }
 
@@ -74,6 +76,7 @@ impl Effector {
             applied: BTreeMap::new(),
             policies: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            quotas: BTreeMap::new(),
             written: Written::default(),
         }
     }
@@ -305,9 +308,33 @@ impl Effector {
         pass.reconciled += reconciled;
         pass.failed += failed;
         self.write_policy_statuses(plan, &stamp).await;
+        self.write_quota_statuses(plan).await;
         // Events last: what they report is done, and no baseline waits for them.
         self.events.publish(events).await;
         pass
+    }
+
+    /// Each LatticeQuota's usage and the workloads it refused, written when they change.
+    async fn write_quota_statuses(&mut self, plan: &Plan) {
+        let ledger = plan.current.snapshot.quotas();
+        let world = &plan.current.world;
+        let names: Vec<String> = world
+            .of_kind(Kind::LatticeQuota.name())
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        self.quotas.retain(|name, _| names.contains(name));
+        for name in names {
+            let status = super::status::quota_status(&name, ledger, plan);
+            if self.quotas.get(&name) == Some(&status) {
+                continue;
+            }
+            match patch_status(&self.client, Kind::LatticeQuota, None, &name, &status).await {
+                Ok(()) => {
+                    self.quotas.insert(name, status);
+                }
+                Err(e) => tracing::warn!(quota = %name, "cannot write status: {e}"),
+            }
+        }
     }
 
     async fn write_policy_statuses(&mut self, plan: &Plan, stamp: &str) {

@@ -383,7 +383,16 @@ fn decided_part(kind: &str, value: &Value) -> Value {
                 "metadata" => {
                     let mut meta = Map::new();
                     if let Value::Object(m) = v {
-                        for field in ["name", "namespace", "labels", "annotations", "uid"] {
+                        // The creation time orders a quota's workloads (oldest first); it
+                        // never changes over an object's life.
+                        for field in [
+                            "name",
+                            "namespace",
+                            "labels",
+                            "annotations",
+                            "uid",
+                            "creationTimestamp",
+                        ] {
                             if let Some(x) = m.get(field) {
                                 meta.insert(field.to_owned(), x.clone());
                             }

@@ -31,7 +31,7 @@ use lattice_compiler::CompileContext;
 use lattice_engine::index::PolicyIndex;
 use lattice_engine::project::{declared_wildcards, served_ports, workload_bodies};
 use lattice_engine::{EntityDelta, ObjectKey, Projection, Snapshot, World, action, uid};
-use lattice_gates::{MeshPlan, questions};
+use lattice_gates::{MeshPlan, questions, quota_questions};
 use lattice_schemas::crd::Kind;
 use lattice_schemas::manifest::Object;
 use lattice_schemas::manifest::core::CoreKind;
@@ -219,6 +219,10 @@ fn workloads_changed(
     let mut reached: BTreeSet<String> = BTreeSet::new();
     for key in keys {
         let id = workload_id(key);
+        // A workload under a quota moves the usage every later one is measured against.
+        for ledger in [last.current.snapshot.quotas(), snapshot.quotas()] {
+            reached.extend(ledger.sharing(&id).map(str::to_owned));
+        }
         reached.insert(id.clone());
         reached.extend(ends(&kept.mesh, &id));
         kept.mesh.replan(&snapshot, world, key);
@@ -334,9 +338,13 @@ fn policies_changed(mut kept: Kept, index: &Index) -> Result<(Kept, Made), Strin
             .par_iter()
             .filter(|(key, object)| {
                 let principal = uid("Service", &workload_id(key));
-                questions(object).iter().any(|g| {
-                    scope.candidate_count(&principal, &action(g.action), &g.resource, entities) > 0
-                })
+                questions(object)
+                    .iter()
+                    .chain(quota_questions(&snapshot, object).iter())
+                    .any(|g| {
+                        scope.candidate_count(&principal, &action(g.action), &g.resource, entities)
+                            > 0
+                    })
             })
             .map(|(key, _)| workload_id(key))
             .collect();

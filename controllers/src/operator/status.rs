@@ -203,6 +203,50 @@ pub fn transitions(
         .collect()
 }
 
+/// A LatticeQuota's status: the usage of every workload it covers (from the ledger the plan
+/// decided with) and the workloads whose `ConsumeQuota` for it was refused.
+pub fn quota_status(
+    name: &str,
+    ledger: &lattice_engine::quota::Ledger,
+    plan: &super::plan::Plan,
+) -> lattice_schemas::crd::quota::QuotaStatus {
+    use lattice_engine::quota::decimal_text;
+    let mut usage = std::collections::BTreeMap::new();
+    if let Some(u) = ledger.usage(name) {
+        // Whole units read as Kubernetes writes them; fractions keep their decimals.
+        let units = |v: i64| {
+            let t = decimal_text(v);
+            match t.trim_end_matches('0').trim_end_matches('.') {
+                "" | "-" => "0".to_owned(),
+                whole => whole.to_owned(),
+            }
+        };
+        usage.insert("cpu".to_owned(), units(u.cpu));
+        usage.insert("memory".to_owned(), format!("{}Mi", units(u.memory_mib)));
+        usage.insert("nvidia.com/gpu".to_owned(), units(u.gpu));
+        usage.insert("workloads".to_owned(), units(u.workloads));
+    }
+    let raised_by = format!("quota {name}");
+    let refused = plan
+        .workloads
+        .iter()
+        .filter(|(_, d)| match &d.verdict {
+            Verdict::Denied(gates) => gates
+                .iter()
+                .any(|g| g.action == "ConsumeQuota" && g.raised_by == raised_by),
+            _ => false,
+        })
+        .map(|(owner, _)| format!("{}/{}", owner.namespace, owner.name))
+        .collect();
+    lattice_schemas::crd::quota::QuotaStatus {
+        phase: Some("Ready".to_owned()),
+        usage,
+        refused,
+        conditions: Vec::new(),
+        observed_generation: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

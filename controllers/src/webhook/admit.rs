@@ -9,7 +9,7 @@
 //! | CREATE / UPDATE of a Kubernetes object that carries a pod (Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob, ReplicationController, PodTemplate) | the Pod Security Standards of its namespace (`lattice_gates::pod_security`): `ExemptPodSecurity`, then `RunPod` per mode; enforce refuses a Pod (and a template where the namespace asks), warn and a template's enforce warn, audit annotates. An UPDATE of a Pod that changes neither its spec nor its security annotations is not asked again |
 //! | any other kind outside `lattice.dev`, and DELETE of one | allowed untouched |
 //! | an unknown `lattice.dev` kind, or CONNECT | denied: this webhook cannot vouch for it (fail closed) |
-//! | CREATE / UPDATE of any Lattice kind | schema and semantic validation (what `lattice-policy validate` checks), then the kind's question (`ManagePolicy`, `ManageTrust`, `ManageSecretProvider`, `ManageImageProvider`, `ManageIdentityProvider`, `ManageInfrastructure`, `ManageComplianceProfile`, `ManageWorkload`) |
+//! | CREATE / UPDATE of any Lattice kind | schema and semantic validation (what `lattice-policy validate` checks), then the kind's question (`ManagePolicy`, `ManageTrust`, `ManageSecretProvider`, `ManageImageProvider`, `ManageIdentityProvider`, `ManageInfrastructure`, `ManageComplianceProfile`, `ManageQuota`, `ManageWorkload`; for a workload its gates too, its quotas measured with it written in) |
 //! | … of a workload (`LatticeService`, `LatticeJob`, `LatticeModel`, `LatticeMeshMember`) | then every derivation gate on the current snapshot; audit-mode findings become warnings |
 //! | DELETE of any Lattice kind | the kind's question with operation `DELETE`, on the object as stored; a `LatticeCluster` is `Decommission`; an old object that cannot be read is denied |
 //!
@@ -409,7 +409,12 @@ fn gates(
     let Some(current) = current else {
         return not_ready(warnings);
     };
-    let report = match evaluate_object(&current.snapshot, &current.projection, object) {
+    let report = match evaluate_object(
+        &current.snapshot,
+        &current.projection,
+        &current.world,
+        object,
+    ) {
         Ok(r) => r,
         Err(e) => {
             return Verdict::deny(403, format!("the gates cannot be decided: {e}"), warnings);

@@ -14,6 +14,7 @@ pub mod model;
 pub mod oidc_provider;
 pub mod package;
 pub mod policy;
+pub mod quota;
 pub mod secret_provider;
 pub mod service;
 pub mod trust_policy;
@@ -35,6 +36,7 @@ pub use model::LatticeModel;
 pub use oidc_provider::OIDCProvider;
 pub use package::LatticePackage;
 pub use policy::CedarPolicy;
+pub use quota::LatticeQuota;
 pub use secret_provider::SecretProvider;
 pub use service::LatticeService;
 pub use trust_policy::TrustPolicy;
@@ -55,11 +57,12 @@ pub enum Kind {
     LatticePackage,
     LatticeComplianceProfile,
     OIDCProvider,
+    LatticeQuota,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::LatticeService,
         Kind::LatticeJob,
         Kind::LatticeModel,
@@ -73,6 +76,7 @@ impl Kind {
         Kind::LatticePackage,
         Kind::LatticeComplianceProfile,
         Kind::OIDCProvider,
+        Kind::LatticeQuota,
     ];
 
     /// The kind as written in `kind:`.
@@ -91,6 +95,7 @@ impl Kind {
             Kind::LatticePackage => "LatticePackage",
             Kind::LatticeComplianceProfile => "LatticeComplianceProfile",
             Kind::OIDCProvider => "OIDCProvider",
+            Kind::LatticeQuota => "LatticeQuota",
         }
     }
 
@@ -115,6 +120,7 @@ impl Kind {
             Kind::LatticePackage => LatticePackage::crd(),
             Kind::LatticeComplianceProfile => LatticeComplianceProfile::crd(),
             Kind::OIDCProvider => OIDCProvider::crd(),
+            Kind::LatticeQuota => LatticeQuota::crd(),
         }
     }
 
@@ -129,6 +135,7 @@ impl Kind {
                 | Kind::InfraProvider
                 | Kind::LatticeComplianceProfile
                 | Kind::OIDCProvider
+                | Kind::LatticeQuota
         )
     }
 
@@ -149,6 +156,7 @@ impl Kind {
             Kind::LatticePackage => "latticepackages",
             Kind::LatticeComplianceProfile => "latticecomplianceprofiles",
             Kind::OIDCProvider => "oidcproviders",
+            Kind::LatticeQuota => "latticequotas",
         }
     }
 

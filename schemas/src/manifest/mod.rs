@@ -40,6 +40,7 @@ pub enum Object {
     Package(crd::LatticePackage),
     ComplianceProfile(crd::LatticeComplianceProfile),
     OidcProvider(crd::OIDCProvider),
+    Quota(crd::LatticeQuota),
     /// A core/v1 Namespace (its labels are world facts).
     Namespace(Namespace),
     /// A Kubernetes object of another kind Lattice decides and scans (a Pod or a workload
@@ -64,6 +65,7 @@ impl Object {
             Object::Package(o) => &o.metadata,
             Object::ComplianceProfile(o) => &o.metadata,
             Object::OidcProvider(o) => &o.metadata,
+            Object::Quota(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::Core(o) => &o.metadata,
         }
@@ -105,6 +107,7 @@ impl Object {
             Object::Package(_) => Kind::LatticePackage,
             Object::ComplianceProfile(_) => Kind::LatticeComplianceProfile,
             Object::OidcProvider(_) => Kind::OIDCProvider,
+            Object::Quota(_) => Kind::LatticeQuota,
             Object::Namespace(_) | Object::Core(_) => return None,
         })
     }
@@ -602,6 +605,7 @@ impl Target {
             Kind::LatticePackage => typed(value).map(Object::Package),
             Kind::LatticeComplianceProfile => typed(value).map(Object::ComplianceProfile),
             Kind::OIDCProvider => typed(value).map(Object::OidcProvider),
+            Kind::LatticeQuota => typed(value).map(Object::Quota),
         }
     }
 }

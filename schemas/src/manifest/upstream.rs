@@ -63,7 +63,6 @@ const UPSTREAM_ONLY: &[(&str, &str)] = &[
         "CertIssuer",
         "this project references issuers (`ingress.tls.issuerRef`) and does not create them; create the cert-manager ClusterIssuer directly",
     ),
-    ("LatticeQuota", "quotas are not a kind of this project yet"),
     ("BackupStore", "backups are not a kind of this project yet"),
     (
         "LatticeClusterBackup",
@@ -108,6 +107,15 @@ pub fn migrate(doc: &Value) -> Migration {
             "",
             Change::NotCarried,
             format!("{kind} is an upstream kind this project does not have: {instead}"),
+        );
+        return cx.done(None);
+    }
+    if kind == "LatticeQuota" {
+        // Reached only for upstream's shape: one of this project's loads as it is.
+        cx.note(
+            "/spec",
+            Change::NotCarried,
+            "upstream's quota limits a Cedar principal (`soft`, `hard`, `maxPerWorkload`); this project's LatticeQuota limits the workloads of a namespace, a group of namespaces or one workload (`namespace`, `namespaceSelector` or `service`, with `limits`), decided by Cedar's ConsumeQuota: write one per scope",
         );
         return cx.done(None);
     }

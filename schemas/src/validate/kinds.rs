@@ -53,6 +53,7 @@ pub(crate) fn check(cx: &mut Ctx) {
         Object::Package(p) => package(cx, &p.spec),
         Object::ComplianceProfile(c) => compliance_profile(cx, &c.spec),
         Object::OidcProvider(p) => oidc_provider(cx, &p.spec),
+        Object::Quota(q) => quota(cx, &q.spec),
         // Read as its Kubernetes type on load; what it may do is decided, not validated.
         Object::Core(_) => {}
     }
@@ -900,6 +901,67 @@ fn package(cx: &mut Ctx, p: &crd::package::LatticePackageSpec) {
         for (pointer, s) in strings {
             check_placeholders(cx, &scope, &s, &pointer);
         }
+    }
+}
+
+fn quota(cx: &mut Ctx, q: &crd::quota::LatticeQuotaSpec) {
+    let scopes = [
+        q.namespace.is_some(),
+        q.namespace_selector.is_some(),
+        q.service.is_some(),
+    ];
+    if scopes.iter().filter(|s| **s).count() != 1 {
+        cx.push(
+            cx.m.error_at("lattice::quota::scope", "/spec", "a quota must name exactly one scope")
+                .with_help("set one of `namespace` (every workload in it), `namespaceSelector` (every workload in the namespaces with these labels) or `service` (`namespace/name`)"),
+        );
+    }
+    if let Some(ns) = &q.namespace
+        && !is_dns_label(ns)
+    {
+        cx.push(cx.m.error_at(
+            "lattice::quota::scope",
+            "/spec/namespace",
+            format!("`{ns}` is not a namespace name"),
+        ));
+    }
+    if let Some(sel) = &q.namespace_selector
+        && sel.is_empty()
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::quota::scope",
+                "/spec/namespaceSelector",
+                "an empty selector would select every namespace",
+            )
+            .with_help("name at least one label; for one namespace use `namespace`"),
+        );
+    }
+    if let Some(s) = &q.service
+        && !s
+            .split_once('/')
+            .is_some_and(|(ns, name)| is_dns_label(ns) && is_dns1035_label(name))
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::quota::scope",
+                "/spec/service",
+                format!("`{s}` names no workload"),
+            )
+            .with_help("write the workload as `namespace/name`"),
+        );
+    }
+    let l = &q.limits;
+    if l.cpu.is_none() && l.memory.is_none() && l.gpu.is_none() && l.workloads.is_none() {
+        cx.push(
+            cx.m.error_at(
+                "lattice::quota::limits",
+                "/spec/limits",
+                "the quota limits nothing",
+            )
+            .with_help("set `cpu`, `memory`, `nvidia.com/gpu` or `workloads`")
+            .warning(),
+        );
     }
 }
 
