@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::objects::{CompileContext, CompileError, meta, object_name};
 use crate::placeholders::{Piece, Scope};
-use crate::secrets::{render_json_template, templated_external_secret};
+use crate::secrets::{render_json_template, templated_external_secret, text_of};
 
 /// How often Flux reconciles a package that does not say.
 pub const DEFAULT_INTERVAL: &str = "10m";
@@ -160,14 +160,7 @@ fn split(
             if pieces.iter().any(|p| matches!(p, Piece::Secret { .. })) {
                 (None, Some(value.clone()))
             } else {
-                let text: String = pieces
-                    .into_iter()
-                    .map(|p| match p {
-                        Piece::Text(t) => t,
-                        Piece::Secret { .. } => String::new(),
-                    })
-                    .collect();
-                (Some(Value::String(text)), None)
+                (Some(Value::String(text_of(&pieces))), None)
             }
         }
         Value::Array(items) => {

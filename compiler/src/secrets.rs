@@ -146,7 +146,8 @@ pub(crate) fn render_json_template(
     }
 }
 
-fn text_of(pieces: &[Piece]) -> String {
+/// The text of `pieces`, secrets left out.
+pub(crate) fn text_of(pieces: &[Piece]) -> String {
     pieces
         .iter()
         .map(|p| match p {

@@ -120,15 +120,19 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits of `spec` (an unreadable quantity is left out: validation refuses it).
+    /// The limits of `spec`.
     pub fn of(limits: &QuotaLimits) -> Limits {
+        // A limit that cannot be read (validation refuses it; an object written past the
+        // webhook may carry one) allows nothing rather than everything.
         Limits {
-            cpu: limits.cpu.as_deref().and_then(quantity_value).map(scaled),
+            cpu: limits
+                .cpu
+                .as_deref()
+                .map(|q| quantity_value(q).map_or(0, scaled)),
             memory_mib: limits
                 .memory
                 .as_deref()
-                .and_then(quantity_value)
-                .map(|b| scaled(b / 1_048_576.0)),
+                .map(|q| quantity_value(q).map_or(0, |b| scaled(b / 1_048_576.0))),
             gpu: limits.gpu.map(|g| i64::from(g) * SCALE),
             workloads: limits.workloads.map(|w| i64::from(w) * SCALE),
         }
@@ -190,9 +194,11 @@ fn per_pod(body: &WorkloadBody) -> (i64, i64, i64) {
                 .as_ref()
                 .and_then(|p| p.get("count"))
                 .and_then(Value::as_i64)
-                .unwrap_or(1)
+                // At least one, as validation requires: a count below it never lowers
+                // the usage.
+                .map_or(1, |c| c.max(1))
         })
-        .sum();
+        .fold(0i64, i64::saturating_add);
     (cpu, mem, gpus.saturating_mul(SCALE))
 }
 
@@ -277,13 +283,15 @@ impl Ledger {
             })
             .collect();
         workloads.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        // A workload under several quotas is measured once.
+        let mut demands: Vec<Option<Amounts>> = vec![None; workloads.len()];
         for (name, spec) in quotas {
             let mut used = Amounts::default();
-            for (_, id, key, object) in &workloads {
+            for (i, (_, id, key, object)) in workloads.iter().enumerate() {
                 if !covers(world, spec, key, id) {
                     continue;
                 }
-                let demand = demand(object);
+                let demand = *demands[i].get_or_insert_with(|| demand(object));
                 ledger
                     .by_workload
                     .entry(id.clone())
@@ -428,5 +436,25 @@ mod tests {
         assert_eq!(l.memory_mib, Some(15_360_000));
         assert_eq!(l.gpu, Some(20_000));
         assert_eq!(scaled(0.000_01), 1);
+        // A limit that cannot be read allows nothing, never everything.
+        let unreadable = Limits::of(&QuotaLimits {
+            cpu: Some("lots".into()),
+            ..QuotaLimits::default()
+        });
+        assert_eq!(unreadable.cpu, Some(0));
+    }
+
+    #[test]
+    fn a_gpu_count_below_one_never_lowers_the_usage() {
+        let w = world(
+            "apiVersion: lattice.dev/v1alpha1\nkind: LatticeService\nmetadata: {name: g, namespace: a}\nspec:\n  containers:\n    main: {image: registry.example.com/g:1}\n  resources:\n    gpu: {type: gpu, params: {count: 1}}\n",
+        );
+        let mut object = w.objects().next().unwrap().1.clone();
+        let Object::Service(s) = &mut object else {
+            panic!()
+        };
+        s.spec.workload.resources.get_mut("gpu").unwrap().params =
+            Some(serde_json::from_value(json!({"count": -100})).unwrap());
+        assert_eq!(demand(&object).gpu, SCALE);
     }
 }

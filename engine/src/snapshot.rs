@@ -24,6 +24,9 @@ struct Parts {
     enforce: Arc<PolicyIndex>,
     audit: Arc<PolicyIndex>,
     policies: Arc<HashMap<PolicyId, Arc<StoredPolicy>>>,
+    /// The quotas' ledger when the world's workloads and quotas are those it was kept for
+    /// (a policy change); otherwise it is computed from the world.
+    quotas: Option<Arc<crate::quota::Ledger>>,
 }
 
 impl Parts {
@@ -49,6 +52,7 @@ impl Parts {
             enforce,
             audit,
             policies: Arc::new(policies),
+            quotas: None,
         }
     }
 }
@@ -305,6 +309,8 @@ impl Snapshot {
             enforce,
             audit,
             policies: Arc::new(policies),
+            // Only CedarPolicy objects differ: no workload or quota did.
+            quotas: Some(self.quotas.clone()),
         };
         Snapshot::assemble(parts, world, projection, store)
     }
@@ -341,6 +347,7 @@ impl Snapshot {
             enforce,
             audit,
             policies,
+            quotas,
         } = parts;
         let world_digest = world.digest();
         let mut snapshot = Snapshot {
@@ -351,7 +358,7 @@ impl Snapshot {
             enforce,
             audit,
             policies,
-            quotas: Arc::new(crate::quota::Ledger::of(world)),
+            quotas: quotas.unwrap_or_else(|| Arc::new(crate::quota::Ledger::of(world))),
             digest: String::new(),
         };
         // Approvals are decided on entities without any approval, so an approval never
