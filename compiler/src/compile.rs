@@ -12,7 +12,9 @@ pub use crate::objects::{CONFIG_HASH, CompileContext, CompileError, MANAGER};
 
 /// The objects a workload derives, in apply order; nothing at all unless every gate of
 /// `report` allowed. A mesh member derives no objects of its own (its network objects come
-/// from the mesh plan).
+/// from the mesh plan). A `CertIssuer` derives its cert-manager ClusterIssuer, a
+/// `DNSProvider` its external-dns instance, a `LatticeClusterBackup` its Velero objects; a
+/// `LatticeRestore` is refused here (see [`crate::backup::compile_restore`]).
 pub fn compile(
     object: &Object,
     report: &GateReport,
@@ -36,6 +38,13 @@ pub fn compile(
         Object::Model(m) => crate::model::compile_model(m, ctx),
         Object::MeshMember(_) => Ok(Vec::new()),
         Object::Package(p) => crate::package::compile_package(p, ctx),
+        Object::ClusterBackup(b) => crate::backup::compile_backup(b, ctx),
+        Object::CertIssuer(i) => crate::issuer::compile_issuer(i, ctx),
+        Object::DnsProvider(d) => crate::issuer::compile_dns_provider(d, ctx),
+        Object::Restore(_) => Err(CompileError::RestoreUndecided(format!(
+            "LatticeRestore {}",
+            key.name
+        ))),
         _ => Err(CompileError::NotAWorkload(format!(
             "{} {workload}",
             key.kind

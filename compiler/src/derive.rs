@@ -59,6 +59,13 @@ fn derive_with(
 ) -> Result<Derived, CompileError> {
     let gates = evaluate(snapshot, object);
     let mut objects = compile(object, &gates, ctx)?;
+    if !object.is_workload() {
+        // A backup: no mesh, no egress (and its name is no workload's id).
+        return Ok(Derived {
+            objects,
+            warnings: gates.audit_findings(),
+        });
+    }
     objects.extend(external_egress(object));
     let key = ObjectKey::of(object);
     let id = format!(

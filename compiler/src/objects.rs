@@ -33,6 +33,10 @@ pub struct CompileContext {
     /// Normalized image reference → the digest verification resolved it to, which derived
     /// pod templates pin (`image@sha256:…`).
     pub digests: BTreeMap<String, String>,
+    /// Each namespace of the world with its labels, for backups that select namespaces.
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// DNSProviders by name, for ACME issuers that answer DNS-01 challenges through one.
+    pub dns_providers: BTreeMap<String, lattice_schemas::crd::issuer::DNSProviderSpec>,
 }
 
 impl CompileContext {
@@ -51,6 +55,15 @@ impl CompileContext {
                 }
             }
             ctx.pin_images(snapshot, object);
+            if let lattice_schemas::manifest::Object::Namespace(ns) = object {
+                ctx.namespace_labels.insert(
+                    key.name.clone(),
+                    ns.metadata.labels.clone().unwrap_or_default(),
+                );
+            }
+            if let lattice_schemas::manifest::Object::DnsProvider(d) = object {
+                ctx.dns_providers.insert(key.name.clone(), d.spec.clone());
+            }
             if let lattice_schemas::manifest::Object::ImageProvider(ip) = object {
                 ctx.image_providers
                     .insert(key.name.clone(), ip.spec.clone());
@@ -100,6 +113,12 @@ pub enum CompileError {
         "{0} is not a workload; only LatticeService, LatticeJob, LatticeModel, LatticeMeshMember and LatticePackage derive objects"
     )]
     NotAWorkload(String),
+    /// A restore derives only under an allowed `Restore` decision for the user who wrote it,
+    /// which the operator asks with the admission stamp's user.
+    #[error(
+        "{0} derives only once Cedar's Restore allows it for the user who wrote it: the operator asks, with the user its admission stamp names"
+    )]
+    RestoreUndecided(String),
 }
 
 pub(crate) fn labels(name: &str) -> Value {

@@ -887,3 +887,254 @@ fn a_package_derives_flux_objects_valid_against_fluxs_crds_and_nothing_when_deni
         other => panic!("a denied secret must derive nothing: {other:?}"),
     }
 }
+
+/// A backup derives Velero's objects, valid against Velero's CRDs: its storage location and
+/// credentials, then a Schedule (or one Backup without a schedule); a namespace selector is
+/// resolved against the world's namespaces, and one that matches none derives nothing
+/// rather than an empty list Velero would read as every namespace. A restore derives
+/// nothing through `compile`: only under an allowed Restore decision.
+#[test]
+fn a_backup_derives_velero_objects_valid_against_veleros_crds() {
+    let (w, s) = permissive();
+    let ctx = CompileContext::of(&w, &s);
+    let backup: lattice_schemas::crd::LatticeClusterBackup = serde_json::from_value(json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeClusterBackup",
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "storage": {"provider": "s3", "bucket": "backups", "prefix": "prod", "region": "eu-west-1",
+                        "endpoint": "https://minio.example:9000", "forcePathStyle": true,
+                        "credentials": {"provider": "vault", "id": "platform/velero", "key": "aws"}},
+            "scope": {"excludeNamespaces": ["scratch"], "clusterResources": true},
+            "retention": {"ttl": "720h"},
+            "snapshotVolumes": false
+        }
+    }))
+    .unwrap();
+    let compile = |b: &lattice_schemas::crd::LatticeClusterBackup| {
+        let object = Object::ClusterBackup(b.clone());
+        lattice_compiler::compile(&object, &evaluate(&s, &object), &ctx)
+    };
+    let objects = compile(&backup).unwrap();
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ExternalSecret", "BackupStorageLocation", "Schedule"]
+    );
+    let (bsl, schedule) = (&objects[1], &objects[2]);
+    assert_eq!(bsl["spec"]["provider"], "aws");
+    assert_eq!(
+        bsl["spec"]["credential"]["name"],
+        "nightly-storage-credentials"
+    );
+    assert_eq!(bsl["spec"]["config"]["s3ForcePathStyle"], "true");
+    assert_eq!(schedule["spec"]["template"]["storageLocation"], "nightly");
+    assert_eq!(
+        schedule["spec"]["template"]["includedNamespaces"],
+        json!(["*"])
+    );
+    assert_eq!(
+        schedule["spec"]["template"]["excludedNamespaces"],
+        json!(["scratch"])
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["metadata"]["namespace"] == "velero")
+    );
+
+    // No schedule: one backup now, at Velero's default location.
+    let mut once = backup.clone();
+    once.spec.schedule = None;
+    once.spec.storage = None;
+    let objects_once = compile(&once).unwrap();
+    assert_eq!(objects_once.len(), 1);
+    assert_eq!(objects_once[0]["kind"], "Backup");
+    assert!(objects_once[0]["spec"].get("storageLocation").is_none());
+
+    // A selector picks the world's namespaces by label; one that picks none fails.
+    let labelled: Vec<String> = ctx
+        .namespace_labels
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(ns, _)| ns.clone())
+        .collect();
+    let (ns, labels) = ctx
+        .namespace_labels
+        .iter()
+        .find(|(_, l)| !l.is_empty())
+        .expect("the example world labels a namespace");
+    let (k, v) = labels.iter().next().unwrap();
+    let mut selected = backup.clone();
+    selected.spec.scope.namespace_selector = Some([(k.clone(), v.clone())].into());
+    let objects_selected = compile(&selected).unwrap();
+    let picked = objects_selected[2]["spec"]["template"]["includedNamespaces"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(picked.contains(&json!(ns)), "{picked:?} of {labelled:?}");
+    assert!(!picked.contains(&json!("*")));
+    selected.spec.scope.namespace_selector = Some([("no-such".into(), "label".into())].into());
+    match compile(&selected) {
+        Err(CompileError::Invalid { reason, .. }) => {
+            assert!(reason.contains("matches no namespace"), "{reason}")
+        }
+        other => panic!("a selector matching nothing must derive nothing: {other:?}"),
+    }
+
+    let restore: lattice_schemas::crd::LatticeRestore = serde_json::from_value(json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeRestore",
+        "metadata": {"name": "shop-back"},
+        "spec": {"clusterBackupRef": "nightly", "includeNamespaces": ["shop"], "existingResources": "update"}
+    }))
+    .unwrap();
+    let object = Object::Restore(restore.clone());
+    assert!(matches!(
+        lattice_compiler::compile(&object, &evaluate(&s, &object), &ctx),
+        Err(CompileError::RestoreUndecided(_))
+    ));
+    let velero_restore = lattice_compiler::backup::compile_restore(&restore);
+    assert_eq!(velero_restore[0]["spec"]["scheduleName"], "nightly");
+    assert_eq!(velero_restore[0]["spec"]["restorePVs"], true);
+    assert_eq!(
+        velero_restore[0]["spec"]["existingResourcePolicy"],
+        "update"
+    );
+
+    if let Some(dir) = reference_dir() {
+        let validators = Validators::load(&dir);
+        for o in objects
+            .iter()
+            .chain(&objects_once)
+            .chain(&objects_selected)
+            .chain(&velero_restore)
+        {
+            let problems = validators.problems(o);
+            assert!(problems.is_empty(), "{}: {problems:#?}", o["kind"]);
+        }
+    }
+}
+
+/// A CertIssuer derives a cert-manager ClusterIssuer of its name, valid against
+/// cert-manager's CRD, with the secrets it reads synced into cert-manager's namespace: an
+/// ACME issuer answering DNS-01 through a DNSProvider's zone with that provider's
+/// credentials, a CA issuer, a Vault issuer. A DNSProvider derives an external-dns
+/// Deployment (valid apps/v1) for its zone, reading its credentials from the synced secret.
+#[test]
+fn issuers_and_dns_providers_derive_cert_manager_and_external_dns_objects() {
+    let (mut w, _) = permissive();
+    let dns: lattice_schemas::crd::DNSProvider = serde_json::from_value(json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "DNSProvider",
+        "metadata": {"name": "shop-zone"},
+        "spec": {"type": "route53", "zone": "shop.example.com",
+                 "credentials": {"provider": "vault-prod", "id": "dns/aws/shop", "keys": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]},
+                 "route53": {"region": "eu-west-1", "hostedZoneId": "Z0123456789"}}
+    }))
+    .unwrap();
+    w.upsert(Object::DnsProvider(dns.clone()));
+    let (_, s) = real_with(w.clone());
+    let ctx = CompileContext::of(&w, &s);
+    let compile = |o: Object| lattice_compiler::compile(&o, &evaluate(&s, &o), &ctx);
+    let issuer = |spec: Value| -> Object {
+        Object::CertIssuer(
+            serde_json::from_value(json!({
+                "apiVersion": "lattice.dev/v1alpha1", "kind": "CertIssuer",
+                "metadata": {"name": "letsencrypt-prod"}, "spec": spec,
+            }))
+            .unwrap(),
+        )
+    };
+    let acme = compile(issuer(json!({"type": "acme", "acme": {
+        "server": "https://acme-v02.api.letsencrypt.org/directory", "email": "ops@example.com",
+        "dnsProviderRef": "shop-zone"}})))
+    .unwrap();
+    let kinds = |objects: &[Value]| -> Vec<String> {
+        objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds(&acme), ["ExternalSecret", "ClusterIssuer"]);
+    let cluster_issuer = &acme[1];
+    assert_eq!(cluster_issuer["metadata"]["name"], "letsencrypt-prod");
+    assert!(cluster_issuer["metadata"].get("namespace").is_none());
+    let solver = &cluster_issuer["spec"]["acme"]["solvers"][0];
+    assert_eq!(solver["selector"]["dnsZones"], json!(["shop.example.com"]));
+    assert_eq!(
+        solver["dns01"]["route53"]["secretAccessKeySecretRef"],
+        json!({"name": "letsencrypt-prod-dns01", "key": "AWS_SECRET_ACCESS_KEY"})
+    );
+    assert_eq!(acme[0]["metadata"]["namespace"], "cert-manager");
+    // HTTP-01 through a named Gateway; neither or both: nothing derived.
+    let http = compile(issuer(json!({"type": "acme", "acme": {
+        "server": "https://acme-v02.api.letsencrypt.org/directory",
+        "http01Gateway": {"name": "public", "namespace": "gateways"}}})))
+    .unwrap();
+    assert_eq!(
+        http[0]["spec"]["acme"]["solvers"][0]["http01"]["gatewayHTTPRoute"]["parentRefs"][0]["name"],
+        "public"
+    );
+    assert!(matches!(
+        compile(issuer(json!({"type": "acme", "acme": {"server": "https://x.example.com", "dnsProviderRef": "nowhere"}}))),
+        Err(CompileError::Invalid { reason, .. }) if reason.contains("does not exist")
+    ));
+    let ca = compile(issuer(json!({"type": "ca", "ca": {"credentials": {"provider": "vault-prod", "id": "pki/internal-ca"}}}))).unwrap();
+    assert_eq!(
+        ca[0]["spec"]["target"]["template"]["type"],
+        "kubernetes.io/tls"
+    );
+    assert_eq!(ca[1]["spec"]["ca"]["secretName"], "letsencrypt-prod-ca");
+    let vault = compile(issuer(json!({"type": "vault", "vault": {"server": "https://vault.example.com:8200",
+        "path": "pki/sign/web", "authCredentials": {"provider": "vault-prod", "id": "pki/issuer-token"}}})))
+    .unwrap();
+    assert_eq!(
+        vault[1]["spec"]["vault"]["auth"]["tokenSecretRef"],
+        json!({"name": "letsencrypt-prod-vault-token", "key": "token"})
+    );
+    let selfsigned = compile(issuer(json!({"type": "selfSigned"}))).unwrap();
+    assert_eq!(selfsigned[0]["spec"], json!({"selfSigned": {}}));
+
+    let external_dns = compile(Object::DnsProvider(dns)).unwrap();
+    assert_eq!(kinds(&external_dns), ["ExternalSecret", "Deployment"]);
+    let deployment = &external_dns[1];
+    assert_eq!(deployment["metadata"]["namespace"], "external-dns");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for expected in [
+        "--provider=aws",
+        "--domain-filter=shop.example.com",
+        "--source=gateway-httproute",
+        "--zone-id-filter=Z0123456789",
+        "--policy=sync",
+    ] {
+        assert!(args.contains(&expected), "{args:?}");
+    }
+    assert!(args.iter().any(|a| a.starts_with("--txt-owner-id=")));
+    assert_eq!(
+        container["envFrom"],
+        json!([{"secretRef": {"name": "shop-zone-credentials"}}])
+    );
+
+    if let Some(dir) = reference_dir() {
+        let validators = Validators::load(&dir);
+        for o in acme
+            .iter()
+            .chain(&http)
+            .chain(&ca)
+            .chain(&vault)
+            .chain(&selfsigned)
+            .chain(&external_dns)
+        {
+            let problems = validators.problems(o);
+            assert!(problems.is_empty(), "{}: {problems:#?}", o["kind"]);
+        }
+    }
+}

@@ -91,11 +91,24 @@ fn deploy_manifests_validate_and_wire_admission_safely() {
     let stamp_hook = &stamp.webhooks.as_ref().unwrap()[0];
     assert_eq!(stamp_hook.failure_policy.as_deref(), Some("Fail"));
     assert_eq!(stamp_hook.side_effects, "None");
+    // Exactly the two kinds the operator reads stamps of, each at its scope.
     let stamp_rules = stamp_hook.rules.as_ref().unwrap();
-    assert!(
-        stamp_rules
-            .iter()
-            .all(|r| r.resources.as_deref() == Some(&["cedarpolicies".to_owned()][..]))
+    let stamped: Vec<(Vec<String>, Option<String>)> = stamp_rules
+        .iter()
+        .map(|r| (r.resources.clone().unwrap_or_default(), r.scope.clone()))
+        .collect();
+    assert_eq!(
+        stamped,
+        [
+            (
+                vec!["cedarpolicies".to_owned()],
+                Some("Namespaced".to_owned())
+            ),
+            (
+                vec!["latticerestores".to_owned()],
+                Some("Cluster".to_owned())
+            ),
+        ]
     );
     let stamp_ref = stamp_hook.client_config.service.as_ref().unwrap();
     assert_eq!(stamp_ref.path.as_deref(), Some("/mutate"));
@@ -792,5 +805,24 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
         "status.podIP",
     ] {
         assert!(kustomization.contains(needed), "{needed}");
+    }
+}
+
+/// The identity every derived external-dns instance runs as: the account and namespace the
+/// compiler names, bound to a role that only reads routes and namespaces.
+#[test]
+fn external_dns_runs_as_a_read_only_account_the_compiler_names() {
+    use lattice_schemas::crd::issuer::EXTERNAL_DNS_NAMESPACE;
+    let o = objects("deploy/external-dns");
+    validate_all(&o);
+    let account = lattice_compiler::issuer::EXTERNAL_DNS_ACCOUNT;
+    let sa = get(&o, "ServiceAccount", account);
+    assert_eq!(sa["metadata"]["namespace"], EXTERNAL_DNS_NAMESPACE);
+    get(&o, "Namespace", EXTERNAL_DNS_NAMESPACE);
+    let role: ClusterRole = strict(get(&o, "ClusterRole", "lattice-external-dns"));
+    let binding: ClusterRoleBinding = strict(get(&o, "ClusterRoleBinding", "lattice-external-dns"));
+    assert!(bound_to(&binding.subjects, account, EXTERNAL_DNS_NAMESPACE));
+    for rule in role.rules.unwrap_or_default() {
+        assert_eq!(rule.verbs, ["get", "list", "watch"], "{rule:?}");
     }
 }

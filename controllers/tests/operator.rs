@@ -2760,3 +2760,384 @@ spec:
         operator.logs()
     );
 }
+
+/// Backups and restores on a real API server with Velero's CRDs: a LatticeClusterBackup
+/// becomes a Velero Schedule with its storage location and credentials, follows a change
+/// and goes with it; a LatticeRestore becomes a Velero Restore only when its admission
+/// stamp verifies and Cedar's Restore allows the user it names, and otherwise derives
+/// nothing and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_becomes_a_velero_schedule_and_a_restore_waits_for_cedar() {
+    let env = TestEnv::start("backups");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let backup = |paused: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: velero}}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: LatticeClusterBackup
+metadata: {{name: nightly}}
+spec:
+  schedule: "0 2 * * *"
+  paused: {paused}
+  storage:
+    provider: s3
+    bucket: cluster-backups
+    region: eu-west-1
+    credentials: {{provider: vault, id: platform/velero, key: aws}}
+  scope: {{excludeNamespaces: [scratch]}}
+  retention: {{ttl: 720h}}
+"#
+        )
+    };
+    apply_yaml(&client, &backup(false)).await;
+    let operator = Operator::start(&env, &[]);
+    let velero = |kind: &'static str, plural: &'static str, name: &'static str| {
+        let client = client.clone();
+        async move { get(&client, "velero.io/v1", kind, plural, Some("velero"), name).await }
+    };
+    let schedule = eventually("the Velero Schedule velero/nightly", WAIT, || {
+        velero("Schedule", "schedules", "nightly")
+    })
+    .await;
+    assert_eq!(
+        schedule["spec"]["template"]["storageLocation"],
+        "nightly",
+        "{}",
+        operator.logs()
+    );
+    assert_eq!(schedule["spec"]["template"]["ttl"], "720h");
+    assert_eq!(
+        schedule["metadata"]["ownerReferences"][0]["kind"],
+        "LatticeClusterBackup"
+    );
+    let bsl = velero("BackupStorageLocation", "backupstoragelocations", "nightly")
+        .await
+        .expect("the BackupStorageLocation velero/nightly");
+    assert_eq!(bsl["spec"]["provider"], "aws");
+    assert_eq!(
+        bsl["spec"]["credential"],
+        json!({"name": "nightly-storage-credentials", "key": "cloud"})
+    );
+    let credentials = get(
+        &client,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("velero"),
+        "nightly-storage-credentials",
+    )
+    .await
+    .expect("the ExternalSecret velero/nightly-storage-credentials");
+    assert_eq!(
+        credentials["spec"]["data"][0]["remoteRef"],
+        json!({"key": "platform/velero", "property": "aws"})
+    );
+    let lattice = |kind: &'static str, plural: &'static str, name: &'static str| {
+        let client = client.clone();
+        async move { get(&client, "lattice.dev/v1alpha1", kind, plural, None, name).await }
+    };
+    eventually("nightly Ready", WAIT, || async {
+        let b = lattice("LatticeClusterBackup", "latticeclusterbackups", "nightly").await?;
+        (b.pointer("/status/phase") == Some(&json!("Ready"))).then_some(())
+    })
+    .await;
+
+    // Changed: paused.
+    apply_yaml(&client, &backup(true)).await;
+    eventually("the Schedule paused", WAIT, || async {
+        let s = velero("Schedule", "schedules", "nightly").await?;
+        (s["spec"]["paused"] == json!(true)).then_some(())
+    })
+    .await;
+
+    let restore = |name: &str, namespaces: &[&str]| -> Value {
+        json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeRestore",
+            "metadata": {"name": name},
+            "spec": {"clusterBackupRef": "nightly", "includeNamespaces": namespaces}
+        })
+    };
+    let apply_object = |object: Value| {
+        let client = client.clone();
+        async move { cluster::apply(&client, &cluster::resource_of(&object), &object).await }
+    };
+    let phase_of = |name: &'static str, phase: &'static str| async move {
+        eventually(&format!("restore {name} {phase}"), WAIT, || async {
+            let r = lattice("LatticeRestore", "latticerestores", name).await?;
+            (r.pointer("/status/phase") == Some(&json!(phase))).then_some(r)
+        })
+        .await
+    };
+    // Written past the webhook: no stamp, nothing restored.
+    apply_object(restore("unstamped", &["shop"])).await;
+    let failed = phase_of("unstamped", "Failed").await;
+    let why = condition(&failed, "Ready")["message"].to_string();
+    assert!(why.contains("not admitted"), "{why}");
+    // A platform administrator restoring shop: allowed, a Velero Restore of the latest.
+    let admin = ["lattice:platform-admins"];
+    apply_object(cluster::stamped_restore(
+        restore("shop-back", &["shop"]),
+        "alice",
+        &admin,
+    ))
+    .await;
+    let velero_restore = eventually("the Velero Restore velero/shop-back", WAIT, || {
+        velero("Restore", "restores", "shop-back")
+    })
+    .await;
+    assert_eq!(velero_restore["spec"]["scheduleName"], "nightly");
+    assert_eq!(
+        velero_restore["spec"]["includedNamespaces"],
+        json!(["shop"])
+    );
+    assert_eq!(velero_restore["spec"]["restorePVs"], json!(true));
+    // The same administrator restoring everything, the platform's namespace with it: the
+    // baseline forbids it, and nothing is restored.
+    apply_object(cluster::stamped_restore(
+        restore("everything", &[]),
+        "alice",
+        &admin,
+    ))
+    .await;
+    let denied = phase_of("everything", "Denied").await;
+    let why = condition(&denied, "Authorized")["message"].to_string();
+    assert!(why.contains("restore-spares-the-platform"), "{why}");
+    // Someone who is no platform administrator: no permit.
+    apply_object(cluster::stamped_restore(
+        restore("by-dev", &["shop"]),
+        "dev",
+        &["shop-developers"],
+    ))
+    .await;
+    let denied = phase_of("by-dev", "Denied").await;
+    let why = condition(&denied, "Authorized")["message"].to_string();
+    assert!(why.contains("Restore"), "{why}");
+    for name in ["unstamped", "everything", "by-dev"] {
+        assert!(
+            get(
+                &client,
+                "velero.io/v1",
+                "Restore",
+                "restores",
+                Some("velero"),
+                name
+            )
+            .await
+            .is_none(),
+            "{name} was restored"
+        );
+    }
+    // Edited past the webhook (widened to another namespace, the stamp kept): the stamp no
+    // longer holds, and the Velero Restore is withdrawn.
+    let mut widened = cluster::stamped_restore(restore("shop-back", &["shop"]), "alice", &admin);
+    widened["spec"]["includeNamespaces"] = json!(["shop", "payments"]);
+    apply_object(widened).await;
+    let failed = phase_of("shop-back", "Failed").await;
+    assert!(
+        condition(&failed, "Ready")["message"]
+            .to_string()
+            .contains("does not match this spec"),
+        "{failed}"
+    );
+    eventually("the Velero Restore withdrawn", WAIT, || async {
+        velero("Restore", "restores", "shop-back")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // Deleted: the schedule and its storage go with the backup.
+    let backups: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("lattice.dev", "v1alpha1", "LatticeClusterBackup"),
+            "latticeclusterbackups",
+        ),
+    );
+    backups
+        .delete("nightly", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the Schedule removed", WAIT, || async {
+        velero("Schedule", "schedules", "nightly")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        velero("BackupStorageLocation", "backupstoragelocations", "nightly")
+            .await
+            .is_none(),
+        "the storage location outlived its backup"
+    );
+}
+
+/// A CertIssuer and a DNSProvider on a real API server with cert-manager's CRDs: the
+/// ClusterIssuer (DNS-01 through the provider's zone, its credentials synced into
+/// cert-manager's namespace) and the external-dns Deployment for the zone are created,
+/// follow a change of zone, and go with their objects; an issuer naming a DNSProvider that
+/// does not exist derives nothing and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_and_a_dns_zone_become_cert_manager_and_external_dns_objects() {
+    let env = TestEnv::start("issuers");
+    let client = env.client().await;
+    install_crds(&client).await;
+    apply_yaml(&client, SHOP).await;
+    let dns = |zone: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: cert-manager}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: external-dns}}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: DNSProvider
+metadata: {{name: public}}
+spec:
+  type: cloudflare
+  zone: {zone}
+  credentials: {{provider: vault, id: dns/cloudflare, keys: [CF_API_TOKEN]}}
+  cloudflare: {{proxied: true}}
+---
+apiVersion: lattice.dev/v1alpha1
+kind: CertIssuer
+metadata: {{name: letsencrypt}}
+spec:
+  type: acme
+  acme:
+    server: https://acme-staging-v02.api.letsencrypt.org/directory
+    email: ops@example.com
+    dnsProviderRef: public
+"#
+        )
+    };
+    apply_yaml(&client, &dns("example.com")).await;
+    let operator = Operator::start(&env, &[]);
+    let issuer = || {
+        let client = client.clone();
+        async move {
+            get(
+                &client,
+                "cert-manager.io/v1",
+                "ClusterIssuer",
+                "clusterissuers",
+                None,
+                "letsencrypt",
+            )
+            .await
+        }
+    };
+    let deployment = || {
+        let client = client.clone();
+        async move {
+            get(
+                &client,
+                "apps/v1",
+                "Deployment",
+                "deployments",
+                Some("external-dns"),
+                "external-dns-public",
+            )
+            .await
+        }
+    };
+    let ci = eventually("the ClusterIssuer letsencrypt", WAIT, issuer).await;
+    let solver = &ci["spec"]["acme"]["solvers"][0];
+    assert_eq!(
+        solver["dns01"]["cloudflare"]["apiTokenSecretRef"],
+        json!({"name": "letsencrypt-dns01", "key": "CF_API_TOKEN"}),
+        "{}",
+        operator.logs()
+    );
+    assert_eq!(solver["selector"]["dnsZones"], json!(["example.com"]));
+    assert_eq!(ci["metadata"]["ownerReferences"][0]["kind"], "CertIssuer");
+    let synced = get(
+        &client,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("cert-manager"),
+        "letsencrypt-dns01",
+    )
+    .await
+    .expect("the DNS-01 credentials in cert-manager's namespace");
+    assert_eq!(
+        synced["spec"]["data"][0]["remoteRef"]["key"],
+        "dns/cloudflare"
+    );
+    let d = eventually("the external-dns Deployment", WAIT, deployment).await;
+    let args = d["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--domain-filter=example.com") && args.contains("--cloudflare-proxied"),
+        "{args}"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["serviceAccountName"],
+        "external-dns"
+    );
+
+    // Changed: another zone, in both the instance and the issuer's solver.
+    apply_yaml(&client, &dns("shop.example.com")).await;
+    eventually("external-dns on the new zone", WAIT, || async {
+        let d = deployment().await?;
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string()
+            .contains("--domain-filter=shop.example.com")
+            .then_some(())
+    })
+    .await;
+    eventually("the solver on the new zone", WAIT, || async {
+        let ci = issuer().await?;
+        (ci["spec"]["acme"]["solvers"][0]["selector"]["dnsZones"] == json!(["shop.example.com"]))
+            .then_some(())
+    })
+    .await;
+
+    // The DNSProvider deleted: its instance goes, and the issuer naming it derives nothing
+    // and says why.
+    let providers: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &lattice_controllers::operator::apply::lattice_resource(
+            lattice_schemas::crd::Kind::DNSProvider,
+        ),
+    );
+    providers
+        .delete("public", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the external-dns Deployment removed", WAIT, || async {
+        deployment().await.is_none().then_some(())
+    })
+    .await;
+    let failed = eventually("the issuer Failed", WAIT, || async {
+        let i = get(
+            &client,
+            "lattice.dev/v1alpha1",
+            "CertIssuer",
+            "certissuers",
+            None,
+            "letsencrypt",
+        )
+        .await?;
+        (i.pointer("/status/phase") == Some(&json!("Failed"))).then_some(i)
+    })
+    .await;
+    let why = condition(&failed, "Ready")["message"].to_string();
+    assert!(why.contains("does not exist"), "{why}");
+    assert!(
+        issuer().await.is_none(),
+        "a ClusterIssuer outlived its DNSProvider"
+    );
+}

@@ -697,6 +697,13 @@ async fn every_lattice_write_is_a_cedar_question() {
             "ManageComplianceProfile",
         ),
         ("infrastructure.yaml", "ml-gpus", "ManageQuota"),
+        ("infrastructure.yaml", "nightly", "ManageBackup"),
+        (
+            "infrastructure.yaml",
+            "letsencrypt-prod",
+            "ManageCertIssuer",
+        ),
+        ("infrastructure.yaml", "example-com", "ManageDnsProvider"),
     ] {
         let o = example(file, name);
         let denied = post(
@@ -1869,4 +1876,120 @@ async fn a_workload_over_its_quota_is_refused_at_admission_saying_by_how_much() 
         "{m}"
     );
     assert!(m.contains("over quota `ml-gpus`: gpu "), "{m}");
+}
+
+async fn mutate(c: &mut Client, review: Value) -> Value {
+    let (status, body) = c
+        .send("POST", "/mutate", serde_json::to_vec(&review).unwrap())
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    response(&body)
+}
+
+/// A LatticeRestore at `/mutate`: a platform administrator's is admitted and stamped for
+/// them (the stamp the operator verifies before asking Restore again); anyone else's, and
+/// one that would restore the platform's own namespace, is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_is_stamped_for_whoever_restore_allows_and_refused_otherwise() {
+    use base64::Engine;
+    use lattice_controllers::webhook::stamp::{ANNOTATION, AdmissionKey, place};
+    let dir = tmp("restore");
+    let pki = Pki::issue(&dir.join("pki"));
+    let w = start(&pki, Limits::default()).await;
+    load_examples(&w, &[]);
+    w.state.set_admission_key(std::sync::Arc::new(
+        AdmissionKey::from_bytes(&[42u8; 32]).unwrap(),
+    ));
+    let mut c = Client::connect(w.addr, client_config(&pki.ca_pem))
+        .await
+        .unwrap();
+    let message = |v: &Value| {
+        v["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let restore = |namespaces: &[&str]| {
+        json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeRestore",
+            "metadata": {"name": "shop-back"},
+            "spec": {"clusterBackupRef": "nightly", "includeNamespaces": namespaces}
+        })
+    };
+    let admitted = mutate(
+        &mut c,
+        review(
+            "m-1",
+            "CREATE",
+            Some(restore(&["shop"])),
+            None,
+            "pat",
+            &[PLATFORM_ADMIN],
+        ),
+    )
+    .await;
+    assert_eq!(admitted["allowed"], true, "{admitted}");
+    // kube-core writes the patch's bytes as a JSON list (the API server reads that as well
+    // as base64).
+    let bytes: Vec<u8> = match &admitted["patch"] {
+        Value::String(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+        Value::Array(list) => list.iter().map(|b| b.as_u64().unwrap() as u8).collect(),
+        other => panic!("a stamp patch: {other}"),
+    };
+    let patch: Value = serde_json::from_slice(&bytes).unwrap();
+    let stamp = patch[0]["value"][ANNOTATION]
+        .as_str()
+        .expect("the stamp")
+        .to_owned();
+    let spec: lattice_schemas::crd::backup::LatticeRestoreSpec =
+        serde_json::from_value(restore(&["shop"])["spec"].clone()).unwrap();
+    let key = AdmissionKey::from_bytes(&[42u8; 32]).unwrap();
+    let who = key
+        .verify(
+            place("LatticeRestore", None),
+            "shop-back",
+            &spec,
+            Some(&stamp),
+        )
+        .unwrap();
+    assert_eq!(who.username, "pat");
+
+    let refused = mutate(
+        &mut c,
+        review(
+            "m-2",
+            "CREATE",
+            Some(restore(&["shop"])),
+            None,
+            "dev",
+            &["shop-developers"],
+        ),
+    )
+    .await;
+    assert_eq!(refused["allowed"], false);
+    assert!(
+        message(&refused).contains("Restore"),
+        "{}",
+        message(&refused)
+    );
+    let everything = mutate(
+        &mut c,
+        review(
+            "m-3",
+            "CREATE",
+            Some(restore(&[])),
+            None,
+            "pat",
+            &[PLATFORM_ADMIN],
+        ),
+    )
+    .await;
+    assert_eq!(everything["allowed"], false);
+    assert!(
+        message(&everything).contains("restore-spares-the-platform"),
+        "{}",
+        message(&everything)
+    );
 }

@@ -382,16 +382,43 @@ struct Facts {
     /// TrustPolicy registries: prefix, whether a signature is required, the names of its
     /// keys (a verification counts only by these).
     registries: Vec<(String, bool, BTreeSet<String>)>,
+    /// An unpaused LatticeClusterBackup schedules backups of every namespace: what the
+    /// `backups` of the cluster the world describes means.
+    backups_scheduled: bool,
+    /// Each DNSProvider's zone: (provider, zone).
+    dns_zones: Vec<(String, lattice_schemas::crd::issuer::DNSProviderSpec)>,
 }
 
 impl Facts {
+    /// The DNSProvider whose zone holds `host` (the longest zone, then the first name), and
+    /// that zone; empty strings when none does.
+    fn zone_of(&self, host: &str) -> (&str, &str) {
+        self.dns_zones
+            .iter()
+            .filter(|(_, spec)| spec.covers(host))
+            .max_by(|(a, x), (b, y)| x.zone.len().cmp(&y.zone.len()).then(b.cmp(a)))
+            .map_or(("", ""), |(p, spec)| {
+                (p.as_str(), spec.zone.trim_end_matches('.'))
+            })
+    }
+
     fn of(world: &World) -> Facts {
         let mut pod_security = HashMap::new();
         let mut registries = Vec::new();
         let mut root = None;
         let mut labelled: HashMap<String, Option<String>> = HashMap::new();
+        let mut backups_scheduled = false;
+        let mut dns_zones = Vec::new();
         for (_, o) in world.objects() {
             match o {
+                Object::DnsProvider(d) => dns_zones.push((o.name().to_owned(), d.spec.clone())),
+                Object::ClusterBackup(b) => {
+                    let scope = &b.spec.scope;
+                    backups_scheduled |= b.spec.schedule.is_some()
+                        && !b.spec.paused
+                        && scope.include_namespaces.is_empty()
+                        && scope.namespace_selector.is_none();
+                }
                 Object::Namespace(ns) => {
                     let level = ns
                         .metadata
@@ -437,6 +464,8 @@ impl Facts {
             opted_out: BTreeSet::new(),
             live: LiveFacts::default(),
             registries,
+            backups_scheduled,
+            dns_zones,
         }
     }
 
@@ -539,7 +568,16 @@ impl Projection {
                 .filter(|(k, _)| k.namespace.as_deref() == Some(&key.name))
                 .map(|(k, _)| k.clone())
                 .collect(),
-            "TrustPolicy" | "LatticeCluster" => world.objects().map(|(k, _)| k.clone()).collect(),
+            // A DNSProvider's zone is a fact of every host in it.
+            "TrustPolicy" | "LatticeCluster" | "DNSProvider" => {
+                world.objects().map(|(k, _)| k.clone()).collect()
+            }
+            // Whether backups are scheduled is the root cluster's `backups`.
+            "LatticeClusterBackup" => world
+                .objects()
+                .filter(|(k, _)| k.kind == "LatticeCluster")
+                .map(|(k, _)| k.clone())
+                .collect(),
             _ => Vec::new(),
         };
         let mut rebuilt = vec![key.clone()];
@@ -1133,7 +1171,7 @@ fn cluster_default(facts: &Facts) -> Result<Entity, String> {
             ("controlPlaneReady", Rx::new_bool(false)),
             ("agentVersion", s("")),
             ("pivoted", Rx::new_bool(false)),
-            ("backups", Rx::new_bool(false)),
+            ("backups", Rx::new_bool(facts.backups_scheduled)),
             ("monitoring", Rx::new_bool(false)),
             ("defaultPodSecurity", s(&facts.default_pod_security)),
         ],
@@ -1277,6 +1315,7 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
         Object::Cluster(c) => {
             let st = c.status.clone().unwrap_or_default();
             let health = st.health.clone().unwrap_or_default();
+            let is_root = c.spec.parent.is_none() && object.name() == facts.cluster;
             let cfg = &c.spec.provider.config;
             let provider = cfg.name().unwrap_or("");
             let region = cfg
@@ -1309,7 +1348,16 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
                     ),
                     ("agentVersion", s(&health.agent_version)),
                     ("pivoted", Rx::new_bool(st.pivoted.unwrap_or(false))),
-                    ("backups", Rx::new_bool(c.spec.backups.unwrap_or(false))),
+                    // The cluster the world describes has backups when one is scheduled
+                    // here; a cluster below keeps its own (what its spec asks, here).
+                    (
+                        "backups",
+                        Rx::new_bool(if is_root {
+                            facts.backups_scheduled
+                        } else {
+                            c.spec.backups.unwrap_or(false)
+                        }),
+                    ),
                     (
                         "monitoring",
                         Rx::new_bool(c.spec.monitoring.unwrap_or(false)),
@@ -1369,7 +1417,16 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
             );
             if let Some(ing) = &spec.ingress {
                 for h in &ing.hosts {
-                    g.push(entity(uid("Host", h), vec![("name", s(h))], []));
+                    let (provider, zone) = facts.zone_of(h);
+                    g.push(entity(
+                        uid("Host", h),
+                        vec![
+                            ("name", s(h)),
+                            ("zone", s(zone)),
+                            ("dnsProvider", s(provider)),
+                        ],
+                        [],
+                    ));
                 }
             }
         }
@@ -1500,7 +1557,13 @@ fn project_object(object: &Object, facts: &Facts, g: &mut Group) {
         | Object::TrustPolicy(_)
         | Object::InfraProvider(_)
         | Object::ComplianceProfile(_)
-        | Object::OidcProvider(_) => {}
+        | Object::OidcProvider(_)
+        // Decided at their writes (ManageBackup, Restore, ManageCertIssuer, ManageDnsProvider),
+        // with what they say in context; a DNSProvider's zone is a fact of its hosts.
+        | Object::ClusterBackup(_)
+        | Object::Restore(_)
+        | Object::CertIssuer(_)
+        | Object::DnsProvider(_) => {}
     }
 }
 
@@ -2092,6 +2155,49 @@ mod tests {
             .map(|k| k.name())
             .collect();
         assert_eq!(schemas, WORKLOAD_KINDS);
+    }
+
+    /// The cluster the world describes has backups only when one is scheduled here: an
+    /// unpaused LatticeClusterBackup of every namespace (exclusions allowed), not the
+    /// LatticeCluster's request, nor one paused, one-off or narrowed to some namespaces.
+    #[test]
+    fn backups_are_those_scheduled_not_those_asked_for() {
+        let cluster = "apiVersion: lattice.dev/v1alpha1\nkind: LatticeCluster\nmetadata: {name: prod}\nspec:\n  providerRef: aws\n  provider: {kubernetes: {version: 1.32.0}, config: {docker: {}}}\n  nodes: {controlPlane: 1}\n  backups: true\n---\n";
+        let backups = |backup: &str| {
+            let text = format!(
+                "{cluster}apiVersion: lattice.dev/v1alpha1\nkind: LatticeClusterBackup\nmetadata: {{name: b}}\nspec:\n{backup}"
+            );
+            let report = lattice_schemas::validate::validate_text("world.yaml", &text);
+            assert_eq!(report.errors(), 0, "{:?}", report.findings);
+            let world =
+                World::from_objects(report.manifests.into_iter().map(|m| m.object).collect());
+            let projection = Projection::of(&world);
+            let cluster = world
+                .objects()
+                .map(|(_, o)| o)
+                .find(|o| matches!(o, Object::Cluster(_)))
+                .unwrap();
+            let entities = projection.entities_of(cluster).unwrap();
+            let e = entities
+                .iter()
+                .find(|e| e.uid() == uid("Cluster", "prod"))
+                .unwrap();
+            e.attr("backups").unwrap().unwrap().to_string()
+        };
+        assert_eq!(
+            backups("  schedule: \"@daily\"\n  scope: {excludeNamespaces: [scratch]}\n"),
+            "true"
+        );
+        assert_eq!(backups("  schedule: \"@daily\"\n  paused: true\n"), "false");
+        assert_eq!(backups("  scope: {includeNamespaces: [shop]}\n"), "false");
+        assert_eq!(
+            backups("  schedule: \"@daily\"\n  scope: {includeNamespaces: [shop]}\n"),
+            "false"
+        );
+        assert_eq!(
+            backups("  schedule: \"@daily\"\n  scope: {namespaceSelector: {tier: prod}}\n"),
+            "false"
+        );
     }
 
     /// A world of `n` services, each with a container and its own image: 3n entities.

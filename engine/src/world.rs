@@ -276,6 +276,10 @@ fn object_digest(object: &Object) -> ContentDigest {
         Object::ComplianceProfile(o) => serde_json::to_vec(o),
         Object::OidcProvider(o) => serde_json::to_vec(o),
         Object::Quota(o) => serde_json::to_vec(o),
+        Object::ClusterBackup(o) => serde_json::to_vec(o),
+        Object::Restore(o) => serde_json::to_vec(o),
+        Object::CertIssuer(o) => serde_json::to_vec(o),
+        Object::DnsProvider(o) => serde_json::to_vec(o),
         Object::Namespace(o) => serde_json::to_vec(o),
         Object::Core(o) => serde_json::to_vec(&*o.value),
     }

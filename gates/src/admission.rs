@@ -13,6 +13,10 @@
 //! | `LatticeCluster` (delete) | `Decommission` | that `Cluster` | its phase, agent health, what it still holds, now |
 //! | `LatticeComplianceProfile` | `ManageComplianceProfile` | the `Cluster` | operation, name, frameworks, sink |
 //! | `LatticeQuota` | `ManageQuota` | the `Cluster` | operation, name, scope |
+//! | `LatticeClusterBackup`, `LatticeRestore` (delete) | `ManageBackup` | the `Cluster` | operation, kind, name, namespaces, storage, credentials, paused |
+//! | `CertIssuer` | `ManageCertIssuer` | the `Cluster` | operation, name, type, server, credentials, DNS provider |
+//! | `DNSProvider` | `ManageDnsProvider` | the `Cluster` | operation, name, type, zone, credentials |
+//! | `LatticeRestore` (create, update) | `Restore` | the `Cluster` | operation, name, backup, schedule, namespaces, excluded namespaces, volumes, existing resources |
 //! | workloads (`LatticePackage` among them) | `ManageWorkload` | its `Namespace` | operation, kind, name |
 
 use std::collections::{BTreeSet, HashSet};
@@ -385,6 +389,138 @@ pub fn write_query(
             ];
             ("ManageQuota", cluster)
         }
+        Object::ClusterBackup(b) => {
+            let scope = &b.spec.scope;
+            let namespaces = match &scope.namespace_selector {
+                Some(labels) => BTreeSet::from([format!(
+                    "selector:{}",
+                    labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )]),
+                None if scope.include_namespaces.is_empty() => BTreeSet::from(["*".to_owned()]),
+                None => scope.include_namespaces.iter().cloned().collect(),
+            };
+            let storage = b.spec.storage.as_ref();
+            let provider = storage.map_or("default".to_owned(), |s| {
+                serde_json::to_value(s.provider)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            });
+            let credentials = storage
+                .and_then(|s| s.credentials.as_ref())
+                .map(|c| format!("{}:{}", c.provider, c.id))
+                .unwrap_or_default();
+            pairs = vec![
+                ("operation", string(operation)),
+                ("kind", string("LatticeClusterBackup")),
+                ("name", string(&name)),
+                ("namespaces", strings(namespaces)),
+                ("storage", string(&provider)),
+                ("credentials", string(&credentials)),
+                ("paused", RestrictedExpression::new_bool(b.spec.paused)),
+            ];
+            ("ManageBackup", cluster)
+        }
+        Object::CertIssuer(i) => {
+            let spec = &i.spec;
+            let (server, credentials) = match (&spec.acme, &spec.ca, &spec.vault) {
+                (Some(a), _, _) if spec.type_ == lattice_schemas::crd::issuer::IssuerType::Acme => {
+                    (a.server.clone(), String::new())
+                }
+                (_, Some(c), _) if spec.type_ == lattice_schemas::crd::issuer::IssuerType::Ca => (
+                    String::new(),
+                    format!("{}:{}", c.credentials.provider, c.credentials.id),
+                ),
+                (_, _, Some(v))
+                    if spec.type_ == lattice_schemas::crd::issuer::IssuerType::Vault =>
+                {
+                    (
+                        v.server.clone(),
+                        format!("{}:{}", v.auth_credentials.provider, v.auth_credentials.id),
+                    )
+                }
+                _ => (String::new(), String::new()),
+            };
+            let dns = spec
+                .acme
+                .as_ref()
+                .and_then(|a| a.dns_provider_ref.clone())
+                .unwrap_or_default();
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("type", string(spec.type_.as_str())),
+                ("server", string(&server)),
+                ("credentials", string(&credentials)),
+                ("dnsProvider", string(&dns)),
+            ];
+            ("ManageCertIssuer", cluster)
+        }
+        Object::DnsProvider(d) => {
+            let credentials = d
+                .spec
+                .credentials
+                .as_ref()
+                .map(|c| format!("{}:{}", c.provider, c.id))
+                .unwrap_or_default();
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("type", string(d.spec.type_.as_str())),
+                ("zone", string(d.spec.zone.trim_end_matches('.'))),
+                ("credentials", string(&credentials)),
+            ];
+            ("ManageDnsProvider", cluster)
+        }
+        // Removing a restore's record rewrites nothing: it is managed like a backup.
+        Object::Restore(r) if operation == "DELETE" => {
+            pairs = vec![
+                ("operation", string(operation)),
+                ("kind", string("LatticeRestore")),
+                ("name", string(&name)),
+                (
+                    "namespaces",
+                    strings(r.spec.namespaces().into_iter().collect()),
+                ),
+                ("storage", string("")),
+                ("credentials", string("")),
+                ("paused", RestrictedExpression::new_bool(false)),
+            ];
+            ("ManageBackup", cluster)
+        }
+        Object::Restore(r) => {
+            let spec = &r.spec;
+            pairs = vec![
+                ("operation", string(operation)),
+                ("name", string(&name)),
+                ("backup", string(spec.backup_name.as_deref().unwrap_or(""))),
+                (
+                    "schedule",
+                    string(spec.cluster_backup_ref.as_deref().unwrap_or("")),
+                ),
+                (
+                    "namespaces",
+                    strings(spec.namespaces().into_iter().collect()),
+                ),
+                (
+                    "excludedNamespaces",
+                    strings(spec.exclude_namespaces.iter().cloned().collect()),
+                ),
+                (
+                    "restoreVolumes",
+                    RestrictedExpression::new_bool(spec.restore_volumes),
+                ),
+                (
+                    "existingResources",
+                    string(spec.existing_resources.as_str()),
+                ),
+            ];
+            ("Restore", cluster)
+        }
         o if o.is_workload() => {
             pairs = vec![
                 ("operation", string(operation)),
@@ -424,4 +560,69 @@ pub fn decide_write(
         .scoped(extra, std::slice::from_ref(&query.resource))
         .map_err(|e| e.to_string())?;
     scoped.explain(query).map_err(|e| e.to_string())
+}
+
+/// The operation a restore is asked with when the operator asks again, before it derives
+/// the Velero `Restore` (admission asks with `CREATE` or `UPDATE`).
+pub const RESTORE_APPLY: &str = "APPLY";
+
+/// Whether `requester` (the user the restore's admission stamp names) may restore
+/// `restore` now: the `Restore` question admission asked, asked again on `snapshot` with
+/// operation [`RESTORE_APPLY`]. `Err` is the denied gate, with the deciding policies and
+/// their advice; any error in asking denies.
+pub fn decide_restore(
+    snapshot: &Snapshot,
+    world: &World,
+    requester: &Requester,
+    restore: &Object,
+    now: jiff::Timestamp,
+) -> Result<(), lattice_schemas::crd::service::DeniedGate> {
+    let (cluster, _) = lattice_engine::project::root_cluster(world);
+    let denied =
+        |policies: Vec<String>, advice: String| lattice_schemas::crd::service::DeniedGate {
+            action: "Restore".into(),
+            resource: uid("Cluster", &cluster).to_string(),
+            raised_by: format!("User::\"{}\" (the admission stamp)", requester.username),
+            policies,
+            advice: Some(advice),
+        };
+    let explained = write_query(requester, RESTORE_APPLY, restore, None, world, now)
+        .and_then(|q| q.ok_or_else(|| "a restore raises no Restore question".to_owned()))
+        .and_then(|query| {
+            let scoped = snapshot
+                .scoped(requester.entities(), std::slice::from_ref(&query.resource))
+                .map_err(|e| e.to_string())?;
+            scoped.explain(&query).map_err(|e| e.to_string())
+        });
+    let explanation = explained.map_err(|e| {
+        denied(
+            Vec::new(),
+            format!("the Restore question cannot be asked: {e}"),
+        )
+    })?;
+    if explanation.decision.allowed {
+        return Ok(());
+    }
+    let advice = match &explanation.why {
+        lattice_engine::Why::NothingPermitted(near) => near
+            .iter()
+            .find_map(|n| n.policy.annotations.get("advice").cloned()),
+        _ => explanation
+            .decision
+            .determining
+            .iter()
+            .find_map(|p| p.annotations.get("advice").cloned()),
+    }
+    .unwrap_or_else(|| {
+        "no policy permits this restore; ask the security team for a permit naming Restore".into()
+    });
+    Err(denied(
+        explanation
+            .decision
+            .determining
+            .iter()
+            .map(|p| p.id.clone())
+            .collect(),
+        advice,
+    ))
 }

@@ -435,12 +435,21 @@ pub fn questions(object: &Object) -> Vec<Gate> {
     match object {
         Object::Service(s) => {
             if let Some(ing) = &s.spec.ingress {
+                // The ClusterIssuer a certificate is requested from ("" for none, a secret
+                // given by hand, or a namespaced Issuer).
+                let issuer = ing
+                    .tls
+                    .as_ref()
+                    .filter(|t| t.mode == lattice_schemas::crd::service::TlsMode::Auto)
+                    .and_then(|t| t.issuer_ref.as_ref())
+                    .filter(|r| r.kind.as_deref().is_none_or(|k| k == "ClusterIssuer"))
+                    .map_or("", |r| r.name.as_str());
                 for h in &ing.hosts {
                     push(
                         "ExposeHost",
                         uid("Host", h),
                         format!("host {h}"),
-                        json!({"tls": ing.tls.is_some()}),
+                        json!({"tls": ing.tls.is_some(), "issuer": issuer}),
                     );
                 }
             }

@@ -17,6 +17,6 @@ pub mod pod_security;
 pub mod proxy;
 pub mod time;
 
-pub use admission::{Requester, evaluate_object};
+pub use admission::{Requester, decide_restore, evaluate_object};
 pub use derivation::{Gate, GateOutcome, GateReport, evaluate, questions, quota_questions};
 pub use mesh::{EdgeDecision, MeshPlan, connect_query};

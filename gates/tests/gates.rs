@@ -626,3 +626,198 @@ mod lifecycle {
         assert_eq!(d.advice, ["Ask the platform team for a larger cluster."]);
     }
 }
+
+/// Writing a backup is ManageBackup (inside ManagePlatform); a restore is Restore, which
+/// ManagePlatform does not grant: the baseline permits it to platform administrators and
+/// forbids any restore that would write into lattice-system. `decide_restore` (what the
+/// operator asks before deriving) answers as admission does.
+#[test]
+fn a_restore_is_its_own_decision_and_spares_the_platform() {
+    use lattice_gates::admission::{Requester, decide_write, write_query};
+    let (w, _, s) = setup();
+    let p = Projection::of(&w);
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let admin = Requester {
+        username: "pat".into(),
+        groups: vec!["lattice:platform-admins".into()],
+    };
+    let dev = Requester {
+        username: "dev".into(),
+        groups: vec!["shop-developers".into()],
+    };
+    let backup = w
+        .objects()
+        .map(|(_, o)| o)
+        .find(|o| matches!(o, Object::ClusterBackup(_)))
+        .expect("the example world has a backup")
+        .clone();
+    let ask = |who: &Requester, op: &str, o: &Object| {
+        let q = write_query(who, op, o, None, &w, now).unwrap().unwrap();
+        let e = decide_write(&s, &p, who, &q).unwrap();
+        (q.action.id().unescaped().to_owned(), e.decision.allowed)
+    };
+    assert_eq!(
+        ask(&admin, "CREATE", &backup),
+        ("ManageBackup".into(), true)
+    );
+    assert_eq!(ask(&dev, "CREATE", &backup), ("ManageBackup".into(), false));
+
+    let restore = |namespaces: &[&str], excluded: &[&str]| -> Object {
+        Object::Restore(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeRestore",
+                "metadata": {"name": "r"},
+                "spec": {"clusterBackupRef": "nightly", "includeNamespaces": namespaces, "excludeNamespaces": excluded}
+            }))
+            .unwrap(),
+        )
+    };
+    let shop = restore(&["shop"], &[]);
+    assert_eq!(ask(&admin, "CREATE", &shop), ("Restore".into(), true));
+    assert_eq!(ask(&dev, "CREATE", &shop), ("Restore".into(), false));
+    // Everything, lattice-system with it: forbidden; everything but lattice-system: allowed.
+    assert!(!ask(&admin, "CREATE", &restore(&[], &[])).1);
+    assert!(!ask(&admin, "CREATE", &restore(&["lattice-system"], &[])).1);
+    assert!(ask(&admin, "CREATE", &restore(&[], &["lattice-system"])).1);
+    // Deleting a restore's record rewrites nothing: ManageBackup.
+    assert_eq!(ask(&admin, "DELETE", &shop).0, "ManageBackup");
+
+    // The operator's question: the same answers, and a denial names its policy and advice.
+    assert!(lattice_gates::decide_restore(&s, &w, &admin, &shop, now).is_ok());
+    let gate = lattice_gates::decide_restore(&s, &w, &admin, &restore(&[], &[]), now).unwrap_err();
+    assert_eq!(gate.action, "Restore");
+    assert!(
+        gate.policies
+            .iter()
+            .any(|p| p.ends_with("restore-spares-the-platform")),
+        "{gate:?}"
+    );
+    assert!(
+        gate.advice
+            .as_deref()
+            .unwrap_or("")
+            .contains("excludeNamespaces")
+    );
+    let gate = lattice_gates::decide_restore(&s, &w, &dev, &shop, now).unwrap_err();
+    assert!(gate.policies.is_empty(), "a default deny: {gate:?}");
+    assert!(
+        gate.advice
+            .as_deref()
+            .unwrap_or("")
+            .contains("lattice:platform-admins"),
+        "{gate:?}"
+    );
+}
+
+/// ExposeHost sees where a host lives and who certifies it: the Host entity carries the
+/// DNSProvider whose zone holds it (the longest zone), and the gate's context the
+/// ClusterIssuer its certificate is requested from. A policy can then refuse a host in no
+/// managed zone, or one certified by an issuer it does not name.
+#[test]
+fn a_host_knows_its_zone_and_its_gate_knows_its_issuer() {
+    use lattice_engine::{Query, action, uid};
+    let (w, store, s) = setup();
+    let web = w.get(&key("LatticeService", "shop", "web")).unwrap();
+    let expose: Vec<_> = questions(web)
+        .into_iter()
+        .filter(|g| g.action == "ExposeHost")
+        .collect();
+    assert!(!expose.is_empty());
+    for g in &expose {
+        assert_eq!(g.context["issuer"], "letsencrypt-prod", "{g:?}");
+        assert_eq!(g.context["tls"], true);
+    }
+    let host = s
+        .entities()
+        .get(&uid("Host", "www.shop.example.com"))
+        .expect("the host's entity");
+    let attr = |k: &str| host.attr(k).unwrap().unwrap().to_string();
+    assert_eq!(attr("zone"), "\"example.com\"");
+    assert_eq!(attr("dnsProvider"), "\"example-com\"");
+
+    // A narrower zone wins; a host in none has none.
+    let mut w2 = w.clone();
+    let mut narrow: lattice_schemas::crd::DNSProvider = serde_json::from_value(serde_json::json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "DNSProvider",
+        "metadata": {"name": "shop-zone"},
+        "spec": {"type": "cloudflare", "zone": "shop.example.com"}
+    }))
+    .unwrap();
+    narrow.metadata.name = Some("shop-zone".into());
+    w2.upsert(Object::DnsProvider(narrow));
+    let s2 = Snapshot::build(&w2, &Projection::of(&w2), &store).unwrap();
+    let host = s2
+        .entities()
+        .get(&uid("Host", "www.shop.example.com"))
+        .unwrap();
+    assert_eq!(
+        host.attr("dnsProvider").unwrap().unwrap().to_string(),
+        "\"shop-zone\""
+    );
+
+    // A policy on those facts decides: a host outside every managed zone is refused.
+    let mut store3 = store.clone();
+    let mut p = lattice_schemas::crd::CedarPolicy::new(
+        "managed-zones",
+        lattice_schemas::crd::policy::CedarPolicySpec {
+            policies: r#"@id("managed-zones-only") forbid (principal, action == Lattice::Action::"ExposeHost", resource) when { resource.dnsProvider == "" };"#.into(),
+            ..Default::default()
+        },
+    );
+    p.metadata.namespace = Some("platform".into());
+    store3.apply_object(&p).unwrap();
+    let s3 = Snapshot::build(&w, &Projection::of(&w), &store3).unwrap();
+    let ask = |host: &str| {
+        let q = Query::new(uid("Service", "shop/web"), action("ExposeHost"), uid("Host", host))
+            .with_context(
+                cedar_policy::Context::from_json_value(
+                    serde_json::json!({"raisedBy": "host", "workloadKind": "service", "tls": true, "issuer": "letsencrypt-prod"}),
+                    None,
+                )
+                .unwrap(),
+            );
+        s3.decide(&q).unwrap()
+    };
+    let managed = ask("www.shop.example.com");
+    assert!(
+        !managed
+            .determining
+            .iter()
+            .any(|d| d.id.ends_with("managed-zones-only")),
+        "{managed:?}"
+    );
+    // The same host once no DNSProvider's zone holds it: refused by that policy.
+    let mut w4 = w.clone();
+    let mut elsewhere: lattice_schemas::crd::DNSProvider = match w
+        .objects()
+        .map(|(_, o)| o)
+        .find(|o| matches!(o, Object::DnsProvider(_)))
+    {
+        Some(Object::DnsProvider(d)) => d.clone(),
+        _ => panic!("the example world has a DNSProvider"),
+    };
+    elsewhere.spec.zone = "elsewhere.org".into();
+    w4.upsert(Object::DnsProvider(elsewhere));
+    let s4 = Snapshot::build(&w4, &Projection::of(&w4), &store3).unwrap();
+    let q = Query::new(
+        uid("Service", "shop/web"),
+        action("ExposeHost"),
+        uid("Host", "www.shop.example.com"),
+    )
+    .with_context(
+        cedar_policy::Context::from_json_value(
+            serde_json::json!({"raisedBy": "host", "workloadKind": "service", "tls": true, "issuer": "letsencrypt-prod"}),
+            None,
+        )
+        .unwrap(),
+    );
+    let unmanaged = s4.decide(&q).unwrap();
+    assert!(!unmanaged.allowed);
+    assert!(
+        unmanaged
+            .determining
+            .iter()
+            .any(|d| d.id.ends_with("managed-zones-only")),
+        "{unmanaged:?}"
+    );
+}

@@ -140,6 +140,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             (ns, applied)
         })
         .collect();
+    let platform = platform_objects(snapshot, world, &mesh, &ctx);
     let edges: Vec<&lattice_gates::EdgeDecision> = mesh.edges().collect();
     let denied_workloads = outcomes
         .iter()
@@ -164,6 +165,11 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                     Outcome::Failed(e) => json!({"workload": id, "kind": kind, "allowed": false, "error": e}),
                 }).collect::<Vec<_>>(),
                 "namespaces": namespaces.iter().map(|(ns, applied)| json!({"name": ns, "defaultDeny": applied})).collect::<Vec<_>>(),
+                "platform": platform.iter().map(|(kind, name, o)| match o {
+                    PlatformOutcome::Derived(counts) => json!({"kind": kind, "name": name, "objects": counts}),
+                    PlatformOutcome::Failed(e) => json!({"kind": kind, "name": name, "error": e}),
+                    PlatformOutcome::Restore => json!({"kind": kind, "name": name, "decided": "Restore, for its writer"}),
+                }).collect::<Vec<_>>(),
                 "mesh": edges.par_iter().map(|e| json!({
                     "caller": e.caller, "callee": e.callee, "allowed": e.allowed(),
                     "ports": e.ports, "oneSided": e.one_sided(), "reason": e.reason(),
@@ -242,6 +248,29 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                 };
                 out.push_str(&format!("  {verdict} {ns}\n"));
             }
+            if !platform.is_empty() {
+                out.push_str("\nPLATFORM (backups through Velero, issuers through cert-manager, DNS zones through external-dns)\n");
+            }
+            for (kind, name, o) in &platform {
+                match o {
+                    PlatformOutcome::Derived(counts) => {
+                        let c: Vec<String> =
+                            counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                        out.push_str(&format!(
+                            "  {} {name} ({kind}): {}\n",
+                            s.allow("ALLOW"),
+                            c.join(", ")
+                        ));
+                    }
+                    PlatformOutcome::Failed(e) => {
+                        out.push_str(&format!("  {} {name} ({kind}): {e}\n", s.deny("FAIL ")));
+                    }
+                    PlatformOutcome::Restore => out.push_str(&format!(
+                        "  {} {name} ({kind}): Restore is decided for whoever writes it, at admission and again by the operator\n",
+                        s.warn("ASK  ")
+                    )),
+                }
+            }
             out.push_str(&format!(
                 "\nMESH ({} declared edges: {} allowed, {denied_edges} denied)\n",
                 edges.len(),
@@ -314,6 +343,42 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
     std::mem::forget((outcomes, report, mesh));
     std::mem::forget((owned_world, store, owned_snapshot));
     code
+}
+
+/// What a backup, restore, issuer or DNS provider comes to in a plan.
+enum PlatformOutcome {
+    Derived(BTreeMap<String, usize>),
+    Failed(String),
+    /// Decided for the user who writes it (`Restore`), which a plan of files cannot know.
+    Restore,
+}
+
+/// What every LatticeClusterBackup, CertIssuer and DNSProvider derives, and every
+/// LatticeRestore, by name.
+fn platform_objects(
+    snapshot: &lattice_engine::Snapshot,
+    world: &lattice_engine::World,
+    mesh: &MeshPlan,
+    ctx: &CompileContext,
+) -> Vec<(&'static str, String, PlatformOutcome)> {
+    world
+        .objects()
+        .filter_map(|(key, o)| {
+            let outcome = match o {
+                lattice_schemas::manifest::Object::ClusterBackup(_)
+                | lattice_schemas::manifest::Object::CertIssuer(_)
+                | lattice_schemas::manifest::Object::DnsProvider(_) => {
+                    match derive_in(snapshot, world, mesh, ctx, o) {
+                        Ok(d) => PlatformOutcome::Derived(counts(&d.objects)),
+                        Err(e) => PlatformOutcome::Failed(e.to_string()),
+                    }
+                }
+                lattice_schemas::manifest::Object::Restore(_) => PlatformOutcome::Restore,
+                _ => return None,
+            };
+            Some((key.kind, key.name.clone(), outcome))
+        })
+        .collect()
 }
 
 /// Objects counted by kind.

@@ -34,10 +34,15 @@ pub fn run(
         }
         return EXIT_USAGE;
     }
+    // Workloads, and backups (a restore says it is decided for its writer, at admission).
     let workloads: Vec<_> = report
         .manifests
         .iter()
-        .filter(|m| m.object.is_workload())
+        .filter(|m| {
+            m.object
+                .kind()
+                .is_some_and(lattice_schemas::crd::Kind::derives)
+        })
         .collect();
     let clusters: Vec<_> = report
         .manifests
@@ -59,7 +64,7 @@ pub fn run(
     }
     let [manifest] = workloads.as_slice() else {
         eprintln!(
-            "error: {} holds {} workloads (LatticeService, LatticeJob, LatticeModel, LatticeMeshMember) and {} LatticeClusters; render takes exactly one of either",
+            "error: {} holds {} workloads (LatticeService, LatticeJob, LatticeModel, LatticeMeshMember, LatticePackage, LatticeClusterBackup, LatticeRestore) and {} LatticeClusters; render takes exactly one of either",
             file.display(),
             workloads.len(),
             clusters.len()

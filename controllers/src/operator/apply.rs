@@ -507,7 +507,7 @@ async fn correct(
         return Ok(None);
     };
     let resource = kind.api_resource();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &id.namespace, &resource);
+    let api = api_at(client, &id.namespace, &resource);
     let fail = |e: Error| describe(&resource, &id.namespace, &id.name, &e);
     let live = api.get_opt(&id.name).await.map_err(fail)?;
     let event = |note: String| super::events::Pending {
@@ -795,7 +795,7 @@ async fn put_back(client: &Client, written: &Written, desired: &Value) -> Result
         .as_str()
         .unwrap_or_default();
     let name = desired["metadata"]["name"].as_str().unwrap_or_default();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let api = api_at(client, ns, &resource);
     let live = api
         .get(name)
         .await
@@ -854,7 +854,7 @@ async fn apply_layers(client: &Client, written: &Written, objects: &[Value]) -> 
             async move {
                 let name = o["metadata"]["name"].as_str().unwrap_or_default();
                 let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+                let api = api_at(client, ns, &resource);
                 api.patch(name, params, &Patch::Apply(o))
                     .await
                     .map(|applied| {
@@ -894,12 +894,21 @@ async fn delete(client: &Client, id: &ObjectId) -> Result<(), Error> {
     let Some(kind) = derived_kind(&id.api_version, &id.kind) else {
         return Ok(());
     };
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &id.namespace, &kind.api_resource());
+    let api = api_at(client, &id.namespace, &kind.api_resource());
     match api.delete(&id.name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// The API of a derived object: in its namespace, or cluster-wide for a cluster-scoped one
+/// (a ClusterIssuer), which has none.
+fn api_at(client: &Client, ns: &str, resource: &ApiResource) -> Api<DynamicObject> {
+    if ns.is_empty() {
+        Api::all_with(client.clone(), resource)
+    } else {
+        Api::namespaced_with(client.clone(), ns, resource)
     }
 }
 

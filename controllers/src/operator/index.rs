@@ -184,7 +184,8 @@ impl Index {
                 .as_ref()
                 .and_then(|a| a.get(STAMP))
                 .map(String::as_str);
-            let admitted = self.admission.verify(&id.0, &id.1, &p.spec, stamp);
+            let place = crate::webhook::stamp::place(Kind::CedarPolicy.name(), Some(&id.0));
+            let admitted = self.admission.verify(place, &id.1, &p.spec, stamp);
             let outcome = match admitted {
                 Err(why) => PolicyOutcome::Rejected {
                     errors: vec![format!(
@@ -326,6 +327,27 @@ impl Index {
         &self,
     ) -> impl Iterator<Item = (&(String, String), &(Option<i64>, PolicyOutcome))> {
         self.policies.iter()
+    }
+
+    /// The user a LatticeRestore's admission stamp names for its current spec, or why there
+    /// is none (written past the webhook, edited since, or stamped under another key).
+    pub fn restore_requester(
+        &self,
+        restore: &lattice_schemas::crd::LatticeRestore,
+    ) -> Result<lattice_gates::Requester, String> {
+        let stamp = restore
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(STAMP))
+            .map(String::as_str);
+        let kind = Kind::LatticeRestore.name();
+        self.admission.verify(
+            crate::webhook::stamp::place(kind, None),
+            restore.metadata.name.as_deref().unwrap_or_default(),
+            &restore.spec,
+            stamp,
+        )
     }
 }
 

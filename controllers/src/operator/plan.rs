@@ -129,21 +129,15 @@ pub(crate) fn plan_whole(index: &Index) -> Result<(Plan, MeshPlan, CompileContex
     let snapshot = Snapshot::build(world, &projection, index.store()).map_err(|e| e.to_string())?;
     let mesh = MeshPlan::plan(&snapshot, world);
     let ctx = CompileContext::of(world, &snapshot);
-    let workloads: Vec<(&ObjectKey, &Object)> =
-        world.objects().filter(|(_, o)| o.is_workload()).collect();
+    let workloads: Vec<(&ObjectKey, &Object)> = world
+        .objects()
+        .filter(|(_, o)| o.kind().is_some_and(Kind::derives))
+        .collect();
     let decided: Vec<(Owner, Arc<Desired>)> = workloads
         .par_iter()
         .filter_map(|(key, object)| {
             let owner = owner_of(key, object)?;
-            let desired = decide(
-                &snapshot,
-                world,
-                &mesh,
-                &ctx,
-                &owner,
-                object,
-                index.live(key),
-            );
+            let desired = decide(&snapshot, world, &mesh, &ctx, &owner, object, index);
             Some((owner, Arc::new(desired)))
         })
         .collect();
@@ -172,6 +166,36 @@ pub(crate) fn owner_of(key: &ObjectKey, object: &Object) -> Option<Owner> {
         namespace: key.namespace.clone().unwrap_or_default(),
         name: key.name.clone(),
     })
+}
+
+/// A restore's verdict: derived only when its admission stamp verifies and Cedar's
+/// `Restore` allows it, now, for the user the stamp names.
+fn decide_restore(
+    snapshot: &Snapshot,
+    world: &lattice_engine::World,
+    index: &Index,
+    restore: &lattice_schemas::crd::LatticeRestore,
+    object: &Object,
+) -> (Verdict, Vec<Value>) {
+    let requester = match index.restore_requester(restore) {
+        Ok(r) => r,
+        Err(why) => {
+            return (
+                Verdict::Failed(format!(
+                    "not admitted: {why}; write it through the admission webhook as a user Restore allows"
+                )),
+                Vec::new(),
+            );
+        }
+    };
+    match lattice_gates::decide_restore(snapshot, world, &requester, object, jiff::Timestamp::now())
+    {
+        Ok(()) => (
+            Verdict::Authorized,
+            lattice_compiler::backup::compile_restore(restore),
+        ),
+        Err(gate) => (Verdict::Denied(vec![gate]), Vec::new()),
+    }
 }
 
 /// Every CedarPolicy object: the generation decided, the outcome, the status last seen.
@@ -269,7 +293,8 @@ fn namespaces(
         .collect()
 }
 
-/// What one workload derives on `snapshot`, with its owner references and digest.
+/// What one workload (or backup, or restore) derives on `snapshot`, with its owner
+/// references and digest.
 pub(crate) fn decide(
     snapshot: &Snapshot,
     world: &lattice_engine::World,
@@ -277,13 +302,19 @@ pub(crate) fn decide(
     ctx: &CompileContext,
     owner: &Owner,
     object: &Object,
-    live: Option<&super::index::Live>,
+    index: &Index,
 ) -> Desired {
-    let live = live.cloned().unwrap_or_default();
-    let (verdict, mut objects) = match derive_in(snapshot, world, mesh, ctx, object) {
-        Ok(derived) => (Verdict::Authorized, derived.objects),
-        Err(CompileError::Denied { gates, .. }) => (Verdict::Denied(gates), Vec::new()),
-        Err(e) => (Verdict::Failed(e.to_string()), Vec::new()),
+    let live = index
+        .live(&ObjectKey::of(object))
+        .cloned()
+        .unwrap_or_default();
+    let (verdict, mut objects) = match object {
+        Object::Restore(restore) => decide_restore(snapshot, world, index, restore, object),
+        _ => match derive_in(snapshot, world, mesh, ctx, object) {
+            Ok(derived) => (Verdict::Authorized, derived.objects),
+            Err(CompileError::Denied { gates, .. }) => (Verdict::Denied(gates), Vec::new()),
+            Err(e) => (Verdict::Failed(e.to_string()), Vec::new()),
+        },
     };
     if !live.uid.is_empty() {
         let reference = json!([{
@@ -293,8 +324,13 @@ pub(crate) fn decide(
             "uid": live.uid,
             "controller": true,
         }]);
+        // A cluster-scoped owner (a backup, a restore) owns its objects in any namespace;
+        // a namespaced one only those in its own.
         for o in &mut objects {
-            if o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(&owner.namespace) {
+            if owner.namespace.is_empty()
+                || o.pointer("/metadata/namespace").and_then(Value::as_str)
+                    == Some(&owner.namespace)
+            {
                 o["metadata"]["ownerReferences"] = reference.clone();
             }
         }

@@ -368,7 +368,20 @@ fn policies_changed(mut kept: Kept, index: &Index) -> Result<(Kept, Made), Strin
         }
     }
     kept.reads_any_workload = reads_any_workload(&snapshot);
-    let derived = derive_again(&snapshot, world, &kept, index, &reached);
+    let mut derived = derive_again(&snapshot, world, &kept, index, &reached);
+    // Backups and restores are few, and a restore is a Cedar decision: all are decided
+    // again on any policy change.
+    derived.extend(world.objects().filter_map(|(key, object)| {
+        let kind = object.kind()?;
+        if !kind.derives() || kind.is_workload() {
+            return None;
+        }
+        let owner = owner_of(key, object)?;
+        let desired = decide(
+            &snapshot, world, &kept.mesh, &kept.ctx, &owner, object, index,
+        );
+        Some((owner, Arc::new(desired)))
+    }));
     let count = derived.len();
     let mut workloads = last.workloads.clone();
     workloads.extend(derived);
@@ -409,13 +422,7 @@ fn derive_again(
         .filter_map(|(key, object)| {
             let owner = owner_of(key, object)?;
             let desired = decide(
-                snapshot,
-                world,
-                &kept.mesh,
-                &kept.ctx,
-                &owner,
-                object,
-                index.live(key),
+                snapshot, world, &kept.mesh, &kept.ctx, &owner, object, index,
             );
             Some((owner, Arc::new(desired)))
         })

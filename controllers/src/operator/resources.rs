@@ -62,6 +62,12 @@ pub const DERIVED: &[DerivedKind] = &[
         Infrastructure,
     ),
     k(
+        "cert-manager.io/v1",
+        "ClusterIssuer",
+        "clusterissuers",
+        Infrastructure,
+    ),
+    k(
         "cilium.io/v2",
         "CiliumNetworkPolicy",
         "ciliumnetworkpolicies",
@@ -95,6 +101,12 @@ pub const DERIVED: &[DerivedKind] = &[
         "source.toolkit.fluxcd.io/v1",
         "OCIRepository",
         "ocirepositories",
+        Infrastructure,
+    ),
+    k(
+        "velero.io/v1",
+        "BackupStorageLocation",
+        "backupstoragelocations",
         Infrastructure,
     ),
     k("v1", "Service", "services", Workload),
@@ -132,6 +144,9 @@ pub const DERIVED: &[DerivedKind] = &[
         "vmservicescrapes",
         Workload,
     ),
+    k("velero.io/v1", "Schedule", "schedules", Workload),
+    k("velero.io/v1", "Backup", "backups", Workload),
+    k("velero.io/v1", "Restore", "restores", Workload),
     k(
         "keda.sh/v1alpha1",
         "ScaledObject",

@@ -63,7 +63,7 @@ pub struct State {
     pub metrics: Metrics,
     connections: Arc<tokio::sync::Semaphore>,
     body_bytes: Arc<tokio::sync::Semaphore>,
-    /// Stamps the CedarPolicy writes `/mutate` admits (see [`super::stamp`]).
+    /// Stamps the CedarPolicy and LatticeRestore writes `/mutate` admits (see [`super::stamp`]).
     admission: RwLock<Option<Arc<AdmissionKey>>>,
     /// Proves admitted CedarPolicy writes widen nothing (off unless set; see [`super::proof`]).
     proofs: RwLock<Option<super::proof::PolicyProofs>>,
@@ -101,7 +101,7 @@ impl State {
         }
     }
 
-    /// The key `/mutate` stamps admitted CedarPolicy writes with.
+    /// The key `/mutate` stamps admitted CedarPolicy and LatticeRestore writes with.
     pub fn set_admission_key(&self, key: Arc<AdmissionKey>) {
         if let Ok(mut k) = self.admission.write() {
             *k = Some(key);
@@ -395,15 +395,15 @@ async fn validate(
     json(&response.into_review())
 }
 
-/// The patch that stamps an admitted CedarPolicy create or update (none for anything
-/// else). Without a key nothing can be stamped, and the write is refused: the operator
-/// would not load it.
+/// The patch that stamps an admitted CedarPolicy or LatticeRestore create or update (none
+/// for anything else). Without a key nothing can be stamped, and the write is refused: the
+/// operator would not act on it.
 fn stamp_patch(
     state: &State,
     review: &review::Review,
 ) -> Result<Option<json_patch::Patch>, String> {
     use kube::core::admission::Operation;
-    if review.kind != "CedarPolicy"
+    if !matches!(review.kind.as_str(), "CedarPolicy" | "LatticeRestore")
         || !matches!(review.operation, Operation::Create | Operation::Update)
     {
         return Ok(None);
@@ -413,17 +413,25 @@ fn stamp_patch(
         .read()
         .ok()
         .and_then(|k| k.clone())
-        .ok_or("this webhook has no admission key (--admission-key), so it cannot stamp the policy the operator would load")?;
+        .ok_or("this webhook has no admission key (--admission-key), so it cannot stamp what the operator would act on")?;
     let object = review.object.as_ref().ok_or("no object to stamp")?;
-    let spec: lattice_schemas::crd::policy::CedarPolicySpec =
-        serde_json::from_value(object.get("spec").cloned().unwrap_or_default())
-            .map_err(|e| format!("the policy's spec cannot be read: {e}"))?;
-    let ns = review.namespace.as_deref().unwrap_or_default();
+    let spec = object.get("spec").cloned().unwrap_or_default();
     let name = object
         .pointer("/metadata/name")
         .and_then(serde_json::Value::as_str)
         .unwrap_or(&review.name);
-    let value = key.stamp(ns, name, &spec, &review.requester);
+    let place = super::stamp::place(&review.kind, review.namespace.as_deref());
+    // Stamped as the operator reads it back: the typed spec, defaults filled in.
+    let value = if review.kind == "CedarPolicy" {
+        let spec: lattice_schemas::crd::policy::CedarPolicySpec = serde_json::from_value(spec)
+            .map_err(|e| format!("the policy's spec cannot be read: {e}"))?;
+        key.stamp(place, name, &spec, &review.requester)
+    } else {
+        let spec: lattice_schemas::crd::backup::LatticeRestoreSpec =
+            serde_json::from_value(spec)
+                .map_err(|e| format!("the restore's spec cannot be read: {e}"))?;
+        key.stamp(place, name, &spec, &review.requester)
+    };
     let has_annotations = object
         .pointer("/metadata/annotations")
         .is_some_and(serde_json::Value::is_object);

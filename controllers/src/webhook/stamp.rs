@@ -1,5 +1,6 @@
-//! The admission stamp: proof, carried on a CedarPolicy, that the webhook allowed
-//! `ManagePolicy` for the user who wrote exactly this spec.
+//! The admission stamp: proof, carried on a CedarPolicy or a LatticeRestore, that the
+//! webhook allowed its question (`ManagePolicy`, `Restore`) for the user who wrote exactly
+//! this spec.
 //!
 //! Kubernetes does not record who wrote an object, so a policy written while the webhook
 //! was down, or with its configuration removed, would otherwise reach the operator looking
@@ -9,11 +10,12 @@
 //! webhook and the operator share (`--admission-key`, a Secret). The operator loads a
 //! CedarPolicy only when the stamp verifies for its current spec; anything else is refused
 //! with a status that says why, and the version accepted before (if any) stays in force.
+//! A LatticeRestore's stamp names the user the operator asks `Restore` for again before it
+//! derives anything; without one that verifies, nothing is restored.
 
 use std::path::Path;
 
 use lattice_gates::admission::Requester;
-use lattice_schemas::crd::policy::CedarPolicySpec;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
@@ -69,12 +71,13 @@ impl AdmissionKey {
         Ok(AdmissionKey(key))
     }
 
-    /// The annotation value for `requester` writing `spec` as `namespace/name`.
-    pub fn stamp(
+    /// The annotation value for `requester` writing `spec` as `name` at `place` (see
+    /// [`place`]).
+    pub fn stamp<S: Serialize>(
         &self,
         namespace: &str,
         name: &str,
-        spec: &CedarPolicySpec,
+        spec: &S,
         requester: &Requester,
     ) -> String {
         let tag = hmac::sign(&self.0, &message(namespace, name, spec, requester));
@@ -87,11 +90,11 @@ impl AdmissionKey {
     }
 
     /// Who the webhook admitted this exact spec for, or why the stamp does not hold.
-    pub fn verify(
+    pub fn verify<S: Serialize>(
         &self,
         namespace: &str,
         name: &str,
-        spec: &CedarPolicySpec,
+        spec: &S,
         annotation: Option<&str>,
     ) -> Result<Requester, String> {
         let text = annotation.ok_or_else(|| {
@@ -114,10 +117,20 @@ impl AdmissionKey {
     }
 }
 
-/// What a stamp covers: where the policy lives, exactly what it says (its spec as JSON,
+/// Where a stamped object lives, as its stamp covers it: a CedarPolicy's namespace, or for a
+/// cluster-scoped kind its kind's name (no namespace can be named so: names are lowercase),
+/// so no stamp moves between kinds.
+pub fn place<'a>(kind: &'a str, namespace: Option<&'a str>) -> &'a str {
+    match namespace {
+        Some(ns) if kind == "CedarPolicy" => ns,
+        _ => kind,
+    }
+}
+
+/// What a stamp covers: where the object lives, exactly what it says (its spec as JSON,
 /// fields in declaration order) and who wrote it. Lines are separated by NUL, which none of
 /// the parts can hold unescaped.
-fn message(namespace: &str, name: &str, spec: &CedarPolicySpec, requester: &Requester) -> Vec<u8> {
+fn message<S: Serialize>(namespace: &str, name: &str, spec: &S, requester: &Requester) -> Vec<u8> {
     let spec = serde_json::to_string(spec).expect("a spec serializes");
     let mut out = Vec::new();
     for part in [namespace, name, spec.as_str(), requester.username.as_str()] {
@@ -144,6 +157,7 @@ fn hex_bytes(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lattice_schemas::crd::policy::CedarPolicySpec;
 
     fn spec(text: &str) -> CedarPolicySpec {
         CedarPolicySpec {
@@ -180,5 +194,33 @@ mod tests {
         );
         assert!(key.verify("shop", "p", &s, Some("{")).is_err());
         assert!(AdmissionKey::from_bytes(b"short").is_err());
+    }
+
+    #[test]
+    fn a_restore_stamp_covers_its_spec_and_moves_to_no_other_kind() {
+        use lattice_schemas::crd::backup::LatticeRestoreSpec;
+        let key = AdmissionKey::from_bytes(&[7u8; 32]).unwrap();
+        let pat = Requester {
+            username: "pat".into(),
+            groups: vec!["lattice:platform-admins".into()],
+        };
+        let spec = LatticeRestoreSpec {
+            cluster_backup_ref: Some("nightly".into()),
+            include_namespaces: vec!["shop".into()],
+            restore_volumes: true,
+            ..Default::default()
+        };
+        let at = place("LatticeRestore", None);
+        let stamp = key.stamp(at, "r", &spec, &pat);
+        assert_eq!(key.verify(at, "r", &spec, Some(&stamp)).unwrap(), pat);
+        // Widened after admission: every namespace. Refused.
+        let widened = LatticeRestoreSpec {
+            include_namespaces: Vec::new(),
+            ..spec.clone()
+        };
+        assert!(key.verify(at, "r", &widened, Some(&stamp)).is_err());
+        // A CedarPolicy's place is its namespace, never a kind's name.
+        assert_eq!(place("CedarPolicy", Some("shop")), "shop");
+        assert!(key.verify("shop", "r", &spec, Some(&stamp)).is_err());
     }
 }

@@ -324,6 +324,23 @@ pub fn stamped(mut policy: Value) -> Value {
     policy
 }
 
+/// A LatticeRestore stamped as the webhook stamps a write it admitted for `user` in
+/// `groups`: the user the operator asks `Restore` for again.
+pub fn stamped_restore(mut restore: Value, user: &str, groups: &[&str]) -> Value {
+    use lattice_controllers::webhook::stamp::{ANNOTATION, AdmissionKey, place};
+    let key = AdmissionKey::from_bytes(&ADMISSION_KEY).unwrap();
+    let spec: lattice_schemas::crd::backup::LatticeRestoreSpec =
+        serde_json::from_value(restore["spec"].clone()).unwrap();
+    let name = restore["metadata"]["name"].as_str().unwrap().to_owned();
+    let requester = lattice_gates::admission::Requester {
+        username: user.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    };
+    restore["metadata"]["annotations"][ANNOTATION] =
+        json!(key.stamp(place("LatticeRestore", None), &name, &spec, &requester));
+    restore
+}
+
 /// Applies every Lattice object and Namespace in `yaml`; CedarPolicies carry the stamp of
 /// an admitted write (see [`stamped`]).
 pub async fn apply_yaml(client: &Client, yaml: &str) {

@@ -54,7 +54,9 @@ pub struct LatticeClusterSpec {
     /// Install the monitoring stack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<bool>,
-    /// Enable scheduled backups.
+    /// Asks for scheduled backups. The cluster the platform runs in has them once a
+    /// LatticeClusterBackup schedules every namespace (Velero); Cedar's `Cluster.backups`
+    /// reads that, not this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<bool>,
     /// Install the External Secrets Operator.

@@ -3,11 +3,13 @@
 // `printcolumn(…, type_ = "string", …)` repeats attribute names across columns by design.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod backup;
 pub mod cluster;
 pub mod common;
 pub mod compliance_profile;
 pub mod image_provider;
 pub mod infra_provider;
+pub mod issuer;
 pub mod job;
 pub mod mesh_member;
 pub mod model;
@@ -23,6 +25,7 @@ pub mod workload;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use backup::{LatticeClusterBackup, LatticeRestore};
 pub use cluster::LatticeCluster;
 pub use common::{
     API_VERSION, Condition, ConditionStatus, EnforcementMode, GROUP, PodSecurityLevel, VERSION,
@@ -30,6 +33,7 @@ pub use common::{
 pub use compliance_profile::LatticeComplianceProfile;
 pub use image_provider::ImageProvider;
 pub use infra_provider::InfraProvider;
+pub use issuer::{CertIssuer, DNSProvider};
 pub use job::LatticeJob;
 pub use mesh_member::LatticeMeshMember;
 pub use model::LatticeModel;
@@ -58,11 +62,15 @@ pub enum Kind {
     LatticeComplianceProfile,
     OIDCProvider,
     LatticeQuota,
+    LatticeClusterBackup,
+    LatticeRestore,
+    CertIssuer,
+    DNSProvider,
 }
 
 impl Kind {
     /// All kinds.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 18] = [
         Kind::LatticeService,
         Kind::LatticeJob,
         Kind::LatticeModel,
@@ -77,6 +85,10 @@ impl Kind {
         Kind::LatticeComplianceProfile,
         Kind::OIDCProvider,
         Kind::LatticeQuota,
+        Kind::LatticeClusterBackup,
+        Kind::LatticeRestore,
+        Kind::CertIssuer,
+        Kind::DNSProvider,
     ];
 
     /// The kind as written in `kind:`.
@@ -96,6 +108,10 @@ impl Kind {
             Kind::LatticeComplianceProfile => "LatticeComplianceProfile",
             Kind::OIDCProvider => "OIDCProvider",
             Kind::LatticeQuota => "LatticeQuota",
+            Kind::LatticeClusterBackup => "LatticeClusterBackup",
+            Kind::LatticeRestore => "LatticeRestore",
+            Kind::CertIssuer => "CertIssuer",
+            Kind::DNSProvider => "DNSProvider",
         }
     }
 
@@ -121,6 +137,10 @@ impl Kind {
             Kind::LatticeComplianceProfile => LatticeComplianceProfile::crd(),
             Kind::OIDCProvider => OIDCProvider::crd(),
             Kind::LatticeQuota => LatticeQuota::crd(),
+            Kind::LatticeClusterBackup => LatticeClusterBackup::crd(),
+            Kind::LatticeRestore => LatticeRestore::crd(),
+            Kind::CertIssuer => CertIssuer::crd(),
+            Kind::DNSProvider => DNSProvider::crd(),
         }
     }
 
@@ -136,6 +156,10 @@ impl Kind {
                 | Kind::LatticeComplianceProfile
                 | Kind::OIDCProvider
                 | Kind::LatticeQuota
+                | Kind::LatticeClusterBackup
+                | Kind::LatticeRestore
+                | Kind::CertIssuer
+                | Kind::DNSProvider
         )
     }
 
@@ -157,6 +181,10 @@ impl Kind {
             Kind::LatticeComplianceProfile => "latticecomplianceprofiles",
             Kind::OIDCProvider => "oidcproviders",
             Kind::LatticeQuota => "latticequotas",
+            Kind::LatticeClusterBackup => "latticeclusterbackups",
+            Kind::LatticeRestore => "latticerestores",
+            Kind::CertIssuer => "certissuers",
+            Kind::DNSProvider => "dnsproviders",
         }
     }
 
@@ -171,6 +199,20 @@ impl Kind {
                 | Kind::LatticeMeshMember
                 | Kind::LatticePackage
         )
+    }
+
+    /// Whether objects of this kind derive Kubernetes objects the operator applies: the
+    /// workloads, the backups and restores (Velero's objects), the certificate issuers
+    /// (cert-manager's) and the DNS providers (external-dns instances).
+    pub fn derives(self) -> bool {
+        self.is_workload()
+            || matches!(
+                self,
+                Kind::LatticeClusterBackup
+                    | Kind::LatticeRestore
+                    | Kind::CertIssuer
+                    | Kind::DNSProvider
+            )
     }
 }
 

@@ -41,6 +41,10 @@ pub enum Object {
     ComplianceProfile(crd::LatticeComplianceProfile),
     OidcProvider(crd::OIDCProvider),
     Quota(crd::LatticeQuota),
+    ClusterBackup(crd::LatticeClusterBackup),
+    Restore(crd::LatticeRestore),
+    CertIssuer(crd::CertIssuer),
+    DnsProvider(crd::DNSProvider),
     /// A core/v1 Namespace (its labels are world facts).
     Namespace(Namespace),
     /// A Kubernetes object of another kind Lattice decides and scans (a Pod or a workload
@@ -66,6 +70,10 @@ impl Object {
             Object::ComplianceProfile(o) => &o.metadata,
             Object::OidcProvider(o) => &o.metadata,
             Object::Quota(o) => &o.metadata,
+            Object::ClusterBackup(o) => &o.metadata,
+            Object::Restore(o) => &o.metadata,
+            Object::CertIssuer(o) => &o.metadata,
+            Object::DnsProvider(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::Core(o) => &o.metadata,
         }
@@ -108,6 +116,10 @@ impl Object {
             Object::ComplianceProfile(_) => Kind::LatticeComplianceProfile,
             Object::OidcProvider(_) => Kind::OIDCProvider,
             Object::Quota(_) => Kind::LatticeQuota,
+            Object::ClusterBackup(_) => Kind::LatticeClusterBackup,
+            Object::Restore(_) => Kind::LatticeRestore,
+            Object::CertIssuer(_) => Kind::CertIssuer,
+            Object::DnsProvider(_) => Kind::DNSProvider,
             Object::Namespace(_) | Object::Core(_) => return None,
         })
     }
@@ -606,6 +618,10 @@ impl Target {
             Kind::LatticeComplianceProfile => typed(value).map(Object::ComplianceProfile),
             Kind::OIDCProvider => typed(value).map(Object::OidcProvider),
             Kind::LatticeQuota => typed(value).map(Object::Quota),
+            Kind::LatticeClusterBackup => typed(value).map(Object::ClusterBackup),
+            Kind::LatticeRestore => typed(value).map(Object::Restore),
+            Kind::CertIssuer => typed(value).map(Object::CertIssuer),
+            Kind::DNSProvider => typed(value).map(Object::DnsProvider),
         }
     }
 }

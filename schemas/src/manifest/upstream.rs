@@ -56,21 +56,8 @@ pub struct Migration {
 /// Kinds upstream has and this project does not, with what to use instead.
 const UPSTREAM_ONLY: &[(&str, &str)] = &[
     (
-        "DNSProvider",
-        "this project manages no DNS records; point the names at the gateway with your DNS tooling",
-    ),
-    (
-        "CertIssuer",
-        "this project references issuers (`ingress.tls.issuerRef`) and does not create them; create the cert-manager ClusterIssuer directly",
-    ),
-    ("BackupStore", "backups are not a kind of this project yet"),
-    (
-        "LatticeClusterBackup",
-        "backups are not a kind of this project yet",
-    ),
-    (
-        "LatticeRestore",
-        "backups are not a kind of this project yet",
+        "BackupStore",
+        "write the store into each LatticeClusterBackup's `storage` (this project derives one Velero BackupStorageLocation per backup)",
     ),
     (
         "LatticeClusterRoutes",
@@ -92,6 +79,10 @@ const CLUSTER_SCOPED: &[&str] = &[
     "TrustPolicy",
     "LatticeComplianceProfile",
     "OIDCProvider",
+    "LatticeClusterBackup",
+    "LatticeRestore",
+    "CertIssuer",
+    "DNSProvider",
 ];
 
 /// Migrates one upstream document.
@@ -180,7 +171,9 @@ pub fn migrate(doc: &Value) -> Migration {
             cedar_policy(&mut cx, spec, &name)
         }
         "LatticePackage" => package(&mut cx, spec),
-        // OIDCProvider's shape is upstream's; TrustPolicy and LatticeComplianceProfile exist
+        "LatticeClusterBackup" => cluster_backup(&mut cx, spec),
+        "CertIssuer" | "DNSProvider" => issuer_or_dns(&mut cx, spec),
+        // OIDCProvider's and LatticeRestore's shapes are upstream's; shape is upstream's; TrustPolicy and LatticeComplianceProfile exist
         // only here: nothing to migrate.
         _ => spec,
     };
@@ -1861,6 +1854,115 @@ fn package(cx: &mut Cx, mut spec: Map<String, Value>) -> Map<String, Value> {
     out
 }
 
+/// Upstream's CertIssuer and DNSProvider are this project's, credentials and all
+/// (`{id, provider, keys}`), except for what would put a credential or a CoreDNS change in
+/// a manifest.
+fn issuer_or_dns(cx: &mut Cx, mut spec: Map<String, Value>) -> Map<String, Value> {
+    if spec.remove("credentialData").is_some() {
+        cx.dropped(
+            "/spec/credentialData",
+            "files are not templated from the credentials here: store the file itself (such as `azure.json`) as a key of the secret in the SecretProvider",
+        );
+    }
+    if spec.remove("resolver").is_some() {
+        cx.dropped(
+            "/spec/resolver",
+            "the platform does not configure CoreDNS: forward a private zone with your cluster's DNS",
+        );
+    }
+    if spec.remove("designate").is_some() {
+        cx.dropped(
+            "/spec/designate",
+            "external-dns finds the zone by its name (`zone`); OpenStack's region and account are the `OS_*` keys of the credentials",
+        );
+    }
+    spec
+}
+
+/// Upstream's backup names a BackupStore and counts retention in days; here the storage is
+/// the backup's own and retention is Velero's `ttl`.
+fn cluster_backup(cx: &mut Cx, mut spec: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    put(&mut out, "schedule", spec.remove("schedule"));
+    if let Some(store) = spec.remove("storeRef") {
+        cx.dropped(
+            "/spec/storeRef",
+            format!(
+                "write BackupStore {store}'s storage here as `storage` (provider, bucket, credentials); without it Velero's default storage location is used"
+            ),
+        );
+    }
+    if let Some(mut scope) = take_map(&mut spec, "scope") {
+        let mut kept = Map::new();
+        put(
+            &mut kept,
+            "includeNamespaces",
+            scope.remove("includeNamespaces"),
+        );
+        put(
+            &mut kept,
+            "excludeNamespaces",
+            scope.remove("excludeNamespaces"),
+        );
+        if let Some(selector) = scope.remove("workloadNamespaces") {
+            match selector.get("matchLabels") {
+                Some(labels @ Value::Object(_)) => {
+                    kept.insert("namespaceSelector".into(), labels.clone());
+                    cx.rewritten(
+                        "/spec/scope/workloadNamespaces",
+                        "the namespaces' labels are `scope.namespaceSelector` here",
+                    );
+                }
+                _ => cx.dropped(
+                    "/spec/scope/workloadNamespaces",
+                    "only `matchLabels` carries over (as `scope.namespaceSelector`)",
+                ),
+            }
+        }
+        for key in ["controlPlane", "gpuPaasResources"] {
+            if scope.remove(key).is_some() {
+                cx.dropped(
+                    &format!("/spec/scope/{key}"),
+                    "a whole-cluster backup takes every kind; name namespaces to narrow it",
+                );
+            }
+        }
+        cx.rest(scope, "/spec/scope", "");
+        if !kept.is_empty() {
+            out.insert("scope".into(), Value::Object(kept));
+        }
+    }
+    if let Some(mut retention) = take_map(&mut spec, "retention") {
+        let daily = retention.remove("daily");
+        let mut kept = Map::new();
+        put(&mut kept, "ttl", retention.remove("ttl"));
+        if let Some(days) = daily.as_ref().and_then(Value::as_u64) {
+            if kept.is_empty() {
+                kept.insert("ttl".into(), json!(format!("{}h", days * 24)));
+                cx.rewritten(
+                    "/spec/retention/daily",
+                    format!(
+                        "Velero keeps each backup for a time: {days} days is `ttl: {}h`",
+                        days * 24
+                    ),
+                );
+            } else {
+                cx.dropped(
+                    "/spec/retention/daily",
+                    "`ttl` says how long backups are kept",
+                );
+            }
+        }
+        cx.rest(retention, "/spec/retention", "");
+        if !kept.is_empty() {
+            out.insert("retention".into(), Value::Object(kept));
+        }
+    }
+    put(&mut out, "paused", spec.remove("paused"));
+    cx.rest(spec, "/spec", "");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1870,6 +1972,36 @@ mod tests {
             .iter()
             .map(|n| (n.pointer.as_str(), n.change))
             .collect()
+    }
+
+    #[test]
+    fn an_upstream_backup_keeps_its_schedule_and_scope_and_says_where_its_store_goes() {
+        let up = json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeClusterBackup",
+            "metadata": {"name": "nightly", "namespace": "lattice-system"},
+            "spec": {
+                "schedule": "0 2 * * *", "storeRef": "production-s3",
+                "scope": {"controlPlane": true, "workloadNamespaces": {"matchLabels": {"tier": "prod"}},
+                          "excludeNamespaces": ["scratch"]},
+                "retention": {"daily": 30}, "paused": false
+            }
+        });
+        let m = migrate(&up);
+        let v = m.value.clone().expect("carried over");
+        assert_eq!(v["metadata"].get("namespace"), None);
+        assert_eq!(
+            v["spec"],
+            json!({"schedule": "0 2 * * *", "scope": {"excludeNamespaces": ["scratch"], "namespaceSelector": {"tier": "prod"}},
+                   "retention": {"ttl": "720h"}, "paused": false})
+        );
+        let notes = pointers(&m);
+        assert!(notes.contains(&("/spec/storeRef", Change::Dropped)));
+        assert!(notes.contains(&("/spec/retention/daily", Change::Rewritten)));
+        assert!(notes.contains(&("/spec/scope/controlPlane", Change::Dropped)));
+        assert!(m.notes.iter().any(|n| n.reason.contains("production-s3")));
+        // What it migrated to loads as this project's kind.
+        let back: crate::crd::LatticeClusterBackup = serde_json::from_value(v).unwrap();
+        assert_eq!(back.spec.retention.ttl.as_deref(), Some("720h"));
     }
 
     #[test]
@@ -1939,7 +2071,7 @@ mod tests {
     #[test]
     fn kinds_only_upstream_has_are_reported_whole() {
         let m = migrate(
-            &json!({"apiVersion": "lattice.dev/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "d"}, "spec": {}}),
+            &json!({"apiVersion": "lattice.dev/v1alpha1", "kind": "BackupStore", "metadata": {"name": "d"}, "spec": {}}),
         );
         assert!(m.value.is_none());
         assert_eq!(m.notes[0].change, Change::NotCarried);

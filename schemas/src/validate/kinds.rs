@@ -54,6 +54,10 @@ pub(crate) fn check(cx: &mut Ctx) {
         Object::ComplianceProfile(c) => compliance_profile(cx, &c.spec),
         Object::OidcProvider(p) => oidc_provider(cx, &p.spec),
         Object::Quota(q) => quota(cx, &q.spec),
+        Object::ClusterBackup(b) => cluster_backup(cx, &b.spec),
+        Object::Restore(r) => restore(cx, &r.spec),
+        Object::CertIssuer(i) => cert_issuer(cx, &i.spec),
+        Object::DnsProvider(d) => dns_provider(cx, &d.spec),
         // Read as its Kubernetes type on load; what it may do is decided, not validated.
         Object::Core(_) => {}
     }
@@ -963,6 +967,370 @@ fn quota(cx: &mut Ctx, q: &crd::quota::LatticeQuotaSpec) {
             .warning(),
         );
     }
+}
+
+fn cluster_backup(cx: &mut Ctx, b: &crd::backup::LatticeClusterBackupSpec) {
+    if let Some(schedule) = &b.schedule
+        && !is_cron(schedule)
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::backup::schedule",
+                "/spec/schedule",
+                format!("`{schedule}` is not a cron schedule"),
+            )
+            .with_help("write five fields (minute hour day month weekday), such as `0 2 * * *`, or `@daily`; leave `schedule` out to take one backup now"),
+        );
+    }
+    if let Some(ttl) = &b.retention.ttl
+        && !is_duration(ttl)
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::format::duration",
+                "/spec/retention/ttl",
+                format!("`{ttl}` is not a duration"),
+            )
+            .with_help("write a Go duration such as `720h` (30 days) or `168h`"),
+        );
+    }
+    let scope = &b.scope;
+    if !scope.include_namespaces.is_empty() && scope.namespace_selector.is_some() {
+        cx.push(
+            cx.m.error_at(
+                "lattice::backup::scope",
+                "/spec/scope",
+                "a backup names its namespaces both by list and by selector",
+            )
+            .with_help("keep `includeNamespaces` (these namespaces) or `namespaceSelector` (the namespaces with these labels), not both"),
+        );
+    }
+    if scope
+        .namespace_selector
+        .as_ref()
+        .is_some_and(|s| s.is_empty())
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::backup::scope",
+                "/spec/scope/namespaceSelector",
+                "an empty selector would select every namespace",
+            )
+            .with_help("name at least one label, or leave `scope` out to back up every namespace"),
+        );
+    }
+    namespace_lists(
+        cx,
+        "lattice::backup::scope",
+        "/spec/scope",
+        &scope.include_namespaces,
+        &scope.exclude_namespaces,
+    );
+    let Some(storage) = &b.storage else {
+        return;
+    };
+    if storage.bucket.contains('/') {
+        cx.push(
+            cx.m.error_at(
+                "lattice::backup::storage",
+                "/spec/storage/bucket",
+                format!("`{}` is not a bucket name", storage.bucket),
+            )
+            .with_help("name the bucket alone; a path inside it is the `prefix`"),
+        );
+    }
+    let s3_only = [
+        ("region", storage.region.is_some()),
+        ("endpoint", storage.endpoint.is_some()),
+        ("forcePathStyle", storage.force_path_style.is_some()),
+    ];
+    if storage.provider != crd::backup::StorageProvider::S3 {
+        for (field, _) in s3_only.iter().filter(|(_, set)| *set) {
+            cx.push(cx.m.error_at(
+                "lattice::backup::storage",
+                &format!("/spec/storage/{field}"),
+                format!("`{field}` is an S3 setting, and this store is not S3"),
+            ));
+        }
+    }
+    if let Some(endpoint) = &storage.endpoint {
+        tls_url(
+            cx,
+            "lattice::backup::storage",
+            "/spec/storage/endpoint",
+            endpoint,
+            "the cluster's backups and the store's credentials would cross the network in the clear",
+        );
+    }
+    if let Some(creds) = &storage.credentials
+        && let Some(key) = &creds.key
+        && !is_secret_key(key)
+    {
+        cx.push(cx.m.error_at(
+            "lattice::backup::storage",
+            "/spec/storage/credentials/key",
+            format!("`{key}` is not a secret key"),
+        ));
+    }
+}
+
+fn restore(cx: &mut Ctx, r: &crd::backup::LatticeRestoreSpec) {
+    if r.backup_name.is_none() && r.cluster_backup_ref.is_none() {
+        cx.push(
+            cx.m.error_at("lattice::restore::source", "/spec", "the restore names no backup")
+                .with_help("set `backupName` (a Velero backup) or `clusterBackupRef` (a LatticeClusterBackup, whose latest backup is restored)"),
+        );
+    }
+    for (field, v) in [
+        ("backupName", &r.backup_name),
+        ("clusterBackupRef", &r.cluster_backup_ref),
+    ] {
+        if let Some(v) = v
+            && !super::format::is_host_name(v)
+        {
+            cx.push(cx.m.error_at(
+                "lattice::restore::source",
+                &format!("/spec/{field}"),
+                format!("`{v}` is not an object name"),
+            ));
+        }
+    }
+    namespace_lists(
+        cx,
+        "lattice::restore::scope",
+        "/spec",
+        &r.include_namespaces,
+        &r.exclude_namespaces,
+    );
+}
+
+fn cert_issuer(cx: &mut Ctx, i: &crd::issuer::CertIssuerSpec) {
+    use crd::issuer::IssuerType;
+    let blocks = [
+        ("acme", i.acme.is_some()),
+        ("ca", i.ca.is_some()),
+        ("vault", i.vault.is_some()),
+    ];
+    let wanted = i.type_.as_str();
+    other_blocks(cx, "lattice::issuer::config", "issuer", wanted, &blocks);
+    let missing = match i.type_ {
+        IssuerType::Acme => i.acme.is_none(),
+        IssuerType::Ca => i.ca.is_none(),
+        IssuerType::Vault => i.vault.is_none(),
+        IssuerType::SelfSigned => false,
+    };
+    if missing {
+        cx.push(
+            cx.m.error_at(
+                "lattice::issuer::config",
+                "/spec",
+                format!("a `{wanted}` issuer without its `{wanted}` block"),
+            )
+            .with_help(match i.type_ {
+                IssuerType::Acme => "add `acme: {server: https://…, email: …, dnsProviderRef: …}`",
+                IssuerType::Ca => "add `ca: {credentials: {provider: …, id: …}}`: a secret with `tls.crt` and `tls.key`",
+                _ => "add `vault: {server: https://…, path: pki/sign/…, authCredentials: {provider: …, id: …}}`",
+            }),
+        );
+    }
+    let https = |cx: &mut Ctx, url: &str, at: &str| {
+        if !url.starts_with("https://") {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::issuer::config",
+                    at,
+                    format!("`{url}` is not an https:// URL"),
+                )
+                .with_help("certificates are requested over TLS: write the server as `https://…`"),
+            );
+        }
+    };
+    if let Some(acme) = &i.acme {
+        https(cx, &acme.server, "/spec/acme/server");
+        if acme.dns_provider_ref.is_some() == acme.http01_gateway.is_some() {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::issuer::acme",
+                    "/spec/acme",
+                    "an ACME issuer answers its challenges through exactly one of `dnsProviderRef` and `http01Gateway`",
+                )
+                .with_help("name a DNSProvider (DNS-01, any host in its zone) or a Gateway serving HTTP on port 80 for the hosts (HTTP-01)"),
+            );
+        }
+        if let Some(email) = &acme.email
+            && !email.contains('@')
+        {
+            cx.push(cx.m.error_at(
+                "lattice::issuer::acme",
+                "/spec/acme/email",
+                format!("`{email}` is not an email address"),
+            ));
+        }
+    }
+    if let Some(vault) = &i.vault {
+        https(cx, &vault.server, "/spec/vault/server");
+        if vault.auth_credentials.keys.len() > 1 {
+            cx.push(
+                cx.m.error_at(
+                    "lattice::issuer::config",
+                    "/spec/vault/authCredentials/keys",
+                    "a Vault token is one key",
+                )
+                .with_help("list the one key holding the token, or none for `token`"),
+            );
+        }
+    }
+    if let Some(ca) = &i.ca
+        && let Some(other) = ca
+            .credentials
+            .keys
+            .iter()
+            .find(|k| *k != "tls.crt" && *k != "tls.key")
+    {
+        cx.push(
+            cx.m.error_at(
+                "lattice::issuer::config",
+                "/spec/ca/credentials/keys",
+                format!("a CA issuer reads `tls.crt` and `tls.key`, not `{other}`"),
+            )
+            .with_help("store the CA's certificate and key under `tls.crt` and `tls.key`"),
+        );
+    }
+}
+
+fn dns_provider(cx: &mut Ctx, d: &crd::issuer::DNSProviderSpec) {
+    use crd::issuer::DnsProviderType as T;
+    let zone = d.zone.trim_end_matches('.');
+    if !super::format::is_host_name(zone) || zone.starts_with("*.") || !zone.contains('.') {
+        cx.push(
+            cx.m.error_at(
+                "lattice::dns::zone",
+                "/spec/zone",
+                format!("`{}` is not a DNS zone", d.zone),
+            )
+            .with_help("write the zone's name, such as `example.com` or `apps.example.com`"),
+        );
+    }
+    let blocks = [
+        ("route53", d.route53.is_some()),
+        ("cloudflare", d.cloudflare.is_some()),
+        ("google", d.google.is_some()),
+        ("azure", d.azure.is_some()),
+        ("pihole", d.pihole.is_some()),
+    ];
+    other_blocks(
+        cx,
+        "lattice::dns::config",
+        "provider",
+        d.type_.as_str(),
+        &blocks,
+    );
+    let missing = match d.type_ {
+        T::Google => d.google.is_none(),
+        T::Azure => d.azure.is_none(),
+        T::Pihole => d.pihole.is_none(),
+        _ => false,
+    };
+    if missing {
+        cx.push(cx.m.error_at(
+            "lattice::dns::config",
+            "/spec",
+            format!(
+                "a `{t}` provider without its `{t}` block",
+                t = d.type_.as_str()
+            ),
+        ));
+    }
+    if let Some(p) = &d.pihole {
+        tls_url(
+            cx,
+            "lattice::dns::config",
+            "/spec/pihole/url",
+            &p.url,
+            "the Pi-hole password crosses the network in the clear",
+        );
+    }
+}
+
+/// A kind configured by the block named after its `type`: any other block set is an error.
+fn other_blocks(
+    cx: &mut Ctx,
+    code: &'static str,
+    noun: &str,
+    wanted: &str,
+    blocks: &[(&str, bool)],
+) {
+    for (block, set) in blocks {
+        if *set && *block != wanted {
+            cx.push(
+                cx.m.error_at(
+                    code,
+                    &format!("/spec/{block}"),
+                    format!("a `{wanted}` {noun} has a `{block}` block"),
+                )
+                .with_help(format!("keep only the block of the {noun}'s `type`")),
+            );
+        }
+    }
+}
+
+/// A server's URL: `https://` (plain `http://` is a warning saying what would be exposed,
+/// anything else an error).
+fn tls_url(cx: &mut Ctx, code: &'static str, at: &str, url: &str, exposed: &str) {
+    if url.starts_with("http://") {
+        cx.push(
+            cx.m.error_at(code, at, format!("`{url}` is not TLS: {exposed}"))
+                .with_help("serve it over `https://`")
+                .warning(),
+        );
+    } else if !url.starts_with("https://") {
+        cx.push(
+            cx.m.error_at(code, at, format!("`{url}` is not a URL"))
+                .with_help("write the address as `https://host[:port]`"),
+        );
+    }
+}
+
+/// Namespace lists of a backup or restore: each a namespace name, none in both.
+fn namespace_lists(
+    cx: &mut Ctx,
+    code: &'static str,
+    at: &str,
+    include: &[String],
+    exclude: &[String],
+) {
+    for (field, list) in [
+        ("includeNamespaces", include),
+        ("excludeNamespaces", exclude),
+    ] {
+        for (i, ns) in list.iter().enumerate() {
+            if !is_dns_label(ns) {
+                cx.push(cx.m.error_at(
+                    code,
+                    &format!("{at}/{field}/{i}"),
+                    format!("`{ns}` is not a namespace name"),
+                ));
+            } else if field == "excludeNamespaces" && include.contains(ns) {
+                cx.push(
+                    cx.m.error_at(
+                        code,
+                        &format!("{at}/{field}/{i}"),
+                        format!("`{ns}` is both included and excluded, so it is left out"),
+                    )
+                    .warning(),
+                );
+            }
+        }
+    }
+}
+
+/// A key of a Kubernetes Secret's data.
+fn is_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn collect_strings(v: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
