@@ -45,18 +45,20 @@ fn main() {
             (ready(&client).await == services).then_some(())
         })
         .await;
-        // Baselines are applied in the same pass, after the workloads: wait for them too.
-        let baselines = eventually("every namespace's baseline", limit, || async {
+        // Baselines are applied in the same pass, after the workloads: wait for them too,
+        // until the network policies are exactly each edge's two (the callee's ingress and
+        // the caller's egress) and each namespace's default-deny baseline. Both counts are
+        // read together: namespaces beyond the bench's own (default, …) get their baseline
+        // in the same pass, so a count taken earlier can be one short.
+        let (baselines, policies) = eventually("every namespace's baseline", limit, || async {
             let n = count_labelled(&client, "lattice.dev/baseline=true").await;
-            (n >= NAMESPACES).then_some(n)
+            let policies = count(&client, "cilium.io/v2", "CiliumNetworkPolicy").await;
+            (n >= NAMESPACES && policies == 2 * edges + n).then_some((n, policies))
         })
         .await;
         let deployments = count(&client, "apps/v1", "Deployment").await;
-        let policies = count(&client, "cilium.io/v2", "CiliumNetworkPolicy").await;
         let took = started.elapsed();
         assert_eq!(deployments, services, "{}", operator.logs());
-        // Each edge: the callee's ingress and the caller's egress; each namespace: its
-        // default-deny baseline.
         assert_eq!(policies, 2 * edges + baselines);
         drop(operator);
         drop(env);
