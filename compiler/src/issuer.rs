@@ -15,7 +15,7 @@ use lattice_schemas::crd::issuer::{
 };
 use serde_json::{Value, json};
 
-use crate::objects::{CompileContext, CompileError, meta};
+use crate::objects::{CompileContext, CompileError, labels, meta};
 
 /// The external-dns image a DNSProvider runs unless it names another: the release this
 /// build's arguments were written for.
@@ -113,13 +113,10 @@ pub fn compile_issuer(
             json!({"acme": acme_body})
         }
     };
-    let mut metadata = meta(name, "", name);
-    if let Some(m) = metadata.as_object_mut() {
-        m.remove("namespace");
-    }
     objects.push(json!({
         "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer",
-        "metadata": metadata,
+        // Cluster-scoped: no namespace.
+        "metadata": {"name": name, "labels": labels(name)},
         "spec": body,
     }));
     Ok(objects)
@@ -295,7 +292,7 @@ pub fn compile_dns_provider(
     if !mounts.is_empty() {
         container["volumeMounts"] = json!(mounts);
     }
-    let labels = json!({"app.kubernetes.io/name": instance, "app.kubernetes.io/managed-by": crate::objects::MANAGER});
+    let pod_labels = labels(&instance);
     let mut pod = json!({
         "serviceAccountName": EXTERNAL_DNS_ACCOUNT,
         "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -312,7 +309,7 @@ pub fn compile_dns_provider(
             // One writer per zone: never two at once, even while rolling.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": {"app.kubernetes.io/name": instance}},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod},
         }
     }));
     Ok(objects)

@@ -41,6 +41,23 @@ pub struct Explanation {
     pub why: Why,
 }
 
+impl Explanation {
+    /// What to tell whoever was refused: the `@advice` of the first deciding policy that has
+    /// one, or, for a default deny, of the permit that came closest. `None` when allowed or
+    /// when no such policy says any.
+    pub fn advice(&self) -> Option<String> {
+        match &self.why {
+            Why::Permitted(_) => None,
+            Why::Forbidden(policies) => policies
+                .iter()
+                .find_map(|p| p.annotations.get("advice").cloned()),
+            Why::NothingPermitted(near) => near
+                .iter()
+                .find_map(|n| n.policy.annotations.get("advice").cloned()),
+        }
+    }
+}
+
 impl Snapshot {
     /// Decides `q` and explains the answer.
     pub fn explain(&self, q: &Query) -> Result<Explanation, QueryError> {

@@ -426,25 +426,21 @@ pub fn write_query(
             ("ManageBackup", cluster)
         }
         Object::CertIssuer(i) => {
+            use lattice_schemas::crd::issuer::IssuerType;
             let spec = &i.spec;
-            let (server, credentials) = match (&spec.acme, &spec.ca, &spec.vault) {
-                (Some(a), _, _) if spec.type_ == lattice_schemas::crd::issuer::IssuerType::Acme => {
-                    (a.server.clone(), String::new())
-                }
-                (_, Some(c), _) if spec.type_ == lattice_schemas::crd::issuer::IssuerType::Ca => (
-                    String::new(),
-                    format!("{}:{}", c.credentials.provider, c.credentials.id),
+            let path =
+                |c: &lattice_schemas::crd::issuer::Credentials| format!("{}:{}", c.provider, c.id);
+            let (server, credentials) = match spec.type_ {
+                IssuerType::Acme => (spec.acme.as_ref().map(|a| a.server.clone()), None),
+                IssuerType::Ca => (None, spec.ca.as_ref().map(|c| path(&c.credentials))),
+                IssuerType::Vault => (
+                    spec.vault.as_ref().map(|v| v.server.clone()),
+                    spec.vault.as_ref().map(|v| path(&v.auth_credentials)),
                 ),
-                (_, _, Some(v))
-                    if spec.type_ == lattice_schemas::crd::issuer::IssuerType::Vault =>
-                {
-                    (
-                        v.server.clone(),
-                        format!("{}:{}", v.auth_credentials.provider, v.auth_credentials.id),
-                    )
-                }
-                _ => (String::new(), String::new()),
+                IssuerType::SelfSigned => (None, None),
             };
+            let (server, credentials) =
+                (server.unwrap_or_default(), credentials.unwrap_or_default());
             let dns = spec
                 .acme
                 .as_ref()
@@ -549,15 +545,27 @@ pub fn decide_write(
     requester: &Requester,
     query: &Query,
 ) -> Result<lattice_engine::Explanation, String> {
-    let mut extra = requester.entities();
+    let mut extra = Vec::new();
     if snapshot.entities().get(&query.resource).is_none()
         && query.resource.type_name().basename() == "Namespace"
     {
         let ns = query.resource.id().unescaped().to_owned();
         extra.push(projection.namespace(&ns).map_err(|e| e.to_string())?);
     }
+    explain_as(snapshot, requester, query, extra)
+}
+
+/// Explains `query` on `snapshot` with the requester's entities (and `extra`) taken in.
+fn explain_as(
+    snapshot: &Snapshot,
+    requester: &Requester,
+    query: &Query,
+    extra: Vec<Entity>,
+) -> Result<lattice_engine::Explanation, String> {
+    let mut entities = requester.entities();
+    entities.extend(extra);
     let scoped = snapshot
-        .scoped(extra, std::slice::from_ref(&query.resource))
+        .scoped(entities, std::slice::from_ref(&query.resource))
         .map_err(|e| e.to_string())?;
     scoped.explain(query).map_err(|e| e.to_string())
 }
@@ -588,12 +596,7 @@ pub fn decide_restore(
         };
     let explained = write_query(requester, RESTORE_APPLY, restore, None, world, now)
         .and_then(|q| q.ok_or_else(|| "a restore raises no Restore question".to_owned()))
-        .and_then(|query| {
-            let scoped = snapshot
-                .scoped(requester.entities(), std::slice::from_ref(&query.resource))
-                .map_err(|e| e.to_string())?;
-            scoped.explain(&query).map_err(|e| e.to_string())
-        });
+        .and_then(|query| explain_as(snapshot, requester, &query, Vec::new()));
     let explanation = explained.map_err(|e| {
         denied(
             Vec::new(),
@@ -603,17 +606,7 @@ pub fn decide_restore(
     if explanation.decision.allowed {
         return Ok(());
     }
-    let advice = match &explanation.why {
-        lattice_engine::Why::NothingPermitted(near) => near
-            .iter()
-            .find_map(|n| n.policy.annotations.get("advice").cloned()),
-        _ => explanation
-            .decision
-            .determining
-            .iter()
-            .find_map(|p| p.annotations.get("advice").cloned()),
-    }
-    .unwrap_or_else(|| {
+    let advice = explanation.advice().unwrap_or_else(|| {
         "no policy permits this restore; ask the security team for a permit naming Restore".into()
     });
     Err(denied(

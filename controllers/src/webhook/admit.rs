@@ -366,12 +366,8 @@ fn refusal(
     } else {
         format!("groups {}", user.groups.join(", "))
     };
-    let (why, advice) = match &e.why {
-        lattice_engine::Why::NothingPermitted(near) => (
-            "no policy permits it".to_owned(),
-            near.iter()
-                .find_map(|n| n.policy.annotations.get("advice").cloned()),
-        ),
+    let why = match &e.why {
+        lattice_engine::Why::NothingPermitted(_) => "no policy permits it".to_owned(),
         _ => {
             let ids: Vec<&str> = e
                 .decision
@@ -379,15 +375,10 @@ fn refusal(
                 .iter()
                 .map(|p| p.id.as_str())
                 .collect();
-            (
-                format!("forbidden by {}", ids.join(", ")),
-                e.decision
-                    .determining
-                    .iter()
-                    .find_map(|p| p.annotations.get("advice").cloned()),
-            )
+            format!("forbidden by {}", ids.join(", "))
         }
     };
+    let advice = e.advice();
     let mut message = format!(
         "{} may not {} {} ({groups}): {action} is denied, {why}.",
         user.username,
