@@ -280,7 +280,15 @@ fn read_objects(path: &Path) -> Result<Vec<(usize, Value)>, String> {
     if let Some(e) = errors.first() {
         return Err(diagnostic(e.span.clone(), &e.message));
     }
-    let line = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    // Documents come in order: count lines from the previous one, not from the top, so a
+    // file of 10,000 Pods is read in linear time.
+    let (mut counted_to, mut lines_before) = (0usize, 0usize);
+    let mut line = |offset: usize| {
+        let offset = offset.min(text.len()).max(counted_to);
+        lines_before += text[counted_to..offset].matches('\n').count();
+        counted_to = offset;
+        lines_before + 1
+    };
     let mut out = Vec::new();
     for d in docs {
         if d.value.is_null() {
