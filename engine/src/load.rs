@@ -31,6 +31,13 @@ pub fn load(
     policies: Option<&Path>,
 ) -> Result<(World, PolicyStore), LoadFailure> {
     let world = World::load(world).map_err(|e| LoadFailure::World(Box::new(e.report)))?;
+    let store = policies_for(&world, policies)?;
+    Ok((world, store))
+}
+
+/// The rule packs under `policies` (the bundled packs when `None`) with the CedarPolicy
+/// objects of an already loaded `world` applied, as [`load`] makes them.
+pub fn policies_for(world: &World, policies: Option<&Path>) -> Result<PolicyStore, LoadFailure> {
     let Some(policies) = policies else {
         let mut store = PolicyStore::bundled().map_err(LoadFailure::Policy)?;
         for (_, o) in world.objects() {
@@ -38,7 +45,7 @@ pub fn load(
                 store.apply_object(p).map_err(LoadFailure::Policy)?;
             }
         }
-        return Ok((world, store));
+        return Ok(store);
     };
     if !policies.is_dir() {
         return Err(LoadFailure::NoPacks(format!(
@@ -66,5 +73,5 @@ pub fn load(
             store.apply_object(p).map_err(LoadFailure::Policy)?;
         }
     }
-    Ok((world, store))
+    Ok(store)
 }

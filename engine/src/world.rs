@@ -179,6 +179,16 @@ impl World {
         world
     }
 
+    /// A world of objects with where each was written (`path:line`), as [`World::load`]
+    /// makes it: what a cache of loaded worlds restores.
+    pub fn from_located(objects: Vec<(Object, Arc<str>)>) -> World {
+        let (objects, at): (Vec<Object>, Vec<Arc<str>>) = objects.into_iter().unzip();
+        let keys: Vec<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
+        let mut world = World::from_objects(objects);
+        world.locations = keys.into_iter().zip(at).collect();
+        world
+    }
+
     /// Inserts or replaces an object; returns the one it replaced.
     pub fn upsert(&mut self, object: Object) -> Option<Arc<Object>> {
         let digest = object_digest(&object);
@@ -259,30 +269,5 @@ impl World {
 }
 
 fn object_digest(object: &Object) -> ContentDigest {
-    // Serialization of the typed object is deterministic: maps are ordered and struct
-    // fields have a fixed order.
-    let bytes = match object {
-        Object::Service(o) => serde_json::to_vec(o),
-        Object::Job(o) => serde_json::to_vec(o),
-        Object::Model(o) => serde_json::to_vec(o),
-        Object::MeshMember(o) => serde_json::to_vec(o),
-        Object::Cluster(o) => serde_json::to_vec(o),
-        Object::CedarPolicy(o) => serde_json::to_vec(o),
-        Object::SecretProvider(o) => serde_json::to_vec(o),
-        Object::ImageProvider(o) => serde_json::to_vec(o),
-        Object::TrustPolicy(o) => serde_json::to_vec(o),
-        Object::InfraProvider(o) => serde_json::to_vec(o),
-        Object::Package(o) => serde_json::to_vec(o),
-        Object::ComplianceProfile(o) => serde_json::to_vec(o),
-        Object::OidcProvider(o) => serde_json::to_vec(o),
-        Object::Quota(o) => serde_json::to_vec(o),
-        Object::ClusterBackup(o) => serde_json::to_vec(o),
-        Object::Restore(o) => serde_json::to_vec(o),
-        Object::CertIssuer(o) => serde_json::to_vec(o),
-        Object::DnsProvider(o) => serde_json::to_vec(o),
-        Object::Namespace(o) => serde_json::to_vec(o),
-        Object::Core(o) => serde_json::to_vec(&*o.value),
-    }
-    .unwrap_or_default();
-    Sha256::digest(&bytes).into()
+    Sha256::digest(object.to_api_json()).into()
 }

@@ -11,6 +11,10 @@
 //! quick mode) a 500-service world runs once, checking the answer only. With
 //! `LATTICE_PLAN_WORLD=DIR` the generated world is written there and kept (to profile
 //! `lattice-policy plan DIR` by hand).
+//!
+//! The measured runs load cold (`LATTICE_NO_CACHE=1`); then the same plan runs twice more
+//! through an empty world cache, and the second, which reads the validated world from the
+//! cache the first stored, is reported as the warm time (its document must be the same).
 
 use std::path::Path;
 use std::process::Command;
@@ -21,9 +25,18 @@ mod estate;
 
 use estate::{FANOUT, generate};
 
-fn plan(world: &Path, threads: Option<usize>) -> (Duration, serde_json::Value) {
+/// One `plan` run; with `cache`, through the world cache there, else with none.
+fn plan(
+    world: &Path,
+    threads: Option<usize>,
+    cache: Option<&Path>,
+) -> (Duration, serde_json::Value) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lattice-policy"));
     cmd.arg("plan").arg(world).args(["-o", "json"]);
+    match cache {
+        Some(dir) => cmd.env("LATTICE_CACHE_DIR", dir),
+        None => cmd.env("LATTICE_NO_CACHE", "1"),
+    };
     if let Some(t) = threads {
         cmd.env("RAYON_NUM_THREADS", t.to_string());
     }
@@ -55,8 +68,15 @@ fn main() {
     });
     generate(&dir, n);
 
-    let parallel: Vec<_> = (0..runs).map(|_| plan(&dir, None)).collect();
-    let single: Vec<_> = (0..runs.min(2)).map(|_| plan(&dir, Some(1))).collect();
+    let parallel: Vec<_> = (0..runs).map(|_| plan(&dir, None, None)).collect();
+    let single: Vec<_> = (0..runs.min(2))
+        .map(|_| plan(&dir, Some(1), None))
+        .collect();
+    let cache = std::env::temp_dir().join(format!("lattice-plan-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let _stored = plan(&dir, None, Some(&cache));
+    let warm = plan(&dir, None, Some(&cache));
+    let _ = std::fs::remove_dir_all(&cache);
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -66,7 +86,7 @@ fn main() {
     assert_eq!(workloads, n, "every service is planned");
     let edges = first["mesh"].as_array().map_or(0, Vec::len);
     assert_eq!(edges, n * FANOUT, "every declared edge is decided");
-    for (_, doc) in parallel.iter().chain(&single) {
+    for (_, doc) in parallel.iter().chain(&single).chain(std::iter::once(&warm)) {
         assert_eq!(doc, first, "every run plans the same, on any thread count");
     }
     let t = median(parallel.iter().map(|(d, _)| *d).collect());
@@ -77,5 +97,10 @@ fn main() {
         t.as_secs_f64() * 1e3,
         t1.as_secs_f64() * 1e3,
         t1.as_secs_f64() / t.as_secs_f64()
+    );
+    println!(
+        "plan with the validated world cached (warm): {:.0} ms; ratio to cold {:.2}x",
+        warm.0.as_secs_f64() * 1e3,
+        warm.0.as_secs_f64() / t.as_secs_f64()
     );
 }

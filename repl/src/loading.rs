@@ -125,7 +125,14 @@ fn world_and_store(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let (world, store) = match lattice_engine::load::load(world_paths, policies) {
+    // Through the cache of validated worlds: unchanged manifests are not parsed again.
+    let loaded = crate::world_cache::load(world_paths)
+        .map_err(|e| LoadFailure::World(Box::new(e.report)))
+        .and_then(|(world, _)| {
+            let store = lattice_engine::load::policies_for(&world, policies)?;
+            Ok((world, store))
+        });
+    let (world, store) = match loaded {
         Ok(l) => l,
         Err(LoadFailure::World(report)) => {
             let mut out = String::new();

@@ -20,6 +20,7 @@ mod repl;
 mod session;
 mod style;
 mod validate;
+mod world_cache;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -94,6 +94,36 @@ impl Object {
         target.build(value).map_err(|e| e.to_string())
     }
 
+    /// The object as JSON, as an API server would store it (`apiVersion`, `kind`, …): what
+    /// [`Object::from_api`] reads back. Deterministic: maps are ordered and struct fields
+    /// have a fixed order, so it is also what content digests are taken of.
+    pub fn to_api_json(&self) -> Vec<u8> {
+        match self {
+            Object::Service(o) => serde_json::to_vec(o),
+            Object::Job(o) => serde_json::to_vec(o),
+            Object::Model(o) => serde_json::to_vec(o),
+            Object::MeshMember(o) => serde_json::to_vec(o),
+            Object::Cluster(o) => serde_json::to_vec(o),
+            Object::CedarPolicy(o) => serde_json::to_vec(o),
+            Object::SecretProvider(o) => serde_json::to_vec(o),
+            Object::ImageProvider(o) => serde_json::to_vec(o),
+            Object::TrustPolicy(o) => serde_json::to_vec(o),
+            Object::InfraProvider(o) => serde_json::to_vec(o),
+            Object::Package(o) => serde_json::to_vec(o),
+            Object::ComplianceProfile(o) => serde_json::to_vec(o),
+            Object::OidcProvider(o) => serde_json::to_vec(o),
+            Object::Quota(o) => serde_json::to_vec(o),
+            Object::ClusterBackup(o) => serde_json::to_vec(o),
+            Object::Restore(o) => serde_json::to_vec(o),
+            Object::CertIssuer(o) => serde_json::to_vec(o),
+            Object::DnsProvider(o) => serde_json::to_vec(o),
+            Object::Namespace(o) => serde_json::to_vec(o),
+            Object::Core(o) => serde_json::to_vec(&*o.value),
+        }
+        // Typed objects with string keys always serialize.
+        .unwrap_or_default()
+    }
+
     /// Whether this is a workload (raises derivation gates and mesh edges, derives objects).
     pub fn is_workload(&self) -> bool {
         self.kind().is_some_and(Kind::is_workload)

@@ -1,0 +1,325 @@
+//! A content-addressed cache of loaded worlds: a second run on unchanged manifests skips
+//! YAML parsing and strict schema validation, which are most of a cold load.
+//!
+//! The key is a SHA-256 of this executable's identity (its version, path, size and
+//! modification time: a rebuilt binary may validate differently) and of every input file's
+//! name and content digest, in the order the loader reads them. Any change to any file, or
+//! a file added or removed, is another key; nothing is invalidated by time. Only a world
+//! that loaded without errors is stored, and only when its files did not change while it
+//! loaded. The entry holds each object as the API-server JSON [`Object::from_api`] reads
+//! and where it was written (`path:line`); its body carries its own digest, and an entry
+//! that does not verify or does not type is a miss (it is removed), never an error.
+//!
+//! What the cache holds is the validated world, never a decision or a projection: rule
+//! packs, CedarPolicy objects, image verification and every decision are taken afresh on
+//! each run.
+//!
+//! Where: `$LATTICE_CACHE_DIR`, else `$XDG_CACHE_HOME/lattice`, else `~/.cache/lattice`
+//! (`worlds/`, created 0700, the newest 16 entries kept). `LATTICE_NO_CACHE=1` turns it
+//! off; standard input (`-`) is never cached.
+//!
+//! Hand-written rather than a crate (`cacache`): one file per key, replaced atomically, is
+//! all that is needed, and its format is the API JSON the operator already reads.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lattice_engine::World;
+use lattice_engine::world::LoadError;
+use lattice_schemas::manifest::Object;
+use rayon::prelude::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The entry format; bump it when the layout changes.
+const FORMAT: u64 = 1;
+/// Entries kept; older ones are removed when a new one is written.
+const KEEP: usize = 16;
+
+/// How a load went, for `--timings`-style reporting and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Read from the cache.
+    Hit,
+    /// Loaded from the files and stored.
+    Stored,
+    /// Loaded from the files; not stored (off, standard input, or the load failed).
+    Bypassed,
+}
+
+/// The cache directory, unless the cache is off.
+pub fn dir() -> Option<PathBuf> {
+    if std::env::var_os("LATTICE_NO_CACHE").is_some_and(|v| !v.is_empty() && v != "0") {
+        return None;
+    }
+    if let Some(d) = std::env::var_os("LATTICE_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("worlds"));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("lattice/worlds"))
+}
+
+/// Loads the world at `paths` as [`World::load`] does, through the cache at [`dir`].
+pub fn load(paths: &[PathBuf]) -> Result<(World, CacheUse), LoadError> {
+    match dir() {
+        Some(dir) => load_in(&dir, paths),
+        None => World::load(paths).map(|w| (w, CacheUse::Bypassed)),
+    }
+}
+
+/// [`load`] with the cache at `dir`.
+pub fn load_in(dir: &Path, paths: &[PathBuf]) -> Result<(World, CacheUse), LoadError> {
+    let Some(key) = key(paths) else {
+        return World::load(paths).map(|w| (w, CacheUse::Bypassed));
+    };
+    let entry = dir.join(format!("{key}.json"));
+    if let Some(world) = read(&entry, &key) {
+        return Ok((world, CacheUse::Hit));
+    }
+    let world = World::load(paths)?;
+    // A file edited while it loaded may have been read half before, half after: store
+    // only what the key still names.
+    if self::key(paths).as_deref() == Some(key.as_str()) && write(dir, &entry, &key, &world) {
+        return Ok((world, CacheUse::Stored));
+    }
+    Ok((world, CacheUse::Bypassed))
+}
+
+/// The key of `paths`: `None` when an input cannot be cached (standard input, a path that
+/// cannot be read, which the loader reports).
+fn key(paths: &[PathBuf]) -> Option<String> {
+    if paths.iter().any(|p| p == Path::new("-")) {
+        return None;
+    }
+    let (files, unreadable) = lattice_schemas::validate::input_files(paths);
+    if !unreadable.is_empty() {
+        return None;
+    }
+    let digests: Vec<Option<[u8; 32]>> = files
+        .par_iter()
+        .map(|f| std::fs::read(f).ok().map(|b| Sha256::digest(&b).into()))
+        .collect();
+    let mut h = Sha256::new();
+    h.update(format!(
+        "lattice-world-cache {FORMAT} {}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if let Ok(exe) = std::env::current_exe() {
+        h.update(exe.display().to_string());
+        if let Ok(m) = std::fs::metadata(&exe) {
+            h.update(m.len().to_le_bytes());
+            if let Ok(t) = m.modified()
+                && let Ok(since) = t.duration_since(std::time::UNIX_EPOCH)
+            {
+                h.update(since.as_nanos().to_le_bytes());
+            }
+        }
+    }
+    for (file, digest) in files.iter().zip(digests) {
+        let name = file.display().to_string();
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(digest?);
+    }
+    Some(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The world an entry holds, when it is there, is this key's, verifies and types.
+fn read(entry: &Path, key: &str) -> Option<World> {
+    let bytes = std::fs::read(entry).ok()?;
+    let world = parse(&bytes, key);
+    if world.is_none() {
+        // Damaged or foreign: drop it so the next run stores a good one.
+        let _ = std::fs::remove_file(entry);
+    }
+    world
+}
+
+/// An entry: a header line (`{"format":…,"key":…,"body":"sha256 of the rest"}`), then one
+/// line per object, `{"at": "path:line", "object": {…}}`.
+fn parse(bytes: &[u8], key: &str) -> Option<World> {
+    let newline = bytes.iter().position(|&b| b == b'\n')?;
+    let header: Value = serde_json::from_slice(&bytes[..newline]).ok()?;
+    let body = &bytes[newline + 1..];
+    if header["format"] != FORMAT
+        || header["key"] != key
+        || header["body"] != hex(&Sha256::digest(body)).as_str()
+    {
+        return None;
+    }
+    let lines: Vec<&[u8]> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let objects: Option<Vec<(Object, Arc<str>)>> = lines
+        .par_iter()
+        .map(|line| {
+            let v: Value = serde_json::from_slice(line).ok()?;
+            let at: Arc<str> = v["at"].as_str()?.into();
+            let kind = v["object"]["kind"].as_str()?;
+            let object = Object::from_api(kind, &v["object"]).ok()?;
+            Some((object, at))
+        })
+        .collect();
+    Some(World::from_located(objects?))
+}
+
+/// Stores `world` under `key`, atomically (a temporary file renamed into place), and prunes
+/// the oldest entries. Whether it was stored; a cache that cannot be written is no error.
+fn write(dir: &Path, entry: &Path, key: &str, world: &World) -> bool {
+    let lines: Vec<Vec<u8>> = world
+        .objects()
+        .collect::<Vec<_>>()
+        .par_iter()
+        .map(|(k, o)| {
+            let mut line = Vec::new();
+            line.extend_from_slice(b"{\"at\":");
+            let at = world.location(k).unwrap_or("");
+            line.extend_from_slice(&serde_json::to_vec(at).unwrap_or_default());
+            line.extend_from_slice(b",\"object\":");
+            line.extend_from_slice(&o.to_api_json());
+            line.extend_from_slice(b"}\n");
+            line
+        })
+        .collect();
+    let body: Vec<u8> = lines.concat();
+    let header =
+        serde_json::json!({"format": FORMAT, "key": key, "body": hex(&Sha256::digest(&body))});
+    let stored = (|| -> std::io::Result<()> {
+        create_private_dir(dir)?;
+        let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(serde_json::to_string(&header)?.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, entry)
+    })()
+    .is_ok();
+    if stored {
+        prune(dir);
+    }
+    stored
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Keeps the [`KEEP`] newest entries.
+fn prune(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    found.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, old) in found.into_iter().skip(KEEP) {
+        let _ = std::fs::remove_file(old);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_world() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/world")
+    }
+
+    #[test]
+    fn a_cached_world_is_the_world_the_files_load() {
+        let cache = tempfile::tempdir().unwrap();
+        let paths = vec![example_world()];
+        let from_files = World::load(&paths).unwrap();
+        let (stored, how) = load_in(cache.path(), &paths).unwrap();
+        assert_eq!(how, CacheUse::Stored);
+        let (cached, how) = load_in(cache.path(), &paths).unwrap();
+        assert_eq!(how, CacheUse::Hit);
+        for w in [&stored, &cached] {
+            assert_eq!(w.digest(), from_files.digest(), "the same objects");
+            assert_eq!(w.len(), from_files.len());
+            for (k, _) in from_files.objects() {
+                assert_eq!(w.location(k), from_files.location(k), "{k:?} is located");
+            }
+        }
+    }
+
+    #[test]
+    fn any_change_to_a_file_is_a_miss_and_a_damaged_entry_is_dropped() {
+        let cache = tempfile::tempdir().unwrap();
+        let world = tempfile::tempdir().unwrap();
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
+        std::fs::write(world.path().join("ns.yaml"), ns).unwrap();
+        let paths = vec![world.path().to_path_buf()];
+        assert_eq!(load_in(cache.path(), &paths).unwrap().1, CacheUse::Stored);
+        assert_eq!(load_in(cache.path(), &paths).unwrap().1, CacheUse::Hit);
+
+        // Another label: another key, and the new content is what loads.
+        std::fs::write(
+            world.path().join("ns.yaml"),
+            format!("{ns}  labels:\n    team: web\n"),
+        )
+        .unwrap();
+        let (w, how) = load_in(cache.path(), &paths).unwrap();
+        assert_eq!(how, CacheUse::Stored);
+        let Some((_, Object::Namespace(n))) = w.objects().next() else {
+            panic!("a namespace");
+        };
+        assert_eq!(n.metadata.labels.as_ref().unwrap()["team"], "web");
+
+        // A file added is another key too.
+        std::fs::write(
+            world.path().join("more.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: pay\n",
+        )
+        .unwrap();
+        let (w, how) = load_in(cache.path(), &paths).unwrap();
+        assert_eq!((how, w.len()), (CacheUse::Stored, 2));
+
+        // Tampering with an entry's objects breaks its body digest: a miss, then restored.
+        let key = key(&paths).unwrap();
+        let entry = cache.path().join(format!("{key}.json"));
+        let text = std::fs::read_to_string(&entry).unwrap();
+        std::fs::write(&entry, text.replace("\"pay\"", "\"bad\"")).unwrap();
+        let (w, how) = load_in(cache.path(), &paths).unwrap();
+        assert_eq!(how, CacheUse::Stored, "the damaged entry was not used");
+        assert!(w.objects().any(|(_, o)| o.name() == "pay"));
+    }
+
+    #[test]
+    fn a_world_with_errors_is_never_stored() {
+        let cache = tempfile::tempdir().unwrap();
+        let world = tempfile::tempdir().unwrap();
+        std::fs::write(
+            world.path().join("bad.yaml"),
+            "apiVersion: lattice.dev/v1alpha1\nkind: LatticeService\nmetadata:\n  name: x\nspec:\n  nonsense: 1\n",
+        )
+        .unwrap();
+        let paths = vec![world.path().to_path_buf()];
+        assert!(load_in(cache.path(), &paths).is_err());
+        assert!(load_in(cache.path(), &paths).is_err(), "still refused");
+        let stored = std::fs::read_dir(cache.path().join("."))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(stored, 0, "nothing stored");
+    }
+}
