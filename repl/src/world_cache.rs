@@ -15,8 +15,8 @@
 //! each run.
 //!
 //! Where: `$LATTICE_CACHE_DIR`, else `$XDG_CACHE_HOME/lattice`, else `~/.cache/lattice`
-//! (`worlds/`, created 0700, the newest 16 entries kept). `LATTICE_NO_CACHE=1` turns it
-//! off; standard input (`-`) is never cached.
+//! (`worlds/`, created 0700, the newest 16 entries kept; a directory that others may write
+//! to is not used). `LATTICE_NO_CACHE=1` turns it off; standard input (`-`) is never cached.
 //!
 //! Hand-written rather than a crate (`cacache`): one file per key, replaced atomically, is
 //! all that is needed, and its format is the API JSON the operator already reads.
@@ -73,7 +73,9 @@ pub fn load(paths: &[PathBuf]) -> Result<(World, CacheUse), LoadError> {
 
 /// [`load`] with the cache at `dir`.
 pub fn load_in(dir: &Path, paths: &[PathBuf]) -> Result<(World, CacheUse), LoadError> {
-    let Some(key) = key(paths) else {
+    // Whoever can write the cache decides what loads: a directory others may write to is
+    // not used at all.
+    let Some(key) = key(paths).filter(|_| private(dir)) else {
         return World::load(paths).map(|w| (w, CacheUse::Bypassed));
     };
     let entry = dir.join(format!("{key}.json"));
@@ -210,6 +212,23 @@ fn write(dir: &Path, entry: &Path, key: &str, world: &World) -> bool {
     stored
 }
 
+/// Whether `dir` is absent (it will be made 0700) or writable by its owner alone.
+fn private(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(dir) {
+            Ok(m) => m.permissions().mode() & 0o022 == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        true
+    }
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -303,6 +322,25 @@ mod tests {
         let (w, how) = load_in(cache.path(), &paths).unwrap();
         assert_eq!(how, CacheUse::Stored, "the damaged entry was not used");
         assert!(w.objects().any(|(_, o)| o.name() == "pay"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_others_may_write_to_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let cache = tempfile::tempdir().unwrap();
+        let shared = cache.path().join("worlds");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let paths = vec![example_world()];
+        assert_eq!(load_in(&shared, &paths).unwrap().1, CacheUse::Bypassed);
+        assert_eq!(
+            std::fs::read_dir(&shared).unwrap().count(),
+            0,
+            "nothing stored"
+        );
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(load_in(&shared, &paths).unwrap().1, CacheUse::Stored);
     }
 
     #[test]
