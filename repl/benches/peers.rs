@@ -602,16 +602,10 @@ fn pod_security_comparison(dir: &Path, n: usize) -> (String, Value, bool) {
         }
         None => {
             for engine in ["Kyverno", "gator", "OPA"] {
-                outcomes.push(ps::Outcome {
-                    engine: engine.into(),
-                    how: "skipped: the peers' policies are not here (LATTICE_PEERS_POLICIES)"
-                        .into(),
-                    verdicts: None,
-                    decide: None,
-                    decided: 0,
-                    start: None,
-                    rss_mib: None,
-                });
+                outcomes.push(ps::Outcome::skipped(
+                    engine,
+                    "skipped: the peers' policies are not here (LATTICE_PEERS_POLICIES)".into(),
+                ));
             }
         }
     }

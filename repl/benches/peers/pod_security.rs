@@ -27,11 +27,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lattice_engine::pod;
 use lattice_gates::Requester;
-use lattice_gates::pod_security::{
-    self, Level as PsaLevel, LevelVersion, Mode, NamespacePolicy, parse_version,
-};
+use lattice_gates::pod_security::{self, parse_version};
 use serde_json::{Value, json};
 
 #[path = "../../../controllers/tests/support/mod.rs"]
@@ -87,7 +84,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn skipped(engine: &str, why: String) -> Outcome {
+    /// A row for an engine that did not run, and why.
+    pub fn skipped(engine: &str, why: String) -> Outcome {
         Outcome {
             engine: engine.to_owned(),
             how: why,
@@ -310,40 +308,45 @@ fn write_pods(path: &Path, cases: &[&Case]) {
     std::fs::write(path, text.join("\n---\n")).unwrap();
 }
 
-/// Lattice in this process: project, scope and evaluate every Pod under its namespace's
-/// level, as the webhook does.
+/// Lattice in this process, through `pod_security::admit`, the entry point the webhook and
+/// `lattice-policy admit` share: each Pod's namespace labels read as PSA reads them, the Pod
+/// projected, scoped and decided.
 pub fn lattice_in_process(version: &str, fixtures: &[Case], generated: &[Case]) -> Outcome {
     let world = lattice_engine::World::new();
     let store = lattice_engine::PolicyStore::bundled().expect("the bundled packs");
     let snapshot =
         lattice_engine::Snapshot::build(&world, &lattice_engine::Projection::of(&world), &store)
             .expect("a snapshot");
+    let policies = pod_security::WorldPolicies::of(&world);
     let requester = Requester {
         username: "bench".into(),
         groups: Vec::new(),
     };
-    let version = parse_version(version).expect("PSA's version");
+    let labels: BTreeMap<Level, BTreeMap<String, String>> = [Level::Baseline, Level::Restricted]
+        .into_iter()
+        .map(|l| {
+            let labels = [
+                ("pod-security.kubernetes.io/enforce", l.name()),
+                ("pod-security.kubernetes.io/enforce-version", version),
+            ];
+            (l, labels.map(|(k, v)| (k.to_owned(), v.to_owned())).into())
+        })
+        .collect();
     let decide = |case: &Case| -> bool {
-        let level = PsaLevel::parse(case.level.name()).unwrap();
-        let policy = NamespacePolicy {
-            enforce: LevelVersion { level, version },
-            warn: LevelVersion {
-                level: PsaLevel::Privileged,
-                version,
-            },
-            audit: LevelVersion {
-                level: PsaLevel::Privileged,
-                version,
-            },
-            errors: Vec::new(),
-        };
-        let pod = pod::project("Pod", &case.pod, &case.level.namespace())
-            .expect("a Pod projects")
-            .expect("a Pod carries a pod");
-        let scoped = pod_security::scope(&snapshot, &pod, &requester, None).expect("scoped");
-        pod_security::evaluate(&scoped, &pod, &policy, &Mode::ALL, &requester, "CREATE")
-            .expect("decided")
-            .allowed()
+        let admission = pod_security::admit(
+            &snapshot,
+            &world,
+            &policies,
+            "Pod",
+            &case.pod,
+            &case.level.namespace(),
+            Some(&labels[&case.level]),
+            &requester,
+            "CREATE",
+        )
+        .expect("decided")
+        .expect("a Pod carries a pod");
+        !admission.refused
     };
     let mut verdicts: Verdicts = fixtures
         .iter()
@@ -356,7 +359,7 @@ pub fn lattice_in_process(version: &str, fixtures: &[Case], generated: &[Case]) 
     }
     Outcome {
         engine: "Lattice".into(),
-        how: "Pod Security pack, in process (project, scope, evaluate)".into(),
+        how: "Pod Security pack, in process (`pod_security::admit`)".into(),
         decide: Some(t.elapsed()),
         decided: generated.len(),
         verdicts: Some(verdicts),
@@ -411,12 +414,7 @@ pub fn lattice_admit(dir: &Path, version: &str, fixtures: &[Case], generated: &[
                 "json",
             ],
         );
-        let doc: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-            format!(
-                "admit answers JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
+        let doc = json_answer("admit", &String::from_utf8_lossy(&out.stdout), &out)?;
         let reviews = match doc {
             Value::Array(a) => a,
             one => vec![one],
@@ -436,18 +434,25 @@ pub fn lattice_admit(dir: &Path, version: &str, fixtures: &[Case], generated: &[
             .collect();
         Ok((took, verdicts, rss))
     });
-    match result {
-        Ok((verdicts, decide, start, rss)) => Outcome {
-            engine: "Lattice".into(),
-            how: "`lattice-policy admit -f pods.yaml`, a process".into(),
-            verdicts: Some(verdicts),
-            decide: Some(decide),
-            decided: generated.len() - 1,
-            start: Some(start),
-            rss_mib: rss,
-        },
-        Err(e) => panic!("lattice-policy admit: {e}"),
-    }
+    // Lattice's own path must run: an error here fails the bench, never skips a row.
+    let result = result.unwrap_or_else(|e| panic!("lattice-policy admit: {e}"));
+    finish(
+        "Lattice".into(),
+        "`lattice-policy admit -f pods.yaml`, a process".into(),
+        generated,
+        Ok(result),
+    )
+}
+
+/// `text` (a process's answer) as one JSON document, or why not, with the process's stderr.
+fn json_answer(what: &str, text: &str, out: &std::process::Output) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| {
+        format!(
+            "{what} answers JSON ({e}; exit {:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// The Pod names of a file `write_pods` wrote, in order.
@@ -618,12 +623,7 @@ pub fn kyverno(dir: &Path, peers: &Path, fixtures: &[Case], generated: &[Case]) 
             .position(|l| l.starts_with('{') || l.starts_with('['))
             .map(|i| stdout.lines().skip(i).collect::<Vec<_>>().join("\n"))
             .unwrap_or_default();
-        let report: Value = serde_json::from_str(&json_at).map_err(|e| {
-            format!(
-                "kyverno apply answers a JSON report ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
+        let report = json_answer("kyverno apply", &json_at, &out)?;
         let mut verdicts: Verdicts = pod_names(file).into_iter().map(|n| (n, true)).collect();
         for report in reports(&report) {
             for result in report["results"].as_array().into_iter().flatten() {
@@ -657,6 +657,8 @@ fn reports(doc: &Value) -> Vec<&Value> {
     }
 }
 
+/// A process engine's row: its verdicts and times, or, when it failed, a skipped row that
+/// says why (never one that agrees).
 fn finish(
     engine: String,
     how: String,
@@ -669,7 +671,7 @@ fn finish(
             how,
             verdicts: Some(verdicts),
             decide: Some(decide),
-            decided: generated.len() - 1,
+            decided: generated.len().saturating_sub(1),
             start: Some(start),
             rss_mib: rss,
         },
@@ -835,15 +837,12 @@ pub fn gator(dir: &Path, peers: &Path, fixtures: &[Case], generated: &[Case]) ->
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (took, out, rss) = timed(&bin, &args);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let violations: Value = if stdout.trim().is_empty() {
+        // gator prints nothing when nothing is violated, and exits 0 then; silence from a
+        // failed run is an error, never "every Pod admitted".
+        let violations = if stdout.trim().is_empty() && out.status.success() {
             json!([])
         } else {
-            serde_json::from_str(&stdout).map_err(|e| {
-                format!(
-                    "gator answers JSON ({e}): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?
+            json_answer("gator test", &stdout, &out)?
         };
         let mut verdicts: Verdicts = pod_names(file).into_iter().map(|n| (n, true)).collect();
         for v in violations.as_array().into_iter().flatten() {
@@ -925,12 +924,7 @@ pub fn opa(dir: &Path, peers: &Path, fixtures: &[Case], generated: &[Case]) -> O
                 "data.bench.deny",
             ],
         );
-        let doc: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-            format!(
-                "opa eval answers JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
+        let doc = json_answer("opa eval", &String::from_utf8_lossy(&out.stdout), &out)?;
         if let Some(errors) = doc.get("errors") {
             return Err(format!("opa eval: {errors}"));
         }
