@@ -2579,17 +2579,18 @@ spec:
         hr["metadata"]["ownerReferences"][0]["kind"],
         "LatticePackage"
     );
-    let oci = source().await.expect("OCIRepository shop/cache");
+    let oci = eventually("OCIRepository shop/cache", WAIT, source).await;
     assert_eq!(oci["spec"]["ref"], json!({"tag": "19.6.4"}));
-    let es = object(
-        &client,
-        "external-secrets.io/v1",
-        "ExternalSecret",
-        "externalsecrets",
-        "cache-values",
-    )
-    .await
-    .expect("ExternalSecret shop/cache-values");
+    let es = eventually("ExternalSecret shop/cache-values", WAIT, || {
+        object(
+            &client,
+            "external-secrets.io/v1",
+            "ExternalSecret",
+            "externalsecrets",
+            "cache-values",
+        )
+    })
+    .await;
     assert_eq!(es["spec"]["data"][0]["remoteRef"]["key"], "shop/redis/auth");
     let status = eventually("shop/cache Ready", WAIT, || async {
         let p = get(
@@ -2816,24 +2817,30 @@ spec:
         schedule["metadata"]["ownerReferences"][0]["kind"],
         "LatticeClusterBackup"
     );
-    let bsl = velero("BackupStorageLocation", "backupstoragelocations", "nightly")
-        .await
-        .expect("the BackupStorageLocation velero/nightly");
+    let bsl = eventually("the BackupStorageLocation velero/nightly", WAIT, || {
+        velero("BackupStorageLocation", "backupstoragelocations", "nightly")
+    })
+    .await;
     assert_eq!(bsl["spec"]["provider"], "aws");
     assert_eq!(
         bsl["spec"]["credential"],
         json!({"name": "nightly-storage-credentials", "key": "cloud"})
     );
-    let credentials = get(
-        &client,
-        "external-secrets.io/v1",
-        "ExternalSecret",
-        "externalsecrets",
-        Some("velero"),
-        "nightly-storage-credentials",
+    let credentials = eventually(
+        "the ExternalSecret velero/nightly-storage-credentials",
+        WAIT,
+        || {
+            get(
+                &client,
+                "external-secrets.io/v1",
+                "ExternalSecret",
+                "externalsecrets",
+                Some("velero"),
+                "nightly-storage-credentials",
+            )
+        },
     )
-    .await
-    .expect("the ExternalSecret velero/nightly-storage-credentials");
+    .await;
     assert_eq!(
         credentials["spec"]["data"][0]["remoteRef"],
         json!({"key": "platform/velero", "property": "aws"})
@@ -3063,16 +3070,21 @@ spec:
     );
     assert_eq!(solver["selector"]["dnsZones"], json!(["example.com"]));
     assert_eq!(ci["metadata"]["ownerReferences"][0]["kind"], "CertIssuer");
-    let synced = get(
-        &client,
-        "external-secrets.io/v1",
-        "ExternalSecret",
-        "externalsecrets",
-        Some("cert-manager"),
-        "letsencrypt-dns01",
+    let synced = eventually(
+        "the DNS-01 credentials in cert-manager's namespace",
+        WAIT,
+        || {
+            get(
+                &client,
+                "external-secrets.io/v1",
+                "ExternalSecret",
+                "externalsecrets",
+                Some("cert-manager"),
+                "letsencrypt-dns01",
+            )
+        },
     )
-    .await
-    .expect("the DNS-01 credentials in cert-manager's namespace");
+    .await;
     assert_eq!(
         synced["spec"]["data"][0]["remoteRef"]["key"],
         "dns/cloudflare"
