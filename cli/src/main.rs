@@ -3,10 +3,12 @@
 //! `get clusters`, `get cluster NAME`, `get hierarchy`, `get health`.
 //!
 //! `login`, `use`, `logout` and `token` reach the clusters through a parent's Lattice API
-//! proxy with kubectl ([`login`]).
+//! proxy with kubectl ([`login`]); `login --oidc-issuer` gets an ID token with the OpenID
+//! Connect device flow ([`device_flow`]).
 //!
 //! Exit codes: 0 done; 1 the named cluster is not in the fleet, or there is no usable login
-//! (none, or its token expired); 2 the API server or proxy cannot be reached or read, or
+//! (none, or its token expired, or the device-flow login was refused or not approved in
+//! time); 2 the API server or proxy cannot be reached or read, or
 //! refused the credential (the kubeconfig, the connection, RBAC), with the reason on stderr.
 
 mod fleet;
@@ -21,6 +23,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets};
 use fleet::Fleet;
 use kube::api::{Api, ListParams};
+use lattice_cli::device_flow;
 use lattice_schemas::crd::cluster::LatticeCluster;
 use owo_colors::OwoColorize;
 
@@ -86,15 +89,37 @@ enum Command {
     /// Log in to a parent's Lattice API proxy and add a kubeconfig context per cluster.
     ///
     /// The token (a ServiceAccount token of the parent's, or an OpenID Connect ID token of
-    /// an issuer the proxy accepts) is checked against the proxy, kept under
+    /// an issuer the proxy accepts, from a file or got here with the device flow) is
+    /// checked against the proxy, kept under
     /// $LATTICE_HOME/logins (default ~/.lattice), and read by kubectl through `lattice
     /// token`; the kubeconfig never holds it.
     Login {
         /// The proxy's address, https://HOST[:PORT].
         server: String,
         /// A file holding the token; `-` reads it from stdin.
-        #[arg(long, value_name = "PATH")]
-        token_file: PathBuf,
+        #[arg(
+            long,
+            value_name = "PATH",
+            required_unless_present = "oidc_issuer",
+            conflicts_with = "oidc_issuer"
+        )]
+        token_file: Option<PathBuf>,
+        /// Log in at this OpenID Connect issuer instead, with the device flow: open the
+        /// page printed, enter the code, approve; the ID token is kept.
+        #[arg(long, value_name = "URL", requires = "oidc_client_id")]
+        oidc_issuer: Option<String>,
+        /// The client the issuer knows `lattice` as (the proxy's OIDCProvider clientId).
+        #[arg(long, value_name = "ID")]
+        oidc_client_id: Option<String>,
+        /// A file holding the client's secret, for an issuer that requires one.
+        #[arg(long, value_name = "PATH", requires = "oidc_issuer")]
+        oidc_client_secret_file: Option<PathBuf>,
+        /// The CA (PEM) the issuer's certificate chains to, if not the system's roots.
+        #[arg(long, value_name = "PATH", requires = "oidc_issuer")]
+        oidc_certificate_authority: Option<PathBuf>,
+        /// A scope to ask for besides `openid` (repeatable), such as `groups`.
+        #[arg(long = "oidc-scope", value_name = "SCOPE", requires = "oidc_issuer")]
+        oidc_scopes: Vec<String>,
         /// The CA (PEM) the proxy's certificate chains to (the parent's cluster CA).
         #[arg(long, value_name = "PATH")]
         certificate_authority: Option<PathBuf>,
@@ -261,14 +286,30 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Login {
             server,
             token_file,
+            oidc_issuer,
+            oidc_client_id,
+            oidc_client_secret_file,
+            oidc_certificate_authority,
+            oidc_scopes,
             certificate_authority,
             clusters,
             namespace,
             name,
         } => {
+            let credential = match (token_file, oidc_issuer, oidc_client_id) {
+                (Some(path), _, _) => Credential::File(path),
+                (None, Some(issuer), Some(client_id)) => Credential::DeviceFlow {
+                    issuer,
+                    client_id,
+                    client_secret_file: oidc_client_secret_file,
+                    certificate_authority: oidc_certificate_authority,
+                    scopes: oidc_scopes,
+                },
+                _ => return Err("give --token-file, or --oidc-issuer with --oidc-client-id".into()),
+            };
             let request = LoginRequest {
                 server,
-                token_file,
+                credential,
                 certificate_authority,
                 clusters,
                 namespace,
@@ -451,10 +492,24 @@ fn describe(
     out
 }
 
+/// Where `lattice login` gets its token.
+enum Credential {
+    /// A file holding it (`-`: stdin).
+    File(PathBuf),
+    /// An OpenID Connect issuer's device flow.
+    DeviceFlow {
+        issuer: String,
+        client_id: String,
+        client_secret_file: Option<PathBuf>,
+        certificate_authority: Option<PathBuf>,
+        scopes: Vec<String>,
+    },
+}
+
 /// What `lattice login` was asked.
 struct LoginRequest {
     server: String,
-    token_file: PathBuf,
+    credential: Credential,
     certificate_authority: Option<PathBuf>,
     clusters: Vec<String>,
     namespace: Option<String>,
@@ -486,6 +541,28 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
     };
     read.map_err(|e| format!("cannot read the token from {}: {e}", path.display()))?;
     login::check_token(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The device flow at `client`'s issuer, its page and code shown on stderr (stdout stays
+/// for what `login` did): the ID token once the person approves.
+async fn device_flow_token(
+    client: device_flow::Client,
+) -> Result<String, device_flow::DeviceFlowError> {
+    let flow = device_flow::DeviceFlow::new(client)?;
+    let (endpoints, code) = flow.begin().await?;
+    let minutes = code.expires_in.div_ceil(60);
+    match &code.verification_uri_complete {
+        Some(complete) => eprintln!(
+            "To log in, open {complete}\n(or open {} and enter the code {}); it expires in {minutes} min.",
+            code.verification_uri, code.user_code
+        ),
+        None => eprintln!(
+            "To log in, open {} and enter the code {}; it expires in {minutes} min.",
+            code.verification_uri, code.user_code
+        ),
+    }
+    eprintln!("Waiting for you to approve it there...");
+    flow.finish(&endpoints, &code).await
 }
 
 /// Checks `login`'s token with one call through its proxy to `cluster` (`GET /version`):
@@ -543,11 +620,46 @@ async fn log_in(
         ),
         None => None,
     };
+    let token = match request.credential {
+        Credential::File(path) => read_token(&path)?,
+        Credential::DeviceFlow {
+            issuer,
+            client_id,
+            client_secret_file,
+            certificate_authority,
+            scopes,
+        } => {
+            let client = device_flow::Client {
+                issuer: device_flow::check_issuer(&issuer).map_err(|e| e.to_string())?,
+                client_id,
+                client_secret: client_secret_file.as_deref().map(read_token).transpose()?,
+                certificate_authority: certificate_authority
+                    .as_deref()
+                    .map(|p| {
+                        std::fs::read_to_string(p)
+                            .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                    })
+                    .transpose()?,
+                scopes,
+            };
+            match device_flow_token(client).await {
+                Ok(token) => token,
+                Err(
+                    e @ (device_flow::DeviceFlowError::Refused { .. }
+                    | device_flow::DeviceFlowError::Expired { .. }),
+                ) => {
+                    eprintln!("lattice: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
     let login = login::Login {
         name: request.name,
         server,
         certificate_authority,
-        token: read_token(&request.token_file)?,
+        token,
     };
     let first = &request.clusters[0];
     let refused = check_login(&login, first).await?;

@@ -35,6 +35,9 @@ fn oidc_user(name: &str) -> String {
     format!("oidc:{}", user(name))
 }
 
+/// The user dave's ID tokens from the device-flow issuer of [`device_flow_login`] name.
+const SSO_DAVE: &str = "sso:dave";
+
 /// Runs kubectl with `config`: its exit status, stdout and stderr.
 fn kubectl(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(cluster::kubectl_binary())
@@ -88,6 +91,13 @@ permit (
   resource == Lattice::Cluster::"edge"
 );
 
+@id("dave-reads-edge")
+permit (
+  principal == Lattice::User::"{dave}",
+  action in Lattice::Action::"ClusterRead",
+  resource == Lattice::Cluster::"edge"
+);
+
 @id("no-secrets-through-the-proxy")
 @advice("Read Secrets through your workload's SecretProvider, not the proxy")
 forbid (principal, action in Lattice::Action::"ClusterAdmin", resource)
@@ -95,6 +105,7 @@ when {{ context.resource == "secrets" }};
 "#,
         alice = user("alice"),
         carol = oidc_user("carol"),
+        dave = SSO_DAVE,
     );
     apply(
         root,
@@ -124,6 +135,7 @@ when {{ context.resource == "secrets" }};
         "subjects": [
             {"kind": "ServiceAccount", "name": "alice", "namespace": CALLERS},
             {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": oidc_user("carol")},
+            {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": SSO_DAVE},
         ],
     });
     for o in [&role, &binding] {
@@ -367,6 +379,7 @@ when {{ context.resource == "secrets" }};
     streams(&pair, &alice_token).await;
     login(&pair, &alice_token);
     oidc(&pair, &alice_token).await;
+    device_flow_login(&pair).await;
     cross_cluster_mesh(&pair).await;
 
     // Streams the client abandoned were cancelled at the agent, not left running.
@@ -1173,6 +1186,116 @@ async fn oidc(pair: &ProxiedPair, alice_token: &str) {
             "https://kubernetes.default.svc.cluster.local"
         );
     }
+}
+
+/// `lattice login --oidc-issuer`: the device flow at a real OpenID Connect provider (with
+/// the test as the person approving at its page), the ID token checked by root's proxy
+/// through an `OIDCProvider`, and kubectl calling through the exec plugin as `sso:dave`,
+/// whom Cedar lets read edge and nothing more.
+async fn device_flow_login(pair: &ProxiedPair) {
+    use lattice_testkit::oidc::{Answer, Provider};
+    let dir = pair.root_env.dir.join("device-flow");
+    std::fs::create_dir_all(&dir).unwrap();
+    let idp = Provider::start(&dir.join("idp"), &[("dave", "correct-horse-battery")]);
+    let provider = json!({
+        "apiVersion": "lattice.dev/v1alpha1", "kind": "OIDCProvider",
+        "metadata": {"name": "company-sso"},
+        "spec": {
+            "issuerUrl": idp.issuer,
+            "clientId": idp.client_id,
+            "usernamePrefix": "sso:",
+            "caBundle": idp.ca_pem,
+            "propagate": false,
+        },
+    });
+    apply(&pair.root, &lattice_resource(Kind::OIDCProvider), &provider).await;
+    let providers: Api<kube::api::DynamicObject> =
+        Api::all_with(pair.root.clone(), &lattice_resource(Kind::OIDCProvider));
+    eventually("the device-flow issuer's keys", || async {
+        let o = providers.get("company-sso").await.ok()?;
+        (o.data["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+
+    let (home, config) = (dir.join("home"), dir.join("kubeconfig"));
+    let proxy_ca = dir.join("proxy-ca.pem");
+    std::fs::write(&proxy_ca, &pair.ca_pem).unwrap();
+    let server = format!("https://127.0.0.1:{}", pair.proxy_port);
+    // Each try is one whole login: the code printed, approved at the page, the ID token
+    // checked with a call through the proxy (which may not hold the issuer's keys yet).
+    let mut tries = 0;
+    let out = loop {
+        tries += 1;
+        let mut child = std::process::Command::new(lattice_binary())
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["login", &server, "--certificate-authority"])
+            .arg(&proxy_ca)
+            .args([
+                "--oidc-issuer",
+                &idp.issuer,
+                "--oidc-client-id",
+                &idp.client_id,
+            ])
+            .arg("--oidc-client-secret-file")
+            .arg(&idp.secret_file)
+            .arg("--oidc-certificate-authority")
+            .arg(&idp.ca_file)
+            .args(["--cluster", "edge", "--namespace", "shop", "--name", "sso"])
+            .env("LATTICE_HOME", &home)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run lattice login");
+        let (code, stderr) = lattice_testkit::oidc::user_code_from(child.stderr.take().unwrap());
+        idp.answer(&code, "dave", "correct-horse-battery", Answer::Approve)
+            .await
+            .expect("dave approves at the issuer's page");
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let err = stderr.join().unwrap();
+        if out.status.success() || tries == 3 {
+            assert!(out.status.success(), "{err}");
+            break (String::from_utf8_lossy(&out.stdout).into_owned(), err);
+        }
+        eprintln!("not yet: {err}");
+    };
+    assert!(out.0.contains("current: sso-edge"), "{}{}", out.0, out.1);
+    assert!(out.1.contains("enter the code"), "{}", out.1);
+
+    // kubectl through the exec plugin reads edge as sso:dave.
+    let (ok, listed, err) = kubectl(&config, &["get", "configmaps", "-o", "name"]);
+    assert!(
+        ok && listed.contains("configmap/made-on-edge"),
+        "{listed}{err}"
+    );
+    let (ok, _, err) = kubectl(&config, &["create", "configmap", "by-dave"]);
+    assert!(
+        !ok && err.contains(SSO_DAVE),
+        "Cedar lets dave read only: {err}"
+    );
+
+    // The credential is the issuer's ID token for dave, until its own expiry.
+    let token = std::process::Command::new(lattice_binary())
+        .args(["token", "--login", "sso"])
+        .env("LATTICE_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let credential: serde_json::Value = serde_json::from_slice(&token.stdout).unwrap();
+    use base64::Engine;
+    let id_token = credential["status"]["token"].as_str().unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["iss"], idp.issuer.as_str());
+    assert_eq!(claims["sub"], "dave");
+    assert!(credential["status"]["expirationTimestamp"].is_string());
 }
 
 /// A call straight to edge's proxy for leaf with `token`, naming alice as the caller it

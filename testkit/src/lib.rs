@@ -55,8 +55,10 @@ pub fn reference_dir() -> Option<PathBuf> {
 }
 
 pub mod oci;
+pub mod oidc;
 pub mod schemas;
 pub mod testenv;
+pub mod tls;
 
 /// A loopback port no one is listening on, below the kernel's ephemeral range (32768 and
 /// up on Linux by default). A server a test stops and starts again on the same port can

@@ -54,26 +54,8 @@ impl Registry {
 
     fn start_as(dir: &Path, login: Option<(String, String)>) -> Registry {
         let port = crate::free_port();
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "lattice test registry CA");
-        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("server");
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let cert = params.signed_by(&key, &issuer).expect("server cert");
-        std::fs::create_dir_all(dir).expect("registry dir");
+        let ca_pem = crate::tls::serving_certificate(dir, "lattice test registry CA");
         let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, ca.pem()).expect("write CA");
-        std::fs::write(dir.join("server.pem"), cert.pem()).expect("write cert");
-        std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write key");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
@@ -104,7 +86,7 @@ impl Registry {
         let mut r = Registry {
             child: None,
             host: format!("127.0.0.1:{port}"),
-            ca_pem: ca.pem(),
+            ca_pem,
             ca_file,
             login,
             dir: dir.to_owned(),
