@@ -16,8 +16,11 @@
 //!    holds the client, and it has not expired. Its signature is the proxy's to verify, on
 //!    every call, against the issuer's keys (`OIDCProvider`).
 //!
-//! No refresh token is asked for or kept: when the ID token expires, `lattice token` says so
-//! and the person logs in again.
+//! 5. When the issuer lists `offline_access` among its scopes, it is asked for too, and the
+//!    refresh token the issuer gives is kept with the login: `lattice token` trades it
+//!    ([`DeviceFlow::refresh`]) for a new ID token when the old one expires, checked the same
+//!    way, and keeps the refresh token the issuer rotates to. A refresh the issuer refuses
+//!    ends the login (log in again).
 //!
 //! Every answer is read within [`MAX_ANSWER`] bytes and [`REQUEST_TIMEOUT`]; the parts that
 //! read the issuer's answers are pure functions, tested without a network.
@@ -60,8 +63,9 @@ pub enum DeviceFlowError {
     /// The person refused the request at the issuer (`access_denied`).
     #[error("the login was refused at {issuer}")]
     Refused { issuer: String },
-    /// Nobody approved the code before it expired.
-    #[error("the code expired at {issuer} before it was approved: run `lattice login` again")]
+    /// Nobody approved the code before it expired, or the issuer no longer honours the
+    /// login's refresh token.
+    #[error("the login at {issuer} expired: run `lattice login` again")]
     Expired { issuer: String },
     /// The issuer cannot be reached, or answered what a device-flow issuer does not.
     #[error("{0}")]
@@ -73,6 +77,15 @@ pub enum DeviceFlowError {
 pub struct Endpoints {
     pub device_authorization: String,
     pub token: String,
+    /// Whether it lists `offline_access` (refresh tokens) among its scopes.
+    pub offline_access: bool,
+}
+
+/// What the token endpoint gives for an approved code or a refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    pub id_token: String,
+    pub refresh_token: Option<String>,
 }
 
 /// The device authorization response (RFC 8628 §3.2).
@@ -91,8 +104,8 @@ pub struct DeviceCode {
 /// What one poll of the token endpoint says (RFC 8628 §3.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Poll {
-    /// Approved: the ID token.
-    Token(String),
+    /// Approved: the tokens.
+    Token(Tokens),
     Pending,
     SlowDown,
     Denied,
@@ -127,6 +140,8 @@ pub fn read_discovery(issuer: &str, body: &[u8]) -> Result<Endpoints, DeviceFlow
         issuer: String,
         token_endpoint: Option<String>,
         device_authorization_endpoint: Option<String>,
+        #[serde(default)]
+        scopes_supported: Vec<String>,
     }
     let unusable = DeviceFlowError::Unusable;
     let document: Discovery = serde_json::from_slice(body)
@@ -157,6 +172,10 @@ pub fn read_discovery(issuer: &str, body: &[u8]) -> Result<Endpoints, DeviceFlow
     Ok(Endpoints {
         device_authorization,
         token,
+        offline_access: document
+            .scopes_supported
+            .iter()
+            .any(|s| s == "offline_access"),
     })
 }
 
@@ -215,8 +234,16 @@ pub fn read_poll(status: u16, body: &[u8]) -> Poll {
             Ok(v) => v,
             Err(e) => return Poll::Failed(format!("the token response does not read: {e}")),
         };
+        let refresh_token = value
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
         return match value.get("id_token").and_then(Value::as_str) {
-            Some(t) if !t.is_empty() => Poll::Token(t.to_owned()),
+            Some(t) if !t.is_empty() => Poll::Token(Tokens {
+                id_token: t.to_owned(),
+                refresh_token,
+            }),
             _ => Poll::Failed(
                 "the token response holds no id_token (is `openid` among the scopes the client may ask for?)".into(),
             ),
@@ -332,7 +359,11 @@ impl DeviceFlow {
             return Err(DeviceFlowError::Unusable(format!("GET {url}: {status}")));
         }
         let endpoints = read_discovery(issuer, &body)?;
-        let scope = scopes(&self.client.scopes).join(" ");
+        let mut asked = self.client.scopes.clone();
+        if endpoints.offline_access {
+            asked.push("offline_access".into());
+        }
+        let scope = scopes(&asked).join(" ");
         let form = [
             ("client_id", self.client.client_id.as_str()),
             ("scope", scope.as_str()),
@@ -343,13 +374,13 @@ impl DeviceFlow {
         Ok((endpoints, read_device_code(issuer, status, &body)?))
     }
 
-    /// Polls the token endpoint until the code is approved, refused or expired: the ID
-    /// token, checked.
+    /// Polls the token endpoint until the code is approved, refused or expired: the
+    /// tokens, the ID token checked.
     pub async fn finish(
         &self,
         endpoints: &Endpoints,
         code: &DeviceCode,
-    ) -> Result<String, DeviceFlowError> {
+    ) -> Result<Tokens, DeviceFlowError> {
         let issuer = &self.client.issuer;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in);
         let mut interval = code
@@ -373,14 +404,14 @@ impl DeviceFlow {
             let (status, body) = self.send(request).await?;
             let answer = read_poll(status, &body);
             match answer {
-                Poll::Token(token) => {
+                Poll::Token(tokens) => {
                     check_id_token(
-                        &token,
+                        &tokens.id_token,
                         issuer,
                         &self.client.client_id,
                         jiff::Timestamp::now(),
                     )?;
-                    return Ok(token);
+                    return Ok(tokens);
                 }
                 Poll::Denied => {
                     return Err(DeviceFlowError::Refused {
@@ -397,6 +428,45 @@ impl DeviceFlow {
                 }
                 Poll::Pending | Poll::SlowDown => interval = next_interval(interval, &answer),
             }
+        }
+    }
+
+    /// Trades `refresh_token` at `token_endpoint` for new tokens, the ID token checked; the
+    /// refresh token given back (the issuer may rotate it), or the old one. A refusal
+    /// (`invalid_grant`: revoked, expired or already used) is [`DeviceFlowError::Expired`].
+    pub async fn refresh(
+        &self,
+        token_endpoint: &str,
+        refresh_token: &str,
+    ) -> Result<Tokens, DeviceFlowError> {
+        let issuer = &self.client.issuer;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", self.client.client_id.as_str()),
+        ];
+        let request = self.authenticated(self.http.post(token_endpoint).form(&form));
+        let (status, body) = self.send(request).await?;
+        match read_poll(status, &body) {
+            Poll::Token(mut tokens) => {
+                check_id_token(
+                    &tokens.id_token,
+                    issuer,
+                    &self.client.client_id,
+                    jiff::Timestamp::now(),
+                )?;
+                tokens
+                    .refresh_token
+                    .get_or_insert_with(|| refresh_token.to_owned());
+                Ok(tokens)
+            }
+            Poll::Failed(why) if why.contains("invalid_grant") => Err(DeviceFlowError::Expired {
+                issuer: issuer.clone(),
+            }),
+            Poll::Failed(why) => Err(DeviceFlowError::Unusable(format!("{issuer}: {why}"))),
+            other => Err(DeviceFlowError::Unusable(format!(
+                "{issuer} answered a refresh with {other:?}"
+            ))),
         }
     }
 
@@ -513,7 +583,15 @@ mod tests {
             Endpoints {
                 device_authorization: "https://idp.example.com/device".into(),
                 token: "https://idp.example.com/token".into(),
+                offline_access: false,
             }
+        );
+        let mut refreshing = good.clone();
+        refreshing["scopes_supported"] = json!(["openid", "offline_access"]);
+        assert!(
+            read_discovery(ISSUER, &document(refreshing))
+                .unwrap()
+                .offline_access
         );
         let mut other = good.clone();
         other["issuer"] = json!("https://evil.example.com");
@@ -583,7 +661,17 @@ mod tests {
         assert!(matches!(read_poll(502, b"<html>"), Poll::Failed(w) if w.contains("502")));
         assert_eq!(
             read_poll(200, br#"{"access_token":"a","id_token":"x.y.z"}"#),
-            Poll::Token("x.y.z".into())
+            Poll::Token(Tokens {
+                id_token: "x.y.z".into(),
+                refresh_token: None
+            })
+        );
+        assert_eq!(
+            read_poll(200, br#"{"id_token":"x.y.z","refresh_token":"r1"}"#),
+            Poll::Token(Tokens {
+                id_token: "x.y.z".into(),
+                refresh_token: Some("r1".into())
+            })
         );
         assert!(
             matches!(read_poll(200, br#"{"access_token":"a"}"#), Poll::Failed(w) if w.contains("no id_token"))

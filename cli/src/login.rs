@@ -39,6 +39,36 @@ pub struct Login {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_authority: Option<String>,
     pub token: String,
+    /// How `token` (an OpenID Connect ID token) is renewed, when the issuer gave a refresh
+    /// token at `lattice login --oidc-issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
+}
+
+/// What renews a login's ID token: the issuer's token endpoint, the client, and the refresh
+/// token (kept, like the ID token, only in the login's own file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refresh {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The CA (PEM) the issuer's certificate chains to, if not the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
+    pub refresh_token: String,
+}
+
+/// How long before its expiry an ID token that can be refreshed is refreshed.
+pub const REFRESH_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
+/// Whether `login`'s token should be renewed at `now`: it can be, and it expires within
+/// [`REFRESH_AHEAD`].
+pub fn needs_refresh(login: &Login, now: jiff::Timestamp) -> bool {
+    login.refresh.is_some()
+        && jwt_expiry(&login.token).is_some_and(|at| at.duration_since(now) <= REFRESH_AHEAD)
 }
 
 /// Why a login, its token or its kubeconfig entries cannot be had.
@@ -239,6 +269,22 @@ impl Store {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// Holds login `name` for this process alone until the guard is dropped (an advisory
+    /// lock on a file of its own), so two `lattice token` runs never both spend one refresh
+    /// token the issuer rotates.
+    pub fn lock(&self, name: &str) -> Result<std::fs::File, LoginError> {
+        check_name(name)?;
+        create_private_dir(&self.dir)?;
+        let path = self.dir.join(format!(".{name}.lock"));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(|e| file_error(&path, e))?;
+        file.lock().map_err(|e| file_error(&path, e))?;
+        Ok(file)
     }
 
     /// Forgets login `name`; whether there was one.
@@ -452,6 +498,7 @@ mod tests {
             server: "https://proxy.example:6443".into(),
             certificate_authority: Some("-----BEGIN CERTIFICATE-----\n".into()),
             token: token.into(),
+            refresh: None,
         }
     }
 
@@ -512,6 +559,32 @@ mod tests {
         assert!(opaque["status"].get("expirationTimestamp").is_none());
         assert_eq!(jwt_expiry("a.!!!.c"), None);
         assert_eq!(jwt_expiry(&jwt(json!({"exp": "soon"}))), None);
+    }
+
+    #[test]
+    fn only_a_refreshable_token_near_its_expiry_is_refreshed() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let refresh = Refresh {
+            issuer: "https://idp.example.com".into(),
+            token_endpoint: "https://idp.example.com/token".into(),
+            client_id: "lattice".into(),
+            client_secret: None,
+            certificate_authority: None,
+            refresh_token: "r".into(),
+        };
+        let mut soon = login(&jwt(json!({"exp": 1_800_000_020})));
+        assert!(!needs_refresh(&soon, now), "nothing to refresh it with");
+        soon.refresh = Some(refresh.clone());
+        assert!(needs_refresh(&soon, now));
+        let mut later = login(&jwt(json!({"exp": 1_800_003_600})));
+        later.refresh = Some(refresh);
+        assert!(!needs_refresh(&later, now));
+        // An old login file, written before refreshes were kept, still reads.
+        let old: Login = serde_json::from_value(json!({
+            "name": "lattice", "server": "https://proxy.example:6443", "token": "t"
+        }))
+        .unwrap();
+        assert_eq!(old.refresh, None);
     }
 
     #[test]

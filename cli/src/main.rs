@@ -151,7 +151,8 @@ enum Command {
         login: Option<String>,
     },
     /// Print a login's credential as a client.authentication.k8s.io/v1 ExecCredential
-    /// (what the kubeconfig's exec plugin runs), with the token's own expiry.
+    /// (what the kubeconfig's exec plugin runs), with the token's own expiry; an ID token
+    /// about to expire is first renewed with the login's refresh token, if it has one.
     Token {
         /// The login (needed only when there are several).
         #[arg(long)]
@@ -330,7 +331,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             );
         }
         Command::Logout { login } => return log_out(cli.kubeconfig.as_deref(), login.as_deref()),
-        Command::Token { login } => return token(login.as_deref()),
+        Command::Token { login } => return token(login.as_deref()).await,
     };
     let client = client(cli.kubeconfig.as_deref(), cli.context.clone()).await?;
     let clusters: Api<LatticeCluster> = Api::all(client);
@@ -544,11 +545,12 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// The device flow at `client`'s issuer, its page and code shown on stderr (stdout stays
-/// for what `login` did): the ID token once the person approves.
+/// for what `login` did): the ID token once the person approves, and how to renew it when
+/// the issuer gave a refresh token.
 async fn device_flow_token(
     client: device_flow::Client,
-) -> Result<String, device_flow::DeviceFlowError> {
-    let flow = device_flow::DeviceFlow::new(client)?;
+) -> Result<(String, Option<login::Refresh>), device_flow::DeviceFlowError> {
+    let flow = device_flow::DeviceFlow::new(client.clone())?;
     let (endpoints, code) = flow.begin().await?;
     let minutes = code.expires_in.div_ceil(60);
     match &code.verification_uri_complete {
@@ -562,7 +564,16 @@ async fn device_flow_token(
         ),
     }
     eprintln!("Waiting for you to approve it there...");
-    flow.finish(&endpoints, &code).await
+    let tokens = flow.finish(&endpoints, &code).await?;
+    let refresh = tokens.refresh_token.map(|refresh_token| login::Refresh {
+        issuer: client.issuer,
+        token_endpoint: endpoints.token,
+        client_id: client.client_id,
+        client_secret: client.client_secret,
+        certificate_authority: client.certificate_authority,
+        refresh_token,
+    });
+    Ok((tokens.id_token, refresh))
 }
 
 /// Checks `login`'s token with one call through its proxy to `cluster` (`GET /version`):
@@ -620,6 +631,7 @@ async fn log_in(
         ),
         None => None,
     };
+    let mut refresh = None;
     let token = match request.credential {
         Credential::File(path) => read_token(&path)?,
         Credential::DeviceFlow {
@@ -643,7 +655,10 @@ async fn log_in(
                 scopes,
             };
             match device_flow_token(client).await {
-                Ok(token) => token,
+                Ok((token, renewal)) => {
+                    refresh = renewal;
+                    token
+                }
                 Err(
                     e @ (device_flow::DeviceFlowError::Refused { .. }
                     | device_flow::DeviceFlowError::Expired { .. }),
@@ -660,6 +675,7 @@ async fn log_in(
         server,
         certificate_authority,
         token,
+        refresh,
     };
     let first = &request.clusters[0];
     let refused = check_login(&login, first).await?;
@@ -752,11 +768,59 @@ fn log_out(kubeconfig: Option<&std::path::Path>, name: Option<&str>) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn token(name: Option<&str>) -> Result<ExitCode, String> {
-    let credential = login::home()
-        .and_then(|h| login::Store::at(&h).load(name))
-        .and_then(|l| login::exec_credential(&l, jiff::Timestamp::now()));
-    match credential {
+async fn token(name: Option<&str>) -> Result<ExitCode, String> {
+    let store = match login::home() {
+        Ok(h) => login::Store::at(&h),
+        Err(e) => return login_failed(e),
+    };
+    let mut login = match store.load(name) {
+        Ok(l) => l,
+        Err(e) => return login_failed(e),
+    };
+    if login::needs_refresh(&login, jiff::Timestamp::now()) {
+        // One refresh at a time, and none if another run renewed it meanwhile.
+        let _held = store.lock(&login.name).map_err(|e| e.to_string())?;
+        login = match store.load(Some(&login.name)) {
+            Ok(l) => l,
+            Err(e) => return login_failed(e),
+        };
+        if let Some(refresh) = login
+            .refresh
+            .clone()
+            .filter(|_| login::needs_refresh(&login, jiff::Timestamp::now()))
+        {
+            let flow = device_flow::DeviceFlow::new(device_flow::Client {
+                issuer: refresh.issuer.clone(),
+                client_id: refresh.client_id.clone(),
+                client_secret: refresh.client_secret.clone(),
+                certificate_authority: refresh.certificate_authority.clone(),
+                scopes: vec![],
+            })
+            .map_err(|e| e.to_string())?;
+            match flow
+                .refresh(&refresh.token_endpoint, &refresh.refresh_token)
+                .await
+            {
+                Ok(tokens) => {
+                    login.token = tokens.id_token;
+                    login.refresh = Some(login::Refresh {
+                        refresh_token: tokens.refresh_token.unwrap_or(refresh.refresh_token),
+                        ..refresh
+                    });
+                    store.save(&login).map_err(|e| e.to_string())?;
+                }
+                Err(e @ device_flow::DeviceFlowError::Expired { .. }) => {
+                    // The issuer ended the login: forget the refresh token, keep the name.
+                    login.refresh = None;
+                    store.save(&login).map_err(|e| e.to_string())?;
+                    eprintln!("lattice: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    match login::exec_credential(&login, jiff::Timestamp::now()) {
         Ok(c) => {
             println!("{c}");
             Ok(ExitCode::SUCCESS)

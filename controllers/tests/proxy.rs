@@ -1196,7 +1196,13 @@ async fn device_flow_login(pair: &ProxiedPair) {
     use lattice_testkit::oidc::{Answer, Provider};
     let dir = pair.root_env.dir.join("device-flow");
     std::fs::create_dir_all(&dir).unwrap();
-    let idp = Provider::start(&dir.join("idp"), &[("dave", "correct-horse-battery")]);
+    // ID tokens that live 20 s: each is within `lattice token`'s 30 s of its expiry, so every
+    // credential kubectl asks for is a refreshed one.
+    let idp = Provider::start_with_id_token_lifetime(
+        &dir.join("idp"),
+        &[("dave", "correct-horse-battery")],
+        Duration::from_secs(20),
+    );
     let provider = json!({
         "apiVersion": "lattice.dev/v1alpha1", "kind": "OIDCProvider",
         "metadata": {"name": "company-sso"},
@@ -1277,25 +1283,78 @@ async fn device_flow_login(pair: &ProxiedPair) {
         "Cedar lets dave read only: {err}"
     );
 
-    // The credential is the issuer's ID token for dave, until its own expiry.
-    let token = std::process::Command::new(lattice_binary())
-        .args(["token", "--login", "sso"])
-        .env("LATTICE_HOME", &home)
-        .output()
-        .unwrap();
-    assert!(token.status.success());
-    let credential: serde_json::Value = serde_json::from_slice(&token.stdout).unwrap();
+    // The credential is the issuer's ID token for dave, renewed with the refresh token the
+    // issuer rotates at each use, and stated until its own expiry.
+    let saved = dir.join("home/logins/sso.json");
+    let stored = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap()
+    };
+    let before = stored();
+    let first_refresh = before["refresh"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(&first_refresh)
+    );
+    let token = || {
+        std::process::Command::new(lattice_binary())
+            .args(["token", "--login", "sso"])
+            .env("LATTICE_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = token();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let credential: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     use base64::Engine;
+    let claims = |t: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
     let id_token = credential["status"]["token"].as_str().unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(id_token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(claims["iss"], idp.issuer.as_str());
-    assert_eq!(claims["sub"], "dave");
+    let (new, old) = (claims(id_token), claims(before["token"].as_str().unwrap()));
+    assert_eq!(new["iss"], idp.issuer.as_str());
+    assert_eq!(new["sub"], "dave");
+    assert!(
+        new["exp"].as_i64() > old["exp"].as_i64(),
+        "a new ID token: {new} after {old}"
+    );
     assert!(credential["status"]["expirationTimestamp"].is_string());
+    let after = stored();
+    assert_eq!(after["token"], id_token);
+    assert_ne!(
+        after["refresh"]["refreshToken"],
+        first_refresh.as_str(),
+        "rotated"
+    );
+    let (ok, listed, err) = kubectl(&config, &["get", "configmaps", "-o", "name"]);
+    assert!(
+        ok && listed.contains("configmap/made-on-edge"),
+        "{listed}{err}"
+    );
+
+    // A refresh token the issuer no longer honours (the one it rotated away from): the
+    // login is over, said plainly, and its refresh token is forgotten.
+    let mut spent = stored();
+    spent["refresh"]["refreshToken"] = json!(first_refresh);
+    std::fs::write(&saved, spent.to_string()).unwrap();
+    let out = token();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("run `lattice login` again"), "{err}");
+    assert!(stored().get("refresh").is_none());
 }
 
 /// A call straight to edge's proxy for leaf with `token`, naming alice as the caller it

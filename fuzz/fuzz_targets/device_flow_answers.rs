@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
             let answer = read_poll(status, rest);
             if let Poll::Token(t) = &answer {
                 assert_eq!(status, 200);
-                assert!(!t.is_empty());
+                assert!(!t.id_token.is_empty());
+                assert!(t.refresh_token.as_ref().is_none_or(|r| !r.is_empty()));
             }
             let wait = next_interval(u64::from(mode), &answer);
             assert!((1..=60).contains(&wait));

@@ -1,6 +1,7 @@
 //! A real OpenID Connect provider for tests: zitadel's certified provider package with its
 //! example storage and login pages (`tools/oidc`, built from its Go module). [`Provider::start`]
-//! serves one over TLS on loopback with one device-flow client and the users given, and
+//! serves one over TLS on loopback with one device-flow client (which may also refresh) and
+//! the users given, and
 //! [`Provider::answer`] plays the person at the page the device flow sends them to.
 
 use std::path::{Path, PathBuf};
@@ -54,8 +55,17 @@ pub enum Answer {
 
 impl Provider {
     /// Starts a provider under `dir` whose users are `users` (name, password; the ID
-    /// token's subject is the name).
+    /// token's subject is the name), its ID tokens valid for an hour.
     pub fn start(dir: &Path, users: &[(&str, &str)]) -> Provider {
+        Provider::start_with_id_token_lifetime(dir, users, Duration::from_secs(3600))
+    }
+
+    /// [`Provider::start`], its ID tokens valid for `lifetime` (so a test sees one expire).
+    pub fn start_with_id_token_lifetime(
+        dir: &Path,
+        users: &[(&str, &str)],
+        lifetime: Duration,
+    ) -> Provider {
         let port = crate::free_port();
         let ca_pem = crate::tls::serving_certificate(dir, "lattice test OIDC CA");
         let users: serde_json::Map<String, serde_json::Value> = users
@@ -91,6 +101,10 @@ impl Provider {
             .arg("--users")
             .arg(dir.join("users.json"))
             .args(["--client-id", &client_id, "--client-secret", &client_secret])
+            .arg(format!(
+                "--id-token-lifetime={}s",
+                lifetime.as_secs().max(1)
+            ))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
