@@ -368,9 +368,7 @@ impl DeviceFlow {
             ("client_id", self.client.client_id.as_str()),
             ("scope", scope.as_str()),
         ];
-        let request =
-            self.authenticated(self.http.post(&endpoints.device_authorization).form(&form));
-        let (status, body) = self.send(request).await?;
+        let (status, body) = self.post(&endpoints.device_authorization, &form).await?;
         Ok((endpoints, read_device_code(issuer, status, &body)?))
     }
 
@@ -400,8 +398,7 @@ impl DeviceFlow {
                 });
             }
             tokio::time::sleep_until(wake).await;
-            let request = self.authenticated(self.http.post(&endpoints.token).form(&form));
-            let (status, body) = self.send(request).await?;
+            let (status, body) = self.post(&endpoints.token, &form).await?;
             let answer = read_poll(status, &body);
             match answer {
                 Poll::Token(tokens) => {
@@ -445,8 +442,7 @@ impl DeviceFlow {
             ("refresh_token", refresh_token),
             ("client_id", self.client.client_id.as_str()),
         ];
-        let request = self.authenticated(self.http.post(token_endpoint).form(&form));
-        let (status, body) = self.send(request).await?;
+        let (status, body) = self.post(token_endpoint, &form).await?;
         match read_poll(status, &body) {
             Poll::Token(mut tokens) => {
                 check_id_token(
@@ -470,11 +466,18 @@ impl DeviceFlow {
         }
     }
 
-    fn authenticated(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.client.client_secret {
+    /// POSTs `form` to `url` as the client (HTTP Basic when it has a secret).
+    async fn post(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>), DeviceFlowError> {
+        let request = self.http.post(url).form(form);
+        let request = match &self.client.client_secret {
             Some(secret) => request.basic_auth(&self.client.client_id, Some(secret)),
             None => request,
-        }
+        };
+        self.send(request).await
     }
 
     /// Sends `request`: the status and the body, read within [`MAX_ANSWER`].

@@ -54,6 +54,31 @@ pub fn reference_dir() -> Option<PathBuf> {
     None
 }
 
+/// A Go program the tests run as a real peer: the path `env` names when set, else what
+/// `tools/<tool>/build` builds (or finds up to date) and prints as its last line, built once
+/// per test process. Building needs Go.
+pub fn go_tool(env: &str, tool: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    static BUILT: std::sync::Mutex<std::collections::BTreeMap<String, PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(tool.to_owned())
+        .or_insert_with(|| {
+            let script = workspace_root().join("tools").join(tool).join("build");
+            let out = std::process::Command::new(&script)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("run {} (needs Go): {e}", script.display()));
+            assert!(out.status.success(), "{} failed", script.display());
+            let text = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(text.lines().last().expect("build prints the path").trim())
+        })
+        .clone()
+}
+
 pub mod oci;
 pub mod oidc;
 pub mod schemas;

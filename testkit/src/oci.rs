@@ -3,27 +3,13 @@
 //! TLS, with a CA made for it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The directory holding `registry` and `cosign`: `LATTICE_OCI_BIN`, else built (or found
 /// fresh) by `tools/oci/build`, which needs Go.
 pub fn bin_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("LATTICE_OCI_BIN") {
-        return PathBuf::from(p);
-    }
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Command::new(crate::workspace_root().join("tools/oci/build"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run tools/oci/build (needs Go)");
-            assert!(out.status.success(), "tools/oci/build failed");
-            let text = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(text.lines().last().expect("build prints the path").trim())
-        })
-        .clone()
+    crate::go_tool("LATTICE_OCI_BIN", "oci")
 }
 
 /// A running registry. Stopped (killed) on drop.

@@ -5,7 +5,7 @@
 //! [`Provider::answer`] plays the person at the page the device flow sends them to.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
@@ -13,21 +13,7 @@ use rustls::pki_types::pem::PemObject;
 /// The provider's binary: `LATTICE_OIDC_PROVIDER`, else built (or found up to date) by
 /// `tools/oidc/build`, which needs Go.
 pub fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("LATTICE_OIDC_PROVIDER") {
-        return PathBuf::from(p);
-    }
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Command::new(crate::workspace_root().join("tools/oidc/build"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run tools/oidc/build (needs Go)");
-            assert!(out.status.success(), "tools/oidc/build failed");
-            let text = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(text.lines().last().expect("build prints the path").trim())
-        })
-        .clone()
+    crate::go_tool("LATTICE_OIDC_PROVIDER", "oidc")
 }
 
 /// A running provider. Stopped (killed) on drop.

@@ -8,21 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 /// The testenv binary: `LATTICE_TESTENV`, else built (or found fresh) by
 /// `tools/testenv/build`, which needs Go.
 pub fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("LATTICE_TESTENV") {
-        return PathBuf::from(p);
-    }
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Command::new(crate::workspace_root().join("tools/testenv/build"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run tools/testenv/build (needs Go)");
-            assert!(out.status.success(), "tools/testenv/build failed");
-            let text = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(text.lines().last().expect("build prints the path").trim())
-        })
-        .clone()
+    crate::go_tool("LATTICE_TESTENV", "testenv")
 }
 
 /// Starts a control plane in `dir` (`--wipe` for a fresh one, `--resume` to restart on its
