@@ -42,6 +42,8 @@ const DEFAULT_INTERVAL: u64 = 5;
 const SLOW_DOWN: u64 = 5;
 /// The longest wait between polls honoured (an issuer asking for more is waited on this long).
 const MAX_INTERVAL: u64 = 60;
+/// The longest a code is waited on, whatever the issuer says (RFC 8628's example is 30 min).
+pub const MAX_CODE_LIFETIME: u64 = 3600;
 
 /// The OpenID Connect client `lattice login` acts as.
 #[derive(Clone, Debug)]
@@ -199,7 +201,8 @@ pub fn read_device_code(
         ))
     })?;
     let printable = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
-    if !printable(&code.user_code)
+    if code.expires_in == 0
+        || !printable(&code.user_code)
         || !printable(&code.device_code)
         || !code.verification_uri.starts_with("https://")
         || !printable(&code.verification_uri)
@@ -380,7 +383,8 @@ impl DeviceFlow {
         code: &DeviceCode,
     ) -> Result<Tokens, DeviceFlowError> {
         let issuer = &self.client.issuer;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(code.expires_in.min(MAX_CODE_LIFETIME));
         let mut interval = code
             .interval
             .unwrap_or(DEFAULT_INTERVAL)
@@ -632,7 +636,9 @@ mod tests {
         phishing["verification_uri"] = json!("http://idp.example.com/device");
         let mut control = good.clone();
         control["user_code"] = json!("AB\u{1b}[2J");
-        for b in [body(phishing), body(control)] {
+        let mut dead = good.clone();
+        dead["expires_in"] = json!(0);
+        for b in [body(phishing), body(control), body(dead)] {
             assert!(read_device_code(ISSUER, 200, &b).is_err());
         }
         let refused = read_device_code(

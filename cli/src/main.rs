@@ -552,7 +552,10 @@ async fn device_flow_token(
 ) -> Result<(String, Option<login::Refresh>), device_flow::DeviceFlowError> {
     let flow = device_flow::DeviceFlow::new(client.clone())?;
     let (endpoints, code) = flow.begin().await?;
-    let minutes = code.expires_in.div_ceil(60);
+    let minutes = code
+        .expires_in
+        .min(device_flow::MAX_CODE_LIFETIME)
+        .div_ceil(60);
     match &code.verification_uri_complete {
         Some(complete) => eprintln!(
             "To log in, open {complete}\n(or open {} and enter the code {}); it expires in {minutes} min.",

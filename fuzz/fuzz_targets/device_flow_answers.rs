@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(status, 200);
                 assert!(code.verification_uri.starts_with("https://"));
                 assert!(!code.user_code.is_empty());
+                assert!(code.expires_in > 0);
                 assert!(!code.user_code.chars().any(char::is_control));
             }
         }
