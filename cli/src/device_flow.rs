@@ -405,15 +405,7 @@ impl DeviceFlow {
             let (status, body) = self.post(&endpoints.token, &form).await?;
             let answer = read_poll(status, &body);
             match answer {
-                Poll::Token(tokens) => {
-                    check_id_token(
-                        &tokens.id_token,
-                        issuer,
-                        &self.client.client_id,
-                        jiff::Timestamp::now(),
-                    )?;
-                    return Ok(tokens);
-                }
+                Poll::Token(tokens) => return self.checked(tokens),
                 Poll::Denied => {
                     return Err(DeviceFlowError::Refused {
                         issuer: issuer.clone(),
@@ -448,13 +440,8 @@ impl DeviceFlow {
         ];
         let (status, body) = self.post(token_endpoint, &form).await?;
         match read_poll(status, &body) {
-            Poll::Token(mut tokens) => {
-                check_id_token(
-                    &tokens.id_token,
-                    issuer,
-                    &self.client.client_id,
-                    jiff::Timestamp::now(),
-                )?;
+            Poll::Token(tokens) => {
+                let mut tokens = self.checked(tokens)?;
                 tokens
                     .refresh_token
                     .get_or_insert_with(|| refresh_token.to_owned());
@@ -468,6 +455,17 @@ impl DeviceFlow {
                 "{issuer} answered a refresh with {other:?}"
             ))),
         }
+    }
+
+    /// `tokens`, once their ID token is checked as this issuer's for this client, now.
+    fn checked(&self, tokens: Tokens) -> Result<Tokens, DeviceFlowError> {
+        check_id_token(
+            &tokens.id_token,
+            &self.client.issuer,
+            &self.client.client_id,
+            jiff::Timestamp::now(),
+        )?;
+        Ok(tokens)
     }
 
     /// POSTs `form` to `url` as the client (HTTP Basic when it has a secret).
