@@ -28,7 +28,6 @@
 use std::time::Duration;
 
 use base64::Engine;
-use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -218,6 +217,20 @@ pub fn read_device_code(
     Ok(code)
 }
 
+/// An OAuth error answer's `error` code, if the body is one.
+fn oauth_error_code(body: &[u8]) -> Option<&str> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow)]
+        error: std::borrow::Cow<'a, str>,
+    }
+    match serde_json::from_slice::<Answer>(body).ok()?.error {
+        std::borrow::Cow::Borrowed(code) => Some(code),
+        // An escaped code names none of the registered ones.
+        std::borrow::Cow::Owned(_) => None,
+    }
+}
+
 /// An OAuth error answer's `error` (and `error_description`), if the body is one.
 fn oauth_error(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
@@ -252,10 +265,7 @@ pub fn read_poll(status: u16, body: &[u8]) -> Poll {
             ),
         };
     }
-    let error: Option<String> = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error")?.as_str().map(str::to_owned));
-    match error.as_deref() {
+    match oauth_error_code(body) {
         Some("authorization_pending") => Poll::Pending,
         Some("slow_down") => Poll::SlowDown,
         Some("access_denied") => Poll::Denied,
@@ -343,7 +353,8 @@ pub struct DeviceFlow {
 impl DeviceFlow {
     /// A flow for `client`, trusting its CA or the system's roots.
     pub fn new(client: Client) -> Result<DeviceFlow, DeviceFlowError> {
-        let tls = tls(client.certificate_authority.as_deref())?;
+        let tls = lattice_proxy::oidc::client_tls(client.certificate_authority.as_deref())
+            .map_err(|e| DeviceFlowError::Unusable(format!("TLS for the issuer: {e}")))?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(REQUEST_TIMEOUT)
@@ -447,9 +458,11 @@ impl DeviceFlow {
                     .get_or_insert_with(|| refresh_token.to_owned());
                 Ok(tokens)
             }
-            Poll::Failed(why) if why.contains("invalid_grant") => Err(DeviceFlowError::Expired {
-                issuer: issuer.clone(),
-            }),
+            Poll::Failed(_) if oauth_error_code(&body) == Some("invalid_grant") => {
+                Err(DeviceFlowError::Expired {
+                    issuer: issuer.clone(),
+                })
+            }
             Poll::Failed(why) => Err(DeviceFlowError::Unusable(format!("{issuer}: {why}"))),
             other => Err(DeviceFlowError::Unusable(format!(
                 "{issuer} answered a refresh with {other:?}"
@@ -508,39 +521,6 @@ impl DeviceFlow {
         }
         Ok((status, body))
     }
-}
-
-/// TLS for the issuer: its CA, or the system's roots.
-fn tls(certificate_authority: Option<&str>) -> Result<rustls::ClientConfig, DeviceFlowError> {
-    let unusable = DeviceFlowError::Unusable;
-    let mut roots = rustls::RootCertStore::empty();
-    match certificate_authority {
-        Some(pem) => {
-            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| unusable(format!("the issuer's CA does not read: {e}")))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(unusable(
-                    "the issuer's CA holds no usable certificate".into(),
-                ));
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            if roots.is_empty() {
-                return Err(unusable(
-                    "the system has no CA certificates; give the issuer's with --oidc-certificate-authority".into(),
-                ));
-            }
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| unusable(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]

@@ -61,6 +61,19 @@ pub struct Refresh {
     pub refresh_token: String,
 }
 
+impl Refresh {
+    /// The OpenID Connect client the refresh is asked as.
+    pub fn client(&self) -> lattice_cli::device_flow::Client {
+        lattice_cli::device_flow::Client {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            certificate_authority: self.certificate_authority.clone(),
+            scopes: vec![],
+        }
+    }
+}
+
 /// How long before its expiry an ID token that can be refreshed is refreshed.
 pub const REFRESH_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
 

@@ -792,22 +792,16 @@ async fn token(name: Option<&str>) -> Result<ExitCode, String> {
             .clone()
             .filter(|_| login::needs_refresh(&login, jiff::Timestamp::now()))
         {
-            let flow = device_flow::DeviceFlow::new(device_flow::Client {
-                issuer: refresh.issuer.clone(),
-                client_id: refresh.client_id.clone(),
-                client_secret: refresh.client_secret.clone(),
-                certificate_authority: refresh.certificate_authority.clone(),
-                scopes: vec![],
-            })
-            .map_err(|e| e.to_string())?;
+            let flow = device_flow::DeviceFlow::new(refresh.client()).map_err(|e| e.to_string())?;
             match flow
                 .refresh(&refresh.token_endpoint, &refresh.refresh_token)
                 .await
             {
                 Ok(tokens) => {
                     login.token = tokens.id_token;
-                    login.refresh = Some(login::Refresh {
-                        refresh_token: tokens.refresh_token.unwrap_or(refresh.refresh_token),
+                    // `refresh` gives back the token to use next (rotated, or the same).
+                    login.refresh = tokens.refresh_token.map(|refresh_token| login::Refresh {
+                        refresh_token,
                         ..refresh
                     });
                     store.save(&login).map_err(|e| e.to_string())?;

@@ -565,8 +565,9 @@ pub fn identity(
     Ok(Requester { username, groups })
 }
 
-/// TLS for fetching from an issuer: its CA bundle, or the system's roots.
-fn client_tls(ca_bundle: Option<&str>) -> Result<rustls::ClientConfig, String> {
+/// TLS for fetching from an issuer: its CA bundle, or the system's roots. (Also what
+/// `lattice login --oidc-issuer` trusts an issuer by.)
+pub fn client_tls(ca_bundle: Option<&str>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_bundle {
         Some(pem) => {
