@@ -16,6 +16,7 @@ pub mod pod;
 pub mod policies;
 pub mod project;
 pub mod quota;
+pub mod requests;
 pub mod snapshot;
 pub mod what_if;
 pub mod world;

@@ -14,11 +14,13 @@ use sha2::{Digest, Sha256};
 use crate::index::{PolicyIndex, RawOutcome};
 use crate::policies::{PolicyInfo, PolicyStore, StoredPolicy};
 use crate::project::{Approvals, Projection, declared_wildcards, namespaces, root_cluster, uid};
+use crate::requests::CheckedRequests;
 use crate::world::World;
 
 /// What a snapshot is assembled from.
 struct Parts {
     schema: Arc<Schema>,
+    requests: Arc<CheckedRequests>,
     entities: Arc<Entities>,
     approved: Approvals,
     enforce: Arc<PolicyIndex>,
@@ -46,6 +48,7 @@ impl Parts {
         let enforce = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Enforce), &schema));
         let audit = Arc::new(PolicyIndex::new(by_mode(EnforcementMode::Audit), &schema));
         Parts {
+            requests: Arc::new(CheckedRequests::new(&schema)),
             schema,
             entities: Arc::new(entities),
             approved: Approvals::default(),
@@ -60,6 +63,8 @@ impl Parts {
 /// One immutable view of schema, entities and policies.
 pub struct Snapshot {
     schema: Arc<Schema>,
+    /// Requests checked against `schema`, remembered by shape.
+    requests: Arc<CheckedRequests>,
     entities: Arc<Entities>,
     /// Wildcard declarations AllowWildcard approved, and namespaces OptOutDefaultDeny let
     /// run without the baseline.
@@ -304,6 +309,7 @@ impl Snapshot {
         );
         let parts = Parts {
             schema: self.schema.clone(),
+            requests: self.requests.clone(),
             entities: self.entities.clone(),
             approved: self.approved.clone(),
             enforce,
@@ -342,6 +348,7 @@ impl Snapshot {
         };
         let Parts {
             schema,
+            requests,
             entities,
             approved,
             enforce,
@@ -352,6 +359,7 @@ impl Snapshot {
         let world_digest = world.digest();
         let mut snapshot = Snapshot {
             schema,
+            requests,
             entities,
             approved,
             world_digest,
@@ -412,6 +420,7 @@ impl Snapshot {
         let world_digest = world.digest();
         Ok(Snapshot {
             schema: self.schema.clone(),
+            requests: self.requests.clone(),
             entities: Arc::new(entities),
             approved: self.approved.clone(),
             world_digest,
@@ -579,16 +588,23 @@ impl Snapshot {
         self.policies.get(id).map(|p| &p.info)
     }
 
-    /// A schema-checked Cedar request for a query.
+    /// A schema-checked Cedar request for a query (checked by Cedar, or of a shape Cedar's
+    /// check passed on this snapshot's schema: [`CheckedRequests`]).
     pub fn request(&self, q: &Query) -> Result<Request, QueryError> {
-        Request::new(
-            q.principal.clone(),
-            q.action.clone(),
-            q.resource.clone(),
-            q.context.clone(),
-            Some(&self.schema),
-        )
-        .map_err(|e| QueryError(e.to_string()))
+        self.requests
+            .request(
+                &self.schema,
+                &q.principal,
+                &q.action,
+                &q.resource,
+                &q.context,
+            )
+            .map_err(QueryError)
+    }
+
+    /// How many request shapes this snapshot remembers as passing the schema check.
+    pub fn remembered_requests(&self) -> usize {
+        self.requests.len()
     }
 
     /// Evaluates a query on the enforce policies through the index, in Cedar's terms.
@@ -629,6 +645,7 @@ impl Snapshot {
             .map_err(|e| QueryError(format!("request entities: {e:?}")))?;
         Ok(Snapshot {
             schema: self.schema.clone(),
+            requests: self.requests.clone(),
             entities: Arc::new(entities),
             approved: self.approved.clone(),
             world_digest: self.world_digest,
