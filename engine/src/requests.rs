@@ -11,7 +11,7 @@
 //!
 //! Two limits keep it exact and small. A schema with an enumerated entity type is never
 //! remembered (there the check reads the entity's id, not only its type). And at most
-//! [`CAPACITY`] shapes are kept per snapshot; past that, requests are checked by Cedar as
+//! [`CAPACITY`] shapes are kept per snapshot (a shape once for each thread that met it); past that, requests are checked by Cedar as
 //! before, so input an attacker shapes costs time, never memory.
 
 use std::collections::BTreeSet;
@@ -28,12 +28,32 @@ pub const CAPACITY: usize = 1 << 16;
 /// (The context as a record value: that is how Cedar orders and compares it.)
 type Shape = (ast::EntityType, ast::EntityUID, ast::EntityType, ast::Value);
 
+/// Shards of the memory: each thread reads its own, so threads deciding at once (a mesh
+/// plan on every core) do not contend for one lock's cache line on every request. A shape
+/// is remembered per shard, so each thread has Cedar check it once.
+const SHARDS: usize = 8;
+
+/// One shard, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(RwLock<BTreeSet<Shape>>);
+
 /// The shapes of the requests that passed the check, for one schema.
 #[derive(Debug)]
 pub struct CheckedRequests {
     /// False when the schema has an enumerated entity type.
     remembers: bool,
-    passed: RwLock<BTreeSet<Shape>>,
+    shards: [Shard; SHARDS],
+}
+
+/// This thread's shard.
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 impl CheckedRequests {
@@ -45,7 +65,7 @@ impl CheckedRequests {
             .any(|t| matches!(t.kind, ValidatorEntityTypeKind::Enum(_)));
         CheckedRequests {
             remembers,
-            passed: RwLock::new(BTreeSet::new()),
+            shards: Default::default(),
         }
     }
 
@@ -83,21 +103,25 @@ impl CheckedRequests {
         let Some(shape) = shape(&unchecked) else {
             return checked();
         };
-        if self.passed.read().is_ok_and(|p| p.contains(&shape)) {
+        let passed = &self.shards[shard()].0;
+        if passed.read().is_ok_and(|p| p.contains(&shape)) {
             return Ok(unchecked);
         }
         let request = checked()?;
-        if let Ok(mut passed) = self.passed.write()
-            && passed.len() < CAPACITY
+        if let Ok(mut passed) = passed.write()
+            && passed.len() < CAPACITY / SHARDS
         {
             passed.insert(shape);
         }
         Ok(request)
     }
 
-    /// How many shapes are remembered.
+    /// How many shapes are remembered (in every shard: a shape each thread met).
     pub fn len(&self) -> usize {
-        self.passed.read().map_or(0, |p| p.len())
+        self.shards
+            .iter()
+            .map(|s| s.0.read().map_or(0, |p| p.len()))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
