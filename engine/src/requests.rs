@@ -11,8 +11,9 @@
 //!
 //! Two limits keep it exact and small. A schema with an enumerated entity type is never
 //! remembered (there the check reads the entity's id, not only its type). And at most
-//! [`CAPACITY`] shapes are kept per snapshot (a shape once for each thread that met it); past that, requests are checked by Cedar as
-//! before, so input an attacker shapes costs time, never memory.
+//! [`CAPACITY`] shapes are kept per snapshot (a shape once for each thread that met it);
+//! past that, requests are checked by Cedar as before, so input an attacker shapes costs
+//! time, never memory.
 
 use std::collections::BTreeSet;
 use std::sync::RwLock;

@@ -138,21 +138,18 @@ proptest! {
     }
 }
 
+/// `Connect` from `caller` to `callee` with `ports` as its context.
+fn connect(caller: EntityUid, callee: EntityUid, ports: Value) -> Query {
+    Query::new(caller, action("Connect"), callee)
+        .with_context(Context::from_json_value(json!({ "ports": ports }), None).unwrap())
+}
+
 #[test]
 fn a_shape_is_remembered_only_after_it_passes() {
     let snapshot = snapshot();
-    let ok = Query::new(
-        uid("Service", "shop/a"),
-        action("Connect"),
-        uid("Service", "shop/b"),
-    )
-    .with_context(Context::from_json_value(json!({"ports": [8080]}), None).unwrap());
-    let wrong = Query::new(
-        uid("Service", "shop/a"),
-        action("Connect"),
-        uid("Service", "shop/b"),
-    )
-    .with_context(Context::from_json_value(json!({"ports": ["8080"]}), None).unwrap());
+    let (a, b) = (uid("Service", "shop/a"), uid("Service", "shop/b"));
+    let ok = connect(a.clone(), b.clone(), json!([8080]));
+    let wrong = connect(a, b.clone(), json!(["8080"]));
     assert!(snapshot.request(&wrong).is_err());
     assert!(
         snapshot.request(&wrong).is_err(),
@@ -162,21 +159,15 @@ fn a_shape_is_remembered_only_after_it_passes() {
     snapshot.request(&ok).unwrap();
     assert_eq!(snapshot.remembered_requests(), 1);
     // Another caller and callee of the same types, the same ports: the same shape.
-    let other = Query::new(
+    let other = connect(
         uid("Service", "pay/x"),
-        action("Connect"),
         uid("Service", "pay/y"),
-    )
-    .with_context(Context::from_json_value(json!({"ports": [8080]}), None).unwrap());
+        json!([8080]),
+    );
     snapshot.request(&other).unwrap();
     assert_eq!(snapshot.remembered_requests(), 1);
     // The same context for an action whose principal type differs: still checked, refused.
-    let mistyped = Query::new(
-        uid("Namespace", "shop"),
-        action("Connect"),
-        uid("Service", "shop/b"),
-    )
-    .with_context(Context::from_json_value(json!({"ports": [8080]}), None).unwrap());
+    let mistyped = connect(uid("Namespace", "shop"), b, json!([8080]));
     let err = snapshot.request(&mistyped).unwrap_err().0;
     assert_eq!(err, cedar(&snapshot, &mistyped).unwrap_err());
 }

@@ -157,9 +157,7 @@ impl MeshPlan {
             .collect();
         let mut plan = MeshPlan::default();
         for d in declared {
-            plan.declarations.ports.insert(d.id.clone(), d.ports);
-            plan.declarations.contexts.insert(d.id.clone(), d.context);
-            plan.declarations.by.insert(d.id, d.peers);
+            plan.declare(d);
         }
         let mut edges: Vec<(String, String)> = Vec::new();
         for (id, (outbound, inbound)) in &plan.declarations.by {
@@ -199,7 +197,7 @@ impl MeshPlan {
         self.declarations.ports.remove(&id);
         self.declarations.contexts.remove(&id);
         if let Some(object) = world.get(key).filter(|o| o.is_workload()) {
-            self.declare(id.clone(), object);
+            self.declare(Declared::of(id.clone(), object));
         }
         let after = self.edges_of(&id);
         for edge in before.difference(&after) {
@@ -211,8 +209,7 @@ impl MeshPlan {
         after.len()
     }
 
-    fn declare(&mut self, id: String, object: &Object) {
-        let d = Declared::of(id, object);
+    fn declare(&mut self, d: Declared) {
         self.declarations.ports.insert(d.id.clone(), d.ports);
         self.declarations.contexts.insert(d.id.clone(), d.context);
         self.declarations.by.insert(d.id, d.peers);
