@@ -17,13 +17,15 @@ pub fn run(
     namespace: Option<&str>,
     format: Format,
 ) -> u8 {
-    let Some(loaded) = crate::loading::load(world, policies) else {
+    // The projection is consumed into the snapshot: nothing here projects again.
+    let Some((world, store, snapshot)) = crate::loading::load_once(world, policies) else {
         return EXIT_USAGE;
     };
-    let plan = MeshPlan::plan(&loaded.snapshot, &loaded.world);
-    let (mut text, mut doc) = describe(&plan, &loaded.snapshot, &loaded.world, namespace);
-    text.push_str(&loaded.packs.line());
-    doc["packs"] = loaded.packs.json();
+    let packs = crate::loading::PacksInForce::of(&store, policies);
+    let plan = MeshPlan::plan(&snapshot, &world);
+    let (mut text, mut doc) = describe(&plan, &snapshot, &world, namespace);
+    text.push_str(&packs.line());
+    doc["packs"] = packs.json();
     match format {
         Format::Json => emit(&format!(
             "{}\n",
@@ -33,7 +35,7 @@ pub fn run(
     }
     // The process ends here: the world, the snapshot and the plan (most of a gigabyte at
     // 10,000 services) are left to the operating system, as `plan` leaves its own.
-    std::mem::forget((loaded, plan, text, doc));
+    std::mem::forget((world, store, snapshot, plan, text, doc));
     EXIT_OK
 }
 
