@@ -144,10 +144,13 @@ fn workload_id(key: &ObjectKey) -> String {
 impl MeshPlan {
     /// Plans every declared edge of `world`.
     ///
-    /// Built in bulk: declarations read on every core, the edges sorted once, decided on
-    /// every core, and the maps built from sorted runs (a `BTreeMap` collected from a sorted
-    /// iterator is built bottom-up, without a search per edge). At 50,000 edges the
-    /// bookkeeping around the decisions had cost more than the decisions.
+    /// Built in bulk: declarations read on every core, and every name an edge can have
+    /// sorted once and numbered in that order, so that edges are pairs of numbers that sort
+    /// as their names do. Who declares an edge is known where it is found (a caller's
+    /// outbound list or a callee's inbound one), so no edge looks a declaration up. Edges
+    /// are decided on every core, and the maps are built from sorted runs (a `BTreeMap`
+    /// collected from a sorted iterator is built bottom-up, without a search per edge). At
+    /// 50,000 edges the bookkeeping around the decisions had cost as much as the decisions.
     pub fn plan(snapshot: &Snapshot, world: &World) -> MeshPlan {
         let workloads: Vec<(&ObjectKey, &Object)> =
             world.objects().filter(|(_, o)| o.is_workload()).collect();
@@ -155,36 +158,101 @@ impl MeshPlan {
             .par_iter()
             .map(|(key, object)| Declared::of(workload_id(key), object))
             .collect();
-        let mut plan = MeshPlan::default();
-        for d in declared {
-            plan.declare(d);
+        let mut names: Vec<&str> = declared
+            .par_iter()
+            .flat_map_iter(|d| {
+                let (outbound, inbound) = &d.peers;
+                std::iter::once(d.id.as_str())
+                    .chain(outbound.iter().map(String::as_str))
+                    .chain(inbound.iter().map(String::as_str))
+            })
+            .collect();
+        names.par_sort_unstable();
+        names.dedup();
+        let number: HashMap<&str, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, i as u32))
+            .collect();
+        // Two workloads with one id (kinds differ, namespace and name do not): the later
+        // one's declarations stand, as a re-plan's `declare` leaves them.
+        let mut declaration: Vec<Option<u32>> = vec![None; names.len()];
+        for (i, d) in declared.iter().enumerate() {
+            declaration[number[d.id.as_str()] as usize] = Some(i as u32);
         }
-        let mut edges: Vec<(String, String)> = Vec::new();
-        for (id, (outbound, inbound)) in &plan.declarations.by {
-            edges.extend(outbound.iter().map(|callee| (id.clone(), callee.clone())));
-            edges.extend(inbound.iter().map(|caller| (caller.clone(), id.clone())));
-        }
+        let standing: Vec<&Declared> = declaration
+            .iter()
+            .flatten()
+            .map(|&i| &declared[i as usize])
+            .collect();
+        // (caller, callee, declared by the caller, declared by the callee)
+        let number = &number;
+        let mut edges: Vec<(u32, u32, bool, bool)> = standing
+            .par_iter()
+            .flat_map_iter(|d| {
+                let me = number[d.id.as_str()];
+                let (outbound, inbound) = &d.peers;
+                let calls = outbound
+                    .iter()
+                    .map(move |callee| (me, number[callee.as_str()], true, false));
+                let callers = inbound
+                    .iter()
+                    .map(move |caller| (number[caller.as_str()], me, false, true));
+                calls.chain(callers)
+            })
+            .collect();
         edges.par_sort_unstable();
-        edges.dedup();
+        edges.dedup_by(|later, kept| {
+            let same = (later.0, later.1) == (kept.0, kept.1);
+            if same {
+                kept.2 |= later.2;
+                kept.3 |= later.3;
+            }
+            same
+        });
+        let no_ports = ports_context(&[]);
         // Edges are decided independently, on every core.
         let decided: Vec<EdgeDecision> = edges
             .par_iter()
-            .map(|(caller, callee)| plan.edge(snapshot, caller, callee))
+            .map(|&(caller, callee, by_caller, by_callee)| {
+                let (caller, to) = (names[caller as usize], declaration[callee as usize]);
+                let callee = names[callee as usize];
+                let to = to.map(|i| &declared[i as usize]);
+                let context = to.map_or(&no_ports, |d| &d.context).clone();
+                let decision = snapshot
+                    .decide(&connect_query_in(caller, callee, context))
+                    .map_err(|e| e.to_string());
+                EdgeDecision {
+                    caller: caller.to_owned(),
+                    callee: callee.to_owned(),
+                    ports: to.map(|d| d.ports.clone()).unwrap_or_default(),
+                    declared_by_caller: by_caller,
+                    declared_by_callee: by_callee,
+                    decision,
+                }
+            })
             .collect();
-        let mut by_callee: Vec<(&str, &str)> = edges
-            .iter()
-            .map(|(caller, callee)| (callee.as_str(), caller.as_str()))
+        let mut by_callee: Vec<(u32, u32)> = edges.iter().map(|e| (e.1, e.0)).collect();
+        by_callee.par_sort_unstable();
+        let callers: HashMap<String, BTreeSet<String>> = by_callee
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|run| {
+                let callers = run.iter().map(|e| names[e.1 as usize].to_owned());
+                (names[run[0].0 as usize].to_owned(), callers.collect())
+            })
             .collect();
-        by_callee.sort_unstable();
-        let mut callers: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for run in by_callee.chunk_by(|a, b| a.0 == b.0) {
-            callers.insert(
-                run[0].0.to_owned(),
-                run.iter().map(|(_, caller)| (*caller).to_owned()).collect(),
-            );
+        let mut plan = MeshPlan {
+            edges: decided
+                .into_iter()
+                .map(|e| ((e.caller.clone(), e.callee.clone()), e))
+                .collect(),
+            callers,
+            declarations: Declarations::default(),
+        };
+        drop((standing, names));
+        for d in declared {
+            plan.declare(d);
         }
-        plan.callers = callers;
-        plan.edges = edges.into_iter().zip(decided).collect();
         plan
     }
 
