@@ -525,6 +525,21 @@ fn malformed(
     }
 }
 
+/// The decision on one of `object`'s gates, without the explanation [`evaluate`] gives:
+/// for a caller that needs only the verdict (the mesh report's egress). A malformed gate,
+/// or a context Cedar cannot read, is an error, which denies.
+pub fn decide(snapshot: &Snapshot, object: &Object, gate: &Gate) -> Result<Decision, String> {
+    if let Some(reason) = &gate.malformed {
+        return Err(reason.clone());
+    }
+    let ns = object.namespace().unwrap_or("default");
+    let principal = uid("Service", &format!("{ns}/{}", object.name()));
+    let context = context_from_json(&gate.context).map_err(|e| e.to_string())?;
+    let query =
+        Query::new(principal, action(gate.action), gate.resource.clone()).with_context(context);
+    snapshot.decide(&query).map_err(|e| e.to_string())
+}
+
 /// Asks every question `object` raises on `snapshot`.
 pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
     let mut gates = questions(object);

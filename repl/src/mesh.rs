@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lattice_engine::{Snapshot, World};
 use lattice_gates::MeshPlan;
+use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::output::{Format, emit};
@@ -56,8 +57,9 @@ pub fn describe(
         .edges()
         .filter(|e| in_scope(&e.caller, &e.callee))
         .collect();
+    // Rows and lines are built on every core: at 50,000 edges they cost as much as the plan.
     let rows: Vec<_> = edges
-        .iter()
+        .par_iter()
         .map(|e| {
             json!({
                 "caller": e.caller, "callee": e.callee, "ports": e.ports,
@@ -101,22 +103,26 @@ pub fn describe(
         "{:<7} {:<width$}    {:<28} {}\n",
         "VERDICT", "CALLER", "CALLEE", "PORTS / REASON"
     ));
-    for e in &edges {
-        let verdict = if e.allowed() { "ALLOW" } else { "DENY" };
-        let detail = match e.reason() {
-            None => e
-                .ports
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            Some(r) => r,
-        };
-        out.push_str(&format!(
-            "{verdict:<7} {:<width$} -> {:<28} {detail}\n",
-            e.caller, e.callee
-        ));
-    }
+    let lines: Vec<String> = edges
+        .par_iter()
+        .map(|e| {
+            let verdict = if e.allowed() { "ALLOW" } else { "DENY" };
+            let detail = match e.reason() {
+                None => e
+                    .ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Some(r) => r,
+            };
+            format!(
+                "{verdict:<7} {:<width$} -> {:<28} {detail}\n",
+                e.caller, e.callee
+            )
+        })
+        .collect();
+    out.extend(lines);
     let allowed = edges.iter().filter(|e| e.allowed()).count();
     let one_sided = edges.iter().filter(|e| e.one_sided()).count();
     if !external.is_empty() {
@@ -183,37 +189,49 @@ fn cross_cluster(
 
 /// Each workload's endpoints outside the mesh in `namespace` (all without one): workload,
 /// host, protocol, ports, and whether every `AccessExternalEndpoint` gate for them allowed.
+/// Only those gates are decided (a workload's other gates, its quota among them, say
+/// nothing here), without explanations, on every core.
 fn external(
     snapshot: &Snapshot,
     world: &World,
     namespace: Option<&str>,
 ) -> Vec<(String, String, String, Vec<i64>, bool)> {
-    let mut out = Vec::new();
-    for (key, object) in world.objects() {
-        let Some(ns) = key.namespace.as_deref() else {
-            continue;
-        };
-        if !object.is_workload() || namespace.is_some_and(|n| n != ns) {
-            continue;
-        }
-        let endpoints = lattice_compiler::egress::external_endpoints(object);
-        if endpoints.is_empty() {
-            continue;
-        }
-        let report = lattice_gates::evaluate(snapshot, object);
-        for ((host, proto), ports) in endpoints {
-            let allowed = ports.iter().all(|p| {
-                let id = format!("{host}:{p}");
-                report.outcomes.iter().any(|o| {
-                    o.gate.action == "AccessExternalEndpoint"
-                        && o.gate.resource.id().unescaped() == id
-                        && o.allowed()
-                })
-            });
-            out.push((format!("{ns}/{}", key.name), host, proto, ports, allowed));
-        }
-    }
-    out
+    let workloads: Vec<_> = world
+        .objects()
+        .filter(|(key, object)| {
+            key.namespace
+                .as_deref()
+                .is_some_and(|ns| namespace.is_none_or(|n| n == ns))
+                && object.is_workload()
+        })
+        .collect();
+    workloads
+        .par_iter()
+        .flat_map_iter(|(key, object)| {
+            let endpoints = lattice_compiler::egress::external_endpoints(object);
+            let allowed: std::collections::HashSet<String> = if endpoints.is_empty() {
+                Default::default()
+            } else {
+                lattice_gates::questions(object)
+                    .iter()
+                    .filter(|g| g.action == "AccessExternalEndpoint")
+                    .filter(|g| lattice_gates::decide(snapshot, object, g).is_ok_and(|d| d.allowed))
+                    .map(|g| g.resource.id().unescaped().to_owned())
+                    .collect()
+            };
+            let workload = format!(
+                "{}/{}",
+                key.namespace.as_deref().unwrap_or_default(),
+                key.name
+            );
+            endpoints.into_iter().map(move |((host, proto), ports)| {
+                let all = ports
+                    .iter()
+                    .all(|p| allowed.contains(&format!("{host}:{p}")));
+                (workload.clone(), host, proto, ports, all)
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

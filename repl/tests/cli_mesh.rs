@@ -87,3 +87,44 @@ fn the_mesh_shows_egress_and_each_namespaces_baseline() {
     assert!(table.contains("OPTOUT  sandbox"), "{table}");
     assert!(table.contains("APPLIED payments"), "{table}");
 }
+
+#[test]
+fn egress_no_permit_covers_is_denied_and_the_rest_still_allowed() {
+    // The example world permits the gateway api.stripe.com:443 only; on 8443 no permit
+    // covers it, and the other endpoints keep their verdicts.
+    let dir = std::env::temp_dir().join(format!("lattice-cli-mesh-egress-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    lattice_testkit::copy_dir(&workspace().join("examples/world"), &dir);
+    let payments = dir.join("payments.yaml");
+    let text = std::fs::read_to_string(&payments).unwrap();
+    let moved = text.replace(
+        "host: api.stripe.com\n        port: 443",
+        "host: api.stripe.com\n        port: 8443",
+    );
+    assert_ne!(
+        moved, text,
+        "the gateway's stripe endpoint is where this test expects"
+    );
+    std::fs::write(&payments, moved).unwrap();
+    let o = mesh(&["--world", dir.to_str().unwrap(), "-o", "json"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let egress = doc["egress"].as_array().unwrap();
+    let verdict = |workload: &str| {
+        egress
+            .iter()
+            .find(|e| e["workload"] == workload)
+            .unwrap_or_else(|| panic!("{workload} has no egress: {egress:#?}"))
+            .clone()
+    };
+    let gateway = verdict("payments/gateway");
+    assert_eq!(gateway["ports"], serde_json::json!([8443]));
+    assert_eq!(gateway["allowed"], false, "{egress:#?}");
+    assert_eq!(verdict("ml/recsys-train")["allowed"], true, "{egress:#?}");
+}
