@@ -34,6 +34,11 @@ use lattice_gates::MeshPlan;
 use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
 
+// The allocator `lattice-policy` ships with (`src/main.rs`): the in-process rows measure the
+// code the binary runs, under the allocator it runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/estate.rs"]
 mod estate;
 #[path = "peers/pod_security.rs"]
