@@ -238,3 +238,54 @@ proptest! {
         prop_assert!(index.candidate_count(&p, &a, &r, &entities) <= policies.len());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    /// A policy change shares the tables it does not touch with the index it came from
+    /// (copied on write): the new index decides as plain Cedar on the changed set, and the
+    /// old one still decides as before the change.
+    #[test]
+    fn a_changed_index_decides_as_cedar_and_leaves_the_old_one_as_it_was(
+        texts in prop::collection::vec(policy_text(), 1..10),
+        added in prop::collection::vec(policy_text(), 0..5),
+        removed in prop::collection::vec(any::<bool>(), 10),
+        replicas in prop::collection::vec(0i64..4, 1..4),
+        p in prop::sample::select(principals()),
+        a in prop::sample::select(ACTIONS.to_vec()),
+        r in prop::sample::select(resources()),
+    ) {
+        let parse = |i: usize, t: &String| {
+            Policy::parse(Some(PolicyId::new(format!("p{i}"))), t).unwrap_or_else(|e| panic!("{t}: {e}"))
+        };
+        let before: Vec<Policy> = texts.iter().enumerate().map(|(i, t)| parse(i, t)).collect();
+        let new: Vec<Policy> = added.iter().enumerate().map(|(i, t)| parse(100 + i, t)).collect();
+        let gone: Vec<&Policy> = before.iter().zip(&removed).filter(|(_, r)| **r).map(|(p, _)| p).collect();
+        let schema = lattice_schemas::cedar::schema();
+        let old = PolicyIndex::new(&before, schema);
+        let changed = old.with_changes(gone.iter().copied(), &new, schema);
+        let after: Vec<Policy> = before
+            .iter()
+            .zip(&removed)
+            .filter(|(_, r)| !**r)
+            .map(|(p, _)| p.clone())
+            .chain(new.iter().cloned())
+            .collect();
+        let fresh = PolicyIndex::new(&after, schema);
+        let entities = entities(&replicas);
+        let (p, a, r) = (euid(&p), euid(&format!(r#"Lattice::Action::"{a}""#)), euid(&r));
+        let request = Request::new(p.clone(), a.clone(), r.clone(), Context::empty(), None).unwrap();
+        prop_assert_eq!(
+            changed.evaluate(&request, &p, &a, &r, &entities),
+            fresh.evaluate_unindexed(&request, &entities),
+            "before: {:#?} removed: {:?} added: {:#?}", texts, removed, added
+        );
+        let old_again = PolicyIndex::new(&before, schema);
+        prop_assert_eq!(
+            old.evaluate(&request, &p, &a, &r, &entities),
+            old_again.evaluate_unindexed(&request, &entities),
+            "the old index changed; before: {:#?}", texts
+        );
+        prop_assert_eq!(changed.len(), after.len());
+    }
+}
