@@ -534,10 +534,20 @@ pub fn decide(snapshot: &Snapshot, object: &Object, gate: &Gate) -> Result<Decis
     }
     let ns = object.namespace().unwrap_or("default");
     let principal = uid("Service", &format!("{ns}/{}", object.name()));
-    let context = context_from_json(&gate.context).map_err(|e| e.to_string())?;
-    let query =
-        Query::new(principal, action(gate.action), gate.resource.clone()).with_context(context);
+    let query = gate_query(&principal, gate)?;
     snapshot.decide(&query).map_err(|e| e.to_string())
+}
+
+/// The Cedar question a (well-formed) gate asks for `principal`; a context Cedar cannot
+/// read is an error.
+fn gate_query(principal: &EntityUid, gate: &Gate) -> Result<Query, String> {
+    let context = context_from_json(&gate.context).map_err(|e| e.to_string())?;
+    Ok(Query::new(
+        principal.clone(),
+        action(gate.action),
+        gate.resource.clone(),
+    )
+    .with_context(context))
 }
 
 /// Asks every question `object` raises on `snapshot`.
@@ -558,16 +568,7 @@ pub fn evaluate(snapshot: &Snapshot, object: &Object) -> GateReport {
                     gate,
                 };
             }
-            let query = context_from_json(&gate.context)
-                .map(|context| {
-                    Query::new(
-                        principal.clone(),
-                        action(gate.action),
-                        gate.resource.clone(),
-                    )
-                    .with_context(context)
-                })
-                .map_err(|e| e.to_string());
+            let query = gate_query(&principal, &gate);
             let explained = query.and_then(|q| snapshot.explain(&q).map_err(|e| e.to_string()));
             match explained {
                 Ok(e) => {

@@ -50,6 +50,24 @@ pub struct EdgeDecision {
 }
 
 impl EdgeDecision {
+    /// The edge a `Connect` query asks about, decided on `snapshot`; `declared` is (by the
+    /// caller, by the callee). An engine error is kept as the decision, which denies.
+    fn decided(
+        snapshot: &Snapshot,
+        query: &Query,
+        ports: Vec<i64>,
+        declared: (bool, bool),
+    ) -> EdgeDecision {
+        EdgeDecision {
+            caller: query.principal.id().unescaped().to_owned(),
+            callee: query.resource.id().unescaped().to_owned(),
+            ports,
+            declared_by_caller: declared.0,
+            declared_by_callee: declared.1,
+            decision: snapshot.decide(query).map_err(|e| e.to_string()),
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         self.decision.as_ref().is_ok_and(|d| d.allowed)
     }
@@ -218,18 +236,10 @@ impl MeshPlan {
                 let (caller, to) = (names[caller as usize], declaration[callee as usize]);
                 let callee = names[callee as usize];
                 let to = to.map(|i| &declared[i as usize]);
-                let context = to.map_or(&no_ports, |d| &d.context).clone();
-                let decision = snapshot
-                    .decide(&connect_query_in(caller, callee, context))
-                    .map_err(|e| e.to_string());
-                EdgeDecision {
-                    caller: caller.to_owned(),
-                    callee: callee.to_owned(),
-                    ports: to.map(|d| d.ports.clone()).unwrap_or_default(),
-                    declared_by_caller: by_caller,
-                    declared_by_callee: by_callee,
-                    decision,
-                }
+                let query =
+                    connect_query_in(caller, callee, to.map_or(&no_ports, |d| &d.context).clone());
+                let ports = to.map(|d| d.ports.clone()).unwrap_or_default();
+                EdgeDecision::decided(snapshot, &query, ports, (by_caller, by_callee))
             })
             .collect();
         let mut by_callee: Vec<(u32, u32)> = edges.iter().map(|e| (e.1, e.0)).collect();
@@ -425,17 +435,16 @@ impl MeshPlan {
             .get(callee)
             .cloned()
             .unwrap_or_default();
-        let decision = snapshot
-            .decide(&self.connect_query(caller, callee))
-            .map_err(|e| e.to_string());
-        EdgeDecision {
-            caller: caller.to_owned(),
-            callee: callee.to_owned(),
+        let declared = (
+            self.declared_by_caller(caller, callee),
+            self.declared_by_callee(caller, callee),
+        );
+        EdgeDecision::decided(
+            snapshot,
+            &self.connect_query(caller, callee),
             ports,
-            declared_by_caller: self.declared_by_caller(caller, callee),
-            declared_by_callee: self.declared_by_callee(caller, callee),
-            decision,
-        }
+            declared,
+        )
     }
 
     pub fn allowed(&self) -> impl Iterator<Item = &EdgeDecision> {

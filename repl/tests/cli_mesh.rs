@@ -17,16 +17,21 @@ fn mesh(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn the_example_mesh_shows_its_one_sided_declaration() {
-    let o = mesh(&["--world", "examples/world", "-o", "json"]);
+/// `mesh --world WORLD -o json`, which must succeed, as one JSON document.
+fn mesh_json(world: &str) -> serde_json::Value {
+    let o = mesh(&["--world", world, "-o", "json"]);
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn the_example_mesh_shows_its_one_sided_declaration() {
+    let doc = mesh_json("examples/world");
     let edges = doc["edges"].as_array().unwrap();
     let one_sided: Vec<_> = edges.iter().filter(|e| e["oneSided"] == true).collect();
     assert_eq!(one_sided.len(), 1);
@@ -106,15 +111,8 @@ fn egress_no_permit_covers_is_denied_and_the_rest_still_allowed() {
         "the gateway's stripe endpoint is where this test expects"
     );
     std::fs::write(&payments, moved).unwrap();
-    let o = mesh(&["--world", dir.to_str().unwrap(), "-o", "json"]);
+    let doc = mesh_json(dir.to_str().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let egress = doc["egress"].as_array().unwrap();
     let verdict = |workload: &str| {
         egress
