@@ -188,9 +188,16 @@ pub(crate) fn service_account(name: &str, ns: &str) -> Value {
 pub(crate) fn tcp_ports<P: std::fmt::Display>(ports: impl IntoIterator<Item = P>) -> Value {
     let ports: Vec<Value> = ports
         .into_iter()
-        .map(|p| json!({"port": p.to_string(), "protocol": "TCP"}))
+        .map(|p| {
+            let mut port = serde_json::Map::with_capacity(2);
+            port.insert("port".into(), Value::String(p.to_string()));
+            port.insert("protocol".into(), Value::from("TCP"));
+            Value::Object(port)
+        })
         .collect();
-    json!([{ "ports": ports }])
+    let mut rule = serde_json::Map::with_capacity(1);
+    rule.insert("ports".into(), Value::Array(ports));
+    Value::Array(vec![Value::Object(rule)])
 }
 
 /// A name of at most 63 characters: long ones keep a prefix and a hash of the whole.
@@ -209,10 +216,13 @@ pub(crate) fn endpoint_labels(
     ns: &str,
     selector: &BTreeMap<String, String>,
 ) -> serde_json::Map<String, Value> {
-    let mut labels = serde_json::Map::new();
-    labels.insert("k8s:io.kubernetes.pod.namespace".into(), json!(ns));
+    let mut labels = serde_json::Map::with_capacity(selector.len() + 1);
+    labels.insert(
+        "k8s:io.kubernetes.pod.namespace".into(),
+        Value::String(ns.to_owned()),
+    );
     for (k, v) in selector {
-        labels.insert(k.clone(), json!(v));
+        labels.insert(k.clone(), Value::String(v.clone()));
     }
     labels
 }

@@ -215,15 +215,18 @@ impl World {
     /// The workload `namespace/name` (of any workload kind), found by key.
     pub fn workload(&self, id: &str) -> Option<&Object> {
         let (ns, name) = id.split_once('/')?;
+        // One key, its kind changed per try: the mesh looks up both ends of every edge.
+        let mut key = ObjectKey {
+            kind: "",
+            namespace: Some(ns.to_owned()),
+            name: name.to_owned(),
+        };
         lattice_schemas::crd::Kind::ALL
             .into_iter()
             .filter(|k| k.is_workload())
             .find_map(|kind| {
-                self.get(&ObjectKey {
-                    kind: kind.name(),
-                    namespace: Some(ns.to_owned()),
-                    name: name.to_owned(),
-                })
+                key.kind = kind.name();
+                self.get(&key)
             })
     }
 
