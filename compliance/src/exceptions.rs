@@ -172,8 +172,13 @@ pub fn register(
     subjects: &[Subject],
     now: jiff::Timestamp,
 ) -> Vec<Exception> {
-    let by_uid: BTreeMap<String, &Subject> =
-        subjects.iter().map(|s| (s.uid().to_string(), s)).collect();
+    // Rendering a uid is most of this at estate scale: done on every core.
+    let by_uid: BTreeMap<String, &Subject> = subjects
+        .par_iter()
+        .map(|s| (s.uid().to_string(), s))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
     // (policy id) → (info, kind, grants, subjects)
     let mut found: Vec<(
         std::sync::Arc<PolicyInfo>,
@@ -185,6 +190,8 @@ pub fn register(
         .objects()
         .filter(|(_, o)| o.is_workload())
         .map(|(_, o)| o)
+        .collect::<Vec<_>>()
+        .into_par_iter()
         .filter(|o| {
             let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
             by_uid.contains_key(&uid("Service", &id).to_string())

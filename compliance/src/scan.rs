@@ -386,16 +386,16 @@ fn locate_failures(results: &mut [FrameworkResult], subjects: &[Subject], world:
         .iter()
         .filter_map(|s| Some(((s.kind, s.id.as_str()), s.object.as_ref()?)))
         .collect();
-    for failure in results
-        .iter_mut()
-        .flat_map(|r| r.checks.iter_mut())
-        .flat_map(|c| c.failures.iter_mut())
-    {
-        failure.source = keys
-            .get(&(failure.subject.kind, failure.subject.id.as_str()))
-            .and_then(|k| world.location(k))
-            .map(str::to_owned);
-    }
+    results
+        .par_iter_mut()
+        .flat_map(|r| r.checks.par_iter_mut())
+        .flat_map(|c| c.failures.par_iter_mut())
+        .for_each(|failure| {
+            failure.source = keys
+                .get(&(failure.subject.kind, failure.subject.id.as_str()))
+                .and_then(|k| world.location(k))
+                .map(str::to_owned);
+        });
 }
 
 /// Scans `world` on `snapshot` (built from `world` and `store`). `progress` is told how
@@ -476,12 +476,24 @@ pub fn scan(
         h.update(line.as_bytes());
         h.update(b"\n");
     }
+    // Each subject's held exceptions, looked up once rather than once per check.
+    let excusable: Vec<&[(String, &crate::exceptions::Exception)]> = if held.is_empty() {
+        vec![&[]; subjects.len()]
+    } else {
+        subjects
+            .par_iter()
+            .map(|s| {
+                held.get(&s.uid().to_string())
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .collect()
+    };
     let mut results: Vec<FrameworkResult> = catalog
-        .iter()
+        .par_iter()
         .enumerate()
         .map(|(i, fw)| {
             let baseline = options.baseline.filter(|_| fw.id == BASELINE_FRAMEWORK);
-            framework_result(fw, &subjects, &outcomes, i, &held, baseline)
+            framework_result(fw, &subjects, &outcomes, i, &excusable, baseline)
         })
         .collect();
     locate_failures(&mut results, &subjects, world);
@@ -570,7 +582,7 @@ fn framework_result(
     subjects: &[Subject],
     outcomes: &[Vec<Outcome>],
     index: usize,
-    held: &BTreeMap<String, Vec<(String, &crate::exceptions::Exception)>>,
+    excusable: &[&[(String, &crate::exceptions::Exception)]],
     baseline: Option<Baseline>,
 ) -> FrameworkResult {
     let mut checks: Vec<CheckResult> = fw
@@ -592,7 +604,7 @@ fn framework_result(
             failures: Vec::new(),
         })
         .collect();
-    for (subject, outcome) in subjects.iter().zip(outcomes) {
+    for ((subject, outcome), held) in subjects.iter().zip(outcomes).zip(excusable) {
         let outcome = &outcome[index];
         for (check, result) in fw.checks.iter().zip(checks.iter_mut()) {
             if !check.applies_to.contains(&subject.kind) {
@@ -611,9 +623,7 @@ fn framework_result(
             // the exception holds, a failure once it has expired.
             let excused: Vec<&crate::exceptions::Exception> =
                 if error.is_none() && !check.tolerates.is_empty() {
-                    held.get(&subject.uid().to_string())
-                        .into_iter()
-                        .flatten()
+                    held.iter()
                         .filter(|(category, _)| check.tolerates.contains(category))
                         .map(|(_, e)| *e)
                         .collect()

@@ -353,7 +353,8 @@ impl ComplyFacts {
             },
             || unilateral_callers(snapshot, world),
         );
-        let mut by_subject: HashMap<(SubjectKind, String), SubjectFacts> = HashMap::new();
+        let mut by_subject: HashMap<(SubjectKind, String), SubjectFacts> =
+            HashMap::with_capacity(subjects.len());
         for (service, containers) in gates {
             for (container, facts) in containers {
                 by_subject.insert((SubjectKind::Container, container), facts);
