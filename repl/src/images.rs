@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::output::{Format, emit};
+use crate::output::{Format, emit, emit_json};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
 pub fn run(world: &[PathBuf], format: Format) -> u8 {
@@ -63,11 +63,7 @@ pub fn run(world: &[PathBuf], format: Format) -> u8 {
         facts.results.values().filter(|v| v.signed()).count()
     ));
     match format {
-        Format::Json => emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&json!({"against": against, "images": rows}))
-                .expect("JSON values serialize")
-        )),
+        Format::Json => emit_json(&json!({"against": against, "images": rows})),
         Format::Human => emit(&text),
     }
     if unsigned > 0 { EXIT_FINDINGS } else { EXIT_OK }

@@ -9,7 +9,7 @@ use lattice_gates::MeshPlan;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::output::{Format, emit};
+use crate::output::{Format, emit, emit_document};
 use crate::{EXIT_OK, EXIT_USAGE};
 
 pub fn run(
@@ -28,10 +28,7 @@ pub fn run(
     text.push_str(&packs.line());
     doc["packs"] = packs.json();
     match format {
-        Format::Json => emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
-        )),
+        Format::Json => emit_document(&doc),
         Format::Human => emit(&text),
     }
     // The process ends here: the world, the snapshot and the plan (most of a gigabyte at
@@ -80,9 +77,9 @@ pub fn describe(
         })
         .collect();
     let cross = cross_cluster(world, namespace);
-    let doc = json!({
+    let mut doc = json!({
         "snapshot": digest,
-        "edges": rows,
+        "edges": null,
         "egress": external.iter().map(|(w, host, proto, ports, allowed)| json!({
             "workload": w, "host": host, "protocol": proto, "ports": ports, "allowed": allowed
         })).collect::<Vec<_>>(),
@@ -92,6 +89,8 @@ pub fn describe(
             "outbound": p.outbound, "inbound": p.inbound,
         })).collect::<Vec<_>>(),
     });
+    // Moved in, in its place: `json!` would serialize each of the 50,000 rows again.
+    doc["edges"] = Value::Array(rows);
     let width = edges
         .iter()
         .map(|e| e.caller.len())

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use crate::EXIT_USAGE;
 use crate::loading::PacksInForce;
-use crate::output::{Format, emit};
+use crate::output::{Format, emit, emit_json};
 use crate::session::{Reply, Session};
 
 /// Where the answers come from, and how they are printed.
@@ -65,10 +65,7 @@ fn print(mut reply: Reply, format: Format, packs: &PacksInForce) -> u8 {
             if decided && let Some(doc) = reply.json.as_object_mut() {
                 doc.insert("packs".into(), packs.json());
             }
-            emit(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&reply.json).expect("JSON values serialize")
-            ))
+            emit_json(&reply.json)
         }
         Format::Human if !decided => eprint!("{}", reply.text),
         Format::Human => emit(&format!("{}{}", reply.text, packs.line())),

@@ -10,7 +10,7 @@ use cedar_policy::{
 };
 use serde_json::{Value, json};
 
-use crate::output::{Format, emit};
+use crate::output::{Format, emit, emit_json};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
 fn read(path: &Path) -> Result<String, String> {
@@ -138,16 +138,12 @@ pub fn authorize(
     };
     let allowed = decision == Decision::Allow;
     match format {
-        Format::Json => emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&json!({
-                "decision": if allowed { "allow" } else { "deny" },
-                "reason": reasons,
-                "errors": errors.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                "errorMessages": errors.iter().map(|(id, m)| json!({"policy": id, "message": m})).collect::<Vec<_>>(),
-            }))
-            .expect("JSON values serialize")
-        )),
+        Format::Json => emit_json(&json!({
+            "decision": if allowed { "allow" } else { "deny" },
+            "reason": reasons,
+            "errors": errors.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            "errorMessages": errors.iter().map(|(id, m)| json!({"policy": id, "message": m})).collect::<Vec<_>>(),
+        })),
         Format::Human => {
             let mut out = format!("{}\n", if allowed { "ALLOW" } else { "DENY" });
             if !reasons.is_empty() {

@@ -14,7 +14,7 @@ use lattice_schemas::generate::to_yaml;
 use lattice_schemas::manifest::{Manifest, Object};
 use serde_json::json;
 
-use crate::output::{Format, emit, render as render_diagnostic};
+use crate::output::{Format, emit, emit_json, render as render_diagnostic};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
 pub fn run(
@@ -103,10 +103,7 @@ pub fn run(
             match format {
                 Format::Json => {
                     let doc = json!({"workload": workload, "allowed": false, "snapshot": snapshot.digest(), "packs": loaded.packs.json(), "denied": gates});
-                    emit(&format!(
-                        "{}\n",
-                        serde_json::to_string_pretty(&doc).expect("JSON values serialize")
-                    ));
+                    emit_json(&doc);
                 }
                 Format::Human => {
                     let mut out =
@@ -252,10 +249,7 @@ fn render_cluster(
                     "errors": decision.errors,
                 },
             });
-            emit(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&doc).expect("JSON values serialize")
-            ));
+            emit_json(&doc);
         }
         Format::Human => {
             let mut out = format!("DENIED {}: nothing is provisioned\n", decision.summary());
@@ -325,10 +319,7 @@ fn emit_objects(
     match format {
         Format::Json => {
             eprint!("{}", packs.line());
-            emit(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(objects).expect("JSON values serialize")
-            ));
+            emit_json(objects);
         }
         // Nothing to apply is nothing on stdout; who decided goes with the reason on stderr.
         Format::Human if objects.is_empty() => eprint!("{}", packs.line()),

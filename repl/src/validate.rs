@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use lattice_schemas::validate::{Report, validate_paths};
 use serde_json::json;
 
-use crate::output::{Format, emit, render};
+use crate::output::{Format, emit, emit_json, render};
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
 pub fn run(paths: &[PathBuf], format: Format) -> u8 {
@@ -71,8 +71,5 @@ fn print_json(report: &Report) {
         "skipped": skipped,
         "unreadable": report.unreadable,
     });
-    emit(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(&doc).expect("JSON values serialize")
-    ));
+    emit_json(&doc);
 }
