@@ -161,14 +161,14 @@ pub(crate) fn write_pretty(out: &mut impl Write, doc: &Value) -> std::io::Result
 /// (the first too with `first`).
 fn indented(text: &mut Vec<u8>, value: &Value, depth: usize, first: bool) {
     let alone = serde_json::to_vec_pretty(value).expect("JSON values render");
-    let pad = &b"        "[..depth];
+    let pad = vec![b' '; depth];
     if first {
-        text.extend_from_slice(pad);
+        text.extend_from_slice(&pad);
     }
     for (i, line) in alone.split(|b| *b == b'\n').enumerate() {
         if i > 0 {
             text.push(b'\n');
-            text.extend_from_slice(pad);
+            text.extend_from_slice(&pad);
         }
         text.extend_from_slice(line);
     }
