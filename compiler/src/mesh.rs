@@ -89,25 +89,13 @@ pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
     let callee = identity(world, &edge.callee)?;
     let (caller_ns, _) = edge.caller.split_once('/')?;
     let (callee_ns, _) = edge.callee.split_once('/')?;
-    let labels = object([
-        ("app.kubernetes.io/managed-by", MANAGER.into()),
-        ("lattice.dev/caller", edge.caller.replace('/', ".").into()),
-        ("lattice.dev/callee", edge.callee.replace('/', ".").into()),
-        (DIRECTION_LABEL, "egress".into()),
-    ]);
-    let meta = object([
-        ("name", egress_name(&edge.caller, &edge.callee).into()),
-        ("namespace", caller_ns.into()),
-        ("labels", labels),
-    ]);
-    let to = endpoint_labels(callee_ns, &callee.selector);
-    let rule = object([
-        (
-            "toEndpoints",
-            vec![object([("matchLabels", to.into())])].into(),
-        ),
-        ("toPorts", tcp_ports(&edge.ports)),
-    ]);
+    let meta = edge_meta(
+        edge,
+        egress_name(&edge.caller, &edge.callee),
+        caller_ns,
+        Some("egress"),
+    );
+    let rule = endpoint_rule("toEndpoints", callee_ns, &callee.selector, &edge.ports);
     Some(object([
         ("apiVersion", "cilium.io/v2".into()),
         ("kind", "CiliumNetworkPolicy".into()),
@@ -140,24 +128,8 @@ pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
     };
     let (caller_ns, _) = edge.caller.split_once('/').unwrap_or_default();
     let (callee_ns, _) = edge.callee.split_once('/').unwrap_or_default();
-    let labels = object([
-        ("app.kubernetes.io/managed-by", MANAGER.into()),
-        ("lattice.dev/caller", edge.caller.replace('/', ".").into()),
-        ("lattice.dev/callee", edge.callee.replace('/', ".").into()),
-    ]);
-    let meta = object([
-        ("name", edge_name(&edge.caller, &edge.callee).into()),
-        ("namespace", callee_ns.into()),
-        ("labels", labels),
-    ]);
-    let from = endpoint_labels(caller_ns, &caller.selector);
-    let rule = object([
-        (
-            "fromEndpoints",
-            vec![object([("matchLabels", from.into())])].into(),
-        ),
-        ("toPorts", tcp_ports(&edge.ports)),
-    ]);
+    let meta = edge_meta(edge, edge_name(&edge.caller, &edge.callee), callee_ns, None);
+    let rule = endpoint_rule("fromEndpoints", caller_ns, &caller.selector, &edge.ports);
     let principal = format!("cluster.local/ns/{caller_ns}/sa/{}", caller.service_account);
     let istio_rule = object([
         (
@@ -214,6 +186,39 @@ pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
             ),
         ]),
     ]
+}
+
+/// The metadata of one side's object for `edge`: its name and namespace, and labels naming
+/// the edge (and, on the caller's side, the direction it opens).
+fn edge_meta(edge: &EdgeDecision, name: String, ns: &str, direction: Option<&str>) -> Value {
+    let mut labels = serde_json::Map::with_capacity(4);
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+    let id = |end: &str| Value::String(end.replace('/', "."));
+    labels.insert("lattice.dev/caller".into(), id(&edge.caller));
+    labels.insert("lattice.dev/callee".into(), id(&edge.callee));
+    if let Some(direction) = direction {
+        labels.insert(DIRECTION_LABEL.into(), direction.into());
+    }
+    object([
+        ("name", name.into()),
+        ("namespace", ns.into()),
+        ("labels", Value::Object(labels)),
+    ])
+}
+
+/// A Cilium rule between this side's pods and the pods `selector` picks in `ns`
+/// (`peers` is `fromEndpoints` or `toEndpoints`), on `ports`.
+fn endpoint_rule(
+    peers: &str,
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+    ports: &[i64],
+) -> Value {
+    let labels = endpoint_labels(ns, selector);
+    object([
+        (peers, vec![object([("matchLabels", labels.into())])].into()),
+        ("toPorts", tcp_ports(ports)),
+    ])
 }
 
 /// A JSON object of `fields`, in their order. The edge objects are built with it rather

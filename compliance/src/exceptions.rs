@@ -176,8 +176,6 @@ pub fn register(
     let by_uid: BTreeMap<String, &Subject> = subjects
         .par_iter()
         .map(|s| (s.uid().to_string(), s))
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect();
     // (policy id) → (info, kind, grants, subjects)
     let mut found: Vec<(
