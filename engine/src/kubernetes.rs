@@ -4,7 +4,9 @@
 //! ServiceAccounts project no entity; compliance reads them as facts of their namespace and
 //! of the pods that use them. Pods are [`crate::pod`]'s.
 
-use cedar_policy::{Entity, RestrictedExpression as Rx};
+use cedar_policy::Entity;
+
+use crate::project::Rx;
 use lattice_schemas::manifest::core::{CoreKind, CoreObject};
 use serde::Deserialize;
 use serde_json::Value;

@@ -7,6 +7,9 @@
 //! PolicyStore ──PolicyIndex───────┘
 //! ```
 
+mod attr;
+mod closure;
+mod conformance;
 pub mod credentials;
 pub mod explain;
 pub mod index;

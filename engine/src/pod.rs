@@ -11,7 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cedar_policy::{Entity, EntityUid, RestrictedExpression as Rx};
+use cedar_policy::{Entity, EntityUid};
+
+use crate::project::Rx;
 use lattice_schemas::image::ImageRef;
 use serde::Deserialize;
 use serde_json::Value;

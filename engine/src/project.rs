@@ -17,15 +17,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use cedar_policy::{
-    Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression as Rx, Schema,
-};
+use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Schema};
 use lattice_schemas::crd::workload::{Container, Direction, Resource, WorkloadBody};
 use lattice_schemas::image::{ImageRef, Verification};
 use lattice_schemas::manifest::Object;
 use rayon::prelude::*;
 use serde_json::Value;
 
+pub(crate) use crate::attr::Rx;
+use crate::conformance::{CHUNK, check_in_chunks};
 use crate::world::{ObjectKey, World};
 
 /// The label that sets a namespace's Pod Security Standard level.
@@ -218,6 +218,9 @@ pub enum ProjectionError {
     /// The entities do not conform to the schema.
     #[error("{0}")]
     Schema(#[from] Box<cedar_policy::entities_errors::EntitiesError>),
+    /// The entity hierarchy has a cycle (or names an entity twice).
+    #[error("{0}")]
+    Hierarchy(String),
 }
 
 /// What one workload's change did to a projection's entities: what to add or replace,
@@ -930,7 +933,7 @@ impl Projection {
             .chain(&back)
             .filter(|e| seen.insert(e.uid()))
             .collect();
-        Ok(conforming_entities(&all, schema)?)
+        conforming_entities(&all, schema)
     }
 
     /// Every entity, validated against the schema, consuming the projection so that no
@@ -956,10 +959,10 @@ impl Projection {
                 .filter(|e| seen.insert(e.uid())),
         );
         drop(seen);
-        // Checked in chunks on every core first; then the closure is built on the moved set.
+        // Checked in chunks on every core first; then the closure is built on every core.
         check_in_chunks(&all, schema)?;
         let actions = schema.action_entities().map_err(Box::new)?;
-        Ok(Entities::from_entities(all.into_iter().chain(actions), None).map_err(Box::new)?)
+        crate::closure::close(all, actions).map_err(ProjectionError::Hierarchy)
     }
 }
 
@@ -1015,75 +1018,17 @@ fn implied(
 /// Entities checked against the schema, with the transitive closure of their hierarchy
 /// and the schema's actions: what `Entities::from_entities(all, Some(schema))` builds.
 /// Cedar checks conformance and computes the closure one after the other on one core; here
-/// the check runs in chunks on the other cores while the closure is computed, which halves
-/// the time a 10,000-service world takes. The error is the non-conforming entity Cedar
-/// would name (the least uid).
-fn conforming_entities(
-    all: &[&Entity],
-    schema: &Schema,
-) -> Result<Entities, Box<cedar_policy::entities_errors::EntitiesError>> {
+/// both run on every core ([`crate::conformance`], [`crate::closure`]). The error is the
+/// non-conforming entity Cedar would name (the least uid).
+fn conforming_entities(all: &[&Entity], schema: &Schema) -> Result<Entities, ProjectionError> {
     // Small sets gain nothing from threads.
     if all.len() <= CHUNK {
         let owned = all.iter().map(|e| (*e).clone());
-        return Entities::from_entities(owned, Some(schema)).map_err(Box::new);
+        return Ok(Entities::from_entities(owned, Some(schema)).map_err(Box::new)?);
     }
+    check_in_chunks(all, schema)?;
     let actions = schema.action_entities().map_err(Box::new)?;
-    let (closed, checked) = rayon::join(
-        || {
-            let all = all.iter().map(|e| (*e).clone());
-            Entities::from_entities(all.chain(actions.iter().cloned()), None).map_err(Box::new)
-        },
-        || check_in_chunks(all, schema),
-    );
-    checked?;
-    closed
-}
-
-/// Entities per schema-check chunk: large enough to amortize a check, small enough to spread
-/// over every core.
-const CHUNK: usize = 2048;
-
-/// Checks `all` against the schema on every core, as `Entities::from_entities` checks each
-/// entity it is given (before the closure: the entity's own parents), and fails as it does,
-/// on the least uid that does not conform.
-///
-/// Why cedar-policy-core: the public API checks entities only while building an `Entities`
-/// of them, which takes them by value and computes their closure. Checking 40,000 entities
-/// that way cloned every one and built a throwaway closure per chunk, twice the work of the
-/// closure the snapshot keeps. Cedar's own conformance checker reads them where they are.
-fn check_in_chunks<E: std::borrow::Borrow<Entity> + Sync>(
-    all: &[E],
-    schema: &Schema,
-) -> Result<(), Box<cedar_policy::entities_errors::EntitiesError>> {
-    use cedar_policy_core::entities::conformance::EntitySchemaConformanceChecker;
-    use cedar_policy_core::validator::CoreSchema;
-    let core = CoreSchema::new(schema.as_ref());
-    let checker = EntitySchemaConformanceChecker::new(
-        &core,
-        cedar_policy_core::extensions::Extensions::all_available(),
-    );
-    let first = all
-        .par_chunks(CHUNK)
-        .filter_map(|c| {
-            c.iter()
-                .filter_map(|e| {
-                    let e: &cedar_policy_core::ast::Entity = e.borrow().as_ref();
-                    // Actions are the schema's own, checked by Cedar when it adds them.
-                    if e.uid().entity_type().is_action() {
-                        return None;
-                    }
-                    checker
-                        .validate_entity(e)
-                        .err()
-                        .map(|err| (e.uid().clone(), err))
-                })
-                .min_by(|a, b| a.0.cmp(&b.0))
-        })
-        .min_by(|a, b| a.0.cmp(&b.0));
-    match first {
-        Some((_, err)) => Err(Box::new(err.into())),
-        None => Ok(()),
-    }
+    crate::closure::close(all.to_vec(), actions).map_err(ProjectionError::Hierarchy)
 }
 
 #[derive(Default)]
@@ -1124,15 +1069,7 @@ pub(crate) fn entity_with_tags(
     parents: impl IntoIterator<Item = EntityUid>,
     tags: Option<&BTreeMap<String, String>>,
 ) -> Result<Entity, String> {
-    let attrs: HashMap<String, Rx> = attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    let parents: HashSet<EntityUid> = parents.into_iter().collect();
-    let tags: HashMap<String, Rx> = tags
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), s(v)))
-        .collect();
-    Entity::new_with_tags(uid.clone(), attrs, parents, tags)
-        .map_err(|e| format!("the entity {uid} cannot be built: {e}"))
+    crate::attr::entity(uid, attrs, parents, tags)
 }
 
 /// Every namespace of `world`, declared or named by an object in it, with whether it asks

@@ -281,27 +281,8 @@ fn read_profile(path: &Path) -> Result<Profile, String> {
     })
 }
 
-/// Returns freed memory to the system at once instead of after mimalloc's purge delay (a
-/// full second in mimalloc 3): a scan frees the world's YAML trees while it builds the
-/// snapshot, and at estate scale the delay keeps about 100 MB of freed pages resident at
-/// the peak. The Rust bindings do not name this option; 15 is `mi_option_purge_delay` in
-/// both mimalloc 2 and 3, and its default (10 ms in 2, 1000 ms in 3) is checked before it is
-/// changed, so another numbering changes nothing.
-fn purge_freed_memory_promptly() {
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: reading and setting a mimalloc option has no preconditions.
-    unsafe {
-        if matches!(
-            libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
-            10 | 1000
-        ) {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-        }
-    }
-}
-
 fn run_scan(args: ScanArgs) -> u8 {
-    purge_freed_memory_promptly();
+    crate::allocator::purge_freed_memory_promptly();
     let now = match args.at.as_deref().map(str::parse::<jiff::Timestamp>) {
         None => None,
         Some(Ok(t)) => Some(t),

@@ -107,10 +107,14 @@ pub fn load_once(
     world_paths: &[PathBuf],
     policies: Option<&Path>,
 ) -> Option<(World, PolicyStore, Snapshot)> {
+    let mut phases = crate::phases::Phases::start("load");
     let loaded = world_and_store(world_paths, policies).and_then(|(world, store)| {
+        phases.done("the world and its policies");
         let projection = project(&world, world_paths)?;
+        phases.done("the projection");
         let snapshot = Snapshot::build_consuming(&world, projection, &store)
             .map_err(|e| format!("error: {e}\n"))?;
+        phases.done("the snapshot");
         Ok((world, store, snapshot))
     });
     loaded.map_err(|text| eprint!("{text}")).ok()
@@ -126,9 +130,14 @@ fn world_and_store(
         .map(|p| p.display().to_string())
         .collect();
     // Through the cache of validated worlds: unchanged manifests are not parsed again.
+    let mut phases = crate::phases::Phases::start("load");
     let loaded = crate::world_cache::load(world_paths)
         .map_err(|e| LoadFailure::World(Box::new(e.report)))
-        .and_then(|(world, _)| {
+        .and_then(|(world, how)| {
+            phases.done(match how {
+                crate::world_cache::CacheUse::Hit => "the world (cached)",
+                _ => "the world (from its files)",
+            });
             let store = lattice_engine::load::policies_for(&world, policies)?;
             Ok((world, store))
         });

@@ -1,6 +1,7 @@
 //! `lattice-policy`: the command line of Lattice's policy engine.
 
 mod admit;
+mod allocator;
 mod cluster;
 mod commands;
 mod compliance;
@@ -10,6 +11,7 @@ mod mesh;
 mod migrate;
 mod oneshot;
 mod output;
+mod phases;
 mod plain;
 mod plan;
 mod policy_test;
@@ -26,11 +28,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-// Loading a large world allocates and frees millions of small values (YAML trees, Cedar
-// entities); mimalloc does that markedly faster than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code: success (no errors; a decision allowed).
 pub const EXIT_OK: u8 = 0;
@@ -283,6 +280,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::prefer_huge_pages();
     // Decisions run on rayon's threads; Cedar evaluates by recursion, so they get more than
     // the 2 MiB default (policies are bounded in depth when read: lattice_schemas::cedar).
     // Fails only when a pool exists already, which then keeps its own.

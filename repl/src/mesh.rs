@@ -22,15 +22,19 @@ pub fn run(
     let Some((world, store, snapshot)) = crate::loading::load_once(world, policies) else {
         return EXIT_USAGE;
     };
+    let mut phases = crate::phases::Phases::start("mesh");
     let packs = crate::loading::PacksInForce::of(&store, policies);
     let plan = MeshPlan::plan(&snapshot, &world);
+    phases.done("the mesh plan");
     let (mut text, mut doc) = describe(&plan, &snapshot, &world, namespace);
     text.push_str(&packs.line());
     doc["packs"] = packs.json();
+    phases.done("the description");
     match format {
         Format::Json => emit_document(&doc),
         Format::Human => emit(&text),
     }
+    phases.done("output");
     // The process ends here: the world, the snapshot and the plan (most of a gigabyte at
     // 10,000 services) are left to the operating system, as `plan` leaves its own.
     std::mem::forget((world, store, snapshot, plan, text, doc));

@@ -32,25 +32,8 @@ enum Outcome {
     Failed(String),
 }
 
-/// With `LATTICE_PLAN_TIMINGS` set, each phase's wall time on stderr: how the README's
-/// breakdown of a 10,000-service plan is measured.
-struct Phases(Option<std::time::Instant>);
-
-impl Phases {
-    fn start() -> Phases {
-        Phases(std::env::var_os("LATTICE_PLAN_TIMINGS").map(|_| std::time::Instant::now()))
-    }
-
-    fn done(&mut self, phase: &str) {
-        if let Some(t) = &mut self.0 {
-            eprintln!("plan: {phase}: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-            *t = std::time::Instant::now();
-        }
-    }
-}
-
 pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: Format) -> u8 {
-    let mut phases = Phases::start();
+    let mut phases = crate::phases::Phases::start("plan");
     let bar = progress("loading the world");
     // Nothing is projected again after the snapshot: it may consume the projection, so no
     // entity is held twice (at 10,000 services, hundreds of megabytes and their building).
