@@ -14,6 +14,7 @@ use lattice_schemas::cedar::{self, PolicyProblem};
 use lattice_schemas::crd::{CedarPolicy, EnforcementMode};
 use lattice_schemas::manifest::yaml::parse_documents;
 use lattice_schemas::validate::{Report, validate_paths};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 /// Where a policy came from.
@@ -301,23 +302,32 @@ impl PolicyStore {
         let mut store = PolicyStore::new();
         let mut dirs: Vec<&include_dir::Dir<'static>> = BUNDLED.dirs().collect();
         dirs.sort_by_key(|d| d.path());
-        for dir in dirs {
-            let Some(meta) = dir.get_file(dir.path().join("pack.yaml")) else {
-                continue;
-            };
-            let mut files: Vec<(PathBuf, String)> = dir
-                .files()
-                .filter(|f| f.path().extension().is_some_and(|x| x == "cedar"))
-                .map(|f| {
-                    (
-                        Path::new("policies").join(f.path()),
-                        f.contents_utf8().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect();
-            files.sort();
-            let label = Path::new("policies").join(dir.path());
-            let pack = pack_from(&label, meta.contents_utf8().unwrap_or_default(), files)?;
+        // Packs are read on every core, and stored in order.
+        let packs: Vec<Result<Pack, PolicyError>> = dirs
+            .par_iter()
+            .filter_map(|dir| {
+                let meta = dir.get_file(dir.path().join("pack.yaml"))?;
+                let mut files: Vec<(PathBuf, String)> = dir
+                    .files()
+                    .filter(|f| f.path().extension().is_some_and(|x| x == "cedar"))
+                    .map(|f| {
+                        (
+                            Path::new("policies").join(f.path()),
+                            f.contents_utf8().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                files.sort();
+                let label = Path::new("policies").join(dir.path());
+                Some(pack_from(
+                    &label,
+                    meta.contents_utf8().unwrap_or_default(),
+                    files,
+                ))
+            })
+            .collect();
+        for pack in packs {
+            let pack = pack?;
             store.packs.insert(pack.meta.name.clone(), pack);
         }
         Ok(store)
@@ -362,35 +372,38 @@ fn pack_from(dir: &Path, text: &str, files: Vec<(PathBuf, String)>) -> Result<Pa
         .transpose()
         .map_err(|e| pack_err(e.to_string()))?
         .ok_or_else(|| pack_err("pack.yaml is empty".into()))?;
-    let mut policies = Vec::new();
-    for (file, text) in files {
-        let source = PolicySource::Pack {
-            pack: meta.name.clone(),
-            file: file.clone(),
-        };
-        if !meta.allow_unnamed_policies {
-            let unnamed = cedar::check_policies(&text)
-                .ids
-                .iter()
-                .filter(|(id, _)| id.is_none())
-                .count();
-            if unnamed > 0 {
-                return Err(pack_err(format!(
-                    "{}: {unnamed} policy(ies) without `@id`; give each an `@id`, or set `allowUnnamedPolicies: true` in pack.yaml to accept them as `policy0`, `policy1`, …",
-                    file.display()
-                )));
+    // Each file is parsed and validated on its own (Cedar's parser and typechecker are
+    // most of a command's fixed cost), so the files are checked on every core; the first
+    // problem in file order is the one reported.
+    let per_file: Vec<Result<Vec<StoredPolicy>, String>> = files
+        .par_iter()
+        .map(|(file, text)| {
+            let source = PolicySource::Pack {
+                pack: meta.name.clone(),
+                file: file.clone(),
+            };
+            let check = cedar::check_policies(text);
+            if !meta.allow_unnamed_policies {
+                let unnamed = check.ids.iter().filter(|(id, _)| id.is_none()).count();
+                if unnamed > 0 {
+                    return Err(format!(
+                        "{}: {unnamed} policy(ies) without `@id`; give each an `@id`, or set `allowUnnamedPolicies: true` in pack.yaml to accept them as `policy0`, `policy1`, …",
+                        file.display()
+                    ));
+                }
             }
-        }
-        let parsed = parse_checked(&text, &meta.name, meta.mode, &source).map_err(|problems| {
-            pack_err(
+            stored_from_check(check, text, &meta.name, meta.mode, &source).map_err(|problems| {
                 problems
                     .iter()
                     .map(|p| p.message.clone())
                     .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        policies.extend(parsed);
+                    .join("; ")
+            })
+        })
+        .collect();
+    let mut policies = Vec::new();
+    for parsed in per_file {
+        policies.extend(parsed.map_err(pack_err)?);
     }
     Ok(Pack { meta, policies })
 }
@@ -441,7 +454,17 @@ pub fn parse_checked(
     mode: EnforcementMode,
     source: &PolicySource,
 ) -> Result<Vec<StoredPolicy>, Vec<PolicyProblem>> {
-    let check = cedar::check_policies(text);
+    stored_from_check(cedar::check_policies(text), text, prefix, mode, source)
+}
+
+/// [`parse_checked`] on the result of checking `text`.
+fn stored_from_check(
+    check: cedar::PolicyCheck,
+    text: &str,
+    prefix: &str,
+    mode: EnforcementMode,
+    source: &PolicySource,
+) -> Result<Vec<StoredPolicy>, Vec<PolicyProblem>> {
     if check.has_errors() {
         return Err(check.problems.into_iter().filter(|p| !p.warning).collect());
     }

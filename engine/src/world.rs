@@ -189,6 +189,23 @@ impl World {
         world
     }
 
+    /// [`World::from_located`] for objects whose content digests are known: each is the
+    /// SHA-256 of the object's [`Object::to_api_json`], as a cache that stored those bytes
+    /// has them. The caller vouches for the digests; a wrong one makes another world digest.
+    pub fn from_located_digested(objects: Vec<(Object, Arc<str>, ContentDigest)>) -> World {
+        let mut world = World::new();
+        let mut locations = Vec::with_capacity(objects.len());
+        for (object, at, digest) in objects {
+            let key = ObjectKey::of(&object);
+            locations.push((key.clone(), at));
+            world
+                .objects
+                .insert(key.clone(), Entry::new(&key, object, digest));
+        }
+        world.locations = locations.into_iter().collect();
+        world
+    }
+
     /// Inserts or replaces an object; returns the one it replaced.
     pub fn upsert(&mut self, object: Object) -> Option<Arc<Object>> {
         let digest = object_digest(&object);

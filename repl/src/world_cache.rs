@@ -33,7 +33,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The entry format; bump it when the layout changes.
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
 /// Entries kept; older ones are removed when a new one is written.
 const KEEP: usize = 16;
 
@@ -146,7 +146,10 @@ fn read(entry: &Path, key: &str) -> Option<World> {
 }
 
 /// An entry: a header line (`{"format":…,"key":…,"body":"sha256 of the rest"}`), then one
-/// line per object, `{"at": "path:line", "object": {…}}`.
+/// line per object: its kind, where it was written (a JSON string) and the object's API
+/// JSON ([`Object::to_api_json`]), separated by tabs (which JSON text escapes). Objects are
+/// typed from their text directly, and each one's content digest is the SHA-256 of that
+/// text, as the world takes it of the same bytes.
 fn parse(bytes: &[u8], key: &str) -> Option<World> {
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header: Value = serde_json::from_slice(&bytes[..newline]).ok()?;
@@ -161,17 +164,18 @@ fn parse(bytes: &[u8], key: &str) -> Option<World> {
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    let objects: Option<Vec<(Object, Arc<str>)>> = lines
+    let objects: Option<Vec<_>> = lines
         .par_iter()
         .map(|line| {
-            let v: Value = serde_json::from_slice(line).ok()?;
-            let at: Arc<str> = v["at"].as_str()?.into();
-            let kind = v["object"]["kind"].as_str()?;
-            let object = Object::from_api(kind, &v["object"]).ok()?;
-            Some((object, at))
+            let mut fields = line.splitn(3, |&b| b == b'\t');
+            let kind = std::str::from_utf8(fields.next()?).ok()?;
+            let at: String = serde_json::from_slice(fields.next()?).ok()?;
+            let json = fields.next()?;
+            let object = Object::from_api_slice(kind, json).ok()?;
+            Some((object, Arc::<str>::from(at), Sha256::digest(json).into()))
         })
         .collect();
-    Some(World::from_located(objects?))
+    Some(World::from_located_digested(objects?))
 }
 
 /// Stores `world` under `key`, atomically (a temporary file renamed into place), and prunes
@@ -183,12 +187,13 @@ fn write(dir: &Path, entry: &Path, key: &str, world: &World) -> bool {
         .par_iter()
         .map(|(k, o)| {
             let mut line = Vec::new();
-            line.extend_from_slice(b"{\"at\":");
+            line.extend_from_slice(o.kind_name().as_bytes());
+            line.push(b'\t');
             let at = world.location(k).unwrap_or("");
             line.extend_from_slice(&serde_json::to_vec(at).unwrap_or_default());
-            line.extend_from_slice(b",\"object\":");
+            line.push(b'\t');
             line.extend_from_slice(&o.to_api_json());
-            line.extend_from_slice(b"}\n");
+            line.push(b'\n');
             line
         })
         .collect();

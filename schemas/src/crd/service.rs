@@ -5,12 +5,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Condition;
-use super::workload::{Autoscaling, WorkloadBody};
+use std::collections::BTreeMap;
+
+use super::workload::{Autoscaling, Container, Resource, ServiceSpec, WorkloadBody};
 
 /// A long-running workload: a Score body plus replicas, autoscaling, ingress, rollout
 /// strategy and observability. Lattice derives every Kubernetes object it needs, and only
 /// what policy allows.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "lattice.dev",
     version = "v1alpha1",
@@ -46,6 +48,64 @@ pub struct LatticeServiceSpec {
     pub deploy: Option<Deploy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observability: Option<Observability>,
+}
+
+/// Read through [`SpecFields`] rather than serde's `flatten`, which buffers every spec into
+/// an intermediate tree and reads it again: at estate scale that was most of the time
+/// typing a world. What is read is the same: the test
+/// `a_spec_reads_back_every_field_it_writes` holds the two field lists together.
+impl<'de> Deserialize<'de> for LatticeServiceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = SpecFields::deserialize(d)?;
+        Ok(LatticeServiceSpec {
+            workload: WorkloadBody {
+                containers: f.containers,
+                service: f.service,
+                resources: f.resources,
+                sidecars: f.sidecars,
+                sysctls: f.sysctls,
+                host_network: f.host_network,
+                share_process_namespace: f.share_process_namespace,
+                image_pull_secrets: f.image_pull_secrets,
+            },
+            replicas: f.replicas,
+            autoscaling: f.autoscaling,
+            ingress: f.ingress,
+            deploy: f.deploy,
+            observability: f.observability,
+        })
+    }
+}
+
+/// Every field of a [`LatticeServiceSpec`], the workload body's among them, at one level.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecFields {
+    containers: BTreeMap<String, Container>,
+    #[serde(default)]
+    service: Option<ServiceSpec>,
+    #[serde(default)]
+    resources: BTreeMap<String, Resource>,
+    #[serde(default)]
+    sidecars: BTreeMap<String, Container>,
+    #[serde(default)]
+    sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    host_network: Option<bool>,
+    #[serde(default)]
+    share_process_namespace: Option<bool>,
+    #[serde(default)]
+    image_pull_secrets: Vec<String>,
+    #[serde(default)]
+    replicas: Option<i32>,
+    #[serde(default)]
+    autoscaling: Option<Autoscaling>,
+    #[serde(default)]
+    ingress: Option<Ingress>,
+    #[serde(default)]
+    deploy: Option<Deploy>,
+    #[serde(default)]
+    observability: Option<Observability>,
 }
 
 /// Status of every workload kind.
@@ -218,4 +278,47 @@ pub struct MetricsScrape {
     /// Scrape interval, a duration such as `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field is set, by struct literals with no `..Default::default()`: a field added
+    /// to either struct stops this test compiling until it is read by `SpecFields` too.
+    #[test]
+    fn a_spec_reads_back_every_field_it_writes() {
+        let container = Container {
+            image: "ghcr.io/org/app:1.0".into(),
+            ..Default::default()
+        };
+        let spec = LatticeServiceSpec {
+            workload: WorkloadBody {
+                containers: [("main".to_owned(), container.clone())].into(),
+                service: Some(ServiceSpec::default()),
+                resources: [("db".to_owned(), Resource::default())].into(),
+                sidecars: [("proxy".to_owned(), container)].into(),
+                sysctls: [("net.core.somaxconn".to_owned(), "1024".to_owned())].into(),
+                host_network: Some(false),
+                share_process_namespace: Some(true),
+                image_pull_secrets: vec!["registry".into()],
+            },
+            replicas: Some(3),
+            autoscaling: Some(Autoscaling::default()),
+            ingress: Some(Ingress {
+                hosts: vec!["shop.example.com".into()],
+                ..Default::default()
+            }),
+            deploy: Some(Deploy::default()),
+            observability: Some(Observability::default()),
+        };
+        let json = serde_json::to_value(&spec).unwrap();
+        let back: LatticeServiceSpec = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, spec);
+        // Without its required field it is refused, as the flattened body refused it.
+        let mut missing = json;
+        missing.as_object_mut().unwrap().remove("containers");
+        let err = serde_json::from_value::<LatticeServiceSpec>(missing).unwrap_err();
+        assert!(err.to_string().contains("containers"), "{err}");
+    }
 }

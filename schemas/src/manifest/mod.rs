@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use jsonschema::error::ValidationErrorKind;
 use k8s_openapi::api::core::v1::Namespace;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -92,6 +93,20 @@ impl Object {
             },
         };
         target.build(value).map_err(|e| e.to_string())
+    }
+
+    /// [`Object::from_api`] from the JSON text itself, typed without an intermediate tree
+    /// (core kinds, which read their own tree, excepted).
+    pub fn from_api_slice(kind: &str, json: &[u8]) -> Result<Object, String> {
+        let target = match Kind::from_name(kind) {
+            Some(k) => Target::Lattice(k),
+            None if kind == "Namespace" => Target::Namespace,
+            None => {
+                let value: Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+                return Object::from_api(kind, &value);
+            }
+        };
+        target.build_from_slice(json).map_err(|e| e.to_string())
     }
 
     /// The object as JSON, as an API server would store it (`apiVersion`, `kind`, …): what
@@ -627,6 +642,39 @@ impl Target {
             Target::Lattice(k) => Some(k),
             Target::Namespace => None,
         }
+    }
+
+    fn build_from_slice(self, json: &[u8]) -> Result<Object, serde_json::Error> {
+        let Target::Lattice(kind) = self else {
+            return serde_json::from_slice(json).map(Object::Namespace);
+        };
+        let mut d = serde_json::Deserializer::from_slice(json);
+        let object = match kind {
+            Kind::LatticeService => Deserialize::deserialize(&mut d).map(Object::Service),
+            Kind::LatticeJob => Deserialize::deserialize(&mut d).map(Object::Job),
+            Kind::LatticeModel => Deserialize::deserialize(&mut d).map(Object::Model),
+            Kind::LatticeMeshMember => Deserialize::deserialize(&mut d).map(Object::MeshMember),
+            Kind::LatticeCluster => Deserialize::deserialize(&mut d).map(Object::Cluster),
+            Kind::CedarPolicy => Deserialize::deserialize(&mut d).map(Object::CedarPolicy),
+            Kind::SecretProvider => Deserialize::deserialize(&mut d).map(Object::SecretProvider),
+            Kind::ImageProvider => Deserialize::deserialize(&mut d).map(Object::ImageProvider),
+            Kind::TrustPolicy => Deserialize::deserialize(&mut d).map(Object::TrustPolicy),
+            Kind::InfraProvider => Deserialize::deserialize(&mut d).map(Object::InfraProvider),
+            Kind::LatticePackage => Deserialize::deserialize(&mut d).map(Object::Package),
+            Kind::LatticeComplianceProfile => {
+                Deserialize::deserialize(&mut d).map(Object::ComplianceProfile)
+            }
+            Kind::OIDCProvider => Deserialize::deserialize(&mut d).map(Object::OidcProvider),
+            Kind::LatticeQuota => Deserialize::deserialize(&mut d).map(Object::Quota),
+            Kind::LatticeClusterBackup => {
+                Deserialize::deserialize(&mut d).map(Object::ClusterBackup)
+            }
+            Kind::LatticeRestore => Deserialize::deserialize(&mut d).map(Object::Restore),
+            Kind::CertIssuer => Deserialize::deserialize(&mut d).map(Object::CertIssuer),
+            Kind::DNSProvider => Deserialize::deserialize(&mut d).map(Object::DnsProvider),
+        }?;
+        d.end()?;
+        Ok(object)
     }
 
     fn build(self, value: &Value) -> Result<Object, serde_json::Error> {
