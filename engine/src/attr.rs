@@ -1,4 +1,5 @@
-//! Attribute values of projected entities, made into Cedar values directly.
+//! Attribute values of projected entities and request contexts, made into Cedar values
+//! directly.
 //!
 //! `cedar_policy::Entity::new` takes attributes as restricted expressions and runs Cedar's
 //! evaluator over every one of them: at estate scale (hundreds of thousands of attributes)
@@ -10,15 +11,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use cedar_policy::{Entity, EntityUid};
+use cedar_policy::{Context, Entity, EntityUid};
 use cedar_policy_core::ast::{self, PartialValue, RestrictedExpr, Value};
 use cedar_policy_core::evaluator::RestrictedEvaluator;
 use cedar_policy_core::extensions::Extensions;
 use smol_str::SmolStr;
 
-/// An attribute's value, as the projection writes it.
+/// An attribute's or a context field's value: what a literal restricted expression says.
 #[derive(Clone, Debug)]
-pub(crate) enum Rx {
+pub enum Rx {
     Bool(bool),
     Long(i64),
     String(SmolStr),
@@ -30,24 +31,24 @@ pub(crate) enum Rx {
 }
 
 impl Rx {
-    pub(crate) fn new_bool(b: bool) -> Rx {
+    pub fn new_bool(b: bool) -> Rx {
         Rx::Bool(b)
     }
 
-    pub(crate) fn new_long(n: i64) -> Rx {
+    pub fn new_long(n: i64) -> Rx {
         Rx::Long(n)
     }
 
-    pub(crate) fn new_string(s: String) -> Rx {
+    pub fn new_string(s: String) -> Rx {
         Rx::String(s.into())
     }
 
-    pub(crate) fn new_set(items: impl IntoIterator<Item = Rx>) -> Rx {
+    pub fn new_set(items: impl IntoIterator<Item = Rx>) -> Rx {
         Rx::Set(items.into_iter().collect())
     }
 
     /// A record; as in Cedar, a field named twice is an error.
-    pub(crate) fn new_record(fields: impl IntoIterator<Item = (String, Rx)>) -> Result<Rx, String> {
+    pub fn new_record(fields: impl IntoIterator<Item = (String, Rx)>) -> Result<Rx, String> {
         let mut record = BTreeMap::new();
         for (k, v) in fields {
             if record.insert(SmolStr::from(&k), v).is_some() {
@@ -57,11 +58,11 @@ impl Rx {
         Ok(Rx::Record(record))
     }
 
-    pub(crate) fn new_entity_uid(uid: EntityUid) -> Rx {
+    pub fn new_entity_uid(uid: EntityUid) -> Rx {
         Rx::Entity(uid)
     }
 
-    pub(crate) fn new_decimal(text: impl ToString) -> Rx {
+    pub fn new_decimal(text: impl ToString) -> Rx {
         Rx::Decimal(text.to_string())
     }
 
@@ -97,6 +98,21 @@ impl Rx {
             }
         })
     }
+}
+
+/// A request context of `fields`, as `Context::from_pairs` makes it of the same restricted
+/// expressions; as there, a field named twice is an error.
+pub fn context(fields: impl IntoIterator<Item = (String, Rx)>) -> Result<Context, String> {
+    let mut record = BTreeMap::new();
+    for (k, v) in fields {
+        let v = v.into_value()?;
+        if record.insert(SmolStr::from(&k), v).is_some() {
+            return Err(format!("the context names `{k}` twice"));
+        }
+    }
+    Ok(Context::from(ast::Context::Value(std::sync::Arc::new(
+        record,
+    ))))
 }
 
 /// An entity with `attrs`, direct `parents` and string `tags`.
@@ -196,6 +212,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(built, by_cedar);
+    }
+
+    #[test]
+    fn a_context_is_what_cedars_from_pairs_makes() {
+        let ours = context([
+            (
+                "ports".to_owned(),
+                Rx::new_set([Rx::new_long(8080), Rx::new_long(443)]),
+            ),
+            ("raisedBy".to_owned(), Rx::new_string("main".into())),
+            ("sidecar".to_owned(), Rx::new_bool(false)),
+        ])
+        .unwrap();
+        let cedars = Context::from_pairs([
+            (
+                "ports".to_owned(),
+                Cedar::new_set([Cedar::new_long(8080), Cedar::new_long(443)]),
+            ),
+            ("raisedBy".to_owned(), Cedar::new_string("main".into())),
+            ("sidecar".to_owned(), Cedar::new_bool(false)),
+        ])
+        .unwrap();
+        assert_eq!(ours.as_ref(), cedars.as_ref());
+        let twice = context([
+            ("a".to_owned(), Rx::new_long(1)),
+            ("a".to_owned(), Rx::new_long(2)),
+        ]);
+        assert!(twice.is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! PolicyStore ──PolicyIndex───────┘
 //! ```
 
-mod attr;
+pub mod attr;
 mod closure;
 mod conformance;
 pub mod credentials;

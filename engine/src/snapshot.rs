@@ -129,23 +129,20 @@ pub fn action(name: &str) -> EntityUid {
 /// thousands of contexts a what-if builds. Anything else (`__entity` or `__extn` escapes,
 /// floats) is read by Cedar, with its errors.
 pub fn context_from_json(value: &serde_json::Value) -> Result<Context, String> {
-    fn plain(v: &serde_json::Value) -> Option<RestrictedExpression> {
+    use crate::attr::Rx;
+    fn plain(v: &serde_json::Value) -> Option<Rx> {
         use serde_json::Value as J;
         Some(match v {
-            J::String(s) => RestrictedExpression::new_string(s.clone()),
-            J::Bool(b) => RestrictedExpression::new_bool(*b),
-            J::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
-            J::Array(items) => {
-                RestrictedExpression::new_set(items.iter().map(plain).collect::<Option<Vec<_>>>()?)
-            }
-            J::Object(m) if !m.keys().any(|k| k.starts_with("__")) => {
-                RestrictedExpression::new_record(
-                    m.iter()
-                        .map(|(k, v)| Some((k.clone(), plain(v)?)))
-                        .collect::<Option<Vec<_>>>()?,
-                )
-                .ok()?
-            }
+            J::String(s) => Rx::new_string(s.clone()),
+            J::Bool(b) => Rx::new_bool(*b),
+            J::Number(n) => Rx::new_long(n.as_i64()?),
+            J::Array(items) => Rx::new_set(items.iter().map(plain).collect::<Option<Vec<_>>>()?),
+            J::Object(m) if !m.keys().any(|k| k.starts_with("__")) => Rx::new_record(
+                m.iter()
+                    .map(|(k, v)| Some((k.clone(), plain(v)?)))
+                    .collect::<Option<Vec<_>>>()?,
+            )
+            .ok()?,
             _ => return None,
         })
     }
@@ -155,7 +152,7 @@ pub fn context_from_json(value: &serde_json::Value) -> Result<Context, String> {
             .iter()
             .map(|(k, v)| Some((k.clone(), plain(v)?)))
             .collect::<Option<Vec<_>>>()
-        && let Ok(c) = Context::from_pairs(pairs)
+        && let Ok(c) = crate::attr::context(pairs)
     {
         return Ok(c);
     }

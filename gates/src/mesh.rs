@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use cedar_policy::{Context, RestrictedExpression};
+use cedar_policy::Context;
+use lattice_engine::attr::Rx;
 use lattice_engine::project::{declared_peers, served_ports};
 use lattice_engine::{Decision, ObjectKey, Query, Snapshot, World, action, uid};
 use lattice_schemas::manifest::Object;
@@ -21,9 +22,8 @@ pub fn connect_query(caller: &str, callee: &str, ports: &[i64]) -> Query {
 
 /// The context of a `Connect` question: the callee's ports.
 fn ports_context(ports: &[i64]) -> Context {
-    let ports =
-        RestrictedExpression::new_set(ports.iter().map(|p| RestrictedExpression::new_long(*p)));
-    Context::from_pairs([("ports".to_owned(), ports)])
+    let ports = Rx::new_set(ports.iter().map(|p| Rx::new_long(*p)));
+    lattice_engine::attr::context([("ports".to_owned(), ports)])
         .expect("a set of integers is a valid context")
 }
 

@@ -14,6 +14,7 @@ use cedar_policy::{
     ActionConstraint, Effect, EntityUid, PrincipalConstraint, ResourceConstraint,
     RestrictedExpression,
 };
+use lattice_engine::attr::Rx;
 use lattice_engine::policies::StoredPolicy;
 use lattice_engine::project::{declared_peers, served_ports};
 use lattice_engine::{ObjectKey, PolicyStore, Query, Snapshot, World, action, uid};
@@ -1055,18 +1056,13 @@ fn comply_context(
     framework: &str,
     facts: &SubjectFacts,
 ) -> cedar_policy::Context {
-    let set = |items: &BTreeSet<String>| {
-        RestrictedExpression::new_set(
-            items
-                .iter()
-                .map(|s| RestrictedExpression::new_string(s.clone())),
-        )
-    };
+    let set =
+        |items: &BTreeSet<String>| Rx::new_set(items.iter().map(|s| Rx::new_string(s.clone())));
     let scheduled =
         subject.kind != SubjectKind::Namespace || facts.scheduled_frameworks.contains(framework);
     let recorded =
         subject.kind != SubjectKind::Namespace || facts.recorded_frameworks.contains(framework);
-    cedar_policy::Context::from_pairs([
+    lattice_engine::attr::context([
         ("deniedGates".to_owned(), set(&facts.denied_gates)),
         (
             "unapprovedOverrides".to_owned(),
@@ -1078,52 +1074,46 @@ fn comply_context(
         ),
         (
             "unilateralCallers".to_owned(),
-            RestrictedExpression::new_long(facts.unilateral_callers),
+            Rx::new_long(facts.unilateral_callers),
         ),
         (
             "expiredAuditPolicies".to_owned(),
-            RestrictedExpression::new_long(facts.expired_audit_policies),
+            Rx::new_long(facts.expired_audit_policies),
         ),
-        (
-            "scanScheduled".to_owned(),
-            RestrictedExpression::new_bool(scheduled),
-        ),
-        (
-            "scansRecorded".to_owned(),
-            RestrictedExpression::new_bool(recorded),
-        ),
+        ("scanScheduled".to_owned(), Rx::new_bool(scheduled)),
+        ("scansRecorded".to_owned(), Rx::new_bool(recorded)),
         (
             "userProxyGrants".to_owned(),
-            RestrictedExpression::new_long(facts.user_proxy_grants),
+            Rx::new_long(facts.user_proxy_grants),
         ),
         (
             "userExecGrants".to_owned(),
-            RestrictedExpression::new_long(facts.user_exec_grants),
+            Rx::new_long(facts.user_exec_grants),
         ),
         (
             "ungroupedPolicyWrites".to_owned(),
-            RestrictedExpression::new_long(facts.ungrouped_policy_writes),
+            Rx::new_long(facts.ungrouped_policy_writes),
         ),
         ("derivedKinds".to_owned(), set(&facts.derived.kinds)),
         (
             "defaultServiceAccount".to_owned(),
-            RestrictedExpression::new_bool(facts.derived.default_service_account),
+            Rx::new_bool(facts.derived.default_service_account),
         ),
         (
             "tokenMounted".to_owned(),
-            RestrictedExpression::new_bool(facts.derived.token_mounted),
+            Rx::new_bool(facts.derived.token_mounted),
         ),
         (
             "unlistedContainers".to_owned(),
-            RestrictedExpression::new_long(facts.derived.unlisted_containers.len() as i64),
+            Rx::new_long(facts.derived.unlisted_containers.len() as i64),
         ),
         (
             "servesMetrics".to_owned(),
-            RestrictedExpression::new_bool(facts.serves_metrics),
+            Rx::new_bool(facts.serves_metrics),
         ),
         (
             "networkPolicies".to_owned(),
-            RestrictedExpression::new_long(facts.network_policies),
+            Rx::new_long(facts.network_policies),
         ),
         (
             "podSecurityViolations".to_owned(),
