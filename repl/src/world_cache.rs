@@ -6,9 +6,10 @@
 //! name and content digest, in the order the loader reads them. Any change to any file, or
 //! a file added or removed, is another key; nothing is invalidated by time. Only a world
 //! that loaded without errors is stored, and only when its files did not change while it
-//! loaded. The entry holds each object as the API-server JSON [`Object::from_api`] reads
-//! and where it was written (`path:line`); its body carries its own digest, and an entry
-//! that does not verify or does not type is a miss (it is removed), never an error.
+//! loaded. The entry holds each object as its API-server JSON (what
+//! [`Object::from_api_slice`] reads) and where it was written (`path:line`); its body
+//! carries its own digest, and an entry that does not verify or does not type is a miss
+//! (it is removed), never an error.
 //!
 //! What the cache holds is the validated world, never a decision or a projection: rule
 //! packs, CedarPolicy objects, image verification and every decision are taken afresh on
