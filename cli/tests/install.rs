@@ -1,11 +1,15 @@
 //! `lattice install` on two real testenv control planes: one is the bootstrap cluster, the
 //! other the cluster Cluster API brings up.
 //!
-//! No Cluster API controller, machine or cloud runs here. [`simulated_provider`] stands in
-//! for them, and does only what they do for an install: once the CAPI `Cluster` is applied
-//! it reports the infrastructure and the control plane ready in the Cluster's status and
-//! writes the `<cluster>-kubeconfig` Secret (labelled and owned as CAPI writes it), whose
-//! kubeconfig reaches the second control plane: "the booted cluster".
+//! Cluster API's real core manager runs on each bootstrap cluster (`tools/capi`, from its Go
+//! module): it owns and labels the providers' objects, and computes the `Cluster`'s phase,
+//! initialization and conditions, which `install` waits on, and deletes the Cluster at
+//! `uninstall`. No machine, Docker engine or cloud runs here, so the infrastructure (CAPD) and
+//! control-plane (KCP) providers are simulated by [`simulated_providers`]: once their objects
+//! exist, they report what those controllers report through the v1beta2 contract when the
+//! machines are up (the endpoint, provisioned, initialized, available) and write the
+//! `<cluster>-kubeconfig` Secret as KCP does, whose kubeconfig reaches the second control
+//! plane: "the booted cluster".
 
 #[allow(dead_code)]
 mod support;
@@ -13,6 +17,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use lattice_testkit::capi::Manager;
 use serde_json::{Value, json};
 
 fn capi(client: &kube::Client, group: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
@@ -108,8 +113,12 @@ fn workdir(name: &str) -> WorkDir {
     WorkDir(dir)
 }
 
-/// The Cluster API CRDs of the reference material (core, kubeadm, Docker), established.
-async fn install_cluster_api(client: &kube::Client) {
+/// Cluster API on a bootstrap cluster, as `clusterctl init --infrastructure docker` leaves it
+/// for what `install` needs: the core CRDs and the real core manager of `tools/capi`, and the
+/// kubeadm and Docker CRDs of the reference material, labelled with the contract they
+/// implement as their release manifests label them (Cluster API reads the label to pick the
+/// version of a referenced object). The manager stops when the returned guard drops.
+async fn install_cluster_api(client: &kube::Client, env: &support::Env) -> Manager {
     let crds: Api<DynamicObject> = Api::all_with(
         client.clone(),
         &ApiResource::from_gvk_with_plural(
@@ -120,22 +129,35 @@ async fn install_cluster_api(client: &kube::Client) {
     let dir = lattice_testkit::reference_dir()
         .expect("reference material")
         .join("crds/cluster-api");
-    let mut names = Vec::new();
+    let mut all = lattice_testkit::capi::core_crds();
     for entry in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if file.starts_with("cluster.x-k8s.io_") {
+            continue; // the core CRDs come with the manager, at its version
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
         let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
         assert!(errors.is_empty());
-        for crd in docs.into_iter().map(|d| d.value).filter(Value::is_object) {
-            let name = crd["metadata"]["name"].as_str().unwrap().to_owned();
-            crds.patch(
-                &name,
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap();
-            names.push(name);
-        }
+        all.extend(
+            docs.into_iter()
+                .map(|d| d.value)
+                .filter(Value::is_object)
+                .map(provider_crd),
+        );
+    }
+    all.push(provider_crd(lattice_testkit::capi::docker_machine_crd()));
+    let mut names = Vec::new();
+    for crd in all {
+        let name = crd["metadata"]["name"].as_str().unwrap().to_owned();
+        crds.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        names.push(name);
     }
     for name in names {
         for _ in 0..100 {
@@ -152,52 +174,157 @@ async fn install_cluster_api(client: &kube::Client) {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
+    let dir = env.kubeconfig.parent().unwrap().join("cluster-api");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = env.kubeconfig.clone();
+    let manager = tokio::task::spawn_blocking(move || Manager::start(&dir, &kubeconfig))
+        .await
+        .unwrap();
+    // Its webhooks default and validate what `install` and the move write, as they would.
+    for config in manager.webhook_configurations() {
+        let kind = config["kind"].as_str().unwrap();
+        let api: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+                &format!("{}s", kind.to_lowercase()),
+            ),
+        );
+        api.create(
+            &Default::default(),
+            &serde_json::from_value(config.clone()).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {config:#}"));
+    }
+    manager
 }
 
-/// Cluster API and an infrastructure provider, simulated: see the module doc.
-async fn simulated_provider(bootstrap: kube::Client, kubeconfig: String) {
+/// A provider's CRD as its release manifests label it, with the contracts it implements.
+fn provider_crd(mut crd: Value) -> Value {
+    crd["metadata"]["labels"] = json!({
+        "cluster.x-k8s.io/v1beta1": "v1beta1",
+        "cluster.x-k8s.io/v1beta2": "v1beta2",
+    });
+    crd
+}
+
+/// Docker's infrastructure provider (CAPD) and kubeadm's control-plane provider (KCP),
+/// simulated: see the module doc. Each does what its real controller does once its machines
+/// are up, and nothing more; Cluster API's own manager reads it through the v1beta2 contract.
+async fn simulated_providers(bootstrap: kube::Client, kubeconfig: String, server: String) {
     let clusters = capi(&bootstrap, "cluster.x-k8s.io", "Cluster", "clusters");
-    let uid = loop {
+    // The Cluster names its providers' objects; Cluster API owns and labels them first.
+    let (infra, control_plane) = loop {
         if let Ok(Some(c)) = clusters.get_opt("root").await {
-            break c.metadata.uid.unwrap();
+            let infra = c.data["spec"]["infrastructureRef"]["name"].clone();
+            let control_plane = c.data["spec"]["controlPlaneRef"]["name"].clone();
+            break (
+                infra.as_str().unwrap().to_owned(),
+                control_plane.as_str().unwrap().to_owned(),
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    let ready = |t: &str| {
-        json!({"type": t, "status": "True", "reason": "Ready", "message": "",
-               "lastTransitionTime": "2026-12-05T12:00:00Z"})
+    let now = "2026-12-05T12:00:00Z";
+    let condition = |t: &str, reason: &str| {
+        json!({"type": t, "status": "True", "reason": reason, "message": "",
+               "lastTransitionTime": now})
     };
-    clusters
-        .patch_status(
-            "root",
-            &PatchParams::apply("simulated-cluster-api").force(),
+    // CAPD: the load balancer's address is the control plane's endpoint, and the
+    // infrastructure is provisioned.
+    let docker = capi(
+        &bootstrap,
+        "infrastructure.cluster.x-k8s.io",
+        "DockerCluster",
+        "dockerclusters",
+    );
+    let (host, port) = server
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .unwrap();
+    let endpoint = json!({"host": host, "port": port.parse::<u16>().unwrap()});
+    docker
+        .patch(
+            &infra,
+            &PatchParams::apply("simulated-capd").force(),
             &Patch::Apply(json!({
-                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-                "status": {"phase": "Provisioned", "initialization": {"infrastructureProvisioned": true},
-                           "conditions": [ready("InfrastructureReady"), ready("ControlPlaneAvailable")]},
+                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerCluster",
+                "spec": {"controlPlaneEndpoint": endpoint},
             })),
         )
         .await
         .unwrap();
+    docker
+        .patch_status(
+            &infra,
+            &PatchParams::apply("simulated-capd").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerCluster",
+                "status": {"initialization": {"provisioned": true},
+                           "conditions": [condition("Ready", "Ready")]},
+            })),
+        )
+        .await
+        .unwrap();
+    // KCP: the first control-plane machine ran `kubeadm init`: initialized and available at
+    // the version asked for, and the kubeconfig Secret, owned by the control plane as KCP
+    // writes it.
+    let kcp = capi(
+        &bootstrap,
+        "controlplane.cluster.x-k8s.io",
+        "KubeadmControlPlane",
+        "kubeadmcontrolplanes",
+    );
+    let kcp_uid = kcp.get(&control_plane).await.unwrap().metadata.uid.unwrap();
+    kcp.patch_status(
+        &control_plane,
+        &PatchParams::apply("simulated-kcp").force(),
+        &Patch::Apply(json!({
+            "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlane",
+            "status": {"initialization": {"controlPlaneInitialized": true},
+                       "version": "v1.32.0", "replicas": 1, "readyReplicas": 1,
+                       "availableReplicas": 1, "upToDateReplicas": 1,
+                       "conditions": [condition("Available", "Available")]},
+        })),
+    )
+    .await
+    .unwrap();
+    // Cluster API makes the workers' Machines once the control plane is stable. In a real
+    // install they may or may not exist yet when the pivot pauses the Cluster (the move takes
+    // what there is); here the Secret `install` waits for is held back until they do, so
+    // every run moves the same objects.
+    let machines = capi(&bootstrap, "cluster.x-k8s.io", "Machine", "machines");
+    while machines
+        .list(&Default::default())
+        .await
+        .map_or(0, |l| l.items.len())
+        < 2
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(bootstrap.clone(), "capi-root");
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "root-kubeconfig", "namespace": "capi-root",
                      "labels": {"cluster.x-k8s.io/cluster-name": "root"},
-                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-                                          "name": "root", "uid": uid}]},
+                     "ownerReferences": [{"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2",
+                                          "kind": "KubeadmControlPlane", "name": control_plane,
+                                          "uid": kcp_uid, "controller": true,
+                                          "blockOwnerDeletion": true}]},
         "type": "cluster.x-k8s.io/secret",
         "stringData": {"value": kubeconfig},
     });
     secrets
         .patch(
             "root-kubeconfig",
-            &PatchParams::apply("simulated-cluster-api").force(),
+            &PatchParams::apply("simulated-kcp").force(),
             &Patch::Apply(secret),
         )
         .await
         .unwrap();
+    // Cluster API's manager, not this function, now reports the Cluster provisioned.
 }
 
 fn args(file: &Path, bootstrap: &Path, out: &Path) -> Vec<String> {
@@ -239,9 +366,23 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
         "nothing written: not even the Lattice CRDs"
     );
 
-    install_cluster_api(&bootstrap).await;
+    let _cluster_api = install_cluster_api(&bootstrap, &bootstrap_env).await;
     let kubeconfig = std::fs::read_to_string(&target_env.kubeconfig).unwrap();
-    let provider = tokio::spawn(simulated_provider(bootstrap.clone(), kubeconfig.clone()));
+    let server = kube::config::Kubeconfig::read_from(&target_env.kubeconfig)
+        .unwrap()
+        .clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    let server_port: u16 = server.rsplit_once(':').unwrap().1.parse().unwrap();
+    let provider = tokio::spawn(simulated_providers(
+        bootstrap.clone(),
+        kubeconfig.clone(),
+        server,
+    ));
     let (code, stdout, stderr) = install(args(&file, &bootstrap_env.kubeconfig, &out)).await;
     assert_eq!(code, 0, "{stderr}");
     // What the user sees (shown with --nocapture; the README quotes it).
@@ -306,13 +447,79 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
         .await
         .unwrap();
     assert_eq!(moved_cluster.data["spec"]["paused"], false);
-    assert_eq!(moved_cluster.data["status"]["phase"], "Provisioned");
+    // What Cluster API's manager computed on the bootstrap cluster moved with it: the phase,
+    // the initialization, the control plane's Available condition mirrored, and the
+    // endpoint it took from the infrastructure.
+    let status = &moved_cluster.data["status"];
+    assert_eq!(status["phase"], "Provisioned", "{status}");
+    assert_eq!(status["initialization"]["infrastructureProvisioned"], true);
+    assert_eq!(status["initialization"]["controlPlaneInitialized"], true);
+    let available = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ControlPlaneAvailable")
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(available["status"], "True", "{available}");
+    assert_eq!(
+        moved_cluster.data["spec"]["controlPlaneEndpoint"]["port"],
+        json!(server_port)
+    );
+    let cluster_uid = moved_cluster.metadata.uid.clone().unwrap();
+    // The providers' objects are owned by the moved Cluster (Cluster API set the owner; the
+    // move remapped it), and the kubeconfig Secret by the moved control plane.
+    let owners = |o: &DynamicObject| -> Vec<String> {
+        o.metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.uid)
+            .collect()
+    };
+    assert_eq!(owners(&control_plane), vec![cluster_uid.clone()]);
+    let docker_cluster = capi(
+        &target,
+        "infrastructure.cluster.x-k8s.io",
+        "DockerCluster",
+        "dockerclusters",
+    )
+    .get(
+        moved_cluster.data["spec"]["infrastructureRef"]["name"]
+            .as_str()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(owners(&docker_cluster), vec![cluster_uid]);
+    // Cluster API's MachineDeployment controller made a MachineSet and it the workers'
+    // Machines (no machine boots here: they wait for their infrastructure); they moved with
+    // the owner chain remapped to the new cluster's UIDs.
+    let sets = capi(&target, "cluster.x-k8s.io", "MachineSet", "machinesets")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(
+        owners(&sets[0]),
+        vec![deployment.metadata.uid.clone().unwrap()]
+    );
+    let machines = capi(&target, "cluster.x-k8s.io", "Machine", "machines")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(machines.len(), 2, "{machines:?}");
+    for machine in &machines {
+        assert_eq!(owners(machine), vec![sets[0].metadata.uid.clone().unwrap()]);
+    }
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(target.clone(), "capi-root");
     let copied = secrets.get("root-kubeconfig").await.unwrap();
     assert_eq!(
         copied.metadata.owner_references.unwrap()[0].uid,
-        moved_cluster.metadata.uid.unwrap()
+        control_plane.metadata.uid.clone().unwrap()
     );
     // The new cluster holds exactly what moved, and the bootstrap cluster none of it.
     let held = |client: kube::Client| async move {
@@ -397,7 +604,7 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
     clusters.delete("leaf", &Default::default()).await.unwrap();
     let second_env = support::start_named("install-bootstrap-2");
     let bootstrap = support::client(&second_env.kubeconfig).await;
-    install_cluster_api(&bootstrap).await;
+    let _second_cluster_api = install_cluster_api(&bootstrap, &second_env).await;
     let (code, stdout, stderr) = uninstall(second_env.kubeconfig.clone()).await;
     assert_eq!(code, 0, "{stderr}");
     println!("{stderr}{stdout}");
@@ -421,6 +628,15 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
             .unwrap()
             .is_none(),
         "the Cluster was deleted on the bootstrap cluster"
+    );
+    assert!(
+        capi(&bootstrap, "cluster.x-k8s.io", "Machine", "machines")
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "Cluster API deleted the machines with it"
     );
     assert_eq!(
         clusters.get("root").await.unwrap().data["status"]["pivoted"],

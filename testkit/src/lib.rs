@@ -79,6 +79,7 @@ pub fn go_tool(env: &str, tool: &str) -> PathBuf {
         .clone()
 }
 
+pub mod capi;
 pub mod oci;
 pub mod oidc;
 pub mod schemas;

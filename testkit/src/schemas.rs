@@ -10,7 +10,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 /// The documents of a YAML stream as JSON (the CRD files are plain YAML: no anchors or
 /// tags that JSON cannot hold).
-fn yaml_documents(text: &str) -> Vec<Value> {
+pub(crate) fn yaml_documents(text: &str) -> Vec<Value> {
     fn json(y: &Yaml) -> Value {
         match y {
             Yaml::Real(r) => r.parse::<f64>().map_or(Value::Null, |f| json!(f)),
