@@ -91,10 +91,11 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             Outcome::Failed(_) => None,
         })
         .collect();
+    // Only the scan reads the facts: they move to it.
     let derived: DerivedByWorkload = outcomes
-        .iter()
+        .iter_mut()
         .filter_map(|(id, _, o)| match o {
-            Outcome::Derived { facts, .. } => Some((id.clone(), facts.clone())),
+            Outcome::Derived { facts, .. } => Some((id.clone(), std::mem::take(facts))),
             _ => None,
         })
         .collect();

@@ -754,13 +754,25 @@ fn gate_facts(
 /// bilateral whatever its decision, so only one-sided declarations are decided: at estate
 /// scale, where nearly every edge is agreed, that is a handful of decisions, not a mesh plan.
 fn unilateral_callers(snapshot: &Snapshot, world: &World) -> HashMap<String, i64> {
-    let mut outbound: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut inbound: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut ports: HashMap<String, Vec<i64>> = HashMap::new();
-    for (_, o) in world.objects().filter(|(_, o)| o.is_workload()) {
-        let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
-        let (deps, callers) = declared_peers(o);
-        ports.insert(id.clone(), served_ports(o).into_iter().collect());
+    // Reading every workload's declarations is most of this at estate scale: on every core.
+    let workloads: Vec<&Object> = world
+        .objects()
+        .filter(|(_, o)| o.is_workload())
+        .map(|(_, o)| o)
+        .collect();
+    let declared: Vec<(String, BTreeSet<String>, BTreeSet<String>, Vec<i64>)> = workloads
+        .par_iter()
+        .map(|o| {
+            let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
+            let (deps, callers) = declared_peers(o);
+            (id, deps, callers, served_ports(o).into_iter().collect())
+        })
+        .collect();
+    let mut outbound: HashMap<String, BTreeSet<String>> = HashMap::with_capacity(declared.len());
+    let mut inbound: HashMap<String, BTreeSet<String>> = HashMap::with_capacity(declared.len());
+    let mut ports: HashMap<String, Vec<i64>> = HashMap::with_capacity(declared.len());
+    for (id, deps, callers, served) in declared {
+        ports.insert(id.clone(), served);
         outbound.insert(id.clone(), deps);
         inbound.insert(id, callers);
     }

@@ -201,6 +201,10 @@ fn read(text: &str, record: bool) -> (Vec<YamlDocument>, Vec<YamlError>) {
     (documents, errors)
 }
 
+/// Keys to where they were first written. Hashed with foldhash (randomly seeded): SipHash
+/// here was a tenth of reading a manifest.
+type KeySpans = HashMap<String, Range<usize>, foldhash::fast::RandomState>;
+
 enum Frame {
     Seq {
         items: Vec<Value>,
@@ -214,7 +218,7 @@ enum Frame {
         /// The pending key, once read, and where it was.
         key: Option<(String, Range<usize>)>,
         /// Where each key was first seen, for duplicate reports.
-        seen: HashMap<String, Range<usize>>,
+        seen: KeySpans,
         /// Keys brought in by `<<` merges, which explicit keys may override.
         merged: Vec<String>,
     },
@@ -283,18 +287,23 @@ impl<'a> Builder<'a> {
 
     /// The source range a scalar occupies on its first line.
     fn scalar_range(&self, start: usize, value: &str, style: TScalarStyle) -> Range<usize> {
-        let line_end = self.text[start..]
-            .find('\n')
-            .map(|i| start + i)
-            .unwrap_or(self.text.len());
         let len = match style {
             TScalarStyle::Plain => value.len(),
             TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => value.len() + 2,
             TScalarStyle::Literal | TScalarStyle::Folded => 1,
         };
+        let end = (start + len.max(1)).min(self.text.len());
+        // The range ends at the first line's end: only the scalar's own extent can hold it.
+        let line_end = self
+            .text
+            .as_bytes()
+            .get(start..end)
+            .and_then(|b| b.iter().position(|&c| c == b'\n'))
+            .map_or(end, |i| start + i);
         start
-            ..(start + len.max(1))
-                .min(line_end.max(start + 1))
+            ..line_end
+                .max(start + 1)
+                .min(end.max(start + 1))
                 .min(self.text.len())
     }
 
@@ -419,18 +428,29 @@ impl<'a> Builder<'a> {
                             }
                             return;
                         }
-                        if let Some(first) = seen.get(&k) {
-                            let first_line = self.text[..first.start].matches('\n').count() + 1;
-                            self.errors.push(YamlError {
-                            message: format!("duplicate key `{k}` (first written on line {first_line})"),
-                            span: range,
-                            help: Some("each key may appear once in a mapping; the first value is used".into()),
-                        });
-                            return;
+                        match seen.entry(k) {
+                            std::collections::hash_map::Entry::Occupied(first) => {
+                                let k = first.key();
+                                let first_line =
+                                    self.text[..first.get().start].matches('\n').count() + 1;
+                                self.errors.push(YamlError {
+                                    message: format!(
+                                        "duplicate key `{k}` (first written on line {first_line})"
+                                    ),
+                                    span: range,
+                                    help: Some("each key may appear once in a mapping; the first value is used".into()),
+                                });
+                                return;
+                            }
+                            std::collections::hash_map::Entry::Vacant(slot) => {
+                                let k = slot.key().clone();
+                                slot.insert(range);
+                                if !merged.is_empty() {
+                                    merged.retain(|m| m != &k);
+                                }
+                                entries.insert(k, value);
+                            }
                         }
-                        seen.insert(k.clone(), range);
-                        merged.retain(|m| m != &k);
-                        entries.insert(k, value);
                     }
                 }
             }
@@ -469,6 +489,14 @@ impl<'a> Builder<'a> {
 /// resolve differently: (our reading, theirs). Such a value is refused rather than read one
 /// way when the cluster would read it the other.
 fn yaml11_difference(s: &str) -> Option<(String, String)> {
+    // Every form below starts with a digit or a sign, or is a y/n/on/off word: most values
+    // (names, images, paths) are none of these.
+    if !matches!(
+        s.as_bytes().first(),
+        Some(b'0'..=b'9' | b'+' | b'-' | b'y' | b'Y' | b'n' | b'N' | b'o' | b'O')
+    ) {
+        return None;
+    }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
     let negative = s.starts_with('-');
     // `010`: decimal here, octal there.
@@ -520,6 +548,19 @@ fn yaml11_difference(s: &str) -> Option<(String, String)> {
         _ => None,
     };
     truth.map(|b| (format!("the text \"{s}\""), b.to_string()))
+}
+
+/// [`resolve_plain`] of a scalar the reader owns: text that can only be text is moved, not
+/// copied.
+fn resolve_plain_owned(s: String) -> Value {
+    // Null, booleans, infinities and numbers all start with one of these (or are empty).
+    match s.as_bytes().first() {
+        None
+        | Some(b'0'..=b'9' | b'+' | b'-' | b'.' | b'~' | b'n' | b'N' | b't' | b'T' | b'f' | b'F') => {
+            resolve_plain(&s)
+        }
+        Some(_) => Value::String(s),
+    }
 }
 
 fn resolve_plain(s: &str) -> Value {
@@ -647,7 +688,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 };
                 let value = match (&tag, style) {
                     (Some(t), _) => resolve_tagged(&text, t),
-                    (None, TScalarStyle::Plain) => resolve_plain(&text),
+                    (None, TScalarStyle::Plain) => resolve_plain_owned(text),
                     (None, _) => Value::String(text),
                 };
                 if self.expecting_key() {
@@ -711,7 +752,7 @@ impl MarkedEventReceiver for Builder<'_> {
                         pointer,
                         anchor,
                         key: None,
-                        seen: HashMap::new(),
+                        seen: KeySpans::default(),
                         merged: Vec::new(),
                     }
                 });
