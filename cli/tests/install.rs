@@ -5,7 +5,7 @@
 //! module): it owns and labels the providers' objects, and computes the `Cluster`'s phase,
 //! initialization and conditions, which `install` waits on, and deletes the Cluster at
 //! `uninstall`. No machine, Docker engine or cloud runs here, so the infrastructure (CAPD) and
-//! control-plane (KCP) providers are simulated by [`simulated_providers`]: once their objects
+//! control-plane (KCP) providers are simulated by `lattice_testkit::capi::simulate_providers`: once their objects
 //! exist, they report what those controllers report through the v1beta2 contract when the
 //! machines are up (the endpoint, provisioned, initialized, available) and write the
 //! `<cluster>-kubeconfig` Secret as KCP does, whose kubeconfig reaches the second control
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use lattice_testkit::capi::Manager;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn capi(client: &kube::Client, group: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
@@ -113,218 +113,10 @@ fn workdir(name: &str) -> WorkDir {
     WorkDir(dir)
 }
 
-/// Cluster API on a bootstrap cluster, as `clusterctl init --infrastructure docker` leaves it
-/// for what `install` needs: the core CRDs and the real core manager of `tools/capi`, and the
-/// kubeadm and Docker CRDs of the reference material, labelled with the contract they
-/// implement as their release manifests label them (Cluster API reads the label to pick the
-/// version of a referenced object). The manager stops when the returned guard drops.
+/// Cluster API on a bootstrap cluster (see [`lattice_testkit::capi::set_up`]).
 async fn install_cluster_api(client: &kube::Client, env: &support::Env) -> Manager {
-    let crds: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
-            "customresourcedefinitions",
-        ),
-    );
-    let dir = lattice_testkit::reference_dir()
-        .expect("reference material")
-        .join("crds/cluster-api");
-    let mut all = lattice_testkit::capi::core_crds();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        if file.starts_with("cluster.x-k8s.io_") {
-            continue; // the core CRDs come with the manager, at its version
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        let (docs, errors) = lattice_schemas::manifest::yaml::parse_documents(&text);
-        assert!(errors.is_empty());
-        all.extend(
-            docs.into_iter()
-                .map(|d| d.value)
-                .filter(Value::is_object)
-                .map(provider_crd),
-        );
-    }
-    all.push(provider_crd(lattice_testkit::capi::docker_machine_crd()));
-    let mut names = Vec::new();
-    for crd in all {
-        let name = crd["metadata"]["name"].as_str().unwrap().to_owned();
-        crds.patch(
-            &name,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        names.push(name);
-    }
-    for name in names {
-        for _ in 0..100 {
-            let crd = crds.get(&name).await.unwrap();
-            if crd.data["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Established" && c["status"] == "True")
-                })
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
     let dir = env.kubeconfig.parent().unwrap().join("cluster-api");
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = env.kubeconfig.clone();
-    let manager = tokio::task::spawn_blocking(move || Manager::start(&dir, &kubeconfig))
-        .await
-        .unwrap();
-    // Its webhooks default and validate what `install` and the move write, as they would.
-    for config in manager.webhook_configurations() {
-        let kind = config["kind"].as_str().unwrap();
-        let api: Api<DynamicObject> = Api::all_with(
-            client.clone(),
-            &ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
-                &format!("{}s", kind.to_lowercase()),
-            ),
-        );
-        api.create(
-            &Default::default(),
-            &serde_json::from_value(config.clone()).unwrap(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {config:#}"));
-    }
-    manager
-}
-
-/// A provider's CRD as its release manifests label it, with the contracts it implements.
-fn provider_crd(mut crd: Value) -> Value {
-    crd["metadata"]["labels"] = json!({
-        "cluster.x-k8s.io/v1beta1": "v1beta1",
-        "cluster.x-k8s.io/v1beta2": "v1beta2",
-    });
-    crd
-}
-
-/// Docker's infrastructure provider (CAPD) and kubeadm's control-plane provider (KCP),
-/// simulated: see the module doc. Each does what its real controller does once its machines
-/// are up, and nothing more; Cluster API's own manager reads it through the v1beta2 contract.
-async fn simulated_providers(bootstrap: kube::Client, kubeconfig: String, server: String) {
-    let clusters = capi(&bootstrap, "cluster.x-k8s.io", "Cluster", "clusters");
-    // The Cluster names its providers' objects; Cluster API owns and labels them first.
-    let (infra, control_plane) = loop {
-        if let Ok(Some(c)) = clusters.get_opt("root").await {
-            let infra = c.data["spec"]["infrastructureRef"]["name"].clone();
-            let control_plane = c.data["spec"]["controlPlaneRef"]["name"].clone();
-            break (
-                infra.as_str().unwrap().to_owned(),
-                control_plane.as_str().unwrap().to_owned(),
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
-    let now = "2026-12-05T12:00:00Z";
-    let condition = |t: &str, reason: &str| {
-        json!({"type": t, "status": "True", "reason": reason, "message": "",
-               "lastTransitionTime": now})
-    };
-    // CAPD: the load balancer's address is the control plane's endpoint, and the
-    // infrastructure is provisioned.
-    let docker = capi(
-        &bootstrap,
-        "infrastructure.cluster.x-k8s.io",
-        "DockerCluster",
-        "dockerclusters",
-    );
-    let (host, port) = server
-        .trim_start_matches("https://")
-        .rsplit_once(':')
-        .unwrap();
-    let endpoint = json!({"host": host, "port": port.parse::<u16>().unwrap()});
-    docker
-        .patch(
-            &infra,
-            &PatchParams::apply("simulated-capd").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerCluster",
-                "spec": {"controlPlaneEndpoint": endpoint},
-            })),
-        )
-        .await
-        .unwrap();
-    docker
-        .patch_status(
-            &infra,
-            &PatchParams::apply("simulated-capd").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerCluster",
-                "status": {"initialization": {"provisioned": true},
-                           "conditions": [condition("Ready", "Ready")]},
-            })),
-        )
-        .await
-        .unwrap();
-    // KCP: the first control-plane machine ran `kubeadm init`: initialized and available at
-    // the version asked for, and the kubeconfig Secret, owned by the control plane as KCP
-    // writes it.
-    let kcp = capi(
-        &bootstrap,
-        "controlplane.cluster.x-k8s.io",
-        "KubeadmControlPlane",
-        "kubeadmcontrolplanes",
-    );
-    let kcp_uid = kcp.get(&control_plane).await.unwrap().metadata.uid.unwrap();
-    kcp.patch_status(
-        &control_plane,
-        &PatchParams::apply("simulated-kcp").force(),
-        &Patch::Apply(json!({
-            "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlane",
-            "status": {"initialization": {"controlPlaneInitialized": true},
-                       "version": "v1.32.0", "replicas": 1, "readyReplicas": 1,
-                       "availableReplicas": 1, "upToDateReplicas": 1,
-                       "conditions": [condition("Available", "Available")]},
-        })),
-    )
-    .await
-    .unwrap();
-    // Cluster API makes the workers' Machines once the control plane is stable. In a real
-    // install they may or may not exist yet when the pivot pauses the Cluster (the move takes
-    // what there is); here the Secret `install` waits for is held back until they do, so
-    // every run moves the same objects.
-    let machines = capi(&bootstrap, "cluster.x-k8s.io", "Machine", "machines");
-    while machines
-        .list(&Default::default())
-        .await
-        .map_or(0, |l| l.items.len())
-        < 2
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(bootstrap.clone(), "capi-root");
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "root-kubeconfig", "namespace": "capi-root",
-                     "labels": {"cluster.x-k8s.io/cluster-name": "root"},
-                     "ownerReferences": [{"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2",
-                                          "kind": "KubeadmControlPlane", "name": control_plane,
-                                          "uid": kcp_uid, "controller": true,
-                                          "blockOwnerDeletion": true}]},
-        "type": "cluster.x-k8s.io/secret",
-        "stringData": {"value": kubeconfig},
-    });
-    secrets
-        .patch(
-            "root-kubeconfig",
-            &PatchParams::apply("simulated-kcp").force(),
-            &Patch::Apply(secret),
-        )
-        .await
-        .unwrap();
-    // Cluster API's manager, not this function, now reports the Cluster provisioned.
+    lattice_testkit::capi::set_up(client, &dir, &env.kubeconfig).await
 }
 
 fn args(file: &Path, bootstrap: &Path, out: &Path) -> Vec<String> {
@@ -378,11 +170,19 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
         .clone()
         .unwrap();
     let server_port: u16 = server.rsplit_once(':').unwrap().1.parse().unwrap();
-    let provider = tokio::spawn(simulated_providers(
-        bootstrap.clone(),
-        kubeconfig.clone(),
-        server,
-    ));
+    let provider = tokio::spawn({
+        let (bootstrap, kubeconfig) = (bootstrap.clone(), kubeconfig.clone());
+        async move {
+            lattice_testkit::capi::simulate_providers(
+                bootstrap,
+                "capi-root",
+                "root",
+                &kubeconfig,
+                2,
+            )
+            .await;
+        }
+    });
     let (code, stdout, stderr) = install(args(&file, &bootstrap_env.kubeconfig, &out)).await;
     assert_eq!(code, 0, "{stderr}");
     // What the user sees (shown with --nocapture; the README quotes it).

@@ -3,12 +3,14 @@
 //! module), run against a test control plane.
 //!
 //! No infrastructure or control-plane provider runs beside it (none can here: Docker's needs
-//! a Docker engine, and the in-memory one's module is not served), so a test that needs one
-//! plays it itself and says so.
+//! a Docker engine, and the in-memory one's module is not served): [`simulate_providers`]
+//! plays Docker's and kubeadm's, and says so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 /// The directory holding `cluster-api-core` and `cluster-api-crds/`: `LATTICE_CAPI_BIN`, else
 /// built (or found up to date) by `tools/capi/build`, which needs Go.
@@ -17,7 +19,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The core CRDs of the manager's own module version (every kind it watches).
-pub fn core_crds() -> Vec<serde_json::Value> {
+pub fn core_crds() -> Vec<Value> {
     let dir = bin_dir().join("cluster-api-crds");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -30,20 +32,20 @@ pub fn core_crds() -> Vec<serde_json::Value> {
         .flat_map(|f| {
             crate::schemas::yaml_documents(&std::fs::read_to_string(f).expect("CRD file"))
         })
-        .filter(serde_json::Value::is_object)
+        .filter(Value::is_object)
         .collect()
 }
 
 /// Docker's (CAPD) DockerMachine CRD, which the reference material lacks (it holds the
 /// templates only): v1.13.7's, from `sigs.k8s.io/cluster-api/test` (see `tools/capi/build`).
-pub fn docker_machine_crd() -> serde_json::Value {
+pub fn docker_machine_crd() -> Value {
     let file =
         bin_dir().join("cluster-api-crds/capd/infrastructure.cluster.x-k8s.io_dockermachines.yaml");
     crate::schemas::yaml_documents(
         &std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display())),
     )
     .into_iter()
-    .find(serde_json::Value::is_object)
+    .find(Value::is_object)
     .expect("a CRD")
 }
 
@@ -120,7 +122,7 @@ impl Manager {
     /// but pointed at this manager (`https://127.0.0.1:PORT/…`, its CA as the bundle) rather
     /// than at an in-cluster Service. Applied, the API server defaults and validates Cluster
     /// API's objects through the manager, as on a cluster `clusterctl init` set up.
-    pub fn webhook_configurations(&self) -> Vec<serde_json::Value> {
+    pub fn webhook_configurations(&self) -> Vec<Value> {
         use base64::Engine as _;
         let file = bin_dir().join("cluster-api-crds/webhooks.yaml.in");
         let text = std::fs::read_to_string(&file)
@@ -128,7 +130,7 @@ impl Manager {
         let bundle = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
         crate::schemas::yaml_documents(&text)
             .into_iter()
-            .filter(serde_json::Value::is_object)
+            .filter(Value::is_object)
             .map(|mut config| {
                 let name = config["metadata"]["name"].as_str().unwrap_or_default();
                 config["metadata"]["name"] = format!("cluster-api-{name}").into();
@@ -137,7 +139,7 @@ impl Manager {
                         .as_str()
                         .unwrap_or("/")
                         .to_owned();
-                    webhook["clientConfig"] = serde_json::json!({
+                    webhook["clientConfig"] = json!({
                         "url": format!("https://127.0.0.1:{}{path}", self.webhook_port),
                         "caBundle": bundle,
                     });
@@ -185,4 +187,277 @@ fn ready(port: u16) -> bool {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.1 200")
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk(group, version, kind),
+        plural,
+    )
+}
+
+fn namespaced(
+    client: &kube::Client,
+    namespace: &str,
+    group: &str,
+    kind: &str,
+    plural: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &resource(group, "v1beta2", kind, plural),
+    )
+}
+
+/// A provider's CRD as its release manifests label it, with the contracts it implements
+/// (Cluster API reads the label to pick the version of a referenced object).
+fn provider_crd(mut crd: Value) -> Value {
+    crd["metadata"]["labels"] = json!({
+        "cluster.x-k8s.io/v1beta1": "v1beta1",
+        "cluster.x-k8s.io/v1beta2": "v1beta2",
+    });
+    crd
+}
+
+/// Cluster API on the control plane `client` reaches (whose kubeconfig is `kubeconfig`), as
+/// `clusterctl init --infrastructure docker` leaves it for what Lattice provisions: the core
+/// CRDs and the real core manager, with its webhooks pointed at it; the kubeadm and Docker
+/// CRDs of the reference material and CAPD's `DockerMachine` ([`docker_machine_crd`]),
+/// labelled as their release manifests label them. The manager's files go under `dir`; it
+/// stops when the returned guard drops.
+pub async fn set_up(client: &kube::Client, dir: &Path, kubeconfig: &Path) -> Manager {
+    use kube::api::{Patch, PatchParams};
+    let crds: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        client.clone(),
+        &resource(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+        ),
+    );
+    let reference = crate::reference_dir()
+        .expect("reference material")
+        .join("crds/cluster-api");
+    let mut all = core_crds();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&reference)
+        .expect("the reference's Cluster API CRDs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    for path in files {
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        if file.starts_with("cluster.x-k8s.io_") {
+            continue; // the core CRDs come with the manager, at its version
+        }
+        let text = std::fs::read_to_string(&path).expect("CRD file");
+        all.extend(
+            crate::schemas::yaml_documents(&text)
+                .into_iter()
+                .filter(Value::is_object)
+                .map(provider_crd),
+        );
+    }
+    all.push(provider_crd(docker_machine_crd()));
+    let mut names = Vec::new();
+    for crd in all {
+        let name = crd["metadata"]["name"].as_str().expect("named").to_owned();
+        crds.patch(
+            &name,
+            &PatchParams::apply("cluster-api-setup").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        names.push(name);
+    }
+    for name in names {
+        for _ in 0..100 {
+            let crd = crds.get(&name).await.expect("CRD");
+            let established = crd.data["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                });
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    std::fs::create_dir_all(dir).expect("the manager's directory");
+    let (dir, kubeconfig) = (dir.to_owned(), kubeconfig.to_owned());
+    let manager = tokio::task::spawn_blocking(move || Manager::start(&dir, &kubeconfig))
+        .await
+        .expect("the manager starts");
+    // Its webhooks default and validate what is applied, as on a real management cluster.
+    for config in manager.webhook_configurations() {
+        let kind = config["kind"].as_str().expect("kind").to_owned();
+        let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+            client.clone(),
+            &resource(
+                "admissionregistration.k8s.io",
+                "v1",
+                &kind,
+                &format!("{}s", kind.to_lowercase()),
+            ),
+        );
+        let object = serde_json::from_value(config.clone()).expect("a webhook configuration");
+        api.create(&Default::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {config:#}"));
+    }
+    manager
+}
+
+/// Docker's infrastructure provider (CAPD) and kubeadm's control-plane provider (KCP),
+/// **simulated**, for the CAPI `Cluster` `cluster` in `namespace`: no machine, Docker engine
+/// or cloud runs here. Each does what its real controller does once the machines are up, and
+/// nothing more, and Cluster API's own manager reads it through the v1beta2 contract:
+///
+/// - CAPD: the `DockerCluster`'s `controlPlaneEndpoint` (the server `kubeconfig` names: the
+///   booted cluster) and `provisioned`;
+/// - KCP: the `KubeadmControlPlane` initialized and `Available` at its version, then the
+///   `<cluster>-kubeconfig` Secret holding `kubeconfig`, owned by the control plane as KCP
+///   writes it.
+///
+/// Cluster API makes the workers' Machines once the control plane is stable. In a real
+/// install they may or may not exist yet when a pivot pauses the Cluster (the move takes what
+/// there is); here the Secret is held back until `workers` Machines exist, so every run moves
+/// the same objects. Returns once the Secret is written.
+pub async fn simulate_providers(
+    client: kube::Client,
+    namespace: &str,
+    cluster: &str,
+    kubeconfig: &str,
+    workers: usize,
+) {
+    use kube::api::{Patch, PatchParams};
+    let clusters = namespaced(
+        &client,
+        namespace,
+        "cluster.x-k8s.io",
+        "Cluster",
+        "clusters",
+    );
+    // The Cluster names its providers' objects.
+    let (infra, control_plane) = loop {
+        if let Ok(Some(c)) = clusters.get_opt(cluster).await {
+            let name = |r: &str| c.data["spec"][r]["name"].as_str().map(str::to_owned);
+            if let (Some(i), Some(cp)) = (name("infrastructureRef"), name("controlPlaneRef")) {
+                break (i, cp);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let condition = |t: &str| {
+        json!({"type": t, "status": "True", "reason": t, "message": "",
+               "lastTransitionTime": "2026-12-05T12:00:00Z"})
+    };
+    let server = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .ok()
+        .and_then(|k| k.clusters.into_iter().next())
+        .and_then(|c| c.cluster)
+        .and_then(|c| c.server)
+        .expect("the kubeconfig names a server");
+    let (host, port) = server
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let port: u16 = port.parse().expect("a port");
+    let docker = namespaced(
+        &client,
+        namespace,
+        "infrastructure.cluster.x-k8s.io",
+        "DockerCluster",
+        "dockerclusters",
+    );
+    let capd = PatchParams::apply("simulated-capd").force();
+    docker
+        .patch(
+            &infra,
+            &capd,
+            &Patch::Apply(json!({
+                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerCluster",
+                "spec": {"controlPlaneEndpoint": {"host": host, "port": port}},
+            })),
+        )
+        .await
+        .expect("the DockerCluster's endpoint");
+    docker
+        .patch_status(
+            &infra,
+            &capd,
+            &Patch::Apply(json!({
+                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerCluster",
+                "status": {"initialization": {"provisioned": true}, "conditions": [condition("Ready")]},
+            })),
+        )
+        .await
+        .expect("the DockerCluster provisioned");
+    let kcp = namespaced(
+        &client,
+        namespace,
+        "controlplane.cluster.x-k8s.io",
+        "KubeadmControlPlane",
+        "kubeadmcontrolplanes",
+    );
+    let plane = kcp.get(&control_plane).await.expect("the control plane");
+    let version = plane.data["spec"]["version"].clone();
+    let replicas = plane.data["spec"]["replicas"].as_i64().unwrap_or(1);
+    let kcp_params = PatchParams::apply("simulated-kcp").force();
+    kcp.patch_status(
+        &control_plane,
+        &kcp_params,
+        &Patch::Apply(json!({
+            "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlane",
+            "status": {"initialization": {"controlPlaneInitialized": true},
+                       "version": version, "replicas": replicas, "readyReplicas": replicas,
+                       "availableReplicas": replicas, "upToDateReplicas": replicas,
+                       "conditions": [condition("Available")]},
+        })),
+    )
+    .await
+    .expect("the control plane available");
+    let machines = namespaced(
+        &client,
+        namespace,
+        "cluster.x-k8s.io",
+        "Machine",
+        "machines",
+    );
+    while machines
+        .list(&Default::default())
+        .await
+        .map_or(0, |l| l.items.len())
+        < workers
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let secrets: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &resource("", "v1", "Secret", "secrets"),
+    );
+    let name = format!("{cluster}-kubeconfig");
+    secrets
+        .patch(
+            &name,
+            &kcp_params,
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+                             "ownerReferences": [{"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2",
+                                                  "kind": "KubeadmControlPlane", "name": control_plane,
+                                                  "uid": plane.metadata.uid, "controller": true,
+                                                  "blockOwnerDeletion": true}]},
+                "type": "cluster.x-k8s.io/secret",
+                "stringData": {"value": kubeconfig},
+            })),
+        )
+        .await
+        .expect("the kubeconfig Secret");
 }

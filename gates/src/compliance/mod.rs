@@ -760,7 +760,9 @@ fn unilateral_callers(snapshot: &Snapshot, world: &World) -> HashMap<String, i64
         .filter(|(_, o)| o.is_workload())
         .map(|(_, o)| o)
         .collect();
-    let declared: Vec<(String, BTreeSet<String>, BTreeSet<String>, Vec<i64>)> = workloads
+    /// One workload's id, the peers it calls and is called by, and the ports it serves.
+    type Declarations = (String, BTreeSet<String>, BTreeSet<String>, Vec<i64>);
+    let declared: Vec<Declarations> = workloads
         .par_iter()
         .map(|o| {
             let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());

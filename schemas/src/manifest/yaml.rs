@@ -440,7 +440,6 @@ impl<'a> Builder<'a> {
                                     span: range,
                                     help: Some("each key may appear once in a mapping; the first value is used".into()),
                                 });
-                                return;
                             }
                             std::collections::hash_map::Entry::Vacant(slot) => {
                                 let k = slot.key().clone();
