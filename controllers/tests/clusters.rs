@@ -9,8 +9,14 @@
 //!   in its status until it is withdrawn; it pivots the child, which then scales itself
 //!   with the parent stopped, and decommissions both.
 //!
-//! No CAPI controller runs here (nor a cloud, nor Docker): the objects are what CAPI would
-//! act on, and the phase is read from the CAPI `Cluster` status as written by hand below.
+//! Cluster API's real core manager and its webhooks run on the parent
+//! (`lattice_testkit::capi::set_up`): they default and validate what the cell derives, own the
+//! providers' objects, compute the CAPI `Cluster`'s phase and conditions, make lab's workers'
+//! MachineSet and Machines (which the pivot then moves), and delete what a decommission
+//! deletes. No machine, cloud or Docker engine runs here: Docker's and kubeadm's providers are
+//! simulated (`lattice_testkit::capi::simulate_providers`), reporting lab's infrastructure and
+//! control plane up and writing its kubeconfig as they would. In the derived-objects test
+//! no controller runs: it is the API server's own checks that are tested there.
 
 mod cluster;
 
@@ -160,6 +166,9 @@ async fn a_parent_provisions_children_that_provision_allows_and_explains_the_oth
     let env = TestEnv::start("clusters-parent");
     let client = env.client().await;
     install_crds(&client).await;
+    // Cluster API's real core manager and webhooks on the parent (see the module doc).
+    let _cluster_api =
+        lattice_testkit::capi::set_up(&client, &env.dir.join("cluster-api"), &env.kubeconfig).await;
     namespace(&client, "lattice-system").await;
     let bootstrap_port = free_port();
     let forbid = stamped(serde_json::json!({
@@ -375,24 +384,25 @@ spec:
         "frozen's status was rewritten with nothing new"
     );
 
-    // CAPI reports the control plane available: the phase follows (the agent has not
-    // dialled in, so it is still provisioning, with the condition saying so).
+    // lab's machines come up (simulated: CAPD and KCP report them, see the module doc) and
+    // Cluster API's manager reports the control plane available: the phase follows (the
+    // agent has not dialled in, so it is still provisioning, with the condition saying so).
+    // The kubeconfig KCP writes reaches lab's own control plane.
+    let child_env = TestEnv::start("clusters-child");
+    let child = child_env.client().await;
+    install_crds(&child).await;
+    // lab serves every Cluster API kind the move brings (as a cluster that will run Cluster
+    // API does); without them its agent refuses the batch and the cell tries again.
+    lattice_testkit::capi::install_crds(&child).await;
     let clusters = capi(&client, "Cluster", "clusters", "capi-lab");
-    clusters
-        .patch_status(
-            "lab",
-            &PatchParams::apply("capi-controller-stand-in").force(),
-            &Patch::Apply(serde_json::json!({
-                "apiVersion": "cluster.x-k8s.io/v1beta2",
-                "kind": "Cluster",
-                "status": {"phase": "Provisioned", "conditions": [{
-                    "type": "ControlPlaneAvailable", "status": "True", "reason": "Available", "message": "",
-                    "lastTransitionTime": "2026-12-03T12:00:00Z",
-                }]},
-            })),
-        )
-        .await
-        .unwrap();
+    lattice_testkit::capi::simulate_providers(
+        client.clone(),
+        "capi-lab",
+        "lab",
+        &std::fs::read_to_string(&child_env.kubeconfig).unwrap(),
+        2,
+    )
+    .await;
     eventually("lab reads CAPI's status", || async {
         let s = status(&client, "lab").await;
         s["conditions"].as_array().and_then(|cs| {
@@ -403,9 +413,8 @@ spec:
     })
     .await;
 
-    // A forbid holds lab's pivot. What CAPI's controllers would have added meanwhile is
-    // there too: the kubeconfig Secret the Cluster owns, and enough labelled objects that
-    // the move takes several batches.
+    // A forbid holds lab's pivot. Beside what Cluster API and the providers made, enough
+    // labelled objects that the move takes several batches.
     let hold = stamped(serde_json::json!({
         "apiVersion": "lattice.dev/v1alpha1",
         "kind": "CedarPolicy",
@@ -416,14 +425,7 @@ spec:
     let source_uid = clusters.get("lab").await.unwrap().metadata.uid.unwrap();
     let source_secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "capi-lab");
-    let mut extra = vec![serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "lab-kubeconfig", "namespace": "capi-lab",
-                     "labels": {"cluster.x-k8s.io/cluster-name": "lab"},
-                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-                                          "name": "lab", "uid": source_uid}]},
-        "stringData": {"value": "apiVersion: v1\nkind: Config\n"},
-    })];
+    let mut extra = Vec::new();
     for i in 0..PIVOT_FILLER {
         extra.push(serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -432,20 +434,21 @@ spec:
             "data": {"index": i.to_string()},
         }));
     }
+    // What Cluster API and the providers made, labelled for lab: the MachineSet, the
+    // Machines with their DockerMachines and KubeadmConfigs, the kubeconfig Secret.
+    let provisioned =
+        cluster::count_in(&client, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await;
     for o in &extra {
         cluster::apply(&client, &resource(o), o).await;
     }
     let moving = cluster::count_in(&client, "capi-lab", "cluster.x-k8s.io/cluster-name=lab").await;
-    assert_eq!(moving, PIVOT_FILLER + 1);
+    assert_eq!(moving, provisioned + PIVOT_FILLER);
 
     // The new cluster applies what the endpoint gave it (its control plane would, with
     // kubectl; no kubelet runs here, so the agent runs as a process) and its agent joins
     // with the token: the control plane is available and the agent connected, but the
     // forbid denies the pivot, so lab stays Provisioning with the policy in its status.
     // The token is used up: the endpoint refuses it from now on.
-    let child_env = TestEnv::start("clusters-child");
-    let child = child_env.client().await;
-    install_crds(&child).await;
     for doc in &docs {
         let ar = resource(doc);
         let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
@@ -627,10 +630,58 @@ spec:
     assert_ne!(child_uid, source_uid);
     let child_secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(child.clone(), "capi-lab");
+    // The kubeconfig Secret is owned by lab's own control plane, which lab's own Cluster
+    // owns (Cluster API set that owner on the parent; the move remapped both).
+    let control_plane = Api::<DynamicObject>::namespaced_with(
+        child.clone(),
+        "capi-lab",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(
+                "controlplane.cluster.x-k8s.io",
+                "v1beta2",
+                "KubeadmControlPlane",
+            ),
+            "kubeadmcontrolplanes",
+        ),
+    )
+    .get("lab-control-plane")
+    .await
+    .unwrap();
+    let owner_uids =
+        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.unwrap_or_default()
+                .into_iter()
+                .map(|r| r.uid)
+                .collect::<Vec<_>>()
+        };
+    assert_eq!(
+        owner_uids(control_plane.metadata.owner_references.clone()),
+        vec![child_uid.clone()]
+    );
     let kubeconfig = child_secrets.get("lab-kubeconfig").await.unwrap();
-    let owners = kubeconfig.metadata.owner_references.unwrap();
-    assert_eq!(owners.len(), 1);
-    assert_eq!(owners[0].uid, child_uid);
+    assert_eq!(
+        owner_uids(kubeconfig.metadata.owner_references),
+        vec![control_plane.metadata.uid.clone().unwrap()]
+    );
+    // The workers' Machines Cluster API made moved too, owned by lab's own MachineSet.
+    let machines = capi(&child, "Machine", "machines", "capi-lab")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(machines.len(), 2);
+    let sets = capi(&child, "MachineSet", "machinesets", "capi-lab")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(sets.len(), 1);
+    for machine in &machines {
+        assert_eq!(
+            owner_uids(machine.metadata.owner_references.clone()),
+            vec![sets[0].metadata.uid.clone().unwrap()]
+        );
+    }
     assert_eq!(
         capi(
             &child,

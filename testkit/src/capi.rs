@@ -227,6 +227,35 @@ fn provider_crd(mut crd: Value) -> Value {
 /// labelled as their release manifests label them. The manager's files go under `dir`; it
 /// stops when the returned guard drops.
 pub async fn set_up(client: &kube::Client, dir: &Path, kubeconfig: &Path) -> Manager {
+    install_crds(client).await;
+    std::fs::create_dir_all(dir).expect("the manager's directory");
+    let (dir, kubeconfig) = (dir.to_owned(), kubeconfig.to_owned());
+    let manager = tokio::task::spawn_blocking(move || Manager::start(&dir, &kubeconfig))
+        .await
+        .expect("the manager starts");
+    // Its webhooks default and validate what is applied, as on a real management cluster.
+    for config in manager.webhook_configurations() {
+        let kind = config["kind"].as_str().expect("kind").to_owned();
+        let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+            client.clone(),
+            &resource(
+                "admissionregistration.k8s.io",
+                "v1",
+                &kind,
+                &format!("{}s", kind.to_lowercase()),
+            ),
+        );
+        let object = serde_json::from_value(config.clone()).expect("a webhook configuration");
+        api.create(&Default::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {config:#}"));
+    }
+    manager
+}
+
+/// The CRDs [`set_up`] installs, established, without the manager: what a cluster serves
+/// that will run Cluster API (a pivot's target).
+pub async fn install_crds(client: &kube::Client) {
     use kube::api::{Patch, PatchParams};
     let crds: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
         client.clone(),
@@ -287,29 +316,6 @@ pub async fn set_up(client: &kube::Client, dir: &Path, kubeconfig: &Path) -> Man
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    std::fs::create_dir_all(dir).expect("the manager's directory");
-    let (dir, kubeconfig) = (dir.to_owned(), kubeconfig.to_owned());
-    let manager = tokio::task::spawn_blocking(move || Manager::start(&dir, &kubeconfig))
-        .await
-        .expect("the manager starts");
-    // Its webhooks default and validate what is applied, as on a real management cluster.
-    for config in manager.webhook_configurations() {
-        let kind = config["kind"].as_str().expect("kind").to_owned();
-        let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
-            client.clone(),
-            &resource(
-                "admissionregistration.k8s.io",
-                "v1",
-                &kind,
-                &format!("{}s", kind.to_lowercase()),
-            ),
-        );
-        let object = serde_json::from_value(config.clone()).expect("a webhook configuration");
-        api.create(&Default::default(), &object)
-            .await
-            .unwrap_or_else(|e| panic!("{e}: {config:#}"));
-    }
-    manager
 }
 
 /// Docker's infrastructure provider (CAPD) and kubeadm's control-plane provider (KCP),
