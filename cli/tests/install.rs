@@ -21,11 +21,7 @@ use lattice_testkit::capi::Manager;
 use serde_json::json;
 
 fn capi(client: &kube::Client, group: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        "capi-root",
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1beta2", kind), plural),
-    )
+    lattice_testkit::capi::api(client, "capi-root", group, kind, plural)
 }
 
 fn lattice(kind: &str, plural: &str, client: &kube::Client) -> Api<DynamicObject> {
@@ -160,16 +156,7 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
 
     let _cluster_api = install_cluster_api(&bootstrap, &bootstrap_env).await;
     let kubeconfig = std::fs::read_to_string(&target_env.kubeconfig).unwrap();
-    let server = kube::config::Kubeconfig::read_from(&target_env.kubeconfig)
-        .unwrap()
-        .clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .server
-        .clone()
-        .unwrap();
-    let server_port: u16 = server.rsplit_once(':').unwrap().1.parse().unwrap();
+    let (_, server_port) = lattice_testkit::capi::endpoint(&kubeconfig);
     let provider = tokio::spawn({
         let (bootstrap, kubeconfig) = (bootstrap.clone(), kubeconfig.clone());
         async move {
@@ -268,15 +255,7 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
     let cluster_uid = moved_cluster.metadata.uid.clone().unwrap();
     // The providers' objects are owned by the moved Cluster (Cluster API set the owner; the
     // move remapped it), and the kubeconfig Secret by the moved control plane.
-    let owners = |o: &DynamicObject| -> Vec<String> {
-        o.metadata
-            .owner_references
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.uid)
-            .collect()
-    };
+    let owners = |o: &DynamicObject| lattice_testkit::capi::owner_uids(&o.metadata);
     assert_eq!(owners(&control_plane), vec![cluster_uid.clone()]);
     let docker_cluster = capi(
         &target,
@@ -295,21 +274,12 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
     // Cluster API's MachineDeployment controller made a MachineSet and it the workers'
     // Machines (no machine boots here: they wait for their infrastructure); they moved with
     // the owner chain remapped to the new cluster's UIDs.
-    let sets = capi(&target, "cluster.x-k8s.io", "MachineSet", "machinesets")
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let (sets, machines) = lattice_testkit::capi::workers(&target, "capi-root").await;
     assert_eq!(sets.len(), 1, "{sets:?}");
     assert_eq!(
         owners(&sets[0]),
         vec![deployment.metadata.uid.clone().unwrap()]
     );
-    let machines = capi(&target, "cluster.x-k8s.io", "Machine", "machines")
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
     assert_eq!(machines.len(), 2, "{machines:?}");
     for machine in &machines {
         assert_eq!(owners(machine), vec![sets[0].metadata.uid.clone().unwrap()]);
@@ -430,11 +400,9 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
         "the Cluster was deleted on the bootstrap cluster"
     );
     assert!(
-        capi(&bootstrap, "cluster.x-k8s.io", "Machine", "machines")
-            .list(&Default::default())
+        lattice_testkit::capi::workers(&bootstrap, "capi-root")
             .await
-            .unwrap()
-            .items
+            .1
             .is_empty(),
         "Cluster API deleted the machines with it"
     );

@@ -150,6 +150,16 @@ async fn status(client: &kube::Client, name: &str) -> Value {
     cluster::hierarchy::cluster_status(client, name).await
 }
 
+fn kubeadm_control_planes(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    lattice_testkit::capi::api(
+        client,
+        namespace,
+        "controlplane.cluster.x-k8s.io",
+        "KubeadmControlPlane",
+        "kubeadmcontrolplanes",
+    )
+}
+
 fn capi(client: &kube::Client, kind: &str, plural: &str, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
         client.clone(),
@@ -261,18 +271,7 @@ spec:
     let bootstrap = secrets.get("lab-lattice-bootstrap").await.unwrap();
     let data = bootstrap.data.unwrap();
     assert!(data.contains_key("token") && data.contains_key("ca.crt"));
-    let kcp: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "capi-lab",
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(
-                "controlplane.cluster.x-k8s.io",
-                "v1beta2",
-                "KubeadmControlPlane",
-            ),
-            "kubeadmcontrolplanes",
-        ),
-    );
+    let kcp = kubeadm_control_planes(&client, "capi-lab");
     let kcp = kcp.get("lab-control-plane").await.unwrap();
     let script = kcp.data["spec"]["kubeadmConfigSpec"]["files"]
         .as_array()
@@ -632,53 +631,24 @@ spec:
         Api::namespaced(child.clone(), "capi-lab");
     // The kubeconfig Secret is owned by lab's own control plane, which lab's own Cluster
     // owns (Cluster API set that owner on the parent; the move remapped both).
-    let control_plane = Api::<DynamicObject>::namespaced_with(
-        child.clone(),
-        "capi-lab",
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(
-                "controlplane.cluster.x-k8s.io",
-                "v1beta2",
-                "KubeadmControlPlane",
-            ),
-            "kubeadmcontrolplanes",
-        ),
-    )
-    .get("lab-control-plane")
-    .await
-    .unwrap();
-    let owner_uids =
-        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-            refs.unwrap_or_default()
-                .into_iter()
-                .map(|r| r.uid)
-                .collect::<Vec<_>>()
-        };
-    assert_eq!(
-        owner_uids(control_plane.metadata.owner_references.clone()),
-        vec![child_uid.clone()]
-    );
+    let control_plane = kubeadm_control_planes(&child, "capi-lab")
+        .get("lab-control-plane")
+        .await
+        .unwrap();
+    use lattice_testkit::capi::owner_uids;
+    assert_eq!(owner_uids(&control_plane.metadata), vec![child_uid.clone()]);
     let kubeconfig = child_secrets.get("lab-kubeconfig").await.unwrap();
     assert_eq!(
-        owner_uids(kubeconfig.metadata.owner_references),
+        owner_uids(&kubeconfig.metadata),
         vec![control_plane.metadata.uid.clone().unwrap()]
     );
     // The workers' Machines Cluster API made moved too, owned by lab's own MachineSet.
-    let machines = capi(&child, "Machine", "machines", "capi-lab")
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
+    let (sets, machines) = lattice_testkit::capi::workers(&child, "capi-lab").await;
     assert_eq!(machines.len(), 2);
-    let sets = capi(&child, "MachineSet", "machinesets", "capi-lab")
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items;
     assert_eq!(sets.len(), 1);
     for machine in &machines {
         assert_eq!(
-            owner_uids(machine.metadata.owner_references.clone()),
+            owner_uids(&machine.metadata),
             vec![sets[0].metadata.uid.clone().unwrap()]
         );
     }
@@ -808,18 +778,7 @@ async fn independence(child_env: &TestEnv, child: &kube::Client) {
                 .unwrap()
         }
     };
-    let control_planes: Api<DynamicObject> = Api::namespaced_with(
-        child.clone(),
-        "capi-lab",
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(
-                "controlplane.cluster.x-k8s.io",
-                "v1beta2",
-                "KubeadmControlPlane",
-            ),
-            "kubeadmcontrolplanes",
-        ),
-    );
+    let control_planes = kubeadm_control_planes(child, "capi-lab");
     let templates_before = control_planes
         .get("lab-control-plane")
         .await

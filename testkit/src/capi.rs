@@ -196,7 +196,8 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> kube::api::
     )
 }
 
-fn namespaced(
+/// The v1beta2 Cluster API kind `kind` (of `group`, plural `plural`) in `namespace`.
+pub fn api(
     client: &kube::Client,
     namespace: &str,
     group: &str,
@@ -207,6 +208,45 @@ fn namespaced(
         client.clone(),
         namespace,
         &resource(group, "v1beta2", kind, plural),
+    )
+}
+
+/// The UIDs an object's owner references name, in order.
+pub fn owner_uids(meta: &kube::api::ObjectMeta) -> Vec<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .map(|r| r.uid.clone())
+        .collect()
+}
+
+/// The host and port of the API server a kubeconfig names first.
+pub fn endpoint(kubeconfig: &str) -> (String, u16) {
+    let server = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .ok()
+        .and_then(|k| k.clusters.into_iter().next())
+        .and_then(|c| c.cluster)
+        .and_then(|c| c.server)
+        .expect("the kubeconfig names a server");
+    let (host, port) = server
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .expect("host:port");
+    (host.to_owned(), port.parse().expect("a port"))
+}
+
+/// The MachineSets and the Machines in `namespace`: what Cluster API made of the workers.
+pub async fn workers(
+    client: &kube::Client,
+    namespace: &str,
+) -> (Vec<kube::api::DynamicObject>, Vec<kube::api::DynamicObject>) {
+    let list = |kind: &str, plural: &str| {
+        let api = api(client, namespace, "cluster.x-k8s.io", kind, plural);
+        async move { api.list(&Default::default()).await.expect("list").items }
+    };
+    (
+        list("MachineSet", "machinesets").await,
+        list("Machine", "machines").await,
     )
 }
 
@@ -341,7 +381,7 @@ pub async fn simulate_providers(
     workers: usize,
 ) {
     use kube::api::{Patch, PatchParams};
-    let clusters = namespaced(
+    let clusters = api(
         &client,
         namespace,
         "cluster.x-k8s.io",
@@ -362,18 +402,8 @@ pub async fn simulate_providers(
         json!({"type": t, "status": "True", "reason": t, "message": "",
                "lastTransitionTime": "2026-12-05T12:00:00Z"})
     };
-    let server = kube::config::Kubeconfig::from_yaml(kubeconfig)
-        .ok()
-        .and_then(|k| k.clusters.into_iter().next())
-        .and_then(|c| c.cluster)
-        .and_then(|c| c.server)
-        .expect("the kubeconfig names a server");
-    let (host, port) = server
-        .trim_start_matches("https://")
-        .rsplit_once(':')
-        .expect("host:port");
-    let port: u16 = port.parse().expect("a port");
-    let docker = namespaced(
+    let (host, port) = endpoint(kubeconfig);
+    let docker = api(
         &client,
         namespace,
         "infrastructure.cluster.x-k8s.io",
@@ -403,7 +433,7 @@ pub async fn simulate_providers(
         )
         .await
         .expect("the DockerCluster provisioned");
-    let kcp = namespaced(
+    let kcp = api(
         &client,
         namespace,
         "controlplane.cluster.x-k8s.io",
@@ -427,7 +457,7 @@ pub async fn simulate_providers(
     )
     .await
     .expect("the control plane available");
-    let machines = namespaced(
+    let machines = api(
         &client,
         namespace,
         "cluster.x-k8s.io",

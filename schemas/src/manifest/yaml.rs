@@ -799,6 +799,17 @@ mod tests {
         (line, col)
     }
 
+    proptest::proptest! {
+        /// The reader's shortcut for text that can only be text resolves every plain scalar
+        /// exactly as the full resolution does.
+        #[test]
+        fn the_owned_shortcut_resolves_as_the_core_schema(
+            s in "[-+.~0-9a-zA-Z_:/ ]{0,12}|(null|Null|NULL|true|True|FALSE|\\.inf|-\\.Inf|\\.NaN|0x1F|0o17|1e3|~)"
+        ) {
+            proptest::prop_assert_eq!(resolve_plain_owned(s.clone()), resolve_plain(&s));
+        }
+    }
+
     #[test]
     fn scalars_resolve_by_the_core_schema() {
         let d = one(
