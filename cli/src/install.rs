@@ -17,11 +17,14 @@
 //!    in (`lattice_controllers::fleet::pivot::move_cluster` with both ends in this process,
 //!    as `clusterctl move` does). The last step hands the cluster its own LatticeCluster,
 //!    `pivoted`; its operator manages it from then on.
-//! 5. The bootstrap cluster is deleted (`kind`), or, when it was given, what the installer
-//!    wrote there is; the new cluster's kubeconfig is written to `--kubeconfig-out`.
+//! 5. The new cluster's kubeconfig is written to `--kubeconfig-out`, and the Lattice
+//!    operator is put on it ([`crate::operator`]), its webhooks registered once it is
+//!    available.
+//! 6. The bootstrap cluster is deleted (`kind`), or, when it was given, what the installer
+//!    wrote there is.
 //!
 //! Every step can be run again: a failed install started again with the same file and
-//! bootstrap cluster goes on from where it stopped. [`uninstall`] is the way back.
+//! bootstrap cluster goes on from where it stopped (after the move, from the operator). [`uninstall`] is the way back.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -70,6 +73,8 @@ pub struct InstallRequest {
     pub kubeconfig_out: Option<PathBuf>,
     /// How long Cluster API may take to bring the control plane up.
     pub timeout: Duration,
+    /// How the Lattice operator is put on the new cluster (`None`: it is not).
+    pub operator: Option<crate::operator::OperatorOptions>,
 }
 
 /// What the file holds, checked.
@@ -104,6 +109,20 @@ async fn provision_and_move(
     say("the bootstrap cluster serves Cluster API");
     apply_all(bootstrap, &lattice_crds()).await?;
     wait_for_crds(bootstrap, &lattice_crd_names(), request.timeout).await?;
+    let out = request
+        .kubeconfig_out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.kubeconfig")));
+    if let Some(kubeconfig) = moved_already(bootstrap, name, &out).await? {
+        // A run that moved the cluster and stopped after: what is left is the operator.
+        say(&format!(
+            "{name} was moved into itself by an earlier run; going on from there"
+        ));
+        let target = client_from(&kubeconfig)
+            .await
+            .map_err(|e| InstallError::Failed(format!("{}: {e}", out.display())))?;
+        return finish(&target, name, &out, request).await;
+    }
     apply_all(bootstrap, &plan.platform).await?;
     apply_all(bootstrap, &plan.objects).await?;
     say(&format!(
@@ -111,10 +130,6 @@ async fn provision_and_move(
         plan.objects.len(),
         lattice_clusters::capi::namespace(name)
     ));
-    let out = request
-        .kubeconfig_out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{name}.kubeconfig")));
     let kubeconfig = wait_for_control_plane(bootstrap, name, request.timeout).await?;
     let target = client_from(&kubeconfig)
         .await
@@ -140,15 +155,57 @@ async fn provision_and_move(
         moved.batches,
         moved.elapsed.as_millis()
     ));
+    // Written before anything else can fail, so a run after a failure finds it.
     write_private(&out, &kubeconfig)
         .map_err(|e| InstallError::Failed(format!("{}: {e}", out.display())))?;
+    finish(&target, name, &out, request).await
+}
+
+/// The bootstrap cluster's copy of `name` says it was moved, and the kubeconfig an earlier
+/// run wrote is there: that kubeconfig.
+async fn moved_already(
+    bootstrap: &Client,
+    name: &str,
+    out: &Path,
+) -> Result<Option<String>, InstallError> {
+    let clusters: Api<DynamicObject> =
+        Api::all_with(bootstrap.clone(), &lattice_resource(Kind::LatticeCluster));
+    let own = clusters
+        .get_opt(name)
+        .await
+        .map_err(|e| InstallError::Failed(format!("cannot read LatticeCluster {name}: {e}")))?;
+    if own.is_none_or(|o| o.data["status"]["pivoted"] != true) {
+        return Ok(None);
+    }
+    std::fs::read_to_string(out).map(Some).map_err(|e| {
+        InstallError::Failed(format!(
+            "{name} was moved into itself, but its kubeconfig {} cannot be read ({e}): give --kubeconfig-out where the earlier run wrote it",
+            out.display()
+        ))
+    })
+}
+
+/// After the move: the Lattice operator on the new cluster, unless it is not wanted.
+async fn finish(
+    target: &Client,
+    name: &str,
+    out: &Path,
+    request: &InstallRequest,
+) -> Result<String, InstallError> {
+    let Some(options) = &request.operator else {
+        return Ok(format!(
+            "installed {name}: kubeconfig in {}\nnext: run the Lattice operator on {name} with --cluster-name {name} (deploy/cell), which manages its Cluster API objects from now on",
+            out.display()
+        ));
+    };
+    crate::operator::install(target, name, options, request.timeout).await?;
     Ok(format!(
-        "installed {name}: kubeconfig in {}\nnext: run the Lattice operator on {name} with --cluster-name {name} (deploy/), which manages its Cluster API objects from now on",
+        "installed {name}: kubeconfig in {}; its Lattice operator manages it",
         out.display()
     ))
 }
 
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     eprintln!("{line}");
 }
 
@@ -394,7 +451,7 @@ fn crd_resource() -> ApiResource {
 }
 
 /// Server-side applies each object (CRDs, Lattice kinds, namespaced Cluster API objects).
-async fn apply_all(client: &Client, objects: &[Value]) -> Result<(), InstallError> {
+pub(crate) async fn apply_all(client: &Client, objects: &[Value]) -> Result<(), InstallError> {
     let params = PatchParams::apply(MANAGER).force();
     for object in objects {
         let ar = resource_of(object);
@@ -411,7 +468,7 @@ async fn apply_all(client: &Client, objects: &[Value]) -> Result<(), InstallErro
 }
 
 /// The API resource of an object the installer writes.
-fn resource_of(object: &Value) -> ApiResource {
+pub(crate) fn resource_of(object: &Value) -> ApiResource {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     if kind == "CustomResourceDefinition" {
@@ -709,12 +766,14 @@ pub async fn uninstall(request: &UninstallRequest) -> Result<String, InstallErro
         bootstrap_kubeconfig: request.bootstrap_kubeconfig.clone(),
         kubeconfig_out: None,
         timeout: request.timeout,
+        operator: None,
     })
     .await?;
     require_cluster_api(&bootstrap, &cluster).await?;
     apply_all(&bootstrap, &lattice_crds()).await?;
     wait_for_crds(&bootstrap, &lattice_crd_names(), request.timeout).await?;
     apply_all(&bootstrap, &platform).await?;
+    crate::operator::stop(&cluster_client, &name, request.timeout).await?;
     let source = PivotTarget::new(cluster_client.clone(), &name);
     let moved = lattice_controllers::fleet::pivot::unpivot_cluster(&bootstrap, &source, &name)
         .await

@@ -14,6 +14,7 @@
 mod fleet;
 mod install;
 mod login;
+mod operator;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -61,9 +62,20 @@ enum Command {
         /// Where the new cluster's kubeconfig is written (mode 0600).
         #[arg(long, value_name = "PATH")]
         kubeconfig_out: Option<PathBuf>,
-        /// Seconds Cluster API may take to bring the control plane up.
+        /// Seconds Cluster API may take to bring the control plane up (and the operator
+        /// then to become available).
         #[arg(long, default_value_t = 1800)]
         timeout_seconds: u64,
+        /// The Lattice operator's image (default: the one deploy/operator names).
+        #[arg(long, value_name = "IMAGE")]
+        operator_image: Option<String>,
+        /// A name (DNS or IP) the cluster's future children dial its cell at, on its
+        /// certificate; repeat for more (default: the cell Service's in-cluster name).
+        #[arg(long, value_name = "ADDRESS")]
+        cell_address: Vec<String>,
+        /// Do not put the Lattice operator on the new cluster (run it yourself from deploy/).
+        #[arg(long)]
+        no_operator: bool,
     },
     /// Take down a root `install` made: once Cedar allows Unpivot and Decommission, move
     /// its Cluster API objects back to a bootstrap cluster, whose Cluster API deletes its
@@ -257,12 +269,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             bootstrap_kubeconfig,
             kubeconfig_out,
             timeout_seconds,
+            operator_image,
+            cell_address,
+            no_operator,
         } => {
             let request = install::InstallRequest {
                 file,
                 bootstrap_kubeconfig,
                 kubeconfig_out,
                 timeout: std::time::Duration::from_secs(timeout_seconds),
+                operator: (!no_operator).then_some(operator::OperatorOptions {
+                    image: operator_image,
+                    cell_addresses: cell_address,
+                }),
             };
             return Ok(installed(install::install(&request).await));
         }

@@ -30,8 +30,13 @@ pub fn start() -> Env {
 
 /// A control plane of its own (several may run in one test process).
 pub fn start_named(name: &str) -> Env {
+    start_named_with(name, &[])
+}
+
+/// [`start_named`] with more kube-apiserver flags.
+pub fn start_named_with(name: &str, flags: &[String]) -> Env {
     let dir = std::env::temp_dir().join(format!("lattice-cli-{name}-{}", std::process::id()));
-    let (child, stdin, kubeconfig) = lattice_testkit::testenv::spawn(&dir, "--wipe");
+    let (child, stdin, kubeconfig) = lattice_testkit::testenv::spawn_with(&dir, "--wipe", flags);
     Env {
         child,
         stdin,
