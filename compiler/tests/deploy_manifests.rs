@@ -787,6 +787,9 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
     assert_eq!(service["spec"]["ports"][1]["name"], "proxy");
     assert_eq!(service["spec"]["ports"][2]["name"], "bootstrap");
     assert_eq!(service["spec"]["ports"][2]["port"], 8443);
+    // In the pod it listens on 8444: the operator's webhook has 8443 (`lattice install`'s
+    // unit tests apply the patch and check that no two listeners share a port).
+    assert_eq!(service["spec"]["ports"][2]["targetPort"], 8444);
     // The patch turns the cell on, names the Service, and gives the pod its IP.
     let kustomization =
         std::fs::read_to_string(root().join("deploy/cell/kustomization.yaml")).unwrap();
@@ -795,7 +798,7 @@ fn the_cell_adds_only_its_secrets_its_ca_and_a_service_to_the_operator() {
         "--cell-address=",
         "--cell-service=lattice-cell",
         "--proxy-listen=0.0.0.0:6443",
-        "--bootstrap-listen=0.0.0.0:8443",
+        "--bootstrap-listen=0.0.0.0:8444",
         "name: bootstrap",
         "--proxy-trusted-forwarder=system:serviceaccount:lattice-system:lattice-agent",
         "name: cell",
