@@ -4,12 +4,14 @@
 //! Cluster API's real core manager runs on each bootstrap cluster (`tools/capi`, from its Go
 //! module): it owns and labels the providers' objects, and computes the `Cluster`'s phase,
 //! initialization and conditions, which `install` waits on, and deletes the Cluster at
-//! `uninstall`. No machine, Docker engine or cloud runs here, so the infrastructure (CAPD) and
-//! control-plane (KCP) providers are simulated by `lattice_testkit::capi::simulate_providers`: once their objects
-//! exist, they report what those controllers report through the v1beta2 contract when the
-//! machines are up (the endpoint, provisioned, initialized, available) and write the
+//! `uninstall`. No machine, Docker engine or cloud runs here, so the infrastructure (CAPD),
+//! control-plane (KCP) and bootstrap (CABPK) providers are simulated by
+//! `lattice_testkit::capi::simulate_providers`: once their objects exist, they report what
+//! those controllers report through the v1beta2 contract when the machines are up (the
+//! endpoint, provisioned, initialized, bootstrap data, available), write the
 //! `<cluster>-kubeconfig` Secret as KCP does, whose kubeconfig reaches the second control
-//! plane: "the booted cluster".
+//! plane ("the booted cluster"), and register each worker's Node there, which Cluster API
+//! finds and moves the Machine to `Running` for.
 
 #[allow(dead_code)]
 mod support;
@@ -338,6 +340,14 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
     assert_eq!(machines.len(), 2, "{machines:?}");
     for machine in &machines {
         assert_eq!(owners(machine), vec![sets[0].metadata.uid.clone().unwrap()]);
+        // Cluster API found each machine's Node in the booted cluster (the simulated
+        // kubelet registered it with the machine's providerID) and said so before the move.
+        assert_eq!(machine.data["status"]["phase"], "Running", "{machine:?}");
+        assert_eq!(
+            machine.data["status"]["nodeRef"]["name"],
+            json!(machine.metadata.name),
+            "{machine:?}"
+        );
     }
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(target.clone(), "capi-root");

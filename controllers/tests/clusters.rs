@@ -14,8 +14,10 @@
 //! providers' objects, compute the CAPI `Cluster`'s phase and conditions, make lab's workers'
 //! MachineSet and Machines (which the pivot then moves), and delete what a decommission
 //! deletes. No machine, cloud or Docker engine runs here: Docker's and kubeadm's providers are
-//! simulated (`lattice_testkit::capi::simulate_providers`), reporting lab's infrastructure and
-//! control plane up and writing its kubeconfig as they would. In the derived-objects test
+//! simulated (`lattice_testkit::capi::simulate_providers`), reporting lab's infrastructure,
+//! control plane and workers' machines up (each worker's Node registered in lab, which
+//! Cluster API finds, moving the Machine to `Running`) and writing its kubeconfig as they
+//! would. In the derived-objects test
 //! no controller runs: it is the API server's own checks that are tested there.
 
 mod cluster;
@@ -651,6 +653,8 @@ spec:
             owner_uids(&machine.metadata),
             vec![sets[0].metadata.uid.clone().unwrap()]
         );
+        // Running, as Cluster API said before the move: it found the machine's Node in lab.
+        assert_eq!(machine.data["status"]["phase"], "Running", "{machine:?}");
     }
     assert_eq!(
         capi(

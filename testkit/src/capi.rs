@@ -358,21 +358,27 @@ pub async fn install_crds(client: &kube::Client) {
     }
 }
 
-/// Docker's infrastructure provider (CAPD) and kubeadm's control-plane provider (KCP),
-/// **simulated**, for the CAPI `Cluster` `cluster` in `namespace`: no machine, Docker engine
-/// or cloud runs here. Each does what its real controller does once the machines are up, and
-/// nothing more, and Cluster API's own manager reads it through the v1beta2 contract:
+/// Docker's infrastructure provider (CAPD), kubeadm's control-plane provider (KCP) and
+/// kubeadm's bootstrap provider (CABPK), **simulated**, for the CAPI `Cluster` `cluster` in
+/// `namespace`: no machine, Docker engine or cloud runs here. Each does what its real
+/// controller does once the machines are up, and nothing more, and Cluster API's own
+/// manager reads it through the v1beta2 contract:
 ///
 /// - CAPD: the `DockerCluster`'s `controlPlaneEndpoint` (the server `kubeconfig` names: the
-///   booted cluster) and `provisioned`;
-/// - KCP: the `KubeadmControlPlane` initialized and `Available` at its version, then the
-///   `<cluster>-kubeconfig` Secret holding `kubeconfig`, owned by the control plane as KCP
-///   writes it.
+///   booted cluster) and `provisioned`; each worker's `DockerMachine` `provisioned` with its
+///   `providerID`, and the machine "booted": its `Node`, with that `providerID`, registered
+///   in the booted cluster as a kubelet registers it;
+/// - KCP: the `KubeadmControlPlane` initialized at its version, the `<cluster>-kubeconfig`
+///   Secret holding `kubeconfig`, owned by the control plane as KCP writes it, and, last,
+///   the control plane `Available`;
+/// - CABPK: each worker's `KubeadmConfig` with its bootstrap data Secret.
 ///
-/// Cluster API makes the workers' Machines once the control plane is stable. In a real
-/// install they may or may not exist yet when a pivot pauses the Cluster (the move takes what
-/// there is); here the Secret is held back until `workers` Machines exist, so every run moves
-/// the same objects. Returns once the Secret is written.
+/// Cluster API makes the workers' Machines once the control plane is stable, and moves each
+/// to `Running` itself once it finds the machine's Node in the booted cluster (through that
+/// kubeconfig). In a real install they may or may not be up when a pivot pauses the Cluster
+/// (the move takes what there is); here `Available`, which `install` and the cell wait on,
+/// is held back until `workers` Machines are `Running`, so every run moves the same objects.
+/// Returns then.
 pub async fn simulate_providers(
     client: kube::Client,
     namespace: &str,
@@ -444,34 +450,23 @@ pub async fn simulate_providers(
     let version = plane.data["spec"]["version"].clone();
     let replicas = plane.data["spec"]["replicas"].as_i64().unwrap_or(1);
     let kcp_params = PatchParams::apply("simulated-kcp").force();
-    kcp.patch_status(
-        &control_plane,
-        &kcp_params,
-        &Patch::Apply(json!({
+    let kcp_status = |available: bool| {
+        let conditions = if available {
+            vec![condition("Available")]
+        } else {
+            vec![]
+        };
+        Patch::Apply(json!({
             "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlane",
             "status": {"initialization": {"controlPlaneInitialized": true},
                        "version": version, "replicas": replicas, "readyReplicas": replicas,
                        "availableReplicas": replicas, "upToDateReplicas": replicas,
-                       "conditions": [condition("Available")]},
-        })),
-    )
-    .await
-    .expect("the control plane available");
-    let machines = api(
-        &client,
-        namespace,
-        "cluster.x-k8s.io",
-        "Machine",
-        "machines",
-    );
-    while machines
-        .list(&Default::default())
+                       "conditions": conditions},
+        }))
+    };
+    kcp.patch_status(&control_plane, &kcp_params, &kcp_status(false))
         .await
-        .map_or(0, |l| l.items.len())
-        < workers
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        .expect("the control plane initialized");
     let secrets: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
         client.clone(),
         namespace,
@@ -496,4 +491,181 @@ pub async fn simulate_providers(
         )
         .await
         .expect("the kubeconfig Secret");
+    boot_workers(&client, namespace, cluster, kubeconfig, workers).await;
+    kcp.patch_status(&control_plane, &kcp_params, &kcp_status(true))
+        .await
+        .expect("the control plane available");
+}
+
+/// The workers' machines booted, as CABPK, CAPD and a kubelet make them (see
+/// [`simulate_providers`]); returns once Cluster API says `workers` Machines are `Running`.
+async fn boot_workers(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+    kubeconfig: &str,
+    workers: usize,
+) {
+    use kube::api::{Patch, PatchParams};
+    let machines = api(client, namespace, "cluster.x-k8s.io", "Machine", "machines");
+    let configs = api(
+        client,
+        namespace,
+        "bootstrap.cluster.x-k8s.io",
+        "KubeadmConfig",
+        "kubeadmconfigs",
+    );
+    let docker_machines = api(
+        client,
+        namespace,
+        "infrastructure.cluster.x-k8s.io",
+        "DockerMachine",
+        "dockermachines",
+    );
+    let secrets: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &resource("", "v1", "Secret", "secrets"),
+    );
+    let booted = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::from_yaml(kubeconfig)
+                .expect("the booted cluster's kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("the booted cluster's config"),
+    )
+    .expect("a client of the booted cluster");
+    let nodes: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(booted, &resource("", "v1", "Node", "nodes"));
+    let cabpk = PatchParams::apply("simulated-cabpk").force();
+    let capd = PatchParams::apply("simulated-capd").force();
+    let kubelet = PatchParams::apply("simulated-kubelet").force();
+    let mut done = std::collections::BTreeSet::new();
+    let started = std::time::Instant::now();
+    loop {
+        let listed = machines.list(&Default::default()).await.expect("Machines");
+        let running = listed
+            .items
+            .iter()
+            .filter(|m| m.data["status"]["phase"] == "Running")
+            .count();
+        if running >= workers {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "Cluster API did not report {workers} Machines Running: {:?}",
+            listed
+                .items
+                .iter()
+                .map(|m| (&m.metadata.name, &m.data["status"]))
+                .collect::<Vec<_>>()
+        );
+        for machine in &listed.items {
+            let Some(name) = machine.metadata.name.clone() else {
+                continue;
+            };
+            let config = machine.data["spec"]["bootstrap"]["configRef"]["name"].as_str();
+            let infra = machine.data["spec"]["infrastructureRef"]["name"].as_str();
+            let (Some(config), Some(infra)) = (config, infra) else {
+                continue;
+            };
+            if done.contains(&name) {
+                continue;
+            }
+            // Wait for Cluster API to own them (it sets the owner from the Machine).
+            let (Ok(Some(config_object)), Ok(Some(_))) = (
+                configs.get_opt(config).await,
+                docker_machines.get_opt(infra).await,
+            ) else {
+                continue;
+            };
+            let data_secret = format!("{config}-bootstrap");
+            secrets
+                .patch(
+                    &data_secret,
+                    &cabpk,
+                    &Patch::Apply(json!({
+                        "apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": data_secret, "namespace": namespace,
+                                     "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+                                     "ownerReferences": [{"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2",
+                                                          "kind": "KubeadmConfig", "name": config,
+                                                          "uid": config_object.metadata.uid, "controller": true}]},
+                        "type": "cluster.x-k8s.io/secret",
+                        "stringData": {"format": "cloud-config",
+                                       "value": "## simulated: no machine runs this\n"},
+                    })),
+                )
+                .await
+                .expect("the bootstrap data Secret");
+            configs
+                .patch_status(
+                    config,
+                    &cabpk,
+                    &Patch::Apply(json!({
+                        "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "KubeadmConfig",
+                        "status": {"initialization": {"dataSecretCreated": true},
+                                   "dataSecretName": data_secret},
+                    })),
+                )
+                .await
+                .expect("the KubeadmConfig ready");
+            let provider_id = format!("docker:////{name}");
+            docker_machines
+                .patch(
+                    infra,
+                    &capd,
+                    &Patch::Apply(json!({
+                        "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerMachine",
+                        "spec": {"providerID": provider_id},
+                    })),
+                )
+                .await
+                .expect("the DockerMachine's providerID");
+            docker_machines
+                .patch_status(
+                    infra,
+                    &capd,
+                    &Patch::Apply(json!({
+                        "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerMachine",
+                        "status": {"initialization": {"provisioned": true},
+                                   "addresses": [{"type": "InternalIP", "address": "192.0.2.10"}]},
+                    })),
+                )
+                .await
+                .expect("the DockerMachine provisioned");
+            nodes
+                .patch(
+                    &name,
+                    &kubelet,
+                    &Patch::Apply(json!({
+                        "apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": name},
+                        "spec": {"providerID": provider_id},
+                    })),
+                )
+                .await
+                .expect("the machine's Node");
+            nodes
+                .patch_status(
+                    &name,
+                    &kubelet,
+                    &Patch::Apply(json!({
+                        "apiVersion": "v1", "kind": "Node",
+                        "status": {"conditions": [{"type": "Ready", "status": "True",
+                                                   "reason": "KubeletReady",
+                                                   "message": "simulated: no kubelet runs here",
+                                                   "lastHeartbeatTime": "2026-12-05T12:00:00Z",
+                                                   "lastTransitionTime": "2026-12-05T12:00:00Z"}]},
+                    })),
+                )
+                .await
+                .expect("the machine's Node ready");
+            done.insert(name);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
