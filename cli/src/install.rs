@@ -121,7 +121,17 @@ async fn provision_and_move(
         let target = client_from(&kubeconfig)
             .await
             .map_err(|e| InstallError::Failed(format!("{}: {e}", out.display())))?;
-        return finish(&target, name, &out, request).await;
+        let runs_cluster_api =
+            cluster_api_on_target(&target, &kubeconfig, &plan.cluster, name).await?;
+        return finish(
+            &target,
+            name,
+            &out,
+            request,
+            runs_cluster_api,
+            &plan.cluster,
+        )
+        .await;
     }
     apply_all(bootstrap, &plan.platform).await?;
     apply_all(bootstrap, &plan.objects).await?;
@@ -135,6 +145,7 @@ async fn provision_and_move(
         .await
         .map_err(|e| InstallError::Failed(format!("the new cluster's kubeconfig: {e}")))?;
     wait_for_api(&target, request.timeout).await?;
+    let runs_cluster_api = cluster_api_on_target(&target, &kubeconfig, &plan.cluster, name).await?;
     apply_all(&target, &lattice_crds()).await?;
     let copied = copy_cluster_api_crds(bootstrap, &target).await?;
     if !copied.is_empty() {
@@ -158,7 +169,91 @@ async fn provision_and_move(
     // Written before anything else can fail, so a run after a failure finds it.
     write_private(&out, &kubeconfig)
         .map_err(|e| InstallError::Failed(format!("{}: {e}", out.display())))?;
-    finish(&target, name, &out, request).await
+    finish(
+        &target,
+        name,
+        &out,
+        request,
+        runs_cluster_api,
+        &plan.cluster,
+    )
+    .await
+}
+
+/// The `clusterctl init` that installs on a new cluster the Cluster API providers it was
+/// provisioned with (clusterctl's own provider names).
+fn clusterctl_init_args(cluster: &LatticeCluster) -> Vec<String> {
+    let mut args = vec!["init".to_owned()];
+    if let Some(provider) = cluster.spec.provider.config.name() {
+        args.extend(["--infrastructure".to_owned(), provider.to_owned()]);
+        if provider == "proxmox" {
+            // CAPMOX takes its machines' addresses from Cluster API's in-cluster IPAM.
+            args.extend(["--ipam".to_owned(), "in-cluster".to_owned()]);
+        }
+    }
+    if cluster.spec.provider.kubernetes.bootstrap
+        == Some(lattice_schemas::crd::cluster::Bootstrap::Rke2)
+    {
+        args.extend(["--bootstrap", "rke2", "--control-plane", "rke2"].map(str::to_owned));
+    }
+    args.push("--wait-providers".to_owned());
+    args
+}
+
+/// Makes sure Cluster API's own controllers run on the new cluster before its objects move
+/// in, as `clusterctl move` requires: there already (clusterctl's
+/// `capi-system/capi-controller-manager`), or installed with `clusterctl init` where
+/// clusterctl is on PATH. Without either the move still happens (the cluster holds its
+/// objects and its operator manages them), but nothing reconciles its machines until
+/// Cluster API is installed there; whether it runs.
+async fn cluster_api_on_target(
+    target: &Client,
+    kubeconfig: &str,
+    cluster: &LatticeCluster,
+    name: &str,
+) -> Result<bool, InstallError> {
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(target.clone(), "capi-system");
+    let running = deployments
+        .get_opt("capi-controller-manager")
+        .await
+        .map_err(|e| InstallError::Failed(format!("cannot read {name}'s Deployments: {e}")))?
+        .is_some();
+    if running {
+        say(&format!("{name} runs Cluster API's controllers"));
+        return Ok(true);
+    }
+    let args = clusterctl_init_args(cluster);
+    let file = std::env::temp_dir().join(format!(
+        "lattice-install-{name}-{}.kubeconfig",
+        std::process::id()
+    ));
+    write_private(&file, kubeconfig)
+        .map_err(|e| InstallError::Failed(format!("{}: {e}", file.display())))?;
+    let ran = std::process::Command::new("clusterctl")
+        .args(&args)
+        .arg("--kubeconfig")
+        .arg(&file)
+        .status();
+    let _ = std::fs::remove_file(&file);
+    match ran {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            say(&format!(
+                "{name} does not run Cluster API's controllers and clusterctl is not on PATH: nothing reconciles its machines until `clusterctl {}` runs there",
+                args.join(" ")
+            ));
+            Ok(false)
+        }
+        Err(e) => Err(InstallError::Failed(format!("clusterctl: {e}"))),
+        Ok(status) if status.success() => {
+            say(&format!("ran clusterctl {} on {name}", args.join(" ")));
+            Ok(true)
+        }
+        Ok(status) => Err(InstallError::Failed(format!(
+            "clusterctl {} on {name} failed ({status}); nothing was moved yet",
+            args.join(" ")
+        ))),
+    }
 }
 
 /// The bootstrap cluster's copy of `name` says it was moved, and the kubeconfig an earlier
@@ -191,18 +286,36 @@ async fn finish(
     name: &str,
     out: &Path,
     request: &InstallRequest,
+    runs_cluster_api: bool,
+    cluster: &LatticeCluster,
 ) -> Result<String, InstallError> {
-    let Some(options) = &request.operator else {
-        return Ok(format!(
-            "installed {name}: kubeconfig in {}\nnext: run the Lattice operator on {name} with --cluster-name {name} (deploy/cell), which manages its Cluster API objects from now on",
+    let mut next = Vec::new();
+    if !runs_cluster_api {
+        next.push(format!(
+            "next: clusterctl {} --kubeconfig {}, so that Cluster API on {name} reconciles its machines",
+            clusterctl_init_args(cluster).join(" "),
             out.display()
         ));
+    }
+    let done = match &request.operator {
+        None => {
+            next.push(format!(
+                "next: run the Lattice operator on {name} with --cluster-name {name} (deploy/cell), which manages its Cluster API objects from now on"
+            ));
+            format!("installed {name}: kubeconfig in {}", out.display())
+        }
+        Some(options) => {
+            crate::operator::install(target, name, options, request.timeout).await?;
+            format!(
+                "installed {name}: kubeconfig in {}; its Lattice operator manages it",
+                out.display()
+            )
+        }
     };
-    crate::operator::install(target, name, options, request.timeout).await?;
-    Ok(format!(
-        "installed {name}: kubeconfig in {}; its Lattice operator manages it",
-        out.display()
-    ))
+    Ok(std::iter::once(done)
+        .chain(next)
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 pub(crate) fn say(line: &str) {
@@ -955,5 +1068,51 @@ async fn delete_cluster(
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(provider: &str, bootstrap: Option<&str>) -> LatticeCluster {
+        use lattice_schemas::crd::cluster::ProviderConfig;
+        let mut c: LatticeCluster = serde_json::from_value(json!({
+            "apiVersion": "lattice.dev/v1alpha1", "kind": "LatticeCluster",
+            "metadata": {"name": "root"},
+            "spec": {"providerRef": provider,
+                     "provider": {"kubernetes": {"version": "1.32.0", "bootstrap": bootstrap},
+                                  "config": {"docker": {}}},
+                     "nodes": {"controlPlane": 1, "workerPools": {}}},
+        }))
+        .unwrap();
+        c.spec.provider.config = match provider {
+            "aws" => ProviderConfig {
+                aws: Some(Default::default()),
+                ..Default::default()
+            },
+            "proxmox" => ProviderConfig {
+                proxmox: Some(Default::default()),
+                ..Default::default()
+            },
+            _ => c.spec.provider.config,
+        };
+        c
+    }
+
+    #[test]
+    fn clusterctl_installs_the_providers_the_cluster_was_made_with() {
+        assert_eq!(
+            clusterctl_init_args(&cluster("docker", None)).join(" "),
+            "init --infrastructure docker --wait-providers"
+        );
+        assert_eq!(
+            clusterctl_init_args(&cluster("aws", Some("rke2"))).join(" "),
+            "init --infrastructure aws --bootstrap rke2 --control-plane rke2 --wait-providers"
+        );
+        assert_eq!(
+            clusterctl_init_args(&cluster("proxmox", Some("kubeadm"))).join(" "),
+            "init --infrastructure proxmox --ipam in-cluster --wait-providers"
+        );
     }
 }

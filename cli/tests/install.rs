@@ -238,8 +238,25 @@ async fn install_provisions_a_root_moves_it_into_itself_and_uninstall_takes_it_b
     );
     assert!(
         stdout
-            .trim_end()
+            .lines()
+            .next()
+            .unwrap()
             .ends_with("; its Lattice operator manages it"),
+        "{stdout}"
+    );
+    // Cluster API's controllers do not run on the new cluster (clusterctl's layout), and
+    // clusterctl, which would install them, is not on this machine: install says so, and
+    // what to run.
+    assert!(
+        stderr
+            .contains("root does not run Cluster API's controllers and clusterctl is not on PATH"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "next: clusterctl init --infrastructure docker --wait-providers --kubeconfig {}, so that Cluster API on root reconciles its machines",
+            out.display()
+        )),
         "{stdout}"
     );
     assert!(
