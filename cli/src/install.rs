@@ -31,9 +31,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use lattice_clusters::{ProvisionOptions, provision};
 use lattice_controllers::fleet::pivot::{PivotTarget, move_cluster};
 use lattice_controllers::lattice_api::lattice_resource;
@@ -305,7 +303,9 @@ async fn finish(
             format!("installed {name}: kubeconfig in {}", out.display())
         }
         Some(options) => {
-            crate::operator::install(target, name, options, request.timeout).await?;
+            crate::operator::install(target, name, options, request.timeout)
+                .await
+                .map_err(InstallError::Failed)?;
             format!(
                 "installed {name}: kubeconfig in {}; its Lattice operator manages it",
                 out.display()
@@ -318,7 +318,7 @@ async fn finish(
         .join("\n"))
 }
 
-pub(crate) fn say(line: &str) {
+fn say(line: &str) {
     eprintln!("{line}");
 }
 
@@ -556,48 +556,11 @@ fn lattice_crds() -> Vec<Value> {
         .collect()
 }
 
-fn crd_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
-        "customresourcedefinitions",
-    )
-}
-
-/// Server-side applies each object (CRDs, Lattice kinds, namespaced Cluster API objects).
-pub(crate) async fn apply_all(client: &Client, objects: &[Value]) -> Result<(), InstallError> {
-    let params = PatchParams::apply(MANAGER).force();
-    for object in objects {
-        let ar = resource_of(object);
-        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        api.patch(name, &params, &Patch::Apply(object))
-            .await
-            .map_err(|e| InstallError::Failed(format!("cannot apply {} {name}: {e}", ar.kind)))?;
-    }
-    Ok(())
-}
-
-/// The API resource of an object the installer writes.
-pub(crate) fn resource_of(object: &Value) -> ApiResource {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default();
-    if kind == "CustomResourceDefinition" {
-        return crd_resource();
-    }
-    if api_version == lattice_schemas::crd::API_VERSION
-        && let Some(k) = Kind::ALL.iter().find(|k| k.name() == kind)
-    {
-        return lattice_resource(*k);
-    }
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    // Every kind Lattice derives pluralizes as lowercase + `s`.
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(group, version, kind),
-        &format!("{}s", kind.to_lowercase()),
-    )
+/// Server-side applies each object as the installer ([`crate::apply::apply_all`]).
+async fn apply_all(client: &Client, objects: &[Value]) -> Result<(), InstallError> {
+    crate::apply::apply_all(client, objects, MANAGER)
+        .await
+        .map_err(InstallError::Failed)
 }
 
 /// Waits until Cluster API reports the control plane available and has written the
@@ -708,8 +671,8 @@ async fn copy_cluster_api_crds(
     source: &Client,
     target: &Client,
 ) -> Result<Vec<String>, InstallError> {
-    let from: Api<DynamicObject> = Api::all_with(source.clone(), &crd_resource());
-    let to: Api<DynamicObject> = Api::all_with(target.clone(), &crd_resource());
+    let from: Api<DynamicObject> = Api::all_with(source.clone(), &crate::apply::crd_resource());
+    let to: Api<DynamicObject> = Api::all_with(target.clone(), &crate::apply::crd_resource());
     let mut copied = Vec::new();
     let listed = from.list(&Default::default()).await.map_err(|e| {
         InstallError::Failed(format!("cannot list the bootstrap cluster's CRDs: {e}"))
@@ -752,7 +715,7 @@ async fn wait_for_crds(
     names: &[String],
     timeout: Duration,
 ) -> Result<(), InstallError> {
-    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_resource());
+    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crate::apply::crd_resource());
     let started = Instant::now();
     loop {
         let listed = crds
@@ -814,7 +777,7 @@ async fn tear_down_bootstrap(
         }
     }
     for object in plan.platform.iter().rev() {
-        let ar = resource_of(object);
+        let ar = crate::apply::resource_of(object);
         let api: Api<DynamicObject> = Api::all_with(bootstrap.clone(), &ar);
         let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
         gone(api.delete(object_name, &DeleteParams::default()).await)?;
@@ -886,7 +849,9 @@ pub async fn uninstall(request: &UninstallRequest) -> Result<String, InstallErro
     apply_all(&bootstrap, &lattice_crds()).await?;
     wait_for_crds(&bootstrap, &lattice_crd_names(), request.timeout).await?;
     apply_all(&bootstrap, &platform).await?;
-    crate::operator::stop(&cluster_client, &name, request.timeout).await?;
+    crate::operator::stop(&cluster_client, &name, request.timeout)
+        .await
+        .map_err(InstallError::Failed)?;
     let source = PivotTarget::new(cluster_client.clone(), &name);
     let moved = lattice_controllers::fleet::pivot::unpivot_cluster(&bootstrap, &source, &name)
         .await

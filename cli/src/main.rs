@@ -11,6 +11,7 @@
 //! time); 2 the API server or proxy cannot be reached or read, or
 //! refused the credential (the kubeconfig, the connection, RBAC), with the reason on stderr.
 
+mod apply;
 mod fleet;
 mod install;
 mod login;

@@ -32,7 +32,16 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::install::{InstallError, apply_all, say};
+/// The field manager of what is written here (the installer's).
+const MANAGER: &str = "lattice-install";
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+async fn apply_all(client: &Client, objects: &[Value]) -> Result<(), String> {
+    crate::apply::apply_all(client, objects, MANAGER).await
+}
 
 /// Where the operator runs.
 pub const NAMESPACE: &str = "lattice-system";
@@ -237,9 +246,9 @@ fn secret(name: &str, type_: Option<&str>, data: &[(&str, String)]) -> Secret {
 }
 
 /// Creates `secret` unless one of its name exists; the one in the cluster.
-async fn create_once(api: &Api<Secret>, secret: Secret) -> Result<Secret, InstallError> {
+async fn create_once(api: &Api<Secret>, secret: Secret) -> Result<Secret, String> {
     let name = secret.metadata.name.clone().unwrap_or_default();
-    let failed = |e: kube::Error| InstallError::Failed(format!("Secret {NAMESPACE}/{name}: {e}"));
+    let failed = |e: kube::Error| format!("Secret {NAMESPACE}/{name}: {e}");
     if let Some(existing) = api.get_opt(&name).await.map_err(failed)? {
         return Ok(existing);
     }
@@ -252,19 +261,19 @@ async fn create_once(api: &Api<Secret>, secret: Secret) -> Result<Secret, Instal
 }
 
 /// Makes the Secrets the operator mounts, once; the webhook CA's PEM.
-async fn ensure_secrets(client: &Client) -> Result<String, InstallError> {
+async fn ensure_secrets(client: &Client) -> Result<String, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let tls = if api
         .get_opt(TLS_SECRET)
         .await
-        .map_err(|e| InstallError::Failed(format!("Secret {NAMESPACE}/{TLS_SECRET}: {e}")))?
+        .map_err(|e| format!("Secret {NAMESPACE}/{TLS_SECRET}: {e}"))?
         .is_some()
     {
         api.get(TLS_SECRET)
             .await
-            .map_err(|e| InstallError::Failed(format!("Secret {NAMESPACE}/{TLS_SECRET}: {e}")))?
+            .map_err(|e| format!("Secret {NAMESPACE}/{TLS_SECRET}: {e}"))?
     } else {
-        let (ca, cert, key) = serving_certificate().map_err(InstallError::Failed)?;
+        let (ca, cert, key) = serving_certificate()?;
         create_once(
             &api,
             secret(
@@ -282,27 +291,27 @@ async fn ensure_secrets(client: &Client) -> Result<String, InstallError> {
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
         .filter(|pem| pem.contains("BEGIN CERTIFICATE"))
         .ok_or_else(|| {
-            InstallError::Failed(format!(
+            format!(
                 "Secret {NAMESPACE}/{TLS_SECRET} has no ca.crt: the webhook configurations cannot name the CA that signed it"
-            ))
+            )
         })?;
     if api
         .get_opt(ADMISSION_SECRET)
         .await
-        .map_err(|e| InstallError::Failed(format!("Secret {NAMESPACE}/{ADMISSION_SECRET}: {e}")))?
+        .map_err(|e| format!("Secret {NAMESPACE}/{ADMISSION_SECRET}: {e}"))?
         .is_none()
     {
-        let key = random_hex(32).map_err(InstallError::Failed)?;
+        let key = random_hex(32)?;
         create_once(&api, secret(ADMISSION_SECRET, None, &[("key", key)])).await?;
     }
     if api
         .get_opt(EVIDENCE_SECRET)
         .await
-        .map_err(|e| InstallError::Failed(format!("Secret {NAMESPACE}/{EVIDENCE_SECRET}: {e}")))?
+        .map_err(|e| format!("Secret {NAMESPACE}/{EVIDENCE_SECRET}: {e}"))?
         .is_none()
     {
         let (pem, _) = lattice_compliance::evidence::keys::Signer::generate()
-            .map_err(|e| InstallError::Failed(format!("the evidence signing key: {e}")))?;
+            .map_err(|e| format!("the evidence signing key: {e}"))?;
         create_once(&api, secret(EVIDENCE_SECRET, None, &[("ed25519.pem", pem)])).await?;
     }
     Ok(ca)
@@ -315,8 +324,8 @@ pub async fn install(
     cluster: &str,
     options: &OperatorOptions,
     timeout: Duration,
-) -> Result<(), InstallError> {
-    let manifests = manifests(cluster, options).map_err(InstallError::Failed)?;
+) -> Result<(), String> {
+    let manifests = manifests(cluster, options)?;
     let (namespace, rest) = manifests.platform.split_at(1);
     apply_all(client, namespace).await?;
     let ca = ensure_secrets(client).await?;
@@ -367,16 +376,15 @@ fn availability(deployment: &Deployment) -> (i32, i32, bool) {
     )
 }
 
-async fn wait_available(client: &Client, timeout: Duration) -> Result<(), InstallError> {
+async fn wait_available(client: &Client, timeout: Duration) -> Result<(), String> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let started = Instant::now();
     let mut said = String::new();
     loop {
-        let deployment = api.get(DEPLOYMENT).await.map_err(|e| {
-            InstallError::Failed(format!(
-                "cannot read Deployment {NAMESPACE}/{DEPLOYMENT}: {e}"
-            ))
-        })?;
+        let deployment = api
+            .get(DEPLOYMENT)
+            .await
+            .map_err(|e| format!("cannot read Deployment {NAMESPACE}/{DEPLOYMENT}: {e}"))?;
         let (ready, wanted, available) = availability(&deployment);
         if available && ready > 0 {
             say(&format!(
@@ -390,10 +398,10 @@ async fn wait_available(client: &Client, timeout: Duration) -> Result<(), Instal
             said = line;
         }
         if started.elapsed() > timeout {
-            return Err(InstallError::Failed(format!(
+            return Err(format!(
                 "Deployment {NAMESPACE}/{DEPLOYMENT} is not available after {} s ({ready}/{wanted} replicas; `kubectl -n {NAMESPACE} describe deployment {DEPLOYMENT}` says why); its admission webhooks are registered once it is: run the same command again",
                 timeout.as_secs()
-            )));
+            ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -403,12 +411,11 @@ async fn wait_available(client: &Client, timeout: Duration) -> Result<(), Instal
 /// would judge writes for an operator that is going away) and its Deployment scaled to
 /// zero, so nothing on the cluster derives again what is being moved out. Nothing to do
 /// where it was never installed.
-pub async fn stop(client: &Client, cluster: &str, timeout: Duration) -> Result<(), InstallError> {
-    let manifests =
-        manifests(cluster, &OperatorOptions::default()).map_err(InstallError::Failed)?;
+pub async fn stop(client: &Client, cluster: &str, timeout: Duration) -> Result<(), String> {
+    let manifests = manifests(cluster, &OperatorOptions::default())?;
     let mut removed = 0;
     for configuration in &manifests.webhooks {
-        let ar = crate::install::resource_of(configuration);
+        let ar = crate::apply::resource_of(configuration);
         let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
         let name = configuration["metadata"]["name"]
             .as_str()
@@ -417,18 +424,14 @@ pub async fn stop(client: &Client, cluster: &str, timeout: Duration) -> Result<(
             Ok(_) => removed += 1,
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
-                return Err(InstallError::Failed(format!(
+                return Err(format!(
                     "cannot remove the webhook configuration {name}: {e}"
-                )));
+                ));
             }
         }
     }
     let api: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let read = |e: kube::Error| {
-        InstallError::Failed(format!(
-            "cannot read Deployment {NAMESPACE}/{DEPLOYMENT}: {e}"
-        ))
-    };
+    let read = |e: kube::Error| format!("cannot read Deployment {NAMESPACE}/{DEPLOYMENT}: {e}");
     if api.get_opt(DEPLOYMENT).await.map_err(read)?.is_none() {
         if removed > 0 {
             say(&format!(
@@ -443,7 +446,7 @@ pub async fn stop(client: &Client, cluster: &str, timeout: Duration) -> Result<(
         &Patch::Merge(json!({"spec": {"replicas": 0}})),
     )
     .await
-    .map_err(|e| InstallError::Failed(format!("cannot scale {DEPLOYMENT} to zero: {e}")))?;
+    .map_err(|e| format!("cannot scale {DEPLOYMENT} to zero: {e}"))?;
     let started = Instant::now();
     loop {
         let deployment = api.get(DEPLOYMENT).await.map_err(read)?;
@@ -454,11 +457,11 @@ pub async fn stop(client: &Client, cluster: &str, timeout: Duration) -> Result<(
             break;
         }
         if started.elapsed() > timeout {
-            return Err(InstallError::Failed(format!(
+            return Err(format!(
                 "the Lattice operator on {cluster} still runs {} replicas after {} s; nothing was moved: run the same command again",
                 status.replicas.unwrap_or(0),
                 timeout.as_secs()
-            )));
+            ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
