@@ -139,6 +139,9 @@ async fn provision_and_move(
         lattice_clusters::capi::namespace(name)
     ));
     let kubeconfig = wait_for_control_plane(bootstrap, name, request.timeout).await?;
+    // Written before the move, so a run after a failure from here on finds it.
+    write_private(&out, &kubeconfig)
+        .map_err(|e| InstallError::Failed(format!("{}: {e}", out.display())))?;
     let target = client_from(&kubeconfig)
         .await
         .map_err(|e| InstallError::Failed(format!("the new cluster's kubeconfig: {e}")))?;
@@ -164,9 +167,6 @@ async fn provision_and_move(
         moved.batches,
         moved.elapsed.as_millis()
     ));
-    // Written before anything else can fail, so a run after a failure finds it.
-    write_private(&out, &kubeconfig)
-        .map_err(|e| InstallError::Failed(format!("{}: {e}", out.display())))?;
     finish(
         &target,
         name,

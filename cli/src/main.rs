@@ -46,7 +46,8 @@ struct Cli {
 enum Command {
     /// Make a root cluster from a LatticeCluster file through a temporary bootstrap
     /// cluster: provision it with Cluster API once Cedar's Provision allows it, move its
-    /// Cluster API objects into it, and delete the bootstrap cluster.
+    /// Cluster API objects into it, put the Lattice operator on it, and delete the bootstrap
+    /// cluster.
     ///
     /// Exit codes: 0 installed; 1 Provision denied (nothing written); 2 the file, the
     /// bootstrap cluster or a flag cannot be used (nothing written); 3 a step failed after

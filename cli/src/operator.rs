@@ -263,15 +263,12 @@ async fn create_once(api: &Api<Secret>, secret: Secret) -> Result<Secret, String
 /// Makes the Secrets the operator mounts, once; the webhook CA's PEM.
 async fn ensure_secrets(client: &Client) -> Result<String, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let tls = if api
+    let existing = api
         .get_opt(TLS_SECRET)
         .await
-        .map_err(|e| format!("Secret {NAMESPACE}/{TLS_SECRET}: {e}"))?
-        .is_some()
-    {
-        api.get(TLS_SECRET)
-            .await
-            .map_err(|e| format!("Secret {NAMESPACE}/{TLS_SECRET}: {e}"))?
+        .map_err(|e| format!("Secret {NAMESPACE}/{TLS_SECRET}: {e}"))?;
+    let tls = if let Some(tls) = existing {
+        tls
     } else {
         let (ca, cert, key) = serving_certificate()?;
         create_once(
@@ -354,7 +351,8 @@ pub async fn install(
     Ok(())
 }
 
-/// `(available, wanted)` replicas of a Deployment whose status describes its spec.
+/// A Deployment's available and wanted replicas, and whether its status, describing its
+/// current spec, says `Available`.
 fn availability(deployment: &Deployment) -> (i32, i32, bool) {
     let wanted = deployment
         .spec
