@@ -4,13 +4,13 @@
 //! derives lives in its own namespace and is owned by it.
 
 use lattice_engine::{ObjectKey, Snapshot, World};
-use lattice_gates::{MeshPlan, evaluate};
+use lattice_gates::{GateReport, MeshPlan, evaluate};
 use lattice_schemas::manifest::Object;
 use serde_json::Value;
 
 use crate::compile::{CompileContext, CompileError, compile};
 use crate::egress::external_egress;
-use crate::mesh::{egress_object, ingress_objects, peer_authentication};
+use crate::mesh::{egress_object, identity, ingress_objects, peer_authentication};
 
 /// What one workload derives.
 #[derive(Clone, Debug)]
@@ -19,6 +19,9 @@ pub struct Derived {
     pub objects: Vec<Value>,
     /// Audit-mode findings on its gates: reported, never enforced.
     pub warnings: Vec<String>,
+    /// Every gate it was derived under, all allowed: what a compliance scan on the same
+    /// snapshot reads instead of asking them again.
+    pub gates: GateReport,
 }
 
 /// Everything `object` derives in `world` under `snapshot`: nothing unless every gate
@@ -64,6 +67,7 @@ fn derive_with(
         return Ok(Derived {
             objects,
             warnings: gates.audit_findings(),
+            gates,
         });
     }
     objects.extend(external_egress(object));
@@ -75,12 +79,15 @@ fn derive_with(
     );
     // Each edge's side in this workload's namespace: it owns exactly these, so a
     // one-sided or denied edge removes exactly its own.
-    for edge in plan.touching(&id).into_iter().filter(|e| e.allowed()) {
-        if edge.callee == id {
-            objects.extend(ingress_objects(edge, world));
-        }
-        if edge.caller == id {
-            objects.extend(egress_object(edge, world));
+    // Its identity is found once, not once per edge.
+    if let Some(me) = identity(world, &id) {
+        for edge in plan.touching(&id).into_iter().filter(|e| e.allowed()) {
+            if edge.callee == id {
+                objects.extend(ingress_objects(edge, &me, world));
+            }
+            if edge.caller == id {
+                objects.extend(egress_object(edge, &me, world));
+            }
         }
     }
     if let Object::MeshMember(mm) = object {
@@ -89,5 +96,6 @@ fn derive_with(
     Ok(Derived {
         objects,
         warnings: gates.audit_findings(),
+        gates,
     })
 }

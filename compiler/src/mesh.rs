@@ -17,12 +17,13 @@ use serde_json::{Value, json};
 use crate::objects::{DIRECTION_LABEL, MANAGER, bounded_name, endpoint_labels, tcp_ports};
 
 /// How a workload's pods are selected and which identity they run as.
-struct Identity {
+pub struct Identity {
     selector: BTreeMap<String, String>,
     service_account: String,
 }
 
-fn identity(world: &World, id: &str) -> Option<Identity> {
+/// The identity of the workload `namespace/name` of `world`, if there is one.
+pub fn identity(world: &World, id: &str) -> Option<Identity> {
     let (_, name) = id.split_once('/')?;
     Some(match world.workload(id)? {
         Object::MeshMember(mm) => Identity {
@@ -72,20 +73,25 @@ pub fn compile_mesh(plan: &MeshPlan, world: &World) -> Vec<Value> {
 /// The network objects of one allowed edge, both sides (none when either end is not in
 /// `world`).
 pub fn edge_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
-    let mut out = ingress_objects(edge, world);
-    out.extend(egress_object(edge, world));
+    let (Some(caller), Some(callee)) =
+        (identity(world, &edge.caller), identity(world, &edge.callee))
+    else {
+        return Vec::new();
+    };
+    let mut out = ingress_objects(edge, &callee, world);
+    out.extend(egress_object(edge, &caller, world));
     out
 }
 
 /// The caller's side of an allowed edge: a CiliumNetworkPolicy in the caller's namespace
 /// opening its pods' egress to exactly the callee's pods on the edge's ports.
-pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
+/// `caller` is the caller's identity, as [`identity`] finds it: its edges share it.
+pub fn egress_object(edge: &EdgeDecision, caller: &Identity, world: &World) -> Option<Value> {
     // A callee that serves no port has nothing to open; a rule without ports would open
     // every port.
     if edge.ports.is_empty() {
         return None;
     }
-    let caller = identity(world, &edge.caller)?;
     let callee = identity(world, &edge.callee)?;
     let (caller_ns, _) = edge.caller.split_once('/')?;
     let (callee_ns, _) = edge.callee.split_once('/')?;
@@ -105,7 +111,7 @@ pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
             object([
                 (
                     "endpointSelector",
-                    object([("matchLabels", labels_value(caller.selector))]),
+                    object([("matchLabels", labels_value(caller.selector.clone()))]),
                 ),
                 ("egress", vec![rule].into()),
             ]),
@@ -115,15 +121,14 @@ pub fn egress_object(edge: &EdgeDecision, world: &World) -> Option<Value> {
 
 /// The callee's side of an allowed edge: L4 ingress from the caller's pods and L7 from the
 /// caller's identity, in the callee's namespace.
-pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
+/// `callee` is the callee's identity, as [`identity`] finds it: its edges share it.
+pub fn ingress_objects(edge: &EdgeDecision, callee: &Identity, world: &World) -> Vec<Value> {
     // A callee that serves no port has nothing to open; a rule without ports would open
     // every port.
     if edge.ports.is_empty() {
         return Vec::new();
     }
-    let (Some(caller), Some(callee)) =
-        (identity(world, &edge.caller), identity(world, &edge.callee))
-    else {
+    let Some(caller) = identity(world, &edge.caller) else {
         return Vec::new();
     };
     let (caller_ns, _) = edge.caller.split_once('/').unwrap_or_default();
@@ -155,7 +160,7 @@ pub fn ingress_objects(edge: &EdgeDecision, world: &World) -> Vec<Value> {
             .into(),
         ),
     ]);
-    let selector = labels_value(callee.selector);
+    let selector = labels_value(callee.selector.clone());
     vec![
         object([
             ("apiVersion", "cilium.io/v2".into()),

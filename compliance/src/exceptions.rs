@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 
 use lattice_engine::project::{namespaces, root_cluster};
 use lattice_engine::{PolicyInfo, PolicyStore, Query, Snapshot, World, action, opt_out_query, uid};
-use lattice_gates::compliance::Subject;
+use lattice_gates::AllowedGate;
+use lattice_gates::compliance::{AllowedDeviations, Subject};
 use lattice_gates::questions;
 use lattice_schemas::crd::EnforcementMode;
 use lattice_schemas::manifest::Object;
@@ -164,13 +165,16 @@ fn approval(
     (approver, expires, state, reason)
 }
 
-/// Every exception in force on `snapshot`, over the subjects in scope.
+/// Every exception in force on `snapshot`, over the subjects in scope. `allowed` holds the
+/// deviations derivation already decided on the same snapshot, by workload; a workload it
+/// does not hold has its deviation gates decided here.
 pub fn register(
     snapshot: &Snapshot,
     world: &World,
     store: &PolicyStore,
     subjects: &[Subject],
     now: jiff::Timestamp,
+    allowed: Option<&AllowedDeviations>,
 ) -> Vec<Exception> {
     // Rendering a uid is most of this at estate scale: done on every core.
     let by_uid: BTreeMap<String, &Subject> = subjects
@@ -197,7 +201,16 @@ pub fn register(
         .collect();
     let per_workload: Vec<Vec<_>> = workloads
         .par_iter()
-        .map(|o| workload_exceptions(snapshot, o, &by_uid))
+        .map(|o| {
+            let decided = allowed.and_then(|a| {
+                a.get(&format!(
+                    "{}/{}",
+                    o.namespace().unwrap_or("default"),
+                    o.name()
+                ))
+            });
+            workload_exceptions(snapshot, o, &by_uid, decided)
+        })
         .collect();
     found.extend(per_workload.into_iter().flatten());
     // Namespaces that run without the baseline.
@@ -293,11 +306,51 @@ pub fn register(
     all
 }
 
-/// The deviations one workload was allowed, with the permits that allowed each.
+/// The derivation actions whose allowed gates are deviations an exception grants.
+const DEVIATION_ACTIONS: [&str; 3] = ["OverrideSecurity", "AllowWildcard", "DeployImage"];
+
+/// The gates of a derivation that allowed a deviation: what [`register`] reads, through
+/// [`crate::scan::ScanOptions::allowed_deviations`], instead of deciding them again.
+pub fn deviations(report: &lattice_gates::GateReport) -> Vec<AllowedGate> {
+    report.allowed_gates(&DEVIATION_ACTIONS)
+}
+
+/// The deviations `object` is allowed on `snapshot`, decided here: for a workload the scan
+/// was given no derivation of.
+fn decide_deviations(snapshot: &Snapshot, object: &Object) -> Vec<AllowedGate> {
+    let ns = object.namespace().unwrap_or("default");
+    let principal = uid("Service", &format!("{ns}/{}", object.name()));
+    questions(object)
+        .into_iter()
+        .filter(|gate| DEVIATION_ACTIONS.contains(&gate.action) && gate.malformed.is_none())
+        // A trusted image is no deviation: not worth a decision.
+        .filter(|gate| gate.action != "DeployImage" || !trusted_image(snapshot, &gate.resource))
+        .filter_map(|gate| {
+            let context = lattice_engine::context_from_json(&gate.context).ok()?;
+            let q = Query::new(
+                principal.clone(),
+                action(gate.action),
+                gate.resource.clone(),
+            )
+            .with_context(context);
+            let d = snapshot.decide(&q).ok().filter(|d| d.allowed)?;
+            Some(AllowedGate {
+                action: gate.action,
+                resource: gate.resource,
+                raised_by: gate.raised_by,
+                determining: d.determining,
+            })
+        })
+        .collect()
+}
+
+/// The deviations one workload was allowed, with the permits that allowed each: from its
+/// derivation's `allowed` gates when given, else decided here.
 fn workload_exceptions(
     snapshot: &Snapshot,
     object: &Object,
     by_uid: &BTreeMap<String, &Subject>,
+    allowed: Option<&Vec<AllowedGate>>,
 ) -> Vec<(
     std::sync::Arc<PolicyInfo>,
     ExceptionKind,
@@ -306,36 +359,26 @@ fn workload_exceptions(
 )> {
     let ns = object.namespace().unwrap_or("default");
     let id = format!("{ns}/{}", object.name());
-    let principal = uid("Service", &id);
+    let principal = uid("Service", &id).to_string();
+    let decided_here;
+    let gates = match allowed {
+        Some(gates) => gates.as_slice(),
+        None => {
+            decided_here = decide_deviations(snapshot, object);
+            decided_here.as_slice()
+        }
+    };
     let mut out = Vec::new();
-    for gate in questions(object) {
+    for gate in gates {
         let kind = match gate.action {
             "OverrideSecurity" => ExceptionKind::SecurityOverride,
             "AllowWildcard" => ExceptionKind::Wildcard,
             "DeployImage" if !trusted_image(snapshot, &gate.resource) => ExceptionKind::Image,
             _ => continue,
         };
-        if gate.malformed.is_some() {
-            continue;
-        }
-        let Ok(context) = lattice_engine::context_from_json(&gate.context) else {
-            continue;
-        };
-        let q = Query::new(
-            principal.clone(),
-            action(gate.action),
-            gate.resource.clone(),
-        )
-        .with_context(context);
-        let Ok(d) = snapshot.decide(&q) else {
-            continue;
-        };
-        if !d.allowed {
-            continue;
-        }
         // Who holds it: the workload, and the container that raised it.
         let mut covered = Vec::new();
-        if let Some(s) = by_uid.get(&principal.to_string()) {
+        if let Some(s) = by_uid.get(&principal) {
             covered.push(SubjectRef::of(s));
         }
         let container = gate
@@ -346,8 +389,8 @@ fn workload_exceptions(
             covered.push(SubjectRef::of(s));
         }
         let grant = gate.resource.id().unescaped().to_owned();
-        for p in d.determining {
-            out.push((p, kind, grant.clone(), covered.clone()));
+        for p in &gate.determining {
+            out.push((p.clone(), kind, grant.clone(), covered.clone()));
         }
     }
     out

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use lattice_engine::Query;
 use lattice_engine::{PolicyStore, Snapshot, World};
-use lattice_gates::compliance::{ComplyFacts, Subject, SubjectKind, comply_queries, subjects};
+use lattice_gates::compliance::{
+    ComplyFacts, Known, Subject, SubjectKind, comply_queries, subjects,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -35,13 +37,20 @@ pub struct ScanOptions {
     /// or not (needs `nist-800-53` among the frameworks).
     pub baseline: Option<Baseline>,
     /// Derivation gates already decided on the same snapshot, by workload (see
-    /// [`ComplyFacts::derive`]).
+    /// [`Known`]).
     pub decided_gates: Option<std::sync::Arc<lattice_gates::compliance::DecidedGates>>,
     /// What each workload's derived objects show, read from the objects derivation returned
     /// on the same snapshot (see [`lattice_gates::compliance::DerivedObjects`]). Without
     /// it, checks that read derived objects fail closed: a scan that should pass them must
     /// derive first, as `lattice-policy plan`, `compliance scan` and the operator do.
     pub derived: Option<std::sync::Arc<lattice_gates::compliance::DerivedByWorkload>>,
+    /// The deviations derivation allowed on the same snapshot, by workload (see
+    /// [`crate::exceptions::deviations`]): the exception register reads them rather than
+    /// deciding those gates again. A workload absent from it is decided by the register.
+    pub allowed_deviations: Option<std::sync::Arc<lattice_gates::compliance::AllowedDeviations>>,
+    /// The mesh plan of the same snapshot and world, when the caller has one: unilateral
+    /// callers are read from its decided edges rather than decided again.
+    pub mesh: Option<std::sync::Arc<lattice_gates::MeshPlan>>,
 }
 
 /// The outcome of a check, or of a control over its checks.
@@ -419,8 +428,11 @@ pub fn scan(
         store,
         &subjects,
         started,
-        options.decided_gates.as_deref(),
-        options.derived.as_deref(),
+        Known {
+            gates: options.decided_gates.as_deref(),
+            derived: options.derived.as_deref(),
+            mesh: options.mesh.as_deref(),
+        },
     );
     // One decision per subject and framework; its reasons are the failed checks. A
     // framework none of whose checks applies to the subject's kind is not asked: nothing
@@ -463,7 +475,14 @@ pub fn scan(
             out
         })
         .collect();
-    let register = crate::exceptions::register(snapshot, world, store, &subjects, started);
+    let register = crate::exceptions::register(
+        snapshot,
+        world,
+        store,
+        &subjects,
+        started,
+        options.allowed_deviations.as_deref(),
+    );
     let held = crate::exceptions::held(&register);
     let mut by_kind: BTreeMap<SubjectKind, usize> = BTreeMap::new();
     for s in &subjects {

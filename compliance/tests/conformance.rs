@@ -8,10 +8,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use lattice_compliance::report::{Format, render};
-use lattice_compliance::{ScanReport, Status};
+use lattice_compliance::{ScanOptions, ScanReport, Status};
 use lattice_schemas::manifest::yaml::parse_documents;
 use serde_json::Value;
-use support::{case, reference_dir, scan_world};
+use support::{case, reference_dir, scan_world, scan_world_with};
 
 const AT: &str = "2026-11-21T12:00:00Z";
 
@@ -547,6 +547,113 @@ fn exceptions_pass_as_exceptions_until_they_expire() {
     assert!(
         failed >= 2,
         "the expired exception fails NIST's and CIS's checks"
+    );
+}
+
+/// The register reads the deviations derivation allowed, as `plan` and `compliance scan`
+/// hand them over, and lists exactly what it lists when it decides them itself; a workload
+/// handed over with none holds none.
+#[test]
+fn the_register_reads_what_derivation_allowed() {
+    use lattice_compliance::exceptions::ExceptionKind;
+    let worlds = [
+        vec![
+            case("compliant/world.yaml"),
+            case("exceptions/approved.yaml"),
+            case("exceptions/expired.yaml"),
+        ],
+        vec![support::root().join("examples/world")],
+    ];
+    let register = |r: &ScanReport| serde_json::to_value(&r.exceptions).unwrap();
+    for world in worlds {
+        let decided = scan_world(&world, AT);
+        let overrides = |r: &ScanReport| {
+            r.exceptions
+                .iter()
+                .filter(|e| e.kind == ExceptionKind::SecurityOverride)
+                .count()
+        };
+        assert!(overrides(&decided) > 0, "{world:?} grants an override");
+        let (w, _, snapshot) = support::load_world(&world);
+        let deviations = support::deviations_of(&w, &snapshot);
+        let reused = scan_world_with(
+            &world,
+            AT,
+            ScanOptions {
+                allowed_deviations: Some(std::sync::Arc::new(deviations.clone())),
+                ..ScanOptions::default()
+            },
+        );
+        assert_eq!(register(&reused), register(&decided), "{world:?}");
+        let none = deviations.into_keys().map(|id| (id, Vec::new())).collect();
+        let handed_none = scan_world_with(
+            &world,
+            AT,
+            ScanOptions {
+                allowed_deviations: Some(std::sync::Arc::new(none)),
+                ..ScanOptions::default()
+            },
+        );
+        assert_eq!(overrides(&handed_none), 0, "{world:?}");
+    }
+}
+
+/// A scan handed everything derivation decided (denied gates, deviations, the mesh plan),
+/// as `plan` hands it, reports exactly what a scan that decides those itself reports.
+#[test]
+fn a_scan_handed_what_derivation_decided_reports_the_same() {
+    let worlds = [
+        vec![case("violations/world.yaml")],
+        vec![
+            case("compliant/world.yaml"),
+            case("exceptions/approved.yaml"),
+            case("exceptions/expired.yaml"),
+        ],
+        vec![support::root().join("examples/world")],
+    ];
+    let body = |r: &ScanReport| {
+        let mut v = serde_json::to_value(r).unwrap();
+        for time in ["started", "finished"] {
+            v.as_object_mut().unwrap().remove(time);
+        }
+        v
+    };
+    for world in worlds {
+        let alone = scan_world(&world, AT);
+        let (w, _, snapshot) = support::load_world(&world);
+        let mesh = lattice_gates::MeshPlan::plan(&snapshot, &w);
+        let mut decided = lattice_gates::compliance::DecidedGates::new();
+        for (key, object) in w.objects().filter(|(_, o)| o.is_workload()) {
+            let id = format!(
+                "{}/{}",
+                key.namespace.as_deref().unwrap_or("default"),
+                key.name
+            );
+            decided.insert(
+                id,
+                lattice_gates::evaluate(&snapshot, object).denied_gates(),
+            );
+        }
+        let handed = scan_world_with(
+            &world,
+            AT,
+            ScanOptions {
+                decided_gates: Some(std::sync::Arc::new(decided)),
+                allowed_deviations: Some(std::sync::Arc::new(support::deviations_of(
+                    &w, &snapshot,
+                ))),
+                mesh: Some(std::sync::Arc::new(mesh)),
+                ..ScanOptions::default()
+            },
+        );
+        assert_eq!(body(&handed), body(&alone), "{world:?}");
+    }
+    // The mesh plan's path is the one taken: the violations world has unilateral callers.
+    let violations = scan_world(&[case("violations/world.yaml")], AT);
+    assert!(
+        failures(&violations).contains_key("nist-800-53/bilateral-traffic"),
+        "{:?}",
+        failures(&violations).keys()
     );
 }
 

@@ -366,8 +366,10 @@ fn comply_contexts_fit_the_schema() {
             &store,
             &all,
             AT.parse().unwrap(),
-            None,
-            Some(&derived),
+            lattice_gates::compliance::Known {
+                derived: Some(&derived),
+                ..Default::default()
+            },
         );
         let frameworks = ["nist-800-53", "soc2", "cis-kubernetes"];
         let mut kinds = std::collections::BTreeSet::new();

@@ -2,13 +2,14 @@
 //! each labelled with what raised it (a container, sidecar, resource, host or the pod).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use cedar_policy::EntityUid;
 use lattice_engine::project::{
     container_overrides, external_endpoint, gpu_model, image_uid_text, protocol_name,
     secret_path_id, workload_bodies,
 };
-use lattice_engine::{Decision, Query, Snapshot, action, context_from_json, uid};
+use lattice_engine::{Decision, PolicyInfo, Query, Snapshot, action, context_from_json, uid};
 
 use crate::attrs::{bool_attr, set_attr, string_attr};
 use lattice_schemas::crd::service::DeniedGate;
@@ -60,10 +61,37 @@ pub struct GateReport {
     pub digest: String,
 }
 
+/// A gate that allowed, with the permits that determined it: what the exception register
+/// reads from a derivation rather than deciding the same question again.
+#[derive(Clone, Debug)]
+pub struct AllowedGate {
+    pub action: &'static str,
+    pub resource: EntityUid,
+    pub raised_by: String,
+    pub determining: Vec<Arc<PolicyInfo>>,
+}
+
 impl GateReport {
     /// Whether every gate allowed (no partial derivation otherwise).
     pub fn allowed(&self) -> bool {
         self.outcomes.iter().all(GateOutcome::allowed)
+    }
+
+    /// The gates of `actions` that allowed, with the permits that allowed each.
+    pub fn allowed_gates(&self, actions: &[&str]) -> Vec<AllowedGate> {
+        self.outcomes
+            .iter()
+            .filter(|o| actions.contains(&o.gate.action))
+            .filter_map(|o| match &o.decision {
+                Ok(d) if d.allowed => Some(AllowedGate {
+                    action: o.gate.action,
+                    resource: o.gate.resource.clone(),
+                    raised_by: o.gate.raised_by.clone(),
+                    determining: d.determining.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn denied(&self) -> impl Iterator<Item = &GateOutcome> {

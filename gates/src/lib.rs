@@ -18,5 +18,7 @@ pub mod proxy;
 pub mod time;
 
 pub use admission::{Requester, decide_restore, evaluate_object};
-pub use derivation::{Gate, GateOutcome, GateReport, decide, evaluate, questions, quota_questions};
+pub use derivation::{
+    AllowedGate, Gate, GateOutcome, GateReport, decide, evaluate, questions, quota_questions,
+};
 pub use mesh::{EdgeDecision, MeshPlan, connect_query};

@@ -120,6 +120,14 @@ struct Declarations {
     contexts: HashMap<String, Context>,
 }
 
+impl Declarations {
+    fn declare(&mut self, d: Declared) {
+        self.ports.insert(d.id.clone(), d.ports);
+        self.contexts.insert(d.id.clone(), d.context);
+        self.by.insert(d.id, d.peers);
+    }
+}
+
 /// Every declared edge with its decision.
 #[derive(Clone, Debug, Default)]
 pub struct MeshPlan {
@@ -242,28 +250,41 @@ impl MeshPlan {
                 EdgeDecision::decided(snapshot, &query, ports, (by_caller, by_callee))
             })
             .collect();
-        let mut by_callee: Vec<(u32, u32)> = edges.iter().map(|e| (e.1, e.0)).collect();
-        by_callee.par_sort_unstable();
-        let callers: HashMap<String, BTreeSet<String>> = by_callee
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(|run| {
-                let callers = run.iter().map(|e| names[e.1 as usize].to_owned());
-                (names[run[0].0 as usize].to_owned(), callers.collect())
-            })
-            .collect();
-        let mut plan = MeshPlan {
-            edges: decided
+        // The two edge indexes are independent: each is built on a core of its own.
+        let callers = || -> HashMap<String, BTreeSet<String>> {
+            let mut by_callee: Vec<(u32, u32)> = edges.iter().map(|e| (e.1, e.0)).collect();
+            by_callee.par_sort_unstable();
+            by_callee
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|run| {
+                    let callers = run.iter().map(|e| names[e.1 as usize].to_owned());
+                    (names[run[0].0 as usize].to_owned(), callers.collect())
+                })
+                .collect()
+        };
+        // Already in key order (numbers sort as names do), which the map's bulk build
+        // finds in one pass.
+        let edges = || -> BTreeMap<(String, String), EdgeDecision> {
+            decided
                 .into_iter()
                 .map(|e| ((e.caller.clone(), e.callee.clone()), e))
-                .collect(),
-            callers,
-            declarations: Declarations::default(),
+                .collect()
         };
+        let (edges, callers) = rayon::join(edges, callers);
         drop((standing, names));
+        let mut declarations = Declarations {
+            by: HashMap::with_capacity(declared.len()),
+            ports: HashMap::with_capacity(declared.len()),
+            contexts: HashMap::with_capacity(declared.len()),
+        };
         for d in declared {
-            plan.declare(d);
+            declarations.declare(d);
         }
-        plan
+        MeshPlan {
+            edges,
+            callers,
+            declarations,
+        }
     }
 
     /// Re-plans after `key` changed in `world`: only edges that touch it are re-decided.
@@ -288,9 +309,7 @@ impl MeshPlan {
     }
 
     fn declare(&mut self, d: Declared) {
-        self.declarations.ports.insert(d.id.clone(), d.ports);
-        self.declarations.contexts.insert(d.id.clone(), d.context);
-        self.declarations.by.insert(d.id, d.peers);
+        self.declarations.declare(d);
     }
 
     /// The declared edges `id` is on, from its own declarations and from others' naming it.

@@ -340,6 +340,8 @@ fn run_scan(args: ScanArgs) -> u8 {
         now,
         decided_gates: None,
         derived: None,
+        allowed_deviations: None,
+        mesh: None,
         // The flag wins over the profile, as `--framework` does.
         baseline: args
             .baseline
@@ -348,11 +350,12 @@ fn run_scan(args: ScanArgs) -> u8 {
     };
     // The scan reads what derivation produces (disruption budgets, service accounts,
     // allowlists…), so every workload in scope is derived first, as the operator does.
-    let (decided, derived) =
-        crate::plan::derive_for_scan(&world, &snapshot, options.namespaces.as_ref());
+    let derived = crate::plan::derive_for_scan(&world, &snapshot, options.namespaces.as_ref());
     let options = ScanOptions {
-        decided_gates: Some(std::sync::Arc::new(decided)),
-        derived: Some(std::sync::Arc::new(derived)),
+        decided_gates: Some(std::sync::Arc::new(derived.decided)),
+        derived: Some(std::sync::Arc::new(derived.derived)),
+        allowed_deviations: Some(std::sync::Arc::new(derived.deviations)),
+        mesh: Some(derived.mesh),
         ..options
     };
     let bar = progress_bar();

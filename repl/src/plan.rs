@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use lattice_compiler::{CompileContext, CompileError, derive_in};
 use lattice_compliance::scan::{ScanOptions, scan};
 use lattice_gates::MeshPlan;
-use lattice_gates::compliance::{DecidedGates, DerivedByWorkload, DerivedObjects};
+use lattice_gates::compliance::{
+    AllowedDeviations, DecidedGates, DerivedByWorkload, DerivedObjects,
+};
 use lattice_schemas::crd::service::DeniedGate;
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -27,6 +29,8 @@ enum Outcome {
         objects: Option<Vec<Value>>,
         /// What the objects show, for the compliance scan.
         facts: DerivedObjects,
+        /// The deviations its gates allowed, for the scan's exception register.
+        deviations: Vec<lattice_gates::AllowedGate>,
     },
     Denied(Vec<DeniedGate>),
     Failed(String),
@@ -44,7 +48,8 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
     let packs = crate::loading::PacksInForce::of(&store, policies);
     let (world, snapshot) = (&owned_world, &owned_snapshot);
     phases.done("loading and the snapshot");
-    let mesh = MeshPlan::plan(snapshot, world);
+    // Shared with the scan, which reads the unilateral callers from its edges.
+    let mesh = std::sync::Arc::new(MeshPlan::plan(snapshot, world));
     phases.done("the mesh plan");
     let ctx = CompileContext::of(world, snapshot);
     let workloads: Vec<(String, &lattice_schemas::manifest::Object)> = world
@@ -91,17 +96,24 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             Outcome::Failed(_) => None,
         })
         .collect();
-    // Only the scan reads the facts: they move to it.
-    let derived: DerivedByWorkload = outcomes
+    // Only the scan reads the facts and the deviations: they move to it.
+    let (derived, deviations): (DerivedByWorkload, AllowedDeviations) = outcomes
         .iter_mut()
         .filter_map(|(id, _, o)| match o {
-            Outcome::Derived { facts, .. } => Some((id.clone(), std::mem::take(facts))),
+            Outcome::Derived {
+                facts, deviations, ..
+            } => Some((
+                (id.clone(), std::mem::take(facts)),
+                (id.clone(), std::mem::take(deviations)),
+            )),
             _ => None,
         })
-        .collect();
+        .unzip();
     let options = ScanOptions {
         decided_gates: Some(std::sync::Arc::new(decided)),
         derived: Some(std::sync::Arc::new(derived)),
+        allowed_deviations: Some(std::sync::Arc::new(deviations)),
+        mesh: Some(mesh.clone()),
         ..ScanOptions::default()
     };
     let report = scan(world, &store, snapshot, &options, &|_| {});
@@ -414,6 +426,7 @@ fn derive_one(
         Ok(d) => Outcome::Derived {
             counts: counts(&d.objects),
             facts: DerivedObjects::read(&d.objects),
+            deviations: lattice_compliance::exceptions::deviations(&d.gates),
             objects: detail.then_some(d.objects),
         },
         Err(CompileError::Denied { gates, .. }) => Outcome::Denied(gates),
@@ -421,15 +434,23 @@ fn derive_one(
     }
 }
 
+/// What a compliance scan reads from derivation, by workload: its denied gates, what its
+/// derived objects show, and the deviations it was allowed.
+pub(crate) struct ForScan {
+    pub decided: DecidedGates,
+    pub derived: DerivedByWorkload,
+    pub deviations: AllowedDeviations,
+    pub mesh: std::sync::Arc<MeshPlan>,
+}
+
 /// Derives every workload of `world` in `namespaces` (all when `None`) on `snapshot`, as
-/// `plan` does, and keeps what a compliance scan reads: each workload's denied gates and what
-/// its derived objects show.
+/// `plan` does, and keeps what a compliance scan reads.
 pub(crate) fn derive_for_scan(
     world: &lattice_engine::World,
     snapshot: &lattice_engine::Snapshot,
     namespaces: Option<&std::collections::BTreeSet<String>>,
-) -> (DecidedGates, DerivedByWorkload) {
-    let mesh = MeshPlan::plan(snapshot, world);
+) -> ForScan {
+    let mesh = std::sync::Arc::new(MeshPlan::plan(snapshot, world));
     let ctx = CompileContext::of(world, snapshot);
     let workloads: Vec<(String, &lattice_schemas::manifest::Object)> = world
         .objects()
@@ -455,11 +476,17 @@ pub(crate) fn derive_for_scan(
         .collect();
     let mut decided = DecidedGates::new();
     let mut derived = DerivedByWorkload::new();
+    let mut deviations = AllowedDeviations::new();
     for (id, outcome) in outcomes {
         match outcome {
-            Outcome::Derived { facts, .. } => {
+            Outcome::Derived {
+                facts,
+                deviations: allowed,
+                ..
+            } => {
                 decided.insert(id.clone(), Vec::new());
-                derived.insert(id, facts);
+                derived.insert(id.clone(), facts);
+                deviations.insert(id, allowed);
             }
             Outcome::Denied(gates) => {
                 decided.insert(id, gates);
@@ -468,5 +495,10 @@ pub(crate) fn derive_for_scan(
             Outcome::Failed(_) => {}
         }
     }
-    (decided, derived)
+    ForScan {
+        decided,
+        derived,
+        deviations,
+        mesh,
+    }
 }

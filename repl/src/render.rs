@@ -92,7 +92,9 @@ pub fn run(
     };
     let plan = MeshPlan::plan(&snapshot, &loaded.world);
     match derive(&snapshot, &loaded.world, &plan, &manifest.object) {
-        Ok(Derived { objects, warnings }) => {
+        Ok(Derived {
+            objects, warnings, ..
+        }) => {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }

@@ -29,8 +29,10 @@ pub fn scan_world(world: &[PathBuf], at: &str) -> ScanReport {
     scan_world_with(world, at, ScanOptions::default())
 }
 
-/// Scans `world` with the repository's packs at `at`, scoped by `options`.
-pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> ScanReport {
+/// `world` with the repository's packs, and its snapshot.
+pub fn load_world(
+    world: &[PathBuf],
+) -> (lattice_engine::World, lattice_engine::PolicyStore, Snapshot) {
     let (world, store) = lattice_engine::load::load(world, Some(&root().join("policies")))
         .unwrap_or_else(|e| panic!("the world did not load: {e:?}"));
     // The worlds' images are signed in the example world's OCI layout.
@@ -42,6 +44,12 @@ pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> Sca
     };
     let projection = Projection::with_live(&world, live);
     let snapshot = Snapshot::build(&world, &projection, &store).expect("snapshot");
+    (world, store, snapshot)
+}
+
+/// Scans `world` with the repository's packs at `at`, scoped by `options`.
+pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> ScanReport {
+    let (world, store, snapshot) = load_world(world);
     let options = ScanOptions {
         now: Some(at.parse().expect("an RFC 3339 time")),
         derived: options
@@ -63,6 +71,24 @@ pub fn derive_all(world: &lattice_engine::World, snapshot: &Snapshot) -> Derived
             let d = lattice_compiler::derive(snapshot, world, &mesh, o).ok()?;
             let id = format!("{}/{}", k.namespace.as_deref().unwrap_or("default"), k.name);
             Some((id, DerivedObjects::read(&d.objects)))
+        })
+        .collect()
+}
+
+/// The deviations every workload of `world` was allowed when derived on `snapshot` (what
+/// `lattice-policy plan` and `compliance scan` hand the exception register).
+pub fn deviations_of(
+    world: &lattice_engine::World,
+    snapshot: &Snapshot,
+) -> lattice_gates::compliance::AllowedDeviations {
+    let mesh = lattice_gates::MeshPlan::plan(snapshot, world);
+    world
+        .objects()
+        .filter(|(_, o)| o.is_workload())
+        .filter_map(|(k, o)| {
+            let d = lattice_compiler::derive(snapshot, world, &mesh, o).ok()?;
+            let id = format!("{}/{}", k.namespace.as_deref().unwrap_or("default"), k.name);
+            Some((id, lattice_compliance::exceptions::deviations(&d.gates)))
         })
         .collect()
 }

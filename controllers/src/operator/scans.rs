@@ -192,6 +192,8 @@ async fn scan_profile(
         now: Some(now),
         decided_gates: None,
         derived: None,
+        allowed_deviations: None,
+        mesh: None,
         baseline: spec.baseline.map(Into::into),
     };
     let current = plan.current.clone();

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use crate::attrs::{bool_attr, set_attr, string_attr};
 
 use crate::derivation::questions;
-use crate::mesh::connect_query;
+use crate::mesh::{MeshPlan, connect_query};
 use crate::proxy::{EXEC_ACTIONS, PROXY_ACTIONS, PROXY_GROUPS};
 
 pub mod derived;
@@ -302,6 +302,21 @@ pub struct SubjectFacts {
     pub restricted_violations: BTreeSet<String>,
 }
 
+/// What derivation already decided and produced on the scanned snapshot, which
+/// [`ComplyFacts::derive`] reads instead of deciding it again. Each part is optional.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Known<'a> {
+    /// The denied gates of workloads (by `namespace/name`): taken as they are. A workload
+    /// absent from it has its gates decided.
+    pub gates: Option<&'a DecidedGates>,
+    /// What each workload's derived objects show; a workload absent from it derived
+    /// nothing. Without it nothing is known of what was derived, and every fact read from
+    /// derived objects fails closed.
+    pub derived: Option<&'a DerivedByWorkload>,
+    /// The mesh plan of the world: its decided edges give the unilateral callers.
+    pub mesh: Option<&'a MeshPlan>,
+}
+
 /// The facts of every subject, derived once per scan from one snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct ComplyFacts {
@@ -313,21 +328,21 @@ impl ComplyFacts {
     /// `Connect` on declared edges), the world's CedarPolicy and LatticeComplianceProfile
     /// objects, and the store's proxy permits. `now` decides which audit periods are over.
     ///
-    /// `decided` holds the denied gates of workloads (by `namespace/name`) that were already
-    /// decided on this snapshot (`lattice-policy plan` derives every workload before it
-    /// scans): those are taken as they are instead of being decided again. `derived` holds
-    /// what each workload's derived objects show, and a workload absent from it derived
-    /// nothing; without it, nothing is known of what was derived, and every fact read from
-    /// derived objects fails closed.
+    /// `known` is what derivation already decided and produced on this snapshot
+    /// (`lattice-policy plan` derives every workload before it scans); see [`Known`].
     pub fn derive(
         snapshot: &Snapshot,
         world: &World,
         store: &PolicyStore,
         subjects: &[Subject],
         now: jiff::Timestamp,
-        decided: Option<&DecidedGates>,
-        derived: Option<&DerivedByWorkload>,
+        known: Known<'_>,
     ) -> ComplyFacts {
+        let Known {
+            gates: decided,
+            derived,
+            mesh: planned,
+        } = known;
         let wanted: HashSet<&str> = subjects
             .iter()
             .filter(|s| s.kind == SubjectKind::Service)
@@ -352,7 +367,10 @@ impl ComplyFacts {
                     })
                     .collect::<Vec<_>>()
             },
-            || unilateral_callers(snapshot, world),
+            || match planned {
+                Some(plan) => unilateral_in(snapshot, plan),
+                None => unilateral_callers(snapshot, world),
+            },
         );
         let mut by_subject: HashMap<(SubjectKind, String), SubjectFacts> =
             HashMap::with_capacity(subjects.len());
@@ -671,6 +689,11 @@ type GateFacts = ((String, SubjectFacts), Vec<(String, SubjectFacts)>);
 /// workload that is present with none had every gate allowed.
 pub type DecidedGates = HashMap<String, Vec<DeniedGate>>;
 
+/// The derivation gates that allowed a deviation (the actions an exception grants), by
+/// workload (`namespace/name`), as derivation decided them on the scanned snapshot; a
+/// workload that is present with none was allowed no deviation.
+pub type AllowedDeviations = HashMap<String, Vec<crate::derivation::AllowedGate>>;
+
 /// The denied derivation gates of one workload, attributed to the container that raised
 /// them (pod-level and resource questions stay with the service).
 fn gate_facts(
@@ -815,6 +838,20 @@ fn unilateral_callers(snapshot: &Snapshot, world: &World) -> HashMap<String, i64
     let mut out: HashMap<String, i64> = HashMap::new();
     for callee in unilateral {
         *out.entry(callee.to_owned()).or_default() += 1;
+    }
+    out
+}
+
+/// [`unilateral_callers`] read from a mesh plan of the same snapshot and world: its edges
+/// are every declared edge, each with its `Connect` decision and who declared it.
+fn unilateral_in(snapshot: &Snapshot, plan: &MeshPlan) -> HashMap<String, i64> {
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for edge in plan.edges().filter(|e| e.one_sided() && e.allowed()) {
+        let caller_agrees = edge.declared_by_caller || snapshot.wildcards_approved(&edge.caller).0;
+        let callee_agrees = edge.declared_by_callee || snapshot.wildcards_approved(&edge.callee).1;
+        if !(caller_agrees && callee_agrees) {
+            *out.entry(edge.callee.clone()).or_default() += 1;
+        }
     }
     out
 }
