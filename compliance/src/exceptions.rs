@@ -28,7 +28,7 @@ use lattice_schemas::manifest::Object;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::scan::SubjectRef;
+use crate::subject::SubjectRef;
 
 /// What an exception lets a subject do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -309,8 +309,8 @@ pub fn register(
 /// The derivation actions whose allowed gates are deviations an exception grants.
 const DEVIATION_ACTIONS: [&str; 3] = ["OverrideSecurity", "AllowWildcard", "DeployImage"];
 
-/// The gates of a derivation that allowed a deviation: what [`register`] reads, through
-/// [`crate::scan::ScanOptions::allowed_deviations`], instead of deciding them again.
+/// The gates of a derivation that allowed a deviation: what [`register`] reads, through the
+/// scan's `allowed_deviations` option, instead of deciding them again.
 pub fn deviations(report: &lattice_gates::GateReport) -> Vec<AllowedGate> {
     report.allowed_gates(&DEVIATION_ACTIONS)
 }

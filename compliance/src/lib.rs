@@ -15,6 +15,7 @@ pub mod evidence;
 pub mod exceptions;
 pub mod report;
 pub mod scan;
+pub mod subject;
 
 pub use catalog::{Check, Framework, frameworks};
 pub use report::{Format, render, render_with};

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::baselines::Baseline;
 use crate::catalog::{CatalogError, Framework, frameworks};
+pub use crate::subject::SubjectRef;
 
 /// The framework `--baseline` applies to.
 pub const BASELINE_FRAMEWORK: &str = "nist-800-53";
@@ -90,31 +91,6 @@ impl Status {
 pub struct Tool {
     pub name: String,
     pub version: String,
-}
-
-/// A subject as reports name it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct SubjectRef {
-    pub kind: SubjectKind,
-    pub id: String,
-    /// The object that declares it (`LatticeService shop/api`), when one does.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object: Option<String>,
-}
-
-impl SubjectRef {
-    pub(crate) fn of(s: &Subject) -> SubjectRef {
-        SubjectRef {
-            kind: s.kind,
-            id: s.id.clone(),
-            object: s.object.as_ref().map(ToString::to_string),
-        }
-    }
-
-    /// `Lattice::Service::"shop/api"`, escaped as Cedar writes it.
-    pub fn uid(&self) -> String {
-        lattice_engine::uid(self.kind.type_name(), &self.id).to_string()
-    }
 }
 
 /// One subject that failed a check.

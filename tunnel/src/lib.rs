@@ -10,7 +10,9 @@
 //!   to be renewed at two-thirds of the lifetime, and refuses revoked certificates.
 //!
 //! The protocol, with no I/O, so it can be tested and fuzzed alone:
-//! - [`session`]: the rules of one agent's stream as the cell enforces them;
+//! - [`session`]: the rules of one agent's stream as the cell enforces them, refusing what
+//!   breaks them with a [`violation`];
+//! - [`peering`]: the cross-cluster mesh's reports and routes and their rules;
 //! - [`distribution`]: the versioned set a parent distributes, its full syncs, deltas and
 //!   digest.
 //!
@@ -35,6 +37,7 @@ pub mod peering;
 pub mod session;
 pub mod tls;
 mod upgrade;
+pub mod violation;
 
 pub use bootstrap::{BootstrapError, BootstrapToken, TokenStore};
 pub use ca::{AgentKey, CaError, ClusterCa, IssuedCert, Revocations};

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use lattice_proto::tunnel::v1 as pb;
 
 use crate::identity::{dns_name, is_cluster_name};
-use crate::session::{ProtocolError, Violation};
+use crate::violation::{ProtocolError, Violation};
 
 /// The most workloads one report may declare.
 pub const MAX_DECLARATIONS: usize = 10_000;

@@ -14,47 +14,10 @@ use pb::agent_message::Body;
 
 use crate::distribution::DistributedSet;
 use crate::identity::ClusterIdentity;
+pub use crate::violation::{ProtocolError, Violation};
 
 /// The longest version string a heartbeat may carry.
 pub const MAX_VERSION_BYTES: usize = 128;
-
-/// A gRPC code for a protocol violation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Violation {
-    /// The message is malformed or answers nothing.
-    InvalidArgument,
-    /// The message came out of order.
-    FailedPrecondition,
-    /// The message speaks for another cluster.
-    PermissionDenied,
-}
-
-/// Why the cell closes an agent's stream.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ProtocolError {
-    pub violation: Violation,
-    pub message: String,
-}
-
-impl ProtocolError {
-    fn new(violation: Violation, message: impl Into<String>) -> ProtocolError {
-        ProtocolError {
-            violation,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<ProtocolError> for tonic::Status {
-    fn from(e: ProtocolError) -> tonic::Status {
-        match e.violation {
-            Violation::InvalidArgument => tonic::Status::invalid_argument(e.message),
-            Violation::FailedPrecondition => tonic::Status::failed_precondition(e.message),
-            Violation::PermissionDenied => tonic::Status::permission_denied(e.message),
-        }
-    }
-}
 
 /// The longest message a command result may carry.
 pub const MAX_RESULT_BYTES: usize = 64 << 10;

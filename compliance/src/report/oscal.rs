@@ -27,7 +27,8 @@ pub use results::render;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::scan::{ControlResult, FrameworkResult, ScanReport, Status, SubjectRef};
+use crate::scan::{ControlResult, FrameworkResult, ScanReport, Status};
+use crate::subject::SubjectRef;
 
 /// The namespace of Lattice's OSCAL properties.
 pub const PROPERTY_NS: &str = "https://lattice.dev/ns/oscal";

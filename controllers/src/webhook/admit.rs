@@ -25,7 +25,7 @@ use lattice_schemas::diagnostics::{Finding, Severity};
 use lattice_schemas::manifest::Object;
 use serde_json::Value;
 
-use super::review::{GROUP, Review};
+use super::review::{GROUP, Review, clip};
 use lattice_schemas::manifest::core::CoreKind;
 
 /// The answer to one review.
@@ -513,20 +513,6 @@ const MAX_QUOTE: usize = 120;
 /// Warnings in one answer, and the length of each (kubectl prints every one).
 const MAX_WARNINGS: usize = 20;
 const MAX_WARNING: usize = 512;
-
-/// `text` cut to at most `max` bytes, on a character boundary, marked where it was cut.
-pub(crate) fn clip(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max.saturating_sub(" … (cut)".len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push_str(" … (cut)");
-    text
-}
 
 fn bounded_warnings(mut warnings: Vec<String>) -> Vec<String> {
     let more = warnings.len().saturating_sub(MAX_WARNINGS);

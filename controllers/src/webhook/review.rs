@@ -6,6 +6,21 @@ use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use lattice_gates::Requester;
 use serde_json::Value;
 
+/// `text` cut to at most `max` bytes, on a character boundary, marked where it was cut:
+/// what a client chose is quoted back only within bounds.
+pub(crate) fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(" … (cut)".len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(" … (cut)");
+    text
+}
+
 /// The largest body read. The API server caps a request at 3 MiB; anything larger is not
 /// from it.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -59,7 +74,7 @@ impl Review {
     /// `Kind namespace/name`, each part cut to the longest Kubernetes allows (a client
     /// chooses them, and messages and logs quote them).
     pub fn describe(&self) -> String {
-        let cut = |s: &str| crate::webhook::admit::clip(s.to_owned(), 253);
+        let cut = |s: &str| clip(s.to_owned(), 253);
         let name = match &self.namespace {
             Some(ns) if !ns.is_empty() => format!("{}/{}", cut(ns), cut(&self.name)),
             _ => cut(&self.name),
