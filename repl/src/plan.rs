@@ -434,8 +434,8 @@ fn derive_one(
     }
 }
 
-/// What a compliance scan reads from derivation, by workload: its denied gates, what its
-/// derived objects show, and the deviations it was allowed.
+/// What a compliance scan reads from derivation: by workload, its denied gates, what its
+/// derived objects show and the deviations it was allowed; and the mesh plan derived on.
 pub(crate) struct ForScan {
     pub decided: DecidedGates,
     pub derived: DerivedByWorkload,
