@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use lattice_compiler::Derived;
 use lattice_compliance::{ScanOptions, ScanReport, scan};
 use lattice_engine::{Projection, Snapshot};
 use lattice_gates::compliance::{DerivedByWorkload, DerivedObjects};
@@ -60,9 +61,8 @@ pub fn scan_world_with(world: &[PathBuf], at: &str, options: ScanOptions) -> Sca
     scan(&world, &store, &snapshot, &options, &|_| {}).expect("scan")
 }
 
-/// What every workload of `world` derives on `snapshot`, read as the scan reads it (what
-/// `lattice-policy plan`, `compliance scan` and the operator hand the scan).
-pub fn derive_all(world: &lattice_engine::World, snapshot: &Snapshot) -> DerivedByWorkload {
+/// Every workload of `world` that derives on `snapshot`, by id, with what it derived.
+fn derived(world: &lattice_engine::World, snapshot: &Snapshot) -> Vec<(String, Derived)> {
     let mesh = lattice_gates::MeshPlan::plan(snapshot, world);
     world
         .objects()
@@ -70,8 +70,17 @@ pub fn derive_all(world: &lattice_engine::World, snapshot: &Snapshot) -> Derived
         .filter_map(|(k, o)| {
             let d = lattice_compiler::derive(snapshot, world, &mesh, o).ok()?;
             let id = format!("{}/{}", k.namespace.as_deref().unwrap_or("default"), k.name);
-            Some((id, DerivedObjects::read(&d.objects)))
+            Some((id, d))
         })
+        .collect()
+}
+
+/// What every workload of `world` derives on `snapshot`, read as the scan reads it (what
+/// `lattice-policy plan`, `compliance scan` and the operator hand the scan).
+pub fn derive_all(world: &lattice_engine::World, snapshot: &Snapshot) -> DerivedByWorkload {
+    derived(world, snapshot)
+        .into_iter()
+        .map(|(id, d)| (id, DerivedObjects::read(&d.objects)))
         .collect()
 }
 
@@ -81,15 +90,9 @@ pub fn deviations_of(
     world: &lattice_engine::World,
     snapshot: &Snapshot,
 ) -> lattice_gates::compliance::AllowedDeviations {
-    let mesh = lattice_gates::MeshPlan::plan(snapshot, world);
-    world
-        .objects()
-        .filter(|(_, o)| o.is_workload())
-        .filter_map(|(k, o)| {
-            let d = lattice_compiler::derive(snapshot, world, &mesh, o).ok()?;
-            let id = format!("{}/{}", k.namespace.as_deref().unwrap_or("default"), k.name);
-            Some((id, lattice_compliance::exceptions::deviations(&d.gates)))
-        })
+    derived(world, snapshot)
+        .into_iter()
+        .map(|(id, d)| (id, lattice_compliance::exceptions::deviations(&d.gates)))
         .collect()
 }
 
