@@ -68,6 +68,15 @@ pub(crate) fn close<E: Borrow<Entity> + Send>(
     if let Some(u) = cycle {
         return Err(format!("the hierarchy above {u} has a cycle"));
     }
+    assume_closed(entities, actions)
+}
+
+/// `entities`, whose hierarchy is closed already (each holds all its ancestors), and the
+/// schema's `actions` as one `Entities`. Fails when a uid is given twice.
+pub(crate) fn assume_closed(
+    entities: Vec<ast::Entity>,
+    actions: impl IntoIterator<Item = Entity>,
+) -> Result<Entities, String> {
     let actions = actions.into_iter().map(|a| a.as_ref().clone());
     cedar_policy_core::entities::Entities::from_entities(
         entities.into_iter().chain(actions),

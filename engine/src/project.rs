@@ -304,6 +304,35 @@ pub struct LiveFacts {
     pub images: ImageFacts,
 }
 
+impl LiveFacts {
+    /// Feeds every fact to `h`, unambiguously: the snapshot's digest names them, and a
+    /// cache of projected entities is keyed by them.
+    pub fn hash_into(&self, h: &mut sha2::Sha256) {
+        use sha2::Digest;
+        for ns in &self.baseline_missing {
+            h.update(b"baseline-missing:");
+            h.update(ns.as_bytes());
+            h.update([0]);
+        }
+        if let Some(source) = &self.images.source {
+            h.update(b"images-verified-against:");
+            h.update(source.as_bytes());
+            h.update([0]);
+        }
+        for (image, v) in self.images.results.iter() {
+            h.update(b"image:");
+            for part in [image.as_str(), v.digest.as_str(), v.error.as_str()]
+                .into_iter()
+                .chain(v.signers.iter().map(String::as_str))
+            {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            h.update([1]);
+        }
+    }
+}
+
 /// What verifying the world's images established: the only source of `Image.signed`,
 /// `Image.signers` and `Image.resolvedDigest`. An image with no result is not signed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1768,6 +1797,15 @@ pub fn served_ports(object: &Object) -> BTreeSet<i64> {
             })
             .collect(),
     }
+}
+
+/// Whether any object of `world` declares a wildcard peer, whose approval (AllowWildcard)
+/// changes what is projected.
+pub fn declares_wildcards(world: &World) -> bool {
+    world.objects().any(|(_, o)| {
+        let (outbound, inbound) = declared_wildcards(o);
+        outbound || inbound
+    })
 }
 
 /// Declared wildcards of a workload: (outbound, inbound).

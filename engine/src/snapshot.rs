@@ -237,22 +237,32 @@ impl Snapshot {
         projection: Projection,
         store: &PolicyStore,
     ) -> Result<Snapshot, SnapshotError> {
-        let wildcards = world.objects().any(|(_, o)| {
-            let (outbound, inbound) = declared_wildcards(o);
-            outbound || inbound
-        });
-        if wildcards {
+        if crate::project::declares_wildcards(world) {
             return Snapshot::build(world, &projection, store);
         }
-        let schema = Arc::new(lattice_schemas::cedar::schema().clone());
+        let schema = lattice_schemas::cedar::schema();
         let live = projection.live().clone();
         let entities = projection
-            .into_entities(world, &schema)
+            .into_entities(world, schema)
             .map_err(|e| SnapshotError::Entities(e.to_string()))?;
+        Snapshot::from_entities(world, entities, store, &live)
+    }
+
+    /// Builds a snapshot on entities projected already: what
+    /// [`Projection::into_entities`] made of `world` with `live` (kept, say, in a cache of
+    /// projected worlds). As [`Snapshot::build_consuming`], for a world that declares no
+    /// wildcard; approvals are decided here, on these entities.
+    pub fn from_entities(
+        world: &World,
+        entities: Entities,
+        store: &PolicyStore,
+        live: &crate::project::LiveFacts,
+    ) -> Result<Snapshot, SnapshotError> {
+        let schema = Arc::new(lattice_schemas::cedar::schema().clone());
         let parts = Parts::new(schema, entities, store);
         // With no declared wildcard only an opt-out can be approved; then (rarely) the
         // world is projected again to apply it.
-        Snapshot::assemble_with(parts, world, store, &live, None)
+        Snapshot::assemble_with(parts, world, store, live, None)
     }
 
     /// A snapshot of the same world under another policy set (`world` may differ from the
@@ -876,27 +886,7 @@ fn snapshot_digest(
     ));
     h.update(world_digest);
     h.update(store.digest());
-    for ns in &live.baseline_missing {
-        h.update(b"baseline-missing:");
-        h.update(ns.as_bytes());
-        h.update([0]);
-    }
-    if let Some(source) = &live.images.source {
-        h.update(b"images-verified-against:");
-        h.update(source.as_bytes());
-        h.update([0]);
-    }
-    for (image, v) in live.images.results.iter() {
-        h.update(b"image:");
-        for part in [image.as_str(), v.digest.as_str(), v.error.as_str()]
-            .into_iter()
-            .chain(v.signers.iter().map(String::as_str))
-        {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        h.update([1]);
-    }
+    live.hash_into(&mut h);
     format!("sha256:{}", hex(&h.finalize()))
 }
 
