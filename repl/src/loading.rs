@@ -110,11 +110,13 @@ pub fn load_once(
     let mut phases = crate::phases::Phases::start("load");
     let loaded = world_and_store(world_paths, policies).and_then(|(world, store)| {
         phases.done("the world and its policies");
-        let projection = project(&world, world_paths)?;
-        phases.done("the projection");
-        let snapshot = Snapshot::build_consuming(&world, projection, &store)
+        let live = live_facts(&world, world_paths)?;
+        phases.done("the images' verification");
+        // Through the cache of projected worlds: an unchanged world with the same facts is
+        // not projected again.
+        let (snapshot, _) = crate::entity_cache::snapshot(&world, &store, live)
             .map_err(|e| format!("error: {e}\n"))?;
-        phases.done("the snapshot");
+        phases.done("the snapshot, entities included");
         Ok((world, store, snapshot))
     });
     loaded.map_err(|text| eprint!("{text}")).ok()
@@ -205,14 +207,19 @@ pub fn set_image_options(options: ImageOptions) {
 /// `--offline`. Only images under a TrustPolicy registry are verified. A layout or CA
 /// that cannot be read is an error (nothing is decided on a half-read trust source).
 pub fn project(world: &World, world_paths: &[PathBuf]) -> Result<Projection, String> {
-    let images = image_facts(world, world_paths)?;
     Ok(Projection::with_live(
         world,
-        LiveFacts {
-            images,
-            ..LiveFacts::default()
-        },
+        live_facts(world, world_paths)?,
     ))
+}
+
+/// What the command line observes outside the manifests: the images' verifications, as
+/// [`project`] takes them.
+fn live_facts(world: &World, world_paths: &[PathBuf]) -> Result<LiveFacts, String> {
+    Ok(LiveFacts {
+        images: image_facts(world, world_paths)?,
+        ..LiveFacts::default()
+    })
 }
 
 fn image_facts(world: &World, world_paths: &[PathBuf]) -> Result<ImageFacts, String> {

@@ -2,9 +2,11 @@
 
 mod admit;
 mod allocator;
+mod cache;
 mod cluster;
 mod commands;
 mod compliance;
+mod entity_cache;
 mod images;
 mod loading;
 mod mesh;

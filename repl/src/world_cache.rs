@@ -11,18 +11,12 @@
 //! carries its own digest, and an entry that does not verify or does not type is a miss
 //! (it is removed), never an error.
 //!
-//! What the cache holds is the validated world, never a decision or a projection: rule
-//! packs, CedarPolicy objects, image verification and every decision are taken afresh on
-//! each run.
+//! What this cache holds is the validated world. Its projected entities are kept apart
+//! ([`crate::entity_cache`]), and no decision is ever kept: rule packs, CedarPolicy
+//! objects, image verification and every decision are taken afresh on each run.
 //!
-//! Where: `$LATTICE_CACHE_DIR`, else `$XDG_CACHE_HOME/lattice`, else `~/.cache/lattice`
-//! (`worlds/`, created 0700, the newest 16 entries kept; a directory that others may write
-//! to is not used). `LATTICE_NO_CACHE=1` turns it off; standard input (`-`) is never cached.
-//!
-//! Hand-written rather than a crate (`cacache`): one file per key, replaced atomically, is
-//! all that is needed, and its format is the API JSON the operator already reads.
+//! Where: the cache's `worlds/` ([`crate::cache`]); standard input (`-`) is never cached.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,10 +27,10 @@ use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::cache::{hex, private};
+
 /// The entry format; bump it when the layout changes.
 const FORMAT: u64 = 2;
-/// Entries kept; older ones are removed when a new one is written.
-const KEEP: usize = 16;
 
 /// How a load went (the tests read it; the commands do not report it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,17 +45,7 @@ pub enum CacheUse {
 
 /// The cache directory, unless the cache is off.
 pub fn dir() -> Option<PathBuf> {
-    if std::env::var_os("LATTICE_NO_CACHE").is_some_and(|v| !v.is_empty() && v != "0") {
-        return None;
-    }
-    if let Some(d) = std::env::var_os("LATTICE_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d).join("worlds"));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("lattice/worlds"))
+    crate::cache::dir("worlds")
 }
 
 /// Loads the world at `paths` as [`World::load`] does, through the cache at [`dir`].
@@ -79,8 +63,8 @@ pub fn load_in(dir: &Path, paths: &[PathBuf]) -> Result<(World, CacheUse), LoadE
     let Some(key) = private(dir).then(|| key(paths)).flatten() else {
         return World::load(paths).map(|w| (w, CacheUse::Bypassed));
     };
-    let entry = dir.join(format!("{key}.json"));
-    if let Some(world) = read(&entry, &key) {
+    let entry = format!("{key}.json");
+    if let Some(world) = crate::cache::read(dir, &entry, |bytes| parse(bytes, &key)) {
         return Ok((world, CacheUse::Hit));
     }
     let world = World::load(paths)?;
@@ -107,21 +91,8 @@ fn key(paths: &[PathBuf]) -> Option<String> {
         .map(|f| std::fs::read(f).ok().map(|b| Sha256::digest(&b).into()))
         .collect();
     let mut h = Sha256::new();
-    h.update(format!(
-        "lattice-world-cache {FORMAT} {}\n",
-        env!("CARGO_PKG_VERSION")
-    ));
-    if let Ok(exe) = std::env::current_exe() {
-        h.update(exe.display().to_string());
-        if let Ok(m) = std::fs::metadata(&exe) {
-            h.update(m.len().to_le_bytes());
-            if let Ok(t) = m.modified()
-                && let Ok(since) = t.duration_since(std::time::UNIX_EPOCH)
-            {
-                h.update(since.as_nanos().to_le_bytes());
-            }
-        }
-    }
+    h.update(format!("lattice-world-cache {FORMAT}\n"));
+    crate::cache::hash_executable(&mut h);
     for (file, digest) in files.iter().zip(digests) {
         let name = file.display().to_string();
         h.update((name.len() as u64).to_le_bytes());
@@ -129,21 +100,6 @@ fn key(paths: &[PathBuf]) -> Option<String> {
         h.update(digest?);
     }
     Some(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The world an entry holds, when it is there, is this key's, verifies and types.
-fn read(entry: &Path, key: &str) -> Option<World> {
-    let bytes = std::fs::read(entry).ok()?;
-    let world = parse(&bytes, key);
-    if world.is_none() {
-        // Damaged or foreign: drop it so the next run stores a good one.
-        let _ = std::fs::remove_file(entry);
-    }
-    world
 }
 
 /// An entry: a header line (`{"format":…,"key":…,"body":"sha256 of the rest"}`), then one
@@ -179,9 +135,8 @@ fn parse(bytes: &[u8], key: &str) -> Option<World> {
     Some(World::from_located_digested(objects?))
 }
 
-/// Stores `world` under `key`, atomically (a temporary file renamed into place), and prunes
-/// the oldest entries. Whether it was stored; a cache that cannot be written is no error.
-fn write(dir: &Path, entry: &Path, key: &str, world: &World) -> bool {
+/// Stores `world` under `key` as the entry `entry` ([`crate::cache::store`]).
+fn write(dir: &Path, entry: &str, key: &str, world: &World) -> bool {
     let lines: Vec<Vec<u8>> = world
         .objects()
         .collect::<Vec<_>>()
@@ -201,65 +156,10 @@ fn write(dir: &Path, entry: &Path, key: &str, world: &World) -> bool {
     let body: Vec<u8> = lines.concat();
     let header =
         serde_json::json!({"format": FORMAT, "key": key, "body": hex(&Sha256::digest(&body))});
-    let stored = (|| -> std::io::Result<()> {
-        create_private_dir(dir)?;
-        let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(serde_json::to_string(&header)?.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, entry)
-    })()
-    .is_ok();
-    if stored {
-        prune(dir);
-    }
-    stored
-}
-
-/// Whether `dir` is absent (it will be made 0700) or writable by its owner alone.
-fn private(dir: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        match std::fs::metadata(dir) {
-            Ok(m) => m.permissions().mode() & 0o022 == 0,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        true
-    }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Keeps the [`KEEP`] newest entries.
-fn prune(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let Ok(header) = serde_json::to_string(&header) else {
+        return false;
     };
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    found.sort_by_key(|e| std::cmp::Reverse(e.0));
-    for (_, old) in found.into_iter().skip(KEEP) {
-        let _ = std::fs::remove_file(old);
-    }
+    crate::cache::store(dir, entry, &[header.as_bytes(), b"\n", &body])
 }
 
 #[cfg(test)]
