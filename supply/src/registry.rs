@@ -92,13 +92,27 @@ pub enum RegistryError {
 
 /// A client for the registries images live in.
 pub struct Registry {
-    client: Client,
+    /// Made on first use: building it reads the system's roots, which cost a command more
+    /// than anything else in a world whose images no TrustPolicy governs (none is
+    /// verified, so no registry is asked).
+    client: std::sync::OnceLock<Client>,
     options: RegistryOptions,
 }
 
 impl Registry {
     /// A client with `options`.
     pub fn new(options: &RegistryOptions) -> Registry {
+        Registry {
+            client: std::sync::OnceLock::new(),
+            options: options.clone(),
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.get_or_init(|| Self::connect(&self.options))
+    }
+
+    fn connect(options: &RegistryOptions) -> Client {
         // reqwest is built without a provider of its own: rustls with ring, like the rest
         // of the workspace. A provider installed earlier (by kube, say) is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -120,10 +134,7 @@ impl Registry {
             read_timeout: Some(options.timeout),
             ..ClientConfig::default()
         };
-        Registry {
-            client: Client::new(config),
-            options: options.clone(),
-        }
+        Client::new(config)
     }
 
     /// A client like this one that logs in with `logins` (by registry host) first, and
@@ -145,7 +156,7 @@ impl Registry {
             image.repository.clone(),
             digest.to_owned(),
         );
-        self.client
+        self.client()
             .store_auth_if_needed(reference.resolve_registry(), &self.auth(&image.registry))
             .await;
         reference
@@ -170,7 +181,7 @@ impl Registry {
             image.tag.clone(),
         );
         let (body, _) = self
-            .client
+            .client()
             .pull_manifest_raw(&reference, &self.auth(&image.registry), MANIFEST_TYPES)
             .await
             .map_err(|e| classify(&image.to_string(), e))?;
@@ -190,7 +201,7 @@ impl Registry {
         );
         let shown = format!("{}:{tag}", image.name());
         match self
-            .client
+            .client()
             .pull_manifest_raw(&reference, &self.auth(&image.registry), MANIFEST_TYPES)
             .await
         {
@@ -215,7 +226,7 @@ impl Registry {
             digest.to_owned(),
         );
         match self
-            .client
+            .client()
             .pull_manifest_raw(&reference, &self.auth(&image.registry), MANIFEST_TYPES)
             .await
         {
@@ -242,7 +253,7 @@ impl Registry {
     ) -> Result<Vec<String>, RegistryError> {
         let shown = format!("{}@{digest}", image.name());
         let reference = self.at_digest(image, digest).await;
-        match self.client.pull_referrers(&reference, None).await {
+        match self.client().pull_referrers(&reference, None).await {
             Ok(index) => Ok(index
                 .manifests
                 .into_iter()
@@ -278,7 +289,7 @@ impl Registry {
             ..OciDescriptor::default()
         };
         let mut stream = self
-            .client
+            .client()
             .pull_blob_stream(&reference, &descriptor)
             .await
             .map_err(|e| classify(&shown, e))?;

@@ -457,6 +457,14 @@ pub fn facts_of(
     source: Source,
 ) -> lattice_engine::project::ImageFacts {
     let specs = trust_specs(world);
+    if specs.is_empty() {
+        // No TrustPolicy, so no image is governed: none is verified, and no registry (nor
+        // the runtime that would ask one) is needed to say so.
+        return lattice_engine::project::ImageFacts {
+            source: Some(source.describe()),
+            results: Default::default(),
+        };
+    }
     let images = lattice_engine::project::image_references(world)
         .into_iter()
         .collect();
