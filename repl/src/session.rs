@@ -366,7 +366,7 @@ impl Session {
     pub fn mesh(&self, namespace: Option<&str>) -> Reply {
         let plan = MeshPlan::plan(self.snapshot(), &self.loaded.world);
         let (text, json) =
-            crate::mesh::describe(&plan, self.snapshot(), &self.loaded.world, namespace);
+            crate::mesh::describe(&plan, self.snapshot(), &self.loaded.world, namespace, None);
         Reply::ok(text, json)
     }
 
