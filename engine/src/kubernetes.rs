@@ -6,12 +6,12 @@
 
 use cedar_policy::Entity;
 
-use crate::project::Rx;
+use crate::attr::Rx;
 use lattice_schemas::manifest::core::{CoreKind, CoreObject};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::project::{entity_with_tags, s, uid};
+use crate::entity::{entity_with_tags, s, uid};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -11,6 +11,7 @@ pub mod attr;
 mod closure;
 mod conformance;
 pub mod credentials;
+mod entity;
 pub mod entity_codec;
 pub mod explain;
 pub mod index;

@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cedar_policy::{Entity, EntityUid};
 
-use crate::project::Rx;
+use crate::attr::Rx;
 use lattice_schemas::image::ImageRef;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::project::{entity_with_tags, image_uid_text, s, uid};
+use crate::entity::{entity_with_tags, image_uid_text, s, uid};
 
 /// The kinds that carry a pod, with the path to the pod template's object (empty for a Pod
 /// itself, whose metadata and spec are its own).
@@ -631,7 +631,7 @@ pub fn unmanaged_namespace(
             ("defaultDeny", Rx::new_bool(false)),
             (
                 "defaultDenyOptOutRequested",
-                Rx::new_bool(crate::project::opt_out_requested(Some(labels))),
+                Rx::new_bool(crate::entity::opt_out_requested(Some(labels))),
             ),
             ("podSecurity", s(level)),
         ],

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Schema};
 use lattice_schemas::crd::workload::{Container, Direction, Resource, WorkloadBody};
@@ -26,13 +26,14 @@ use serde_json::Value;
 
 pub(crate) use crate::attr::Rx;
 use crate::conformance::{CHUNK, check_in_chunks};
+pub use crate::entity::{
+    DEFAULT_DENY_LABEL, image_uid_text, opt_out_requested, uid, workload_bodies,
+};
+pub(crate) use crate::entity::{entity_with_tags, s};
 use crate::world::{ObjectKey, World};
 
 /// The label that sets a namespace's Pod Security Standard level.
 pub const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/enforce";
-/// The label by which a namespace *asks* to opt out of Lattice's default-deny baseline
-/// (`"false"`). A request only: `OptOutDefaultDeny` decides it.
-pub const DEFAULT_DENY_LABEL: &str = "lattice.dev/default-deny";
 /// Deviations that exist whether or not a workload raises them, so a question about any of
 /// them finds its entity: the flags, every Linux capability, and the sysctls the Pod
 /// Security Standards call safe. Other sysctls exist once a workload sets them.
@@ -112,66 +113,6 @@ const WORKLOAD_KINDS: [&str; 5] = [
 
 /// The cluster a world describes when it has no root `LatticeCluster`.
 pub const LOCAL_CLUSTER: &str = "local";
-
-/// The Cedar entity types, parsed once.
-pub struct Types {
-    names: HashMap<&'static str, EntityTypeName>,
-}
-
-impl Types {
-    fn get() -> &'static Types {
-        static TYPES: OnceLock<Types> = OnceLock::new();
-        TYPES.get_or_init(|| {
-            let all = [
-                "Cluster",
-                "Namespace",
-                "Service",
-                "Container",
-                "Pod",
-                "Role",
-                "RoleBinding",
-                "KubeService",
-                "Image",
-                "SecretProvider",
-                "SecretPath",
-                "ImageProvider",
-                "Volume",
-                "ExternalEndpoint",
-                "SecurityOverride",
-                "Host",
-                "Mesh",
-                "Gpu",
-                "Quota",
-                "User",
-                "Group",
-                "Framework",
-                "Control",
-            ];
-            Types {
-                names: all
-                    .into_iter()
-                    .map(|t| {
-                        (
-                            t,
-                            EntityTypeName::from_str(&format!("Lattice::{t}"))
-                                .expect("valid type name"),
-                        )
-                    })
-                    .collect(),
-            }
-        })
-    }
-}
-
-/// `Lattice::<ty>::"<id>"`.
-pub fn uid(ty: &'static str, id: &str) -> EntityUid {
-    let t = Types::get()
-        .names
-        .get(ty)
-        .unwrap_or_else(|| panic!("unknown entity type {ty}"))
-        .clone();
-    EntityUid::from_type_name_and_id(t, EntityId::new(id))
-}
 
 /// Reads an entity uid in full Cedar syntax (`Lattice::Service::"shop/api"`) or in the short
 /// form `Type::id` (`Service::shop/api`, `Action::Connect`), whose type is in the Lattice
@@ -1080,25 +1021,12 @@ impl Group {
     }
 }
 
-pub(crate) fn s(v: &str) -> Rx {
-    Rx::new_string(v.to_owned())
-}
-
 fn entity(
     uid: EntityUid,
     attrs: Vec<(&str, Rx)>,
     parents: impl IntoIterator<Item = EntityUid>,
 ) -> Result<Entity, String> {
     entity_with_tags(uid, attrs, parents, None)
-}
-
-pub(crate) fn entity_with_tags(
-    uid: EntityUid,
-    attrs: Vec<(&str, Rx)>,
-    parents: impl IntoIterator<Item = EntityUid>,
-    tags: Option<&BTreeMap<String, String>>,
-) -> Result<Entity, String> {
-    crate::attr::entity(uid, attrs, parents, tags)
 }
 
 /// Every namespace of `world`, declared or named by an object in it, with whether it asks
@@ -1121,14 +1049,6 @@ pub fn namespaces(world: &World) -> BTreeMap<String, bool> {
         }
     }
     out
-}
-
-/// Whether a namespace with these labels asks to opt out of the default-deny baseline.
-/// Only a request: `OptOutDefaultDeny` decides it.
-pub fn opt_out_requested(labels: Option<&BTreeMap<String, String>>) -> bool {
-    labels
-        .and_then(|l| l.get(DEFAULT_DENY_LABEL))
-        .is_some_and(|v| v == "false")
 }
 
 fn namespace_entity(
@@ -1240,14 +1160,6 @@ fn image_entity(reference: &str, facts: &Facts) -> Result<Entity, String> {
 fn under_prefix(img: &ImageRef, prefix: &str) -> bool {
     let full = format!("{}/{}", img.registry, img.repository);
     full == prefix || full.starts_with(&format!("{prefix}/"))
-}
-
-/// The normalized image reference a container uses (the `Image` uid), or the text as
-/// written when it does not parse (so a policy can still deny it).
-pub fn image_uid_text(image: &str) -> String {
-    ImageRef::parse(image)
-        .map(|i| i.to_string())
-        .unwrap_or_else(|_| image.to_owned())
 }
 
 /// The clusters below this one's children that no LatticeCluster here declares, as the
@@ -1677,28 +1589,6 @@ pub fn container_name(body: &str, container: &str) -> String {
         container.to_owned()
     } else {
         format!("{body}.{container}")
-    }
-}
-
-/// The workload bodies of an object with the name each is known by (`""` for a service, the
-/// task or role name for a job or model) and its replicas: the one place that knows how job
-/// tasks and model roles hold their Score bodies.
-pub fn workload_bodies(object: &Object) -> Vec<(&str, &WorkloadBody, i32)> {
-    match object {
-        Object::Service(s) => vec![("", &s.spec.workload, s.spec.replicas.unwrap_or(1))],
-        Object::Job(j) => j
-            .spec
-            .tasks
-            .iter()
-            .map(|(n, t)| (n.as_str(), &t.workload, t.replicas.unwrap_or(1)))
-            .collect(),
-        Object::Model(m) => m
-            .spec
-            .roles
-            .iter()
-            .map(|(n, r)| (n.as_str(), &r.workload, r.replicas.unwrap_or(1)))
-            .collect(),
-        _ => Vec::new(),
     }
 }
 

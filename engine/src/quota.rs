@@ -211,7 +211,7 @@ pub fn demand(object: &Object) -> Amounts {
         return a;
     }
     a.workloads = SCALE;
-    for (_, body, replicas) in crate::project::workload_bodies(object) {
+    for (_, body, replicas) in crate::entity::workload_bodies(object) {
         let replicas = match object {
             Object::Service(s) => s.spec.autoscaling.as_ref().map_or(replicas, |x| x.max),
             _ => replicas,
