@@ -23,6 +23,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
+pub use crate::certs::{CertChain, certificates};
 use crate::keys::PublicKey;
 use crate::tlog::{LogEntry, TlogError, TransparencyLog};
 
@@ -33,8 +34,6 @@ const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
 const OID_USERNAME: &str = "1.3.6.1.4.1.57264.1.7";
 /// id-kp-codeSigning (1.3.6.1.5.5.7.3.3), as the DER contents of the OID.
 const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
-/// The most certificates read from one chain or trust root.
-const MAX_CERTIFICATES: usize = 16;
 
 /// Why a keyless key or certificate cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,13 +79,6 @@ impl Certified {
     }
 }
 
-/// A signing certificate with the CA certificates that came with it (DER).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertChain {
-    pub leaf: Vec<u8>,
-    pub intermediates: Vec<Vec<u8>>,
-}
-
 impl CertChain {
     /// A chain from PEM: the certificate and, optionally, the CA certificates cosign
     /// attaches (`dev.sigstore.cosign/chain`: intermediates, then the root).
@@ -107,23 +99,6 @@ impl CertChain {
             intermediates,
         })
     }
-}
-
-/// The DER certificates of a PEM text (every `CERTIFICATE` block; at least one).
-pub fn certificates(pem_text: &str) -> Result<Vec<Vec<u8>>, String> {
-    let blocks = pem::parse_many(pem_text.trim()).map_err(|e| e.to_string())?;
-    let certs: Vec<Vec<u8>> = blocks
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| b.into_contents())
-        .collect();
-    if certs.is_empty() {
-        return Err("no PEM `CERTIFICATE` block".into());
-    }
-    if certs.len() > MAX_CERTIFICATES {
-        return Err(format!("more than {MAX_CERTIFICATES} certificates"));
-    }
-    Ok(certs)
 }
 
 /// Who a certificate says signed: its Fulcio issuer and its subject alternative names.

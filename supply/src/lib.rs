@@ -11,6 +11,7 @@
 //! results to the projection.
 
 pub mod bundle;
+mod certs;
 pub mod cosign;
 pub mod docker_config;
 pub mod keyless;

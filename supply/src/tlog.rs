@@ -22,7 +22,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::keyless::{CertChain, certificates};
+use crate::certs::{CertChain, certificates};
 use crate::keys::PublicKey;
 
 /// The annotation holding a tag-form signature's log entry.
