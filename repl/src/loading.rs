@@ -101,8 +101,10 @@ pub fn try_load(world_paths: &[PathBuf], policies: Option<&Path>) -> Result<Load
     })
 }
 
-/// Loads for one-shot work that never re-projects (a compliance scan): the projection is
-/// consumed by the snapshot, so the peak holds each entity once. Diagnostics on stderr.
+/// Loads for one-shot work that never re-projects (`plan`, `mesh`, a compliance scan): the
+/// projection is consumed by the snapshot, so the peak holds each entity once, and its
+/// entities are read back from the cache of projected worlds when this world was projected
+/// before with the same facts ([`crate::entity_cache`]). Diagnostics on stderr.
 pub fn load_once(
     world_paths: &[PathBuf],
     policies: Option<&Path>,
