@@ -68,8 +68,13 @@ pub fn encode(entities: &Entities) -> Option<Vec<u8>> {
         .map(|e| e.as_ref())
         .filter(|e| !e.uid().is_action())
         .collect();
+    encode_all(&all)
+}
+
+/// The form of exactly `all`.
+fn encode_all(all: &[&ast::Entity]) -> Option<Vec<u8>> {
     let mut table = Table::default();
-    for e in &all {
+    for e in all {
         table.entity(e)?;
     }
     let chunks: Vec<Vec<u8>> = all
@@ -411,6 +416,11 @@ impl Decoded<'_> {
 
     fn entity(&self, r: &mut Reader<'_>) -> Result<ast::Entity, DecodeError> {
         let uid = self.uid(r)?;
+        // The form never holds an action (they are the schema's, added on decoding): one
+        // that names itself an action is not a form `encode` wrote.
+        if uid.is_action() {
+            return Err(bad(format!("{uid} is an action")));
+        }
         let attrs = self.fields(r)?;
         let parents = self.uid_set(r)?;
         let indirect = self.uid_set(r)?;
@@ -538,6 +548,17 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(&longer, &schema).is_err(), "trailing bytes");
+        // An entity typed as an action (which `encode` leaves out) is refused.
+        let action = ast::Entity::with_uid("Other::Action::\"x\"".parse().unwrap());
+        let mut all: Vec<&ast::Entity> = entities
+            .iter()
+            .map(|e| e.as_ref())
+            .filter(|e| !e.uid().is_action())
+            .collect();
+        all.push(&action);
+        let forged = encode_all(&all).unwrap();
+        let err = decode(&forged, &schema).unwrap_err().to_string();
+        assert!(err.contains("is an action"), "{err}");
     }
 
     /// The fuzz target's seed is the current form of a one-namespace world (regenerate with
