@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use lattice_engine::{Snapshot, World};
-use lattice_gates::MeshPlan;
+use lattice_gates::{EdgeDecision, MeshPlan};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::output::{Format, emit, emit_document};
+use crate::output::{Format, LazyRows, emit, emit_document_with};
 use crate::{EXIT_OK, EXIT_USAGE};
 
 pub fn run(
@@ -31,7 +31,19 @@ pub fn run(
     doc["packs"] = packs.json();
     phases.done("the description");
     match format {
-        Format::Json => emit_document(&doc),
+        // The edges' rows are made as they are written (see `describe`).
+        Format::Json => {
+            let edges = edges_in_scope(&plan, namespace);
+            let row = |i: usize| EdgeRow::of(edges[i]);
+            emit_document_with(
+                &doc,
+                LazyRows {
+                    key: "edges",
+                    len: edges.len(),
+                    row: &row,
+                },
+            )
+        }
         Format::Human => emit(&text),
     }
     phases.done("output");
@@ -43,8 +55,9 @@ pub fn run(
 
 /// The plan's edges with an end in `namespace` (all without one), the egress outside the
 /// mesh and the baselines of the namespaces in scope: a table and its JSON. With a
-/// `format`, only that one is built (the other's edges are left out): at 50,000 edges each
-/// costs as much as the plan.
+/// `format`, only that one is built (the other's edges are left out; with JSON, the
+/// document's `edges` are left for the writer to make from [`edges_in_scope`] and
+/// [`EdgeRow`]): at 50,000 edges each costs as much as the plan.
 pub fn describe(
     plan: &MeshPlan,
     snapshot: &Snapshot,
@@ -54,30 +67,12 @@ pub fn describe(
 ) -> (String, Value) {
     let (table, document) = (format != Some(Format::Json), format != Some(Format::Human));
     let digest = snapshot.digest();
-    let in_scope = |a: &str, b: &str| {
-        namespace
-            .is_none_or(|ns| a.starts_with(&format!("{ns}/")) || b.starts_with(&format!("{ns}/")))
-    };
-    let edges: Vec<_> = plan
-        .edges()
-        .filter(|e| in_scope(&e.caller, &e.callee))
-        .collect();
+    let edges = edges_in_scope(plan, namespace);
     // Rows and lines are built on every core: at 50,000 edges they cost as much as the plan.
-    let rows: Vec<_> = if !document {
-        Vec::new()
+    let rows = if document && table {
+        Value::Array(edges.par_iter().map(|e| edge_row(e)).collect())
     } else {
-        edges
-        .par_iter()
-        .map(|e| {
-            json!({
-                "caller": e.caller, "callee": e.callee, "ports": e.ports,
-                "allowed": e.allowed(), "declaredByCaller": e.declared_by_caller,
-                "declaredByCallee": e.declared_by_callee, "oneSided": e.one_sided(),
-                "reason": e.reason(),
-                "policies": e.decision.as_ref().map(|d| d.determining.iter().map(|p| p.id.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-            })
-        })
-        .collect()
+        Value::Null
     };
     let external = external(snapshot, world, namespace);
     let baselines: Vec<(String, bool)> = lattice_engine::project::namespaces(world)
@@ -102,7 +97,7 @@ pub fn describe(
         })).collect::<Vec<_>>(),
     });
     // Moved in, in its place: `json!` would serialize each of the 50,000 rows again.
-    doc["edges"] = Value::Array(rows);
+    doc["edges"] = rows;
     let width = edges
         .iter()
         .map(|e| e.caller.len())
@@ -180,6 +175,57 @@ pub fn describe(
         edges.len() - allowed,
     ));
     (out, doc)
+}
+
+/// The plan's edges with an end in `namespace` (all without one), in the plan's order.
+pub fn edges_in_scope<'p>(plan: &'p MeshPlan, namespace: Option<&str>) -> Vec<&'p EdgeDecision> {
+    let prefix = namespace.map(|ns| format!("{ns}/"));
+    plan.edges()
+        .filter(|e| {
+            prefix
+                .as_deref()
+                .is_none_or(|p| e.caller.starts_with(p) || e.callee.starts_with(p))
+        })
+        .collect()
+}
+
+/// One edge as the document's `edges` hold it.
+pub fn edge_row(e: &EdgeDecision) -> Value {
+    serde_json::to_value(EdgeRow::of(e)).expect("an edge's row is JSON")
+}
+
+/// One edge's row, borrowing the edge: what [`edge_row`] makes a value of, and what the
+/// JSON output renders directly.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeRow<'a> {
+    caller: &'a str,
+    callee: &'a str,
+    ports: &'a [i64],
+    allowed: bool,
+    declared_by_caller: bool,
+    declared_by_callee: bool,
+    one_sided: bool,
+    reason: Option<String>,
+    policies: Vec<&'a str>,
+}
+
+impl<'a> EdgeRow<'a> {
+    pub fn of(e: &'a EdgeDecision) -> EdgeRow<'a> {
+        EdgeRow {
+            caller: &e.caller,
+            callee: &e.callee,
+            ports: &e.ports,
+            allowed: e.allowed(),
+            declared_by_caller: e.declared_by_caller,
+            declared_by_callee: e.declared_by_callee,
+            one_sided: e.one_sided(),
+            reason: e.reason(),
+            policies: e.decision.as_ref().map_or(Vec::new(), |d| {
+                d.determining.iter().map(|p| p.id.as_str()).collect()
+            }),
+        }
+    }
 }
 
 /// Each workload's declared peers in other clusters, in `namespace` (all without one).
