@@ -131,3 +131,13 @@ pub fn workload_bodies(object: &Object) -> Vec<(&str, &WorkloadBody, i32)> {
         _ => Vec::new(),
     }
 }
+
+/// `Lattice::Action::"<name>"` (built directly, so any name is safe).
+pub fn action(name: &str) -> EntityUid {
+    use std::str::FromStr;
+    static ACTION: std::sync::OnceLock<cedar_policy::EntityTypeName> = std::sync::OnceLock::new();
+    let ty = ACTION.get_or_init(|| {
+        cedar_policy::EntityTypeName::from_str("Lattice::Action").expect("a valid type name")
+    });
+    EntityUid::from_type_name_and_id(ty.clone(), cedar_policy::EntityId::new(name))
+}

@@ -6,7 +6,9 @@
 //! What it holds is exactly what [`Projection::into_entities`](crate::Projection) made:
 //! every entity but the schema's actions, with its attributes, tags, parents and the rest
 //! of its ancestors. [`decode`] gives the same `Entities` back (a test holds it to
-//! `deep_eq`), with the schema's actions added and the closure taken as stored.
+//! `deep_eq`), with the schema's actions added and the closure taken as stored. Each chunk
+//! holds entities of one type, so a command that reads only some types
+//! ([`EntitySlice`](crate::slice::EntitySlice)) skips the other chunks unread.
 //!
 //! Hand-written because nothing else reads or writes Cedar's core entities but Cedar's own
 //! JSON, whose reader is what this replaces. The form is only ever read by the binary that
@@ -21,7 +23,7 @@
 //! types    n { string }             entity type names
 //! uids     n { type string }        every uid an entity is or names
 //! chunks   n { len }                byte lengths, then the chunks back to back
-//! chunk    n { entity }             decoded on every core
+//! chunk    type n { entity }        entities of one type, decoded on every core
 //! entity   uid attrs parents indirect tags
 //!   attrs, tags:        n { string value }
 //!   parents, indirect:  n { uid }
@@ -44,7 +46,7 @@ use smol_str::SmolStr;
 
 const MAGIC: &[u8] = b"lattice-entities";
 /// Bump when the layout changes.
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 /// Entities per chunk: enough to keep a core busy, few enough to share the work.
 const CHUNK: usize = 2048;
 /// Sets and records nest no deeper than this; a deeper form is refused (Lattice's
@@ -77,12 +79,24 @@ fn encode_all(all: &[&ast::Entity]) -> Option<Vec<u8>> {
     for e in all {
         table.entity(e)?;
     }
-    let chunks: Vec<Vec<u8>> = all
-        .par_chunks(CHUNK)
+    // Grouped by type (in first-seen order, otherwise as given), each type's run cut into
+    // chunks of its own.
+    let mut by_type: Vec<&ast::Entity> = all.to_vec();
+    by_type.sort_by_key(|e| table.type_ids[e.uid().entity_type()]);
+    let runs: Vec<&[&ast::Entity]> = by_type
+        .chunk_by(|a, b| a.uid().entity_type() == b.uid().entity_type())
+        .flat_map(|run| run.chunks(CHUNK))
+        .collect();
+    let chunks: Vec<Vec<u8>> = runs
+        .par_iter()
         .map(|chunk| {
             let mut out = Vec::new();
+            put(
+                &mut out,
+                u64::from(table.type_ids[chunk[0].uid().entity_type()]),
+            );
             put(&mut out, chunk.len() as u64);
-            for e in chunk {
+            for e in chunk.iter() {
                 table.put_entity(&mut out, e);
             }
             out
@@ -117,6 +131,17 @@ fn encode_all(all: &[&ast::Entity]) -> Option<Vec<u8>> {
 
 /// The entities `bytes` hold, with `schema`'s actions, closed as they were stored.
 pub fn decode(bytes: &[u8], schema: &Schema) -> Result<Entities, DecodeError> {
+    decode_slice(bytes, schema, None)
+}
+
+/// [`decode`], keeping only the entities of the types `slice` holds (all without one):
+/// the other types' chunks are skipped unread. The ancestors of what is kept are kept as
+/// stored, whether or not the slice holds them.
+pub fn decode_slice(
+    bytes: &[u8],
+    schema: &Schema,
+    slice: Option<&crate::slice::EntitySlice>,
+) -> Result<Entities, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
     if r.take(MAGIC.len())? != MAGIC {
         return Err(bad("not a stored entity set"));
@@ -165,7 +190,9 @@ pub fn decode(bytes: &[u8], schema: &Schema) -> Result<Entities, DecodeError> {
     }
     let table = Decoded {
         strings: &strings,
+        types: &types,
         uids: &uids,
+        slice,
     };
     let decoded: Vec<Vec<ast::Entity>> = chunks
         .par_iter()
@@ -394,19 +421,29 @@ fn lookup<T>(table: &[T], i: u64) -> Result<&T, DecodeError> {
         .ok_or_else(|| bad("an index names nothing"))
 }
 
-/// The tables a chunk's entities are read against.
+/// The tables a chunk's entities are read against, and the types kept.
 struct Decoded<'a> {
     strings: &'a [SmolStr],
+    types: &'a [EntityType],
     uids: &'a [Arc<EntityUID>],
+    slice: Option<&'a crate::slice::EntitySlice>,
 }
 
 impl Decoded<'_> {
     fn chunk(&self, bytes: &[u8]) -> Result<Vec<ast::Entity>, DecodeError> {
         let mut r = Reader { bytes, at: 0 };
+        let ty = lookup(self.types, r.int()?)?;
+        if self.slice.is_some_and(|s| !s.holds(ty)) {
+            return Ok(Vec::new());
+        }
         let n = r.count()?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push(self.entity(&mut r)?);
+            let e = self.entity(&mut r)?;
+            if e.uid().entity_type() != ty {
+                return Err(bad(format!("{} in a chunk of {ty}", e.uid())));
+            }
+            out.push(e);
         }
         if r.at != bytes.len() {
             return Err(bad("bytes after a chunk's last entity"));
@@ -524,6 +561,40 @@ mod tests {
         back.write_to_json(&mut json).unwrap();
         let json = String::from_utf8(json).unwrap();
         assert!(json.contains("decimal"), "an extension value went through");
+    }
+
+    #[test]
+    fn a_slice_reads_back_exactly_the_entities_of_its_types() {
+        let (world, schema) = example();
+        let entities = crate::Projection::of(&world)
+            .into_entities(&world, &schema)
+            .unwrap();
+        let bytes = encode(&entities).unwrap();
+        let store = crate::PolicyStore::bundled().unwrap();
+        let slice = crate::EntitySlice::for_actions(&schema, &store, &["Connect"]).unwrap();
+        let back = decode_slice(&bytes, &schema, Some(&slice)).unwrap();
+        let (mut kept, mut left) = (0, 0);
+        for e in entities.iter() {
+            let e: &ast::Entity = e.as_ref();
+            let read = back.get(&e.uid().clone().into());
+            if e.uid().is_action() || slice.holds(e.uid().entity_type()) {
+                let read: &ast::Entity = read.expect("a held entity is read back").as_ref();
+                assert!(read.deep_eq(e), "{} as stored", e.uid());
+                kept += 1;
+            } else {
+                assert!(
+                    read.is_none(),
+                    "{} is of a type the slice leaves out",
+                    e.uid()
+                );
+                left += 1;
+            }
+        }
+        assert_eq!(back.iter().count(), kept, "nothing else");
+        assert!(
+            kept > 0 && left > 0,
+            "the example world has both ({kept}, {left})"
+        );
     }
 
     #[test]

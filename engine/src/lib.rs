@@ -22,6 +22,7 @@ pub mod policies;
 pub mod project;
 pub mod quota;
 pub mod requests;
+pub mod slice;
 pub mod snapshot;
 pub mod what_if;
 pub mod world;
@@ -29,6 +30,7 @@ pub mod world;
 pub use explain::{Explanation, NearMiss, Why};
 pub use policies::{PolicyInfo, PolicySource, PolicyStore};
 pub use project::{EntityDelta, Projection, parse_uid, uid};
+pub use slice::EntitySlice;
 pub use snapshot::{
     Decision, Engine, Query, QueryError, Snapshot, action, context_from_json, opt_out_query,
 };

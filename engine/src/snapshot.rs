@@ -11,10 +11,12 @@ use cedar_policy::{
 use lattice_schemas::crd::EnforcementMode;
 use sha2::{Digest, Sha256};
 
+pub use crate::entity::action;
 use crate::index::{PolicyIndex, RawOutcome};
 use crate::policies::{PolicyInfo, PolicyStore, StoredPolicy};
 use crate::project::{Approvals, Projection, declared_wildcards, namespaces, root_cluster, uid};
 use crate::requests::CheckedRequests;
+use crate::slice::EntitySlice;
 use crate::world::World;
 
 /// What a snapshot is assembled from.
@@ -76,6 +78,9 @@ pub struct Snapshot {
     policies: Arc<HashMap<PolicyId, Arc<StoredPolicy>>>,
     /// What each workload asks of the quotas covering it, against their usage before it.
     quotas: Arc<crate::quota::Ledger>,
+    /// When the entities are a slice ([`EntitySlice`]): what they were taken for. Any
+    /// other request is refused.
+    slice: Option<Arc<EntitySlice>>,
     digest: String,
 }
 
@@ -84,6 +89,8 @@ pub struct Snapshot {
 pub enum SnapshotError {
     #[error("entities do not conform to the schema: {0}")]
     Entities(String),
+    #[error("{0}")]
+    Slice(String),
 }
 
 /// A question for the engine.
@@ -111,16 +118,6 @@ impl Query {
         self.context = context;
         self
     }
-}
-
-/// `Lattice::Action::"<name>"` (built directly, so any name is safe).
-pub fn action(name: &str) -> EntityUid {
-    use std::str::FromStr;
-    static ACTION: std::sync::OnceLock<cedar_policy::EntityTypeName> = std::sync::OnceLock::new();
-    let ty = ACTION.get_or_init(|| {
-        cedar_policy::EntityTypeName::from_str("Lattice::Action").expect("a valid type name")
-    });
-    EntityUid::from_type_name_and_id(ty.clone(), cedar_policy::EntityId::new(name))
 }
 
 /// A request context from JSON: what `Context::from_json_value(value, None)` builds, without
@@ -265,6 +262,26 @@ impl Snapshot {
         Snapshot::assemble_with(parts, world, store, live, None)
     }
 
+    /// [`Snapshot::from_entities`] on a slice of them: `entities` holds at least every
+    /// entity of a type `slice` holds (read back from the cache of projected worlds, say).
+    /// The snapshot decides only the requests the slice was taken for and refuses any other.
+    pub fn from_slice(
+        world: &World,
+        entities: Entities,
+        store: &PolicyStore,
+        live: &crate::project::LiveFacts,
+        slice: EntitySlice,
+    ) -> Result<Snapshot, SnapshotError> {
+        let mut snapshot = Snapshot::from_entities(world, entities, store, live)?;
+        snapshot.slice = Some(Arc::new(slice));
+        Ok(snapshot)
+    }
+
+    /// The slice the entities were taken for, when they are one.
+    pub fn slice(&self) -> Option<&EntitySlice> {
+        self.slice.as_deref()
+    }
+
     /// A snapshot of the same world under another policy set (`world` may differ from the
     /// snapshot's own in CedarPolicy objects only, which project no entity). Policies are compared with
     /// this snapshot's by identity: only the added and removed ones touch the index, and the
@@ -275,6 +292,12 @@ impl Snapshot {
         projection: &Projection,
         store: &PolicyStore,
     ) -> Result<Snapshot, SnapshotError> {
+        // Other policies may read entities the slice left out.
+        if self.slice.is_some() {
+            return Err(SnapshotError::Slice(
+                "a snapshot of a slice of the entities cannot take other policies".into(),
+            ));
+        }
         let current: HashMap<&PolicyId, &StoredPolicy> =
             store.active().map(|p| (p.policy.id(), p)).collect();
         let mut policies = (*self.policies).clone();
@@ -374,6 +397,7 @@ impl Snapshot {
             audit,
             policies,
             quotas: quotas.unwrap_or_else(|| Arc::new(crate::quota::Ledger::of(world))),
+            slice: None,
             digest: String::new(),
         };
         // Approvals are decided on entities without any approval, so an approval never
@@ -435,6 +459,7 @@ impl Snapshot {
             audit: self.audit.clone(),
             policies: self.policies.clone(),
             quotas: Arc::new(crate::quota::Ledger::of(world)),
+            slice: self.slice.clone(),
             digest: snapshot_digest(&world_digest, store, live),
         })
     }
@@ -566,6 +591,7 @@ impl Snapshot {
         self.approved.opted_out.contains(ns)
     }
 
+    /// The entities decisions read: for a snapshot over a slice, only the slice's.
     pub fn entities(&self) -> &Entities {
         &self.entities
     }
@@ -616,6 +642,7 @@ impl Snapshot {
 
     /// Evaluates a query on the enforce policies through the index, in Cedar's terms.
     pub fn evaluate(&self, q: &Query) -> Result<RawOutcome, QueryError> {
+        self.admits(q)?;
         let request = self.request(q)?;
         Ok(self.enforce.evaluate(
             &request,
@@ -660,6 +687,7 @@ impl Snapshot {
             audit: self.audit.clone(),
             policies: self.policies.clone(),
             quotas: self.quotas.clone(),
+            slice: self.slice.clone(),
             digest: self.digest.clone(),
         })
     }
@@ -667,6 +695,7 @@ impl Snapshot {
     /// Decides a query (DESIGN §2): default deny; an erroring forbid denies; an erroring
     /// permit permits nothing; audit policies are reported and never change the answer.
     pub fn decide(&self, q: &Query) -> Result<Decision, QueryError> {
+        self.admits(q)?;
         let request = self.request(q)?;
         self.decide_request(q, request)
     }
@@ -677,6 +706,7 @@ impl Snapshot {
     /// each time. A context that did not fit would still fail closed, as an evaluation
     /// error of every policy that reads it.
     pub fn decide_prechecked(&self, q: &Query) -> Result<Decision, QueryError> {
+        self.admits(q)?;
         let request = Request::new(
             q.principal.clone(),
             q.action.clone(),
@@ -686,6 +716,16 @@ impl Snapshot {
         )
         .map_err(|e| QueryError(e.to_string()))?;
         self.decide_request(q, request)
+    }
+
+    /// Refuses a query this snapshot's slice of the entities was not taken for.
+    fn admits(&self, q: &Query) -> Result<(), QueryError> {
+        match &self.slice {
+            Some(slice) => slice
+                .admits(&q.principal, &q.action, &q.resource)
+                .map_err(QueryError),
+            None => Ok(()),
+        }
     }
 
     fn decide_request(&self, q: &Query, request: Request) -> Result<Decision, QueryError> {

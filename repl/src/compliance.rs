@@ -325,7 +325,7 @@ fn run_scan(args: ScanArgs) -> u8 {
         frameworks = p.frameworks.clone();
     }
     let Some((world, store, snapshot)) =
-        crate::loading::load_once(&args.world, args.policies.as_deref())
+        crate::loading::load_once(&args.world, args.policies.as_deref(), None)
     else {
         return EXIT_USAGE;
     };

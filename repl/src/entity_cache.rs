@@ -14,6 +14,10 @@
 //! does not decode is a miss (it is removed), never an error. A world that declares
 //! wildcard peers is not cached: what it projects depends on AllowWildcard's decisions.
 //!
+//! A command that decides only some actions passes them: its snapshot then holds only the
+//! entities those actions can read ([`EntitySlice`]), read back without the rest (the
+//! entry always holds every entity), and refuses any other action.
+//!
 //! What is kept is the projection only. Rule packs and CedarPolicy objects are loaded, and
 //! every decision (approvals among them) is taken, afresh on each run, on the snapshot
 //! these entities make.
@@ -24,7 +28,7 @@ use std::path::Path;
 
 use lattice_engine::project::{LiveFacts, declares_wildcards};
 use lattice_engine::snapshot::SnapshotError;
-use lattice_engine::{PolicyStore, Projection, Snapshot, World, entity_codec};
+use lattice_engine::{EntitySlice, PolicyStore, Projection, Snapshot, World, entity_codec};
 use sha2::{Digest, Sha256};
 
 use crate::cache::{hex, private, sha256};
@@ -36,21 +40,30 @@ const MAGIC: &[u8] = b"lattice-entity-cache\n";
 
 /// The snapshot of `world` under `store`, with `live` observed: as
 /// [`Snapshot::build_consuming`] builds it, its entities read from the cache when this
-/// world was projected before with the same facts.
+/// world was projected before with the same facts. With `decides` (the only actions the
+/// command will ask), a snapshot of the slice of entities they read.
 pub fn snapshot(
     world: &World,
     store: &PolicyStore,
     live: LiveFacts,
+    decides: Option<&[&str]>,
 ) -> Result<(Snapshot, CacheUse), SnapshotError> {
-    snapshot_in(crate::cache::dir("entities").as_deref(), world, store, live)
+    snapshot_in(
+        crate::cache::dir("entities").as_deref(),
+        world,
+        store,
+        live,
+        decides,
+    )
 }
 
-/// [`snapshot`] with the cache at `dir` (`None`: no cache).
+/// [`snapshot`] with the cache at `dir` (`None`: no cache, and every entity).
 pub fn snapshot_in(
     dir: Option<&Path>,
     world: &World,
     store: &PolicyStore,
     live: LiveFacts,
+    decides: Option<&[&str]>,
 ) -> Result<(Snapshot, CacheUse), SnapshotError> {
     let dir = dir.filter(|d| private(d) && !declares_wildcards(world));
     let Some(dir) = dir else {
@@ -62,19 +75,24 @@ pub fn snapshot_in(
     let key = key(world, &live);
     let entry = format!("{key}.bin");
     let schema = lattice_schemas::cedar::schema();
+    let slice = decides.and_then(|actions| EntitySlice::for_actions(schema, store, actions));
+    let assemble = |entities, slice: Option<EntitySlice>| match slice {
+        Some(slice) => Snapshot::from_slice(world, entities, store, &live, slice),
+        None => Snapshot::from_entities(world, entities, store, &live),
+    };
     let cached = crate::cache::read(dir, &entry, |bytes| {
         let body = body(bytes, &key)?;
-        entity_codec::decode(body, schema).ok()
+        entity_codec::decode_slice(body, schema, slice.as_ref()).ok()
     });
     if let Some(entities) = cached {
         phases.done("the entities (cached)");
-        return Snapshot::from_entities(world, entities, store, &live).map(|s| (s, CacheUse::Hit));
+        return assemble(entities, slice).map(|s| (s, CacheUse::Hit));
     }
-    let entities = Projection::with_live(world, live.clone())
+    let projected = Projection::with_live(world, live.clone())
         .into_entities(world, schema)
         .map_err(|e| SnapshotError::Entities(e.to_string()))?;
     phases.done("the projection and its entities");
-    let stored = entity_codec::encode(&entities).is_some_and(|body| {
+    let stored = entity_codec::encode(&projected).is_some_and(|body| {
         let digest = sha256(&body);
         crate::cache::store(dir, &entry, &[MAGIC, key.as_bytes(), b"\n", &digest, &body])
     });
@@ -84,7 +102,8 @@ pub fn snapshot_in(
     } else {
         CacheUse::Bypassed
     };
-    Snapshot::from_entities(world, entities, store, &live).map(|s| (s, how))
+    // Every entity, but the same refusals as on a hit.
+    assemble(projected, slice).map(|s| (s, how))
 }
 
 /// The key of `world` projected with `live`, by this executable.
@@ -137,9 +156,10 @@ mod tests {
         let store = store_of(&world);
         let live = LiveFacts::default();
         let fresh = Snapshot::build(&world, &Projection::of(&world), &store).unwrap();
-        let (stored, how) = snapshot_in(Some(cache.path()), &world, &store, live.clone()).unwrap();
+        let (stored, how) =
+            snapshot_in(Some(cache.path()), &world, &store, live.clone(), None).unwrap();
         assert_eq!(how, CacheUse::Stored);
-        let (cached, how) = snapshot_in(Some(cache.path()), &world, &store, live).unwrap();
+        let (cached, how) = snapshot_in(Some(cache.path()), &world, &store, live, None).unwrap();
         assert_eq!(how, CacheUse::Hit);
         assert_same(&fresh, &stored);
         assert_same(&fresh, &cached);
@@ -155,13 +175,87 @@ mod tests {
         assert_eq!(edges, plan(&cached));
     }
 
+    /// A command that decides only the mesh's actions gets their slice of the entities,
+    /// stored or read back, and takes every one of those decisions as on every entity; any
+    /// other action is refused, not decided on what the slice left out.
+    #[test]
+    fn a_slice_decides_its_actions_as_every_entity_does_and_refuses_others() {
+        // The example world, and the same without its namespace's opt-out (an approved
+        // opt-out projects the world again, on every entity, when the snapshot is made).
+        let without_opt_out = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(example_dir()).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&f).unwrap();
+                let text = text.replace(
+                    "lattice.dev/default-deny: \"false\"",
+                    "lattice.dev/default-deny: \"true\"",
+                );
+                std::fs::write(without_opt_out.path().join(f.file_name().unwrap()), text).unwrap();
+            }
+        }
+        for (dir, sliced) in [
+            (example_dir(), false),
+            (without_opt_out.path().to_path_buf(), true),
+        ] {
+            let cache = tempfile::tempdir().unwrap();
+            let world = world_at(&dir);
+            let store = store_of(&world);
+            let live = LiveFacts::default();
+            let fresh = Snapshot::build(&world, &Projection::of(&world), &store).unwrap();
+            let decides = Some(crate::mesh::DECIDES);
+            let (stored, how) =
+                snapshot_in(Some(cache.path()), &world, &store, live.clone(), decides).unwrap();
+            assert_eq!(how, CacheUse::Stored);
+            let (cached, how) =
+                snapshot_in(Some(cache.path()), &world, &store, live, decides).unwrap();
+            assert_eq!(how, CacheUse::Hit);
+            assert_eq!(cached.digest(), fresh.digest());
+            let all = fresh.entities().iter().count();
+            let held = cached.entities().iter().count();
+            assert_eq!(held < all, sliced, "{held} of {all} entities in {dir:?}");
+
+            // The mesh document (every edge's verdict and reasons, the egress outside the
+            // mesh, the baselines) is the same on the slice as on every entity.
+            let doc = |s: &Snapshot| {
+                let plan = lattice_gates::MeshPlan::plan(s, &world);
+                crate::mesh::describe(&plan, s, &world, None, None).1
+            };
+            let whole = doc(&fresh);
+            assert!(
+                whole["edges"].as_array().is_some_and(|e| e.len() > 3)
+                    && whole["egress"].as_array().is_some_and(|e| !e.is_empty()),
+                "the example world has edges and egress to compare"
+            );
+            assert_eq!(doc(&stored), whole);
+            assert_eq!(doc(&cached), whole);
+
+            // Another action is refused, and says why.
+            let service = fresh
+                .entities()
+                .iter()
+                .map(|e| e.uid())
+                .find(|u| u.type_name().to_string() == "Lattice::Service")
+                .expect("a service");
+            let deploy = lattice_engine::Query::new(
+                service.clone(),
+                lattice_engine::action("DeployImage"),
+                service,
+            );
+            for s in [&stored, &cached] {
+                let err = s.decide(&deploy).unwrap_err().to_string();
+                assert!(err.contains("not decided here"), "{err}");
+            }
+        }
+    }
+
     #[test]
     fn another_world_or_other_facts_are_another_key_and_a_damaged_entry_is_dropped() {
         let cache = tempfile::tempdir().unwrap();
         let world = world_at(&example_dir());
         let store = store_of(&world);
         let live = LiveFacts::default();
-        snapshot_in(Some(cache.path()), &world, &store, live.clone()).unwrap();
+        snapshot_in(Some(cache.path()), &world, &store, live.clone(), None).unwrap();
 
         // An image verified differently is another key, and its facts are what project.
         let image = lattice_engine::project::image_references(&world)
@@ -176,7 +270,8 @@ mod tests {
             images: lattice_engine::project::ImageFacts::stated(&signed, "the test").unwrap(),
             ..LiveFacts::default()
         };
-        let (s, how) = snapshot_in(Some(cache.path()), &world, &store, other.clone()).unwrap();
+        let (s, how) =
+            snapshot_in(Some(cache.path()), &world, &store, other.clone(), None).unwrap();
         assert_eq!(how, CacheUse::Stored, "not the unverified world's entry");
         let fresh = Snapshot::build(&world, &Projection::with_live(&world, other), &store).unwrap();
         assert_same(&fresh, &s);
@@ -190,7 +285,8 @@ mod tests {
         .unwrap();
         let small = world_at(dir.path());
         let small_store = store_of(&small);
-        let (_, how) = snapshot_in(Some(cache.path()), &small, &small_store, live.clone()).unwrap();
+        let (_, how) =
+            snapshot_in(Some(cache.path()), &small, &small_store, live.clone(), None).unwrap();
         assert_eq!(how, CacheUse::Stored);
         std::fs::write(
             dir.path().join("ns.yaml"),
@@ -198,8 +294,14 @@ mod tests {
         )
         .unwrap();
         let changed = world_at(dir.path());
-        let (s, how) =
-            snapshot_in(Some(cache.path()), &changed, &small_store, live.clone()).unwrap();
+        let (s, how) = snapshot_in(
+            Some(cache.path()),
+            &changed,
+            &small_store,
+            live.clone(),
+            None,
+        )
+        .unwrap();
         assert_eq!(how, CacheUse::Stored, "a changed object is a miss");
         let fresh = Snapshot::build(&changed, &Projection::of(&changed), &small_store).unwrap();
         assert_same(&fresh, &s);
@@ -211,12 +313,12 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&entry, bytes).unwrap();
-        let (s, how) = snapshot_in(Some(cache.path()), &world, &store, live.clone()).unwrap();
+        let (s, how) = snapshot_in(Some(cache.path()), &world, &store, live.clone(), None).unwrap();
         assert_eq!(how, CacheUse::Stored, "the damaged entry was not used");
         let fresh = Snapshot::build(&world, &Projection::of(&world), &store).unwrap();
         assert_same(&fresh, &s);
         assert_eq!(
-            snapshot_in(Some(cache.path()), &world, &store, live)
+            snapshot_in(Some(cache.path()), &world, &store, live, None)
                 .unwrap()
                 .1,
             CacheUse::Hit
@@ -236,8 +338,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("the mesh member loads: {:?}", e.report.findings));
         assert!(declares_wildcards(&world));
         let store = store_of(&world);
-        let (_, how) =
-            snapshot_in(Some(cache.path()), &world, &store, LiveFacts::default()).unwrap();
+        let (_, how) = snapshot_in(
+            Some(cache.path()),
+            &world,
+            &store,
+            LiveFacts::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(how, CacheUse::Bypassed);
         assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
     }

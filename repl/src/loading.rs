@@ -104,10 +104,12 @@ pub fn try_load(world_paths: &[PathBuf], policies: Option<&Path>) -> Result<Load
 /// Loads for one-shot work that never re-projects (`plan`, `mesh`, a compliance scan): the
 /// projection is consumed by the snapshot, so the peak holds each entity once, and its
 /// entities are read back from the cache of projected worlds when this world was projected
-/// before with the same facts ([`crate::entity_cache`]). Diagnostics on stderr.
+/// before with the same facts ([`crate::entity_cache`]). With `decides`, the only actions
+/// the command asks, the snapshot holds only the entities they read. Diagnostics on stderr.
 pub fn load_once(
     world_paths: &[PathBuf],
     policies: Option<&Path>,
+    decides: Option<&[&str]>,
 ) -> Option<(World, PolicyStore, Snapshot)> {
     let mut phases = crate::phases::Phases::start("load");
     let loaded = world_and_store(world_paths, policies).and_then(|(world, store)| {
@@ -116,7 +118,7 @@ pub fn load_once(
         phases.done("the images' verification");
         // Through the cache of projected worlds: an unchanged world with the same facts is
         // not projected again.
-        let (snapshot, _) = crate::entity_cache::snapshot(&world, &store, live)
+        let (snapshot, _) = crate::entity_cache::snapshot(&world, &store, live, decides)
             .map_err(|e| format!("error: {e}\n"))?;
         phases.done("the snapshot, entities included");
         Ok((world, store, snapshot))

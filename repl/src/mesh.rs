@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 use crate::output::{Format, LazyRows, emit, emit_document_with};
 use crate::{EXIT_OK, EXIT_USAGE};
 
+/// The actions `mesh` decides: every edge's `Connect` and each workload's egress outside
+/// the mesh. Its snapshot holds only the entities they read, and refuses any other.
+pub const DECIDES: &[&str] = &["Connect", "AccessExternalEndpoint"];
+
 pub fn run(
     world: &[PathBuf],
     policies: Option<&Path>,
@@ -19,7 +23,8 @@ pub fn run(
     format: Format,
 ) -> u8 {
     // The projection is consumed into the snapshot: nothing here projects again.
-    let Some((world, store, snapshot)) = crate::loading::load_once(world, policies) else {
+    let Some((world, store, snapshot)) = crate::loading::load_once(world, policies, Some(DECIDES))
+    else {
         return EXIT_USAGE;
     };
     let mut phases = crate::phases::Phases::start("mesh");

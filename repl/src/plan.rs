@@ -41,7 +41,8 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
     let bar = progress("loading the world");
     // Nothing is projected again after the snapshot: it may consume the projection, so no
     // entity is held twice (at 10,000 services, hundreds of megabytes and their building).
-    let Some((owned_world, store, owned_snapshot)) = crate::loading::load_once(paths, policies)
+    let Some((owned_world, store, owned_snapshot)) =
+        crate::loading::load_once(paths, policies, None)
     else {
         return EXIT_USAGE;
     };
