@@ -31,7 +31,7 @@
 //!          | 6 record n {string value} | 7 extension string (its restricted expression)
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use cedar_policy::{Entities, Schema};
@@ -480,12 +480,14 @@ impl Decoded<'_> {
         Ok(set)
     }
 
-    fn fields(&self, r: &mut Reader<'_>) -> Result<BTreeMap<SmolStr, PartialValue>, DecodeError> {
+    /// An entity's attributes or tags, as stored (in name order): Cedar builds its map of
+    /// them from the list in one pass, where a map built here would be built twice.
+    fn fields(&self, r: &mut Reader<'_>) -> Result<Vec<(SmolStr, PartialValue)>, DecodeError> {
         let n = r.count()?;
-        let mut fields = BTreeMap::new();
+        let mut fields = Vec::with_capacity(n);
         for _ in 0..n {
             let k = lookup(self.strings, r.int()?)?.clone();
-            fields.insert(k, PartialValue::Value(self.value(r, 0)?));
+            fields.push((k, PartialValue::Value(self.value(r, 0)?)));
         }
         Ok(fields)
     }

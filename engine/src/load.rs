@@ -38,14 +38,14 @@ pub fn load(
 /// The rule packs under `policies` (the bundled packs when `None`) with the CedarPolicy
 /// objects of an already loaded `world` applied, as [`load`] makes them.
 pub fn policies_for(world: &World, policies: Option<&Path>) -> Result<PolicyStore, LoadFailure> {
+    with_world_policies(packs(policies)?, world)
+}
+
+/// The rule packs under `policies` (the bundled packs when `None`), before any world's
+/// CedarPolicy objects: they need no world, so a caller may load them while it loads one.
+pub fn packs(policies: Option<&Path>) -> Result<PolicyStore, LoadFailure> {
     let Some(policies) = policies else {
-        let mut store = PolicyStore::bundled().map_err(LoadFailure::Policy)?;
-        for (_, o) in world.objects() {
-            if let Object::CedarPolicy(p) = o {
-                store.apply_object(p).map_err(LoadFailure::Policy)?;
-            }
-        }
-        return Ok(store);
+        return PolicyStore::bundled().map_err(LoadFailure::Policy);
     };
     if !policies.is_dir() {
         return Err(LoadFailure::NoPacks(format!(
@@ -64,10 +64,17 @@ pub fn policies_for(world: &World, policies: Option<&Path>) -> Result<PolicyStor
             policies.display()
         )));
     }
-    let mut store = PolicyStore::load_packs(policies).map_err(|e| match e {
+    PolicyStore::load_packs(policies).map_err(|e| match e {
         PolicyError::Packs(report) => LoadFailure::Packs(report),
         other => LoadFailure::Policy(other),
-    })?;
+    })
+}
+
+/// `store` with every CedarPolicy object of `world` applied.
+pub fn with_world_policies(
+    mut store: PolicyStore,
+    world: &World,
+) -> Result<PolicyStore, LoadFailure> {
     for (_, o) in world.objects() {
         if let Object::CedarPolicy(p) = o {
             store.apply_object(p).map_err(LoadFailure::Policy)?;

@@ -135,16 +135,22 @@ fn world_and_store(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    // Through the cache of validated worlds: unchanged manifests are not parsed again.
+    // Through the cache of validated worlds: unchanged manifests are not parsed again. The
+    // rule packs need no world, so they load alongside it; the world's own problems are
+    // reported first, as when they loaded one after the other.
     let mut phases = crate::phases::Phases::start("load");
-    let loaded = crate::world_cache::load(world_paths)
+    let (world, packs) = rayon::join(
+        || crate::world_cache::load(world_paths),
+        || lattice_engine::load::packs(policies),
+    );
+    let loaded = world
         .map_err(|e| LoadFailure::World(Box::new(e.report)))
         .and_then(|(world, how)| {
             phases.done(match how {
-                crate::world_cache::CacheUse::Hit => "the world (cached)",
-                _ => "the world (from its files)",
+                crate::world_cache::CacheUse::Hit => "the world (cached), and the packs",
+                _ => "the world (from its files), and the packs",
             });
-            let store = lattice_engine::load::policies_for(&world, policies)?;
+            let store = lattice_engine::load::with_world_policies(packs?, &world)?;
             Ok((world, store))
         });
     let (world, store) = match loaded {
