@@ -26,6 +26,17 @@ pub(crate) fn close<E: Borrow<Entity> + Send>(
     all: Vec<E>,
     actions: impl IntoIterator<Item = Entity>,
 ) -> Result<Entities, String> {
+    close_kept(all, actions, |_| true)
+}
+
+/// [`close`], keeping only the entities `keep` accepts: the hierarchy is still closed over
+/// all of them (a kept entity's ancestors may pass through one left out), and a cycle
+/// anywhere is still an error.
+pub(crate) fn close_kept<E: Borrow<Entity> + Send>(
+    all: Vec<E>,
+    actions: impl IntoIterator<Item = Entity>,
+    keep: impl Fn(&ast::Entity) -> bool + Sync,
+) -> Result<Entities, String> {
     // Uids are held apart from the entities, which are consumed (each given entity is
     // dropped as soon as its closed copy is made, so the peak holds one set, not two).
     let given = all.len();
@@ -39,17 +50,20 @@ pub(crate) fn close<E: Borrow<Entity> + Send>(
     if parents.len() != given {
         return Err("an entity is given twice".into());
     }
-    let closed: Vec<Result<ast::Entity, EntityUID>> = all
+    let closed: Vec<Result<Option<ast::Entity>, EntityUID>> = all
         .into_par_iter()
         .map(|e| {
             let e: &ast::Entity = e.borrow().as_ref();
             let ancestors = ancestors(e.uid(), &parents)?;
+            if !keep(e) {
+                return Ok(None);
+            }
             let mut owned = e.clone();
             for a in ancestors {
                 // A parent stays a parent; the rest are indirect.
                 owned.add_indirect_ancestor(a.clone());
             }
-            Ok(owned)
+            Ok(Some(owned))
         })
         .collect();
     drop(parents);
@@ -57,7 +71,8 @@ pub(crate) fn close<E: Borrow<Entity> + Send>(
     let mut cycle: Option<EntityUID> = None;
     for e in closed {
         match e {
-            Ok(e) => entities.push(e),
+            Ok(Some(e)) => entities.push(e),
+            Ok(None) => {}
             Err(u) => {
                 if cycle.as_ref().is_none_or(|c| u < *c) {
                     cycle = Some(u);
@@ -167,6 +182,37 @@ mod tests {
             7,
             "service, pod, namespace and four clusters: {up:?}"
         );
+    }
+
+    /// Kept entities hold every ancestor, through ones left out; the others are gone; and a
+    /// cycle among left-out entities is still refused.
+    #[test]
+    fn keeping_some_closes_over_all() {
+        let root = uid("Cluster", "root");
+        let ns = uid("Namespace", "ns");
+        let svc = uid("Service", "ns/web");
+        let c = uid("Container", "ns/web/main");
+        let all = vec![
+            entity(&root, &[]),
+            entity(&ns, &[&root]),
+            entity(&svc, &[&ns]),
+            entity(&c, &[&svc]),
+        ];
+        let whole = close(all.clone(), []).unwrap();
+        let is_namespace =
+            |e: &ast::Entity| e.uid().entity_type().to_string() != "Namespace";
+        let kept = close_kept(all, [], is_namespace).unwrap();
+        assert!(kept.get(&ns).is_none(), "the namespace is left out");
+        for u in [&root, &svc, &c] {
+            let ours: &ast::Entity = kept.get(u).expect("kept").as_ref();
+            let all: &ast::Entity = whole.get(u).unwrap().as_ref();
+            assert!(ours.deep_eq(all), "{u} holds every ancestor");
+        }
+        let a = uid("Cluster", "a");
+        let b = uid("Cluster", "b");
+        let cycle = vec![entity(&a, &[&b]), entity(&b, &[&a]), entity(&ns, &[])];
+        let only_ns = |e: &ast::Entity| e.uid().entity_type().to_string() == "Namespace";
+        assert!(close_kept(cycle, [], only_ns).is_err());
     }
 
     #[test]

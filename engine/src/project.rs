@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Schema};
+use cedar_policy_core::ast;
 use lattice_schemas::crd::workload::{Container, Direction, Resource, WorkloadBody};
 use lattice_schemas::image::{ImageRef, Verification};
 use lattice_schemas::manifest::Object;
@@ -915,6 +916,19 @@ impl Projection {
         world: &World,
         schema: &Schema,
     ) -> Result<Entities, ProjectionError> {
+        self.into_entities_for(world, schema, None)
+    }
+
+    /// [`Projection::into_entities`] for a command whose decisions read only `slice`'s
+    /// entities (all without one): the hierarchy is closed over every entity, so each kept
+    /// one holds all its ancestors, but only the kept ones are checked against the schema
+    /// and kept. The others are what those decisions never read.
+    pub fn into_entities_for(
+        self,
+        world: &World,
+        schema: &Schema,
+        slice: Option<&crate::slice::EntitySlice>,
+    ) -> Result<Entities, ProjectionError> {
         self.check_built()?;
         let back = implied(&self.namespaces, &self.image_refs, world, &self.facts)?;
         // Sized once: at estate scale growing them is a third of this function.
@@ -929,10 +943,17 @@ impl Projection {
                 .filter(|e| seen.insert(e.uid())),
         );
         drop(seen);
+        let keep = |e: &ast::Entity| slice.is_none_or(|s| s.holds(e.uid().entity_type()));
         // Checked in chunks on every core first; then the closure is built on every core.
-        check_in_chunks(&all, schema)?;
+        match slice {
+            None => check_in_chunks(&all, schema)?,
+            Some(_) => {
+                let kept: Vec<&Entity> = all.iter().filter(|e| keep(e.as_ref())).collect();
+                check_in_chunks(&kept, schema)?;
+            }
+        }
         let actions = schema.action_entities().map_err(Box::new)?;
-        crate::closure::close(all, actions).map_err(ProjectionError::Hierarchy)
+        crate::closure::close_kept(all, actions, keep).map_err(ProjectionError::Hierarchy)
     }
 }
 

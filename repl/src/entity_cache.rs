@@ -65,21 +65,32 @@ pub fn snapshot_in(
     live: LiveFacts,
     decides: Option<&[&str]>,
 ) -> Result<(Snapshot, CacheUse), SnapshotError> {
-    let dir = dir.filter(|d| private(d) && !declares_wildcards(world));
-    let Some(dir) = dir else {
-        let projection = Projection::with_live(world, live);
-        return Snapshot::build_consuming(world, projection, store)
-            .map(|s| (s, CacheUse::Bypassed));
-    };
-    let mut phases = crate::phases::Phases::start("load");
-    let key = key(world, &live);
-    let entry = format!("{key}.bin");
+    let wildcards = declares_wildcards(world);
     let schema = lattice_schemas::cedar::schema();
-    let slice = decides.and_then(|actions| EntitySlice::for_actions(schema, store, actions));
+    // A world with wildcards is projected twice (see `Snapshot::build_consuming`), on
+    // every entity.
+    let slice = decides
+        .filter(|_| !wildcards)
+        .and_then(|actions| EntitySlice::for_actions(schema, store, actions));
     let assemble = |entities, slice: Option<EntitySlice>| match slice {
         Some(slice) => Snapshot::from_slice(world, entities, store, &live, slice),
         None => Snapshot::from_entities(world, entities, store, &live),
     };
+    let Some(dir) = dir.filter(|d| private(d) && !wildcards) else {
+        let projection = Projection::with_live(world, live.clone());
+        return match slice {
+            // Nothing is stored, so only the slice is checked and kept.
+            Some(slice) => projection
+                .into_entities_for(world, schema, Some(&slice))
+                .map_err(|e| SnapshotError::Entities(e.to_string()))
+                .and_then(|entities| assemble(entities, Some(slice))),
+            None => Snapshot::build_consuming(world, projection, store),
+        }
+        .map(|s| (s, CacheUse::Bypassed));
+    };
+    let mut phases = crate::phases::Phases::start("load");
+    let key = key(world, &live);
+    let entry = format!("{key}.bin");
     let cached = crate::cache::read(dir, &entry, |bytes| {
         let body = body(bytes, &key)?;
         entity_codec::decode_slice(body, schema, slice.as_ref()).ok()
@@ -211,9 +222,15 @@ mod tests {
                 snapshot_in(Some(cache.path()), &world, &store, live, decides).unwrap();
             assert_eq!(how, CacheUse::Hit);
             assert_eq!(cached.digest(), fresh.digest());
+            // Without a cache only the slice is checked and kept.
+            let (bypassed, how) =
+                snapshot_in(None, &world, &store, LiveFacts::default(), decides).unwrap();
+            assert_eq!(how, CacheUse::Bypassed);
             let all = fresh.entities().iter().count();
-            let held = cached.entities().iter().count();
-            assert_eq!(held < all, sliced, "{held} of {all} entities in {dir:?}");
+            for s in [&cached, &bypassed] {
+                let held = s.entities().iter().count();
+                assert_eq!(held < all, sliced, "{held} of {all} entities in {dir:?}");
+            }
 
             // The mesh document (every edge's verdict and reasons, the egress outside the
             // mesh, the baselines) is the same on the slice as on every entity.
@@ -229,6 +246,7 @@ mod tests {
             );
             assert_eq!(doc(&stored), whole);
             assert_eq!(doc(&cached), whole);
+            assert_eq!(doc(&bypassed), whole);
 
             // Another action is refused, and says why.
             let service = fresh
@@ -242,7 +260,7 @@ mod tests {
                 lattice_engine::action("DeployImage"),
                 service,
             );
-            for s in [&stored, &cached] {
+            for s in [&stored, &cached, &bypassed] {
                 let err = s.decide(&deploy).unwrap_err().to_string();
                 assert!(err.contains("not decided here"), "{err}");
             }
