@@ -199,8 +199,7 @@ mod tests {
             entity(&c, &[&svc]),
         ];
         let whole = close(all.clone(), []).unwrap();
-        let is_namespace =
-            |e: &ast::Entity| e.uid().entity_type().to_string() != "Namespace";
+        let is_namespace = |e: &ast::Entity| e.uid().entity_type().to_string() != "Namespace";
         let kept = close_kept(all, [], is_namespace).unwrap();
         assert!(kept.get(&ns).is_none(), "the namespace is left out");
         for u in [&root, &svc, &c] {
