@@ -48,7 +48,7 @@ impl EntitySlice {
         };
         let mut roots: Vec<EntityType> = Vec::new();
         for name in actions.iter().chain(ASSEMBLY_ACTIONS.iter()) {
-            let uid: EntityUID = crate::snapshot::action(name).as_ref().clone();
+            let uid: EntityUID = crate::entity::action(name).as_ref().clone();
             let action = vs.get_action_id(&uid)?;
             roots.extend(action.applies_to_principals().cloned());
             roots.extend(action.applies_to_resources().cloned());
