@@ -24,9 +24,14 @@ use cedar_policy_core::validator::types::{EntityKind, Type};
 
 use crate::policies::PolicyStore;
 
+/// The action that approves a declared wildcard peer, decided while a snapshot is assembled.
+pub(crate) const ALLOW_WILDCARD: &str = "AllowWildcard";
+/// The action that lets a namespace run without the default-deny baseline, decided while a
+/// snapshot is assembled.
+pub(crate) const OPT_OUT_DEFAULT_DENY: &str = "OptOutDefaultDeny";
 /// The actions every snapshot decides while it is assembled (its approvals): a slice
-/// always covers them.
-pub(crate) const ASSEMBLY_ACTIONS: [&str; 2] = ["AllowWildcard", "OptOutDefaultDeny"];
+/// always covers them. The snapshot asks them by these names, so the two cannot drift.
+pub(crate) const ASSEMBLY_ACTIONS: [&str; 2] = [ALLOW_WILDCARD, OPT_OUT_DEFAULT_DENY];
 
 /// The entity types a set of actions can read, and the actions.
 #[derive(Clone, Debug)]

@@ -165,7 +165,7 @@ pub fn opt_out_query(cluster: &str, ns: &str, requested: bool) -> Query {
     .expect("a bool makes a valid context");
     Query::new(
         uid("Namespace", ns),
-        action("OptOutDefaultDeny"),
+        action(crate::slice::OPT_OUT_DEFAULT_DENY),
         uid("Cluster", cluster),
     )
     .with_context(context)
@@ -550,7 +550,7 @@ impl Snapshot {
             let ask = |direction: &str| {
                 let q = Query::new(
                     uid("Service", &id),
-                    action("AllowWildcard"),
+                    action(crate::slice::ALLOW_WILDCARD),
                     uid("Mesh", direction),
                 )
                 .with_context(
