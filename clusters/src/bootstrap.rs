@@ -18,7 +18,51 @@ use serde_json::{Value, json};
 
 use crate::capi::{self, metadata};
 use crate::provider::{Infrastructure, VirtualIp};
-use crate::provision::BootstrapEndpoint;
+
+/// Where a new cluster's first control-plane node fetches its agent: the parent's
+/// bootstrap endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::str::FromStr for BootstrapEndpoint {
+    type Err = String;
+
+    /// `HOST:PORT` (a name or an address; an IPv6 address in brackets).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{s:?}: {port:?} is not a port"))?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let valid = !bare.is_empty()
+            && (bare.parse::<std::net::IpAddr>().is_ok()
+                || bare.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !valid {
+            return Err(format!("{s:?}: {host:?} is not a host name or address"));
+        }
+        Ok(BootstrapEndpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for BootstrapEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
 
 /// kube-vip, which announces a Proxmox cluster's endpoint address from its control plane.
 pub const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v0.8.9";

@@ -18,9 +18,12 @@
 pub mod bootstrap;
 pub mod capi;
 pub mod components;
+pub mod error;
 pub mod phase;
 pub mod pivot;
 pub mod provider;
 pub mod provision;
 
-pub use provision::{BootstrapEndpoint, ProvisionError, ProvisionOptions, provision};
+pub use bootstrap::BootstrapEndpoint;
+pub use error::ProvisionError;
+pub use provision::{ProvisionOptions, provision};

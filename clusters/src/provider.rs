@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::capi::{self, INFRASTRUCTURE, metadata};
-use crate::provision::ProvisionError;
+use crate::error::{ProvisionError, checked_name};
 
 /// The provider's objects and what the bootstrap side needs to know of it.
 #[derive(Clone, Debug)]
@@ -306,7 +306,7 @@ fn template(
 ) -> Result<Value, ProvisionError> {
     let digest = Sha256::digest(machine.to_string().as_bytes());
     let suffix: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let name = crate::provision::checked_name(format!("{cluster}-{role}-{suffix}"))?;
+    let name = checked_name(format!("{cluster}-{role}-{suffix}"))?;
     Ok(object(
         kind,
         version,

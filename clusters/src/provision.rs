@@ -4,55 +4,11 @@ use lattice_schemas::crd::cluster::LatticeCluster;
 use lattice_schemas::crd::infra_provider::InfraProviderSpec;
 use serde_json::{Value, json};
 
-use crate::bootstrap;
+use crate::bootstrap::{self, BootstrapEndpoint};
 use crate::capi::{self, metadata};
 use crate::components::{Component, components};
+use crate::error::{ProvisionError, checked_name};
 use crate::provider::infrastructure;
-
-/// Where a new cluster's first control-plane node fetches its agent: the parent's
-/// bootstrap endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BootstrapEndpoint {
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::str::FromStr for BootstrapEndpoint {
-    type Err = String;
-
-    /// `HOST:PORT` (a name or an address; an IPv6 address in brackets).
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("{s:?}: {port:?} is not a port"))?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let valid = !bare.is_empty()
-            && (bare.parse::<std::net::IpAddr>().is_ok()
-                || bare.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                }));
-        if !valid {
-            return Err(format!("{s:?}: {host:?} is not a host name or address"));
-        }
-        Ok(BootstrapEndpoint {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl std::fmt::Display for BootstrapEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
 
 /// What provisioning needs besides the LatticeCluster.
 #[derive(Clone, Debug)]
@@ -65,13 +21,6 @@ pub struct ProvisionOptions<'a> {
     pub infra: Option<&'a InfraProviderSpec>,
 }
 
-/// Why a LatticeCluster cannot be provisioned as written.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ProvisionError {
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-}
-
 /// A cluster's CAPI objects and the platform components it will run.
 #[derive(Clone, Debug)]
 pub struct Provisioned {
@@ -82,26 +31,6 @@ pub struct Provisioned {
     /// its machine template, bootstrap template and `MachineDeployment`.
     pub objects: Vec<Value>,
     pub components: Vec<Component>,
-}
-
-/// A derived name, refused when it is not a DNS label (CAPI puts names into labels).
-pub(crate) fn checked_name(name: String) -> Result<String, ProvisionError> {
-    let label = name.len() <= 63
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if label {
-        Ok(name)
-    } else {
-        Err(ProvisionError::Invalid {
-            field: "/metadata/name".into(),
-            message: format!(
-                "the derived name {name:?} is not a DNS label of at most 63 characters: shorten the cluster's or the pool's name"
-            ),
-        })
-    }
 }
 
 /// The CAPI objects of `cluster`.

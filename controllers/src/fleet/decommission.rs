@@ -1,7 +1,8 @@
 //! Decommission on a parent: a child LatticeCluster that is deleted is torn down here, in
 //! order, once Cedar allows it, and only then goes.
 //!
-//! Every child this cluster provisions carries the finalizer [`FINALIZER`] ([`hold`]), so
+//! Every child this cluster provisions carries the finalizer [`FINALIZER`]
+//! ([`super::finalizer::hold`]), so
 //! its deletion waits for this controller. For a child being deleted, each round:
 //!
 //! 1. asks `Decommission` (this cluster → the child; context: its phase, its agent's
@@ -22,7 +23,7 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject};
 use lattice_engine::{Projection, Snapshot};
 use lattice_gates::lifecycle::{self, Lifecycle, LifecycleDecision, LifecycleFacts};
 use lattice_schemas::crd::cluster::{LatticeCluster, LifecycleDecisionStatus};
@@ -32,75 +33,12 @@ use lattice_tunnel::cell::Cell;
 use serde_json::{Value, json};
 
 use super::absent_ok;
+use super::finalizer::{FINALIZER, release};
 use super::pivot;
 use super::provisioning::{
     Provisioning, entry, publish, read_capi_cluster, status_summary, write_status,
 };
-use crate::lattice_api::lattice_resource;
 use crate::operator::events::Events;
-
-/// The finalizer that holds a child's deletion until it is torn down here.
-pub const FINALIZER: &str = "lattice.dev/decommission";
-
-fn clusters(client: &Client) -> Api<DynamicObject> {
-    Api::all_with(client.clone(), &lattice_resource(Kind::LatticeCluster))
-}
-
-/// Sets `names` as `child`'s finalizers, guarded by the resource version they were read
-/// at (a concurrent change is a conflict, tried again next round).
-async fn set_finalizers(
-    client: &Client,
-    child: &str,
-    names: Vec<String>,
-    resource_version: Option<String>,
-) -> Result<(), String> {
-    let patch = json!({"metadata": {"finalizers": names, "resourceVersion": resource_version}});
-    absent_ok(
-        clusters(client)
-            .patch(child, &PatchParams::default(), &Patch::Merge(&patch))
-            .await,
-    )
-    .map_err(|e| format!("cannot set {child}'s finalizers: {e}"))
-}
-
-/// Makes sure `child` carries [`FINALIZER`].
-pub async fn hold(client: &Client, child: &str) -> Result<(), String> {
-    let Some(current) = clusters(client)
-        .get_opt(child)
-        .await
-        .map_err(|e| format!("cannot read {child}: {e}"))?
-    else {
-        return Ok(());
-    };
-    if current.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let mut names = current.metadata.finalizers.unwrap_or_default();
-    if names.iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    names.push(FINALIZER.to_owned());
-    set_finalizers(client, child, names, current.metadata.resource_version).await?;
-    tracing::info!(cluster = %child, "held for decommission");
-    Ok(())
-}
-
-/// Releases [`FINALIZER`] from `child`: its teardown is done.
-async fn release(client: &Client, child: &str) -> Result<(), String> {
-    let Some(current) = clusters(client)
-        .get_opt(child)
-        .await
-        .map_err(|e| format!("cannot read {child}: {e}"))?
-    else {
-        return Ok(());
-    };
-    let names = current.metadata.finalizers.unwrap_or_default();
-    if !names.iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let kept = names.into_iter().filter(|f| f != FINALIZER).collect();
-    set_finalizers(client, child, kept, current.metadata.resource_version).await
-}
 
 /// Where a teardown stands, for the `TornDown` condition.
 enum Progress {

@@ -21,6 +21,8 @@
 //! - [`provisioning`]: on a parent, each child's `Provision` and `Pivot` decisions and,
 //!   when allowed, its Cluster API objects or their move, phase, components and decisions
 //!   in its status;
+//! - [`inputs`]: the cell's options and what it reads from each plan;
+//! - [`finalizer`]: the finalizer that holds a child's deletion until its teardown;
 //! - [`decommission`]: on a parent, a deleted child's teardown once `Decommission` allows
 //!   it (first moved back, when `Unpivot` allows it, if it was pivoted), held by a
 //!   finalizer until done;
@@ -34,6 +36,8 @@
 pub mod bootstrap;
 pub mod child;
 pub mod decommission;
+pub mod finalizer;
+pub mod inputs;
 pub mod own;
 pub mod parent;
 pub mod peering;

@@ -27,7 +27,7 @@ use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::parent::Published;
+use super::inputs::Published;
 use super::provisioning::{
     MANAGER, digest, entry, note, publish, read_capi_cluster, resource_of, status_summary,
     write_status,

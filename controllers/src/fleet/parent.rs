@@ -8,8 +8,7 @@
 //! What is decided stays in the snapshot: a child's status written here is what the Cedar
 //! `Cluster` entity reads (`agentConnected`, `nodesReady`, …) on the next plan.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +26,8 @@ use lattice_tunnel::{ClusterCa, ClusterIdentity};
 use serde_json::json;
 use tokio::sync::watch;
 
+pub use super::inputs::{ParentOptions, Published};
+
 use super::absent_ok;
 use super::proxy::{CellUpstream, LiveSnapshots};
 use super::stored::{BOOTSTRAP_FOR, Bundle, CA_SECRET, StoredCa, bootstrap_secret_name};
@@ -36,36 +37,6 @@ use crate::webhook::State;
 /// The field manager of what the cell writes (its own, so it never takes the operator's
 /// status fields and the operator never takes its).
 pub const MANAGER: &str = "lattice-cell";
-
-/// How the cell runs.
-#[derive(Clone, Debug)]
-pub struct ParentOptions {
-    /// This cluster's LatticeCluster name: children name it in `spec.parent`.
-    pub cluster: String,
-    /// Where the CA and bootstrap Secrets live.
-    pub namespace: String,
-    pub listen: SocketAddr,
-    /// Names (DNS or IP) children dial the cell at; the first goes into bootstrap Secrets.
-    pub addresses: Vec<String>,
-    /// The port children dial (the cell Service's), when it is not the listening one.
-    pub advertised_port: Option<u16>,
-    pub trust_domain: String,
-    pub token_ttl: jiff::SignedDuration,
-    pub heartbeat: Duration,
-    /// Route this Service (one without a selector) to the leader: the cell writes its
-    /// EndpointSlice with `pod_ip`, so children never land on a standby replica.
-    pub service: Option<(String, std::net::IpAddr)>,
-    /// Serve the Kubernetes API proxy here: HTTPS with the cell's certificate (clients
-    /// trust the cluster CA), `/clusters/<name>/…` for this cluster and its children.
-    pub proxy_listen: Option<SocketAddr>,
-    /// Serve the bootstrap endpoint here (HTTPS with the cell's certificate).
-    pub bootstrap_listen: Option<SocketAddr>,
-    /// Users who may name the caller they forward for through the proxy (the agents of
-    /// the hops above).
-    pub trusted_forwarders: Vec<String>,
-    /// How this cluster takes part in the cross-cluster mesh.
-    pub mesh: super::peering::MeshOptions,
-}
 
 /// The EndpointSlice that routes the cell's Service `service` to this leader at `ip`: the
 /// tunnel's `port`, the API proxy's `proxy_port` and the bootstrap endpoint's
@@ -225,15 +196,6 @@ fn own_certificate(
         .own_certificate(&me, &options.addresses, CELL_CERT_LIFETIME)
         .map_err(|e| format!("cannot sign the cell's certificate: {e}"))?;
     Ok((cert.pem.clone(), key.private_key_der(), cert.renew_at()))
-}
-
-/// What the cell reads from each plan.
-#[derive(Clone, Debug, Default)]
-pub struct Published {
-    pub world: World,
-    /// CedarPolicy objects (namespace, name) whose current spec is in force: only these
-    /// are distributed as they are now.
-    pub admitted: BTreeSet<(String, String)>,
 }
 
 /// Serves the cell and keeps children, their status and the distributed set current until

@@ -30,7 +30,7 @@ use lattice_schemas::manifest::Object;
 use serde_json::{Value, json};
 
 use super::absent_ok;
-use super::parent::{ParentOptions, Published};
+use super::inputs::{ParentOptions, Published};
 use super::pivot::{self, Moved};
 use super::stored::{Bundle, bootstrap_secret_name};
 use crate::lattice_api::lattice_resource;
@@ -214,9 +214,9 @@ impl Provisioning {
             .finalizers
             .iter()
             .flatten()
-            .any(|f| f == super::decommission::FINALIZER);
+            .any(|f| f == super::finalizer::FINALIZER);
         if (decision.allowed || pivoted) && !held {
-            super::decommission::hold(client, &name).await?;
+            super::finalizer::hold(client, &name).await?;
         }
         // Once pivoted, the child manages its own CAPI objects: nothing is applied here
         // again, and the copies a restart left behind are deleted.
