@@ -42,11 +42,11 @@ pub fn run(
             let row = |i: usize| EdgeRow::of(edges[i]);
             emit_document_with(
                 &doc,
-                LazyRows {
+                &[&LazyRows {
                     key: "edges",
                     len: edges.len(),
                     row: &row,
-                },
+                }],
             )
         }
         Format::Human => emit(&text),

@@ -78,13 +78,6 @@ pub fn emit_json<T: serde::Serialize + ?Sized>(doc: &T) {
     stream(|out| Ok(serde_json::to_writer_pretty(out, doc)?));
 }
 
-/// Writes `doc` to stdout as [`emit_json`] does, byte for byte, with the rows of its long
-/// top-level arrays rendered on every core: at 10,000 services a plan's 60,000 rows took
-/// longer to render on one core than the compliance scan takes on two.
-pub fn emit_document(doc: &Value) {
-    stream(|out| write_pretty::<Value>(out, doc, None));
-}
-
 /// The rows of one top-level array of a document, made only as they are written: the
 /// `i`th of `len` is `row(i)`. Rows held whole as JSON values cost more fresh memory than
 /// anything else a large mesh or plan writes (about 80 MB at 50,000 edges); made a batch at
@@ -98,10 +91,37 @@ pub struct LazyRows<'a, R: serde::Serialize = Value> {
     pub row: &'a (dyn Fn(usize) -> R + Sync),
 }
 
-/// Writes `doc` to stdout as [`emit_document`] does, with `rows` in place of the value at
-/// `rows.key`: the output is what `doc` with those rows in place would give.
-pub fn emit_document_with<R: serde::Serialize>(doc: &Value, rows: LazyRows<'_, R>) {
-    stream(|out| write_pretty(out, doc, Some(&rows)));
+/// One top-level array made as it is written, whatever its rows' type: what
+/// [`emit_document_with`] takes, so that one document can hold arrays of different rows.
+pub trait LazyArray: Sync {
+    /// The document's key the array stands under.
+    fn key(&self) -> &str;
+    fn len(&self) -> usize;
+    /// Appends row `i` rendered pretty, indented to `depth`.
+    fn render(&self, i: usize, text: &mut Vec<u8>, depth: usize);
+}
+
+impl<R: serde::Serialize> LazyArray for LazyRows<'_, R> {
+    fn key(&self) -> &str {
+        self.key
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn render(&self, i: usize, text: &mut Vec<u8>, depth: usize) {
+        indented(text, &(self.row)(i), depth, true);
+    }
+}
+
+/// Writes `doc` to stdout as [`emit_json`] does, byte for byte, with each of `arrays` in
+/// place of the value at its key (the output is what `doc` with those rows in place would
+/// give), and the rows of every long top-level array rendered on every core: at 10,000
+/// services a plan's 60,000 rows took longer to render on one core than the compliance scan
+/// takes on two.
+pub fn emit_document_with(doc: &Value, arrays: &[&dyn LazyArray]) {
+    stream(|out| write_pretty(out, doc, arrays));
 }
 
 /// Streams what `write` writes, and a newline, to stdout through one buffer.
@@ -119,13 +139,14 @@ const PARALLEL_ROWS: usize = 2048;
 /// rendered text is never held whole.
 const ROWS_PER_TASK: usize = 512;
 
-/// `serde_json::to_writer_pretty`'s output for `doc` (with `lazy`'s rows in place), with
-/// long top-level arrays rendered in parallel. Each row is rendered alone and indented to
-/// its depth: JSON strings hold no raw line break, so indenting after every `\n` is exact.
-pub(crate) fn write_pretty<R: serde::Serialize>(
+/// `serde_json::to_writer_pretty`'s output for `doc` (with each of `lazy`'s rows in place),
+/// with long top-level arrays rendered in parallel. Each row is rendered alone and indented
+/// to its depth: JSON strings hold no raw line break, so indenting after every `\n` is
+/// exact.
+pub(crate) fn write_pretty(
     out: &mut dyn Write,
     doc: &Value,
-    lazy: Option<&LazyRows<'_, R>>,
+    lazy: &[&dyn LazyArray],
 ) -> std::io::Result<()> {
     let Value::Object(fields) = doc else {
         return Ok(serde_json::to_writer_pretty(out, doc)?);
@@ -141,10 +162,8 @@ pub(crate) fn write_pretty<R: serde::Serialize>(
         out.write_all(b"  ")?;
         serde_json::to_writer(&mut *out, key)?;
         out.write_all(b": ")?;
-        match (value, lazy) {
-            (_, Some(lazy)) if lazy.key == key => write_rows(out, lazy.len, |i, text| {
-                indented(text, &(lazy.row)(i), 4, true)
-            })?,
+        match (value, lazy.iter().find(|a| a.key() == key)) {
+            (_, Some(lazy)) => write_rows(out, lazy.len(), |i, text| lazy.render(i, text, 4))?,
             (Value::Array(rows), _) if rows.len() >= PARALLEL_ROWS => {
                 write_rows(out, rows.len(), |i, text| indented(text, &rows[i], 4, true))?
             }
@@ -260,7 +279,7 @@ mod tests {
                 "count": n, "empty": {},
             });
             let mut ours = Vec::new();
-            write_pretty::<Value>(&mut ours, &doc, None).unwrap();
+            write_pretty(&mut ours, &doc, &[]).unwrap();
             let theirs = serde_json::to_vec_pretty(&doc).unwrap();
             assert!(ours == theirs, "differs at {n} rows");
 
@@ -276,8 +295,22 @@ mod tests {
                 len: made.len(),
                 row: &row,
             };
-            write_pretty(&mut lazily, &lazy_doc, Some(&lazy)).unwrap();
+            write_pretty(&mut lazily, &lazy_doc, &[&lazy]).unwrap();
             assert!(lazily == theirs, "lazy rows differ at {n} rows");
+
+            // Two arrays made as they are written, of different row types: owned values
+            // for one, borrowed ones for the other.
+            let workloads = rows(n);
+            lazy_doc["workloads"] = Value::Null;
+            let owned = |i: usize| workloads[i].clone();
+            let first = LazyRows {
+                key: "workloads",
+                len: workloads.len(),
+                row: &owned,
+            };
+            let mut both = Vec::new();
+            write_pretty(&mut both, &lazy_doc, &[&first, &lazy]).unwrap();
+            assert!(both == theirs, "two lazy arrays differ at {n} rows");
         }
         let empty = |_: usize| -> Value { unreachable!("no row is made") };
         let lazy = LazyRows {
@@ -286,14 +319,14 @@ mod tests {
             row: &empty,
         };
         let mut ours = Vec::new();
-        write_pretty(&mut ours, &json!({"none": null, "n": 1}), Some(&lazy)).unwrap();
+        write_pretty(&mut ours, &json!({"none": null, "n": 1}), &[&lazy]).unwrap();
         assert_eq!(
             ours,
             serde_json::to_vec_pretty(&json!({"none": [], "n": 1})).unwrap()
         );
         for doc in [json!({}), json!([1, 2]), json!("text"), json!(null)] {
             let mut ours = Vec::new();
-            write_pretty::<Value>(&mut ours, &doc, None).unwrap();
+            write_pretty(&mut ours, &doc, &[]).unwrap();
             assert_eq!(ours, serde_json::to_vec_pretty(&doc).unwrap());
         }
     }
