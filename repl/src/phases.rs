@@ -49,8 +49,13 @@ impl Phases {
 /// User and system CPU time of every thread of the process so far, in seconds, where the
 /// system says (Linux's `/proc`, in its fixed 100 ticks a second: 10 ms steps).
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may hold spaces; the fields after it do not.
+    cpu_seconds_of(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// The user and system CPU time a `/proc/PID/stat` line gives, in seconds.
+fn cpu_seconds_of(stat: &str) -> Option<f64> {
+    // The command name (field 2) may hold spaces and parentheses; the fields after its
+    // last `)` do not.
     let mut after = stat.rsplit_once(')')?.1.split_whitespace();
     // utime and stime are fields 14 and 15; `after` starts at field 3.
     let utime: u64 = after.nth(11)?.parse().ok()?;
@@ -63,4 +68,19 @@ fn resident() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096 / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_from_fields_14_and_15_after_the_command_name() {
+        // A command name with a space and a `)` of its own; utime 250, stime 30 ticks.
+        let stat = "4242 (lattice) policy) R 1 4242 4242 0 -1 4194304 900 0 0 0 250 30 0 0 \
+                    20 0 3 0 100 1000 200";
+        assert_eq!(cpu_seconds_of(stat), Some(2.8));
+        assert_eq!(cpu_seconds_of("4242 (short) R 1"), None);
+        assert_eq!(cpu_seconds_of("no parenthesis at all"), None);
+    }
 }

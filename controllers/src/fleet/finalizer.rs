@@ -37,13 +37,17 @@ async fn set_finalizers(
     .map_err(|e| format!("cannot set {child}'s finalizers: {e}"))
 }
 
-/// Makes sure `child` carries [`FINALIZER`].
-pub async fn hold(client: &Client, child: &str) -> Result<(), String> {
-    let Some(current) = clusters(client)
+/// `child` as the server holds it now, if it is still there.
+async fn read(client: &Client, child: &str) -> Result<Option<DynamicObject>, String> {
+    clusters(client)
         .get_opt(child)
         .await
-        .map_err(|e| format!("cannot read {child}: {e}"))?
-    else {
+        .map_err(|e| format!("cannot read {child}: {e}"))
+}
+
+/// Makes sure `child` carries [`FINALIZER`].
+pub async fn hold(client: &Client, child: &str) -> Result<(), String> {
+    let Some(current) = read(client, child).await? else {
         return Ok(());
     };
     if current.metadata.deletion_timestamp.is_some() {
@@ -61,11 +65,7 @@ pub async fn hold(client: &Client, child: &str) -> Result<(), String> {
 
 /// Releases [`FINALIZER`] from `child`: its teardown is done.
 pub(super) async fn release(client: &Client, child: &str) -> Result<(), String> {
-    let Some(current) = clusters(client)
-        .get_opt(child)
-        .await
-        .map_err(|e| format!("cannot read {child}: {e}"))?
-    else {
+    let Some(current) = read(client, child).await? else {
         return Ok(());
     };
     let names = current.metadata.finalizers.unwrap_or_default();
