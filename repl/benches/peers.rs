@@ -161,19 +161,24 @@ fn lattice_in_process(world: &Path, runs: usize) -> (Duration, usize, Edges) {
     (median(times), plan.len(), allowed)
 }
 
-/// `lattice-policy mesh` from files, the whole process, twice: cold (the world cache
-/// empty: every manifest parsed and validated) and warm (the validated world read from the
-/// cache it stored). Both runs' time and peak RSS, and the edges they allow (which must be
-/// the same).
-fn lattice_from_files(world: &Path, cache: &Path) -> [(Duration, Option<f64>, Edges); 2] {
+/// `lattice-policy mesh` from files, the whole process, three times: cold (the caches
+/// empty: every manifest parsed, validated and projected, and every edge decided), warm
+/// (the validated world and its entities read back from the cache the first run stored,
+/// every edge decided afresh: `LATTICE_NO_CACHE=outputs`) and kept (the first run's answer
+/// read back). Each run's time and peak RSS, and the edges it allows (which must be the
+/// same).
+fn lattice_from_files(world: &Path, cache: &Path) -> [(Duration, Option<f64>, Edges); 3] {
     let bin = Path::new(env!("CARGO_BIN_EXE_lattice-policy"));
     let _ = std::fs::remove_dir_all(cache);
-    let run = || {
+    let run = |no_cache: &str| {
         // The bundled packs, which the binary carries: the packs the in-process plan loads.
         let (took, out, rss) = timed_with(
             bin,
             &["mesh", "--world", world.to_str().unwrap(), "-o", "json"],
-            &[("LATTICE_CACHE_DIR", cache)],
+            &[
+                ("LATTICE_CACHE_DIR", cache),
+                ("LATTICE_NO_CACHE", Path::new(no_cache)),
+            ],
         );
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
@@ -195,9 +200,10 @@ fn lattice_from_files(world: &Path, cache: &Path) -> [(Duration, Option<f64>, Ed
             .collect();
         (took, rss, edges)
     };
-    let cold = run();
-    let warm = run();
-    [cold, warm]
+    let cold = run("0");
+    let warm = run("outputs");
+    let kept = run("0");
+    [cold, warm, kept]
 }
 
 /// The declarations as OPA data: each service's calls and accepts as sets, and every
@@ -415,15 +421,19 @@ fn main() {
         agrees: Some(allowed == expected),
         note: format!("{} allowed", allowed.len()),
     });
-    let [cold, warm] = lattice_from_files(&world, &dir.join("cache"));
+    let [cold, warm, kept] = lattice_from_files(&world, &dir.join("cache"));
     for ((took, rss, from_files), how) in [
         (
             cold,
-            "`lattice-policy mesh`, whole process from files (cold: world cache empty)",
+            "`lattice-policy mesh`, whole process from files (cold: caches empty)",
         ),
         (
             warm,
-            "`lattice-policy mesh`, whole process from files (warm: validated world cached)",
+            "`lattice-policy mesh`, whole process from files (warm: validated world and entities cached, every edge decided afresh)",
+        ),
+        (
+            kept,
+            "`lattice-policy mesh`, whole process from files (the kept answer read back: same inputs)",
         ),
     ] {
         rows.push(Row {

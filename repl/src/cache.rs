@@ -1,10 +1,11 @@
 //! Where the command line keeps what it may reuse between runs, and how an entry is kept:
-//! the validated worlds ([`crate::world_cache`]) and their projected entities
-//! ([`crate::entity_cache`]).
+//! the validated worlds ([`crate::world_cache`]), their projected entities
+//! ([`crate::entity_cache`]) and what `plan` and `mesh` printed ([`crate::output_cache`]).
 //!
 //! Where: `$LATTICE_CACHE_DIR`, else `$XDG_CACHE_HOME/lattice`, else `~/.cache/lattice`,
 //! one directory per kind of entry (created 0700, the newest [`KEEP`] entries kept; a
-//! directory that others may write to is not used). `LATTICE_NO_CACHE=1` turns it off.
+//! directory that others may write to is not used). `LATTICE_NO_CACHE=1` turns it off, and
+//! `LATTICE_NO_CACHE=outputs` (a comma-separated list of kinds) only the kinds it names.
 //! An entry is one file per key, written to a temporary name and renamed into place, so a
 //! reader sees a whole entry or none.
 //!
@@ -19,9 +20,12 @@ use sha2::{Digest, Sha256};
 /// Entries kept per kind; older ones are removed when a new one is written.
 const KEEP: usize = 16;
 
-/// The directory for entries of `kind` (`worlds`, `entities`), unless the cache is off.
+/// The kinds of entry, each a directory of the cache.
+pub const KINDS: [&str; 3] = ["worlds", "entities", "outputs"];
+
+/// The directory for entries of `kind` (one of [`KINDS`]), unless that cache is off.
 pub fn dir(kind: &str) -> Option<PathBuf> {
-    if std::env::var_os("LATTICE_NO_CACHE").is_some_and(|v| !v.is_empty() && v != "0") {
+    if off(std::env::var("LATTICE_NO_CACHE").ok().as_deref(), kind) {
         return None;
     }
     if let Some(d) = std::env::var_os("LATTICE_CACHE_DIR").filter(|d| !d.is_empty()) {
@@ -32,6 +36,24 @@ pub fn dir(kind: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("lattice").join(kind))
+}
+
+/// Whether `LATTICE_NO_CACHE` set to `setting` turns off the cache of `kind`: any value but
+/// empty or `0` turns every cache off, except a comma-separated list of kinds, which turns
+/// off those alone (`outputs`: decide afresh, on a world still read back).
+fn off(setting: Option<&str>, kind: &str) -> bool {
+    let Some(setting) = setting
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "0")
+    else {
+        return false;
+    };
+    let named: Vec<&str> = setting.split(',').map(str::trim).collect();
+    if named.iter().all(|k| KINDS.contains(k)) {
+        named.contains(&kind)
+    } else {
+        true
+    }
 }
 
 /// Feeds this executable's identity to `h`: its version, path, size and modification
@@ -140,4 +162,27 @@ fn prune(dir: &Path, ext: &std::ffi::OsStr) {
 /// The SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_cache_turns_off_every_kind_or_the_kinds_it_names() {
+        for kind in KINDS {
+            assert!(!off(None, kind));
+            assert!(!off(Some(""), kind));
+            assert!(!off(Some("0"), kind));
+            assert!(off(Some("1"), kind));
+            assert!(off(Some("true"), kind));
+            // A list with a name that is no kind is read as "off", never as "on".
+            assert!(off(Some("outputs,everything"), kind));
+        }
+        assert!(off(Some("outputs"), "outputs"));
+        assert!(!off(Some("outputs"), "worlds"));
+        assert!(!off(Some("outputs"), "entities"));
+        assert!(off(Some("entities, outputs"), "entities"));
+        assert!(!off(Some("entities, outputs"), "worlds"));
+    }
 }

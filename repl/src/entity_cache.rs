@@ -18,9 +18,10 @@
 //! entities those actions can read ([`EntitySlice`]), read back without the rest (the
 //! entry always holds every entity), and refuses any other action.
 //!
-//! What is kept is the projection only. Rule packs and CedarPolicy objects are loaded, and
-//! every decision (approvals among them) is taken, afresh on each run, on the snapshot
-//! these entities make.
+//! What is kept here is the projection only. Rule packs and CedarPolicy objects are loaded,
+//! and every decision (approvals among them) is taken, afresh on each run, on the snapshot
+//! these entities make; a command's whole answer is kept apart, under a key that names the
+//! rule packs too ([`crate::output_cache`]).
 //!
 //! Where: the cache's `entities/` ([`crate::cache`]).
 

@@ -101,29 +101,54 @@ pub fn try_load(world_paths: &[PathBuf], policies: Option<&Path>) -> Result<Load
     })
 }
 
-/// Loads for one-shot work that never re-projects (`plan`, `mesh`, a compliance scan): the
-/// projection is consumed by the snapshot, so the peak holds each entity once, and its
-/// entities are read back from the cache of projected worlds when this world was projected
-/// before with the same facts ([`crate::entity_cache`]). With `decides`, the only actions
-/// the command asks, the snapshot holds only the entities they read. Diagnostics on stderr.
-pub fn load_once(
-    world_paths: &[PathBuf],
-    policies: Option<&Path>,
-    decides: Option<&[&str]>,
-) -> Option<(World, PolicyStore, Snapshot)> {
+/// What a one-shot command decides on, before its snapshot: the world, its policies and
+/// what was observed outside the manifests (the images' verifications).
+pub struct Inputs {
+    pub world: World,
+    pub store: PolicyStore,
+    pub live: LiveFacts,
+}
+
+/// Loads the world and its policies and verifies its images, for one-shot work that never
+/// re-projects (`plan`, `mesh`, a compliance scan). Diagnostics on stderr.
+pub fn load_inputs(world_paths: &[PathBuf], policies: Option<&Path>) -> Option<Inputs> {
     let mut phases = crate::phases::Phases::start("load");
     let loaded = world_and_store(world_paths, policies).and_then(|(world, store)| {
         phases.done("the world and its policies");
         let live = live_facts(&world, world_paths)?;
         phases.done("the images' verification");
-        // Through the cache of projected worlds: an unchanged world with the same facts is
-        // not projected again.
-        let (snapshot, _) = crate::entity_cache::snapshot(&world, &store, live, decides)
-            .map_err(|e| format!("error: {e}\n"))?;
-        phases.done("the snapshot, entities included");
-        Ok((world, store, snapshot))
+        Ok(Inputs { world, store, live })
     });
     loaded.map_err(|text| eprint!("{text}")).ok()
+}
+
+/// The snapshot of `inputs`: the projection is consumed by the snapshot, so the peak holds
+/// each entity once, and its entities are read back from the cache of projected worlds when
+/// this world was projected before with the same facts ([`crate::entity_cache`]). With
+/// `decides`, the only actions the command asks, the snapshot holds only the entities they
+/// read. Diagnostics on stderr.
+pub fn snapshot_of(inputs: &Inputs, decides: Option<&[&str]>) -> Option<Snapshot> {
+    let mut phases = crate::phases::Phases::start("load");
+    // Through the cache of projected worlds: an unchanged world with the same facts is not
+    // projected again.
+    let snapshot =
+        crate::entity_cache::snapshot(&inputs.world, &inputs.store, inputs.live.clone(), decides)
+            .map(|(snapshot, _)| snapshot)
+            .map_err(|e| eprintln!("error: {e}"))
+            .ok()?;
+    phases.done("the snapshot, entities included");
+    Some(snapshot)
+}
+
+/// [`load_inputs`] and then [`snapshot_of`]: the world, its policies and their snapshot.
+pub fn load_once(
+    world_paths: &[PathBuf],
+    policies: Option<&Path>,
+    decides: Option<&[&str]>,
+) -> Option<(World, PolicyStore, Snapshot)> {
+    let inputs = load_inputs(world_paths, policies)?;
+    let snapshot = snapshot_of(&inputs, decides)?;
+    Some((inputs.world, inputs.store, snapshot))
 }
 
 /// The world and its policies, or the rendered diagnostics.

@@ -13,6 +13,7 @@ mod mesh;
 mod migrate;
 mod oneshot;
 mod output;
+mod output_cache;
 mod phases;
 mod plain;
 mod plan;

@@ -9,7 +9,8 @@ use lattice_gates::{EdgeDecision, MeshPlan};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::output::{Format, LazyRows, emit, emit_document_with};
+use crate::output::{Format, LazyRows, document_with};
+use crate::output_cache::Printed;
 use crate::{EXIT_OK, EXIT_USAGE};
 
 /// The actions `mesh` decides: every edge's `Connect` and each workload's egress outside
@@ -17,17 +18,39 @@ use crate::{EXIT_OK, EXIT_USAGE};
 pub const DECIDES: &[&str] = &["Connect", "AccessExternalEndpoint"];
 
 pub fn run(
-    world: &[PathBuf],
+    world_paths: &[PathBuf],
     policies: Option<&Path>,
     namespace: Option<&str>,
     format: Format,
 ) -> u8 {
-    // The projection is consumed into the snapshot: nothing here projects again.
-    let Some((world, store, snapshot)) = crate::loading::load_once(world, policies, Some(DECIDES))
-    else {
+    let Some(inputs) = crate::loading::load_inputs(world_paths, policies) else {
         return EXIT_USAGE;
     };
     let mut phases = crate::phases::Phases::start("mesh");
+    // The same inputs print the same mesh: a run on them is read back, not decided again.
+    let options = [
+        ("format", format!("{format:?}")),
+        ("namespace", namespace.unwrap_or("").to_owned()),
+        ("all-namespaces", namespace.is_none().to_string()),
+    ];
+    let question = crate::output_cache::Question {
+        command: "mesh",
+        options: &options,
+        world_paths,
+        policies,
+    };
+    let slot = crate::output_cache::Slot::of(&question, &inputs.world, &inputs.live);
+    if let Some(printed) = slot.as_ref().and_then(|s| s.read()) {
+        phases.done("the mesh (cached)");
+        let code = printed.emit();
+        std::mem::forget(inputs);
+        return code;
+    }
+    // The projection is consumed into the snapshot: nothing here projects again.
+    let Some(snapshot) = crate::loading::snapshot_of(&inputs, Some(DECIDES)) else {
+        return EXIT_USAGE;
+    };
+    let crate::loading::Inputs { world, store, .. } = inputs;
     let packs = crate::loading::PacksInForce::of(&store, policies);
     let plan = MeshPlan::plan(&snapshot, &world);
     phases.done("the mesh plan");
@@ -35,12 +58,12 @@ pub fn run(
     text.push_str(&packs.line());
     doc["packs"] = packs.json();
     phases.done("the description");
-    match format {
+    let stdout = match format {
         // The edges' rows are made as they are written (see `describe`).
         Format::Json => {
             let edges = edges_in_scope(&plan, namespace);
             let row = |i: usize| EdgeRow::of(edges[i]);
-            emit_document_with(
+            document_with(
                 &doc,
                 &[&LazyRows {
                     key: "edges",
@@ -49,13 +72,29 @@ pub fn run(
                 }],
             )
         }
-        Format::Human => emit(&text),
-    }
+        Format::Human => Ok(std::mem::take(&mut text).into_bytes()),
+    };
+    let code = match stdout {
+        Ok(stdout) => {
+            let printed = Printed {
+                stdout,
+                code: EXIT_OK,
+            };
+            if let Some(slot) = &slot {
+                slot.store(&printed);
+            }
+            printed.emit()
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the mesh: {e}");
+            EXIT_USAGE
+        }
+    };
     phases.done("output");
     // The process ends here: the world, the snapshot and the plan (most of a gigabyte at
     // 10,000 services) are left to the operating system, as `plan` leaves its own.
     std::mem::forget((world, store, snapshot, plan, text, doc));
-    EXIT_OK
+    code
 }
 
 /// The plan's edges with an end in `namespace` (all without one), the egress outside the

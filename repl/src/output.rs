@@ -71,6 +71,12 @@ pub fn emit(text: &str) {
     written(out.write_all(text.as_bytes()).and_then(|()| out.flush()));
 }
 
+/// Writes `bytes` to stdout, as [`emit`] writes text.
+pub fn emit_bytes(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    written(out.write_all(bytes).and_then(|()| out.flush()));
+}
+
 /// Writes `doc` to stdout as pretty JSON and a newline, as [`emit`] writes text. The
 /// document is streamed rather than rendered to a string first: at estate scale that
 /// string is tens of megabytes of fresh memory, which costs more than the writing.
@@ -92,7 +98,7 @@ pub struct LazyRows<'a, R: serde::Serialize = Value> {
 }
 
 /// One top-level array made as it is written, whatever its rows' type: what
-/// [`emit_document_with`] takes, so that one document can hold arrays of different rows.
+/// [`document_with`] takes, so that one document can hold arrays of different rows.
 pub trait LazyArray: Sync {
     /// The document's key the array stands under.
     fn key(&self) -> &str;
@@ -115,13 +121,17 @@ impl<R: serde::Serialize> LazyArray for LazyRows<'_, R> {
     }
 }
 
-/// Writes `doc` to stdout as [`emit_json`] does, byte for byte, with each of `arrays` in
+/// `doc` as [`emit_json`] writes it, byte for byte, and a newline, with each of `arrays` in
 /// place of the value at its key (the output is what `doc` with those rows in place would
 /// give), and the rows of every long top-level array rendered on every core: at 10,000
 /// services a plan's 60,000 rows took longer to render on one core than the compliance scan
-/// takes on two.
-pub fn emit_document_with(doc: &Value, arrays: &[&dyn LazyArray]) {
-    stream(|out| write_pretty(out, doc, arrays));
+/// takes on two. As bytes, since an answer is kept as well as printed
+/// ([`crate::output_cache`]).
+pub fn document_with(doc: &Value, arrays: &[&dyn LazyArray]) -> std::io::Result<Vec<u8>> {
+    let mut text = Vec::new();
+    write_pretty(&mut text, doc, arrays)?;
+    text.push(b'\n');
+    Ok(text)
 }
 
 /// Streams what `write` writes, and a newline, to stdout through one buffer.

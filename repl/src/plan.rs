@@ -16,7 +16,7 @@ use lattice_schemas::crd::service::DeniedGate;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::output::{Format, LazyRows, emit, emit_document_with};
+use crate::output::{Format, LazyRows, document_with};
 use crate::style::Style;
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
@@ -39,13 +39,42 @@ enum Outcome {
 pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: Format) -> u8 {
     let mut phases = crate::phases::Phases::start("plan");
     let bar = progress("loading the world");
-    // Nothing is projected again after the snapshot: it may consume the projection, so no
-    // entity is held twice (at 10,000 services, hundreds of megabytes and their building).
-    let Some((owned_world, store, owned_snapshot)) =
-        crate::loading::load_once(paths, policies, None)
-    else {
+    let Some(inputs) = crate::loading::load_inputs(paths, policies) else {
         return EXIT_USAGE;
     };
+    // The same inputs print the same plan: a run on them is read back, not decided again.
+    let style = Style::detect();
+    let options = [
+        ("format", format!("{format:?}")),
+        ("detail", detail.to_string()),
+        ("color", style.colored().to_string()),
+    ];
+    let question = crate::output_cache::Question {
+        command: "plan",
+        options: &options,
+        world_paths: paths,
+        policies,
+    };
+    let slot = crate::output_cache::Slot::of(&question, &inputs.world, &inputs.live);
+    if let Some(printed) = slot.as_ref().and_then(|s| s.read()) {
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        phases.done("the plan (cached)");
+        let code = printed.emit();
+        std::mem::forget(inputs);
+        return code;
+    }
+    // Nothing is projected again after the snapshot: it may consume the projection, so no
+    // entity is held twice (at 10,000 services, hundreds of megabytes and their building).
+    let Some(owned_snapshot) = crate::loading::snapshot_of(&inputs, None) else {
+        return EXIT_USAGE;
+    };
+    let crate::loading::Inputs {
+        world: owned_world,
+        store,
+        ..
+    } = inputs;
     let packs = crate::loading::PacksInForce::of(&store, policies);
     let (world, snapshot) = (&owned_world, &owned_snapshot);
     phases.done("loading and the snapshot");
@@ -145,7 +174,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
         .count();
     let denied_edges = edges.iter().filter(|e| !e.allowed()).count();
 
-    match format {
+    let stdout = match format {
         // The document is built only when it is printed: at 10,000 services it is a few
         // hundred milliseconds of work a terminal reader does not need.
         Format::Json => {
@@ -169,7 +198,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                     "framework": f.id, "checks": f.check_tally, "controls": f.control_tally,
                 })).collect::<Vec<_>>(),
             });
-            emit_document_with(
+            document_with(
                 &doc,
                 &[
                     &LazyRows {
@@ -183,10 +212,10 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                         row: &edge_row,
                     },
                 ],
-            );
+            )
         }
         Format::Human => {
-            let s = Style::detect();
+            let s = style;
             let mut out = String::new();
             out.push_str(&format!(
                 "WORKLOADS ({} of {} derive)\n",
@@ -330,15 +359,28 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             if !detail {
                 out.push_str("(--detail lists every derived object and every allowed edge; -o json gives one document)\n");
             }
-            emit(&out);
+            Ok(out.into_bytes())
         }
-    }
-    phases.done("the output");
+    };
     let code = if denied_workloads > 0 || denied_edges > 0 {
         EXIT_FINDINGS
     } else {
         EXIT_OK
     };
+    let code = match stdout {
+        Ok(stdout) => {
+            let printed = crate::output_cache::Printed { stdout, code };
+            if let Some(slot) = &slot {
+                slot.store(&printed);
+            }
+            printed.emit()
+        }
+        Err(e) => {
+            eprintln!("error: cannot write the plan: {e}");
+            EXIT_USAGE
+        }
+    };
+    phases.done("the output");
     // The process ends here: what the plan read and decided (gigabytes at 10,000 services)
     // is left to the operating system instead of being freed piece by piece.
     std::mem::forget((outcomes, report, mesh));

@@ -19,6 +19,11 @@ impl Style {
         }
     }
 
+    /// Whether escapes are written.
+    pub fn colored(&self) -> bool {
+        self.color
+    }
+
     fn paint(&self, code: &str, text: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{text}\x1b[0m")

@@ -12,8 +12,10 @@
 //! (it is removed), never an error.
 //!
 //! What this cache holds is the validated world. Its projected entities are kept apart
-//! ([`crate::entity_cache`]), and no decision is ever kept: rule packs, CedarPolicy
-//! objects, image verification and every decision are taken afresh on each run.
+//! ([`crate::entity_cache`]), and so are the answers of `plan` and `mesh`
+//! ([`crate::output_cache`]), under keys that name the rule packs as well. Nothing here is
+//! decided: rule packs, CedarPolicy objects and image verification are taken afresh on each
+//! run.
 //!
 //! Where: the cache's `worlds/` ([`crate::cache`]); standard input (`-`) is never cached.
 

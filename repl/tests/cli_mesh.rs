@@ -126,3 +126,60 @@ fn egress_no_permit_covers_is_denied_and_the_rest_still_allowed() {
     assert_eq!(gateway["allowed"], false, "{egress:#?}");
     assert_eq!(verdict("ml/recsys-train")["allowed"], true, "{egress:#?}");
 }
+
+/// `mesh` keeps what it printed as `plan` does: the same inputs print the same bytes as
+/// deciding afresh, per namespace filter and format, and an edited world is decided again.
+#[test]
+fn a_kept_mesh_is_the_fresh_mesh_for_each_filter_and_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (world, cache) = (tmp.path().join("world"), tmp.path().join("cache"));
+    lattice_testkit::copy_dir(
+        &lattice_testkit::workspace_root().join("examples/world"),
+        &world,
+    );
+    let run = |kept: bool, args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lattice-policy"));
+        c.arg("mesh").arg("--world").arg(&world).args(args);
+        if kept {
+            c.env("LATTICE_CACHE_DIR", &cache)
+                .env_remove("LATTICE_NO_CACHE");
+        } else {
+            c.env("LATTICE_NO_CACHE", "1");
+        }
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let asks: [&[&str]; 3] = [&["-o", "json"], &[], &["payments"]];
+    for args in asks {
+        let fresh = run(false, args);
+        assert_eq!(run(true, args), fresh, "{args:?}, kept");
+        assert_eq!(run(true, args), fresh, "{args:?}, read back");
+    }
+    let kept = std::fs::read_dir(cache.join("outputs")).unwrap().count();
+    assert_eq!(kept, asks.len(), "one entry per question");
+
+    // The one-sided edge made bilateral: payments/ledger now lists shop/api as a caller.
+    let before = run(true, &["-o", "json"]);
+    assert!(before.contains("does not list shop/api as a caller"));
+    let payments = world.join("payments.yaml");
+    let text = std::fs::read_to_string(&payments).unwrap();
+    let ledger_callers = "    checkout:\n      type: service\n      direction: inbound\n      namespace: shop\n    gateway:";
+    assert!(text.contains(ledger_callers));
+    let bilateral = ledger_callers.replace(
+        "    gateway:",
+        "    api:\n      type: service\n      direction: inbound\n      namespace: shop\n    gateway:",
+    );
+    std::fs::write(&payments, text.replacen(ledger_callers, &bilateral, 1)).unwrap();
+    let after = run(true, &["-o", "json"]);
+    assert_eq!(after, run(false, &["-o", "json"]));
+    assert!(
+        !after.contains("does not list shop/api as a caller"),
+        "{after}"
+    );
+}

@@ -141,3 +141,107 @@ fn the_compliance_summary_is_the_scan_s_own() {
         assert_eq!(p["controls"], s["control_tally"], "{}", s["id"]);
     }
 }
+
+/// A plan is kept under a key of everything it read: a run on the same inputs prints the
+/// bytes and exits with the status of deciding afresh, a damaged entry is not trusted, and
+/// a change to the world or to any file of the rule packs is decided again.
+#[test]
+fn a_kept_plan_is_the_fresh_plan_and_any_change_to_its_inputs_is_decided_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (world, packs, cache) = (
+        tmp.path().join("world"),
+        tmp.path().join("policies"),
+        tmp.path().join("cache"),
+    );
+    lattice_testkit::copy_dir(&workspace().join("examples/world"), &world);
+    lattice_testkit::copy_dir(&workspace().join("policies"), &packs);
+    let run = |kept: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lattice-policy"));
+        c.arg("plan")
+            .arg(&world)
+            .arg("--policies")
+            .arg(&packs)
+            .args(["-o", "json"])
+            .env("NO_COLOR", "1");
+        if kept {
+            c.env("LATTICE_CACHE_DIR", &cache)
+                .env_remove("LATTICE_NO_CACHE");
+        } else {
+            c.env("LATTICE_NO_CACHE", "1");
+        }
+        let o = c.output().unwrap();
+        assert!(
+            matches!(o.status.code(), Some(0 | 1)),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), String::from_utf8(o.stdout).unwrap())
+    };
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(cache.join("outputs"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let fresh = run(false);
+    assert_eq!(fresh.0, Some(1), "the example world's one-sided edge");
+    assert!(entries().is_empty(), "nothing kept without the cache");
+    assert_eq!(run(true), fresh, "decided and kept");
+    let [entry] = entries().try_into().expect("one entry");
+    let kept = std::fs::read(&entry).unwrap();
+    assert_eq!(run(true), fresh, "read back");
+    assert_eq!(
+        std::fs::read(&entry).unwrap(),
+        kept,
+        "read, not written again"
+    );
+
+    // One bit of the kept document changed: the entry fails its digest, is dropped, and the
+    // plan is decided again and kept whole.
+    let mut damaged = kept.clone();
+    let last = damaged.len() - 10;
+    damaged[last] ^= 1;
+    std::fs::write(&entry, &damaged).unwrap();
+    assert_eq!(run(true), fresh, "a damaged entry is not trusted");
+    assert_eq!(std::fs::read(&entry).unwrap(), kept, "and is replaced");
+
+    // A pack's metadata alone, not its policies, is another key: its version is printed.
+    let pack = packs.join("baseline/pack.yaml");
+    let text = std::fs::read_to_string(&pack).unwrap();
+    let version = lattice_testkit::pack_version("baseline");
+    std::fs::write(
+        &pack,
+        text.replace(&format!("version: {version}"), "version: 9.9.9"),
+    )
+    .unwrap();
+    let bumped = run(true);
+    assert!(bumped.1.contains("baseline@9.9.9"), "{}", bumped.1);
+    assert_eq!(bumped, run(false));
+
+    // A policy forbidding every connection is decided: no edge is allowed any more.
+    std::fs::write(
+        packs.join("baseline/no-traffic.cedar"),
+        "@id(\"no-traffic\")\nforbid (principal, action == Lattice::Action::\"Connect\", resource);\n",
+    )
+    .unwrap();
+    let allowed = |doc: &str| {
+        let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+        doc["mesh"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["allowed"] == true)
+            .count()
+    };
+    assert!(allowed(&bumped.1) > 0);
+    let forbidden = run(true);
+    assert_eq!(allowed(&forbidden.1), 0, "{}", forbidden.1);
+    assert_eq!(forbidden, run(false));
+
+    // And a change to the world: a workload's manifest removed.
+    assert!(forbidden.1.contains("\"sandbox/scratch\""));
+    std::fs::remove_file(world.join("sandbox.yaml")).unwrap();
+    let smaller = run(true);
+    assert!(!smaller.1.contains("\"sandbox/scratch\""), "{}", smaller.1);
+    assert_eq!(smaller, run(false));
+    assert_eq!(entries().len(), 4, "one entry per distinct set of inputs");
+}
