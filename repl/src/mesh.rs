@@ -2,6 +2,7 @@
 //! ingress on its ports), denied declared edges with reasons, one-sided declarations; the
 //! egress each workload has outside the mesh; and each namespace's default-deny baseline.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use lattice_engine::{Snapshot, World};
@@ -9,8 +10,7 @@ use lattice_gates::{EdgeDecision, MeshPlan};
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::output::{Format, LazyRows, document_with};
-use crate::output_cache::Printed;
+use crate::output::{Format, LazyRows, Printer, write_document_with};
 use crate::{EXIT_OK, EXIT_USAGE};
 
 /// The actions `mesh` decides: every edge's `Connect` and each workload's egress outside
@@ -58,12 +58,15 @@ pub fn run(
     text.push_str(&packs.line());
     doc["packs"] = packs.json();
     phases.done("the description");
-    let stdout = match format {
+    // Printed as it is made, and kept for the next run on the same inputs.
+    let mut printer = Printer::new(slot.is_some());
+    let written = match format {
         // The edges' rows are made as they are written (see `describe`).
         Format::Json => {
             let edges = edges_in_scope(&plan, namespace);
             let row = |i: usize| EdgeRow::of(edges[i]);
-            document_with(
+            write_document_with(
+                &mut printer,
                 &doc,
                 &[&LazyRows {
                     key: "edges",
@@ -72,29 +75,16 @@ pub fn run(
                 }],
             )
         }
-        Format::Human => Ok(std::mem::take(&mut text).into_bytes()),
+        Format::Human => printer.write_all(text.as_bytes()),
     };
-    let code = match stdout {
-        Ok(stdout) => {
-            let printed = Printed {
-                stdout,
-                code: EXIT_OK,
-            };
-            if let Some(slot) = &slot {
-                slot.store(&printed);
-            }
-            printed.emit()
-        }
-        Err(e) => {
-            eprintln!("error: cannot write the mesh: {e}");
-            EXIT_USAGE
-        }
-    };
+    if let (Some(slot), Some(copy)) = (&slot, printer.finish(written)) {
+        slot.store(EXIT_OK, &copy);
+    }
     phases.done("output");
     // The process ends here: the world, the snapshot and the plan (most of a gigabyte at
     // 10,000 services) are left to the operating system, as `plan` leaves its own.
     std::mem::forget((world, store, snapshot, plan, text, doc));
-    code
+    EXIT_OK
 }
 
 /// The plan's edges with an end in `namespace` (all without one), the egress outside the

@@ -121,17 +121,76 @@ impl<R: serde::Serialize> LazyArray for LazyRows<'_, R> {
     }
 }
 
-/// `doc` as [`emit_json`] writes it, byte for byte, and a newline, with each of `arrays` in
-/// place of the value at its key (the output is what `doc` with those rows in place would
-/// give), and the rows of every long top-level array rendered on every core: at 10,000
-/// services a plan's 60,000 rows took longer to render on one core than the compliance scan
-/// takes on two. As bytes, since an answer is kept as well as printed
-/// ([`crate::output_cache`]).
-pub fn document_with(doc: &Value, arrays: &[&dyn LazyArray]) -> std::io::Result<Vec<u8>> {
-    let mut text = Vec::new();
-    write_pretty(&mut text, doc, arrays)?;
-    text.push(b'\n');
-    Ok(text)
+/// Writes `doc` to `out` as [`emit_json`] writes it to stdout, byte for byte, with each of
+/// `arrays` in place of the value at its key (the output is what `doc` with those rows in
+/// place would give), and the rows of every long top-level array rendered on every core: at
+/// 10,000 services a plan's 60,000 rows took longer to render on one core than the
+/// compliance scan takes on two.
+pub fn write_document_with(
+    out: &mut dyn Write,
+    doc: &Value,
+    arrays: &[&dyn LazyArray],
+) -> std::io::Result<()> {
+    write_pretty(out, doc, arrays)?;
+    out.write_all(b"\n")
+}
+
+/// What a command prints, written to stdout as it is made (through one buffer), with a copy
+/// kept when asked, for [`crate::output_cache`]. The copy is taken in chunks, so keeping a
+/// document of tens of megabytes costs its size, not the slack and copies of a growing
+/// buffer; without one, the output streams as [`emit_json`]'s does.
+pub struct Printer {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    copy: Option<Vec<Vec<u8>>>,
+}
+
+/// The size of each chunk of a [`Printer`]'s copy.
+const COPY_CHUNK: usize = 1 << 20;
+
+impl Printer {
+    /// A printer to stdout that keeps a copy of what it prints when `keep`.
+    pub fn new(keep: bool) -> Printer {
+        Printer {
+            out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
+            copy: keep.then(Vec::new),
+        }
+    }
+
+    /// Ends the output that `result` says was written, and gives the copy when one was
+    /// kept. A reader that went away ends the program quietly, as [`emit`] does, so a copy
+    /// is only ever of an output written whole.
+    pub fn finish(mut self, result: std::io::Result<()>) -> Option<Vec<Vec<u8>>> {
+        written(result.and_then(|()| self.out.flush()));
+        self.copy
+    }
+}
+
+impl Write for Printer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.out.write_all(bytes)?;
+        if let Some(copy) = &mut self.copy {
+            copy_in_chunks(copy, bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Appends `bytes` to `copy`, filling its last chunk before starting another of
+/// [`COPY_CHUNK`] bytes: no chunk is ever moved or grown.
+fn copy_in_chunks(copy: &mut Vec<Vec<u8>>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        if copy.last().is_none_or(|c| c.len() == c.capacity()) {
+            copy.push(Vec::with_capacity(COPY_CHUNK));
+        }
+        let chunk = copy.last_mut().expect("a chunk with room");
+        let take = bytes.len().min(chunk.capacity() - chunk.len());
+        chunk.extend_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+    }
 }
 
 /// Streams what `write` writes, and a newline, to stdout through one buffer.
@@ -269,6 +328,31 @@ mod tests {
                        "nested": {"objects": {"Deployment": 1, "Service": i}}})
             })
             .collect()
+    }
+
+    /// A copy taken in chunks is every byte written, in order, whatever the writes' sizes,
+    /// and no chunk outgrows its first allocation.
+    #[test]
+    fn a_printers_copy_is_every_byte_in_fixed_chunks() {
+        let written: Vec<u8> = (0..(2 * COPY_CHUNK + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut copy = Vec::new();
+        let mut at = 0;
+        for size in [0, 1, 7, COPY_CHUNK - 8, 3, COPY_CHUNK + 1, 100_000]
+            .into_iter()
+            .cycle()
+        {
+            let end = (at + size).min(written.len());
+            copy_in_chunks(&mut copy, &written[at..end]);
+            at = end;
+            if at == written.len() {
+                break;
+            }
+        }
+        assert_eq!(copy.concat(), written);
+        assert_eq!(copy.len(), 3);
+        assert!(copy.iter().all(|c| c.capacity() == copy[0].capacity()));
     }
 
     /// The parallel rendering is serde_json's pretty output, byte for byte: around the

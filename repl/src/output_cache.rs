@@ -109,22 +109,20 @@ impl Slot {
         })
     }
 
-    /// Keeps `printed` under this key. Whether it was stored; a cache that cannot be
-    /// written is no error.
-    pub fn store(&self, printed: &Printed) -> bool {
-        let digest = sha256(&printed.stdout);
-        crate::cache::store(
-            &self.dir,
-            &self.entry(),
-            &[
-                MAGIC,
-                self.key.as_bytes(),
-                b"\n",
-                &[printed.code],
-                &digest,
-                &printed.stdout,
-            ],
-        )
+    /// Keeps what a run printed (`stdout`, in chunks) and its exit status `code` under this
+    /// key. Whether it was stored; a cache that cannot be written is no error.
+    pub fn store(&self, code: u8, stdout: &[Vec<u8>]) -> bool {
+        let mut h = Sha256::new();
+        for chunk in stdout {
+            h.update(chunk);
+        }
+        let digest: [u8; 32] = h.finalize().into();
+        let head: [&[u8]; 5] = [MAGIC, self.key.as_bytes(), b"\n", &[code], &digest];
+        let parts: Vec<&[u8]> = head
+            .into_iter()
+            .chain(stdout.iter().map(Vec::as_slice))
+            .collect();
+        crate::cache::store(&self.dir, &self.entry(), &parts)
     }
 }
 
@@ -299,7 +297,8 @@ mod tests {
             stdout: b"{\"answer\": 1}\n".to_vec(),
             code: 1,
         };
-        assert!(slot.store(&printed));
+        // Kept in chunks, read back whole.
+        assert!(slot.store(1, &[b"{\"answer\"".to_vec(), b": 1}\n".to_vec()]));
         assert_eq!(slot.read(), Some(printed.clone()));
         // Cut short (as a crash might leave it): a miss, and the entry is gone.
         let entry = cache.path().join(slot.entry());
@@ -312,7 +311,7 @@ mod tests {
             dir: cache.path().to_path_buf(),
             key: "0".repeat(64),
         };
-        assert!(other.store(&printed));
+        assert!(other.store(printed.code, std::slice::from_ref(&printed.stdout)));
         std::fs::rename(cache.path().join(other.entry()), &entry).unwrap();
         assert_eq!(slot.read(), None);
     }

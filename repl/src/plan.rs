@@ -3,7 +3,7 @@
 //! the compliance summary per framework, and the snapshot it was all decided on.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use lattice_compiler::{CompileContext, CompileError, derive_in};
@@ -16,7 +16,7 @@ use lattice_schemas::crd::service::DeniedGate;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::output::{Format, LazyRows, document_with};
+use crate::output::{Format, LazyRows, Printer, write_document_with};
 use crate::style::Style;
 use crate::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 
@@ -174,7 +174,14 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
         .count();
     let denied_edges = edges.iter().filter(|e| !e.allowed()).count();
 
-    let stdout = match format {
+    let code = if denied_workloads > 0 || denied_edges > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    };
+    // Printed as it is made, and kept for the next run on the same inputs.
+    let mut printer = Printer::new(slot.is_some());
+    let written = match format {
         // The document is built only when it is printed: at 10,000 services it is a few
         // hundred milliseconds of work a terminal reader does not need.
         Format::Json => {
@@ -198,7 +205,8 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
                     "framework": f.id, "checks": f.check_tally, "controls": f.control_tally,
                 })).collect::<Vec<_>>(),
             });
-            document_with(
+            write_document_with(
+                &mut printer,
                 &doc,
                 &[
                     &LazyRows {
@@ -359,27 +367,12 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
             if !detail {
                 out.push_str("(--detail lists every derived object and every allowed edge; -o json gives one document)\n");
             }
-            Ok(out.into_bytes())
+            printer.write_all(out.as_bytes())
         }
     };
-    let code = if denied_workloads > 0 || denied_edges > 0 {
-        EXIT_FINDINGS
-    } else {
-        EXIT_OK
-    };
-    let code = match stdout {
-        Ok(stdout) => {
-            let printed = crate::output_cache::Printed { stdout, code };
-            if let Some(slot) = &slot {
-                slot.store(&printed);
-            }
-            printed.emit()
-        }
-        Err(e) => {
-            eprintln!("error: cannot write the plan: {e}");
-            EXIT_USAGE
-        }
-    };
+    if let (Some(slot), Some(copy)) = (&slot, printer.finish(written)) {
+        slot.store(code, &copy);
+    }
     phases.done("the output");
     // The process ends here: what the plan read and decided (gigabytes at 10,000 services)
     // is left to the operating system instead of being freed piece by piece.
