@@ -50,6 +50,7 @@ pub fn run(
     let Some(snapshot) = crate::loading::snapshot_of(&inputs, Some(DECIDES)) else {
         return EXIT_USAGE;
     };
+    phases.done("the snapshot");
     let crate::loading::Inputs { world, store, .. } = inputs;
     let packs = crate::loading::PacksInForce::of(&store, policies);
     let plan = MeshPlan::plan(&snapshot, &world);

@@ -60,7 +60,7 @@ pub fn run(paths: &[PathBuf], policies: Option<&Path>, detail: bool, format: For
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        phases.done("the plan (cached)");
+        phases.done("loading, and the plan read back (cached)");
         let code = printed.emit();
         std::mem::forget(inputs);
         return code;
