@@ -84,7 +84,8 @@ enum Command {
     /// Everything the platform decides and derives for a world: each workload's gates and
     /// objects, each namespace's default-deny baseline, the mesh, the compliance summary
     /// and the snapshot. Exit 0 when everything is allowed, 1 when anything is denied, 2 on
-    /// bad input.
+    /// bad input. A run on inputs unchanged since an earlier one prints the answer that run
+    /// kept (`LATTICE_NO_CACHE=outputs` decides afresh).
     Plan {
         /// The world: directories or files of manifests.
         #[arg(default_value = "examples/world")]
@@ -146,7 +147,9 @@ enum Command {
         output: output::Format,
     },
     /// Show the bilateral mesh: allowed edges, denied declared edges with reasons, and
-    /// one-sided declarations. Only declared edges are decided.
+    /// one-sided declarations. Only declared edges are decided. A run on inputs unchanged
+    /// since an earlier one prints the answer that run kept (`LATTICE_NO_CACHE=outputs`
+    /// decides afresh).
     Mesh {
         /// The world: directories or files of manifests (repeatable).
         #[arg(long, default_value = "examples/world")]
