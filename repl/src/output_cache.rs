@@ -15,7 +15,8 @@
 //! - every fact observed outside the manifests: images are verified afresh on each run,
 //!   before the key is taken, so a signature revoked at its registry is another key;
 //! - the rule packs: with `--policies DIR`, the name and content of every file under it
-//!   (packs carry compliance mappings and metadata besides their policies).
+//!   that the loader reads (`*.yaml`, `*.yml`, `*.cedar`, through links): packs carry
+//!   compliance mappings and metadata besides their policies.
 //!
 //! Any change to any of these is another key; nothing expires by time. Only a run that
 //! printed its whole answer is stored, with its exit status; an entry carries the SHA-256
@@ -168,9 +169,11 @@ fn key(question: &Question, world: &World, live: &LiveFacts) -> Option<String> {
     Some(hex(&h.finalize()))
 }
 
-/// Every file under `dir` (through links, as the loader follows them), by name relative to
-/// it and in order, with the SHA-256 of its content; `None` when one cannot be read, or the
-/// tree is deeper than any pack directory (a link that loops), so nothing is cached.
+/// Every rule-pack file under `dir` (`*.yaml`, `*.yml`, `*.cedar`, through links, as the
+/// loader follows them), by name relative to it and in order, with the SHA-256 of its
+/// content; `None` when one cannot be read, or the tree is deeper than any pack directory
+/// (a link that loops), so nothing is cached. Other files are never read, so a large one
+/// beside the packs costs nothing.
 fn files_under(dir: &Path) -> Option<Vec<(String, [u8; 32])>> {
     const DEPTH: usize = 16;
     let mut found = Vec::new();
@@ -183,7 +186,10 @@ fn files_under(dir: &Path) -> Option<Vec<(String, [u8; 32])>> {
             let path = entry.ok()?.path();
             if std::fs::metadata(&path).ok()?.is_dir() {
                 pending.push((path, depth + 1));
-            } else {
+            } else if path
+                .extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "cedar")
+            {
                 let name = path.strip_prefix(dir).ok()?.display().to_string();
                 found.push((name, sha256(&std::fs::read(&path).ok()?)));
             }
@@ -259,7 +265,7 @@ mod tests {
             base,
             key_of(&question(&json, &paths, None), &smaller, &live)
         );
-        // A rule-pack directory: every file under it, whatever its kind.
+        // A rule-pack directory: every file under it the loader reads, and only those.
         let packs = tempfile::tempdir().unwrap();
         std::fs::create_dir(packs.path().join("p")).unwrap();
         std::fs::write(
@@ -277,6 +283,12 @@ mod tests {
         let bumped = key_of(&question(&json, &paths, Some(packs.path())), &world, &live);
         assert_ne!(with_packs, bumped);
         std::fs::write(packs.path().join("p/notes.md"), "").unwrap();
+        assert_eq!(
+            bumped,
+            key_of(&question(&json, &paths, Some(packs.path())), &world, &live)
+        );
+        std::fs::create_dir(packs.path().join("p/more")).unwrap();
+        std::fs::write(packs.path().join("p/more/extra.cedar"), "").unwrap();
         assert_ne!(
             bumped,
             key_of(&question(&json, &paths, Some(packs.path())), &world, &live)
