@@ -98,7 +98,7 @@ pub struct LazyRows<'a, R: serde::Serialize = Value> {
 }
 
 /// One top-level array made as it is written, whatever its rows' type: what
-/// [`document_with`] takes, so that one document can hold arrays of different rows.
+/// [`write_document_with`] takes, so that one document can hold arrays of different rows.
 pub trait LazyArray: Sync {
     /// The document's key the array stands under.
     fn key(&self) -> &str;

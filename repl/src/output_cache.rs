@@ -21,9 +21,10 @@
 //! Any change to any of these is another key; nothing expires by time. Only a run that
 //! printed its whole answer is stored, with its exit status; an entry carries the SHA-256
 //! of its body, and one that does not verify is a miss (it is removed), never trusted.
-//! Standard input is never cached. `LATTICE_NO_CACHE=1` turns this cache off with the
-//! others, so that every decision is taken afresh (as an auditor re-deriving a plan may
-//! want; the answer is the same bytes either way, which the tests check).
+//! Standard input is never cached. `LATTICE_NO_CACHE=outputs` turns this cache alone off,
+//! so that every decision is taken afresh on a world still read back (as an auditor
+//! re-deriving a plan may want; the answer is the same bytes either way, which the tests
+//! check), and `LATTICE_NO_CACHE=1` turns it off with the others.
 //!
 //! Where: the cache's `outputs/` ([`crate::cache`]).
 
@@ -267,32 +268,22 @@ mod tests {
         );
         // A rule-pack directory: every file under it the loader reads, and only those.
         let packs = tempfile::tempdir().unwrap();
-        std::fs::create_dir(packs.path().join("p")).unwrap();
-        std::fs::write(
-            packs.path().join("p/pack.yaml"),
-            "name: p\nversion: 1.0.0\n",
-        )
-        .unwrap();
-        let with_packs = key_of(&question(&json, &paths, Some(packs.path())), &world, &live);
+        let write = |name: &str, text: &str| {
+            let path = packs.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let packs_key = || key_of(&question(&json, &paths, Some(packs.path())), &world, &live);
+        write("p/pack.yaml", "name: p\nversion: 1.0.0\n");
+        let with_packs = packs_key();
         assert_ne!(base, with_packs);
-        std::fs::write(
-            packs.path().join("p/pack.yaml"),
-            "name: p\nversion: 1.0.1\n",
-        )
-        .unwrap();
-        let bumped = key_of(&question(&json, &paths, Some(packs.path())), &world, &live);
+        write("p/pack.yaml", "name: p\nversion: 1.0.1\n");
+        let bumped = packs_key();
         assert_ne!(with_packs, bumped);
-        std::fs::write(packs.path().join("p/notes.md"), "").unwrap();
-        assert_eq!(
-            bumped,
-            key_of(&question(&json, &paths, Some(packs.path())), &world, &live)
-        );
-        std::fs::create_dir(packs.path().join("p/more")).unwrap();
-        std::fs::write(packs.path().join("p/more/extra.cedar"), "").unwrap();
-        assert_ne!(
-            bumped,
-            key_of(&question(&json, &paths, Some(packs.path())), &world, &live)
-        );
+        write("p/notes.md", "");
+        assert_eq!(bumped, packs_key(), "a file the loader does not read");
+        write("p/more/extra.cedar", "");
+        assert_ne!(bumped, packs_key());
     }
 
     #[test]

@@ -140,12 +140,7 @@ fn a_kept_mesh_is_the_fresh_mesh_for_each_filter_and_format() {
     let run = |kept: bool, args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_lattice-policy"));
         c.arg("mesh").arg("--world").arg(&world).args(args);
-        if kept {
-            c.env("LATTICE_CACHE_DIR", &cache)
-                .env_remove("LATTICE_NO_CACHE");
-        } else {
-            c.env("LATTICE_NO_CACHE", "1");
-        }
+        lattice_testkit::with_caches(&mut c, kept.then_some(cache.as_path()));
         let o = c.output().unwrap();
         assert_eq!(
             o.status.code(),

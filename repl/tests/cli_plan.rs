@@ -163,12 +163,7 @@ fn a_kept_plan_is_the_fresh_plan_and_any_change_to_its_inputs_is_decided_again()
             .arg(&packs)
             .args(["-o", "json"])
             .env("NO_COLOR", "1");
-        if kept {
-            c.env("LATTICE_CACHE_DIR", &cache)
-                .env_remove("LATTICE_NO_CACHE");
-        } else {
-            c.env("LATTICE_NO_CACHE", "1");
-        }
+        lattice_testkit::with_caches(&mut c, kept.then_some(cache.as_path()));
         let o = c.output().unwrap();
         assert!(
             matches!(o.status.code(), Some(0 | 1)),

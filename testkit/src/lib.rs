@@ -122,3 +122,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Has `cmd` (a `lattice-policy` run) use the caches at `cache`, whatever the environment
+/// says, or with `None` no cache at all (`LATTICE_NO_CACHE=1`).
+pub fn with_caches<'a>(
+    cmd: &'a mut std::process::Command,
+    cache: Option<&Path>,
+) -> &'a mut std::process::Command {
+    match cache {
+        Some(dir) => cmd
+            .env("LATTICE_CACHE_DIR", dir)
+            .env_remove("LATTICE_NO_CACHE"),
+        None => cmd.env("LATTICE_NO_CACHE", "1"),
+    }
+}
