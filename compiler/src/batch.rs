@@ -4,7 +4,7 @@
 use lattice_schemas::crd::LatticeJob;
 use serde_json::{Value, json};
 
-use crate::objects::{CompileContext, CompileError, meta, scope, service_account};
+use crate::objects::{CompileContext, CompileError, meta, object, scope, service_account};
 use crate::pod::{Part, PodOptions, pod};
 
 /// The scheduler that gang-schedules Volcano jobs.
@@ -48,7 +48,11 @@ pub fn compile_job(job: &LatticeJob, ctx: &CompileContext) -> Result<Vec<Value>,
         objects.extend(pod.objects);
         let replicas = task.replicas.unwrap_or(1);
         total += replicas;
-        tasks.push(json!({"name": task_name, "replicas": replicas, "template": pod.template}));
+        tasks.push(object([
+            ("name", task_name.as_str().into()),
+            ("replicas", replicas.into()),
+            ("template", pod.template),
+        ]));
     }
     let spec = json!({
         "schedulerName": SCHEDULER,

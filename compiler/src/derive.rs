@@ -3,6 +3,8 @@
 //! it is an end of (the callee's ingress, the caller's egress). Everything a workload
 //! derives lives in its own namespace and is owned by it.
 
+use std::collections::BTreeMap;
+
 use lattice_engine::{ObjectKey, Snapshot, World};
 use lattice_gates::{GateReport, MeshPlan, evaluate};
 use lattice_schemas::manifest::Object;
@@ -10,7 +12,7 @@ use serde_json::Value;
 
 use crate::compile::{CompileContext, CompileError, compile};
 use crate::egress::external_egress;
-use crate::mesh::{egress_object, identity, ingress_objects, peer_authentication};
+use crate::mesh::{EdgeSide, identity, peer_authentication};
 
 /// What one workload derives.
 #[derive(Clone, Debug)]
@@ -22,6 +24,16 @@ pub struct Derived {
     /// Every gate it was derived under, all allowed: what a compliance scan on the same
     /// snapshot reads instead of asking them again.
     pub gates: GateReport,
+    /// Its mesh edges' objects, counted by kind and not built: empty but from
+    /// [`derive_counting_edges`], whose `objects` leave them out.
+    pub unbuilt: BTreeMap<&'static str, usize>,
+}
+
+/// Whether derivation builds a workload's mesh edge objects or only counts them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edges {
+    Built,
+    Counted,
 }
 
 /// Everything `object` derives in `world` under `snapshot`: nothing unless every gate
@@ -50,7 +62,20 @@ pub fn derive_in(
     ctx: &CompileContext,
     object: &Object,
 ) -> Result<Derived, CompileError> {
-    derive_with(snapshot, world, plan, ctx, object)
+    derive_with(snapshot, world, plan, ctx, object, Edges::Built)
+}
+
+/// [`derive_in`] for a caller that reads what the objects are but needs none of the mesh
+/// edges' own: those are counted by kind in [`Derived::unbuilt`] and left out of
+/// `objects`. Everything else, gates included, is derived exactly as [`derive_in`] does.
+pub fn derive_counting_edges(
+    snapshot: &Snapshot,
+    world: &World,
+    plan: &MeshPlan,
+    ctx: &CompileContext,
+    object: &Object,
+) -> Result<Derived, CompileError> {
+    derive_with(snapshot, world, plan, ctx, object, Edges::Counted)
 }
 
 fn derive_with(
@@ -59,6 +84,7 @@ fn derive_with(
     plan: &MeshPlan,
     ctx: &CompileContext,
     object: &Object,
+    edges: Edges,
 ) -> Result<Derived, CompileError> {
     let gates = evaluate(snapshot, object);
     let mut objects = compile(object, &gates, ctx)?;
@@ -68,6 +94,7 @@ fn derive_with(
             objects,
             warnings: gates.audit_findings(),
             gates,
+            unbuilt: BTreeMap::new(),
         });
     }
     objects.extend(external_egress(object));
@@ -80,13 +107,24 @@ fn derive_with(
     // Each edge's side in this workload's namespace: it owns exactly these, so a
     // one-sided or denied edge removes exactly its own.
     // Its identity is found once, not once per edge.
+    let mut unbuilt = BTreeMap::new();
     if let Some(me) = identity(world, &id) {
         for edge in plan.touching(&id).into_iter().filter(|e| e.allowed()) {
-            if edge.callee == id {
-                objects.extend(ingress_objects(edge, &me, world));
-            }
-            if edge.caller == id {
-                objects.extend(egress_object(edge, &me, world));
+            let ingress = (edge.callee == id)
+                .then(|| EdgeSide::ingress(edge, &me, world))
+                .flatten();
+            let egress = (edge.caller == id)
+                .then(|| EdgeSide::egress(edge, &me, world))
+                .flatten();
+            for side in ingress.into_iter().chain(egress) {
+                match edges {
+                    Edges::Built => objects.extend(side.build()),
+                    Edges::Counted => {
+                        for kind in side.kinds() {
+                            *unbuilt.entry(*kind).or_insert(0) += 1;
+                        }
+                    }
+                }
             }
         }
     }
@@ -97,5 +135,6 @@ fn derive_with(
         objects,
         warnings: gates.audit_findings(),
         gates,
+        unbuilt,
     })
 }

@@ -34,5 +34,5 @@ pub mod service;
 
 pub use baseline::namespace_baseline;
 pub use compile::{CompileContext, CompileError, compile};
-pub use derive::{Derived, derive, derive_in};
+pub use derive::{Derived, derive, derive_counting_edges, derive_in};
 pub use mesh::compile_mesh;

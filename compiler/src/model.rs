@@ -3,13 +3,13 @@
 //! where the weights come from.
 
 use lattice_schemas::crd::LatticeModel;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::objects::{
     CompileContext, CompileError, disruption_budget, meta, scope, service_account, service_object,
 };
 use crate::pod::{Part, PodOptions, pod};
-use crate::service::scaled_object;
+use crate::service::{deployment, scaled_object};
 
 /// The variables every model container gets unless it sets them itself.
 pub const MODEL_URI_VAR: &str = "LATTICE_MODEL_URI";
@@ -64,11 +64,12 @@ pub fn compile_model(
             .replicas
             .or(role.autoscaling.as_ref().and_then(|a| a.min))
             .unwrap_or(1);
-        let mut deployment = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": meta(&part.base, &ns, &name),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": selector}, "template": pod.template}
-        });
+        let mut deployment = deployment(
+            meta(&part.base, &ns, &name),
+            replicas,
+            selector.clone(),
+            pod.template,
+        );
         if role.autoscaling.is_some() {
             crate::service::leave_replicas_to_the_autoscaler(&mut deployment);
         }

@@ -8,7 +8,7 @@ use lattice_schemas::crd::workload::{Container, Probe, ReadyState, WorkloadBody}
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::objects::{CONFIG_HASH, CompileError, meta, object_name};
+use crate::objects::{CONFIG_HASH, CompileError, meta, object, object_name};
 pub use crate::objects::{PART_LABEL, Part};
 use crate::placeholders::{Piece, PlaceholderError, Scope};
 use crate::secrets::{render_template, templated_external_secret};
@@ -125,11 +125,11 @@ pub fn pod(
                 .collect(),
         );
     }
-    let mut pod_spec = json!({
-        "serviceAccountName": part.workload,
-        "automountServiceAccountToken": false,
-        "securityContext": pod_security,
-    });
+    let mut pod_spec = object([
+        ("serviceAccountName", part.workload.into()),
+        ("automountServiceAccountToken", false.into()),
+        ("securityContext", pod_security),
+    ]);
     if !init_containers.is_empty() {
         pod_spec["initContainers"] = Value::Array(init_containers);
     }
@@ -166,14 +166,18 @@ pub fn pod(
         objects.extend(crate::runtime::binary_allowlists(part, body));
     }
     // Everything the pods are made from, so any change rolls them.
-    let hash = format!(
-        "{:x}",
-        Sha256::digest(serde_json::to_vec(&(&pod_spec, &objects)).unwrap_or_default())
-    );
-    let template = json!({
-        "metadata": {"labels": part.pod_labels(), "annotations": {CONFIG_HASH: format!("sha256:{}", &hash[..16])}},
-        "spec": pod_spec
-    });
+    // Hashed as it is written, never held as one buffer.
+    let mut hasher = Sha256::new();
+    let _ = serde_json::to_writer(&mut hasher, &(&pod_spec, &objects));
+    let hash = format!("{:x}", hasher.finalize());
+    let annotations = object([(CONFIG_HASH, format!("sha256:{}", &hash[..16]).into())]);
+    let template = object([
+        (
+            "metadata",
+            object([("labels", part.pod_labels()), ("annotations", annotations)]),
+        ),
+        ("spec", pod_spec),
+    ]);
     Ok(Pod { objects, template })
 }
 

@@ -5,8 +5,8 @@ use lattice_schemas::crd::LatticeService;
 use serde_json::{Value, json};
 
 use crate::objects::{
-    CompileContext, CompileError, disruption_budget, meta, object_name, scope, service_account,
-    service_object,
+    CompileContext, CompileError, disruption_budget, meta, object, object_name, scope,
+    service_account, service_object,
 };
 use crate::pod::{Part, PodOptions, pod};
 
@@ -53,15 +53,12 @@ pub fn compile_service(
         .replicas
         .or(svc.spec.autoscaling.as_ref().and_then(|a| a.min))
         .unwrap_or(1);
-    let mut deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": meta(&name, &ns, &name),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": part.selector()},
-            "template": pod.template
-        }
-    });
+    let mut deployment = deployment(
+        meta(&name, &ns, &name),
+        replicas,
+        part.selector(),
+        pod.template,
+    );
     if svc.spec.autoscaling.is_some() {
         leave_replicas_to_the_autoscaler(&mut deployment);
     }
@@ -93,6 +90,28 @@ pub fn compile_service(
         objects.push(disruption_budget(&name, &ns, &name, &part.selector()));
     }
     Ok(objects)
+}
+
+/// A Deployment of `replicas` pods from `template`, selected by `selector`.
+pub(crate) fn deployment(
+    metadata: Value,
+    replicas: i32,
+    selector: Value,
+    template: Value,
+) -> Value {
+    object([
+        ("apiVersion", "apps/v1".into()),
+        ("kind", "Deployment".into()),
+        ("metadata", metadata),
+        (
+            "spec",
+            object([
+                ("replicas", replicas.into()),
+                ("selector", object([("matchLabels", selector)])),
+                ("template", template),
+            ]),
+        ),
+    ])
 }
 
 /// The GatewayClass of the Gateways Lattice derives for services that name none.

@@ -476,6 +476,50 @@ fn allowed_edges_get_network_objects_and_one_sided_ones_none() {
     );
 }
 
+/// A plan that only counts its mesh edges' objects counts exactly the objects derivation
+/// builds for them, and derives everything else as it is.
+#[test]
+fn counting_edges_counts_exactly_the_edge_objects_derivation_builds() {
+    use lattice_compiler::{derive_counting_edges, derive_in};
+    use lattice_gates::MeshPlan;
+    use std::collections::BTreeMap;
+    let (w, s) = real();
+    let plan = MeshPlan::plan(&s, &w);
+    let ctx = CompileContext::of(&w, &s);
+    let mut counted = 0;
+    for (key, o) in w.objects().filter(|(_, o)| o.is_workload()) {
+        match (
+            derive_in(&s, &w, &plan, &ctx, o),
+            derive_counting_edges(&s, &w, &plan, &ctx, o),
+        ) {
+            (Ok(built), Ok(partial)) => {
+                assert!(built.unbuilt.is_empty(), "{key}");
+                // What counting leaves out, in order; the rest is built alike.
+                let mut kept = partial.objects.iter().peekable();
+                let mut left_out: BTreeMap<&str, usize> = BTreeMap::new();
+                for object in &built.objects {
+                    if kept.peek() == Some(&object) {
+                        kept.next();
+                    } else {
+                        *left_out
+                            .entry(object["kind"].as_str().unwrap())
+                            .or_default() += 1;
+                    }
+                }
+                assert!(kept.next().is_none(), "{key}: an object only counting made");
+                assert_eq!(left_out, partial.unbuilt, "{key}");
+                assert_eq!(built.warnings, partial.warnings, "{key}");
+                counted += partial.unbuilt.values().sum::<usize>();
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{key}"),
+            (a, b) => panic!("{key}: built {:?}, counted {:?}", a.is_ok(), b.is_ok()),
+        }
+    }
+    // Two sides of every allowed edge between workloads: three objects in all.
+    assert!(plan.allowed().count() > 0);
+    assert_eq!(counted, 3 * plan.allowed().count());
+}
+
 #[test]
 fn files_are_never_dropped_silently() {
     let (w, s) = permissive();

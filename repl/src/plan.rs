@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use lattice_compiler::{CompileContext, CompileError, derive_in};
+use lattice_compiler::{CompileContext, CompileError, derive_counting_edges, derive_in};
 use lattice_compliance::scan::{ScanOptions, scan};
 use lattice_gates::MeshPlan;
 use lattice_gates::compliance::{
@@ -519,6 +519,7 @@ fn progress(message: &'static str) -> Option<indicatif::ProgressBar> {
 }
 
 /// What one workload comes to on `snapshot`; its objects are kept only with `detail`.
+/// Without it, its mesh edges' objects are counted, never built: nothing would read them.
 fn derive_one(
     snapshot: &lattice_engine::Snapshot,
     world: &lattice_engine::World,
@@ -527,13 +528,25 @@ fn derive_one(
     object: &lattice_schemas::manifest::Object,
     detail: bool,
 ) -> Outcome {
-    match derive_in(snapshot, world, mesh, ctx, object) {
-        Ok(d) => Outcome::Derived {
-            counts: counts(&d.objects),
-            facts: DerivedObjects::read(&d.objects),
-            deviations: lattice_compliance::exceptions::deviations(&d.gates),
-            objects: detail.then_some(d.objects),
-        },
+    let derived = match detail {
+        true => derive_in(snapshot, world, mesh, ctx, object),
+        false => derive_counting_edges(snapshot, world, mesh, ctx, object),
+    };
+    match derived {
+        Ok(d) => {
+            let mut counts = counts(&d.objects);
+            let mut facts = DerivedObjects::read(&d.objects);
+            for (kind, n) in d.unbuilt {
+                *counts.entry(kind.to_owned()).or_insert(0) += n;
+                facts.kinds.insert(kind.to_owned());
+            }
+            Outcome::Derived {
+                counts,
+                facts,
+                deviations: lattice_compliance::exceptions::deviations(&d.gates),
+                objects: detail.then_some(d.objects),
+            }
+        }
         Err(CompileError::Denied { gates, .. }) => Outcome::Denied(gates),
         Err(e) => Outcome::Failed(e.to_string()),
     }
