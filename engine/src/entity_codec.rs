@@ -82,7 +82,9 @@ fn encode_all(all: &[&ast::Entity]) -> Option<Vec<u8>> {
     // Grouped by type (in first-seen order, otherwise as given), each type's run cut into
     // chunks of its own.
     let mut by_type: Vec<&ast::Entity> = all.to_vec();
-    by_type.sort_by_key(|e| table.type_ids[e.uid().entity_type()]);
+    // Each type looked up once, not once per comparison (hashing a type's name twice on
+    // every comparison): about a tenth of storing an estate's entities.
+    by_type.sort_by_cached_key(|e| table.type_ids[e.uid().entity_type()]);
     let runs: Vec<&[&ast::Entity]> = by_type
         .chunk_by(|a, b| a.uid().entity_type() == b.uid().entity_type())
         .flat_map(|run| run.chunks(CHUNK))
