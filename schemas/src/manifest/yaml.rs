@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -201,10 +202,6 @@ fn read(text: &str, record: bool) -> (Vec<YamlDocument>, Vec<YamlError>) {
     (documents, errors)
 }
 
-/// Keys to where they were first written. Hashed with foldhash (randomly seeded): SipHash
-/// here was a tenth of reading a manifest.
-type KeySpans = HashMap<String, Range<usize>, foldhash::fast::RandomState>;
-
 enum Frame {
     Seq {
         items: Vec<Value>,
@@ -217,10 +214,9 @@ enum Frame {
         anchor: usize,
         /// The pending key, once read, and where it was.
         key: Option<(String, Range<usize>)>,
-        /// Where each key was first seen, for duplicate reports.
-        seen: KeySpans,
-        /// Keys brought in by `<<` merges, which explicit keys may override.
-        merged: Vec<String>,
+        /// Where each entry's key was written, in `entries`' order, for duplicate reports;
+        /// `None` for an entry a `<<` merge brought in, which an explicit key may override.
+        key_spans: Vec<Option<Range<usize>>>,
     },
 }
 
@@ -372,8 +368,7 @@ impl<'a> Builder<'a> {
             Frame::Map {
                 entries,
                 key,
-                seen,
-                merged,
+                key_spans,
                 pointer,
                 ..
             } => {
@@ -399,9 +394,7 @@ impl<'a> Builder<'a> {
                             .unwrap_or(span_start..span_start);
                         // A block mapping's start event stands at its first key's `:`; the
                         // mapping really starts at its first key.
-                        if seen.is_empty()
-                            && entries.is_empty()
-                            && merged.is_empty()
+                        if key_spans.is_empty()
                             && let Some(span) = self.spans.spans.get_mut(pointer.as_str())
                             && range.start < span.value.start
                         {
@@ -419,20 +412,31 @@ impl<'a> Builder<'a> {
                             for source in sources {
                                 if let Value::Object(m) = source {
                                     for (mk, mv) in m {
-                                        if !entries.contains_key(&mk) {
-                                            merged.push(mk.clone());
-                                            entries.insert(mk, mv);
+                                        if let Entry::Vacant(slot) = entries.entry(mk) {
+                                            slot.insert(mv);
+                                            key_spans.push(None);
                                         }
                                     }
                                 }
                             }
                             return;
                         }
-                        match seen.entry(k) {
-                            std::collections::hash_map::Entry::Occupied(first) => {
-                                let k = first.key();
-                                let first_line =
-                                    self.text[..first.get().start].matches('\n').count() + 1;
+                        // One lookup for the usual new key; the entry's position is searched
+                        // for only when the key was already there.
+                        let k = match entries.entry(k) {
+                            Entry::Vacant(slot) => {
+                                slot.insert(value);
+                                key_spans.push(Some(range));
+                                return;
+                            }
+                            Entry::Occupied(slot) => slot.key().clone(),
+                        };
+                        let Some(i) = entries.keys().position(|e| *e == k) else {
+                            return;
+                        };
+                        match &key_spans[i] {
+                            Some(first) => {
+                                let first_line = self.text[..first.start].matches('\n').count() + 1;
                                 self.errors.push(YamlError {
                                     message: format!(
                                         "duplicate key `{k}` (first written on line {first_line})"
@@ -441,12 +445,9 @@ impl<'a> Builder<'a> {
                                     help: Some("each key may appear once in a mapping; the first value is used".into()),
                                 });
                             }
-                            std::collections::hash_map::Entry::Vacant(slot) => {
-                                let k = slot.key().clone();
-                                slot.insert(range);
-                                if !merged.is_empty() {
-                                    merged.retain(|m| m != &k);
-                                }
+                            // An explicit key overrides what a merge brought in, in place.
+                            None => {
+                                key_spans[i] = Some(range);
                                 entries.insert(k, value);
                             }
                         }
@@ -751,8 +752,7 @@ impl MarkedEventReceiver for Builder<'_> {
                         pointer,
                         anchor,
                         key: None,
-                        seen: KeySpans::default(),
-                        merged: Vec::new(),
+                        key_spans: Vec::new(),
                     }
                 });
             }
@@ -980,6 +980,35 @@ mod tests {
         let d = one("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\nlist: [*b]\n");
         assert_eq!(d.value["other"], json!({"x": 1, "y": 3}));
         assert_eq!(d.value["list"], json!([{"x": 1, "y": 2}]));
+    }
+
+    #[test]
+    fn merged_keys_yield_to_explicit_ones_written_once_in_either_order() {
+        // Written before the merge, an explicit key keeps its value and its place.
+        let (docs, err) = parse_documents(
+            "b: &b {x: 1, y: 2}
+o:
+  y: 3
+  <<: *b
+",
+        );
+        assert_eq!(err, vec![]);
+        assert_eq!(docs[0].value["o"], json!({"y": 3, "x": 1}));
+        let keys: Vec<_> = docs[0].value["o"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["y", "x"]);
+        // Overriding a merged key once is no duplicate; writing it twice is.
+        let text = "b: &b {x: 1, y: 2}
+o:
+  <<: *b
+  y: 3
+  y: 4
+";
+        let (docs, err) = parse_documents(text);
+        assert_eq!(docs[0].value["o"], json!({"x": 1, "y": 3}));
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(err[0].message.contains("duplicate key `y`"));
+        assert!(err[0].message.contains("line 4"), "{}", err[0].message);
+        assert_eq!(line_col(text, err[0].span.start), (5, 3));
     }
 
     #[test]
