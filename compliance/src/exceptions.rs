@@ -16,12 +16,12 @@
 //! `context.unapprovedOverrides` or `context.unapprovedWildcards`) passes *with an approved
 //! exception* for a subject that holds one, and fails once the exception has expired.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use lattice_engine::project::{namespaces, root_cluster};
 use lattice_engine::{PolicyInfo, PolicyStore, Query, Snapshot, World, action, opt_out_query, uid};
 use lattice_gates::AllowedGate;
-use lattice_gates::compliance::{AllowedDeviations, Subject};
+use lattice_gates::compliance::{AllowedDeviations, Subject, SubjectKind};
 use lattice_gates::questions;
 use lattice_schemas::crd::EnforcementMode;
 use lattice_schemas::manifest::Object;
@@ -29,6 +29,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::subject::SubjectRef;
+
+/// The exceptions each subject holds (see [`held`]).
+pub type Held<'a> = HashMap<(SubjectKind, &'a str), Vec<(String, &'a Exception)>>;
 
 /// What an exception lets a subject do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -176,10 +179,10 @@ pub fn register(
     now: jiff::Timestamp,
     allowed: Option<&AllowedDeviations>,
 ) -> Vec<Exception> {
-    // Rendering a uid is most of this at estate scale: done on every core.
-    let by_uid: BTreeMap<String, &Subject> = subjects
-        .par_iter()
-        .map(|s| (s.uid().to_string(), s))
+    // By kind and id, which name a uid one to one, so no uid is rendered to be looked up.
+    let by_uid: HashMap<(SubjectKind, &str), &Subject> = subjects
+        .iter()
+        .map(|s| ((s.kind, s.id.as_str()), s))
         .collect();
     // (policy id) → (info, kind, grants, subjects)
     let mut found: Vec<(
@@ -196,7 +199,7 @@ pub fn register(
         .into_par_iter()
         .filter(|o| {
             let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
-            by_uid.contains_key(&uid("Service", &id).to_string())
+            by_uid.contains_key(&(SubjectKind::Service, id.as_str()))
         })
         .collect();
     let per_workload: Vec<Vec<_>> = workloads
@@ -216,7 +219,7 @@ pub fn register(
     // Namespaces that run without the baseline.
     let (cluster, _) = root_cluster(world);
     for (ns, requested) in namespaces(world) {
-        let Some(subject) = by_uid.get(&uid("Namespace", &ns).to_string()) else {
+        let Some(subject) = by_uid.get(&(SubjectKind::Namespace, ns.as_str())) else {
             continue;
         };
         if !snapshot.opted_out(&ns) {
@@ -349,7 +352,7 @@ fn decide_deviations(snapshot: &Snapshot, object: &Object) -> Vec<AllowedGate> {
 fn workload_exceptions(
     snapshot: &Snapshot,
     object: &Object,
-    by_uid: &BTreeMap<String, &Subject>,
+    by_uid: &HashMap<(SubjectKind, &str), &Subject>,
     allowed: Option<&Vec<AllowedGate>>,
 ) -> Vec<(
     std::sync::Arc<PolicyInfo>,
@@ -359,7 +362,6 @@ fn workload_exceptions(
 )> {
     let ns = object.namespace().unwrap_or("default");
     let id = format!("{ns}/{}", object.name());
-    let principal = uid("Service", &id).to_string();
     let decided_here;
     let gates = match allowed {
         Some(gates) => gates.as_slice(),
@@ -378,14 +380,15 @@ fn workload_exceptions(
         };
         // Who holds it: the workload, and the container that raised it.
         let mut covered = Vec::new();
-        if let Some(s) = by_uid.get(&principal) {
+        if let Some(s) = by_uid.get(&(SubjectKind::Service, id.as_str())) {
             covered.push(SubjectRef::of(s));
         }
         let container = gate
             .raised_by
             .strip_prefix("sidecar ")
             .unwrap_or(&gate.raised_by);
-        if let Some(s) = by_uid.get(&uid("Container", &format!("{id}/{container}")).to_string()) {
+        if let Some(s) = by_uid.get(&(SubjectKind::Container, format!("{id}/{container}").as_str()))
+        {
             covered.push(SubjectRef::of(s));
         }
         let grant = gate.resource.id().unescaped().to_owned();
@@ -411,13 +414,17 @@ fn trusted_image(snapshot: &Snapshot, image: &cedar_policy::EntityUid) -> bool {
     flag("trustedRegistry") && (flag("signed") || !flag("signatureRequired"))
 }
 
-/// Per subject (its Cedar uid), the exceptions it holds, by category.
-pub fn held(register: &[Exception]) -> BTreeMap<String, Vec<(String, &Exception)>> {
-    let mut out: BTreeMap<String, Vec<(String, &Exception)>> = BTreeMap::new();
+/// Per subject (by kind and id, as its Cedar uid names it), the exceptions it holds, by
+/// category.
+pub fn held(register: &[Exception]) -> Held<'_> {
+    let mut out: Held<'_> = HashMap::new();
     for e in register {
+        let categories = e.categories();
         for s in &e.subjects {
-            for c in e.categories() {
-                out.entry(s.uid()).or_default().push((c, e));
+            for c in &categories {
+                out.entry((s.kind, s.id.as_str()))
+                    .or_default()
+                    .push((c.clone(), e));
             }
         }
     }

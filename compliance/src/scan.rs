@@ -365,22 +365,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Points each failure at the file and line of the object that declares its subject.
-fn locate_failures(results: &mut [FrameworkResult], subjects: &[Subject], world: &World) {
-    let keys: HashMap<(SubjectKind, &str), &lattice_engine::ObjectKey> = subjects
-        .iter()
-        .filter_map(|s| Some(((s.kind, s.id.as_str()), s.object.as_ref()?)))
-        .collect();
-    results
-        .par_iter_mut()
-        .flat_map(|r| r.checks.par_iter_mut())
-        .flat_map(|c| c.failures.par_iter_mut())
-        .for_each(|failure| {
-            failure.source = keys
-                .get(&(failure.subject.kind, failure.subject.id.as_str()))
-                .and_then(|k| world.location(k))
-                .map(str::to_owned);
-        });
+/// A subject as reports name it, and where the object that declares it was written.
+struct Named<'w> {
+    subject: SubjectRef,
+    source: Option<&'w str>,
 }
 
 /// Scans `world` on `snapshot` (built from `world` and `store`). `progress` is told how
@@ -464,8 +452,9 @@ pub fn scan(
     for s in &subjects {
         *by_kind.entry(s.kind).or_default() += 1;
     }
-    let mut inventory: Vec<String> = subjects.iter().map(|s| s.uid().to_string()).collect();
-    inventory.sort();
+    // Rendering a uid is most of this at estate scale: done on every core.
+    let mut inventory: Vec<String> = subjects.par_iter().map(|s| s.uid().to_string()).collect();
+    inventory.par_sort_unstable();
     let mut h = Sha256::new();
     for line in &inventory {
         h.update(line.as_bytes());
@@ -478,20 +467,28 @@ pub fn scan(
         subjects
             .par_iter()
             .map(|s| {
-                held.get(&s.uid().to_string())
+                held.get(&(s.kind, s.id.as_str()))
                     .map_or(&[][..], Vec::as_slice)
             })
             .collect()
     };
-    let mut results: Vec<FrameworkResult> = catalog
+    // Each subject named as reports name it, and where it was written, once: an estate's
+    // subjects can fail tens of thousands of checks.
+    let named: Vec<Named> = subjects
+        .par_iter()
+        .map(|s| Named {
+            subject: SubjectRef::of(s),
+            source: s.object.as_ref().and_then(|k| world.location(k)),
+        })
+        .collect();
+    let results: Vec<FrameworkResult> = catalog
         .par_iter()
         .enumerate()
         .map(|(i, fw)| {
             let baseline = options.baseline.filter(|_| fw.id == BASELINE_FRAMEWORK);
-            framework_result(fw, &subjects, &outcomes, i, &excusable, baseline)
+            framework_result(fw, &subjects, &named, &outcomes, i, &excusable, baseline)
         })
         .collect();
-    locate_failures(&mut results, &subjects, world);
     let pod_security = if catalog.iter().any(|f| f.id == POD_SECURITY_FRAMEWORK) {
         namespace_levels(world, &subjects, &facts)
     } else {
@@ -525,8 +522,8 @@ pub fn scan(
         subjects: by_kind,
         subject_inventory_sha256: hex(&h.finalize()),
         inventory: {
-            let mut all: Vec<SubjectRef> = subjects.iter().map(SubjectRef::of).collect();
-            all.sort();
+            let mut all: Vec<SubjectRef> = named.into_par_iter().map(|n| n.subject).collect();
+            all.par_sort_unstable();
             all
         },
         frameworks: results,
@@ -575,6 +572,7 @@ fn ask(snapshot: &Snapshot, q: &Query) -> Outcome {
 fn framework_result(
     fw: &Framework,
     subjects: &[Subject],
+    named: &[Named],
     outcomes: &[Vec<Outcome>],
     index: usize,
     excusable: &[&[(String, &crate::exceptions::Exception)]],
@@ -599,7 +597,9 @@ fn framework_result(
             failures: Vec::new(),
         })
         .collect();
-    for ((subject, outcome), held) in subjects.iter().zip(outcomes).zip(excusable) {
+    for (((subject, named), outcome), held) in
+        subjects.iter().zip(named).zip(outcomes).zip(excusable)
+    {
         let outcome = &outcome[index];
         for (check, result) in fw.checks.iter().zip(checks.iter_mut()) {
             if !check.applies_to.contains(&subject.kind) {
@@ -649,8 +649,8 @@ fn framework_result(
                     }
                 }
                 Some(error) => result.failures.push(Failure {
-                    subject: SubjectRef::of(subject),
-                    source: None,
+                    subject: named.subject.clone(),
+                    source: named.source.map(str::to_owned),
                     error,
                 }),
             }
