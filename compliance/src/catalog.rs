@@ -12,6 +12,7 @@ use cedar_policy::Effect;
 use lattice_engine::{PolicyInfo, PolicyStore};
 use lattice_gates::compliance::{SubjectKind, applies_to, framework_of};
 use lattice_schemas::crd::EnforcementMode;
+use rayon::prelude::*;
 
 /// The frameworks Lattice ships packs for, in report order.
 pub const FRAMEWORKS: [&str; 4] = ["nist-800-53", "soc2", "cis-kubernetes", "pod-security"];
@@ -133,13 +134,17 @@ pub fn frameworks(store: &PolicyStore, only: &[String]) -> Result<Vec<Framework>
             },
         );
     }
-    for p in store.active() {
-        if p.info.effect != Effect::Forbid || p.info.mode != EnforcementMode::Enforce {
-            continue;
-        }
-        let Some(fw) = framework_of(&p.policy) else {
-            continue;
-        };
+    let candidates: Vec<_> = store
+        .active()
+        .filter(|p| p.info.effect == Effect::Forbid && p.info.mode == EnforcementMode::Enforce)
+        .filter_map(|p| Some((p, framework_of(&p.policy)?)))
+        .collect();
+    // Reading a check parses its policy again (for its JSON form): on every core.
+    let checks: Vec<Result<Check, CatalogError>> = candidates
+        .par_iter()
+        .map(|(p, fw)| check(&p.info, &p.policy, fw))
+        .collect();
+    for ((_, fw), check) in candidates.into_iter().zip(checks) {
         let framework = by_id.entry(fw.clone()).or_insert_with(|| Framework {
             id: fw.clone(),
             title: fw.clone(),
@@ -150,7 +155,7 @@ pub fn frameworks(store: &PolicyStore, only: &[String]) -> Result<Vec<Framework>
             partial: BTreeMap::new(),
             checks: Vec::new(),
         });
-        framework.checks.push(check(&p.info, &p.policy, &fw)?);
+        framework.checks.push(check?);
     }
     let order = |id: &str| {
         FRAMEWORKS
