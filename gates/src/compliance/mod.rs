@@ -363,7 +363,16 @@ impl ComplyFacts {
                     .par_iter()
                     .map(|(_, o)| {
                         let id = format!("{}/{}", o.namespace().unwrap_or("default"), o.name());
-                        gate_facts(snapshot, o, decided.and_then(|d| d.get(&id)))
+                        let (mut service, containers) =
+                            gate_facts(snapshot, o, decided.and_then(|d| d.get(&id)));
+                        // What derivation showed, copied here on every core rather than
+                        // below on one.
+                        service.1.derived = match derived {
+                            Some(d) => d.get(&id).cloned().unwrap_or_default(),
+                            None => DerivedObjects::unknown(),
+                        };
+                        service.1.serves_metrics = serves_metrics(o);
+                        (service, containers)
                     })
                     .collect::<Vec<_>>()
             },
@@ -380,21 +389,7 @@ impl ComplyFacts {
             }
             let mut facts = service.1;
             facts.unilateral_callers = mesh.get(&service.0).copied().unwrap_or(0);
-            facts.derived = match derived {
-                Some(d) => d.get(&service.0).cloned().unwrap_or_default(),
-                None => DerivedObjects::unknown(),
-            };
             by_subject.insert((SubjectKind::Service, service.0), facts);
-        }
-        for (_, object) in &workloads {
-            let id = format!(
-                "{}/{}",
-                object.namespace().unwrap_or("default"),
-                object.name()
-            );
-            if let Some(f) = by_subject.get_mut(&(SubjectKind::Service, id)) {
-                f.serves_metrics = serves_metrics(object);
-            }
         }
         let audit = expired_audit_policies(world, now);
         let scheduled = scheduled_frameworks(world);
