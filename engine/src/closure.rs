@@ -22,7 +22,7 @@ use rayon::prelude::*;
 /// `all` (which must hold no action) and the schema's `actions` as one `Entities`, with
 /// the hierarchy closed. Fails on a cycle, naming the least uid on one, or when a uid is
 /// given twice.
-pub(crate) fn close<E: Borrow<Entity> + Send>(
+pub(crate) fn close<E: Borrow<Entity> + Send + Sync>(
     all: Vec<E>,
     actions: impl IntoIterator<Item = Entity>,
 ) -> Result<Entities, String> {
@@ -32,64 +32,62 @@ pub(crate) fn close<E: Borrow<Entity> + Send>(
 /// [`close`], keeping only the entities `keep` accepts: the hierarchy is still closed over
 /// all of them (a kept entity's ancestors may pass through one left out), and a cycle
 /// anywhere is still an error.
-pub(crate) fn close_kept<E: Borrow<Entity> + Send>(
+pub(crate) fn close_kept<E: Borrow<Entity> + Send + Sync>(
     all: Vec<E>,
     actions: impl IntoIterator<Item = Entity>,
     keep: impl Fn(&ast::Entity) -> bool + Sync,
 ) -> Result<Entities, String> {
-    // Uids are held apart from the entities, which are consumed (each given entity is
-    // dropped as soon as its closed copy is made, so the peak holds one set, not two).
-    let given = all.len();
-    let parents: Parents = all
-        .iter()
-        .map(|e| {
+    // Each entity's ancestors first, walking parents borrowed where they lie: copying
+    // every uid into a map of its own was the longest stretch on one core of a snapshot.
+    let ancestry: Vec<Result<Vec<EntityUID>, EntityUID>> = {
+        let mut parents: Parents<'_> =
+            HashMap::with_capacity_and_hasher(all.len(), Default::default());
+        for e in &all {
             let e: &ast::Entity = e.borrow().as_ref();
-            (e.uid().clone(), e.parents().cloned().collect())
-        })
-        .collect();
-    if parents.len() != given {
-        return Err("an entity is given twice".into());
-    }
-    let closed: Vec<Result<Option<ast::Entity>, EntityUID>> = all
-        .into_par_iter()
-        .map(|e| {
-            let e: &ast::Entity = e.borrow().as_ref();
-            let ancestors = ancestors(e.uid(), &parents)?;
-            if !keep(e) {
-                return Ok(None);
-            }
-            let mut owned = e.clone();
-            for a in ancestors {
-                // A parent stays a parent; the rest are indirect.
-                owned.add_indirect_ancestor(a.clone());
-            }
-            Ok(Some(owned))
-        })
-        .collect();
-    drop(parents);
-    let mut entities = Vec::with_capacity(closed.len());
-    let mut cycle: Option<EntityUID> = None;
-    for e in closed {
-        match e {
-            Ok(Some(e)) => entities.push(e),
-            Ok(None) => {}
-            Err(u) => {
-                if cycle.as_ref().is_none_or(|c| u < *c) {
-                    cycle = Some(u);
-                }
-            }
+            parents.insert(e.uid(), e);
         }
-    }
-    if let Some(u) = cycle {
+        if parents.len() != all.len() {
+            return Err("an entity is given twice".into());
+        }
+        all.par_iter()
+            .map(|e| {
+                let e: &ast::Entity = e.borrow().as_ref();
+                // Every entity is walked, kept or not: a cycle anywhere is an error.
+                let found = ancestors(e.uid(), &parents)?;
+                Ok(match keep(e) {
+                    true => found.into_iter().cloned().collect(),
+                    false => Vec::new(),
+                })
+            })
+            .collect()
+    };
+    if let Some(u) = ancestry.iter().filter_map(|a| a.as_ref().err()).min() {
         return Err(format!("the hierarchy above {u} has a cycle"));
     }
-    assume_closed(entities, actions)
+    // Each given entity is dropped as soon as its closed copy is made, so the peak holds
+    // one set, not two.
+    let closed: Vec<Option<ast::Entity>> = all
+        .into_par_iter()
+        .zip(ancestry)
+        .map(|(e, found)| {
+            let e: &ast::Entity = e.borrow().as_ref();
+            keep(e).then(|| {
+                let mut owned = e.clone();
+                // A parent stays a parent; the rest are indirect.
+                for a in found.into_iter().flatten() {
+                    owned.add_indirect_ancestor(a);
+                }
+                owned
+            })
+        })
+        .collect();
+    assume_closed(closed.into_iter().flatten(), actions)
 }
 
 /// `entities`, whose hierarchy is closed already (each holds all its ancestors), and the
 /// schema's `actions` as one `Entities`. Fails when a uid is given twice.
 pub(crate) fn assume_closed(
-    entities: Vec<ast::Entity>,
+    entities: impl IntoIterator<Item = ast::Entity>,
     actions: impl IntoIterator<Item = Entity>,
 ) -> Result<Entities, String> {
     let actions = actions.into_iter().map(|a| a.as_ref().clone());
@@ -104,16 +102,19 @@ pub(crate) fn assume_closed(
     .map_err(|e| e.to_string())
 }
 
-/// Every ancestor of `start`, direct or not; `Err(start)` when `start` is its own.
-/// Each given entity's parents, by uid.
-type Parents = HashMap<EntityUID, Vec<EntityUID>, foldhash::fast::RandomState>;
+/// Each given entity, by uid.
+type Parents<'a> = HashMap<&'a EntityUID, &'a ast::Entity, foldhash::fast::RandomState>;
 
+/// Every ancestor of `start`, direct or not; `Err(start)` when `start` is its own.
 fn ancestors<'a>(
     start: &EntityUID,
-    parents: &'a Parents,
+    parents: &Parents<'a>,
 ) -> Result<FastSet<&'a EntityUID>, EntityUID> {
     let mut seen: FastSet<&EntityUID> = FastSet::default();
-    let mut stack: Vec<&EntityUID> = parents.get(start).into_iter().flatten().collect();
+    let mut stack: Vec<&EntityUID> = match parents.get(start) {
+        Some(e) => e.parents().collect(),
+        None => Vec::new(),
+    };
     while let Some(u) = stack.pop() {
         if u == start {
             return Err(start.clone());
@@ -121,7 +122,7 @@ fn ancestors<'a>(
         if seen.insert(u) {
             // A parent not given (a dangling reference) is an ancestor with none of its own.
             if let Some(up) = parents.get(u) {
-                stack.extend(up);
+                stack.extend(up.parents());
             }
         }
     }

@@ -203,7 +203,7 @@ pub fn decode_slice(
     let actions = schema
         .action_entities()
         .map_err(|e| bad(format!("the schema's actions: {e}")))?;
-    crate::closure::assume_closed(decoded.into_iter().flatten().collect(), actions).map_err(bad)
+    crate::closure::assume_closed(decoded.into_iter().flatten(), actions).map_err(bad)
 }
 
 /// Every distinct text, type and uid of an entity set, numbered in first-seen order.
