@@ -494,6 +494,9 @@ pub fn scan(
     } else {
         Vec::new()
     };
+    // What only the scan read is freed on a worker while its caller goes on: at estate
+    // scale, tens of thousands of facts and answers, freed one by one.
+    rayon::spawn(move || drop((facts, outcomes)));
     let finished = if options.now.is_some() {
         started
     } else {
