@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -209,16 +208,28 @@ enum Frame {
         anchor: usize,
     },
     Map {
-        entries: Map<String, Value>,
+        /// Where its entries start in the builder's [`Builder::pairs`].
+        start: usize,
         pointer: String,
         anchor: usize,
         /// The pending key, once read, and where it was.
         key: Option<(String, Range<usize>)>,
-        /// Where each entry's key was written, in `entries`' order, for duplicate reports;
-        /// `None` for an entry a `<<` merge brought in, which an explicit key may override.
-        key_spans: Vec<Option<Range<usize>>>,
+        /// Each key's place among the entries, once the mapping has too many to search.
+        index: Option<HashMap<String, usize>>,
     },
 }
+
+/// One entry of a mapping being read.
+struct Pair {
+    key: String,
+    value: Value,
+    /// Where the key was written, for duplicate reports; `None` for an entry a `<<` merge
+    /// brought in, which an explicit key may override.
+    span: Option<Range<usize>>,
+}
+
+/// Past this many entries, a mapping's keys are found through a map rather than searched.
+const SEARCHED_KEYS: usize = 16;
 
 struct Builder<'a> {
     text: &'a str,
@@ -228,6 +239,10 @@ struct Builder<'a> {
     ascii: bool,
     line_starts: Vec<usize>,
     stack: Vec<Frame>,
+    /// The entries of every open mapping, innermost last. A mapping's entries become its
+    /// object, made at its exact size, when it ends: one buffer reused for every mapping
+    /// instead of each growing its own map an entry at a time.
+    pairs: Vec<Pair>,
     anchors: HashMap<usize, Value>,
     nodes: usize,
     spans: SpanMap,
@@ -251,6 +266,7 @@ impl<'a> Builder<'a> {
             ascii: text.is_ascii(),
             line_starts,
             stack: Vec::new(),
+            pairs: Vec::new(),
             anchors: HashMap::new(),
             nodes: 0,
             spans: SpanMap::default(),
@@ -366,12 +382,13 @@ impl<'a> Builder<'a> {
         match frame {
             Frame::Seq { items, .. } => items.push(value),
             Frame::Map {
-                entries,
+                start,
                 key,
-                key_spans,
+                index,
                 pointer,
                 ..
             } => {
+                let start = *start;
                 match key.take() {
                     None => {
                         let k = match value {
@@ -394,7 +411,7 @@ impl<'a> Builder<'a> {
                             .unwrap_or(span_start..span_start);
                         // A block mapping's start event stands at its first key's `:`; the
                         // mapping really starts at its first key.
-                        if key_spans.is_empty()
+                        if self.pairs.len() == start
                             && let Some(span) = self.spans.spans.get_mut(pointer.as_str())
                             && range.start < span.value.start
                         {
@@ -412,29 +429,20 @@ impl<'a> Builder<'a> {
                             for source in sources {
                                 if let Value::Object(m) = source {
                                     for (mk, mv) in m {
-                                        if let Entry::Vacant(slot) = entries.entry(mk) {
-                                            slot.insert(mv);
-                                            key_spans.push(None);
+                                        if find(&self.pairs[start..], index, &mk).is_none() {
+                                            push(&mut self.pairs, start, index, mk, mv, None);
                                         }
                                     }
                                 }
                             }
                             return;
                         }
-                        // One lookup for the usual new key; the entry's position is searched
-                        // for only when the key was already there.
-                        let k = match entries.entry(k) {
-                            Entry::Vacant(slot) => {
-                                slot.insert(value);
-                                key_spans.push(Some(range));
-                                return;
-                            }
-                            Entry::Occupied(slot) => slot.key().clone(),
-                        };
-                        let Some(i) = entries.keys().position(|e| *e == k) else {
+                        let Some(i) = find(&self.pairs[start..], index, &k) else {
+                            push(&mut self.pairs, start, index, k, value, Some(range));
                             return;
                         };
-                        match &key_spans[i] {
+                        let pair = &mut self.pairs[start + i];
+                        match &pair.span {
                             Some(first) => {
                                 let first_line = self.text[..first.start].matches('\n').count() + 1;
                                 self.errors.push(YamlError {
@@ -447,8 +455,8 @@ impl<'a> Builder<'a> {
                             }
                             // An explicit key overrides what a merge brought in, in place.
                             None => {
-                                key_spans[i] = Some(range);
-                                entries.insert(k, value);
+                                pair.value = value;
+                                pair.span = Some(range);
                             }
                         }
                     }
@@ -748,11 +756,11 @@ impl MarkedEventReceiver for Builder<'_> {
                     }
                 } else {
                     Frame::Map {
-                        entries: Map::new(),
+                        start: self.pairs.len(),
                         pointer,
                         anchor,
                         key: None,
-                        key_spans: Vec::new(),
+                        index: None,
                     }
                 });
             }
@@ -762,14 +770,55 @@ impl MarkedEventReceiver for Builder<'_> {
                 };
                 let (value, anchor) = match frame {
                     Frame::Seq { items, anchor, .. } => (Value::Array(items), anchor),
-                    Frame::Map {
-                        entries, anchor, ..
-                    } => (Value::Object(entries), anchor),
+                    Frame::Map { start, anchor, .. } => {
+                        let mut entries = Map::with_capacity(self.pairs.len() - start);
+                        for pair in self.pairs.drain(start..) {
+                            entries.insert(pair.key, pair.value);
+                        }
+                        (Value::Object(entries), anchor)
+                    }
                 };
                 self.add_value(value, at, anchor);
             }
         }
     }
+}
+
+/// The place of `key` among a mapping's `pairs` so far.
+fn find(pairs: &[Pair], index: &Option<HashMap<String, usize>>, key: &str) -> Option<usize> {
+    match index {
+        Some(index) => index.get(key).copied(),
+        None => pairs.iter().position(|p| p.key == key),
+    }
+}
+
+/// Adds a new entry to the mapping whose entries start at `start`, indexing its keys once
+/// there are too many to search.
+fn push(
+    pairs: &mut Vec<Pair>,
+    start: usize,
+    index: &mut Option<HashMap<String, usize>>,
+    key: String,
+    value: Value,
+    span: Option<Range<usize>>,
+) {
+    let at = pairs.len() - start;
+    match index {
+        Some(index) => {
+            index.insert(key.clone(), at);
+        }
+        None if at >= SEARCHED_KEYS => {
+            let mut all: HashMap<String, usize> = pairs[start..]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.key.clone(), i))
+                .collect();
+            all.insert(key.clone(), at);
+            *index = Some(all);
+        }
+        None => {}
+    }
+    pairs.push(Pair { key, value, span });
 }
 
 fn count_values(v: &Value) -> usize {
@@ -1009,6 +1058,30 @@ o:
         assert!(err[0].message.contains("duplicate key `y`"));
         assert!(err[0].message.contains("line 4"), "{}", err[0].message);
         assert_eq!(line_col(text, err[0].span.start), (5, 3));
+    }
+
+    #[test]
+    fn large_mappings_find_repeats_and_merges_as_small_ones_do() {
+        // Past SEARCHED_KEYS entries, keys are found through an index: the same answers.
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let base: String = keys.iter().map(|k| format!("  {k}: 1\n")).collect();
+        let text = format!(
+            "base: &b\n{base}o:\n  k39: 2\n  <<: *b\n  k0: 3\n  k5: 4\n  k5: 5\n  k39: 6\n"
+        );
+        let (docs, err) = parse_documents(&text);
+        let o = docs[0].value["o"].as_object().unwrap();
+        assert_eq!(o.len(), 40);
+        assert_eq!(o["k39"], 2, "written before the merge, it stays");
+        assert_eq!(o["k0"], 3, "written after the merge, it overrides");
+        assert_eq!(o["k5"], 4, "the first explicit value is kept");
+        assert_eq!(o["k1"], 1);
+        let order: Vec<_> = o.keys().take(3).collect();
+        assert_eq!(order, ["k39", "k0", "k1"], "merged keys keep the merge's order");
+        let messages: Vec<_> = err.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("duplicate key `k5`"), "{messages:?}");
+        assert!(messages[1].contains("duplicate key `k39`"), "{messages:?}");
+        assert!(messages[1].contains("line 43"), "{messages:?}");
     }
 
     #[test]
