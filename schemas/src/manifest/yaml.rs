@@ -1076,7 +1076,11 @@ o:
         assert_eq!(o["k5"], 4, "the first explicit value is kept");
         assert_eq!(o["k1"], 1);
         let order: Vec<_> = o.keys().take(3).collect();
-        assert_eq!(order, ["k39", "k0", "k1"], "merged keys keep the merge's order");
+        assert_eq!(
+            order,
+            ["k39", "k0", "k1"],
+            "merged keys keep the merge's order"
+        );
         let messages: Vec<_> = err.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(messages.len(), 2, "{messages:?}");
         assert!(messages[0].contains("duplicate key `k5`"), "{messages:?}");
