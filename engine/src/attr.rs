@@ -122,11 +122,15 @@ pub(crate) fn entity(
     parents: impl IntoIterator<Item = EntityUid>,
     tags: Option<&BTreeMap<String, String>>,
 ) -> Result<Entity, String> {
-    let values = attrs
-        .into_iter()
-        .map(|(k, v)| Ok((SmolStr::from(k), PartialValue::Value(v.into_value()?))))
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| format!("the entity {uid} cannot be built: {e}"))?;
+    // Sized once: collected through `Result`, the vector would grow a step at a time, and
+    // an estate has hundreds of thousands of these.
+    let mut values = Vec::with_capacity(attrs.len());
+    for (k, v) in attrs {
+        let v = v
+            .into_value()
+            .map_err(|e| format!("the entity {uid} cannot be built: {e}"))?;
+        values.push((SmolStr::from(k), PartialValue::Value(v)));
+    }
     let parents: HashSet<ast::EntityUID> = parents.into_iter().map(Into::into).collect();
     let tags = tags.into_iter().flatten().map(|(k, v)| {
         (
