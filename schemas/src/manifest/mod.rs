@@ -427,6 +427,9 @@ pub fn load_source(file: &Arc<SourceFile>) -> Loaded {
             ),
         ));
     }
+    // A manifest is about a kilobyte: grown a step at a time, the vector was copied over
+    // and over.
+    loaded.manifests.reserve(docs.len());
     for doc in docs {
         if doc.value.is_null() {
             continue;

@@ -84,6 +84,11 @@ pub fn validate_paths(paths: &[PathBuf]) -> Report {
     let mut partial = Vec::new();
     let mut cedar_by_dir: BTreeMap<PathBuf, Vec<(Arc<SourceFile>, cedar::PolicyCheck)>> =
         BTreeMap::new();
+    // Every file's manifests are moved into one vector, sized once (a manifest is about a
+    // kilobyte, and an estate has tens of thousands).
+    report
+        .manifests
+        .reserve(checked.iter().map(|c| c.report.manifests.len()).sum());
     for c in checked {
         let FileCheck {
             report: r,
