@@ -203,7 +203,8 @@ fn read(text: &str, record: bool) -> (Vec<YamlDocument>, Vec<YamlError>) {
 
 enum Frame {
     Seq {
-        items: Vec<Value>,
+        /// Where its items start in the builder's [`Builder::items`].
+        start: usize,
         pointer: String,
         anchor: usize,
     },
@@ -243,6 +244,8 @@ struct Builder<'a> {
     /// object, made at its exact size, when it ends: one buffer reused for every mapping
     /// instead of each growing its own map an entry at a time.
     pairs: Vec<Pair>,
+    /// The items of every open sequence, innermost last, likewise.
+    items: Vec<Value>,
     anchors: HashMap<usize, Value>,
     nodes: usize,
     spans: SpanMap,
@@ -267,6 +270,7 @@ impl<'a> Builder<'a> {
             line_starts,
             stack: Vec::new(),
             pairs: Vec::new(),
+            items: Vec::new(),
             anchors: HashMap::new(),
             nodes: 0,
             spans: SpanMap::default(),
@@ -336,8 +340,8 @@ impl<'a> Builder<'a> {
         }
         match self.stack.last() {
             None => String::new(),
-            Some(Frame::Seq { items, pointer, .. }) => {
-                push_pointer(pointer, &items.len().to_string())
+            Some(Frame::Seq { start, pointer, .. }) => {
+                push_pointer(pointer, &(self.items.len() - start).to_string())
             }
             Some(Frame::Map { key, pointer, .. }) => match key {
                 Some((k, _)) => push_pointer(pointer, k),
@@ -380,7 +384,7 @@ impl<'a> Builder<'a> {
             return;
         };
         match frame {
-            Frame::Seq { items, .. } => items.push(value),
+            Frame::Seq { .. } => self.items.push(value),
             Frame::Map {
                 start,
                 key,
@@ -750,7 +754,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 self.record_span(pointer.clone(), at, at..at + 1, None);
                 self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
                     Frame::Seq {
-                        items: Vec::new(),
+                        start: self.items.len(),
                         pointer,
                         anchor,
                     }
@@ -769,7 +773,9 @@ impl MarkedEventReceiver for Builder<'_> {
                     return;
                 };
                 let (value, anchor) = match frame {
-                    Frame::Seq { items, anchor, .. } => (Value::Array(items), anchor),
+                    Frame::Seq { start, anchor, .. } => {
+                        (Value::Array(self.items.drain(start..).collect()), anchor)
+                    }
                     Frame::Map { start, anchor, .. } => {
                         let mut entries = Map::with_capacity(self.pairs.len() - start);
                         for pair in self.pairs.drain(start..) {
