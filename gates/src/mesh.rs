@@ -125,6 +125,31 @@ struct Declarations {
 }
 
 impl Declarations {
+    /// The indexes of `declared`, each map built on a core of its own (the later of two
+    /// declarations with one id stands, as [`Declarations::declare`] leaves it).
+    fn of(declared: Vec<Declared>) -> Declarations {
+        let n = declared.len();
+        let (mut by, mut ports, mut contexts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for d in declared {
+            ports.push((d.id.clone(), d.ports));
+            contexts.push((d.id.clone(), d.context));
+            by.push((d.id, d.peers));
+        }
+        let ((by, ports), contexts) = rayon::join(
+            || rayon::join(|| by.into_iter().collect(), || ports.into_iter().collect()),
+            || contexts.into_iter().collect(),
+        );
+        Declarations {
+            by,
+            ports,
+            contexts,
+        }
+    }
+
     fn declare(&mut self, d: Declared) {
         self.ports.insert(d.id.clone(), d.ports);
         self.contexts.insert(d.id.clone(), d.context);
@@ -304,14 +329,7 @@ impl MeshPlan {
         };
         let (edges, callers) = rayon::join(edges, callers);
         drop((standing, names));
-        let mut declarations = Declarations {
-            by: HashMap::with_capacity(declared.len()),
-            ports: HashMap::with_capacity(declared.len()),
-            contexts: HashMap::with_capacity(declared.len()),
-        };
-        for d in declared {
-            declarations.declare(d);
-        }
+        let declarations = Declarations::of(declared);
         MeshPlan {
             edges,
             callers,
