@@ -261,12 +261,16 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(text: &'a str, record: bool) -> Self {
+        let ascii = text.is_ascii();
+        // Only a text with other characters needs lines to turn markers into offsets.
         let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        if !ascii {
+            line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        }
         Builder {
             text,
             record,
-            ascii: text.is_ascii(),
+            ascii,
             line_starts,
             stack: Vec::new(),
             pairs: Vec::new(),
