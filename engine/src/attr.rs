@@ -122,8 +122,8 @@ pub(crate) fn entity(
     parents: impl IntoIterator<Item = EntityUid>,
     tags: Option<&BTreeMap<String, String>>,
 ) -> Result<Entity, String> {
-    // Sized once: collected through `Result`, the vector would grow a step at a time, and
-    // an estate has hundreds of thousands of these.
+    // Sized once: collected through `Result`, the vector would grow a step at a time, once
+    // for each of an estate's tens of thousands of entities.
     let mut values = Vec::with_capacity(attrs.len());
     for (k, v) in attrs {
         let v = v

@@ -38,7 +38,7 @@ pub(crate) fn close_kept<E: Borrow<Entity> + Send + Sync>(
     keep: impl Fn(&ast::Entity) -> bool + Sync,
 ) -> Result<Entities, String> {
     // Each entity's ancestors first, walking parents borrowed where they lie: copying
-    // every uid into a map of its own was the longest stretch on one core of a snapshot.
+    // every uid and parent list into a map of its own was a long stretch on one core.
     let ancestry: Vec<Result<Vec<EntityUID>, EntityUID>> = {
         let mut parents: Parents<'_> =
             HashMap::with_capacity_and_hasher(all.len(), Default::default());
